@@ -1,0 +1,1 @@
+"""Azure Functions blueprints: the only package that imports ``azure.functions``."""

@@ -1,0 +1,191 @@
+"""The edge: correlation ids, error → response mapping, HTML rendering.
+
+Every HTTP function is wrapped by ``api`` (JSON problem responses, RFC 9457) or ``page``
+(HTML error pages). This is the one place where an exception becomes a response; no stack
+trace, secret or patient datum reaches a response or a log line.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import re
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import azure.functions as func
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from shared.errors import ConfigurationError, ConnectorError
+
+logger = logging.getLogger("connector")
+
+CORRELATION_HEADER = "x-correlation-id"
+_CORRELATION_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+SECURITY_HEADERS: Mapping[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+HTML_HEADERS: Mapping[str, str] = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; frame-ancestors 'self'; form-action 'self' http: https:; base-uri 'none'",
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+_templates: Environment | None = None
+
+
+def templates() -> Environment:
+    """The Jinja2 environment (autoescape on for every template), built on first use."""
+    global _templates
+    if _templates is None:
+        _templates = Environment(
+            loader=FileSystemLoader(Path(__file__).parent / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+    return _templates
+
+
+def correlation_id(req: func.HttpRequest) -> str:
+    """The caller's correlation id when it is well-formed, else a new one."""
+    supplied = req.headers.get(CORRELATION_HEADER, "")
+    return supplied if _CORRELATION_RE.match(supplied) else str(uuid.uuid4())
+
+
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        mimetype="application/json",
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def problem(status: int, title: str, *, code: str, correlation: str, detail: str | None = None) -> func.HttpResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "code": code}
+    if detail:
+        body["detail"] = detail
+    body["correlationId"] = correlation
+    response = func.HttpResponse(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        mimetype="application/problem+json",
+        headers={**SECURITY_HEADERS, CORRELATION_HEADER: correlation},
+    )
+    return response
+
+
+def render(
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> func.HttpResponse:
+    html = templates().get_template(template).render(**(context or {}))
+    return func.HttpResponse(
+        html, status_code=status, mimetype="text/html", charset="utf-8", headers={**HTML_HEADERS, **(headers or {})}
+    )
+
+
+def error_page(
+    status: int, title: str, *, message: str, correlation: str, hint: str | None = None
+) -> func.HttpResponse:
+    return render(
+        "error.html",
+        {"title": title, "message": message, "hint": hint, "correlation_id": correlation, "status": status},
+        status=status,
+        headers={CORRELATION_HEADER: correlation},
+    )
+
+
+# --- one mapping from errors to responses -------------------------------------------------
+
+_TITLES = {
+    400: "Bad request",
+    401: "Sign-in required",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    500: "Something went wrong",
+    502: "An external system returned an error",
+    503: "Temporarily unavailable",
+}
+_reported_configuration_error = False
+
+
+def _classify(exc: BaseException, correlation: str) -> tuple[int, str, str, str | None]:
+    """(status, code, message, hint) for any exception, logging it once without secrets."""
+    global _reported_configuration_error
+    if isinstance(exc, ConfigurationError):
+        if not _reported_configuration_error:
+            # Keys and reasons only, never values: the one clear startup error.
+            logger.error("Connector settings are invalid: %s", exc.message)
+            _reported_configuration_error = True
+        hint = "An administrator must fix its settings."
+        return 503, exc.code, "The connector is not configured correctly yet.", hint
+    if isinstance(exc, ConnectorError):
+        log = logger.warning if exc.status >= 500 else logger.info
+        log("%s %s (correlation %s)", type(exc).__name__, exc.code, correlation)
+        return exc.status, exc.code, exc.message, None
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?"
+    logger.error("Unhandled %s at %s (correlation %s)", type(exc).__name__, where, correlation)
+    return 500, "internal_error", "The connector could not complete this request.", None
+
+
+def error_response(exc: BaseException, correlation: str, *, html: bool) -> func.HttpResponse:
+    status, code, message, hint = _classify(exc, correlation)
+    title = _TITLES.get(status, "Error")
+    if html:
+        return error_page(status, title, message=message, correlation=correlation, hint=hint)
+    return problem(status, title, code=code, correlation=correlation, detail=message)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _edge(html: bool) -> Callable[[F], F]:
+    def decorate(handler: F) -> F:
+        if inspect.iscoroutinefunction(handler):
+
+            @functools.wraps(handler)
+            async def async_wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:
+                correlation = correlation_id(req)
+                try:
+                    response = await cast(Callable[..., Awaitable[func.HttpResponse]], handler)(req, *args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - the one place errors become responses
+                    return error_response(exc, correlation, html=html)
+                response.headers.setdefault(CORRELATION_HEADER, correlation)
+                return response
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(handler)
+        def wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:
+            correlation = correlation_id(req)
+            try:
+                response = handler(req, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the one place errors become responses
+                return error_response(exc, correlation, html=html)
+            response.headers.setdefault(CORRELATION_HEADER, correlation)
+            return cast(func.HttpResponse, response)
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
+api = _edge(html=False)
+page = _edge(html=True)

@@ -1,0 +1,14 @@
+"""Composition root: create the Functions app and register the blueprints.
+
+Importing this module does no I/O and never raises, even with no settings present:
+settings and clients are built lazily on first use.
+"""
+
+import azure.functions as func
+
+from connector import health, maintenance
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (health.bp, maintenance.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,101 @@
+"""Local settings for the sandbox: the sample's values plus freshly generated secrets.
+
+Private keys are never committed. This module generates them on the machine that runs
+the sandbox or the tests: the connector's signing key (RS384 for private_key_jwt and SMART
+Backend Services) and the certificate Graph encrypts change notifications with.
+
+    python -m sandbox.local_settings          # writes local.settings.json from the sample
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from sandbox import azurite
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "local.settings.sample.json"
+TARGET = ROOT / "local.settings.json"
+
+
+def private_key_pem(bits: int = 2048) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def self_signed_certificate_pem(common_name: str = "teams-ehr-connector-notifications") -> str:
+    """A self-signed RSA certificate followed by its private key (Graph uses only the public key)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return cert_pem + key_pem
+
+
+def generated_secrets() -> dict[str, str]:
+    return {
+        "SIGNING_KEYS": private_key_pem(),
+        "GRAPH_ENCRYPTION_CERTIFICATE": self_signed_certificate_pem(),
+        "CONNECTOR_SECRET": secrets.token_urlsafe(48),
+        "GRAPH_CLIENT_STATE": secrets.token_urlsafe(48),
+    }
+
+
+def sample_values() -> dict[str, str]:
+    values: dict[str, str] = json.loads(SAMPLE.read_text())["Values"]
+    return values
+
+
+def storage_values(port_base: int) -> dict[str, str]:
+    """Storage connection strings for an Azurite on ``port_base`` (one account per geography)."""
+    return {
+        "AzureWebJobsStorage": azurite.connection_string(azurite.DEV_ACCOUNT, port_base),
+        **{f"STORAGE_{geo.upper()}": azurite.connection_string(geo, port_base) for geo in azurite.GEOGRAPHY_ACCOUNTS},
+    }
+
+
+def local_values(port_base: int = azurite.DEFAULT_PORT_BASE, **overrides: str) -> dict[str, str]:
+    return {**sample_values(), **storage_values(port_base), **generated_secrets(), **overrides}
+
+
+def write_local_settings(values: dict[str, str], target: Path = TARGET) -> Path:
+    target.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2) + "\n")
+    target.chmod(0o600)
+    return target
+
+
+def main() -> int:
+    if TARGET.exists():
+        print(f"{TARGET.name} exists; leaving it alone (delete it to regenerate).")
+        return 0
+    write_local_settings(local_values())
+    print(f"Wrote {TARGET.name} with freshly generated keys.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plain, typed core of the connector; knows nothing of ``azure.functions``."""

@@ -1,0 +1,64 @@
+"""Shared fixtures: a real Azurite (started here unless scripts/test already did) and settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from sandbox import azurite
+from sandbox.local_settings import local_values
+from shared.settings import Settings, reset_settings_cache
+from shared.storage import Storage, reset_storage
+
+
+@pytest.fixture(scope="session")
+def azurite_port_base() -> Iterator[int]:
+    """Port base of a running Azurite with the geography accounts."""
+    configured = os.environ.get("TEST_AZURITE_PORT_BASE")
+    if configured and azurite.is_listening(int(configured) + 2):
+        yield int(configured)
+        return
+    base = azurite.free_port_base()
+    process = azurite.start(base)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def base_env(azurite_port_base: int) -> dict[str, str]:
+    """A complete, valid settings environment pointing at the test Azurite."""
+    return local_values(azurite_port_base)
+
+
+@pytest.fixture
+def env(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """``base_env`` installed into os.environ for code that reads settings lazily."""
+    for key, value in base_env.items():
+        monkeypatch.setenv(key, value)
+    reset_settings_cache()
+    reset_storage()
+    yield base_env
+    reset_settings_cache()
+    reset_storage()
+
+
+@pytest.fixture
+def settings(base_env: dict[str, str]) -> Settings:
+    return Settings.from_env(base_env)
+
+
+@pytest.fixture
+def storage(settings: Settings) -> Storage:
+    return Storage(settings)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix so tests never see each other's rows."""
+    return uuid.uuid4().hex[:12]

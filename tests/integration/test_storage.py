@@ -1,0 +1,130 @@
+"""Storage on a real Azurite: geography isolation, etags, single-use state, expiry, sweep."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError
+
+from sandbox import azurite
+from shared.auth_state import AuthStateStore
+from shared.errors import BadRequest, StateError, StorageUnavailable
+from shared.settings import Geography, Secret, Settings, StorageConnection
+from shared.storage import Storage, StorageAccount
+from shared.sweep import sweep_expired
+from shared.user_map import TABLE as USER_MAP_TABLE
+from shared.user_map import UserMapRepository
+
+pytestmark = pytest.mark.azurite
+
+
+def test_mapping_written_for_emea_is_invisible_in_americas(storage: Storage, settings: Settings, unique: str) -> None:
+    repo = UserMapRepository(storage, settings.connector_secret.reveal())
+    repo.put(Geography.EMEA, f"cfg-{unique}", "Practitioner/123", tenant_id="t1", object_id="o1")
+
+    found = repo.get(Geography.EMEA, f"cfg-{unique}", "Practitioner/123")
+    assert found is not None and (found.tenant_id, found.object_id) == ("t1", "o1")
+    assert repo.get(Geography.AMERICAS, f"cfg-{unique}", "Practitioner/123") is None
+    assert repo.get(Geography.APAC, f"cfg-{unique}", "Practitioner/123") is None
+    # The row lives only in the EMEA account, and its key reveals no EHR identifier.
+    rows = list(storage.for_geography(Geography.EMEA).table(USER_MAP_TABLE).list_entities())
+    assert all("Practitioner" not in row["RowKey"] for row in rows)
+    americas_rows = storage.for_geography(Geography.AMERICAS).table(USER_MAP_TABLE).list_entities()
+    assert all(row["RowKey"] != repo.row_key(f"cfg-{unique}", "Practitioner/123") for row in americas_rows)
+
+
+def test_mapping_key_depends_on_configuration(storage: Storage, settings: Settings, unique: str) -> None:
+    repo = UserMapRepository(storage, settings.connector_secret.reveal())
+    repo.put(Geography.AMERICAS, f"a-{unique}", "Practitioner/1", tenant_id="t", object_id="o")
+    assert repo.get(Geography.AMERICAS, f"b-{unique}", "Practitioner/1") is None
+
+
+def test_unconfigured_geography_is_an_error(base_env: dict[str, str]) -> None:
+    env = {k: v for k, v in base_env.items() if k != "STORAGE_APAC"}
+    storage = Storage(Settings.from_env(env))
+    with pytest.raises(BadRequest, match="apac"):
+        storage.for_geography(Geography.APAC)
+
+
+def test_stale_etag_update_is_rejected(storage: Storage, unique: str) -> None:
+    table = storage.app.table("EtagProbe")
+    table.create_entity({"PartitionKey": unique, "RowKey": "r", "Value": 1})
+    first = table.get_entity(unique, "r")
+    second = table.get_entity(unique, "r")
+    first["Value"] = 2
+    table.update_entity(first, etag=first.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+    second["Value"] = 3
+    with pytest.raises(ResourceModifiedError):
+        table.update_entity(second, etag=second.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+    assert table.get_entity(unique, "r")["Value"] == 2
+
+
+def test_state_is_consumed_exactly_once(storage: Storage) -> None:
+    store = AuthStateStore(storage.app)
+    state = store.create("test", {"verifier": "v"})
+    assert len(state) >= 22  # >= 128 bits of URL-safe base64
+    assert store.consume("test", state) == {"verifier": "v"}
+    with pytest.raises(StateError) as caught:
+        store.consume("test", state)
+    assert caught.value.code == "state_reused"
+
+
+def test_concurrent_consumers_exactly_one_wins(storage: Storage) -> None:
+    store = AuthStateStore(storage.app)
+    def consume(state: str, barrier: threading.Barrier, wins: list[object], losses: list[str]) -> None:
+        barrier.wait()
+        try:
+            wins.append(store.consume("race", state))
+        except StateError as exc:
+            losses.append(exc.code)
+
+    for _ in range(5):
+        state = store.create("race", {"n": 1})
+        barrier = threading.Barrier(8)
+        wins: list[object] = []
+        losses: list[str] = []
+        threads = [threading.Thread(target=consume, args=(state, barrier, wins, losses)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(wins) == 1
+        assert losses == ["state_reused"] * 7
+
+
+def test_expired_state_is_rejected(storage: Storage) -> None:
+    store = AuthStateStore(storage.app)
+    state = store.create("test", {"x": 1}, ttl=timedelta(seconds=-1))
+    with pytest.raises(StateError) as caught:
+        store.consume("test", state)
+    assert caught.value.code == "state_expired"
+
+
+@pytest.mark.parametrize("forged", ["", "short", "a/b" * 10, "x" * 500, "../../etc/passwd-aaaaaaaaaaa"])
+def test_forged_or_malformed_state_is_unknown(storage: Storage, forged: str) -> None:
+    with pytest.raises(StateError) as caught:
+        AuthStateStore(storage.app).consume("test", forged)
+    assert caught.value.code == "state_unknown"
+
+
+def test_sweep_deletes_only_expired_rows(storage: Storage, unique: str) -> None:
+    store = AuthStateStore(storage.app)
+    kind = f"sweep{unique}"
+    expired = store.create(kind, {}, ttl=timedelta(seconds=-5))
+    live = store.create(kind, {}, ttl=timedelta(minutes=5))
+    result = sweep_expired(storage.app, "AuthStates")
+    assert result.deleted >= 1
+    keys = {row["RowKey"] for row in storage.app.table("AuthStates").query_entities(f"PartitionKey eq '{kind}'")}
+    assert live in keys and expired not in keys
+
+
+def test_unreachable_storage_is_storage_unavailable() -> None:
+    dead = StorageConnection(
+        setting="STORAGE_DEAD",
+        connection_string=Secret(azurite.connection_string("americas", port_base=9)),
+    )
+    with pytest.raises(StorageUnavailable, match="STORAGE_DEAD"):
+        StorageAccount(dead).check()
