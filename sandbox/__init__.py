@@ -1,0 +1,1 @@
+"""Local stand-ins for every external system: Functions host, Entra ID, Graph/Teams, Epic."""
