@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from shared import auth_state
+from shared import auth_state, sessions
 from shared.storage import get_storage
 from shared.sweep import sweep_expired
 
@@ -14,7 +14,7 @@ bp = func.Blueprint()
 logger = logging.getLogger("connector.maintenance")
 
 # Tables in the app's account whose rows carry ExpiresAt.
-APP_SHORT_LIVED_TABLES = (auth_state.TABLE,)
+APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
