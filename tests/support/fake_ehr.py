@@ -48,15 +48,18 @@ class FakeEhr:
     def app(self) -> Starlette:
         return Starlette(
             routes=[
-                Route(f"{self.fhir_path}/.well-known/smart-configuration", self.smart_configuration),
+                Route("/redirecting/.well-known/smart-configuration", self.redirect_away),
+                Route("/{fhir:path}/.well-known/smart-configuration", self.smart_configuration),
                 Route("/oauth2/authorize", self.authorize),
                 Route("/oauth2/token", self.token, methods=["POST"]),
                 Route("/oauth2/jwks", self.jwks),
-                Route("/redirect-to-metadata-service", self.redirect_away),
             ]
         )
 
     async def smart_configuration(self, request: Request) -> Response:
+        """Any path ending in FHIR/R4 is a FHIR server here (so tests can use a test and a production URL)."""
+        if not request.path_params["fhir"].endswith("FHIR/R4"):
+            return JSONResponse({"error": "not found"}, status_code=404)
         return JSONResponse(
             {
                 "issuer": self.issuer,
@@ -79,7 +82,7 @@ class FakeEhr:
         if self.authorize_error:
             query = urlencode({"error": self.authorize_error, "state": q["state"]})
             return RedirectResponse(f"{q['redirect_uri']}?{query}", status_code=302)
-        assert q["response_type"] == "code" and q["code_challenge_method"] == "S256" and q["aud"] == self.fhir_base
+        assert q["response_type"] == "code" and q["code_challenge_method"] == "S256" and q["aud"].startswith(self.base)
         code = secrets.token_urlsafe(16)
         self.codes[code] = dict(q)
         query = urlencode({"code": code, "state": q["state"]})
