@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import azure.functions as func
 import pytest
+from azure.functions.timer import TimerRequest
 
 from connector.maintenance import sweep_expired_state
 from shared.auth_state import AuthStateStore
@@ -25,7 +25,7 @@ def test_sweep_removes_expired_state_and_visits_in_every_geography(env: dict[str
             {"PartitionKey": geography.value, "RowKey": unique, "ConfigurationId": "c", "ExpiresAt": past}
         )
 
-    sweep_expired_state(func.TimerRequest(past_due=False))
+    sweep_expired_state(TimerRequest(past_due=False))
 
     assert not list(storage.app.table("AuthStates").query_entities(f"RowKey eq '{state}'"))
     for geography in Geography:
