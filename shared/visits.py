@@ -1,0 +1,280 @@
+"""Ephemeral visit state: one Table row per appointment, purged within 24 hours.
+
+Table ``Visits`` in the configuration's geography. PartitionKey = geography, RowKey = visit
+key = HMAC(configuration id, appointment key), so the key reveals no EHR identifier. The row
+holds the meeting (id, join URL, organizer), the Graph subscription, live presence per role,
+the launch context references needed for writeback (ids only, never names or clinical
+content), and the writeback claims that make EHR effects exactly-once.
+
+Every change is an etag-guarded read-modify-write, retried on conflict, so concurrent
+launches and queue workers never lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.errors import Conflict
+from shared.events import EventKind, Role
+from shared.identifiers import keyed_id
+from shared.settings import Geography
+from shared.storage import Storage, storage_errors, utcnow
+
+TABLE = "Visits"
+LIFETIME = timedelta(hours=24)
+MAX_CLAIMS = 400  # a visit sees tens of events; the cap bounds the row size (64 KiB per property)
+_ATTEMPTS = 8
+
+
+def appointment_key(*, csn: str | None, appointment: str | None, encounter: str | None) -> str:
+    """The CSN if present, else the appointment id, else the encounter id."""
+    for kind, value in (("csn", csn), ("appointment", appointment), ("encounter", encounter)):
+        if value:
+            return f"{kind}:{value}"
+    raise ValueError("a visit needs a CSN, an appointment or an encounter")
+
+
+def visit_key(secret: str, configuration_id: str, appointment_key_value: str) -> str:
+    return keyed_id(secret, "visit", configuration_id, appointment_key_value)
+
+
+@dataclass(frozen=True)
+class Presence:
+    state: EventKind
+    at: datetime
+
+
+@dataclass(frozen=True)
+class VisitContext:
+    """Launch-context references kept for writeback: ids only."""
+
+    csn: str | None = None
+    appointment: str | None = None
+    encounter: str | None = None
+    patient: str | None = None  # "Patient/456"
+    provider: str | None = None  # "Practitioner/123"
+
+
+@dataclass(frozen=True)
+class Visit:
+    geography: Geography
+    key: str
+    configuration_id: str
+    expires_at: datetime
+    context: VisitContext = field(default_factory=VisitContext)
+    meeting_id: str | None = None
+    join_web_url: str | None = None
+    organizer_tenant_id: str | None = None
+    organizer_object_id: str | None = None
+    subscription_id: str | None = None
+    subscription_expires_at: datetime | None = None
+    presence: dict[Role, Presence] = field(default_factory=dict)
+    # event id → "claimed:<iso>" | "done"
+    writeback: dict[str, str] = field(default_factory=dict)
+    etag: str | None = None
+
+    @property
+    def has_meeting(self) -> bool:
+        return bool(self.meeting_id and self.join_web_url)
+
+
+class VisitRepository:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def get(self, geography: Geography, key: str) -> Visit | None:
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            try:
+                entity = account.table(TABLE).get_entity(geography.value, key)
+            except ResourceNotFoundError:
+                return None
+        visit = _from_entity(geography, entity)
+        return None if visit.expires_at <= utcnow() else visit
+
+    def get_or_create(self, geography: Geography, key: str, configuration_id: str, context: VisitContext) -> Visit:
+        """The live visit row, creating it (valid for 24 h) when there is none."""
+        existing = self.get(geography, key)
+        if existing is not None:
+            return existing
+        visit = Visit(geography, key, configuration_id, expires_at=utcnow() + LIFETIME, context=context)
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        with storage_errors(account.name):
+            try:
+                metadata = table.create_entity(_to_entity(visit))
+            except ResourceExistsError:
+                # Someone created it first, or an expired row is still waiting for the sweep.
+                current = self.get(geography, key)
+                if current is not None:
+                    return current
+                metadata = table.upsert_entity(_to_entity(visit))
+        return replace(visit, etag=metadata.get("etag"))
+
+    def update(self, visit: Visit, change: Callable[[Visit], Visit | None]) -> Visit:
+        """Apply ``change`` with etag protection, re-reading and re-applying on conflict.
+
+        ``change`` returns the new visit, or None when nothing needs writing.
+        """
+        account = self._storage.for_geography(visit.geography)
+        table = account.table(TABLE)
+        current: Visit | None = visit
+        for _ in range(_ATTEMPTS):
+            if current is None:
+                raise Conflict("This visit has ended. Please launch again.", code="visit_gone")
+            changed = change(current)
+            if changed is None:
+                return current
+            with storage_errors(account.name):
+                try:
+                    metadata = table.update_entity(
+                        _to_entity(changed), etag=current.etag, match_condition=MatchConditions.IfNotModified
+                    )
+                    return replace(changed, etag=metadata.get("etag"))
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    current = self.get(visit.geography, visit.key)
+        raise Conflict("The visit is changing too quickly; please try again.", code="visit_contention")
+
+
+# --- pure changes, applied through VisitRepository.update -----------------------------------
+
+
+def with_presence(role: Role, state: EventKind, at: datetime) -> Callable[[Visit], Visit | None]:
+    """Record a role's state unless a newer fact is already recorded (events arrive out of order)."""
+
+    def change(visit: Visit) -> Visit | None:
+        current = visit.presence.get(role)
+        if current is not None and (current.at > at or (current.at == at and current.state == state)):
+            return None
+        return replace(visit, presence={**visit.presence, role: Presence(state, at)})
+
+    return change
+
+
+def with_meeting(
+    *, meeting_id: str, join_web_url: str, organizer_tenant_id: str, organizer_object_id: str
+) -> Callable[[Visit], Visit | None]:
+    """Set the meeting once; the first organizer wins (the patient must find the same meeting)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.has_meeting:
+            return None
+        return replace(
+            visit,
+            meeting_id=meeting_id,
+            join_web_url=join_web_url,
+            organizer_tenant_id=organizer_tenant_id,
+            organizer_object_id=organizer_object_id,
+        )
+
+    return change
+
+
+def claim_writeback(event_id: str, *, lease: timedelta, now: datetime) -> Callable[[Visit], Visit | None]:
+    """Claim an event for writeback. Raises ``AlreadyWritten`` / ``ClaimedElsewhere`` when not ours."""
+
+    def change(visit: Visit) -> Visit | None:
+        status = visit.writeback.get(event_id)
+        if status == "done":
+            raise AlreadyWritten(event_id)
+        if status and status.startswith("claimed:"):
+            claimed_at = datetime.fromisoformat(status.removeprefix("claimed:"))
+            if now - claimed_at < lease:
+                raise ClaimedElsewhere(event_id)
+        claims = _bounded({**visit.writeback, event_id: f"claimed:{now.isoformat()}"})
+        return replace(visit, writeback=claims)
+
+    return change
+
+
+def mark_written(event_id: str) -> Callable[[Visit], Visit | None]:
+    def change(visit: Visit) -> Visit | None:
+        if visit.writeback.get(event_id) == "done":
+            return None
+        return replace(visit, writeback=_bounded({**visit.writeback, event_id: "done"}))
+
+    return change
+
+
+def release_claim(event_id: str) -> Callable[[Visit], Visit | None]:
+    """Give a claim back after a failed attempt so the retry may claim it at once."""
+
+    def change(visit: Visit) -> Visit | None:
+        status = visit.writeback.get(event_id)
+        if status is None or status == "done":
+            return None
+        return replace(visit, writeback={k: v for k, v in visit.writeback.items() if k != event_id})
+
+    return change
+
+
+class AlreadyWritten(Exception):  # noqa: N818 - an outcome, not a failure
+    """The event's EHR effect is already recorded."""
+
+
+class ClaimedElsewhere(Exception):  # noqa: N818
+    """Another worker holds a live claim on this event."""
+
+
+def _bounded(claims: dict[str, str]) -> dict[str, str]:
+    if len(claims) <= MAX_CLAIMS:
+        return claims
+    return dict(list(claims.items())[-MAX_CLAIMS:])
+
+
+# --- entity mapping --------------------------------------------------------------------------
+
+
+def _to_entity(visit: Visit) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": visit.geography.value,
+        "RowKey": visit.key,
+        "ConfigurationId": visit.configuration_id,
+        "ExpiresAt": visit.expires_at,
+        "Context": json.dumps({k: v for k, v in vars(visit.context).items() if v}, separators=(",", ":")),
+        "Presence": json.dumps(
+            {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
+            separators=(",", ":"),
+        ),
+        "Writeback": json.dumps(visit.writeback, separators=(",", ":")),
+    }
+    optional = {
+        "MeetingId": visit.meeting_id,
+        "JoinWebUrl": visit.join_web_url,
+        "OrganizerTenantId": visit.organizer_tenant_id,
+        "OrganizerObjectId": visit.organizer_object_id,
+        "SubscriptionId": visit.subscription_id,
+        "SubscriptionExpiresAt": visit.subscription_expires_at,
+    }
+    entity.update({k: v for k, v in optional.items() if v is not None})
+    return entity
+
+
+def _from_entity(geography: Geography, entity: Any) -> Visit:
+    presence = {
+        Role(role): Presence(EventKind(value["state"]), datetime.fromisoformat(value["at"]))
+        for role, value in json.loads(entity.get("Presence") or "{}").items()
+    }
+    return Visit(
+        geography=geography,
+        key=entity["RowKey"],
+        configuration_id=entity["ConfigurationId"],
+        expires_at=entity["ExpiresAt"],
+        context=VisitContext(**json.loads(entity.get("Context") or "{}")),
+        meeting_id=entity.get("MeetingId"),
+        join_web_url=entity.get("JoinWebUrl"),
+        organizer_tenant_id=entity.get("OrganizerTenantId"),
+        organizer_object_id=entity.get("OrganizerObjectId"),
+        subscription_id=entity.get("SubscriptionId"),
+        subscription_expires_at=entity.get("SubscriptionExpiresAt"),
+        presence=presence,
+        writeback=json.loads(entity.get("Writeback") or "{}"),
+        etag=entity.metadata.get("etag"),
+    )

@@ -1,0 +1,1 @@
+"""EHR writeback adapters: Epic's telehealth status call, FHIR AuditEvent, or none."""

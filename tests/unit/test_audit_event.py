@@ -1,0 +1,84 @@
+"""The FHIR AuditEvent built for each visit event."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.events import EventKind, Role, Source, VisitEvent
+from shared.upstream import error_for_response, error_for_transport, retry_after_seconds
+from shared.writeback.audit_event import EVENT_TAG_SYSTEM, build_audit_event, if_none_exist
+
+
+def event(kind: EventKind = EventKind.CONNECTED, role: Role = Role.PATIENT, **extra: str) -> VisitEvent:
+    return VisitEvent(
+        configuration_id="cfg",
+        geography="americas",
+        visit_key="k" * 64,
+        kind=kind,
+        role=role,
+        occurred_at=datetime(2026, 11, 25, 15, 0, tzinfo=UTC),
+        source=Source.GRAPH,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_connected_patient_event() -> None:
+    resource = json.loads(
+        build_audit_event(
+            event(participant="Patient/456", encounter="E1", appointment="A1", csn="1853")
+        ).model_dump_json()
+    )
+    assert resource["resourceType"] == "AuditEvent"
+    assert resource["subtype"][0]["code"] == "participant-connected"
+    assert resource["agent"][0]["who"] == {"reference": "Patient/456"}
+    assert resource["agent"][0]["requestor"] is False
+    refs = [e["what"].get("reference") for e in resource["entity"]]
+    assert refs[:2] == ["Encounter/E1", "Appointment/A1"]
+    assert resource["meta"]["tag"] == [{"system": EVENT_TAG_SYSTEM, "code": event().id}]
+    assert resource["recorded"].startswith("2026-11-25T15:00:00")
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [(EventKind.LOBBY, "participant-in-lobby"), (EventKind.DISCONNECTED, "participant-disconnected")],
+)
+def test_subtype_follows_the_event_kind(kind: EventKind, code: str) -> None:
+    resource = json.loads(build_audit_event(event(kind, Role.PROVIDER)).model_dump_json())
+    assert resource["subtype"][0]["code"] == code
+    assert resource["agent"][0]["type"]["coding"][0]["code"] == "PPRF"
+    assert resource["agent"][0]["requestor"] is True
+
+
+def test_no_names_or_clinical_content() -> None:
+    text = build_audit_event(event(participant="Patient/456")).model_dump_json()
+    assert "name" not in json.loads(text)["agent"][0]
+
+
+def test_conditional_create_header_names_the_event() -> None:
+    assert if_none_exist(event()) == f"_tag={EVENT_TAG_SYSTEM}|{event().id}"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(200, None), (201, None), (400, UpstreamRejected), (404, UpstreamRejected), (408, UpstreamUnavailable),
+     (429, UpstreamThrottled), (500, UpstreamUnavailable), (503, UpstreamUnavailable)],
+)  # fmt: skip
+def test_response_classification(status: int, kind: type | None) -> None:
+    error = error_for_response(httpx.Response(status, headers={"Retry-After": "3"}), system="EHR")
+    assert (type(error) if error else None) is kind
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "2.5"})) == 2.5
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
+    assert retry_after_seconds(httpx.Response(429)) is None
+
+
+def test_transport_errors_are_retryable() -> None:
+    assert error_for_transport(httpx.ReadTimeout("t"), system="EHR").retryable
+    assert "reached" in error_for_transport(httpx.ConnectError("c"), system="EHR").message

@@ -1,0 +1,209 @@
+"""Visit events and Graph rich-notification decoding."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.asymmetric import padding as asymmetric_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from shared.errors import BadRequest
+from shared.events import (
+    EncryptedContent,
+    EventKind,
+    InvalidEvent,
+    Role,
+    Source,
+    VisitEvent,
+    client_state_matches,
+    decrypt_resource,
+    participant_changes,
+)
+
+ORGANIZER = "b0000000-0000-4000-8000-000000000001"
+WHEN = datetime(2026, 11, 25, 15, 0, 1, 250000, tzinfo=UTC)
+
+
+def event(**changes: object) -> VisitEvent:
+    fields: dict[str, object] = {
+        "configuration_id": "cfg1",
+        "geography": "emea",
+        "visit_key": "v" * 64,
+        "kind": EventKind.CONNECTED,
+        "role": Role.PATIENT,
+        "occurred_at": WHEN,
+        "source": Source.GRAPH,
+        "participant": "Patient/456",
+        "csn": "1853",
+    }
+    fields.update(changes)
+    return VisitEvent(**fields)  # type: ignore[arg-type]
+
+
+def test_event_round_trips_through_json() -> None:
+    original = event()
+    parsed = VisitEvent.from_json(original.to_json())
+    assert parsed == original
+    body = json.loads(original.to_json())
+    assert body["v"] == 1 and body["occurredAt"] == "2026-11-25T15:00:01.250Z"
+    assert set(body) == {
+        "v", "id", "configurationId", "geography", "visitKey", "kind", "role", "participant",
+        "csn", "appointment", "encounter", "occurredAt", "source",
+    }  # fmt: skip
+
+
+def test_same_fact_has_same_id_whatever_the_context_or_time_zone() -> None:
+    a = event()
+    b = event(participant=None, csn=None, occurred_at=WHEN.astimezone(timezone(timedelta(hours=-5))))
+    assert a.id == b.id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"kind": EventKind.DISCONNECTED}, {"role": Role.PROVIDER}, {"source": Source.LAUNCH},
+     {"occurred_at": WHEN + timedelta(milliseconds=1)}, {"visit_key": "w" * 64}],
+)  # fmt: skip
+def test_different_facts_have_different_ids(change: dict[str, object]) -> None:
+    assert event(**change).id != event().id
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[]",
+        json.dumps({"v": 2}),
+        json.dumps({"v": 1, "configurationId": "c"}),
+        json.dumps({**json.loads(event().to_json()), "kind": "exploded"}),
+        json.dumps({**json.loads(event().to_json()), "occurredAt": "2026-11-25T15:00:00"}),
+        json.dumps({**json.loads(event().to_json()), "id": "forged"}),
+        json.dumps({**json.loads(event().to_json()), "participant": 42}),
+    ],
+)
+def test_invalid_messages_are_permanent_errors(text: str) -> None:
+    with pytest.raises(InvalidEvent):
+        VisitEvent.from_json(text)
+
+
+# --- rich notifications ----------------------------------------------------------------------
+
+
+def encrypt_like_graph(resource: object, public_key: rsa.RSAPublicKey, certificate_id: str) -> dict[str, object]:
+    key = os.urandom(32)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(json.dumps(resource).encode()) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    data = encryptor.update(padded) + encryptor.finalize()
+    wrapped = public_key.encrypt(
+        key,
+        asymmetric_padding.OAEP(mgf=asymmetric_padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
+    )
+    return {
+        "encryptedContent": {
+            "data": base64.b64encode(data).decode(),
+            "dataSignature": base64.b64encode(hmac.new(key, data, hashlib.sha256).digest()).decode(),
+            "dataKey": base64.b64encode(wrapped).decode(),
+            "encryptionCertificateId": certificate_id,
+            "encryptionCertificateThumbprint": "00",
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_rich_notification_decrypts(private_key: rsa.RSAPrivateKey) -> None:
+    resource = {"@odata.type": "#microsoft.graph.callEvent", "eventType": "callStarted"}
+    item = encrypt_like_graph(resource, private_key.public_key(), "cert-1")
+    content = EncryptedContent.from_notification(item)
+    assert decrypt_resource(content, {"cert-1": private_key}) == resource
+
+
+def test_tampered_ciphertext_fails_the_signature(private_key: rsa.RSAPrivateKey) -> None:
+    item = encrypt_like_graph({"a": 1}, private_key.public_key(), "cert-1")
+    encrypted = item["encryptedContent"]
+    assert isinstance(encrypted, dict)
+    data = bytearray(base64.b64decode(encrypted["data"]))
+    data[0] ^= 1
+    encrypted["data"] = base64.b64encode(bytes(data)).decode()
+    with pytest.raises(BadRequest, match="signature"):
+        decrypt_resource(EncryptedContent.from_notification(item), {"cert-1": private_key})
+
+
+def test_unknown_certificate_or_wrong_key_is_rejected(private_key: rsa.RSAPrivateKey) -> None:
+    item = encrypt_like_graph({"a": 1}, private_key.public_key(), "cert-1")
+    content = EncryptedContent.from_notification(item)
+    with pytest.raises(BadRequest, match="unknown certificate"):
+        decrypt_resource(content, {})
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(BadRequest, match="could not be decrypted"):
+        decrypt_resource(content, {"cert-1": other})
+
+
+def test_missing_encrypted_content_is_rejected() -> None:
+    with pytest.raises(BadRequest):
+        EncryptedContent.from_notification({"resource": "x"})
+
+
+def roster(*participants: dict[str, object], event_type: str = "rosterUpdated") -> dict[str, object]:
+    return {
+        "@odata.type": "#microsoft.graph.callEvent",
+        "eventType": event_type,
+        "eventDateTime": "2026-11-25T15:00:00.5Z",
+        "participants@delta": list(participants),
+    }
+
+
+def guest(pid: str, **extra: object) -> dict[str, object]:
+    return {"id": pid, "info": {"identity": {"guest": {"id": "g1", "displayName": "Guest"}}}, **extra}
+
+
+def user(pid: str, oid: str, **extra: object) -> dict[str, object]:
+    return {"id": pid, "info": {"identity": {"user": {"id": oid, "tenantId": "t"}}}, **extra}
+
+
+def test_roster_maps_lobby_admit_leave() -> None:
+    lobby = participant_changes(roster(guest("p1", isInLobby=True)), organizer_object_id=ORGANIZER)
+    admitted = participant_changes(roster(guest("p1", isInLobby=False)), organizer_object_id=ORGANIZER)
+    left = participant_changes(
+        roster(guest("p1", removedState={"reason": "Removed from roster"})), organizer_object_id=ORGANIZER
+    )
+    assert [(c.role, c.kind) for c in lobby] == [(Role.PATIENT, EventKind.LOBBY)]
+    assert [(c.role, c.kind) for c in admitted] == [(Role.PATIENT, EventKind.CONNECTED)]
+    assert [(c.role, c.kind) for c in left] == [(Role.PATIENT, EventKind.DISCONNECTED)]
+    assert lobby[0].occurred_at == datetime(2026, 11, 25, 15, 0, 0, 500000, tzinfo=UTC)
+
+
+def test_tenant_users_are_provider_or_staff() -> None:
+    changes = participant_changes(
+        roster(user("p1", ORGANIZER.upper(), isInLobby=False), user("p2", "someone-else", isInLobby=False)),
+        organizer_object_id=ORGANIZER,
+    )
+    assert [c.role for c in changes] == [Role.PROVIDER, Role.STAFF]
+
+
+def test_call_ended_disconnects_everyone_listed() -> None:
+    changes = participant_changes(
+        roster(guest("p1"), user("p2", ORGANIZER), event_type="callEnded"), organizer_object_id=ORGANIZER
+    )
+    assert {c.kind for c in changes} == {EventKind.DISCONNECTED}
+
+
+def test_malformed_call_event_is_rejected() -> None:
+    with pytest.raises(BadRequest):
+        participant_changes({"eventType": "rosterUpdated"}, organizer_object_id=ORGANIZER)
+
+
+def test_client_state_filter_drops_mismatches() -> None:
+    items = [{"clientState": "secret-a"}, {"clientState": "nope"}, {}, {"clientState": 5}]
+    assert client_state_matches(items, "secret-a") == [{"clientState": "secret-a"}]

@@ -1,0 +1,57 @@
+"""Graph adapter pieces that need no server: resource encoding and error classification."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import pytest
+from msgraph.generated.models.o_data_errors.main_error import MainError
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.teams import _graph_error, call_events_resource
+
+JOIN = (
+    "https://teams.microsoft.com/l/meetup-join/19%3ameeting_NjE3%40thread.v2/0"
+    "?context=%7b%22Tid%22%3a%22t1%22%2c%22Oid%22%3a%22o1%22%7d"
+)
+
+
+def test_call_events_resource_encodes_the_join_url_once_more() -> None:
+    resource = call_events_resource(JOIN)
+    assert resource.startswith("communications/onlineMeetings(joinWebUrl='https%3A%2F%2Fteams.microsoft.com")
+    assert "%253a" in resource and "%2540" in resource and "%257b" in resource
+    inner = resource.split("'")[1]
+    assert unquote(inner) == JOIN
+
+
+def odata(status: int, code: str, headers: dict[str, str] | None = None) -> ODataError:
+    error = ODataError(error=MainError(code=code, message="m"))
+    error.response_status_code = status
+    error.response_headers = headers or {}
+    return error
+
+
+def test_missing_access_policy_tells_the_admin_what_to_run() -> None:
+    mapped = _graph_error(odata(403, "Forbidden"), "create_meeting")
+    assert isinstance(mapped, UpstreamRejected) and mapped.code == "graph_access_policy"
+    assert "Grant-CsApplicationAccessPolicy" in mapped.message
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "kind"),
+    [
+        (429, {"Retry-After": "7"}, UpstreamThrottled),
+        (503, {"retry-after": "2"}, UpstreamThrottled),
+        (503, {}, UpstreamUnavailable),
+        (500, {}, UpstreamUnavailable),
+        (401, {}, UpstreamRejected),
+        (400, {}, UpstreamRejected),
+    ],
+)
+def test_statuses_map_to_retryable_or_permanent(status: int, headers: dict[str, str], kind: type) -> None:
+    mapped = _graph_error(odata(status, "x", headers), "subscribe")
+    assert type(mapped) is kind
+    if isinstance(mapped, UpstreamThrottled) and status == 429:
+        assert mapped.retry_after == 7.0
+    assert mapped.retryable is (kind is not UpstreamRejected)
