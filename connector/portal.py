@@ -48,7 +48,6 @@ from shared.configurations import (
     WritebackMode,
 )
 from shared.errors import BadRequest, Conflict, Forbidden
-from shared.keys import signing_keys_from
 from shared.portal import (
     FIELDS,
     EhrSignInFailed,
@@ -61,9 +60,8 @@ from shared.portal import (
 )
 from shared.sessions import SESSION_LIFETIME, PortalSession, SessionStore
 from shared.settings import LOCAL_HOSTS, Settings, get_settings
-from shared.smart import SmartClient
+from shared.smart import get_smart_client, reset_smart_client
 from shared.storage import get_storage
-from shared.urls import OutboundPolicy, SafeHttp
 
 bp = func.Blueprint()
 ANON = func.AuthLevel.ANONYMOUS
@@ -92,12 +90,8 @@ def service() -> PortalService:
             if _service is None:
                 settings = get_settings()
                 app_account = get_storage().app
-                policy = OutboundPolicy(
-                    allowed_hosts=settings.outbound_allowed_hosts, timeout_seconds=settings.http_timeout_seconds
-                )
-                smart = SmartClient(SafeHttp(policy), signing_keys_from(settings.signing_keys.reveal()))
                 _service = PortalService(
-                    settings, ConfigurationRepository(app_account), AuthStateStore(app_account), smart
+                    settings, ConfigurationRepository(app_account), AuthStateStore(app_account), get_smart_client()
                 )
     return _service
 
@@ -107,6 +101,7 @@ def reset() -> None:
     global _service
     _service = None
     entra.reset()
+    reset_smart_client()
 
 
 def sessions() -> SessionStore:

@@ -159,6 +159,7 @@ class IntegrationRecords:
     records: tuple[IntegrationRecord, ...] = field(default_factory=tuple)
 
     def as_text(self) -> str:
+        """The plain-text export (``records.txt``): every value on its own labelled line."""
         c = self.configuration
         lines = [
             "Teams EHR Connector - integration records",
@@ -167,27 +168,27 @@ class IntegrationRecords:
             f"FHIR base URL: {c.fhir_base_url}",
             f"EHR vendor: {c.vendor.label}",
             f"Configuration id: {c.id}",
-            f"Approved by {c.approved_by} at {c.approved_at:%Y-%m-%d %H:%M} UTC" if c.approved_at else "",
-            "",
         ]
+        if c.approved_at is not None:
+            lines.append(f"Approved by {c.approved_by} at {c.approved_at:%Y-%m-%d %H:%M} UTC")
         for record in self.records:
             lines += [
+                "",
                 f"[{record.title}]",
                 f"Launch URL: {record.launch_url}",
                 f"Context tokens: {record.context_tokens}",
                 f"Client id: {record.client_id}",
                 f"Scopes: {record.scopes}",
                 f"Redirect URI: {self.redirect_uri}",
-                "",
             ]
         lines += [
+            "",
             "[Client authentication]",
             "Method: private_key_jwt (RS384); no client secret",
             f"JWKS URL: {self.jwks_url}",
             f"Backend scopes: {self.backend_scopes}",
-            "",
         ]
-        return "\n".join(line for i, line in enumerate(lines) if line or i > 6) + "\n"
+        return "\n".join(lines) + "\n"
 
 
 def integration_records(config: Configuration, public_base_url: str) -> IntegrationRecords:
@@ -446,6 +447,7 @@ def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailure:
 
 
 def _lower_first(text: str) -> str:
+    """"The EHR did not answer" → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays."""
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 

@@ -24,8 +24,9 @@ from urllib.parse import urlencode, urlsplit
 
 from shared.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
 from shared.id_tokens import InvalidIdToken, JwksCache, unverified_claims, validate_id_token
-from shared.keys import CLIENT_ASSERTION_TYPE, SigningKeys
-from shared.urls import SafeHttp, check_url_syntax, normalise_base_url
+from shared.keys import CLIENT_ASSERTION_TYPE, SigningKeys, signing_keys_from
+from shared.settings import Settings
+from shared.urls import OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
 
 SYSTEM = "EHR"
 OAUTH_URIS_EXTENSION = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -345,3 +346,34 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+# --- one client per process (discovery and JWKS caches are shared by the portal and launches) ---
+
+_client: SmartClient | None = None
+_client_lock = threading.Lock()
+
+
+def smart_client_for(settings: Settings) -> SmartClient:
+    """A client whose outbound rules and signing keys come from settings."""
+    policy = OutboundPolicy(
+        allowed_hosts=settings.outbound_allowed_hosts, timeout_seconds=settings.http_timeout_seconds
+    )
+    return SmartClient(SafeHttp(policy, system=SYSTEM), signing_keys_from(settings.signing_keys.reveal()))
+
+
+def get_smart_client() -> SmartClient:
+    """The process-wide SMART client, built from settings on first use."""
+    global _client
+    if _client is None:
+        from shared.settings import get_settings
+
+        with _client_lock:
+            if _client is None:
+                _client = smart_client_for(get_settings())
+    return _client
+
+
+def reset_smart_client() -> None:
+    global _client
+    _client = None
