@@ -182,7 +182,7 @@ class Certificate:
     thumbprint: str
 
 
-@pytest.fixture(scope="session", name="certificate")
+@pytest.fixture(scope="session", name="cert")
 def certificate_fixture() -> Certificate:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graph-notifications-test")])
