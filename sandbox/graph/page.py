@@ -125,10 +125,11 @@ async def call_state(request: Request) -> Response:
     with graph.meetings.lock:
         snapshot = graph.meetings.snapshot(meeting.id)
         call = meeting.call
-        if not participant.active:
+        ended_at = call.ended_at if call is not None else participant.joined_at
+        if ended_at is not None and (participant.left_at is None or participant.left_at >= ended_at):
+            status = "ended"  # still there when the call ended (or removed by "End meeting")
+        elif not participant.active:
             status = "left"
-        elif call is None or call.ended_at is not None:
-            status = "ended"
         else:
             status = "lobby" if participant.in_lobby else "inCall"
         organizer = _is_organizer(meeting, participant)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from urllib.parse import unquote
 
 import httpx
@@ -18,7 +19,9 @@ from tests.sandbox.graph_support import (  # noqa: F401 - fixtures
 )
 
 
-def _create(graph: RunningGraph, organizer: str, body: dict[str, object], token: str | None = None) -> httpx.Response:
+def _create(
+    graph: RunningGraph, organizer: str, body: Mapping[str, object], token: str | None = None
+) -> httpx.Response:
     return httpx.post(
         f"{graph.url}/v1.0/users/{organizer}/onlineMeetings/createOrGet", headers=graph.headers(token), json=body
     )
