@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.sandbox.graph_support import SMITH, RunningGraph, create_meeting, graph_fixture  # noqa: F401 - fixture
+from tests.sandbox.graph_support import (  # noqa: F401 - fixture
+    SMITH,
+    RunningGraph,
+    create_meeting,
+    graph_fixture,
+    http,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -39,7 +44,7 @@ def _status(page: Page, status: str) -> None:
 
 def _meeting_with_organizer_only_bypass(graph: RunningGraph) -> dict[str, Any]:
     meeting = create_meeting(graph)
-    response = httpx.patch(
+    response = http.patch(
         f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/{meeting['id']}",
         headers=graph.headers(),
         json={"lobbyBypassSettings": {"scope": "organizer", "isDialInBypassEnabled": False}},
@@ -82,15 +87,15 @@ def test_lobby_admit_and_leave_in_the_browser(graph: RunningGraph, browser: Brow
     finally:
         organizer_context.close()
         patient_context.close()
-    snapshot = httpx.get(f"{graph.url}/_sandbox/meetings/{meeting['id']}").json()
+    snapshot = http.get(f"{graph.url}/_sandbox/meetings/{meeting['id']}").json()
     assert snapshot["callState"] == "ended"
 
 
 def test_join_form_needs_its_csrf_cookie_and_a_name(graph: RunningGraph, browser: Browser) -> None:
     meeting = create_meeting(graph)
-    forged = httpx.post(meeting["joinWebUrl"], data={"mode": "guest", "display_name": "X", "csrf": "guess"})
+    forged = http.post(meeting["joinWebUrl"], data={"mode": "guest", "display_name": "X", "csrf": "guess"})
     assert forged.status_code == 403
-    unknown = httpx.get(meeting["joinWebUrl"].replace("19%3ameeting_", "19%3ameeting_x"))
+    unknown = http.get(meeting["joinWebUrl"].replace("19%3ameeting_", "19%3ameeting_x"))
     assert unknown.status_code == 404 and "not valid" in unknown.text
     context = browser.new_context()
     try:

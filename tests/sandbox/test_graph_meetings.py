@@ -16,13 +16,14 @@ from tests.sandbox.graph_support import (  # noqa: F401 - fixtures
     SMITH,
     RunningGraph,
     graph_fixture,
+    http,
 )
 
 
 def _create(
     graph: RunningGraph, organizer: str, body: Mapping[str, object], token: str | None = None
 ) -> httpx.Response:
-    return httpx.post(
+    return http.post(
         f"{graph.url}/v1.0/users/{organizer}/onlineMeetings/createOrGet", headers=graph.headers(token), json=body
     )
 
@@ -82,7 +83,7 @@ def test_bad_bodies_are_rejected(graph: RunningGraph) -> None:
     unknown = _create(graph, SMITH, {"externalId": "x", "lobbyBypassSettings": {"scope": "everyone"}})
     assert unknown.status_code == 400
     assert "lobbyBypassSettings" in str(_error(unknown)["message"])
-    garbage = httpx.post(
+    garbage = http.post(
         f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/createOrGet", headers=graph.headers(), content=b"{nope"
     )
     assert garbage.status_code == 400
@@ -91,7 +92,7 @@ def test_bad_bodies_are_rejected(graph: RunningGraph) -> None:
 def test_authentication_and_authorization(graph: RunningGraph) -> None:
     body = {"externalId": str(uuid.uuid4())}
     url = f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/createOrGet"
-    missing = httpx.post(url, json=body)
+    missing = http.post(url, json=body)
     assert missing.status_code == 401 and _error(missing)["code"] == "InvalidAuthenticationToken"
     assert "Bearer" in missing.headers["www-authenticate"]
     expired = _create(graph, SMITH, body, graph.tokens.app_token(exp=int(time.time()) - 600))
@@ -130,38 +131,38 @@ def test_patch_and_get(graph: RunningGraph) -> None:
         "isEntryExitAnnounced": False,
         "allowMeetingChat": "limited",
     }
-    patched = httpx.patch(url, headers=graph.headers(), json=patch)
+    patched = http.patch(url, headers=graph.headers(), json=patch)
     assert patched.status_code == 200, patched.text
-    fetched = httpx.get(url, headers=graph.headers()).json()
+    fetched = http.get(url, headers=graph.headers()).json()
     assert fetched["lobbyBypassSettings"] == {"scope": "organizer", "isDialInBypassEnabled": False}
     assert (fetched["allowedPresenters"], fetched["isEntryExitAnnounced"], fetched["allowMeetingChat"]) == (
         "organizer",
         False,
         "limited",
     )
-    assert httpx.patch(url, headers=graph.headers(), json={"allowedPresenters": "nobody"}).status_code == 400
-    assert httpx.patch(url, headers=graph.headers(), json={"joinWebUrl": "x"}).status_code == 400
-    lone_start = httpx.patch(url, headers=graph.headers(), json={"startDateTime": "2030-01-01T10:00:00Z"})
+    assert http.patch(url, headers=graph.headers(), json={"allowedPresenters": "nobody"}).status_code == 400
+    assert http.patch(url, headers=graph.headers(), json={"joinWebUrl": "x"}).status_code == 400
+    lone_start = http.patch(url, headers=graph.headers(), json={"startDateTime": "2030-01-01T10:00:00Z"})
     assert lone_start.status_code == 400
-    assert httpx.get(url, headers=graph.headers()).json()["allowedPresenters"] == "organizer"  # unchanged
+    assert http.get(url, headers=graph.headers()).json()["allowedPresenters"] == "organizer"  # unchanged
 
 
 def test_evolvable_lobby_scopes_need_the_prefer_header(graph: RunningGraph) -> None:
     meeting = _create(graph, SMITH, {"externalId": str(uuid.uuid4())}).json()
     url = f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/{meeting['id']}"
     body = {"lobbyBypassSettings": {"scope": "invited"}}
-    assert httpx.patch(url, headers=graph.headers(), json=body).status_code == 400
+    assert http.patch(url, headers=graph.headers(), json=body).status_code == 400
     prefer = {**graph.headers(), "Prefer": "include-unknown-enum-members"}
-    assert httpx.patch(url, headers=prefer, json=body).json()["lobbyBypassSettings"]["scope"] == "invited"
-    plain = httpx.get(url, headers=graph.headers()).json()
+    assert http.patch(url, headers=prefer, json=body).json()["lobbyBypassSettings"]["scope"] == "invited"
+    plain = http.get(url, headers=graph.headers()).json()
     assert plain["lobbyBypassSettings"]["scope"] == "unknownFutureValue"
 
 
 def test_other_organizers_meetings_are_not_found(graph: RunningGraph) -> None:
     meeting = _create(graph, SMITH, {"externalId": str(uuid.uuid4())}).json()
-    other = httpx.get(f"{graph.url}/v1.0/users/{LEE}/onlineMeetings/{meeting['id']}", headers=graph.headers())
+    other = http.get(f"{graph.url}/v1.0/users/{LEE}/onlineMeetings/{meeting['id']}", headers=graph.headers())
     assert other.status_code == 404 and _error(other)["code"] == "NotFound"
-    unknown = httpx.get(f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/nope", headers=graph.headers())
+    unknown = http.get(f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/nope", headers=graph.headers())
     assert unknown.status_code == 404
-    segment = httpx.get(f"{graph.url}/v1.0/nothing/here", headers=graph.headers())
+    segment = http.get(f"{graph.url}/v1.0/nothing/here", headers=graph.headers())
     assert segment.status_code == 400 and _error(segment)["code"] == "BadRequest"

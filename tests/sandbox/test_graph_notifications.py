@@ -26,13 +26,14 @@ from tests.sandbox.graph_support import (  # noqa: F401 - fixtures
     create_meeting,
     decrypt,
     graph_fixture,
+    http,
     receiver_fixture,
     subscription_body,
 )
 
 
 def _subscribe(graph: RunningGraph, body: dict[str, Any], token: str | None = None) -> httpx.Response:
-    return httpx.post(f"{graph.url}/beta/subscriptions", headers=graph.headers(token), json=body, timeout=20)
+    return http.post(f"{graph.url}/beta/subscriptions", headers=graph.headers(token), json=body, timeout=20)
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def _error(response: httpx.Response) -> dict[str, Any]:
 
 
 def _patch_scope(graph: RunningGraph, meeting: dict[str, Any], scope: str) -> None:
-    response = httpx.patch(
+    response = http.patch(
         f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/{meeting['id']}",
         headers={**graph.headers(), "Prefer": "include-unknown-enum-members"},
         json={"lobbyBypassSettings": {"scope": scope, "isDialInBypassEnabled": False}},
@@ -62,9 +63,9 @@ def test_handshake_echoes_the_url_decoded_token(graph: RunningGraph, receiver: R
     path, token, content_type = receiver.handshakes[-1]
     assert path == "/ok" and token.startswith("Validation: ") and " " in token
     assert content_type is not None and content_type.startswith("text/plain")
-    fetched = httpx.get(f"{graph.url}/beta/subscriptions/{created['id']}", headers=graph.headers())
+    fetched = http.get(f"{graph.url}/beta/subscriptions/{created['id']}", headers=graph.headers())
     assert fetched.json()["notificationUrl"] == f"{receiver.url}/ok?code=abc"
-    listed = httpx.get(f"{graph.url}/beta/subscriptions", headers=graph.headers()).json()["value"]
+    listed = http.get(f"{graph.url}/beta/subscriptions", headers=graph.headers()).json()["value"]
     assert created["id"] in [s["id"] for s in listed]
 
 
@@ -132,7 +133,7 @@ def test_subscription_rules(graph: RunningGraph, receiver: Receiver, cert: Certi
     other_app = graph.tokens.app_token(appid=str(uuid.uuid4()))
     assert _subscribe(graph, subscription_body(url, ok, cert), other_app).status_code == 201
 
-    v1 = httpx.post(f"{graph.url}/v1.0/subscriptions", headers=graph.headers(), json=subscription_body(url, ok, cert))
+    v1 = http.post(f"{graph.url}/v1.0/subscriptions", headers=graph.headers(), json=subscription_body(url, ok, cert))
     assert v1.status_code == 400  # meetingCallEvents is beta only
 
 
@@ -141,15 +142,15 @@ def test_renew_and_delete(graph: RunningGraph, receiver: Receiver, cert: Certifi
     created = _subscribe(graph, subscription_body(meeting["joinWebUrl"], f"{receiver.url}/ok", cert)).json()
     url = f"{graph.url}/beta/subscriptions/{created['id']}"
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
-    renewed = httpx.patch(url, headers=graph.headers(), json={"expirationDateTime": later})
+    renewed = http.patch(url, headers=graph.headers(), json={"expirationDateTime": later})
     assert renewed.status_code == 200 and renewed.json()["expirationDateTime"].startswith(later[:19])
-    assert httpx.patch(url, headers=graph.headers(), json={"resource": "x"}).status_code == 400
+    assert http.patch(url, headers=graph.headers(), json={"resource": "x"}).status_code == 400
     stranger = graph.tokens.app_token(appid=str(uuid.uuid4()))
-    assert httpx.delete(url, headers=graph.headers(stranger)).status_code == 404
-    assert httpx.post(f"{url}/reauthorize", headers=graph.headers()).status_code == 204
-    assert httpx.delete(url, headers=graph.headers()).status_code == 204
-    assert httpx.get(url, headers=graph.headers()).status_code == 404
-    assert httpx.delete(url, headers=graph.headers()).status_code == 404
+    assert http.delete(url, headers=graph.headers(stranger)).status_code == 404
+    assert http.post(f"{url}/reauthorize", headers=graph.headers()).status_code == 204
+    assert http.delete(url, headers=graph.headers()).status_code == 204
+    assert http.get(url, headers=graph.headers()).status_code == 404
+    assert http.delete(url, headers=graph.headers()).status_code == 404
 
 
 def test_rich_notification_round_trip(graph: RunningGraph, receiver: Receiver, cert: Certificate) -> None:
@@ -218,7 +219,7 @@ def test_failed_deliveries_are_retried_and_logged(graph: RunningGraph, receiver:
     assert [a.status_code for a in mine[0].attempts] == [503, 202]
     assert all(d.state == "delivered" for d in mine)
     assert len(receiver.received("/flaky")) == 3
-    log = httpx.get(f"{graph.url}/_sandbox/deliveries").json()["value"]
+    log = http.get(f"{graph.url}/_sandbox/deliveries").json()["value"]
     entry = next(d for d in log if d["id"] == mine[0].id)
     assert entry["latencyMs"] is not None and len(entry["attempts"]) == 2
     assert entry["attempts"][0]["statusCode"] == 503 and entry["attempts"][0]["durationMs"] >= 0
@@ -268,7 +269,7 @@ def test_lobby_rules(
 
 def test_invited_attendees_bypass_the_lobby(graph: RunningGraph) -> None:
     meeting = create_meeting(graph)
-    response = httpx.patch(
+    response = http.patch(
         f"{graph.url}/v1.0/users/{SMITH}/onlineMeetings/{meeting['id']}",
         headers={**graph.headers(), "Prefer": "include-unknown-enum-members"},
         json={
