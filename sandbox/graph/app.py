@@ -14,7 +14,9 @@ GET    /_sandbox/deliveries                   every delivery attempt with timing
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -345,6 +347,12 @@ def build_app(graph: GraphSandbox) -> Starlette:
             for v in VERSIONS
         ),
     ]
-    app = Starlette(routes=routes, exception_handlers={GraphError: _graph_error})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        graph.close()  # stop the delivery thread with the server
+
+    app = Starlette(routes=routes, exception_handlers={GraphError: _graph_error}, lifespan=lifespan)
     app.state.graph = graph
     return app
