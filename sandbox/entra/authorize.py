@@ -87,12 +87,14 @@ async def authorize(request: Request) -> Response:
         return deliver(request, redirect_uri, mode, _error_params(request, entra, error), state)
 
     session_user = _session_user(request, entra)
+    if session_user is not None and not _belongs(entra, pending, session_user):
+        session_user = None  # a session in another organization does not sign in here silently
     if pending.prompt == "none" or (pending.prompt is None and session_user is not None):
         if session_user is not None and (pending.login_hint or session_user.upn).lower() == session_user.upn.lower():
             return _complete(request, entra, app, pending, session_user)
         if pending.prompt == "none":
-            error = EntraError("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
-            return deliver(request, redirect_uri, mode, _error_params(request, entra, error), state)
+            silent = EntraError("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
+            return deliver(request, redirect_uri, mode, _error_params(request, entra, silent), state)
     return _sign_in_page(request, entra, app, pending, entra.store.add_pending(pending))
 
 
@@ -262,6 +264,11 @@ def error_page(request: Request, error: EntraError) -> HTMLResponse:
         error=error, description=fields["error_description"], fields=fields
     )
     return HTMLResponse(page, status_code=400)
+
+
+def _belongs(entra: Entra, pending: AuthorizeRequest, user: User) -> bool:
+    tenant = entra.tenant(pending.tenant_segment)
+    return tenant is None or tenant.id == user.tenant_id
 
 
 def _session_user(request: Request, entra: Entra) -> User | None:
