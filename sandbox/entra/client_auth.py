@@ -129,8 +129,8 @@ def _registered_certificate(app: AppRegistration, header: Mapping[str, Any]) -> 
             given = header.get(name)
             if not isinstance(given, str):
                 continue
-            if name == "kid":  # a hex thumbprint: case does not matter; base64url thumbprints are exact
-                given = given.upper()
+            # A hex thumbprint's case does not matter; base64url thumbprints are exact (msal pads them).
+            given = given.upper() if name == "kid" else given.rstrip("=")
             if hmac.compare_digest(given.encode(), expected.encode()):
                 return certificate
     return None

@@ -55,8 +55,8 @@ def trusted(tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> TlsFiles:
     return tls_files
 
 
-@pytest.fixture(scope="session")
-def client_certificate() -> ClientCertificate:
+def make_client_certificate() -> ClientCertificate:
+    """A self-signed certificate + key, as an app registration's certificate credential."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sandbox client certificate")])
     now = dt.datetime.now(dt.UTC)
@@ -76,6 +76,11 @@ def client_certificate() -> ClientCertificate:
         ).decode(),
         certificate.public_bytes(serialization.Encoding.PEM).decode(),
     )
+
+
+@pytest.fixture(scope="session")
+def client_certificate() -> ClientCertificate:
+    return make_client_certificate()
 
 
 @pytest.fixture(scope="session")
