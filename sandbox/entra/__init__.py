@@ -4,6 +4,14 @@
 - ``EntraConfig``, ``AppRegistration``, ``Resource``, ``connector_app()`` (``sandbox.entra.config``)
 - ``TokenIssuer``, ``graph_validation_token()`` (``sandbox.entra.signing``)
 - ``start_entra(tls, ...)`` → ``RunningEntra`` with https + http listeners (``sandbox.entra.run``)
+
+msal construction that works here and against login.microsoftonline.com alike (only the host differs)::
+
+    msal.ConfidentialClientApplication(client_id, client_credential=secret,
+                                       authority=f"{ENTRA_AUTHORITY_HOST}/{tenant}", instance_discovery=False)
+
+(``validate_authority=False`` or ``oidc_authority=f"{host}/{tenant}/v2.0"`` work too.) Without
+``instance_discovery=False`` msal asks login.microsoftonline.com about any host it does not know.
 """
 
 from sandbox.entra.app import create_app

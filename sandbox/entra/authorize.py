@@ -3,8 +3,9 @@
 Validation follows the Microsoft identity platform: while the client and its redirect URI are not
 established, errors are shown on an error page (never redirected to an unregistered URI); after that,
 errors go back to the redirect URI as ``error``, ``error_description`` and ``state`` in the requested
-response mode. Redirect URIs match exactly, except that the port of an ``http`` loopback URI
-(localhost, 127.0.0.1, [::1]) is ignored, as Entra documents for localhost redirect URIs.
+response mode. Redirect URIs match exactly, except that the port of an ``http://localhost`` or
+``http://127.0.0.1`` URI is ignored, as Entra documents ("Redirect URI restrictions", localhost exceptions,
+after RFC 8252 §7.3/§8.3); the host, path and query must still match.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sandbox.entra.tokens import client_info, parse_scopes
 from sandbox.seed import User
 
 SESSION_COOKIE = "sandbox_entra_session"
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1"})  # Entra does not support [::1] redirect URIs
 RESPONSE_MODES = frozenset({"query", "fragment", "form_post"})
 PROMPTS = frozenset({"login", "none", "consent", "select_account"})
 S256_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")

@@ -18,12 +18,14 @@ GRAPH_CHANGE_NOTIFICATION_PUBLISHER = "0bf30f3b-4a52-48df-9a82-234910c4a086"
 OIDC_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
 MULTI_TENANT_SEGMENTS = frozenset({"organizations", "common"})
 
-DEFAULT_CONNECTOR_REDIRECT_URIS = (
-    "http://localhost:7071/api/portal/signin/callback",
-    "http://localhost:7071/api/launch/signin/callback",
+# The connector's callbacks under PUBLIC_BASE_URL; any port matches for these loopback hosts (see authorize.py).
+DEFAULT_CONNECTOR_REDIRECT_URIS = tuple(
+    f"http://{host}:7071/api/{path}/signin/callback"
+    for host in ("localhost", "127.0.0.1")
+    for path in ("portal", "launch")
 )
 # Sign-out landing pages registered as redirect URIs too (Entra checks post_logout_redirect_uri against them).
-DEFAULT_CONNECTOR_LOGOUT_URIS = ("http://localhost:7071/api/portal",)
+DEFAULT_CONNECTOR_LOGOUT_URIS = ("http://localhost:7071/api/portal", "http://127.0.0.1:7071/api/portal")
 CONNECTOR_APPLICATION_PERMISSIONS = {GRAPH_RESOURCE: ("OnlineMeetings.ReadWrite.All", "User.Read.All")}
 CONNECTOR_APP_ROLES = ("Connector.Admin",)
 
