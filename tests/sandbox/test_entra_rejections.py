@@ -258,3 +258,29 @@ def test_plain_pkce_is_allowed_when_the_app_does_not_require_s256(
     )  # fmt: skip
     assert token.status_code == 200, token.text
     assert "id_token" in token.json() and "refresh_token" in token.json()
+
+
+def test_expired_refresh_token_is_aadsts700082(
+    connector: msal.ConfidentialClientApplication, browser: httpx.Client, clock: Clock, entra: RunningEntra
+) -> None:
+    flow, response = _code(connector, browser)
+    assert "refresh_token" in connector.acquire_token_by_auth_code_flow(flow, response)
+    clock.offset = entra.config.refresh_token_lifetime + 1
+    account = connector.get_accounts()[0]
+    result = connector.acquire_token_silent_with_error(["User.Read"], account=account, force_refresh=True)
+    assert result is not None
+    _assert_entra_error(result, "invalid_grant", 700082)
+
+
+def test_refresh_token_of_another_client_is_refused(
+    connector: msal.ConfidentialClientApplication, browser: httpx.Client, api: httpx.Client, entra: RunningEntra
+) -> None:
+    flow, response = _code(connector, browser)
+    refresh_token = connector.acquire_token_by_auth_code_flow(flow, response)["refresh_token"]
+    stolen = api.post(
+        f"{entra.issuer_host}/{CONTOSO.id}/oauth2/v2.0/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": SINGLE_TENANT_CLIENT_ID,
+              "client_secret": SINGLE_TENANT_SECRET},
+    )  # fmt: skip
+    assert stolen.status_code == 400
+    _assert_entra_error(stolen.json(), "invalid_grant", 70000)
