@@ -181,7 +181,6 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
         title="Configurations",
         configurations=configurations,
         notice=NOTICES.get(notice),
-        can_approve=lambda c: can_approve(session.user, c),
     )
 
 

@@ -262,6 +262,22 @@ def location_query_of(response: httpx.Response) -> dict[str, str]:
     return dict(httpx.URL(response.headers["location"]).params)
 
 
+def test_an_admin_who_is_also_the_approver_still_signs_in_to_the_ehr(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/self/api/FHIR/R4", approver_upn="admin@contoso.example")
+    admin_approves = call(portal.approve, "POST", "x", session=tenant.admin,
+                          form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    assert admin_approves.status_code == 409  # no EHR sign-in yet
+    started = call(portal.start_ehr_signin, "POST", "x", session=tenant.admin,
+                   form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    answer = httpx.get(started.headers["Location"], follow_redirects=False)
+    done = call(portal.ehr_callback, "GET", "x", session=tenant.admin, params=location_query_of(answer))
+    assert done.status_code == 303
+    approved = call(portal.approve, "POST", "x", session=tenant.admin,
+                    form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    assert approved.status_code == 303
+    assert repository().get(tenant.id, config_id).approved_by == "admin@contoso.example"
+
+
 def test_approval_without_the_ehr_signin_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
     [config_id] = create(tenant, f"{ehr.base}/noproof/api/FHIR/R4")
     response = approve(tenant, config_id)
