@@ -1,0 +1,6 @@
+"""Sandbox EHR: an Epic-flavoured SMART App Launch 2 + FHIR R4 server with Hyperspace/MyChart stand-ins."""
+
+from sandbox.ehr.app import EhrSandbox, LaunchError, create_app, sandbox_of
+from sandbox.ehr.config import EhrConfig, Faults, RegisteredClient
+
+__all__ = ["EhrConfig", "EhrSandbox", "Faults", "LaunchError", "RegisteredClient", "create_app", "sandbox_of"]
