@@ -79,7 +79,9 @@ def jwks_url(client_keys: ClientKeys) -> Iterator[str]:
 def clients(jwks_url: str) -> tuple[RegisteredClient, ...]:
     return (
         RegisteredClient(APP, (REDIRECT,), jwks_url=jwks_url, name="Teams connector"),
-        RegisteredClient(SECRET_APP, (REDIRECT,), client_secret=SECRET, name="Secret app"),
+        RegisteredClient(
+            SECRET_APP, (REDIRECT,), client_secret=SECRET, name="Secret app", grant_types=("authorization_code",)
+        ),
         RegisteredClient(BACKEND, (), jwks_url=jwks_url, grant_types=("client_credentials",)),
         RegisteredClient(NO_SCS, (), jwks_url=jwks_url, grant_types=("client_credentials",), epic_apis=()),
         RegisteredClient(PUBLIC_APP, (REDIRECT,), name="Public app"),
@@ -89,10 +91,20 @@ def clients(jwks_url: str) -> tuple[RegisteredClient, ...]:
 def start_ehr(jwks_url: str, **config: Any) -> tuple[ServerThread, EhrSandbox]:
     port = free_port()
     ehr = EhrSandbox(EhrConfig(base_url=f"http://127.0.0.1:{port}", clients=clients(jwks_url), **config))
-    ehr.add_record(name="Teams provider", kind="provider", launch_url=PROVIDER_LAUNCH_URL,
-                   context_tokens=CONTEXT_TOKENS, client_id=APP)  # fmt: skip
-    ehr.add_record(name="Teams patient", kind="patient", launch_url=PATIENT_LAUNCH_URL,
-                   context_tokens="sessionId=%CSN%", client_id=APP)  # fmt: skip
+    ehr.add_record(
+        name="Teams provider",
+        kind="provider",
+        launch_url=PROVIDER_LAUNCH_URL,
+        context_tokens=CONTEXT_TOKENS,
+        client_id=APP,
+    )
+    ehr.add_record(
+        name="Teams patient",
+        kind="patient",
+        launch_url=PATIENT_LAUNCH_URL,
+        context_tokens="sessionId=%CSN%",
+        client_id=APP,
+    )
     return ServerThread(ehr.app, port=port).start(), ehr
 
 
@@ -138,8 +150,14 @@ def assertion(
     **overrides: Any,
 ) -> str:
     now = int(time.time())
-    claims = {"iss": client_id, "sub": client_id, "aud": token_url, "iat": now, "exp": now + lifetime,
-              "jti": jti or str(uuid.uuid4())}  # fmt: skip
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_url,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": jti or str(uuid.uuid4()),
+    }
     claims.update(overrides)
     key: Any = keys.ec_key if alg.startswith("ES") else keys.rsa_key
     header_kid = kid or (keys.ec_kid if alg.startswith("ES") else keys.rsa_kid)
@@ -169,8 +187,9 @@ def redirect_query(response: httpx.Response) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def launch_value(ehr: EhrSandbox, kind: str = "provider", appointment: str = "e-appt-001",
-                 user: str = "e-prac-smith") -> tuple[str, str]:  # fmt: skip
+def launch_value(
+    ehr: EhrSandbox, kind: str = "provider", appointment: str = "e-appt-001", user: str = "e-prac-smith"
+) -> tuple[str, str]:
     url = ehr.create_launch(record_id(ehr, kind), appointment, user)
     return url, parse_qs(urlsplit(url).query)["launch"][-1]
 

@@ -43,9 +43,17 @@ def test_smart_configuration_advertises_endpoints_and_capabilities(http: httpx.C
     assert {"private_key_jwt", "client_secret_basic", "client_secret_post"} <= set(
         doc["token_endpoint_auth_methods_supported"]
     )
-    for capability in ("launch-ehr", "launch-standalone", "client-confidential-asymmetric",
-                       "client-confidential-symmetric", "context-ehr-patient", "context-ehr-encounter",
-                       "permission-user", "permission-patient", "sso-openid-connect"):  # fmt: skip
+    for capability in (
+        "launch-ehr",
+        "launch-standalone",
+        "client-confidential-asymmetric",
+        "client-confidential-symmetric",
+        "context-ehr-patient",
+        "context-ehr-encounter",
+        "permission-user",
+        "permission-patient",
+        "sso-openid-connect",
+    ):
         assert capability in doc["capabilities"]
     assert {"openid", "fhirUser"} <= set(doc["scopes_supported"])
 
@@ -129,9 +137,13 @@ def test_authorize_by_post_and_es384_assertion(http: httpx.Client, ehr: EhrSandb
     params = authorize_params(ehr, challenge, launch=launch)
     callback = redirect_query(http.post("/oauth2/authorize", data=params))
     response = token_request(
-        http, ehr, client_keys, callback["code"], verifier,
+        http,
+        ehr,
+        client_keys,
+        callback["code"],
+        verifier,
         client_assertion=assertion(client_keys, ehr.config.token_url, alg="ES384"),
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.text
     assert response.json()["encounter"] == "e-enc-003"
 
@@ -177,8 +189,9 @@ def test_standalone_sign_in_cancel_redirects_access_denied(http: httpx.Client, e
     page = http.get("/oauth2/authorize", params=params)
     pending = re.search(r'name="request" value="([^"]+)"', page.text)
     assert pending
-    callback = redirect_query(http.post("/oauth2/authorize/signin", data={"request": pending.group(1),
-                                                                          "action": "cancel"}))  # fmt: skip
+    callback = redirect_query(
+        http.post("/oauth2/authorize/signin", data={"request": pending.group(1), "action": "cancel"})
+    )
     assert callback["error"] == "access_denied" and callback["state"] == params["state"]
 
 
@@ -220,8 +233,9 @@ def test_aud_with_trailing_slash_is_accepted(http: httpx.Client, ehr: EhrSandbox
 def test_launch_is_single_use_and_bound_to_its_client(http: httpx.Client, ehr: EhrSandbox) -> None:
     _, launch = launch_value(ehr)
     _, challenge = pkce()
-    assert "code" in redirect_query(http.get("/oauth2/authorize", params=authorize_params(ehr, challenge,
-                                                                                          launch=launch)))  # fmt: skip
+    assert "code" in redirect_query(
+        http.get("/oauth2/authorize", params=authorize_params(ehr, challenge, launch=launch))
+    )
     reused = redirect_query(http.get("/oauth2/authorize", params=authorize_params(ehr, challenge, launch=launch)))
     assert reused["error"] == "invalid_request" and "already used" in reused["error_description"]
     unknown = redirect_query(http.get("/oauth2/authorize", params=authorize_params(ehr, challenge, launch="forged")))
@@ -320,8 +334,9 @@ def test_bad_client_assertions_are_invalid_client(
 ) -> None:
     verifier, challenge = pkce()
     code = code_for(http, ehr, (verifier, challenge))
-    response = token_request(http, ehr, client_keys, code, verifier,
-                             client_assertion=make(client_keys, ehr.config.token_url))  # type: ignore[operator]  # fmt: skip
+    response = token_request(
+        http, ehr, client_keys, code, verifier, client_assertion=make(client_keys, ehr.config.token_url)
+    )  # type: ignore[operator]
     assert response.status_code == 401
     body = response.json()
     assert body["error"] == "invalid_client"
@@ -331,12 +346,14 @@ def test_bad_client_assertions_are_invalid_client(
 def test_replayed_assertion_is_rejected(http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys) -> None:
     signed = assertion(client_keys, ehr.config.token_url)
     verifier, challenge = pkce()
-    ok = token_request(http, ehr, client_keys, code_for(http, ehr, (verifier, challenge)), verifier,
-                       client_assertion=signed)  # fmt: skip
+    ok = token_request(
+        http, ehr, client_keys, code_for(http, ehr, (verifier, challenge)), verifier, client_assertion=signed
+    )
     assert ok.status_code == 200
     verifier, challenge = pkce()
-    replay = token_request(http, ehr, client_keys, code_for(http, ehr, (verifier, challenge)), verifier,
-                           client_assertion=signed)  # fmt: skip
+    replay = token_request(
+        http, ehr, client_keys, code_for(http, ehr, (verifier, challenge)), verifier, client_assertion=signed
+    )
     assert replay.status_code == 401 and "jti" in replay.json()["error_description"]
 
 
@@ -387,13 +404,19 @@ def test_confidential_client_must_authenticate_and_public_client_may_not_use_sec
 ) -> None:
     verifier, challenge = pkce()
     code = code_for(http, ehr, (verifier, challenge))
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier,
-            "client_id": APP}  # fmt: skip
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+        "client_id": APP,
+    }
     response = http.post("/oauth2/token", data=form)
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
     _, challenge = pkce()
-    standalone = http.get("/oauth2/authorize", params=authorize_params(ehr, challenge, client_id=PUBLIC_APP,
-                                                                        scope="openid fhirUser"))  # fmt: skip
+    standalone = http.get(
+        "/oauth2/authorize", params=authorize_params(ehr, challenge, client_id=PUBLIC_APP, scope="openid fhirUser")
+    )
     assert standalone.status_code == 200
 
 
