@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.ehr.config import RegisteredClient
+from sandbox.ehr.launch_urls import LaunchError
 
 if TYPE_CHECKING:
     from sandbox.ehr.app import EhrSandbox
@@ -96,8 +97,6 @@ async def records(request: Request) -> Response:
 
 
 async def launches(request: Request) -> Response:
-    from sandbox.ehr.app import LaunchError
-
     ehr = _ehr(request)
     body = await _json(request)
     if body is None:

@@ -23,14 +23,10 @@ from sandbox.ehr.clinic import Clinic, EhrUser, Visit
 from sandbox.ehr.config import AUTHORIZE_PATH, FHIR_PATH, JWKS_PATH, SCS_PATH, TOKEN_PATH, EhrConfig
 from sandbox.ehr.faults import FaultInjector, FaultMiddleware
 from sandbox.ehr.keys import SigningKey
-from sandbox.ehr.launch_urls import build_launch_url, expand_context_tokens
+from sandbox.ehr.launch_urls import LaunchError, build_launch_url, expand_context_tokens
 from sandbox.ehr.state import ConnectionStatusChange, EhrState, IntegrationRecord, Launch, LaunchContext, new_token
 
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-class LaunchError(ValueError):
-    """A launch cannot be built (unknown record, visit or user, or a mismatch between them)."""
 
 
 class EhrSandbox:

@@ -68,6 +68,13 @@ class FaultInjector:
 
     def decide(self, path: str) -> tuple[float, str | None]:
         """(latency seconds, fault kind or None) for one call."""
+        latency, fault = self._decide(path)
+        if fault is not None:
+            with self._lock:
+                self.injected += 1
+        return latency, fault
+
+    def _decide(self, path: str) -> tuple[float, str | None]:
         with self._lock:
             faults = self.faults
             if not any(path.startswith(prefix) for prefix in faults.paths):
@@ -116,7 +123,6 @@ class FaultMiddleware:
         if fault is None:
             await self.app(scope, receive, send)
             return
-        self.injector.injected += 1
         faults = self.injector.faults
         headers: list[tuple[bytes, bytes]] = []
         if fault == "timeout":

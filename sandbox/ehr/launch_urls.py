@@ -11,6 +11,11 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_plus, urlencode
 
+
+class LaunchError(ValueError):
+    """A launch cannot be built (unknown record, visit or user, or a mismatch between them)."""
+
+
 TOKEN = re.compile(r"%([A-Z][A-Z0-9_]*)(?:;[^%]*)?%")
 
 

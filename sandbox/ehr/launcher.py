@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from sandbox.ehr.config import RegisteredClient
+from sandbox.ehr.launch_urls import LaunchError
 
 if TYPE_CHECKING:
     from sandbox.ehr.app import EhrSandbox
@@ -134,8 +135,6 @@ def mychart(request: Request) -> Response:
 
 
 async def launch(request: Request) -> Response:
-    from sandbox.ehr.app import LaunchError
-
     ehr = _ehr(request)
     form = await _form(request)
     if form is None:

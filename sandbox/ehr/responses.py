@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import JSONResponse
 
 FHIR_JSON = "application/fhir+json"
@@ -29,9 +27,6 @@ _ISSUE_CODES = {
 
 class FhirJSONResponse(JSONResponse):
     media_type = FHIR_JSON
-
-    def render(self, content: Any) -> bytes:
-        return super().render(content)
 
 
 def oauth_error(error: str, description: str, status: int = 400, headers: dict[str, str] | None = None) -> JSONResponse:
