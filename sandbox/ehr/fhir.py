@@ -202,7 +202,12 @@ def _patient_of(resource: dict[str, Any]) -> set[str]:
 def _compartment(token: AccessToken, resource_type: str, operation: str) -> str | None:
     """``None`` = unrestricted; a patient id = restricted to that patient. Raises 403 when nothing grants."""
     contexts = scope_rules.granting_contexts(token.scopes, resource_type, operation)
-    if "system" in contexts or "user" in contexts:
+    if "system" in contexts:
+        return None
+    if "user" in contexts:
+        # user/ scopes reach what the user may see: everything for clinicians, their own record for patients
+        if token.context and token.context.user_type == "Patient":
+            return token.context.user_id
         return None
     if "patient" in contexts and token.context and token.context.patient_id:
         return token.context.patient_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -23,7 +24,11 @@ from tests.sandbox.ehr_support import (
     JWT_BEARER,
     ClientKeys,
     assertion,
+    authorize_params,
     backend_token,
+    pkce,
+    redirect_query,
+    token_request,
     user_token,
 )
 
@@ -126,6 +131,21 @@ def test_patient_scope_is_confined_to_the_launch_patient(
     bundle = http.get(f"{FHIR}/Appointment", params={"practitioner": "e-prac-lee"}, headers=bearer(token)).json()
     assert {e["resource"]["id"] for e in bundle["entry"]} == {"e-appt-006"}  # Lee's visits with Alex Rivera only
     assert http.get(f"{FHIR}/Practitioner/e-prac-lee", headers=bearer(token)).status_code == 200
+
+
+def test_user_scope_of_a_patient_user_reaches_only_their_own_record(
+    http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys
+) -> None:
+    url = ehr.create_launch(ehr.state.records_of("patient")[0].id, "e-appt-002", "e-pat-patel")
+    launch = parse_qs(urlsplit(url).query)["launch"][0]
+    verifier, challenge = pkce()
+    params = authorize_params(ehr, challenge, launch=launch, scope="launch openid fhirUser user/*.read")
+    code = redirect_query(http.get("/oauth2/authorize", params=params))["code"]
+    token = token_request(http, ehr, client_keys, code, verifier).json()["access_token"]
+    assert http.get(f"{FHIR}/Patient/e-pat-patel", headers=bearer(token)).status_code == 200
+    assert http.get(f"{FHIR}/Patient/e-pat-rivera", headers=bearer(token)).status_code == 403
+    own = entries(http.get(f"{FHIR}/Encounter", headers=bearer(token)))
+    assert {e["subject"]["reference"] for e in own} == {"Patient/e-pat-patel"}
 
 
 def test_reads_and_not_found(http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys) -> None:
