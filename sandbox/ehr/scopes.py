@@ -8,7 +8,8 @@ Clinical scopes, SMART v1 and v2 both accepted:
 ``context`` is ``patient`` (only the launch patient's compartment), ``user`` (what the signed-in
 user may see) or ``system`` (Backend Services; ``client_credentials`` only). Non-clinical scopes:
 ``launch``, ``launch/patient``, ``launch/encounter``, ``openid``, ``fhirUser``, ``profile``,
-``online_access``, ``offline_access``. Anything else is silently dropped from the grant, like Epic.
+``online_access``. Anything else (including ``offline_access``: no refresh tokens here) is silently
+dropped from the grant, like Epic.
 
 ``SetExternalConnectionStatus`` (an Epic web service, not FHIR) needs a ``system`` token allowed to
 update Encounters: ``system/Encounter.write``, ``system/*.write``, ``system/Encounter.u`` … (any
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 OPERATIONS = ("create", "read", "update", "delete", "search")
 IDENTITY_SCOPES = frozenset(
-    {"launch", "launch/patient", "launch/encounter", "openid", "fhirUser", "profile", "online_access", "offline_access"}
+    {"launch", "launch/patient", "launch/encounter", "openid", "fhirUser", "profile", "online_access"}
 )
 _CLINICAL = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]{1,63})\.(read|write|\*|c?r?u?d?s?)$")
 _V1 = {

@@ -101,6 +101,7 @@ def test_full_ehr_launch_with_private_key_jwt(http: httpx.Client, ehr: EhrSandbo
 
     verifier, challenge = pkce()
     params = authorize_params(ehr, challenge, launch=launch)
+    params["scope"] += " offline_access Observation.read"  # neither is granted
     callback = redirect_query(http.get("/oauth2/authorize", params=params))
     assert callback["state"] == params["state"]
 
@@ -120,6 +121,7 @@ def test_full_ehr_launch_with_private_key_jwt(http: httpx.Client, ehr: EhrSandbo
     assert body["need_patient_banner"] == "false"  # a string, like Epic
     assert body["sessionId"] == "1000001" and body["departmentId"] == "10501101"
     assert body["__epic.dstu2.patient"]
+    assert "refresh_token" not in body
 
     claims = verify_id_token(http, ehr, body["id_token"], APP)
     assert claims["sub"] == "e-prac-smith"
