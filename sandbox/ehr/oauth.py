@@ -141,6 +141,7 @@ async def authorize(request: Request) -> Response:
             ehr.state.pending[pending.value] = pending
         return ehr.render("signin.html", status=200, client=client, pending=pending.value,
                           practitioners=ehr.clinic.practitioners, patients=ehr.clinic.patients,
+                          pick_patient="launch/patient" in granted,
                           headers=NO_STORE)  # fmt: skip
     return _issue_code(ehr, request_params, context)
 
@@ -177,11 +178,13 @@ async def sign_in(request: Request) -> Response:
     user = ehr.clinic.user(str(form.get("user") or ""))
     if user is None:
         return ehr.html_error(400, "Unknown user", "Choose one of the listed EHR users.")
-    context = LaunchContext(
-        user_id=user.id,
-        user_type=user.resource_type,
-        patient_id=user.id if user.resource_type == "Patient" else None,
-    )
+    patient_id = user.id if user.resource_type == "Patient" else None
+    if patient_id is None and "launch/patient" in params["scope"].split() and form.get("patient"):
+        picked = ehr.clinic.patient(str(form.get("patient")))
+        if picked is None:
+            return ehr.html_error(400, "Unknown patient", "Choose one of the listed patients.")
+        patient_id = picked.id
+    context = LaunchContext(user_id=user.id, user_type=user.resource_type, patient_id=patient_id)
     return _issue_code(ehr, params, context)
 
 

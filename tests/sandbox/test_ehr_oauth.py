@@ -185,6 +185,24 @@ def test_standalone_launch_via_sign_in_page(http: httpx.Client, ehr: EhrSandbox,
     assert replay.status_code == 400
 
 
+def test_standalone_provider_picks_a_patient_for_launch_patient(
+    http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys
+) -> None:
+    verifier, challenge = pkce()
+    params = authorize_params(ehr, challenge, scope="openid fhirUser launch/patient patient/*.read")
+    page = http.get("/oauth2/authorize", params=params)
+    assert '<select id="patient" name="patient">' in page.text
+    pending = re.search(r'name="request" value="([^"]+)"', page.text)
+    assert pending
+    form = {"request": pending.group(1), "user": "e-prac-lee", "patient": "e-pat-novak"}
+    callback = redirect_query(http.post("/oauth2/authorize/signin", data=form))
+    body = token_request(http, ehr, client_keys, callback["code"], verifier).json()
+    assert body["patient"] == "e-pat-novak" and "encounter" not in body
+    assert body["need_patient_banner"] == "true"
+    patient = http.get("/api/FHIR/R4/Patient/e-pat-novak", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert patient.status_code == 200
+
+
 def test_standalone_sign_in_cancel_redirects_access_denied(http: httpx.Client, ehr: EhrSandbox) -> None:
     _, challenge = pkce()
     params = authorize_params(ehr, challenge, scope="openid fhirUser")
