@@ -12,6 +12,8 @@ from sandbox.host.config import HostConfigurationError, HostJson, apply_settings
 from sandbox.host.keys import HostKeys
 from sandbox.host.routing import RouteTemplate
 
+GUID = "6f1c1d52-7c9b-4b0e-9a51-0f8a2f4f8f10"
+
 
 def test_local_settings_never_override_a_non_empty_environment_variable() -> None:
     environ = {"KEEP": "from-env", "EMPTY": ""}
@@ -62,7 +64,7 @@ def test_keys_file_is_created_once_with_random_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("template", "path", "expected"),
     [
-        ("users/{id:guid}", "/users/6f1c1d52-7c9b-4b0e-9a51-0f8a2f4f8f10", {"id": "6f1c1d52-7c9b-4b0e-9a51-0f8a2f4f8f10"}),
+        ("users/{id:guid}", f"/users/{GUID}", {"id": GUID}),
         ("users/{id:guid}", "/users/nope", None),
         ("page/{n:int:min(1)}", "/page/0", None),
         ("page/{n:int:min(1)}", "/page/3", {"n": "3"}),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import uuid
 
 import httpx
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from sandbox.host import LocalHost
@@ -28,10 +30,8 @@ def queue(env: dict[str, str], name: str, *, base64_policy: bool = True) -> Queu
 
 
 def ensure(client: QueueClient) -> QueueClient:
-    try:
+    with contextlib.suppress(ResourceExistsError):
         client.create_queue()
-    except Exception:  # noqa: BLE001,S110 - already exists
-        pass
     return client
 
 
