@@ -78,8 +78,8 @@ def response_parts(result: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         return int(result.status_code), pairs, body
     if isinstance(result, str):
         return 200, [(b"content-type", b"text/plain; charset=utf-8")], result.encode("utf-8")
-    if result is None:
-        return 204, [], b""
+    # The worker cannot encode anything else, None included (azure-functions-python-worker#683):
+    # the invocation fails and the host answers 500.
     raise TypeError(f"an HTTP function returned {type(result).__name__}, not HttpResponse or str")
 
 

@@ -1,4 +1,8 @@
-"""One local host running the sample app against the test Azurite, with quick queue settings."""
+"""A local host running the sample app against the test Azurite, with quick queue settings.
+
+The host copies its settings into os.environ (as ``func start`` does) until it stops, so it is
+module-scoped: other test modules never see those variables.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def queue_names() -> dict[str, str]:
     return {"TEST_WORK_QUEUE": f"work-{suffix}", "TEST_OUTPUT_QUEUE": f"out-{suffix}"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def host(base_env: dict[str, str], queue_names: dict[str, str]) -> Iterator[LocalHost]:
     settings = {**base_env, **queue_names, "TEST_TIMER_SCHEDULE": "*/2 * * * * *"}
     with LocalHost(sample_app.build_app(), settings, host_json=HOST_JSON) as running:

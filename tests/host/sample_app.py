@@ -108,6 +108,11 @@ def plain_text(req: func.HttpRequest) -> str:
     return "just a string"
 
 
+@web.route(route="nothing", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def nothing(req: func.HttpRequest) -> None:
+    return None
+
+
 @web.route(route="enqueue", methods=["POST"])
 @web.queue_output(arg_name="out", queue_name="%TEST_OUTPUT_QUEUE%", connection="AzureWebJobsStorage")
 def enqueue(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:

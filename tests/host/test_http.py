@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 
 import httpx
 
@@ -126,6 +127,23 @@ def test_unhandled_exception_is_500_without_details(client: httpx.Client) -> Non
     response = client.get("/api/boom")
     assert response.status_code == 500
     assert response.content == b""
+
+
+def test_returning_none_fails_the_invocation_like_the_worker(client: httpx.Client) -> None:
+    response = client.get("/api/nothing")
+    assert response.status_code == 500
+    assert response.content == b""
+
+
+def test_request_body_over_100_mb_is_refused(host: LocalHost) -> None:
+    port = int(host.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+            + f"x-functions-key: {host.function_key}\r\nContent-Length: {100 * 1024 * 1024 + 1}\r\n\r\n".encode()
+        )
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large"
 
 
 def test_async_function_and_string_return(client: httpx.Client) -> None:
