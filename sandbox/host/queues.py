@@ -57,6 +57,8 @@ class QueueListener:
             thread_name_prefix=f"queue:{self.binding.queue_name}",
         )
         self._thread = threading.Thread(target=self._poll, name=f"listener:{entry.name}", daemon=True)
+        # Built now so that a missing connection setting stops the host at start-up.
+        self._queue = clients.queue(self.binding.connection, self.binding.queue_name)
         clients.on_enqueue.append(self._notified)
 
     def start(self) -> None:
@@ -65,6 +67,8 @@ class QueueListener:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        with self._done:
+            self._done.notify_all()
         self._thread.join(timeout=30)
         self._pool.shutdown(wait=True)
 
@@ -73,7 +77,7 @@ class QueueListener:
             self._wake.set()
 
     def _poll(self) -> None:
-        queue = self.clients.queue(self.binding.connection, self.binding.queue_name)
+        queue = self._queue
         delay = 0.0
         while not self._stop.is_set():
             try:
@@ -135,7 +139,7 @@ class QueueListener:
             time_next_visible=message.next_visible_on,
             pop_receipt=message.pop_receipt,
         )
-        queue = self.clients.queue(self.binding.connection, self.binding.queue_name)
+        queue = self._queue
         try:
             self.invoker.invoke(self.entry, trigger, f"New queue message detected on '{self.binding.queue_name}'.")
         except Exception:
@@ -159,6 +163,4 @@ class QueueListener:
             poison,
         )
         self.clients.ensure_queue(self.binding.connection, poison).send_message(str(message.content))
-        self.clients.queue(self.binding.connection, self.binding.queue_name).delete_message(
-            message.id, message.pop_receipt
-        )
+        self._queue.delete_message(message.id, message.pop_receipt)
