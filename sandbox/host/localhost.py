@@ -43,6 +43,12 @@ def _resolve_app(app: func.FunctionRegister | ModuleType | str) -> tuple[func.Fu
     return app, Path.cwd()
 
 
+def is_disabled(function_name: str, environ: Mapping[str, str]) -> bool:
+    """``AzureWebJobs.<name>.Disabled`` set to true (or 1) disables a function, as in Azure."""
+    value = environ.get(f"AzureWebJobs.{function_name}.Disabled", "")
+    return value.strip().lower() in ("true", "1")
+
+
 class LocalHost:
     """Run a function app's HTTP, queue and timer functions on 127.0.0.1.
 
@@ -122,6 +128,10 @@ class LocalHost:
                     f"{exc} (app.get_functions() may be called only once per app object: pass a fresh app)"
                 ) from exc
             raise
+        disabled = [f.name for f in self.functions if is_disabled(f.name, os.environ)]
+        for name in disabled:
+            logger.info("Function %s is disabled (AzureWebJobs.%s.Disabled).", name, name)
+        self.functions = [f for f in self.functions if f.name not in disabled]
         clients = QueueClients(os.environ)
         self._invoker = Invoker(clients, self.host_json.queues.message_encoding, self.app_dir)
         self._invoker.start()

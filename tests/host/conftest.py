@@ -41,7 +41,12 @@ def queue_names() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def host(base_env: dict[str, str], queue_names: dict[str, str]) -> Iterator[LocalHost]:
-    settings = {**base_env, **queue_names, "TEST_TIMER_SCHEDULE": "*/2 * * * * *"}
+    settings = {
+        **base_env,
+        **queue_names,
+        "TEST_TIMER_SCHEDULE": "*/2 * * * * *",
+        "AzureWebJobs.disabled_hello.Disabled": "true",
+    }
     with LocalHost(sample_app.build_app(), settings, host_json=HOST_JSON) as running:
         yield running
 

@@ -37,6 +37,11 @@ def hello(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(f"Hello, {req.route_params['name']}")
 
 
+@web.route(route="disabled/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def disabled_hello(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("must not run: disabled by AzureWebJobs.disabled_hello.Disabled")
+
+
 @web.route(route="items/new", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def new_item_form(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("form")

@@ -32,6 +32,10 @@ def test_unknown_route_is_404_with_empty_body(client: httpx.Client) -> None:
         assert response.content == b""
 
 
+def test_disabled_function_is_not_served(client: httpx.Client) -> None:
+    assert client.get("/api/disabled/x").status_code == 404
+
+
 def test_wrong_method_is_404_like_the_real_host(client: httpx.Client) -> None:
     response = client.post("/api/hello/world")
     assert response.status_code == 404
