@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except HostConfigurationError as exc:
         logging.error("The host could not start: %s", exc)
         return 1
+    except Exception:
+        # Like the real host: an app that fails to import or a busy port is reported, with its trace.
+        logging.exception("The host could not start")
+        return 1
     logging.info("Host started on %s (keys in %s). Press Ctrl+C to stop.", host.url, args.keys or DEFAULT_KEYS)
     try:
         stop.wait()

@@ -127,12 +127,12 @@ class HttpFrontend:
         method = str(scope["method"]).upper()
         raw_path = scope.get("raw_path") or str(scope["path"]).encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
-        if path == "/" and method in ("GET", "HEAD"):
-            await self._send(send, method, 200, [(b"content-type", b"text/html; charset=utf-8")], LANDING_PAGE)
-            return
         found = self.match(method, path)
         if found is None:
-            await self._send(send, method, 404, [], b"")
+            if path == "/" and method in ("GET", "HEAD"):
+                await self._send(send, method, 200, [(b"content-type", b"text/html; charset=utf-8")], LANDING_PAGE)
+            else:
+                await self._send(send, method, 404, [], b"")
             return
         entry, route_values = found
         query_string = bytes(scope.get("query_string") or b"").decode("latin-1")

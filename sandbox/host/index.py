@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from sandbox.host.routing import RouteTemplate
 
 ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "TRACE")
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
+_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ class IndexedFunction:
 
 def _queue_binding(binding: Mapping[str, Any], environ: Mapping[str, str]) -> QueueBinding:
     queue_name = resolve(str(binding.get("queueName", "")), environ).strip()
-    if not (3 <= len(queue_name) <= 63) or not all(c.islower() or c.isdigit() or c == "-" for c in queue_name):
+    if not _QUEUE_NAME.match(queue_name):
         raise HostConfigurationError(
-            f"queue name {queue_name!r} is invalid: 3-63 lowercase letters, digits and hyphens"
+            f"queue name {queue_name!r} is invalid: 3-63 lowercase letters, digits and single hyphens, "
+            "starting and ending with a letter or digit"
         )
     connection = str(binding.get("connection") or DEFAULT_CONNECTION)
     return QueueBinding(name=str(binding["name"]), queue_name=queue_name, connection=connection)

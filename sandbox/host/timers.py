@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 
 from azure.functions.timer import TimerRequest
 
+from sandbox.host.config import HostConfigurationError
 from sandbox.host.index import IndexedFunction
 from sandbox.host.invocation import Invoker
-from sandbox.host.ncrontab import Schedule
+from sandbox.host.ncrontab import Schedule, ScheduleError
 
 logger = logging.getLogger("sandbox.host")
 
@@ -29,7 +30,10 @@ def schedule_zone() -> tzinfo:
 class TimerRunner:
     def __init__(self, entry: IndexedFunction, invoker: Invoker) -> None:
         self.entry = entry
-        self.schedule = Schedule.parse(entry.schedule)
+        try:
+            self.schedule = Schedule.parse(entry.schedule)
+        except ScheduleError as exc:
+            raise HostConfigurationError(f"function {entry.name}: {exc}") from exc
         self.invoker = invoker
         self.zone = schedule_zone()
         self._stop = threading.Event()
