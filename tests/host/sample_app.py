@@ -11,6 +11,7 @@ import base64
 import json
 import threading
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
@@ -27,6 +28,11 @@ def record(kind: str, value: Any) -> None:
 def records(kind: str) -> list[Any]:
     with _LOCK:
         return list(RECORDS[kind])
+
+
+def clear(kind: str) -> None:
+    with _LOCK:
+        RECORDS[kind].clear()
 
 
 web = func.Blueprint()
@@ -154,11 +160,11 @@ clock = func.Blueprint()
 
 @clock.timer_trigger(arg_name="timer", schedule="%TEST_TIMER_SCHEDULE%", run_on_startup=True, use_monitor=False)
 def tick(timer: func.TimerRequest) -> None:
-    record("tick", {"past_due": timer.past_due})
+    record("tick", {"past_due": timer.past_due, "at": datetime.now(UTC)})
 
 
-def build_app() -> func.FunctionApp:
+def build_app(*blueprints: func.Blueprint) -> func.FunctionApp:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-    for blueprint in (web, work, clock):
+    for blueprint in blueprints or (web, work, clock):
         app.register_functions(blueprint)
     return app
