@@ -133,7 +133,9 @@ class LocalHost:
             logger.info("Function %s is disabled (AzureWebJobs.%s.Disabled).", name, name)
         self.functions = [f for f in self.functions if f.name not in disabled]
         clients = QueueClients(os.environ)
-        self._invoker = Invoker(clients, self.host_json.queues.message_encoding, self.app_dir)
+        threads = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
+        max_workers = int(threads) if threads.isdigit() and int(threads) > 0 else None  # the worker's default
+        self._invoker = Invoker(clients, self.host_json.queues.message_encoding, self.app_dir, max_workers)
         self._invoker.start()
         frontend = HttpFrontend(self.functions, self.keys, self._invoker, self.host_json.route_prefix)
         self._server = ServerThread(frontend, port=self.port).start()
