@@ -83,19 +83,20 @@ def start_azurite(context: DemoContext) -> Started:
 
 
 def start_functions_host(context: DemoContext) -> Started:
+    keys_path = context.state_dir / "host-keys.json"
     host = LocalHost(
         "function_app",
         context.settings,
         port=context.functions_port,
         app_dir=context.root,
-        keys_path=context.state_dir / "host-keys.json",
+        keys_path=keys_path,
         display_host="localhost",
     ).start()
     base = f"http://localhost:{host.port}"
     urls = {
         "Functions host": base,
         "health": f"{base}/api/health",
-        "ready (function key)": f"{base}/api/ready?code={host.function_key}",
+        "ready": f"{base}/api/ready?code=<functionKeys.default in {keys_path}>",
     }
     return Started(stop=host.stop, urls=urls)
 

@@ -10,6 +10,10 @@ Behaviour copied from the Functions host:
 - responses are mapped as the Python worker's ``HttpResponseConverter`` does (Content-Type
   from mimetype/charset when not set, every ``Set-Cookie`` header kept); redirects are
   returned to the client, never followed.
+
+Known differences: ``Set-Cookie`` values are sent verbatim, where the real host re-serialises
+them through ASP.NET's cookie API (same attributes, possibly different spelling); CORS
+(``Host.CORS``) and ``functionTimeout`` are not applied.
 """
 
 from __future__ import annotations
