@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -112,6 +113,12 @@ def boom(req: func.HttpRequest) -> func.HttpResponse:
 async def async_hello(req: func.HttpRequest) -> func.HttpResponse:
     await asyncio.sleep(0)
     return func.HttpResponse(json.dumps({"async": True}), mimetype="application/json")
+
+
+@web.route(route="slow", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def slow(req: func.HttpRequest) -> func.HttpResponse:
+    time.sleep(0.5)  # a blocking call: must not hold up other requests
+    return func.HttpResponse(threading.current_thread().name)
 
 
 @web.route(route="plain-text", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -155,6 +157,19 @@ def test_async_function_and_string_return(client: httpx.Client) -> None:
     response = client.get("/api/plain-text")
     assert response.text == "just a string"
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_sync_functions_run_in_a_thread_pool_concurrently(host: LocalHost) -> None:
+    def call(_: int) -> httpx.Response:
+        return httpx.get(f"{host.url}/api/slow", timeout=10)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(call, range(4)))
+    elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * 4
+    assert all(r.text.startswith("functions-worker") for r in responses)
+    assert elapsed < 1.9, f"four 0.5 s calls took {elapsed:.2f} s: they ran one after another"
 
 
 def test_root_answers_like_the_host_landing_page(client: httpx.Client) -> None:
