@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -25,22 +26,29 @@ from sandbox.server import ServerThread
 logger = logging.getLogger("sandbox.host")
 
 
-def _resolve_app(app: func.FunctionRegister | ModuleType | str) -> tuple[func.FunctionRegister, Path]:
-    """The FunctionApp and the directory that holds it (the function app root)."""
-    module: ModuleType | None = None
+def _app_directory(app: func.FunctionRegister | ModuleType | str) -> Path:
+    """The function app root: where the app module lives (without importing it), else the cwd."""
+    if isinstance(app, ModuleType):
+        return Path(app.__file__).resolve().parent if app.__file__ else Path.cwd()
     if isinstance(app, str):
-        module = importlib.import_module(app)
-    elif isinstance(app, ModuleType):
-        module = app
-    if module is not None:
+        spec = importlib.util.find_spec(app)
+        if spec is None or spec.origin is None:
+            raise HostConfigurationError(f"app module {app!r} not found")
+        return Path(spec.origin).resolve().parent
+    return Path.cwd()
+
+
+def _load_app(app: func.FunctionRegister | ModuleType | str) -> func.FunctionRegister:
+    """The FunctionApp, importing the module now (after the settings are in the environment)."""
+    module = importlib.import_module(app) if isinstance(app, str) else app
+    if isinstance(module, ModuleType):
         found = [value for value in vars(module).values() if isinstance(value, func.FunctionRegister)]
         if len(found) != 1:
             raise HostConfigurationError(f"{module.__name__} must define exactly one FunctionApp (found {len(found)})")
-        directory = Path(module.__file__).resolve().parent if module.__file__ else Path.cwd()
-        return found[0], directory
-    if not isinstance(app, func.FunctionRegister):
-        raise TypeError(f"not a FunctionApp: {app!r}")
-    return app, Path.cwd()
+        return found[0]
+    if not isinstance(module, func.FunctionRegister):
+        raise TypeError(f"not a FunctionApp: {module!r}")
+    return module
 
 
 def is_disabled(function_name: str, environ: Mapping[str, str]) -> bool:
@@ -69,8 +77,9 @@ class LocalHost:
         keys_path: Path | None = None,
         display_host: str = "127.0.0.1",
     ) -> None:
-        self.app, default_dir = _resolve_app(app)
-        self.app_dir = app_dir or default_dir
+        self._app_spec = app
+        self.app: func.FunctionRegister | None = None
+        self.app_dir = app_dir or _app_directory(app)
         self.settings = dict(settings or {})
         if isinstance(host_json, Mapping):
             self.host_json = HostJson.from_json(host_json)
@@ -120,6 +129,8 @@ class LocalHost:
         return self
 
     def _start(self) -> None:
+        # As the worker does: the settings are in the environment before the app is imported.
+        self.app = _load_app(self._app_spec)
         try:
             self.functions = index_functions(self.app, os.environ)
         except ValueError as exc:

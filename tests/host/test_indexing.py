@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import azure.functions as func
+import httpx
 import pytest
 
 from sandbox.host import LocalHost
@@ -72,3 +73,8 @@ def test_an_app_indexed_twice_gets_a_clear_error() -> None:
     app.get_functions()
     with pytest.raises(HostConfigurationError, match="once per app object"), LocalHost(app, {}, host_json=HOST_JSON):
         pass
+
+
+def test_app_module_is_imported_after_the_settings_are_in_the_environment() -> None:
+    with LocalHost("tests.host.import_time_app", {"IMPORT_TIME_SETTING": "from settings"}, host_json=HOST_JSON) as host:
+        assert httpx.get(f"{host.url}/api/seen").text == "from settings"
