@@ -10,7 +10,6 @@ import asyncio
 import base64
 import json
 import threading
-import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -115,9 +114,13 @@ async def async_hello(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps({"async": True}), mimetype="application/json")
 
 
-@web.route(route="slow", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def slow(req: func.HttpRequest) -> func.HttpResponse:
-    time.sleep(0.5)  # a blocking call: must not hold up other requests
+RENDEZVOUS = threading.Barrier(2)
+
+
+@web.route(route="rendezvous", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def rendezvous(req: func.HttpRequest) -> func.HttpResponse:
+    """Blocks until a second request arrives: only passes when sync functions run concurrently."""
+    RENDEZVOUS.wait(timeout=10)
     return func.HttpResponse(threading.current_thread().name)
 
 
