@@ -6,6 +6,7 @@ everything that decides something lives here, testable without a Functions host.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,13 +26,14 @@ from shared.configurations import (
 from shared.entra import PortalIdentity
 from shared.errors import BadRequest, Forbidden, NotFound, StateError, UnsafeUrl, UpstreamError, UpstreamRejected
 from shared.id_tokens import InvalidIdToken
-from shared.identifiers import random_token
+from shared.identifiers import log_id, random_token
 from shared.sessions import PortalSession
 from shared.settings import Geography, Settings
 from shared.smart import OAuthError, Pkce, SmartClient
 from shared.storage import utcnow
 from shared.urls import check_url
 
+logger = logging.getLogger("connector.portal")
 EHR_STATE_KIND = "portal-ehr-signin"
 EHR_STATE_TTL = timedelta(minutes=10)
 EHR_SIGNIN_SCOPE = "openid fhirUser"
@@ -312,20 +314,24 @@ class PortalService:
 
     def create(self, user: PortalIdentity, data: ConfigurationInput) -> Configuration:
         require_admin(user)
-        config = cfg.new_configuration(user.tenant_id, data, by=user.upn, now=utcnow())
-        return self.repository.create(config)
+        config = self.repository.create(cfg.new_configuration(user.tenant_id, data, by=user.upn, now=utcnow()))
+        _audit("created", config, user)
+        return config
 
     def update(self, user: PortalIdentity, configuration_id: str, data: ConfigurationInput, etag: str) -> Configuration:
         require_admin(user)
         current = self.get_visible(user, configuration_id)
         updated = cfg.edited(current, data, by=user.upn, now=utcnow())
         self.smart.forget(current.fhir_base_url)
-        return self.repository.update(current, updated, etag=etag)
+        saved = self.repository.update(current, updated, etag=etag)
+        _audit("edited (pending again)", saved, user)
+        return saved
 
     def delete(self, user: PortalIdentity, configuration_id: str, etag: str | None) -> Configuration:
         require_admin(user)
         current = self.get_visible(user, configuration_id)
         self.repository.delete(current, etag=etag)
+        _audit("deleted", current, user)
         return current
 
     # approval
@@ -423,18 +429,28 @@ class PortalService:
                 )
             ) from None
         proven = cfg.with_ehr_signin(config, upn=user.upn, oid=user.object_id, now=utcnow())
-        return self.repository.update(config, proven, etag=str(config.etag))
+        saved = self.repository.update(config, proven, etag=str(config.etag))
+        _audit("proven by EHR sign-in", saved, user)
+        return saved
 
     def approve(self, user: PortalIdentity, configuration_id: str) -> Configuration:
         config = self.get_visible(user, configuration_id)
         if not can_approve(user, config):
             raise Forbidden("Only the approver named on this configuration can approve it.")
         result = cfg.approved(config, upn=user.upn, oid=user.object_id, now=utcnow())
-        return self.repository.update(config, result, etag=str(config.etag))
+        saved = self.repository.update(config, result, etag=str(config.etag))
+        _audit("approved", saved, user)
+        return saved
 
     def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:
         config = self.get_visible(user, configuration_id)
         return integration_records(config, self.settings.public_base_url)
+
+
+def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
+    # Ids only: the configuration id is tenant metadata; the user appears as a fingerprint of their object id.
+    who = log_id(user.object_id)
+    logger.info("Configuration %s %s by user %s (tenant %s)", config.id, action, who, config.tenant_id)
 
 
 def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailure:

@@ -447,3 +447,23 @@ def test_the_jwks_is_public_and_holds_no_private_parts(env: dict[str, str]) -> N
     assert response.status_code == 200
     keys = json.loads(response.get_body())["keys"]
     assert keys and all("d" not in k and k["alg"] == "RS384" for k in keys)
+
+
+def test_the_same_url_twice_in_one_form_is_refused(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/twice/api/FHIR/R4"
+    form = {"csrf": tenant.admin.csrf_token, "rows": "2", "action": "save",
+            **configuration_form(url, prefix="c0-"), **configuration_form(url + "/", prefix="c1-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 400 and text(response).count("appears twice in this form") == 2
+    assert repository().list_for_tenant(tenant.id) == []
+
+
+def test_a_delete_confirmed_against_a_stale_version_is_refused(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/stale-delete/api/FHIR/R4"
+    [config_id] = create(tenant, url)
+    stale = str(repository().get(tenant.id, config_id).etag)
+    callback(tenant, ehr_signin(tenant, config_id))  # the approver changed it meanwhile
+    response = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                    form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": stale})
+    assert response.status_code == 409 and "it was not deleted" in text(response)
+    assert repository().find_for_launch(config_id, url) is not None

@@ -194,3 +194,16 @@ def test_a_user_without_admin_roles_is_not_an_admin(fake_entra: FakeEntra) -> No
     session_id = response.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
     page = text(call(portal.dashboard, "GET", "portal", headers={"cookie": f"portal_session={session_id}"}))
     assert "Add configurations" not in page and "approver" in page
+
+
+def test_outside_localhost_the_session_cookie_is_secure(
+    fake_entra: FakeEntra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.contoso.example")
+    from shared.settings import reset_settings_cache
+
+    reset_settings_cache()
+    query = start(fake_entra)
+    assert query["redirect_uri"] == "https://connector.contoso.example/api/portal/signin/callback"
+    cookie = finish(query).headers["Set-Cookie"]
+    assert cookie.startswith("__Secure-portal_session=") and "; Secure" in cookie and "HttpOnly" in cookie
