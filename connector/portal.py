@@ -237,7 +237,7 @@ def new_configurations(req: func.HttpRequest) -> func.HttpResponse:
     if isinstance(session, func.HttpResponse):
         return session
     require_admin(session.user)
-    return _page("portal/new.html", session, title="Add configurations", rows=[(_blank_row(), {})], **_choices())
+    return _new_form(session, [_blank_row()])
 
 
 @bp.route(route="portal/configurations", methods=["POST"], auth_level=ANON)
@@ -257,40 +257,34 @@ def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
     rows = [_row_values(form, i) for i in range(count)]
     action = form.get("action", "save")
     if action == "add-row" and count < MAX_ROWS:
-        rows.append(_blank_row())
-        return _page("portal/new.html", session, title="Add configurations", rows=[(r, {}) for r in rows],
-                     **_choices())
+        return _new_form(session, [*rows, _blank_row()])
     if action.startswith("remove-") and count > 1:
-        index = action.removeprefix("remove-")
-        rows = [r for i, r in enumerate(rows) if str(i) != index] or rows
-        return _page("portal/new.html", session, title="Add configurations", rows=[(r, {}) for r in rows],
-                     **_choices())
+        return _new_form(session, [r for i, r in enumerate(rows) if f"remove-{i}" != action])
     svc = service()
-    inputs, errors = [], []
-    for row in rows:
-        try:
-            inputs.append(svc.validated_input(row))
-            errors.append({})
-        except FormErrors as exc:
-            errors.append(exc.errors)
-    urls = [i.fhir_base_url for i in inputs]
-    if not any(errors) and len(set(urls)) != len(urls):
-        errors = [{"fhir_base_url": "This FHIR URL appears twice in this form."} if urls.count(u) > 1 else {}
-                  for u in urls]
+    inputs, errors = svc.validate_rows(rows)
     if any(errors):
-        return _page("portal/new.html", session, status=400, title="Add configurations",
-                     rows=[(describe(r), e) for r, e in zip(rows, errors, strict=True)], **_choices())
+        return _new_form(session, [describe(r) for r in rows], errors, status=400)
     for index, data in enumerate(inputs):
         try:
             svc.create(session.user, data)
-        except Conflict as exc:
-            errors = [{} for _ in rows]
-            errors[index] = {"fhir_base_url": exc.message}
-            saved = index
-            return _page("portal/new.html", session, status=409, title="Add configurations",
-                         rows=[(describe(r), e) for r, e in zip(rows, errors, strict=True)][saved:],
-                         saved_count=saved, **_choices())
+        except Conflict as exc:  # a concurrent submission took this URL: show what is left to save
+            remaining = [describe(r) for r in rows[index:]]
+            errors = [{"fhir_base_url": exc.message}] + [{} for _ in remaining[1:]]
+            return _new_form(session, remaining, errors, status=409, saved_count=index)
     return redirect(portal_url(notice="created"))
+
+
+def _new_form(
+    session: PortalSession,
+    rows: list[dict[str, str]],
+    errors: list[dict[str, str]] | None = None,
+    *,
+    status: int = 200,
+    saved_count: int = 0,
+) -> func.HttpResponse:
+    errors = errors or [{} for _ in rows]
+    return _page("portal/new.html", session, status=status, title="Add configurations",
+                 rows=list(zip(rows, errors, strict=True)), saved_count=saved_count, **_choices())
 
 
 @bp.route(route="portal/configurations/{id}", methods=["GET"], auth_level=ANON)

@@ -298,6 +298,22 @@ class PortalService:
             raise FormErrors(errors)
         return to_input(values)
 
+    def validate_rows(self, rows: list[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
+        """Validate several configurations of one form: (inputs, errors per row); a URL may appear once."""
+        inputs: list[ConfigurationInput] = []
+        errors: list[dict[str, str]] = []
+        for row in rows:
+            try:
+                inputs.append(self.validated_input(row))
+                errors.append({})
+            except FormErrors as exc:
+                errors.append(exc.errors)
+        urls = [data.fhir_base_url for data in inputs]
+        if not any(errors) and len(set(urls)) != len(urls):
+            twice = {"fhir_base_url": "This FHIR URL appears twice in this form."}
+            errors = [dict(twice) if urls.count(url) > 1 else {} for url in urls]
+        return inputs, errors
+
     # configurations
 
     def visible_configurations(self, user: PortalIdentity) -> list[Configuration]:
