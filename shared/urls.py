@@ -33,7 +33,7 @@ import httpx
 
 from shared.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
 
-DEFAULT_MAX_BYTES = 512 * 1024
+DEFAULT_MAX_BYTES = 1024 * 1024  # Epic R4 CapabilityStatements run to a few hundred KB
 MAX_URL_LENGTH = 2048
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 

@@ -59,6 +59,12 @@ def test_refused_urls_say_why_without_connecting(url: str, reason: str, no_conne
     assert no_connect == []
 
 
+@pytest.mark.parametrize("url", ["https://2130706433/fhir", "https://127.1/fhir", "https://0x7f000001/fhir"])
+def test_other_spellings_of_loopback_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        check_url(url, STRICT)
+
+
 def test_a_name_resolving_to_loopback_is_refused_unless_allow_listed() -> None:
     with pytest.raises(UnsafeUrl, match="non-public address"):
         check_url("https://localhost/fhir", STRICT)
