@@ -266,16 +266,20 @@ class ConfigurationRepository:
         """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides)."""
         if not is_configuration_id(configuration_id):
             return None
+        try:
+            partition, wanted = url_key(iss), normalise_base_url(iss)
+        except ValueError:  # e.g. a non-numeric port in a forged iss
+            return None
         with storage_errors(self._account.name):
             try:
-                row = self._index().get_entity(url_key(iss), configuration_id)
+                row = self._index().get_entity(partition, configuration_id)
             except ResourceNotFoundError:
                 return None
         try:
             config = self.get(row["TenantId"], configuration_id)
         except NotFound:
             return None
-        return config if config.fhir_base_url == normalise_base_url(iss) else None
+        return config if config.fhir_base_url == wanted else None
 
     # writes
 

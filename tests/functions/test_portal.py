@@ -467,3 +467,12 @@ def test_a_delete_confirmed_against_a_stale_version_is_refused(tenant: Tenant, e
                     form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": stale})
     assert response.status_code == 409 and "it was not deleted" in text(response)
     assert repository().find_for_launch(config_id, url) is not None
+
+
+def test_launch_lookup_needs_the_configured_url_and_tolerates_forged_input(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/lookup/api/FHIR/R4"
+    [config_id] = create(tenant, url)
+    assert repository().find_for_launch(config_id, url + "/").id == config_id  # type: ignore[union-attr]
+    assert repository().find_for_launch(config_id, f"{ehr.base}/other/api/FHIR/R4") is None
+    assert repository().find_for_launch(config_id, "https://ehr.example:notaport/fhir") is None
+    assert repository().find_for_launch("not-an-id", url) is None
