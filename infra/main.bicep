@@ -23,23 +23,61 @@ param geographies string = 'americas'
 
 @description('Region of the Americas mapping storage.')
 @allowed([
-  'eastus', 'eastus2', 'centralus', 'northcentralus', 'southcentralus', 'westcentralus', 'westus', 'westus2', 'westus3'
-  'canadacentral', 'canadaeast', 'brazilsouth', 'mexicocentral', 'chilecentral'
+  'eastus'
+  'eastus2'
+  'centralus'
+  'northcentralus'
+  'southcentralus'
+  'westcentralus'
+  'westus'
+  'westus2'
+  'westus3'
+  'canadacentral'
+  'canadaeast'
+  'brazilsouth'
+  'mexicocentral'
+  'chilecentral'
 ])
 param americasLocation string = 'eastus2'
 
 @description('Region of the EMEA mapping storage.')
 @allowed([
-  'westeurope', 'northeurope', 'francecentral', 'germanywestcentral', 'italynorth', 'polandcentral', 'spaincentral'
-  'swedencentral', 'norwayeast', 'switzerlandnorth', 'uksouth', 'ukwest', 'austriaeast', 'uaenorth', 'qatarcentral'
-  'southafricanorth', 'israelcentral'
+  'westeurope'
+  'northeurope'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'polandcentral'
+  'spaincentral'
+  'swedencentral'
+  'norwayeast'
+  'switzerlandnorth'
+  'uksouth'
+  'ukwest'
+  'austriaeast'
+  'uaenorth'
+  'qatarcentral'
+  'southafricanorth'
+  'israelcentral'
 ])
 param emeaLocation string = 'westeurope'
 
 @description('Region of the Asia Pacific mapping storage.')
 @allowed([
-  'southeastasia', 'eastasia', 'australiaeast', 'australiasoutheast', 'australiacentral', 'japaneast', 'japanwest'
-  'koreacentral', 'koreasouth', 'newzealandnorth', 'malaysiawest', 'indonesiacentral', 'centralindia', 'southindia'
+  'southeastasia'
+  'eastasia'
+  'australiaeast'
+  'australiasoutheast'
+  'australiacentral'
+  'japaneast'
+  'japanwest'
+  'koreacentral'
+  'koreasouth'
+  'newzealandnorth'
+  'malaysiawest'
+  'indonesiacentral'
+  'centralindia'
+  'southindia'
 ])
 param apacLocation string = 'southeastasia'
 

@@ -189,10 +189,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   properties: union(hostStorageSettings, americasSettings, emeaSettings, apacSettings, connectorSettings, telemetrySettings)
 }
 
-// Optional: deploy a ready-to-run package (the release zip) together with the infrastructure.
+// Optional: deploy a ready-to-run package (the release zip) together with the infrastructure. The
+// documented shape for Flex Consumption One Deploy: a top-level resource named '<app>/onedeploy'.
 resource oneDeploy 'Microsoft.Web/sites/extensions@2024-04-01' = if (!empty(packageUri)) {
-  parent: site
-  name: 'onedeploy'
+  #disable-next-line use-parent-property
+  name: '${site.name}/onedeploy'
   properties: {
     packageUri: packageUri
     remoteBuild: false
