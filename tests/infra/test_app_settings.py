@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
 
-from shared.settings import APP_STORAGE_SETTING, HOST_KEYS, SETTING_KEYS, STORAGE_SETTING_BY_GEOGRAPHY
+from shared.settings import (
+    APP_STORAGE_SETTING,
+    HOST_KEYS,
+    SETTING_KEYS,
+    STORAGE_SETTING_BY_GEOGRAPHY,
+    Secret,
+    Settings,
+)
 from tests.infra.bicep import API, ROOT, app_settings, base_name, interpolations, parse
 
-# Every secret of the settings object; in Azure each is a Key Vault reference, never a value.
-SECRET_KEYS = {
-    "ENTRA_CLIENT_SECRET",
-    "GRAPH_CLIENT_STATE",
-    "GRAPH_ENCRYPTION_CERTIFICATE",
-    "SIGNING_KEYS",
-    "CONNECTOR_SECRET",
-}
+# Every required secret of the settings object (fields typed ``Secret``); in Azure each is a Key Vault
+# reference, never a value. A new secret setting is picked up here automatically.
+SECRET_KEYS = {f.name.upper() for f in dataclasses.fields(Settings) if f.type in ("Secret", Secret)}
 STORAGE_KEYS = {APP_STORAGE_SETTING, *STORAGE_SETTING_BY_GEOGRAPHY.values()}
 KEY_VAULT_REFERENCE = re.compile(r"^@Microsoft\.KeyVault\(SecretUri=\$\{keyVaultUri\}secrets/([a-z0-9-]+)/\)$")
 # Literal values an app setting may carry; anything else must be a parameter or an expression.
@@ -69,6 +72,11 @@ def test_unselected_geographies_get_no_setting() -> None:
         assert operands["condition"] == {"function": empty_endpoint}
         assert operands["true_value"] == {}
         assert {base_name(k) for k in operands["false_value"]} == {name}
+
+
+def test_the_secrets_are_the_ones_the_issue_names() -> None:
+    expected = {"ENTRA_CLIENT_SECRET", "GRAPH_CLIENT_STATE", "GRAPH_ENCRYPTION_CERTIFICATE", "SIGNING_KEYS"}
+    assert expected | {"CONNECTOR_SECRET"} <= SECRET_KEYS <= set(SETTING_KEYS)
 
 
 def test_every_secret_is_a_key_vault_reference() -> None:
