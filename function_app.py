@@ -6,7 +6,13 @@ settings and clients are built lazily on first use.
 
 import azure.functions as func
 
-from connector import health, maintenance, portal, wellknown
+from connector import (
+    health,
+    maintenance,
+    portal,
+    telemetry,  # noqa: F401 - telemetry registers its worker extension
+    wellknown,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
