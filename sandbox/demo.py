@@ -103,6 +103,7 @@ def start_functions_host(context: DemoContext) -> Started:
 
 def start_sandbox_stand_ins(context: DemoContext) -> Started:
     """Entra ID (https 7201 API, http 7200 sign-in page), Graph/Teams (7401) and the EHR (7300)."""
+    from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
     from sandbox.stand_ins import start_stand_ins
 
     running = start_stand_ins(
@@ -114,12 +115,19 @@ def start_sandbox_stand_ins(context: DemoContext) -> Started:
         ehr_port=7300,
         persist=True,
     )
+    # The connector in this process must trust the sandbox CA. The machine may already name a CA
+    # bundle in these variables, and the local host (like `func start`) lets the environment win
+    # over local settings, so set them here rather than through settings.
+    for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        os.environ[key] = running.settings.pop(key)
     ehr = running.ehr.config
     portal = f"http://localhost:{context.functions_port}/api/portal"
     urls = {
         "admin portal": portal,
         "Hyperspace + MyChart": f"{ehr.origin}/",
         "EHR FHIR base (iss)": ehr.fhir_base,
+        "EHR provider client": DEMO_PROVIDER_CLIENT_ID,
+        "EHR patient client": DEMO_PATIENT_CLIENT_ID,
         "Entra ID sign-in": running.entra.browser_host,
         "Graph / Teams": running.settings["GRAPH_BASE_URL"],
     }
