@@ -153,7 +153,7 @@ def test_unsafe_fhir_urls_are_rejected_in_the_users_words(tenant: Tenant, url: s
     assert repository().list_for_tenant(tenant.id) == []
 
 
-def test_a_fhir_url_that_redirects_to_a_private_address_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
+def test_a_fhir_url_answering_with_a_redirect_is_rejected_never_followed(tenant: Tenant, ehr: FakeEhr) -> None:
     form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(f"{ehr.base}/redirecting", prefix="c0-")}
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
     assert response.status_code == 400
