@@ -245,7 +245,9 @@ def test_the_approver_proves_the_url_by_ehr_signin_then_approves(tenant: Tenant,
     assert f"http://localhost:7071/api/launch/{test_id}/patient" in records
     assert "sessionId=%CSN%&amp;departmentId=%PERFDEPID;;; ; ;;NONE;%" in records
     assert "http://localhost:7071/api/launch/callback" in records
+    assert "http://localhost:7071/api/portal/ehr/callback" in records  # the approver's EHR sign-in, provider app
     assert "http://localhost:7071/api/.well-known/jwks.json" in records
+    assert "<code>private_key_jwt</code>, RS384" in records  # the demo key is RSA
     assert "TEST environment" in records and "launch openid fhirUser patient/*.read" in records
 
     not_yet = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": prod_id}))
@@ -476,3 +478,33 @@ def test_launch_lookup_needs_the_configured_url_and_tolerates_forged_input(tenan
     assert repository().find_for_launch(config_id, f"{ehr.base}/other/api/FHIR/R4") is None
     assert repository().find_for_launch(config_id, "https://ehr.example:notaport/fhir") is None
     assert repository().find_for_launch("not-an-id", url) is None
+
+
+def test_records_name_the_signing_algorithm_of_the_configured_key(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from shared import configurations as cfg
+    from shared.portal import to_input
+    from shared.settings import reset_settings_cache
+
+    now = datetime.now(UTC)
+    values = {k: v for k, v in configuration_form("https://ehr.contoso.example/api/FHIR/R4").items()}
+    config = cfg.new_configuration(tenant.id, to_input(values), by="admin@contoso.example", now=now)
+    repository().create(replace(config, status=Status.APPROVED, approved_by="analyst@contoso.example", approved_at=now))
+
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    monkeypatch.setenv("SIGNING_KEYS", pem)
+    reset_settings_cache()
+    portal.reset()
+    page = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": config.id}))
+    assert "<code>private_key_jwt</code>, ES384" in page and "RS384" not in page
+    plain = text(call(portal.records_text, "GET", "r.txt", session=tenant.admin, route={"id": config.id}))
+    assert "Method: private_key_jwt (ES384); no client secret" in plain
