@@ -287,6 +287,26 @@ def test_approval_without_the_ehr_signin_is_rejected(tenant: Tenant, ehr: FakeEh
     assert repository().get(tenant.id, config_id).status is Status.PENDING
 
 
+def test_approval_needs_the_same_account_oid_that_signed_in_to_the_ehr(tenant: Tenant, ehr: FakeEhr) -> None:
+    """A second account with the approver's user name (say, recreated after the EHR sign-in) cannot approve."""
+    import uuid
+
+    from shared.entra import PortalIdentity
+    from shared.sessions import SessionStore
+
+    [config_id] = create(tenant, f"{ehr.base}/oid/api/FHIR/R4")
+    callback(tenant, ehr_signin(tenant, config_id))
+    proven = repository().get(tenant.id, config_id)
+    assert proven.ehr_signin is not None and proven.ehr_signin.by_oid == tenant.approver.user.object_id
+    namesake = SessionStore(get_storage().app).create(PortalIdentity(
+        tenant_id=tenant.id, object_id=str(uuid.uuid4()), upn=tenant.approver.user.upn, name="Namesake"))
+    response = call(portal.approve, "POST", "x", session=namesake, form={"csrf": namesake.csrf_token},
+                    route={"id": config_id})
+    assert response.status_code == 409 and "Sign in to the EHR yourself" in text(response)
+    assert repository().get(tenant.id, config_id).status is Status.PENDING
+    assert approve(tenant, config_id).status_code == 303
+
+
 def test_approval_with_a_stale_or_forged_csrf_token_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
     [config_id] = create(tenant, f"{ehr.base}/csrf/api/FHIR/R4")
     callback(tenant, ehr_signin(tenant, config_id))
