@@ -356,7 +356,7 @@ class PortalService:
         _audit("edited (pending again)", saved, user)
         return saved
 
-    def delete(self, user: PortalIdentity, configuration_id: str, etag: str | None) -> Configuration:
+    def delete(self, user: PortalIdentity, configuration_id: str, etag: str) -> Configuration:
         require_admin(user)
         current = self.get_visible(user, configuration_id)
         self.repository.delete(current, etag=etag)

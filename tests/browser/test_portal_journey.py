@@ -74,7 +74,9 @@ def world(
     base_env: dict[str, str], entra: RunningEntra, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     port = free_port()
-    public = f"http://127.0.0.1:{port}"
+    # localhost, while the Entra and EHR pages are on 127.0.0.1: a different site, as in the demo, so the
+    # sign-in cookies must survive a cross-site form_post.
+    public = f"http://localhost:{port}"
     test_ehr, test_fhir = _ehr(public, "test")
     prod_ehr, prod_fhir = _ehr(public, "production")
     folder = tmp_path_factory.mktemp("host")

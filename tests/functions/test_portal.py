@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from connector import portal, wellknown
-from shared.configurations import ConfigurationRepository, Status
+from shared import configurations as cfg
+from shared.configurations import Configuration, ConfigurationRepository, Status
 from shared.keys import signing_keys_from
+from shared.portal import to_input
 from shared.storage import get_storage
 from tests.functions.portal_support import (
     Tenant,
@@ -447,8 +455,13 @@ def test_delete_asks_for_confirmation_then_stops_launches_at_once(tenant: Tenant
     unconfirmed = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
                        form={"csrf": tenant.admin.csrf_token})
     assert unconfirmed.status_code == 400
+    without_etag = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                        form={"csrf": tenant.admin.csrf_token, "confirm": "yes"})
+    assert without_etag.status_code == 400  # a delete must name the version the admin saw, like an edit
+    assert repository().find_for_launch(config_id, url) is not None
+    etag = str(repository().get(tenant.id, config_id).etag)
     done = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                form={"csrf": tenant.admin.csrf_token, "confirm": "yes"})
+                form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": etag})
     assert done.status_code == 303
     assert repository().find_for_launch(config_id, url) is None
     assert repository().list_for_tenant(tenant.id) == []
@@ -503,21 +516,12 @@ def test_launch_lookup_needs_the_configured_url_and_tolerates_forged_input(tenan
 def test_records_name_the_signing_algorithm_of_the_configured_key(
     tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dataclasses import replace
-    from datetime import UTC, datetime
-
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from shared import configurations as cfg
-    from shared.portal import to_input
     from shared.settings import reset_settings_cache
 
-    now = datetime.now(UTC)
-    values = {k: v for k, v in configuration_form("https://ehr.contoso.example/api/FHIR/R4").items()}
-    config = cfg.new_configuration(tenant.id, to_input(values), by="admin@contoso.example", now=now)
-    repository().create(replace(config, status=Status.APPROVED, approved_by="analyst@contoso.example", approved_at=now))
-
+    config = approved_in_storage(tenant)
     pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
@@ -528,3 +532,27 @@ def test_records_name_the_signing_algorithm_of_the_configured_key(
     assert "<code>private_key_jwt</code>, ES384" in page and "RS384" not in page
     plain = text(call(portal.records_text, "GET", "r.txt", session=tenant.admin, route={"id": config.id}))
     assert "Method: private_key_jwt (ES384); no client secret" in plain
+
+
+def approved_in_storage(tenant: Tenant) -> Configuration:
+    """An approved configuration written straight to storage (for pages that only show one)."""
+    now = datetime.now(UTC)
+    values = configuration_form(f"https://ehr-{uuid.uuid4().hex[:8]}.contoso.example/api/FHIR/R4")
+    config = cfg.new_configuration(tenant.id, to_input(values), by="admin@contoso.example", now=now)
+    return repository().create(
+        replace(config, status=Status.APPROVED, approved_by="analyst@contoso.example", approved_at=now)
+    )
+
+
+def test_the_copy_script_runs_under_a_csp_without_unsafe_inline(tenant: Tenant) -> None:
+    config = approved_in_storage(tenant)
+    response = call(portal.records, "GET", "r", session=tenant.admin, route={"id": config.id})
+    policy = dict(
+        (d.strip().split(" ", 1) + [""])[:2] for d in response.headers["Content-Security-Policy"].split(";")
+    )
+    assert "'unsafe-inline'" not in policy["script-src"]
+    scripts = re.findall(r"<script>(.*?)</script>", text(response), re.DOTALL)
+    assert scripts  # the copy buttons' script is on the page...
+    for script in scripts:  # ...and allowed by its hash, exactly as rendered
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy["script-src"].split()
