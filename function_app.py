@@ -6,9 +6,9 @@ settings and clients are built lazily on first use.
 
 import azure.functions as func
 
-from connector import health, maintenance
+from connector import health, launch, maintenance
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (health.bp, maintenance.bp):
+for blueprint in (health.bp, launch.bp, maintenance.bp):
     app.register_functions(blueprint)

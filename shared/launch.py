@@ -1,0 +1,638 @@
+"""Provider and patient EHR launches into one Teams meeting per appointment.
+
+The steps, each a method below (``connector/launch.py`` maps routes onto them):
+
+    begin(kind, configuration id, iss + launch)
+        configuration named by the launch URL, ``iss`` = its FHIR URL, approved — before any
+        outbound request → discovery (cached) → state row (PKCE verifier, nonce, launch
+        context tokens) → authorization request (GET, or POST when advertised and long)
+    complete(authorization response)
+        consume state once → code exchange (private_key_jwt) → id_token (signature, iss, aud,
+        exp, nonce) → launch context (user, CSN / appointment / encounter, patient)
+        provider: mapping? no → one-time Microsoft 365 sign-in (``finish_sign_in``) → meeting
+        patient:  meeting? yes → lobby; organizer known → create it; else a waiting page
+    visit(visit key, signed token), presence(...)
+        the provider page and its live panel; the patient's waiting page re-check
+
+Meeting: ``createOrGet`` under the organizer with externalId = HMAC(configuration, appointment
+key), then the lobby PATCH. Organizer = the appointment's primary performer when mapped, else
+the launching provider; the first meeting recorded on the visit row wins, so every later
+launch, provider or patient, lands in the same meeting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+from shared.auth_state import AuthStateStore
+from shared.errors import Forbidden, NotFound, UpstreamError, UpstreamRejected
+from shared.events import EventKind, Role, Source, VisitEvent
+from shared.identifiers import keyed_id, log_id, random_token
+from shared.launch_context import LaunchContext, launch_context, primary_performer
+from shared.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
+from shared.settings import Geography
+from shared.storage import utcnow
+from shared.teams import Meeting
+from shared.user_map import UserMapping, UserMapRepository
+from shared.visit_tokens import VisitGrant, VisitTokens
+from shared.visits import Visit, VisitRepository, with_meeting
+
+logger = logging.getLogger("shared.launch")
+
+STATE_KIND = "ehr-launch"
+SIGNIN_STATE_KIND = "launch-signin"
+PROVIDER_SCOPES = "launch openid fhirUser"
+PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+AUTHORIZE_POST_CAPABILITY = "authorize-post"
+MAX_GET_URL = 2000  # beyond this, POST to authorize when the EHR advertises it (browsers and proxies cut URLs)
+MEETING_SUBJECT = "Virtual visit"  # never patient data: the subject is visible to every participant
+MEETING_LENGTH = timedelta(hours=1)
+EHR = "EHR"
+
+
+# --- errors with their own pages ------------------------------------------------------------
+
+
+class TenantConfigNotFound(NotFound):
+    """The launch URL's configuration does not exist, or ``iss`` is not its FHIR URL."""
+
+    code = "tenant_config_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("Tenant config not found.")
+
+
+class ConfigurationPending(Forbidden):
+    code = "configuration_pending"
+
+    def __init__(self) -> None:
+        super().__init__("This EHR configuration is pending approval.")
+
+
+class EhrSignInRejected(UpstreamRejected):
+    """The EHR's authorization server answered with an OAuth 2 error; ``code`` is its ``error``."""
+
+    def __init__(self, error: str) -> None:
+        safe = "".join(c for c in error if c.isalnum() or c in "_-.")[:64] or "unknown_error"
+        super().__init__(f"The EHR returned the OAuth2 error {safe}.", system=EHR, code=safe)
+
+
+class WrongTenant(Forbidden):
+    code = "signin_wrong_tenant"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
+            "of the organization that set up this EHR connection."
+        )
+
+
+# --- what the launch needs from the other adapters --------------------------------------------
+
+
+class LaunchConfiguration(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def fhir_base_url(self) -> str: ...
+    @property
+    def geography(self) -> Geography: ...
+    @property
+    def provider_client_id(self) -> str: ...
+    @property
+    def patient_client_id(self) -> str: ...
+    @property
+    def is_approved(self) -> bool: ...
+
+
+class ConfigurationLookup(Protocol):
+    def find_for_launch(self, configuration_id: str, iss: str) -> LaunchConfiguration | None: ...
+
+
+class SmartConfiguration(Protocol):
+    @property
+    def fhir_base_url(self) -> str: ...
+    @property
+    def authorization_endpoint(self) -> str: ...
+    @property
+    def capabilities(self) -> tuple[str, ...]: ...
+
+
+class TokenResponse(Protocol):
+    @property
+    def access_token(self) -> str: ...
+    @property
+    def id_token(self) -> str | None: ...
+    @property
+    def fields(self) -> Mapping[str, Any]: ...
+
+
+class EhrLaunchClient(Protocol):
+    """The SMART steps (``shared/smart.py``): discovery and JWKS cached per FHIR URL."""
+
+    def discover(self, fhir_base_url: str, *, client_id: str | None = None) -> SmartConfiguration: ...
+
+    def exchange_code(
+        self, config: SmartConfiguration, *, client_id: str, code: str, redirect_uri: str, code_verifier: str
+    ) -> TokenResponse: ...
+
+    def validate_id_token(
+        self, config: SmartConfiguration, id_token: str, *, client_id: str, nonce: str | None
+    ) -> dict[str, Any]: ...
+
+    def read(self, config: SmartConfiguration, reference: str, *, access_token: str, client_id: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class MicrosoftUser:
+    tenant_id: str
+    object_id: str
+
+
+class MicrosoftSignIn(Protocol):
+    """One-time Microsoft 365 sign-in (msal auth-code flow + PKCE); ``carry`` comes back on completion."""
+
+    def begin(self, redirect_uri: str, *, carry: Mapping[str, Any], tenant_id: str) -> str: ...
+
+    def complete(self, auth_response: Mapping[str, str]) -> tuple[MicrosoftUser, dict[str, Any]]: ...
+
+
+class Meetings(Protocol):
+    """``shared/teams.TeamsClient`` for one tenant."""
+
+    async def create_or_get_meeting(
+        self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
+    ) -> Meeting: ...
+
+    async def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None: ...
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """Where to send the browser: a GET redirect, or an auto-submitting POST form."""
+
+    url: str
+    method: str = "GET"
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"AuthorizationRequest(method={self.method!r}, endpoint={urlsplit(self.url).path!r})"
+
+
+@dataclass(frozen=True)
+class ShowProviderPage:
+    url: str
+    event: VisitEvent | None = None
+
+
+@dataclass(frozen=True)
+class SignInFirst:
+    url: str
+
+
+@dataclass(frozen=True)
+class JoinMeeting:
+    join_web_url: str
+    event: VisitEvent | None = None
+
+
+@dataclass(frozen=True)
+class WaitForClinician:
+    url: str
+    event: VisitEvent | None = None
+
+
+LaunchOutcome = ShowProviderPage | SignInFirst | JoinMeeting | WaitForClinician
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    visit_key: str
+    join_web_url: str | None
+    presence_url: str
+    presence: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PatientView:
+    join_web_url: str | None
+    refresh_url: str
+
+
+PATIENT_STATES = {None: "not_arrived", "lobby": "in_lobby", "connected": "in_meeting", "disconnected": "left"}
+
+
+@dataclass(frozen=True)
+class PendingLaunch:
+    """What ``state`` stands for between the authorize redirect and the callback (server-side)."""
+
+    kind: LaunchKind
+    configuration_id: str
+    tenant_id: str
+    geography: Geography
+    fhir_base_url: str
+    client_id: str
+    code_verifier: str
+    nonce: str
+    session_id: str | None = None
+    department_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: (v.value if isinstance(v, LaunchKind | Geography) else v) for k, v in vars(self).items()}
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PendingLaunch:
+        return cls(
+            kind=LaunchKind(data["kind"]),
+            configuration_id=str(data["configuration_id"]),
+            tenant_id=str(data["tenant_id"]),
+            geography=Geography(data["geography"]),
+            fhir_base_url=str(data["fhir_base_url"]),
+            client_id=str(data["client_id"]),
+            code_verifier=str(data["code_verifier"]),
+            nonce=str(data["nonce"]),
+            session_id=data.get("session_id"),
+            department_id=data.get("department_id"),
+        )
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class LaunchService:
+    def __init__(
+        self,
+        *,
+        public_base_url: str,
+        connector_secret: str,
+        configurations: ConfigurationLookup,
+        ehr: EhrLaunchClient,
+        states: AuthStateStore,
+        user_map: UserMapRepository,
+        visits: VisitRepository,
+        sign_in: MicrosoftSignIn,
+        meetings_for: Callable[[str], Meetings],
+        new_pkce: Callable[[], tuple[str, str]],
+    ) -> None:
+        self._base = public_base_url.rstrip("/")
+        self._secret = connector_secret
+        self._configurations = configurations
+        self._ehr = ehr
+        self._states = states
+        self._user_map = user_map
+        self._visits = visits
+        self._sign_in = sign_in
+        self._meetings_for = meetings_for
+        self._new_pkce = new_pkce
+        self._tokens = VisitTokens(connector_secret)
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self._base}/api/launch/callback"
+
+    @property
+    def signin_redirect_uri(self) -> str:
+        return f"{self._base}/api/launch/signin/callback"
+
+    # step 1 ------------------------------------------------------------------------------------
+
+    async def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
+        # The allow-list check comes first: an unknown iss makes no request leave this process.
+        config = await asyncio.to_thread(self._configurations.find_for_launch, configuration_id, params.iss)
+        if config is None:
+            logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(params.iss))
+            raise TenantConfigNotFound()
+        if not config.is_approved:
+            raise ConfigurationPending()
+        client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
+        smart = await asyncio.to_thread(self._ehr.discover, config.fhir_base_url, client_id=client_id)
+        verifier, challenge = self._new_pkce()
+        pending = PendingLaunch(
+            kind=kind,
+            configuration_id=config.id,
+            tenant_id=config.tenant_id,
+            geography=config.geography,
+            fhir_base_url=config.fhir_base_url,
+            client_id=client_id,
+            code_verifier=verifier,
+            nonce=random_token(),
+            session_id=params.session_id,
+            department_id=params.department_id,
+        )
+        state = await asyncio.to_thread(self._states.create, STATE_KIND, pending.to_json())
+        return authorization_request(
+            smart,
+            client_id=client_id,
+            redirect_uri=self.redirect_uri,
+            scope=PROVIDER_SCOPES if kind is LaunchKind.PROVIDER else PATIENT_SCOPES,
+            state=state,
+            code_challenge=challenge,
+            launch=params.launch,
+            aud=params.iss,
+            nonce=pending.nonce,
+        )
+
+    # step 2 ------------------------------------------------------------------------------------
+
+    async def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
+        payload = await asyncio.to_thread(self._states.consume, STATE_KIND, response.state)
+        pending = PendingLaunch.from_json(payload)
+        if response.error:
+            raise EhrSignInRejected(response.error)
+        if not response.code:
+            raise EhrSignInRejected("invalid_response")
+        smart = await asyncio.to_thread(self._ehr.discover, pending.fhir_base_url, client_id=pending.client_id)
+        tokens = await asyncio.to_thread(
+            lambda: self._ehr.exchange_code(
+                smart,
+                client_id=pending.client_id,
+                code=str(response.code),
+                redirect_uri=self.redirect_uri,
+                code_verifier=pending.code_verifier,
+            )
+        )
+        if not tokens.id_token:
+            raise UpstreamRejected(
+                "The EHR returned no identity (id_token); the app's client must be allowed the openid scope.",
+                system=EHR,
+                code="missing_id_token",
+            )
+        id_token = tokens.id_token
+        claims = await asyncio.to_thread(
+            lambda: self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
+        )
+        context = launch_context(
+            tokens.fields,
+            claims,
+            session_id=pending.session_id,
+            department_id=pending.department_id,
+            provider_launch=pending.kind is LaunchKind.PROVIDER,
+        )
+        key = self.visit_key(pending.configuration_id, context)
+        if pending.kind is LaunchKind.PROVIDER:
+            return await self._provider(pending, context, key, smart, tokens)
+        return await self._patient(pending, context, key, smart, tokens)
+
+    async def _provider(
+        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
+    ) -> LaunchOutcome:
+        mapping, visit = await asyncio.gather(
+            asyncio.to_thread(self._user_map.get, pending.geography, pending.configuration_id, context.user),
+            asyncio.to_thread(
+                self._visits.get_or_create,
+                pending.geography,
+                key,
+                pending.configuration_id,
+                context.visit_context(provider=context.user),
+            ),
+        )
+        primary = None if visit.has_meeting else await self._primary_performer(pending, context, smart, tokens)
+        if mapping is None:
+            carry = {"launch": pending.to_json(), "context": context.to_json(), "primary": primary}
+            url = await asyncio.to_thread(
+                lambda: self._sign_in.begin(self.signin_redirect_uri, carry=carry, tenant_id=pending.tenant_id)
+            )
+            return SignInFirst(url)
+        return await self._provider_meeting(pending, context, visit, mapping, primary)
+
+    async def finish_sign_in(self, auth_response: Mapping[str, str]) -> ShowProviderPage:
+        """The one-time Microsoft 365 sign-in came back: store the mapping and continue the launch."""
+        user, carry = await asyncio.to_thread(self._sign_in.complete, auth_response)
+        pending = PendingLaunch.from_json(carry["launch"])
+        context = LaunchContext.from_json(carry["context"])
+        if user.tenant_id.lower() != pending.tenant_id.lower():
+            raise WrongTenant()
+        mapping = await asyncio.to_thread(
+            lambda: self._user_map.put(
+                pending.geography,
+                pending.configuration_id,
+                context.user,
+                tenant_id=user.tenant_id,
+                object_id=user.object_id,
+            )
+        )
+        key = self.visit_key(pending.configuration_id, context)
+        visit = await asyncio.to_thread(
+            self._visits.get_or_create,
+            pending.geography,
+            key,
+            pending.configuration_id,
+            context.visit_context(provider=context.user),
+        )
+        primary = carry.get("primary")
+        return await self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
+
+    async def _provider_meeting(
+        self,
+        pending: PendingLaunch,
+        context: LaunchContext,
+        visit: Visit,
+        mapping: UserMapping,
+        primary: str | None,
+    ) -> ShowProviderPage:
+        organizer = mapping
+        if not visit.has_meeting and primary and primary != context.user:
+            primary_mapping = await asyncio.to_thread(
+                self._user_map.get, pending.geography, pending.configuration_id, primary
+            )
+            organizer = primary_mapping or mapping
+        visit = await self._ensure_meeting(pending, context, visit, organizer)
+        token = self._tokens.issue(
+            geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
+        )
+        event = self._event(pending, context, visit.key, Role.PROVIDER)
+        return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
+
+    async def _patient(
+        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
+    ) -> LaunchOutcome:
+        visit = await asyncio.to_thread(
+            self._visits.get_or_create,
+            pending.geography,
+            key,
+            pending.configuration_id,
+            context.visit_context(provider=None),
+        )
+        if not visit.has_meeting:
+            primary = await self._primary_performer(pending, context, smart, tokens)
+            organizer = None
+            if primary:
+                organizer = await asyncio.to_thread(
+                    self._user_map.get, pending.geography, pending.configuration_id, primary
+                )
+            if organizer is not None:
+                visit = await self._ensure_meeting(pending, context, visit, organizer)
+        event = self._event(pending, context, visit.key, Role.PATIENT)
+        if visit.has_meeting and visit.join_web_url:
+            return JoinMeeting(visit.join_web_url, event=event)
+        token = self._tokens.issue(
+            geography=visit.geography, key=visit.key, role=Role.PATIENT, configuration_id=pending.configuration_id
+        )
+        return WaitForClinician(self.visit_url(visit.key, token), event=event)
+
+    async def _ensure_meeting(
+        self, pending: PendingLaunch, context: LaunchContext, visit: Visit, organizer: UserMapping
+    ) -> Visit:
+        if visit.has_meeting:
+            return visit
+        meetings = self._meetings_for(organizer.tenant_id)
+        now = utcnow()
+        meeting = await meetings.create_or_get_meeting(
+            organizer_object_id=organizer.object_id,
+            external_id=self.external_id(pending.configuration_id, context),
+            subject=MEETING_SUBJECT,
+            start=now,
+            end=now + MEETING_LENGTH,
+        )
+        await meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        return await asyncio.to_thread(
+            self._visits.update,
+            visit,
+            with_meeting(
+                meeting_id=meeting.id,
+                join_web_url=meeting.join_web_url,
+                organizer_tenant_id=organizer.tenant_id,
+                organizer_object_id=organizer.object_id,
+            ),
+        )
+
+    async def _primary_performer(
+        self, pending: PendingLaunch, context: LaunchContext, smart: SmartConfiguration, tokens: TokenResponse
+    ) -> str | None:
+        """The appointment's primary provider, read with the launch's own token; None when unknown."""
+        references = [f"Appointment/{context.appointment}"] if context.appointment else []
+        references += [f"Encounter/{context.encounter}"] if context.encounter else []
+        for reference in references:
+            try:
+                resource = await asyncio.to_thread(
+                    partial(
+                        self._ehr.read, smart, reference, access_token=tokens.access_token, client_id=pending.client_id
+                    )
+                )
+            except UpstreamError as exc:
+                # Not allowed or not there: the launching provider organizes instead.
+                logger.info("Primary performer unavailable from %s: %s", reference.split("/")[0], exc.code)
+                continue
+            if isinstance(resource, Mapping):
+                found = primary_performer(resource)
+                if found:
+                    return found
+        return None
+
+    # the visit pages ----------------------------------------------------------------------------
+
+    def grant(self, visit_key: str, token: str) -> VisitGrant:
+        return self._tokens.verify(token, visit_key=visit_key)
+
+    async def provider_view(self, grant: VisitGrant) -> ProviderView:
+        if grant.role is Role.PATIENT:
+            raise Forbidden("This page is for clinicians.", code="visit_role")
+        visit = await self._visit(grant)
+        return ProviderView(
+            visit_key=visit.key,
+            join_web_url=visit.join_web_url,
+            presence_url=f"{self._base}/api/visits/{visit.key}/presence",
+            presence=presence_summary(visit),
+        )
+
+    async def presence(self, grant: VisitGrant) -> dict[str, Any]:
+        if grant.role is Role.PATIENT:
+            raise Forbidden("This page is for clinicians.", code="visit_role")
+        visit = await self._visit(grant)
+        return {"meeting": visit.has_meeting, **presence_summary(visit)}
+
+    async def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
+        visit = await self._visit(grant)
+        return PatientView(
+            join_web_url=visit.join_web_url if visit.has_meeting else None, refresh_url=self.visit_url(visit.key, token)
+        )
+
+    async def _visit(self, grant: VisitGrant) -> Visit:
+        visit = await asyncio.to_thread(self._visits.get, grant.geography, grant.key)
+        if visit is None:
+            raise NotFound("This visit has ended. Please launch it again from Epic or MyChart.", code="visit_gone")
+        return visit
+
+    # identifiers ---------------------------------------------------------------------------------
+
+    def visit_key(self, configuration_id: str, context: LaunchContext) -> str:
+        return keyed_id(self._secret, "visit", configuration_id, context.appointment_key)
+
+    def external_id(self, configuration_id: str, context: LaunchContext) -> str:
+        return keyed_id(self._secret, "meeting", configuration_id, context.appointment_key)
+
+    def visit_url(self, visit_key: str, token: str) -> str:
+        return f"{self._base}/api/visits/{visit_key}?t={quote(token, safe='')}"
+
+    @staticmethod
+    def _event(pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role) -> VisitEvent:
+        patient = f"Patient/{context.patient}" if context.patient else None
+        participant = context.user if role is Role.PROVIDER else patient
+        return VisitEvent(
+            configuration_id=pending.configuration_id,
+            geography=pending.geography.value,
+            visit_key=visit_key,
+            kind=EventKind.CONNECTED,
+            role=role,
+            occurred_at=utcnow(),
+            source=Source.LAUNCH,
+            participant=participant,
+            csn=context.csn,
+            appointment=context.appointment,
+            encounter=context.encounter,
+        )
+
+
+def presence_summary(visit: Visit) -> dict[str, str]:
+    """Per role: not_arrived / in_lobby / in_meeting / left."""
+    summary = {}
+    for role in (Role.PATIENT, Role.PROVIDER, Role.STAFF):
+        current = visit.presence.get(role)
+        summary[role.value] = PATIENT_STATES[current.state.value if current else None]
+    return summary
+
+
+def authorization_request(
+    smart: SmartConfiguration,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    scope: str,
+    state: str,
+    code_challenge: str,
+    launch: str,
+    aud: str,
+    nonce: str,
+) -> AuthorizationRequest:
+    """The EHR-launch authorization request; POST when the EHR advertises it and the URL would be long."""
+    fields = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+        "aud": aud,
+        "launch": launch,
+        "nonce": nonce,
+        "code_challenge": code_challenge,
+        "code_challenge_method": "S256",
+    }
+    endpoint = smart.authorization_endpoint
+    separator = "&" if urlsplit(endpoint).query else "?"
+    url = f"{endpoint}{separator}{urlencode(fields)}"
+    if len(url) > MAX_GET_URL and AUTHORIZE_POST_CAPABILITY in smart.capabilities:
+        return AuthorizationRequest(url=endpoint, method="POST", fields=fields)
+    return AuthorizationRequest(url=url)
