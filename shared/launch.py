@@ -37,12 +37,13 @@ from shared.events import EventKind, Role, Source, VisitEvent
 from shared.identifiers import keyed_id, log_id, random_token
 from shared.launch_context import LaunchContext, launch_context, primary_performer
 from shared.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
+from shared.memo import Memo
 from shared.settings import Geography
 from shared.storage import utcnow
 from shared.teams import Meeting
 from shared.user_map import UserMapping, UserMapRepository
 from shared.visit_tokens import VisitGrant, VisitTokens
-from shared.visits import Visit, VisitRepository, with_meeting
+from shared.visits import Visit, VisitContext, VisitRepository, with_meeting
 
 logger = logging.getLogger("shared.launch")
 
@@ -55,6 +56,8 @@ MAX_GET_URL = 2000  # beyond this, POST to authorize when the EHR advertises it 
 MEETING_SUBJECT = "Virtual visit"  # never patient data: the subject is visible to every participant
 MEETING_LENGTH = timedelta(hours=1)
 EHR = "EHR"
+MAPPING_MEMORY_SECONDS = 600.0
+VISIT_MEMORY_SECONDS = 3600.0
 
 
 # --- errors with their own pages ------------------------------------------------------------
@@ -298,6 +301,8 @@ class LaunchService:
         self._meetings_for = meetings_for
         self._new_pkce = new_pkce
         self._tokens = VisitTokens(connector_secret)
+        self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
+        self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
 
     @property
     def redirect_uri(self) -> str:
@@ -390,14 +395,8 @@ class LaunchService:
         self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
     ) -> LaunchOutcome:
         mapping, visit = await asyncio.gather(
-            asyncio.to_thread(self._user_map.get, pending.geography, pending.configuration_id, context.user),
-            asyncio.to_thread(
-                self._visits.get_or_create,
-                pending.geography,
-                key,
-                pending.configuration_id,
-                context.visit_context(provider=context.user),
-            ),
+            self._mapping(pending, context.user),
+            self._open_visit(pending, key, context.visit_context(provider=context.user)),
         )
         primary = None if visit.has_meeting else await self._primary_performer(pending, context, smart, tokens)
         if mapping is None:
@@ -424,14 +423,9 @@ class LaunchService:
                 object_id=user.object_id,
             )
         )
+        self._mappings.put((pending.geography, pending.configuration_id, context.user), mapping)
         key = self.visit_key(pending.configuration_id, context)
-        visit = await asyncio.to_thread(
-            self._visits.get_or_create,
-            pending.geography,
-            key,
-            pending.configuration_id,
-            context.visit_context(provider=context.user),
-        )
+        visit = await self._open_visit(pending, key, context.visit_context(provider=context.user))
         primary = carry.get("primary")
         return await self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
 
@@ -445,10 +439,7 @@ class LaunchService:
     ) -> ShowProviderPage:
         organizer = mapping
         if not visit.has_meeting and primary and primary != context.user:
-            primary_mapping = await asyncio.to_thread(
-                self._user_map.get, pending.geography, pending.configuration_id, primary
-            )
-            organizer = primary_mapping or mapping
+            organizer = await self._mapping(pending, primary) or mapping
         visit = await self._ensure_meeting(pending, context, visit, organizer)
         token = self._tokens.issue(
             geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
@@ -459,20 +450,10 @@ class LaunchService:
     async def _patient(
         self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
     ) -> LaunchOutcome:
-        visit = await asyncio.to_thread(
-            self._visits.get_or_create,
-            pending.geography,
-            key,
-            pending.configuration_id,
-            context.visit_context(provider=None),
-        )
+        visit = await self._open_visit(pending, key, context.visit_context(provider=None))
         if not visit.has_meeting:
             primary = await self._primary_performer(pending, context, smart, tokens)
-            organizer = None
-            if primary:
-                organizer = await asyncio.to_thread(
-                    self._user_map.get, pending.geography, pending.configuration_id, primary
-                )
+            organizer = await self._mapping(pending, primary) if primary else None
             if organizer is not None:
                 visit = await self._ensure_meeting(pending, context, visit, organizer)
         event = self._event(pending, context, visit.key, Role.PATIENT)
@@ -498,7 +479,7 @@ class LaunchService:
             end=now + MEETING_LENGTH,
         )
         await meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
-        return await asyncio.to_thread(
+        updated = await asyncio.to_thread(
             self._visits.update,
             visit,
             with_meeting(
@@ -508,6 +489,36 @@ class LaunchService:
                 organizer_object_id=organizer.object_id,
             ),
         )
+        self._remember(updated)
+        return updated
+
+    # reads with per-process memory ---------------------------------------------------------------
+    # A visit's meeting never changes once recorded (the first organizer wins) and a mapping changes
+    # only when its provider signs in again, so warm launches on this instance skip both Table reads.
+
+    async def _mapping(self, pending: PendingLaunch, ehr_user: str) -> UserMapping | None:
+        key = (pending.geography, pending.configuration_id, ehr_user)
+        found = self._mappings.get(key)
+        if found is None:
+            found = await asyncio.to_thread(self._user_map.get, *key)
+            if found is not None:
+                self._mappings.put(key, found)
+        return found
+
+    async def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:
+        remembered = self._visits_with_meeting.get((pending.geography, key))
+        if remembered is not None:
+            return remembered
+        visit = await asyncio.to_thread(
+            self._visits.get_or_create, pending.geography, key, pending.configuration_id, context
+        )
+        self._remember(visit)
+        return visit
+
+    def _remember(self, visit: Visit) -> None:
+        if visit.has_meeting:
+            ttl = min(VISIT_MEMORY_SECONDS, (visit.expires_at - utcnow()).total_seconds())
+            self._visits_with_meeting.put((visit.geography, visit.key), visit, ttl=ttl)
 
     async def _primary_performer(
         self, pending: PendingLaunch, context: LaunchContext, smart: SmartConfiguration, tokens: TokenResponse
@@ -561,7 +572,7 @@ class LaunchService:
         )
 
     async def _visit(self, grant: VisitGrant) -> Visit:
-        visit = await asyncio.to_thread(self._visits.get, grant.geography, grant.key)
+        visit = await asyncio.to_thread(self._visits.get, grant.geography, grant.key)  # presence is live: no memo
         if visit is None:
             raise NotFound("This visit has ended. Please launch it again from Epic or MyChart.", code="visit_gone")
         return visit

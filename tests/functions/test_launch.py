@@ -498,3 +498,21 @@ async def test_presence_panel_json_and_token_checks(world: World) -> None:
     other = await world.open(f"http://localhost/api/visits/{'0' * 64}?t={quote(token, safe='')}")
     assert other.status_code == 403
     assert "Traceback" not in html(other)
+
+
+async def test_warm_launches_read_no_mapping_or_visit_rows(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    await world.provider()
+    await world.patient()
+    reads: list[str] = []
+    for cls, name in ((UserMapRepository, "get"), (VisitRepository, "get_or_create"), (VisitRepository, "get")):
+        original = getattr(cls, name)
+
+        def spy(self: Any, *args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, spy)
+    assert (await world.provider()).status_code == 303
+    assert (await world.patient()).headers["Location"].startswith("https://teams.example/")
+    assert reads == []
+    assert world.ehr.requests.count("read Encounter") == 1  # only the cold provider launch looked for the organizer
