@@ -40,6 +40,9 @@ class ServerThread:
             ssl_keyfile=ssl_keyfile,
             lifespan="auto",
             timeout_keep_alive=30,
+            # An idle keep-alive TLS connection (e.g. a requests session inside msal) would hold a graceful
+            # shutdown until asyncio's TLS close times out (30 s); give open connections one second.
+            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"uvicorn:{self.port}", daemon=True)

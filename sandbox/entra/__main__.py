@@ -1,0 +1,3 @@
+from sandbox.entra.run import main
+
+raise SystemExit(main())

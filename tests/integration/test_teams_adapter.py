@@ -1,0 +1,108 @@
+"""shared/teams.py against the sandbox Graph over real HTTP (real msgraph-sdk code paths)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken
+
+from shared.errors import UpstreamRejected
+from shared.events import client_state_matches
+from shared.teams import TeamsClient, call_events_resource
+from tests.sandbox.graph_support import (  # noqa: F401 - fixtures
+    LEE,
+    NOPOLICY,
+    SMITH,
+    Certificate,
+    Receiver,
+    RunningGraph,
+    certificate_fixture,
+    graph_fixture,
+    receiver_fixture,
+)
+
+
+class MintedCredential:
+    """Stands where the msal-backed app-only credential goes: returns a token the sandbox accepts."""
+
+    def __init__(self, graph: RunningGraph) -> None:
+        self.graph = graph
+        self.calls = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls += 1
+        assert scopes == (f"{self.graph.url}/.default",)
+        return AccessToken(self.graph.tokens.app_token(), int(time.time()) + 3600)
+
+
+def window() -> tuple[datetime, datetime]:
+    start = datetime.now(UTC).replace(microsecond=0)
+    return start, start + timedelta(hours=1)
+
+
+async def test_create_or_get_is_idempotent_and_lobby_is_secured(graph: RunningGraph) -> None:
+    client = TeamsClient(graph.url, MintedCredential(graph))
+    start, end = window()
+    first = await client.create_or_get_meeting(
+        organizer_object_id=SMITH, external_id="visit-a", subject="Virtual visit", start=start, end=end
+    )
+    again = await client.create_or_get_meeting(
+        organizer_object_id=SMITH, external_id="visit-a", subject="Virtual visit", start=start, end=end
+    )
+    other = await client.create_or_get_meeting(
+        organizer_object_id=SMITH, external_id="visit-b", subject="Virtual visit", start=start, end=end
+    )
+    assert first == again and other.id != first.id
+    assert first.join_web_url.startswith(f"{graph.url}/l/meetup-join/19%3ameeting_")
+
+    await client.secure_lobby(organizer_object_id=SMITH, meeting_id=first.id)
+    meeting = graph.sandbox.meeting(first.id)
+    assert meeting is not None
+    text = str(meeting)
+    assert "organizer" in text
+
+
+async def test_organizer_without_access_policy_gets_the_powershell(graph: RunningGraph) -> None:
+    client = TeamsClient(graph.url, MintedCredential(graph))
+    start, end = window()
+    with pytest.raises(UpstreamRejected) as caught:
+        await client.create_or_get_meeting(
+            organizer_object_id=NOPOLICY, external_id="visit-x", subject="s", start=start, end=end
+        )
+    assert caught.value.code == "graph_access_policy"
+    assert "Grant-CsApplicationAccessPolicy" in caught.value.message
+
+
+async def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver: Receiver, cert: Certificate) -> None:
+    client = TeamsClient(graph.url, MintedCredential(graph))
+    start, end = window()
+    meeting = await client.create_or_get_meeting(
+        organizer_object_id=LEE, external_id="visit-sub", subject="s", start=start, end=end
+    )
+    expires = datetime.now(UTC) + timedelta(days=2)
+    subscription = await client.subscribe_call_events(
+        join_web_url=meeting.join_web_url,
+        notification_url=f"{receiver.url}/ok",
+        lifecycle_url=f"{receiver.url}/lifecycle",
+        client_state="c" * 40,
+        certificate_base64=cert.base64_der,
+        certificate_id="cert-1",
+        expires_at=expires,
+    )
+    assert subscription.id
+    stored = graph.sandbox.subscription(subscription.id)
+    assert stored is not None
+    assert call_events_resource(meeting.join_web_url) in str(stored)
+    renewed = await client.renew_subscription(subscription.id, expires + timedelta(hours=1))
+    assert renewed.expires_at > subscription.expires_at - timedelta(seconds=1)
+
+    graph.sandbox.join_anonymous(meeting.id, "Patient")
+    delivered = receiver.wait_for("/ok", 1)
+    assert client_state_matches(delivered[0]["value"], "c" * 40)
+
+    await client.delete_subscription(subscription.id)
+    await client.delete_subscription(subscription.id)  # already gone is fine
+    assert graph.sandbox.subscription(subscription.id) is None
