@@ -1,0 +1,177 @@
+"""The EHR sandbox: ``EhrSandbox(config)`` holds its state; ``create_app(config)`` is the ASGI app.
+
+Tests reach the recorded writebacks through ``sandbox_of(app)`` (or ``app.state.ehr``):
+``connection_status_changes(...)``, ``count_status_changes(...)``, ``audit_events()``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from sandbox.ehr import admin, fhir, launcher, oauth, telehealth
+from sandbox.ehr.client_auth import JwksCache
+from sandbox.ehr.clinic import Clinic, EhrUser, Visit
+from sandbox.ehr.config import AUTHORIZE_PATH, FHIR_PATH, JWKS_PATH, SCS_PATH, TOKEN_PATH, EhrConfig
+from sandbox.ehr.faults import FaultInjector, FaultMiddleware
+from sandbox.ehr.keys import SigningKey
+from sandbox.ehr.launch_urls import LaunchError, build_launch_url, expand_context_tokens
+from sandbox.ehr.state import ConnectionStatusChange, EhrState, IntegrationRecord, Launch, LaunchContext, new_token
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class EhrSandbox:
+    def __init__(self, config: EhrConfig) -> None:
+        self.config = config
+        self.clinic = Clinic(config.today or dt.datetime.now(dt.UTC).date(), config.fhir_base)
+        self.state = EhrState(config.clients, config.state_file)
+        self.key = SigningKey(self.state.signing_key_pem)
+        if self.state.signing_key_pem is None:
+            self.state.signing_key_pem = self.key.private_pem()
+            self.state.save()
+        self.jwks_cache = JwksCache()
+        self.faults = FaultInjector(config.faults)
+        self.templates = Environment(
+            loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False
+        )
+        self.app = Starlette(routes=self._routes(), middleware=[Middleware(FaultMiddleware, injector=self.faults)])
+        self.app.state.ehr = self
+
+    def _routes(self) -> list[Route]:
+        fhir_base = FHIR_PATH
+        return [
+            Route(f"{fhir_base}/metadata", fhir.metadata, methods=["GET"]),
+            Route(f"{fhir_base}/.well-known/smart-configuration", fhir.smart_configuration, methods=["GET"]),
+            Route(f"{fhir_base}/.well-known/openid-configuration", fhir.openid_configuration, methods=["GET"]),
+            Route("/oauth2/.well-known/openid-configuration", fhir.openid_configuration, methods=["GET"]),
+            Route(JWKS_PATH, fhir.jwks, methods=["GET"]),
+            Route(AUTHORIZE_PATH, oauth.authorize, methods=["GET", "POST"]),
+            Route(AUTHORIZE_PATH + "/signin", oauth.sign_in, methods=["POST"]),
+            Route(TOKEN_PATH, oauth.token, methods=["POST"]),
+            Route(SCS_PATH, telehealth.set_external_connection_status, methods=["GET", "POST"]),
+            Route(f"{fhir_base}/{{type}}/_search", fhir.search_type, methods=["POST"]),
+            Route(f"{fhir_base}/{{type}}/{{id}}", fhir.read, methods=["GET"]),
+            Route(f"{fhir_base}/{{type}}/{{id}}", fhir.not_allowed, methods=["PUT", "PATCH", "DELETE", "POST"]),
+            Route(f"{fhir_base}/{{type}}", fhir.search_type, methods=["GET"]),
+            Route(f"{fhir_base}/{{type}}", fhir.create, methods=["POST"]),
+            *launcher.routes(),
+            *admin.routes(),
+        ]
+
+    # --- HTML -----------------------------------------------------------------------------------
+    def render(
+        self, template: str, status: int = 200, headers: dict[str, str] | None = None, **values: Any
+    ) -> HTMLResponse:
+        page = self.templates.get_template(template).render(config=self.config, **values)
+        return HTMLResponse(page, status_code=status, headers=headers)
+
+    def html_error(self, status: int, title: str, message: str) -> HTMLResponse:
+        return self.render("error.html", status=status, title=title, message=message)
+
+    # --- launches -------------------------------------------------------------------------------
+    def context_values(self, visit: Visit, user: EhrUser) -> dict[str, str]:
+        """What each context token expands to for this visit and user."""
+        department = self.clinic.department(visit.department_id)
+        login = self.clinic.department(user.login_department) if user.login_department else None
+        return {
+            "CSN": visit.csn,
+            "CONFERENCEID": visit.conference_id,
+            "PERFDEPID": department.epic_id if department else "",
+            "LOGINDEPID": login.epic_id if login else "",
+            "USERID": user.username if user.resource_type == "Practitioner" else "",
+        }
+
+    def create_launch(self, record_id: str, appointment_id: str, user_id: str) -> str:
+        """Issue a single-use ``launch`` for this record, visit and user; return the URL Epic would open."""
+        with self.state.lock:
+            record = self.state.records.get(record_id)
+        if record is None:
+            raise LaunchError("unknown integration record")
+        visit = self.clinic.visit_by_appointment(appointment_id)
+        user = self.clinic.user(user_id)
+        if visit is None or user is None:
+            raise LaunchError("unknown visit or user")
+        expected_type = "Practitioner" if record.kind == "provider" else "Patient"
+        if user.resource_type != expected_type:
+            raise LaunchError(f"a {record.kind} record launches for a {expected_type}")
+        if user.resource_type == "Patient" and visit.patient_id != user.id:
+            raise LaunchError("the visit belongs to another patient")
+        pairs = expand_context_tokens(record.context_tokens, self.context_values(visit, user))
+        context = LaunchContext(
+            user_id=user.id,
+            user_type=user.resource_type,
+            patient_id=visit.patient_id,
+            encounter_id=visit.encounter_id,
+            appointment_id=visit.appointment_id,
+            location_id=visit.department_id,
+            login_department_id=user.login_department if user.resource_type == "Practitioner" else None,
+            csn=visit.csn,
+            extra=dict(pairs),
+            ehr_launch=True,
+        )
+        launch = Launch(new_token(), record.client_id, record.id, context, time.time() + self.config.launch_seconds)
+        with self.state.lock:
+            self.state.launches[launch.value] = launch
+        return build_launch_url(record.launch_url, pairs, self.config.fhir_base, launch.value)
+
+    def add_record(
+        self, *, name: str, kind: str, launch_url: str, context_tokens: str, client_id: str, environment: str = ""
+    ) -> IntegrationRecord:
+        if kind not in ("provider", "patient"):
+            raise ValueError("kind must be provider or patient")
+        if not launch_url.startswith(("https://", "http://")):
+            raise ValueError("the launch URL must be an http(s) URL")
+        if not client_id.strip():
+            raise ValueError("a client id is required")
+        record = IntegrationRecord(
+            id=new_token(8),
+            name=name.strip() or f"{kind} launch",
+            kind=kind,
+            environment=environment.strip() or self.config.environment,
+            launch_url=launch_url.strip(),
+            context_tokens=context_tokens.strip(),
+            client_id=client_id.strip(),
+            created_at=time.time(),
+        )
+        self.state.add_record(record)
+        return record
+
+    # --- read-back for tests --------------------------------------------------------------------
+    def connection_status_changes(
+        self, conference_id: str | None = None, external_id: str | None = None, status: str | None = None
+    ) -> list[ConnectionStatusChange]:
+        with self.state.lock:
+            return [
+                c
+                for c in self.state.status_changes
+                if (conference_id is None or c.conference_id == conference_id)
+                and (external_id is None or c.external_id == external_id)
+                and (status is None or c.connection_status == status)
+            ]
+
+    def count_status_changes(
+        self, conference_id: str | None = None, external_id: str | None = None, status: str | None = None
+    ) -> int:
+        return len(self.connection_status_changes(conference_id, external_id, status))
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return list(self.state.audit_events)
+
+
+def create_app(config: EhrConfig) -> Starlette:
+    return EhrSandbox(config).app
+
+
+def sandbox_of(app: Starlette) -> EhrSandbox:
+    ehr: EhrSandbox = app.state.ehr
+    return ehr

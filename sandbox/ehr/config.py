@@ -1,0 +1,175 @@
+"""What an EHR sandbox instance is: its base URL, registered OAuth clients, seed and fault settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FHIR_PATH = "/api/FHIR/R4"
+AUTHORIZE_PATH = "/oauth2/authorize"
+TOKEN_PATH = "/oauth2/token"
+JWKS_PATH = "/api/epic/2019/Security/Open/PublicKeys/530005/OIDC"
+SCS_PATH = "/api/epic/2018/Telehealth/ContextLinking/SetExternalConnectionStatus"
+
+GRANT_AUTHORIZATION_CODE = "authorization_code"
+GRANT_CLIENT_CREDENTIALS = "client_credentials"
+
+
+@dataclass(frozen=True)
+class RegisteredClient:
+    """An app registered with this EHR (Epic: a client id on App Orchard / Showroom, synced to the instance).
+
+    Authentication: ``jwks_url`` (preferred; fetched over HTTP, cached, refetched on an unknown
+    ``kid``) or a static ``jwks`` for ``private_key_jwt``; ``client_secret`` for
+    ``client_secret_basic`` / ``client_secret_post``; none of them makes a public client.
+    ``scopes`` limits what may be granted (``None``: any scope this EHR understands).
+    ``epic_apis`` lists the non-FHIR web services enabled for the client id, e.g.
+    ``"SetExternalConnectionStatus"``.
+    """
+
+    client_id: str
+    redirect_uris: tuple[str, ...] = ()
+    jwks_url: str | None = None
+    jwks: dict[str, Any] | None = None
+    client_secret: str | None = None
+    name: str = ""
+    grant_types: tuple[str, ...] = (GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS)
+    scopes: tuple[str, ...] | None = None
+    epic_apis: tuple[str, ...] = ("SetExternalConnectionStatus",)
+
+    @property
+    def is_public(self) -> bool:
+        return not (self.jwks_url or self.jwks or self.client_secret)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "redirect_uris": list(self.redirect_uris),
+            "jwks_url": self.jwks_url,
+            "jwks": self.jwks,
+            "client_secret": self.client_secret,
+            "name": self.name,
+            "grant_types": list(self.grant_types),
+            "scopes": None if self.scopes is None else list(self.scopes),
+            "epic_apis": list(self.epic_apis),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegisteredClient:
+        client_id = data.get("client_id")
+        if not isinstance(client_id, str) or not client_id.strip():
+            raise ValueError("client_id is required")
+
+        def strings(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            value = data.get(key)
+            if value is None:
+                return default
+            if isinstance(value, str):
+                value = value.split()
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{key} must be a list of strings")
+            return tuple(value)
+
+        scopes = data.get("scopes")
+        jwks = data.get("jwks")
+        if jwks is not None and not isinstance(jwks, dict):
+            raise ValueError("jwks must be a JWK Set object")
+        return cls(
+            client_id=client_id.strip(),
+            redirect_uris=strings("redirect_uris", ()),
+            jwks_url=data.get("jwks_url") or None,
+            jwks=jwks,
+            client_secret=data.get("client_secret") or None,
+            name=str(data.get("name") or ""),
+            grant_types=strings("grant_types", (GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS)),
+            scopes=None if scopes is None else strings("scopes", ()),
+            epic_apis=strings("epic_apis", ("SetExternalConnectionStatus",)),
+        )
+
+
+@dataclass
+class Faults:
+    """Fault-injection switches; every field off by default. Also settable via ``POST /_sandbox/faults``.
+
+    ``latency_ms`` delays every call; ``error_rate`` answers that fraction with 500/503;
+    ``throttle_rate`` answers that fraction with 429 + ``Retry-After: retry_after``;
+    ``timeout_rate`` hangs that fraction for ``hang_seconds`` (then 504);
+    ``outage_until`` (Unix seconds) fails every call with 503 until then;
+    ``fail_next`` fails the next N calls with ``fail_status``. ``seed`` makes the dice reproducible.
+    """
+
+    latency_ms: int = 0
+    error_rate: float = 0.0
+    throttle_rate: float = 0.0
+    retry_after: int = 1
+    timeout_rate: float = 0.0
+    hang_seconds: float = 30.0
+    outage_until: float | None = None
+    fail_next: int = 0
+    fail_status: int = 503
+    seed: int = 0
+    paths: tuple[str, ...] = ("/api/", "/oauth2/")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "error_rate": self.error_rate,
+            "throttle_rate": self.throttle_rate,
+            "retry_after": self.retry_after,
+            "timeout_rate": self.timeout_rate,
+            "hang_seconds": self.hang_seconds,
+            "outage_until": self.outage_until,
+            "fail_next": self.fail_next,
+            "fail_status": self.fail_status,
+            "seed": self.seed,
+            "paths": list(self.paths),
+        }
+
+
+@dataclass(frozen=True)
+class EhrConfig:
+    """One sandbox Epic instance. ``base_url`` is the Interconnect origin, e.g. ``http://127.0.0.1:7300``.
+
+    ``today`` fixes the clinic day (default: the UTC date when the app starts).
+    ``state_file`` persists integration records, clients, AuditEvents, writebacks and the signing key.
+    """
+
+    base_url: str
+    clients: tuple[RegisteredClient, ...] = ()
+    environment: str = "test"
+    organization: str = "Contoso Health"
+    today: dt.date | None = None
+    faults: Faults = field(default_factory=Faults)
+    state_file: Path | None = None
+    access_token_seconds: int = 3600
+    backend_token_seconds: int = 300
+    launch_seconds: int = 300
+    code_seconds: int = 300
+    connection_statuses: frozenset[str] | None = None  # None: any non-empty value is accepted
+
+    @property
+    def origin(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def fhir_base(self) -> str:
+        return self.origin + FHIR_PATH
+
+    @property
+    def issuer(self) -> str:
+        """The id_token ``iss``: ``https://<Interconnect>/oauth2`` (Epic, May 2020+)."""
+        return self.origin + "/oauth2"
+
+    @property
+    def authorize_url(self) -> str:
+        return self.origin + AUTHORIZE_PATH
+
+    @property
+    def token_url(self) -> str:
+        return self.origin + TOKEN_PATH
+
+    @property
+    def jwks_url(self) -> str:
+        return self.origin + JWKS_PATH

@@ -1,0 +1,41 @@
+"""The EHR's id_token signing key: RS256, ``kid`` = base64url SHA-256 of the public key (as Epic does)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+
+class SigningKey:
+    def __init__(self, private_pem: str | None = None) -> None:
+        if private_pem:
+            loaded = serialization.load_pem_private_key(private_pem.encode(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey):
+                raise ValueError("the EHR signing key must be RSA")
+            self._key = loaded
+        else:
+            self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        der = self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.kid = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+    def private_pem(self) -> str:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    def jwks(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self._key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        return {"keys": [jwk]}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
