@@ -101,9 +101,34 @@ def start_functions_host(context: DemoContext) -> Started:
     return Started(stop=host.stop, urls=urls)
 
 
-# The sandbox stand-ins (Entra ID, EHR, Graph/Teams) are added here, between Azurite and the host.
+def start_sandbox_stand_ins(context: DemoContext) -> Started:
+    """Entra ID (https 7201 API, http 7200 sign-in page), Graph/Teams (7401) and the EHR (7300)."""
+    from sandbox.stand_ins import start_stand_ins
+
+    running = start_stand_ins(
+        context.state_dir,
+        connector_url=f"http://localhost:{context.functions_port}",
+        entra_https_port=7201,
+        entra_http_port=7200,
+        graph_port=7401,
+        ehr_port=7300,
+        persist=True,
+    )
+    ehr = running.ehr.config
+    portal = f"http://localhost:{context.functions_port}/api/portal"
+    urls = {
+        "admin portal": portal,
+        "Hyperspace + MyChart": f"{ehr.origin}/",
+        "EHR FHIR base (iss)": ehr.fhir_base,
+        "Entra ID sign-in": running.entra.browser_host,
+        "Graph / Teams": running.settings["GRAPH_BASE_URL"],
+    }
+    return Started(stop=running.stop, urls=urls, env=running.settings)
+
+
 SERVICES: list[Service] = [
     Service("Azurite", start_azurite),
+    Service("Sandbox", start_sandbox_stand_ins),
     Service("Functions host", start_functions_host),
 ]
 
