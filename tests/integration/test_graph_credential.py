@@ -4,38 +4,42 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
-from sandbox.tls import TlsFiles, ensure_tls, trust_env
+from sandbox.stand_ins import RunningStandIns, start_stand_ins
 from shared.errors import UpstreamRejected, UpstreamUnavailable
 from shared.graph_credential import AppOnlyCredential, AppOnlyCredentials
 from shared.teams import TeamsClient
-from tests.support.sandboxes import EntraAndGraph, entra_and_graph
 
 SMITH = "b0000000-0000-4000-8000-000000000001"
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return ensure_tls(tmp_path_factory.mktemp("tls"))
+@dataclass
+class Clouds:
+    authority_host: str
+    graph_url: str
+    stand_ins: RunningStandIns
 
 
 @pytest.fixture(scope="module")
-def clouds(tls: TlsFiles) -> Iterator[EntraAndGraph]:
-    with entra_and_graph(tls) as running:
-        yield running
+def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clouds]:
+    running = start_stand_ins(Path(tmp_path_factory.mktemp("sandbox")))
+    yield Clouds(running.settings["ENTRA_AUTHORITY_HOST"], running.settings["GRAPH_BASE_URL"], running)
+    running.stop()
 
 
 @pytest.fixture
-def trusted(tls: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in trust_env(tls).items():
-        monkeypatch.setenv(key, value)
+def trusted(clouds: Clouds, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.setenv(key, clouds.stand_ins.settings[key])
 
 
-async def test_creates_a_meeting_with_an_msal_token_and_reuses_the_token(clouds: EntraAndGraph, trusted: None) -> None:
+async def test_creates_a_meeting_with_an_msal_token_and_reuses_the_token(clouds: Clouds, trusted: None) -> None:
     credentials = AppOnlyCredentials(clouds.authority_host, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET)
     credential = credentials.for_tenant(CONTOSO.id)
     assert credentials.for_tenant(CONTOSO.id.upper()) is credential
@@ -52,10 +56,10 @@ async def test_creates_a_meeting_with_an_msal_token_and_reuses_the_token(clouds:
     token = await credential.get_token(f"{clouds.graph_url}/.default")
     assert token.expires_on > time.time() + 3000
     assert (await credential.get_token(f"{clouds.graph_url}/.default")) is token  # kept until near expiry
-    assert clouds.graph.meeting(meeting.id) is not None
+    assert clouds.stand_ins.graph.meeting(meeting.id) is not None
 
 
-async def test_wrong_secret_is_a_clear_rejection(clouds: EntraAndGraph, trusted: None) -> None:
+async def test_wrong_secret_is_a_clear_rejection(clouds: Clouds, trusted: None) -> None:
     credential = AppOnlyCredentials(clouds.authority_host, CONNECTOR_CLIENT_ID, "wrong").for_tenant(CONTOSO.id)
     with pytest.raises(UpstreamRejected) as caught:
         await credential.get_token(f"{clouds.graph_url}/.default")
