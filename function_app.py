@@ -6,9 +6,16 @@ settings and clients are built lazily on first use.
 
 import azure.functions as func
 
-from connector import health, launch, maintenance, telemetry  # noqa: F401 - telemetry registers its worker extension
+from connector import (
+    health,
+    launch,
+    maintenance,
+    portal,
+    telemetry,  # noqa: F401 - telemetry registers its worker extension
+    wellknown,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (health.bp, launch.bp, maintenance.bp):
+for blueprint in (health.bp, launch.bp, maintenance.bp, portal.bp, wellknown.bp):
     app.register_functions(blueprint)
