@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -37,8 +38,10 @@ from urllib.parse import urljoin
 import httpx
 
 from sandbox import azurite
+from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.config import JWKS_PATH
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
+from sandbox.server import free_port
 from tests.sandbox.entra_browser import authorization_response, choose_account
 from tests.support.launch_world import LEE, SMITH, SMITH_UPN, LaunchWorld, launch_world
 
@@ -147,7 +150,7 @@ class Launcher:
 
 def unavoidable_round_trips(world: LaunchWorld) -> dict[str, float]:
     """Median time of each round trip a launch cannot avoid, measured directly."""
-    from shared.graph_credential import AppOnlyCredentials
+    from shared.entra import AppOnlyCredentials
     from shared.storage import Storage
     from shared.teams import TeamsClient
 
@@ -200,39 +203,29 @@ FRESH_IMPORT = textwrap.dedent(
 
 FRESH_LAUNCH = textwrap.dedent(
     """
-    import asyncio, json, os, sys, time
-    from urllib.parse import urlsplit
+    import json, os, sys, time
     import httpx
-    import azure.functions as func
+    from sandbox.host import LocalHost
 
+    settings = json.loads(sys.argv[2])
+    host = LocalHost("function_app", settings, port=int(sys.argv[3]))
     started = time.perf_counter()
-    import function_app  # noqa: F401
-    from connector.launch import launch_callback, launch_provider
-    imported = time.perf_counter() - started
-
-    class Out:
-        value = None
-        def set(self, value): self.value = value
-
-    def request(url, route_params=None):
-        return func.HttpRequest("GET", url, body=b"", route_params=route_params or {})
-
-    async def main(url):
-        started = time.perf_counter()
-        parts = urlsplit(url)
-        configuration_id = parts.path.split("/")[3]
-        begin = await launch_provider(request(url, {"configurationId": configuration_id}))
-        assert begin.status_code == 303, begin.get_body()
-        connector = time.perf_counter() - started
-        authorized = httpx.get(begin.headers["Location"], follow_redirects=False)
-        started = time.perf_counter()
-        callback = await launch_callback(request(authorized.headers["location"]), events=Out())
-        connector += time.perf_counter() - started
-        assert callback.status_code == 303, callback.get_body()
-        return connector
-
-    first = asyncio.run(main(sys.argv[1]))
-    print(json.dumps({"import": imported, "first_launch": first}))
+    host.start()  # imports function_app and indexes it, as the worker does
+    started_host = time.perf_counter() - started
+    try:
+        with httpx.Client(follow_redirects=False, timeout=30) as client:
+            started = time.perf_counter()
+            begin = client.get(sys.argv[1])
+            assert begin.status_code == 303, begin.text
+            connector = time.perf_counter() - started
+            authorized = client.get(begin.headers["location"])
+            started = time.perf_counter()
+            callback = client.get(authorized.headers["location"])
+            connector += time.perf_counter() - started
+            assert callback.status_code == 303, callback.text
+    finally:
+        host.stop()
+    print(json.dumps({"host_start": started_host, "first_launch": connector}))
     """
 )
 
@@ -245,9 +238,19 @@ def fresh_process(world: LaunchWorld, launch_url: str) -> dict[str, float]:
             [sys.executable, "-c", FRESH_IMPORT], cwd=ROOT, env=environ, capture_output=True, text=True, check=True
         )
         imports.append(float(out.stdout.strip()))
+    # A second host on its own port: the EHR learns its redirect URI, as for a second deployment.
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    for client_id in (DEMO_PROVIDER_CLIENT_ID, DEMO_PATIENT_CLIENT_ID):
+        client = world.ehr.state.client(client_id)
+        assert client is not None
+        redirects = (*client.redirect_uris, f"{public}/api/launch/callback")
+        world.ehr.state.register_client(dataclasses.replace(client, redirect_uris=redirects))
+    settings = {**world.environ, "PUBLIC_BASE_URL": public}
+    launch_url = launch_url.replace(world.url, public, 1)
     out = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", FRESH_LAUNCH, launch_url], cwd=ROOT, env=environ, capture_output=True, text=True,
-        check=False,
+        [sys.executable, "-c", FRESH_LAUNCH, launch_url, json.dumps(settings), str(port)],
+        cwd=ROOT, env=environ, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])

@@ -33,9 +33,13 @@ from connector.web import (
     page,
     render,
 )
+from shared.auth_state import AuthStateStore
+from shared.configurations import ConfigurationRepository
+from shared.entra import AppOnlyCredentials, EntraSignIn, id_token_validator, msal_app
 from shared.errors import BadRequest, ConnectorError, StateError, UpstreamError, UpstreamRejected, UpstreamThrottled
 from shared.events import Role
 from shared.launch import (
+    SIGNIN_STATE_KIND,
     ConfigurationPending,
     JoinMeeting,
     LaunchOutcome,
@@ -47,7 +51,12 @@ from shared.launch import (
     WrongTenant,
 )
 from shared.launch_params import LaunchKind, parse_authorization_response, parse_launch
-from shared.teams import ACCESS_POLICY_HELP
+from shared.settings import Settings, get_settings
+from shared.smart import get_smart_client
+from shared.storage import get_storage
+from shared.teams import ACCESS_POLICY_HELP, TeamsClient
+from shared.user_map import UserMapRepository
+from shared.visits import VisitRepository
 
 bp = func.Blueprint()
 
@@ -62,15 +71,51 @@ _service_lock = threading.Lock()
 
 
 def get_service() -> LaunchService:
-    """The process-wide launch service, built from settings on first use."""
+    """The process-wide launch service, built from settings on first use (no I/O until a request needs it)."""
     global _service
     if _service is None:
         with _service_lock:
             if _service is None:
-                from connector.launch_wiring import build_launch_service
-
-                _service = build_launch_service()
+                _service = build_service(get_settings())
     return _service
+
+
+def build_service(settings: Settings) -> LaunchService:
+    storage = get_storage()
+    secret = settings.connector_secret.reveal()
+    states = AuthStateStore(storage.app)
+    credentials = AppOnlyCredentials(
+        settings.entra_authority_host, settings.entra_client_id, settings.entra_client_secret.reveal()
+    )
+    teams: dict[str, TeamsClient] = {}
+    teams_lock = threading.Lock()
+
+    def meetings_for(tenant_id: str) -> TeamsClient:
+        with teams_lock:
+            client = teams.get(tenant_id)
+            if client is None:
+                client = TeamsClient(
+                    settings.graph_base_url, credentials.for_tenant(tenant_id), timeout=settings.http_timeout_seconds
+                )
+                teams[tenant_id] = client
+        return client
+
+    @functools.cache
+    def sign_in() -> EntraSignIn:
+        # msal reads the authority's configuration when built: only a provider's first launch needs it.
+        return EntraSignIn(msal_app(settings), id_token_validator(settings), states, state_kind=SIGNIN_STATE_KIND)
+
+    return LaunchService(
+        public_base_url=settings.public_base_url,
+        connector_secret=secret,
+        configurations=ConfigurationRepository(storage.app),
+        ehr=get_smart_client(),
+        states=states,
+        user_map=UserMapRepository(storage, secret),
+        visits=VisitRepository(storage),
+        sign_in=sign_in,
+        meetings_for=meetings_for,
+    )
 
 
 def reset_service(service: LaunchService | None = None) -> None:

@@ -25,20 +25,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote
 
 from shared.auth_state import AuthStateStore
+from shared.configurations import ConfigurationRepository
+from shared.entra import EntraSignIn
 from shared.errors import Forbidden, NotFound, UpstreamError, UpstreamRejected
 from shared.events import EventKind, Role, Source, VisitEvent
+from shared.id_tokens import InvalidIdToken
 from shared.identifiers import keyed_id, log_id, random_token
 from shared.launch_context import LaunchContext, launch_context, primary_performer
 from shared.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
 from shared.memo import Memo
 from shared.settings import Geography
+from shared.smart import AuthorizationRequest, Pkce, SmartClient, SmartConfiguration, TokenResponse
 from shared.storage import utcnow
 from shared.teams import Meeting
 from shared.user_map import UserMapping, UserMapRepository
@@ -97,80 +101,11 @@ class WrongTenant(Forbidden):
         )
 
 
-# --- what the launch needs from the other adapters --------------------------------------------
-
-
-class LaunchConfiguration(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def tenant_id(self) -> str: ...
-    @property
-    def fhir_base_url(self) -> str: ...
-    @property
-    def geography(self) -> Geography: ...
-    @property
-    def provider_client_id(self) -> str: ...
-    @property
-    def patient_client_id(self) -> str: ...
-    @property
-    def is_approved(self) -> bool: ...
-
-
-class ConfigurationLookup(Protocol):
-    def find_for_launch(self, configuration_id: str, iss: str) -> LaunchConfiguration | None: ...
-
-
-class SmartConfiguration(Protocol):
-    @property
-    def fhir_base_url(self) -> str: ...
-    @property
-    def authorization_endpoint(self) -> str: ...
-    @property
-    def capabilities(self) -> tuple[str, ...]: ...
-
-
-class TokenResponse(Protocol):
-    @property
-    def access_token(self) -> str: ...
-    @property
-    def id_token(self) -> str | None: ...
-    @property
-    def fields(self) -> Mapping[str, Any]: ...
-
-
-class EhrLaunchClient(Protocol):
-    """The SMART steps (``shared/smart.py``): discovery and JWKS cached per FHIR URL."""
-
-    def discover(self, fhir_base_url: str, *, client_id: str | None = None) -> SmartConfiguration: ...
-
-    def exchange_code(
-        self, config: SmartConfiguration, *, client_id: str, code: str, redirect_uri: str, code_verifier: str
-    ) -> TokenResponse: ...
-
-    def validate_id_token(
-        self, config: SmartConfiguration, id_token: str, *, client_id: str, nonce: str | None
-    ) -> dict[str, Any]: ...
-
-    def read(self, config: SmartConfiguration, reference: str, *, access_token: str, client_id: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class MicrosoftUser:
-    tenant_id: str
-    object_id: str
-
-
-class MicrosoftSignIn(Protocol):
-    """One-time Microsoft 365 sign-in (msal auth-code flow + PKCE); ``carry`` comes back on completion."""
-
-    def begin(self, redirect_uri: str, *, carry: Mapping[str, Any], tenant_id: str) -> str: ...
-
-    def complete(self, auth_response: Mapping[str, str]) -> tuple[MicrosoftUser, dict[str, Any]]: ...
+# --- what the launch needs from Graph ------------------------------------------------------------
 
 
 class Meetings(Protocol):
-    """``shared/teams.TeamsClient`` for one tenant."""
+    """``shared/teams.TeamsClient`` for one tenant (a protocol so tests can count calls)."""
 
     async def create_or_get_meeting(
         self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
@@ -180,18 +115,6 @@ class Meetings(Protocol):
 
 
 # --- outcomes ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AuthorizationRequest:
-    """Where to send the browser: a GET redirect, or an auto-submitting POST form."""
-
-    url: str
-    method: str = "GET"
-    fields: Mapping[str, str] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        return f"AuthorizationRequest(method={self.method!r}, endpoint={urlsplit(self.url).path!r})"
 
 
 @dataclass(frozen=True)
@@ -281,14 +204,13 @@ class LaunchService:
         *,
         public_base_url: str,
         connector_secret: str,
-        configurations: ConfigurationLookup,
-        ehr: EhrLaunchClient,
+        configurations: ConfigurationRepository,
+        ehr: SmartClient,
         states: AuthStateStore,
         user_map: UserMapRepository,
         visits: VisitRepository,
-        sign_in: MicrosoftSignIn,
+        sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
-        new_pkce: Callable[[], tuple[str, str]],
     ) -> None:
         self._base = public_base_url.rstrip("/")
         self._secret = connector_secret
@@ -299,7 +221,6 @@ class LaunchService:
         self._visits = visits
         self._sign_in = sign_in
         self._meetings_for = meetings_for
-        self._new_pkce = new_pkce
         self._tokens = VisitTokens(connector_secret)
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
@@ -324,7 +245,7 @@ class LaunchService:
             raise ConfigurationPending()
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
         smart = await asyncio.to_thread(self._ehr.discover, config.fhir_base_url, client_id=client_id)
-        verifier, challenge = self._new_pkce()
+        pkce = Pkce.new()
         pending = PendingLaunch(
             kind=kind,
             configuration_id=config.id,
@@ -332,22 +253,22 @@ class LaunchService:
             geography=config.geography,
             fhir_base_url=config.fhir_base_url,
             client_id=client_id,
-            code_verifier=verifier,
+            code_verifier=pkce.verifier,
             nonce=random_token(),
             session_id=params.session_id,
             department_id=params.department_id,
         )
         state = await asyncio.to_thread(self._states.create, STATE_KIND, pending.to_json())
-        return authorization_request(
+        return SmartClient.authorization_request(
             smart,
             client_id=client_id,
             redirect_uri=self.redirect_uri,
             scope=PROVIDER_SCOPES if kind is LaunchKind.PROVIDER else PATIENT_SCOPES,
             state=state,
-            code_challenge=challenge,
+            pkce=pkce,
             launch=params.launch,
-            aud=params.iss,
             nonce=pending.nonce,
+            aud=params.iss,
         )
 
     # step 2 ------------------------------------------------------------------------------------
@@ -376,9 +297,14 @@ class LaunchService:
                 code="missing_id_token",
             )
         id_token = tokens.id_token
-        claims = await asyncio.to_thread(
-            lambda: self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
-        )
+        try:
+            claims = await asyncio.to_thread(
+                lambda: self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
+            )
+        except InvalidIdToken as exc:
+            raise UpstreamRejected(
+                f"The EHR's identity token could not be verified: {exc.reason}.", system=EHR, code="invalid_id_token"
+            ) from None
         context = launch_context(
             tokens.fields,
             claims,
@@ -401,15 +327,13 @@ class LaunchService:
         primary = None if visit.has_meeting else await self._primary_performer(pending, context, smart, tokens)
         if mapping is None:
             carry = {"launch": pending.to_json(), "context": context.to_json(), "primary": primary}
-            url = await asyncio.to_thread(
-                lambda: self._sign_in.begin(self.signin_redirect_uri, carry=carry, tenant_id=pending.tenant_id)
-            )
+            url = await asyncio.to_thread(lambda: self._sign_in().begin(self.signin_redirect_uri, carry=carry))
             return SignInFirst(url)
         return await self._provider_meeting(pending, context, visit, mapping, primary)
 
     async def finish_sign_in(self, auth_response: Mapping[str, str]) -> ShowProviderPage:
         """The one-time Microsoft 365 sign-in came back: store the mapping and continue the launch."""
-        user, carry = await asyncio.to_thread(self._sign_in.complete, auth_response)
+        user, carry = await asyncio.to_thread(lambda: self._sign_in().complete_with_carry(auth_response))
         pending = PendingLaunch.from_json(carry["launch"])
         context = LaunchContext.from_json(carry["context"])
         if user.tenant_id.lower() != pending.tenant_id.lower():
@@ -614,36 +538,3 @@ def presence_summary(visit: Visit) -> dict[str, str]:
         current = visit.presence.get(role)
         summary[role.value] = PATIENT_STATES[current.state.value if current else None]
     return summary
-
-
-def authorization_request(
-    smart: SmartConfiguration,
-    *,
-    client_id: str,
-    redirect_uri: str,
-    scope: str,
-    state: str,
-    code_challenge: str,
-    launch: str,
-    aud: str,
-    nonce: str,
-) -> AuthorizationRequest:
-    """The EHR-launch authorization request; POST when the EHR advertises it and the URL would be long."""
-    fields = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": redirect_uri,
-        "scope": scope,
-        "state": state,
-        "aud": aud,
-        "launch": launch,
-        "nonce": nonce,
-        "code_challenge": code_challenge,
-        "code_challenge_method": "S256",
-    }
-    endpoint = smart.authorization_endpoint
-    separator = "&" if urlsplit(endpoint).query else "?"
-    url = f"{endpoint}{separator}{urlencode(fields)}"
-    if len(url) > MAX_GET_URL and AUTHORIZE_POST_CAPABILITY in smart.capabilities:
-        return AuthorizationRequest(url=endpoint, method="POST", fields=fields)
-    return AuthorizationRequest(url=url)

@@ -61,8 +61,13 @@ def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str
     """Press Begin virtual visit in Hyperspace (portal='hyperspace') or MyChart: the app opens in a new window."""
     page = context.new_page()
     page.goto(f"{world.ehr_url}/{portal}/{user}")
+    if portal == "hyperspace":  # several provider records: pick the approved test configuration's
+        visit = page.locator("tr", has_text=row)
+        button = visit.get_by_role("button", name=re.compile(r"Begin virtual visit.*\(provider\)"))
+    else:  # one patient record
+        button = page.locator("section", has_text=row).get_by_role("button", name="Begin virtual visit")
     with context.expect_page() as opened:
-        page.locator("tr", has_text=row).get_by_role("button", name=re.compile("Begin virtual visit")).first.click()
+        button.click()
     launched = opened.value
     launched.wait_for_load_state()
     return launched
@@ -116,6 +121,7 @@ def test_patient_launch_from_mychart_lands_in_the_same_meetings_lobby(
     join_url = provider_page(provider, world)
 
     patient_context = browser.new_context()
+    patient_context.set_default_timeout(TIMEOUT_MS)
     try:
         patient = begin_virtual_visit(patient_context, world, "mychart", "e-pat-patel", "Medication review")
         patient.wait_for_url(join_url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import uuid
@@ -25,9 +24,10 @@ from connector.launch import (
     visit_presence,
 )
 from shared.auth_state import AuthStateStore
+from shared.entra import PortalIdentity
 from shared.events import EventKind, Role, Source, VisitEvent
 from shared.identifiers import random_token
-from shared.launch import LaunchService, MicrosoftUser
+from shared.launch import LaunchService
 from shared.settings import Geography, Settings
 from shared.storage import Storage
 from shared.user_map import UserMapRepository
@@ -40,14 +40,15 @@ from tests.support.launch_fakes import (
     Graph,
     Login,
     access_policy_error,
+    microsoft_user,
     throttled,
 )
 
 pytestmark = pytest.mark.azurite
 
 TENANT = "11111111-1111-4111-8111-111111111111"
-DR_SMITH = MicrosoftUser(TENANT, "b0000000-0000-4000-8000-000000000001")
-DR_LEE = MicrosoftUser(TENANT, "b0000000-0000-4000-8000-000000000002")
+DR_SMITH = microsoft_user(TENANT, "b0000000-0000-4000-8000-000000000001")
+DR_LEE = microsoft_user(TENANT, "b0000000-0000-4000-8000-000000000002")
 FHIR = "https://ehr.example/interconnect/api/FHIR/R4"
 
 
@@ -60,11 +61,6 @@ class Out:
 
     def get(self) -> Any:
         return self.value
-
-
-def pkce() -> tuple[str, str]:
-    verifier = random_token(48)
-    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def request(
@@ -102,9 +98,8 @@ class World:
             states=AuthStateStore(self.storage.app),
             user_map=UserMapRepository(self.storage, self.settings.connector_secret.reveal()),
             visits=VisitRepository(self.storage),
-            sign_in=self.sign_in,
+            sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
             meetings_for=self.graph.meetings_for,
-            new_pkce=pkce,
         )
 
     # the EHR's side of a launch -----------------------------------------------------------------
@@ -147,7 +142,7 @@ class World:
         *,
         csn: str | None = "1853",
         fields: dict[str, Any] | None = None,
-        microsoft: MicrosoftUser = DR_SMITH,
+        microsoft: PortalIdentity = DR_SMITH,
     ) -> func.HttpResponse:
         login = Login(
             claims={"sub": who, "fhirUser": f"{FHIR}/Practitioner/{who}"},
@@ -275,7 +270,7 @@ async def test_unmapped_primary_provider_leaves_the_launching_provider_as_organi
 
 
 async def test_signin_with_another_tenant_is_refused(world: World) -> None:
-    response = await world.provider(microsoft=MicrosoftUser("33333333-3333-4333-8333-333333333333", "c1"))
+    response = await world.provider(microsoft=microsoft_user("33333333-3333-4333-8333-333333333333", "c1"))
     assert response.status_code == 403
     assert "Wrong Microsoft 365 account" in html(response)
     assert world.graph.calls == []

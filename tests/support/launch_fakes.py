@@ -16,9 +16,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from shared.entra import PortalIdentity
 from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.id_tokens import InvalidIdToken
 from shared.identifiers import random_token
-from shared.launch import EhrSignInRejected, MicrosoftUser
+from shared.launch import EhrSignInRejected
 from shared.settings import Geography
 from shared.teams import ACCESS_POLICY_HELP, Meeting
 
@@ -106,8 +108,10 @@ class FakeEhr:
     def validate_id_token(self, config: SmartConfig, id_token: str, *, client_id: str, nonce: str | None) -> Any:
         self.requests.append("id_token")
         claims = _ID_TOKENS.get(id_token)
-        if claims is None or claims.get("aud") != client_id or claims.get("nonce") != nonce:
-            raise UpstreamRejected("The EHR's id_token is not valid.", system="EHR", code="invalid_id_token")
+        if claims is None or claims.get("aud") != client_id:
+            raise InvalidIdToken("it was issued for another application")
+        if claims.get("nonce") != nonce:
+            raise InvalidIdToken("its nonce does not match this sign-in")
         return claims
 
     def read(self, config: SmartConfig, reference: str, *, access_token: str, client_id: str) -> Any:
@@ -132,17 +136,19 @@ class Tokens:
 class FakeSignIn:
     """The one-time Microsoft 365 sign-in: ``user`` is who signs in when the browser gets there."""
 
-    user: MicrosoftUser | None = None
+    user: PortalIdentity | None = None
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     begun: int = 0
 
-    def begin(self, redirect_uri: str, *, carry: Mapping[str, Any], tenant_id: str) -> str:
+    def begin(
+        self, redirect_uri: str, *, login_hint: str | None = None, carry: Mapping[str, Any] | None = None
+    ) -> str:
         self.begun += 1
         state = random_token()
-        self.pending[state] = {"carry": dict(carry), "redirect_uri": redirect_uri}
-        return f"https://login.example/{tenant_id}/oauth2/v2.0/authorize?state={state}"
+        self.pending[state] = {"carry": dict(carry or {}), "redirect_uri": redirect_uri}
+        return f"https://login.example/organizations/oauth2/v2.0/authorize?state={state}"
 
-    def complete(self, auth_response: Mapping[str, str]) -> tuple[MicrosoftUser, dict[str, Any]]:
+    def complete_with_carry(self, auth_response: Mapping[str, str]) -> tuple[PortalIdentity, dict[str, Any]]:
         from shared.errors import StateError
 
         entry = self.pending.pop(auth_response.get("state", ""), None)
@@ -183,6 +189,10 @@ class Graph:
 
     def meetings_for(self, tenant_id: str) -> FakeMeetings:
         return FakeMeetings(tenant_id, self.store, self.calls, self.fail_with)
+
+
+def microsoft_user(tenant_id: str, object_id: str) -> PortalIdentity:
+    return PortalIdentity(tenant_id=tenant_id, object_id=object_id, upn="someone@example.org", name="Someone")
 
 
 def access_policy_error() -> UpstreamRejected:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.app import EhrSandbox
 from sandbox.ehr.state import IntegrationRecord
@@ -139,6 +140,9 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
     counter = RequestCounter(server_config.loaded_app)
     server_config.loaded_app = counter
     environ = local_values(azurite_port_base, PUBLIC_BASE_URL=connector, **stand_ins.settings)
+    # The app's own tables in an account no other test uses as its app account, so the configurations
+    # seeded here never show up in another test's tenant listing.
+    environ["AzureWebJobsStorage"] = azurite.connection_string("apac", azurite_port_base)
     settings = Settings.from_env(environ)
     storage = Storage(settings)
     configurations = ConfigurationRepository(storage.app)
@@ -168,6 +172,8 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
             client_id=DEMO_PROVIDER_CLIENT_ID if kind == "provider" else DEMO_PATIENT_CLIENT_ID,
         )
     saved = {key: os.environ.get(key) for key in environ}
+    for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # the host keeps values already set: trust this sandbox
+        os.environ[key] = environ[key]
     _reset_process_singletons()
     host = LocalHost("function_app", environ, port=port)
     try:
@@ -176,6 +182,8 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
     finally:
         host.stop()
         stand_ins.stop()
+        for config in (test_config, pending, production):
+            configurations.delete(config)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
