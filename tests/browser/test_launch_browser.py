@@ -3,13 +3,18 @@ meeting, through the real function app in the local host, Azurite, and the sandb
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from shared.events import EventKind, Role, Source, VisitEvent
+from shared.storage import Storage
+from shared.visits import VisitRepository, with_presence
 from tests.support.launch_world import (
     LEE,
     LEE_UPN,
@@ -192,3 +197,30 @@ def test_replayed_and_forged_state_are_refused(world: LaunchWorld, context: Brow
     forged = context.new_page()
     forged.goto(re.sub(r"state=[^&]+", "state=" + "A" * 43, callbacks[0]))
     expect(forged.locator("h1")).to_have_text("Please launch again from Epic")
+
+
+def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
+    world: LaunchWorld, context: BrowserContext
+) -> None:
+    page = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    if world.stand_ins.entra.browser_host in page.url:
+        sign_in_once(page, world, SMITH_UPN)
+    provider_page(page, world)
+    visit_key = page.url.split("/api/visits/")[1].split("?")[0]
+    storage = Storage(world.settings)
+    visits = VisitRepository(storage)
+    visit = visits.get(world.configuration.geography, visit_key)
+    assert visit is not None
+    # What the writeback consumer records when Graph reports the patient in the lobby, then admitted.
+    visit = visits.update(visit, with_presence(Role.PATIENT, EventKind.LOBBY, datetime.now(UTC)))
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_lobby")
+    visits.update(visit, with_presence(Role.PATIENT, EventKind.CONNECTED, datetime.now(UTC) + timedelta(seconds=1)))
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_meeting")
+
+    queue = storage.app.queue(world.settings.writeback_queue_name)
+    # The host encodes queue messages in base64 (host.json messageEncoding), as the Functions host does.
+    events = [VisitEvent.from_json(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+    mine = [e for e in events if e.visit_key == visit_key]
+    assert mine and all(e.kind is EventKind.CONNECTED and e.source is Source.LAUNCH for e in mine)
+    assert {e.role for e in mine} == {Role.PROVIDER}
+    assert all(e.participant == f"Practitioner/{SMITH}" and e.configuration_id == world.configuration.id for e in mine)

@@ -176,3 +176,26 @@ async def test_state_is_single_use_and_a_replayed_code_is_refused(stand_ins: Run
     await service[0].complete(response)
     with pytest.raises(StateError):
         await service[0].complete(response)
+
+
+async def test_long_authorization_requests_are_posted_and_the_ehr_accepts_them(  # type: ignore[no-untyped-def]
+    stand_ins: RunningStandIns, service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import smart
+
+    assert (
+        "authorize-post"
+        in httpx.get(f"{stand_ins.ehr.config.fhir_base}/.well-known/smart-configuration").json()["capabilities"]
+    )
+    monkeypatch.setattr(smart, "MAX_AUTHORIZE_GET_URL", 100)  # as if the launch token were a long JWT
+    launch_service, config, record = service
+    visit = stand_ins.ehr.clinic.visits[1]
+    url = stand_ins.ehr.create_launch(record.id, visit.appointment_id, visit.patient_id)
+    query = parse_qs(urlsplit(url).query)
+    params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query["sessionId"][0])
+    request = await launch_service.begin(LaunchKind.PATIENT, config.id, params)
+    assert request.method == "POST" and "?" not in request.url
+    answer = httpx.post(request.url, data=dict(request.fields), follow_redirects=False)
+    returned = {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["location"]).query).items()}
+    outcome = await launch_service.complete(AuthorizationResponse(state=returned["state"], code=returned["code"]))
+    assert isinstance(outcome, WaitForClinician)
