@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import runpy
 import threading
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from shared.configurations import (
 from shared.settings import Geography, Settings
 from shared.storage import Storage, utcnow
 
+ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_CONTEXT = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
 PATIENT_CONTEXT = "sessionId=%CSN%"
 
@@ -175,7 +177,10 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
     for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # the host keeps values already set: trust this sandbox
         os.environ[key] = environ[key]
     _reset_process_singletons()
-    host = LocalHost("function_app", environ, port=port)
+    # A fresh app object from function_app.py: the Functions library indexes an app object only once, and
+    # other tests index the imported ``function_app.app`` themselves.
+    app = runpy.run_path(str(ROOT / "function_app.py"), run_name="function_app_launch_world")["app"]
+    host = LocalHost(app, environ, port=port, app_dir=ROOT)
     try:
         host.start()
         yield LaunchWorld(host, stand_ins, settings, environ, counter, test_config, records)
