@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from shared.auth_state import AuthStateStore
@@ -50,6 +51,8 @@ from shared.visit_tokens import VisitGrant, VisitTokens
 from shared.visits import Visit, VisitContext, VisitRepository, with_meeting
 
 logger = logging.getLogger("shared.launch")
+T = TypeVar("T")
+_EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="launch-io")
 
 STATE_KIND = "ehr-launch"
 SIGNIN_STATE_KIND = "launch-signin"
@@ -225,6 +228,14 @@ class LaunchService:
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
 
+    async def _blocking(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call (Table Storage, the EHR over httpx, msal) on the launch's own thread pool.
+
+        The event loop's default pool has min(32, CPUs + 4) threads: on a 2-core worker, six launches
+        waiting on the EHR would hold every thread. Waiting threads release the GIL, so more are cheap.
+        """
+        return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(function, *args, **kwargs))
+
     @property
     def redirect_uri(self) -> str:
         return f"{self._base}/api/launch/callback"
@@ -237,14 +248,14 @@ class LaunchService:
 
     async def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
         # The allow-list check comes first: an unknown iss makes no request leave this process.
-        config = await asyncio.to_thread(self._configurations.find_for_launch, configuration_id, params.iss)
+        config = await self._blocking(self._configurations.find_for_launch, configuration_id, params.iss)
         if config is None:
             logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(params.iss))
             raise TenantConfigNotFound()
         if not config.is_approved:
             raise ConfigurationPending()
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
-        smart = await asyncio.to_thread(self._ehr.discover, config.fhir_base_url, client_id=client_id)
+        smart = await self._blocking(self._ehr.discover, config.fhir_base_url, client_id=client_id)
         pkce = Pkce.new()
         pending = PendingLaunch(
             kind=kind,
@@ -258,7 +269,7 @@ class LaunchService:
             session_id=params.session_id,
             department_id=params.department_id,
         )
-        state = await asyncio.to_thread(self._states.create, STATE_KIND, pending.to_json())
+        state = await self._blocking(self._states.create, STATE_KIND, pending.to_json())
         return SmartClient.authorization_request(
             smart,
             client_id=client_id,
@@ -274,14 +285,14 @@ class LaunchService:
     # step 2 ------------------------------------------------------------------------------------
 
     async def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
-        payload = await asyncio.to_thread(self._states.consume, STATE_KIND, response.state)
+        payload = await self._blocking(self._states.consume, STATE_KIND, response.state)
         pending = PendingLaunch.from_json(payload)
         if response.error:
             raise EhrSignInRejected(response.error)
         if not response.code:
             raise EhrSignInRejected("invalid_response")
-        smart = await asyncio.to_thread(self._ehr.discover, pending.fhir_base_url, client_id=pending.client_id)
-        tokens = await asyncio.to_thread(
+        smart = await self._blocking(self._ehr.discover, pending.fhir_base_url, client_id=pending.client_id)
+        tokens = await self._blocking(
             lambda: self._ehr.exchange_code(
                 smart,
                 client_id=pending.client_id,
@@ -298,7 +309,7 @@ class LaunchService:
             )
         id_token = tokens.id_token
         try:
-            claims = await asyncio.to_thread(
+            claims = await self._blocking(
                 lambda: self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
             )
         except InvalidIdToken as exc:
@@ -327,18 +338,18 @@ class LaunchService:
         primary = None if visit.has_meeting else await self._primary_performer(pending, context, smart, tokens)
         if mapping is None:
             carry = {"launch": pending.to_json(), "context": context.to_json(), "primary": primary}
-            url = await asyncio.to_thread(lambda: self._sign_in().begin(self.signin_redirect_uri, carry=carry))
+            url = await self._blocking(lambda: self._sign_in().begin(self.signin_redirect_uri, carry=carry))
             return SignInFirst(url)
         return await self._provider_meeting(pending, context, visit, mapping, primary)
 
     async def finish_sign_in(self, auth_response: Mapping[str, str]) -> ShowProviderPage:
         """The one-time Microsoft 365 sign-in came back: store the mapping and continue the launch."""
-        user, carry = await asyncio.to_thread(lambda: self._sign_in().complete_with_carry(auth_response))
+        user, carry = await self._blocking(lambda: self._sign_in().complete_with_carry(auth_response))
         pending = PendingLaunch.from_json(carry["launch"])
         context = LaunchContext.from_json(carry["context"])
         if user.tenant_id.lower() != pending.tenant_id.lower():
             raise WrongTenant()
-        mapping = await asyncio.to_thread(
+        mapping = await self._blocking(
             lambda: self._user_map.put(
                 pending.geography,
                 pending.configuration_id,
@@ -403,7 +414,7 @@ class LaunchService:
             end=now + MEETING_LENGTH,
         )
         await meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
-        updated = await asyncio.to_thread(
+        updated = await self._blocking(
             self._visits.update,
             visit,
             with_meeting(
@@ -424,7 +435,7 @@ class LaunchService:
         key = (pending.geography, pending.configuration_id, ehr_user)
         found = self._mappings.get(key)
         if found is None:
-            found = await asyncio.to_thread(self._user_map.get, *key)
+            found = await self._blocking(self._user_map.get, *key)
             if found is not None:
                 self._mappings.put(key, found)
         return found
@@ -433,7 +444,7 @@ class LaunchService:
         remembered = self._visits_with_meeting.get((pending.geography, key))
         if remembered is not None:
             return remembered
-        visit = await asyncio.to_thread(
+        visit = await self._blocking(
             self._visits.get_or_create, pending.geography, key, pending.configuration_id, context
         )
         self._remember(visit)
@@ -452,7 +463,7 @@ class LaunchService:
         references += [f"Encounter/{context.encounter}"] if context.encounter else []
         for reference in references:
             try:
-                resource = await asyncio.to_thread(
+                resource = await self._blocking(
                     partial(
                         self._ehr.read, smart, reference, access_token=tokens.access_token, client_id=pending.client_id
                     )
@@ -496,7 +507,7 @@ class LaunchService:
         )
 
     async def _visit(self, grant: VisitGrant) -> Visit:
-        visit = await asyncio.to_thread(self._visits.get, grant.geography, grant.key)  # presence is live: no memo
+        visit = await self._blocking(self._visits.get, grant.geography, grant.key)  # presence is live: no memo
         if visit is None:
             raise NotFound("This visit has ended. Please launch it again from Epic or MyChart.", code="visit_gone")
         return visit
