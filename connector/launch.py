@@ -177,6 +177,19 @@ def launch_problem(exc: ConnectorError) -> tuple[int, str, str, list[str], str |
             ["A Teams administrator runs the PowerShell below; the change can take up to 30 minutes."],
             ACCESS_POLICY_HELP,
         )
+    if (
+        isinstance(exc, UpstreamRejected)
+        and exc.system == "EHR"
+        and exc.code in ("invalid_id_token", "smart_discovery")
+    ):
+        title = "EHR sign-in could not be verified" if exc.code == "invalid_id_token" else "EHR configuration unusable"
+        return (
+            502,
+            title,
+            exc.message,
+            ["Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id."],
+            None,
+        )
     if isinstance(exc, UpstreamRejected) and exc.system == "EHR":
         return (
             502,
