@@ -263,7 +263,9 @@ async def concurrent_patient_launches(world: LaunchWorld, count: int) -> tuple[i
     urls = [world.launch_url("patient", *patients[i % len(patients)]) for i in range(count)]
     errors: Counter[str] = Counter()
     durations: list[float] = []
-    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    # No keep-alive: under this load a pooled connection can sit idle past the servers' keep-alive timeout and
+    # be closed as it is reused (a client-side race browsers paper over by retrying); fresh connections avoid it.
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=120, follow_redirects=False, limits=limits) as client:
 
         async def one(url: str) -> None:
