@@ -8,6 +8,7 @@ import azure.functions as func
 
 from connector import (
     health,
+    launch,
     maintenance,
     portal,
     telemetry,  # noqa: F401 - telemetry registers its worker extension
@@ -16,5 +17,5 @@ from connector import (
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (health.bp, maintenance.bp, portal.bp, wellknown.bp):
+for blueprint in (health.bp, launch.bp, maintenance.bp, portal.bp, wellknown.bp):
     app.register_functions(blueprint)
