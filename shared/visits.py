@@ -129,6 +129,8 @@ class VisitRepository:
             stale = table.get_entity(geography.value, key)
         except ResourceNotFoundError:
             stale = None
+        if stale is not None and _from_entity(geography, stale).expires_at > utcnow():
+            return None  # another launch renewed it meanwhile: never replace a live visit
         try:
             if stale is None:
                 return dict(table.create_entity(_to_entity(visit)))
