@@ -6,7 +6,7 @@ settings and clients are built lazily on first use.
 
 import azure.functions as func
 
-from connector import health, maintenance
+from connector import health, maintenance, telemetry  # noqa: F401 - telemetry registers its worker extension
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

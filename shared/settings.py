@@ -171,7 +171,15 @@ SETTING_KEYS: frozenset[str] = frozenset(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
     }
 )
-HOST_KEYS: frozenset[str] = frozenset({"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"})
+HOST_KEYS: frozenset[str] = frozenset(
+    {
+        "FUNCTIONS_WORKER_RUNTIME",
+        "AzureWebJobsFeatureFlags",
+        # Read by the Functions host and the Azure Monitor exporter, not by the settings object.
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        "PYTHON_ENABLE_OPENTELEMETRY",
+    }
+)
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 

@@ -10,6 +10,7 @@ Tables are created on first use, once per process.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -29,6 +30,9 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 
 from shared.errors import BadRequest, StorageUnavailable
 from shared.settings import Geography, Settings, StorageConnection
+
+# The SDK logs every request's headers at INFO: noise in the host log, and it names table keys.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 # SDK retry policy: a few quick exponential retries keep a request within its budget.
 _CLIENT_OPTIONS: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -21,13 +22,28 @@ def azurite_port_base() -> Iterator[int]:
     if configured and azurite.is_listening(int(configured) + 2):
         yield int(configured)
         return
-    base = azurite.free_port_base()
-    process = azurite.start(base)
+    process = _start_private_azurite()
+    base = process.port_base  # type: ignore[attr-defined]
     try:
         yield base
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _start_private_azurite() -> subprocess.Popen[bytes]:
+    """Start Azurite on free ports, retrying: parallel sessions may race for the same range."""
+    last: Exception | None = None
+    for _ in range(5):
+        base = azurite.free_port_base()
+        try:
+            process = azurite.start(base)
+        except RuntimeError as exc:
+            last = exc
+            continue
+        process.port_base = base  # type: ignore[attr-defined]
+        return process
+    raise RuntimeError(f"could not start a private Azurite: {last}")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,166 @@
+"""Queue trigger listener with the Storage Queues extension's semantics.
+
+- Polls with a randomized exponential back-off: 100 ms after finding messages, then from
+  about 200 ms doubling up to ``maxPollingInterval`` while the queue is empty. A message
+  enqueued by this host's own output bindings wakes the listener at once.
+- Fetches up to ``batchSize`` messages (invisible for 10 minutes while processing) and
+  fetches again when no more than ``newBatchThreshold`` are still running.
+- Success deletes the message. Failure makes it visible again after ``visibilityTimeout``;
+  when ``dequeueCount >= maxDequeueCount`` it is copied to ``<queue>-poison`` and deleted
+  instead, so a failing message is attempted exactly ``maxDequeueCount`` times. A message
+  dequeued with ``dequeueCount > maxDequeueCount`` goes straight to poison.
+- With ``messageEncoding: base64`` a message that is not valid Base64 is moved to the poison
+  queue unchanged (the extension's MessageDecodingFailed handler).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.functions.queue import QueueMessage
+from azure.storage.queue import QueueMessage as StoredMessage
+
+from sandbox.host.config import QueueOptions
+from sandbox.host.index import IndexedFunction
+from sandbox.host.invocation import Invoker
+from sandbox.host.storage import QueueClients, UndecodableMessage, decode
+
+logger = logging.getLogger("sandbox.host")
+
+PROCESSING_VISIBILITY = timedelta(minutes=10)
+MIN_POLLING = 0.1
+
+
+def poison_queue_name(queue_name: str) -> str:
+    return f"{queue_name}-poison"
+
+
+class QueueListener:
+    def __init__(self, entry: IndexedFunction, options: QueueOptions, clients: QueueClients, invoker: Invoker):
+        assert entry.queue is not None
+        self.entry = entry
+        self.binding = entry.queue
+        self.options = options
+        self.clients = clients
+        self.invoker = invoker
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._running = 0
+        self._done = threading.Condition()
+        self._pool = ThreadPoolExecutor(
+            max_workers=options.batch_size + options.new_batch_threshold,
+            thread_name_prefix=f"queue:{self.binding.queue_name}",
+        )
+        self._thread = threading.Thread(target=self._poll, name=f"listener:{entry.name}", daemon=True)
+        # Built now so that a missing connection setting stops the host at start-up.
+        self._queue = clients.queue(self.binding.connection, self.binding.queue_name)
+        clients.on_enqueue.append(self._notified)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._done:
+            self._done.notify_all()
+        self._thread.join(timeout=30)
+        self._pool.shutdown(wait=True)
+
+    def _notified(self, connection: str, queue_name: str) -> None:
+        if (connection, queue_name) == (self.binding.connection, self.binding.queue_name):
+            self._wake.set()
+
+    def _poll(self) -> None:
+        queue = self._queue
+        delay = 0.0
+        while not self._stop.is_set():
+            try:
+                messages = list(
+                    queue.receive_messages(
+                        messages_per_page=self.options.batch_size,
+                        max_messages=self.options.batch_size,
+                        visibility_timeout=int(PROCESSING_VISIBILITY.total_seconds()),
+                    )
+                )
+            except ResourceNotFoundError:
+                messages = []
+            except AzureError as exc:
+                logger.warning("Queue %s could not be read: %s", self.binding.queue_name, type(exc).__name__)
+                messages = []
+            if messages:
+                for message in messages:
+                    with self._done:
+                        self._running += 1
+                    self._pool.submit(self._process_and_count, message)
+                with self._done:
+                    self._done.wait_for(
+                        lambda: self._running <= self.options.new_batch_threshold or self._stop.is_set()
+                    )
+                delay = MIN_POLLING
+            else:
+                ceiling = self.options.max_polling_interval.total_seconds()
+                delay = min(ceiling, max(2 * MIN_POLLING, delay * 2)) * random.uniform(0.8, 1.0)  # noqa: S311
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _process_and_count(self, message: StoredMessage) -> None:
+        try:
+            self.process(message)
+        except Exception:
+            logger.exception("Queue message %s could not be completed", message.id)
+        finally:
+            with self._done:
+                self._running -= 1
+                self._done.notify_all()
+
+    def process(self, message: StoredMessage) -> None:
+        dequeue_count = int(message.dequeue_count or 0)
+        if dequeue_count > self.options.max_dequeue_count:
+            self._poison(message)
+            return
+        try:
+            body = decode(str(message.content), self.options.message_encoding)
+        except UndecodableMessage:
+            logger.warning("Message decoding has failed! Check MessageEncoding settings. MessageId=%s.", message.id)
+            self._poison(message)
+            return
+        trigger = QueueMessage(  # type: ignore[no-untyped-call]
+            id=message.id,
+            body=body,
+            dequeue_count=dequeue_count,
+            expiration_time=message.expires_on,
+            insertion_time=message.inserted_on,
+            time_next_visible=message.next_visible_on,
+            pop_receipt=message.pop_receipt,
+        )
+        queue = self._queue
+        try:
+            self.invoker.invoke(self.entry, trigger, f"New queue message detected on '{self.binding.queue_name}'.")
+        except Exception:
+            logger.exception("Exception while executing function: Functions.%s", self.entry.name)
+            if dequeue_count >= self.options.max_dequeue_count:
+                self._poison(message)
+            else:
+                queue.update_message(
+                    message.id,
+                    message.pop_receipt,
+                    visibility_timeout=int(self.options.visibility_timeout.total_seconds()),
+                )
+            return
+        queue.delete_message(message.id, message.pop_receipt)
+
+    def _poison(self, message: StoredMessage) -> None:
+        poison = poison_queue_name(self.binding.queue_name)
+        logger.warning(
+            "Message has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
+            self.options.max_dequeue_count,
+            poison,
+        )
+        self.clients.ensure_queue(self.binding.connection, poison).send_message(str(message.content))
+        self._queue.delete_message(message.id, message.pop_receipt)

@@ -1,0 +1,127 @@
+"""Queue triggers and queue output bindings against Azurite, with the Queues extension's semantics."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import uuid
+
+import httpx
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from sandbox.host import LocalHost
+from tests.host.conftest import HOST_JSON, wait_for
+from tests.host.sample_app import records
+
+MAX_DEQUEUE = HOST_JSON["extensions"]["queues"]["maxDequeueCount"]  # type: ignore[index]
+
+
+def queue(env: dict[str, str], name: str, *, base64_policy: bool = True) -> QueueClient:
+    connection = env["AzureWebJobsStorage"]
+    if base64_policy:
+        return QueueClient.from_connection_string(
+            connection,
+            name,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+    return QueueClient.from_connection_string(connection, name)
+
+
+def ensure(client: QueueClient) -> QueueClient:
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    return client
+
+
+def work_records(body: str) -> list[dict[str, object]]:
+    return [r for r in records("work") if r["body"] == body]
+
+
+def test_base64_message_is_delivered_decoded_and_deleted(
+    host: LocalHost, base_env: dict[str, str], queue_names: dict[str, str]
+) -> None:
+    work = ensure(queue(base_env, queue_names["TEST_WORK_QUEUE"]))
+    body = f"hello {uuid.uuid4()} ✓"
+    sent = work.send_message(body)
+    [delivered] = wait_for(lambda: work_records(body))
+    assert delivered["id"] == sent.id
+    assert delivered["dequeue_count"] == 1
+    assert delivered["pop_receipt"]
+    assert delivered["inserted"] is not None and delivered["expires"] > delivered["inserted"]  # type: ignore[operator]
+    # Completed: deleted from the queue (a peek after the function returned finds nothing of it).
+    wait_for(lambda: all(m.id != sent.id for m in work.peek_messages(max_messages=32)))
+
+
+def test_failing_message_is_tried_max_dequeue_count_times_then_poisoned(
+    host: LocalHost, base_env: dict[str, str], queue_names: dict[str, str]
+) -> None:
+    name = queue_names["TEST_WORK_QUEUE"]
+    work = ensure(queue(base_env, name))
+    poison = queue(base_env, f"{name}-poison")
+    body = f"fail {uuid.uuid4()}"
+    sent = work.send_message(body)
+
+    def poisoned() -> list[str]:
+        try:
+            return [m.content for m in poison.peek_messages(max_messages=32) if m.content == body]
+        except Exception:  # noqa: BLE001 - the poison queue does not exist yet
+            return []
+
+    assert wait_for(poisoned, timeout=20) == [body]
+    attempts = work_records(body)
+    assert [a["dequeue_count"] for a in attempts] == list(range(1, MAX_DEQUEUE + 1))
+    assert {a["id"] for a in attempts} == {sent.id}
+    assert all(m.id != sent.id for m in work.peek_messages(max_messages=32))
+
+
+def test_message_that_is_not_base64_goes_to_poison_unchanged(
+    host: LocalHost, base_env: dict[str, str], queue_names: dict[str, str]
+) -> None:
+    name = queue_names["TEST_WORK_QUEUE"]
+    raw = ensure(queue(base_env, name, base64_policy=False))
+    poison_raw = queue(base_env, f"{name}-poison", base64_policy=False)
+    content = f"not base64 {uuid.uuid4()}!"
+    raw.send_message(content)
+
+    def poisoned() -> bool:
+        try:
+            return any(m.content == content for m in poison_raw.peek_messages(max_messages=32))
+        except Exception:  # noqa: BLE001 - the poison queue does not exist yet
+            return False
+
+    wait_for(poisoned, timeout=20)
+    assert not [r for r in records("work") if content in str(r["body"])]
+
+
+def test_queue_output_sends_every_message_base64_encoded(
+    host: LocalHost, client: httpx.Client, base_env: dict[str, str], queue_names: dict[str, str]
+) -> None:
+    marker = uuid.uuid4().hex
+    messages = [f'{{"n": 1, "m": "{marker}"}}', f"second ✓ {marker}"]
+    response = client.post("/api/enqueue", json={"messages": messages}, headers={"x-functions-key": host.function_key})
+    assert response.status_code == 202
+    raw = queue(base_env, queue_names["TEST_OUTPUT_QUEUE"], base64_policy=False)
+    stored = [m.content for m in raw.peek_messages(max_messages=32)]
+    decoded = [base64.b64decode(c).decode() for c in stored]
+    assert [d for d in decoded if marker in d] == messages
+
+
+def test_queue_output_is_not_sent_when_the_function_fails(
+    host: LocalHost, client: httpx.Client, base_env: dict[str, str], queue_names: dict[str, str]
+) -> None:
+    marker = uuid.uuid4().hex
+    response = client.post(
+        "/api/enqueue",
+        params={"fail": "1"},
+        json={"messages": [marker]},
+        headers={"x-functions-key": host.function_key},
+    )
+    assert response.status_code == 500
+    decoded = queue(base_env, queue_names["TEST_OUTPUT_QUEUE"])
+    try:
+        contents = [m.content for m in decoded.peek_messages(max_messages=32)]
+    except Exception:  # noqa: BLE001 - queue not created yet: nothing was sent
+        contents = []
+    assert marker not in contents
