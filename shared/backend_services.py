@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,15 +22,14 @@ from shared.upstream import error_for_response, error_for_transport
 
 SYSTEM = "EHR"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_LIFETIME = 240  # seconds; SMART allows at most 300
 EXPIRY_MARGIN = 60  # renew this long before a token expires
 DISCOVERY_TTL = 3600.0
 
 
 class AssertionSigner(Protocol):
-    """Signs client-assertion claims as a JWT with ``kid`` in the header (our current signing key)."""
+    """Our signing keys (``shared.keys.SigningKeys``): a fresh client assertion per call (new jti)."""
 
-    def sign(self, claims: Mapping[str, Any]) -> str: ...
+    def client_assertion(self, client_id: str, audience: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -82,18 +80,7 @@ class BackendServices:
             cached = self._tokens.get(key)
         if cached is not None and cached.expires_at - EXPIRY_MARGIN > self._clock():
             return cached.value
-        now = int(self._clock())
-        assertion = self._signer.sign(
-            {
-                "iss": client_id,
-                "sub": client_id,
-                "aud": token_url,
-                "iat": now,
-                "nbf": now,
-                "exp": now + ASSERTION_LIFETIME,
-                "jti": uuid.uuid4().hex,
-            }
-        )
+        assertion = self._signer.client_assertion(client_id, token_url)
         response = self._send(
             "POST",
             token_url,

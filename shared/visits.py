@@ -99,6 +99,15 @@ class VisitRepository:
         visit = _from_entity(geography, entity)
         return None if visit.expires_at <= utcnow() else visit
 
+    def live(self, geography: Geography) -> list[Visit]:
+        """Every unexpired visit of a geography (timers: subscription upkeep)."""
+        account = self._storage.for_geography(geography)
+        now = utcnow()
+        with storage_errors(account.name):
+            entities = account.table(TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": geography.value})
+            visits = [_from_entity(geography, entity) for entity in entities]
+        return [visit for visit in visits if visit.expires_at > now]
+
     def get_or_create(self, geography: Geography, key: str, configuration_id: str, context: VisitContext) -> Visit:
         """The live visit row, creating it (valid for 24 h) when there is none."""
         existing = self.get(geography, key)
@@ -177,6 +186,28 @@ def with_meeting(
     return change
 
 
+def with_subscription(subscription_id: str, expires_at: datetime) -> Callable[[Visit], Visit | None]:
+    """Record the visit's meetingCallEvents subscription (one per meeting; a newer one replaces it)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.subscription_id == subscription_id and visit.subscription_expires_at == expires_at:
+            return None
+        return replace(visit, subscription_id=subscription_id, subscription_expires_at=expires_at)
+
+    return change
+
+
+def without_subscription(subscription_id: str) -> Callable[[Visit], Visit | None]:
+    """Forget a deleted subscription (unless a newer one has replaced it meanwhile)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.subscription_id != subscription_id:
+            return None
+        return replace(visit, subscription_id=None, subscription_expires_at=None)
+
+    return change
+
+
 def claim_writeback(event_id: str, *, lease: timedelta, now: datetime) -> Callable[[Visit], Visit | None]:
     """Claim an event for writeback. Raises ``AlreadyWritten`` / ``ClaimedElsewhere`` when not ours."""
 
@@ -244,13 +275,14 @@ def _to_entity(visit: Visit) -> dict[str, Any]:
             separators=(",", ":"),
         ),
         "Writeback": json.dumps(visit.writeback, separators=(",", ":")),
+        # Always written (updates merge): "" clears a deleted subscription.
+        "SubscriptionId": visit.subscription_id or "",
     }
     optional = {
         "MeetingId": visit.meeting_id,
         "JoinWebUrl": visit.join_web_url,
         "OrganizerTenantId": visit.organizer_tenant_id,
         "OrganizerObjectId": visit.organizer_object_id,
-        "SubscriptionId": visit.subscription_id,
         "SubscriptionExpiresAt": visit.subscription_expires_at,
     }
     entity.update({k: v for k, v in optional.items() if v is not None})
@@ -272,8 +304,8 @@ def _from_entity(geography: Geography, entity: Any) -> Visit:
         join_web_url=entity.get("JoinWebUrl"),
         organizer_tenant_id=entity.get("OrganizerTenantId"),
         organizer_object_id=entity.get("OrganizerObjectId"),
-        subscription_id=entity.get("SubscriptionId"),
-        subscription_expires_at=entity.get("SubscriptionExpiresAt"),
+        subscription_id=entity.get("SubscriptionId") or None,
+        subscription_expires_at=entity.get("SubscriptionExpiresAt") if entity.get("SubscriptionId") else None,
         presence=presence,
         writeback=json.loads(entity.get("Writeback") or "{}"),
         etag=entity.metadata.get("etag"),

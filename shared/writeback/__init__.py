@@ -17,13 +17,13 @@ from shared.events import VisitEvent
 
 class WritebackMode(enum.StrEnum):
     EPIC = "epic"  # SetExternalConnectionStatus
-    FHIR_AUDIT_EVENT = "fhir-audit-event"  # R4 AuditEvent, conditional create
+    FHIR_AUDIT_EVENT = "fhir-auditevent"  # R4 AuditEvent, conditional create
     NONE = "none"
 
     @classmethod
     def parse(cls, value: str | None) -> WritebackMode:
         normalized = (value or "none").strip().lower().replace("_", "-")
-        aliases = {"epic-scs": "epic", "auditevent": "fhir-audit-event", "audit-event": "fhir-audit-event"}
+        aliases = {"epic-scs": "epic", "fhir-audit-event": "fhir-auditevent", "auditevent": "fhir-auditevent"}
         return cls(aliases.get(normalized, normalized))
 
 

@@ -32,7 +32,7 @@ from typing import Protocol
 from azure.core.exceptions import ResourceExistsError
 
 from shared.errors import ConnectorError, NotFound, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
-from shared.events import EventKind, InvalidEvent, Role, VisitEvent
+from shared.events import EventKind, InvalidEvent, Role, Source, VisitEvent
 from shared.identifiers import log_id
 from shared.settings import Geography
 from shared.storage import StorageAccount, storage_errors
@@ -72,6 +72,8 @@ class Outcome:
     status: str  # written | skipped | duplicate | failed
     event_id: str | None = None
     code: str | None = None
+    visit: Visit | None = None  # the visit row as last written (lets the caller subscribe without a read)
+    source_is_launch: bool = False
 
 
 class FailureLog:
@@ -159,15 +161,16 @@ class WritebackWorker:
         except NotFound:
             return self._fail(body, event, "configuration_gone")
         presence = with_presence(event.role, event.kind, event.occurred_at)
+        launch = event.source is Source.LAUNCH
         if target.mode is WritebackMode.NONE:
-            self._visits.update(visit, presence)
-            return Outcome("skipped", event.id)
+            visit = self._visits.update(visit, presence)
+            return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
         now = datetime.now(UTC)
         try:
             visit = self._visits.update(visit, claim_writeback(event.id, lease=self._lease, now=now))
         except AlreadyWritten:
             logger.info("Event %s already written; duplicate delivery completed", log_id(event.id))
-            return Outcome("duplicate", event.id)
+            return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
         adapter = self._adapters[target.mode]
@@ -180,9 +183,9 @@ class WritebackWorker:
             logger.info("Event %s: %s; the queue will retry", log_id(event.id), exc.code)
             self._visits.update(visit, release_claim(event.id))
             raise
-        self._visits.update(visit, compose(mark_written(event.id), presence))
+        visit = self._visits.update(visit, compose(mark_written(event.id), presence))
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
-        return Outcome(written.value, event.id)
+        return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
 
     def _call(self, adapter: WritebackAdapter, event: VisitEvent, target: WritebackTarget) -> Written:
         for attempt in range(1, self._retry.attempts + 1):
