@@ -6,9 +6,9 @@ settings and clients are built lazily on first use.
 
 import azure.functions as func
 
-from connector import health, maintenance, telemetry  # noqa: F401 - telemetry registers its worker extension
+from connector import events, health, maintenance, telemetry  # noqa: F401 - telemetry registers its worker extension
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (health.bp, maintenance.bp):
+for blueprint in (health.bp, maintenance.bp, events.bp):
     app.register_functions(blueprint)

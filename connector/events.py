@@ -2,19 +2,17 @@
 
     Graph ──POST /api/graph/notifications──▶ validate (clientState, validationTokens), decrypt,
                                              map ──queue output──▶ %WRITEBACK_QUEUE_NAME% ──▶ 202
-    Graph ──POST /api/graph/lifecycle──────▶ reauthorizationRequired ──▶ graph-lifecycle queue ──▶ 202
+    Graph ──POST /api/graph/lifecycle──────▶ reauthorizationRequired ──▶ renew (≤ 2.5 s) ──▶ 202
     %WRITEBACK_QUEUE_NAME% ──trigger──▶ presence + EHR writeback exactly once (shared.writeback.worker);
                                         a provider launch event also subscribes the visit's meeting
-    graph-lifecycle ──trigger──▶ renew the subscription
     timer (every 15 min) ──▶ create missing / renew / delete finished subscriptions
 
-The webhook makes no storage, EHR or Graph call: Graph's budget is 3 seconds per delivery.
+The notification webhook makes no storage, EHR or Graph call: Graph's budget is 3 seconds per delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import azure.functions as func
@@ -24,14 +22,13 @@ from connector.web import api
 from shared.errors import ConnectorError
 from shared.identifiers import log_id
 from shared.notifications import SubscriptionTarget, parse_body
-from shared.settings import Geography
 from shared.storage import get_storage
 
 bp = func.Blueprint()
 logger = logging.getLogger("connector.events")
 
 QUEUE = "%WRITEBACK_QUEUE_NAME%"
-LIFECYCLE_QUEUE = "graph-lifecycle"
+LIFECYCLE_BUDGET = 2.5  # seconds; Graph allows 3 per delivery
 CONNECTION = "AzureWebJobsStorage"
 
 
@@ -61,29 +58,35 @@ def graph_notifications(req: func.HttpRequest, events: func.Out[list[str]]) -> f
 
 
 @bp.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@bp.queue_output(arg_name="requests", queue_name=LIFECYCLE_QUEUE, connection=CONNECTION)
 @api
-def graph_lifecycle(req: func.HttpRequest, requests: func.Out[list[str]]) -> func.HttpResponse:
+def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    """Lifecycle notifications: ``reauthorizationRequired`` renews the subscription within the budget.
+
+    Graph keeps sending ``reauthorizationRequired`` until the subscription is renewed, so a renewal
+    that does not finish within ``LIFECYCLE_BUDGET`` is simply tried again on the next one.
+    """
     handshake = _handshake(req)
     if handshake is not None:
         return handshake
     decoded = decoder().lifecycle_notifications(parse_body(req.get_body()))
-    requests.set([_lifecycle_message(subscription_id, target) for subscription_id, target in decoded.reauthorize])
+    if decoded.reauthorize:
+        asyncio.run(_reauthorize_all(decoded.reauthorize))
     return func.HttpResponse(status_code=202)
 
 
-def _lifecycle_message(subscription_id: str, target: SubscriptionTarget) -> str:
-    return json.dumps(
-        {
-            "v": 1,
-            "subscriptionId": subscription_id,
-            "geography": target.geography.value,
-            "visitKey": target.visit_key,
-            "organizerObjectId": target.organizer_object_id,
-            "configurationId": target.configuration_id,
-        },
-        separators=(",", ":"),
-    )
+async def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
+    service = subscriptions()
+
+    async def one(subscription_id: str, target: SubscriptionTarget) -> None:
+        try:
+            await asyncio.wait_for(service.reauthorize(target, subscription_id), timeout=LIFECYCLE_BUDGET)
+        except (ConnectorError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, ConnectorError) else "timeout"
+            logger.warning(
+                "Reauthorizing subscription %s failed (%s); Graph will ask again", log_id(subscription_id), code
+            )
+
+    await asyncio.gather(*(one(subscription_id, target) for subscription_id, target in requests))
 
 
 # --- queue workers ----------------------------------------------------------------------------
@@ -100,21 +103,6 @@ def writeback_events(msg: func.QueueMessage) -> None:
             asyncio.run(subscriptions().ensure(visit))
         except ConnectorError as exc:  # the upkeep timer tries again; the writeback itself is done
             logger.warning("Could not subscribe to call events of visit %s: %s", log_id(visit.key), exc.code)
-
-
-@bp.queue_trigger(arg_name="msg", queue_name=LIFECYCLE_QUEUE, connection=CONNECTION)
-def graph_lifecycle_requests(msg: func.QueueMessage) -> None:
-    """Graph asked us to reauthorize a subscription: renew it (PATCH expirationDateTime)."""
-    try:
-        data = json.loads(msg.get_body())
-        target = SubscriptionTarget(
-            Geography(data["geography"]), data["visitKey"], data["organizerObjectId"], data["configurationId"]
-        )
-        subscription_id = str(data["subscriptionId"])
-    except (ValueError, KeyError, TypeError):
-        logger.warning("Ignored an unreadable lifecycle request %s", log_id(msg.get_body().decode("utf-8", "replace")))
-        return
-    asyncio.run(subscriptions().reauthorize(target, subscription_id))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)

@@ -44,6 +44,12 @@ def reset() -> None:
         _objects.clear()
 
 
+def install_worker(worker: WritebackWorker) -> None:
+    """Use this worker instead of one built from settings (load tests and benchmarks with their own EHR keys)."""
+    with _lock:
+        _objects["worker"] = worker
+
+
 def decoder() -> NotificationDecoder:
     return _once("decoder", lambda: build_decoder(get_settings()))
 
