@@ -50,6 +50,12 @@ def install_worker(worker: WritebackWorker) -> None:
         _objects["worker"] = worker
 
 
+def install_subscriptions(service: CallEventSubscriptions) -> None:
+    """Use this subscription service instead of one built from settings (tests with their own credential)."""
+    with _lock:
+        _objects["subscriptions"] = service
+
+
 def decoder() -> NotificationDecoder:
     return _once("decoder", lambda: build_decoder(get_settings()))
 

@@ -70,7 +70,7 @@ TEST_HOST_JSON: dict[str, Any] = {
 }
 
 
-class _Signer:
+class BackendSigner:
     """The backend client's private_key_jwt signer (RS384, kid), with its JWKS served over HTTP."""
 
     def __init__(self) -> None:
@@ -100,7 +100,7 @@ class WritebackLoad:
         self.queue_name = f"wb-load-{run}"
         self.configuration_id = str(uuid.uuid4())
         self.pending_configuration_id = str(uuid.uuid4())
-        self.signer = _Signer()
+        self.signer = BackendSigner()
         self._stack = contextlib.ExitStack()
 
     # --- lifecycle -----------------------------------------------------------------------------

@@ -1,0 +1,294 @@
+"""The events feature end to end on the local Functions host, against the wired sandbox stand-ins.
+
+Sandbox Graph performs the real validation handshake against our webhook, then sends encrypted rich
+notifications with validationTokens signed by the sandbox Entra ID's published keys; the webhook
+validates and decrypts them, queues events, and the queue trigger writes presence and Epic
+connection statuses into the sandbox EHR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msal
+import pytest
+from azure.core.credentials import AccessToken
+
+from connector import events_wiring
+from sandbox.ehr import RegisteredClient
+from sandbox.host import LocalHost
+from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
+from sandbox.server import free_port
+from sandbox.stand_ins import RunningStandIns, start_stand_ins
+from sandbox.writeback_load import BackendSigner
+from shared.backend_services import BackendServices
+from shared.events import EventKind, Role
+from shared.notifications import ClientStates, SubscriptionTarget
+from shared.settings import Geography, Settings
+from shared.storage import Storage
+from shared.subscriptions import CallEventSubscriptions
+from shared.teams import TeamsClient
+from shared.visits import Visit, VisitContext, VisitRepository, with_meeting
+from shared.writeback import WritebackMode
+from shared.writeback.epic import EpicConnectionStatus
+from shared.writeback.fhir import FhirAuditEvents, NoWriteback
+from shared.writeback.targets import TABLE as CONFIGURATIONS
+from shared.writeback.targets import ConfigurationTargets
+from shared.writeback.worker import FailureLog, WritebackWorker
+
+pytestmark = pytest.mark.azurite
+
+SMITH = "b0000000-0000-4000-8000-000000000001"
+BACKEND_CLIENT = "events-test-backend"
+
+
+class MsalCredential:
+    """App-only Graph tokens from the sandbox Entra ID through msal (client credentials)."""
+
+    def __init__(self, authority_host: str) -> None:
+        self.app = msal.ConfidentialClientApplication(
+            CONNECTOR_CLIENT_ID,
+            client_credential=CONNECTOR_CLIENT_SECRET,
+            authority=f"{authority_host}/{CONTOSO.id}",
+            instance_discovery=False,
+        )
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        result = self.app.acquire_token_for_client(list(scopes))
+        assert "access_token" in result, result
+        return AccessToken(result["access_token"], int(time.time()) + int(result["expires_in"]))
+
+
+@dataclass
+class Pipeline:
+    stand_ins: RunningStandIns
+    host: LocalHost
+    settings: Settings
+    storage: Storage
+    configuration_id: str
+    subscriptions: CallEventSubscriptions
+    teams: TeamsClient
+
+    @property
+    def webhook(self) -> str:
+        return f"{self.host.url}/api/graph/notifications"
+
+
+@pytest.fixture(scope="module")
+def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    port = free_port()
+    connector_url = f"http://127.0.0.1:{port}"
+    stand_ins = start_stand_ins(
+        tmp_path_factory.mktemp("stand-ins"),
+        connector_url=connector_url,
+        graph_options={"delivery_retry_delays": (0.2, 0.5), "expose_delivery_log": True},
+    )
+    try:
+        env = {
+            **base_env,
+            **stand_ins.settings,
+            "PUBLIC_BASE_URL": connector_url,
+            "WRITEBACK_QUEUE_NAME": f"wb-{uuid.uuid4().hex[:10]}",
+            "AzureWebJobs.subscription_upkeep.Disabled": "true",
+            "AzureWebJobs.sweep_expired_state.Disabled": "true",
+        }
+        settings = Settings.from_env(env)
+        storage = Storage(settings)
+        ehr = stand_ins.ehr
+        signer = BackendSigner()
+        jwks_path = Path(tmp_path_factory.mktemp("jwks")) / "jwks.json"
+        jwks_path.write_text(json.dumps(signer.jwks))
+        ehr.state.register_client(RegisteredClient(BACKEND_CLIENT, (), jwks=signer.jwks))
+        configuration_id = str(uuid.uuid4())
+        storage.app.table(CONFIGURATIONS).upsert_entity(
+            {
+                "PartitionKey": CONTOSO.id,
+                "RowKey": configuration_id,
+                "FhirBaseUrl": ehr.config.fhir_base,
+                "ProviderClientId": BACKEND_CLIENT,
+                "WritebackMode": WritebackMode.EPIC.value,
+                "Status": "approved",
+            }
+        )
+        http = httpx.Client(timeout=5)
+        backend = BackendServices(http, signer)
+        events_wiring.install_worker(
+            WritebackWorker(
+                VisitRepository(storage),
+                ConfigurationTargets(storage.app),
+                {
+                    WritebackMode.EPIC: EpicConnectionStatus(http, backend),
+                    WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),
+                    WritebackMode.NONE: NoWriteback(),
+                },
+                FailureLog(storage.app, settings.writeback_queue_name),
+            )
+        )
+        import function_app
+
+        host_json = {
+            "version": "2.0",
+            "extensions": {
+                "http": {"routePrefix": "api"},
+                "queues": {"maxDequeueCount": 5, "visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.200"},
+            },
+        }
+        trust = pytest.MonkeyPatch()
+        for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # trust the sandbox CA, as the demo does
+            trust.setenv(key, stand_ins.settings[key])
+        with LocalHost(function_app.app, env, port=port, host_json=host_json) as host:
+            teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
+            from connector.events_wiring import notification_certificate
+
+            subscriptions = CallEventSubscriptions(
+                VisitRepository(storage),
+                lambda tenant: teams,
+                ClientStates(settings.graph_client_state.reveal()),
+                notification_certificate(settings),
+                settings.public_base_url,
+            )
+            events_wiring.install_subscriptions(subscriptions)
+            yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
+        http.close()
+        trust.undo()
+    finally:
+        events_wiring.reset()
+        stand_ins.stop()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def open_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
+    """A visit whose meeting exists in sandbox Graph (as the launch would leave it), subscribed."""
+    clinic_visit = pipeline.stand_ins.ehr.clinic.visits[2]
+    context = VisitContext(
+        csn=clinic_visit.csn,
+        appointment=clinic_visit.appointment_id,
+        encounter=clinic_visit.encounter_id,
+        patient=f"Patient/{clinic_visit.patient_id}",
+        provider=f"Practitioner/{clinic_visit.practitioner_id}",
+    )
+    repository = VisitRepository(pipeline.storage)
+    visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
+    start = datetime.now(UTC)
+    meeting = asyncio.run(
+        pipeline.teams.create_or_get_meeting(
+            organizer_object_id=SMITH,
+            external_id=visit.key,
+            subject="Virtual visit",
+            start=start,
+            end=start + timedelta(hours=1),
+        )
+    )
+    asyncio.run(pipeline.teams.secure_lobby(organizer_object_id=SMITH, meeting_id=meeting.id))
+    visit = repository.update(
+        visit,
+        with_meeting(
+            meeting_id=meeting.id,
+            join_web_url=meeting.join_web_url,
+            organizer_tenant_id=CONTOSO.id,
+            organizer_object_id=SMITH,
+        ),
+    )
+    visit = asyncio.run(pipeline.subscriptions.ensure(visit))
+    return visit, clinic_visit
+
+
+def test_validation_handshake_echoes_the_token_as_plain_text(pipeline: Pipeline) -> None:
+    for path in ("graph/notifications", "graph/lifecycle"):
+        response = httpx.post(
+            f"{pipeline.host.url}/api/{path}",
+            params={"validationToken": "Validation: Testing client application reachability <&>"},
+            headers={"Content-Type": "text/plain"},
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.text == "Validation: Testing client application reachability <&>"
+
+
+def test_forged_client_state_is_accepted_but_queues_nothing(pipeline: Pipeline) -> None:
+    body = {"value": [{"subscriptionId": "s", "clientState": "guess", "tenantId": CONTOSO.id, "changeType": "updated"}]}
+    response = httpx.post(pipeline.webhook, json=body)
+    assert response.status_code == 202
+    queue = pipeline.storage.app.queue(pipeline.settings.writeback_queue_name)
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_our_client_state_with_a_forged_validation_token_is_refused(pipeline: Pipeline) -> None:
+    target = SubscriptionTarget(Geography.AMERICAS, "k" * 64, SMITH, pipeline.configuration_id)
+    state = ClientStates(pipeline.settings.graph_client_state.reveal()).issue(target)
+    item = {"subscriptionId": "s", "clientState": state, "tenantId": CONTOSO.id, "encryptedContent": {}}
+    response = httpx.post(pipeline.webhook, json={"value": [item], "validationTokens": ["e30.e30.sig"]})
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_validation_token"
+
+
+def test_malformed_body_is_a_400_problem(pipeline: Pipeline) -> None:
+    response = httpx.post(pipeline.webhook, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_lobby_admit_leave_become_presence_and_epic_connect_disconnect(pipeline: Pipeline) -> None:
+    graph, ehr = pipeline.stand_ins.graph, pipeline.stand_ins.ehr
+    visit, clinic_visit = open_visit(pipeline)
+    assert visit.subscription_id and visit.subscription_expires_at
+    subscription = graph.subscription(visit.subscription_id)
+    assert subscription is not None and subscription.notification_url == pipeline.webhook
+    repository = VisitRepository(pipeline.storage)
+
+    def presence() -> dict[Role, EventKind]:
+        current = repository.get(Geography.AMERICAS, visit.key)
+        assert current is not None
+        return {role: p.state for role, p in current.presence.items()}
+
+    def recorded(external_id: str, status: str) -> int:
+        return ehr.count_status_changes(conference_id=clinic_visit.csn, external_id=external_id, status=status)
+
+    assert visit.meeting_id is not None
+    doctor = graph.join_user(visit.meeting_id, SMITH)
+    wait_for(lambda: presence().get(Role.PROVIDER) is EventKind.CONNECTED)
+    patient = graph.join_anonymous(visit.meeting_id, "Pat Example")
+    wait_for(lambda: presence().get(Role.PATIENT) is EventKind.LOBBY)
+    assert recorded(clinic_visit.patient_id, "1") == 0  # waiting in the lobby is not "connected"
+    graph.admit(visit.meeting_id, patient.id)
+    wait_for(lambda: presence().get(Role.PATIENT) is EventKind.CONNECTED)
+    graph.leave(visit.meeting_id, patient.id)
+    graph.leave(visit.meeting_id, doctor.id)
+    wait_for(lambda: presence() == {Role.PROVIDER: EventKind.DISCONNECTED, Role.PATIENT: EventKind.DISCONNECTED})
+    wait_for(lambda: recorded(clinic_visit.practitioner_id, "2") and recorded(clinic_visit.patient_id, "2"))
+    for external_id in (clinic_visit.practitioner_id, clinic_visit.patient_id):
+        assert (recorded(external_id, "1"), recorded(external_id, "2")) == (1, 1)
+
+    deliveries = [d for d in graph.deliveries() if d.subscription_id == visit.subscription_id]
+    assert deliveries and all(d.state == "delivered" for d in deliveries)
+    slowest = max((a.finished_at - a.started_at).total_seconds() for d in deliveries for a in d.attempts)
+    assert slowest < 3.0  # Graph's budget per delivery
+
+
+def test_reauthorization_required_renews_the_subscription(pipeline: Pipeline) -> None:
+    graph = pipeline.stand_ins.graph
+    visit, _ = open_visit(pipeline)
+    assert visit.subscription_id is not None
+    delivery = graph.send_lifecycle_notification(visit.subscription_id)
+    wait_for(lambda: delivery.state == "delivered")
+    assert delivery.attempts[-1].status_code == 202
+    renewed = VisitRepository(pipeline.storage).get(Geography.AMERICAS, visit.key)
+    assert renewed is not None and renewed.subscription_id == visit.subscription_id
