@@ -6,9 +6,16 @@ settings and clients are built lazily on first use.
 
 import azure.functions as func
 
-from connector import events, health, maintenance, telemetry  # noqa: F401 - telemetry registers its worker extension
+from connector import (
+    events,
+    health,
+    maintenance,
+    portal,
+    telemetry,  # noqa: F401 - telemetry registers its worker extension
+    wellknown,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (health.bp, maintenance.bp, events.bp):
+for blueprint in (health.bp, maintenance.bp, portal.bp, wellknown.bp, events.bp):
     app.register_functions(blueprint)

@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from shared import auth_state, visits
+from shared import auth_state, sessions, visits
 from shared.storage import get_storage
 from shared.sweep import sweep_expired
 
@@ -14,7 +14,7 @@ bp = func.Blueprint()
 logger = logging.getLogger("connector.maintenance")
 
 # Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account.
-APP_SHORT_LIVED_TABLES = (auth_state.TABLE,)
+APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE)
 GEOGRAPHY_SHORT_LIVED_TABLES = (visits.TABLE,)
 
 

@@ -15,13 +15,15 @@ import re
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl
 
 import azure.functions as func
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared.errors import ConfigurationError, ConnectorError
+from shared.errors import BadRequest, ConfigurationError, ConnectorError
 
 logger = logging.getLogger("connector")
 
@@ -189,3 +191,58 @@ def _edge(html: bool) -> Callable[[F], F]:
 
 api = _edge(html=False)
 page = _edge(html=True)
+
+
+# --- forms, cookies, redirects ------------------------------------------------------------
+
+MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 200
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def read_form(req: func.HttpRequest) -> dict[str, str]:
+    """The urlencoded body as a dict; oversized, repeated, binary or malformed bodies → ``BadRequest`` (400 page)."""
+    content_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type != FORM_CONTENT_TYPE:
+        raise BadRequest("This form was sent in an unexpected format. Please reload the page and try again.")
+    body = req.get_body() or b""
+    if len(body) > MAX_FORM_BYTES:
+        raise BadRequest("This form is too large. Please send fewer or shorter values.", code="form_too_large")
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("This form could not be read. Please reload the page and try again.") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form or any(ord(c) < 0x20 and c not in "\t\r\n" for c in value):
+            raise BadRequest("This form could not be read. Please reload the page and try again.")
+        form[name] = value
+    return form
+
+
+def read_cookie(req: func.HttpRequest, name: str) -> str | None:
+    raw = req.headers.get("cookie")
+    if not raw:
+        return None
+    jar = SimpleCookie()
+    try:
+        jar.load(raw)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
+
+
+def cookie_header(name: str, value: str, *, secure: bool, path: str, max_age: int | None = None) -> str:
+    """A Set-Cookie value: HttpOnly, SameSite=Lax, Secure unless the site runs on http localhost."""
+    parts = [f"{name}={value}", f"Path={path}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    return "; ".join(parts)
+
+
+def redirect(location: str, *, status: int = 303, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(status_code=status, headers={**HTML_HEADERS, "Location": location, **(headers or {})})

@@ -46,6 +46,11 @@ class DemoContext:
     functions_port: int
     azurite_port_base: int
     settings: dict[str, str]
+    # Sandbox stand-ins: Entra ID (https API, http sign-in page), Graph/Teams, EHR.
+    entra_https_port: int = 7201
+    entra_http_port: int = 7200
+    graph_port: int = 7401
+    ehr_port: int = 7300
 
 
 @dataclass
@@ -103,23 +108,31 @@ def start_functions_host(context: DemoContext) -> Started:
 
 def start_sandbox_stand_ins(context: DemoContext) -> Started:
     """Entra ID (https 7201 API, http 7200 sign-in page), Graph/Teams (7401) and the EHR (7300)."""
+    from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
     from sandbox.stand_ins import start_stand_ins
 
     running = start_stand_ins(
         context.state_dir,
         connector_url=f"http://localhost:{context.functions_port}",
-        entra_https_port=7201,
-        entra_http_port=7200,
-        graph_port=7401,
-        ehr_port=7300,
+        entra_https_port=context.entra_https_port,
+        entra_http_port=context.entra_http_port,
+        graph_port=context.graph_port,
+        ehr_port=context.ehr_port,
         persist=True,
     )
+    # The connector in this process must trust the sandbox CA. The machine may already name a CA
+    # bundle in these variables, and the local host (like `func start`) lets the environment win
+    # over local settings, so set them here rather than through settings.
+    for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        os.environ[key] = running.settings.pop(key)
     ehr = running.ehr.config
     portal = f"http://localhost:{context.functions_port}/api/portal"
     urls = {
         "admin portal": portal,
         "Hyperspace + MyChart": f"{ehr.origin}/",
         "EHR FHIR base (iss)": ehr.fhir_base,
+        "EHR provider client": DEMO_PROVIDER_CLIENT_ID,
+        "EHR patient client": DEMO_PATIENT_CLIENT_ID,
         "Entra ID sign-in": running.entra.browser_host,
         "Graph / Teams": running.settings["GRAPH_BASE_URL"],
     }
@@ -173,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7071, help="Functions host port")
     parser.add_argument("--azurite-port-base", type=int, default=azurite.DEFAULT_PORT_BASE)
     parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json")
+    parser.add_argument("--entra-ports", default="7201,7200", help="sandbox Entra ID https,http ports")
+    parser.add_argument("--graph-port", type=int, default=7401, help="sandbox Graph/Teams port")
+    parser.add_argument("--ehr-port", type=int, default=7300, help="sandbox EHR port")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".sandbox", help="Azurite data, host keys")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", stream=sys.stdout)
@@ -186,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         functions_port=args.port,
         azurite_port_base=args.azurite_port_base,
         settings=ensure_local_settings(args.settings, args.azurite_port_base),
+        entra_https_port=int(args.entra_ports.split(",")[0]),
+        entra_http_port=int(args.entra_ports.split(",")[1]),
+        graph_port=args.graph_port,
+        ehr_port=args.ehr_port,
     )
     try:
         run(context, SERVICES, stop)

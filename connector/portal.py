@@ -1,0 +1,473 @@
+"""Configuration portal: Microsoft 365 sign-in, configuration submission, EHR validation, approval, records.
+
+Every route is anonymous at the Functions level and guarded here by the portal session (a
+server-side ``Sessions`` row named by an HttpOnly cookie); every state-changing POST carries
+the session's CSRF token. The rules themselves live in ``shared/portal.py``.
+
+    GET  /portal                                   dashboard, or the sign-in page
+    GET  /portal/signin                            → Entra authorize (auth-code + PKCE, form_post)
+    POST /portal/signin/callback                   Entra's form_post → session cookie
+    POST /portal/signout
+    GET  /portal/configurations/new                form for one or many configurations
+    POST /portal/configurations                    create (admin)
+    GET  /portal/configurations/{id}               details, actions, edit form (admin)
+    POST /portal/configurations/{id}               edit (admin, etag) → pending again
+    GET,POST /portal/configurations/{id}/delete    confirm, delete (admin)
+    POST /portal/configurations/{id}/ehr-signin    → EHR authorize (standalone SMART launch; approver)
+    GET  /portal/ehr/callback                      EHR redirect: code → token + id_token → recorded
+    POST /portal/configurations/{id}/approve       approve (approver, after their EHR sign-in)
+    GET  /portal/configurations/{id}/records[.txt] integration records (admin, approver; approved only)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import azure.functions as func
+
+from connector.web import (
+    CORRELATION_HEADER,
+    cookie_header,
+    correlation_id,
+    page,
+    read_cookie,
+    read_form,
+    redirect,
+    render,
+)
+from shared import entra
+from shared.auth_state import AuthStateStore
+from shared.configurations import (
+    Configuration,
+    ConfigurationRepository,
+    Environment,
+    Vendor,
+    WritebackMode,
+)
+from shared.errors import BadRequest, Conflict, Forbidden
+from shared.portal import (
+    FIELDS,
+    EhrSignInFailed,
+    FormErrors,
+    PortalService,
+    can_approve,
+    can_edit,
+    describe,
+    require_admin,
+)
+from shared.sessions import SESSION_LIFETIME, PortalSession, SessionStore
+from shared.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.smart import get_smart_client, reset_smart_client
+from shared.storage import get_storage
+
+bp = func.Blueprint()
+ANON = func.AuthLevel.ANONYMOUS
+COOKIE_PATH = "/api/portal"
+MAX_ROWS = 10
+NOTICES = {
+    "created": "Saved. Each new configuration is pending approval by its approver.",
+    "saved": "Saved. The configuration is pending approval again.",
+    "deleted": "The configuration was deleted; launches for its FHIR URL stopped.",
+    "ehr-signin": "EHR sign-in succeeded: the FHIR URL is proven. You can approve it now.",
+    "approved": "Approved. The integration records are ready.",
+    "signed-out": "You are signed out.",
+}
+
+
+# --- process-wide collaborators -------------------------------------------------------------
+
+_service: PortalService | None = None
+_lock = threading.Lock()
+
+
+def service() -> PortalService:
+    global _service
+    if _service is None:
+        with _lock:
+            if _service is None:
+                settings = get_settings()
+                app_account = get_storage().app
+                _service = PortalService(
+                    settings, ConfigurationRepository(app_account), AuthStateStore(app_account), get_smart_client()
+                )
+    return _service
+
+
+def reset() -> None:
+    """Forget process-wide collaborators (tests)."""
+    global _service
+    _service = None
+    entra.reset()
+    reset_smart_client()
+
+
+def sessions() -> SessionStore:
+    return SessionStore(get_storage().app)
+
+
+def cookie_name(settings: Settings) -> str:
+    return "portal_session" if _plain_local(settings) else "__Secure-portal_session"
+
+
+def _plain_local(settings: Settings) -> bool:
+    parts = urlsplit(settings.public_base_url)
+    return parts.scheme == "http" and (parts.hostname or "") in LOCAL_HOSTS
+
+
+def current_session(req: func.HttpRequest) -> PortalSession | None:
+    return sessions().get(read_cookie(req, cookie_name(get_settings())))
+
+
+def portal_url(path: str = "", **query: str) -> str:
+    suffix = "&".join(f"{k}={quote(v)}" for k, v in query.items())
+    return f"/api/portal{path}" + (f"?{suffix}" if suffix else "")
+
+
+def _signed_in(req: func.HttpRequest) -> PortalSession | func.HttpResponse:
+    session = current_session(req)
+    if session is None:
+        return redirect(portal_url(notice="signin-required"))
+    return session
+
+
+def _csrf_form(req: func.HttpRequest, session: PortalSession) -> dict[str, str]:
+    form = read_form(req)
+    if not session.csrf_matches(form.get("csrf")):
+        raise Forbidden("This form has expired or did not come from this site. Reload the page and try again.",
+                        code="csrf")
+    return form
+
+
+def _page(template: str, session: PortalSession | None, *, status: int = 200, **context: Any) -> func.HttpResponse:
+    return render(
+        template,
+        {"session": session, "user": session.user if session else None, "csrf": session.csrf_token if session else "",
+         **context},
+        status=status,
+    )
+
+
+def _choices() -> dict[str, Any]:
+    settings = get_settings()
+    return {
+        "environments": [(e.value, e.value.capitalize()) for e in Environment],
+        "geographies": [(g.value, {"americas": "Americas", "emea": "Europe, Middle East, Africa",
+                                   "apac": "Asia Pacific"}[g.value]) for g in settings.geographies],
+        "vendors": [(v.value, v.label) for v in Vendor],
+        "writeback_modes": [(WritebackMode.EPIC.value, "Epic (SetExternalConnectionStatus)"),
+                            (WritebackMode.FHIR_AUDIT_EVENT.value, "FHIR AuditEvent"),
+                            (WritebackMode.NONE.value, "None")],
+    }
+
+
+# --- sign-in ------------------------------------------------------------------------------
+
+
+@bp.route(route="portal", methods=["GET"], auth_level=ANON)
+@page
+def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    session = current_session(req)
+    notice = req.params.get("notice", "")
+    if session is None:
+        return _page("portal/signin.html", None, title="Sign in",
+                     signin_required=notice == "signin-required", signed_out=notice == "signed-out")
+    configurations = service().visible_configurations(session.user)
+    return _page(
+        "portal/dashboard.html",
+        session,
+        title="Configurations",
+        configurations=configurations,
+        notice=NOTICES.get(notice),
+    )
+
+
+@bp.route(route="portal/signin", methods=["GET"], auth_level=ANON)
+@page
+def signin(req: func.HttpRequest) -> func.HttpResponse:
+    settings = get_settings()
+    states = AuthStateStore(get_storage().app)
+    flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
+    return redirect(flow.begin(f"{settings.public_base_url}/api/portal/signin/callback"), status=302)
+
+
+@bp.route(route="portal/signin/callback", methods=["POST"], auth_level=ANON)
+@page
+def signin_callback(req: func.HttpRequest) -> func.HttpResponse:
+    settings = get_settings()
+    form = read_form(req)
+    states = AuthStateStore(get_storage().app)
+    flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
+    identity = flow.complete(form)
+    session = sessions().create(identity)
+    cookie = cookie_header(cookie_name(settings), session.id, secure=not _plain_local(settings), path=COOKIE_PATH,
+                           max_age=int(SESSION_LIFETIME.total_seconds()))
+    return redirect(portal_url(), headers={"Set-Cookie": cookie})
+
+
+@bp.route(route="portal/signout", methods=["POST"], auth_level=ANON)
+@page
+def signout(req: func.HttpRequest) -> func.HttpResponse:
+    settings = get_settings()
+    session = current_session(req)
+    if session is not None:
+        _csrf_form(req, session)
+        sessions().delete(session.id)
+    cookie = cookie_header(cookie_name(settings), "", secure=not _plain_local(settings), path=COOKIE_PATH, max_age=0)
+    return redirect(portal_url(notice="signed-out"), headers={"Set-Cookie": cookie})
+
+
+# --- configurations -----------------------------------------------------------------------
+
+
+def _row_values(form: Mapping[str, str], index: int) -> dict[str, str]:
+    return {name: form.get(f"c{index}-{name}", "") for name in FIELDS}
+
+
+def _blank_row() -> dict[str, str]:
+    return {**{name: "" for name in FIELDS}, "environment": "test", "vendor": "epic", "writeback_mode": "epic"}
+
+
+@bp.route(route="portal/configurations/new", methods=["GET"], auth_level=ANON)
+@page
+def new_configurations(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    require_admin(session.user)
+    return _new_form(session, [_blank_row()])
+
+
+@bp.route(route="portal/configurations", methods=["POST"], auth_level=ANON)
+@page
+def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    require_admin(session.user)
+    form = _csrf_form(req, session)
+    try:
+        count = int(form.get("rows", "1"))
+    except ValueError:
+        raise BadRequest("This form could not be read. Please reload the page and try again.") from None
+    if not 1 <= count <= MAX_ROWS:
+        raise BadRequest(f"Add between 1 and {MAX_ROWS} configurations at a time.")
+    rows = [_row_values(form, i) for i in range(count)]
+    action = form.get("action", "save")
+    if action == "add-row" and count < MAX_ROWS:
+        return _new_form(session, [*rows, _blank_row()])
+    if action.startswith("remove-") and count > 1:
+        return _new_form(session, [r for i, r in enumerate(rows) if f"remove-{i}" != action])
+    svc = service()
+    inputs, errors = svc.validate_rows(rows)
+    if any(errors):
+        return _new_form(session, [describe(r) for r in rows], errors, status=400)
+    for index, data in enumerate(inputs):
+        try:
+            svc.create(session.user, data)
+        except Conflict as exc:  # a concurrent submission took this URL: show what is left to save
+            remaining = [describe(r) for r in rows[index:]]
+            errors = [{"fhir_base_url": exc.message}] + [{} for _ in remaining[1:]]
+            return _new_form(session, remaining, errors, status=409, saved_count=index)
+    return redirect(portal_url(notice="created"))
+
+
+def _new_form(
+    session: PortalSession,
+    rows: list[dict[str, str]],
+    errors: list[dict[str, str]] | None = None,
+    *,
+    status: int = 200,
+    saved_count: int = 0,
+) -> func.HttpResponse:
+    errors = errors or [{} for _ in rows]
+    return _page("portal/new.html", session, status=status, title="Add configurations",
+                 rows=list(zip(rows, errors, strict=True)), saved_count=saved_count, **_choices())
+
+
+@bp.route(route="portal/configurations/{id}", methods=["GET"], auth_level=ANON)
+@page
+def configuration(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    config = service().get_visible(session.user, req.route_params.get("id", ""))
+    return _detail(session, config, notice=NOTICES.get(req.params.get("notice", "")))
+
+
+def _detail(
+    session: PortalSession,
+    config: Configuration,
+    *,
+    status: int = 200,
+    notice: str | None = None,
+    values: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+    conflict: str | None = None,
+    etag: str | None = None,
+) -> func.HttpResponse:
+    return _page(
+        "portal/configuration.html",
+        session,
+        status=status,
+        title=config.organization,
+        config=config,
+        notice=notice,
+        values=values or describe(config.input().__dict__),
+        errors=errors or {},
+        conflict=conflict,
+        etag=etag or config.etag,
+        can_edit=can_edit(session.user, config),
+        can_approve=can_approve(session.user, config),
+        **_choices(),
+    )
+
+
+@bp.route(route="portal/configurations/{id}", methods=["POST"], auth_level=ANON)
+@page
+def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    require_admin(session.user)
+    form = _csrf_form(req, session)
+    svc = service()
+    current = svc.get_visible(session.user, req.route_params.get("id", ""))
+    values = {name: form.get(name, "") for name in FIELDS}
+    etag = form.get("etag", "")
+    if not etag:
+        raise BadRequest("This form could not be read. Please reload the page and try again.")
+    try:
+        data = svc.validated_input(values)
+        svc.update(session.user, current.id, data, etag)
+    except FormErrors as exc:
+        return _detail(session, current, status=400, values=values, errors=exc.errors, etag=etag)
+    except Conflict as exc:
+        latest = svc.get_visible(session.user, current.id)  # NotFound if it was deleted meanwhile
+        if exc.code == "duplicate_fhir_url":
+            return _detail(session, latest, status=409, values=values, errors={"fhir_base_url": exc.message},
+                           etag=etag)
+        # Keep what the user typed on screen, against the newest version's etag, with a clear message.
+        return _detail(session, latest, status=409, values=values, conflict=exc.message, etag=latest.etag)
+    return redirect(portal_url(f"/configurations/{current.id}", notice="saved"))
+
+
+@bp.route(route="portal/configurations/{id}/delete", methods=["GET"], auth_level=ANON)
+@page
+def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    require_admin(session.user)
+    config = service().get_visible(session.user, req.route_params.get("id", ""))
+    return _page("portal/delete.html", session, title="Delete configuration", config=config)
+
+
+@bp.route(route="portal/configurations/{id}/delete", methods=["POST"], auth_level=ANON)
+@page
+def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    require_admin(session.user)
+    form = _csrf_form(req, session)
+    if form.get("confirm") != "yes":
+        raise BadRequest("Tick the confirmation box to delete this configuration.")
+    service().delete(session.user, req.route_params.get("id", ""), form.get("etag") or None)
+    return redirect(portal_url(notice="deleted"))
+
+
+# --- EHR validation and approval ------------------------------------------------------------
+
+
+def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str) -> func.HttpResponse:
+    response = _page(
+        "portal/ehr_failure.html",
+        session,
+        status=502,
+        title=exc.failure.title,
+        failure=exc.failure,
+        redirect_uri=service().ehr_redirect_uri,
+        jwks_url=f"{get_settings().public_base_url}/api/.well-known/jwks.json",
+        correlation_id=correlation,
+    )
+    response.headers[CORRELATION_HEADER] = correlation
+    return response
+
+
+@bp.route(route="portal/configurations/{id}/ehr-signin", methods=["POST"], auth_level=ANON)
+@page
+def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    _csrf_form(req, session)
+    try:
+        location = service().start_ehr_signin(session, req.route_params.get("id", ""))
+    except EhrSignInFailed as exc:
+        return _ehr_failure(session, exc, correlation_id(req))
+    return redirect(location, status=303)
+
+
+@bp.route(route="portal/ehr/callback", methods=["GET"], auth_level=ANON)
+@page
+def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    query = {key: req.params.get(key, "") for key in ("state", "code", "error")}
+    try:
+        config = service().complete_ehr_signin(session, query)
+    except EhrSignInFailed as exc:
+        return _ehr_failure(session, exc, correlation_id(req))
+    return redirect(portal_url(f"/configurations/{config.id}", notice="ehr-signin"))
+
+
+@bp.route(route="portal/configurations/{id}/approve", methods=["POST"], auth_level=ANON)
+@page
+def approve(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    _csrf_form(req, session)
+    config = service().approve(session.user, req.route_params.get("id", ""))
+    return redirect(portal_url(f"/configurations/{config.id}", notice="approved"))
+
+
+# --- integration records --------------------------------------------------------------------
+
+
+@bp.route(route="portal/configurations/{id}/records", methods=["GET"], auth_level=ANON)
+@page
+def records(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    svc = service()
+    config = svc.get_visible(session.user, req.route_params.get("id", ""))
+    if not config.is_approved:
+        return _page("portal/records.html", session, title="Integration records", config=config, records=None)
+    return _page("portal/records.html", session, title="Integration records", config=config,
+                 records=svc.records(session.user, config.id))
+
+
+@bp.route(route="portal/configurations/{id}/records.txt", methods=["GET"], auth_level=ANON)
+@page
+def records_text(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    records = service().records(session.user, req.route_params.get("id", ""))
+    filename = f"integration-records-{records.configuration.environment.value}-{records.configuration.id}.txt"
+    return func.HttpResponse(
+        records.as_text(),
+        mimetype="text/plain",
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )

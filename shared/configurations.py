@@ -1,0 +1,432 @@
+"""Configurations: one FHIR base URL of one organization in one Microsoft 365 tenant.
+
+Tables (app account):
+
+* ``Configurations`` — PartitionKey = Entra tenant id, RowKey = configuration id.
+* ``ConfigurationIndex`` — PartitionKey = SHA-256 of the normalised FHIR URL. Two rows per
+  configuration, written and deleted together in one transaction: RowKey = configuration id
+  (the launch's lookup: launch URL id + ``iss`` → tenant), and RowKey = ``tenant-{tid}`` (the
+  guard that makes "one FHIR URL once per tenant" hold even under concurrent submissions).
+
+Lifecycle (pure functions below, unit-tested)::
+
+    pending ──EHR sign-in recorded──▶ pending (proven) ──approve──▶ approved
+       ▲                                                               │
+       └────────────────────────── edit ───────────────────────────────┘
+
+Editing anything resets to pending and forgets the EHR sign-in. Writes are guarded by etags:
+a stale edit fails with ``Conflict`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import uuid
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound
+from shared.settings import Geography
+from shared.storage import StorageAccount, storage_errors
+from shared.urls import normalise_base_url
+
+TABLE = "Configurations"
+INDEX_TABLE = "ConfigurationIndex"
+
+
+class Environment(enum.StrEnum):
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Vendor(enum.StrEnum):
+    EPIC = "epic"
+    ORACLE = "oracle"
+    SMART = "smart"
+
+    @property
+    def label(self) -> str:
+        return {"epic": "Epic", "oracle": "Oracle Health", "smart": "Other SMART 2.x EHR"}[self.value]
+
+
+class WritebackMode(enum.StrEnum):
+    EPIC = "epic"
+    FHIR_AUDIT_EVENT = "fhir-auditevent"
+    NONE = "none"
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+
+
+@dataclass(frozen=True)
+class ConfigurationInput:
+    """What an admin submits (already validated field by field)."""
+
+    organization: str
+    fhir_base_url: str
+    environment: Environment
+    approver_upn: str
+    geography: Geography
+    vendor: Vendor
+    provider_client_id: str
+    patient_client_id: str
+    writeback_mode: WritebackMode
+
+
+@dataclass(frozen=True)
+class EhrSignIn:
+    by_upn: str
+    by_oid: str
+    at: datetime
+    fhir_base_url: str
+
+
+@dataclass(frozen=True)
+class Configuration:
+    id: str
+    tenant_id: str
+    organization: str
+    fhir_base_url: str
+    environment: Environment
+    approver_upn: str
+    geography: Geography
+    vendor: Vendor
+    provider_client_id: str
+    patient_client_id: str
+    writeback_mode: WritebackMode
+    status: Status
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+    ehr_signin: EhrSignIn | None = None
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    etag: str | None = None
+
+    @property
+    def is_approved(self) -> bool:
+        return self.status is Status.APPROVED
+
+    def names_approver(self, upn: str) -> bool:
+        return self.approver_upn.lower() == upn.lower()
+
+    def input(self) -> ConfigurationInput:
+        return ConfigurationInput(
+            organization=self.organization,
+            fhir_base_url=self.fhir_base_url,
+            environment=self.environment,
+            approver_upn=self.approver_upn,
+            geography=self.geography,
+            vendor=self.vendor,
+            provider_client_id=self.provider_client_id,
+            patient_client_id=self.patient_client_id,
+            writeback_mode=self.writeback_mode,
+        )
+
+
+# --- the state machine: pure functions ------------------------------------------------------
+
+
+def new_configuration(tenant_id: str, data: ConfigurationInput, *, by: str, now: datetime) -> Configuration:
+    return Configuration(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id.lower(),
+        organization=data.organization,
+        fhir_base_url=normalise_base_url(data.fhir_base_url),
+        environment=data.environment,
+        approver_upn=data.approver_upn.lower(),
+        geography=data.geography,
+        vendor=data.vendor,
+        provider_client_id=data.provider_client_id,
+        patient_client_id=data.patient_client_id,
+        writeback_mode=data.writeback_mode,
+        status=Status.PENDING,
+        created_by=by,
+        created_at=now,
+        updated_by=by,
+        updated_at=now,
+    )
+
+
+def edited(config: Configuration, data: ConfigurationInput, *, by: str, now: datetime) -> Configuration:
+    """Any edit sends the configuration back to pending and forgets the EHR sign-in and approval."""
+    return replace(
+        config,
+        organization=data.organization,
+        fhir_base_url=normalise_base_url(data.fhir_base_url),
+        environment=data.environment,
+        approver_upn=data.approver_upn.lower(),
+        geography=data.geography,
+        vendor=data.vendor,
+        provider_client_id=data.provider_client_id,
+        patient_client_id=data.patient_client_id,
+        writeback_mode=data.writeback_mode,
+        status=Status.PENDING,
+        updated_by=by,
+        updated_at=now,
+        ehr_signin=None,
+        approved_by=None,
+        approved_at=None,
+    )
+
+
+def with_ehr_signin(config: Configuration, *, upn: str, oid: str, now: datetime) -> Configuration:
+    """Record that the named approver proved the FHIR URL by signing in to the EHR."""
+    if not config.names_approver(upn):
+        raise Forbidden("Only the approver named on this configuration can sign in to the EHR for it.")
+    if config.is_approved:
+        raise Conflict("This configuration is already approved.", code="already_approved")
+    signin = EhrSignIn(by_upn=upn.lower(), by_oid=oid.lower(), at=now, fhir_base_url=config.fhir_base_url)
+    return replace(config, ehr_signin=signin)
+
+
+def approved(config: Configuration, *, upn: str, oid: str, now: datetime) -> Configuration:
+    """Approve: only the named approver, only after their own EHR sign-in for this very FHIR URL."""
+    if not config.names_approver(upn):
+        raise Forbidden("Only the approver named on this configuration can approve it.")
+    if config.is_approved:
+        raise Conflict("This configuration is already approved.", code="already_approved")
+    signin = config.ehr_signin
+    if signin is None or signin.fhir_base_url != config.fhir_base_url:
+        raise Conflict("Sign in to the EHR for this FHIR URL before approving it.", code="ehr_signin_required")
+    if signin.by_oid != oid.lower():
+        raise Conflict("Sign in to the EHR yourself before approving.", code="ehr_signin_required")
+    return replace(config, status=Status.APPROVED, approved_by=upn.lower(), approved_at=now)
+
+
+def url_key(fhir_base_url: str) -> str:
+    """ConfigurationIndex partition: a hash of the normalised URL (Table keys cannot hold '/')."""
+    return hashlib.sha256(normalise_base_url(fhir_base_url).encode()).hexdigest()
+
+
+# --- storage ------------------------------------------------------------------------------
+
+_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def is_configuration_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+class ConfigurationRepository:
+    def __init__(self, account: StorageAccount) -> None:
+        self._account = account
+
+    def _table(self) -> Any:
+        return self._account.table(TABLE)
+
+    def _index(self) -> Any:
+        return self._account.table(INDEX_TABLE)
+
+    # reads
+
+    def get(self, tenant_id: str, configuration_id: str) -> Configuration:
+        """The configuration, or ``NotFound`` (also for another tenant's id: no existence leak)."""
+        if not is_configuration_id(configuration_id):
+            raise NotFound("There is no such configuration.")
+        with storage_errors(self._account.name):
+            try:
+                entity = self._table().get_entity(tenant_id.lower(), configuration_id)
+            except ResourceNotFoundError:
+                raise NotFound("There is no such configuration.") from None
+        return _from_entity(entity)
+
+    def list_for_tenant(self, tenant_id: str) -> list[Configuration]:
+        with storage_errors(self._account.name):
+            entities = self._table().query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id.lower()})
+            found = [_from_entity(e) for e in entities]
+        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+
+    def list_for_approver(self, tenant_id: str, upn: str) -> list[Configuration]:
+        with storage_errors(self._account.name):
+            entities = self._table().query_entities(
+                "PartitionKey eq @pk and ApproverUpn eq @upn", parameters={"pk": tenant_id.lower(), "upn": upn.lower()}
+            )
+            found = [_from_entity(e) for e in entities]
+        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+
+    def find_for_launch(self, configuration_id: str, iss: str) -> Configuration | None:
+        """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides)."""
+        if not is_configuration_id(configuration_id):
+            return None
+        try:
+            partition, wanted = url_key(iss), normalise_base_url(iss)
+        except ValueError:  # e.g. a non-numeric port in a forged iss
+            return None
+        with storage_errors(self._account.name):
+            try:
+                row = self._index().get_entity(partition, configuration_id)
+            except ResourceNotFoundError:
+                return None
+        try:
+            config = self.get(row["TenantId"], configuration_id)
+        except NotFound:
+            return None
+        return config if config.fhir_base_url == wanted else None
+
+    # writes
+
+    def create(self, config: Configuration) -> Configuration:
+        """Store a new configuration; the same FHIR URL twice in one tenant → ``Conflict``."""
+        self._reserve(config.fhir_base_url, config.tenant_id, config.id)
+        try:
+            with storage_errors(self._account.name):
+                metadata = self._table().create_entity(_to_entity(config))
+        except Exception:
+            self._release(config.fhir_base_url, config.tenant_id, config.id)
+            raise
+        return replace(config, etag=metadata.get("etag"))
+
+    def update(self, previous: Configuration, updated: Configuration, *, etag: str) -> Configuration:
+        """Replace ``previous`` with ``updated`` if nobody changed it since ``etag`` was read."""
+        url_changed = previous.fhir_base_url != updated.fhir_base_url
+        if url_changed:
+            self._reserve(updated.fhir_base_url, updated.tenant_id, updated.id)
+        try:
+            with storage_errors(self._account.name):
+                metadata = self._table().update_entity(
+                    _to_entity(updated),
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError) as exc:
+            if url_changed:
+                self._release(updated.fhir_base_url, updated.tenant_id, updated.id)
+            if isinstance(exc, ResourceModifiedError | ResourceNotFoundError) or exc.status_code in (409, 412):
+                raise Conflict(
+                    "Someone else changed or deleted this configuration while you were working on it. "
+                    "Nothing was saved; review the current version and apply your changes again.",
+                    code="edit_conflict",
+                ) from None
+            raise
+        if url_changed:
+            self._release(previous.fhir_base_url, previous.tenant_id, previous.id)
+        return replace(updated, etag=metadata.get("etag"))
+
+    def delete(self, config: Configuration, *, etag: str | None = None) -> None:
+        """Delete: the index rows first, so launches for the URL stop at once."""
+        self._release(config.fhir_base_url, config.tenant_id, config.id)
+        with storage_errors(self._account.name):
+            try:
+                if etag:
+                    self._table().delete_entity(
+                        config.tenant_id, config.id, etag=etag, match_condition=MatchConditions.IfNotModified
+                    )
+                else:
+                    self._table().delete_entity(config.tenant_id, config.id)
+            except ResourceModifiedError:
+                # Restore the index: the configuration stays, as someone else just changed it.
+                self._reserve(config.fhir_base_url, config.tenant_id, config.id)
+                raise Conflict(
+                    "Someone else changed this configuration just now; it was not deleted. Review it and try again.",
+                    code="edit_conflict",
+                ) from None
+
+    def _reserve(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
+        partition = url_key(fhir_base_url)
+        guard = {"PartitionKey": partition, "RowKey": f"tenant-{tenant_id}", "ConfigurationId": configuration_id}
+        operations = [
+            ("create", {"PartitionKey": partition, "RowKey": configuration_id, "TenantId": tenant_id}),
+            ("create", guard),
+        ]
+        with storage_errors(self._account.name):
+            try:
+                self._index().submit_transaction(operations)
+            except (TableTransactionError, ResourceExistsError):
+                raise Conflict(
+                    "This FHIR URL is already configured in your organization. Edit that configuration instead.",
+                    code="duplicate_fhir_url",
+                ) from None
+
+    def _release(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
+        partition = url_key(fhir_base_url)
+        with storage_errors(self._account.name):
+            guard = None
+            with suppress(ResourceNotFoundError):
+                guard = self._index().get_entity(partition, f"tenant-{tenant_id}")
+            if guard is not None and guard.get("ConfigurationId") == configuration_id:
+                self._index().delete_entity(partition, f"tenant-{tenant_id}")
+            self._index().delete_entity(partition, configuration_id)
+
+
+def _to_entity(config: Configuration) -> dict[str, Any]:
+    signin = config.ehr_signin
+    return {
+        "PartitionKey": config.tenant_id,
+        "RowKey": config.id,
+        "Organization": config.organization,
+        "FhirBaseUrl": config.fhir_base_url,
+        "Environment": config.environment.value,
+        "ApproverUpn": config.approver_upn,
+        "Geography": config.geography.value,
+        "Vendor": config.vendor.value,
+        "ProviderClientId": config.provider_client_id,
+        "PatientClientId": config.patient_client_id,
+        "WritebackMode": config.writeback_mode.value,
+        "Status": config.status.value,
+        "CreatedBy": config.created_by,
+        "CreatedAt": config.created_at,
+        "UpdatedBy": config.updated_by,
+        "UpdatedAt": config.updated_at,
+        "EhrSigninBy": signin.by_upn if signin else "",
+        "EhrSigninOid": signin.by_oid if signin else "",
+        "EhrSigninAt": signin.at if signin else None,
+        "EhrSigninFhirUrl": signin.fhir_base_url if signin else "",
+        "ApprovedBy": config.approved_by or "",
+        "ApprovedAt": config.approved_at,
+    }
+
+
+def _from_entity(entity: Mapping[str, Any]) -> Configuration:
+    signin = None
+    if entity.get("EhrSigninBy") and entity.get("EhrSigninAt"):
+        signin = EhrSignIn(
+            by_upn=entity["EhrSigninBy"],
+            by_oid=entity.get("EhrSigninOid", ""),
+            at=entity["EhrSigninAt"],
+            fhir_base_url=entity.get("EhrSigninFhirUrl", ""),
+        )
+    metadata = getattr(entity, "metadata", {}) or {}
+    try:
+        return Configuration(
+            id=entity["RowKey"],
+            tenant_id=entity["PartitionKey"],
+            organization=entity["Organization"],
+            fhir_base_url=entity["FhirBaseUrl"],
+            environment=Environment(entity["Environment"]),
+            approver_upn=entity["ApproverUpn"],
+            geography=Geography(entity["Geography"]),
+            vendor=Vendor(entity["Vendor"]),
+            provider_client_id=entity["ProviderClientId"],
+            patient_client_id=entity["PatientClientId"],
+            writeback_mode=WritebackMode(entity["WritebackMode"]),
+            status=Status(entity["Status"]),
+            created_by=entity["CreatedBy"],
+            created_at=entity["CreatedAt"],
+            updated_by=entity["UpdatedBy"],
+            updated_at=entity["UpdatedAt"],
+            ehr_signin=signin,
+            approved_by=entity.get("ApprovedBy") or None,
+            approved_at=entity.get("ApprovedAt") if entity.get("ApprovedBy") else None,
+            etag=metadata.get("etag"),
+        )
+    except (KeyError, ValueError) as exc:
+        raise BadRequest("A stored configuration could not be read.") from exc

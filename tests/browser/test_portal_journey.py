@@ -1,0 +1,205 @@
+"""The whole approval journey in headless Chromium, against the real function app in the local Functions host.
+
+Admin signs in with Microsoft 365 (sandbox Entra ID) and adds a test and a production FHIR URL (two sandbox
+EHR instances) → the approver signs in, proves the test URL by signing in to the EHR (standalone SMART
+launch; the EHR fetches our JWKS from the host to check private_key_jwt) and approves it → integration
+records appear for that one only → the admin edits it → pending again, records gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from sandbox.ehr import EhrConfig, RegisteredClient, create_app
+from sandbox.entra import RunningEntra, start_entra
+from sandbox.server import ServerThread, free_port
+from sandbox.tls import TlsFiles, ensure_tls, trust_env
+
+pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+PROVIDER_CLIENT = "teams-connector-provider"
+PATIENT_CLIENT = "teams-connector-patient"
+
+
+@dataclass(frozen=True)
+class World:
+    public: str
+    test_fhir: str
+    prod_fhir: str
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return ensure_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def entra(tls: TlsFiles) -> Iterator[RunningEntra]:
+    with start_entra(tls) as running:
+        yield running
+
+
+def _ehr(public: str, environment: str) -> tuple[ServerThread, str]:
+    port = free_port()
+    client = RegisteredClient(
+        client_id=PROVIDER_CLIENT,
+        redirect_uris=(f"{public}/api/portal/ehr/callback",),
+        jwks_url=f"{public}/api/.well-known/jwks.json",
+        name="Teams virtual visits (provider)",
+    )
+    config = EhrConfig(base_url=f"http://127.0.0.1:{port}", clients=(client,), environment=environment)
+    return ServerThread(create_app(config), port=port), config.fhir_base
+
+
+@pytest.fixture(scope="module")
+def world(
+    base_env: dict[str, str], entra: RunningEntra, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    test_ehr, test_fhir = _ehr(public, "test")
+    prod_ehr, prod_fhir = _ehr(public, "production")
+    folder = tmp_path_factory.mktemp("host")
+    settings = {**base_env, "PUBLIC_BASE_URL": public, "ENTRA_AUTHORITY_HOST": entra.issuer_host}
+    (folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": settings}))
+    environ = {k: v for k, v in os.environ.items() if k not in settings} | trust_env(tls)
+    with test_ehr, prod_ehr, (folder / "host.log").open("w") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own module with fixed arguments
+            [sys.executable, "-m", "sandbox.host", "--port", str(port),
+             "--settings", str(folder / "local.settings.json"), "--keys", str(folder / "keys.json")],
+            cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, (folder / "host.log").read_text()
+                try:
+                    if httpx.get(f"{public}/api/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the Functions host did not start"
+                time.sleep(0.1)
+            yield World(public=public, test_fhir=test_fhir, prod_fhir=prod_fhir)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser: Browser, world: World, upn: str) -> Page:
+    page = browser.new_context().new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{world.public}/api/portal")
+    page.get_by_role("link", name="Sign in with Microsoft 365").click()
+    page.locator(f'button[data-upn="{upn}"]').click()  # the sandbox Entra account picker
+    expect(page.get_by_role("heading", name="Configurations")).to_be_visible()
+    return page
+
+
+def fill_configuration(page: Page, index: int, *, organization: str, url: str, environment: str) -> None:
+    prefix = f"#c{index}-"
+    page.fill(f"{prefix}organization", organization)
+    page.fill(f"{prefix}fhir_base_url", url)
+    page.select_option(f"{prefix}environment", environment)
+    page.fill(f"{prefix}approver_upn", "analyst@contoso.example")
+    page.select_option(f"{prefix}geography", "americas")
+    page.select_option(f"{prefix}vendor", "epic")
+    page.fill(f"{prefix}provider_client_id", PROVIDER_CLIENT)
+    page.fill(f"{prefix}patient_client_id", PATIENT_CLIENT)
+    page.select_option(f"{prefix}writeback_mode", "epic")
+
+
+def test_admin_submits_approver_proves_and_approves_records_appear_edit_resets(browser: Browser, world: World) -> None:
+    # The admin adds a test and a production URL in one form (the second row added without JavaScript's help).
+    admin = sign_in(browser, world, "admin@contoso.example")
+    expect(admin.get_by_text("administrator", exact=False).first).to_be_visible()
+    admin.get_by_role("link", name="Add configurations").click()
+    fill_configuration(admin, 0, organization="Contoso Health <b>Test</b>", url=world.test_fhir, environment="test")
+    admin.get_by_role("button", name="Add another configuration").click()
+    fill_configuration(admin, 1, organization="Contoso Health", url=world.prod_fhir + "/", environment="production")
+    admin.get_by_role("button", name="Save", exact=True).click()
+    expect(admin.get_by_role("status")).to_contain_text("pending approval")
+    rows = admin.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(admin.get_by_text("Pending approval", exact=True)).to_have_count(2)
+    expect(admin.get_by_role("link", name="Contoso Health <b>Test</b>")).to_be_visible()  # escaped, not markup
+
+    # The approver proves the test URL by signing in to the EHR, then approves it.
+    approver = sign_in(browser, world, "analyst@contoso.example")
+    expect(approver.get_by_role("link", name="Add configurations")).to_have_count(0)
+    approver.get_by_role("link", name="Contoso Health <b>Test</b>").click()
+    expect(approver.locator(".env-banner")).to_have_text("TEST environment")
+    expect(approver.get_by_role("button", name="Approve")).to_have_count(0)
+    approver.get_by_role("button", name="Sign in to EHR").click()
+    expect(approver.get_by_role("heading", name=re.compile("Sign in to continue"))).to_be_visible()  # the EHR's page
+    approver.locator("fieldset").first.locator("button").first.click()
+    expect(approver.get_by_role("status")).to_contain_text("EHR sign-in succeeded")
+    expect(approver.get_by_text("Done by analyst@contoso.example")).to_be_visible()
+    approver.get_by_role("button", name="Approve").click()
+    expect(approver.get_by_role("status")).to_contain_text("Approved")
+    configuration_id = approver.url.split("/configurations/")[1].split("?")[0]
+
+    approver.get_by_role("link", name="Integration records").click()
+    expect(approver.locator(".env-banner")).to_contain_text("TEST environment")
+    launch = f"{world.public}/api/launch/{configuration_id}/provider"
+    expect(approver.locator("#provider-launch")).to_have_text(launch)
+    expect(approver.locator("#patient-launch")).to_have_text(f"{world.public}/api/launch/{configuration_id}/patient")
+    expect(approver.locator("#provider-tokens")).to_have_text("sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%")
+    expect(approver.locator("#provider-redirect")).to_have_text(f"{world.public}/api/launch/callback")
+    expect(approver.locator("#jwks")).to_have_text(f"{world.public}/api/.well-known/jwks.json")
+    expect(approver.locator("button.copy").first).to_be_visible()  # shown only when script runs
+    with approver.expect_download() as download:
+        approver.get_by_role("link", name="Download as plain text").click()
+    exported = Path(download.value.path()).read_text()
+    assert f"Launch URL: {launch}" in exported and "Environment: TEST" in exported
+
+    # The production one is not approved: no records.
+    admin.goto(f"{world.public}/api/portal")
+    expect(admin.get_by_text("Approved", exact=True)).to_have_count(1)
+    admin.get_by_role("link", name="Contoso Health", exact=True).click()
+    expect(admin.locator(".env-banner")).to_have_text("PRODUCTION environment")
+    expect(admin.get_by_role("link", name="Integration records")).to_have_count(0)
+    production_id = admin.url.split("/configurations/")[1].split("?")[0]
+    admin.goto(f"{world.public}/api/portal/configurations/{production_id}/records")
+    expect(admin.get_by_text("Not approved")).to_be_visible()
+    expect(admin.locator("#provider-launch")).to_have_count(0)
+
+    # The admin edits the approved one: pending again, records gone.
+    admin.goto(f"{world.public}/api/portal/configurations/{configuration_id}")
+    expect(admin.get_by_role("link", name="Integration records")).to_be_visible()
+    admin.fill("#organization", "Contoso Health Test")
+    admin.get_by_role("button", name="Save changes").click()
+    expect(admin.get_by_role("status")).to_contain_text("pending approval again")
+    expect(admin.get_by_text("Pending approval", exact=True)).to_be_visible()
+    admin.goto(f"{world.public}/api/portal/configurations/{configuration_id}/records")
+    expect(admin.get_by_text("Not approved")).to_be_visible()
+
+    # Signing out ends the session.
+    admin.get_by_role("button", name="Sign out").click()
+    expect(admin.get_by_role("link", name="Sign in with Microsoft 365")).to_be_visible()

@@ -1,0 +1,478 @@
+"""The configuration portal, called as the Functions host calls it, over Azurite and a small SMART server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from connector import portal, wellknown
+from shared.configurations import ConfigurationRepository, Status
+from shared.keys import signing_keys_from
+from shared.storage import get_storage
+from tests.functions.portal_support import (
+    Tenant,
+    call,
+    configuration_form,
+    new_tenant,
+    text,
+)
+from tests.support.ehr_server import running_fake_ehr
+from tests.support.fake_ehr import FakeEhr
+
+pytestmark = pytest.mark.azurite
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env: dict[str, str]) -> Iterator[FakeEhr]:
+    with running_fake_ehr(signing_keys_from(base_env["SIGNING_KEYS"]).jwks) as server:
+        yield server
+
+
+@pytest.fixture
+def tenant(env: dict[str, str]) -> Iterator[Tenant]:
+    portal.reset()
+    yield new_tenant()
+    portal.reset()
+
+
+def repository() -> ConfigurationRepository:
+    return ConfigurationRepository(get_storage().app)
+
+
+def create(tenant: Tenant, *urls: str, **overrides: str) -> list[str]:
+    form = {"csrf": tenant.admin.csrf_token, "rows": str(len(urls)), "action": "save"}
+    for index, url in enumerate(urls):
+        environment = "production" if "prod" in url else "test"
+        form.update(configuration_form(url, prefix=f"c{index}-", environment=environment, **overrides))
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 303, text(response)
+    stored = repository().list_for_tenant(tenant.id)
+    return [next(c.id for c in stored if c.fhir_base_url == url.rstrip("/")) for url in urls]
+
+
+def ehr_signin(tenant: Tenant, configuration_id: str) -> httpx.Response:
+    """Press "Sign in to EHR", follow the browser to the EHR and back; return the EHR's redirect."""
+    started = call(
+        portal.start_ehr_signin, "POST", f"portal/configurations/{configuration_id}/ehr-signin",
+        session=tenant.approver, form={"csrf": tenant.approver.csrf_token}, route={"id": configuration_id},
+    )
+    assert started.status_code == 303, text(started)
+    return httpx.get(started.headers["Location"], follow_redirects=False)
+
+
+def callback(tenant: Tenant, ehr_answer: httpx.Response) -> object:
+    query = dict(httpx.URL(ehr_answer.headers["location"]).params)
+    return call(portal.ehr_callback, "GET", "portal/ehr/callback", session=tenant.approver, params=query)
+
+
+def approve(tenant: Tenant, configuration_id: str, *, as_admin: bool = False, csrf: str | None = None) -> object:
+    session = tenant.admin if as_admin else tenant.approver
+    return call(
+        portal.approve, "POST", f"portal/configurations/{configuration_id}/approve", session=session,
+        form={"csrf": session.csrf_token if csrf is None else csrf}, route={"id": configuration_id},
+    )
+
+
+# --- sign-in and dashboard -----------------------------------------------------------------
+
+
+def test_without_a_session_the_portal_offers_microsoft_sign_in(env: dict[str, str]) -> None:
+    response = call(portal.dashboard, "GET", "portal")
+    assert response.status_code == 200
+    assert 'href="/api/portal/signin"' in text(response)
+
+
+def test_pages_behind_sign_in_redirect_to_the_portal(tenant: Tenant) -> None:
+    response = call(portal.new_configurations, "GET", "portal/configurations/new")
+    assert response.status_code == 303 and response.headers["Location"].startswith("/api/portal")
+
+
+def test_signout_deletes_the_session_and_clears_the_cookie(tenant: Tenant) -> None:
+    response = call(portal.signout, "POST", "portal/signout", session=tenant.member,
+                    form={"csrf": tenant.member.csrf_token})
+    assert response.status_code == 303
+    assert "Max-Age=0" in response.headers["Set-Cookie"] and "HttpOnly" in response.headers["Set-Cookie"]
+    after = call(portal.dashboard, "GET", "portal", session=tenant.member)
+    assert 'href="/api/portal/signin"' in text(after)
+
+
+# --- submission ----------------------------------------------------------------------------
+
+
+def test_admin_adds_a_test_and_a_production_url_in_one_form(tenant: Tenant, ehr: FakeEhr) -> None:
+    test_id, prod_id = create(tenant, f"{ehr.base}/test/api/FHIR/R4", f"{ehr.base}/prod/api/FHIR/R4/")
+    stored = {c.id: c for c in repository().list_for_tenant(tenant.id)}
+    assert stored[test_id].environment.value == "test" and stored[prod_id].environment.value == "production"
+    assert all(c.status is Status.PENDING for c in stored.values())
+    assert stored[prod_id].fhir_base_url == f"{ehr.base}/prod/api/FHIR/R4"
+    page = text(call(portal.dashboard, "GET", "portal", session=tenant.admin))
+    assert page.count("Pending approval") == 2
+
+
+def test_the_add_form_grows_without_javascript(tenant: Tenant, ehr: FakeEhr) -> None:
+    form = {"csrf": tenant.admin.csrf_token, "rows": "1", "action": "add-row",
+            **configuration_form(f"{ehr.base}/a/api/FHIR/R4", prefix="c0-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 200
+    page = text(response)
+    assert 'name="c1-fhir_base_url"' in page and f'value="{ehr.base}/a/api/FHIR/R4"' in page
+    assert repository().list_for_tenant(tenant.id) == []
+
+
+def test_a_non_admin_cannot_submit(tenant: Tenant, ehr: FakeEhr) -> None:
+    form = {"csrf": tenant.approver.csrf_token, "rows": "1",
+            **configuration_form(f"{ehr.base}/x/api/FHIR/R4", prefix="c0-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.approver, form=form)
+    assert response.status_code == 403
+    assert "Global Administrator" in text(response)
+    new_form = call(portal.new_configurations, "GET", "portal/configurations/new", session=tenant.approver)
+    assert new_form.status_code == 403
+    assert repository().list_for_tenant(tenant.id) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://169.254.169.254/latest/meta-data", "non-public address (169.254.169.254)"),
+        ("https://10.0.0.5/api/FHIR/R4", "non-public address (10.0.0.5)"),
+        ("https://127.0.0.2/api/FHIR/R4", "non-public address (127.0.0.2)"),
+        ("http://127.0.0.2/api/FHIR/R4", "only https"),
+        ("file:///etc/passwd", "only https"),
+        ("https://user:secret@ehr.example.org/fhir", "user name or password"),
+    ],
+)
+def test_unsafe_fhir_urls_are_rejected_in_the_users_words(tenant: Tenant, url: str, reason: str) -> None:
+    form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(url, prefix="c0-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 400
+    page = text(response)
+    assert "FHIR URL isn&#39;t valid: " in page and reason in page
+    assert repository().list_for_tenant(tenant.id) == []
+
+
+def test_a_fhir_url_that_redirects_to_a_private_address_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
+    form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(f"{ehr.base}/redirecting", prefix="c0-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 400
+    assert "FHIR URL isn&#39;t valid: " in text(response) and "redirect" in text(response)
+
+
+def test_a_url_that_is_not_a_smart_server_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
+    form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(f"{ehr.base}/nothing", prefix="c0-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 400
+    assert "FHIR URL isn&#39;t valid: no SMART configuration was found" in text(response)
+
+
+def test_the_same_url_twice_in_a_tenant_is_refused_but_another_tenant_may_use_it(
+    tenant: Tenant, ehr: FakeEhr
+) -> None:
+    url = f"{ehr.base}/dup/api/FHIR/R4"
+    create(tenant, url)
+    form = {"csrf": tenant.admin.csrf_token, "rows": "1",
+            **configuration_form(url.replace("http://", "HTTP://") + "/", prefix="c0-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 409
+    assert "already configured in your organization" in text(response)
+    assert len(repository().list_for_tenant(tenant.id)) == 1
+    other = new_tenant()
+    create(other, url)
+    assert len(repository().list_for_tenant(other.id)) == 1
+
+
+def test_script_in_the_organization_name_is_rendered_inert(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/xss/api/FHIR/R4", organization='<script>alert("x")</script>')
+    for page in (
+        text(call(portal.dashboard, "GET", "portal", session=tenant.admin)),
+        text(call(portal.configuration, "GET", "p", session=tenant.admin, route={"id": config_id})),
+    ):
+        assert "<script>alert" not in page
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"a=" + b"x" * (70 * 1024), "application/x-www-form-urlencoded"),
+        (b"\xff\xfe\xfd", "application/x-www-form-urlencoded"),
+        (b"csrf=1&csrf=2", "application/x-www-form-urlencoded"),
+        (b"&&&===", "application/x-www-form-urlencoded"),
+        (b'{"rows": 1}', "application/json"),
+    ],
+)
+def test_oversized_or_malformed_form_bodies_get_a_400_page(tenant: Tenant, body: bytes, content_type: str) -> None:
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, body=body,
+                    headers={"content-type": content_type})
+    assert response.status_code == 400
+    assert response.mimetype == "text/html" and "correlation id" in text(response)
+
+
+def test_a_missing_or_forged_csrf_token_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
+    for csrf in ("", "forged", tenant.approver.csrf_token):
+        form = {"csrf": csrf, "rows": "1", **configuration_form(f"{ehr.base}/c/api/FHIR/R4", prefix="c0-")}
+        response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+        assert response.status_code == 403
+    assert repository().list_for_tenant(tenant.id) == []
+
+
+# --- approval ------------------------------------------------------------------------------
+
+
+def test_the_approver_proves_the_url_by_ehr_signin_then_approves(tenant: Tenant, ehr: FakeEhr) -> None:
+    test_id, prod_id = create(tenant, f"{ehr.base}/t1/api/FHIR/R4", f"{ehr.base}/prod1/api/FHIR/R4")
+    answer = ehr_signin(tenant, test_id)
+    authorize = ehr.codes[location_query_of(answer)["code"]]
+    assert authorize["scope"] == "openid fhirUser" and authorize["aud"] == f"{ehr.base}/t1/api/FHIR/R4"
+    assert authorize["client_id"] == "provider-client" and "launch" not in authorize
+    done = callback(tenant, answer)
+    assert done.status_code == 303 and "notice=ehr-signin" in done.headers["Location"]
+    recorded = repository().get(tenant.id, test_id)
+    assert recorded.ehr_signin is not None and recorded.ehr_signin.by_upn == "analyst@contoso.example"
+    assert recorded.status is Status.PENDING
+    assert "client_secret" not in ehr.token_requests[-1]
+
+    response = approve(tenant, test_id)
+    assert response.status_code == 303
+    approved = repository().get(tenant.id, test_id)
+    assert approved.status is Status.APPROVED and approved.approved_by == "analyst@contoso.example"
+    assert repository().get(tenant.id, prod_id).status is Status.PENDING
+
+    records = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": test_id}))
+    assert f"http://localhost:7071/api/launch/{test_id}/provider" in records
+    assert f"http://localhost:7071/api/launch/{test_id}/patient" in records
+    assert "sessionId=%CSN%&amp;departmentId=%PERFDEPID;;; ; ;;NONE;%" in records
+    assert "http://localhost:7071/api/launch/callback" in records
+    assert "http://localhost:7071/api/.well-known/jwks.json" in records
+    assert "TEST environment" in records and "launch openid fhirUser patient/*.read" in records
+
+    not_yet = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": prod_id}))
+    assert "Not approved" in not_yet and "/api/launch/" not in not_yet
+    assert call(portal.records_text, "GET", "r", session=tenant.admin, route={"id": prod_id}).status_code == 404
+
+    plain = call(portal.records_text, "GET", "r.txt", session=tenant.approver, route={"id": test_id})
+    assert plain.status_code == 200 and plain.mimetype == "text/plain"
+    assert f"Launch URL: http://localhost:7071/api/launch/{test_id}/provider" in text(plain)
+    assert "Environment: TEST" in text(plain)
+
+
+def location_query_of(response: httpx.Response) -> dict[str, str]:
+    return dict(httpx.URL(response.headers["location"]).params)
+
+
+def test_an_admin_who_is_also_the_approver_still_signs_in_to_the_ehr(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/self/api/FHIR/R4", approver_upn="admin@contoso.example")
+    admin_approves = call(portal.approve, "POST", "x", session=tenant.admin,
+                          form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    assert admin_approves.status_code == 409  # no EHR sign-in yet
+    started = call(portal.start_ehr_signin, "POST", "x", session=tenant.admin,
+                   form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    answer = httpx.get(started.headers["Location"], follow_redirects=False)
+    done = call(portal.ehr_callback, "GET", "x", session=tenant.admin, params=location_query_of(answer))
+    assert done.status_code == 303
+    approved = call(portal.approve, "POST", "x", session=tenant.admin,
+                    form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    assert approved.status_code == 303
+    assert repository().get(tenant.id, config_id).approved_by == "admin@contoso.example"
+
+
+def test_approval_without_the_ehr_signin_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/noproof/api/FHIR/R4")
+    response = approve(tenant, config_id)
+    assert response.status_code == 409 and "Sign in to the EHR" in text(response)
+    assert repository().get(tenant.id, config_id).status is Status.PENDING
+
+
+def test_approval_with_a_stale_or_forged_csrf_token_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/csrf/api/FHIR/R4")
+    callback(tenant, ehr_signin(tenant, config_id))
+    for csrf in ("", "forged", tenant.admin.csrf_token):
+        assert approve(tenant, config_id, csrf=csrf).status_code == 403
+    assert repository().get(tenant.id, config_id).status is Status.PENDING
+
+
+def test_a_non_approver_cannot_sign_in_to_the_ehr_or_approve(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/nonapprover/api/FHIR/R4")
+    callback(tenant, ehr_signin(tenant, config_id))
+    assert approve(tenant, config_id, as_admin=True).status_code == 403
+    started = call(portal.start_ehr_signin, "POST", "x", session=tenant.admin,
+                   form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    assert started.status_code == 403
+    # A member who is neither admin nor approver does not even see it.
+    member = call(portal.approve, "POST", "x", session=tenant.member,
+                  form={"csrf": tenant.member.csrf_token}, route={"id": config_id})
+    assert member.status_code == 404
+    assert repository().get(tenant.id, config_id).status is Status.PENDING
+
+
+def test_another_tenant_cannot_see_records_or_configuration(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/iso/api/FHIR/R4")
+    callback(tenant, ehr_signin(tenant, config_id))
+    approve(tenant, config_id)
+    other = new_tenant()
+    for handler in (portal.records, portal.records_text, portal.configuration, portal.confirm_delete):
+        response = call(handler, "GET", "x", session=other.admin, route={"id": config_id})
+        assert response.status_code == 404, handler
+        assert config_id not in text(response)
+    edit = call(portal.update_configuration, "POST", "x", session=other.admin, route={"id": config_id},
+                form={"csrf": other.admin.csrf_token, "etag": "W/x",
+                      **configuration_form(f"{ehr.base}/iso/api/FHIR/R4")})
+    assert edit.status_code == 404
+
+
+def test_an_oauth_error_from_the_ehr_is_shown_with_what_to_check(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/oauth/api/FHIR/R4")
+    ehr.authorize_error = "unauthorized_client"
+    try:
+        response = callback(tenant, ehr_signin(tenant, config_id))
+    finally:
+        ehr.authorize_error = None
+    assert response.status_code == 502
+    page = text(response)
+    assert "OAuth2 error from the EHR: unauthorized_client" in page
+    assert "JWKS URL" in page and "http://localhost:7071/api/portal/ehr/callback" in page
+    assert repository().get(tenant.id, config_id).ehr_signin is None
+
+
+def test_a_token_endpoint_error_is_shown_as_an_oauth_error(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/tokenerr/api/FHIR/R4")
+    answer = ehr_signin(tenant, config_id)
+    ehr.token_error = "invalid_client"
+    try:
+        response = callback(tenant, answer)
+    finally:
+        ehr.token_error = None
+    assert response.status_code == 502 and "OAuth2 error from the EHR: invalid_client" in text(response)
+
+
+def test_an_id_token_for_another_client_does_not_prove_the_url(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/aud/api/FHIR/R4")
+    answer = ehr_signin(tenant, config_id)
+    ehr.id_token_audience = "some-other-app"
+    try:
+        response = callback(tenant, answer)
+    finally:
+        ehr.id_token_audience = None
+    assert response.status_code == 502 and "id_token is not valid" in text(response)
+    assert repository().get(tenant.id, config_id).ehr_signin is None
+
+
+def test_the_ehr_callback_state_is_single_use_and_bound_to_the_session(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/state/api/FHIR/R4")
+    answer = ehr_signin(tenant, config_id)
+    query = location_query_of(answer)
+    stolen = call(portal.ehr_callback, "GET", "x", session=tenant.admin, params=query)
+    assert stolen.status_code == 400  # another browser session: refused (and the state is now spent)
+    assert callback(tenant, answer).status_code == 400
+    assert repository().get(tenant.id, config_id).ehr_signin is None
+
+
+# --- edit and delete -----------------------------------------------------------------------
+
+
+def test_editing_an_approved_configuration_makes_it_pending_again(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/edit/api/FHIR/R4")
+    callback(tenant, ehr_signin(tenant, config_id))
+    approve(tenant, config_id)
+    current = repository().get(tenant.id, config_id)
+    form = {"csrf": tenant.admin.csrf_token, "etag": str(current.etag),
+            **configuration_form(f"{ehr.base}/edit/api/FHIR/R4", organization="Contoso Health System")}
+    response = call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id}, form=form)
+    assert response.status_code == 303, text(response)
+    edited = repository().get(tenant.id, config_id)
+    assert edited.status is Status.PENDING and edited.ehr_signin is None
+    assert edited.organization == "Contoso Health System"
+    assert "Not approved" in text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": config_id}))
+
+
+def test_a_concurrent_edit_gets_a_conflict_and_keeps_what_the_user_typed(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/race/api/FHIR/R4")
+    etag = str(repository().get(tenant.id, config_id).etag)
+    first = {"csrf": tenant.admin.csrf_token, "etag": etag,
+             **configuration_form(f"{ehr.base}/race/api/FHIR/R4", organization="First edit")}
+    second = {"csrf": tenant.admin.csrf_token, "etag": etag,
+              **configuration_form(f"{ehr.base}/race/api/FHIR/R4", organization="Second edit")}
+    assert call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                form=first).status_code == 303
+    response = call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                    form=second)
+    assert response.status_code == 409
+    page = text(response)
+    assert "Someone else changed" in page and 'value="Second edit"' in page
+    assert repository().get(tenant.id, config_id).organization == "First edit"
+
+
+def test_changing_the_url_moves_the_index_and_keeps_uniqueness(tenant: Tenant, ehr: FakeEhr) -> None:
+    old_url, new_url = f"{ehr.base}/old/api/FHIR/R4", f"{ehr.base}/new/api/FHIR/R4"
+    [config_id] = create(tenant, old_url)
+    current = repository().get(tenant.id, config_id)
+    form = {"csrf": tenant.admin.csrf_token, "etag": str(current.etag), **configuration_form(new_url)}
+    assert call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                form=form).status_code == 303
+    assert repository().find_for_launch(config_id, new_url) is not None
+    assert repository().find_for_launch(config_id, old_url) is None
+    create(tenant, old_url)  # the old URL is free again
+
+
+def test_delete_asks_for_confirmation_then_stops_launches_at_once(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/delete/api/FHIR/R4"
+    [config_id] = create(tenant, url)
+    assert repository().find_for_launch(config_id, url) is not None
+    confirm = call(portal.confirm_delete, "GET", "x", session=tenant.admin, route={"id": config_id})
+    assert confirm.status_code == 200 and 'name="confirm"' in text(confirm)
+    unconfirmed = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                       form={"csrf": tenant.admin.csrf_token})
+    assert unconfirmed.status_code == 400
+    done = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                form={"csrf": tenant.admin.csrf_token, "confirm": "yes"})
+    assert done.status_code == 303
+    assert repository().find_for_launch(config_id, url) is None
+    assert repository().list_for_tenant(tenant.id) == []
+
+
+def test_the_approver_sees_only_configurations_naming_them(tenant: Tenant, ehr: FakeEhr) -> None:
+    create(tenant, f"{ehr.base}/mine/api/FHIR/R4")
+    create(tenant, f"{ehr.base}/theirs/api/FHIR/R4", approver_upn="someone.else@contoso.example")
+    page = text(call(portal.dashboard, "GET", "portal", session=tenant.approver))
+    assert "/mine/api/FHIR/R4" in page and "/theirs/api/FHIR/R4" not in page
+
+
+# --- our public keys -----------------------------------------------------------------------
+
+
+def test_the_jwks_is_public_and_holds_no_private_parts(env: dict[str, str]) -> None:
+    response = call(wellknown.jwks, "GET", ".well-known/jwks.json")
+    assert response.status_code == 200
+    keys = json.loads(response.get_body())["keys"]
+    assert keys and all("d" not in k and k["alg"] == "RS384" for k in keys)
+
+
+def test_the_same_url_twice_in_one_form_is_refused(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/twice/api/FHIR/R4"
+    form = {"csrf": tenant.admin.csrf_token, "rows": "2", "action": "save",
+            **configuration_form(url, prefix="c0-"), **configuration_form(url + "/", prefix="c1-")}
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 400 and text(response).count("appears twice in this form") == 2
+    assert repository().list_for_tenant(tenant.id) == []
+
+
+def test_a_delete_confirmed_against_a_stale_version_is_refused(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/stale-delete/api/FHIR/R4"
+    [config_id] = create(tenant, url)
+    stale = str(repository().get(tenant.id, config_id).etag)
+    callback(tenant, ehr_signin(tenant, config_id))  # the approver changed it meanwhile
+    response = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                    form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": stale})
+    assert response.status_code == 409 and "it was not deleted" in text(response)
+    assert repository().find_for_launch(config_id, url) is not None
+
+
+def test_launch_lookup_needs_the_configured_url_and_tolerates_forged_input(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/lookup/api/FHIR/R4"
+    [config_id] = create(tenant, url)
+    assert repository().find_for_launch(config_id, url + "/").id == config_id  # type: ignore[union-attr]
+    assert repository().find_for_launch(config_id, f"{ehr.base}/other/api/FHIR/R4") is None
+    assert repository().find_for_launch(config_id, "https://ehr.example:notaport/fhir") is None
+    assert repository().find_for_launch("not-an-id", url) is None

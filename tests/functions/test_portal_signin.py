@@ -1,0 +1,209 @@
+"""Microsoft 365 sign-in to the portal: msal's auth-code flow plus our own id_token checks.
+
+msal talks to an in-process stand-in through its ``http_client`` hook (msal insists on https
+URLs); the id_token's keys are served through an httpx MockTransport. End-to-end against the
+sandbox Entra ID is covered by the browser test.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import jwt
+import msal
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from connector import portal
+from shared import entra
+from shared.settings import get_settings
+from tests.functions.portal_support import call, text
+
+pytestmark = pytest.mark.azurite
+
+KEY = rsa.generate_private_key(65537, 2048)
+ROGUE = rsa.generate_private_key(65537, 2048)
+ALLOWED_TENANT = "11111111-1111-4111-8111-111111111111"
+
+
+@dataclass
+class _Response:
+    status_code: int
+    text: str
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise RuntimeError(self.status_code)
+
+
+@dataclass
+class FakeEntra:
+    """Serves what msal asks for: the authority's OpenID configuration and the token endpoint."""
+
+    host: str
+    client_id: str
+    tenant: str = ALLOWED_TENANT
+    wids: tuple[str, ...] = (entra.GLOBAL_ADMINISTRATOR,)
+    nonce: str = ""
+    signing_key: rsa.RSAPrivateKey = KEY
+    posted: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> _Response:
+        assert url == f"{self.host}/organizations/v2.0/.well-known/openid-configuration", url
+        return _Response(200, json.dumps({
+            "issuer": f"{self.host}/{{tenantid}}/v2.0",
+            "authorization_endpoint": f"{self.host}/organizations/oauth2/v2.0/authorize",
+            "token_endpoint": f"{self.host}/organizations/oauth2/v2.0/token",
+            "jwks_uri": f"{self.host}/organizations/discovery/v2.0/keys",
+        }))
+
+    def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any) -> _Response:
+        self.posted.append(dict(data or {}))
+        now = int(time.time())
+        claims = {
+            "iss": f"{self.host}/{self.tenant}/v2.0", "aud": self.client_id, "tid": self.tenant,
+            "oid": "a0000000-0000-4000-8000-000000000001", "sub": "pairwise-sub",
+            "preferred_username": "Admin@Contoso.example", "name": "Avery Admin", "wids": list(self.wids),
+            "iat": now, "nbf": now, "exp": now + 3600, "nonce": self.nonce, "ver": "2.0",
+        }
+        id_token = jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": "entra-1"})
+        client_info = jwt.utils.base64url_encode(
+            json.dumps({"uid": claims["oid"], "utid": self.tenant}).encode()
+        ).decode()
+        return _Response(200, json.dumps({
+            "token_type": "Bearer", "scope": "openid profile", "expires_in": 3600, "access_token": "at",
+            "id_token": id_token, "client_info": client_info,
+        }))
+
+
+def keys_transport(host: str) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/v2.0/.well-known/openid-configuration"):
+            tenant = path.split("/")[1]
+            return httpx.Response(200, json={
+                "issuer": f"{host}/{tenant}/v2.0", "jwks_uri": f"{host}/{tenant}/discovery/v2.0/keys",
+            })
+        if path.endswith("/discovery/v2.0/keys"):
+            jwk = RSAAlgorithm.to_jwk(KEY.public_key(), as_dict=True)
+            return httpx.Response(200, json={"keys": [{**jwk, "kid": "entra-1", "use": "sig"}]})
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.fixture
+def fake_entra(env: dict[str, str]) -> Iterator[FakeEntra]:
+    portal.reset()
+    settings = get_settings()
+    fake = FakeEntra(host=settings.entra_authority_host, client_id=settings.entra_client_id)
+    entra._app = msal.ConfidentialClientApplication(
+        settings.entra_client_id,
+        client_credential=settings.entra_client_secret.reveal(),
+        authority=f"{settings.entra_authority_host}/organizations",
+        instance_discovery=False,
+        http_client=fake,
+        token_cache=entra._NoUserTokens(),
+    )
+    entra._validator = entra.EntraIdTokenValidator(
+        settings.entra_authority_host, settings.entra_client_id, settings.entra_allowed_tenant_ids,
+        http=httpx.Client(transport=keys_transport(settings.entra_authority_host)),
+    )
+    yield fake
+    portal.reset()
+
+
+def start(fake: FakeEntra) -> dict[str, str]:
+    response = call(portal.signin, "GET", "portal/signin")
+    assert response.status_code == 302
+    query = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
+    fake.nonce = query["nonce"]  # Entra echoes the (hashed) nonce it was sent
+    return query
+
+
+def finish(query: dict[str, str], **extra: str) -> Any:
+    form = {"code": "entra-code", "state": query["state"], "session_state": str(uuid.uuid4()), **extra}
+    return call(portal.signin_callback, "POST", "portal/signin/callback", form=form)
+
+
+def test_sign_in_uses_pkce_form_post_and_creates_a_server_side_session(fake_entra: FakeEntra) -> None:
+    query = start(fake_entra)
+    assert query["response_mode"] == "form_post" and query["code_challenge_method"] == "S256"
+    assert query["redirect_uri"] == "http://localhost:7071/api/portal/signin/callback"
+    response = finish(query)
+    assert response.status_code == 303, text(response)
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("portal_session=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Path=/api/portal" in cookie
+    assert "code_verifier" in fake_entra.posted[-1]
+    session_id = cookie.split(";", 1)[0].split("=", 1)[1]
+    dashboard = call(portal.dashboard, "GET", "portal", headers={"cookie": f"portal_session={session_id}"})
+    page = text(dashboard)
+    assert "Avery Admin" in page and "administrator" in page and "Add configurations" in page
+
+
+def test_the_state_is_single_use(fake_entra: FakeEntra) -> None:
+    query = start(fake_entra)
+    assert finish(query).status_code == 303
+    replay = finish(query)
+    assert replay.status_code == 400 and "already used" in text(replay)
+
+
+def test_a_tenant_not_on_the_allowed_list_is_refused(fake_entra: FakeEntra) -> None:
+    fake_entra.tenant = "99999999-9999-4999-8999-999999999999"
+    response = finish(start(fake_entra))
+    assert response.status_code == 403 and "not enabled" in text(response)
+    assert "Set-Cookie" not in response.headers
+
+
+def test_an_id_token_with_a_forged_signature_is_refused(fake_entra: FakeEntra) -> None:
+    fake_entra.signing_key = ROGUE
+    response = finish(start(fake_entra))
+    assert response.status_code == 401 and "could not be verified" in text(response)
+    assert "Set-Cookie" not in response.headers
+
+
+def test_a_wrong_nonce_is_refused(fake_entra: FakeEntra) -> None:
+    query = start(fake_entra)
+    fake_entra.nonce = "another-sign-in"
+    response = finish(query)
+    assert response.status_code == 401
+    assert "Set-Cookie" not in response.headers
+
+
+def test_an_error_from_entra_is_shown_plainly(fake_entra: FakeEntra) -> None:
+    query = start(fake_entra)
+    form = {"error": "access_denied", "error_description": "<b>user cancelled</b>", "state": query["state"]}
+    response = call(portal.signin_callback, "POST", "portal/signin/callback", form=form)
+    assert response.status_code == 502 and "Microsoft sign-in failed: access_denied" in text(response)
+    assert "<b>" not in text(response)
+
+
+def test_a_user_without_admin_roles_is_not_an_admin(fake_entra: FakeEntra) -> None:
+    fake_entra.wids = ()
+    response = finish(start(fake_entra))
+    session_id = response.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
+    page = text(call(portal.dashboard, "GET", "portal", headers={"cookie": f"portal_session={session_id}"}))
+    assert "Add configurations" not in page and "approver" in page
+
+
+def test_outside_localhost_the_session_cookie_is_secure(
+    fake_entra: FakeEntra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.contoso.example")
+    from shared.settings import reset_settings_cache
+
+    reset_settings_cache()
+    query = start(fake_entra)
+    assert query["redirect_uri"] == "https://connector.contoso.example/api/portal/signin/callback"
+    cookie = finish(query).headers["Set-Cookie"]
+    assert cookie.startswith("__Secure-portal_session=") and "; Secure" in cookie and "HttpOnly" in cookie

@@ -1,0 +1,111 @@
+"""Field validation, permissions and integration records of the portal (no storage, no network)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from shared import configurations as cfg
+from shared.configurations import ConfigurationInput, Environment, Vendor, WritebackMode
+from shared.entra import GLOBAL_ADMINISTRATOR, TEAMS_ADMINISTRATOR, PortalIdentity
+from shared.errors import NotFound
+from shared.portal import can_approve, can_edit, can_view, integration_records, parse_fields
+from shared.settings import Geography
+
+TENANT = "11111111-1111-4111-8111-111111111111"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+GOOD = {
+    "organization": "Contoso Health",
+    "fhir_base_url": "https://ehr.contoso.example/api/FHIR/R4",
+    "environment": "Production",
+    "approver_upn": "Analyst@Contoso.example",
+    "geography": "americas",
+    "vendor": "epic",
+    "provider_client_id": "0f6c3a1e-5b7d-4c2a-9e8f-1a2b3c4d5e6f",
+    "patient_client_id": "patient-app",
+    "writeback_mode": "fhir-auditevent",
+}
+
+
+def identity(upn: str = "someone@contoso.example", *, tenant: str = TENANT, **kw: tuple[str, ...]) -> PortalIdentity:
+    return PortalIdentity(tenant_id=tenant, object_id="oid-" + upn, upn=upn, name=upn, **kw)
+
+
+def test_good_fields_are_cleaned() -> None:
+    values, errors = parse_fields(GOOD, (Geography.AMERICAS, Geography.EMEA))
+    assert errors == {}
+    assert values["environment"] == "production" and values["approver_upn"] == "analyst@contoso.example"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("organization", "", "Enter the organization"),
+        ("organization", "x" * 121, "up to 120"),
+        ("organization", "Contoso\x00", "printable"),
+        ("fhir_base_url", "", "FHIR URL isn't valid"),
+        ("environment", "staging", "test or production"),
+        ("approver_upn", "analyst", "user name"),
+        ("approver_upn", "a@b", "user name"),
+        ("geography", "apac", "geography offered here"),
+        ("vendor", "cerner-classic", "vendor"),
+        ("provider_client_id", "", "client id"),
+        ("patient_client_id", "id with spaces", "client id"),
+        ("writeback_mode", "hl7v2", "writeback"),
+    ],
+)
+def test_each_bad_field_gets_its_own_message(field: str, value: str, message: str) -> None:
+    _, errors = parse_fields({**GOOD, field: value}, (Geography.AMERICAS, Geography.EMEA))
+    assert list(errors) == [field]
+    assert message in errors[field]
+
+
+def test_admin_roles_are_global_admin_teams_admin_or_the_app_role() -> None:
+    assert identity(wids=(GLOBAL_ADMINISTRATOR,)).is_admin
+    assert identity(wids=(TEAMS_ADMINISTRATOR,)).is_admin
+    assert identity(roles=("Connector.Admin",)).is_admin
+    assert not identity(wids=("some-other-role",), roles=("Reader",)).is_admin
+
+
+def configuration() -> cfg.Configuration:
+    data = ConfigurationInput(
+        organization="Contoso", fhir_base_url="https://ehr.contoso.example/fhir", environment=Environment.TEST,
+        approver_upn="analyst@contoso.example", geography=Geography.AMERICAS, vendor=Vendor.EPIC,
+        provider_client_id="p", patient_client_id="q", writeback_mode=WritebackMode.NONE,
+    )  # fmt: skip
+    return cfg.new_configuration(TENANT, data, by="admin@contoso.example", now=NOW)
+
+
+def test_who_may_see_edit_and_approve() -> None:
+    config = configuration()
+    admin = identity("admin@contoso.example", wids=(GLOBAL_ADMINISTRATOR,))
+    approver = identity("ANALYST@contoso.example")
+    member = identity("dr.smith@contoso.example")
+    foreign_admin = identity("admin@fabrikam.example", tenant="33333333-3333-4333-8333-333333333333",
+                             wids=(GLOBAL_ADMINISTRATOR,))
+    foreign_namesake = identity("analyst@contoso.example", tenant="33333333-3333-4333-8333-333333333333")
+    assert can_view(admin, config) and can_edit(admin, config) and not can_approve(admin, config)
+    assert can_view(approver, config) and can_approve(approver, config) and not can_edit(approver, config)
+    assert not can_view(member, config)
+    assert not can_view(foreign_admin, config) and not can_edit(foreign_admin, config)
+    assert not can_view(foreign_namesake, config) and not can_approve(foreign_namesake, config)
+
+
+def test_records_exist_only_for_approved_configurations() -> None:
+    config = configuration()
+    with pytest.raises(NotFound):
+        integration_records(config, "https://connector.example")
+    approved = replace(config, status=cfg.Status.APPROVED, approved_by="analyst@contoso.example", approved_at=NOW)
+    records = integration_records(approved, "https://connector.example/")
+    provider, patient = records.records
+    assert provider.launch_url == f"https://connector.example/api/launch/{config.id}/provider"
+    assert patient.launch_url == f"https://connector.example/api/launch/{config.id}/patient"
+    assert provider.context_tokens == "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
+    assert patient.scopes == "launch openid fhirUser patient/*.read" and provider.scopes == "launch openid fhirUser"
+    assert records.redirect_uri == "https://connector.example/api/launch/callback"
+    assert records.backend_scopes == "none (writeback off)"
+    text = records.as_text()
+    assert "Environment: TEST" in text and "Approved by analyst@contoso.example at 2026-11-25 12:00 UTC" in text
+    assert text.count("Launch URL: ") == 2

@@ -1,0 +1,166 @@
+"""Outbound URL rules: what a user-supplied URL may be, and that refused URLs are never connected to."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.routing import Route
+
+from sandbox.server import ServerThread
+from shared.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
+from shared.urls import OutboundPolicy, SafeHttp, check_url, check_url_syntax, normalise_base_url
+
+STRICT = OutboundPolicy()
+LOCAL = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1", "localhost"}), timeout_seconds=2, max_bytes=1024)
+
+
+@pytest.fixture
+def no_connect(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Fails the test if anything opens a TCP connection."""
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise AssertionError("connected to a refused URL")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return attempts
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("file:///etc/passwd", "only https"),
+        ("ftp://ehr.example.org/fhir", "only https"),
+        ("http://ehr.example.org/fhir", "only https"),
+        ("https://user:pw@ehr.example.org/fhir", "user name or password"),
+        ("https://ehr.example.org/fhir#frag", "fragment"),
+        ("https://ehr.example.org/fhir?x=1", "query"),
+        ("https://169.254.169.254/latest/meta-data", "non-public address (169.254.169.254)"),
+        ("https://10.1.2.3/fhir", "non-public address (10.1.2.3)"),
+        ("https://127.0.0.1/fhir", "non-public address (127.0.0.1)"),
+        ("https://[::1]/fhir", "non-public address (::1)"),
+        ("https://[::ffff:10.0.0.1]/fhir", "non-public address"),
+        ("https://224.0.0.1/fhir", "non-public address"),
+        ("https://0.0.0.0/fhir", "non-public address"),
+        ("https:///fhir", "no host"),
+        ("https://ehr .example.org/fhir", "spaces"),
+        ("", "enter the full"),
+    ],
+)
+def test_refused_urls_say_why_without_connecting(url: str, reason: str, no_connect: list[object]) -> None:
+    with pytest.raises(UnsafeUrl) as caught:
+        check_url(url, STRICT, base_url=True)
+    assert reason in caught.value.message
+    assert no_connect == []
+
+
+@pytest.mark.parametrize("url", ["https://2130706433/fhir", "https://127.1/fhir", "https://0x7f000001/fhir"])
+def test_other_spellings_of_loopback_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        check_url(url, STRICT)
+
+
+def test_a_name_resolving_to_loopback_is_refused_unless_allow_listed() -> None:
+    with pytest.raises(UnsafeUrl, match="non-public address"):
+        check_url("https://localhost/fhir", STRICT)
+    assert check_url("https://localhost/fhir", LOCAL).host == "localhost"
+
+
+def test_every_resolved_address_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def two_answers(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_answers)
+    with pytest.raises(UnsafeUrl, match=r"10\.0\.0\.7"):
+        check_url("https://ehr.example.org/fhir", STRICT)
+
+
+def test_http_is_allowed_only_for_allow_listed_hosts() -> None:
+    assert check_url_syntax("http://127.0.0.1:7300/fhir", LOCAL).port == 7300
+    with pytest.raises(UnsafeUrl):
+        check_url_syntax("http://127.0.0.2:7300/fhir", LOCAL)
+
+
+def test_normalisation_makes_spellings_of_one_url_equal() -> None:
+    assert normalise_base_url("HTTPS://EHR.Example.org:443/api/FHIR/R4/") == "https://ehr.example.org/api/FHIR/R4"
+    assert normalise_base_url("https://ehr.example.org:8443/x") == "https://ehr.example.org:8443/x"
+
+
+def _app() -> Starlette:
+    async def small(request: object) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    async def big(request: object) -> PlainTextResponse:
+        return PlainTextResponse("x" * 5000)
+
+    async def away(request: object) -> RedirectResponse:
+        return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=302)
+
+    return Starlette(routes=[Route("/small", small), Route("/big", big), Route("/away", away)])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    with ServerThread(_app()) as running:
+        yield running
+
+
+def test_safe_http_fetches_allow_listed_local_servers(server: ServerThread) -> None:
+    result = SafeHttp(LOCAL).get(f"{server.url}/small")
+    assert result.status == 200 and result.json() == {"ok": True}
+
+
+def test_redirects_are_not_followed(server: ServerThread) -> None:
+    with pytest.raises(UpstreamRejected) as caught:
+        SafeHttp(LOCAL).get(f"{server.url}/away")
+    assert caught.value.code == "redirect"
+
+
+def test_oversized_responses_are_refused(server: ServerThread) -> None:
+    with pytest.raises(UpstreamRejected, match="too large"):
+        SafeHttp(LOCAL).get(f"{server.url}/big")
+
+
+def test_the_transport_checks_the_address_it_connects_to(
+    monkeypatch: pytest.MonkeyPatch, no_connect: list[object]
+) -> None:
+    """DNS rebinding: whatever a name resolves to at connect time is checked, and only checked addresses are used."""
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, **kw: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.8.7", port))],
+    )
+    with pytest.raises(UnsafeUrl, match=r"10\.9\.8\.7"):
+        SafeHttp(STRICT).get("https://rebinding.example.org/fhir/metadata")
+    assert no_connect == []
+
+
+def test_the_transport_connects_to_the_checked_address(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    resolved: list[str] = []
+    real = socket.getaddrinfo
+
+    def spy(host: str, port: int, *args: object, **kwargs: object) -> object:
+        resolved.append(host)
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", spy)
+    result = SafeHttp(LOCAL).get(f"http://localhost:{server.port}/small")
+    assert result.status == 200
+    # The name is resolved once, by the check; the socket is handed the checked address itself.
+    assert resolved[0] == "localhost"
+    assert all(host in ("127.0.0.1", "::1") for host in resolved[1:])
+
+
+def test_unreachable_hosts_are_upstream_unavailable() -> None:
+    from sandbox.server import free_port
+
+    with pytest.raises(UpstreamUnavailable):
+        SafeHttp(LOCAL).get(f"http://127.0.0.1:{free_port()}/small")
