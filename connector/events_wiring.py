@@ -44,12 +44,6 @@ def reset() -> None:
         _objects.clear()
 
 
-def install_worker(worker: WritebackWorker) -> None:
-    """Use this worker instead of one built from settings (load tests and benchmarks with their own EHR keys)."""
-    with _lock:
-        _objects["worker"] = worker
-
-
 def install_subscriptions(service: CallEventSubscriptions) -> None:
     """Use this subscription service instead of one built from settings (tests with their own credential)."""
     with _lock:
@@ -83,10 +77,10 @@ def build_decoder(settings: Settings) -> NotificationDecoder:
 
 
 def build_worker(settings: Settings, storage: Storage) -> WritebackWorker:
-    from shared.keys import signing_keys_from
+    from shared.smart import get_smart_client
 
-    http = httpx.Client(timeout=settings.http_timeout_seconds)
-    backend = BackendServices(http, signing_keys_from(settings.signing_keys.reveal()))
+    http = httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False)
+    backend = BackendServices(get_smart_client())
     adapters = {
         WritebackMode.EPIC: EpicConnectionStatus(http, backend),
         WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),

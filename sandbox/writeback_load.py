@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import time
 import uuid
 from collections import Counter
@@ -25,30 +24,18 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-import httpx
-import jwt
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
-from cryptography.hazmat.primitives.asymmetric import rsa
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
 from sandbox.host import LocalHost
 from sandbox.server import ServerThread, free_port
-from shared.backend_services import BackendServices
 from shared.events import EventKind, Role, Source, VisitEvent
 from shared.settings import Geography, Settings
 from shared.storage import Storage
 from shared.visits import VisitContext, VisitRepository
 from shared.writeback import WritebackMode
-from shared.writeback.epic import EpicConnectionStatus
-from shared.writeback.fhir import FhirAuditEvents, NoWriteback
 from shared.writeback.targets import TABLE as CONFIGURATIONS
-from shared.writeback.targets import ConfigurationTargets
-from shared.writeback.worker import FailureLog, RetryPolicy, WritebackWorker
 
 CLIENT_ID = "load-backend"
 TENANT = "11111111-1111-4111-8111-111111111111"
@@ -70,28 +57,13 @@ TEST_HOST_JSON: dict[str, Any] = {
 }
 
 
-class BackendSigner:
-    """The backend client's private_key_jwt signer (RS384, kid), with its JWKS served over HTTP."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        self.jwks = {"keys": [{**public, "kid": "load-1", "alg": "RS384", "use": "sig"}]}
-
-    def client_assertion(self, client_id: str, audience: str) -> str:
-        now = int(time.time())
-        claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + 240}
-        claims["jti"] = uuid.uuid4().hex  # type: ignore[assignment]
-        return jwt.encode(claims, self.key, algorithm="RS384", headers={"kid": "load-1", "typ": "JWT"})
-
-
 @dataclass
 class WritebackLoad:
     env: dict[str, str]
     faults: dict[str, Any] = field(default_factory=dict)
     host_json: dict[str, Any] = field(default_factory=lambda: TEST_HOST_JSON)
     visits: int = 100
-    http_timeout: float = 1.0
+    http_timeout: float = 1.0  # seconds; HTTP_TIMEOUT_SECONDS, so hung EHR calls fail fast
     ehr_latency_ms: int = 0
 
     def __post_init__(self) -> None:
@@ -100,7 +72,6 @@ class WritebackLoad:
         self.queue_name = f"wb-load-{run}"
         self.configuration_id = str(uuid.uuid4())
         self.pending_configuration_id = str(uuid.uuid4())
-        self.signer = BackendSigner()
         self._stack = contextlib.ExitStack()
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -116,57 +87,44 @@ class WritebackLoad:
         self._stack.close()
 
     def _start(self) -> None:
-        signer = self.signer
-
-        async def jwks(request: Request) -> JSONResponse:
-            return JSONResponse(signer.jwks)
-
-        jwks_server = self._stack.enter_context(ServerThread(Starlette(routes=[Route("/jwks", jwks)])))
         port = free_port()
+        connector = f"http://127.0.0.1:{port}"
+        ehr_port = free_port()
+        # The EHR knows the connector's backend client by its published key set, as in production.
         self.ehr = EhrSandbox(
             EhrConfig(
-                base_url=f"http://127.0.0.1:{port}",
+                base_url=f"http://127.0.0.1:{ehr_port}",
                 clients=(
                     RegisteredClient(
-                        CLIENT_ID, (), jwks_url=jwks_server.url + "/jwks", grant_types=("client_credentials",)
+                        CLIENT_ID,
+                        (),
+                        jwks_url=f"{connector}/api/.well-known/jwks.json",
+                        grant_types=("client_credentials",),
                     ),
                 ),
-                backend_token_seconds=300,
             )
         )
-        self._stack.enter_context(ServerThread(self.ehr.app, port=port))
+        self._stack.enter_context(ServerThread(self.ehr.app, port=ehr_port))
         settings = {
             **self.env,
+            "PUBLIC_BASE_URL": connector,
             "WRITEBACK_QUEUE_NAME": self.queue_name,
+            "HTTP_TIMEOUT_SECONDS": str(self.http_timeout),
             "AzureWebJobs.subscription_upkeep.Disabled": "true",
             "AzureWebJobs.sweep_expired_state.Disabled": "true",
         }
         self.settings = Settings.from_env(settings)
         self.storage = Storage(self.settings)
         self._seed()
-        from connector import events_wiring
-
-        http = httpx.Client(timeout=self.http_timeout, limits=httpx.Limits(max_connections=64))
-        self._stack.callback(http.close)
-        backend = BackendServices(http, signer)
-        self.worker = WritebackWorker(
-            VisitRepository(self.storage),
-            ConfigurationTargets(self.storage.app, ttl=1.0),
-            {
-                WritebackMode.EPIC: EpicConnectionStatus(http, backend),
-                WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),
-                WritebackMode.NONE: NoWriteback(),
-            },
-            FailureLog(self.storage.app, self.queue_name),
-            retry=RetryPolicy(attempts=3, base_delay=0.05, max_retry_after=1.0),
-        )
-        events_wiring.install_worker(self.worker)
-        self._stack.callback(events_wiring.reset)
+        reset_process_singletons()
+        self._stack.callback(reset_process_singletons)
         # Faults start once the EHR is set up; the host starts last, so every event sees them.
         self.ehr.faults.update({"latency_ms": self.ehr_latency_ms, **self.faults})
         import function_app
 
-        self.host = self._stack.enter_context(LocalHost(function_app.app, settings, host_json=self.host_json))
+        self.host = self._stack.enter_context(
+            LocalHost(function_app.app, settings, port=port, host_json=self.host_json)
+        )
 
     def _seed(self) -> None:
         table = self.storage.app.table(CONFIGURATIONS)
@@ -292,3 +250,16 @@ class WritebackLoad:
             except (ValueError, UnicodeDecodeError):
                 bodies.append(message.content)
         return bodies
+
+
+def reset_process_singletons() -> None:
+    """Settings, storage and clients are per process: rebuild them from the host's settings."""
+    from connector import events_wiring
+    from shared.settings import reset_settings_cache
+    from shared.smart import reset_smart_client
+    from shared.storage import reset_storage
+
+    reset_settings_cache()
+    reset_storage()
+    reset_smart_client()
+    events_wiring.reset()

@@ -12,19 +12,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared.configurations import WritebackMode
 from shared.events import VisitEvent
-
-
-class WritebackMode(enum.StrEnum):
-    EPIC = "epic"  # SetExternalConnectionStatus
-    FHIR_AUDIT_EVENT = "fhir-auditevent"  # R4 AuditEvent, conditional create
-    NONE = "none"
-
-    @classmethod
-    def parse(cls, value: str | None) -> WritebackMode:
-        normalized = (value or "none").strip().lower().replace("_", "-")
-        aliases = {"epic-scs": "epic", "fhir-audit-event": "fhir-auditevent", "auditevent": "fhir-auditevent"}
-        return cls(aliases.get(normalized, normalized))
 
 
 @dataclass(frozen=True)
@@ -44,3 +33,6 @@ class Written(enum.StrEnum):
 
 class WritebackAdapter(Protocol):
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written: ...
+
+
+__all__ = ["WritebackAdapter", "WritebackMode", "WritebackTarget", "Written"]

@@ -47,7 +47,7 @@ class ConfigurationTargets:
         row = rows[0]
         try:
             target = WritebackTarget(
-                mode=WritebackMode.parse(row.get("WritebackMode")),
+                mode=WritebackMode(str(row.get("WritebackMode"))),
                 fhir_base_url=str(row["FhirBaseUrl"]),
                 client_id=str(row["ProviderClientId"]),
             )

@@ -9,13 +9,11 @@ connection statuses into the sandbox EHR.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,13 +22,12 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from connector import events_wiring
-from sandbox.ehr import RegisteredClient
+from sandbox.ehr.__main__ import DEMO_PROVIDER_CLIENT_ID
 from sandbox.host import LocalHost
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from sandbox.writeback_load import BackendSigner
-from shared.backend_services import BackendServices
+from sandbox.writeback_load import reset_process_singletons
 from shared.events import EventKind, Role
 from shared.notifications import ClientStates, SubscriptionTarget
 from shared.settings import Geography, Settings
@@ -39,16 +36,11 @@ from shared.subscriptions import CallEventSubscriptions
 from shared.teams import TeamsClient
 from shared.visits import Visit, VisitContext, VisitRepository, with_meeting
 from shared.writeback import WritebackMode
-from shared.writeback.epic import EpicConnectionStatus
-from shared.writeback.fhir import FhirAuditEvents, NoWriteback
 from shared.writeback.targets import TABLE as CONFIGURATIONS
-from shared.writeback.targets import ConfigurationTargets
-from shared.writeback.worker import FailureLog, WritebackWorker
 
 pytestmark = pytest.mark.azurite
 
 SMITH = "b0000000-0000-4000-8000-000000000001"
-BACKEND_CLIENT = "events-test-backend"
 
 
 class MsalCredential:
@@ -104,35 +96,18 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         settings = Settings.from_env(env)
         storage = Storage(settings)
         ehr = stand_ins.ehr
-        signer = BackendSigner()
-        jwks_path = Path(tmp_path_factory.mktemp("jwks")) / "jwks.json"
-        jwks_path.write_text(json.dumps(signer.jwks))
-        ehr.state.register_client(RegisteredClient(BACKEND_CLIENT, (), jwks=signer.jwks))
         configuration_id = str(uuid.uuid4())
         storage.app.table(CONFIGURATIONS).upsert_entity(
             {
                 "PartitionKey": CONTOSO.id,
                 "RowKey": configuration_id,
                 "FhirBaseUrl": ehr.config.fhir_base,
-                "ProviderClientId": BACKEND_CLIENT,
+                "ProviderClientId": DEMO_PROVIDER_CLIENT_ID,  # its key set: our /api/.well-known/jwks.json
                 "WritebackMode": WritebackMode.EPIC.value,
                 "Status": "approved",
             }
         )
-        http = httpx.Client(timeout=5)
-        backend = BackendServices(http, signer)
-        events_wiring.install_worker(
-            WritebackWorker(
-                VisitRepository(storage),
-                ConfigurationTargets(storage.app),
-                {
-                    WritebackMode.EPIC: EpicConnectionStatus(http, backend),
-                    WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),
-                    WritebackMode.NONE: NoWriteback(),
-                },
-                FailureLog(storage.app, settings.writeback_queue_name),
-            )
-        )
+        reset_process_singletons()
         import function_app
 
         host_json = {
@@ -158,10 +133,9 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             )
             events_wiring.install_subscriptions(subscriptions)
             yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
-        http.close()
         trust.undo()
     finally:
-        events_wiring.reset()
+        reset_process_singletons()
         stand_ins.stop()
 
 

@@ -12,6 +12,8 @@ from sandbox.ehr import EhrSandbox
 from shared.backend_services import BackendServices
 from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.events import EventKind, Role, Source, VisitEvent
+from shared.smart import SmartClient
+from shared.urls import OutboundPolicy, SafeHttp
 from shared.writeback import WritebackMode, WritebackTarget, Written
 from shared.writeback.audit_event import EVENT_TAG_SYSTEM
 from shared.writeback.epic import EpicConnectionStatus
@@ -21,13 +23,18 @@ from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys, assertion
 
 
 class KeysSigner:
-    """Stands where ``shared.keys.SigningKeys`` goes: RS384 assertions with kid and a fresh jti."""
+    """The test EHR client's keys in ``shared.keys.SigningKeys``' shape: RS384 assertions with kid, fresh jti."""
 
     def __init__(self, keys: ClientKeys) -> None:
         self.keys = keys
 
     def client_assertion(self, client_id: str, audience: str) -> str:
         return assertion(self.keys, audience, client_id)
+
+
+def smart_client(keys: ClientKeys, timeout: float = 5.0) -> SmartClient:
+    policy = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=timeout)
+    return SmartClient(SafeHttp(policy), KeysSigner(keys))  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -38,7 +45,7 @@ def http() -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def backend(http: httpx.Client, client_keys: ClientKeys) -> BackendServices:
-    return BackendServices(http, KeysSigner(client_keys))
+    return BackendServices(smart_client(client_keys))
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +172,7 @@ def test_failures_are_classified_for_retry(
 
 def test_timeouts_are_retryable(ehr: EhrSandbox, client_keys: ClientKeys) -> None:
     with httpx.Client(timeout=0.3) as quick:
-        backend = BackendServices(quick, KeysSigner(client_keys))
+        backend = BackendServices(smart_client(client_keys))
         backend.access_token(ehr.config.fhir_base, BACKEND, "system/Encounter.write")
         ehr.faults.update({"timeout_rate": 1.0, "hang_seconds": 5})
         with pytest.raises(UpstreamUnavailable):

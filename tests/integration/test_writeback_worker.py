@@ -21,7 +21,7 @@ from shared.writeback import WritebackMode, WritebackTarget
 from shared.writeback.epic import EpicConnectionStatus
 from shared.writeback.fhir import FhirAuditEvents, NoWriteback
 from shared.writeback.worker import FAILURES_TABLE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
-from tests.integration.test_writeback_adapters import KeysSigner
+from tests.integration.test_writeback_adapters import smart_client
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys
 
@@ -74,7 +74,7 @@ def failures(storage: Storage, unique: str) -> FailureLog:
 def worker(
     storage: Storage, targets: Targets, failures: FailureLog, http: httpx.Client, client_keys: ClientKeys
 ) -> WritebackWorker:
-    backend = BackendServices(http, KeysSigner(client_keys))
+    backend = BackendServices(smart_client(client_keys))
     adapters = {
         WritebackMode.EPIC: EpicConnectionStatus(http, backend),
         WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),
