@@ -65,6 +65,7 @@ class WritebackLoad:
     visits: int = 100
     http_timeout: float = 1.0  # seconds; HTTP_TIMEOUT_SECONDS, so hung EHR calls fail fast
     ehr_latency_ms: int = 0
+    extra_settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         run = uuid.uuid4().hex[:10]
@@ -112,6 +113,7 @@ class WritebackLoad:
             "HTTP_TIMEOUT_SECONDS": str(self.http_timeout),
             "AzureWebJobs.subscription_upkeep.Disabled": "true",
             "AzureWebJobs.sweep_expired_state.Disabled": "true",
+            **self.extra_settings,
         }
         self.settings = Settings.from_env(settings)
         self.storage = Storage(self.settings)
@@ -120,10 +122,8 @@ class WritebackLoad:
         self._stack.callback(reset_process_singletons)
         # Faults start once the EHR is set up; the host starts last, so every event sees them.
         self.ehr.faults.update({"latency_ms": self.ehr_latency_ms, **self.faults})
-        import function_app
-
         self.host = self._stack.enter_context(
-            LocalHost(function_app.app, settings, port=port, host_json=self.host_json)
+            LocalHost(fresh_function_app(), settings, port=port, host_json=self.host_json)
         )
 
     def _seed(self) -> None:
@@ -263,3 +263,16 @@ def reset_process_singletons() -> None:
     reset_storage()
     reset_smart_client()
     events_wiring.reset()
+
+
+def fresh_function_app() -> Any:
+    """A new ``function_app.app`` (the host indexes an app object once; a process may run several hosts)."""
+    import importlib
+    import sys
+
+    import function_app
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("connector.") and hasattr(module, "bp"):
+            importlib.reload(module)
+    return importlib.reload(function_app).app
