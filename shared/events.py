@@ -249,8 +249,9 @@ def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: s
 
 
 def _role_of(participant: Mapping[str, Any], organizer_object_id: str) -> Role:
-    identity = (participant.get("info") or {}).get("identity") or {}
-    user = identity.get("user")
+    info = participant.get("info")
+    identity = info.get("identity") if isinstance(info, Mapping) else None
+    user = identity.get("user") if isinstance(identity, Mapping) else None
     if isinstance(user, Mapping) and user.get("id"):
         return Role.PROVIDER if str(user["id"]).lower() == organizer_object_id.lower() else Role.STAFF
     return Role.PATIENT

@@ -20,6 +20,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from shared.errors import Conflict
 from shared.events import EventKind, Role
@@ -124,8 +125,32 @@ class VisitRepository:
                 current = self.get(geography, key)
                 if current is not None:
                     return current
-                metadata = table.upsert_entity(_to_entity(visit))
+                replaced = self._replace_expired(geography, key, visit)
+                if replaced is None:  # another launch replaced it first: use theirs
+                    return self.get_or_create(geography, key, configuration_id, context)
+                metadata = replaced
         return replace(visit, etag=metadata.get("etag"))
+
+    def _replace_expired(self, geography: Geography, key: str, visit: Visit) -> dict[str, Any] | None:
+        """Replace an expired row, etag-guarded so two racing launches cannot overwrite each other."""
+        table = self._storage.for_geography(geography).table(TABLE)
+        try:
+            stale = table.get_entity(geography.value, key)
+        except ResourceNotFoundError:
+            stale = None
+        try:
+            if stale is None:
+                return dict(table.create_entity(_to_entity(visit)))
+            return dict(
+                table.update_entity(
+                    _to_entity(visit),
+                    mode=UpdateMode.REPLACE,
+                    etag=stale.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return None
 
     def update(self, visit: Visit, change: Callable[[Visit], Visit | None]) -> Visit:
         """Apply ``change`` with etag protection, re-reading and re-applying on conflict.
@@ -143,8 +168,12 @@ class VisitRepository:
                 return current
             with storage_errors(account.name):
                 try:
+                    # REPLACE, not the default MERGE: a field set to None must really be cleared.
                     metadata = table.update_entity(
-                        _to_entity(changed), etag=current.etag, match_condition=MatchConditions.IfNotModified
+                        _to_entity(changed),
+                        mode=UpdateMode.REPLACE,
+                        etag=current.etag,
+                        match_condition=MatchConditions.IfNotModified,
                     )
                     return replace(changed, etag=metadata.get("etag"))
                 except (ResourceModifiedError, ResourceNotFoundError):

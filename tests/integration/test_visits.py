@@ -154,3 +154,44 @@ def test_claims_are_bounded(storage: Storage, unique: str) -> None:
     visit = replace(visit, writeback={f"e{i}": "done" for i in range(400)})
     visit = repo.update(visit, mark_written("new"))
     assert len(visit.writeback) == 400 and "new" in visit.writeback and "e0" not in visit.writeback
+
+
+def test_clearing_a_field_really_clears_it(storage: Storage, unique: str) -> None:
+    repo, visit = new_visit(storage, unique)
+    visit = repo.update(visit, lambda v: replace(v, subscription_id="sub-1"))
+    repo.update(visit, lambda v: replace(v, subscription_id=None))
+    stored = repo.get(visit.geography, visit.key)
+    assert stored is not None and stored.subscription_id is None
+
+
+def test_racing_launches_on_an_expired_row_share_one_visit(storage: Storage, unique: str) -> None:
+    repo, visit = new_visit(storage, unique, Geography.AMERICAS)
+    table = storage.for_geography(Geography.AMERICAS).table(TABLE)
+    entity = table.get_entity(visit.geography.value, visit.key)
+    entity["ExpiresAt"] = datetime.now(UTC) - timedelta(seconds=1)
+    table.update_entity(entity)
+
+    barrier = threading.Barrier(4)
+    results: list[object] = []
+
+    def launch() -> None:
+        barrier.wait()
+        fresh = repo.get_or_create(visit.geography, visit.key, visit.configuration_id, VisitContext(csn=unique))
+        results.append(
+            repo.update(
+                fresh,
+                with_meeting(
+                    meeting_id=f"m-{threading.get_ident()}", join_web_url="u", organizer_tenant_id="t",
+                    organizer_object_id="o",
+                ),
+            ).meeting_id
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=launch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = repo.get(visit.geography, visit.key)
+    assert stored is not None and stored.meeting_id is not None
+    assert set(results) == {stored.meeting_id}, "every launch sees the one meeting"

@@ -207,3 +207,9 @@ def test_malformed_call_event_is_rejected() -> None:
 def test_client_state_filter_drops_mismatches() -> None:
     items = [{"clientState": "secret-a"}, {"clientState": "nope"}, {}, {"clientState": 5}]
     assert client_state_matches(items, "secret-a") == [{"clientState": "secret-a"}]
+
+
+def test_odd_roster_identity_shapes_count_as_patient_not_crash() -> None:
+    for odd in ({"id": "p", "info": "x", "isInLobby": True}, {"id": "p", "info": {"identity": []}, "isInLobby": True}):
+        changes = participant_changes(roster(odd), organizer_object_id=ORGANIZER)
+        assert [(c.role, c.kind) for c in changes] == [(Role.PATIENT, EventKind.LOBBY)]
