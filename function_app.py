@@ -15,7 +15,15 @@ from connector import (
     wellknown,
 )
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+BLUEPRINTS = (health.bp, maintenance.bp, portal.bp, wellknown.bp, events.bp)
 
-for blueprint in (health.bp, maintenance.bp, portal.bp, wellknown.bp, events.bp):
-    app.register_functions(blueprint)
+
+def build_app() -> func.FunctionApp:
+    """A new app with every blueprint (a host indexes an app object once; tests may run several hosts)."""
+    built = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    for blueprint in BLUEPRINTS:
+        built.register_functions(blueprint)
+    return built
+
+
+app = build_app()

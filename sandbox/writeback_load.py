@@ -30,15 +30,23 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
 from sandbox.host import LocalHost
 from sandbox.server import ServerThread, free_port
+from shared.configurations import (
+    Configuration,
+    ConfigurationInput,
+    ConfigurationRepository,
+    Environment,
+    Vendor,
+    approved,
+    new_configuration,
+    with_ehr_signin,
+)
 from shared.events import EventKind, Role, Source, VisitEvent
 from shared.settings import Geography, Settings
 from shared.storage import Storage
 from shared.visits import VisitContext, VisitRepository
 from shared.writeback import WritebackMode
-from shared.writeback.targets import TABLE as CONFIGURATIONS
 
 CLIENT_ID = "load-backend"
-TENANT = "11111111-1111-4111-8111-111111111111"
 
 # Quick retries so a run finishes in seconds; production host.json keeps 5 attempts 10 s apart.
 TEST_HOST_JSON: dict[str, Any] = {
@@ -71,8 +79,6 @@ class WritebackLoad:
         run = uuid.uuid4().hex[:10]
         self.run = run
         self.queue_name = f"wb-load-{run}"
-        self.configuration_id = str(uuid.uuid4())
-        self.pending_configuration_id = str(uuid.uuid4())
         self._stack = contextlib.ExitStack()
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -127,21 +133,10 @@ class WritebackLoad:
         )
 
     def _seed(self) -> None:
-        table = self.storage.app.table(CONFIGURATIONS)
-        for configuration_id, status in (
-            (self.configuration_id, "approved"),
-            (self.pending_configuration_id, "pending"),
-        ):
-            table.upsert_entity(
-                {
-                    "PartitionKey": TENANT,
-                    "RowKey": configuration_id,
-                    "FhirBaseUrl": self.ehr.config.fhir_base,
-                    "ProviderClientId": CLIENT_ID,
-                    "WritebackMode": WritebackMode.EPIC.value,
-                    "Status": status,
-                }
-            )
+        fhir = self.ehr.config.fhir_base
+        self.configuration_id = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC).id
+        self._pending = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC, approve=False)
+        self.pending_configuration_id = self._pending.id
         repository = VisitRepository(self.storage)
         seeded = self.ehr.clinic.visits
         self.visit_keys: list[tuple[str, str]] = []
@@ -160,10 +155,7 @@ class WritebackLoad:
             self.visit_keys.append((key, clinic_visit.csn))
 
     def approve_pending_configuration(self) -> None:
-        table = self.storage.app.table(CONFIGURATIONS)
-        entity = table.get_entity(TENANT, self.pending_configuration_id)
-        entity["Status"] = "approved"
-        table.update_entity(entity)
+        approve_configuration(self.storage, self._pending)
 
     # --- events --------------------------------------------------------------------------------
     def events(self, count: int, *, pending: int = 0) -> list[VisitEvent]:
@@ -265,14 +257,44 @@ def reset_process_singletons() -> None:
     events_wiring.reset()
 
 
-def fresh_function_app() -> Any:
-    """A new ``function_app.app`` (the host indexes an app object once; a process may run several hosts)."""
-    import importlib
-    import sys
+APPROVER = "approver@contoso.example"
+APPROVER_OID = "a0000000-0000-4000-8000-0000000000ff"
 
+
+def seed_configuration(
+    storage: Storage, fhir_base_url: str, client_id: str, mode: WritebackMode, *, approve: bool = True
+) -> Configuration:
+    """A configuration stored through the portal's repository, in a tenant of its own (no clash with others)."""
+    data = ConfigurationInput(
+        organization="Writeback load clinic",
+        fhir_base_url=fhir_base_url,
+        environment=Environment.TEST,
+        approver_upn=APPROVER,
+        geography=Geography.AMERICAS,
+        vendor=Vendor.EPIC,
+        provider_client_id=client_id,
+        patient_client_id=client_id,
+        writeback_mode=mode,
+    )
+    now = datetime.now(UTC)
+    config = ConfigurationRepository(storage.app).create(
+        new_configuration(str(uuid.uuid4()), data, by=APPROVER, now=now)
+    )
+    return approve_configuration(storage, config) if approve else config
+
+
+def approve_configuration(storage: Storage, config: Configuration) -> Configuration:
+    """The approver's EHR sign-in and approval, as the portal records them."""
+    now = datetime.now(UTC)
+    signed = with_ehr_signin(config, upn=APPROVER, oid=APPROVER_OID, now=now)
+    assert config.etag is not None
+    return ConfigurationRepository(storage.app).update(
+        config, approved(signed, upn=APPROVER, oid=APPROVER_OID, now=now), etag=config.etag
+    )
+
+
+def fresh_function_app() -> Any:
+    """A new app object: the host indexes an app once, and a process may run several hosts."""
     import function_app
 
-    for name, module in list(sys.modules.items()):
-        if name.startswith("connector.") and hasattr(module, "bp"):
-            importlib.reload(module)
-    return importlib.reload(function_app).app
+    return function_app.build_app()

@@ -27,7 +27,7 @@ from sandbox.host import LocalHost
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from sandbox.writeback_load import reset_process_singletons
+from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
 from shared.events import EventKind, Role
 from shared.notifications import ClientStates, SubscriptionTarget
 from shared.settings import Geography, Settings
@@ -36,7 +36,6 @@ from shared.subscriptions import CallEventSubscriptions
 from shared.teams import TeamsClient
 from shared.visits import Visit, VisitContext, VisitRepository, with_meeting
 from shared.writeback import WritebackMode
-from shared.writeback.targets import TABLE as CONFIGURATIONS
 
 pytestmark = pytest.mark.azurite
 
@@ -96,20 +95,11 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         settings = Settings.from_env(env)
         storage = Storage(settings)
         ehr = stand_ins.ehr
-        configuration_id = str(uuid.uuid4())
-        storage.app.table(CONFIGURATIONS).upsert_entity(
-            {
-                "PartitionKey": CONTOSO.id,
-                "RowKey": configuration_id,
-                "FhirBaseUrl": ehr.config.fhir_base,
-                "ProviderClientId": DEMO_PROVIDER_CLIENT_ID,  # its key set: our /api/.well-known/jwks.json
-                "WritebackMode": WritebackMode.EPIC.value,
-                "Status": "approved",
-            }
-        )
+        # The demo provider client's key set is our own /api/.well-known/jwks.json.
+        configuration_id = seed_configuration(
+            storage, ehr.config.fhir_base, DEMO_PROVIDER_CLIENT_ID, WritebackMode.EPIC
+        ).id
         reset_process_singletons()
-        import function_app
-
         host_json = {
             "version": "2.0",
             "extensions": {
@@ -120,7 +110,7 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         trust = pytest.MonkeyPatch()
         for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # trust the sandbox CA, as the demo does
             trust.setenv(key, stand_ins.settings[key])
-        with LocalHost(function_app.app, env, port=port, host_json=host_json) as host:
+        with LocalHost(fresh_function_app(), env, port=port, host_json=host_json) as host:
             teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
             from connector.events_wiring import notification_certificate
 
