@@ -250,9 +250,13 @@ def test_lobby_admit_leave_become_presence_and_epic_connect_disconnect(pipeline:
 def test_reauthorization_required_renews_the_subscription(pipeline: Pipeline) -> None:
     graph = pipeline.stand_ins.graph
     visit, _ = open_visit(pipeline)
-    assert visit.subscription_id is not None
+    assert visit.subscription_id is not None and visit.subscription_expires_at is not None
+    subscription = graph.subscription(visit.subscription_id)
+    assert subscription is not None
+    subscription.expiration = datetime.now(UTC) + timedelta(minutes=5)  # Graph wants it reauthorized soon
     delivery = graph.send_lifecycle_notification(visit.subscription_id)
     wait_for(lambda: delivery.state == "delivered")
     assert delivery.attempts[-1].status_code == 202
-    renewed = VisitRepository(pipeline.storage).get(Geography.AMERICAS, visit.key)
-    assert renewed is not None and renewed.subscription_id == visit.subscription_id
+    renewed = graph.subscription(visit.subscription_id)
+    assert renewed is not None
+    assert abs((renewed.expiration - visit.subscription_expires_at).total_seconds()) < 1  # PATCHed back
