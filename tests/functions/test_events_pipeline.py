@@ -28,7 +28,7 @@ from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
 from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
-from shared.events import EventKind, Role
+from shared.events import EventKind, Role, Source, VisitEvent
 from shared.notifications import ClientStates, SubscriptionTarget
 from shared.settings import Geography, Settings
 from shared.storage import Storage
@@ -260,3 +260,81 @@ def test_reauthorization_required_renews_the_subscription(pipeline: Pipeline) ->
     renewed = graph.subscription(visit.subscription_id)
     assert renewed is not None
     assert abs((renewed.expiration - visit.subscription_expires_at).total_seconds()) < 1  # PATCHed back
+
+
+def meeting_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
+    """A visit with a meeting but no subscription yet (as the launch leaves it)."""
+    clinic_visit = pipeline.stand_ins.ehr.clinic.visits[3]
+    context = VisitContext(
+        csn=clinic_visit.csn,
+        patient=f"Patient/{clinic_visit.patient_id}",
+        provider=f"Practitioner/{clinic_visit.practitioner_id}",
+    )
+    repository = VisitRepository(pipeline.storage)
+    visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
+    start = datetime.now(UTC)
+    meeting = asyncio.run(
+        pipeline.teams.create_or_get_meeting(
+            organizer_object_id=SMITH,
+            external_id=visit.key,
+            subject="Visit",
+            start=start,
+            end=start + timedelta(hours=1),
+        )
+    )
+    visit = repository.update(
+        visit,
+        with_meeting(
+            meeting_id=meeting.id,
+            join_web_url=meeting.join_web_url,
+            organizer_tenant_id=CONTOSO.id,
+            organizer_object_id=SMITH,
+        ),
+    )
+    return visit, clinic_visit
+
+
+def test_provider_launch_event_subscribes_the_visits_meeting(pipeline: Pipeline) -> None:
+    visit, clinic_visit = meeting_visit(pipeline)
+    launch = VisitEvent(
+        configuration_id=visit.configuration_id,
+        geography=visit.geography.value,
+        visit_key=visit.key,
+        kind=EventKind.CONNECTED,
+        role=Role.PROVIDER,
+        occurred_at=datetime.now(UTC),
+        source=Source.LAUNCH,
+        participant=f"Practitioner/{clinic_visit.practitioner_id}",
+        csn=clinic_visit.csn,
+    )
+    pipeline.storage.app.queue(pipeline.settings.writeback_queue_name).send_message(launch.to_json())
+    repository = VisitRepository(pipeline.storage)
+    subscribed = wait_for(lambda: (v := repository.get(Geography.AMERICAS, visit.key)) and v.subscription_id and v)
+    live = pipeline.stand_ins.graph.subscription(subscribed.subscription_id)
+    assert live is not None and live.notification_url == pipeline.webhook
+    assert subscribed.presence[Role.PROVIDER].state is EventKind.CONNECTED
+
+
+def test_upkeep_subscribes_missing_and_deletes_finished(pipeline: Pipeline) -> None:
+    graph = pipeline.stand_ins.graph
+    missing, _ = meeting_visit(pipeline)
+    finished, _ = open_visit(pipeline)
+    assert finished.meeting_id is not None and finished.subscription_id is not None
+    doctor = graph.join_user(finished.meeting_id, SMITH)
+    graph.leave(finished.meeting_id, doctor.id)
+    repository = VisitRepository(pipeline.storage)
+    wait_for(
+        lambda: (
+            (v := repository.get(Geography.AMERICAS, finished.key))
+            and v.presence.get(Role.PROVIDER)
+            and v.presence[Role.PROVIDER].state is EventKind.DISCONNECTED
+        )
+    )
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    result = asyncio.run(pipeline.subscriptions.upkeep(Geography.AMERICAS, now=later))
+    assert result.created >= 1 and result.deleted >= 1  # other modules' visits may share the table
+    now_missing = repository.get(Geography.AMERICAS, missing.key)
+    now_finished = repository.get(Geography.AMERICAS, finished.key)
+    assert now_missing is not None and now_missing.subscription_id
+    assert now_finished is not None and now_finished.subscription_id is None
+    assert graph.subscription(finished.subscription_id) is None
