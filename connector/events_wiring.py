@@ -9,7 +9,14 @@ from typing import TypeVar
 import httpx
 
 from shared.backend_services import BackendServices
-from shared.notifications import ClientStates, JwksCache, NotificationCertificate, NotificationDecoder, ValidationTokens
+from shared.notifications import (
+    ClientStates,
+    JwksCache,
+    NotificationCertificate,
+    NotificationDecoder,
+    ValidationTokens,
+    notification_certificates,
+)
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, get_storage
 from shared.subscriptions import CallEventSubscriber, CallEventSubscriptions
@@ -67,12 +74,12 @@ def notification_certificate(settings: Settings) -> NotificationCertificate:
 
 
 def build_decoder(settings: Settings) -> NotificationDecoder:
-    certificate = notification_certificate(settings)
+    certificates = notification_certificates(settings.graph_encryption_certificate.reveal())
     jwks = JwksCache(settings.entra_authority_host.rstrip("/") + ENTRA_KEYS_PATH)
     return NotificationDecoder(
         ClientStates(settings.graph_client_state.reveal()),
         ValidationTokens(jwks, client_id=settings.entra_client_id),
-        {certificate.certificate_id: certificate.private_key},
+        {certificate.certificate_id: certificate.private_key for certificate in certificates},
     )
 
 

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -205,18 +206,46 @@ class NotificationCertificate:
 
     @classmethod
     def from_pem(cls, pem: str) -> NotificationCertificate:
-        """PEM text holding one certificate and its RSA private key (GRAPH_ENCRYPTION_CERTIFICATE)."""
-        try:
-            certificate = x509.load_pem_x509_certificate(pem.encode())
-            key = serialization.load_pem_private_key(pem.encode(), password=None)
-        except ValueError:
-            raise ConfigurationError({"GRAPH_ENCRYPTION_CERTIFICATE": "needs a PEM certificate and key"}) from None
-        if not isinstance(key, RSAPrivateKey):
-            raise ConfigurationError({"GRAPH_ENCRYPTION_CERTIFICATE": "the key must be RSA (2048-4096 bits)"})
+        """The current certificate: the first in GRAPH_ENCRYPTION_CERTIFICATE."""
+        return notification_certificates(pem)[0]
+
+
+_CERTIFICATE_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+_KEY_BLOCK = re.compile(r"-----BEGIN (?:RSA )?PRIVATE KEY-----.+?-----END (?:RSA )?PRIVATE KEY-----", re.S)
+
+
+def notification_certificates(pem: str) -> list[NotificationCertificate]:
+    """Every certificate + RSA key pair in GRAPH_ENCRYPTION_CERTIFICATE, current first.
+
+    Rotation: append the new pair, deploy, move it first (new subscriptions use it), keep the old pair
+    until no subscription created with it is alive (≤ 24 h), then remove it.
+    """
+    problem = {"GRAPH_ENCRYPTION_CERTIFICATE": "needs PEM certificate(s), each with its RSA private key"}
+    try:
+        certificates = [x509.load_pem_x509_certificate(block.encode()) for block in _CERTIFICATE_BLOCK.findall(pem)]
+        keys = [serialization.load_pem_private_key(block.encode(), password=None) for block in _KEY_BLOCK.findall(pem)]
+    except ValueError:
+        raise ConfigurationError(problem) from None
+    rsa_keys = [key for key in keys if isinstance(key, RSAPrivateKey)]
+    pairs: list[NotificationCertificate] = []
+    for certificate in certificates:
+        public = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        key = next((k for k in rsa_keys if _public_der(k) == public), None)
+        if key is None:
+            raise ConfigurationError(problem)
         der = certificate.public_bytes(serialization.Encoding.DER)
-        # The id names the certificate, so rotation (a new certificate) gets a new id automatically.
+        # The id names the certificate, so a new certificate gets a new id by itself.
         certificate_id = "cert-" + certificate.fingerprint(hashes.SHA256()).hex()[:40]
-        return cls(certificate_id, base64.b64encode(der).decode(), key)
+        pairs.append(NotificationCertificate(certificate_id, base64.b64encode(der).decode(), key))
+    if not pairs:
+        raise ConfigurationError(problem)
+    return pairs
+
+
+def _public_der(key: RSAPrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 # --- the batch ------------------------------------------------------------------------------
@@ -312,5 +341,3 @@ class NotificationDecoder:
         if result.dropped:
             logger.warning("Dropped %d notification item(s) with a wrong clientState", result.dropped)
         return ours
-
-

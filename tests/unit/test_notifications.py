@@ -332,3 +332,28 @@ def test_lifecycle_reauthorization_required_names_the_subscription(decoder: Noti
 def test_malformed_bodies_are_bad_requests(body: bytes) -> None:
     with pytest.raises(BadRequest):
         parse_body(body)
+
+
+def test_two_certificates_during_rotation_decrypt_and_the_first_is_current(jwks_url: str, signer: Signer) -> None:
+    from shared.notifications import notification_certificates
+
+    old_pem, new_pem = self_signed_certificate_pem("old"), self_signed_certificate_pem("new")
+    current, previous = notification_certificates(new_pem + old_pem)
+    assert current.certificate_id == NotificationCertificate.from_pem(new_pem + old_pem).certificate_id
+    assert current.certificate_id != previous.certificate_id
+    tokens = ValidationTokens(JwksCache(jwks_url), client_id=CLIENT_ID)
+    keys = {c.certificate_id: c.private_key for c in (current, previous)}
+    decoder = NotificationDecoder(ClientStates(SECRET), tokens, keys)
+    items = [notification(c, call_event("rosterUpdated", [guest("p", in_lobby=True)])) for c in (current, previous)]
+    assert len(decoder.change_notifications(batch(*items, tokens=[signer.token()])).events) == 2
+
+
+def test_a_certificate_without_its_key_is_a_configuration_error() -> None:
+    from shared.errors import ConfigurationError
+
+    pem = self_signed_certificate_pem()
+    certificate_only = pem[: pem.index("-----BEGIN PRIVATE KEY-----")]
+    with pytest.raises(ConfigurationError):
+        NotificationCertificate.from_pem(
+            certificate_only + self_signed_certificate_pem().split("-----END CERTIFICATE-----\n")[1]
+        )
