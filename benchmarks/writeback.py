@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import logging
 
-    logging.disable(logging.WARNING)  # the faults make the host log every retry
+    logging.disable(logging.CRITICAL)  # the faults make the host log every retry with its traceback
     with azurite_env() as env:
         drain(env, args.events, args.latency_ms)
         webhook_burst(env, args.burst, args.concurrency)
