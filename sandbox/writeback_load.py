@@ -19,6 +19,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -192,9 +193,10 @@ class WritebackLoad:
         return client
 
     def enqueue(self, bodies: list[str]) -> None:
+        """Send in parallel (a burst, as Graph and launches produce them), creating the queue first."""
         queue = self.queue()
-        for body in bodies:
-            queue.send_message(body)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(queue.send_message, bodies))
 
     def enqueue_raw(self, content: str) -> None:
         """A message stored as is (e.g. not base64: the host cannot decode it)."""
