@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 import azure.functions as func
+from azure.core.exceptions import HttpResponseError
 
 from shared import auth_state, sessions, visits
+from shared.errors import ConnectorError
 from shared.storage import get_storage
 from shared.sweep import sweep_expired
 
@@ -27,6 +29,16 @@ def sweep_expired_state(timer: func.TimerRequest) -> None:
         for geography in storage.geographies
         for table in GEOGRAPHY_SHORT_LIVED_TABLES
     ]
+    failed = 0
     for account, table in targets:
-        result = sweep_expired(account, table)
+        # One unreachable account or broken table must not keep the others' expired rows (and the
+        # purge promise) waiting: log it and go on; the next run tries again.
+        try:
+            result = sweep_expired(account, table)
+        except (ConnectorError, HttpResponseError) as exc:
+            failed += 1
+            logger.error("Sweeping %s in %s failed: %s", table, account.name, type(exc).__name__)
+            continue
         logger.info("Swept %d expired rows from %s in %s", result.deleted, result.table, account.name)
+    if failed:
+        logger.error("The sweep skipped %d of %d tables; they are retried on the next run", failed, len(targets))

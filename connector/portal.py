@@ -32,6 +32,7 @@ from connector.web import (
     CORRELATION_HEADER,
     cookie_header,
     correlation_id,
+    error_response,
     page,
     read_cookie,
     read_form,
@@ -48,6 +49,7 @@ from shared.configurations import (
     WritebackMode,
 )
 from shared.errors import BadRequest, Conflict, Forbidden
+from shared.identifiers import random_token
 from shared.portal import (
     FIELDS,
     EhrSignInFailed,
@@ -66,6 +68,8 @@ from shared.storage import get_storage
 bp = func.Blueprint()
 ANON = func.AuthLevel.ANONYMOUS
 COOKIE_PATH = "/api/portal"
+SIGNIN_COOKIE_PATH = "/api/portal/signin"  # sent only to the sign-in start and its callback
+SIGNIN_COOKIE_MAX_AGE = 600
 MAX_ROWS = 10
 NOTICES = {
     "created": "Saved. Each new configuration is pending approval by its approver.",
@@ -184,27 +188,67 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
+def signin_cookie_name(settings: Settings) -> str:
+    return "portal_signin" if _plain_local(settings) else "__Secure-portal_signin"
+
+
+def _signin_cookie(settings: Settings, value: str, *, max_age: int) -> str:
+    """The cookie binding a Microsoft sign-in to the browser that started it.
+
+    Entra returns with a cross-site form POST, which carries only ``SameSite=None`` cookies, and
+    browsers accept those only with ``Secure``. Chromium treats http://localhost and 127.0.0.1 as
+    secure contexts, so the same attributes work for the local demo over plain http.
+    """
+    return cookie_header(signin_cookie_name(settings), value, secure=True, same_site="None",
+                         path=SIGNIN_COOKIE_PATH, max_age=max_age)
+
+
 @bp.route(route="portal/signin", methods=["GET"], auth_level=ANON)
 @page
 def signin(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
     states = AuthStateStore(get_storage().app)
     flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
-    return redirect(flow.begin(f"{settings.public_base_url}/api/portal/signin/callback"), status=302)
+    binding = random_token()
+    location = flow.begin(f"{settings.public_base_url}/api/portal/signin/callback", browser_binding=binding)
+    response = redirect(location, status=302, headers={"Set-Cookie": _signin_cookie(
+        settings, binding, max_age=SIGNIN_COOKIE_MAX_AGE)})
+    # Signing in again ends the session this browser had: its row goes now, not when it expires. (Entra's
+    # cross-site form POST back would not carry the SameSite=Lax session cookie, so this is the place.)
+    old = read_cookie(req, cookie_name(settings))
+    if old:
+        sessions().delete(old)
+        response.headers.add("Set-Cookie", _expired_session_cookie(settings))
+    return response
+
+
+def _expired_session_cookie(settings: Settings) -> str:
+    return cookie_header(cookie_name(settings), "", secure=not _plain_local(settings), path=COOKIE_PATH, max_age=0)
 
 
 @bp.route(route="portal/signin/callback", methods=["POST"], auth_level=ANON)
 @page
 def signin_callback(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
-    form = read_form(req)
-    states = AuthStateStore(get_storage().app)
-    flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
-    identity = flow.complete(form)
-    session = sessions().create(identity)
+    cleared = _signin_cookie(settings, "", max_age=0)
+    try:
+        form = read_form(req)
+        states = AuthStateStore(get_storage().app)
+        flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
+        identity = flow.complete(form, browser_binding=read_cookie(req, signin_cookie_name(settings)))
+        old = read_cookie(req, cookie_name(settings))  # arrives only where Entra and the portal are same-site
+        if old:
+            sessions().delete(old)
+        session = sessions().create(identity)
+    except Exception as exc:  # noqa: BLE001 - shown as the usual error page, with the binding cookie cleared
+        failed = error_response(exc, correlation_id(req), html=True)
+        failed.headers.add("Set-Cookie", cleared)
+        return failed
     cookie = cookie_header(cookie_name(settings), session.id, secure=not _plain_local(settings), path=COOKIE_PATH,
                            max_age=int(SESSION_LIFETIME.total_seconds()))
-    return redirect(portal_url(), headers={"Set-Cookie": cookie})
+    response = redirect(portal_url(), headers={"Set-Cookie": cookie})
+    response.headers.add("Set-Cookie", cleared)
+    return response
 
 
 @bp.route(route="portal/signout", methods=["POST"], auth_level=ANON)
@@ -215,8 +259,7 @@ def signout(req: func.HttpRequest) -> func.HttpResponse:
     if session is not None:
         _csrf_form(req, session)
         sessions().delete(session.id)
-    cookie = cookie_header(cookie_name(settings), "", secure=not _plain_local(settings), path=COOKIE_PATH, max_age=0)
-    return redirect(portal_url(notice="signed-out"), headers={"Set-Cookie": cookie})
+    return redirect(portal_url(notice="signed-out"), headers={"Set-Cookie": _expired_session_cookie(settings)})
 
 
 # --- configurations -----------------------------------------------------------------------
@@ -375,7 +418,10 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
     form = _csrf_form(req, session)
     if form.get("confirm") != "yes":
         raise BadRequest("Tick the confirmation box to delete this configuration.")
-    service().delete(session.user, req.route_params.get("id", ""), form.get("etag") or None)
+    etag = form.get("etag", "")
+    if not etag:  # like an edit: only the version the admin looked at may be deleted
+        raise BadRequest("This form could not be read. Please reload the page and try again.")
+    service().delete(session.user, req.route_params.get("id", ""), etag)
     return redirect(portal_url(notice="deleted"))
 
 

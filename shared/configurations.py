@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -39,13 +39,14 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableTransactionError, UpdateMode
 
-from shared.errors import BadRequest, Conflict, Forbidden, NotFound
+from shared.errors import Conflict, Forbidden, NotFound, StoredDataError
 from shared.settings import Geography
-from shared.storage import StorageAccount, storage_errors
+from shared.storage import StorageAccount, storage_errors, utcnow
 from shared.urls import normalise_base_url
 
 TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
+RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
 
 
 class Environment(enum.StrEnum):
@@ -307,10 +308,13 @@ class ConfigurationRepository:
                     etag=etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
-        except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError) as exc:
-            if url_changed:
+        except Exception as exc:
+            if url_changed:  # whatever failed, the new URL must not stay reserved for an edit that never landed
                 self._release(updated.fhir_base_url, updated.tenant_id, updated.id)
-            if isinstance(exc, ResourceModifiedError | ResourceNotFoundError) or exc.status_code in (409, 412):
+            stale = isinstance(exc, ResourceModifiedError | ResourceNotFoundError) or (
+                isinstance(exc, HttpResponseError) and exc.status_code in (409, 412)
+            )
+            if stale:
                 raise Conflict(
                     "Someone else changed or deleted this configuration while you were working on it. "
                     "Nothing was saved; review the current version and apply your changes again.",
@@ -322,8 +326,12 @@ class ConfigurationRepository:
         return replace(updated, etag=metadata.get("etag"))
 
     def delete(self, config: Configuration, *, etag: str | None = None) -> None:
-        """Delete: the index rows first, so launches for the URL stop at once."""
-        self._release(config.fhir_base_url, config.tenant_id, config.id)
+        """Delete the configuration row (etag-guarded), then its index rows.
+
+        In this order launches stop at once (a launch needs the row), and a failure in between
+        leaves only orphaned index rows, which launches ignore and ``_reserve`` reclaims; the
+        other order could leave an approved configuration that nothing can launch.
+        """
         with storage_errors(self._account.name):
             try:
                 if etag:
@@ -333,12 +341,11 @@ class ConfigurationRepository:
                 else:
                     self._table().delete_entity(config.tenant_id, config.id)
             except ResourceModifiedError:
-                # Restore the index: the configuration stays, as someone else just changed it.
-                self._reserve(config.fhir_base_url, config.tenant_id, config.id)
                 raise Conflict(
                     "Someone else changed this configuration just now; it was not deleted. Review it and try again.",
                     code="edit_conflict",
                 ) from None
+        self._release(config.fhir_base_url, config.tenant_id, config.id)
 
     def _reserve(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
         partition = url_key(fhir_base_url)
@@ -348,13 +355,49 @@ class ConfigurationRepository:
             ("create", guard),
         ]
         with storage_errors(self._account.name):
-            try:
-                self._index().submit_transaction(operations)
-            except (TableTransactionError, ResourceExistsError):
-                raise Conflict(
-                    "This FHIR URL is already configured in your organization. Edit that configuration instead.",
-                    code="duplicate_fhir_url",
-                ) from None
+            for attempt in range(2):
+                try:
+                    self._index().submit_transaction(operations)
+                    return
+                except (TableTransactionError, ResourceExistsError):
+                    if attempt == 0 and self._reclaim_orphaned_guard(partition, tenant_id):
+                        continue
+                    raise Conflict(
+                        "This FHIR URL is already configured in your organization. Edit that configuration instead.",
+                        code="duplicate_fhir_url",
+                    ) from None
+
+    def _reclaim_orphaned_guard(self, partition: str, tenant_id: str) -> bool:
+        """Delete a URL guard left behind by a configuration that no longer exists; True if one was removed.
+
+        A guard younger than ``RESERVATION_GRACE`` is left alone: ``create`` reserves before it
+        writes the configuration row, so a fresh guard may belong to a submission in flight.
+        """
+        try:
+            guard = self._index().get_entity(partition, f"tenant-{tenant_id}")
+        except ResourceNotFoundError:
+            return True  # released meanwhile: worth one more try
+        owner = str(guard.get("ConfigurationId") or "")
+        written = (getattr(guard, "metadata", {}) or {}).get("timestamp")
+        if isinstance(written, datetime) and utcnow() - written < RESERVATION_GRACE:
+            return False
+        try:
+            self._table().get_entity(tenant_id, owner)
+            return False  # the owner exists: a real duplicate
+        except ResourceNotFoundError:
+            pass
+        try:
+            self._index().delete_entity(
+                partition, f"tenant-{tenant_id}", etag=guard.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            return False
+        except ResourceNotFoundError:
+            pass
+        if owner:
+            self._index().delete_entity(partition, owner)  # the orphan's launch row (missing rows are ignored)
+        return True
 
     def _release(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
         partition = url_key(fhir_base_url)
@@ -428,5 +471,5 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             approved_at=entity.get("ApprovedAt") if entity.get("ApprovedBy") else None,
             etag=metadata.get("etag"),
         )
-    except (KeyError, ValueError) as exc:
-        raise BadRequest("A stored configuration could not be read.") from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StoredDataError("A stored configuration could not be read.") from exc

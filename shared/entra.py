@@ -6,8 +6,12 @@ makes msal read ``{authority}/v2.0/.well-known/openid-configuration`` directly, 
 it does for login.microsoftonline.com anyway, so the same code works against Entra and the
 sandbox. msal needs https; it trusts the CA bundle named by ``REQUESTS_CA_BUNDLE``.
 
-    begin(redirect_uri)        flow dict stored server-side under its ``state`` (single use)
-    complete(form_fields)      consume state → msal redeems the code (PKCE, state, nonce hash)
+    begin(redirect_uri, browser_binding=…)
+                               flow dict stored server-side under its ``state`` (single use), with
+                               the SHA-256 of a random value the browser holds as a cookie
+    complete(form_fields, browser_binding=…)
+                               consume state, require the same browser value (login CSRF)
+                               → msal redeems the code (PKCE, state, nonce hash)
                                → we validate the id_token: signature (tenant JWKS), iss, aud,
                                  exp, nonce, tid allowed → ``PortalIdentity``
 
@@ -17,6 +21,7 @@ User tokens are not kept: the msal cache of the sign-in app stores nothing.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from shared.settings import Settings
 
 SYSTEM = "Microsoft Entra ID"
 STATE_KIND = "entra-signin"
+BINDING_KEY = "browserBindingSha256"  # stored next to msal's flow; removed before msal sees the flow
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 TEAMS_ADMINISTRATOR = "69091246-20e8-4a56-aa4d-066075b2a7a8"
 ADMIN_ROLE_TEMPLATES = frozenset({GLOBAL_ADMINISTRATOR, TEAMS_ADMINISTRATOR})
@@ -60,6 +66,10 @@ class _NoUserTokens(msal.TokenCache):  # type: ignore[misc]
 
     def add(self, event: dict[str, Any], now: float | None = None) -> None:
         return None
+
+
+def _binding_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def nonce_hash(nonce: str) -> str:
@@ -144,7 +154,12 @@ class EntraIdTokenValidator:
 
 
 def identity_from_claims(claims: Mapping[str, Any]) -> PortalIdentity:
-    upn = claims.get("preferred_username") or claims.get("upn") or claims.get("email") or ""
+    """The identity of validated claims. The user name comes from ``preferred_username`` or ``upn`` only:
+    ``email`` is not verified by Entra (any user may set it to anything), so it must never name an approver."""
+    upn = claims.get("preferred_username") or claims.get("upn")
+    if not isinstance(upn, str) or not upn:
+        raise Unauthenticated("Your Microsoft account has no user name this portal can use. Sign in with a work "
+                              "account.", code="no_user_name")
     return PortalIdentity(
         tenant_id=str(claims["tid"]).lower(),
         object_id=str(claims["oid"]).lower(),
@@ -168,7 +183,9 @@ class EntraSignIn:
         self._validator = validator
         self._states = states
 
-    def begin(self, redirect_uri: str, *, login_hint: str | None = None) -> str:
+    def begin(self, redirect_uri: str, *, browser_binding: str, login_hint: str | None = None) -> str:
+        """The authorize URL. ``browser_binding`` is a random value the caller also gives the browser (a cookie);
+        only its SHA-256 is stored with the flow, and ``complete`` requires the same value back (login CSRF)."""
         flow: dict[str, Any] = self._app.initiate_auth_code_flow(
             [],
             redirect_uri=redirect_uri,
@@ -179,12 +196,20 @@ class EntraSignIn:
         )
         if "auth_uri" not in flow:
             raise UpstreamUnavailable("Microsoft sign-in could not be started.", system=SYSTEM)
-        self._states.create(STATE_KIND, flow, state=flow["state"])
+        self._states.create(STATE_KIND, {**flow, BINDING_KEY: _binding_hash(browser_binding)}, state=flow["state"])
         return str(flow["auth_uri"])
 
-    def complete(self, auth_response: Mapping[str, str]) -> PortalIdentity:
+    def complete(self, auth_response: Mapping[str, str], *, browser_binding: str | None) -> PortalIdentity:
         state = auth_response.get("state", "")
         flow = self._states.consume(STATE_KIND, state)  # unknown, expired or replayed state stops here
+        expected = flow.pop(BINDING_KEY, None)
+        supplied = _binding_hash(browser_binding) if browser_binding else ""
+        if not isinstance(expected, str) or not hmac.compare_digest(supplied.encode(), expected.encode()):
+            # A valid code and state from someone else's browser (login CSRF) or a lost cookie.
+            raise StateError(
+                "This sign-in was not started in this browser, or took too long. Please start again.",
+                code="state_not_bound",
+            )
         error = auth_response.get("error")
         if error:
             raise _entra_rejected(error)

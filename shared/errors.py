@@ -17,7 +17,8 @@ each class to one HTTP status and one user-facing message in a single place
     │   ├── UpstreamUnavailable     unreachable, timed out or 5xx (retryable)
     │   ├── UpstreamThrottled       429 with an optional Retry-After (retryable)
     │   └── UpstreamRejected        a definite "no" (OAuth error, 4xx; not retryable)
-    └── StorageUnavailable          Table/Queue storage unreachable (retryable)
+    ├── StorageUnavailable          Table/Queue storage unreachable (retryable)
+    └── StoredDataError             a stored row cannot be read (a server fault, not the caller's)
 
 ``message`` is always safe to show a user: it never holds secrets, tokens or patient data.
 """
@@ -128,3 +129,10 @@ class StorageUnavailable(ConnectorError):
     status = 503
     code = "storage_unavailable"
     retryable = True
+
+
+class StoredDataError(ConnectorError):
+    """A row in storage is malformed (hand-edited, or written by an incompatible version): a server fault."""
+
+    status = 500
+    code = "stored_data_error"

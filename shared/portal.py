@@ -27,6 +27,7 @@ from shared.entra import PortalIdentity
 from shared.errors import BadRequest, Forbidden, NotFound, StateError, UnsafeUrl, UpstreamError, UpstreamRejected
 from shared.id_tokens import InvalidIdToken
 from shared.identifiers import log_id, random_token
+from shared.keys import signing_keys_from
 from shared.sessions import PortalSession
 from shared.settings import Geography, Settings
 from shared.smart import OAuthError, Pkce, SmartClient
@@ -36,6 +37,7 @@ from shared.urls import check_url
 logger = logging.getLogger("connector.portal")
 EHR_STATE_KIND = "portal-ehr-signin"
 EHR_STATE_TTL = timedelta(minutes=10)
+EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
 EHR_SIGNIN_SCOPE = "openid fhirUser"
 PROVIDER_SCOPES = "launch openid fhirUser"
 PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
@@ -150,6 +152,8 @@ class IntegrationRecord:
     context_tokens: str
     client_id: str
     scopes: str
+    redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
+
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,7 @@ class IntegrationRecords:
     jwks_url: str
     backend_scopes: str
     records: tuple[IntegrationRecord, ...] = field(default_factory=tuple)
+    signing_algorithm: str = "RS384"
 
     def as_text(self) -> str:
         """The plain-text export (``records.txt``): every value on its own labelled line."""
@@ -181,22 +186,26 @@ class IntegrationRecords:
                 f"Context tokens: {record.context_tokens}",
                 f"Client id: {record.client_id}",
                 f"Scopes: {record.scopes}",
-                f"Redirect URI: {self.redirect_uri}",
+                *(f"Redirect URI ({label}): {uri}" for label, uri in record.redirect_uris),
             ]
         lines += [
             "",
             "[Client authentication]",
-            "Method: private_key_jwt (RS384); no client secret",
+            f"Method: private_key_jwt ({self.signing_algorithm}); no client secret",
             f"JWKS URL: {self.jwks_url}",
             f"Backend scopes: {self.backend_scopes}",
         ]
         return "\n".join(lines) + "\n"
 
 
-def integration_records(config: Configuration, public_base_url: str) -> IntegrationRecords:
+def integration_records(
+    config: Configuration, public_base_url: str, *, signing_algorithm: str = "RS384"
+) -> IntegrationRecords:
+    """The values to enter in the EHR; ``signing_algorithm`` is the active signing key's (``SigningKeys.active``)."""
     if not config.is_approved:
         raise NotFound("This configuration is not approved yet, so it has no integration records.")
     base = public_base_url.rstrip("/")
+    launch_callback = ("launches", f"{base}/api/launch/callback")
     backend = {
         WritebackMode.EPIC: "Epic SetExternalConnectionStatus web service (client mapped to an Epic user)",
         WritebackMode.FHIR_AUDIT_EVENT: "system/AuditEvent.write",
@@ -207,6 +216,7 @@ def integration_records(config: Configuration, public_base_url: str) -> Integrat
         redirect_uri=f"{base}/api/launch/callback",
         jwks_url=f"{base}/api/.well-known/jwks.json",
         backend_scopes=backend,
+        signing_algorithm=signing_algorithm,
         records=(
             IntegrationRecord(
                 kind="provider",
@@ -215,6 +225,8 @@ def integration_records(config: Configuration, public_base_url: str) -> Integrat
                 context_tokens=PROVIDER_CONTEXT_TOKENS,
                 client_id=config.provider_client_id,
                 scopes=PROVIDER_SCOPES,
+                # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
+                redirect_uris=(launch_callback, ("approver's EHR sign-in in the portal", f"{base}{EHR_CALLBACK_PATH}")),
             ),
             IntegrationRecord(
                 kind="patient",
@@ -223,6 +235,7 @@ def integration_records(config: Configuration, public_base_url: str) -> Integrat
                 context_tokens=PATIENT_CONTEXT_TOKENS,
                 client_id=config.patient_client_id,
                 scopes=PATIENT_SCOPES,
+                redirect_uris=(launch_callback,),
             ),
         ),
     )
@@ -270,7 +283,7 @@ class PortalService:
 
     @property
     def ehr_redirect_uri(self) -> str:
-        return f"{self.settings.public_base_url}/api/portal/ehr/callback"
+        return f"{self.settings.public_base_url}{EHR_CALLBACK_PATH}"
 
     # validation
 
@@ -343,7 +356,7 @@ class PortalService:
         _audit("edited (pending again)", saved, user)
         return saved
 
-    def delete(self, user: PortalIdentity, configuration_id: str, etag: str | None) -> Configuration:
+    def delete(self, user: PortalIdentity, configuration_id: str, etag: str) -> Configuration:
         require_admin(user)
         current = self.get_visible(user, configuration_id)
         self.repository.delete(current, etag=etag)
@@ -460,7 +473,8 @@ class PortalService:
 
     def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:
         config = self.get_visible(user, configuration_id)
-        return integration_records(config, self.settings.public_base_url)
+        algorithm = signing_keys_from(self.settings.signing_keys.reveal()).active.algorithm
+        return integration_records(config, self.settings.public_base_url, signing_algorithm=algorithm)
 
 
 def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:

@@ -182,13 +182,14 @@ class SmartClient:
         if result.status != 200 or not is_capability:
             raise DiscoveryError("no SMART configuration was found (.well-known/smart-configuration or metadata)")
         uris: dict[str, str] = {}
-        for rest in document.get("rest") or []:
-            security = rest.get("security") if isinstance(rest, dict) else None
-            for extension in (security or {}).get("extension") or []:
-                if isinstance(extension, dict) and extension.get("url") == OAUTH_URIS_EXTENSION:
-                    for item in extension.get("extension") or []:
-                        if isinstance(item, dict) and isinstance(item.get("valueUri"), str):
-                            uris[str(item.get("url"))] = item["valueUri"]
+        # The document is the server's to shape: every level may be the wrong JSON type.
+        for rest in _dicts(document.get("rest")):
+            security = rest.get("security")
+            for extension in _dicts(security.get("extension") if isinstance(security, dict) else None):
+                if extension.get("url") == OAUTH_URIS_EXTENSION:
+                    for item in _dicts(extension.get("extension")):
+                        if isinstance(item.get("url"), str) and isinstance(item.get("valueUri"), str):
+                            uris[item["url"]] = item["valueUri"]
         if "authorize" not in uris or "token" not in uris:
             raise DiscoveryError("its metadata names no OAuth authorize and token endpoints")
         return self._configuration(base, uris["authorize"], uris["token"], source="metadata")
@@ -350,7 +351,11 @@ class SmartClient:
         issuer = config.issuer or (claimed if isinstance(claimed, str) else None)
         if not issuer:
             raise InvalidIdToken("it names no issuer")
-        if urlsplit(issuer).hostname != urlsplit(config.token_endpoint).hostname:
+        try:
+            same_host = urlsplit(issuer).hostname == urlsplit(config.token_endpoint).hostname
+        except ValueError:  # e.g. "https://[bad" from an unverified token
+            raise InvalidIdToken("its issuer is not a valid URL") from None
+        if not same_host:
             raise InvalidIdToken("it was issued by an unexpected issuer")
         if config.jwks_uri:
             return issuer, config.jwks_uri
@@ -383,6 +388,11 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects of a list (anything else, or a non-list, yields nothing)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,22 +126,27 @@ def check_url(raw: str, policy: OutboundPolicy, *, base_url: bool = False) -> Ch
 def resolve_checked(host: str, port: int, policy: OutboundPolicy) -> list[str]:
     """Resolve ``host`` and return its addresses, refusing if any one of them is not public."""
     bare = host.strip("[]")
+    literal = _ip_literal(bare)
+    # For a host name, "not found" and "resolves to a private address" get one message: telling them apart
+    # (or echoing the resolved address) would let a portal user map internal DNS names and addresses.
+    unreachable = UnsafeUrl(f"the host name {host} does not resolve to a public internet address")
     try:
         infos = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise UnsafeUrl(f"the host name {host} could not be found") from None
+        raise unreachable from None
     addresses: list[str] = []
     for info in infos:
         address = str(info[4][0]).split("%", 1)[0]
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise UnsafeUrl(f"the host name {host} could not be found")
+        raise unreachable
     if not policy.is_allow_listed(host):
         for address in addresses:
-            ip = ipaddress.ip_address(address)
-            if not _is_public(ip):
-                raise UnsafeUrl(f"it points to a non-public address ({ip})")
+            if not _is_public(ipaddress.ip_address(address)):
+                if literal is not None:  # the address the user typed themselves may be named
+                    raise UnsafeUrl(f"it points to a non-public address ({literal})")
+                raise unreachable
     return addresses
 
 
@@ -152,8 +158,13 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 
 def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return _is_public(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _is_public(ip.ipv4_mapped)
+        # 6to4 (2002::/16) and Teredo (2001::/32) carry an IPv4 address that relays deliver to.
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not _is_public(embedded):
+            return False
     return ip.is_global and not (
         ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
     )
@@ -268,6 +279,9 @@ class SafeHttp:
         data: Mapping[str, str] | None = None,
     ) -> HttpResult:
         check_url_syntax(url, self.policy)
+        # httpx's timeouts bound each read, not the whole answer: a server trickling a byte at a time
+        # would otherwise hold this worker indefinitely.
+        deadline = time.monotonic() + 2 * self.policy.timeout_seconds
         try:
             with self._client.stream(method, url, headers=dict(headers or {}), data=data) as response:
                 if response.is_redirect:
@@ -283,6 +297,10 @@ class SafeHttp:
                     )
                 body = bytearray()
                 for chunk in response.iter_bytes():
+                    if time.monotonic() > deadline:
+                        raise UpstreamUnavailable(
+                            f"The {self.system} did not answer in time.", system=self.system, code="too_slow"
+                        )
                     body.extend(chunk)
                     if len(body) > self.policy.max_bytes:
                         raise UpstreamRejected(

@@ -74,7 +74,9 @@ def world(
     base_env: dict[str, str], entra: RunningEntra, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     port = free_port()
-    public = f"http://127.0.0.1:{port}"
+    # localhost, while the Entra and EHR pages are on 127.0.0.1: a different site, as in the demo, so the
+    # sign-in cookies must survive a cross-site form_post.
+    public = f"http://localhost:{port}"
     test_ehr, test_fhir = _ehr(public, "test")
     prod_ehr, prod_fhir = _ehr(public, "production")
     folder = tmp_path_factory.mktemp("host")
@@ -171,7 +173,9 @@ def test_admin_submits_approver_proves_and_approves_records_appear_edit_resets(b
     expect(approver.locator("#provider-launch")).to_have_text(launch)
     expect(approver.locator("#patient-launch")).to_have_text(f"{world.public}/api/launch/{configuration_id}/patient")
     expect(approver.locator("#provider-tokens")).to_have_text("sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%")
-    expect(approver.locator("#provider-redirect")).to_have_text(f"{world.public}/api/launch/callback")
+    expect(approver.locator("#provider-redirect-1")).to_have_text(f"{world.public}/api/launch/callback")
+    expect(approver.locator("#provider-redirect-2")).to_have_text(f"{world.public}/api/portal/ehr/callback")
+    expect(approver.locator("#patient-redirect-1")).to_have_text(f"{world.public}/api/launch/callback")
     expect(approver.locator("#jwks")).to_have_text(f"{world.public}/api/.well-known/jwks.json")
     expect(approver.locator("button.copy").first).to_be_visible()  # shown only when script runs
     with approver.expect_download() as download:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.functions.timer import TimerRequest
 
+from connector import maintenance
 from connector.maintenance import sweep_expired_state
 from shared.auth_state import AuthStateStore
+from shared.errors import StorageUnavailable
 from shared.settings import Geography
-from shared.storage import get_storage
+from shared.storage import StorageAccount, get_storage
+from shared.sweep import SweepResult, sweep_expired
 from shared.visits import TABLE as VISITS
 
 pytestmark = pytest.mark.azurite
@@ -31,3 +35,34 @@ def test_sweep_removes_expired_state_and_visits_in_every_geography(env: dict[str
     for geography in Geography:
         rows = storage.for_geography(geography).table(VISITS).query_entities(f"RowKey eq '{unique}'")
         assert not list(rows), geography
+
+
+def test_a_failing_account_does_not_stop_the_sweep_of_the_others(
+    env: dict[str, str], unique: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = get_storage()
+    state = AuthStateStore(storage.app).create(f"k{unique}", {}, ttl=timedelta(seconds=-1))
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    for geography in Geography:
+        storage.for_geography(geography).table(VISITS).upsert_entity(
+            {"PartitionKey": geography.value, "RowKey": unique, "ConfigurationId": "c", "ExpiresAt": past}
+        )
+    broken = storage.for_geography(Geography.AMERICAS).name
+    swept: list[tuple[str, str]] = []
+
+    def flaky(account: StorageAccount, table: str) -> SweepResult:
+        swept.append((account.name, table))
+        if account.name == broken or table == "Sessions":
+            raise StorageUnavailable(f"Storage {account.name} is unreachable.")
+        return sweep_expired(account, table)
+
+    monkeypatch.setattr(maintenance, "sweep_expired", flaky)
+    with caplog.at_level(logging.ERROR, logger="connector.maintenance"):
+        sweep_expired_state(TimerRequest(past_due=False))
+
+    assert len(swept) == len(maintenance.APP_SHORT_LIVED_TABLES) + len(Geography)  # every target was tried
+    assert not list(storage.app.table("AuthStates").query_entities(f"RowKey eq '{state}'"))
+    for geography in Geography:
+        rows = list(storage.for_geography(geography).table(VISITS).query_entities(f"RowKey eq '{unique}'"))
+        assert bool(rows) == (storage.for_geography(geography).name == broken), geography
+    assert "Sweeping Sessions" in caplog.text and f"Visits in {broken} failed" in caplog.text

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from connector import portal, wellknown
-from shared.configurations import ConfigurationRepository, Status
+from shared import configurations as cfg
+from shared.configurations import Configuration, ConfigurationRepository, Status
 from shared.keys import signing_keys_from
+from shared.portal import to_input
 from shared.storage import get_storage
 from tests.functions.portal_support import (
     Tenant,
@@ -153,7 +161,7 @@ def test_unsafe_fhir_urls_are_rejected_in_the_users_words(tenant: Tenant, url: s
     assert repository().list_for_tenant(tenant.id) == []
 
 
-def test_a_fhir_url_that_redirects_to_a_private_address_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
+def test_a_fhir_url_answering_with_a_redirect_is_rejected_never_followed(tenant: Tenant, ehr: FakeEhr) -> None:
     form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(f"{ehr.base}/redirecting", prefix="c0-")}
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
     assert response.status_code == 400
@@ -245,7 +253,9 @@ def test_the_approver_proves_the_url_by_ehr_signin_then_approves(tenant: Tenant,
     assert f"http://localhost:7071/api/launch/{test_id}/patient" in records
     assert "sessionId=%CSN%&amp;departmentId=%PERFDEPID;;; ; ;;NONE;%" in records
     assert "http://localhost:7071/api/launch/callback" in records
+    assert "http://localhost:7071/api/portal/ehr/callback" in records  # the approver's EHR sign-in, provider app
     assert "http://localhost:7071/api/.well-known/jwks.json" in records
+    assert "<code>private_key_jwt</code>, RS384" in records  # the demo key is RSA
     assert "TEST environment" in records and "launch openid fhirUser patient/*.read" in records
 
     not_yet = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": prod_id}))
@@ -283,6 +293,26 @@ def test_approval_without_the_ehr_signin_is_rejected(tenant: Tenant, ehr: FakeEh
     response = approve(tenant, config_id)
     assert response.status_code == 409 and "Sign in to the EHR" in text(response)
     assert repository().get(tenant.id, config_id).status is Status.PENDING
+
+
+def test_approval_needs_the_same_account_oid_that_signed_in_to_the_ehr(tenant: Tenant, ehr: FakeEhr) -> None:
+    """A second account with the approver's user name (say, recreated after the EHR sign-in) cannot approve."""
+    import uuid
+
+    from shared.entra import PortalIdentity
+    from shared.sessions import SessionStore
+
+    [config_id] = create(tenant, f"{ehr.base}/oid/api/FHIR/R4")
+    callback(tenant, ehr_signin(tenant, config_id))
+    proven = repository().get(tenant.id, config_id)
+    assert proven.ehr_signin is not None and proven.ehr_signin.by_oid == tenant.approver.user.object_id
+    namesake = SessionStore(get_storage().app).create(PortalIdentity(
+        tenant_id=tenant.id, object_id=str(uuid.uuid4()), upn=tenant.approver.user.upn, name="Namesake"))
+    response = call(portal.approve, "POST", "x", session=namesake, form={"csrf": namesake.csrf_token},
+                    route={"id": config_id})
+    assert response.status_code == 409 and "Sign in to the EHR yourself" in text(response)
+    assert repository().get(tenant.id, config_id).status is Status.PENDING
+    assert approve(tenant, config_id).status_code == 303
 
 
 def test_approval_with_a_stale_or_forged_csrf_token_is_rejected(tenant: Tenant, ehr: FakeEhr) -> None:
@@ -425,8 +455,13 @@ def test_delete_asks_for_confirmation_then_stops_launches_at_once(tenant: Tenant
     unconfirmed = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
                        form={"csrf": tenant.admin.csrf_token})
     assert unconfirmed.status_code == 400
+    without_etag = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
+                        form={"csrf": tenant.admin.csrf_token, "confirm": "yes"})
+    assert without_etag.status_code == 400  # a delete must name the version the admin saw, like an edit
+    assert repository().find_for_launch(config_id, url) is not None
+    etag = str(repository().get(tenant.id, config_id).etag)
     done = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                form={"csrf": tenant.admin.csrf_token, "confirm": "yes"})
+                form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": etag})
     assert done.status_code == 303
     assert repository().find_for_launch(config_id, url) is None
     assert repository().list_for_tenant(tenant.id) == []
@@ -476,3 +511,48 @@ def test_launch_lookup_needs_the_configured_url_and_tolerates_forged_input(tenan
     assert repository().find_for_launch(config_id, f"{ehr.base}/other/api/FHIR/R4") is None
     assert repository().find_for_launch(config_id, "https://ehr.example:notaport/fhir") is None
     assert repository().find_for_launch("not-an-id", url) is None
+
+
+def test_records_name_the_signing_algorithm_of_the_configured_key(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from shared.settings import reset_settings_cache
+
+    config = approved_in_storage(tenant)
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    monkeypatch.setenv("SIGNING_KEYS", pem)
+    reset_settings_cache()
+    portal.reset()
+    page = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": config.id}))
+    assert "<code>private_key_jwt</code>, ES384" in page and "RS384" not in page
+    plain = text(call(portal.records_text, "GET", "r.txt", session=tenant.admin, route={"id": config.id}))
+    assert "Method: private_key_jwt (ES384); no client secret" in plain
+
+
+def approved_in_storage(tenant: Tenant) -> Configuration:
+    """An approved configuration written straight to storage (for pages that only show one)."""
+    now = datetime.now(UTC)
+    values = configuration_form(f"https://ehr-{uuid.uuid4().hex[:8]}.contoso.example/api/FHIR/R4")
+    config = cfg.new_configuration(tenant.id, to_input(values), by="admin@contoso.example", now=now)
+    return repository().create(
+        replace(config, status=Status.APPROVED, approved_by="analyst@contoso.example", approved_at=now)
+    )
+
+
+def test_the_copy_script_runs_under_a_csp_without_unsafe_inline(tenant: Tenant) -> None:
+    config = approved_in_storage(tenant)
+    response = call(portal.records, "GET", "r", session=tenant.admin, route={"id": config.id})
+    policy = dict(
+        (d.strip().split(" ", 1) + [""])[:2] for d in response.headers["Content-Security-Policy"].split(";")
+    )
+    assert "'unsafe-inline'" not in policy["script-src"]
+    scripts = re.findall(r"<script>(.*?)</script>", text(response), re.DOTALL)
+    assert scripts  # the copy buttons' script is on the page...
+    for script in scripts:  # ...and allowed by its hash, exactly as rendered
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy["script-src"].split()

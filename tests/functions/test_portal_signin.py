@@ -122,17 +122,31 @@ def fake_entra(env: dict[str, str]) -> Iterator[FakeEntra]:
     portal.reset()
 
 
-def start(fake: FakeEntra) -> dict[str, str]:
-    response = call(portal.signin, "GET", "portal/signin")
+def cookies_set(response: Any) -> dict[str, str]:
+    """Set-Cookie headers of a response by cookie name (whole header values)."""
+    return {value.split("=", 1)[0]: value for value in response.headers.get_all("Set-Cookie")}
+
+
+def cookie_value(header: str) -> str:
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+def start(fake: FakeEntra, *, cookie: str | None = None) -> dict[str, str]:
+    """Begin a sign-in; the returned query carries the browser's binding cookie as ``_binding``."""
+    response = call(portal.signin, "GET", "portal/signin", headers={"cookie": cookie} if cookie else None)
     assert response.status_code == 302
     query = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
     fake.nonce = query["nonce"]  # Entra echoes the (hashed) nonce it was sent
+    name = portal.signin_cookie_name(get_settings())
+    query["_binding"] = f"{name}={cookie_value(cookies_set(response)[name])}"
     return query
 
 
-def finish(query: dict[str, str], **extra: str) -> Any:
+def finish(query: dict[str, str], *, binding: str | None = "from-query", **extra: str) -> Any:
     form = {"code": "entra-code", "state": query["state"], "session_state": str(uuid.uuid4()), **extra}
-    return call(portal.signin_callback, "POST", "portal/signin/callback", form=form)
+    cookie = query["_binding"] if binding == "from-query" else binding
+    return call(portal.signin_callback, "POST", "portal/signin/callback", form=form,
+                headers={"cookie": cookie} if cookie else None)
 
 
 def test_sign_in_uses_pkce_form_post_and_creates_a_server_side_session(fake_entra: FakeEntra) -> None:
@@ -141,8 +155,8 @@ def test_sign_in_uses_pkce_form_post_and_creates_a_server_side_session(fake_entr
     assert query["redirect_uri"] == "http://localhost:7071/api/portal/signin/callback"
     response = finish(query)
     assert response.status_code == 303, text(response)
-    cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith("portal_session=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    cookie = cookies_set(response)["portal_session"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Path=/api/portal" in cookie
     assert "code_verifier" in fake_entra.posted[-1]
     session_id = cookie.split(";", 1)[0].split("=", 1)[1]
@@ -162,14 +176,14 @@ def test_a_tenant_not_on_the_allowed_list_is_refused(fake_entra: FakeEntra) -> N
     fake_entra.tenant = "99999999-9999-4999-8999-999999999999"
     response = finish(start(fake_entra))
     assert response.status_code == 403 and "not enabled" in text(response)
-    assert "Set-Cookie" not in response.headers
+    assert "portal_session" not in cookies_set(response)
 
 
 def test_an_id_token_with_a_forged_signature_is_refused(fake_entra: FakeEntra) -> None:
     fake_entra.signing_key = ROGUE
     response = finish(start(fake_entra))
     assert response.status_code == 401 and "could not be verified" in text(response)
-    assert "Set-Cookie" not in response.headers
+    assert "portal_session" not in cookies_set(response)
 
 
 def test_a_wrong_nonce_is_refused(fake_entra: FakeEntra) -> None:
@@ -177,13 +191,14 @@ def test_a_wrong_nonce_is_refused(fake_entra: FakeEntra) -> None:
     fake_entra.nonce = "another-sign-in"
     response = finish(query)
     assert response.status_code == 401
-    assert "Set-Cookie" not in response.headers
+    assert "portal_session" not in cookies_set(response)
 
 
 def test_an_error_from_entra_is_shown_plainly(fake_entra: FakeEntra) -> None:
     query = start(fake_entra)
     form = {"error": "access_denied", "error_description": "<b>user cancelled</b>", "state": query["state"]}
-    response = call(portal.signin_callback, "POST", "portal/signin/callback", form=form)
+    response = call(portal.signin_callback, "POST", "portal/signin/callback", form=form,
+                    headers={"cookie": query["_binding"]})
     assert response.status_code == 502 and "Microsoft sign-in failed: access_denied" in text(response)
     assert "<b>" not in text(response)
 
@@ -191,7 +206,7 @@ def test_an_error_from_entra_is_shown_plainly(fake_entra: FakeEntra) -> None:
 def test_a_user_without_admin_roles_is_not_an_admin(fake_entra: FakeEntra) -> None:
     fake_entra.wids = ()
     response = finish(start(fake_entra))
-    session_id = response.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
+    session_id = cookie_value(cookies_set(response)["portal_session"])
     page = text(call(portal.dashboard, "GET", "portal", headers={"cookie": f"portal_session={session_id}"}))
     assert "Add configurations" not in page and "approver" in page
 
@@ -205,5 +220,58 @@ def test_outside_localhost_the_session_cookie_is_secure(
     reset_settings_cache()
     query = start(fake_entra)
     assert query["redirect_uri"] == "https://connector.contoso.example/api/portal/signin/callback"
-    cookie = finish(query).headers["Set-Cookie"]
-    assert cookie.startswith("__Secure-portal_session=") and "; Secure" in cookie and "HttpOnly" in cookie
+    assert query["_binding"].startswith("__Secure-portal_signin=")
+    cookie = cookies_set(finish(query))["__Secure-portal_session"]
+    assert "; Secure" in cookie and "HttpOnly" in cookie
+
+
+
+# --- the sign-in is bound to the browser that started it (login CSRF) ---------------------------
+
+
+def test_the_signin_binding_cookie_is_httponly_secure_cross_site_path_limited_and_short_lived(
+    fake_entra: FakeEntra,
+) -> None:
+    response = call(portal.signin, "GET", "portal/signin")
+    cookie = cookies_set(response)["portal_signin"]
+    # SameSite=None: Entra's form_post back is a cross-site POST. Secure: browsers refuse SameSite=None without
+    # it (Chromium sets and sends Secure cookies on http://localhost and 127.0.0.1, which the browser test uses).
+    for attribute in ("HttpOnly", "Secure", "SameSite=None", "Path=/api/portal/signin", "Max-Age=600"):
+        assert attribute in cookie.split("; "), (attribute, cookie)
+    assert len(cookie_value(cookie)) >= 43  # 256 random bits
+
+
+def test_a_valid_code_and_state_without_the_browser_cookie_are_rejected(fake_entra: FakeEntra) -> None:
+    """Login CSRF: an attacker's own code+state replayed into a victim's browser (which lacks the cookie)."""
+    query = start(fake_entra)
+    response = finish(query, binding=None)
+    assert response.status_code == 400 and "not started in this browser" in text(response)
+    assert "portal_session" not in cookies_set(response)
+    assert fake_entra.posted == []  # the code was never redeemed
+
+
+def test_another_browsers_binding_cookie_does_not_count(fake_entra: FakeEntra) -> None:
+    attacker = start(fake_entra)
+    victim = start(fake_entra)
+    response = finish(attacker, binding=victim["_binding"])
+    assert response.status_code == 400 and "portal_session" not in cookies_set(response)
+
+
+def test_the_callback_clears_the_binding_cookie(fake_entra: FakeEntra) -> None:
+    ok = finish(start(fake_entra))
+    assert ok.status_code == 303 and "Max-Age=0" in cookies_set(ok)["portal_signin"]
+    failed = finish(start(fake_entra), binding="portal_signin=forged-value-forged-value-forged-value-x")
+    assert failed.status_code == 400 and "Max-Age=0" in cookies_set(failed)["portal_signin"]
+
+
+def test_signing_in_again_deletes_the_previous_session(fake_entra: FakeEntra) -> None:
+    first = cookie_value(cookies_set(finish(start(fake_entra)))["portal_session"])
+    old_cookie = {"cookie": f"portal_session={first}"}
+    assert "Avery Admin" in text(call(portal.dashboard, "GET", "portal", headers=old_cookie))
+    query = start(fake_entra, cookie=f"portal_session={first}")
+    # The old session ends as the new sign-in starts, before any new session exists.
+    assert 'href="/api/portal/signin"' in text(call(portal.dashboard, "GET", "portal", headers=old_cookie))
+    second = cookie_value(cookies_set(finish(query))["portal_session"])
+    assert second != first
+    new_cookie = {"cookie": f"portal_session={second}"}
+    assert "Avery Admin" in text(call(portal.dashboard, "GET", "portal", headers=new_cookie))

@@ -105,7 +105,22 @@ def test_records_exist_only_for_approved_configurations() -> None:
     assert provider.context_tokens == "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
     assert patient.scopes == "launch openid fhirUser patient/*.read" and provider.scopes == "launch openid fhirUser"
     assert records.redirect_uri == "https://connector.example/api/launch/callback"
+    assert [uri for _, uri in provider.redirect_uris] == [
+        "https://connector.example/api/launch/callback",
+        "https://connector.example/api/portal/ehr/callback",  # the approver's EHR sign-in uses the provider app
+    ]
+    assert [uri for _, uri in patient.redirect_uris] == ["https://connector.example/api/launch/callback"]
     assert records.backend_scopes == "none (writeback off)"
     text = records.as_text()
     assert "Environment: TEST" in text and "Approved by analyst@contoso.example at 2026-11-25 12:00 UTC" in text
     assert text.count("Launch URL: ") == 2
+    ehr_signin = "Redirect URI (approver's EHR sign-in in the portal): https://connector.example/api/portal/ehr/callback"
+    assert ehr_signin in text
+    assert text.count("Redirect URI (launches): https://connector.example/api/launch/callback") == 2
+
+
+def test_records_name_the_algorithm_of_the_active_signing_key() -> None:
+    config = configuration()
+    approved = replace(config, status=cfg.Status.APPROVED, approved_by="analyst@contoso.example", approved_at=NOW)
+    records = integration_records(approved, "https://connector.example", signing_algorithm="ES384")
+    assert "Method: private_key_jwt (ES384); no client secret" in records.as_text()

@@ -117,3 +117,66 @@ def test_a_url_without_smart_configuration_is_refused(ehr: FakeEhr, client: Smar
 def test_discovery_refuses_private_addresses_before_connecting(client: SmartClient) -> None:
     with pytest.raises(UnsafeUrl):
         client.discover("https://10.0.0.1/fhir")
+
+
+# --- malformed discovery documents: always a DiscoveryError, never a crash ------------------------
+
+_OAUTH = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+MALFORMED_METADATA = [
+    {"resourceType": "CapabilityStatement", "rest": "not a list"},
+    {"resourceType": "CapabilityStatement", "rest": 7},
+    {"resourceType": "CapabilityStatement", "rest": {"security": {}}},
+    {"resourceType": "CapabilityStatement", "rest": ["text", 3, None]},
+    {"resourceType": "CapabilityStatement", "rest": [{"security": ["a", "list"]}]},
+    {"resourceType": "CapabilityStatement", "rest": [{"security": "text"}]},
+    {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": {"url": _OAUTH}}}]},
+    {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": 5}}]},
+    {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": ["x", 1, [2]]}}]},
+    {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": [{"url": _OAUTH, "extension": 9}]}}]},
+    {"resourceType": "CapabilityStatement",
+     "rest": [{"security": {"extension": [{"url": _OAUTH, "extension": {"url": "authorize"}}]}}]},
+    {"resourceType": "CapabilityStatement",
+     "rest": [{"security": {"extension": [{"url": _OAUTH, "extension": ["x", None, {"url": ["authorize"],
+                                                                                     "valueUri": "https://a"}]}]}}]},
+]
+
+
+def _metadata_only(document: object) -> SmartClient:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metadata"):
+            return httpx.Response(200, json=document)
+        return httpx.Response(404)
+
+    return SmartClient(SafeHttp(OutboundPolicy(), transport=httpx.MockTransport(answer)), None)
+
+
+@pytest.mark.parametrize("document", MALFORMED_METADATA)
+def test_malformed_metadata_is_a_discovery_error(document: object) -> None:
+    with pytest.raises(DiscoveryError, match="no OAuth authorize and token endpoints"):
+        _metadata_only(document).discover("https://ehr.example.org/api/FHIR/R4")
+
+
+def test_well_formed_metadata_still_yields_its_endpoints() -> None:
+    document = {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": [{
+        "url": _OAUTH,
+        "extension": [{"url": "authorize", "valueUri": "https://ehr.example.org/oauth2/authorize"},
+                      {"url": "token", "valueUri": "https://ehr.example.org/oauth2/token"}],
+    }]}}]}
+    config = _metadata_only(document).discover("https://ehr.example.org/api/FHIR/R4")
+    assert config.token_endpoint == "https://ehr.example.org/oauth2/token" and config.source == "metadata"
+
+
+def test_an_id_token_with_an_unparseable_issuer_is_invalid_not_a_crash() -> None:
+    import jwt as pyjwt
+
+    from shared.smart import SmartConfiguration
+
+    config = SmartConfiguration(
+        fhir_base_url="https://ehr.example.org/fhir",
+        authorization_endpoint="https://ehr.example.org/oauth2/authorize",
+        token_endpoint="https://ehr.example.org/oauth2/token",
+    )
+    token = pyjwt.encode({"iss": "https://[not-an-address/x", "aud": "client"}, "k" * 32, algorithm="HS256")
+    client = SmartClient(SafeHttp(OutboundPolicy(), transport=httpx.MockTransport(lambda r: httpx.Response(500))), None)
+    with pytest.raises(InvalidIdToken, match="issuer is not a valid URL"):
+        client.validate_id_token(config, token, client_id="client", nonce=None)

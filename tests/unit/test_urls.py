@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from starlette.routing import Route
 
 from sandbox.server import ServerThread
@@ -45,6 +48,8 @@ def no_connect(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         ("https://127.0.0.1/fhir", "non-public address (127.0.0.1)"),
         ("https://[::1]/fhir", "non-public address (::1)"),
         ("https://[::ffff:10.0.0.1]/fhir", "non-public address"),
+        ("https://[2002:a00:1::]/fhir", "non-public address"),  # 6to4 relaying to 10.0.0.1
+        ("https://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/fhir", "non-public address"),  # Teredo, client 10.0.0.1
         ("https://224.0.0.1/fhir", "non-public address"),
         ("https://0.0.0.0/fhir", "non-public address"),
         ("https:///fhir", "no host"),
@@ -65,10 +70,45 @@ def test_other_spellings_of_loopback_are_refused(url: str) -> None:
         check_url(url, STRICT)
 
 
+def test_6to4_addresses_are_judged_by_their_embedded_ipv4_address() -> None:
+    from shared.urls import _is_public
+
+    assert not _is_public(ipaddress.ip_address("2002:a00:1::"))  # 10.0.0.1
+    assert not _is_public(ipaddress.ip_address("2002:7f00:1::"))  # 127.0.0.1
+    assert not _is_public(ipaddress.ip_address("2002:a9fe:a9fe::"))  # 169.254.169.254
+    assert _is_public(ipaddress.ip_address("2002:5db8:d70e::"))  # 93.184.215.14
+
+
+def test_teredo_addresses_are_judged_by_their_embedded_client_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import urls
+
+    # Whatever this Python thinks of 2001::/32 as a whole, the embedded client address decides on its own.
+    monkeypatch.setattr(ipaddress.IPv6Address, "is_private", property(lambda self: False))
+    assert not urls._is_public(ipaddress.ip_address("2001:0:4136:e378:8000:63bf:f5ff:fffe"))  # client 10.0.0.1
+
+
 def test_a_name_resolving_to_loopback_is_refused_unless_allow_listed() -> None:
-    with pytest.raises(UnsafeUrl, match="non-public address"):
+    with pytest.raises(UnsafeUrl, match="does not resolve to a public internet address"):
         check_url("https://localhost/fhir", STRICT)
     assert check_url("https://localhost/fhir", LOCAL).host == "localhost"
+
+
+def test_a_private_name_and_a_missing_name_are_refused_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message must not reveal whether an internal name exists, nor the private address it resolves to."""
+
+    def resolve(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+        if host == "db.corp.example.org":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port))]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    messages = []
+    for host in ("db.corp.example.org", "nothing.corp.example.org"):
+        with pytest.raises(UnsafeUrl) as caught:
+            check_url(f"https://{host}/fhir", STRICT)
+        messages.append(caught.value.message.replace(host, "HOST"))
+        assert "10.20.30.40" not in caught.value.message
+    assert messages[0] == messages[1]
 
 
 def test_every_resolved_address_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,8 +119,9 @@ def test_every_resolved_address_is_checked(monkeypatch: pytest.MonkeyPatch) -> N
         ]
 
     monkeypatch.setattr(socket, "getaddrinfo", two_answers)
-    with pytest.raises(UnsafeUrl, match=r"10\.0\.0\.7"):
+    with pytest.raises(UnsafeUrl) as caught:
         check_url("https://ehr.example.org/fhir", STRICT)
+    assert "10.0.0.7" not in caught.value.message
 
 
 def test_http_is_allowed_only_for_allow_listed_hosts() -> None:
@@ -104,7 +145,17 @@ def _app() -> Starlette:
     async def away(request: object) -> RedirectResponse:
         return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=302)
 
-    return Starlette(routes=[Route("/small", small), Route("/big", big), Route("/away", away)])
+    async def trickle(request: object) -> StreamingResponse:
+        async def one_byte_at_a_time() -> AsyncIterator[bytes]:
+            for _ in range(40):  # each byte well inside the read timeout, the whole far beyond it
+                yield b"x"
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(one_byte_at_a_time(), media_type="text/plain")
+
+    return Starlette(
+        routes=[Route("/small", small), Route("/big", big), Route("/away", away), Route("/trickle", trickle)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +180,14 @@ def test_oversized_responses_are_refused(server: ServerThread) -> None:
         SafeHttp(LOCAL).get(f"{server.url}/big")
 
 
+def test_a_trickling_response_is_cut_off_at_twice_the_timeout(server: ServerThread) -> None:
+    slow = OutboundPolicy(allowed_hosts=LOCAL.allowed_hosts, timeout_seconds=0.5, max_bytes=1024)
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable, match="did not answer in time"):
+        SafeHttp(slow).get(f"{server.url}/trickle")
+    assert time.monotonic() - started < 2.5
+
+
 def test_the_transport_checks_the_address_it_connects_to(
     monkeypatch: pytest.MonkeyPatch, no_connect: list[object]
 ) -> None:
@@ -138,7 +197,7 @@ def test_the_transport_checks_the_address_it_connects_to(
         "getaddrinfo",
         lambda host, port, **kw: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.8.7", port))],
     )
-    with pytest.raises(UnsafeUrl, match=r"10\.9\.8\.7"):
+    with pytest.raises(UnsafeUrl, match="does not resolve to a public internet address"):
         SafeHttp(STRICT).get("https://rebinding.example.org/fhir/metadata")
     assert no_connect == []
 

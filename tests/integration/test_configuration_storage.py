@@ -1,0 +1,143 @@
+"""ConfigurationRepository against Azurite: failures part-way through a write leave no broken state."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared import configurations as cfg
+from shared.configurations import ConfigurationInput, ConfigurationRepository, Environment, Vendor, WritebackMode
+from shared.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
+from shared.settings import Geography
+from shared.storage import Storage
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _input(url: str) -> ConfigurationInput:
+    return ConfigurationInput(
+        organization="Contoso Health",
+        fhir_base_url=url,
+        environment=Environment.TEST,
+        approver_upn="analyst@contoso.example",
+        geography=Geography.AMERICAS,
+        vendor=Vendor.EPIC,
+        provider_client_id="prov",
+        patient_client_id="pat",
+        writeback_mode=WritebackMode.EPIC,
+    )
+
+
+@pytest.fixture
+def repository(storage: Storage) -> ConfigurationRepository:
+    return ConfigurationRepository(storage.app)
+
+
+@pytest.fixture
+def tenant() -> str:
+    return str(uuid.uuid4())
+
+
+def _approved(repository: ConfigurationRepository, tenant: str, url: str) -> cfg.Configuration:
+    config = repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
+    proven = cfg.with_ehr_signin(config, upn="analyst@contoso.example", oid="oid-1", now=NOW)
+    done = cfg.approved(proven, upn="analyst@contoso.example", oid="oid-1", now=NOW)
+    assert config.etag is not None
+    return repository.update(config, done, etag=config.etag)
+
+
+def _failing(*args: object) -> None:
+    raise StorageUnavailable("Storage app is unavailable.")
+
+
+def test_a_failure_after_deleting_the_row_leaves_nothing_launchable_and_the_url_reusable(
+    repository: ConfigurationRepository, tenant: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"https://ehr-{unique}.example.org/api/FHIR/R4"
+    config = _approved(repository, tenant, url)
+    assert repository.find_for_launch(config.id, url) is not None
+
+    with monkeypatch.context() as patched:
+        patched.setattr(repository, "_release", _failing)  # storage fails between the two steps
+        with pytest.raises(StorageUnavailable):
+            repository.delete(config, etag=config.etag)
+
+    # Not "approved but unlaunchable": the configuration is gone, and so is every launch for it.
+    with pytest.raises(NotFound):
+        repository.get(tenant, config.id)
+    assert repository.find_for_launch(config.id, url) is None
+    assert all(c.id != config.id for c in repository.list_for_tenant(tenant))
+
+    # The orphaned URL guard is reclaimed once it is past the grace for in-flight submissions.
+    monkeypatch.setattr(cfg, "RESERVATION_GRACE", timedelta(0))
+    again = repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
+    assert repository.find_for_launch(again.id, url) is not None
+    assert repository.find_for_launch(config.id, url) is None
+
+
+def test_a_fresh_guard_is_never_reclaimed(repository: ConfigurationRepository, tenant: str, unique: str) -> None:
+    """``create`` reserves before writing its row: a young guard whose row is missing may be a submission in flight."""
+    url = f"https://ehr-{unique}.example.org/api/FHIR/R4"
+    in_flight = cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW)
+    repository._reserve(in_flight.fhir_base_url, tenant, in_flight.id)
+    with pytest.raises(Conflict) as caught:
+        repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
+    assert caught.value.code == "duplicate_fhir_url"
+
+
+def test_a_guard_of_an_existing_configuration_is_never_reclaimed(
+    repository: ConfigurationRepository, tenant: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"https://ehr-{unique}.example.org/api/FHIR/R4"
+    first = repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
+    monkeypatch.setattr(cfg, "RESERVATION_GRACE", timedelta(0))
+    with pytest.raises(Conflict):
+        repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
+    assert repository.find_for_launch(first.id, url) is not None
+
+
+def test_a_stale_delete_changes_nothing(repository: ConfigurationRepository, tenant: str, unique: str) -> None:
+    url = f"https://ehr-{unique}.example.org/api/FHIR/R4"
+    config = repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
+    assert config.etag is not None
+    repository.update(config, cfg.edited(config, _input(url), by="x", now=NOW), etag=config.etag)
+    with pytest.raises(Conflict):
+        repository.delete(config, etag=config.etag)
+    assert repository.find_for_launch(config.id, url) is not None
+
+
+def test_an_edit_that_fails_for_any_reason_releases_the_new_url(
+    repository: ConfigurationRepository, tenant: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_url = f"https://ehr-{unique}.example.org/old"
+    new_url = f"https://ehr-{unique}.example.org/new"
+    config = repository.create(cfg.new_configuration(tenant, _input(old_url), by="admin@contoso.example", now=NOW))
+    assert config.etag is not None
+    table = repository._table()
+
+    class Unavailable:
+        def __getattr__(self, name: str) -> object:
+            return getattr(table, name)
+
+        def update_entity(self, *args: object, **kwargs: object) -> None:
+            raise StorageUnavailable("Storage app is unavailable.")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(repository, "_table", lambda: Unavailable())
+        with pytest.raises(StorageUnavailable):
+            repository.update(config, cfg.edited(config, _input(new_url), by="x", now=NOW), etag=config.etag)
+
+    # The new URL is free at once (no grace needed): another configuration may take it.
+    other = repository.create(cfg.new_configuration(tenant, _input(new_url), by="admin@contoso.example", now=NOW))
+    assert repository.find_for_launch(other.id, new_url) is not None
+    assert repository.find_for_launch(config.id, old_url) is not None
+
+
+def test_an_unreadable_stored_row_is_a_server_fault(repository: ConfigurationRepository, tenant: str) -> None:
+    row_id = str(uuid.uuid4())
+    repository._table().create_entity({"PartitionKey": tenant, "RowKey": row_id, "Organization": "Broken"})
+    with pytest.raises(StoredDataError) as caught:
+        repository.get(tenant, row_id)
+    assert caught.value.status == 500
