@@ -174,7 +174,8 @@ class WritebackLoad:
                     kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
                     role=Role.PROVIDER if n % 3 else Role.PATIENT,
                     occurred_at=base + timedelta(milliseconds=n),
-                    source=Source.LAUNCH,
+                    source=Source.GRAPH,
+                    # A participant of its own per event, so the EHR's record counts each event's effect.
                     participant=f"{'Practitioner' if n % 3 else 'Patient'}/load-{self.run}-{n}",
                     csn=csn,
                 )

@@ -16,9 +16,10 @@ ExternalIDType      1      ExternalID is the provider's FHIR Practitioner id
 ExternalIDType      2      ExternalID is the patient's FHIR Patient id (the sample's 2)
 ==================  =====  ==========================================================
 
-ConferenceID is the CSN. Lobby events are not sent (Epic has no public "waiting" status); staff
-events have no EHR participant and are not sent either. Customers whose Epic build uses other
-values change only this table.
+ConferenceID is the CSN. Only what Teams reports is sent: launch events are not (Epic launched the
+app, so it knows; the connect follows when Teams' roster shows the person in the call), lobby events
+are not (no public "waiting" status), staff events have no EHR participant. Customers whose Epic
+build uses other values change only this table.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import httpx
 
 from shared.backend_services import BackendServices
 from shared.errors import UpstreamRejected
-from shared.events import EventKind, Role, VisitEvent
+from shared.events import EventKind, Role, Source, VisitEvent
 from shared.upstream import error_for_response, error_for_transport
 from shared.writeback import WritebackTarget, Written
 
@@ -58,7 +59,7 @@ class EpicConnectionStatus:
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
         status = CONNECTION_STATUS.get(event.kind)
         id_type = EXTERNAL_ID_TYPE.get(event.role)
-        if status is None or id_type is None or not event.participant:
+        if event.source is not Source.GRAPH or status is None or id_type is None or not event.participant:
             return Written.SKIPPED
         if not event.csn:
             raise UpstreamRejected("The visit has no CSN to use as ConferenceID.", system=SYSTEM, code="no_csn")

@@ -179,3 +179,14 @@ def test_timeouts_are_retryable(ehr: EhrSandbox, client_keys: ClientKeys) -> Non
             EpicConnectionStatus(quick, backend).write(
                 event(ehr, EventKind.CONNECTED, Role.PROVIDER), target(ehr, WritebackMode.EPIC)
             )
+
+
+def test_epic_adapter_leaves_launch_events_to_teams_roster(
+    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+) -> None:
+    from dataclasses import replace
+
+    launched = replace(event(ehr, EventKind.CONNECTED, Role.PROVIDER, seconds=99), source=Source.LAUNCH, id="")
+    before = ehr.count_status_changes()
+    assert EpicConnectionStatus(http, backend).write(launched, target(ehr, WritebackMode.EPIC)) is Written.SKIPPED
+    assert ehr.count_status_changes() == before
