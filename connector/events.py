@@ -4,7 +4,7 @@
                                              map ──queue output──▶ %WRITEBACK_QUEUE_NAME% ──▶ 202
     Graph ──POST /api/graph/lifecycle──────▶ reauthorizationRequired ──▶ renew (≤ 2.5 s) ──▶ 202
     %WRITEBACK_QUEUE_NAME% ──trigger──▶ presence + EHR writeback exactly once (shared.writeback.worker);
-                                        a provider launch event also subscribes the visit's meeting
+                                        a launch event also subscribes the visit's meeting
     timer (every 15 min) ──▶ create missing / renew / delete finished subscriptions
 
 The notification webhook makes no storage, EHR or Graph call: Graph's budget is 3 seconds per delivery.

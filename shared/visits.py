@@ -304,14 +304,13 @@ def _to_entity(visit: Visit) -> dict[str, Any]:
             separators=(",", ":"),
         ),
         "Writeback": json.dumps(visit.writeback, separators=(",", ":")),
-        # Always written (updates merge): "" clears a deleted subscription.
-        "SubscriptionId": visit.subscription_id or "",
     }
     optional = {
         "MeetingId": visit.meeting_id,
         "JoinWebUrl": visit.join_web_url,
         "OrganizerTenantId": visit.organizer_tenant_id,
         "OrganizerObjectId": visit.organizer_object_id,
+        "SubscriptionId": visit.subscription_id,
         "SubscriptionExpiresAt": visit.subscription_expires_at,
     }
     entity.update({k: v for k, v in optional.items() if v is not None})
@@ -333,8 +332,8 @@ def _from_entity(geography: Geography, entity: Any) -> Visit:
         join_web_url=entity.get("JoinWebUrl"),
         organizer_tenant_id=entity.get("OrganizerTenantId"),
         organizer_object_id=entity.get("OrganizerObjectId"),
-        subscription_id=entity.get("SubscriptionId") or None,
-        subscription_expires_at=entity.get("SubscriptionExpiresAt") if entity.get("SubscriptionId") else None,
+        subscription_id=entity.get("SubscriptionId"),
+        subscription_expires_at=entity.get("SubscriptionExpiresAt"),
         presence=presence,
         writeback=json.loads(entity.get("Writeback") or "{}"),
         etag=entity.metadata.get("etag"),
