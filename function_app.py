@@ -9,13 +9,14 @@ import azure.functions as func
 from connector import (
     events,
     health,
+    launch,
     maintenance,
     portal,
     telemetry,  # noqa: F401 - telemetry registers its worker extension
     wellknown,
 )
 
-BLUEPRINTS = (health.bp, maintenance.bp, portal.bp, wellknown.bp, events.bp)
+BLUEPRINTS = (health.bp, launch.bp, maintenance.bp, portal.bp, wellknown.bp, events.bp)
 
 
 def build_app() -> func.FunctionApp:

@@ -38,6 +38,7 @@ from connector.web import (
     read_form,
     redirect,
     render,
+    sign_in_binding_cookie,
 )
 from shared import entra
 from shared.auth_state import AuthStateStore
@@ -193,14 +194,7 @@ def signin_cookie_name(settings: Settings) -> str:
 
 
 def _signin_cookie(settings: Settings, value: str, *, max_age: int) -> str:
-    """The cookie binding a Microsoft sign-in to the browser that started it.
-
-    Entra returns with a cross-site form POST, which carries only ``SameSite=None`` cookies, and
-    browsers accept those only with ``Secure``. Chromium treats http://localhost and 127.0.0.1 as
-    secure contexts, so the same attributes work for the local demo over plain http.
-    """
-    return cookie_header(signin_cookie_name(settings), value, secure=True, same_site="None",
-                         path=SIGNIN_COOKIE_PATH, max_age=max_age)
+    return sign_in_binding_cookie(signin_cookie_name(settings), value, path=SIGNIN_COOKIE_PATH, max_age=max_age)
 
 
 @bp.route(route="portal/signin", methods=["GET"], auth_level=ANON)

@@ -277,5 +277,15 @@ def cookie_header(
     return "; ".join(parts)
 
 
+def sign_in_binding_cookie(name: str, value: str, *, path: str, max_age: int) -> str:
+    """The cookie binding a Microsoft sign-in to the browser that started it (login CSRF defence).
+
+    Entra returns with a cross-site form POST, which carries only ``SameSite=None`` cookies, and
+    browsers accept those only with ``Secure``. Chromium treats http://localhost and 127.0.0.1 as
+    secure contexts, so the same attributes work for the local demo over plain http.
+    """
+    return cookie_header(name, value, secure=True, same_site="None", path=path, max_age=max_age)
+
+
 def redirect(location: str, *, status: int = 303, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(status_code=status, headers={**HTML_HEADERS, "Location": location, **(headers or {})})

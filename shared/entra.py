@@ -16,19 +16,25 @@ sandbox. msal needs https; it trusts the CA bundle named by ``REQUESTS_CA_BUNDLE
                                  exp, nonce, tid allowed → ``PortalIdentity``
 
 User tokens are not kept: the msal cache of the sign-in app stores nothing.
+
+``AppOnlyCredentials`` gives Graph app-only tokens (client credentials, one msal application per
+tenant) in azure-core's credential shape, for ``shared/teams.TeamsClient``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msal
+from azure.core.credentials import AccessToken
 
 from shared.auth_state import AuthStateStore
 from shared.errors import Forbidden, StateError, Unauthenticated, UpstreamRejected, UpstreamUnavailable
@@ -39,6 +45,7 @@ from shared.settings import Settings
 SYSTEM = "Microsoft Entra ID"
 STATE_KIND = "entra-signin"
 BINDING_KEY = "browserBindingSha256"  # stored next to msal's flow; removed before msal sees the flow
+CARRY_KEY = "_carry"  # not an msal flow key; removed before the flow goes back to msal
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 TEAMS_ADMINISTRATOR = "69091246-20e8-4a56-aa4d-066075b2a7a8"
 ADMIN_ROLE_TEMPLATES = frozenset({GLOBAL_ADMINISTRATOR, TEAMS_ADMINISTRATOR})
@@ -171,21 +178,41 @@ def identity_from_claims(claims: Mapping[str, Any]) -> PortalIdentity:
 
 
 class EntraSignIn:
-    """The portal's sign-in: ``begin`` returns the URL to send the browser to, ``complete`` the identity."""
+    """A Microsoft 365 sign-in: ``begin`` returns the URL to send the browser to, ``complete`` the identity.
+
+    The portal signs users in with it; a provider's first EHR launch uses it once (its own ``state_kind``)
+    and passes the pending launch as ``carry``, which is stored server-side with the msal flow and
+    returned by ``complete_with_carry``.
+    """
 
     def __init__(
         self,
         app: msal.ConfidentialClientApplication,
         validator: EntraIdTokenValidator,
         states: AuthStateStore,
+        *,
+        state_kind: str = STATE_KIND,
     ) -> None:
         self._app = app
         self._validator = validator
         self._states = states
+        self._kind = state_kind
 
-    def begin(self, redirect_uri: str, *, browser_binding: str, login_hint: str | None = None) -> str:
-        """The authorize URL. ``browser_binding`` is a random value the caller also gives the browser (a cookie);
-        only its SHA-256 is stored with the flow, and ``complete`` requires the same value back (login CSRF)."""
+    def begin(
+        self,
+        redirect_uri: str,
+        *,
+        browser_binding: str | None,
+        login_hint: str | None = None,
+        carry: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The authorize URL.
+
+        ``browser_binding`` is a random value the caller also gives the browser (a cookie); only its
+        SHA-256 is stored with the flow, and ``complete`` requires the same value back (login CSRF).
+        Callers must choose: ``None`` is only for flows whose browser may drop cookies and whose
+        state already carries who started them (an EHR launch, see connector/launch.py).
+        """
         flow: dict[str, Any] = self._app.initiate_auth_code_flow(
             [],
             redirect_uri=redirect_uri,
@@ -196,20 +223,32 @@ class EntraSignIn:
         )
         if "auth_uri" not in flow:
             raise UpstreamUnavailable("Microsoft sign-in could not be started.", system=SYSTEM)
-        self._states.create(STATE_KIND, {**flow, BINDING_KEY: _binding_hash(browser_binding)}, state=flow["state"])
+        payload: dict[str, Any] = {**flow}
+        if browser_binding is not None:
+            payload[BINDING_KEY] = _binding_hash(browser_binding)
+        if carry is not None:
+            payload[CARRY_KEY] = dict(carry)
+        self._states.create(self._kind, payload, state=flow["state"])
         return str(flow["auth_uri"])
 
     def complete(self, auth_response: Mapping[str, str], *, browser_binding: str | None) -> PortalIdentity:
+        return self.complete_with_carry(auth_response, browser_binding=browser_binding)[0]
+
+    def complete_with_carry(
+        self, auth_response: Mapping[str, str], *, browser_binding: str | None
+    ) -> tuple[PortalIdentity, dict[str, Any]]:
         state = auth_response.get("state", "")
-        flow = self._states.consume(STATE_KIND, state)  # unknown, expired or replayed state stops here
+        flow = self._states.consume(self._kind, state)  # unknown, expired or replayed state stops here
+        carry: dict[str, Any] = flow.pop(CARRY_KEY, None) or {}
         expected = flow.pop(BINDING_KEY, None)
-        supplied = _binding_hash(browser_binding) if browser_binding else ""
-        if not isinstance(expected, str) or not hmac.compare_digest(supplied.encode(), expected.encode()):
-            # A valid code and state from someone else's browser (login CSRF) or a lost cookie.
-            raise StateError(
-                "This sign-in was not started in this browser, or took too long. Please start again.",
-                code="state_not_bound",
-            )
+        if expected is not None:
+            supplied = _binding_hash(browser_binding) if browser_binding else ""
+            if not isinstance(expected, str) or not hmac.compare_digest(supplied.encode(), expected.encode()):
+                # A valid code and state from someone else's browser (login CSRF) or a lost cookie.
+                raise StateError(
+                    "This sign-in was not started in this browser, or took too long. Please start again.",
+                    code="state_not_bound",
+                )
         error = auth_response.get("error")
         if error:
             raise _entra_rejected(error)
@@ -229,7 +268,7 @@ class EntraSignIn:
         if not isinstance(id_token, str):
             raise Unauthenticated("Microsoft sign-in returned no identity. Please sign in again.")
         claims = self._validator.validate(id_token, nonce=nonce_hash(str(flow["nonce"])))
-        return identity_from_claims(claims)
+        return identity_from_claims(claims), carry
 
 
 def _entra_rejected(error: str) -> UpstreamRejected:
@@ -281,3 +320,83 @@ def reset() -> None:
     global _app, _validator
     _app = None
     _validator = None
+
+
+# --- app-only Microsoft Graph tokens (client credentials) ----------------------------------------
+# TeamsClient hands its credential to kiota's AzureIdentityAuthenticationProvider, which calls
+# ``get_token(*scopes, claims=..., enable_cae=...)`` and awaits the result when it is awaitable. msal
+# is synchronous and may do network I/O, so it runs in a worker thread; a token is kept until five
+# minutes before it expires, so a warm launch never waits for Entra ID. One msal application per
+# tenant (client credentials need a tenant-specific authority), built on first use.
+
+REFRESH_BEFORE_SECONDS = 300
+
+
+class AppOnlyCredential:
+    def __init__(self, build_app: Callable[[], Any], *, clock: Callable[[], float] = time.time) -> None:
+        self._build_app = build_app
+        self._app: Any = None
+        self._clock = clock
+        self._tokens: dict[tuple[str, ...], AccessToken] = {}
+        self._lock = threading.Lock()
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        cached = self._tokens.get(scopes)
+        if cached is not None and cached.expires_on - REFRESH_BEFORE_SECONDS > self._clock():
+            return cached
+        return await asyncio.to_thread(self._acquire, scopes)
+
+    def _acquire(self, scopes: tuple[str, ...]) -> AccessToken:
+        with self._lock:  # one token request at a time; the others then find it cached
+            cached = self._tokens.get(scopes)
+            if cached is not None and cached.expires_on - REFRESH_BEFORE_SECONDS > self._clock():
+                return cached
+            try:
+                if self._app is None:
+                    self._app = self._build_app()
+                result = self._app.acquire_token_for_client(list(scopes))
+            except ValueError:
+                raise UpstreamUnavailable(
+                    "Microsoft Entra ID's configuration could not be read.", system=SYSTEM
+                ) from None
+            except Exception:  # noqa: BLE001 - requests' connection errors from inside msal
+                raise UpstreamUnavailable("Microsoft Entra ID could not be reached.", system=SYSTEM) from None
+            token = result.get("access_token") if isinstance(result, dict) else None
+            if not isinstance(token, str) or not token:
+                error = str(result.get("error") if isinstance(result, dict) else "") or "no_token"
+                safe = "".join(c for c in error if c.isalnum() or c in "_-")[:64]
+                raise UpstreamRejected(
+                    f"Microsoft Entra ID refused the connector's app-only token ({safe}).", system=SYSTEM, code=safe
+                )
+            expires_in = int(result.get("expires_in") or 0)
+            access = AccessToken(token, int(self._clock()) + max(expires_in, 0))
+            self._tokens[scopes] = access
+            return access
+
+
+class AppOnlyCredentials:
+    """One ``AppOnlyCredential`` per tenant for the connector's app registration."""
+
+    def __init__(self, authority_host: str, client_id: str, client_secret: str) -> None:
+        self._host = authority_host.rstrip("/")
+        self._client_id = client_id
+        self._secret = client_secret
+        self._credentials: dict[str, AppOnlyCredential] = {}
+        self._lock = threading.Lock()
+
+    def for_tenant(self, tenant_id: str) -> AppOnlyCredential:
+        tenant = tenant_id.lower()
+        with self._lock:
+            credential = self._credentials.get(tenant)
+            if credential is None:
+                credential = AppOnlyCredential(lambda: self._msal_app(tenant))
+                self._credentials[tenant] = credential
+        return credential
+
+    def _msal_app(self, tenant: str) -> Any:
+        return msal.ConfidentialClientApplication(
+            self._client_id,
+            client_credential=self._secret,
+            authority=f"{self._host}/{tenant}",
+            instance_discovery=False,  # the same code works against the sandbox; real Entra needs no discovery
+        )

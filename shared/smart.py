@@ -2,8 +2,11 @@
 
     discover(fhir_base_url)            .well-known/smart-configuration, fallback {base}/metadata
     Pkce.new(), authorize_url(...)     PKCE S256, state, aud = FHIR base, optional launch + nonce
+    authorization_request(...)         the EHR launch's request: GET, or a POST form when the EHR
+                                       advertises ``authorize-post`` and the URL would be long
     exchange_code(...)                 authorization_code grant, private_key_jwt client assertion
     validate_id_token(...)             signature from the EHR's JWKS, iss, aud = client id, exp, nonce
+    read(...)                          one FHIR resource with the launch's access token
 
 Every request goes through ``SafeHttp`` (the FHIR base URL and whatever the discovery document
 names are user-controlled). Discovery documents are cached per process for a few minutes.
@@ -29,6 +32,8 @@ from shared.settings import Settings
 from shared.urls import HttpResult, OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
 
 SYSTEM = "EHR"
+AUTHORIZE_POST_CAPABILITY = "authorize-post"
+MAX_AUTHORIZE_GET_URL = 2000  # longer URLs are cut by some browsers and proxies: POST when the EHR allows it
 OAUTH_URIS_EXTENSION = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 DISCOVERY_TTL_SECONDS = 600.0
 
@@ -76,6 +81,18 @@ class Pkce:
         verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43-128
         digest = hashlib.sha256(verifier.encode("ascii")).digest()
         return cls(verifier=verifier, challenge=base64.urlsafe_b64encode(digest).rstrip(b"=").decode())
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """Where to send the browser: a GET redirect to ``url``, or an auto-submitting POST of ``fields`` to it."""
+
+    url: str
+    method: str = "GET"
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the launch token and state never reach logs
+        return f"AuthorizationRequest(method={self.method!r}, endpoint={urlsplit(self.url).path!r})"
 
 
 @dataclass(frozen=True)
@@ -239,22 +256,30 @@ class SmartClient:
         nonce: str | None = None,
     ) -> str:
         """The authorization request as a GET URL; ``aud`` is always the FHIR base URL."""
-        params = {
-            "response_type": "code",
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "scope": scope,
-            "state": state,
-            "aud": config.fhir_base_url,
-            "code_challenge": pkce.challenge,
-            "code_challenge_method": pkce.method,
-        }
-        if launch is not None:
-            params["launch"] = launch
-        if nonce is not None:
-            params["nonce"] = nonce
-        separator = "&" if urlsplit(config.authorization_endpoint).query else "?"
-        return f"{config.authorization_endpoint}{separator}{urlencode(params)}"
+        params = _authorize_params(config.fhir_base_url, client_id, redirect_uri, scope, state, pkce, launch, nonce)
+        return _with_query(config.authorization_endpoint, params)
+
+    @staticmethod
+    def authorization_request(
+        config: SmartConfiguration,
+        *,
+        client_id: str,
+        redirect_uri: str,
+        scope: str,
+        state: str,
+        pkce: Pkce,
+        launch: str,
+        nonce: str,
+        aud: str,
+    ) -> AuthorizationRequest:
+        """An EHR launch's authorization request. ``aud`` is the ``iss`` the EHR launched with (already
+        matched to the configured FHIR URL); the launch token can be a long JWT, so the request is a POST
+        form when the EHR advertises ``authorize-post`` and the GET URL would be long (Epic, Nov 2020+)."""
+        params = _authorize_params(aud, client_id, redirect_uri, scope, state, pkce, launch, nonce)
+        url = _with_query(config.authorization_endpoint, params)
+        if len(url) > MAX_AUTHORIZE_GET_URL and AUTHORIZE_POST_CAPABILITY in config.capabilities:
+            return AuthorizationRequest(url=config.authorization_endpoint, method="POST", fields=params)
+        return AuthorizationRequest(url=url)
 
     # --- step 3: complete ---------------------------------------------------------------
 
@@ -341,6 +366,30 @@ class SmartClient:
             nonce=nonce,
         )
 
+    # --- step 4: use the access token ------------------------------------------------------
+
+    def read(self, config: SmartConfiguration, reference: str, *, access_token: str, client_id: str) -> dict[str, Any]:
+        """``GET {FHIR base}/{Type}/{id}`` with the launch's token; 4xx → ``UpstreamRejected``, 5xx → unavailable."""
+        resource_type, _, resource_id = reference.partition("/")
+        if not resource_type.isalpha() or not resource_id or not all(c.isalnum() or c in "-." for c in resource_id):
+            raise UpstreamRejected("The EHR named an invalid resource.", system=SYSTEM, code="invalid_reference")
+        headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Accept": "application/fhir+json",
+            "Epic-Client-ID": client_id,
+        }
+        result = self.http.get(f"{config.fhir_base_url}/{resource_type}/{resource_id}", headers=headers)
+        if result.status >= 500 or result.status in (408, 429):
+            raise UpstreamUnavailable("The EHR's FHIR API is unavailable right now.", system=SYSTEM)
+        document = result.json()
+        if result.status != 200 or not isinstance(document, dict) or document.get("resourceType") != resource_type:
+            raise UpstreamRejected(
+                f"The EHR did not return the {resource_type} (HTTP {result.status}).",
+                system=SYSTEM,
+                code=f"http_{result.status}",
+            )
+        return document
+
     def _issuer_and_jwks(self, config: SmartConfiguration, id_token: str) -> tuple[str, str]:
         if config.issuer and config.jwks_uri:
             return config.issuer, config.jwks_uri
@@ -393,6 +442,38 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 def _dicts(value: Any) -> list[dict[str, Any]]:
     """The JSON objects of a list (anything else, or a non-list, yields nothing)."""
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _authorize_params(
+    aud: str,
+    client_id: str,
+    redirect_uri: str,
+    scope: str,
+    state: str,
+    pkce: Pkce,
+    launch: str | None,
+    nonce: str | None,
+) -> dict[str, str]:
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+        "aud": aud,
+        "code_challenge": pkce.challenge,
+        "code_challenge_method": pkce.method,
+    }
+    if launch is not None:
+        params["launch"] = launch
+    if nonce is not None:
+        params["nonce"] = nonce
+    return params
+
+
+def _with_query(endpoint: str, params: Mapping[str, str]) -> str:
+    separator = "&" if urlsplit(endpoint).query else "?"
+    return f"{endpoint}{separator}{urlencode(params)}"
 
 
 def _strings(value: Any) -> tuple[str, ...]:

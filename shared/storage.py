@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -26,10 +26,12 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.errors import BadRequest, StorageUnavailable
 from shared.settings import Geography, Settings, StorageConnection
+
+if TYPE_CHECKING:  # azure-storage-queue costs ~0.2 s to import; only queue users pay for it
+    from azure.storage.queue import QueueClient, QueueServiceClient
 
 # The SDK logs every request's headers at INFO: noise in the host log, and it names table keys.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
@@ -79,6 +81,8 @@ class StorageAccount:
 
     def queue_service(self) -> QueueServiceClient:
         if self._queue_service is None:
+            from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
+
             conn = self.connection
             # The Functions queue extension decodes base64 by default (host.json messageEncoding).
             options: dict[str, Any] = {**_CLIENT_OPTIONS, "message_encode_policy": TextBase64EncodePolicy()}
@@ -114,6 +118,8 @@ class StorageAccount:
         with self._lock, storage_errors(self.name):
             client = self._queues.get(name)
             if client is None:
+                from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
                 # get_queue_client does not pass the service's encode policy on: name it per queue.
                 client = self.queue_service().get_queue_client(
                     name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()

@@ -1,0 +1,394 @@
+"""EHR launches: provider and patient launch URLs, the SMART callback, the one-time Microsoft 365
+sign-in, and the visit pages (provider page + live panel, patient waiting page).
+
+    GET|POST /api/launch/{configurationId}/provider   → EHR authorize (GET redirect or POST form)
+    GET|POST /api/launch/{configurationId}/patient    → EHR authorize
+    GET      /api/launch/callback                     → provider page | Microsoft sign-in | lobby | waiting
+    GET|POST /api/launch/signin/callback              → provider page
+    GET      /api/visits/{visitKey}?t=…               → provider page | patient waiting page / lobby
+    GET      /api/visits/{visitKey}/presence?t=…      → live panel JSON
+
+All anonymous: ``state`` rows and signed visit tokens carry the authority, because Epic's
+embedded browsers drop cookies. Every failure is its own page with a correlation id.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+from urllib.parse import quote, urlsplit
+
+import azure.functions as func
+
+from connector.web import (
+    CORRELATION_HEADER,
+    api,
+    correlation_id,
+    error_response,
+    json_response,
+    page,
+    read_cookie,
+    redirect,
+    render,
+    sign_in_binding_cookie,
+)
+from shared.auth_state import AuthStateStore
+from shared.configurations import ConfigurationRepository
+from shared.entra import AppOnlyCredentials, EntraSignIn, id_token_validator, msal_app
+from shared.errors import BadRequest, ConnectorError, StateError, UpstreamError, UpstreamRejected, UpstreamThrottled
+from shared.events import Role
+from shared.launch import (
+    SIGNIN_STATE_KIND,
+    ConfigurationPending,
+    JoinMeeting,
+    LaunchOutcome,
+    LaunchService,
+    ShowProviderPage,
+    SignInFirst,
+    TenantConfigNotFound,
+    WaitForClinician,
+    WrongTenant,
+)
+from shared.launch_params import LaunchKind, parse_authorization_response, parse_launch
+from shared.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.smart import get_smart_client
+from shared.storage import get_storage
+from shared.teams import ACCESS_POLICY_HELP, TeamsClient
+from shared.user_map import UserMapRepository
+from shared.visits import VisitRepository
+
+bp = func.Blueprint()
+
+QUEUE = "%WRITEBACK_QUEUE_NAME%"
+QUEUE_CONNECTION = "AzureWebJobsStorage"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+PRESENCE_POLL_SECONDS = 4
+WAITING_POLL_SECONDS = 5
+
+_service: LaunchService | None = None
+_service_lock = threading.Lock()
+
+
+def get_service() -> LaunchService:
+    """The process-wide launch service, built from settings on first use (no I/O until a request needs it)."""
+    global _service
+    if _service is None:
+        with _service_lock:
+            if _service is None:
+                _service = build_service(get_settings())
+    return _service
+
+
+def build_service(settings: Settings) -> LaunchService:
+    storage = get_storage()
+    secret = settings.connector_secret.reveal()
+    states = AuthStateStore(storage.app)
+    credentials = AppOnlyCredentials(
+        settings.entra_authority_host, settings.entra_client_id, settings.entra_client_secret.reveal()
+    )
+    teams: dict[str, TeamsClient] = {}
+    teams_lock = threading.Lock()
+
+    def meetings_for(tenant_id: str) -> TeamsClient:
+        with teams_lock:
+            client = teams.get(tenant_id)
+            if client is None:
+                client = TeamsClient(
+                    settings.graph_base_url, credentials.for_tenant(tenant_id), timeout=settings.http_timeout_seconds
+                )
+                teams[tenant_id] = client
+        return client
+
+    @functools.cache
+    def sign_in() -> EntraSignIn:
+        # msal reads the authority's configuration when built: only a provider's first launch needs it.
+        return EntraSignIn(msal_app(settings), id_token_validator(settings), states, state_kind=SIGNIN_STATE_KIND)
+
+    return LaunchService(
+        public_base_url=settings.public_base_url,
+        connector_secret=secret,
+        configurations=ConfigurationRepository(storage.app),
+        ehr=get_smart_client(),
+        states=states,
+        user_map=UserMapRepository(storage, secret),
+        visits=VisitRepository(storage),
+        sign_in=sign_in,
+        meetings_for=meetings_for,
+    )
+
+
+def reset_service(service: LaunchService | None = None) -> None:
+    """Replace or forget the process-wide service (tests; settings changes)."""
+    global _service
+    _service = service
+
+
+# --- error pages ------------------------------------------------------------------------------
+
+
+def launch_problem(exc: ConnectorError) -> tuple[int, str, str, list[str], str | None]:
+    """(status, title, message, what to check, code block) for an error the launch knows how to explain."""
+    if isinstance(exc, TenantConfigNotFound):
+        return (
+            404,
+            "Tenant config not found",
+            "The connector has no configuration for this launch.",
+            [
+                "The FDI record's launch URL and the EHR environment match: test records in the test "
+                "environment, production records in production.",
+                "The configuration's FHIR base URL is exactly the FHIR base URL this EHR environment sends (iss).",
+                "The configuration still exists in the configuration portal.",
+            ],
+            None,
+        )
+    if isinstance(exc, ConfigurationPending):
+        return (
+            403,
+            "Configuration pending approval",
+            "This EHR configuration exists but has not been approved yet, so visits cannot start.",
+            ["The approver named in the configuration portal signs in, validates the EHR sign-in and approves it."],
+            None,
+        )
+    if isinstance(exc, StateError):
+        return (
+            400,
+            "Please launch again from Epic",
+            "This launch link has expired or was already used. Launches are single-use and valid for 10 minutes.",
+            ["Start the visit again from Epic (Hyperspace, Haiku or MyChart)."],
+            None,
+        )
+    if isinstance(exc, WrongTenant):
+        return 403, "Wrong Microsoft 365 account", exc.message, [], None
+    if isinstance(exc, UpstreamThrottled):
+        return (
+            503,
+            "Microsoft Teams is busy",
+            "Microsoft Teams is receiving too many requests right now, even after retrying.",
+            ["Wait a minute, then launch the visit again."],
+            None,
+        )
+    if isinstance(exc, UpstreamRejected) and exc.code == "graph_access_policy":
+        return (
+            502,
+            "Teams meeting could not be created",
+            "Microsoft Teams refused to create the meeting for this organizer: the connector has no "
+            "application access policy for them.",
+            ["A Teams administrator runs the PowerShell below; the change can take up to 30 minutes."],
+            ACCESS_POLICY_HELP,
+        )
+    if (
+        isinstance(exc, UpstreamRejected)
+        and exc.system == "EHR"
+        and exc.code in ("invalid_id_token", "smart_discovery")
+    ):
+        title = "EHR sign-in could not be verified" if exc.code == "invalid_id_token" else "EHR configuration unusable"
+        return (
+            502,
+            title,
+            exc.message,
+            ["Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id."],
+            None,
+        )
+    if isinstance(exc, UpstreamRejected) and exc.system == "EHR":
+        return (
+            502,
+            "EHR sign-in failed",
+            f"The EHR refused the sign-in (OAuth2 error: {exc.code}).",
+            [
+                "The EHR's client id for this launch is active in this EHR environment and its public key "
+                "(the connector's JWKS URL) is synchronised.",
+                "The FDI record matches the integration records shown in the configuration portal.",
+            ],
+            None,
+        )
+    if isinstance(exc, UpstreamError):
+        return (
+            exc.status,
+            f"{exc.system} is unreachable" if exc.retryable else f"{exc.system} returned an error",
+            exc.message,
+            ["Try again in a moment. If it keeps happening, tell your IT support the correlation id below."],
+            None,
+        )
+    if isinstance(exc, BadRequest):
+        return 400, "This launch could not be read", exc.message, [], None
+    return exc.status, "The visit could not start", exc.message, [], None
+
+
+def launch_error_page(exc: ConnectorError, correlation: str) -> func.HttpResponse:
+    error_response(exc, correlation, html=True)  # the one place that logs errors (without secrets)
+    status, title, message, checks, code_block = launch_problem(exc)
+    return render(
+        "launch/error.html",
+        {
+            "title": title,
+            "message": message,
+            "checks": checks,
+            "code_block": code_block,
+            "error_code": exc.code,
+            "correlation_id": correlation,
+        },
+        status=status,
+        headers={CORRELATION_HEADER: correlation},
+    )
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[func.HttpResponse]])
+
+
+SIGNIN_COOKIE_PATH = "/api/launch/signin"  # sent only to the one-time sign-in's callback
+SIGNIN_COOKIE_MAX_AGE = 600
+
+
+def signin_cookie_name() -> str:
+    parts = urlsplit(get_settings().public_base_url)
+    plain_local = parts.scheme == "http" and (parts.hostname or "") in LOCAL_HOSTS
+    return "launch_signin" if plain_local else "__Secure-launch_signin"
+
+
+def launch_page(handler: F) -> F:
+    """Like ``web.page``, with the launch's own explanatory error pages."""
+
+    @functools.wraps(handler)
+    async def wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:
+        try:
+            return await handler(req, *args, **kwargs)
+        except ConnectorError as exc:
+            return launch_error_page(exc, correlation_id(req))
+
+    assert inspect.iscoroutinefunction(handler)
+    return cast(F, page(wrapper))
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def _raw_query(req: func.HttpRequest) -> str:
+    return urlsplit(req.url).query
+
+
+def _form_body(req: func.HttpRequest) -> str | None:
+    if req.method != "POST":
+        return None
+    content_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type != FORM_CONTENT_TYPE:
+        raise BadRequest("The launch was sent in an unexpected format.", code="invalid_launch")
+    try:
+        return (req.get_body() or b"").decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest("The launch request could not be read.", code="invalid_launch") from None
+
+
+async def _begin(req: func.HttpRequest, kind: LaunchKind) -> func.HttpResponse:
+    params = parse_launch(_raw_query(req), _form_body(req))
+    request = await get_service().begin(kind, req.route_params.get("configurationId", ""), params)
+    if request.method == "POST":
+        return render("launch/authorize_post.html", {"action": request.url, "fields": request.fields})
+    return redirect(request.url)
+
+
+@bp.route(route="launch/{configurationId}/provider", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@launch_page
+async def launch_provider(req: func.HttpRequest) -> func.HttpResponse:
+    return await _begin(req, LaunchKind.PROVIDER)
+
+
+@bp.route(route="launch/{configurationId}/patient", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@launch_page
+async def launch_patient(req: func.HttpRequest) -> func.HttpResponse:
+    return await _begin(req, LaunchKind.PATIENT)
+
+
+def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse:
+    if isinstance(outcome, ShowProviderPage | JoinMeeting | WaitForClinician) and outcome.event is not None:
+        events.set(outcome.event.to_json())  # the launch's connected event, for writeback
+    if isinstance(outcome, SignInFirst):
+        binding = sign_in_binding_cookie(
+            signin_cookie_name(), outcome.browser_binding, path=SIGNIN_COOKIE_PATH, max_age=SIGNIN_COOKIE_MAX_AGE
+        )
+        return redirect(outcome.url, headers={"Set-Cookie": binding})
+    if isinstance(outcome, ShowProviderPage):
+        return redirect(outcome.url)
+    if isinstance(outcome, JoinMeeting):
+        return redirect(outcome.join_web_url)
+    return redirect(outcome.url)
+
+
+@bp.route(route="launch/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
+@launch_page
+async def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
+    outcome = await get_service().complete(parse_authorization_response(_raw_query(req)))
+    return _respond(outcome, events)
+
+
+@bp.route(route="launch/signin/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
+@launch_page
+async def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
+    fields = dict(req.form) if req.method == "POST" else dict(req.params)
+    cookie = signin_cookie_name()
+    binding = read_cookie(req, cookie)
+    cleared = sign_in_binding_cookie(cookie, "", path=SIGNIN_COOKIE_PATH, max_age=0)
+    try:
+        outcome = await get_service().finish_sign_in(
+            {k: str(v) for k, v in fields.items()}, browser_binding=binding
+        )
+    except ConnectorError as exc:  # the usual error page, with the binding cookie cleared
+        failed = launch_error_page(exc, correlation_id(req))
+        failed.headers.add("Set-Cookie", cleared)
+        return failed
+    response = _respond(outcome, events)
+    response.headers.add("Set-Cookie", cleared)
+    return response
+
+
+@bp.route(route="visits/{visitKey}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@launch_page
+async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
+    service = get_service()
+    token = req.params.get("t", "")
+    grant = service.grant(req.route_params.get("visitKey", ""), token)
+    if grant.role is Role.PATIENT:
+        patient = await service.patient_view(grant, token)
+        if patient.join_web_url:
+            return redirect(patient.join_web_url)
+        return render(
+            "launch/waiting.html",
+            {
+                "refresh_url": patient.refresh_url,
+                "status_url": f"{patient.refresh_url.split('?', 1)[0]}/presence?t={_quote(token)}",
+                "poll_seconds": WAITING_POLL_SECONDS,
+            },
+        )
+    view = await service.provider_view(grant)
+    return render(
+        "launch/provider.html",
+        {
+            "join_web_url": view.join_web_url,
+            "presence": view.presence,
+            "presence_url": f"{view.presence_url}?t={_quote(token)}",
+            "poll_seconds": PRESENCE_POLL_SECONDS,
+        },
+    )
+
+
+@bp.route(route="visits/{visitKey}/presence", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+async def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
+    service = get_service()
+    token = req.params.get("t", "")
+    grant = service.grant(req.route_params.get("visitKey", ""), token)
+    if grant.role is Role.PATIENT:
+        # The waiting page learns only whether its meeting exists, nothing about who is there.
+        patient = await service.patient_view(grant, token)
+        body: dict[str, Any] = {"meeting": patient.join_web_url is not None}
+    else:
+        body = await service.presence(grant)
+    return json_response(body)
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="")

@@ -1,0 +1,226 @@
+"""Provider and patient launches in headless Chromium, from the Hyperspace and MyChart stand-ins to the Teams
+meeting, through the real function app in the local host, Azurite, and the sandbox EHR, Entra ID and Graph."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from shared.events import EventKind, Role, Source, VisitEvent
+from shared.storage import Storage
+from shared.visits import VisitRepository, with_presence
+from tests.support.launch_world import (
+    LEE,
+    LEE_UPN,
+    SMITH,
+    SMITH_UPN,
+    LaunchWorld,
+    launch_world,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchWorld]:
+    with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("launch-sandbox"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    # A fresh profile per test, with third-party cookies blocked as in Epic's embedded browsers.
+    ctx = browser.new_context()
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx
+    ctx.close()
+
+
+def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str, user: str, row: str) -> Page:
+    """Press Begin virtual visit in Hyperspace (portal='hyperspace') or MyChart: the app opens in a new window."""
+    page = context.new_page()
+    page.goto(f"{world.ehr_url}/{portal}/{user}")
+    if portal == "hyperspace":  # several provider records: pick the approved test configuration's
+        visit = page.locator("tr", has_text=row)
+        button = visit.get_by_role("button", name=re.compile(r"Begin virtual visit.*\(provider\)"))
+    else:  # one patient record
+        button = page.locator("section", has_text=row).get_by_role("button", name="Begin virtual visit")
+    with context.expect_page() as opened:
+        button.click()
+    launched = opened.value
+    launched.wait_for_load_state()
+    return launched
+
+
+def sign_in_once(page: Page, world: LaunchWorld, upn: str) -> None:
+    """The one-time Microsoft 365 sign-in: pick the account on the (sandbox) Entra ID page."""
+    page.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
+    page.locator(f"button[data-upn='{upn}']").click()
+
+
+def provider_page(page: Page, world: LaunchWorld) -> str:
+    page.wait_for_url(f"{world.url}/api/visits/**")
+    join = page.locator("#join")
+    expect(join).to_be_visible()
+    href = join.get_attribute("href")
+    assert href and href.startswith(world.stand_ins.settings["GRAPH_BASE_URL"])
+    return href
+
+
+def test_provider_first_launch_signs_in_once_and_second_launch_goes_straight_in(
+    world: LaunchWorld, context: BrowserContext
+) -> None:
+    visited: list[str] = []
+    context.on("request", lambda request: visited.append(request.url))
+    first = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    sign_in_once(first, world, SMITH_UPN)
+    join_url = provider_page(first, world)
+    expect(first.locator("#presence-patient")).to_have_attribute("data-state", "not_arrived")
+    assert any(url.startswith(world.stand_ins.entra.browser_host) for url in visited)
+
+    visited.clear()
+    second = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    assert provider_page(second, world) == join_url
+    assert not any(url.startswith(world.stand_ins.entra.browser_host) for url in visited), "no second sign-in"
+
+    with context.expect_page() as teams:
+        second.locator("#join").click()  # Teams opens in a new window
+    meeting = teams.value
+    meeting.wait_for_load_state()
+    expect(meeting.locator("#join-user")).to_be_visible()
+    assert world.stand_ins.graph.meeting_by_join_web_url(join_url) is not None
+
+
+def test_patient_launch_from_mychart_lands_in_the_same_meetings_lobby(
+    world: LaunchWorld, context: BrowserContext, browser: Browser
+) -> None:
+    provider = begin_virtual_visit(context, world, "hyperspace", SMITH, "Medication review")
+    if world.stand_ins.entra.browser_host in provider.url:
+        sign_in_once(provider, world, SMITH_UPN)
+    join_url = provider_page(provider, world)
+
+    patient_context = browser.new_context()
+    patient_context.set_default_timeout(TIMEOUT_MS)
+    try:
+        patient = begin_virtual_visit(patient_context, world, "mychart", "e-pat-patel", "Medication review")
+        patient.wait_for_url(join_url)
+        patient.fill("#display-name", "Sam Patel")
+        patient.click("#join-guest")
+        expect(patient.locator("#status")).to_have_attribute("data-status", "lobby")
+    finally:
+        patient_context.close()
+
+
+def test_patient_before_the_provider_waits_then_joins_when_the_provider_starts(
+    world: LaunchWorld, context: BrowserContext, browser: Browser
+) -> None:
+    patient_context = browser.new_context()
+    patient_context.set_default_timeout(TIMEOUT_MS)
+    try:
+        patient = begin_virtual_visit(patient_context, world, "mychart", "e-pat-novak", "Lab results")
+        patient.wait_for_url(f"{world.url}/api/visits/**")
+        expect(patient.locator("h1")).to_contain_text("Your clinician will start the visit shortly")
+        expect(patient.get_by_role("button", name="Test your camera and microphone")).to_be_visible()
+
+        provider = begin_virtual_visit(context, world, "hyperspace", LEE, "Lab results")
+        sign_in_once(provider, world, LEE_UPN)
+        join_url = provider_page(provider, world)
+
+        patient.wait_for_url(join_url, timeout=TIMEOUT_MS)  # the waiting page moved on by itself
+    finally:
+        patient_context.close()
+
+
+def test_a_second_appointment_gets_a_different_meeting(world: LaunchWorld, context: BrowserContext) -> None:
+    first = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    if world.stand_ins.entra.browser_host in first.url:
+        sign_in_once(first, world, SMITH_UPN)
+    second = begin_virtual_visit(context, world, "hyperspace", SMITH, "New patient video visit")
+    assert provider_page(first, world) != provider_page(second, world)
+
+
+@pytest.mark.parametrize(
+    ("record", "text"),
+    [
+        ("pending provider", "Configuration pending approval"),
+        ("unknown provider", "Tenant config not found"),
+        ("production provider", "Tenant config not found"),
+    ],
+)
+def test_launches_without_an_approved_matching_configuration_send_nothing_to_the_ehr(
+    world: LaunchWorld, context: BrowserContext, record: str, text: str
+) -> None:
+    before = world.ehr_requests()
+    page = context.new_page()
+    page.goto(world.launch_url(record, world.appointment_of(SMITH, "e-pat-rivera"), SMITH))
+    expect(page.locator("h1")).to_have_text(text)
+    expect(page.locator("body")).to_contain_text("correlation id")
+    assert world.ehr_requests() == before
+
+
+def test_replayed_and_forged_state_are_refused(world: LaunchWorld, context: BrowserContext) -> None:
+    callbacks: list[str] = []
+    context.on("request", lambda r: callbacks.append(r.url) if "/api/launch/callback" in r.url else None)
+    page = context.new_page()
+    page.goto(world.launch_url("patient", world.appointment_of(SMITH, "e-pat-chen"), "e-pat-chen"))
+    page.wait_for_load_state()
+    assert callbacks, "the EHR redirected back"
+    replay = context.new_page()
+    replay.goto(callbacks[0])
+    expect(replay.locator("h1")).to_have_text("Please launch again from Epic")
+    forged = context.new_page()
+    forged.goto(re.sub(r"state=[^&]+", "state=" + "A" * 43, callbacks[0]))
+    expect(forged.locator("h1")).to_have_text("Please launch again from Epic")
+
+
+def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
+    world: LaunchWorld, context: BrowserContext
+) -> None:
+    page = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    if world.stand_ins.entra.browser_host in page.url:
+        sign_in_once(page, world, SMITH_UPN)
+    provider_page(page, world)
+    visit_key = page.url.split("/api/visits/")[1].split("?")[0]
+    storage = Storage(world.settings)
+    visits = VisitRepository(storage)
+    visit = visits.get(world.configuration.geography, visit_key)
+    assert visit is not None
+    # What the writeback consumer records when Graph reports the patient in the lobby, then admitted.
+    visit = visits.update(visit, with_presence(Role.PATIENT, EventKind.LOBBY, datetime.now(UTC)))
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_lobby")
+    visits.update(visit, with_presence(Role.PATIENT, EventKind.CONNECTED, datetime.now(UTC) + timedelta(seconds=1)))
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_meeting")
+
+    queue = storage.app.queue(world.settings.writeback_queue_name)
+    # The host encodes queue messages in base64 (host.json messageEncoding), as the Functions host does.
+    events = [VisitEvent.from_json(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+    mine = [e for e in events if e.visit_key == visit_key]
+    assert mine and all(e.kind is EventKind.CONNECTED and e.source is Source.LAUNCH for e in mine)
+    assert {e.role for e in mine} == {Role.PROVIDER}
+    assert all(e.participant == f"Practitioner/{SMITH}" and e.configuration_id == world.configuration.id for e in mine)

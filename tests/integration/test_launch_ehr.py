@@ -1,0 +1,201 @@
+"""The launch's SMART steps with the real SMART client against the sandbox EHR: a valid launch completes;
+a tampered id_token, an id_token for another nonce and a replayed code are all refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from sandbox.ehr.config import RegisteredClient
+from sandbox.local_settings import private_key_pem
+from sandbox.stand_ins import RunningStandIns, start_stand_ins
+from shared.auth_state import AuthStateStore
+from shared.errors import StateError, UpstreamRejected
+from shared.keys import SigningKeys
+from shared.launch import LaunchService, WaitForClinician
+from shared.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
+from shared.settings import Settings
+from shared.smart import SmartClient
+from shared.storage import Storage
+from shared.urls import OutboundPolicy, SafeHttp
+from shared.user_map import UserMapRepository
+from shared.visits import VisitRepository
+from tests.support.launch_fakes import Config, Configurations, FakeSignIn, Graph
+
+pytestmark = pytest.mark.azurite
+
+CLIENT_ID = "launch-integration-patient"
+BASE = "http://connector.invalid"
+Tamper = Callable[[dict[str, object]], None]
+
+
+class TamperingTransport(httpx.HTTPTransport):
+    """Lets a test rewrite the token endpoint's JSON answer (what a man in the middle or a bad EHR could send)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tamper: Tamper | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if self.tamper is None or not request.url.path.endswith("/oauth2/token"):
+            return response
+        response.read()
+        body = response.json()
+        self.tamper(body)
+        return httpx.Response(response.status_code, headers={"content-type": "application/json"}, json=body)
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStandIns]:
+    running = start_stand_ins(Path(tmp_path_factory.mktemp("sandbox")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def transport() -> TamperingTransport:
+    return TamperingTransport()
+
+
+@pytest.fixture
+def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, transport: TamperingTransport):  # type: ignore[no-untyped-def]
+    keys = SigningKeys.from_pem(private_key_pem())
+    stand_ins.ehr.state.register_client(
+        RegisteredClient(CLIENT_ID, (f"{BASE}/api/launch/callback",), jwks=keys.jwks(), name="integration")
+    )
+    policy = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}))
+    smart = SmartClient(SafeHttp(policy, transport=transport), keys)
+    config = Config(
+        id=str(uuid.uuid4()),
+        tenant_id="11111111-1111-4111-8111-111111111111",
+        fhir_base_url=stand_ins.ehr.config.fhir_base,
+        patient_client_id=CLIENT_ID,
+    )
+    secret = settings.connector_secret.reveal()
+    launch_service = LaunchService(
+        public_base_url=BASE,
+        connector_secret=secret,
+        configurations=Configurations(config),  # type: ignore[arg-type]
+        ehr=smart,
+        states=AuthStateStore(storage.app),
+        user_map=UserMapRepository(storage, secret),
+        visits=VisitRepository(storage),
+        sign_in=lambda: FakeSignIn(),  # type: ignore[arg-type,return-value]
+        meetings_for=Graph().meetings_for,
+    )
+    record = stand_ins.ehr.add_record(
+        name="integration patient", kind="patient", launch_url=f"{BASE}/api/launch/{config.id}/patient",
+        context_tokens="sessionId=%CSN%", client_id=CLIENT_ID,
+    )  # fmt: skip
+    return launch_service, config, record
+
+
+async def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = None) -> AuthorizationResponse:  # type: ignore[no-untyped-def]
+    launch_service, config, record = service
+    visit = stand_ins.ehr.clinic.visits[0]
+    url = stand_ins.ehr.create_launch(record.id, visit.appointment_id, visit.patient_id)
+    query = parse_qs(urlsplit(url).query)
+    params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query["sessionId"][0])
+    request = await launch_service.begin(LaunchKind.PATIENT, config.id, params)
+    assert request.method == "GET"
+    if nonce is not None:  # a code obtained for another sign-in, injected into this one
+        parts = urlsplit(request.url)
+        fields = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        fields["nonce"] = nonce
+        request_url = urlunsplit(parts._replace(query=urlencode(fields)))
+    else:
+        request_url = request.url
+    answer = httpx.get(request_url, follow_redirects=False)
+    assert answer.status_code in (302, 303), answer.text
+    returned = {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["location"]).query).items()}
+    assert "code" in returned, returned
+    return AuthorizationResponse(state=returned["state"], code=returned["code"])
+
+
+async def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+    outcome = await service[0].complete(await authorize(stand_ins, service))
+    assert isinstance(outcome, WaitForClinician)  # no organizer known yet
+    assert outcome.event is not None and outcome.event.csn == stand_ins.ehr.clinic.visits[0].csn
+
+
+def _flip_signature(body: dict[str, object]) -> None:
+    header, payload, signature = str(body["id_token"]).split(".")
+    body["id_token"] = f"{header}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
+
+
+def _other_subject(body: dict[str, object]) -> None:
+    header, payload, signature = str(body["id_token"]).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "e-prac-smith"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    body["id_token"] = f"{header}.{forged}.{signature}"
+
+
+def _signed_by_someone_else(body: dict[str, object]) -> None:
+    header = jwt.get_unverified_header(str(body["id_token"]))
+    claims = jwt.decode(str(body["id_token"]), options={"verify_signature": False})
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    body["id_token"] = jwt.encode(claims, key, algorithm="RS256", headers={"kid": header.get("kid")})
+
+
+def _unsigned(body: dict[str, object]) -> None:
+    claims = jwt.decode(str(body["id_token"]), options={"verify_signature": False})
+    body["id_token"] = jwt.encode(claims, None, algorithm="none")
+
+
+@pytest.mark.parametrize("tamper", [_flip_signature, _other_subject, _signed_by_someone_else, _unsigned])
+async def test_tampered_id_tokens_are_refused(  # type: ignore[no-untyped-def]
+    stand_ins: RunningStandIns, service, transport: TamperingTransport, tamper: Tamper
+) -> None:
+    response = await authorize(stand_ins, service)
+    transport.tamper = tamper
+    with pytest.raises(UpstreamRejected) as caught:
+        await service[0].complete(response)
+    assert caught.value.code == "invalid_id_token"
+
+
+async def test_an_id_token_for_another_nonce_is_refused(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+    response = await authorize(stand_ins, service, nonce="a-nonce-from-another-sign-in")
+    with pytest.raises(UpstreamRejected) as caught:
+        await service[0].complete(response)
+    assert caught.value.code == "invalid_id_token" and "nonce" in caught.value.message
+
+
+async def test_state_is_single_use_and_a_replayed_code_is_refused(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+    response = await authorize(stand_ins, service)
+    await service[0].complete(response)
+    with pytest.raises(StateError):
+        await service[0].complete(response)
+
+
+async def test_long_authorization_requests_are_posted_and_the_ehr_accepts_them(  # type: ignore[no-untyped-def]
+    stand_ins: RunningStandIns, service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import smart
+
+    assert (
+        "authorize-post"
+        in httpx.get(f"{stand_ins.ehr.config.fhir_base}/.well-known/smart-configuration").json()["capabilities"]
+    )
+    monkeypatch.setattr(smart, "MAX_AUTHORIZE_GET_URL", 100)  # as if the launch token were a long JWT
+    launch_service, config, record = service
+    visit = stand_ins.ehr.clinic.visits[1]
+    url = stand_ins.ehr.create_launch(record.id, visit.appointment_id, visit.patient_id)
+    query = parse_qs(urlsplit(url).query)
+    params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query["sessionId"][0])
+    request = await launch_service.begin(LaunchKind.PATIENT, config.id, params)
+    assert request.method == "POST" and "?" not in request.url
+    answer = httpx.post(request.url, data=dict(request.fields), follow_redirects=False)
+    returned = {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["location"]).query).items()}
+    outcome = await launch_service.complete(AuthorizationResponse(state=returned["state"], code=returned["code"]))
+    assert isinstance(outcome, WaitForClinician)

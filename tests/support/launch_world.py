@@ -1,0 +1,211 @@
+"""The whole launch path on 127.0.0.1: the real function app in the local Functions host, Azurite, and the
+wired sandbox Entra ID, Graph/Teams and EHR, with approved and unapproved configurations and the EHR's
+integration (FDI) records pointing at the connector's launch URLs.
+
+Used by the browser tests and ``benchmarks/launch.py``. Every request that reaches the EHR is counted
+at the EHR (``ehr_requests``), so a test can prove that a refused launch sent nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import runpy
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox import azurite
+from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
+from sandbox.ehr.app import EhrSandbox
+from sandbox.ehr.state import IntegrationRecord
+from sandbox.host import LocalHost
+from sandbox.local_settings import local_values
+from sandbox.seed import CONTOSO, FABRIKAM
+from sandbox.server import free_port
+from sandbox.stand_ins import RunningStandIns, start_stand_ins
+from shared.configurations import (
+    Configuration,
+    ConfigurationInput,
+    ConfigurationRepository,
+    Environment,
+    Status,
+    Vendor,
+    WritebackMode,
+    new_configuration,
+)
+from shared.settings import Geography, Settings
+from shared.storage import Storage, utcnow
+
+ROOT = Path(__file__).resolve().parents[2]
+PROVIDER_CONTEXT = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
+PATIENT_CONTEXT = "sessionId=%CSN%"
+
+# Seeded EHR users and their Microsoft 365 accounts (sandbox/seed.py).
+SMITH = "e-prac-smith"
+LEE = "e-prac-lee"
+NOPOLICY = "e-prac-nopolicy"
+SMITH_UPN = "dr.smith@contoso.example"
+LEE_UPN = "dr.lee@contoso.example"
+NOPOLICY_UPN = "dr.nopolicy@contoso.example"
+
+
+class RequestCounter:
+    """ASGI middleware counting the requests that reach a stand-in."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            with self._lock:
+                self.requests.append(f"{scope['method']} {scope['path']}")
+        await self.app(scope, receive, send)
+
+    def count(self, prefix: str = "") -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if r.split(" ", 1)[1].startswith(prefix))
+
+
+@dataclass
+class LaunchWorld:
+    host: LocalHost
+    stand_ins: RunningStandIns
+    settings: Settings
+    environ: dict[str, str]
+    counter: RequestCounter
+    configuration: Configuration
+    records: dict[str, IntegrationRecord] = field(default_factory=dict)
+
+    @property
+    def ehr(self) -> EhrSandbox:
+        return self.stand_ins.ehr
+
+    @property
+    def url(self) -> str:
+        return self.host.url
+
+    @property
+    def ehr_url(self) -> str:
+        return self.ehr.config.origin
+
+    def ehr_requests(self) -> int:
+        """Requests that reached the EHR's APIs (FHIR, OAuth, keys), not its Hyperspace/MyChart pages."""
+        return self.counter.count("/api/") + self.counter.count("/oauth2/")
+
+    def launch_url(self, record: str, appointment_id: str, user_id: str) -> str:
+        """What Epic opens when a user presses Begin virtual visit (a fresh single-use ``launch``)."""
+        return self.ehr.create_launch(self.records[record].id, appointment_id, user_id)
+
+    def appointment_of(self, practitioner: str, patient: str) -> str:
+        visit = next(
+            v for v in self.ehr.clinic.visits if v.practitioner_id == practitioner and v.patient_id == patient
+        )
+        return visit.appointment_id
+
+
+def _configuration(
+    tenant: str, fhir_base_url: str, *, environment: Environment, approved: bool
+) -> Configuration:
+    data = ConfigurationInput(
+        organization="Contoso Health" if tenant == CONTOSO.id else "Fabrikam Clinic",
+        fhir_base_url=fhir_base_url,
+        environment=environment,
+        approver_upn="analyst@contoso.example",
+        geography=Geography.EMEA,
+        vendor=Vendor.EPIC,
+        provider_client_id=DEMO_PROVIDER_CLIENT_ID,
+        patient_client_id=DEMO_PATIENT_CLIENT_ID,
+        writeback_mode=WritebackMode.EPIC,
+    )
+    config = new_configuration(tenant, data, by="admin@contoso.example", now=utcnow())
+    if approved:
+        config = dataclasses.replace(
+            config, status=Status.APPROVED, approved_by="analyst@contoso.example", approved_at=utcnow()
+        )
+    return config
+
+
+@contextmanager
+def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) -> Iterator[LaunchWorld]:
+    port = free_port()
+    connector = f"http://127.0.0.1:{port}"
+    stand_ins = start_stand_ins(state_dir, connector_url=connector, ehr_options=ehr_options or None)
+    # Count at the EHR's server: uvicorn hands each new connection ``config.loaded_app``.
+    server_config = stand_ins.ehr_server._server.config
+    counter = RequestCounter(server_config.loaded_app)
+    server_config.loaded_app = counter
+    environ = local_values(azurite_port_base, PUBLIC_BASE_URL=connector, **stand_ins.settings)
+    # The app's own tables in an account no other test uses as its app account, so the configurations
+    # seeded here never show up in another test's tenant listing.
+    environ["AzureWebJobsStorage"] = azurite.connection_string("apac", azurite_port_base)
+    settings = Settings.from_env(environ)
+    storage = Storage(settings)
+    configurations = ConfigurationRepository(storage.app)
+    fhir = stand_ins.ehr.config.fhir_base
+    test_config = configurations.create(_configuration(CONTOSO.id, fhir, environment=Environment.TEST, approved=True))
+    # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration.
+    pending = configurations.create(_configuration(FABRIKAM.id, fhir, environment=Environment.TEST, approved=False))
+    production = configurations.create(
+        _configuration(
+            CONTOSO.id, "https://epic.contoso.example/api/FHIR/R4", environment=Environment.PRODUCTION, approved=True
+        )
+    )
+    records: dict[str, IntegrationRecord] = {}
+    for name, config, kind, context in (
+        ("provider", test_config, "provider", PROVIDER_CONTEXT),
+        ("patient", test_config, "patient", PATIENT_CONTEXT),
+        ("pending provider", pending, "provider", PROVIDER_CONTEXT),
+        ("production provider", production, "provider", PROVIDER_CONTEXT),
+        ("unknown provider", None, "provider", PROVIDER_CONTEXT),
+    ):
+        configuration_id = config.id if config else str(uuid.uuid4())
+        records[name] = stand_ins.ehr.add_record(
+            name=name,
+            kind=kind,
+            launch_url=f"{connector}/api/launch/{configuration_id}/{kind}",
+            context_tokens=context,
+            client_id=DEMO_PROVIDER_CLIENT_ID if kind == "provider" else DEMO_PATIENT_CLIENT_ID,
+        )
+    saved = {key: os.environ.get(key) for key in environ}
+    for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # the host keeps values already set: trust this sandbox
+        os.environ[key] = environ[key]
+    _reset_process_singletons()
+    # A fresh app object from function_app.py: the Functions library indexes an app object only once, and
+    # other tests index the imported ``function_app.app`` themselves.
+    app = runpy.run_path(str(ROOT / "function_app.py"), run_name="function_app_launch_world")["app"]
+    host = LocalHost(app, environ, port=port, app_dir=ROOT)
+    try:
+        host.start()
+        yield LaunchWorld(host, stand_ins, settings, environ, counter, test_config, records)
+    finally:
+        host.stop()
+        stand_ins.stop()
+        for config in (test_config, pending, production):
+            configurations.delete(config)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _reset_process_singletons()
+
+
+def _reset_process_singletons() -> None:
+    """The host imports the app into this process: forget settings and clients built by earlier tests."""
+    from connector import launch
+    from shared import entra, smart
+    from shared.settings import reset_settings_cache
+    from shared.storage import reset_storage
+
+    reset_settings_cache()
+    reset_storage()
+    launch.reset_service(None)
+    smart.reset_smart_client()
+    entra.reset()
