@@ -51,12 +51,6 @@ def reset() -> None:
         _objects.clear()
 
 
-def install_subscriptions(service: CallEventSubscriptions) -> None:
-    """Use this subscription service instead of one built from settings (tests with their own credential)."""
-    with _lock:
-        _objects["subscriptions"] = service
-
-
 def decoder() -> NotificationDecoder:
     return _once("decoder", lambda: build_decoder(get_settings()))
 
@@ -102,21 +96,22 @@ def build_worker(settings: Settings, storage: Storage) -> WritebackWorker:
 
 
 def build_subscriptions(settings: Settings, storage: Storage) -> CallEventSubscriptions:
-    from shared.graph_credential import AppOnlyCredentials
-
+    from shared.entra import AppOnlyCredentials
     from shared.teams import TeamsClient
 
     credentials = AppOnlyCredentials(
         settings.entra_authority_host, settings.entra_client_id, settings.entra_client_secret.reveal()
     )
     clients: dict[str, TeamsClient] = {}
+    clients_lock = threading.Lock()
 
     def subscriber_for_tenant(tenant_id: str) -> CallEventSubscriber:
-        if tenant_id not in clients:
-            clients[tenant_id] = TeamsClient(
-                settings.graph_base_url, credentials.for_tenant(tenant_id), timeout=settings.http_timeout_seconds
-            )
-        return clients[tenant_id]
+        with clients_lock:
+            if tenant_id not in clients:
+                clients[tenant_id] = TeamsClient(
+                    settings.graph_base_url, credentials.for_tenant(tenant_id), timeout=settings.http_timeout_seconds
+                )
+            return clients[tenant_id]
 
     return CallEventSubscriptions(
         VisitRepository(storage),

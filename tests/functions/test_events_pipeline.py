@@ -112,16 +112,7 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             trust.setenv(key, stand_ins.settings[key])
         with LocalHost(fresh_function_app(), env, port=port, host_json=host_json) as host:
             teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
-            from connector.events_wiring import notification_certificate
-
-            subscriptions = CallEventSubscriptions(
-                VisitRepository(storage),
-                lambda tenant: teams,
-                ClientStates(settings.graph_client_state.reveal()),
-                notification_certificate(settings),
-                settings.public_base_url,
-            )
-            events_wiring.install_subscriptions(subscriptions)
+            subscriptions = events_wiring.subscriptions()  # the production wiring, from the host's settings
             yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
         trust.undo()
     finally:
