@@ -142,7 +142,12 @@ class Launcher:
             assert sign_in_as, "a sign-in was not expected"
             with httpx.Client(timeout=30) as browser:
                 response = authorization_response(choose_account(browser, location, sign_in_as))
-            signed_in = self.client.post(f"{world.url}/api/launch/signin/callback", data=response)
+            # A browser sends the Secure binding cookie to http://127.0.0.1 (a secure context); httpx's cookie
+            # jar does not, so carry it by hand.
+            binding = callback.headers["set-cookie"].split(";", 1)[0]
+            signed_in = self.client.post(
+                f"{world.url}/api/launch/signin/callback", data=response, headers={"cookie": binding}
+            )
             assert signed_in.status_code == 303, signed_in.text
             location = signed_in.headers["location"]
         return connector, location

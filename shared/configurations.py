@@ -145,19 +145,26 @@ class Configuration:
 # --- the state machine: pure functions ------------------------------------------------------
 
 
+def _input_fields(data: ConfigurationInput) -> dict[str, Any]:
+    """The fields an admin types, normalised as stored."""
+    return {
+        "organization": data.organization,
+        "fhir_base_url": normalise_base_url(data.fhir_base_url),
+        "environment": data.environment,
+        "approver_upn": data.approver_upn.lower(),
+        "geography": data.geography,
+        "vendor": data.vendor,
+        "provider_client_id": data.provider_client_id,
+        "patient_client_id": data.patient_client_id,
+        "writeback_mode": data.writeback_mode,
+    }
+
+
 def new_configuration(tenant_id: str, data: ConfigurationInput, *, by: str, now: datetime) -> Configuration:
     return Configuration(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id.lower(),
-        organization=data.organization,
-        fhir_base_url=normalise_base_url(data.fhir_base_url),
-        environment=data.environment,
-        approver_upn=data.approver_upn.lower(),
-        geography=data.geography,
-        vendor=data.vendor,
-        provider_client_id=data.provider_client_id,
-        patient_client_id=data.patient_client_id,
-        writeback_mode=data.writeback_mode,
+        **_input_fields(data),
         status=Status.PENDING,
         created_by=by,
         created_at=now,
@@ -170,15 +177,7 @@ def edited(config: Configuration, data: ConfigurationInput, *, by: str, now: dat
     """Any edit sends the configuration back to pending and forgets the EHR sign-in and approval."""
     return replace(
         config,
-        organization=data.organization,
-        fhir_base_url=normalise_base_url(data.fhir_base_url),
-        environment=data.environment,
-        approver_upn=data.approver_upn.lower(),
-        geography=data.geography,
-        vendor=data.vendor,
-        provider_client_id=data.provider_client_id,
-        patient_client_id=data.patient_client_id,
-        writeback_mode=data.writeback_mode,
+        **_input_fields(data),
         status=Status.PENDING,
         updated_by=by,
         updated_at=now,
