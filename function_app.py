@@ -7,6 +7,7 @@ settings and clients are built lazily on first use.
 import azure.functions as func
 
 from connector import (
+    events,
     health,
     launch,
     maintenance,
@@ -15,7 +16,15 @@ from connector import (
     wellknown,
 )
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+BLUEPRINTS = (health.bp, launch.bp, maintenance.bp, portal.bp, wellknown.bp, events.bp)
 
-for blueprint in (health.bp, launch.bp, maintenance.bp, portal.bp, wellknown.bp):
-    app.register_functions(blueprint)
+
+def build_app() -> func.FunctionApp:
+    """A new app with every blueprint (a host indexes an app object once; tests may run several hosts)."""
+    built = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    for blueprint in BLUEPRINTS:
+        built.register_functions(blueprint)
+    return built
+
+
+app = build_app()

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from shared.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
+from shared.errors import UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.id_tokens import InvalidIdToken, JwksCache, unverified_claims, validate_id_token
 from shared.keys import CLIENT_ASSERTION_TYPE, SigningKeys, signing_keys_from
 from shared.settings import Settings
-from shared.urls import OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
+from shared.urls import HttpResult, OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
 
 SYSTEM = "EHR"
 AUTHORIZE_POST_CAPABILITY = "authorize-post"
@@ -167,8 +167,7 @@ class SmartClient:
         result = self.http.get(url, headers={**headers, "Accept": "application/json"})
         if result.status in (404, 410, 406):
             return None
-        if result.status >= 500:
-            raise UpstreamUnavailable("The EHR's SMART configuration is unavailable right now.", system=SYSTEM)
+        _raise_if_transient(result, "The EHR's SMART configuration")
         document = result.json()
         if result.status != 200 or not isinstance(document, dict):
             return None
@@ -194,8 +193,7 @@ class SmartClient:
         # SMART 1 servers publish the OAuth URIs on the CapabilityStatement only; PKCE is still
         # always sent, and the approver's EHR sign-in proves the server accepts it.
         result = self.http.get(f"{base}/metadata", headers={**headers, "Accept": "application/fhir+json"})
-        if result.status >= 500:
-            raise UpstreamUnavailable("The EHR's metadata is unavailable right now.", system=SYSTEM)
+        _raise_if_transient(result, "The EHR's metadata")
         document = result.json()
         is_capability = isinstance(document, dict) and document.get("resourceType") == "CapabilityStatement"
         if result.status != 200 or not is_capability:
@@ -325,6 +323,36 @@ class SmartClient:
             fields=dict(body),
         )
 
+    def backend_services_token(self, fhir_base_url: str, *, client_id: str, scope: str) -> TokenResponse:
+        """SMART Backend Services: ``client_credentials`` with a ``private_key_jwt`` assertion, no user present.
+
+        Retryable failures (5xx, 408, 429 with Retry-After, timeouts) raise ``UpstreamUnavailable`` /
+        ``UpstreamThrottled``; an OAuth error answer raises ``OAuthError`` (permanent).
+        """
+        if self._keys is None:
+            raise RuntimeError("SmartClient needs signing keys for Backend Services")
+        config = self.discover(fhir_base_url, client_id=client_id)
+        form = {
+            "grant_type": "client_credentials",
+            "scope": scope,
+            "client_assertion_type": CLIENT_ASSERTION_TYPE,
+            "client_assertion": self._keys.client_assertion(client_id, config.token_endpoint),
+        }
+        headers = {"Accept": "application/json", "Epic-Client-ID": client_id}
+        result = self.http.post_form(config.token_endpoint, form, headers=headers)
+        body = result.json()
+        _raise_if_transient(result, "The EHR's token endpoint")
+        if not isinstance(body, dict):
+            raise OAuthError("invalid_response", "the token endpoint did not answer with JSON")
+        if result.status != 200 or "error" in body:
+            raise OAuthError(str(body.get("error") or "invalid_response"), _text(body.get("error_description")))
+        access_token = body.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise OAuthError("invalid_response", "the token response has no access_token")
+        return TokenResponse(
+            access_token=access_token, id_token=None, scope=_text(body.get("scope")), fields=dict(body)
+        )
+
     def validate_id_token(
         self, config: SmartConfiguration, id_token: str, *, client_id: str, nonce: str | None
     ) -> dict[str, Any]:
@@ -392,6 +420,23 @@ class SmartClient:
         if result.status != 200 or not isinstance(document, dict):
             raise InvalidIdToken("the issuer's keys could not be fetched")
         return document
+
+
+def _raise_if_transient(result: HttpResult, what: str) -> None:
+    """5xx and 408 are ``UpstreamUnavailable``, 429 is ``UpstreamThrottled`` (with Retry-After): worth a retry."""
+    if result.status == 429:
+        retry_after = _retry_after(result.headers)
+        raise UpstreamThrottled(f"{what} is throttling requests.", system=SYSTEM, retry_after=retry_after)
+    if result.status >= 500 or result.status == 408:
+        raise UpstreamUnavailable(f"{what} is unavailable right now.", system=SYSTEM)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:

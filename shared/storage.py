@@ -111,14 +111,19 @@ class StorageAccount:
         return client
 
     def queue(self, name: str) -> QueueClient:
-        """A client for queue ``name``, creating the queue on first use."""
+        """A client for queue ``name`` (Base64 text messages, as the queue extension expects), created on first use."""
         client = self._queues.get(name)
         if client is not None:
             return client
         with self._lock, storage_errors(self.name):
             client = self._queues.get(name)
             if client is None:
-                client = self.queue_service().get_queue_client(name)
+                from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+                # get_queue_client does not pass the service's encode policy on: name it per queue.
+                client = self.queue_service().get_queue_client(
+                    name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+                )
                 with suppress(ResourceExistsError):
                     client.create_queue()
                 self._queues[name] = client

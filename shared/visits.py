@@ -100,6 +100,15 @@ class VisitRepository:
         visit = _from_entity(geography, entity)
         return None if visit.expires_at <= utcnow() else visit
 
+    def live(self, geography: Geography) -> list[Visit]:
+        """Every unexpired visit of a geography (timers: subscription upkeep)."""
+        account = self._storage.for_geography(geography)
+        now = utcnow()
+        with storage_errors(account.name):
+            entities = account.table(TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": geography.value})
+            visits = [_from_entity(geography, entity) for entity in entities]
+        return [visit for visit in visits if visit.expires_at > now]
+
     def get_or_create(self, geography: Geography, key: str, configuration_id: str, context: VisitContext) -> Visit:
         """The live visit row, creating it (valid for 24 h) when there is none."""
         existing = self.get(geography, key)
@@ -204,6 +213,28 @@ def with_meeting(
             organizer_tenant_id=organizer_tenant_id,
             organizer_object_id=organizer_object_id,
         )
+
+    return change
+
+
+def with_subscription(subscription_id: str, expires_at: datetime) -> Callable[[Visit], Visit | None]:
+    """Record the visit's meetingCallEvents subscription (one per meeting; a newer one replaces it)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.subscription_id == subscription_id and visit.subscription_expires_at == expires_at:
+            return None
+        return replace(visit, subscription_id=subscription_id, subscription_expires_at=expires_at)
+
+    return change
+
+
+def without_subscription(subscription_id: str) -> Callable[[Visit], Visit | None]:
+    """Forget a deleted subscription (unless a newer one has replaced it meanwhile)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.subscription_id != subscription_id:
+            return None
+        return replace(visit, subscription_id=None, subscription_expires_at=None)
 
     return change
 

@@ -166,6 +166,17 @@ def _codings(*keys: str) -> Callable[[dict[str, Any]], list[str]]:
 
 
 _ID: Matcher = lambda resource, value: resource.get("id") == value  # noqa: E731
+
+
+def _tag(resource: dict[str, Any], value: str) -> bool:
+    """``_tag`` (a standard search parameter on every resource): ``[system|]code`` against ``meta.tag``."""
+    system, sep, code = value.rpartition("|")
+    for tag in (resource.get("meta") or {}).get("tag") or []:
+        if isinstance(tag, dict) and tag.get("code") == code and (not sep or tag.get("system", "") == system):
+            return True
+    return False
+
+
 _IDENTIFIER = _identifier_matcher(("identifier",))
 
 MATCHERS: dict[str, dict[str, Matcher]] = {
@@ -229,6 +240,9 @@ MATCHERS: dict[str, dict[str, Matcher]] = {
         "outcome": lambda r, v: r.get("outcome") == v,
     },
 }
+for _matchers in MATCHERS.values():
+    _matchers["_tag"] = _tag
+
 IGNORED = frozenset({"_count", "_format", "_summary", "_elements", "_sort", "_include", "_revinclude"})
 
 

@@ -3,9 +3,11 @@
 Each visit event becomes one AuditEvent (fhir.resources R4B models): subtype participant
 in lobby / connected / disconnected, agent = the participant's reference from the launch
 context, entity = the Encounter and Appointment. R4 AuditEvent has no ``identifier``, so the
-event id travels as a ``meta.tag`` and the create is conditional on it
-(``If-None-Exist: _tag=<system>|<id>``): a redelivered event finds the first one and creates
-nothing — exactly-once effect on any conformant server.
+event id travels twice: as a ``meta.tag`` (``_tag`` is a standard search parameter on every
+resource) and as an ``entity.what.identifier`` (searchable as ``entity-identifier`` / Epic-style
+``identifier``). The create is conditional on the tag (``If-None-Exist: _tag=<system>|<id>``):
+a redelivered event finds the first one and creates nothing — exactly-once effect on any
+conformant server.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def build_audit_event(event: VisitEvent) -> AuditEvent:
         entities.append({"what": {"reference": f"Encounter/{event.encounter}"}, "type": _object_type()})
     if event.appointment:
         entities.append({"what": {"reference": f"Appointment/{event.appointment}"}, "type": _object_type()})
+    entities.append(
+        {
+            "what": {"identifier": {"system": EVENT_TAG_SYSTEM, "value": event.id}},
+            "name": "connector event",
+            "type": _object_type(),
+        }
+    )
     if event.csn:
         entities.append({"what": {"identifier": {"type": {"text": "CSN"}, "value": event.csn}}, "name": "CSN"})
     return AuditEvent.model_validate(

@@ -199,7 +199,7 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
 
 def _reset_process_singletons() -> None:
     """The host imports the app into this process: forget settings and clients built by earlier tests."""
-    from connector import launch
+    from connector import events_wiring, launch
     from shared import entra, smart
     from shared.settings import reset_settings_cache
     from shared.storage import reset_storage
@@ -207,5 +207,6 @@ def _reset_process_singletons() -> None:
     reset_settings_cache()
     reset_storage()
     launch.reset_service(None)
+    events_wiring.reset()
     smart.reset_smart_client()
     entra.reset()

@@ -1,0 +1,121 @@
+"""Connect/disconnect events: the Graph webhook, the writeback queue worker, subscription upkeep.
+
+    Graph ──POST /api/graph/notifications──▶ validate (clientState, validationTokens), decrypt,
+                                             map ──queue output──▶ %WRITEBACK_QUEUE_NAME% ──▶ 202
+    Graph ──POST /api/graph/lifecycle──────▶ reauthorizationRequired ──▶ renew (≤ 2.5 s) ──▶ 202
+    %WRITEBACK_QUEUE_NAME% ──trigger──▶ presence + EHR writeback exactly once (shared.writeback.worker);
+                                        a launch event also subscribes the visit's meeting
+    timer (every 15 min) ──▶ create missing / renew / delete finished subscriptions
+
+The notification webhook makes no storage, EHR or Graph call: Graph's budget is 3 seconds per delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import azure.functions as func
+
+from connector.events_wiring import decoder, subscriptions, worker
+from connector.web import api
+from shared.errors import ConnectorError
+from shared.identifiers import log_id
+from shared.notifications import SubscriptionTarget, parse_body
+from shared.storage import get_storage
+
+bp = func.Blueprint()
+logger = logging.getLogger("connector.events")
+
+QUEUE = "%WRITEBACK_QUEUE_NAME%"
+LIFECYCLE_BUDGET = 2.5  # seconds; Graph allows 3 per delivery
+CONNECTION = "AzureWebJobsStorage"
+
+
+# --- Graph webhook ----------------------------------------------------------------------------
+
+
+def _handshake(req: func.HttpRequest) -> func.HttpResponse | None:
+    """Subscription validation: echo the (URL-decoded) token as text/plain, 200, at once."""
+    token = req.params.get("validationToken")
+    if token is None:
+        return None
+    return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8")
+
+
+@bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.queue_output(arg_name="events", queue_name=QUEUE, connection=CONNECTION)
+@api
+def graph_notifications(req: func.HttpRequest, events: func.Out[list[str]]) -> func.HttpResponse:
+    handshake = _handshake(req)
+    if handshake is not None:
+        return handshake
+    decoded = decoder().change_notifications(parse_body(req.get_body()))
+    events.set([event.to_json() for event in decoded.events])
+    if decoded.events:
+        logger.info("Queued %d visit event(s) from Graph (%d item(s) dropped)", len(decoded.events), decoded.dropped)
+    return func.HttpResponse(status_code=202)
+
+
+@bp.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    """Lifecycle notifications: ``reauthorizationRequired`` renews the subscription within the budget.
+
+    Graph keeps sending ``reauthorizationRequired`` until the subscription is renewed, so a renewal
+    that does not finish within ``LIFECYCLE_BUDGET`` is simply tried again on the next one.
+    """
+    handshake = _handshake(req)
+    if handshake is not None:
+        return handshake
+    decoded = decoder().lifecycle_notifications(parse_body(req.get_body()))
+    if decoded.reauthorize:
+        asyncio.run(_reauthorize_all(decoded.reauthorize))
+    return func.HttpResponse(status_code=202)
+
+
+async def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
+    service = subscriptions()
+
+    async def one(subscription_id: str, target: SubscriptionTarget) -> None:
+        try:
+            await asyncio.wait_for(service.reauthorize(target, subscription_id), timeout=LIFECYCLE_BUDGET)
+        except (ConnectorError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, ConnectorError) else "timeout"
+            logger.warning(
+                "Reauthorizing subscription %s failed (%s); Graph will ask again", log_id(subscription_id), code
+            )
+
+    await asyncio.gather(*(one(subscription_id, target) for subscription_id, target in requests))
+
+
+# --- queue workers ----------------------------------------------------------------------------
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection=CONNECTION)
+def writeback_events(msg: func.QueueMessage) -> None:
+    """One visit event: presence + EHR writeback exactly once. Raising hands the message back to the queue."""
+    body = msg.get_body().decode("utf-8", errors="replace")
+    outcome = worker().handle(body)
+    visit = outcome.visit
+    if visit is not None and outcome.source_is_launch and visit.has_meeting and not visit.subscription_id:
+        try:
+            asyncio.run(subscriptions().ensure(visit))
+        except ConnectorError as exc:  # the upkeep timer tries again; the writeback itself is done
+            logger.warning("Could not subscribe to call events of visit %s: %s", log_id(visit.key), exc.code)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
+def subscription_upkeep(timer: func.TimerRequest) -> None:
+    """Create missing subscriptions, renew those near expiry, delete those of finished visits."""
+    service = subscriptions()
+    for geography in get_storage().geographies:
+        result = asyncio.run(service.upkeep(geography))
+        logger.info(
+            "Subscription upkeep in %s: %d created, %d renewed, %d deleted, %d failed",
+            geography.value,
+            result.created,
+            result.renewed,
+            result.deleted,
+            result.failed,
+        )

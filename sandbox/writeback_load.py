@@ -1,0 +1,303 @@
+"""Push visit events through the local Functions host's writeback queue trigger against a faulty sandbox EHR.
+
+Shared by the reliability test (CI size) and ``benchmarks/writeback.py`` (full size):
+
+    with WritebackLoad(env, faults={...}, host_json=...) as load:
+        events = load.events(1000)
+        load.enqueue([e.to_json() for e in events])
+        load.wait_until_written(events, timeout=60)
+
+Every event is an Epic ``SetExternalConnectionStatus`` call with its own ``ExternalID``, so the
+sandbox EHR's record shows exactly how often each event's effect happened (the call itself is
+not idempotent, unlike an AuditEvent conditional create).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
+from sandbox.host import LocalHost
+from sandbox.server import ServerThread, free_port
+from shared.configurations import (
+    Configuration,
+    ConfigurationInput,
+    ConfigurationRepository,
+    Environment,
+    Vendor,
+    approved,
+    new_configuration,
+    with_ehr_signin,
+)
+from shared.events import EventKind, Role, Source, VisitEvent
+from shared.settings import Geography, Settings
+from shared.storage import Storage
+from shared.visits import VisitContext, VisitRepository
+from shared.writeback import WritebackMode
+
+CLIENT_ID = "load-backend"
+
+# Quick retries so a run finishes in seconds; production host.json keeps 5 attempts 10 s apart.
+TEST_HOST_JSON: dict[str, Any] = {
+    "version": "2.0",
+    "extensions": {
+        "http": {"routePrefix": "api"},
+        "queues": {
+            "maxDequeueCount": 10,
+            "visibilityTimeout": "00:00:01",
+            "maxPollingInterval": "00:00:00.200",
+            "batchSize": 32,
+            "newBatchThreshold": 16,
+            "messageEncoding": "base64",
+        },
+    },
+}
+
+
+@dataclass
+class WritebackLoad:
+    env: dict[str, str]
+    faults: dict[str, Any] = field(default_factory=dict)
+    host_json: dict[str, Any] = field(default_factory=lambda: TEST_HOST_JSON)
+    visits: int = 100
+    http_timeout: float = 1.0  # seconds; HTTP_TIMEOUT_SECONDS, so hung EHR calls fail fast
+    ehr_latency_ms: int = 0
+    extra_settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        run = uuid.uuid4().hex[:10]
+        self.run = run
+        self.queue_name = f"wb-load-{run}"
+        self._stack = contextlib.ExitStack()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> WritebackLoad:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        port = free_port()
+        connector = f"http://127.0.0.1:{port}"
+        ehr_port = free_port()
+        # The EHR knows the connector's backend client by its published key set, as in production.
+        self.ehr = EhrSandbox(
+            EhrConfig(
+                base_url=f"http://127.0.0.1:{ehr_port}",
+                clients=(
+                    RegisteredClient(
+                        CLIENT_ID,
+                        (),
+                        jwks_url=f"{connector}/api/.well-known/jwks.json",
+                        grant_types=("client_credentials",),
+                    ),
+                ),
+            )
+        )
+        self._stack.enter_context(ServerThread(self.ehr.app, port=ehr_port))
+        settings = {
+            **self.env,
+            "PUBLIC_BASE_URL": connector,
+            "WRITEBACK_QUEUE_NAME": self.queue_name,
+            "HTTP_TIMEOUT_SECONDS": str(self.http_timeout),
+            "AzureWebJobs.subscription_upkeep.Disabled": "true",
+            "AzureWebJobs.sweep_expired_state.Disabled": "true",
+            **self.extra_settings,
+        }
+        self.settings = Settings.from_env(settings)
+        self.storage = Storage(self.settings)
+        self._seed()
+        reset_process_singletons()
+        self._stack.callback(reset_process_singletons)
+        # Faults start once the EHR is set up; the host starts last, so every event sees them.
+        self.ehr.faults.update({"latency_ms": self.ehr_latency_ms, **self.faults})
+        self.host = self._stack.enter_context(
+            LocalHost(fresh_function_app(), settings, port=port, host_json=self.host_json)
+        )
+
+    def _seed(self) -> None:
+        fhir = self.ehr.config.fhir_base
+        self.configuration_id = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC).id
+        self._pending = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC, approve=False)
+        self.pending_configuration_id = self._pending.id
+        repository = VisitRepository(self.storage)
+        seeded = self.ehr.clinic.visits
+        self.visit_keys: list[tuple[str, str]] = []
+        for n in range(self.visits):
+            clinic_visit = seeded[n % len(seeded)]
+            context = VisitContext(
+                csn=clinic_visit.csn,
+                appointment=clinic_visit.appointment_id,
+                encounter=clinic_visit.encounter_id,
+                patient=f"Patient/{clinic_visit.patient_id}",
+                provider=f"Practitioner/{clinic_visit.practitioner_id}",
+            )
+            key = f"load-{self.run}-{n}"
+            configuration = self.pending_configuration_id if n == 0 else self.configuration_id
+            repository.get_or_create(Geography.AMERICAS, key, configuration, context)
+            self.visit_keys.append((key, clinic_visit.csn))
+
+    def approve_pending_configuration(self) -> None:
+        approve_configuration(self.storage, self._pending)
+
+    # --- events --------------------------------------------------------------------------------
+    def events(self, count: int, *, pending: int = 0) -> list[VisitEvent]:
+        """``count`` events on approved visits plus ``pending`` on the not-yet-approved configuration's visit."""
+        base = datetime.now(UTC).replace(microsecond=0)
+        made: list[VisitEvent] = []
+        for n in range(count + pending):
+            index = 0 if n >= count else 1 + n % (self.visits - 1)
+            key, csn = self.visit_keys[index]
+            made.append(
+                VisitEvent(
+                    configuration_id=self.pending_configuration_id if index == 0 else self.configuration_id,
+                    geography=Geography.AMERICAS.value,
+                    visit_key=key,
+                    kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
+                    role=Role.PROVIDER if n % 3 else Role.PATIENT,
+                    occurred_at=base + timedelta(milliseconds=n),
+                    source=Source.GRAPH,
+                    # A participant of its own per event, so the EHR's record counts each event's effect.
+                    participant=f"{'Practitioner' if n % 3 else 'Patient'}/load-{self.run}-{n}",
+                    csn=csn,
+                )
+            )
+        return made
+
+    def queue(self, name: str | None = None) -> QueueClient:
+        client = QueueClient.from_connection_string(
+            self.env["AzureWebJobsStorage"],
+            name or self.queue_name,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+        with contextlib.suppress(ResourceExistsError):
+            client.create_queue()
+        return client
+
+    def enqueue(self, bodies: list[str]) -> None:
+        """Send in parallel (a burst, as Graph and launches produce them), creating the queue first."""
+        queue = self.queue()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(queue.send_message, bodies))
+
+    def enqueue_raw(self, content: str) -> None:
+        """A message stored as is (e.g. not base64: the host cannot decode it)."""
+        QueueClient.from_connection_string(self.env["AzureWebJobsStorage"], self.queue_name).send_message(content)
+
+    # --- observation ---------------------------------------------------------------------------
+    def written(self) -> Counter[str]:
+        """How many times the EHR recorded each ExternalID of this run."""
+        prefix = f"load-{self.run}-"
+        return Counter(c.external_id for c in self.ehr.connection_status_changes() if c.external_id.startswith(prefix))
+
+    def external_id(self, event: VisitEvent) -> str:
+        assert event.participant is not None
+        return event.participant.rsplit("/", 1)[-1]
+
+    def wait_until_written(self, events: list[VisitEvent], timeout: float) -> float:
+        """Seconds until every event's effect is recorded; raises at the deadline."""
+        wanted = {self.external_id(e) for e in events}
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if wanted <= set(self.written()):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        missing = len(wanted - set(self.written()))
+        raise AssertionError(f"{missing} of {len(wanted)} events not written within {timeout} s")
+
+    def wait_until_queue_empty(self, timeout: float) -> None:
+        queue = self.queue()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if queue.get_queue_properties().approximate_message_count == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError("the writeback queue did not drain")
+
+    def poison(self) -> list[str]:
+        """Bodies in the poison queue (base64-decoded when they are base64, as stored by the host)."""
+        queue = QueueClient.from_connection_string(self.env["AzureWebJobsStorage"], f"{self.queue_name}-poison")
+        with contextlib.suppress(ResourceExistsError):
+            queue.create_queue()
+        bodies = []
+        for message in queue.peek_messages(max_messages=32):
+            try:
+                bodies.append(base64.b64decode(message.content, validate=True).decode())
+            except (ValueError, UnicodeDecodeError):
+                bodies.append(message.content)
+        return bodies
+
+
+def reset_process_singletons() -> None:
+    """Settings, storage and clients are per process: rebuild them from the host's settings."""
+    from connector import events_wiring
+    from shared.settings import reset_settings_cache
+    from shared.smart import reset_smart_client
+    from shared.storage import reset_storage
+
+    reset_settings_cache()
+    reset_storage()
+    reset_smart_client()
+    events_wiring.reset()
+
+
+APPROVER = "approver@contoso.example"
+APPROVER_OID = "a0000000-0000-4000-8000-0000000000ff"
+
+
+def seed_configuration(
+    storage: Storage, fhir_base_url: str, client_id: str, mode: WritebackMode, *, approve: bool = True
+) -> Configuration:
+    """A configuration stored through the portal's repository, in a tenant of its own (no clash with others)."""
+    data = ConfigurationInput(
+        organization="Writeback load clinic",
+        fhir_base_url=fhir_base_url,
+        environment=Environment.TEST,
+        approver_upn=APPROVER,
+        geography=Geography.AMERICAS,
+        vendor=Vendor.EPIC,
+        provider_client_id=client_id,
+        patient_client_id=client_id,
+        writeback_mode=mode,
+    )
+    now = datetime.now(UTC)
+    config = ConfigurationRepository(storage.app).create(
+        new_configuration(str(uuid.uuid4()), data, by=APPROVER, now=now)
+    )
+    return approve_configuration(storage, config) if approve else config
+
+
+def approve_configuration(storage: Storage, config: Configuration) -> Configuration:
+    """The approver's EHR sign-in and approval, as the portal records them."""
+    now = datetime.now(UTC)
+    signed = with_ehr_signin(config, upn=APPROVER, oid=APPROVER_OID, now=now)
+    assert config.etag is not None
+    return ConfigurationRepository(storage.app).update(
+        config, approved(signed, upn=APPROVER, oid=APPROVER_OID, now=now), etag=config.etag
+    )
+
+
+def fresh_function_app() -> Any:
+    """A new app object: the host indexes an app once, and a process may run several hosts."""
+    import function_app
+
+    return function_app.build_app()

@@ -1,0 +1,154 @@
+"""Live presence and EHR writeback in headless Chromium: the patient waits in the sandbox meeting's lobby, is
+admitted, leaves; the provider's panel shows each state while the sandbox EHR records connect and disconnect
+for both — through the real function app on the local host (launch, Graph webhook, writeback queue trigger)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from shared.settings import Geography
+from shared.storage import Storage
+from shared.visits import Visit, VisitRepository
+from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld, launch_world
+
+pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+PATIENT = "e-pat-patel"
+ROW = "Medication review"
+SMITH_OID = "b0000000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture(scope="module")
+def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchWorld]:
+    with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("events-sandbox"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def new_context(browser: Browser) -> BrowserContext:
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str, user: str) -> Page:
+    page = context.new_page()
+    page.goto(f"{world.ehr_url}/{portal}/{user}")
+    if portal == "hyperspace":
+        button = page.locator("tr", has_text=ROW).get_by_role(
+            "button", name=re.compile(r"Begin virtual visit.*\(provider\)")
+        )
+    else:
+        button = page.locator("section", has_text=ROW).get_by_role("button", name="Begin virtual visit")
+    with context.expect_page() as opened:
+        button.click()
+    launched = opened.value
+    launched.wait_for_load_state()
+    return launched
+
+
+def expect_panel(panel: Page, role: str, state: str) -> None:
+    """The provider page's live panel (polling /presence) shows ``state`` for ``role``."""
+    expect(panel.locator(f"#presence-{role}")).to_have_attribute("data-state", state, timeout=TIMEOUT_MS)
+
+
+def wait_for_subscription(world: LaunchWorld, visit_key: str) -> Visit:
+    repository = VisitRepository(Storage(world.settings))
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        visit = repository.get(Geography.EMEA, visit_key)
+        if visit is not None and visit.subscription_id:
+            return visit
+        time.sleep(0.2)
+    raise AssertionError("the provider's launch event did not subscribe to the meeting's call events")
+
+
+def test_lobby_admit_leave_show_on_the_provider_panel_and_reach_the_ehr_once(
+    world: LaunchWorld, browser: Browser
+) -> None:
+    clinic_visit = next(v for v in world.ehr.clinic.visits if v.practitioner_id == SMITH and v.patient_id == PATIENT)
+    provider_context, patient_context = new_context(browser), new_context(browser)
+    try:
+        # The clinician begins the visit: one-time Microsoft sign-in, then the provider page with its panel.
+        panel = begin_virtual_visit(provider_context, world, "hyperspace", SMITH)
+        panel.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
+        panel.locator(f"button[data-upn='{SMITH_UPN}']").click()
+        panel.wait_for_url(f"{world.url}/api/visits/**")
+        visit_key = urlsplit(panel.url).path.rsplit("/", 1)[-1]
+        expect_panel(panel, "patient", "not_arrived")
+        wait_for_subscription(world, visit_key)
+
+        # The clinician joins the Teams meeting as themselves.
+        with provider_context.expect_page() as opened:
+            panel.locator("#join").click()
+        teams = opened.value
+        teams.select_option("#user-id", SMITH_OID)
+        teams.click("#join-user")
+        expect(teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
+        expect_panel(panel, "provider", "in_meeting")
+
+        # The patient launches from MyChart, lands in the meeting and waits in the lobby.
+        patient = begin_virtual_visit(patient_context, world, "mychart", PATIENT)
+        patient.wait_for_url(f"{world.stand_ins.settings['GRAPH_BASE_URL']}/**")
+        patient.fill("#display-name", "Sam Patel")
+        patient.click("#join-guest")
+        expect(patient.locator("#status")).to_have_attribute("data-status", "lobby", timeout=TIMEOUT_MS)
+        expect_panel(panel, "patient", "in_lobby")
+
+        # Admitted by the clinician, the patient is connected; then the patient and the clinician leave.
+        teams.locator("button.admit").click()
+        expect(patient.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
+        expect_panel(panel, "patient", "in_meeting")
+        patient.click("#leave")
+        expect_panel(panel, "patient", "left")
+        teams.click("#leave")
+        expect_panel(panel, "provider", "left")
+    finally:
+        patient_context.close()
+        provider_context.close()
+
+    ehr = world.ehr
+    deadline = time.monotonic() + 10
+    expected = {
+        (clinic_visit.practitioner_id, "1"): 1,
+        (clinic_visit.practitioner_id, "2"): 1,
+        (clinic_visit.patient_id, "1"): 1,
+        (clinic_visit.patient_id, "2"): 1,
+    }
+
+    def recorded() -> dict[tuple[str, str], int]:
+        return {
+            (external_id, status): ehr.count_status_changes(clinic_visit.csn, external_id, status)
+            for external_id, status in expected
+        }
+
+    while recorded() != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert recorded() == expected  # connect and disconnect for both, each exactly once
+    changes = ehr.connection_status_changes(conference_id=clinic_visit.csn)
+    assert [c.external_id_type for c in changes if c.external_id == clinic_visit.patient_id] == ["2", "2"]

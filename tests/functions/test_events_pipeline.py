@@ -1,0 +1,331 @@
+"""The events feature end to end on the local Functions host, against the wired sandbox stand-ins.
+
+Sandbox Graph performs the real validation handshake against our webhook, then sends encrypted rich
+notifications with validationTokens signed by the sandbox Entra ID's published keys; the webhook
+validates and decrypts them, queues events, and the queue trigger writes presence and Epic
+connection statuses into the sandbox EHR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msal
+import pytest
+from azure.core.credentials import AccessToken
+
+from connector import events_wiring
+from sandbox.ehr.__main__ import DEMO_PROVIDER_CLIENT_ID
+from sandbox.host import LocalHost
+from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
+from sandbox.server import free_port
+from sandbox.stand_ins import RunningStandIns, start_stand_ins
+from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
+from shared.events import EventKind, Role, Source, VisitEvent
+from shared.notifications import ClientStates, SubscriptionTarget
+from shared.settings import Geography, Settings
+from shared.storage import Storage
+from shared.subscriptions import CallEventSubscriptions
+from shared.teams import TeamsClient
+from shared.visits import Visit, VisitContext, VisitRepository, with_meeting
+from shared.writeback import WritebackMode
+
+pytestmark = pytest.mark.azurite
+
+SMITH = "b0000000-0000-4000-8000-000000000001"
+
+
+class MsalCredential:
+    """App-only Graph tokens from the sandbox Entra ID through msal (client credentials)."""
+
+    def __init__(self, authority_host: str) -> None:
+        self.app = msal.ConfidentialClientApplication(
+            CONNECTOR_CLIENT_ID,
+            client_credential=CONNECTOR_CLIENT_SECRET,
+            authority=f"{authority_host}/{CONTOSO.id}",
+            instance_discovery=False,
+        )
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        result = self.app.acquire_token_for_client(list(scopes))
+        assert "access_token" in result, result
+        return AccessToken(result["access_token"], int(time.time()) + int(result["expires_in"]))
+
+
+@dataclass
+class Pipeline:
+    stand_ins: RunningStandIns
+    host: LocalHost
+    settings: Settings
+    storage: Storage
+    configuration_id: str
+    subscriptions: CallEventSubscriptions
+    teams: TeamsClient
+
+    @property
+    def webhook(self) -> str:
+        return f"{self.host.url}/api/graph/notifications"
+
+
+@pytest.fixture(scope="module")
+def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    port = free_port()
+    connector_url = f"http://127.0.0.1:{port}"
+    stand_ins = start_stand_ins(
+        tmp_path_factory.mktemp("stand-ins"),
+        connector_url=connector_url,
+        graph_options={"delivery_retry_delays": (0.2, 0.5), "expose_delivery_log": True},
+    )
+    try:
+        env = {
+            **base_env,
+            **stand_ins.settings,
+            "PUBLIC_BASE_URL": connector_url,
+            "WRITEBACK_QUEUE_NAME": f"wb-{uuid.uuid4().hex[:10]}",
+            "AzureWebJobs.subscription_upkeep.Disabled": "true",
+            "AzureWebJobs.sweep_expired_state.Disabled": "true",
+        }
+        settings = Settings.from_env(env)
+        storage = Storage(settings)
+        ehr = stand_ins.ehr
+        # The demo provider client's key set is our own /api/.well-known/jwks.json.
+        configuration_id = seed_configuration(
+            storage, ehr.config.fhir_base, DEMO_PROVIDER_CLIENT_ID, WritebackMode.EPIC
+        ).id
+        reset_process_singletons()
+        host_json = {
+            "version": "2.0",
+            "extensions": {
+                "http": {"routePrefix": "api"},
+                "queues": {"maxDequeueCount": 5, "visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.200"},
+            },
+        }
+        trust = pytest.MonkeyPatch()
+        for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # trust the sandbox CA, as the demo does
+            trust.setenv(key, stand_ins.settings[key])
+        with LocalHost(fresh_function_app(), env, port=port, host_json=host_json) as host:
+            teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
+            subscriptions = events_wiring.subscriptions()  # the production wiring, from the host's settings
+            yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
+        trust.undo()
+    finally:
+        reset_process_singletons()
+        stand_ins.stop()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def open_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
+    """A visit whose meeting exists in sandbox Graph (as the launch would leave it), subscribed."""
+    clinic_visit = pipeline.stand_ins.ehr.clinic.visits[2]
+    context = VisitContext(
+        csn=clinic_visit.csn,
+        appointment=clinic_visit.appointment_id,
+        encounter=clinic_visit.encounter_id,
+        patient=f"Patient/{clinic_visit.patient_id}",
+        provider=f"Practitioner/{clinic_visit.practitioner_id}",
+    )
+    repository = VisitRepository(pipeline.storage)
+    visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
+    start = datetime.now(UTC)
+    meeting = asyncio.run(
+        pipeline.teams.create_or_get_meeting(
+            organizer_object_id=SMITH,
+            external_id=visit.key,
+            subject="Virtual visit",
+            start=start,
+            end=start + timedelta(hours=1),
+        )
+    )
+    asyncio.run(pipeline.teams.secure_lobby(organizer_object_id=SMITH, meeting_id=meeting.id))
+    visit = repository.update(
+        visit,
+        with_meeting(
+            meeting_id=meeting.id,
+            join_web_url=meeting.join_web_url,
+            organizer_tenant_id=CONTOSO.id,
+            organizer_object_id=SMITH,
+        ),
+    )
+    visit = asyncio.run(pipeline.subscriptions.ensure(visit))
+    return visit, clinic_visit
+
+
+def test_validation_handshake_echoes_the_token_as_plain_text(pipeline: Pipeline) -> None:
+    for path in ("graph/notifications", "graph/lifecycle"):
+        response = httpx.post(
+            f"{pipeline.host.url}/api/{path}",
+            params={"validationToken": "Validation: Testing client application reachability <&>"},
+            headers={"Content-Type": "text/plain"},
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.text == "Validation: Testing client application reachability <&>"
+
+
+def test_forged_client_state_is_accepted_but_queues_nothing(pipeline: Pipeline) -> None:
+    body = {"value": [{"subscriptionId": "s", "clientState": "guess", "tenantId": CONTOSO.id, "changeType": "updated"}]}
+    response = httpx.post(pipeline.webhook, json=body)
+    assert response.status_code == 202
+    queue = pipeline.storage.app.queue(pipeline.settings.writeback_queue_name)
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_our_client_state_with_a_forged_validation_token_is_refused(pipeline: Pipeline) -> None:
+    target = SubscriptionTarget(Geography.AMERICAS, "k" * 64, SMITH, pipeline.configuration_id)
+    state = ClientStates(pipeline.settings.graph_client_state.reveal()).issue(target)
+    item = {"subscriptionId": "s", "clientState": state, "tenantId": CONTOSO.id, "encryptedContent": {}}
+    response = httpx.post(pipeline.webhook, json={"value": [item], "validationTokens": ["e30.e30.sig"]})
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_validation_token"
+
+
+def test_malformed_body_is_a_400_problem(pipeline: Pipeline) -> None:
+    response = httpx.post(pipeline.webhook, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_lobby_admit_leave_become_presence_and_epic_connect_disconnect(pipeline: Pipeline) -> None:
+    graph, ehr = pipeline.stand_ins.graph, pipeline.stand_ins.ehr
+    visit, clinic_visit = open_visit(pipeline)
+    assert visit.subscription_id and visit.subscription_expires_at
+    subscription = graph.subscription(visit.subscription_id)
+    assert subscription is not None and subscription.notification_url == pipeline.webhook
+    repository = VisitRepository(pipeline.storage)
+
+    def presence() -> dict[Role, EventKind]:
+        current = repository.get(Geography.AMERICAS, visit.key)
+        assert current is not None
+        return {role: p.state for role, p in current.presence.items()}
+
+    def recorded(external_id: str, status: str) -> int:
+        return ehr.count_status_changes(conference_id=clinic_visit.csn, external_id=external_id, status=status)
+
+    assert visit.meeting_id is not None
+    doctor = graph.join_user(visit.meeting_id, SMITH)
+    wait_for(lambda: presence().get(Role.PROVIDER) is EventKind.CONNECTED)
+    patient = graph.join_anonymous(visit.meeting_id, "Pat Example")
+    wait_for(lambda: presence().get(Role.PATIENT) is EventKind.LOBBY)
+    assert recorded(clinic_visit.patient_id, "1") == 0  # waiting in the lobby is not "connected"
+    graph.admit(visit.meeting_id, patient.id)
+    wait_for(lambda: presence().get(Role.PATIENT) is EventKind.CONNECTED)
+    graph.leave(visit.meeting_id, patient.id)
+    graph.leave(visit.meeting_id, doctor.id)
+    wait_for(lambda: presence() == {Role.PROVIDER: EventKind.DISCONNECTED, Role.PATIENT: EventKind.DISCONNECTED})
+    wait_for(lambda: recorded(clinic_visit.practitioner_id, "2") and recorded(clinic_visit.patient_id, "2"))
+    for external_id in (clinic_visit.practitioner_id, clinic_visit.patient_id):
+        assert (recorded(external_id, "1"), recorded(external_id, "2")) == (1, 1)
+
+    deliveries = [d for d in graph.deliveries() if d.subscription_id == visit.subscription_id]
+    assert deliveries and all(d.state == "delivered" for d in deliveries)
+    slowest = max((a.finished_at - a.started_at).total_seconds() for d in deliveries for a in d.attempts)
+    assert slowest < 3.0  # Graph's budget per delivery
+
+
+def test_reauthorization_required_renews_the_subscription(pipeline: Pipeline) -> None:
+    graph = pipeline.stand_ins.graph
+    visit, _ = open_visit(pipeline)
+    assert visit.subscription_id is not None and visit.subscription_expires_at is not None
+    subscription = graph.subscription(visit.subscription_id)
+    assert subscription is not None
+    subscription.expiration = datetime.now(UTC) + timedelta(minutes=5)  # Graph wants it reauthorized soon
+    delivery = graph.send_lifecycle_notification(visit.subscription_id)
+    wait_for(lambda: delivery.state == "delivered")
+    assert delivery.attempts[-1].status_code == 202
+    renewed = graph.subscription(visit.subscription_id)
+    assert renewed is not None
+    assert abs((renewed.expiration - visit.subscription_expires_at).total_seconds()) < 1  # PATCHed back
+
+
+def meeting_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
+    """A visit with a meeting but no subscription yet (as the launch leaves it)."""
+    clinic_visit = pipeline.stand_ins.ehr.clinic.visits[3]
+    context = VisitContext(
+        csn=clinic_visit.csn,
+        patient=f"Patient/{clinic_visit.patient_id}",
+        provider=f"Practitioner/{clinic_visit.practitioner_id}",
+    )
+    repository = VisitRepository(pipeline.storage)
+    visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
+    start = datetime.now(UTC)
+    meeting = asyncio.run(
+        pipeline.teams.create_or_get_meeting(
+            organizer_object_id=SMITH,
+            external_id=visit.key,
+            subject="Visit",
+            start=start,
+            end=start + timedelta(hours=1),
+        )
+    )
+    visit = repository.update(
+        visit,
+        with_meeting(
+            meeting_id=meeting.id,
+            join_web_url=meeting.join_web_url,
+            organizer_tenant_id=CONTOSO.id,
+            organizer_object_id=SMITH,
+        ),
+    )
+    return visit, clinic_visit
+
+
+def test_provider_launch_event_subscribes_the_visits_meeting(pipeline: Pipeline) -> None:
+    visit, clinic_visit = meeting_visit(pipeline)
+    launch = VisitEvent(
+        configuration_id=visit.configuration_id,
+        geography=visit.geography.value,
+        visit_key=visit.key,
+        kind=EventKind.CONNECTED,
+        role=Role.PROVIDER,
+        occurred_at=datetime.now(UTC),
+        source=Source.LAUNCH,
+        participant=f"Practitioner/{clinic_visit.practitioner_id}",
+        csn=clinic_visit.csn,
+    )
+    pipeline.storage.app.queue(pipeline.settings.writeback_queue_name).send_message(launch.to_json())
+    repository = VisitRepository(pipeline.storage)
+    subscribed = wait_for(lambda: (v := repository.get(Geography.AMERICAS, visit.key)) and v.subscription_id and v)
+    live = pipeline.stand_ins.graph.subscription(subscribed.subscription_id)
+    assert live is not None and live.notification_url == pipeline.webhook
+    assert subscribed.presence[Role.PROVIDER].state is EventKind.CONNECTED
+
+
+def test_upkeep_subscribes_missing_and_deletes_finished(pipeline: Pipeline) -> None:
+    graph = pipeline.stand_ins.graph
+    missing, _ = meeting_visit(pipeline)
+    finished, _ = open_visit(pipeline)
+    assert finished.meeting_id is not None and finished.subscription_id is not None
+    doctor = graph.join_user(finished.meeting_id, SMITH)
+    graph.leave(finished.meeting_id, doctor.id)
+    repository = VisitRepository(pipeline.storage)
+    wait_for(
+        lambda: (
+            (v := repository.get(Geography.AMERICAS, finished.key))
+            and v.presence.get(Role.PROVIDER)
+            and v.presence[Role.PROVIDER].state is EventKind.DISCONNECTED
+        )
+    )
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    result = asyncio.run(pipeline.subscriptions.upkeep(Geography.AMERICAS, now=later))
+    assert result.created >= 1 and result.deleted >= 1  # other modules' visits may share the table
+    now_missing = repository.get(Geography.AMERICAS, missing.key)
+    now_finished = repository.get(Geography.AMERICAS, finished.key)
+    assert now_missing is not None and now_missing.subscription_id
+    assert now_finished is not None and now_finished.subscription_id is None
+    assert graph.subscription(finished.subscription_id) is None

@@ -1,0 +1,192 @@
+"""The Epic and FHIR AuditEvent adapters against the sandbox EHR over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from sandbox.ehr import EhrSandbox
+from shared.backend_services import BackendServices
+from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.events import EventKind, Role, Source, VisitEvent
+from shared.smart import SmartClient
+from shared.urls import OutboundPolicy, SafeHttp
+from shared.writeback import WritebackMode, WritebackTarget, Written
+from shared.writeback.audit_event import EVENT_TAG_SYSTEM
+from shared.writeback.epic import EpicConnectionStatus
+from shared.writeback.fhir import FhirAuditEvents
+from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
+from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys, assertion
+
+
+class KeysSigner:
+    """The test EHR client's keys in ``shared.keys.SigningKeys``' shape: RS384 assertions with kid, fresh jti."""
+
+    def __init__(self, keys: ClientKeys) -> None:
+        self.keys = keys
+
+    def client_assertion(self, client_id: str, audience: str) -> str:
+        return assertion(self.keys, audience, client_id)
+
+
+def smart_client(keys: ClientKeys, timeout: float = 5.0) -> SmartClient:
+    policy = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=timeout)
+    return SmartClient(SafeHttp(policy), KeysSigner(keys))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+def backend(http: httpx.Client, client_keys: ClientKeys) -> BackendServices:
+    return BackendServices(smart_client(client_keys))
+
+
+@pytest.fixture(autouse=True)
+def no_faults(ehr: EhrSandbox) -> Iterator[None]:
+    ehr.faults.reset()
+    yield
+    ehr.faults.reset()
+
+
+def target(ehr: EhrSandbox, mode: WritebackMode, client_id: str = BACKEND) -> WritebackTarget:
+    return WritebackTarget(mode=mode, fhir_base_url=ehr.config.fhir_base, client_id=client_id)
+
+
+def event(
+    ehr: EhrSandbox, kind: EventKind, role: Role, *, seconds: int = 0, participant: str | None = None
+) -> VisitEvent:
+    visit = ehr.clinic.visits[0]
+    default = f"Practitioner/{visit.practitioner_id}" if role is Role.PROVIDER else f"Patient/{visit.patient_id}"
+    return VisitEvent(
+        configuration_id="cfg-1",
+        geography="americas",
+        visit_key="v" * 64,
+        kind=kind,
+        role=role,
+        occurred_at=datetime(2026, 11, 25, 15, 0, tzinfo=UTC) + timedelta(seconds=seconds),
+        source=Source.GRAPH,
+        participant=participant or default,
+        csn=visit.csn,
+        appointment=visit.appointment_id,
+        encounter=visit.encounter_id,
+    )
+
+
+def test_epic_adapter_sends_connect_and_disconnect_for_both_roles(
+    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+) -> None:
+    adapter = EpicConnectionStatus(http, backend)
+    visit = ehr.clinic.visits[0]
+    before = ehr.count_status_changes(conference_id=visit.csn)
+    for kind in (EventKind.CONNECTED, EventKind.DISCONNECTED):
+        for role in (Role.PROVIDER, Role.PATIENT):
+            assert adapter.write(event(ehr, kind, role), target(ehr, WritebackMode.EPIC)) is Written.WRITTEN
+    changes = ehr.connection_status_changes(conference_id=visit.csn)[before:]
+    assert [(c.external_id, c.external_id_type, c.connection_status) for c in changes] == [
+        (visit.practitioner_id, "1", "1"),
+        (visit.patient_id, "2", "1"),
+        (visit.practitioner_id, "1", "2"),
+        (visit.patient_id, "2", "2"),
+    ]
+    assert {c.vendor_name for c in changes} == {"Microsoft Teams"}
+    assert {c.client_id for c in changes} == {BACKEND}
+    assert backend.requests == 1  # one Backend Services token, cached for every call
+
+
+def test_epic_adapter_skips_lobby_and_staff(ehr: EhrSandbox, http: httpx.Client, backend: BackendServices) -> None:
+    adapter = EpicConnectionStatus(http, backend)
+    before = ehr.count_status_changes()
+    lobby = event(ehr, EventKind.LOBBY, Role.PATIENT)
+    staff = event(ehr, EventKind.CONNECTED, Role.STAFF, participant="Practitioner/x")
+    assert adapter.write(lobby, target(ehr, WritebackMode.EPIC)) is Written.SKIPPED
+    assert adapter.write(staff, target(ehr, WritebackMode.EPIC)) is Written.SKIPPED
+    assert ehr.count_status_changes() == before
+
+
+def test_epic_adapter_refused_when_the_web_service_is_not_enabled(
+    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+) -> None:
+    adapter = EpicConnectionStatus(http, backend)
+    with pytest.raises(UpstreamRejected) as caught:
+        adapter.write(event(ehr, EventKind.CONNECTED, Role.PROVIDER), target(ehr, WritebackMode.EPIC, NO_SCS))
+    assert caught.value.code == "http_403"
+
+
+def test_audit_event_conditional_create_is_idempotent_and_searchable_by_tag_and_identifier(
+    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+) -> None:
+    adapter = FhirAuditEvents(http, backend)
+    connected = event(ehr, EventKind.CONNECTED, Role.PATIENT, seconds=7)
+    for _ in range(3):
+        assert adapter.write(connected, target(ehr, WritebackMode.FHIR_AUDIT_EVENT)) is Written.WRITTEN
+    tagged = [
+        e for e in ehr.audit_events() if {"system": EVENT_TAG_SYSTEM, "code": connected.id} in e["meta"]["tag"]
+    ]
+    assert len(tagged) == 1
+    [created] = tagged
+    assert created["agent"][0]["who"] == {"reference": connected.participant}
+    assert created["subtype"][0]["code"] == "participant-connected"
+
+    token = backend.access_token(ehr.config.fhir_base, BACKEND, "system/AuditEvent.read")
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+    for query in ({"_tag": f"{EVENT_TAG_SYSTEM}|{connected.id}"}, {"identifier": f"{EVENT_TAG_SYSTEM}|{connected.id}"}):
+        bundle = http.get(f"{ehr.config.fhir_base}/AuditEvent", params=query, headers=headers).json()
+        assert [entry["resource"]["id"] for entry in bundle["entry"]] == [created["id"]], query
+
+
+@pytest.mark.parametrize(
+    ("faults", "error", "retry_after"),
+    [
+        ({"fail_next": 1, "fail_status": 503}, UpstreamUnavailable, None),
+        ({"fail_next": 1, "fail_status": 500}, UpstreamUnavailable, None),
+        ({"fail_next": 1, "fail_status": 408}, UpstreamUnavailable, None),
+        ({"throttle_rate": 1.0, "retry_after": 7}, UpstreamThrottled, 7.0),
+        ({"outage_seconds": 30}, UpstreamUnavailable, None),
+        ({"fail_next": 1, "fail_status": 400}, UpstreamRejected, None),
+        ({"fail_next": 1, "fail_status": 404}, UpstreamRejected, None),
+    ],
+)
+def test_failures_are_classified_for_retry(
+    ehr: EhrSandbox,
+    http: httpx.Client,
+    backend: BackendServices,
+    faults: dict[str, object],
+    error: type[Exception],
+    retry_after: float | None,
+) -> None:
+    adapter = FhirAuditEvents(http, backend)
+    backend.access_token(ehr.config.fhir_base, BACKEND, "system/AuditEvent.write")  # token first: fault the write
+    ehr.faults.update(faults)
+    with pytest.raises(error) as caught:
+        adapter.write(event(ehr, EventKind.DISCONNECTED, Role.PROVIDER), target(ehr, WritebackMode.FHIR_AUDIT_EVENT))
+    if retry_after is not None:
+        assert isinstance(caught.value, UpstreamThrottled) and caught.value.retry_after == retry_after
+
+
+def test_timeouts_are_retryable(ehr: EhrSandbox, client_keys: ClientKeys) -> None:
+    with httpx.Client(timeout=0.3) as quick:
+        backend = BackendServices(smart_client(client_keys))
+        backend.access_token(ehr.config.fhir_base, BACKEND, "system/Encounter.write")
+        ehr.faults.update({"timeout_rate": 1.0, "hang_seconds": 5})
+        with pytest.raises(UpstreamUnavailable):
+            EpicConnectionStatus(quick, backend).write(
+                event(ehr, EventKind.CONNECTED, Role.PROVIDER), target(ehr, WritebackMode.EPIC)
+            )
+
+
+def test_epic_adapter_leaves_launch_events_to_teams_roster(
+    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+) -> None:
+    from dataclasses import replace
+
+    launched = replace(event(ehr, EventKind.CONNECTED, Role.PROVIDER, seconds=99), source=Source.LAUNCH, id="")
+    before = ehr.count_status_changes()
+    assert EpicConnectionStatus(http, backend).write(launched, target(ehr, WritebackMode.EPIC)) is Written.SKIPPED
+    assert ehr.count_status_changes() == before

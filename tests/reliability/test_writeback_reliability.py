@@ -1,0 +1,74 @@
+"""Reliability: events through the local Functions host's queue trigger into a misbehaving sandbox EHR.
+
+The EHR answers 30 % of calls with 5xx, throttles with 429 + Retry-After, hangs past the client's
+timeout, and goes fully down for a window in the middle of the run. Duplicates are delivered on
+purpose. Every event must be written exactly once, none lost; the poison queue holds only the
+deliberately invalid messages, and requeueing replays them once their cause is fixed.
+
+Size: ``RELIABILITY_EVENTS`` (default 1,000 for CI; ``benchmarks/writeback.py`` runs 10,000).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from sandbox.writeback_load import WritebackLoad
+from tools.requeue_poison import requeue
+
+pytestmark = [pytest.mark.azurite, pytest.mark.slow]
+
+EVENTS = int(os.environ.get("RELIABILITY_EVENTS", "1000"))
+FAULTS = {
+    "error_rate": 0.30,
+    "throttle_rate": 0.05,
+    "retry_after": 1,
+    "timeout_rate": 0.01,
+    "hang_seconds": 3.0,
+    "seed": 7,
+}
+INVALID = ["not json at all", '{"v": 99, "id": "from-the-future"}', '{"v": 1, "kind": "connected"}']
+
+
+def test_every_event_written_exactly_once_despite_faults_duplicates_and_an_outage(base_env: dict[str, str]) -> None:
+    with WritebackLoad(base_env, faults=FAULTS, visits=100) as load:
+        events = load.events(EVENTS, pending=2)
+        valid, pending = events[:EVENTS], events[EVENTS:]
+        bodies = [e.to_json() for e in events]
+        duplicates = random.Random(3).sample(bodies[:EVENTS], EVENTS // 10)
+        mixed = bodies + duplicates + INVALID
+        random.Random(4).shuffle(mixed)
+
+        outage = threading.Timer(1.5, lambda: load.ehr.faults.update({"outage_seconds": 2.0}))
+        outage.start()
+        try:
+            started = time.monotonic()
+            load.enqueue(mixed)
+            load.wait_until_written(valid, timeout=90)
+            load.wait_until_queue_empty(timeout=30)
+            elapsed = time.monotonic() - started
+        finally:
+            outage.cancel()
+
+        written = load.written()
+        assert len(written) == EVENTS  # none lost (pending ones are not written yet)
+        assert max(written.values()) == 1, [k for k, n in written.items() if n > 1][:5]  # no duplicates
+        assert load.ehr.faults.injected > EVENTS * 0.2  # the faults really happened
+        poison = load.poison()
+        assert sorted(poison) == sorted(INVALID + [e.to_json() for e in pending])
+        print(f"\n{EVENTS} events (+{len(duplicates)} duplicates) written exactly once in {elapsed:.1f} s")
+
+        # The cause of the pending events is fixed (their configuration gets approved): replay the poison queue.
+        load.ehr.faults.reset()
+        load.approve_pending_configuration()
+        moved = requeue(load.storage.app, load.queue_name)
+        assert moved.moved == len(INVALID) + len(pending)
+        load.wait_until_written(pending, timeout=30)
+        load.wait_until_queue_empty(timeout=30)
+        written = load.written()
+        assert len(written) == EVENTS + len(pending) and max(written.values()) == 1
+        assert sorted(load.poison()) == sorted(INVALID)  # still invalid: back in the poison queue, nothing else
