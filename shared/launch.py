@@ -541,7 +541,9 @@ class LaunchService:
             configuration_id=pending.configuration_id,
             geography=pending.geography.value,
             visit_key=visit_key,
-            kind=EventKind.CONNECTED,
+            # A provider opens the meeting as its organizer; a patient is sent to its lobby (Teams then
+            # reports the admission), so the panel never shows a patient "in meeting" who is not.
+            kind=EventKind.CONNECTED if role is Role.PROVIDER else EventKind.LOBBY,
             role=role,
             occurred_at=utcnow(),
             source=Source.LAUNCH,

@@ -293,6 +293,7 @@ async def test_patient_after_the_provider_goes_to_the_same_meeting_lobby(world: 
     assert response.headers["Location"] == join_link(html(provider_page))
     patient_event = world.events[-1]
     assert patient_event.role is Role.PATIENT and patient_event.participant == "Patient/eP1"
+    assert patient_event.kind is EventKind.LOBBY  # sent to the lobby: the panel must not say "in meeting"
 
 
 async def test_patient_before_the_provider_waits_then_moves_on(world: World) -> None:
