@@ -28,6 +28,11 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME_SECONDS = 240  # SMART: exp no more than 5 minutes ahead
 _PEM_BLOCK = re.compile(r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----.+?-----END (?:RSA |EC )?PRIVATE KEY-----", re.S)
 
+
+def private_key_blocks(pem_text: str) -> list[str]:
+    """Each PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) in a settings value, in order."""
+    return list(_PEM_BLOCK.findall(pem_text))
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -77,7 +82,7 @@ class SigningKeys:
 
     @classmethod
     def from_pem(cls, pem_text: str) -> SigningKeys:
-        blocks = _PEM_BLOCK.findall(pem_text)
+        blocks = private_key_blocks(pem_text)
         if not blocks:
             raise ConfigurationError({"SIGNING_KEYS": "no PEM private key found"})
         keys: list[SigningKey] = []

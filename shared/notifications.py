@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from shared.errors import BadRequest, ConfigurationError, Unauthenticated
 from shared.events import EncryptedContent, Source, VisitEvent, decrypt_resource, participant_changes
 from shared.identifiers import log_id
+from shared.keys import private_key_blocks
 from shared.settings import Geography
 
 logger = logging.getLogger("shared.notifications")
@@ -211,7 +212,6 @@ class NotificationCertificate:
 
 
 _CERTIFICATE_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-_KEY_BLOCK = re.compile(r"-----BEGIN (?:RSA )?PRIVATE KEY-----.+?-----END (?:RSA )?PRIVATE KEY-----", re.S)
 
 
 def notification_certificates(pem: str) -> list[NotificationCertificate]:
@@ -223,7 +223,7 @@ def notification_certificates(pem: str) -> list[NotificationCertificate]:
     problem = {"GRAPH_ENCRYPTION_CERTIFICATE": "needs PEM certificate(s), each with its RSA private key"}
     try:
         certificates = [x509.load_pem_x509_certificate(block.encode()) for block in _CERTIFICATE_BLOCK.findall(pem)]
-        keys = [serialization.load_pem_private_key(block.encode(), password=None) for block in _KEY_BLOCK.findall(pem)]
+        keys = [serialization.load_pem_private_key(block.encode(), password=None) for block in private_key_blocks(pem)]
     except ValueError:
         raise ConfigurationError(problem) from None
     rsa_keys = [key for key in keys if isinstance(key, RSAPrivateKey)]

