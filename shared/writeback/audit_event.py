@@ -12,11 +12,12 @@ conformant server.
 
 from __future__ import annotations
 
-from typing import Any
-
-from fhir.resources.R4B.auditevent import AuditEvent
+from typing import TYPE_CHECKING, Any
 
 from shared.events import EventKind, Role, VisitEvent
+
+if TYPE_CHECKING:
+    from fhir.resources.R4B.auditevent import AuditEvent
 
 EVENT_TAG_SYSTEM = "urn:teams-ehr-connector:event-id"
 SUBTYPE_SYSTEM = "urn:teams-ehr-connector:virtual-visit"
@@ -35,6 +36,9 @@ OBSERVER = "Microsoft Teams EHR connector"
 
 def build_audit_event(event: VisitEvent) -> AuditEvent:
     """The AuditEvent for ``event`` (validated by the R4B model)."""
+    # fhir.resources costs ~170 ms to import: pay it in the writeback worker, not at app start.
+    from fhir.resources.R4B.auditevent import AuditEvent
+
     code, display = SUBTYPES[event.kind]
     role_code, role_display = AGENT_ROLES[event.role]
     who: dict[str, Any] = {"display": f"{event.role.value} participant"}
