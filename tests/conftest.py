@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser
 
 from sandbox import azurite
 from sandbox.local_settings import local_values
 from shared.settings import Settings, reset_settings_cache
 from shared.storage import Storage, reset_storage
+from tests.support.browser import chromium
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +80,10 @@ def storage(settings: Settings) -> Storage:
 def unique() -> str:
     """A short unique suffix so tests never see each other's rows."""
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, one per test module that asks for it."""
+    with chromium() as running:
+        yield running

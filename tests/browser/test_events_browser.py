@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from shared.settings import Geography
 from shared.storage import Storage
@@ -20,16 +20,6 @@ from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld, launch_wor
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 30_000
 PATIENT = "e-pat-patel"
 ROW = "Medication review"
@@ -41,13 +31,6 @@ def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> I
     with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("events-sandbox"))) as running:
         yield running
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def new_context(browser: Browser) -> BrowserContext:

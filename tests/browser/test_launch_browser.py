@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from shared.events import EventKind, Role
 from shared.storage import Storage
@@ -26,16 +26,6 @@ from tests.support.launch_world import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 20_000
 
 
@@ -44,13 +34,6 @@ def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> I
     with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("launch-sandbox"))) as running:
         yield running
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

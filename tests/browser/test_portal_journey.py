@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from sandbox.ehr import EhrConfig, RegisteredClient, create_app
 from sandbox.entra import RunningEntra, start_entra
@@ -31,10 +31,6 @@ from sandbox.tls import TlsFiles, ensure_tls, trust_env
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 PROVIDER_CLIENT = "teams-connector-provider"
 PATIENT_CLIENT = "teams-connector-patient"
 
@@ -105,13 +101,6 @@ def world(
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=30)
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def sign_in(browser: Browser, world: World, upn: str) -> Page:

@@ -133,7 +133,7 @@ def connector(entra: RunningEntra, trusted: TlsFiles) -> Iterator[msal.Confident
 
 
 @pytest.fixture
-def browser(entra: RunningEntra) -> Iterator[httpx.Client]:
+def form_browser(entra: RunningEntra) -> Iterator[httpx.Client]:
     """A cookie-keeping client for the http browser host (it never follows redirects by itself)."""
     with httpx.Client(timeout=10) as client:
         yield client

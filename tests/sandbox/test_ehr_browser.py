@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from playwright.sync_api import Browser
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -13,11 +14,6 @@ from starlette.routing import Route
 
 from sandbox.ehr import EhrConfig, EhrSandbox
 from sandbox.server import ServerThread, free_port
-
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 @pytest.fixture
@@ -30,8 +26,7 @@ def app_launch_url() -> Iterator[str]:
 
 
 @pytest.mark.browser
-def test_begin_virtual_visit_opens_the_launch_url(app_launch_url: str) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+def test_begin_virtual_visit_opens_the_launch_url(app_launch_url: str, browser: Browser) -> None:
     port = free_port()
     ehr = EhrSandbox(EhrConfig(base_url=f"http://127.0.0.1:{port}"))
     ehr.add_record(
@@ -41,10 +36,9 @@ def test_begin_virtual_visit_opens_the_launch_url(app_launch_url: str) -> None:
         context_tokens="sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%",
         client_id="app",
     )
-    with ServerThread(ehr.app, port=port) as server, playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with ServerThread(ehr.app, port=port) as server:
+        page = browser.new_page()
         try:
-            page = browser.new_page()
             page.goto(server.url + "/hyperspace/e-prac-smith")
             button = page.get_by_role("button", name="Begin virtual visit with Taylor Chen")
             with page.expect_popup() as popup_info:
@@ -54,7 +48,7 @@ def test_begin_virtual_visit_opens_the_launch_url(app_launch_url: str) -> None:
             assert popup.get_by_role("heading", name="Launched").is_visible()
             query = parse_qs(urlsplit(popup.url).query)
         finally:
-            browser.close()
+            page.close()
     assert popup.url.startswith(app_launch_url + "?")
     assert query["sessionId"] == ["1000003"] and query["departmentId"] == ["10501101"]
     assert query["iss"] == [ehr.config.fhir_base]

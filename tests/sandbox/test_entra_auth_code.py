@@ -48,16 +48,16 @@ def _verified_id_token(api: httpx.Client, entra: RunningEntra, token: str, tenan
 
 
 def _sign_in(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client, upn: str, **flow_options: object
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client, upn: str, **flow_options: object
 ) -> tuple[dict[str, object], dict[str, str]]:
     flow = connector.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT_URI, **flow_options)
-    return flow, authorization_response(choose_account(browser, flow["auth_uri"], upn))
+    return flow, authorization_response(choose_account(form_browser, flow["auth_uri"], upn))
 
 
 def test_form_post_sign_in_yields_verified_id_token_and_account(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client, api: httpx.Client, entra: RunningEntra
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client, api: httpx.Client, entra: RunningEntra
 ) -> None:
-    flow, response = _sign_in(connector, browser, ADMIN.upn, response_mode="form_post")
+    flow, response = _sign_in(connector, form_browser, ADMIN.upn, response_mode="form_post")
     assert set(response) == {"code", "client_info", "state", "session_state"}
     assert response["state"] == flow["state"]
 
@@ -83,7 +83,7 @@ def test_form_post_sign_in_yields_verified_id_token_and_account(
 
 @pytest.mark.filterwarnings("ignore:response_mode=.form_post. is recommended")
 def test_query_mode_and_tenant_authority_with_app_roles(
-    entra: RunningEntra, trusted: TlsFiles, browser: httpx.Client, api: httpx.Client
+    entra: RunningEntra, trusted: TlsFiles, form_browser: httpx.Client, api: httpx.Client
 ) -> None:
     app = msal.ConfidentialClientApplication(
         CONNECTOR_CLIENT_ID,
@@ -91,7 +91,7 @@ def test_query_mode_and_tenant_authority_with_app_roles(
         authority=entra.authority(CONTOSO.id),
         instance_discovery=False,
     )
-    flow, response = _sign_in(app, browser, APP_ROLE_USER.upn, response_mode="query")
+    flow, response = _sign_in(app, form_browser, APP_ROLE_USER.upn, response_mode="query")
     result = app.acquire_token_by_auth_code_flow(flow, response)
     claims = _verified_id_token(api, entra, result["id_token"], CONTOSO.id)
     assert claims["roles"] == ["Connector.Admin"]
@@ -100,14 +100,14 @@ def test_query_mode_and_tenant_authority_with_app_roles(
 
 
 def test_oidc_authority_construction_signs_in_another_tenant(
-    entra: RunningEntra, trusted: TlsFiles, browser: httpx.Client, api: httpx.Client
+    entra: RunningEntra, trusted: TlsFiles, form_browser: httpx.Client, api: httpx.Client
 ) -> None:
     app = msal.ConfidentialClientApplication(
         CONNECTOR_CLIENT_ID,
         client_credential=CONNECTOR_CLIENT_SECRET,
         oidc_authority=f"{entra.issuer_host}/organizations/v2.0",
     )
-    flow, response = _sign_in(app, browser, OTHER_TENANT_ADMIN.upn, response_mode="form_post")
+    flow, response = _sign_in(app, form_browser, OTHER_TENANT_ADMIN.upn, response_mode="form_post")
     result = app.acquire_token_by_auth_code_flow(flow, response)
     claims = _verified_id_token(api, entra, result["id_token"], FABRIKAM.id)
     assert claims["tid"] == FABRIKAM.id
@@ -116,9 +116,9 @@ def test_oidc_authority_construction_signs_in_another_tenant(
 
 
 def test_refresh_through_acquire_token_silent(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client
 ) -> None:
-    flow, response = _sign_in(connector, browser, APPROVER.upn, response_mode="form_post")
+    flow, response = _sign_in(connector, form_browser, APPROVER.upn, response_mode="form_post")
     first = connector.acquire_token_by_auth_code_flow(flow, response)
     account = connector.get_accounts()[0]
 
@@ -134,9 +134,9 @@ def test_refresh_through_acquire_token_silent(
 
 
 def test_access_token_is_a_graph_v1_user_token(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client, entra: RunningEntra
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client, entra: RunningEntra
 ) -> None:
-    flow, response = _sign_in(connector, browser, ADMIN.upn, response_mode="form_post")
+    flow, response = _sign_in(connector, form_browser, ADMIN.upn, response_mode="form_post")
     token = connector.acquire_token_by_auth_code_flow(flow, response)["access_token"]
     claims = entra.issuer.verify(token, audience="https://graph.microsoft.com")
     assert claims["iss"] == f"https://sts.windows.net/{CONTOSO.id}/"
@@ -161,49 +161,49 @@ def test_sign_in_page_is_an_accessible_account_picker(connector: msal.Confidenti
 
 
 def test_sign_in_page_context_is_single_use(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client
 ) -> None:
     flow = connector.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT_URI, response_mode="form_post")
-    page = browser.get(flow["auth_uri"])
+    page = form_browser.get(flow["auth_uri"])
     form = parse_forms(page.text)[0]
     data = {**form.inputs, "user": ADMIN.object_id}
     action = f"{urlsplit(flow['auth_uri']).scheme}://{urlsplit(flow['auth_uri']).netloc}{form.action}"
-    assert browser.post(action, data=data).status_code == 200
-    replay = browser.post(action, data=data)
+    assert form_browser.post(action, data=data).status_code == 200
+    replay = form_browser.post(action, data=data)
     assert replay.status_code == 400 and "AADSTS9002313" in replay.text
 
 
 def test_browser_page_and_https_api_cooperate(
-    entra: RunningEntra, connector: msal.ConfidentialClientApplication, browser: httpx.Client
+    entra: RunningEntra, connector: msal.ConfidentialClientApplication, form_browser: httpx.Client
 ) -> None:
     """msal discovers over https, sends the browser to http, and redeems over https."""
     flow = connector.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT_URI, response_mode="form_post")
     assert flow["auth_uri"].startswith(f"{entra.browser_host}/organizations/oauth2/v2.0/authorize?")
     query = parse_qs(urlsplit(flow["auth_uri"]).query)
     assert query["code_challenge_method"] == ["S256"] and query["response_mode"] == ["form_post"]
-    response = authorization_response(choose_account(browser, flow["auth_uri"], ADMIN.upn))
+    response = authorization_response(choose_account(form_browser, flow["auth_uri"], ADMIN.upn))
     assert "access_token" in connector.acquire_token_by_auth_code_flow(flow, response)
 
 
 @pytest.mark.filterwarnings("ignore:response_mode=.form_post. is recommended")
 def test_session_cookie_enables_prompt_none(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client
 ) -> None:
     silent = connector.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT_URI, prompt="none")
-    refused = authorization_response(browser.get(silent["auth_uri"]))
+    refused = authorization_response(form_browser.get(silent["auth_uri"]))
     assert refused["error"] == "login_required" and refused["error_description"].startswith("AADSTS50058")
     assert refused["state"] == silent["state"]
 
-    _sign_in(connector, browser, ADMIN.upn, response_mode="form_post")  # sets the sandbox session cookie
+    _sign_in(connector, form_browser, ADMIN.upn, response_mode="form_post")  # sets the sandbox session cookie
     silent = connector.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT_URI, prompt="none")
-    response = authorization_response(browser.get(silent["auth_uri"]))
+    response = authorization_response(form_browser.get(silent["auth_uri"]))
     result = connector.acquire_token_by_auth_code_flow(silent, response)
     assert result["id_token_claims"]["oid"] == ADMIN.object_id
 
 
 @pytest.mark.parametrize("segment", ["organizations", CONTOSO.id])
 def test_user_of_another_tenant_at_a_tenant_authority_is_refused(
-    entra: RunningEntra, trusted: TlsFiles, browser: httpx.Client, segment: str
+    entra: RunningEntra, trusted: TlsFiles, form_browser: httpx.Client, segment: str
 ) -> None:
     app = msal.ConfidentialClientApplication(
         CONNECTOR_CLIENT_ID,
@@ -212,7 +212,7 @@ def test_user_of_another_tenant_at_a_tenant_authority_is_refused(
         instance_discovery=False,
     )
     flow = app.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT_URI, response_mode="form_post")
-    response = choose_account(browser, flow["auth_uri"], OTHER_TENANT_ADMIN.upn)
+    response = choose_account(form_browser, flow["auth_uri"], OTHER_TENANT_ADMIN.upn)
     if segment == "organizations":
         assert "code" in authorization_response(response)
     else:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import msal
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -16,10 +16,6 @@ from sandbox.entra import RunningEntra
 from sandbox.seed import DIRECTORY
 from sandbox.server import ServerThread
 
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 APPROVER = DIRECTORY.user_by_upn("analyst@contoso.example")
 assert APPROVER
 
@@ -42,21 +38,20 @@ def test_chromium_signs_in_through_the_http_page_and_form_post(
     entra: RunningEntra,
     connector: msal.ConfidentialClientApplication,
     callback_app: tuple[ServerThread, list[dict[str, str]]],
+    browser: Browser,
 ) -> None:
     server, received = callback_app
     # The registration says http://localhost:7071/...; Entra ignores the port of loopback redirect URIs.
     redirect_uri = f"http://localhost:{server.port}/api/portal/signin/callback"
     flow = connector.initiate_auth_code_flow(["User.Read"], redirect_uri=redirect_uri, response_mode="form_post")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(flow["auth_uri"])
-            assert page.title().startswith("Pick an account")
-            page.get_by_role("button", name=APPROVER.name).click()
-            page.get_by_role("heading", name="Signed in").wait_for(timeout=10_000)
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        page.goto(flow["auth_uri"])
+        assert page.title().startswith("Pick an account")
+        page.get_by_role("button", name=APPROVER.name).click()
+        page.get_by_role("heading", name="Signed in").wait_for(timeout=10_000)
+    finally:
+        page.close()
     (posted,) = received
     assert posted["state"] == flow["state"]
     result = connector.acquire_token_by_auth_code_flow(flow, posted)

@@ -22,10 +22,10 @@ assert ADMIN
 
 
 def _code(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client
 ) -> tuple[dict[str, object], dict[str, str]]:
     flow = connector.initiate_auth_code_flow(["User.Read"], redirect_uri=REDIRECT_URI, response_mode="form_post")
-    return flow, authorization_response(choose_account(browser, flow["auth_uri"], ADMIN.upn))
+    return flow, authorization_response(choose_account(form_browser, flow["auth_uri"], ADMIN.upn))
 
 
 def _assert_entra_error(body: dict[str, object], error: str, code: int) -> None:
@@ -91,33 +91,33 @@ def test_client_secret_basic_is_accepted(api: httpx.Client, entra: RunningEntra)
     assert response.status_code == 200, response.text
 
 
-def test_reused_code_is_aadsts54005(connector: msal.ConfidentialClientApplication, browser: httpx.Client) -> None:
-    flow, response = _code(connector, browser)
+def test_reused_code_is_aadsts54005(connector: msal.ConfidentialClientApplication, form_browser: httpx.Client) -> None:
+    flow, response = _code(connector, form_browser)
     assert "access_token" in connector.acquire_token_by_auth_code_flow(dict(flow), response)
     again = connector.acquire_token_by_auth_code_flow(dict(flow), response)
     _assert_entra_error(again, "invalid_grant", 54005)
 
 
 def test_pkce_verifier_mismatch_is_aadsts50148(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client
 ) -> None:
-    flow, response = _code(connector, browser)
+    flow, response = _code(connector, form_browser)
     flow["code_verifier"] = secrets.token_urlsafe(43)
     _assert_entra_error(connector.acquire_token_by_auth_code_flow(flow, response), "invalid_grant", 50148)
 
 
 def test_expired_code_is_aadsts70008(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client, clock: Clock, entra: RunningEntra
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client, clock: Clock, entra: RunningEntra
 ) -> None:
-    flow, response = _code(connector, browser)
+    flow, response = _code(connector, form_browser)
     clock.offset = entra.config.code_lifetime + 1
     _assert_entra_error(connector.acquire_token_by_auth_code_flow(flow, response), "invalid_grant", 70008)
 
 
 def test_redirect_uri_must_match_the_one_of_the_code(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client
 ) -> None:
-    flow, response = _code(connector, browser)
+    flow, response = _code(connector, form_browser)
     flow["redirect_uri"] = "http://localhost:7071/api/launch/signin/callback"  # registered, but not this code's
     _assert_entra_error(connector.acquire_token_by_auth_code_flow(flow, response), "invalid_grant", 500112)
 
@@ -179,9 +179,9 @@ def test_token_endpoint_refuses_get(api: httpx.Client, entra: RunningEntra) -> N
     ],
 )
 def test_unregistered_redirect_uri_gets_an_error_page_never_a_redirect(
-    entra: RunningEntra, browser: httpx.Client, redirect_uri: str
+    entra: RunningEntra, form_browser: httpx.Client, redirect_uri: str
 ) -> None:
-    response = browser.get(_authorize_url(entra, redirect_uri=redirect_uri))
+    response = form_browser.get(_authorize_url(entra, redirect_uri=redirect_uri))
     assert response.status_code == 400
     assert "location" not in response.headers
     assert response.headers["content-type"].startswith("text/html")
@@ -190,20 +190,22 @@ def test_unregistered_redirect_uri_gets_an_error_page_never_a_redirect(
     assert "<form" not in response.text
 
 
-def test_loopback_redirect_uri_port_is_ignored_as_entra_documents(entra: RunningEntra, browser: httpx.Client) -> None:
-    page = browser.get(_authorize_url(entra, redirect_uri="http://localhost:51234/api/portal/signin/callback"))
+def test_loopback_redirect_uri_port_is_ignored_as_entra_documents(
+    entra: RunningEntra, form_browser: httpx.Client
+) -> None:
+    page = form_browser.get(_authorize_url(entra, redirect_uri="http://localhost:51234/api/portal/signin/callback"))
     assert page.status_code == 200 and "Pick an account" in page.text
 
 
-def test_unknown_tenant_and_unknown_client_get_error_pages(entra: RunningEntra, browser: httpx.Client) -> None:
-    tenant = browser.get(_authorize_url(entra, segment="nobody.example"))
+def test_unknown_tenant_and_unknown_client_get_error_pages(entra: RunningEntra, form_browser: httpx.Client) -> None:
+    tenant = form_browser.get(_authorize_url(entra, segment="nobody.example"))
     assert tenant.status_code == 400 and "AADSTS90002" in tenant.text and "location" not in tenant.headers
-    client = browser.get(_authorize_url(entra, client_id="66666666-6666-4666-8666-666666666666"))
+    client = form_browser.get(_authorize_url(entra, client_id="66666666-6666-4666-8666-666666666666"))
     assert client.status_code == 400 and "AADSTS700016" in client.text and "location" not in client.headers
 
 
-def test_single_tenant_app_at_organizations_is_aadsts50194(entra: RunningEntra, browser: httpx.Client) -> None:
-    response = browser.get(_authorize_url(entra, client_id=SINGLE_TENANT_CLIENT_ID))
+def test_single_tenant_app_at_organizations_is_aadsts50194(entra: RunningEntra, form_browser: httpx.Client) -> None:
+    response = form_browser.get(_authorize_url(entra, client_id=SINGLE_TENANT_CLIENT_ID))
     assert response.status_code == 400 and "AADSTS50194" in response.text
 
 
@@ -223,9 +225,9 @@ def test_single_tenant_app_at_organizations_is_aadsts50194(entra: RunningEntra, 
          "bad-prompt"],
 )  # fmt: skip
 def test_other_authorize_errors_go_back_to_the_client_with_state(
-    entra: RunningEntra, browser: httpx.Client, params: dict[str, str], error: str, code: int
+    entra: RunningEntra, form_browser: httpx.Client, params: dict[str, str], error: str, code: int
 ) -> None:
-    response = browser.get(_authorize_url(entra, **params))
+    response = form_browser.get(_authorize_url(entra, **params))
     assert response.status_code == 302
     assert response.headers["location"].startswith(REDIRECT_URI + "?")
     fields = authorization_response(response)
@@ -234,22 +236,22 @@ def test_other_authorize_errors_go_back_to_the_client_with_state(
     assert fields["state"] == "the-state"
 
 
-def test_errors_use_the_requested_response_mode(entra: RunningEntra, browser: httpx.Client) -> None:
-    response = browser.get(_authorize_url(entra, response_mode="form_post", response_type="token"))
+def test_errors_use_the_requested_response_mode(entra: RunningEntra, form_browser: httpx.Client) -> None:
+    response = form_browser.get(_authorize_url(entra, response_mode="form_post", response_type="token"))
     assert response.status_code == 200
     fields = authorization_response(response)
     assert fields["error"] == "unsupported_response_type" and fields["state"] == "the-state"
 
 
 def test_plain_pkce_is_allowed_when_the_app_does_not_require_s256(
-    entra: RunningEntra, browser: httpx.Client, api: httpx.Client
+    entra: RunningEntra, form_browser: httpx.Client, api: httpx.Client
 ) -> None:
     verifier = secrets.token_urlsafe(43)
     url = _authorize_url(
         entra, segment=CONTOSO.id, client_id=SINGLE_TENANT_CLIENT_ID, code_challenge=verifier,
         code_challenge_method="plain",
     )  # fmt: skip
-    fields = authorization_response(choose_account(browser, url, ADMIN.upn))
+    fields = authorization_response(choose_account(form_browser, url, ADMIN.upn))
     token = api.post(
         f"{entra.issuer_host}/{CONTOSO.id}/oauth2/v2.0/token",
         data={"grant_type": "authorization_code", "client_id": SINGLE_TENANT_CLIENT_ID,
@@ -261,9 +263,9 @@ def test_plain_pkce_is_allowed_when_the_app_does_not_require_s256(
 
 
 def test_expired_refresh_token_is_aadsts700082(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client, clock: Clock, entra: RunningEntra
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client, clock: Clock, entra: RunningEntra
 ) -> None:
-    flow, response = _code(connector, browser)
+    flow, response = _code(connector, form_browser)
     assert "refresh_token" in connector.acquire_token_by_auth_code_flow(flow, response)
     clock.offset = entra.config.refresh_token_lifetime + 1
     account = connector.get_accounts()[0]
@@ -273,9 +275,9 @@ def test_expired_refresh_token_is_aadsts700082(
 
 
 def test_refresh_token_of_another_client_is_refused(
-    connector: msal.ConfidentialClientApplication, browser: httpx.Client, api: httpx.Client, entra: RunningEntra
+    connector: msal.ConfidentialClientApplication, form_browser: httpx.Client, api: httpx.Client, entra: RunningEntra
 ) -> None:
-    flow, response = _code(connector, browser)
+    flow, response = _code(connector, form_browser)
     refresh_token = connector.acquire_token_by_auth_code_flow(flow, response)["refresh_token"]
     stolen = api.post(
         f"{entra.issuer_host}/{CONTOSO.id}/oauth2/v2.0/token",
