@@ -9,18 +9,14 @@ Backend Services) and the certificate Graph encrypts change notifications with.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 import sys
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from sandbox import azurite
+from sandbox import azurite, certificates
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "local.settings.sample.json"
@@ -28,32 +24,13 @@ TARGET = ROOT / "local.settings.json"
 
 
 def private_key_pem(bits: int = 2048) -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    return certificates.private_key_pem(rsa.generate_private_key(public_exponent=65537, key_size=bits))
 
 
 def self_signed_certificate_pem(common_name: str = "teams-ehr-connector-notifications") -> str:
     """A self-signed RSA certificate followed by its private key (Graph uses only the public key)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return cert_pem + key_pem
+    key, certificate = certificates.self_signed(common_name, days=365)
+    return certificates.certificate_pem(certificate) + certificates.private_key_pem(key)
 
 
 def generated_secrets() -> dict[str, str]:

@@ -13,7 +13,6 @@ base64url(SHA-1 of the key's self-signed certificate), and each JWK carries ``x5
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import fcntl
 import os
 import secrets
@@ -27,8 +26,8 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from sandbox.certificates import self_signed
 from sandbox.entra.config import GRAPH_CHANGE_NOTIFICATION_PUBLISHER
 
 
@@ -65,20 +64,7 @@ class SigningKey:
 
     @classmethod
     def generate(cls) -> SigningKey:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sandbox-entra-token-signing")])
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, certificate)
+        return cls(*self_signed("sandbox-entra-token-signing", days=3650))
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,11 +9,8 @@ from dataclasses import dataclass
 import httpx
 import msal
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from sandbox.certificates import certificate_pem, private_key_pem, self_signed
 from sandbox.entra import AppRegistration, RunningEntra, connector_app, start_entra
 from sandbox.entra.config import GRAPH_RESOURCE
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
@@ -57,25 +53,8 @@ def trusted(tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> TlsFiles:
 
 def make_client_certificate() -> ClientCertificate:
     """A self-signed certificate + key, as an app registration's certificate credential."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sandbox client certificate")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return ClientCertificate(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode(),
-        certificate.public_bytes(serialization.Encoding.PEM).decode(),
-    )
+    key, certificate = self_signed("sandbox client certificate", days=1)
+    return ClientCertificate(private_key_pem(key), certificate_pem(certificate))
 
 
 @pytest.fixture(scope="session")

@@ -22,17 +22,16 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from sandbox.certificates import self_signed
 from sandbox.graph import GraphConfig, GraphSandbox
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONTOSO
 from sandbox.server import ServerThread, free_port
@@ -187,19 +186,7 @@ class Certificate:
 
 @pytest.fixture(scope="session", name="cert")
 def certificate_fixture() -> Certificate:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graph-notifications-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed("graph-notifications-test", days=2)
     der = cert.public_bytes(serialization.Encoding.DER)
     thumbprint = hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
     return Certificate(key, base64.b64encode(der).decode(), thumbprint)
