@@ -58,11 +58,13 @@ async def test_create_or_get_is_idempotent_and_lobby_is_secured(graph: RunningGr
     assert first == again and other.id != first.id
     assert first.join_web_url.startswith(f"{graph.url}/l/meetup-join/19%3ameeting_")
 
-    await client.secure_lobby(organizer_object_id=SMITH, meeting_id=first.id)
     meeting = graph.sandbox.meeting(first.id)
-    assert meeting is not None
-    text = str(meeting)
-    assert "organizer" in text
+    assert meeting is not None and meeting.lobby_scope == "organization"  # createOrGet's default
+    await client.secure_lobby(organizer_object_id=SMITH, meeting_id=first.id)
+    assert meeting.lobby_scope == "organizer"
+    assert meeting.settings["lobbyBypassSettings"]["isDialInBypassEnabled"] is False
+    assert meeting.settings["allowedPresenters"] == "organizer"
+    assert meeting.settings["isEntryExitAnnounced"] is True
 
 
 async def test_organizer_without_access_policy_gets_the_powershell(graph: RunningGraph) -> None:
@@ -94,8 +96,9 @@ async def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver
     )
     assert subscription.id
     stored = graph.sandbox.subscription(subscription.id)
-    assert stored is not None
-    assert call_events_resource(meeting.join_web_url) in str(stored)
+    assert stored is not None and stored.meeting_id == meeting.id
+    assert stored.resource == call_events_resource(meeting.join_web_url)
+    assert stored.include_resource_data and stored.encryption_certificate_id == "cert-1"
     renewed = await client.renew_subscription(subscription.id, expires + timedelta(hours=1))
     assert renewed.expires_at > subscription.expires_at - timedelta(seconds=1)
 
