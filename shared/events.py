@@ -139,7 +139,8 @@ def event_id(event: VisitEvent) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Microseconds, not milliseconds: a join and a leave in the same millisecond must stay ordered."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _required_text(data: Mapping[str, Any], key: str) -> str:

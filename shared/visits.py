@@ -186,12 +186,19 @@ class VisitRepository:
 # --- pure changes, applied through VisitRepository.update -----------------------------------
 
 
+_STATE_ORDER = {EventKind.LOBBY: 0, EventKind.CONNECTED: 1, EventKind.DISCONNECTED: 2}
+
+
 def with_presence(role: Role, state: EventKind, at: datetime) -> Callable[[Visit], Visit | None]:
-    """Record a role's state unless a newer fact is already recorded (events arrive out of order)."""
+    """Record a role's state unless a newer fact is already recorded (events arrive out of order).
+
+    Two facts at the same instant are ordered lobby → connected → disconnected, so the outcome
+    does not depend on which one the queue delivers first.
+    """
 
     def change(visit: Visit) -> Visit | None:
         current = visit.presence.get(role)
-        if current is not None and (current.at > at or (current.at == at and current.state == state)):
+        if current is not None and (current.at, _STATE_ORDER[current.state]) >= (at, _STATE_ORDER[state]):
             return None
         return replace(visit, presence={**visit.presence, role: Presence(state, at)})
 

@@ -53,11 +53,18 @@ def test_event_round_trips_through_json() -> None:
     parsed = VisitEvent.from_json(original.to_json())
     assert parsed == original
     body = json.loads(original.to_json())
-    assert body["v"] == 1 and body["occurredAt"] == "2026-11-25T15:00:01.250Z"
+    assert body["v"] == 1 and body["occurredAt"] == "2026-11-25T15:00:01.250000Z"
     assert set(body) == {
         "v", "id", "configurationId", "geography", "visitKey", "kind", "role", "participant",
         "csn", "appointment", "encounter", "occurredAt", "source",
     }  # fmt: skip
+
+
+def test_a_join_and_a_leave_in_the_same_millisecond_keep_their_order_through_the_queue() -> None:
+    joined = event(occurred_at=WHEN + timedelta(microseconds=10))
+    left = event(kind=EventKind.DISCONNECTED, occurred_at=WHEN + timedelta(microseconds=900))
+    parsed = [VisitEvent.from_json(e.to_json()) for e in (left, joined)]
+    assert sorted(parsed, key=lambda e: e.occurred_at) == [joined, left]
 
 
 def test_same_fact_has_same_id_whatever_the_context_or_time_zone() -> None:
@@ -69,7 +76,7 @@ def test_same_fact_has_same_id_whatever_the_context_or_time_zone() -> None:
 @pytest.mark.parametrize(
     "change",
     [{"kind": EventKind.DISCONNECTED}, {"role": Role.PROVIDER}, {"source": Source.LAUNCH},
-     {"occurred_at": WHEN + timedelta(milliseconds=1)}, {"visit_key": "w" * 64}],
+     {"occurred_at": WHEN + timedelta(microseconds=1)}, {"visit_key": "w" * 64}],
 )  # fmt: skip
 def test_different_facts_have_different_ids(change: dict[str, object]) -> None:
     assert event(**change).id != event().id
