@@ -20,8 +20,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from sandbox.ports import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 PID_FILE = ROOT / ".sandbox" / "azurite.pid"
@@ -85,9 +88,21 @@ def start(port_base: int = DEFAULT_PORT_BASE, location: Path | None = None) -> s
         location.mkdir(parents=True, exist_ok=True)
         args += ["--location", str(location)]
     env = {**os.environ, "AZURITE_ACCOUNTS": accounts_env()}
-    process = subprocess.Popen(  # noqa: S603 - fixed local binary and arguments
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    # Azurite reports why it stopped (a port in use, an unreadable --location) on stderr.
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(  # noqa: S603 - fixed local binary and arguments
+            args, env=env, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
+        )
+        try:
+            _wait_until_listening(process, port_base)
+        except RuntimeError as exc:
+            errors.seek(0)
+            said = errors.read()[-2000:].decode(errors="replace").strip()
+            raise RuntimeError(f"{exc}: {said}" if said else str(exc)) from None
+    return process
+
+
+def _wait_until_listening(process: subprocess.Popen[bytes], port_base: int) -> None:
     deadline = time.monotonic() + 30
     while not all(is_listening(port_base + i) for i in range(3)):
         if process.poll() is not None:
@@ -96,18 +111,11 @@ def start(port_base: int = DEFAULT_PORT_BASE, location: Path | None = None) -> s
             process.kill()
             raise RuntimeError("Azurite did not open its ports within 30 s")
         time.sleep(0.1)
-    return process
 
 
 def free_port_base() -> int:
-    """Three consecutive free ports (best effort)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base < 65000 and not any(is_listening(base + i) for i in range(3)):
-            return base
-    raise RuntimeError("no free port range for Azurite")
+    """Three consecutive free ports outside the ephemeral range (see ``sandbox.ports``)."""
+    return free_ports(3)
 
 
 def main(argv: list[str] | None = None) -> int:

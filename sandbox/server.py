@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from types import TracebackType
@@ -10,11 +9,12 @@ from typing import Any
 
 import uvicorn
 
+from sandbox.ports import free_ports
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port outside the ephemeral range (see ``sandbox.ports``)."""
+    return free_ports(1)
 
 
 class ServerThread:
