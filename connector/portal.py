@@ -78,6 +78,8 @@ NOTICES = {
     "deleted": "The configuration was deleted; launches for its FHIR URL stopped.",
     "ehr-signin": "EHR sign-in succeeded: the FHIR URL is proven. You can approve it now.",
     "approved": "Approved. The integration records are ready.",
+    "shared": "Shared. Clinicians of that tenant can now launch visits with this configuration.",
+    "unshared": "No longer shared. Launches by that tenant's clinicians are refused from now on.",
     "signed-out": "You are signed out.",
 }
 
@@ -179,12 +181,13 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     if session is None:
         return _page("portal/signin.html", None, title="Sign in",
                      signin_required=notice == "signin-required", signed_out=notice == "signed-out")
-    configurations = service().visible_configurations(session.user)
+    svc = service()
     return _page(
         "portal/dashboard.html",
         session,
         title="Configurations",
-        configurations=configurations,
+        configurations=svc.visible_configurations(session.user),
+        shared_configurations=svc.shared_configurations(session.user),
         notice=NOTICES.get(notice),
     )
 
@@ -330,7 +333,7 @@ def configuration(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
     if isinstance(session, func.HttpResponse):
         return session
-    config = service().get_visible(session.user, req.route_params.get("id", ""))
+    config = service().get_viewable(session.user, req.route_params.get("id", ""))
     return _detail(session, config, notice=NOTICES.get(req.params.get("notice", "")))
 
 
@@ -344,6 +347,8 @@ def _detail(
     errors: Mapping[str, str] | None = None,
     conflict: str | None = None,
     etag: str | None = None,
+    share_error: str | None = None,
+    share_value: str = "",
 ) -> func.HttpResponse:
     return _page(
         "portal/configuration.html",
@@ -358,6 +363,9 @@ def _detail(
         etag=etag or config.etag,
         can_edit=can_edit(session.user, config),
         can_approve=can_approve(session.user, config),
+        shared_view=config.tenant_id != session.user.tenant_id,
+        share_error=share_error,
+        share_value=share_value,
         **_choices(),
     )
 
@@ -417,6 +425,40 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest("This form could not be read. Please reload the page and try again.")
     service().delete(session.user, req.route_params.get("id", ""), etag)
     return redirect(portal_url(notice="deleted"))
+
+
+# --- sharing with other tenants -------------------------------------------------------------
+
+
+@bp.route(route="portal/configurations/{id}/shares", methods=["POST"], auth_level=ANON)
+@page
+def share(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    require_admin(session.user)
+    form = _csrf_form(req, session)
+    svc = service()
+    tenant_id = form.get("tenant_id", "").strip()
+    try:
+        config = svc.share(session.user, req.route_params.get("id", ""), tenant_id)
+    except (BadRequest, Conflict) as exc:
+        current = svc.get_visible(session.user, req.route_params.get("id", ""))
+        status = 409 if isinstance(exc, Conflict) else 400
+        return _detail(session, current, status=status, share_error=exc.message, share_value=tenant_id[:64])
+    return redirect(portal_url(f"/configurations/{config.id}", notice="shared"))
+
+
+@bp.route(route="portal/configurations/{id}/shares/{tenant}/delete", methods=["POST"], auth_level=ANON)
+@page
+def unshare(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req)
+    if isinstance(session, func.HttpResponse):
+        return session
+    require_admin(session.user)
+    _csrf_form(req, session)
+    config = service().unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
+    return redirect(portal_url(f"/configurations/{config.id}", notice="unshared"))
 
 
 # --- EHR validation and approval ------------------------------------------------------------
@@ -486,7 +528,7 @@ def records(req: func.HttpRequest) -> func.HttpResponse:
     if isinstance(session, func.HttpResponse):
         return session
     svc = service()
-    config = svc.get_visible(session.user, req.route_params.get("id", ""))
+    config = svc.get_viewable(session.user, req.route_params.get("id", ""))
     if not config.is_approved:
         return _page("portal/records.html", session, title="Integration records", config=config, records=None)
     return _page("portal/records.html", session, title="Integration records", config=config,

@@ -7,6 +7,10 @@ Tables (app account):
   configuration, written and deleted together in one transaction: RowKey = configuration id
   (the launch's lookup: launch URL id + ``iss`` → tenant), and RowKey = ``tenant-{tid}`` (the
   guard that makes "one FHIR URL once per tenant" hold even under concurrent submissions).
+* ``ConfigurationShares`` — PartitionKey = a tenant the configuration is shared with, RowKey =
+  configuration id: how that tenant's admins find it. The configuration's own ``SharedWith``
+  list is the truth; an index row it does not confirm (a share withdrawn or a write that
+  failed half-way) is ignored.
 
 Lifecycle (pure functions below, unit-tested)::
 
@@ -16,6 +20,12 @@ Lifecycle (pure functions below, unit-tested)::
 
 Editing anything resets to pending and forgets the EHR sign-in. Writes are guarded by etags:
 a stale edit fails with ``Conflict`` and changes nothing.
+
+Sharing: the owning tenant's admin may share an approved configuration with other Microsoft 365
+tenants (one Epic, several tenants). Their clinicians may then complete the launch's Microsoft
+sign-in, and their meetings are organized in their own tenant; their admins see the
+configuration and its integration records, read-only. Shares outlive an edit but, like every
+launch, take effect only while the configuration is approved.
 """
 
 from __future__ import annotations
@@ -39,13 +49,15 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableTransactionError, UpdateMode
 
-from shared.errors import Conflict, Forbidden, NotFound, StoredDataError
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound, StoredDataError
 from shared.settings import Geography
 from shared.storage import StorageAccount, storage_errors, utcnow
 from shared.urls import normalise_base_url
 
 TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
+SHARES_TABLE = "ConfigurationShares"
+MAX_SHARES = 25
 RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
 
 
@@ -119,11 +131,20 @@ class Configuration:
     ehr_signin: EhrSignIn | None = None
     approved_by: str | None = None
     approved_at: datetime | None = None
+    shared_with: tuple[str, ...] = ()  # other Entra tenant ids, lower case
     etag: str | None = None
 
     @property
     def is_approved(self) -> bool:
         return self.status is Status.APPROVED
+
+    @property
+    def signin_tenants(self) -> frozenset[str]:
+        """Tenants whose users may use this configuration: its own and those it is shared with."""
+        return frozenset({self.tenant_id, *self.shared_with})
+
+    def is_shared_with(self, tenant_id: str) -> bool:
+        return tenant_id.lower() in self.shared_with
 
     def names_approver(self, upn: str) -> bool:
         return self.approver_upn.lower() == upn.lower()
@@ -211,6 +232,41 @@ def approved(config: Configuration, *, upn: str, oid: str, now: datetime) -> Con
     return replace(config, status=Status.APPROVED, approved_by=upn.lower(), approved_at=now)
 
 
+_TENANT_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def shared(config: Configuration, tenant_id: str, *, allowed_tenants: frozenset[str]) -> Configuration:
+    """Share an approved configuration with another tenant that may sign in to this deployment."""
+    tenant = tenant_id.strip().lower()
+    if not _TENANT_RE.match(tenant):
+        raise BadRequest(
+            "A tenant id looks like 00000000-0000-0000-0000-000000000000 "
+            "(Microsoft Entra admin center → Overview → Tenant ID)."
+        )
+    if tenant == config.tenant_id:
+        raise BadRequest("That is your own tenant: its users can already use this configuration.")
+    if tenant not in {t.lower() for t in allowed_tenants}:
+        raise BadRequest(
+            f"Users of tenant {tenant} cannot sign in to this connector. Ask whoever deployed it to add the "
+            "tenant id to ENTRA_ALLOWED_TENANT_IDS, then share again."
+        )
+    if not config.is_approved:
+        raise Conflict("Approve this configuration before sharing it.", code="not_approved")
+    if tenant in config.shared_with:
+        raise Conflict(f"This configuration is already shared with tenant {tenant}.", code="already_shared")
+    if len(config.shared_with) >= MAX_SHARES:
+        raise Conflict(f"A configuration can be shared with at most {MAX_SHARES} tenants.", code="too_many_shares")
+    return replace(config, shared_with=(*config.shared_with, tenant))
+
+
+def unshared(config: Configuration, tenant_id: str) -> Configuration:
+    """Stop sharing with a tenant; its clinicians' launches are refused from now on."""
+    tenant = tenant_id.strip().lower()
+    if tenant not in config.shared_with:
+        raise NotFound("This configuration is not shared with that tenant.")
+    return replace(config, shared_with=tuple(t for t in config.shared_with if t != tenant))
+
+
 def url_key(fhir_base_url: str) -> str:
     """ConfigurationIndex partition: a hash of the normalised URL (Table keys cannot hold '/')."""
     return hashlib.sha256(normalise_base_url(fhir_base_url).encode()).hexdigest()
@@ -234,6 +290,9 @@ class ConfigurationRepository:
 
     def _index(self) -> Any:
         return self._account.table(INDEX_TABLE)
+
+    def _shares(self) -> Any:
+        return self._account.table(SHARES_TABLE)
 
     # reads
 
@@ -260,6 +319,32 @@ class ConfigurationRepository:
                 "PartitionKey eq @pk and ApproverUpn eq @upn", parameters={"pk": tenant_id.lower(), "upn": upn.lower()}
             )
             found = [_from_entity(e) for e in entities]
+        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+
+    def get_shared(self, tenant_id: str, configuration_id: str) -> Configuration:
+        """A configuration another tenant shares with ``tenant_id``, or ``NotFound``."""
+        if not is_configuration_id(configuration_id):
+            raise NotFound("There is no such configuration.")
+        with storage_errors(self._account.name):
+            try:
+                row = self._shares().get_entity(tenant_id.lower(), configuration_id)
+            except ResourceNotFoundError:
+                raise NotFound("There is no such configuration.") from None
+        config = self.get(str(row.get("OwnerTenantId", "")), configuration_id)
+        if not config.is_shared_with(tenant_id):
+            raise NotFound("There is no such configuration.")
+        return config
+
+    def list_shared_with(self, tenant_id: str) -> list[Configuration]:
+        """Configurations other tenants share with ``tenant_id`` (each confirmed by its own row)."""
+        with storage_errors(self._account.name):
+            rows = list(self._shares().query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id.lower()}))
+        found: list[Configuration] = []
+        for row in rows:
+            with suppress(NotFound):
+                config = self.get(str(row.get("OwnerTenantId", "")), row["RowKey"])
+                if config.is_shared_with(tenant_id):
+                    found.append(config)
         return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
 
     def find_for_launch(self, configuration_id: str, iss: str) -> Configuration | None:
@@ -295,10 +380,19 @@ class ConfigurationRepository:
         return replace(config, etag=metadata.get("etag"))
 
     def update(self, previous: Configuration, updated: Configuration, *, etag: str) -> Configuration:
-        """Replace ``previous`` with ``updated`` if nobody changed it since ``etag`` was read."""
+        """Replace ``previous`` with ``updated`` if nobody changed it since ``etag`` was read.
+
+        A new share's index row is written before the configuration and a withdrawn one's deleted
+        after it, so a failure in between leaves only an index row that readers ignore.
+        """
         url_changed = previous.fhir_base_url != updated.fhir_base_url
         if url_changed:
             self._reserve(updated.fhir_base_url, updated.tenant_id, updated.id)
+        for tenant in set(updated.shared_with) - set(previous.shared_with):
+            with storage_errors(self._account.name):
+                self._shares().upsert_entity(
+                    {"PartitionKey": tenant, "RowKey": updated.id, "OwnerTenantId": updated.tenant_id}
+                )
         try:
             with storage_errors(self._account.name):
                 metadata = self._table().update_entity(
@@ -322,6 +416,7 @@ class ConfigurationRepository:
             raise
         if url_changed:
             self._release(previous.fhir_base_url, previous.tenant_id, previous.id)
+        self._forget_shares(updated.id, set(previous.shared_with) - set(updated.shared_with))
         return replace(updated, etag=metadata.get("etag"))
 
     def delete(self, config: Configuration, *, etag: str | None = None) -> None:
@@ -345,6 +440,12 @@ class ConfigurationRepository:
                     code="edit_conflict",
                 ) from None
         self._release(config.fhir_base_url, config.tenant_id, config.id)
+        self._forget_shares(config.id, set(config.shared_with))
+
+    def _forget_shares(self, configuration_id: str, tenants: set[str]) -> None:
+        with storage_errors(self._account.name):
+            for tenant in tenants:
+                self._shares().delete_entity(tenant, configuration_id)  # a missing row is ignored
 
     def _reserve(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
         partition = url_key(fhir_base_url)
@@ -434,6 +535,7 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
         "EhrSigninFhirUrl": signin.fhir_base_url if signin else "",
         "ApprovedBy": config.approved_by or "",
         "ApprovedAt": config.approved_at,
+        "SharedWith": ",".join(config.shared_with),
     }
 
 
@@ -468,6 +570,7 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             ehr_signin=signin,
             approved_by=entity.get("ApprovedBy") or None,
             approved_at=entity.get("ApprovedAt") if entity.get("ApprovedBy") else None,
+            shared_with=tuple(t for t in str(entity.get("SharedWith") or "").split(",") if t),
             etag=metadata.get("etag"),
         )
     except (KeyError, ValueError, TypeError) as exc:

@@ -100,7 +100,7 @@ class WrongTenant(Forbidden):
     def __init__(self) -> None:
         super().__init__(
             "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
-            "of the organization that set up this EHR connection."
+            "of the organization that set up this EHR connection, or of one it shares the connection with."
         )
 
 
@@ -178,9 +178,15 @@ class PendingLaunch:
     nonce: str
     session_id: str | None = None
     department_id: str | None = None
+    shared_with: tuple[str, ...] = ()  # other tenants whose clinicians may use the configuration
+
+    @property
+    def signin_tenants(self) -> frozenset[str]:
+        return frozenset(t.lower() for t in (self.tenant_id, *self.shared_with))
 
     def to_json(self) -> dict[str, Any]:
         data = {k: (v.value if isinstance(v, LaunchKind | Geography) else v) for k, v in vars(self).items()}
+        data["shared_with"] = list(self.shared_with) or None
         return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
@@ -196,6 +202,7 @@ class PendingLaunch:
             nonce=str(data["nonce"]),
             session_id=data.get("session_id"),
             department_id=data.get("department_id"),
+            shared_with=tuple(str(t) for t in data.get("shared_with") or ()),
         )
 
 
@@ -269,6 +276,7 @@ class LaunchService:
             nonce=random_token(),
             session_id=params.session_id,
             department_id=params.department_id,
+            shared_with=config.shared_with,
         )
         state = await self._blocking(self._states.create, STATE_KIND, pending.to_json())
         return SmartClient.authorization_request(
@@ -357,7 +365,7 @@ class LaunchService:
         )
         pending = PendingLaunch.from_json(carry["launch"])
         context = LaunchContext.from_json(carry["context"])
-        if user.tenant_id.lower() != pending.tenant_id.lower():
+        if user.tenant_id.lower() not in pending.signin_tenants:
             raise WrongTenant()
         mapping = await self._blocking(
             lambda: self._user_map.put(
@@ -448,6 +456,8 @@ class LaunchService:
             found = await self._blocking(self._user_map.get, *key)
             if found is not None:
                 self._mappings.put(key, found)
+        if found is not None and found.tenant_id.lower() not in pending.signin_tenants:
+            return None  # mapped while the configuration was shared with that tenant; it no longer is
         return found
 
     async def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:

@@ -82,6 +82,11 @@ def can_view(user: PortalIdentity, config: Configuration) -> bool:
     return same_tenant and (user.is_admin or config.names_approver(user.upn))
 
 
+def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
+    """Admins of a tenant the configuration is shared with see it and its records, read-only."""
+    return user.is_admin and config.is_shared_with(user.tenant_id)
+
+
 def can_approve(user: PortalIdentity, config: Configuration) -> bool:
     return user.tenant_id == config.tenant_id and config.names_approver(user.upn)
 
@@ -341,6 +346,22 @@ class PortalService:
             raise NotFound("There is no such configuration.")
         return config
 
+    def shared_configurations(self, user: PortalIdentity) -> list[Configuration]:
+        """Configurations other tenants share with the user's tenant (admins only)."""
+        return self.repository.list_shared_with(user.tenant_id) if user.is_admin else []
+
+    def get_viewable(self, user: PortalIdentity, configuration_id: str) -> Configuration:
+        """Like ``get_visible``, plus configurations shared with the admin's tenant (to read, never to change)."""
+        try:
+            return self.get_visible(user, configuration_id)
+        except NotFound:
+            if not user.is_admin:
+                raise
+        config = self.repository.get_shared(user.tenant_id, configuration_id)
+        if not can_view_shared(user, config):
+            raise NotFound("There is no such configuration.")
+        return config
+
     def create(self, user: PortalIdentity, data: ConfigurationInput) -> Configuration:
         require_admin(user)
         config = self.repository.create(cfg.new_configuration(user.tenant_id, data, by=user.upn, now=utcnow()))
@@ -362,6 +383,24 @@ class PortalService:
         self.repository.delete(current, etag=etag)
         _audit("deleted", current, user)
         return current
+
+    # sharing
+
+    def share(self, user: PortalIdentity, configuration_id: str, tenant_id: str) -> Configuration:
+        require_admin(user)
+        current = self.get_visible(user, configuration_id)
+        updated = cfg.shared(current, tenant_id, allowed_tenants=self.settings.entra_allowed_tenant_ids)
+        saved = self.repository.update(current, updated, etag=str(current.etag))
+        _audit(f"shared with tenant {updated.shared_with[-1]}", saved, user)
+        return saved
+
+    def unshare(self, user: PortalIdentity, configuration_id: str, tenant_id: str) -> Configuration:
+        require_admin(user)
+        current = self.get_visible(user, configuration_id)
+        updated = cfg.unshared(current, tenant_id)
+        saved = self.repository.update(current, updated, etag=str(current.etag))
+        _audit(f"no longer shared with tenant {tenant_id.strip().lower()}", saved, user)
+        return saved
 
     # approval
 
@@ -472,7 +511,7 @@ class PortalService:
         return saved
 
     def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:
-        config = self.get_visible(user, configuration_id)
+        config = self.get_viewable(user, configuration_id)
         algorithm = signing_keys_from(self.settings.signing_keys.reveal()).active.algorithm
         return integration_records(config, self.settings.public_base_url, signing_algorithm=algorithm)
 

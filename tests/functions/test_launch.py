@@ -7,8 +7,9 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from unittest.mock import ANY
 from urllib.parse import parse_qs, quote, urlsplit
 
 import azure.functions as func
@@ -274,6 +275,39 @@ async def test_signin_with_another_tenant_is_refused(world: World) -> None:
     response = await world.provider(microsoft=microsoft_user("33333333-3333-4333-8333-333333333333", "c1"))
     assert response.status_code == 403
     assert "Wrong Microsoft 365 account" in html(response)
+    assert world.graph.calls == []
+
+
+FABRIKAM = "33333333-3333-4333-8333-333333333333"
+DR_FABRIKAM = microsoft_user(FABRIKAM, "c0000000-0000-4000-8000-000000000009")
+
+
+def share_with(world: World, *tenants: str) -> None:
+    world.config = replace(world.config, shared_with=tenants)
+    world.configurations.configs[world.config.id] = world.config
+
+
+async def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_own_tenant(world: World) -> None:
+    share_with(world, FABRIKAM)
+    response = await world.provider(microsoft=DR_FABRIKAM)
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith(f"{world.settings.public_base_url}/api/visits/")
+    assert list(world.graph.store) == [(FABRIKAM, DR_FABRIKAM.object_id, ANY)]  # organized in Fabrikam
+    mapping = UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
+        Geography.EMEA, world.config.id, "Practitioner/eDoc1"
+    )
+    assert mapping is not None and (mapping.tenant_id, mapping.object_id) == (FABRIKAM, DR_FABRIKAM.object_id)
+
+
+async def test_after_sharing_stops_that_tenants_clinicians_must_sign_in_again_and_are_refused(world: World) -> None:
+    share_with(world, FABRIKAM)
+    assert (await world.provider(csn="5001", microsoft=DR_FABRIKAM)).status_code == 303
+    assert world.sign_in.begun == 1
+    share_with(world)  # the owning tenant stops sharing
+    world.graph.calls.clear()
+    response = await world.provider(csn="5002", microsoft=DR_FABRIKAM)
+    assert world.sign_in.begun == 2  # the stored mapping to Fabrikam no longer counts
+    assert response.status_code == 403 and "Wrong Microsoft 365 account" in html(response)
     assert world.graph.calls == []
 
 

@@ -34,6 +34,7 @@ class Config:
     provider_client_id: str = "provider-client"
     patient_client_id: str = "patient-client"
     is_approved: bool = True
+    shared_with: tuple[str, ...] = ()
 
 
 class Configurations:

@@ -9,7 +9,7 @@ import pytest
 
 from shared import configurations as cfg
 from shared.configurations import ConfigurationInput, Environment, Status, Vendor, WritebackMode
-from shared.errors import Conflict, Forbidden
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.settings import Geography
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -95,3 +95,56 @@ def test_editing_an_approved_configuration_sends_it_back_to_pending() -> None:
 def test_url_key_is_the_same_for_every_spelling_of_a_url() -> None:
     assert cfg.url_key("https://EHR.example.org:443/fhir/") == cfg.url_key("https://ehr.example.org/fhir")
     assert cfg.url_key("https://ehr.example.org/FHIR") != cfg.url_key("https://ehr.example.org/fhir")
+
+
+PARTNER = "33333333-3333-4333-8333-333333333333"
+ALLOWED = frozenset({TENANT, PARTNER})
+
+
+def approved_config() -> cfg.Configuration:
+    return cfg.approved(proven(new()), upn="analyst@contoso.example", oid=APPROVER_OID, now=NOW)
+
+
+def test_sharing_adds_a_tenant_that_may_then_sign_in() -> None:
+    config = cfg.shared(approved_config(), f" {PARTNER.upper()} ", allowed_tenants=ALLOWED)
+    assert config.shared_with == (PARTNER,)
+    assert config.signin_tenants == {TENANT, PARTNER} and config.is_shared_with(PARTNER.upper())
+    assert cfg.unshared(config, PARTNER).shared_with == ()
+
+
+@pytest.mark.parametrize(
+    ("tenant", "error"),
+    [("x", BadRequest), (TENANT, BadRequest), ("44444444-4444-4444-8444-444444444444", BadRequest)],
+    ids=["not-a-guid", "own-tenant", "not-allowed-to-sign-in"],
+)
+def test_sharing_refuses_what_cannot_work(tenant: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        cfg.shared(approved_config(), tenant, allowed_tenants=ALLOWED)
+
+
+def test_sharing_needs_approval_and_refuses_duplicates_and_unknown_withdrawals() -> None:
+    with pytest.raises(Conflict) as pending:
+        cfg.shared(new(), PARTNER, allowed_tenants=ALLOWED)
+    assert pending.value.code == "not_approved"
+    once = cfg.shared(approved_config(), PARTNER, allowed_tenants=ALLOWED)
+    with pytest.raises(Conflict) as twice:
+        cfg.shared(once, PARTNER, allowed_tenants=ALLOWED)
+    assert twice.value.code == "already_shared"
+    with pytest.raises(NotFound):
+        cfg.unshared(approved_config(), PARTNER)
+
+
+def test_an_edit_keeps_the_shares_but_they_wait_for_approval() -> None:
+    config = cfg.shared(approved_config(), PARTNER, allowed_tenants=ALLOWED)
+    edited = cfg.edited(config, DATA, by="admin@contoso.example", now=NOW)
+    assert edited.shared_with == (PARTNER,) and not edited.is_approved
+
+
+def test_at_most_max_shares() -> None:
+    many = [f"{i:08x}-0000-4000-8000-000000000000" for i in range(cfg.MAX_SHARES + 1)]
+    config = approved_config()
+    for tenant in many[:-1]:
+        config = cfg.shared(config, tenant, allowed_tenants=frozenset(many))
+    with pytest.raises(Conflict) as caught:
+        cfg.shared(config, many[-1], allowed_tenants=frozenset(many))
+    assert caught.value.code == "too_many_shares"
