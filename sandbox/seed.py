@@ -78,5 +78,7 @@ DIRECTORY = Directory(
              description="Staff"),
         User("c0000000-0000-4000-8000-000000000001", FABRIKAM.id, "admin@fabrikam.example", "Fabrikam Admin",
              wids=(GLOBAL_ADMINISTRATOR,), description="Global Administrator of another tenant"),
+        User("c0000000-0000-4000-8000-000000000002", FABRIKAM.id, "dr.garcia@fabrikam.example", "Dr. Quinn Garcia",
+             description="Provider of another tenant (needs a shared configuration)"),
     ),
 )  # fmt: skip

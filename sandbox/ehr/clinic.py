@@ -89,6 +89,9 @@ PRACTITIONERS = (
             "e-loc-virtual-care", "female"),
     EhrUser("e-prac-analyst", "Practitioner", "Erin", "Analyst", "", "EANALYST", "Epic analyst (approver)", "",
             "e-loc-virtual-care", "unknown"),
+    # An affiliate's clinician: same Epic, but a Microsoft 365 account in another tenant (Fabrikam).
+    EhrUser("e-prac-garcia", "Practitioner", "Quinn", "Garcia", "Dr.", "QGARCIA", "Physician", "1234567802",
+            "e-loc-family-medicine", "other"),
 )  # fmt: skip
 
 PATIENTS = (
@@ -119,6 +122,7 @@ _SCHEDULE = (
     ("e-prac-nopolicy", "e-pat-patel", 13, 0, 20, "Follow-up: asthma"),
     ("e-prac-kim", "e-pat-chen", 8, 30, 15, "Nurse intake"),
     ("e-prac-kim", "e-pat-novak", 12, 0, 15, "Vaccination counselling"),
+    ("e-prac-garcia", "e-pat-okafor", 16, 0, 20, "Affiliate clinic follow-up"),
 )
 GROUP_CONFERENCE_ID = "9000001"
 GROUP_CSNS = frozenset({"1000006", "1000007"})

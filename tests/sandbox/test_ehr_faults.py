@@ -121,7 +121,9 @@ def test_practitioners_match_the_seeded_entra_providers() -> None:
         for u in DIRECTORY.users
         if u.description in ("Provider", "Staff") or u.description.startswith("Provider ")
     }
-    assert entra_names == {"Dr. Jordan Smith", "Dr. Morgan Lee", "Dr. Casey Nopolicy", "Nurse Robin Kim"}
+    assert entra_names == {
+        "Dr. Jordan Smith", "Dr. Morgan Lee", "Dr. Casey Nopolicy", "Nurse Robin Kim", "Dr. Quinn Garcia"
+    }  # fmt: skip
     assert entra_names <= {p.display for p in ehr.clinic.practitioners}
     for practitioner in ehr.clinic.practitioners:
         if practitioner.display in entra_names:

@@ -1,0 +1,92 @@
+"""A configuration shared with another Microsoft 365 tenant, in headless Chromium on the sandbox: an affiliate's
+clinician (same Epic, Fabrikam account) launches, meets in Fabrikam's tenant, and the patient lands in that
+meeting's lobby; once sharing stops, the same clinician is asked to sign in again and refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, expect
+
+from sandbox.seed import FABRIKAM
+from shared import configurations as cfg
+from shared.configurations import ConfigurationRepository
+from shared.storage import Storage
+from tests.browser.test_launch_browser import TIMEOUT_MS, begin_virtual_visit, provider_page, sign_in_once
+from tests.support.launch_world import LaunchWorld, launch_world
+
+pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+
+GARCIA = "e-prac-garcia"
+GARCIA_UPN = "dr.garcia@fabrikam.example"
+GARCIA_OID = "c0000000-0000-4000-8000-000000000002"
+VISIT = "Affiliate clinic follow-up"
+
+
+@pytest.fixture(scope="module")
+def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchWorld]:
+    with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("shared-launch"))) as running:
+        yield running
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context()
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx
+    ctx.close()
+
+
+def configurations(world: LaunchWorld) -> ConfigurationRepository:
+    return ConfigurationRepository(Storage(world.settings).app)
+
+
+def set_shares(world: LaunchWorld, *tenants: str) -> None:
+    """What the owning admin's Share / Stop sharing buttons store (the portal's own tests press them)."""
+    repository = configurations(world)
+    current = repository.get(world.configuration.tenant_id, world.configuration.id)
+    updated = current
+    for tenant in tenants:
+        updated = cfg.shared(updated, tenant, allowed_tenants=world.settings.entra_allowed_tenant_ids)
+    if not tenants:
+        updated = replace(current, shared_with=())
+    repository.update(current, updated, etag=str(current.etag))
+
+
+def test_the_affiliates_clinician_meets_in_their_tenant_until_sharing_stops(
+    world: LaunchWorld, context: BrowserContext, browser: Browser
+) -> None:
+    set_shares(world, FABRIKAM.id)
+    provider = begin_virtual_visit(context, world, "hyperspace", GARCIA, VISIT)
+    sign_in_once(provider, world, GARCIA_UPN)
+    join_url = provider_page(provider, world)
+    meeting = world.stand_ins.graph.meeting_by_join_web_url(join_url)
+    assert meeting is not None
+    assert (meeting.tenant_id, meeting.organizer.object_id) == (FABRIKAM.id, GARCIA_OID)
+
+    patient_context = browser.new_context()
+    patient_context.set_default_timeout(TIMEOUT_MS)
+    try:
+        patient = begin_virtual_visit(patient_context, world, "mychart", "e-pat-okafor", VISIT)
+        patient.wait_for_url(join_url)
+        patient.fill("#display-name", "Jamie Okafor")
+        patient.click("#join-guest")
+        expect(patient.locator("#status")).to_have_attribute("data-status", "lobby")
+    finally:
+        patient_context.close()
+
+    set_shares(world)  # the owning tenant stops sharing
+    again = begin_virtual_visit(context, world, "hyperspace", GARCIA, VISIT)
+    sign_in_once(again, world, GARCIA_UPN)  # the stored Fabrikam mapping no longer counts
+    expect(again.locator("h1")).to_have_text("Wrong Microsoft 365 account")
+    expect(again.locator("body")).to_contain_text("correlation id")
+
+
+def test_without_a_share_the_affiliates_clinician_is_refused(world: LaunchWorld, context: BrowserContext) -> None:
+    set_shares(world)
+    page = begin_virtual_visit(context, world, "hyperspace", GARCIA, VISIT)
+    sign_in_once(page, world, GARCIA_UPN)
+    expect(page.locator("h1")).to_have_text("Wrong Microsoft 365 account")
