@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from sandbox.ehr import EhrConfig, RegisteredClient, create_app
 from sandbox.entra import RunningEntra, start_entra
+from sandbox.seed import CONTOSO, FABRIKAM
 from sandbox.server import ServerThread, free_port
 from sandbox.tls import TlsFiles, ensure_tls, trust_env
 
@@ -182,6 +183,23 @@ def test_admin_submits_approver_proves_and_approves_records_appear_edit_resets(b
     admin.goto(f"{world.public}/api/portal/configurations/{production_id}/records")
     expect(admin.get_by_text("Not approved")).to_be_visible()
     expect(admin.locator("#provider-launch")).to_have_count(0)
+
+    # The admin shares the approved one with an affiliate's tenant; that tenant's admin sees it, read-only.
+    admin.goto(f"{world.public}/api/portal/configurations/{configuration_id}")
+    admin.fill("#tenant_id", CONTOSO.id)
+    admin.get_by_role("button", name="Share", exact=True).click()
+    expect(admin.locator("#share-error")).to_contain_text("That is your own tenant")
+    admin.fill("#tenant_id", FABRIKAM.id)
+    admin.get_by_role("button", name="Share", exact=True).click()
+    expect(admin.get_by_role("status")).to_contain_text("Shared.")
+    expect(admin.locator("ul.shares")).to_contain_text(FABRIKAM.id)
+    affiliate = sign_in(browser, world, "admin@fabrikam.example")
+    shared = affiliate.locator("section", has_text="Shared with your organization")
+    shared.get_by_role("link", name="Contoso Health <b>Test</b>").click()
+    expect(affiliate.get_by_role("button", name="Save changes")).to_have_count(0)
+    affiliate.get_by_role("link", name="Integration records").click()
+    expect(affiliate.locator("#provider-launch")).to_have_text(launch)
+    affiliate.context.close()
 
     # The admin edits the approved one: pending again, records gone.
     admin.goto(f"{world.public}/api/portal/configurations/{configuration_id}")
