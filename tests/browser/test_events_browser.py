@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from shared.settings import Geography
 from shared.storage import Storage
 from shared.visits import Visit, VisitRepository
-from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld, launch_world
+from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -24,13 +22,6 @@ TIMEOUT_MS = 30_000
 PATIENT = "e-pat-patel"
 ROW = "Medication review"
 SMITH_OID = "b0000000-0000-4000-8000-000000000001"
-
-
-@pytest.fixture(scope="module")
-def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchWorld]:
-    with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("events-sandbox"))) as running:
-        yield running
-
 
 
 def new_context(browser: Browser) -> BrowserContext:

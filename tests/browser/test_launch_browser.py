@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -15,34 +13,16 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from shared.events import EventKind, Role
 from shared.storage import Storage
 from shared.visits import VisitRepository, with_presence
+from tests.browser.conftest import TIMEOUT_MS
 from tests.support.launch_world import (
     LEE,
     LEE_UPN,
     SMITH,
     SMITH_UPN,
     LaunchWorld,
-    launch_world,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
-
-TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchWorld]:
-    with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("launch-sandbox"))) as running:
-        yield running
-
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    # A fresh profile per test, with third-party cookies blocked as in Epic's embedded browsers.
-    ctx = browser.new_context()
-    ctx.set_default_timeout(TIMEOUT_MS)
-    yield ctx
-    ctx.close()
 
 
 def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str, user: str, row: str) -> Page:

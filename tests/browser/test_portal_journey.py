@@ -103,7 +103,6 @@ def world(
             process.communicate(timeout=30)
 
 
-
 def sign_in(browser: Browser, world: World, upn: str) -> Page:
     page = browser.new_context().new_page()
     page.set_default_timeout(15_000)

@@ -4,9 +4,7 @@ meeting's lobby; once sharing stops, the same clinician is asked to sign in agai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
@@ -15,8 +13,9 @@ from sandbox.seed import FABRIKAM
 from shared import configurations as cfg
 from shared.configurations import ConfigurationRepository
 from shared.storage import Storage
-from tests.browser.test_launch_browser import TIMEOUT_MS, begin_virtual_visit, provider_page, sign_in_once
-from tests.support.launch_world import LaunchWorld, launch_world
+from tests.browser.conftest import TIMEOUT_MS
+from tests.browser.test_launch_browser import begin_virtual_visit, provider_page, sign_in_once
+from tests.support.launch_world import LaunchWorld
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -24,20 +23,6 @@ GARCIA = "e-prac-garcia"
 GARCIA_UPN = "dr.garcia@fabrikam.example"
 GARCIA_OID = "c0000000-0000-4000-8000-000000000002"
 VISIT = "Affiliate clinic follow-up"
-
-
-@pytest.fixture(scope="module")
-def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchWorld]:
-    with launch_world(azurite_port_base, Path(tmp_path_factory.mktemp("shared-launch"))) as running:
-        yield running
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context()
-    ctx.set_default_timeout(TIMEOUT_MS)
-    yield ctx
-    ctx.close()
 
 
 def configurations(world: LaunchWorld) -> ConfigurationRepository:
