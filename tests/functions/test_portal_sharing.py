@@ -114,6 +114,11 @@ def test_non_admins_of_the_partner_and_strangers_see_nothing_and_forged_csrf_sha
         assert "Shared with your organization" not in text(call(portal.dashboard, "GET", "portal", session=session))
     for csrf in ("", "forged", partner.admin.csrf_token):
         assert share(owner, config.id, stranger.id, csrf=csrf).status_code == 403
+    not_admin = call(
+        portal.share, "POST", "s", session=owner.approver, route={"id": config.id},
+        form={"csrf": owner.approver.csrf_token, "tenant_id": stranger.id},
+    )  # fmt: skip
+    assert not_admin.status_code == 403
     assert repository().get(owner.id, config.id).shared_with == (partner.id,)
 
 
