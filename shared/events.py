@@ -132,15 +132,18 @@ class VisitEvent:
 
 def event_id(event: VisitEvent) -> str:
     """Deterministic id from (visit, role, kind, occurredAt, source): duplicates collapse."""
-    material = "\x1f".join(
-        (event.visit_key, event.role.value, event.kind.value, _iso(event.occurred_at), event.source.value)
-    )
+    moment = _iso(event.occurred_at, "milliseconds")
+    material = "\x1f".join((event.visit_key, event.role.value, event.kind.value, moment, event.source.value))
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def _iso(moment: datetime) -> str:
-    """Microseconds, not milliseconds: a join and a leave in the same millisecond must stay ordered."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _iso(moment: datetime, timespec: str = "microseconds") -> str:
+    """``occurredAt`` keeps microseconds: a join and a leave in the same millisecond must stay ordered.
+
+    The id hashes milliseconds, as it always has, so messages queued by an earlier release keep
+    their ids (and their done-marks) through an upgrade; a join and a leave differ by kind anyway.
+    """
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _required_text(data: Mapping[str, Any], key: str) -> str:

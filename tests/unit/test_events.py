@@ -67,6 +67,21 @@ def test_a_join_and_a_leave_in_the_same_millisecond_keep_their_order_through_the
     assert sorted(parsed, key=lambda e: e.occurred_at) == [joined, left]
 
 
+# Queued by the release before occurredAt kept microseconds: it must still be accepted, with the same id.
+OLD_MESSAGE = (
+    '{"v":1,"id":"b15103e091052f8a9af05be37f46c62e","configurationId":"cfg1","geography":"emea",'
+    '"visitKey":"' + "v" * 64 + '","kind":"disconnected","role":"patient","participant":"Patient/456",'
+    '"csn":"1853","appointment":null,"encounter":null,"occurredAt":"2026-11-25T15:00:01.250Z","source":"graph"}'
+)
+
+
+def test_a_message_queued_by_the_previous_release_keeps_its_id() -> None:
+    parsed = VisitEvent.from_json(OLD_MESSAGE)
+    assert parsed.id == "b15103e091052f8a9af05be37f46c62e"
+    same_fact_now = event(kind=EventKind.DISCONNECTED, occurred_at=WHEN + timedelta(microseconds=999))
+    assert same_fact_now.id == parsed.id  # so its done-mark still stops a second write
+
+
 def test_same_fact_has_same_id_whatever_the_context_or_time_zone() -> None:
     a = event()
     b = event(participant=None, csn=None, occurred_at=WHEN.astimezone(timezone(timedelta(hours=-5))))
@@ -76,7 +91,7 @@ def test_same_fact_has_same_id_whatever_the_context_or_time_zone() -> None:
 @pytest.mark.parametrize(
     "change",
     [{"kind": EventKind.DISCONNECTED}, {"role": Role.PROVIDER}, {"source": Source.LAUNCH},
-     {"occurred_at": WHEN + timedelta(microseconds=1)}, {"visit_key": "w" * 64}],
+     {"occurred_at": WHEN + timedelta(milliseconds=1)}, {"visit_key": "w" * 64}],
 )  # fmt: skip
 def test_different_facts_have_different_ids(change: dict[str, object]) -> None:
     assert event(**change).id != event().id
