@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -49,11 +50,12 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableTransactionError, UpdateMode
 
-from shared.errors import BadRequest, Conflict, Forbidden, NotFound, StoredDataError
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound, StorageUnavailable, StoredDataError
 from shared.settings import Geography
 from shared.storage import StorageAccount, storage_errors, utcnow
 from shared.urls import normalise_base_url
 
+logger = logging.getLogger("connector.configurations")
 TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
 SHARES_TABLE = "ConfigurationShares"
@@ -416,7 +418,7 @@ class ConfigurationRepository:
             raise
         if url_changed:
             self._release(previous.fhir_base_url, previous.tenant_id, previous.id)
-        self._forget_shares(updated.id, set(previous.shared_with) - set(updated.shared_with))
+        self._forget_shares(updated.tenant_id, updated.id, set(previous.shared_with) - set(updated.shared_with))
         return replace(updated, etag=metadata.get("etag"))
 
     def delete(self, config: Configuration, *, etag: str | None = None) -> None:
@@ -440,12 +442,31 @@ class ConfigurationRepository:
                     code="edit_conflict",
                 ) from None
         self._release(config.fhir_base_url, config.tenant_id, config.id)
-        self._forget_shares(config.id, set(config.shared_with))
+        self._forget_shares(config.tenant_id, config.id, set(config.shared_with))
 
-    def _forget_shares(self, configuration_id: str, tenants: set[str]) -> None:
-        with storage_errors(self._account.name):
-            for tenant in tenants:
-                self._shares().delete_entity(tenant, configuration_id)  # a missing row is ignored
+    def _forget_shares(self, owner_tenant_id: str, configuration_id: str, tenants: set[str]) -> None:
+        """Delete withdrawn shares' index rows, after the configuration no longer lists them.
+
+        Best effort: a row left behind grants nothing, since readers check the configuration.
+        If another admin re-shared a tenant meanwhile, its row is put back, so a configuration
+        that lists a tenant never stays without the row its admins need to find it.
+        """
+        if not tenants:
+            return
+        try:
+            with storage_errors(self._account.name):
+                for tenant in tenants:
+                    self._shares().delete_entity(tenant, configuration_id)  # a missing row is ignored
+                try:
+                    current = self.get(owner_tenant_id, configuration_id)
+                except NotFound:
+                    return
+                for tenant in tenants & set(current.shared_with):
+                    self._shares().upsert_entity(
+                        {"PartitionKey": tenant, "RowKey": configuration_id, "OwnerTenantId": owner_tenant_id}
+                    )
+        except StorageUnavailable:
+            logger.warning("Share index rows of configuration %s were not cleaned up", configuration_id)
 
     def _reserve(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
         partition = url_key(fhir_base_url)

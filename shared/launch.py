@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -363,7 +363,7 @@ class LaunchService:
         user, carry = await self._blocking(
             lambda: self._sign_in().complete_with_carry(auth_response, browser_binding=browser_binding)
         )
-        pending = PendingLaunch.from_json(carry["launch"])
+        pending = await self._current(PendingLaunch.from_json(carry["launch"]))
         context = LaunchContext.from_json(carry["context"])
         if user.tenant_id.lower() not in pending.signin_tenants:
             raise WrongTenant()
@@ -381,6 +381,21 @@ class LaunchService:
         visit = await self._open_visit(pending, key, context.visit_context(provider=context.user))
         primary = carry.get("primary")
         return await self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
+
+    async def _current(self, pending: PendingLaunch) -> PendingLaunch:
+        """The launch against its configuration as it is now, before a sign-in is stored for good.
+
+        Minutes may pass on the Microsoft sign-in page: meanwhile the configuration may have been
+        deleted, sent back to approval, or stopped being shared with the clinician's tenant.
+        """
+        config = await self._blocking(
+            self._configurations.find_for_launch, pending.configuration_id, pending.fhir_base_url
+        )
+        if config is None:
+            raise TenantConfigNotFound()
+        if not config.is_approved:
+            raise ConfigurationPending()
+        return replace(pending, tenant_id=config.tenant_id, shared_with=config.shared_with)
 
     async def _provider_meeting(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -169,6 +169,7 @@ class IntegrationRecords:
     backend_scopes: str
     records: tuple[IntegrationRecord, ...] = field(default_factory=tuple)
     signing_algorithm: str = "RS384"
+    shared_view: bool = False  # read by another tenant's admin: the owner's staff are not named
 
     def as_text(self) -> str:
         """The plain-text export (``records.txt``): every value on its own labelled line."""
@@ -182,7 +183,8 @@ class IntegrationRecords:
             f"Configuration id: {c.id}",
         ]
         if c.approved_at is not None:
-            lines.append(f"Approved by {c.approved_by} at {c.approved_at:%Y-%m-%d %H:%M} UTC")
+            by = "" if self.shared_view else f" by {c.approved_by}"
+            lines.append(f"Approved{by} at {c.approved_at:%Y-%m-%d %H:%M} UTC")
         for record in self.records:
             lines += [
                 "",
@@ -513,7 +515,8 @@ class PortalService:
     def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:
         config = self.get_viewable(user, configuration_id)
         algorithm = signing_keys_from(self.settings.signing_keys.reveal()).active.algorithm
-        return integration_records(config, self.settings.public_base_url, signing_algorithm=algorithm)
+        records = integration_records(config, self.settings.public_base_url, signing_algorithm=algorithm)
+        return replace(records, shared_view=config.tenant_id != user.tenant_id)
 
 
 def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:

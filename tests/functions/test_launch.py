@@ -311,6 +311,57 @@ async def test_after_sharing_stops_that_tenants_clinicians_must_sign_in_again_an
     assert world.graph.calls == []
 
 
+async def test_sharing_stopped_while_the_clinician_is_on_the_sign_in_page_refuses_them(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share_with(world, FABRIKAM)
+    finish = world.sign_in.complete_with_carry
+
+    def stop_sharing_first(*args: Any, **kwargs: Any) -> Any:
+        share_with(world)  # the owning admin presses Stop sharing meanwhile
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(world.sign_in, "complete_with_carry", stop_sharing_first)
+    response = await world.provider(csn="5101", microsoft=DR_FABRIKAM)
+    assert response.status_code == 403 and "Wrong Microsoft 365 account" in html(response)
+    assert world.graph.calls == []
+    assert (
+        UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
+            Geography.EMEA, world.config.id, "Practitioner/eDoc1"
+        )
+        is None
+    )  # nothing stored for good
+
+
+async def test_a_configuration_deleted_while_the_clinician_signs_in_stores_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finish = world.sign_in.complete_with_carry
+
+    def delete_first(*args: Any, **kwargs: Any) -> Any:
+        del world.configurations.configs[world.config.id]
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(world.sign_in, "complete_with_carry", delete_first)
+    response = await world.provider(csn="5102")
+    assert response.status_code == 404 and "Tenant config not found" in html(response)
+    assert world.graph.calls == []
+
+
+async def test_a_patient_is_not_put_in_a_meeting_of_a_tenant_no_longer_shared_with(world: World) -> None:
+    share_with(world, FABRIKAM)
+    await world.provider("eDocG", csn="5201", microsoft=DR_FABRIKAM)  # Dr Garcia signed in while shared
+    world.ehr.resources["Appointment/eA52"] = {
+        "participant": [{"type": [{"coding": [{"code": "PPRF"}]}], "actor": {"reference": "Practitioner/eDocG"}}]
+    }
+    share_with(world)
+    world.graph.calls.clear()
+    response = await world.patient(csn="5202", fields={"appointment": "eA52"})
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith(f"{world.settings.public_base_url}/api/visits/")  # waiting
+    assert world.graph.calls == []  # no meeting organized by Garcia in Fabrikam's tenant
+
+
 async def test_patient_signed_in_on_the_provider_launch_is_refused(world: World) -> None:
     login = Login(claims={"sub": "eP1", "fhirUser": f"{FHIR}/Patient/eP1"}, fields={"encounter": "e"})
     response = await world.authorize_and_return(await world.launch("provider"), login)

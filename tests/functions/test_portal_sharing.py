@@ -80,6 +80,15 @@ def test_sharing_lets_the_partners_admins_see_the_configuration_and_its_records(
     owner_page = text(call(portal.configuration, "GET", "c", session=owner.admin, route={"id": config.id}))
     assert f"<code>{partner.id}</code>" in owner_page and "Stop sharing" in owner_page
 
+    # The owning organization's staff are not named to another organization.
+    assert config.approver_upn in owner_page and str(config.approved_by) in text(
+        call(portal.records_text, "GET", "r.txt", session=owner.admin, route={"id": config.id})
+    )
+    for shown in (page, text(records), text(plain)):
+        for name in (config.approver_upn, str(config.approved_by)):
+            assert name not in shown
+    assert f"by {config.updated_by} on" not in page  # (the header names the signed-in partner admin, who shares a UPN)
+
 
 def test_the_partner_can_read_but_never_change_the_owners_configuration(
     tenants: tuple[Tenant, Tenant, Tenant],
@@ -98,6 +107,12 @@ def test_the_partner_can_read_but_never_change_the_owners_configuration(
     assert delete.status_code == 404
     assert share(partner, config.id, stranger.id).status_code == 404  # re-sharing is the owner's call
     assert unshare(partner, config.id, partner.id).status_code == 404
+    for handler, path in (
+        (portal.approve, "approve"), (portal.start_ehr_signin, "ehr-signin"), (portal.confirm_delete, "delete"),
+    ):  # fmt: skip
+        response = call(handler, "POST" if path != "delete" else "GET", path, session=partner.admin,
+                        route={"id": config.id}, form={"csrf": partner.admin.csrf_token})  # fmt: skip
+        assert response.status_code == 404, path
     assert repository().get(owner.id, config.id) == config  # nothing changed
 
 
@@ -119,6 +134,17 @@ def test_non_admins_of_the_partner_and_strangers_see_nothing_and_forged_csrf_sha
         form={"csrf": owner.approver.csrf_token, "tenant_id": stranger.id},
     )  # fmt: skip
     assert not_admin.status_code == 403
+    not_admin_unshare = call(
+        portal.unshare, "POST", "u", session=owner.approver, route={"id": config.id, "tenant": partner.id},
+        form={"csrf": owner.approver.csrf_token},
+    )  # fmt: skip
+    assert not_admin_unshare.status_code == 403
+    for csrf in ("", "forged"):
+        forged = call(
+            portal.unshare, "POST", "u", session=owner.admin, route={"id": config.id, "tenant": partner.id},
+            form={"csrf": csrf},
+        )  # fmt: skip
+        assert forged.status_code == 403
     assert repository().get(owner.id, config.id).shared_with == (partner.id,)
 
 
@@ -183,6 +209,14 @@ def test_an_index_row_the_configuration_does_not_confirm_is_ignored(tenants: tup
     assert repository().list_shared_with(partner.id) == []
     response = call(portal.configuration, "GET", "c", session=partner.admin, route={"id": config.id})
     assert response.status_code == 404
+
+
+def test_a_late_index_delete_racing_a_reshare_is_repaired(tenants: tuple[Tenant, Tenant, Tenant]) -> None:
+    """Admin 1 stops sharing; admin 2 shares again before admin 1's index-row delete lands."""
+    owner, partner, _ = tenants
+    config = shared_config(owner, partner)  # admin 2's share: the configuration lists the partner again
+    repository()._forget_shares(owner.id, config.id, {partner.id})  # admin 1's late delete
+    assert [c.id for c in repository().list_shared_with(partner.id)] == [config.id]
 
 
 def test_deleting_a_shared_configuration_removes_it_for_the_partner(tenants: tuple[Tenant, Tenant, Tenant]) -> None:
