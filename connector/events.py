@@ -102,7 +102,9 @@ def writeback_events(msg: func.QueueMessage) -> None:
         try:
             asyncio.run(subscriptions().ensure(visit))
         except ConnectorError as exc:  # the upkeep timer tries again; the writeback itself is done
-            logger.warning("Could not subscribe to call events of visit %s: %s", log_id(visit.key), exc.code)
+            # Another launch's event of the same visit is subscribing right now: expected, not a fault.
+            level = logging.INFO if exc.code == "graph_subscription_exists" else logging.WARNING
+            logger.log(level, "Could not subscribe to call events of visit %s: %s", log_id(visit.key), exc.code)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)

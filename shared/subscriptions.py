@@ -50,6 +50,10 @@ class CallEventSubscriber(Protocol):
         expires_at: datetime,
     ) -> Subscription: ...
 
+    async def find_call_events_subscription(
+        self, *, join_web_url: str, notification_url: str
+    ) -> Subscription | None: ...
+
     async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription: ...
 
     async def delete_subscription(self, subscription_id: str) -> None: ...
@@ -87,17 +91,43 @@ class CallEventSubscriptions:
             return visit
         assert visit.join_web_url is not None
         target = SubscriptionTarget(visit.geography, visit.key, visit.organizer_object_id, visit.configuration_id)
-        subscription = await self._subscriber(visit.organizer_tenant_id).subscribe_call_events(
-            join_web_url=visit.join_web_url,
-            notification_url=self._base + NOTIFICATIONS_ROUTE,
-            lifecycle_url=self._base + LIFECYCLE_ROUTE,
-            client_state=self._client_states.issue(target),
-            certificate_base64=self._certificate.certificate_base64,
-            certificate_id=self._certificate.certificate_id,
-            expires_at=_expiry(visit, now),
-        )
+        subscriber = self._subscriber(visit.organizer_tenant_id)
+        try:
+            subscription = await subscriber.subscribe_call_events(
+                join_web_url=visit.join_web_url,
+                notification_url=self._base + NOTIFICATIONS_ROUTE,
+                lifecycle_url=self._base + LIFECYCLE_ROUTE,
+                client_state=self._client_states.issue(target),
+                certificate_base64=self._certificate.certificate_base64,
+                certificate_id=self._certificate.certificate_id,
+                expires_at=_expiry(visit, now),
+            )
+        except UpstreamRejected as exc:
+            if exc.code != "graph_subscription_exists":
+                raise
+            return await self._adopt(visit, subscriber, now, exc)
         logger.info("Subscribed to call events of visit %s", log_id(visit.key))
         return self._visits.update(visit, with_subscription(subscription.id, subscription.expires_at))
+
+    async def _adopt(
+        self, visit: Visit, subscriber: CallEventSubscriber, now: datetime, refused: UpstreamRejected
+    ) -> Visit:
+        """Graph already has this meeting's subscription: another worker's (recorded or about to be),
+        or one whose recording was lost to a crash. Record it rather than fail forever.
+
+        Its clientState is ours: it is derived from the visit, which never changes organizer.
+        """
+        current = self._visits.get(visit.geography, visit.key) or visit
+        if current.subscription_id and current.subscription_expires_at and current.subscription_expires_at > now:
+            return current
+        assert visit.join_web_url is not None
+        found = await subscriber.find_call_events_subscription(
+            join_web_url=visit.join_web_url, notification_url=self._base + NOTIFICATIONS_ROUTE
+        )
+        if found is None:  # still being created by a concurrent request: the upkeep timer looks again
+            raise refused
+        logger.info("Recorded the existing call-events subscription of visit %s", log_id(visit.key))
+        return self._visits.update(current, with_subscription(found.id, found.expires_at))
 
     async def reauthorize(self, target: SubscriptionTarget, subscription_id: str) -> None:
         """Answer ``reauthorizationRequired``: renew (PATCH expirationDateTime) the subscription."""

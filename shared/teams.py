@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -52,6 +52,14 @@ class Subscription:
 def call_events_resource(join_web_url: str) -> str:
     """The meetingCallEvents resource: the join URL is encoded once more, so ``%`` becomes ``%25``."""
     return f"communications/onlineMeetings(joinWebUrl='{quote(join_web_url, safe='')}')/meetingCallEvents"
+
+
+def _resource_key(resource: str) -> str:
+    """Graph may echo a resource with other percent-encoding or letter case than we sent."""
+    return unquote(unquote(resource)).lower()
+
+
+MAX_SUBSCRIPTION_PAGES = 100  # Graph pages subscriptions by 100; the organization quota is 10,000
 
 
 class TeamsClient:
@@ -131,6 +139,26 @@ class TeamsClient:
         if created is None or not created.id or created.expiration_date_time is None:
             raise UpstreamUnavailable("Microsoft Graph returned an incomplete subscription.", system=SYSTEM)
         return Subscription(id=created.id, expires_at=created.expiration_date_time)
+
+    async def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
+        """This app's live meetingCallEvents subscription of a meeting, if Graph has one (pages followed)."""
+        wanted = _resource_key(call_events_resource(join_web_url))
+        subscriptions = self._graph("beta").subscriptions
+        page = await _call(subscriptions.get(), "list_subscriptions")
+        for _ in range(MAX_SUBSCRIPTION_PAGES):
+            for found in (page.value if page else None) or []:
+                if (
+                    found.id
+                    and found.expiration_date_time
+                    and _resource_key(found.resource or "") == wanted
+                    and (found.notification_url or "") == notification_url
+                ):
+                    return Subscription(id=found.id, expires_at=found.expiration_date_time)
+            next_link = page.odata_next_link if page else None
+            if not next_link:
+                return None
+            page = await _call(subscriptions.with_url(next_link).get(), "list_subscriptions")
+        return None
 
     async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription:
         from msgraph.generated.models.subscription import Subscription as GraphSubscription
@@ -212,6 +240,10 @@ def _graph_error(exc: Any, operation: str) -> Exception:
         )
     if status == 404:
         return UpstreamRejected("Microsoft Graph could not find that resource.", system=SYSTEM, code="graph_not_found")
+    if status == 409 and operation == "subscribe":
+        return UpstreamRejected(
+            "This meeting's call events already have a subscription.", system=SYSTEM, code="graph_subscription_exists"
+        )
     if status == 401:
         return UpstreamRejected(
             "Microsoft Graph rejected the connector's credentials.", system=SYSTEM, code="graph_unauthorized"

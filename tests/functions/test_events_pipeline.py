@@ -28,13 +28,14 @@ from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
 from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
+from shared.errors import UpstreamRejected
 from shared.events import EventKind, Role, Source, VisitEvent
 from shared.notifications import ClientStates, SubscriptionTarget
 from shared.settings import Geography, Settings
 from shared.storage import Storage
 from shared.subscriptions import CallEventSubscriptions
 from shared.teams import TeamsClient
-from shared.visits import Visit, VisitContext, VisitRepository, with_meeting
+from shared.visits import Visit, VisitContext, VisitRepository, with_meeting, without_subscription
 from shared.writeback import WritebackMode
 
 pytestmark = pytest.mark.azurite
@@ -304,6 +305,37 @@ def test_provider_launch_event_subscribes_the_visits_meeting(pipeline: Pipeline)
     live = pipeline.stand_ins.graph.subscription(subscribed.subscription_id)
     assert live is not None and live.notification_url == pipeline.webhook
     assert subscribed.presence[Role.PROVIDER].state is EventKind.CONNECTED
+
+
+def test_a_subscription_graph_has_but_the_visit_lost_is_recorded_not_refused(pipeline: Pipeline) -> None:
+    """A worker crashed between Graph's 201 and recording the subscription: Graph now answers 409."""
+    visit, _ = open_visit(pipeline)
+    assert visit.subscription_id is not None
+    lost = VisitRepository(pipeline.storage).update(visit, without_subscription(visit.subscription_id))
+    assert lost.subscription_id is None
+    again = asyncio.run(pipeline.subscriptions.ensure(lost))
+    assert again.subscription_id == visit.subscription_id
+    stored = VisitRepository(pipeline.storage).get(Geography.AMERICAS, visit.key)
+    assert stored is not None and stored.subscription_id == visit.subscription_id
+
+
+def test_concurrent_subscribes_of_one_visit_end_with_one_recorded_subscription(pipeline: Pipeline) -> None:
+    visit, _ = meeting_visit(pipeline)
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            pipeline.subscriptions.ensure(visit), pipeline.subscriptions.ensure(visit), return_exceptions=True
+        )
+
+    results = asyncio.run(both())
+    winners = [r for r in results if isinstance(r, Visit)]
+    assert winners and all(w.subscription_id == winners[0].subscription_id for w in winners)
+    for loser in (r for r in results if not isinstance(r, Visit)):  # still in Graph's handshake: upkeep retries
+        assert isinstance(loser, UpstreamRejected) and loser.code == "graph_subscription_exists"
+    stored = VisitRepository(pipeline.storage).get(Geography.AMERICAS, visit.key)
+    assert stored is not None and stored.subscription_id == winners[0].subscription_id
+    live = [s for s in pipeline.stand_ins.graph.subscriptions.all() if s.meeting_id == visit.meeting_id]
+    assert [s.id for s in live] == [stored.subscription_id]
 
 
 def test_upkeep_subscribes_missing_and_deletes_finished(pipeline: Pipeline) -> None:

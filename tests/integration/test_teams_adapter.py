@@ -102,6 +102,23 @@ async def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver
     renewed = await client.renew_subscription(subscription.id, expires + timedelta(hours=1))
     assert renewed.expires_at > subscription.expires_at - timedelta(seconds=1)
 
+    again = dict(
+        join_web_url=meeting.join_web_url, notification_url=f"{receiver.url}/ok", lifecycle_url=f"{receiver.url}/l",
+        client_state="c" * 40, certificate_base64=cert.base64_der, certificate_id="cert-1", expires_at=expires,
+    )  # fmt: skip
+    with pytest.raises(UpstreamRejected) as exists:
+        await client.subscribe_call_events(**again)  # type: ignore[arg-type]
+    assert exists.value.code == "graph_subscription_exists"
+    found = await client.find_call_events_subscription(
+        join_web_url=meeting.join_web_url, notification_url=f"{receiver.url}/ok"
+    )
+    assert found is not None and found.id == subscription.id
+    assert abs((found.expires_at - renewed.expires_at).total_seconds()) < 1
+    other_url = await client.find_call_events_subscription(
+        join_web_url=meeting.join_web_url, notification_url=f"{receiver.url}/elsewhere"
+    )
+    assert other_url is None  # another deployment's subscription is not ours to adopt
+
     graph.sandbox.join_anonymous(meeting.id, "Patient")
     delivered = receiver.wait_for("/ok", 1)
     assert client_state_matches(delivered[0]["value"], "c" * 40)
