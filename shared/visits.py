@@ -13,6 +13,8 @@ launches and queue workers never lose each other's updates.
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -32,6 +34,7 @@ TABLE = "Visits"
 LIFETIME = timedelta(hours=24)
 MAX_CLAIMS = 400  # a visit sees tens of events; the cap bounds the row size (64 KiB per property)
 _ATTEMPTS = 8
+_BACKOFF = 0.005  # seconds; the 8th retry waits at most 0.64 s
 
 
 def appointment_key(*, csn: str | None, appointment: str | None, encounter: str | None) -> str:
@@ -162,7 +165,7 @@ class VisitRepository:
         account = self._storage.for_geography(visit.geography)
         table = account.table(TABLE)
         current: Visit | None = visit
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
             if current is None:
                 raise Conflict("This visit has ended. Please launch again.", code="visit_gone")
             changed = change(current)
@@ -179,6 +182,8 @@ class VisitRepository:
                     )
                     return replace(changed, etag=metadata.get("etag"))
                 except (ResourceModifiedError, ResourceNotFoundError):
+                    # Jittered back-off: writers that collided should not collide again on the next round.
+                    time.sleep(random.uniform(0, _BACKOFF * 2**attempt))  # noqa: S311 - not security
                     current = self.get(visit.geography, visit.key)
         raise Conflict("The visit is changing too quickly; please try again.", code="visit_contention")
 
