@@ -89,23 +89,26 @@ class CallEventSubscriptions:
             return visit
         if visit.subscription_id and visit.subscription_expires_at and visit.subscription_expires_at > now:
             return visit
-        assert visit.join_web_url is not None
-        target = SubscriptionTarget(visit.geography, visit.key, visit.organizer_object_id, visit.configuration_id)
         subscriber = self._subscriber(visit.organizer_tenant_id)
         try:
-            subscription = await subscriber.subscribe_call_events(
-                join_web_url=visit.join_web_url,
-                notification_url=self._base + NOTIFICATIONS_ROUTE,
-                lifecycle_url=self._base + LIFECYCLE_ROUTE,
-                client_state=self._client_states.issue(target),
-                certificate_base64=self._certificate.certificate_base64,
-                certificate_id=self._certificate.certificate_id,
-                expires_at=_expiry(visit, now),
-            )
+            return await self._subscribe(visit, subscriber, now)
         except UpstreamRejected as exc:
             if exc.code != "graph_subscription_exists":
                 raise
             return await self._adopt(visit, subscriber, now, exc)
+
+    async def _subscribe(self, visit: Visit, subscriber: CallEventSubscriber, now: datetime) -> Visit:
+        assert visit.join_web_url and visit.organizer_object_id
+        target = SubscriptionTarget(visit.geography, visit.key, visit.organizer_object_id, visit.configuration_id)
+        subscription = await subscriber.subscribe_call_events(
+            join_web_url=visit.join_web_url,
+            notification_url=self._base + NOTIFICATIONS_ROUTE,
+            lifecycle_url=self._base + LIFECYCLE_ROUTE,
+            client_state=self._client_states.issue(target),
+            certificate_base64=self._certificate.certificate_base64,
+            certificate_id=self._certificate.certificate_id,
+            expires_at=_expiry(visit, now),
+        )
         logger.info("Subscribed to call events of visit %s", log_id(visit.key))
         return self._visits.update(visit, with_subscription(subscription.id, subscription.expires_at))
 
@@ -115,7 +118,8 @@ class CallEventSubscriptions:
         """Graph already has this meeting's subscription: another worker's (recorded or about to be),
         or one whose recording was lost to a crash. Record it rather than fail forever.
 
-        Its clientState is ours: it is derived from the visit, which never changes organizer.
+        Its clientState is ours: it is derived from the visit, which never changes organizer. One
+        encrypted for a certificate we no longer hold is replaced.
         """
         current = self._visits.get(visit.geography, visit.key) or visit
         if current.subscription_id and current.subscription_expires_at and current.subscription_expires_at > now:
@@ -124,8 +128,14 @@ class CallEventSubscriptions:
         found = await subscriber.find_call_events_subscription(
             join_web_url=visit.join_web_url, notification_url=self._base + NOTIFICATIONS_ROUTE
         )
-        if found is None:  # still being created by a concurrent request: the upkeep timer looks again
+        if found is None:
+            # Being created by a concurrent request, or another deployment of this app registration holds
+            # the meeting (Graph allows one subscription per resource and app): the upkeep timer looks again.
             raise refused
+        if found.certificate_id is not None and found.certificate_id != self._certificate.certificate_id:
+            logger.info("Replacing the call-events subscription of visit %s (old certificate)", log_id(visit.key))
+            await subscriber.delete_subscription(found.id)
+            return await self._subscribe(current, subscriber, now)
         logger.info("Recorded the existing call-events subscription of visit %s", log_id(visit.key))
         return self._visits.update(current, with_subscription(found.id, found.expires_at))
 

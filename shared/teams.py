@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
@@ -47,6 +47,7 @@ class Meeting:
 class Subscription:
     id: str
     expires_at: datetime
+    certificate_id: str | None = None  # the encryption certificate Graph encrypts its notifications with
 
 
 def call_events_resource(join_web_url: str) -> str:
@@ -143,20 +144,22 @@ class TeamsClient:
     async def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
         """This app's live meetingCallEvents subscription of a meeting, if Graph has one (pages followed)."""
         wanted = _resource_key(call_events_resource(join_web_url))
+        now = datetime.now(UTC)
         subscriptions = self._graph("beta").subscriptions
         page = await _call(subscriptions.get(), "list_subscriptions")
-        for _ in range(MAX_SUBSCRIPTION_PAGES):
+        for pages_read in range(1, MAX_SUBSCRIPTION_PAGES + 1):
             for found in (page.value if page else None) or []:
                 if (
                     found.id
                     and found.expiration_date_time
+                    and found.expiration_date_time > now
                     and _resource_key(found.resource or "") == wanted
                     and (found.notification_url or "") == notification_url
                 ):
-                    return Subscription(id=found.id, expires_at=found.expiration_date_time)
+                    return Subscription(found.id, found.expiration_date_time, found.encryption_certificate_id)
             next_link = page.odata_next_link if page else None
-            if not next_link:
-                return None
+            if not next_link or pages_read == MAX_SUBSCRIPTION_PAGES:
+                break
             page = await _call(subscriptions.with_url(next_link).get(), "list_subscriptions")
         return None
 

@@ -34,7 +34,8 @@ TABLE = "Visits"
 LIFETIME = timedelta(hours=24)
 MAX_CLAIMS = 400  # a visit sees tens of events; the cap bounds the row size (64 KiB per property)
 _ATTEMPTS = 8
-_BACKOFF = 0.005  # seconds; the 8th retry waits at most 0.64 s
+_BACKOFF = 0.005  # seconds, doubling per retry up to _MAX_BACKOFF: at most 0.23 s in all
+_MAX_BACKOFF = 0.05
 
 
 def appointment_key(*, csn: str | None, appointment: str | None, encounter: str | None) -> str:
@@ -182,8 +183,11 @@ class VisitRepository:
                     )
                     return replace(changed, etag=metadata.get("etag"))
                 except (ResourceModifiedError, ResourceNotFoundError):
-                    # Jittered back-off: writers that collided should not collide again on the next round.
-                    time.sleep(random.uniform(0, _BACKOFF * 2**attempt))  # noqa: S311 - not security
+                    if attempt + 1 == _ATTEMPTS:
+                        break
+                    # Jittered back-off, so writers that collided do not collide again at once; short,
+                    # as async callers (subscription upkeep) run this on their event loop.
+                    time.sleep(random.uniform(0, min(_MAX_BACKOFF, _BACKOFF * 2**attempt)))  # noqa: S311
                     current = self.get(visit.geography, visit.key)
         raise Conflict("The visit is changing too quickly; please try again.", code="visit_contention")
 

@@ -236,7 +236,11 @@ def _own_subscription(request: Request, caller: Caller) -> Subscription:
 async def list_subscriptions(request: Request) -> Response:
     caller = _caller(request, MEETING_READ_ROLES)
     graph = _graph(request)
-    mine = [s for s in graph.subscriptions.all() if s.app_id == caller.app_id and not s.expired]
+    mine = [  # an app-only caller sees its own subscriptions in the token's tenant
+        s
+        for s in graph.subscriptions.all()
+        if s.app_id == caller.app_id and s.tenant_id == caller.tenant_id and not s.expired
+    ]
     values = [{k: v for k, v in s.to_json(graph.config.root).items() if k != "@odata.context"} for s in mine]
     return _json(200, {"@odata.context": f"{graph.config.root}/beta/$metadata#subscriptions", "value": values}, request)
 

@@ -319,6 +319,22 @@ def test_a_subscription_graph_has_but_the_visit_lost_is_recorded_not_refused(pip
     assert stored is not None and stored.subscription_id == visit.subscription_id
 
 
+def test_an_unrecorded_subscription_encrypted_for_a_retired_certificate_is_replaced(pipeline: Pipeline) -> None:
+    graph = pipeline.stand_ins.graph
+    visit, _ = open_visit(pipeline)
+    assert visit.subscription_id is not None
+    old = graph.subscription(visit.subscription_id)
+    assert old is not None
+    current_certificate = old.encryption_certificate_id
+    old.encryption_certificate_id = "retired-certificate"  # subscribed before a certificate rotation
+    lost = VisitRepository(pipeline.storage).update(visit, without_subscription(visit.subscription_id))
+    again = asyncio.run(pipeline.subscriptions.ensure(lost))
+    assert again.subscription_id not in (None, visit.subscription_id)
+    assert graph.subscription(visit.subscription_id) is None  # the old one was deleted
+    replacement = graph.subscription(str(again.subscription_id))
+    assert replacement is not None and replacement.encryption_certificate_id == current_certificate
+
+
 def test_concurrent_subscribes_of_one_visit_end_with_one_recorded_subscription(pipeline: Pipeline) -> None:
     visit, _ = meeting_visit(pipeline)
 

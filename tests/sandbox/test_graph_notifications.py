@@ -67,6 +67,9 @@ def test_handshake_echoes_the_url_decoded_token(graph: RunningGraph, receiver: R
     assert fetched.json()["notificationUrl"] == f"{receiver.url}/ok?code=abc"
     listed = http.get(f"{graph.url}/beta/subscriptions", headers=graph.headers()).json()["value"]
     assert created["id"] in [s["id"] for s in listed]
+    fabrikam = graph.tokens.app_token(tid=FABRIKAM.id, iss=f"https://sts.windows.net/{FABRIKAM.id}/")
+    elsewhere = http.get(f"{graph.url}/beta/subscriptions", headers=graph.headers(fabrikam)).json()["value"]
+    assert created["id"] not in [s["id"] for s in elsewhere]  # the list is the calling tenant's
 
 
 @pytest.mark.parametrize(
