@@ -49,7 +49,7 @@ from shared.configurations import (
     Vendor,
     WritebackMode,
 )
-from shared.errors import BadRequest, Conflict, Forbidden
+from shared.errors import BadRequest, Conflict, Forbidden, SignInRequired
 from shared.identifiers import random_token
 from shared.portal import (
     FIELDS,
@@ -133,10 +133,11 @@ def portal_url(path: str = "", **query: str) -> str:
     return f"/api/portal{path}" + (f"?{suffix}" if suffix else "")
 
 
-def _signed_in(req: func.HttpRequest) -> PortalSession | func.HttpResponse:
+def _signed_in(req: func.HttpRequest) -> PortalSession:
+    """The request's portal session; without one, the page answers with a redirect to sign in."""
     session = current_session(req)
     if session is None:
-        return redirect(portal_url(notice="signin-required"))
+        raise SignInRequired(portal_url(notice="signin-required"))
     return session
 
 
@@ -274,8 +275,6 @@ def _blank_row() -> dict[str, str]:
 @page
 def new_configurations(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     require_admin(session.user)
     return _new_form(session, [_blank_row()])
 
@@ -284,8 +283,6 @@ def new_configurations(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     require_admin(session.user)
     form = _csrf_form(req, session)
     try:
@@ -331,8 +328,6 @@ def _new_form(
 @page
 def configuration(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     config = service().get_viewable(session.user, req.route_params.get("id", ""))
     return _detail(session, config, notice=NOTICES.get(req.params.get("notice", "")))
 
@@ -374,8 +369,6 @@ def _detail(
 @page
 def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     require_admin(session.user)
     form = _csrf_form(req, session)
     svc = service()
@@ -403,8 +396,6 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     require_admin(session.user)
     config = service().get_visible(session.user, req.route_params.get("id", ""))
     return _page("portal/delete.html", session, title="Delete configuration", config=config)
@@ -414,8 +405,6 @@ def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     require_admin(session.user)
     form = _csrf_form(req, session)
     if form.get("confirm") != "yes":
@@ -434,8 +423,6 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def share(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     require_admin(session.user)
     form = _csrf_form(req, session)
     svc = service()
@@ -453,8 +440,6 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def unshare(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     require_admin(session.user)
     _csrf_form(req, session)
     config = service().unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
@@ -483,8 +468,6 @@ def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str)
 @page
 def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     _csrf_form(req, session)
     try:
         location = service().start_ehr_signin(session, req.route_params.get("id", ""))
@@ -497,8 +480,6 @@ def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     query = {key: req.params.get(key, "") for key in ("state", "code", "error")}
     try:
         config = service().complete_ehr_signin(session, query)
@@ -511,8 +492,6 @@ def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def approve(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     _csrf_form(req, session)
     config = service().approve(session.user, req.route_params.get("id", ""))
     return redirect(portal_url(f"/configurations/{config.id}", notice="approved"))
@@ -525,8 +504,6 @@ def approve(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def records(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     svc = service()
     config = svc.get_viewable(session.user, req.route_params.get("id", ""))
     if not config.is_approved:
@@ -539,8 +516,6 @@ def records(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def records_text(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    if isinstance(session, func.HttpResponse):
-        return session
     records = service().records(session.user, req.route_params.get("id", ""))
     filename = f"integration-records-{records.configuration.environment.value}-{records.configuration.id}.txt"
     return func.HttpResponse(

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared.errors import BadRequest, ConfigurationError, ConnectorError
+from shared.errors import BadRequest, ConfigurationError, ConnectorError, SignInRequired
 
 logger = logging.getLogger("connector")
 
@@ -177,6 +177,8 @@ def _classify(exc: BaseException, correlation: str) -> tuple[int, str, str, str 
 def error_response(exc: BaseException, correlation: str, *, html: bool) -> func.HttpResponse:
     status, code, message, hint = _classify(exc, correlation)
     title = _TITLES.get(status, "Error")
+    if html and isinstance(exc, SignInRequired):
+        return redirect(exc.signin_url)
     if html:
         return error_page(status, title, message=message, correlation=correlation, hint=hint)
     return problem(status, title, code=code, correlation=correlation, detail=message)

@@ -9,6 +9,7 @@ each class to one HTTP status and one user-facing message in a single place
     ├── BadRequest                  malformed or oversized input from a caller
     │   └── UnsafeUrl               a user-supplied URL we refuse to fetch
     ├── Unauthenticated             no or expired session / sign-in
+    │   └── SignInRequired          a page needs a portal session: browsers are sent to sign in
     ├── Forbidden                   signed in, but not allowed
     ├── NotFound                    no such thing (or not yours to see)
     ├── Conflict                    concurrent edit lost an etag race, duplicate entry
@@ -64,6 +65,16 @@ class UnsafeUrl(BadRequest):
 class Unauthenticated(ConnectorError):
     status = 401
     code = "unauthenticated"
+
+
+class SignInRequired(Unauthenticated):
+    """A portal page was asked for without a session; pages answer with a redirect to ``signin_url``."""
+
+    code = "signin_required"
+
+    def __init__(self, signin_url: str) -> None:
+        super().__init__("Please sign in to continue.")
+        self.signin_url = signin_url
 
 
 class Forbidden(ConnectorError):

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -93,9 +94,21 @@ def test_without_a_session_the_portal_offers_microsoft_sign_in(env: dict[str, st
     assert 'href="/api/portal/signin"' in text(response)
 
 
-def test_pages_behind_sign_in_redirect_to_the_portal(tenant: Tenant) -> None:
-    response = call(portal.new_configurations, "GET", "portal/configurations/new")
-    assert response.status_code == 303 and response.headers["Location"].startswith("/api/portal")
+@pytest.mark.parametrize(
+    ("handler", "method"),
+    [
+        (portal.new_configurations, "GET"), (portal.create_configurations, "POST"), (portal.configuration, "GET"),
+        (portal.update_configuration, "POST"), (portal.confirm_delete, "GET"), (portal.delete_configuration, "POST"),
+        (portal.share, "POST"), (portal.unshare, "POST"), (portal.start_ehr_signin, "POST"),
+        (portal.ehr_callback, "GET"), (portal.approve, "POST"), (portal.records, "GET"), (portal.records_text, "GET"),
+    ],
+)  # fmt: skip
+def test_pages_behind_sign_in_redirect_to_the_portal(tenant: Tenant, handler: Any, method: str) -> None:
+    config = approved_in_storage(tenant)
+    response = call(handler, method, "x", route={"id": config.id, "tenant": tenant.id}, form={"confirm": "yes"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/api/portal?notice=signin-required"
+    assert repository().get(tenant.id, config.id) == config  # nothing changed
 
 
 def test_signout_deletes_the_session_and_clears_the_cookie(tenant: Tenant) -> None:
