@@ -431,8 +431,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
         config = svc.share(session.user, req.route_params.get("id", ""), tenant_id)
     except (BadRequest, Conflict) as exc:
         current = svc.get_visible(session.user, req.route_params.get("id", ""))
-        status = 409 if isinstance(exc, Conflict) else 400
-        return _detail(session, current, status=status, share_error=exc.message, share_value=tenant_id[:64])
+        return _detail(session, current, status=exc.status, share_error=exc.message, share_value=tenant_id[:64])
     return redirect(portal_url(f"/configurations/{config.id}", notice="shared"))
 
 

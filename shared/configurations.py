@@ -234,13 +234,13 @@ def approved(config: Configuration, *, upn: str, oid: str, now: datetime) -> Con
     return replace(config, status=Status.APPROVED, approved_by=upn.lower(), approved_at=now)
 
 
-_TENANT_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # lower case
 
 
 def shared(config: Configuration, tenant_id: str, *, allowed_tenants: frozenset[str]) -> Configuration:
     """Share an approved configuration with another tenant that may sign in to this deployment."""
     tenant = tenant_id.strip().lower()
-    if not _TENANT_RE.match(tenant):
+    if not _GUID_RE.match(tenant):
         raise BadRequest(
             "A tenant id looks like 00000000-0000-0000-0000-000000000000 "
             "(Microsoft Entra admin center → Overview → Tenant ID)."
@@ -276,11 +276,9 @@ def url_key(fhir_base_url: str) -> str:
 
 # --- storage ------------------------------------------------------------------------------
 
-_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
 
 def is_configuration_id(value: str) -> bool:
-    return bool(_ID_RE.match(value))
+    return bool(_GUID_RE.match(value))
 
 
 class ConfigurationRepository:
