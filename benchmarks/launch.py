@@ -155,9 +155,9 @@ class Launcher:
 
 def unavoidable_round_trips(world: LaunchWorld) -> dict[str, float]:
     """Median time of each round trip a launch cannot avoid, measured directly."""
-    from shared.entra import AppOnlyCredentials
-    from shared.storage import Storage
-    from shared.teams import TeamsClient
+    from shared.microsoft.app_credentials import AppOnlyCredentials
+    from shared.microsoft.teams import TeamsClient
+    from shared.storage.accounts import Storage
 
     token_url = world.ehr.config.token_url
     storage = Storage(world.settings)

@@ -37,8 +37,8 @@ from sandbox.entra.signing import graph_validation_token
 from sandbox.graph.crypto import EncryptionCertificate, encrypt_content
 from sandbox.local_settings import local_values
 from sandbox.writeback_load import WritebackLoad
-from shared.notifications import ClientStates, NotificationCertificate, SubscriptionTarget
-from shared.settings import Geography
+from shared.kernel.settings import Geography
+from shared.microsoft.notifications import ClientStates, NotificationCertificate, SubscriptionTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_OPERATIONS = ("get_entity", "create_entity", "update_entity", "upsert_entity", "query_entities", "delete_entity")

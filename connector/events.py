@@ -19,13 +19,13 @@ import azure.functions as func
 
 from connector.events_wiring import decoder, subscriptions, worker
 from connector.web import api
-from shared.errors import ConnectorError
-from shared.identifiers import log_id
-from shared.notifications import SubscriptionTarget, parse_body
-from shared.storage import get_storage
+from shared.kernel.errors import ConnectorError
+from shared.kernel.identifiers import log_id
+from shared.microsoft.notifications import SubscriptionTarget, parse_body
+from shared.storage.accounts import get_storage
 
 bp = func.Blueprint()
-logger = logging.getLogger("connector.events")
+logger = logging.getLogger(__name__)
 
 QUEUE = "%WRITEBACK_QUEUE_NAME%"
 LIFECYCLE_BUDGET = 2.5  # seconds; Graph allows 3 per delivery

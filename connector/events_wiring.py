@@ -8,8 +8,12 @@ from typing import TypeVar
 
 import httpx
 
-from shared.backend_services import BackendServices
-from shared.notifications import (
+from shared.configurations.model import WritebackMode
+from shared.ehr.backend_services import BackendServices
+from shared.ehr.epic_writeback import EpicConnectionStatus
+from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
+from shared.kernel.settings import Settings, get_settings
+from shared.microsoft.notifications import (
     ClientStates,
     JwksCache,
     NotificationCertificate,
@@ -17,13 +21,9 @@ from shared.notifications import (
     ValidationTokens,
     notification_certificates,
 )
-from shared.settings import Settings, get_settings
-from shared.storage import Storage, get_storage
-from shared.subscriptions import CallEventSubscriber, CallEventSubscriptions
-from shared.visits import VisitRepository
-from shared.writeback import WritebackMode
-from shared.writeback.epic import EpicConnectionStatus
-from shared.writeback.fhir import FhirAuditEvents, NoWriteback
+from shared.storage.accounts import Storage, get_storage
+from shared.visits.repository import VisitRepository
+from shared.visits.subscriptions import CallEventSubscriber, CallEventSubscriptions
 from shared.writeback.targets import ConfigurationTargets
 from shared.writeback.worker import FailureLog, WritebackWorker
 
@@ -78,7 +78,7 @@ def build_decoder(settings: Settings) -> NotificationDecoder:
 
 
 def build_worker(settings: Settings, storage: Storage) -> WritebackWorker:
-    from shared.smart import get_smart_client
+    from shared.ehr.smart import get_smart_client
 
     http = httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False)
     backend = BackendServices(get_smart_client())
@@ -96,8 +96,8 @@ def build_worker(settings: Settings, storage: Storage) -> WritebackWorker:
 
 
 def build_subscriptions(settings: Settings, storage: Storage) -> CallEventSubscriptions:
-    from shared.entra import AppOnlyCredentials
-    from shared.teams import TeamsClient
+    from shared.microsoft.app_credentials import AppOnlyCredentials
+    from shared.microsoft.teams import TeamsClient
 
     credentials = AppOnlyCredentials(
         settings.entra_authority_host, settings.entra_client_id, settings.entra_client_secret.reveal()

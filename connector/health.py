@@ -5,8 +5,8 @@ from __future__ import annotations
 import azure.functions as func
 
 from connector.web import api, json_response
-from shared.errors import ConnectorError
-from shared.storage import get_storage
+from shared.kernel.errors import ConnectorError
+from shared.storage.accounts import get_storage
 
 bp = func.Blueprint()
 

@@ -35,12 +35,19 @@ from connector.web import (
     render,
     sign_in_binding_cookie,
 )
-from shared.auth_state import AuthStateStore
-from shared.configurations import ConfigurationRepository
-from shared.entra import AppOnlyCredentials, EntraSignIn, id_token_validator, msal_app
-from shared.errors import BadRequest, ConnectorError, StateError, UpstreamError, UpstreamRejected, UpstreamThrottled
-from shared.events import Role
-from shared.launch import (
+from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.launch_params import LaunchKind, parse_authorization_response, parse_launch
+from shared.ehr.smart import get_smart_client
+from shared.kernel.errors import (
+    BadRequest,
+    ConnectorError,
+    StateError,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamThrottled,
+)
+from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.launch.service import (
     SIGNIN_STATE_KIND,
     ConfigurationPending,
     JoinMeeting,
@@ -52,13 +59,14 @@ from shared.launch import (
     WaitForClinician,
     WrongTenant,
 )
-from shared.launch_params import LaunchKind, parse_authorization_response, parse_launch
-from shared.settings import LOCAL_HOSTS, Settings, get_settings
-from shared.smart import get_smart_client
-from shared.storage import get_storage
-from shared.teams import ACCESS_POLICY_HELP, TeamsClient
-from shared.user_map import UserMapRepository
-from shared.visits import VisitRepository
+from shared.launch.user_map import UserMapRepository
+from shared.microsoft.app_credentials import AppOnlyCredentials
+from shared.microsoft.entra import EntraSignIn, id_token_validator, msal_app
+from shared.microsoft.teams import ACCESS_POLICY_HELP, TeamsClient
+from shared.storage.accounts import get_storage
+from shared.storage.state import AuthStateStore
+from shared.visits.events import Role
+from shared.visits.repository import VisitRepository
 
 bp = func.Blueprint()
 

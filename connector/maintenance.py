@@ -7,13 +7,15 @@ import logging
 import azure.functions as func
 from azure.core.exceptions import HttpResponseError
 
-from shared import auth_state, sessions, visits
-from shared.errors import ConnectorError
-from shared.storage import get_storage
-from shared.sweep import sweep_expired
+from shared.kernel.errors import ConnectorError
+from shared.portal import sessions
+from shared.storage import state as auth_state
+from shared.storage.accounts import get_storage
+from shared.storage.sweep import sweep_expired
+from shared.visits import repository as visits
 
 bp = func.Blueprint()
-logger = logging.getLogger("connector.maintenance")
+logger = logging.getLogger(__name__)
 
 # Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account.
 APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE)

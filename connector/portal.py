@@ -40,18 +40,14 @@ from connector.web import (
     render,
     sign_in_binding_cookie,
 )
-from shared import entra
-from shared.auth_state import AuthStateStore
-from shared.configurations import (
-    Configuration,
-    ConfigurationRepository,
-    Environment,
-    Vendor,
-    WritebackMode,
-)
-from shared.errors import BadRequest, Conflict, Forbidden, SignInRequired
-from shared.identifiers import random_token
-from shared.portal import (
+from shared.configurations.model import Configuration, Environment, Vendor, WritebackMode
+from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.smart import get_smart_client, reset_smart_client
+from shared.kernel.errors import BadRequest, Conflict, Forbidden, SignInRequired
+from shared.kernel.identifiers import random_token
+from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.microsoft import entra
+from shared.portal.service import (
     FIELDS,
     EhrSignInFailed,
     FormErrors,
@@ -61,10 +57,9 @@ from shared.portal import (
     describe,
     require_admin,
 )
-from shared.sessions import SESSION_LIFETIME, PortalSession, SessionStore
-from shared.settings import LOCAL_HOSTS, Settings, get_settings
-from shared.smart import get_smart_client, reset_smart_client
-from shared.storage import get_storage
+from shared.portal.sessions import SESSION_LIFETIME, PortalSession, SessionStore
+from shared.storage.accounts import get_storage
+from shared.storage.state import AuthStateStore
 
 bp = func.Blueprint()
 ANON = func.AuthLevel.ANONYMOUS

@@ -22,7 +22,7 @@ from typing import Any
 
 import azure.functions as func
 
-logger = logging.getLogger("connector.telemetry")
+logger = logging.getLogger(__name__)
 
 CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 

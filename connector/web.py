@@ -25,9 +25,9 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared.errors import BadRequest, ConfigurationError, ConnectorError, SignInRequired
+from shared.kernel.errors import BadRequest, ConfigurationError, ConnectorError, SignInRequired
 
-logger = logging.getLogger("connector")
+logger = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "x-correlation-id"
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9-]{8,64}$")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import azure.functions as func
 
 from connector.web import api, json_response
-from shared.keys import signing_keys_from
-from shared.settings import get_settings
+from shared.jose.keys import signing_keys_from
+from shared.kernel.settings import get_settings
 
 bp = func.Blueprint()
 

@@ -30,7 +30,7 @@ from sandbox.host.config import read_local_settings
 from sandbox.local_settings import local_values, write_local_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-logger = logging.getLogger("sandbox.demo")
+logger = logging.getLogger(__name__)
 
 
 class DemoError(Exception):

@@ -31,21 +31,22 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
 from sandbox.host import LocalHost
 from sandbox.server import ServerThread, free_port
-from shared.configurations import (
+from shared.configurations.model import (
     Configuration,
     ConfigurationInput,
-    ConfigurationRepository,
     Environment,
     Vendor,
+    WritebackMode,
     approved,
     new_configuration,
     with_ehr_signin,
 )
-from shared.events import EventKind, Role, Source, VisitEvent
-from shared.settings import Geography, Settings
-from shared.storage import Storage
-from shared.visits import VisitContext, VisitRepository
-from shared.writeback import WritebackMode
+from shared.configurations.repository import ConfigurationRepository
+from shared.kernel.settings import Geography, Settings
+from shared.storage.accounts import Storage
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.model import VisitContext
+from shared.visits.repository import VisitRepository
 
 CLIENT_ID = "load-backend"
 
@@ -250,9 +251,9 @@ class WritebackLoad:
 def reset_process_singletons() -> None:
     """Settings, storage and clients are per process: rebuild them from the host's settings."""
     from connector import events_wiring
-    from shared.settings import reset_settings_cache
-    from shared.smart import reset_smart_client
-    from shared.storage import reset_storage
+    from shared.ehr.smart import reset_smart_client
+    from shared.kernel.settings import reset_settings_cache
+    from shared.storage.accounts import reset_storage
 
     reset_settings_cache()
     reset_storage()

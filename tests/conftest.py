@@ -12,8 +12,8 @@ from playwright.sync_api import Browser
 
 from sandbox import azurite
 from sandbox.local_settings import local_values
-from shared.settings import Settings, reset_settings_cache
-from shared.storage import Storage, reset_storage
+from shared.kernel.settings import Settings, reset_settings_cache
+from shared.storage.accounts import Storage, reset_storage
 from tests.support.browser import chromium
 
 

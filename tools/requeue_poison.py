@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.storage import StorageAccount
+from shared.storage.accounts import StorageAccount
 
 BATCH = 32
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.settings:
         for key, value in json.loads(args.settings.read_text())["Values"].items():
             os.environ.setdefault(key, value)
-    from shared.settings import get_settings
-    from shared.storage import get_storage
+    from shared.kernel.settings import get_settings
+    from shared.storage.accounts import get_storage
 
     settings = get_settings()
     queue_name = args.queue or settings.writeback_queue_name

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("sandbox.host")
+logger = logging.getLogger(__name__)
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?$")
 _SETTING_REFERENCE = re.compile(r"%([^%]+)%")

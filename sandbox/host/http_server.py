@@ -30,7 +30,7 @@ from sandbox.host.index import IndexedFunction
 from sandbox.host.invocation import Invoker
 from sandbox.host.keys import HostKeys
 
-logger = logging.getLogger("sandbox.host")
+logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BODY = 100 * 1024 * 1024
 KEY_HEADER = "x-functions-key"

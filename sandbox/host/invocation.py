@@ -21,7 +21,7 @@ from azure.functions._abc import RetryContext, TraceContext
 from sandbox.host.index import IndexedFunction
 from sandbox.host.storage import QueueClients, encode, message_bodies
 
-logger = logging.getLogger("sandbox.host")
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

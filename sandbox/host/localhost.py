@@ -23,7 +23,7 @@ from sandbox.host.storage import QueueClients
 from sandbox.host.timers import TimerRunner
 from sandbox.server import ServerThread
 
-logger = logging.getLogger("sandbox.host")
+logger = logging.getLogger(__name__)
 
 
 def _app_directory(app: func.FunctionRegister | ModuleType | str) -> Path:

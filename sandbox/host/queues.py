@@ -30,7 +30,7 @@ from sandbox.host.index import IndexedFunction
 from sandbox.host.invocation import Invoker
 from sandbox.host.storage import QueueClients, UndecodableMessage, decode
 
-logger = logging.getLogger("sandbox.host")
+logger = logging.getLogger(__name__)
 
 PROCESSING_VISIBILITY = timedelta(minutes=10)
 MIN_POLLING = 0.1

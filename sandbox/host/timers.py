@@ -15,7 +15,7 @@ from sandbox.host.index import IndexedFunction
 from sandbox.host.invocation import Invoker
 from sandbox.host.ncrontab import Schedule, ScheduleError
 
-logger = logging.getLogger("sandbox.host")
+logger = logging.getLogger(__name__)
 
 # An invocation starting later than this after its scheduled time is reported as past due.
 PAST_DUE_TOLERANCE = timedelta(seconds=1)

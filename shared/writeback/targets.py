@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from shared.errors import NotFound
-from shared.storage import StorageAccount, storage_errors
-from shared.writeback import WritebackMode, WritebackTarget
+from shared.configurations.model import WritebackMode
+from shared.kernel.errors import NotFound
+from shared.storage.accounts import StorageAccount, storage_errors
+from shared.writeback.model import WritebackTarget
 
 TABLE = "Configurations"
 CACHE_SECONDS = 300.0

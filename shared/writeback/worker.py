@@ -31,24 +31,26 @@ from typing import Protocol
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.errors import ConnectorError, NotFound, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
-from shared.events import EventKind, InvalidEvent, Role, Source, VisitEvent
-from shared.identifiers import log_id
-from shared.settings import Geography
-from shared.storage import StorageAccount, storage_errors
-from shared.visits import (
+from shared.configurations.model import WritebackMode
+from shared.kernel.errors import (
     AlreadyWritten,
     ClaimedElsewhere,
-    Visit,
-    VisitRepository,
-    claim_writeback,
-    mark_written,
-    release_claim,
-    with_presence,
+    ConnectorError,
+    InvalidEvent,
+    NotFound,
+    UpstreamRejected,
+    UpstreamThrottled,
+    UpstreamUnavailable,
 )
-from shared.writeback import WritebackAdapter, WritebackMode, WritebackTarget, Written
+from shared.kernel.identifiers import log_id
+from shared.kernel.settings import Geography
+from shared.storage.accounts import StorageAccount, storage_errors
+from shared.visits.events import Role, Source, VisitEvent
+from shared.visits.model import Visit, claim_writeback, mark_written, release_claim, with_presence
+from shared.visits.repository import VisitRepository
+from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
 
-logger = logging.getLogger("shared.writeback")
+logger = logging.getLogger(__name__)
 
 FAILURES_TABLE = "WritebackFailures"
 
@@ -230,4 +232,3 @@ def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
     )
 
 
-__all__ = ["ClaimHeld", "EventKind", "FailureLog", "Outcome", "RetryPolicy", "TargetResolver", "WritebackWorker"]

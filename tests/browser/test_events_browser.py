@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from shared.settings import Geography
-from shared.storage import Storage
-from shared.visits import Visit, VisitRepository
+from shared.kernel.settings import Geography
+from shared.storage.accounts import Storage
+from shared.visits.model import Visit
+from shared.visits.repository import VisitRepository
 from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from shared.events import EventKind, Role
-from shared.storage import Storage
-from shared.visits import VisitRepository, with_presence
+from shared.storage.accounts import Storage
+from shared.visits.events import EventKind, Role
+from shared.visits.model import with_presence
+from shared.visits.repository import VisitRepository
 from tests.browser.conftest import TIMEOUT_MS
 from tests.support.launch_world import (
     LEE,

@@ -10,9 +10,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
 
 from sandbox.seed import FABRIKAM
-from shared import configurations as cfg
-from shared.configurations import ConfigurationRepository
-from shared.storage import Storage
+from shared.configurations import model as cfg
+from shared.configurations.repository import ConfigurationRepository
+from shared.storage.accounts import Storage
 from tests.browser.conftest import TIMEOUT_MS
 from tests.browser.test_launch_browser import begin_virtual_visit, provider_page, sign_in_once
 from tests.support.launch_world import LaunchWorld

@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import azure.functions as func
 
 from connector import portal
-from shared.entra import GLOBAL_ADMINISTRATOR, PortalIdentity
-from shared.sessions import PortalSession, SessionStore
-from shared.storage import get_storage
+from shared.microsoft.entra import GLOBAL_ADMINISTRATOR, PortalIdentity
+from shared.portal.sessions import PortalSession, SessionStore
+from shared.storage.accounts import get_storage
 
 
 @dataclass(frozen=True)

@@ -28,15 +28,16 @@ from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
 from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
-from shared.errors import UpstreamRejected
-from shared.events import EventKind, Role, Source, VisitEvent
-from shared.notifications import ClientStates, SubscriptionTarget
-from shared.settings import Geography, Settings
-from shared.storage import Storage
-from shared.subscriptions import CallEventSubscriptions
-from shared.teams import TeamsClient
-from shared.visits import Visit, VisitContext, VisitRepository, with_meeting, without_subscription
-from shared.writeback import WritebackMode
+from shared.configurations.model import WritebackMode
+from shared.kernel.errors import UpstreamRejected
+from shared.kernel.settings import Geography, Settings
+from shared.microsoft.notifications import ClientStates, SubscriptionTarget
+from shared.microsoft.teams import TeamsClient
+from shared.storage.accounts import Storage
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.model import Visit, VisitContext, with_meeting, without_subscription
+from shared.visits.repository import VisitRepository
+from shared.visits.subscriptions import CallEventSubscriptions
 
 pytestmark = pytest.mark.azurite
 

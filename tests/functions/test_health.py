@@ -9,8 +9,8 @@ import pytest
 
 from connector.health import health, ready
 from sandbox import azurite
-from shared.settings import reset_settings_cache
-from shared.storage import reset_storage
+from shared.kernel.settings import reset_settings_cache
+from shared.storage.accounts import reset_storage
 
 
 def get(route: str) -> func.HttpRequest:

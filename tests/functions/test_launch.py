@@ -24,15 +24,15 @@ from connector.launch import (
     visit_page,
     visit_presence,
 )
-from shared.auth_state import AuthStateStore
-from shared.entra import PortalIdentity
-from shared.events import EventKind, Role, Source, VisitEvent
-from shared.identifiers import random_token
-from shared.launch import LaunchService
-from shared.settings import Geography, Settings
-from shared.storage import Storage
-from shared.user_map import UserMapRepository
-from shared.visits import VisitRepository
+from shared.kernel.identifiers import random_token
+from shared.kernel.settings import Geography, Settings
+from shared.launch.service import LaunchService
+from shared.launch.user_map import UserMapRepository
+from shared.microsoft.entra import PortalIdentity
+from shared.storage.accounts import Storage
+from shared.storage.state import AuthStateStore
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.repository import VisitRepository
 from tests.support.launch_fakes import (
     Config,
     Configurations,

@@ -10,12 +10,12 @@ from azure.functions.timer import TimerRequest
 
 from connector import maintenance
 from connector.maintenance import sweep_expired_state
-from shared.auth_state import AuthStateStore
-from shared.errors import StorageUnavailable
-from shared.settings import Geography
-from shared.storage import StorageAccount, get_storage
-from shared.sweep import SweepResult, sweep_expired
-from shared.visits import TABLE as VISITS
+from shared.kernel.errors import StorageUnavailable
+from shared.kernel.settings import Geography
+from shared.storage.accounts import StorageAccount, get_storage
+from shared.storage.state import AuthStateStore
+from shared.storage.sweep import SweepResult, sweep_expired
+from shared.visits.repository import TABLE as VISITS
 
 pytestmark = pytest.mark.azurite
 

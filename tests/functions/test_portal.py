@@ -16,11 +16,12 @@ import httpx
 import pytest
 
 from connector import portal, wellknown
-from shared import configurations as cfg
-from shared.configurations import Configuration, ConfigurationRepository, Status
-from shared.keys import signing_keys_from
-from shared.portal import to_input
-from shared.storage import get_storage
+from shared.configurations import model as cfg
+from shared.configurations.model import Configuration, Status
+from shared.configurations.repository import ConfigurationRepository
+from shared.jose.keys import signing_keys_from
+from shared.portal.service import to_input
+from shared.storage.accounts import get_storage
 from tests.functions.portal_support import (
     Tenant,
     call,
@@ -312,8 +313,8 @@ def test_approval_needs_the_same_account_oid_that_signed_in_to_the_ehr(tenant: T
     """A second account with the approver's user name (say, recreated after the EHR sign-in) cannot approve."""
     import uuid
 
-    from shared.entra import PortalIdentity
-    from shared.sessions import SessionStore
+    from shared.microsoft.entra import PortalIdentity
+    from shared.portal.sessions import SessionStore
 
     [config_id] = create(tenant, f"{ehr.base}/oid/api/FHIR/R4")
     callback(tenant, ehr_signin(tenant, config_id))
@@ -532,7 +533,7 @@ def test_records_name_the_signing_algorithm_of_the_configured_key(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from shared.settings import reset_settings_cache
+    from shared.kernel.settings import reset_settings_cache
 
     config = approved_in_storage(tenant)
     pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(

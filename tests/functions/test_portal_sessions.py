@@ -8,9 +8,9 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from connector.maintenance import sweep_expired_state
-from shared.entra import PortalIdentity
-from shared.sessions import PARTITION, TABLE, SessionStore, _row_key
-from shared.storage import get_storage
+from shared.microsoft.entra import PortalIdentity
+from shared.portal.sessions import PARTITION, TABLE, SessionStore, _row_key
+from shared.storage.accounts import get_storage
 
 pytestmark = pytest.mark.azurite
 USER = PortalIdentity(tenant_id="t", object_id="o", upn="u@contoso.example", name="U", roles=("Connector.Admin",))

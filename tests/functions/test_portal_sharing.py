@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import pytest
 
 from connector import portal
-from shared import configurations as cfg
-from shared.configurations import SHARES_TABLE, Configuration, ConfigurationRepository
-from shared.settings import reset_settings_cache
-from shared.storage import get_storage
+from shared.configurations import model as cfg
+from shared.configurations.model import Configuration
+from shared.configurations.repository import SHARES_TABLE, ConfigurationRepository
+from shared.kernel.settings import reset_settings_cache
+from shared.storage.accounts import get_storage
 from tests.functions.portal_support import Tenant, call, configuration_form, new_tenant, text
 from tests.functions.test_portal import approved_in_storage
 

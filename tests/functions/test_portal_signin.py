@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from connector import portal
-from shared import entra
-from shared.settings import get_settings
+from shared.kernel.settings import get_settings
+from shared.microsoft import entra
 from tests.functions.portal_support import call, text
 
 pytestmark = pytest.mark.azurite
@@ -215,7 +215,7 @@ def test_outside_localhost_the_session_cookie_is_secure(
     fake_entra: FakeEntra, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.contoso.example")
-    from shared.settings import reset_settings_cache
+    from shared.kernel.settings import reset_settings_cache
 
     reset_settings_cache()
     query = start(fake_entra)

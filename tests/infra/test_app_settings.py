@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from shared.settings import (
+from shared.kernel.settings import (
     APP_STORAGE_SETTING,
     HOST_KEYS,
     SETTING_KEYS,

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import configurations as cfg
-from shared.configurations import ConfigurationInput, ConfigurationRepository, Environment, Vendor, WritebackMode
-from shared.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
-from shared.settings import Geography
-from shared.storage import Storage
+from shared.configurations import model as cfg
+from shared.configurations import repository as configuration_store
+from shared.configurations.model import ConfigurationInput, Environment, Vendor, WritebackMode
+from shared.configurations.repository import ConfigurationRepository
+from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
+from shared.kernel.settings import Geography
+from shared.storage.accounts import Storage
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -71,7 +73,7 @@ def test_a_failure_after_deleting_the_row_leaves_nothing_launchable_and_the_url_
     assert all(c.id != config.id for c in repository.list_for_tenant(tenant))
 
     # The orphaned URL guard is reclaimed once it is past the grace for in-flight submissions.
-    monkeypatch.setattr(cfg, "RESERVATION_GRACE", timedelta(0))
+    monkeypatch.setattr(configuration_store, "RESERVATION_GRACE", timedelta(0))
     again = repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
     assert repository.find_for_launch(again.id, url) is not None
     assert repository.find_for_launch(config.id, url) is None
@@ -92,7 +94,7 @@ def test_a_guard_of_an_existing_configuration_is_never_reclaimed(
 ) -> None:
     url = f"https://ehr-{unique}.example.org/api/FHIR/R4"
     first = repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
-    monkeypatch.setattr(cfg, "RESERVATION_GRACE", timedelta(0))
+    monkeypatch.setattr(configuration_store, "RESERVATION_GRACE", timedelta(0))
     with pytest.raises(Conflict):
         repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
     assert repository.find_for_launch(first.id, url) is not None

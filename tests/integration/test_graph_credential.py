@@ -12,9 +12,9 @@ import pytest
 
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from shared.entra import AppOnlyCredential, AppOnlyCredentials
-from shared.errors import UpstreamRejected, UpstreamUnavailable
-from shared.teams import TeamsClient
+from shared.kernel.errors import UpstreamRejected, UpstreamUnavailable
+from shared.microsoft.app_credentials import AppOnlyCredential, AppOnlyCredentials
+from shared.microsoft.teams import TeamsClient
 
 SMITH = "b0000000-0000-4000-8000-000000000001"
 

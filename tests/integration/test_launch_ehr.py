@@ -18,17 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sandbox.ehr.config import RegisteredClient
 from sandbox.local_settings import private_key_pem
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from shared.auth_state import AuthStateStore
-from shared.errors import StateError, UpstreamRejected
-from shared.keys import SigningKeys
-from shared.launch import LaunchService, WaitForClinician
-from shared.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
-from shared.settings import Settings
-from shared.smart import SmartClient
-from shared.storage import Storage
-from shared.urls import OutboundPolicy, SafeHttp
-from shared.user_map import UserMapRepository
-from shared.visits import VisitRepository
+from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
+from shared.ehr.smart import SmartClient
+from shared.http.outbound import OutboundPolicy, SafeHttp
+from shared.jose.keys import SigningKeys
+from shared.kernel.errors import StateError, UpstreamRejected
+from shared.kernel.settings import Settings
+from shared.launch.service import LaunchService, WaitForClinician
+from shared.launch.user_map import UserMapRepository
+from shared.storage.accounts import Storage
+from shared.storage.state import AuthStateStore
+from shared.visits.repository import VisitRepository
 from tests.support.launch_fakes import Config, Configurations, FakeSignIn, Graph
 
 pytestmark = pytest.mark.azurite
@@ -181,7 +181,7 @@ async def test_state_is_single_use_and_a_replayed_code_is_refused(stand_ins: Run
 async def test_long_authorization_requests_are_posted_and_the_ehr_accepts_them(  # type: ignore[no-untyped-def]
     stand_ins: RunningStandIns, service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared import smart
+    from shared.ehr import smart
 
     assert (
         "authorize-post"

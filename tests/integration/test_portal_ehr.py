@@ -11,9 +11,10 @@ import pytest
 from connector import portal
 from sandbox.ehr import EhrConfig, RegisteredClient, create_app
 from sandbox.server import ServerThread, free_port
-from shared.configurations import ConfigurationRepository, Status
-from shared.keys import signing_keys_from
-from shared.storage import get_storage
+from shared.configurations.model import Status
+from shared.configurations.repository import ConfigurationRepository
+from shared.jose.keys import signing_keys_from
+from shared.storage.accounts import get_storage
 from tests.functions.portal_support import Tenant, call, configuration_form, new_tenant, text
 from tests.sandbox.entra_browser import parse_forms
 

@@ -12,8 +12,8 @@ from connector import portal
 from sandbox.entra import RunningEntra, start_entra
 from sandbox.seed import CONTOSO, FABRIKAM
 from sandbox.tls import TlsFiles, ensure_tls, trust_env
-from shared.settings import reset_settings_cache
-from shared.storage import reset_storage
+from shared.kernel.settings import reset_settings_cache
+from shared.storage.accounts import reset_storage
 from tests.functions.portal_support import call, text
 from tests.sandbox.entra_browser import authorization_response, choose_account
 

@@ -14,7 +14,7 @@ from azure.core.credentials import AccessToken
 
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from shared.teams import TeamsClient
+from shared.microsoft.teams import TeamsClient
 
 SMITH = "b0000000-0000-4000-8000-000000000001"
 

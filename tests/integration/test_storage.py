@@ -10,13 +10,13 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
 
 from sandbox import azurite
-from shared.auth_state import AuthStateStore
-from shared.errors import BadRequest, StateError, StorageUnavailable
-from shared.settings import Geography, Secret, Settings, StorageConnection
-from shared.storage import Storage, StorageAccount
-from shared.sweep import sweep_expired
-from shared.user_map import TABLE as USER_MAP_TABLE
-from shared.user_map import UserMapRepository
+from shared.kernel.errors import BadRequest, StateError, StorageUnavailable
+from shared.kernel.settings import Geography, Secret, Settings, StorageConnection
+from shared.launch.user_map import TABLE as USER_MAP_TABLE
+from shared.launch.user_map import UserMapRepository
+from shared.storage.accounts import Storage, StorageAccount
+from shared.storage.state import AuthStateStore
+from shared.storage.sweep import sweep_expired
 
 pytestmark = pytest.mark.azurite
 

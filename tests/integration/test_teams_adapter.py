@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken
 
-from shared.errors import UpstreamRejected
-from shared.events import client_state_matches
-from shared.teams import TeamsClient, call_events_resource
+from shared.kernel.errors import UpstreamRejected
+from shared.microsoft.call_events import client_state_matches
+from shared.microsoft.teams import TeamsClient, call_events_resource
 from tests.sandbox.graph_support import (  # noqa: F401 - fixtures
     LEE,
     NOPOLICY,

@@ -8,16 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.events import EventKind, Role
-from shared.settings import Geography
-from shared.storage import Storage
-from shared.sweep import sweep_expired
-from shared.visits import (
-    TABLE,
-    AlreadyWritten,
-    ClaimedElsewhere,
+from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere
+from shared.kernel.settings import Geography
+from shared.storage.accounts import Storage
+from shared.storage.sweep import sweep_expired
+from shared.visits.events import EventKind, Role
+from shared.visits.model import (
     VisitContext,
-    VisitRepository,
     appointment_key,
     claim_writeback,
     mark_written,
@@ -26,6 +23,7 @@ from shared.visits import (
     with_meeting,
     with_presence,
 )
+from shared.visits.repository import TABLE, VisitRepository
 
 pytestmark = pytest.mark.azurite
 T0 = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)

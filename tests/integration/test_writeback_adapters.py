@@ -9,15 +9,16 @@ import httpx
 import pytest
 
 from sandbox.ehr import EhrSandbox
-from shared.backend_services import BackendServices
-from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
-from shared.events import EventKind, Role, Source, VisitEvent
-from shared.smart import SmartClient
-from shared.urls import OutboundPolicy, SafeHttp
-from shared.writeback import WritebackMode, WritebackTarget, Written
-from shared.writeback.audit_event import EVENT_TAG_SYSTEM
-from shared.writeback.epic import EpicConnectionStatus
-from shared.writeback.fhir import FhirAuditEvents
+from shared.configurations.model import WritebackMode
+from shared.ehr.audit_event import EVENT_TAG_SYSTEM
+from shared.ehr.backend_services import BackendServices
+from shared.ehr.epic_writeback import EpicConnectionStatus
+from shared.ehr.fhir_writeback import FhirAuditEvents
+from shared.ehr.smart import SmartClient
+from shared.http.outbound import OutboundPolicy, SafeHttp
+from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.writeback.model import WritebackTarget, Written
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys, assertion
 

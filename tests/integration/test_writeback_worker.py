@@ -11,15 +11,17 @@ import httpx
 import pytest
 
 from sandbox.ehr import EhrSandbox
-from shared.backend_services import BackendServices
-from shared.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
-from shared.events import EventKind, Role, Source, VisitEvent
-from shared.settings import Geography
-from shared.storage import Storage
-from shared.visits import Visit, VisitContext, VisitRepository
-from shared.writeback import WritebackMode, WritebackTarget
-from shared.writeback.epic import EpicConnectionStatus
-from shared.writeback.fhir import FhirAuditEvents, NoWriteback
+from shared.configurations.model import WritebackMode
+from shared.ehr.backend_services import BackendServices
+from shared.ehr.epic_writeback import EpicConnectionStatus
+from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
+from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.settings import Geography
+from shared.storage.accounts import Storage
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.model import Visit, VisitContext
+from shared.visits.repository import VisitRepository
+from shared.writeback.model import WritebackTarget
 from shared.writeback.worker import FAILURES_TABLE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
 from tests.integration.test_writeback_adapters import smart_client
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
@@ -241,7 +243,7 @@ def test_mode_none_updates_presence_only_and_ignores_older_facts(
 def test_a_stale_claim_of_a_crashed_worker_can_be_taken_over(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
-    from shared.visits import claim_writeback
+    from shared.visits.model import claim_writeback
 
     visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
     event = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 40)

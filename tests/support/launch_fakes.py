@@ -16,13 +16,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from shared.entra import PortalIdentity
-from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
-from shared.id_tokens import InvalidIdToken
-from shared.identifiers import random_token
-from shared.launch import EhrSignInRejected
-from shared.settings import Geography
-from shared.teams import ACCESS_POLICY_HELP, Meeting
+from shared.kernel.errors import InvalidIdToken, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.identifiers import random_token
+from shared.kernel.settings import Geography
+from shared.launch.service import EhrSignInRejected
+from shared.microsoft.entra import PortalIdentity
+from shared.microsoft.teams import ACCESS_POLICY_HELP, Meeting
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ class FakeSignIn:
     def complete_with_carry(
         self, auth_response: Mapping[str, str], *, browser_binding: str | None
     ) -> tuple[PortalIdentity, dict[str, Any]]:
-        from shared.errors import StateError
+        from shared.kernel.errors import StateError
 
         entry = self.pending.pop(auth_response.get("state", ""), None)
         if entry is None:

@@ -28,18 +28,19 @@ from sandbox.local_settings import local_values
 from sandbox.seed import CONTOSO, FABRIKAM
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from shared.configurations import (
+from shared.configurations.model import (
     Configuration,
     ConfigurationInput,
-    ConfigurationRepository,
     Environment,
     Status,
     Vendor,
     WritebackMode,
     new_configuration,
 )
-from shared.settings import Geography, Settings
-from shared.storage import Storage, utcnow
+from shared.configurations.repository import ConfigurationRepository
+from shared.kernel.clock import utcnow
+from shared.kernel.settings import Geography, Settings
+from shared.storage.accounts import Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_CONTEXT = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
@@ -200,9 +201,10 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
 def _reset_process_singletons() -> None:
     """The host imports the app into this process: forget settings and clients built by earlier tests."""
     from connector import events_wiring, launch
-    from shared import entra, smart
-    from shared.settings import reset_settings_cache
-    from shared.storage import reset_storage
+    from shared.ehr import smart
+    from shared.kernel.settings import reset_settings_cache
+    from shared.microsoft import entra
+    from shared.storage.accounts import reset_storage
 
     reset_settings_cache()
     reset_storage()

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
-from shared.events import EventKind, Role, Source, VisitEvent
-from shared.upstream import error_for_response, error_for_transport, retry_after_seconds
-from shared.writeback.audit_event import EVENT_TAG_SYSTEM, build_audit_event, if_none_exist
+from shared.ehr.audit_event import EVENT_TAG_SYSTEM, build_audit_event, if_none_exist
+from shared.http.upstream import error_for_response, error_for_transport, retry_after_seconds
+from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.visits.events import EventKind, Role, Source, VisitEvent
 
 
 def event(kind: EventKind = EventKind.CONNECTED, role: Role = Role.PATIENT, **extra: str) -> VisitEvent:

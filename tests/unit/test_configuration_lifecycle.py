@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import configurations as cfg
-from shared.configurations import ConfigurationInput, Environment, Status, Vendor, WritebackMode
-from shared.errors import BadRequest, Conflict, Forbidden, NotFound
-from shared.settings import Geography
+from shared.configurations import model as cfg
+from shared.configurations.model import ConfigurationInput, Environment, Status, Vendor, WritebackMode
+from shared.kernel.errors import BadRequest, Conflict, Forbidden, NotFound
+from shared.kernel.settings import Geography
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TENANT = "11111111-1111-4111-8111-111111111111"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.entra import identity_from_claims
-from shared.errors import Unauthenticated
+from shared.kernel.errors import Unauthenticated
+from shared.microsoft.entra import identity_from_claims
 
 BASE = {"tid": "11111111-1111-4111-8111-111111111111", "oid": "a0000000-0000-4000-8000-000000000002"}
 

@@ -15,18 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import padding as asymmetric_padd
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from shared.errors import BadRequest
-from shared.events import (
-    EncryptedContent,
-    EventKind,
-    InvalidEvent,
-    Role,
-    Source,
-    VisitEvent,
-    client_state_matches,
-    decrypt_resource,
-    participant_changes,
-)
+from shared.kernel.errors import BadRequest, InvalidEvent
+from shared.microsoft.call_events import client_state_matches, participant_changes
+from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
+from shared.visits.events import EventKind, Role, Source, VisitEvent
 
 ORGANIZER = "b0000000-0000-4000-8000-000000000001"
 WHEN = datetime(2026, 11, 25, 15, 0, 1, 250000, tzinfo=UTC)

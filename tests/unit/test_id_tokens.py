@@ -10,7 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from shared.id_tokens import InvalidIdToken, JwksCache, validate_id_token
+from shared.jose.id_tokens import validate_id_token
+from shared.jose.jwks import JwksCache
+from shared.kernel.errors import InvalidIdToken
 
 KEY = rsa.generate_private_key(65537, 2048)
 OTHER = rsa.generate_private_key(65537, 2048)

@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sandbox.local_settings import private_key_pem
-from shared.errors import ConfigurationError
-from shared.keys import SigningKeys, jwk_thumbprint
+from shared.jose.keys import SigningKeys, jwk_thumbprint
+from shared.kernel.errors import ConfigurationError
 
 
 def test_rfc7638_thumbprint_matches_the_rfc_example() -> None:

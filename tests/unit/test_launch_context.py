@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import BadRequest, Forbidden
-from shared.launch_context import LaunchContext, NoAppointment, launch_context, primary_performer, user_reference
+from shared.ehr.launch_context import LaunchContext, NoAppointment, launch_context, primary_performer, user_reference
+from shared.kernel.errors import BadRequest, Forbidden
 
 EPIC_FIELDS = {
     "access_token": "x",

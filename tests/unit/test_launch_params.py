@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.launch_params import InvalidLaunch, parse_authorization_response, parse_launch
+from shared.ehr.launch_params import InvalidLaunch, parse_authorization_response, parse_launch
 
 ISS = "https%3A%2F%2Fehr.example%2Finterconnect%2Fapi%2FFHIR%2FR4"
 

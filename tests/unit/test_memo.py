@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.memo import Memo
+from shared.kernel.memo import Memo
 
 
 def test_entries_expire_and_are_bounded() -> None:

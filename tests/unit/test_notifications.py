@@ -21,9 +21,9 @@ from starlette.routing import Route
 from sandbox.graph.crypto import EncryptionCertificate, encrypt_content
 from sandbox.local_settings import self_signed_certificate_pem
 from sandbox.server import ServerThread
-from shared.errors import BadRequest, Unauthenticated
-from shared.events import EventKind, Role, Source
-from shared.notifications import (
+from shared.kernel.errors import BadRequest, Unauthenticated
+from shared.kernel.settings import Geography
+from shared.microsoft.notifications import (
     GRAPH_NOTIFICATION_PUBLISHER,
     ClientStates,
     JwksCache,
@@ -33,7 +33,7 @@ from shared.notifications import (
     ValidationTokens,
     parse_body,
 )
-from shared.settings import Geography
+from shared.visits.events import EventKind, Role, Source
 
 CLIENT_ID = "22222222-2222-4222-8222-222222222222"
 TENANT = "11111111-1111-4111-8111-111111111111"
@@ -335,7 +335,7 @@ def test_malformed_bodies_are_bad_requests(body: bytes) -> None:
 
 
 def test_two_certificates_during_rotation_decrypt_and_the_first_is_current(jwks_url: str, signer: Signer) -> None:
-    from shared.notifications import notification_certificates
+    from shared.microsoft.notifications import notification_certificates
 
     old_pem, new_pem = self_signed_certificate_pem("old"), self_signed_certificate_pem("new")
     current, previous = notification_certificates(new_pem + old_pem)
@@ -349,7 +349,7 @@ def test_two_certificates_during_rotation_decrypt_and_the_first_is_current(jwks_
 
 
 def test_a_certificate_without_its_key_is_a_configuration_error() -> None:
-    from shared.errors import ConfigurationError
+    from shared.kernel.errors import ConfigurationError
 
     pem = self_signed_certificate_pem()
     certificate_only = pem[: pem.index("-----BEGIN " + "PRIVATE KEY-----")]

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import configurations as cfg
-from shared.configurations import ConfigurationInput, Environment, Vendor, WritebackMode
-from shared.entra import GLOBAL_ADMINISTRATOR, TEAMS_ADMINISTRATOR, PortalIdentity
-from shared.errors import NotFound
-from shared.portal import can_approve, can_edit, can_view, integration_records, parse_fields
-from shared.settings import Geography
+from shared.configurations import model as cfg
+from shared.configurations.model import ConfigurationInput, Environment, Vendor, WritebackMode
+from shared.kernel.errors import NotFound
+from shared.kernel.settings import Geography
+from shared.microsoft.entra import GLOBAL_ADMINISTRATOR, TEAMS_ADMINISTRATOR, PortalIdentity
+from shared.portal.service import can_approve, can_edit, can_view, integration_records, parse_fields
 
 TENANT = "11111111-1111-4111-8111-111111111111"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.events import EventKind, Role
-from shared.settings import Geography
-from shared.visits import Presence, Visit, VisitContext, with_presence
+from shared.kernel.settings import Geography
+from shared.visits.events import EventKind, Role
+from shared.visits.model import Presence, Visit, VisitContext, with_presence
 
 T0 = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 

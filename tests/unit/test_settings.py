@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.settings import HOST_KEYS, SETTING_KEYS, Geography, Secret, Settings
+from shared.kernel.errors import ConfigurationError
+from shared.kernel.settings import HOST_KEYS, SETTING_KEYS, Geography, Secret, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

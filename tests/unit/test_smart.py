@@ -9,11 +9,10 @@ import httpx
 import pytest
 
 from sandbox.local_settings import private_key_pem
-from shared.errors import UnsafeUrl
-from shared.id_tokens import InvalidIdToken
-from shared.keys import SigningKeys
-from shared.smart import DiscoveryError, OAuthError, Pkce, SmartClient
-from shared.urls import OutboundPolicy, SafeHttp
+from shared.ehr.smart import DiscoveryError, OAuthError, Pkce, SmartClient
+from shared.http.outbound import OutboundPolicy, SafeHttp
+from shared.jose.keys import SigningKeys
+from shared.kernel.errors import InvalidIdToken, UnsafeUrl
 from tests.support.ehr_server import running_fake_ehr
 from tests.support.fake_ehr import FakeEhr
 
@@ -169,7 +168,7 @@ def test_well_formed_metadata_still_yields_its_endpoints() -> None:
 def test_an_id_token_with_an_unparseable_issuer_is_invalid_not_a_crash() -> None:
     import jwt as pyjwt
 
-    from shared.smart import SmartConfiguration
+    from shared.ehr.smart import SmartConfiguration
 
     config = SmartConfiguration(
         fhir_base_url="https://ehr.example.org/fhir",

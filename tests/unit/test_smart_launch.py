@@ -7,9 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.errors import UpstreamRejected, UpstreamUnavailable
-from shared.smart import Pkce, SmartClient, SmartConfiguration
-from shared.urls import OutboundPolicy, SafeHttp
+from shared.ehr.smart import Pkce, SmartClient, SmartConfiguration
+from shared.http.outbound import OutboundPolicy, SafeHttp
+from shared.kernel.errors import UpstreamRejected, UpstreamUnavailable
 
 FHIR = "https://ehr.example/api/FHIR/R4"
 

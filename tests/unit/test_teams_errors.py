@@ -8,8 +8,8 @@ import pytest
 from msgraph.generated.models.o_data_errors.main_error import MainError
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
-from shared.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
-from shared.teams import _graph_error, call_events_resource
+from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.microsoft.teams import _graph_error, call_events_resource
 
 JOIN = (
     "https://teams.microsoft.com/l/meetup-join/19%3ameeting_NjE3%40thread.v2/0"

@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from sandbox.server import ServerThread
-from shared.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
-from shared.urls import OutboundPolicy, SafeHttp, check_url, check_url_syntax, normalise_base_url
+from shared.http.outbound import OutboundPolicy, SafeHttp, check_url, check_url_syntax, normalise_base_url
+from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
 
 STRICT = OutboundPolicy()
 LOCAL = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1", "localhost"}), timeout_seconds=2, max_bytes=1024)
@@ -71,7 +71,7 @@ def test_other_spellings_of_loopback_are_refused(url: str) -> None:
 
 
 def test_6to4_addresses_are_judged_by_their_embedded_ipv4_address() -> None:
-    from shared.urls import _is_public
+    from shared.http.outbound import _is_public
 
     assert not _is_public(ipaddress.ip_address("2002:a00:1::"))  # 10.0.0.1
     assert not _is_public(ipaddress.ip_address("2002:7f00:1::"))  # 127.0.0.1
@@ -80,7 +80,7 @@ def test_6to4_addresses_are_judged_by_their_embedded_ipv4_address() -> None:
 
 
 def test_teredo_addresses_are_judged_by_their_embedded_client_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import urls
+    from shared.http import outbound as urls
 
     # Whatever this Python thinks of 2001::/32 as a whole, the embedded client address decides on its own.
     monkeypatch.setattr(ipaddress.IPv6Address, "is_private", property(lambda self: False))

@@ -8,10 +8,10 @@ from datetime import timedelta
 import jwt
 import pytest
 
-from shared.errors import Forbidden
-from shared.events import Role
-from shared.settings import Geography
-from shared.visit_tokens import VisitTokens
+from shared.kernel.errors import Forbidden
+from shared.kernel.settings import Geography
+from shared.visits.events import Role
+from shared.visits.tokens import VisitTokens
 
 SECRET = "s" * 40
 

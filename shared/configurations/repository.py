@@ -1,0 +1,369 @@
+"""Configuration rows in the app's storage account, guarded by etags and transactions.
+
+Tables (app account):
+
+* ``Configurations`` — PartitionKey = Entra tenant id, RowKey = configuration id.
+* ``ConfigurationIndex`` — PartitionKey = SHA-256 of the normalised FHIR URL. Two rows per
+  configuration, written and deleted together in one transaction: RowKey = configuration id
+  (the launch's lookup: launch URL id + ``iss`` → tenant), and RowKey = ``tenant-{tid}`` (the
+  guard that makes "one FHIR URL once per tenant" hold even under concurrent submissions).
+* ``ConfigurationShares`` — PartitionKey = a tenant the configuration is shared with, RowKey =
+  configuration id: how that tenant's admins find it. The configuration's own ``SharedWith``
+  list is the truth; an index row it does not confirm (a share withdrawn or a write that
+  failed half-way) is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.configurations.model import (
+    Configuration,
+    EhrSignIn,
+    Environment,
+    Status,
+    Vendor,
+    WritebackMode,
+    is_configuration_id,
+    url_key,
+)
+from shared.http.outbound import normalise_base_url
+from shared.kernel.clock import utcnow
+from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
+from shared.kernel.settings import Geography
+from shared.storage.accounts import StorageAccount, storage_errors
+
+logger = logging.getLogger(__name__)
+TABLE = "Configurations"
+INDEX_TABLE = "ConfigurationIndex"
+SHARES_TABLE = "ConfigurationShares"
+RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
+
+
+class ConfigurationRepository:
+    def __init__(self, account: StorageAccount) -> None:
+        self._account = account
+
+    def _table(self) -> Any:
+        return self._account.table(TABLE)
+
+    def _index(self) -> Any:
+        return self._account.table(INDEX_TABLE)
+
+    def _shares(self) -> Any:
+        return self._account.table(SHARES_TABLE)
+
+    # reads
+
+    def get(self, tenant_id: str, configuration_id: str) -> Configuration:
+        """The configuration, or ``NotFound`` (also for another tenant's id: no existence leak)."""
+        if not is_configuration_id(configuration_id):
+            raise NotFound("There is no such configuration.")
+        with storage_errors(self._account.name):
+            try:
+                entity = self._table().get_entity(tenant_id.lower(), configuration_id)
+            except ResourceNotFoundError:
+                raise NotFound("There is no such configuration.") from None
+        return _from_entity(entity)
+
+    def list_for_tenant(self, tenant_id: str) -> list[Configuration]:
+        with storage_errors(self._account.name):
+            entities = self._table().query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id.lower()})
+            found = [_from_entity(e) for e in entities]
+        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+
+    def list_for_approver(self, tenant_id: str, upn: str) -> list[Configuration]:
+        with storage_errors(self._account.name):
+            entities = self._table().query_entities(
+                "PartitionKey eq @pk and ApproverUpn eq @upn", parameters={"pk": tenant_id.lower(), "upn": upn.lower()}
+            )
+            found = [_from_entity(e) for e in entities]
+        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+
+    def get_shared(self, tenant_id: str, configuration_id: str) -> Configuration:
+        """A configuration another tenant shares with ``tenant_id``, or ``NotFound``."""
+        if not is_configuration_id(configuration_id):
+            raise NotFound("There is no such configuration.")
+        with storage_errors(self._account.name):
+            try:
+                row = self._shares().get_entity(tenant_id.lower(), configuration_id)
+            except ResourceNotFoundError:
+                raise NotFound("There is no such configuration.") from None
+        config = self.get(str(row.get("OwnerTenantId", "")), configuration_id)
+        if not config.is_shared_with(tenant_id):
+            raise NotFound("There is no such configuration.")
+        return config
+
+    def list_shared_with(self, tenant_id: str) -> list[Configuration]:
+        """Configurations other tenants share with ``tenant_id`` (each confirmed by its own row)."""
+        with storage_errors(self._account.name):
+            rows = list(self._shares().query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id.lower()}))
+        found: list[Configuration] = []
+        for row in rows:
+            with suppress(NotFound):
+                config = self.get(str(row.get("OwnerTenantId", "")), row["RowKey"])
+                if config.is_shared_with(tenant_id):
+                    found.append(config)
+        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+
+    def find_for_launch(self, configuration_id: str, iss: str) -> Configuration | None:
+        """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides)."""
+        if not is_configuration_id(configuration_id):
+            return None
+        try:
+            partition, wanted = url_key(iss), normalise_base_url(iss)
+        except ValueError:  # e.g. a non-numeric port in a forged iss
+            return None
+        with storage_errors(self._account.name):
+            try:
+                row = self._index().get_entity(partition, configuration_id)
+            except ResourceNotFoundError:
+                return None
+        try:
+            config = self.get(row["TenantId"], configuration_id)
+        except NotFound:
+            return None
+        return config if config.fhir_base_url == wanted else None
+
+    # writes
+
+    def create(self, config: Configuration) -> Configuration:
+        """Store a new configuration; the same FHIR URL twice in one tenant → ``Conflict``."""
+        self._reserve(config.fhir_base_url, config.tenant_id, config.id)
+        try:
+            with storage_errors(self._account.name):
+                metadata = self._table().create_entity(_to_entity(config))
+        except Exception:
+            self._release(config.fhir_base_url, config.tenant_id, config.id)
+            raise
+        return replace(config, etag=metadata.get("etag"))
+
+    def update(self, previous: Configuration, updated: Configuration, *, etag: str) -> Configuration:
+        """Replace ``previous`` with ``updated`` if nobody changed it since ``etag`` was read.
+
+        A new share's index row is written before the configuration and a withdrawn one's deleted
+        after it, so a failure in between leaves only an index row that readers ignore.
+        """
+        url_changed = previous.fhir_base_url != updated.fhir_base_url
+        if url_changed:
+            self._reserve(updated.fhir_base_url, updated.tenant_id, updated.id)
+        for tenant in set(updated.shared_with) - set(previous.shared_with):
+            with storage_errors(self._account.name):
+                self._shares().upsert_entity(
+                    {"PartitionKey": tenant, "RowKey": updated.id, "OwnerTenantId": updated.tenant_id}
+                )
+        try:
+            with storage_errors(self._account.name):
+                metadata = self._table().update_entity(
+                    _to_entity(updated),
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except Exception as exc:
+            if url_changed:  # whatever failed, the new URL must not stay reserved for an edit that never landed
+                self._release(updated.fhir_base_url, updated.tenant_id, updated.id)
+            stale = isinstance(exc, ResourceModifiedError | ResourceNotFoundError) or (
+                isinstance(exc, HttpResponseError) and exc.status_code in (409, 412)
+            )
+            if stale:
+                raise Conflict(
+                    "Someone else changed or deleted this configuration while you were working on it. "
+                    "Nothing was saved; review the current version and apply your changes again.",
+                    code="edit_conflict",
+                ) from None
+            raise
+        if url_changed:
+            self._release(previous.fhir_base_url, previous.tenant_id, previous.id)
+        self._forget_shares(updated.tenant_id, updated.id, set(previous.shared_with) - set(updated.shared_with))
+        return replace(updated, etag=metadata.get("etag"))
+
+    def delete(self, config: Configuration, *, etag: str | None = None) -> None:
+        """Delete the configuration row (etag-guarded), then its index rows.
+
+        In this order launches stop at once (a launch needs the row), and a failure in between
+        leaves only orphaned index rows, which launches ignore and ``_reserve`` reclaims; the
+        other order could leave an approved configuration that nothing can launch.
+        """
+        with storage_errors(self._account.name):
+            try:
+                if etag:
+                    self._table().delete_entity(
+                        config.tenant_id, config.id, etag=etag, match_condition=MatchConditions.IfNotModified
+                    )
+                else:
+                    self._table().delete_entity(config.tenant_id, config.id)
+            except ResourceModifiedError:
+                raise Conflict(
+                    "Someone else changed this configuration just now; it was not deleted. Review it and try again.",
+                    code="edit_conflict",
+                ) from None
+        self._release(config.fhir_base_url, config.tenant_id, config.id)
+        self._forget_shares(config.tenant_id, config.id, set(config.shared_with))
+
+    def _forget_shares(self, owner_tenant_id: str, configuration_id: str, tenants: set[str]) -> None:
+        """Delete withdrawn shares' index rows, after the configuration no longer lists them.
+
+        Best effort: a row left behind grants nothing, since readers check the configuration.
+        If another admin re-shared a tenant meanwhile, its row is put back, so a configuration
+        that lists a tenant never stays without the row its admins need to find it.
+        """
+        if not tenants:
+            return
+        try:
+            with storage_errors(self._account.name):
+                for tenant in tenants:
+                    self._shares().delete_entity(tenant, configuration_id)  # a missing row is ignored
+                try:
+                    current = self.get(owner_tenant_id, configuration_id)
+                except NotFound:
+                    return
+                for tenant in tenants & set(current.shared_with):
+                    self._shares().upsert_entity(
+                        {"PartitionKey": tenant, "RowKey": configuration_id, "OwnerTenantId": owner_tenant_id}
+                    )
+        except StorageUnavailable:
+            logger.warning("Share index rows of configuration %s were not cleaned up", configuration_id)
+
+    def _reserve(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
+        partition = url_key(fhir_base_url)
+        guard = {"PartitionKey": partition, "RowKey": f"tenant-{tenant_id}", "ConfigurationId": configuration_id}
+        operations = [
+            ("create", {"PartitionKey": partition, "RowKey": configuration_id, "TenantId": tenant_id}),
+            ("create", guard),
+        ]
+        with storage_errors(self._account.name):
+            for attempt in range(2):
+                try:
+                    self._index().submit_transaction(operations)
+                    return
+                except (TableTransactionError, ResourceExistsError):
+                    if attempt == 0 and self._reclaim_orphaned_guard(partition, tenant_id):
+                        continue
+                    raise Conflict(
+                        "This FHIR URL is already configured in your organization. Edit that configuration instead.",
+                        code="duplicate_fhir_url",
+                    ) from None
+
+    def _reclaim_orphaned_guard(self, partition: str, tenant_id: str) -> bool:
+        """Delete a URL guard left behind by a configuration that no longer exists; True if one was removed.
+
+        A guard younger than ``RESERVATION_GRACE`` is left alone: ``create`` reserves before it
+        writes the configuration row, so a fresh guard may belong to a submission in flight.
+        """
+        try:
+            guard = self._index().get_entity(partition, f"tenant-{tenant_id}")
+        except ResourceNotFoundError:
+            return True  # released meanwhile: worth one more try
+        owner = str(guard.get("ConfigurationId") or "")
+        written = (getattr(guard, "metadata", {}) or {}).get("timestamp")
+        if isinstance(written, datetime) and utcnow() - written < RESERVATION_GRACE:
+            return False
+        try:
+            self._table().get_entity(tenant_id, owner)
+            return False  # the owner exists: a real duplicate
+        except ResourceNotFoundError:
+            pass
+        try:
+            self._index().delete_entity(
+                partition, f"tenant-{tenant_id}", etag=guard.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            return False
+        except ResourceNotFoundError:
+            pass
+        if owner:
+            self._index().delete_entity(partition, owner)  # the orphan's launch row (missing rows are ignored)
+        return True
+
+    def _release(self, fhir_base_url: str, tenant_id: str, configuration_id: str) -> None:
+        partition = url_key(fhir_base_url)
+        with storage_errors(self._account.name):
+            guard = None
+            with suppress(ResourceNotFoundError):
+                guard = self._index().get_entity(partition, f"tenant-{tenant_id}")
+            if guard is not None and guard.get("ConfigurationId") == configuration_id:
+                self._index().delete_entity(partition, f"tenant-{tenant_id}")
+            self._index().delete_entity(partition, configuration_id)
+
+
+def _to_entity(config: Configuration) -> dict[str, Any]:
+    signin = config.ehr_signin
+    return {
+        "PartitionKey": config.tenant_id,
+        "RowKey": config.id,
+        "Organization": config.organization,
+        "FhirBaseUrl": config.fhir_base_url,
+        "Environment": config.environment.value,
+        "ApproverUpn": config.approver_upn,
+        "Geography": config.geography.value,
+        "Vendor": config.vendor.value,
+        "ProviderClientId": config.provider_client_id,
+        "PatientClientId": config.patient_client_id,
+        "WritebackMode": config.writeback_mode.value,
+        "Status": config.status.value,
+        "CreatedBy": config.created_by,
+        "CreatedAt": config.created_at,
+        "UpdatedBy": config.updated_by,
+        "UpdatedAt": config.updated_at,
+        "EhrSigninBy": signin.by_upn if signin else "",
+        "EhrSigninOid": signin.by_oid if signin else "",
+        "EhrSigninAt": signin.at if signin else None,
+        "EhrSigninFhirUrl": signin.fhir_base_url if signin else "",
+        "ApprovedBy": config.approved_by or "",
+        "ApprovedAt": config.approved_at,
+        "SharedWith": ",".join(config.shared_with),
+    }
+
+
+def _from_entity(entity: Mapping[str, Any]) -> Configuration:
+    signin = None
+    if entity.get("EhrSigninBy") and entity.get("EhrSigninAt"):
+        signin = EhrSignIn(
+            by_upn=entity["EhrSigninBy"],
+            by_oid=entity.get("EhrSigninOid", ""),
+            at=entity["EhrSigninAt"],
+            fhir_base_url=entity.get("EhrSigninFhirUrl", ""),
+        )
+    metadata = getattr(entity, "metadata", {}) or {}
+    try:
+        return Configuration(
+            id=entity["RowKey"],
+            tenant_id=entity["PartitionKey"],
+            organization=entity["Organization"],
+            fhir_base_url=entity["FhirBaseUrl"],
+            environment=Environment(entity["Environment"]),
+            approver_upn=entity["ApproverUpn"],
+            geography=Geography(entity["Geography"]),
+            vendor=Vendor(entity["Vendor"]),
+            provider_client_id=entity["ProviderClientId"],
+            patient_client_id=entity["PatientClientId"],
+            writeback_mode=WritebackMode(entity["WritebackMode"]),
+            status=Status(entity["Status"]),
+            created_by=entity["CreatedBy"],
+            created_at=entity["CreatedAt"],
+            updated_by=entity["UpdatedBy"],
+            updated_at=entity["UpdatedAt"],
+            ehr_signin=signin,
+            approved_by=entity.get("ApprovedBy") or None,
+            approved_at=entity.get("ApprovedAt") if entity.get("ApprovedBy") else None,
+            shared_with=tuple(t for t in str(entity.get("SharedWith") or "").split(",") if t),
+            etag=metadata.get("etag"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StoredDataError("A stored configuration could not be read.") from exc

@@ -1,0 +1,101 @@
+"""FHIR R4 ``AuditEvent`` writeback for any SMART-on-FHIR EHR.
+
+Each visit event becomes one AuditEvent (fhir.resources R4B models): subtype participant
+in lobby / connected / disconnected, agent = the participant's reference from the launch
+context, entity = the Encounter and Appointment. R4 AuditEvent has no ``identifier``, so the
+event id travels twice: as a ``meta.tag`` (``_tag`` is a standard search parameter on every
+resource) and as an ``entity.what.identifier`` (searchable as ``entity-identifier`` / Epic-style
+``identifier``). The create is conditional on the tag (``If-None-Exist: _tag=<system>|<id>``):
+a redelivered event finds the first one and creates nothing — exactly-once effect on any
+conformant server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shared.visits.events import EventKind, Role, VisitEvent
+
+if TYPE_CHECKING:
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+EVENT_TAG_SYSTEM = "urn:teams-ehr-connector:event-id"
+SUBTYPE_SYSTEM = "urn:teams-ehr-connector:virtual-visit"
+SUBTYPES = {
+    EventKind.LOBBY: ("participant-in-lobby", "Participant waiting in the lobby"),
+    EventKind.CONNECTED: ("participant-connected", "Participant connected"),
+    EventKind.DISCONNECTED: ("participant-disconnected", "Participant disconnected"),
+}
+AGENT_ROLES = {
+    Role.PROVIDER: ("PPRF", "primary performer"),
+    Role.STAFF: ("SPRF", "secondary performer"),
+    Role.PATIENT: ("PAT", "patient"),
+}
+OBSERVER = "Microsoft Teams EHR connector"
+
+
+def build_audit_event(event: VisitEvent) -> AuditEvent:
+    """The AuditEvent for ``event`` (validated by the R4B model)."""
+    # fhir.resources costs ~170 ms to import: pay it in the writeback worker, not at app start.
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+    code, display = SUBTYPES[event.kind]
+    role_code, role_display = AGENT_ROLES[event.role]
+    who: dict[str, Any] = {"display": f"{event.role.value} participant"}
+    if event.participant:
+        who = {"reference": event.participant}
+    entities: list[dict[str, Any]] = []
+    if event.encounter:
+        entities.append({"what": {"reference": f"Encounter/{event.encounter}"}, "type": _object_type()})
+    if event.appointment:
+        entities.append({"what": {"reference": f"Appointment/{event.appointment}"}, "type": _object_type()})
+    entities.append(
+        {
+            "what": {"identifier": {"system": EVENT_TAG_SYSTEM, "value": event.id}},
+            "name": "connector event",
+            "type": _object_type(),
+        }
+    )
+    if event.csn:
+        entities.append({"what": {"identifier": {"type": {"text": "CSN"}, "value": event.csn}}, "name": "CSN"})
+    return AuditEvent.model_validate(
+        {
+            "resourceType": "AuditEvent",
+            "meta": {"tag": [{"system": EVENT_TAG_SYSTEM, "code": event.id}]},
+            "type": {
+                "system": "http://dicom.nema.org/resources/ontology/DCM",
+                "code": "110100",
+                "display": "Application Activity",
+            },
+            "subtype": [{"system": SUBTYPE_SYSTEM, "code": code, "display": display}],
+            "action": "E",
+            "recorded": event.occurred_at.isoformat(),
+            "outcome": "0",
+            "agent": [
+                {
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": role_code,
+                                "display": role_display,
+                            }
+                        ]
+                    },
+                    "who": who,
+                    "requestor": event.role is not Role.PATIENT,
+                }
+            ],
+            "source": {"observer": {"display": OBSERVER}},
+            "entity": entities,
+        }
+    )
+
+
+def if_none_exist(event: VisitEvent) -> str:
+    return f"_tag={EVENT_TAG_SYSTEM}|{event.id}"
+
+
+def _object_type() -> dict[str, str]:
+    system = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+    return {"system": system, "code": "2", "display": "System Object"}

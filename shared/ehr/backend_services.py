@@ -1,0 +1,53 @@
+"""SMART Backend Services tokens for writeback, cached until shortly before they expire.
+
+The protocol (discovery, ``client_credentials`` with a ``private_key_jwt`` assertion: RS384/ES384,
+``kid``, unique ``jti``, ``exp`` ≤ 5 min) is ``shared.smart.SmartClient.backend_services_token``;
+this module only keeps one token per (FHIR base URL, client id, scope) so a busy writeback queue
+asks the EHR for a token every few minutes, not per event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from shared.ehr.smart import TokenResponse
+
+EXPIRY_MARGIN = 60  # renew this long before a token expires
+DEFAULT_LIFETIME = 300  # SMART recommends (and Epic uses) 5 minutes when expires_in is missing
+
+
+class BackendTokenSource(Protocol):
+    def backend_services_token(self, fhir_base_url: str, *, client_id: str, scope: str) -> TokenResponse: ...
+
+
+class BackendServices:
+    def __init__(self, source: BackendTokenSource, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self._clock = clock
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self.requests = 0  # token requests made (tests, benchmark)
+
+    def access_token(self, fhir_base_url: str, client_id: str, scope: str) -> str:
+        key = (fhir_base_url.rstrip("/"), client_id, scope)
+        with self._lock:
+            cached = self._tokens.get(key)
+        if cached is not None and cached[1] - EXPIRY_MARGIN > self._clock():
+            return cached[0]
+        response = self._source.backend_services_token(fhir_base_url, client_id=client_id, scope=scope)
+        self.requests += 1
+        try:
+            lifetime = float(response.fields.get("expires_in", DEFAULT_LIFETIME))
+        except (TypeError, ValueError):
+            lifetime = DEFAULT_LIFETIME
+        with self._lock:
+            self._tokens[key] = (response.access_token, self._clock() + lifetime)
+        return response.access_token
+
+    def forget_token(self, fhir_base_url: str, client_id: str, scope: str) -> None:
+        """Drop a token the EHR refused (401), so the next attempt fetches a new one."""
+        with self._lock:
+            self._tokens.pop((fhir_base_url.rstrip("/"), client_id, scope), None)

@@ -1,0 +1,91 @@
+"""Epic ``SetExternalConnectionStatus`` (Telehealth context linking, 2018): connect / disconnect.
+
+Call shape as publicly described: ``GET {Interconnect}/api/epic/2018/Telehealth/ContextLinking/
+SetExternalConnectionStatus`` with ``ConferenceID``, ``ExternalID``, ``ExternalIDType``,
+``VendorName``, ``ConnectionStatus`` and the ``Epic-Client-ID`` header; authorised here with a
+SMART Backend Services token (the OAuth variant), not Basic credentials.
+
+The enum meanings are not public. The values we send, chosen once and kept here:
+
+==================  =====  ==========================================================
+parameter           value  meaning we assign
+==================  =====  ==========================================================
+ConnectionStatus    1      connected (the public sample's value)
+ConnectionStatus    2      disconnected
+ExternalIDType      1      ExternalID is the provider's FHIR Practitioner id
+ExternalIDType      2      ExternalID is the patient's FHIR Patient id (the sample's 2)
+==================  =====  ==========================================================
+
+ConferenceID is the CSN. Only what Teams reports is sent: launch events are not (Epic launched the
+app, so it knows; the connect follows when Teams' roster shows the person in the call), lobby events
+are not (no public "waiting" status), staff events have no EHR participant. Customers whose Epic
+build uses other values change only this table.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from shared.ehr.backend_services import BackendServices
+from shared.http.upstream import error_for_response, error_for_transport
+from shared.kernel.errors import UpstreamRejected
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.writeback.model import WritebackTarget, Written
+
+SYSTEM = "EHR"
+PATH = "/api/epic/2018/Telehealth/ContextLinking/SetExternalConnectionStatus"
+SCOPE = "system/Encounter.write"
+CONNECTION_STATUS = {EventKind.CONNECTED: "1", EventKind.DISCONNECTED: "2"}
+EXTERNAL_ID_TYPE = {Role.PROVIDER: "1", Role.PATIENT: "2"}
+
+
+def interconnect_base(fhir_base_url: str) -> str:
+    """``https://host/interconnect-x/api/FHIR/R4`` → ``https://host/interconnect-x``."""
+    base = fhir_base_url.rstrip("/")
+    index = base.lower().find("/api/fhir/")
+    return base[:index] if index >= 0 else base
+
+
+def participant_id(reference: str) -> str:
+    """``Practitioner/123`` → ``123``."""
+    return reference.rstrip("/").rsplit("/", 1)[-1]
+
+
+class EpicConnectionStatus:
+    def __init__(self, http: httpx.Client, backend: BackendServices) -> None:
+        self._http = http
+        self._backend = backend
+
+    def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
+        status = CONNECTION_STATUS.get(event.kind)
+        id_type = EXTERNAL_ID_TYPE.get(event.role)
+        if event.source is not Source.GRAPH or status is None or id_type is None or not event.participant:
+            return Written.SKIPPED
+        if not event.csn:
+            raise UpstreamRejected("The visit has no CSN to use as ConferenceID.", system=SYSTEM, code="no_csn")
+        token = self._backend.access_token(target.fhir_base_url, target.client_id, SCOPE)
+        params = {
+            "ConferenceID": event.csn,
+            "ExternalID": participant_id(event.participant),
+            "ExternalIDType": id_type,
+            "VendorName": target.vendor_name,
+            "ConnectionStatus": status,
+        }
+        try:
+            response = self._http.get(
+                interconnect_base(target.fhir_base_url) + PATH,
+                params=params,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Epic-Client-ID": target.client_id,
+                    "Accept": "application/json",
+                },
+            )
+        except httpx.TransportError as exc:
+            raise error_for_transport(exc, system=SYSTEM) from None
+        if response.status_code == 401:
+            self._backend.forget_token(target.fhir_base_url, target.client_id, SCOPE)
+        error = error_for_response(response, system=SYSTEM)
+        if error is not None:
+            raise error
+        return Written.WRITTEN

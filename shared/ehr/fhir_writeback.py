@@ -1,0 +1,51 @@
+"""FHIR R4 ``AuditEvent`` writeback: one conditional create per event (``If-None-Exist`` on the event tag)."""
+
+from __future__ import annotations
+
+import httpx
+
+from shared.ehr.audit_event import build_audit_event, if_none_exist
+from shared.ehr.backend_services import BackendServices
+from shared.http.upstream import error_for_response, error_for_transport
+from shared.visits.events import VisitEvent
+from shared.writeback.model import WritebackTarget, Written
+
+SYSTEM = "EHR"
+SCOPE = "system/AuditEvent.write"
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirAuditEvents:
+    def __init__(self, http: httpx.Client, backend: BackendServices) -> None:
+        self._http = http
+        self._backend = backend
+
+    def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
+        token = self._backend.access_token(target.fhir_base_url, target.client_id, SCOPE)
+        body = build_audit_event(event).model_dump_json(exclude_none=True)
+        try:
+            response = self._http.post(
+                f"{target.fhir_base_url.rstrip('/')}/AuditEvent",
+                content=body.encode(),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": FHIR_JSON,
+                    "Accept": FHIR_JSON,
+                    "If-None-Exist": if_none_exist(event),
+                    "Epic-Client-ID": target.client_id,
+                    "Prefer": "return=minimal",
+                },
+            )
+        except httpx.TransportError as exc:
+            raise error_for_transport(exc, system=SYSTEM) from None
+        if response.status_code == 401:
+            self._backend.forget_token(target.fhir_base_url, target.client_id, SCOPE)
+        error = error_for_response(response, system=SYSTEM)
+        if error is not None:
+            raise error
+        return Written.WRITTEN  # 201 created, or 200: an earlier delivery already created it
+
+
+class NoWriteback:
+    def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
+        return Written.SKIPPED

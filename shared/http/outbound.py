@@ -1,0 +1,316 @@
+"""Safe outbound URLs: the rules for every URL a user (or an EHR's discovery document) gives us.
+
+A FHIR base URL typed into the portal, the ``iss`` of a launch and every endpoint an EHR's
+discovery document names are fetched by this process, so each is a server-side request
+forgery risk. The rules:
+
+* ``https`` only; ``http`` only for hosts on ``OUTBOUND_ALLOWED_HOSTS`` (the sandbox);
+* no credentials, no fragment, no query on a base URL, a real host name;
+* every address the host resolves to must be public (not private, loopback, link-local,
+  multicast, reserved, unspecified) unless the host is allow-listed;
+* the connection goes to an address that was checked, resolved once at connect time, so a
+  second DNS answer cannot swap in a private address (DNS rebinding);
+* redirects are never followed; strict timeouts; responses larger than a limit are refused.
+
+``OutboundPolicy`` holds the settings, ``check_url`` applies the rules before any request,
+and ``SafeHttp`` is the one HTTP client for user-supplied URLs (its transport re-applies the
+address rules on every connection).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpcore
+import httpx
+
+from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
+
+DEFAULT_MAX_BYTES = 1024 * 1024  # Epic R4 CapabilityStatements run to a few hundred KB
+MAX_URL_LENGTH = 2048
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    """Which hosts may be reached over http or on non-public addresses, and how patiently."""
+
+    allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+    timeout_seconds: float = 10.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def is_allow_listed(self, host: str) -> bool:
+        return host.lower().strip("[]") in {h.strip("[]") for h in self.allowed_hosts}
+
+
+@dataclass(frozen=True)
+class CheckedUrl:
+    """A URL that passed the syntax rules; ``url`` is its normalised text."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def normalise_base_url(raw: str) -> str:
+    """Canonical text of a base URL: lower-case scheme and host, no default port, no trailing slash.
+
+    Path case is kept (Epic paths such as ``/api/FHIR/R4`` are case-sensitive). Two spellings
+    of the same server normalise to the same string, which keys ``ConfigurationIndex``.
+    """
+    parts = urlsplit(raw.strip())
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or port == _DEFAULT_PORTS.get(parts.scheme.lower()) else f"{host}:{port}"
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme.lower(), netloc, path, parts.query, ""))
+
+
+def check_url_syntax(raw: str, policy: OutboundPolicy, *, base_url: bool = False) -> CheckedUrl:
+    """Apply the rules that need no network. Raises ``UnsafeUrl`` with a reason users can act on."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text:
+        raise UnsafeUrl("enter the full https:// address of the FHIR server")
+    if len(text) > MAX_URL_LENGTH:
+        raise UnsafeUrl(f"it is longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise UnsafeUrl("it contains spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise UnsafeUrl("it is not a well-formed URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise UnsafeUrl("only https:// addresses are accepted")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise UnsafeUrl("it has no host name")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise UnsafeUrl("it must not contain a user name or password")
+    if parts.fragment or text.endswith("#"):
+        raise UnsafeUrl("it must not contain a #fragment")
+    if base_url and (parts.query or text.endswith("?")):
+        raise UnsafeUrl("a base URL must not contain a ?query")
+    if scheme == "http" and not policy.is_allow_listed(host):
+        raise UnsafeUrl("only https:// addresses are accepted")
+    if not _valid_host(host):
+        raise UnsafeUrl("its host name is not valid")
+    literal = _ip_literal(host)
+    if literal is not None and not policy.is_allow_listed(host) and not _is_public(literal):
+        raise UnsafeUrl(f"it points to a non-public address ({literal})")
+    resolved_port = port if port is not None else _DEFAULT_PORTS[scheme]
+    url = normalise_base_url(text) if base_url else text
+    return CheckedUrl(url=url, scheme=scheme, host=host, port=resolved_port, path=parts.path)
+
+
+def check_url(raw: str, policy: OutboundPolicy, *, base_url: bool = False) -> CheckedUrl:
+    """Syntax rules plus name resolution: every address must be public unless the host is allow-listed."""
+    checked = check_url_syntax(raw, policy, base_url=base_url)
+    resolve_checked(checked.host, checked.port, policy)
+    return checked
+
+
+def resolve_checked(host: str, port: int, policy: OutboundPolicy) -> list[str]:
+    """Resolve ``host`` and return its addresses, refusing if any one of them is not public."""
+    bare = host.strip("[]")
+    literal = _ip_literal(bare)
+    # For a host name, "not found" and "resolves to a private address" get one message: telling them apart
+    # (or echoing the resolved address) would let a portal user map internal DNS names and addresses.
+    unreachable = UnsafeUrl(f"the host name {host} does not resolve to a public internet address")
+    try:
+        infos = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise unreachable from None
+    addresses: list[str] = []
+    for info in infos:
+        address = str(info[4][0]).split("%", 1)[0]
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise unreachable
+    if not policy.is_allow_listed(host):
+        for address in addresses:
+            if not _is_public(ipaddress.ip_address(address)):
+                if literal is not None:  # the address the user typed themselves may be named
+                    raise UnsafeUrl(f"it points to a non-public address ({literal})")
+                raise unreachable
+    return addresses
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _is_public(ip.ipv4_mapped)
+        # 6to4 (2002::/16) and Teredo (2001::/32) carry an IPv4 address that relays deliver to.
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not _is_public(embedded):
+            return False
+    return ip.is_global and not (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    )
+
+
+def _valid_host(host: str) -> bool:
+    if _ip_literal(host) is not None:
+        return True
+    if len(host) > 253:
+        return False
+    labels = host.rstrip(".").split(".")
+    return all(
+        0 < len(label) <= 63 and all(c.isalnum() or c == "-" for c in label) and not label.startswith("-")
+        for label in labels
+    ) and not host.replace(".", "").isdigit()
+
+
+# --- the client --------------------------------------------------------------------------
+
+
+class _CheckedBackend(httpcore.SyncBackend):
+    """Resolves each host once, checks every address, and connects only to a checked address."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self._policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = resolve_checked(host, port, self._policy)
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+
+class _CheckedTransport(httpx.HTTPTransport):
+    """httpx's transport with a connection pool whose every TCP connection goes through the checks.
+
+    TLS still verifies the certificate against the host name (SNI), not the address.
+    """
+
+    def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=20,
+            max_keepalive_connections=10,
+            keepalive_expiry=30.0,
+            network_backend=_CheckedBackend(policy),
+        )
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+class SafeHttp:
+    """The one HTTP client for URLs we did not choose: checks, no redirects, timeouts, size limit.
+
+    ``system`` names the remote side in errors ("EHR"). A refused URL raises ``UnsafeUrl``;
+    network failures raise ``UpstreamUnavailable``; a redirect raises ``UpstreamRejected``.
+    """
+
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        *,
+        system: str = "EHR",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.policy = policy
+        self.system = system
+        self._client = httpx.Client(
+            transport=transport or _CheckedTransport(policy, httpx.create_ssl_context(trust_env=True)),
+            timeout=httpx.Timeout(policy.timeout_seconds, connect=min(5.0, policy.timeout_seconds)),
+            follow_redirects=False,
+            trust_env=False,
+            headers={"User-Agent": "teams-ehr-connector"},
+        )
+
+    def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> HttpResult:
+        return self.request("GET", url, headers=headers)
+
+    def post_form(self, url: str, data: Mapping[str, str], *, headers: Mapping[str, str] | None = None) -> HttpResult:
+        return self.request("POST", url, data=data, headers=headers)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> HttpResult:
+        check_url_syntax(url, self.policy)
+        # httpx's timeouts bound each read, not the whole answer: a server trickling a byte at a time
+        # would otherwise hold this worker indefinitely.
+        deadline = time.monotonic() + 2 * self.policy.timeout_seconds
+        try:
+            with self._client.stream(method, url, headers=dict(headers or {}), data=data) as response:
+                if response.is_redirect:
+                    raise UpstreamRejected(
+                        f"The {self.system} answered with a redirect, which is not followed.",
+                        system=self.system,
+                        code="redirect",
+                    )
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self.policy.max_bytes:
+                    raise UpstreamRejected(
+                        f"The {self.system}'s response is too large.", system=self.system, code="too_large"
+                    )
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    if time.monotonic() > deadline:
+                        raise UpstreamUnavailable(
+                            f"The {self.system} did not answer in time.", system=self.system, code="too_slow"
+                        )
+                    body.extend(chunk)
+                    if len(body) > self.policy.max_bytes:
+                        raise UpstreamRejected(
+                            f"The {self.system}'s response is too large.", system=self.system, code="too_large"
+                        )
+                return HttpResult(status=response.status_code, headers=dict(response.headers), body=bytes(body))
+        except httpx.TimeoutException:
+            raise UpstreamUnavailable(f"The {self.system} did not answer in time.", system=self.system) from None
+        except httpx.TransportError:
+            raise UpstreamUnavailable(f"The {self.system} could not be reached.", system=self.system) from None
+
+    def close(self) -> None:
+        self._client.close()

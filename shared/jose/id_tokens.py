@@ -1,0 +1,72 @@
+"""Validating OpenID Connect id_tokens from Entra ID and from EHRs: one set of rules, PyJWT doing the crypto.
+
+Rules: an asymmetric algorithm from an allow-list (never ``none`` or HMAC), a key found by
+``kid`` in the issuer's JWKS (refetched once when a ``kid`` is unknown, for key rotation),
+signature, ``iss``, ``aud``, ``exp``/``iat`` with a small leeway, and ``nonce`` when one was sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+
+from shared.kernel.errors import InvalidIdToken
+
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+LEEWAY_SECONDS = 120
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """Claims read without checking the signature: only to choose the issuer to check against."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise InvalidIdToken("it is not a well-formed JWT") from None
+    return claims
+
+
+def validate_id_token(
+    token: str,
+    *,
+    key_for: Callable[[str | None], jwt.PyJWK],
+    issuer: str,
+    audience: str,
+    nonce: str | None,
+    algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS,
+) -> dict[str, Any]:
+    """Return the claims of a valid id_token, or raise ``InvalidIdToken`` saying which rule failed."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidIdToken("it is not a well-formed JWT") from None
+    algorithm = header.get("alg")
+    if algorithm not in algorithms:
+        raise InvalidIdToken(f"its signing algorithm {algorithm!r} is not accepted")
+    key = key_for(header.get("kid"))
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key.key,
+            algorithms=[str(algorithm)],
+            audience=audience,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["iss", "aud", "exp", "iat", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidIdToken("it has expired") from None
+    except jwt.InvalidAudienceError:
+        raise InvalidIdToken("it was issued for another application") from None
+    except jwt.InvalidIssuerError:
+        raise InvalidIdToken("it was issued by an unexpected issuer") from None
+    except jwt.InvalidSignatureError:
+        raise InvalidIdToken("its signature is not valid") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidIdToken(f"it lacks the {exc.claim!r} claim") from None
+    except jwt.PyJWTError:
+        raise InvalidIdToken("it is not valid") from None
+    if nonce is not None and claims.get("nonce") != nonce:
+        raise InvalidIdToken("its nonce does not match this sign-in")
+    return claims

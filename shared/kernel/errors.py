@@ -1,0 +1,172 @@
+"""The connector's one exception hierarchy.
+
+Every error the product raises on purpose is a ``ConnectorError``. The blueprints map
+each class to one HTTP status and one user-facing message in a single place
+(``connector/web.py``); nothing else decides what a user sees.
+
+    ConnectorError
+    ├── ConfigurationError          settings missing or invalid (names every key)
+    ├── BadRequest                  malformed or oversized input from a caller
+    │   └── UnsafeUrl               a user-supplied URL we refuse to fetch
+    ├── Unauthenticated             no or expired session / sign-in
+    │   └── SignInRequired          a page needs a portal session: browsers are sent to sign in
+    ├── Forbidden                   signed in, but not allowed
+    ├── NotFound                    no such thing (or not yours to see)
+    ├── Conflict                    concurrent edit lost an etag race, duplicate entry
+    ├── StateError                  OAuth state unknown, expired or already used
+    ├── UpstreamError               an external system failed us
+    │   ├── UpstreamUnavailable     unreachable, timed out or 5xx (retryable)
+    │   ├── UpstreamThrottled       429 with an optional Retry-After (retryable)
+    │   └── UpstreamRejected        a definite "no" (OAuth error, 4xx; not retryable)
+    ├── StorageUnavailable          Table/Queue storage unreachable (retryable)
+    └── StoredDataError             a stored row cannot be read (a server fault, not the caller's)
+
+``message`` is always safe to show a user: it never holds secrets, tokens or patient data.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base of every deliberate error. ``message`` is safe to show to users."""
+
+    status: int = 500
+    code: str = "internal_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigurationError(ConnectorError):
+    """Settings are missing or invalid; ``problems`` names each key and why."""
+
+    status = 503
+    code = "configuration_error"
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = dict(sorted(problems.items()))
+        listing = "; ".join(f"{key}: {why}" for key, why in self.problems.items())
+        super().__init__(f"Invalid or missing settings: {listing}")
+
+
+class BadRequest(ConnectorError):
+    status = 400
+    code = "bad_request"
+
+
+class UnsafeUrl(BadRequest):
+    code = "unsafe_url"
+
+
+class Unauthenticated(ConnectorError):
+    status = 401
+    code = "unauthenticated"
+
+
+class SignInRequired(Unauthenticated):
+    """A portal page was asked for without a session; pages answer with a redirect to ``signin_url``."""
+
+    code = "signin_required"
+
+    def __init__(self, signin_url: str) -> None:
+        super().__init__("Please sign in to continue.")
+        self.signin_url = signin_url
+
+
+class Forbidden(ConnectorError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ConnectorError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ConnectorError):
+    status = 409
+    code = "conflict"
+
+
+class StateError(ConnectorError):
+    """OAuth ``state`` (or any single-use token) is unknown, expired or already consumed."""
+
+    status = 400
+    code = "invalid_state"
+
+
+class UpstreamError(ConnectorError):
+    status = 502
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, system: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.system = system
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    code = "upstream_unavailable"
+    retryable = True
+
+
+class UpstreamThrottled(UpstreamError):
+    status = 503
+    code = "upstream_throttled"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        system: str,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, system=system, code=code)
+        self.retry_after = retry_after
+
+
+class UpstreamRejected(UpstreamError):
+    status = 502
+    code = "upstream_rejected"
+
+
+class StorageUnavailable(ConnectorError):
+    status = 503
+    code = "storage_unavailable"
+    retryable = True
+
+
+class StoredDataError(ConnectorError):
+    """A row in storage is malformed (hand-edited, or written by an incompatible version): a server fault."""
+
+    status = 500
+    code = "stored_data_error"
+
+
+
+class InvalidEvent(BadRequest):
+    """A queue message that is not a valid event: permanent, never worth a retry."""
+
+    code = "invalid_event"
+
+
+class AlreadyWritten(Exception):  # noqa: N818 - an outcome, not a failure
+    """The event's EHR effect is already recorded."""
+
+
+class ClaimedElsewhere(Exception):  # noqa: N818
+    """Another worker holds a live claim on this event."""
+
+
+class InvalidIdToken(Exception):
+    """The id_token failed validation; ``reason`` is safe to show (no token content)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,588 @@
+"""Provider and patient EHR launches into one Teams meeting per appointment.
+
+The steps, each a method below (``connector/launch.py`` maps routes onto them):
+
+    begin(kind, configuration id, iss + launch)
+        configuration named by the launch URL, ``iss`` = its FHIR URL, approved — before any
+        outbound request → discovery (cached) → state row (PKCE verifier, nonce, launch
+        context tokens) → authorization request (GET, or POST when advertised and long)
+    complete(authorization response)
+        consume state once → code exchange (private_key_jwt) → id_token (signature, iss, aud,
+        exp, nonce) → launch context (user, CSN / appointment / encounter, patient)
+        provider: mapping? no → one-time Microsoft 365 sign-in (``finish_sign_in``) → meeting
+        patient:  meeting? yes → lobby; organizer known → create it; else a waiting page
+    visit(visit key, signed token), presence(...)
+        the provider page and its live panel; the patient's waiting page re-check
+
+Meeting: ``createOrGet`` under the organizer with externalId = HMAC(configuration, appointment
+key), then the lobby PATCH. Organizer = the appointment's primary performer when mapped, else
+the launching provider; the first meeting recorded on the visit row wins, so every later
+launch, provider or patient, lands in the same meeting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+
+from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.launch_context import LaunchContext, launch_context, primary_performer
+from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
+from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient, SmartConfiguration, TokenResponse
+from shared.kernel.clock import utcnow
+from shared.kernel.errors import Forbidden, InvalidIdToken, NotFound, UpstreamError, UpstreamRejected
+from shared.kernel.identifiers import keyed_id, log_id, random_token
+from shared.kernel.memo import Memo
+from shared.kernel.settings import Geography
+from shared.launch.user_map import UserMapping, UserMapRepository
+from shared.microsoft.entra import EntraSignIn
+from shared.microsoft.teams import Meeting
+from shared.storage.state import AuthStateStore
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.model import Visit, VisitContext, with_meeting
+from shared.visits.repository import VisitRepository
+from shared.visits.tokens import VisitGrant, VisitTokens
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="launch-io")
+
+STATE_KIND = "ehr-launch"
+SIGNIN_STATE_KIND = "launch-signin"
+PROVIDER_SCOPES = "launch openid fhirUser"
+PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+AUTHORIZE_POST_CAPABILITY = "authorize-post"
+MAX_GET_URL = 2000  # beyond this, POST to authorize when the EHR advertises it (browsers and proxies cut URLs)
+MEETING_SUBJECT = "Virtual visit"  # never patient data: the subject is visible to every participant
+MEETING_LENGTH = timedelta(hours=1)
+EHR = "EHR"
+MAPPING_MEMORY_SECONDS = 600.0
+VISIT_MEMORY_SECONDS = 3600.0
+
+
+# --- errors with their own pages ------------------------------------------------------------
+
+
+class TenantConfigNotFound(NotFound):
+    """The launch URL's configuration does not exist, or ``iss`` is not its FHIR URL."""
+
+    code = "tenant_config_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("Tenant config not found.")
+
+
+class ConfigurationPending(Forbidden):
+    code = "configuration_pending"
+
+    def __init__(self) -> None:
+        super().__init__("This EHR configuration is pending approval.")
+
+
+class EhrSignInRejected(UpstreamRejected):
+    """The EHR's authorization server answered with an OAuth 2 error; ``code`` is its ``error``."""
+
+    def __init__(self, error: str) -> None:
+        safe = "".join(c for c in error if c.isalnum() or c in "_-.")[:64] or "unknown_error"
+        super().__init__(f"The EHR returned the OAuth2 error {safe}.", system=EHR, code=safe)
+
+
+class WrongTenant(Forbidden):
+    code = "signin_wrong_tenant"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
+            "of the organization that set up this EHR connection, or of one it shares the connection with."
+        )
+
+
+# --- what the launch needs from Graph ------------------------------------------------------------
+
+
+class Meetings(Protocol):
+    """``shared/teams.TeamsClient`` for one tenant (a protocol so tests can count calls)."""
+
+    async def create_or_get_meeting(
+        self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
+    ) -> Meeting: ...
+
+    async def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None: ...
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShowProviderPage:
+    url: str
+    event: VisitEvent | None = None
+
+
+@dataclass(frozen=True)
+class SignInFirst:
+    url: str
+    browser_binding: str  # the caller gives it to the browser (a cookie) and hands it back on return
+
+
+@dataclass(frozen=True)
+class JoinMeeting:
+    join_web_url: str
+    event: VisitEvent | None = None
+
+
+@dataclass(frozen=True)
+class WaitForClinician:
+    url: str
+    event: VisitEvent | None = None
+
+
+LaunchOutcome = ShowProviderPage | SignInFirst | JoinMeeting | WaitForClinician
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    visit_key: str
+    join_web_url: str | None
+    presence_url: str
+    presence: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PatientView:
+    join_web_url: str | None
+    refresh_url: str
+
+
+PATIENT_STATES = {None: "not_arrived", "lobby": "in_lobby", "connected": "in_meeting", "disconnected": "left"}
+
+
+@dataclass(frozen=True)
+class PendingLaunch:
+    """What ``state`` stands for between the authorize redirect and the callback (server-side)."""
+
+    kind: LaunchKind
+    configuration_id: str
+    tenant_id: str
+    geography: Geography
+    fhir_base_url: str
+    client_id: str
+    code_verifier: str
+    nonce: str
+    session_id: str | None = None
+    department_id: str | None = None
+    shared_with: tuple[str, ...] = ()  # other tenants whose clinicians may use the configuration
+
+    @property
+    def signin_tenants(self) -> frozenset[str]:
+        return frozenset(t.lower() for t in (self.tenant_id, *self.shared_with))
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: (v.value if isinstance(v, LaunchKind | Geography) else v) for k, v in vars(self).items()}
+        data["shared_with"] = list(self.shared_with) or None
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PendingLaunch:
+        return cls(
+            kind=LaunchKind(data["kind"]),
+            configuration_id=str(data["configuration_id"]),
+            tenant_id=str(data["tenant_id"]),
+            geography=Geography(data["geography"]),
+            fhir_base_url=str(data["fhir_base_url"]),
+            client_id=str(data["client_id"]),
+            code_verifier=str(data["code_verifier"]),
+            nonce=str(data["nonce"]),
+            session_id=data.get("session_id"),
+            department_id=data.get("department_id"),
+            shared_with=tuple(str(t) for t in data.get("shared_with") or ()),
+        )
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class LaunchService:
+    def __init__(
+        self,
+        *,
+        public_base_url: str,
+        connector_secret: str,
+        configurations: ConfigurationRepository,
+        ehr: SmartClient,
+        states: AuthStateStore,
+        user_map: UserMapRepository,
+        visits: VisitRepository,
+        sign_in: Callable[[], EntraSignIn],
+        meetings_for: Callable[[str], Meetings],
+    ) -> None:
+        self._base = public_base_url.rstrip("/")
+        self._secret = connector_secret
+        self._configurations = configurations
+        self._ehr = ehr
+        self._states = states
+        self._user_map = user_map
+        self._visits = visits
+        self._sign_in = sign_in
+        self._meetings_for = meetings_for
+        self._tokens = VisitTokens(connector_secret)
+        self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
+        self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
+
+    async def _blocking(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call (Table Storage, the EHR over httpx, msal) on the launch's own thread pool.
+
+        The event loop's default pool has min(32, CPUs + 4) threads: on a 2-core worker, six launches
+        waiting on the EHR would hold every thread. Waiting threads release the GIL, so more are cheap.
+        """
+        return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(function, *args, **kwargs))
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self._base}/api/launch/callback"
+
+    @property
+    def signin_redirect_uri(self) -> str:
+        return f"{self._base}/api/launch/signin/callback"
+
+    # step 1 ------------------------------------------------------------------------------------
+
+    async def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
+        # The allow-list check comes first: an unknown iss makes no request leave this process.
+        config = await self._blocking(self._configurations.find_for_launch, configuration_id, params.iss)
+        if config is None:
+            logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(params.iss))
+            raise TenantConfigNotFound()
+        if not config.is_approved:
+            raise ConfigurationPending()
+        client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
+        smart = await self._blocking(self._ehr.discover, config.fhir_base_url, client_id=client_id)
+        pkce = Pkce.new()
+        pending = PendingLaunch(
+            kind=kind,
+            configuration_id=config.id,
+            tenant_id=config.tenant_id,
+            geography=config.geography,
+            fhir_base_url=config.fhir_base_url,
+            client_id=client_id,
+            code_verifier=pkce.verifier,
+            nonce=random_token(),
+            session_id=params.session_id,
+            department_id=params.department_id,
+            shared_with=config.shared_with,
+        )
+        state = await self._blocking(self._states.create, STATE_KIND, pending.to_json())
+        return SmartClient.authorization_request(
+            smart,
+            client_id=client_id,
+            redirect_uri=self.redirect_uri,
+            scope=PROVIDER_SCOPES if kind is LaunchKind.PROVIDER else PATIENT_SCOPES,
+            state=state,
+            pkce=pkce,
+            launch=params.launch,
+            nonce=pending.nonce,
+            aud=params.iss,
+        )
+
+    # step 2 ------------------------------------------------------------------------------------
+
+    async def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
+        payload = await self._blocking(self._states.consume, STATE_KIND, response.state)
+        pending = PendingLaunch.from_json(payload)
+        if response.error:
+            raise EhrSignInRejected(response.error)
+        if not response.code:
+            raise EhrSignInRejected("invalid_response")
+        smart = await self._blocking(self._ehr.discover, pending.fhir_base_url, client_id=pending.client_id)
+        tokens = await self._blocking(
+            lambda: self._ehr.exchange_code(
+                smart,
+                client_id=pending.client_id,
+                code=str(response.code),
+                redirect_uri=self.redirect_uri,
+                code_verifier=pending.code_verifier,
+            )
+        )
+        if not tokens.id_token:
+            raise UpstreamRejected(
+                "The EHR returned no identity (id_token); the app's client must be allowed the openid scope.",
+                system=EHR,
+                code="missing_id_token",
+            )
+        id_token = tokens.id_token
+        try:
+            claims = await self._blocking(
+                lambda: self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
+            )
+        except InvalidIdToken as exc:
+            raise UpstreamRejected(
+                f"The EHR's identity token could not be verified: {exc.reason}.", system=EHR, code="invalid_id_token"
+            ) from None
+        context = launch_context(
+            tokens.fields,
+            claims,
+            session_id=pending.session_id,
+            department_id=pending.department_id,
+            provider_launch=pending.kind is LaunchKind.PROVIDER,
+        )
+        key = self.visit_key(pending.configuration_id, context)
+        if pending.kind is LaunchKind.PROVIDER:
+            return await self._provider(pending, context, key, smart, tokens)
+        return await self._patient(pending, context, key, smart, tokens)
+
+    async def _provider(
+        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
+    ) -> LaunchOutcome:
+        mapping, visit = await asyncio.gather(
+            self._mapping(pending, context.user),
+            self._open_visit(pending, key, context.visit_context(provider=context.user)),
+        )
+        primary = None if visit.has_meeting else await self._primary_performer(pending, context, smart, tokens)
+        if mapping is None:
+            carry = {"launch": pending.to_json(), "context": context.to_json(), "primary": primary}
+            # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
+            # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
+            binding = random_token()
+            url = await self._blocking(
+                lambda: self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry)
+            )
+            return SignInFirst(url, binding)
+        return await self._provider_meeting(pending, context, visit, mapping, primary)
+
+    async def finish_sign_in(
+        self, auth_response: Mapping[str, str], *, browser_binding: str | None
+    ) -> ShowProviderPage:
+        """The one-time Microsoft 365 sign-in came back: store the mapping and continue the launch."""
+        user, carry = await self._blocking(
+            lambda: self._sign_in().complete_with_carry(auth_response, browser_binding=browser_binding)
+        )
+        pending = await self._current(PendingLaunch.from_json(carry["launch"]))
+        context = LaunchContext.from_json(carry["context"])
+        if user.tenant_id.lower() not in pending.signin_tenants:
+            raise WrongTenant()
+        mapping = await self._blocking(
+            lambda: self._user_map.put(
+                pending.geography,
+                pending.configuration_id,
+                context.user,
+                tenant_id=user.tenant_id,
+                object_id=user.object_id,
+            )
+        )
+        self._mappings.put((pending.geography, pending.configuration_id, context.user), mapping)
+        key = self.visit_key(pending.configuration_id, context)
+        visit = await self._open_visit(pending, key, context.visit_context(provider=context.user))
+        primary = carry.get("primary")
+        return await self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
+
+    async def _current(self, pending: PendingLaunch) -> PendingLaunch:
+        """The launch against its configuration as it is now, before a sign-in is stored for good.
+
+        Minutes may pass on the Microsoft sign-in page: meanwhile the configuration may have been
+        deleted, sent back to approval, or stopped being shared with the clinician's tenant.
+        """
+        config = await self._blocking(
+            self._configurations.find_for_launch, pending.configuration_id, pending.fhir_base_url
+        )
+        if config is None:
+            raise TenantConfigNotFound()
+        if not config.is_approved:
+            raise ConfigurationPending()
+        return replace(pending, tenant_id=config.tenant_id, shared_with=config.shared_with)
+
+    async def _provider_meeting(
+        self,
+        pending: PendingLaunch,
+        context: LaunchContext,
+        visit: Visit,
+        mapping: UserMapping,
+        primary: str | None,
+    ) -> ShowProviderPage:
+        organizer = mapping
+        if not visit.has_meeting and primary and primary != context.user:
+            organizer = await self._mapping(pending, primary) or mapping
+        visit = await self._ensure_meeting(pending, context, visit, organizer)
+        token = self._tokens.issue(
+            geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
+        )
+        event = self._event(pending, context, visit.key, Role.PROVIDER)
+        return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
+
+    async def _patient(
+        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
+    ) -> LaunchOutcome:
+        visit = await self._open_visit(pending, key, context.visit_context(provider=None))
+        if not visit.has_meeting:
+            primary = await self._primary_performer(pending, context, smart, tokens)
+            organizer = await self._mapping(pending, primary) if primary else None
+            if organizer is not None:
+                visit = await self._ensure_meeting(pending, context, visit, organizer)
+        event = self._event(pending, context, visit.key, Role.PATIENT)
+        if visit.has_meeting and visit.join_web_url:
+            return JoinMeeting(visit.join_web_url, event=event)
+        token = self._tokens.issue(
+            geography=visit.geography, key=visit.key, role=Role.PATIENT, configuration_id=pending.configuration_id
+        )
+        return WaitForClinician(self.visit_url(visit.key, token), event=event)
+
+    async def _ensure_meeting(
+        self, pending: PendingLaunch, context: LaunchContext, visit: Visit, organizer: UserMapping
+    ) -> Visit:
+        if visit.has_meeting:
+            return visit
+        meetings = self._meetings_for(organizer.tenant_id)
+        now = utcnow()
+        meeting = await meetings.create_or_get_meeting(
+            organizer_object_id=organizer.object_id,
+            external_id=self.external_id(pending.configuration_id, context),
+            subject=MEETING_SUBJECT,
+            start=now,
+            end=now + MEETING_LENGTH,
+        )
+        await meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        updated = await self._blocking(
+            self._visits.update,
+            visit,
+            with_meeting(
+                meeting_id=meeting.id,
+                join_web_url=meeting.join_web_url,
+                organizer_tenant_id=organizer.tenant_id,
+                organizer_object_id=organizer.object_id,
+            ),
+        )
+        self._remember(updated)
+        return updated
+
+    # reads with per-process memory ---------------------------------------------------------------
+    # A visit's meeting never changes once recorded (the first organizer wins) and a mapping changes
+    # only when its provider signs in again, so warm launches on this instance skip both Table reads.
+
+    async def _mapping(self, pending: PendingLaunch, ehr_user: str) -> UserMapping | None:
+        key = (pending.geography, pending.configuration_id, ehr_user)
+        found = self._mappings.get(key)
+        if found is None:
+            found = await self._blocking(self._user_map.get, *key)
+            if found is not None:
+                self._mappings.put(key, found)
+        if found is not None and found.tenant_id.lower() not in pending.signin_tenants:
+            return None  # mapped while the configuration was shared with that tenant; it no longer is
+        return found
+
+    async def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:
+        remembered = self._visits_with_meeting.get((pending.geography, key))
+        if remembered is not None:
+            return remembered
+        visit = await self._blocking(
+            self._visits.get_or_create, pending.geography, key, pending.configuration_id, context
+        )
+        self._remember(visit)
+        return visit
+
+    def _remember(self, visit: Visit) -> None:
+        if visit.has_meeting:
+            ttl = min(VISIT_MEMORY_SECONDS, (visit.expires_at - utcnow()).total_seconds())
+            self._visits_with_meeting.put((visit.geography, visit.key), visit, ttl=ttl)
+
+    async def _primary_performer(
+        self, pending: PendingLaunch, context: LaunchContext, smart: SmartConfiguration, tokens: TokenResponse
+    ) -> str | None:
+        """The appointment's primary provider, read with the launch's own token; None when unknown."""
+        references = [f"Appointment/{context.appointment}"] if context.appointment else []
+        references += [f"Encounter/{context.encounter}"] if context.encounter else []
+        for reference in references:
+            try:
+                resource = await self._blocking(
+                    partial(
+                        self._ehr.read, smart, reference, access_token=tokens.access_token, client_id=pending.client_id
+                    )
+                )
+            except UpstreamError as exc:
+                # Not allowed or not there: the launching provider organizes instead.
+                logger.info("Primary performer unavailable from %s: %s", reference.split("/")[0], exc.code)
+                continue
+            if isinstance(resource, Mapping):
+                found = primary_performer(resource)
+                if found:
+                    return found
+        return None
+
+    # the visit pages ----------------------------------------------------------------------------
+
+    def grant(self, visit_key: str, token: str) -> VisitGrant:
+        return self._tokens.verify(token, visit_key=visit_key)
+
+    async def provider_view(self, grant: VisitGrant) -> ProviderView:
+        if grant.role is Role.PATIENT:
+            raise Forbidden("This page is for clinicians.", code="visit_role")
+        visit = await self._visit(grant)
+        return ProviderView(
+            visit_key=visit.key,
+            join_web_url=visit.join_web_url,
+            presence_url=f"{self._base}/api/visits/{visit.key}/presence",
+            presence=presence_summary(visit),
+        )
+
+    async def presence(self, grant: VisitGrant) -> dict[str, Any]:
+        if grant.role is Role.PATIENT:
+            raise Forbidden("This page is for clinicians.", code="visit_role")
+        visit = await self._visit(grant)
+        return {"meeting": visit.has_meeting, **presence_summary(visit)}
+
+    async def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
+        visit = await self._visit(grant)
+        return PatientView(
+            join_web_url=visit.join_web_url if visit.has_meeting else None, refresh_url=self.visit_url(visit.key, token)
+        )
+
+    async def _visit(self, grant: VisitGrant) -> Visit:
+        visit = await self._blocking(self._visits.get, grant.geography, grant.key)  # presence is live: no memo
+        if visit is None:
+            raise NotFound("This visit has ended. Please launch it again from Epic or MyChart.", code="visit_gone")
+        return visit
+
+    # identifiers ---------------------------------------------------------------------------------
+
+    def visit_key(self, configuration_id: str, context: LaunchContext) -> str:
+        return keyed_id(self._secret, "visit", configuration_id, context.appointment_key)
+
+    def external_id(self, configuration_id: str, context: LaunchContext) -> str:
+        return keyed_id(self._secret, "meeting", configuration_id, context.appointment_key)
+
+    def visit_url(self, visit_key: str, token: str) -> str:
+        return f"{self._base}/api/visits/{visit_key}?t={quote(token, safe='')}"
+
+    @staticmethod
+    def _event(pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role) -> VisitEvent:
+        patient = f"Patient/{context.patient}" if context.patient else None
+        participant = context.user if role is Role.PROVIDER else patient
+        return VisitEvent(
+            configuration_id=pending.configuration_id,
+            geography=pending.geography.value,
+            visit_key=visit_key,
+            # A provider opens the meeting as its organizer; a patient is sent to its lobby (Teams then
+            # reports the admission), so the panel never shows a patient "in meeting" who is not.
+            kind=EventKind.CONNECTED if role is Role.PROVIDER else EventKind.LOBBY,
+            role=role,
+            occurred_at=utcnow(),
+            source=Source.LAUNCH,
+            participant=participant,
+            csn=context.csn,
+            appointment=context.appointment,
+            encounter=context.encounter,
+        )
+
+
+def presence_summary(visit: Visit) -> dict[str, str]:
+    """Per role: not_arrived / in_lobby / in_meeting / left."""
+    summary = {}
+    for role in (Role.PATIENT, Role.PROVIDER, Role.STAFF):
+        current = visit.presence.get(role)
+        summary[role.value] = PATIENT_STATES[current.state.value if current else None]
+    return summary

@@ -1,0 +1,78 @@
+"""Graph ``meetingCallEvents`` to participant changes: lobby, connected, disconnected, per role."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.kernel.errors import BadRequest
+from shared.visits.events import EventKind, Role
+
+
+@dataclass(frozen=True)
+class ParticipantChange:
+    """One participant's new state from a ``meetingCallEvents`` resource."""
+
+    graph_participant_id: str
+    kind: EventKind
+    role: Role
+    occurred_at: datetime
+
+
+def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: str) -> list[ParticipantChange]:
+    """Map a decrypted callEvent (callStarted / rosterUpdated / callEnded) to participant changes.
+
+    Tenant users are the provider (the organizer) or staff; guests and anonymous joiners are
+    the patient. ``isInLobby`` true → lobby; false → connected; ``removedState`` → disconnected.
+    callEnded disconnects everyone listed; callStarted alone says nothing about anyone.
+    """
+    event_type = str(call_event.get("eventType", ""))
+    occurred_at = _parse_time(call_event.get("eventDateTime"))
+    participants = call_event.get("participants@delta") or call_event.get("participants") or []
+    if not isinstance(participants, list):
+        raise BadRequest("callEvent participants are malformed")
+    changes: list[ParticipantChange] = []
+    for participant in participants:
+        if not isinstance(participant, Mapping):
+            continue
+        role = _role_of(participant, organizer_object_id)
+        if event_type == "callEnded" or participant.get("removedState"):
+            kind = EventKind.DISCONNECTED
+        elif event_type in ("rosterUpdated", "callStarted"):
+            kind = EventKind.LOBBY if participant.get("isInLobby") else EventKind.CONNECTED
+        else:
+            continue
+        changes.append(ParticipantChange(str(participant.get("id", "")), kind, role, occurred_at))
+    return changes
+
+
+def _role_of(participant: Mapping[str, Any], organizer_object_id: str) -> Role:
+    info = participant.get("info")
+    identity = info.get("identity") if isinstance(info, Mapping) else None
+    user = identity.get("user") if isinstance(identity, Mapping) else None
+    if isinstance(user, Mapping) and user.get("id"):
+        return Role.PROVIDER if str(user["id"]).lower() == organizer_object_id.lower() else Role.STAFF
+    return Role.PATIENT
+
+
+def _parse_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise BadRequest("callEvent has no eventDateTime")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest("callEvent eventDateTime is malformed") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def client_state_matches(items: Iterable[Mapping[str, Any]], expected: str) -> list[Mapping[str, Any]]:
+    """The notification items whose ``clientState`` equals ours (constant-time compare)."""
+    wanted = expected.encode()
+    return [
+        item
+        for item in items
+        if isinstance(item.get("clientState"), str) and hmac.compare_digest(item["clientState"].encode(), wanted)
+    ]

@@ -1,0 +1,327 @@
+"""Microsoft 365 sign-in (Entra ID) through msal's auth-code flow, and the checks msal no longer makes.
+
+One ``ConfidentialClientApplication`` per process, authority ``{ENTRA_AUTHORITY_HOST}/organizations``
+(any work account; the allowed tenants are enforced here). ``instance_discovery=False``
+makes msal read ``{authority}/v2.0/.well-known/openid-configuration`` directly, which is what
+it does for login.microsoftonline.com anyway, so the same code works against Entra and the
+sandbox. msal needs https; it trusts the CA bundle named by ``REQUESTS_CA_BUNDLE``.
+
+    begin(redirect_uri, browser_binding=…)
+                               flow dict stored server-side under its ``state`` (single use), with
+                               the SHA-256 of a random value the browser holds as a cookie
+    complete(form_fields, browser_binding=…)
+                               consume state, require the same browser value (login CSRF)
+                               → msal redeems the code (PKCE, state, nonce hash)
+                               → we validate the id_token: signature (tenant JWKS), iss, aud,
+                                 exp, nonce, tid allowed → ``PortalIdentity``
+
+User tokens are not kept: the msal cache of the sign-in app stores nothing.
+
+``AppOnlyCredentials`` gives Graph app-only tokens (client credentials, one msal application per
+tenant) in azure-core's credential shape, for ``shared/teams.TeamsClient``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msal
+
+from shared.jose.id_tokens import unverified_claims, validate_id_token
+from shared.jose.jwks import JwksCache
+from shared.kernel.errors import (
+    Forbidden,
+    InvalidIdToken,
+    StateError,
+    Unauthenticated,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from shared.kernel.identifiers import random_token
+from shared.kernel.settings import Settings
+from shared.storage.state import AuthStateStore
+
+SYSTEM = "Microsoft Entra ID"
+STATE_KIND = "entra-signin"
+BINDING_KEY = "browserBindingSha256"  # stored next to msal's flow; removed before msal sees the flow
+CARRY_KEY = "_carry"  # not an msal flow key; removed before the flow goes back to msal
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+TEAMS_ADMINISTRATOR = "69091246-20e8-4a56-aa4d-066075b2a7a8"
+ADMIN_ROLE_TEMPLATES = frozenset({GLOBAL_ADMINISTRATOR, TEAMS_ADMINISTRATOR})
+ADMIN_APP_ROLE = "Connector.Admin"
+
+
+@dataclass(frozen=True)
+class PortalIdentity:
+    """Who signed in, from a validated id_token."""
+
+    tenant_id: str
+    object_id: str
+    upn: str
+    name: str
+    roles: tuple[str, ...] = ()
+    wids: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(ADMIN_ROLE_TEMPLATES.intersection(self.wids)) or ADMIN_APP_ROLE in self.roles
+
+
+class _NoUserTokens(msal.TokenCache):  # type: ignore[misc]
+    """The portal needs only the id_token once; no user tokens are cached in memory."""
+
+    def add(self, event: dict[str, Any], now: float | None = None) -> None:
+        return None
+
+
+def _binding_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def nonce_hash(nonce: str) -> str:
+    """What msal sends as ``nonce`` (and Entra echoes in the id_token): SHA-256 hex of the flow's nonce."""
+    return hashlib.sha256(nonce.encode("ascii")).hexdigest()
+
+
+class EntraIdTokenValidator:
+    """Validates Entra v2.0 id_tokens: keys and issuer come from the token's tenant's discovery document."""
+
+    def __init__(
+        self,
+        authority_host: str,
+        client_id: str,
+        allowed_tenants: frozenset[str],
+        *,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self._host = authority_host.rstrip("/")
+        self._client_id = client_id
+        self._allowed = frozenset(t.lower() for t in allowed_tenants)
+        self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
+        self._jwks = JwksCache(self._get_json)
+        self._discovery: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def validate(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
+        """Claims of a valid id_token. Tenant not allowed → ``Forbidden``; anything invalid → ``Unauthenticated``."""
+        try:
+            tenant = str(unverified_claims(id_token).get("tid") or "").lower()
+            if not tenant:
+                raise InvalidIdToken("it names no tenant")
+            if tenant not in self._allowed:
+                raise Forbidden(
+                    "Your organization is not enabled for this connector. Ask your administrator to add its "
+                    "tenant to the allowed list.",
+                    code="tenant_not_allowed",
+                )
+            discovery = self._tenant_discovery(tenant)
+            issuer = str(discovery.get("issuer", "")).replace("{tenantid}", tenant)
+            jwks_uri = str(discovery.get("jwks_uri", ""))
+            if not issuer or not jwks_uri:
+                raise InvalidIdToken("the tenant's OpenID configuration is incomplete")
+            claims = validate_id_token(
+                id_token,
+                key_for=lambda kid: self._jwks.key(jwks_uri, kid),
+                issuer=issuer,
+                audience=self._client_id,
+                nonce=nonce,
+            )
+        except InvalidIdToken as exc:
+            raise Unauthenticated(
+                f"Microsoft sign-in could not be verified: {exc.reason}. Please sign in again.",
+                code="invalid_id_token",
+            ) from None
+        if str(claims.get("tid", "")).lower() != tenant or not claims.get("oid"):
+            raise Unauthenticated("Microsoft sign-in could not be verified. Please sign in again.")
+        return claims
+
+    def _tenant_discovery(self, tenant: str) -> dict[str, Any]:
+        with self._lock:
+            cached = self._discovery.get(tenant)
+        if cached is not None:
+            return cached
+        document = self._get_json(f"{self._host}/{tenant}/v2.0/.well-known/openid-configuration")
+        with self._lock:
+            self._discovery[tenant] = document
+        return document
+
+    def _get_json(self, url: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(url, headers={"Accept": "application/json"})
+        except httpx.HTTPError:
+            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if response.status_code != 200 or not isinstance(document, dict):
+            raise UpstreamUnavailable("Microsoft sign-in is unavailable right now.", system=SYSTEM)
+        return document
+
+
+def identity_from_claims(claims: Mapping[str, Any]) -> PortalIdentity:
+    """The identity of validated claims. The user name comes from ``preferred_username`` or ``upn`` only:
+    ``email`` is not verified by Entra (any user may set it to anything), so it must never name an approver."""
+    upn = claims.get("preferred_username") or claims.get("upn")
+    if not isinstance(upn, str) or not upn:
+        raise Unauthenticated("Your Microsoft account has no user name this portal can use. Sign in with a work "
+                              "account.", code="no_user_name")
+    return PortalIdentity(
+        tenant_id=str(claims["tid"]).lower(),
+        object_id=str(claims["oid"]).lower(),
+        upn=str(upn).lower(),
+        name=str(claims.get("name") or upn),
+        roles=tuple(str(r) for r in claims.get("roles") or () if isinstance(r, str)),
+        wids=tuple(str(w).lower() for w in claims.get("wids") or () if isinstance(w, str)),
+    )
+
+
+class EntraSignIn:
+    """A Microsoft 365 sign-in: ``begin`` returns the URL to send the browser to, ``complete`` the identity.
+
+    The portal signs users in with it; a provider's first EHR launch uses it once (its own ``state_kind``)
+    and passes the pending launch as ``carry``, which is stored server-side with the msal flow and
+    returned by ``complete_with_carry``.
+    """
+
+    def __init__(
+        self,
+        app: msal.ConfidentialClientApplication,
+        validator: EntraIdTokenValidator,
+        states: AuthStateStore,
+        *,
+        state_kind: str = STATE_KIND,
+    ) -> None:
+        self._app = app
+        self._validator = validator
+        self._states = states
+        self._kind = state_kind
+
+    def begin(
+        self,
+        redirect_uri: str,
+        *,
+        browser_binding: str | None,
+        login_hint: str | None = None,
+        carry: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The authorize URL.
+
+        ``browser_binding`` is a random value the caller also gives the browser (a cookie); only its
+        SHA-256 is stored with the flow, and ``complete`` requires the same value back (login CSRF).
+        Callers must choose: ``None`` is only for flows whose browser may drop cookies and whose
+        state already carries who started them (an EHR launch, see connector/launch.py).
+        """
+        flow: dict[str, Any] = self._app.initiate_auth_code_flow(
+            [],
+            redirect_uri=redirect_uri,
+            state=random_token(),
+            response_mode="form_post",
+            login_hint=login_hint,
+            prompt="select_account",
+        )
+        if "auth_uri" not in flow:
+            raise UpstreamUnavailable("Microsoft sign-in could not be started.", system=SYSTEM)
+        payload: dict[str, Any] = {**flow}
+        if browser_binding is not None:
+            payload[BINDING_KEY] = _binding_hash(browser_binding)
+        if carry is not None:
+            payload[CARRY_KEY] = dict(carry)
+        self._states.create(self._kind, payload, state=flow["state"])
+        return str(flow["auth_uri"])
+
+    def complete(self, auth_response: Mapping[str, str], *, browser_binding: str | None) -> PortalIdentity:
+        return self.complete_with_carry(auth_response, browser_binding=browser_binding)[0]
+
+    def complete_with_carry(
+        self, auth_response: Mapping[str, str], *, browser_binding: str | None
+    ) -> tuple[PortalIdentity, dict[str, Any]]:
+        state = auth_response.get("state", "")
+        flow = self._states.consume(self._kind, state)  # unknown, expired or replayed state stops here
+        carry: dict[str, Any] = flow.pop(CARRY_KEY, None) or {}
+        expected = flow.pop(BINDING_KEY, None)
+        if expected is not None:
+            supplied = _binding_hash(browser_binding) if browser_binding else ""
+            if not isinstance(expected, str) or not hmac.compare_digest(supplied.encode(), expected.encode()):
+                # A valid code and state from someone else's browser (login CSRF) or a lost cookie.
+                raise StateError(
+                    "This sign-in was not started in this browser, or took too long. Please start again.",
+                    code="state_not_bound",
+                )
+        error = auth_response.get("error")
+        if error:
+            raise _entra_rejected(error)
+        if not auth_response.get("code"):
+            raise StateError("The sign-in response was incomplete. Please start again.", code="missing_code")
+        try:
+            result = self._app.acquire_token_by_auth_code_flow(flow, dict(auth_response))
+        except ValueError:
+            raise StateError("This sign-in response does not match its request. Please start again.") from None
+        except RuntimeError:  # msal's nonce check
+            raise Unauthenticated("Microsoft sign-in could not be verified. Please sign in again.") from None
+        except Exception:  # noqa: BLE001 - requests' connection errors from inside msal
+            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
+        if "error" in result:
+            raise _entra_rejected(str(result["error"]))
+        id_token = result.get("id_token")
+        if not isinstance(id_token, str):
+            raise Unauthenticated("Microsoft sign-in returned no identity. Please sign in again.")
+        claims = self._validator.validate(id_token, nonce=nonce_hash(str(flow["nonce"])))
+        return identity_from_claims(claims), carry
+
+
+def _entra_rejected(error: str) -> UpstreamRejected:
+    safe = "".join(c for c in error if c.isalnum() or c in "_-")[:64] or "unknown_error"
+    return UpstreamRejected(f"Microsoft sign-in failed: {safe}. Please try again.", system=SYSTEM, code=safe)
+
+
+# --- one application per process -----------------------------------------------------------
+
+_app: msal.ConfidentialClientApplication | None = None
+_validator: EntraIdTokenValidator | None = None
+_lock = threading.Lock()
+
+
+def msal_app(settings: Settings) -> msal.ConfidentialClientApplication:
+    """The process's confidential client (built on first use: msal discovers the authority over HTTP)."""
+    global _app
+    if _app is None:
+        with _lock:
+            if _app is None:
+                try:
+                    _app = msal.ConfidentialClientApplication(
+                        settings.entra_client_id,
+                        client_credential=settings.entra_client_secret.reveal(),
+                        authority=f"{settings.entra_authority_host}/organizations",
+                        instance_discovery=False,
+                        token_cache=_NoUserTokens(),
+                    )
+                except ValueError:
+                    raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
+                except Exception:  # noqa: BLE001 - requests' connection errors during authority discovery
+                    raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
+    return _app
+
+
+def id_token_validator(settings: Settings) -> EntraIdTokenValidator:
+    global _validator
+    if _validator is None:
+        with _lock:
+            if _validator is None:
+                _validator = EntraIdTokenValidator(
+                    settings.entra_authority_host, settings.entra_client_id, settings.entra_allowed_tenant_ids
+                )
+    return _validator
+
+
+def reset() -> None:
+    """Forget the process-wide client and validator (tests; settings changes)."""
+    global _app, _validator
+    _app = None
+    _validator = None

@@ -1,0 +1,268 @@
+"""Microsoft Graph adapter for Teams meetings and their call-event subscriptions.
+
+The only module that talks to Graph. msgraph-sdk is large (hundreds of modules), so it is
+imported on first use, never at import time: the webhook and health paths never pay for it.
+
+One meeting per visit with no stored mapping: ``createOrGet`` is idempotent per
+(tenant, organizer, externalId), and externalId is an HMAC of the visit. createOrGet cannot
+set lobby options, so a PATCH follows: only the organizer bypasses the lobby, only the
+organizer presents, joins and leaves are announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import quote, unquote
+
+import httpx
+
+from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+
+SYSTEM = "Microsoft Graph"
+ACCESS_POLICY_HELP = (
+    "A Teams administrator must allow the connector to create meetings for this organizer: "
+    "New-CsApplicationAccessPolicy -Identity TeamsEhrConnector -AppIds <connector client id>; "
+    "Grant-CsApplicationAccessPolicy -PolicyName TeamsEhrConnector -Identity <organizer object id> "
+    "(or -Global). Changes can take up to 30 minutes."
+)
+
+
+class AppTokenCredential(Protocol):
+    """What kiota's AzureIdentityAuthenticationProvider calls (azure-core's credential shape)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Meeting:
+    id: str
+    join_web_url: str
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    expires_at: datetime
+    certificate_id: str | None = None  # the encryption certificate Graph encrypts its notifications with
+
+
+def call_events_resource(join_web_url: str) -> str:
+    """The meetingCallEvents resource: the join URL is encoded once more, so ``%`` becomes ``%25``."""
+    return f"communications/onlineMeetings(joinWebUrl='{quote(join_web_url, safe='')}')/meetingCallEvents"
+
+
+def _resource_key(resource: str) -> str:
+    """Graph may echo a resource with other percent-encoding or letter case than we sent."""
+    return unquote(unquote(resource)).lower()
+
+
+MAX_SUBSCRIPTION_PAGES = 100  # Graph pages subscriptions by 100; the organization quota is 10,000
+
+
+class TeamsClient:
+    """Graph calls for one tenant's app-only credential."""
+
+    def __init__(self, graph_base_url: str, credential: AppTokenCredential, *, timeout: float = 10.0) -> None:
+        self._base = graph_base_url.rstrip("/")
+        self._credential = credential
+        self._timeout = timeout
+        # httpx clients belong to one event loop; keep one per loop, dropped with the loop.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def create_or_get_meeting(
+        self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
+    ) -> Meeting:
+        from msgraph.generated.users.item.online_meetings.create_or_get.create_or_get_post_request_body import (
+            CreateOrGetPostRequestBody,
+        )
+
+        body = CreateOrGetPostRequestBody(
+            external_id=external_id, subject=subject, start_date_time=start, end_date_time=end
+        )
+        graph = self._graph("v1.0")
+        meeting = await _call(
+            graph.users.by_user_id(organizer_object_id).online_meetings.create_or_get.post(body), "create_meeting"
+        )
+        if meeting is None or not meeting.id or not meeting.join_web_url:
+            raise UpstreamUnavailable("Microsoft Graph returned an incomplete meeting.", system=SYSTEM)
+        return Meeting(id=meeting.id, join_web_url=meeting.join_web_url)
+
+    async def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
+        """Patients always wait in the lobby; only the organizer presents; joins are announced."""
+        from msgraph.generated.models.lobby_bypass_scope import LobbyBypassScope
+        from msgraph.generated.models.lobby_bypass_settings import LobbyBypassSettings
+        from msgraph.generated.models.online_meeting import OnlineMeeting
+        from msgraph.generated.models.online_meeting_presenters import OnlineMeetingPresenters
+
+        patch = OnlineMeeting(
+            lobby_bypass_settings=LobbyBypassSettings(
+                scope=LobbyBypassScope.Organizer, is_dial_in_bypass_enabled=False
+            ),
+            allowed_presenters=OnlineMeetingPresenters.Organizer,
+            is_entry_exit_announced=True,
+        )
+        graph = self._graph("v1.0")
+        request = graph.users.by_user_id(organizer_object_id).online_meetings.by_online_meeting_id(meeting_id)
+        await _call(request.patch(patch), "update_meeting")
+
+    async def subscribe_call_events(
+        self,
+        *,
+        join_web_url: str,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        certificate_base64: str,
+        certificate_id: str,
+        expires_at: datetime,
+    ) -> Subscription:
+        """Rich (encrypted) meetingCallEvents notifications; beta only, application permission only."""
+        from msgraph.generated.models.subscription import Subscription as GraphSubscription
+
+        body = GraphSubscription(
+            change_type="updated",
+            notification_url=notification_url,
+            lifecycle_notification_url=lifecycle_url,
+            resource=call_events_resource(join_web_url),
+            include_resource_data=True,
+            encryption_certificate=certificate_base64,
+            encryption_certificate_id=certificate_id,
+            expiration_date_time=expires_at,
+            client_state=client_state,
+        )
+        created = await _call(self._graph("beta").subscriptions.post(body), "subscribe")
+        if created is None or not created.id or created.expiration_date_time is None:
+            raise UpstreamUnavailable("Microsoft Graph returned an incomplete subscription.", system=SYSTEM)
+        return Subscription(id=created.id, expires_at=created.expiration_date_time)
+
+    async def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
+        """This app's live meetingCallEvents subscription of a meeting, if Graph has one (pages followed)."""
+        wanted = _resource_key(call_events_resource(join_web_url))
+        now = datetime.now(UTC)
+        subscriptions = self._graph("beta").subscriptions
+        page = await _call(subscriptions.get(), "list_subscriptions")
+        for pages_read in range(1, MAX_SUBSCRIPTION_PAGES + 1):
+            for found in (page.value if page else None) or []:
+                if (
+                    found.id
+                    and found.expiration_date_time
+                    and found.expiration_date_time > now
+                    and _resource_key(found.resource or "") == wanted
+                    and (found.notification_url or "") == notification_url
+                ):
+                    return Subscription(found.id, found.expiration_date_time, found.encryption_certificate_id)
+            next_link = page.odata_next_link if page else None
+            if not next_link or pages_read == MAX_SUBSCRIPTION_PAGES:
+                break
+            page = await _call(subscriptions.with_url(next_link).get(), "list_subscriptions")
+        return None
+
+    async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription:
+        from msgraph.generated.models.subscription import Subscription as GraphSubscription
+
+        request = self._graph("beta").subscriptions.by_subscription_id(subscription_id)
+        renewed = await _call(request.patch(GraphSubscription(expiration_date_time=expires_at)), "renew")
+        return Subscription(id=subscription_id, expires_at=(renewed and renewed.expiration_date_time) or expires_at)
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        try:
+            await _call(self._graph("beta").subscriptions.by_subscription_id(subscription_id).delete(), "unsubscribe")
+        except UpstreamRejected as exc:
+            if exc.code != "graph_not_found":  # already gone is fine
+                raise
+
+    def _graph(self, version: str) -> Any:
+        loop = asyncio.get_running_loop()
+        clients = self._clients.setdefault(loop, {})
+        if version not in clients:
+            clients[version] = self._build(version)
+        return clients[version]
+
+    def _build(self, version: str) -> Any:
+        from kiota_authentication_azure.azure_identity_authentication_provider import (
+            AzureIdentityAuthenticationProvider,
+        )
+        from kiota_http.middleware.options import RetryHandlerOption
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+        from msgraph.graph_service_client import GraphServiceClient
+        from msgraph_core import GraphClientFactory
+
+        base = f"{self._base}/{version}"
+        # Retries 429/503/504 honouring Retry-After, twice at most: a waiting clinician beats a perfect retry.
+        retry = RetryHandlerOption(delay=0.5, max_retries=2)
+        http = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(base_url=base, timeout=self._timeout),
+            options={RetryHandlerOption.get_key(): retry},
+        )
+        auth = AzureIdentityAuthenticationProvider(
+            self._credential, scopes=[f"{self._base}/.default"], is_cae_enabled=False
+        )
+        adapter = GraphRequestAdapter(auth, client=http)
+        adapter.base_url = base  # the setter strips the trailing slash httpx adds
+        return GraphServiceClient(request_adapter=adapter)
+
+
+async def _call(awaitable: Any, operation: str) -> Any:
+    """Await a Graph call, turning its failures into the connector's error hierarchy."""
+    from kiota_abstractions.api_error import APIError
+
+    try:
+        return await awaitable
+    except APIError as exc:
+        raise _graph_error(exc, operation) from None
+    except httpx.TimeoutException:
+        raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM) from None
+    except httpx.TransportError:
+        raise UpstreamUnavailable("Microsoft Graph could not be reached.", system=SYSTEM) from None
+
+
+def _graph_error(exc: Any, operation: str) -> Exception:
+    status = int(getattr(exc, "response_status_code", 0) or 0)
+    error = getattr(exc, "error", None)
+    code = str(getattr(error, "code", "") or "")
+    if status == 429 or (status == 503 and _retry_after(exc) is not None):
+        return UpstreamThrottled(
+            "Microsoft Graph is busy (throttled). Please try again in a moment.",
+            system=SYSTEM,
+            retry_after=_retry_after(exc),
+            code="graph_throttled",
+        )
+    if status >= 500 or status == 0:
+        return UpstreamUnavailable("Microsoft Graph is temporarily unavailable.", system=SYSTEM)
+    if status == 403 and operation in ("create_meeting", "update_meeting"):
+        return UpstreamRejected(
+            "Microsoft Teams refused to create the meeting for this organizer. " + ACCESS_POLICY_HELP,
+            system=SYSTEM,
+            code="graph_access_policy",
+        )
+    if status == 404:
+        return UpstreamRejected("Microsoft Graph could not find that resource.", system=SYSTEM, code="graph_not_found")
+    if status == 409 and operation == "subscribe":
+        return UpstreamRejected(
+            "This meeting's call events already have a subscription.", system=SYSTEM, code="graph_subscription_exists"
+        )
+    if status == 401:
+        return UpstreamRejected(
+            "Microsoft Graph rejected the connector's credentials.", system=SYSTEM, code="graph_unauthorized"
+        )
+    return UpstreamRejected(
+        f"Microsoft Graph rejected the request ({code or status}).", system=SYSTEM, code="graph_rejected"
+    )
+
+
+def _retry_after(exc: Any) -> float | None:
+    headers = getattr(exc, "response_headers", None) or {}
+    for name, value in dict(headers).items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list | tuple) and value else value
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                return None
+    return None

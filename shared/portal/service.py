@@ -1,0 +1,546 @@
+"""The configuration portal's rules: who may do what, form validation, EHR validation, records.
+
+``connector/portal.py`` turns requests into calls on ``PortalService`` and its results into pages;
+everything that decides something lives here, testable without a Functions host.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from shared.configurations import model as cfg
+from shared.configurations.model import Configuration, ConfigurationInput, Environment, Vendor, WritebackMode
+from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.smart import OAuthError, Pkce, SmartClient
+from shared.http.outbound import check_url
+from shared.jose.keys import signing_keys_from
+from shared.kernel.clock import utcnow
+from shared.kernel.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidIdToken,
+    NotFound,
+    StateError,
+    UnsafeUrl,
+    UpstreamError,
+    UpstreamRejected,
+)
+from shared.kernel.identifiers import log_id, random_token
+from shared.kernel.settings import Geography, Settings
+from shared.microsoft.entra import PortalIdentity
+from shared.portal.sessions import PortalSession
+from shared.storage.state import AuthStateStore
+
+logger = logging.getLogger(__name__)
+EHR_STATE_KIND = "portal-ehr-signin"
+EHR_STATE_TTL = timedelta(minutes=10)
+EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
+EHR_SIGNIN_SCOPE = "openid fhirUser"
+PROVIDER_SCOPES = "launch openid fhirUser"
+PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+PROVIDER_CONTEXT_TOKENS = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
+PATIENT_CONTEXT_TOKENS = "sessionId=%CSN%"
+MAX_ORGANIZATION = 120
+_UPN_RE = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
+_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+FIELDS = (
+    "organization",
+    "fhir_base_url",
+    "environment",
+    "approver_upn",
+    "geography",
+    "vendor",
+    "provider_client_id",
+    "patient_client_id",
+    "writeback_mode",
+)
+
+
+class FormErrors(BadRequest):
+    """One or more fields are invalid; ``errors`` maps field name → message in the user's words."""
+
+    code = "invalid_form"
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        super().__init__("Some fields need your attention.")
+        self.errors = dict(errors)
+
+
+# --- who may do what ----------------------------------------------------------------------
+
+
+def can_edit(user: PortalIdentity, config: Configuration) -> bool:
+    return user.is_admin and user.tenant_id == config.tenant_id
+
+
+def can_view(user: PortalIdentity, config: Configuration) -> bool:
+    same_tenant = user.tenant_id == config.tenant_id
+    return same_tenant and (user.is_admin or config.names_approver(user.upn))
+
+
+def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
+    """Admins of a tenant the configuration is shared with see it and its records, read-only."""
+    return user.is_admin and config.is_shared_with(user.tenant_id)
+
+
+def can_approve(user: PortalIdentity, config: Configuration) -> bool:
+    return user.tenant_id == config.tenant_id and config.names_approver(user.upn)
+
+
+def require_admin(user: PortalIdentity) -> None:
+    if not user.is_admin:
+        raise Forbidden(
+            "Only a Global Administrator, a Teams Administrator or a user with the Connector.Admin role "
+            "can add or change configurations."
+        )
+
+
+# --- form validation ----------------------------------------------------------------------
+
+
+def parse_fields(form: Mapping[str, str], geographies: tuple[Geography, ...]) -> tuple[dict[str, str], dict[str, str]]:
+    """(cleaned values, errors) for one configuration's fields; the FHIR URL is only syntax-checked later."""
+    values = {name: (form.get(name) or "").strip() for name in FIELDS}
+    errors: dict[str, str] = {}
+    organization = values["organization"]
+    if not organization:
+        errors["organization"] = "Enter the organization's name."
+    elif len(organization) > MAX_ORGANIZATION or any(ord(c) < 0x20 for c in organization):
+        errors["organization"] = f"Use up to {MAX_ORGANIZATION} printable characters."
+    if not values["fhir_base_url"]:
+        errors["fhir_base_url"] = "FHIR URL isn't valid: enter the full https:// address of the FHIR server"
+    _choice(values, errors, "environment", [e.value for e in Environment], "Choose test or production.")
+    values["approver_upn"] = values["approver_upn"].lower()
+    if not _UPN_RE.match(values["approver_upn"]):
+        errors["approver_upn"] = "Enter the approver's Microsoft 365 user name, like analyst@contoso.com."
+    _choice(values, errors, "geography", [g.value for g in geographies], "Choose a geography offered here.")
+    _choice(values, errors, "vendor", [v.value for v in Vendor], "Choose the EHR vendor.")
+    _choice(values, errors, "writeback_mode", [w.value for w in WritebackMode], "Choose a writeback mode.")
+    for name in ("provider_client_id", "patient_client_id"):
+        if not _CLIENT_ID_RE.match(values[name]):
+            errors[name] = "Enter the client id the EHR issued (letters, digits, . _ : -, up to 128)."
+    return values, errors
+
+
+def _choice(values: dict[str, str], errors: dict[str, str], name: str, allowed: list[str], message: str) -> None:
+    values[name] = values[name].lower()
+    if values[name] not in allowed:
+        errors[name] = message
+
+
+def to_input(values: Mapping[str, str]) -> ConfigurationInput:
+    return ConfigurationInput(
+        organization=values["organization"],
+        fhir_base_url=values["fhir_base_url"],
+        environment=Environment(values["environment"]),
+        approver_upn=values["approver_upn"],
+        geography=Geography(values["geography"]),
+        vendor=Vendor(values["vendor"]),
+        provider_client_id=values["provider_client_id"],
+        patient_client_id=values["patient_client_id"],
+        writeback_mode=WritebackMode(values["writeback_mode"]),
+    )
+
+
+# --- integration records ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntegrationRecord:
+    kind: str
+    title: str
+    launch_url: str
+    context_tokens: str
+    client_id: str
+    scopes: str
+    redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
+
+
+
+@dataclass(frozen=True)
+class IntegrationRecords:
+    configuration: Configuration
+    redirect_uri: str
+    jwks_url: str
+    backend_scopes: str
+    records: tuple[IntegrationRecord, ...] = field(default_factory=tuple)
+    signing_algorithm: str = "RS384"
+    shared_view: bool = False  # read by another tenant's admin: the owner's staff are not named
+
+    def as_text(self) -> str:
+        """The plain-text export (``records.txt``): every value on its own labelled line."""
+        c = self.configuration
+        lines = [
+            "Teams EHR Connector - integration records",
+            f"Organization: {c.organization}",
+            f"Environment: {c.environment.value.upper()}",
+            f"FHIR base URL: {c.fhir_base_url}",
+            f"EHR vendor: {c.vendor.label}",
+            f"Configuration id: {c.id}",
+        ]
+        if c.approved_at is not None:
+            by = "" if self.shared_view else f" by {c.approved_by}"
+            lines.append(f"Approved{by} at {c.approved_at:%Y-%m-%d %H:%M} UTC")
+        for record in self.records:
+            lines += [
+                "",
+                f"[{record.title}]",
+                f"Launch URL: {record.launch_url}",
+                f"Context tokens: {record.context_tokens}",
+                f"Client id: {record.client_id}",
+                f"Scopes: {record.scopes}",
+                *(f"Redirect URI ({label}): {uri}" for label, uri in record.redirect_uris),
+            ]
+        lines += [
+            "",
+            "[Client authentication]",
+            f"Method: private_key_jwt ({self.signing_algorithm}); no client secret",
+            f"JWKS URL: {self.jwks_url}",
+            f"Backend scopes: {self.backend_scopes}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def integration_records(
+    config: Configuration, public_base_url: str, *, signing_algorithm: str = "RS384"
+) -> IntegrationRecords:
+    """The values to enter in the EHR; ``signing_algorithm`` is the active signing key's (``SigningKeys.active``)."""
+    if not config.is_approved:
+        raise NotFound("This configuration is not approved yet, so it has no integration records.")
+    base = public_base_url.rstrip("/")
+    launch_callback = ("launches", f"{base}/api/launch/callback")
+    backend = {
+        WritebackMode.EPIC: "Epic SetExternalConnectionStatus web service (client mapped to an Epic user)",
+        WritebackMode.FHIR_AUDIT_EVENT: "system/AuditEvent.write",
+        WritebackMode.NONE: "none (writeback off)",
+    }[config.writeback_mode]
+    return IntegrationRecords(
+        configuration=config,
+        redirect_uri=f"{base}/api/launch/callback",
+        jwks_url=f"{base}/api/.well-known/jwks.json",
+        backend_scopes=backend,
+        signing_algorithm=signing_algorithm,
+        records=(
+            IntegrationRecord(
+                kind="provider",
+                title="Provider launch",
+                launch_url=f"{base}/api/launch/{config.id}/provider",
+                context_tokens=PROVIDER_CONTEXT_TOKENS,
+                client_id=config.provider_client_id,
+                scopes=PROVIDER_SCOPES,
+                # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
+                redirect_uris=(launch_callback, ("approver's EHR sign-in in the portal", f"{base}{EHR_CALLBACK_PATH}")),
+            ),
+            IntegrationRecord(
+                kind="patient",
+                title="Patient launch",
+                launch_url=f"{base}/api/launch/{config.id}/patient",
+                context_tokens=PATIENT_CONTEXT_TOKENS,
+                client_id=config.patient_client_id,
+                scopes=PATIENT_SCOPES,
+                redirect_uris=(launch_callback,),
+            ),
+        ),
+    )
+
+
+# --- the service --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EhrSignInFailure:
+    """What the approver sees when the EHR sign-in did not prove the URL."""
+
+    configuration_id: str | None
+    title: str
+    message: str
+    checks: tuple[str, ...]
+
+
+class EhrSignInFailed(UpstreamRejected):
+    def __init__(self, failure: EhrSignInFailure) -> None:
+        super().__init__(failure.message, system="EHR", code="ehr_signin_failed")
+        self.failure = failure
+
+
+OAUTH_CHECKS = (
+    "The provider client id on this configuration is the one the EHR issued for this environment.",
+    "The client is activated in this EHR instance and our JWKS URL is registered for it.",
+    "The redirect URI below is registered for the client exactly as shown.",
+    "Your EHR user account may use this app.",
+)
+
+
+class PortalService:
+    def __init__(
+        self,
+        settings: Settings,
+        repository: ConfigurationRepository,
+        states: AuthStateStore,
+        smart: SmartClient,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.states = states
+        self.smart = smart
+
+    @property
+    def ehr_redirect_uri(self) -> str:
+        return f"{self.settings.public_base_url}{EHR_CALLBACK_PATH}"
+
+    # validation
+
+    def validate_fhir_url(self, raw: str, *, client_id: str | None) -> str:
+        """Normalised FHIR URL that passed the URL rules and SMART discovery, or ``UnsafeUrl`` with a reason."""
+        checked = check_url(raw, self.smart.http.policy, base_url=True)
+        try:
+            self.smart.discover(checked.url, client_id=client_id)
+        except UnsafeUrl:
+            raise
+        except UpstreamError as exc:
+            raise UnsafeUrl(_lower_first(exc.message.rstrip("."))) from None
+        return checked.url
+
+    def validated_input(self, form: Mapping[str, str]) -> ConfigurationInput:
+        values, errors = parse_fields(form, self.settings.geographies)
+        if "fhir_base_url" not in errors:
+            try:
+                values["fhir_base_url"] = self.validate_fhir_url(
+                    values["fhir_base_url"], client_id=values["provider_client_id"] or None
+                )
+            except UnsafeUrl as exc:
+                errors["fhir_base_url"] = f"FHIR URL isn't valid: {exc.message}"
+        if errors:
+            raise FormErrors(errors)
+        return to_input(values)
+
+    def validate_rows(self, rows: list[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
+        """Validate several configurations of one form: (inputs, errors per row); a URL may appear once."""
+        inputs: list[ConfigurationInput] = []
+        errors: list[dict[str, str]] = []
+        for row in rows:
+            try:
+                inputs.append(self.validated_input(row))
+                errors.append({})
+            except FormErrors as exc:
+                errors.append(exc.errors)
+        urls = [data.fhir_base_url for data in inputs]
+        if not any(errors) and len(set(urls)) != len(urls):
+            twice = {"fhir_base_url": "This FHIR URL appears twice in this form."}
+            errors = [dict(twice) if urls.count(url) > 1 else {} for url in urls]
+        return inputs, errors
+
+    # configurations
+
+    def visible_configurations(self, user: PortalIdentity) -> list[Configuration]:
+        if user.is_admin:
+            return self.repository.list_for_tenant(user.tenant_id)
+        return self.repository.list_for_approver(user.tenant_id, user.upn)
+
+    def get_visible(self, user: PortalIdentity, configuration_id: str) -> Configuration:
+        """A configuration the user may see; anything else (incl. other tenants') is ``NotFound``."""
+        config = self.repository.get(user.tenant_id, configuration_id)
+        if not can_view(user, config):
+            raise NotFound("There is no such configuration.")
+        return config
+
+    def shared_configurations(self, user: PortalIdentity) -> list[Configuration]:
+        """Configurations other tenants share with the user's tenant (admins only)."""
+        return self.repository.list_shared_with(user.tenant_id) if user.is_admin else []
+
+    def get_viewable(self, user: PortalIdentity, configuration_id: str) -> Configuration:
+        """Like ``get_visible``, plus configurations shared with the admin's tenant (to read, never to change)."""
+        try:
+            return self.get_visible(user, configuration_id)
+        except NotFound:
+            if not user.is_admin:
+                raise
+        config = self.repository.get_shared(user.tenant_id, configuration_id)
+        if not can_view_shared(user, config):
+            raise NotFound("There is no such configuration.")
+        return config
+
+    def create(self, user: PortalIdentity, data: ConfigurationInput) -> Configuration:
+        require_admin(user)
+        config = self.repository.create(cfg.new_configuration(user.tenant_id, data, by=user.upn, now=utcnow()))
+        _audit("created", config, user)
+        return config
+
+    def update(self, user: PortalIdentity, configuration_id: str, data: ConfigurationInput, etag: str) -> Configuration:
+        require_admin(user)
+        current = self.get_visible(user, configuration_id)
+        updated = cfg.edited(current, data, by=user.upn, now=utcnow())
+        self.smart.forget(current.fhir_base_url)
+        saved = self.repository.update(current, updated, etag=etag)
+        _audit("edited (pending again)", saved, user)
+        return saved
+
+    def delete(self, user: PortalIdentity, configuration_id: str, etag: str) -> Configuration:
+        require_admin(user)
+        current = self.get_visible(user, configuration_id)
+        self.repository.delete(current, etag=etag)
+        _audit("deleted", current, user)
+        return current
+
+    # sharing
+
+    def share(self, user: PortalIdentity, configuration_id: str, tenant_id: str) -> Configuration:
+        require_admin(user)
+        current = self.get_visible(user, configuration_id)
+        updated = cfg.shared(current, tenant_id, allowed_tenants=self.settings.entra_allowed_tenant_ids)
+        saved = self.repository.update(current, updated, etag=str(current.etag))
+        _audit(f"shared with tenant {updated.shared_with[-1]}", saved, user)
+        return saved
+
+    def unshare(self, user: PortalIdentity, configuration_id: str, tenant_id: str) -> Configuration:
+        require_admin(user)
+        current = self.get_visible(user, configuration_id)
+        updated = cfg.unshared(current, tenant_id)
+        saved = self.repository.update(current, updated, etag=str(current.etag))
+        _audit(f"no longer shared with tenant {tenant_id.strip().lower()}", saved, user)
+        return saved
+
+    # approval
+
+    def start_ehr_signin(self, session: PortalSession, configuration_id: str) -> str:
+        """URL of the EHR's authorize endpoint for a standalone SMART launch that proves the FHIR URL."""
+        user = session.user
+        config = self.get_visible(user, configuration_id)
+        if not can_approve(user, config):
+            raise Forbidden("Only the approver named on this configuration can sign in to the EHR for it.")
+        if config.is_approved:
+            raise BadRequest("This configuration is already approved.")
+        try:
+            smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
+        except (UnsafeUrl, UpstreamError) as exc:
+            raise EhrSignInFailed(
+                EhrSignInFailure(
+                    configuration_id=config.id,
+                    title="The EHR could not be reached",
+                    message=f"FHIR URL isn't valid: {_lower_first(exc.message.rstrip('.'))}",
+                    checks=("The FHIR base URL is the one your EHR technical specialist gave you.",),
+                )
+            ) from None
+        pkce, nonce = Pkce.new(), random_token()
+        state = self.states.create(
+            EHR_STATE_KIND,
+            {
+                "configurationId": config.id,
+                "tenantId": config.tenant_id,
+                "fhirBaseUrl": config.fhir_base_url,
+                "clientId": config.provider_client_id,
+                "codeVerifier": pkce.verifier,
+                "nonce": nonce,
+                "session": session.binding,
+                "oid": user.object_id,
+            },
+            ttl=EHR_STATE_TTL,
+        )
+        return self.smart.authorize_url(
+            smart_config,
+            client_id=config.provider_client_id,
+            redirect_uri=self.ehr_redirect_uri,
+            scope=EHR_SIGNIN_SCOPE,
+            state=state,
+            pkce=pkce,
+            nonce=nonce,
+        )
+
+    def complete_ehr_signin(self, session: PortalSession, query: Mapping[str, str]) -> Configuration:
+        """Redeem the EHR's code; a valid id_token proves the URL and is recorded (no token is kept)."""
+        payload = self.states.consume(EHR_STATE_KIND, query.get("state", ""))
+        user = session.user
+        if payload.get("session") != session.binding or payload.get("oid") != user.object_id:
+            raise StateError("This EHR sign-in was started in another browser session. Please start again.")
+        config = self.get_visible(user, str(payload["configurationId"]))
+        if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
+            raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
+        if query.get("error"):
+            raise EhrSignInFailed(_oauth_failure(config.id, OAuthError(query["error"])))
+        code = query.get("code")
+        if not code:
+            raise StateError("The EHR's answer had no authorization code. Please start again.")
+        try:
+            smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
+            tokens = self.smart.exchange_code(
+                smart_config,
+                client_id=config.provider_client_id,
+                code=code,
+                redirect_uri=self.ehr_redirect_uri,
+                code_verifier=str(payload["codeVerifier"]),
+            )
+            if tokens.id_token is None:
+                raise InvalidIdToken("the EHR returned no id_token (is the openid scope allowed?)")
+            self.smart.validate_id_token(
+                smart_config, tokens.id_token, client_id=config.provider_client_id, nonce=str(payload["nonce"])
+            )
+        except OAuthError as exc:
+            raise EhrSignInFailed(_oauth_failure(config.id, exc)) from None
+        except InvalidIdToken as exc:
+            raise EhrSignInFailed(
+                EhrSignInFailure(
+                    configuration_id=config.id,
+                    title="The EHR's sign-in could not be verified",
+                    message=f"The EHR's id_token is not valid: {exc.reason}.",
+                    checks=("The EHR publishes its signing keys (jwks_uri or OpenID configuration).",),
+                )
+            ) from None
+        except (UnsafeUrl, UpstreamError) as exc:
+            raise EhrSignInFailed(
+                EhrSignInFailure(
+                    configuration_id=config.id,
+                    title="The EHR could not complete the sign-in",
+                    message=exc.message,
+                    checks=("The EHR's token endpoint is reachable from the connector.",),
+                )
+            ) from None
+        proven = cfg.with_ehr_signin(config, upn=user.upn, oid=user.object_id, now=utcnow())
+        saved = self.repository.update(config, proven, etag=str(config.etag))
+        _audit("proven by EHR sign-in", saved, user)
+        return saved
+
+    def approve(self, user: PortalIdentity, configuration_id: str) -> Configuration:
+        config = self.get_visible(user, configuration_id)
+        if not can_approve(user, config):
+            raise Forbidden("Only the approver named on this configuration can approve it.")
+        result = cfg.approved(config, upn=user.upn, oid=user.object_id, now=utcnow())
+        saved = self.repository.update(config, result, etag=str(config.etag))
+        _audit("approved", saved, user)
+        return saved
+
+    def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:
+        config = self.get_viewable(user, configuration_id)
+        algorithm = signing_keys_from(self.settings.signing_keys.reveal()).active.algorithm
+        records = integration_records(config, self.settings.public_base_url, signing_algorithm=algorithm)
+        return replace(records, shared_view=config.tenant_id != user.tenant_id)
+
+
+def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
+    # Ids only: the configuration id is tenant metadata; the user appears as a fingerprint of their object id.
+    who = log_id(user.object_id)
+    logger.info("Configuration %s %s by user %s (tenant %s)", config.id, action, who, config.tenant_id)
+
+
+def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailure:
+    return EhrSignInFailure(
+        configuration_id=configuration_id,
+        title="The EHR refused the sign-in",
+        message=f"OAuth2 error from the EHR: {exc.error}",
+        checks=OAUTH_CHECKS,
+    )
+
+
+def _lower_first(text: str) -> str:
+    """"The EHR did not answer" → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays."""
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+def describe(values: Mapping[str, Any]) -> dict[str, str]:
+    """Form values as strings for re-rendering a form (never None)."""
+    return {name: str(values.get(name) or "") for name in FIELDS}

@@ -1,0 +1,91 @@
+"""Short-lived, single-use state rows (OAuth ``state``, sign-in flows).
+
+Table ``AuthStates``: PartitionKey = kind, RowKey = the state value, a JSON payload and an
+expiry. Consumption marks the row used with an etag-guarded update: Table Storage ignores a
+delete of a missing row, so a delete cannot tell two consumers apart, but an update with
+``IfNotModified`` fails for every consumer but the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from shared.kernel.clock import utcnow
+from shared.kernel.errors import StateError
+from shared.kernel.identifiers import random_token
+from shared.storage.accounts import StorageAccount, storage_errors
+
+TABLE = "AuthStates"
+DEFAULT_TTL = timedelta(minutes=10)
+
+
+class AuthStateStore:
+    def __init__(self, account: StorageAccount) -> None:
+        self._account = account
+
+    def create(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        state: str | None = None,
+    ) -> str:
+        """Store ``payload`` under a fresh unguessable state (256 bits) and return it."""
+        value = state or random_token()
+        now = utcnow()
+        entity = {
+            "PartitionKey": kind,
+            "RowKey": value,
+            "Payload": json.dumps(dict(payload), separators=(",", ":")),
+            "CreatedAt": now,
+            "ExpiresAt": now + ttl,
+            "Consumed": False,
+        }
+        with storage_errors(self._account.name):
+            self._account.table(TABLE).create_entity(entity)
+        return value
+
+    def consume(self, kind: str, state: str) -> dict[str, Any]:
+        """Return the payload exactly once; unknown, expired or used state raises ``StateError``."""
+        if not _looks_like_state(state):
+            raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown")
+        table = self._account.table(TABLE)
+        with storage_errors(self._account.name):
+            try:
+                entity = table.get_entity(kind, state)
+            except ResourceNotFoundError:
+                raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown") from None
+            if entity.get("Consumed"):
+                raise StateError("This sign-in link was already used. Please start again.", code="state_reused")
+            if _as_datetime(entity["ExpiresAt"]) <= utcnow():
+                raise StateError("This sign-in link has expired. Please start again.", code="state_expired")
+            entity["Consumed"] = True
+            entity["ConsumedAt"] = utcnow()
+            try:
+                table.update_entity(
+                    entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                raise StateError(
+                    "This sign-in link was already used. Please start again.", code="state_reused"
+                ) from None
+        payload: dict[str, Any] = json.loads(entity["Payload"])
+        return payload
+
+
+def _looks_like_state(value: str) -> bool:
+    # Table keys may not hold / \ # ? or control characters; our states are URL-safe base64.
+    return 16 <= len(value) <= 128 and all(c.isalnum() or c in "-_" for c in value)
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))

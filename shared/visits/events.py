@@ -1,0 +1,145 @@
+"""Visit events: the queue message model and its identity.
+
+An event is a participant's state change in a visit (in the lobby, connected, disconnected),
+from a launch or from Graph ``meetingCallEvents``. It carries references and ids only — no
+names, no clinical content. Its id is derived from what it says, so the same fact delivered
+twice (Graph retries, at-least-once queues) has the same id and collapses downstream.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.kernel.errors import InvalidEvent
+
+SCHEMA_VERSION = 1
+
+
+class EventKind(enum.StrEnum):
+    LOBBY = "lobby"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class Role(enum.StrEnum):
+    PROVIDER = "provider"
+    PATIENT = "patient"
+    STAFF = "staff"
+
+
+class Source(enum.StrEnum):
+    LAUNCH = "launch"
+    GRAPH = "graph"
+
+
+@dataclass(frozen=True)
+class VisitEvent:
+    configuration_id: str
+    geography: str
+    visit_key: str
+    kind: EventKind
+    role: Role
+    occurred_at: datetime
+    source: Source
+    participant: str | None = None  # "Practitioner/123" | "Patient/456" from the launch context
+    csn: str | None = None
+    appointment: str | None = None
+    encounter: str | None = None
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.occurred_at.tzinfo is None:
+            raise InvalidEvent("occurredAt must carry a time zone")
+        if not self.id:
+            object.__setattr__(self, "id", event_id(self))
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "id": self.id,
+                "configurationId": self.configuration_id,
+                "geography": self.geography,
+                "visitKey": self.visit_key,
+                "kind": self.kind.value,
+                "role": self.role.value,
+                "participant": self.participant,
+                "csn": self.csn,
+                "appointment": self.appointment,
+                "encounter": self.encounter,
+                "occurredAt": _iso(self.occurred_at),
+                "source": self.source.value,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> VisitEvent:
+        """Parse and validate a queue message; anything malformed raises ``InvalidEvent``."""
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidEvent("event is not JSON") from None
+        if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
+            raise InvalidEvent("unsupported event version")
+        try:
+            event = cls(
+                configuration_id=_required_text(data, "configurationId"),
+                geography=_required_text(data, "geography"),
+                visit_key=_required_text(data, "visitKey"),
+                kind=EventKind(data["kind"]),
+                role=Role(data["role"]),
+                occurred_at=datetime.fromisoformat(_required_text(data, "occurredAt")),
+                source=Source(data["source"]),
+                participant=_optional_text(data, "participant"),
+                csn=_optional_text(data, "csn"),
+                appointment=_optional_text(data, "appointment"),
+                encounter=_optional_text(data, "encounter"),
+            )
+        except (KeyError, ValueError, TypeError):
+            raise InvalidEvent("event is missing or has invalid fields") from None
+        if data.get("id") not in (None, event.id):
+            raise InvalidEvent("event id does not match its content")
+        return event
+
+    def with_context(self, **changes: Any) -> VisitEvent:
+        """A copy with launch-context fields filled in (identity is unchanged by context)."""
+        return replace(self, **changes)
+
+
+def event_id(event: VisitEvent) -> str:
+    """Deterministic id from (visit, role, kind, occurredAt, source): duplicates collapse."""
+    moment = _iso(event.occurred_at, "milliseconds")
+    material = "\x1f".join((event.visit_key, event.role.value, event.kind.value, moment, event.source.value))
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _iso(moment: datetime, timespec: str = "microseconds") -> str:
+    """``occurredAt`` keeps microseconds: a join and a leave in the same millisecond must stay ordered.
+
+    The id hashes milliseconds, as it always has, so messages queued by an earlier release keep
+    their ids (and their done-marks) through an upgrade; a join and a leave differ by kind anyway.
+    """
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def _required_text(data: Mapping[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value or len(value) > 512:
+        raise ValueError(key)
+    return value
+
+
+def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 512:
+        raise ValueError(key)
+    return value

@@ -1,0 +1,186 @@
+"""Visit rows: table ``Visits`` in the configuration's geography, purged within 24 hours.
+
+PartitionKey = geography, RowKey = visit key = HMAC(configuration id, appointment key), so the key
+reveals no EHR identifier. Every change is an etag-guarded read-modify-write, retried on conflict, so
+concurrent launches and queue workers never lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.kernel.clock import utcnow
+from shared.kernel.errors import Conflict
+from shared.kernel.settings import Geography
+from shared.storage.accounts import Storage, storage_errors
+from shared.visits.events import EventKind, Role
+from shared.visits.model import Presence, Visit, VisitContext
+
+TABLE = "Visits"
+LIFETIME = timedelta(hours=24)
+_ATTEMPTS = 8
+_BACKOFF = 0.005  # seconds, doubling per retry up to _MAX_BACKOFF: at most 0.23 s in all
+_MAX_BACKOFF = 0.05
+
+
+class VisitRepository:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def get(self, geography: Geography, key: str) -> Visit | None:
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            try:
+                entity = account.table(TABLE).get_entity(geography.value, key)
+            except ResourceNotFoundError:
+                return None
+        visit = _from_entity(geography, entity)
+        return None if visit.expires_at <= utcnow() else visit
+
+    def live(self, geography: Geography) -> list[Visit]:
+        """Every unexpired visit of a geography (timers: subscription upkeep)."""
+        account = self._storage.for_geography(geography)
+        now = utcnow()
+        with storage_errors(account.name):
+            entities = account.table(TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": geography.value})
+            visits = [_from_entity(geography, entity) for entity in entities]
+        return [visit for visit in visits if visit.expires_at > now]
+
+    def get_or_create(self, geography: Geography, key: str, configuration_id: str, context: VisitContext) -> Visit:
+        """The live visit row, creating it (valid for 24 h) when there is none."""
+        existing = self.get(geography, key)
+        if existing is not None:
+            return existing
+        visit = Visit(geography, key, configuration_id, expires_at=utcnow() + LIFETIME, context=context)
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        with storage_errors(account.name):
+            try:
+                metadata = table.create_entity(_to_entity(visit))
+            except ResourceExistsError:
+                # Someone created it first, or an expired row is still waiting for the sweep.
+                current = self.get(geography, key)
+                if current is not None:
+                    return current
+                replaced = self._replace_expired(geography, key, visit)
+                if replaced is None:  # another launch replaced it first: use theirs
+                    return self.get_or_create(geography, key, configuration_id, context)
+                metadata = replaced
+        return replace(visit, etag=metadata.get("etag"))
+
+    def _replace_expired(self, geography: Geography, key: str, visit: Visit) -> dict[str, Any] | None:
+        """Replace an expired row, etag-guarded so two racing launches cannot overwrite each other."""
+        table = self._storage.for_geography(geography).table(TABLE)
+        try:
+            stale = table.get_entity(geography.value, key)
+        except ResourceNotFoundError:
+            stale = None
+        if stale is not None and _from_entity(geography, stale).expires_at > utcnow():
+            return None  # another launch renewed it meanwhile: never replace a live visit
+        try:
+            if stale is None:
+                return dict(table.create_entity(_to_entity(visit)))
+            return dict(
+                table.update_entity(
+                    _to_entity(visit),
+                    mode=UpdateMode.REPLACE,
+                    etag=stale.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return None
+
+    def update(self, visit: Visit, change: Callable[[Visit], Visit | None]) -> Visit:
+        """Apply ``change`` with etag protection, re-reading and re-applying on conflict.
+
+        ``change`` returns the new visit, or None when nothing needs writing.
+        """
+        account = self._storage.for_geography(visit.geography)
+        table = account.table(TABLE)
+        current: Visit | None = visit
+        for attempt in range(_ATTEMPTS):
+            if current is None:
+                raise Conflict("This visit has ended. Please launch again.", code="visit_gone")
+            changed = change(current)
+            if changed is None:
+                return current
+            with storage_errors(account.name):
+                try:
+                    # REPLACE, not the default MERGE: a field set to None must really be cleared.
+                    metadata = table.update_entity(
+                        _to_entity(changed),
+                        mode=UpdateMode.REPLACE,
+                        etag=current.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return replace(changed, etag=metadata.get("etag"))
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    if attempt + 1 == _ATTEMPTS:
+                        break
+                    # Jittered back-off, so writers that collided do not collide again at once; short,
+                    # as async callers (subscription upkeep) run this on their event loop.
+                    time.sleep(random.uniform(0, min(_MAX_BACKOFF, _BACKOFF * 2**attempt)))  # noqa: S311
+                    current = self.get(visit.geography, visit.key)
+        raise Conflict("The visit is changing too quickly; please try again.", code="visit_contention")
+
+
+# --- entity mapping --------------------------------------------------------------------------
+
+
+def _to_entity(visit: Visit) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": visit.geography.value,
+        "RowKey": visit.key,
+        "ConfigurationId": visit.configuration_id,
+        "ExpiresAt": visit.expires_at,
+        "Context": json.dumps({k: v for k, v in vars(visit.context).items() if v}, separators=(",", ":")),
+        "Presence": json.dumps(
+            {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
+            separators=(",", ":"),
+        ),
+        "Writeback": json.dumps(visit.writeback, separators=(",", ":")),
+    }
+    optional = {
+        "MeetingId": visit.meeting_id,
+        "JoinWebUrl": visit.join_web_url,
+        "OrganizerTenantId": visit.organizer_tenant_id,
+        "OrganizerObjectId": visit.organizer_object_id,
+        "SubscriptionId": visit.subscription_id,
+        "SubscriptionExpiresAt": visit.subscription_expires_at,
+    }
+    entity.update({k: v for k, v in optional.items() if v is not None})
+    return entity
+
+
+def _from_entity(geography: Geography, entity: Any) -> Visit:
+    presence = {
+        Role(role): Presence(EventKind(value["state"]), datetime.fromisoformat(value["at"]))
+        for role, value in json.loads(entity.get("Presence") or "{}").items()
+    }
+    return Visit(
+        geography=geography,
+        key=entity["RowKey"],
+        configuration_id=entity["ConfigurationId"],
+        expires_at=entity["ExpiresAt"],
+        context=VisitContext(**json.loads(entity.get("Context") or "{}")),
+        meeting_id=entity.get("MeetingId"),
+        join_web_url=entity.get("JoinWebUrl"),
+        organizer_tenant_id=entity.get("OrganizerTenantId"),
+        organizer_object_id=entity.get("OrganizerObjectId"),
+        subscription_id=entity.get("SubscriptionId"),
+        subscription_expires_at=entity.get("SubscriptionExpiresAt"),
+        presence=presence,
+        writeback=json.loads(entity.get("Writeback") or "{}"),
+        etag=entity.metadata.get("etag"),
+    )

@@ -1,0 +1,104 @@
+"""Signed visit tokens: how a provider page or a patient's waiting page proves which visit it may see.
+
+Epic's embedded browsers drop cookies, so the visit pages carry their authority in the URL:
+an HS256 JWT (PyJWT) under a key derived from ``CONNECTOR_SECRET`` for this purpose only,
+naming the visit (geography + key), the role and an expiry. Pages send it back as ``?t=``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+
+from shared.kernel.errors import Forbidden
+from shared.kernel.identifiers import keyed_id
+from shared.kernel.settings import Geography
+from shared.visits.events import Role
+
+AUDIENCE = "teams-ehr-connector/visit"
+ALGORITHM = "HS256"
+PROVIDER_LIFETIME = timedelta(hours=12)
+PATIENT_LIFETIME = timedelta(hours=2)
+LEEWAY_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class VisitGrant:
+    """What a valid token allows: ``role`` may see visit ``key`` in ``geography``."""
+
+    geography: Geography
+    key: str
+    role: Role
+    configuration_id: str
+    expires_at: int
+
+
+class VisitTokens:
+    def __init__(self, connector_secret: str) -> None:
+        # A derived key: a visit token can never be confused with any other HMAC the connector makes.
+        self._key = keyed_id(connector_secret, "visit-token-key")
+
+    def issue(
+        self,
+        *,
+        geography: Geography,
+        key: str,
+        role: Role,
+        configuration_id: str,
+        lifetime: timedelta | None = None,
+        now: float | None = None,
+    ) -> str:
+        issued = int(now if now is not None else time.time())
+        ttl = lifetime or (PROVIDER_LIFETIME if role is not Role.PATIENT else PATIENT_LIFETIME)
+        claims = {
+            "aud": AUDIENCE,
+            "iat": issued,
+            "exp": issued + int(ttl.total_seconds()),
+            "g": geography.value,
+            "v": key,
+            "r": role.value,
+            "c": configuration_id,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def verify(self, token: str, *, visit_key: str) -> VisitGrant:
+        """The grant of a valid token for ``visit_key``; anything else raises ``Forbidden``."""
+        if not token or len(token) > 2048:
+            raise _denied()
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["aud", "exp", "iat", "g", "v", "r", "c"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Forbidden(
+                "This visit link has expired. Please launch the visit again from Epic or MyChart.",
+                code="visit_token_expired",
+            ) from None
+        except jwt.PyJWTError:
+            raise _denied() from None
+        if claims["v"] != visit_key:
+            raise _denied()
+        try:
+            return VisitGrant(
+                geography=Geography(claims["g"]),
+                key=str(claims["v"]),
+                role=Role(claims["r"]),
+                configuration_id=str(claims["c"]),
+                expires_at=int(claims["exp"]),
+            )
+        except (ValueError, TypeError):
+            raise _denied() from None
+
+
+def _denied() -> Forbidden:
+    return Forbidden(
+        "This visit link is not valid. Please launch the visit again from Epic or MyChart.", code="visit_token_invalid"
+    )

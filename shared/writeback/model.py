@@ -1,0 +1,38 @@
+"""The writeback port: what an EHR writeback adapter is given and what it answers.
+
+Adapters (``shared.ehr.epic_writeback``, ``shared.ehr.fhir_writeback``) implement
+``WritebackAdapter.write(event, target)``; the worker picks one by the configuration's writeback mode.
+They raise the connector's upstream errors: ``UpstreamUnavailable`` / ``UpstreamThrottled`` are
+retryable, ``UpstreamRejected`` is permanent. Exactly-once is the worker's job
+(``shared.writeback.worker``); adapters make one attempt each.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.configurations.model import WritebackMode
+from shared.visits.events import VisitEvent
+
+
+@dataclass(frozen=True)
+class WritebackTarget:
+    """Where and how a configuration's events are written back."""
+
+    mode: WritebackMode
+    fhir_base_url: str
+    client_id: str  # the backend-services client id registered with the EHR
+    vendor_name: str = "Microsoft Teams"
+
+
+class Written(enum.StrEnum):
+    WRITTEN = "written"
+    SKIPPED = "skipped"  # nothing to write for this event in this mode (e.g. lobby for Epic)
+
+
+class WritebackAdapter(Protocol):
+    def write(self, event: VisitEvent, target: WritebackTarget) -> Written: ...
+
+
