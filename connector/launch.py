@@ -341,9 +341,7 @@ async def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -
     binding = read_cookie(req, cookie)
     cleared = sign_in_binding_cookie(cookie, "", path=SIGNIN_COOKIE_PATH, max_age=0)
     try:
-        outcome = await get_service().finish_sign_in(
-            {k: str(v) for k, v in fields.items()}, browser_binding=binding
-        )
+        outcome = await get_service().finish_sign_in({k: str(v) for k, v in fields.items()}, browser_binding=binding)
     except ConnectorError as exc:  # the usual error page, with the binding cookie cleared
         failed = launch_error_page(exc, correlation_id(req))
         failed.headers.add("Set-Cookie", cleared)

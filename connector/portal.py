@@ -139,16 +139,21 @@ def _signed_in(req: func.HttpRequest) -> PortalSession:
 def _csrf_form(req: func.HttpRequest, session: PortalSession) -> dict[str, str]:
     form = read_form(req)
     if not session.csrf_matches(form.get("csrf")):
-        raise Forbidden("This form has expired or did not come from this site. Reload the page and try again.",
-                        code="csrf")
+        raise Forbidden(
+            "This form has expired or did not come from this site. Reload the page and try again.", code="csrf"
+        )
     return form
 
 
 def _page(template: str, session: PortalSession | None, *, status: int = 200, **context: Any) -> func.HttpResponse:
     return render(
         template,
-        {"session": session, "user": session.user if session else None, "csrf": session.csrf_token if session else "",
-         **context},
+        {
+            "session": session,
+            "user": session.user if session else None,
+            "csrf": session.csrf_token if session else "",
+            **context,
+        },
         status=status,
     )
 
@@ -157,12 +162,16 @@ def _choices() -> dict[str, Any]:
     settings = get_settings()
     return {
         "environments": [(e.value, e.value.capitalize()) for e in Environment],
-        "geographies": [(g.value, {"americas": "Americas", "emea": "Europe, Middle East, Africa",
-                                   "apac": "Asia Pacific"}[g.value]) for g in settings.geographies],
+        "geographies": [
+            (g.value, {"americas": "Americas", "emea": "Europe, Middle East, Africa", "apac": "Asia Pacific"}[g.value])
+            for g in settings.geographies
+        ],
         "vendors": [(v.value, v.label) for v in Vendor],
-        "writeback_modes": [(WritebackMode.EPIC.value, "Epic (SetExternalConnectionStatus)"),
-                            (WritebackMode.FHIR_AUDIT_EVENT.value, "FHIR AuditEvent"),
-                            (WritebackMode.NONE.value, "None")],
+        "writeback_modes": [
+            (WritebackMode.EPIC.value, "Epic (SetExternalConnectionStatus)"),
+            (WritebackMode.FHIR_AUDIT_EVENT.value, "FHIR AuditEvent"),
+            (WritebackMode.NONE.value, "None"),
+        ],
     }
 
 
@@ -175,8 +184,13 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     session = current_session(req)
     notice = req.params.get("notice", "")
     if session is None:
-        return _page("portal/signin.html", None, title="Sign in",
-                     signin_required=notice == "signin-required", signed_out=notice == "signed-out")
+        return _page(
+            "portal/signin.html",
+            None,
+            title="Sign in",
+            signin_required=notice == "signin-required",
+            signed_out=notice == "signed-out",
+        )
     svc = service()
     return _page(
         "portal/dashboard.html",
@@ -204,8 +218,9 @@ def signin(req: func.HttpRequest) -> func.HttpResponse:
     flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
     binding = random_token()
     location = flow.begin(f"{settings.public_base_url}/api/portal/signin/callback", browser_binding=binding)
-    response = redirect(location, status=302, headers={"Set-Cookie": _signin_cookie(
-        settings, binding, max_age=SIGNIN_COOKIE_MAX_AGE)})
+    response = redirect(
+        location, status=302, headers={"Set-Cookie": _signin_cookie(settings, binding, max_age=SIGNIN_COOKIE_MAX_AGE)}
+    )
     # Signing in again ends the session this browser had: its row goes now, not when it expires. (Entra's
     # cross-site form POST back would not carry the SameSite=Lax session cookie, so this is the place.)
     old = read_cookie(req, cookie_name(settings))
@@ -237,8 +252,13 @@ def signin_callback(req: func.HttpRequest) -> func.HttpResponse:
         failed = error_response(exc, correlation_id(req), html=True)
         failed.headers.add("Set-Cookie", cleared)
         return failed
-    cookie = cookie_header(cookie_name(settings), session.id, secure=not _plain_local(settings), path=COOKIE_PATH,
-                           max_age=int(SESSION_LIFETIME.total_seconds()))
+    cookie = cookie_header(
+        cookie_name(settings),
+        session.id,
+        secure=not _plain_local(settings),
+        path=COOKIE_PATH,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+    )
     response = redirect(portal_url(), headers={"Set-Cookie": cookie})
     response.headers.add("Set-Cookie", cleared)
     return response
@@ -315,8 +335,15 @@ def _new_form(
     saved_count: int = 0,
 ) -> func.HttpResponse:
     errors = errors or [{} for _ in rows]
-    return _page("portal/new.html", session, status=status, title="Add configurations",
-                 rows=list(zip(rows, errors, strict=True)), saved_count=saved_count, **_choices())
+    return _page(
+        "portal/new.html",
+        session,
+        status=status,
+        title="Add configurations",
+        rows=list(zip(rows, errors, strict=True)),
+        saved_count=saved_count,
+        **_choices(),
+    )
 
 
 @bp.route(route="portal/configurations/{id}", methods=["GET"], auth_level=ANON)
@@ -380,8 +407,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
     except Conflict as exc:
         latest = svc.get_visible(session.user, current.id)  # NotFound if it was deleted meanwhile
         if exc.code == "duplicate_fhir_url":
-            return _detail(session, latest, status=409, values=values, errors={"fhir_base_url": exc.message},
-                           etag=etag)
+            return _detail(session, latest, status=409, values=values, errors={"fhir_base_url": exc.message}, etag=etag)
         # Keep what the user typed on screen, against the newest version's etag, with a clear message.
         return _detail(session, latest, status=409, values=values, conflict=exc.message, etag=latest.etag)
     return redirect(portal_url(f"/configurations/{current.id}", notice="saved"))
@@ -502,8 +528,13 @@ def records(req: func.HttpRequest) -> func.HttpResponse:
     config = svc.get_viewable(session.user, req.route_params.get("id", ""))
     if not config.is_approved:
         return _page("portal/records.html", session, title="Integration records", config=config, records=None)
-    return _page("portal/records.html", session, title="Integration records", config=config,
-                 records=svc.records(session.user, config.id))
+    return _page(
+        "portal/records.html",
+        session,
+        title="Integration records",
+        config=config,
+        records=svc.records(session.user, config.id),
+    )
 
 
 @bp.route(route="portal/configurations/{id}/records.txt", methods=["GET"], auth_level=ANON)

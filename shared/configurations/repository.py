@@ -280,7 +280,9 @@ class ConfigurationRepository:
             pass
         try:
             self._index().delete_entity(
-                partition, f"tenant-{tenant_id}", etag=guard.metadata["etag"],
+                partition,
+                f"tenant-{tenant_id}",
+                etag=guard.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
         except ResourceModifiedError:

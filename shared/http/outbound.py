@@ -176,10 +176,13 @@ def _valid_host(host: str) -> bool:
     if len(host) > 253:
         return False
     labels = host.rstrip(".").split(".")
-    return all(
-        0 < len(label) <= 63 and all(c.isalnum() or c == "-" for c in label) and not label.startswith("-")
-        for label in labels
-    ) and not host.replace(".", "").isdigit()
+    return (
+        all(
+            0 < len(label) <= 63 and all(c.isalnum() or c == "-" for c in label) and not label.startswith("-")
+            for label in labels
+        )
+        and not host.replace(".", "").isdigit()
+    )
 
 
 # --- the client --------------------------------------------------------------------------

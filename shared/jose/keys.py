@@ -33,6 +33,7 @@ def private_key_blocks(pem_text: str) -> list[str]:
     """Each PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) in a settings value, in order."""
     return list(_PEM_BLOCK.findall(pem_text))
 
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 

@@ -149,7 +149,6 @@ class StoredDataError(ConnectorError):
     code = "stored_data_error"
 
 
-
 class InvalidEvent(BadRequest):
     """A queue message that is not a valid event: permanent, never worth a retry."""
 

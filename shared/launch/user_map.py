@@ -40,9 +40,7 @@ class UserMapRepository:
         account = self._storage.for_geography(geography)
         with storage_errors(account.name):
             try:
-                entity = account.table(TABLE).get_entity(
-                    geography.value, self.row_key(configuration_id, ehr_user_id)
-                )
+                entity = account.table(TABLE).get_entity(geography.value, self.row_key(configuration_id, ehr_user_id))
             except ResourceNotFoundError:
                 return None
         return UserMapping(

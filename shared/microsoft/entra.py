@@ -170,8 +170,10 @@ def identity_from_claims(claims: Mapping[str, Any]) -> PortalIdentity:
     ``email`` is not verified by Entra (any user may set it to anything), so it must never name an approver."""
     upn = claims.get("preferred_username") or claims.get("upn")
     if not isinstance(upn, str) or not upn:
-        raise Unauthenticated("Your Microsoft account has no user name this portal can use. Sign in with a work "
-                              "account.", code="no_user_name")
+        raise Unauthenticated(
+            "Your Microsoft account has no user name this portal can use. Sign in with a work account.",
+            code="no_user_name",
+        )
     return PortalIdentity(
         tenant_id=str(claims["tid"]).lower(),
         object_id=str(claims["oid"]).lower(),

@@ -162,7 +162,6 @@ class IntegrationRecord:
     redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
 
 
-
 @dataclass(frozen=True)
 class IntegrationRecords:
     configuration: Configuration
@@ -537,7 +536,7 @@ def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailure:
 
 
 def _lower_first(text: str) -> str:
-    """"The EHR did not answer" → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays."""
+    """ "The EHR did not answer" → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays."""
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 

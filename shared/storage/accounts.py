@@ -129,9 +129,7 @@ class StorageAccount:
             from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
             client_id = self.connection.client_id
-            self._credential = (
-                ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
-            )
+            self._credential = ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
         return self._credential
 
     def check(self) -> None:

@@ -69,9 +69,7 @@ class AuthStateStore:
             entity["Consumed"] = True
             entity["ConsumedAt"] = utcnow()
             try:
-                table.update_entity(
-                    entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
-                )
+                table.update_entity(entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise StateError(
                     "This sign-in link was already used. Please start again.", code="state_reused"

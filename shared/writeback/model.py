@@ -34,5 +34,3 @@ class Written(enum.StrEnum):
 
 class WritebackAdapter(Protocol):
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written: ...
-
-

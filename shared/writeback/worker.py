@@ -230,5 +230,3 @@ def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
         appointment=event.appointment or context.appointment,
         encounter=event.encounter or context.encounter,
     )
-
-

@@ -66,8 +66,12 @@ def create(tenant: Tenant, *urls: str, **overrides: str) -> list[str]:
 def ehr_signin(tenant: Tenant, configuration_id: str) -> httpx.Response:
     """Press "Sign in to EHR", follow the browser to the EHR and back; return the EHR's redirect."""
     started = call(
-        portal.start_ehr_signin, "POST", f"portal/configurations/{configuration_id}/ehr-signin",
-        session=tenant.approver, form={"csrf": tenant.approver.csrf_token}, route={"id": configuration_id},
+        portal.start_ehr_signin,
+        "POST",
+        f"portal/configurations/{configuration_id}/ehr-signin",
+        session=tenant.approver,
+        form={"csrf": tenant.approver.csrf_token},
+        route={"id": configuration_id},
     )
     assert started.status_code == 303, text(started)
     return httpx.get(started.headers["Location"], follow_redirects=False)
@@ -81,8 +85,12 @@ def callback(tenant: Tenant, ehr_answer: httpx.Response) -> object:
 def approve(tenant: Tenant, configuration_id: str, *, as_admin: bool = False, csrf: str | None = None) -> object:
     session = tenant.admin if as_admin else tenant.approver
     return call(
-        portal.approve, "POST", f"portal/configurations/{configuration_id}/approve", session=session,
-        form={"csrf": session.csrf_token if csrf is None else csrf}, route={"id": configuration_id},
+        portal.approve,
+        "POST",
+        f"portal/configurations/{configuration_id}/approve",
+        session=session,
+        form={"csrf": session.csrf_token if csrf is None else csrf},
+        route={"id": configuration_id},
     )
 
 
@@ -113,8 +121,9 @@ def test_pages_behind_sign_in_redirect_to_the_portal(tenant: Tenant, handler: An
 
 
 def test_signout_deletes_the_session_and_clears_the_cookie(tenant: Tenant) -> None:
-    response = call(portal.signout, "POST", "portal/signout", session=tenant.member,
-                    form={"csrf": tenant.member.csrf_token})
+    response = call(
+        portal.signout, "POST", "portal/signout", session=tenant.member, form={"csrf": tenant.member.csrf_token}
+    )
     assert response.status_code == 303
     assert "Max-Age=0" in response.headers["Set-Cookie"] and "HttpOnly" in response.headers["Set-Cookie"]
     after = call(portal.dashboard, "GET", "portal", session=tenant.member)
@@ -135,8 +144,12 @@ def test_admin_adds_a_test_and_a_production_url_in_one_form(tenant: Tenant, ehr:
 
 
 def test_the_add_form_grows_without_javascript(tenant: Tenant, ehr: FakeEhr) -> None:
-    form = {"csrf": tenant.admin.csrf_token, "rows": "1", "action": "add-row",
-            **configuration_form(f"{ehr.base}/a/api/FHIR/R4", prefix="c0-")}
+    form = {
+        "csrf": tenant.admin.csrf_token,
+        "rows": "1",
+        "action": "add-row",
+        **configuration_form(f"{ehr.base}/a/api/FHIR/R4", prefix="c0-"),
+    }
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
     assert response.status_code == 200
     page = text(response)
@@ -145,8 +158,11 @@ def test_the_add_form_grows_without_javascript(tenant: Tenant, ehr: FakeEhr) -> 
 
 
 def test_a_non_admin_cannot_submit(tenant: Tenant, ehr: FakeEhr) -> None:
-    form = {"csrf": tenant.approver.csrf_token, "rows": "1",
-            **configuration_form(f"{ehr.base}/x/api/FHIR/R4", prefix="c0-")}
+    form = {
+        "csrf": tenant.approver.csrf_token,
+        "rows": "1",
+        **configuration_form(f"{ehr.base}/x/api/FHIR/R4", prefix="c0-"),
+    }
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.approver, form=form)
     assert response.status_code == 403
     assert "Global Administrator" in text(response)
@@ -189,13 +205,14 @@ def test_a_url_that_is_not_a_smart_server_is_rejected(tenant: Tenant, ehr: FakeE
     assert "FHIR URL isn&#39;t valid: no SMART configuration was found" in text(response)
 
 
-def test_the_same_url_twice_in_a_tenant_is_refused_but_another_tenant_may_use_it(
-    tenant: Tenant, ehr: FakeEhr
-) -> None:
+def test_the_same_url_twice_in_a_tenant_is_refused_but_another_tenant_may_use_it(tenant: Tenant, ehr: FakeEhr) -> None:
     url = f"{ehr.base}/dup/api/FHIR/R4"
     create(tenant, url)
-    form = {"csrf": tenant.admin.csrf_token, "rows": "1",
-            **configuration_form(url.replace("http://", "HTTP://") + "/", prefix="c0-")}
+    form = {
+        "csrf": tenant.admin.csrf_token,
+        "rows": "1",
+        **configuration_form(url.replace("http://", "HTTP://") + "/", prefix="c0-"),
+    }
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
     assert response.status_code == 409
     assert "already configured in your organization" in text(response)
@@ -226,8 +243,14 @@ def test_script_in_the_organization_name_is_rendered_inert(tenant: Tenant, ehr: 
     ],
 )
 def test_oversized_or_malformed_form_bodies_get_a_400_page(tenant: Tenant, body: bytes, content_type: str) -> None:
-    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, body=body,
-                    headers={"content-type": content_type})
+    response = call(
+        portal.create_configurations,
+        "POST",
+        "portal/configurations",
+        session=tenant.admin,
+        body=body,
+        headers={"content-type": content_type},
+    )
     assert response.status_code == 400
     assert response.mimetype == "text/html" and "correlation id" in text(response)
 
@@ -288,16 +311,34 @@ def location_query_of(response: httpx.Response) -> dict[str, str]:
 
 def test_an_admin_who_is_also_the_approver_still_signs_in_to_the_ehr(tenant: Tenant, ehr: FakeEhr) -> None:
     [config_id] = create(tenant, f"{ehr.base}/self/api/FHIR/R4", approver_upn="admin@contoso.example")
-    admin_approves = call(portal.approve, "POST", "x", session=tenant.admin,
-                          form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    admin_approves = call(
+        portal.approve,
+        "POST",
+        "x",
+        session=tenant.admin,
+        form={"csrf": tenant.admin.csrf_token},
+        route={"id": config_id},
+    )
     assert admin_approves.status_code == 409  # no EHR sign-in yet
-    started = call(portal.start_ehr_signin, "POST", "x", session=tenant.admin,
-                   form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    started = call(
+        portal.start_ehr_signin,
+        "POST",
+        "x",
+        session=tenant.admin,
+        form={"csrf": tenant.admin.csrf_token},
+        route={"id": config_id},
+    )
     answer = httpx.get(started.headers["Location"], follow_redirects=False)
     done = call(portal.ehr_callback, "GET", "x", session=tenant.admin, params=location_query_of(answer))
     assert done.status_code == 303
-    approved = call(portal.approve, "POST", "x", session=tenant.admin,
-                    form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    approved = call(
+        portal.approve,
+        "POST",
+        "x",
+        session=tenant.admin,
+        form={"csrf": tenant.admin.csrf_token},
+        route={"id": config_id},
+    )
     assert approved.status_code == 303
     assert repository().get(tenant.id, config_id).approved_by == "admin@contoso.example"
 
@@ -320,10 +361,12 @@ def test_approval_needs_the_same_account_oid_that_signed_in_to_the_ehr(tenant: T
     callback(tenant, ehr_signin(tenant, config_id))
     proven = repository().get(tenant.id, config_id)
     assert proven.ehr_signin is not None and proven.ehr_signin.by_oid == tenant.approver.user.object_id
-    namesake = SessionStore(get_storage().app).create(PortalIdentity(
-        tenant_id=tenant.id, object_id=str(uuid.uuid4()), upn=tenant.approver.user.upn, name="Namesake"))
-    response = call(portal.approve, "POST", "x", session=namesake, form={"csrf": namesake.csrf_token},
-                    route={"id": config_id})
+    namesake = SessionStore(get_storage().app).create(
+        PortalIdentity(tenant_id=tenant.id, object_id=str(uuid.uuid4()), upn=tenant.approver.user.upn, name="Namesake")
+    )
+    response = call(
+        portal.approve, "POST", "x", session=namesake, form={"csrf": namesake.csrf_token}, route={"id": config_id}
+    )
     assert response.status_code == 409 and "Sign in to the EHR yourself" in text(response)
     assert repository().get(tenant.id, config_id).status is Status.PENDING
     assert approve(tenant, config_id).status_code == 303
@@ -341,12 +384,24 @@ def test_a_non_approver_cannot_sign_in_to_the_ehr_or_approve(tenant: Tenant, ehr
     [config_id] = create(tenant, f"{ehr.base}/nonapprover/api/FHIR/R4")
     callback(tenant, ehr_signin(tenant, config_id))
     assert approve(tenant, config_id, as_admin=True).status_code == 403
-    started = call(portal.start_ehr_signin, "POST", "x", session=tenant.admin,
-                   form={"csrf": tenant.admin.csrf_token}, route={"id": config_id})
+    started = call(
+        portal.start_ehr_signin,
+        "POST",
+        "x",
+        session=tenant.admin,
+        form={"csrf": tenant.admin.csrf_token},
+        route={"id": config_id},
+    )
     assert started.status_code == 403
     # A member who is neither admin nor approver does not even see it.
-    member = call(portal.approve, "POST", "x", session=tenant.member,
-                  form={"csrf": tenant.member.csrf_token}, route={"id": config_id})
+    member = call(
+        portal.approve,
+        "POST",
+        "x",
+        session=tenant.member,
+        form={"csrf": tenant.member.csrf_token},
+        route={"id": config_id},
+    )
     assert member.status_code == 404
     assert repository().get(tenant.id, config_id).status is Status.PENDING
 
@@ -360,9 +415,14 @@ def test_another_tenant_cannot_see_records_or_configuration(tenant: Tenant, ehr:
         response = call(handler, "GET", "x", session=other.admin, route={"id": config_id})
         assert response.status_code == 404, handler
         assert config_id not in text(response)
-    edit = call(portal.update_configuration, "POST", "x", session=other.admin, route={"id": config_id},
-                form={"csrf": other.admin.csrf_token, "etag": "W/x",
-                      **configuration_form(f"{ehr.base}/iso/api/FHIR/R4")})
+    edit = call(
+        portal.update_configuration,
+        "POST",
+        "x",
+        session=other.admin,
+        route={"id": config_id},
+        form={"csrf": other.admin.csrf_token, "etag": "W/x", **configuration_form(f"{ehr.base}/iso/api/FHIR/R4")},
+    )
     assert edit.status_code == 404
 
 
@@ -421,8 +481,11 @@ def test_editing_an_approved_configuration_makes_it_pending_again(tenant: Tenant
     callback(tenant, ehr_signin(tenant, config_id))
     approve(tenant, config_id)
     current = repository().get(tenant.id, config_id)
-    form = {"csrf": tenant.admin.csrf_token, "etag": str(current.etag),
-            **configuration_form(f"{ehr.base}/edit/api/FHIR/R4", organization="Contoso Health System")}
+    form = {
+        "csrf": tenant.admin.csrf_token,
+        "etag": str(current.etag),
+        **configuration_form(f"{ehr.base}/edit/api/FHIR/R4", organization="Contoso Health System"),
+    }
     response = call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id}, form=form)
     assert response.status_code == 303, text(response)
     edited = repository().get(tenant.id, config_id)
@@ -434,14 +497,25 @@ def test_editing_an_approved_configuration_makes_it_pending_again(tenant: Tenant
 def test_a_concurrent_edit_gets_a_conflict_and_keeps_what_the_user_typed(tenant: Tenant, ehr: FakeEhr) -> None:
     [config_id] = create(tenant, f"{ehr.base}/race/api/FHIR/R4")
     etag = str(repository().get(tenant.id, config_id).etag)
-    first = {"csrf": tenant.admin.csrf_token, "etag": etag,
-             **configuration_form(f"{ehr.base}/race/api/FHIR/R4", organization="First edit")}
-    second = {"csrf": tenant.admin.csrf_token, "etag": etag,
-              **configuration_form(f"{ehr.base}/race/api/FHIR/R4", organization="Second edit")}
-    assert call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                form=first).status_code == 303
-    response = call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                    form=second)
+    first = {
+        "csrf": tenant.admin.csrf_token,
+        "etag": etag,
+        **configuration_form(f"{ehr.base}/race/api/FHIR/R4", organization="First edit"),
+    }
+    second = {
+        "csrf": tenant.admin.csrf_token,
+        "etag": etag,
+        **configuration_form(f"{ehr.base}/race/api/FHIR/R4", organization="Second edit"),
+    }
+    assert (
+        call(
+            portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id}, form=first
+        ).status_code
+        == 303
+    )
+    response = call(
+        portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id}, form=second
+    )
     assert response.status_code == 409
     page = text(response)
     assert "Someone else changed" in page and 'value="Second edit"' in page
@@ -453,8 +527,12 @@ def test_changing_the_url_moves_the_index_and_keeps_uniqueness(tenant: Tenant, e
     [config_id] = create(tenant, old_url)
     current = repository().get(tenant.id, config_id)
     form = {"csrf": tenant.admin.csrf_token, "etag": str(current.etag), **configuration_form(new_url)}
-    assert call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                form=form).status_code == 303
+    assert (
+        call(
+            portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id}, form=form
+        ).status_code
+        == 303
+    )
     assert repository().find_for_launch(config_id, new_url) is not None
     assert repository().find_for_launch(config_id, old_url) is None
     create(tenant, old_url)  # the old URL is free again
@@ -466,16 +544,34 @@ def test_delete_asks_for_confirmation_then_stops_launches_at_once(tenant: Tenant
     assert repository().find_for_launch(config_id, url) is not None
     confirm = call(portal.confirm_delete, "GET", "x", session=tenant.admin, route={"id": config_id})
     assert confirm.status_code == 200 and 'name="confirm"' in text(confirm)
-    unconfirmed = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                       form={"csrf": tenant.admin.csrf_token})
+    unconfirmed = call(
+        portal.delete_configuration,
+        "POST",
+        "x",
+        session=tenant.admin,
+        route={"id": config_id},
+        form={"csrf": tenant.admin.csrf_token},
+    )
     assert unconfirmed.status_code == 400
-    without_etag = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                        form={"csrf": tenant.admin.csrf_token, "confirm": "yes"})
+    without_etag = call(
+        portal.delete_configuration,
+        "POST",
+        "x",
+        session=tenant.admin,
+        route={"id": config_id},
+        form={"csrf": tenant.admin.csrf_token, "confirm": "yes"},
+    )
     assert without_etag.status_code == 400  # a delete must name the version the admin saw, like an edit
     assert repository().find_for_launch(config_id, url) is not None
     etag = str(repository().get(tenant.id, config_id).etag)
-    done = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": etag})
+    done = call(
+        portal.delete_configuration,
+        "POST",
+        "x",
+        session=tenant.admin,
+        route={"id": config_id},
+        form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": etag},
+    )
     assert done.status_code == 303
     assert repository().find_for_launch(config_id, url) is None
     assert repository().list_for_tenant(tenant.id) == []
@@ -500,8 +596,13 @@ def test_the_jwks_is_public_and_holds_no_private_parts(env: dict[str, str]) -> N
 
 def test_the_same_url_twice_in_one_form_is_refused(tenant: Tenant, ehr: FakeEhr) -> None:
     url = f"{ehr.base}/twice/api/FHIR/R4"
-    form = {"csrf": tenant.admin.csrf_token, "rows": "2", "action": "save",
-            **configuration_form(url, prefix="c0-"), **configuration_form(url + "/", prefix="c1-")}
+    form = {
+        "csrf": tenant.admin.csrf_token,
+        "rows": "2",
+        "action": "save",
+        **configuration_form(url, prefix="c0-"),
+        **configuration_form(url + "/", prefix="c1-"),
+    }
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
     assert response.status_code == 400 and text(response).count("appears twice in this form") == 2
     assert repository().list_for_tenant(tenant.id) == []
@@ -512,8 +613,14 @@ def test_a_delete_confirmed_against_a_stale_version_is_refused(tenant: Tenant, e
     [config_id] = create(tenant, url)
     stale = str(repository().get(tenant.id, config_id).etag)
     callback(tenant, ehr_signin(tenant, config_id))  # the approver changed it meanwhile
-    response = call(portal.delete_configuration, "POST", "x", session=tenant.admin, route={"id": config_id},
-                    form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": stale})
+    response = call(
+        portal.delete_configuration,
+        "POST",
+        "x",
+        session=tenant.admin,
+        route={"id": config_id},
+        form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": stale},
+    )
     assert response.status_code == 409 and "it was not deleted" in text(response)
     assert repository().find_for_launch(config_id, url) is not None
 
@@ -536,9 +643,11 @@ def test_records_name_the_signing_algorithm_of_the_configured_key(
     from shared.kernel.settings import reset_settings_cache
 
     config = approved_in_storage(tenant)
-    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    pem = (
+        ec.generate_private_key(ec.SECP384R1())
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
     monkeypatch.setenv("SIGNING_KEYS", pem)
     reset_settings_cache()
     portal.reset()
@@ -561,9 +670,7 @@ def approved_in_storage(tenant: Tenant) -> Configuration:
 def test_the_copy_script_runs_under_a_csp_without_unsafe_inline(tenant: Tenant) -> None:
     config = approved_in_storage(tenant)
     response = call(portal.records, "GET", "r", session=tenant.admin, route={"id": config.id})
-    policy = dict(
-        (d.strip().split(" ", 1) + [""])[:2] for d in response.headers["Content-Security-Policy"].split(";")
-    )
+    policy = dict((d.strip().split(" ", 1) + [""])[:2] for d in response.headers["Content-Security-Policy"].split(";"))
     assert "'unsafe-inline'" not in policy["script-src"]
     scripts = re.findall(r"<script>(.*?)</script>", text(response), re.DOTALL)
     assert scripts  # the copy buttons' script is on the page...

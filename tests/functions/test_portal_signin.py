@@ -59,30 +59,53 @@ class FakeEntra:
 
     def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> _Response:
         assert url == f"{self.host}/organizations/v2.0/.well-known/openid-configuration", url
-        return _Response(200, json.dumps({
-            "issuer": f"{self.host}/{{tenantid}}/v2.0",
-            "authorization_endpoint": f"{self.host}/organizations/oauth2/v2.0/authorize",
-            "token_endpoint": f"{self.host}/organizations/oauth2/v2.0/token",
-            "jwks_uri": f"{self.host}/organizations/discovery/v2.0/keys",
-        }))
+        return _Response(
+            200,
+            json.dumps(
+                {
+                    "issuer": f"{self.host}/{{tenantid}}/v2.0",
+                    "authorization_endpoint": f"{self.host}/organizations/oauth2/v2.0/authorize",
+                    "token_endpoint": f"{self.host}/organizations/oauth2/v2.0/token",
+                    "jwks_uri": f"{self.host}/organizations/discovery/v2.0/keys",
+                }
+            ),
+        )
 
     def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any) -> _Response:
         self.posted.append(dict(data or {}))
         now = int(time.time())
         claims = {
-            "iss": f"{self.host}/{self.tenant}/v2.0", "aud": self.client_id, "tid": self.tenant,
-            "oid": "a0000000-0000-4000-8000-000000000001", "sub": "pairwise-sub",
-            "preferred_username": "Admin@Contoso.example", "name": "Avery Admin", "wids": list(self.wids),
-            "iat": now, "nbf": now, "exp": now + 3600, "nonce": self.nonce, "ver": "2.0",
+            "iss": f"{self.host}/{self.tenant}/v2.0",
+            "aud": self.client_id,
+            "tid": self.tenant,
+            "oid": "a0000000-0000-4000-8000-000000000001",
+            "sub": "pairwise-sub",
+            "preferred_username": "Admin@Contoso.example",
+            "name": "Avery Admin",
+            "wids": list(self.wids),
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "nonce": self.nonce,
+            "ver": "2.0",
         }
         id_token = jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": "entra-1"})
         client_info = jwt.utils.base64url_encode(
             json.dumps({"uid": claims["oid"], "utid": self.tenant}).encode()
         ).decode()
-        return _Response(200, json.dumps({
-            "token_type": "Bearer", "scope": "openid profile", "expires_in": 3600, "access_token": "at",
-            "id_token": id_token, "client_info": client_info,
-        }))
+        return _Response(
+            200,
+            json.dumps(
+                {
+                    "token_type": "Bearer",
+                    "scope": "openid profile",
+                    "expires_in": 3600,
+                    "access_token": "at",
+                    "id_token": id_token,
+                    "client_info": client_info,
+                }
+            ),
+        )
 
 
 def keys_transport(host: str) -> httpx.MockTransport:
@@ -90,9 +113,13 @@ def keys_transport(host: str) -> httpx.MockTransport:
         path = request.url.path
         if path.endswith("/v2.0/.well-known/openid-configuration"):
             tenant = path.split("/")[1]
-            return httpx.Response(200, json={
-                "issuer": f"{host}/{tenant}/v2.0", "jwks_uri": f"{host}/{tenant}/discovery/v2.0/keys",
-            })
+            return httpx.Response(
+                200,
+                json={
+                    "issuer": f"{host}/{tenant}/v2.0",
+                    "jwks_uri": f"{host}/{tenant}/discovery/v2.0/keys",
+                },
+            )
         if path.endswith("/discovery/v2.0/keys"):
             jwk = RSAAlgorithm.to_jwk(KEY.public_key(), as_dict=True)
             return httpx.Response(200, json={"keys": [{**jwk, "kid": "entra-1", "use": "sig"}]})
@@ -115,7 +142,9 @@ def fake_entra(env: dict[str, str]) -> Iterator[FakeEntra]:
         token_cache=entra._NoUserTokens(),
     )
     entra._validator = entra.EntraIdTokenValidator(
-        settings.entra_authority_host, settings.entra_client_id, settings.entra_allowed_tenant_ids,
+        settings.entra_authority_host,
+        settings.entra_client_id,
+        settings.entra_allowed_tenant_ids,
         http=httpx.Client(transport=keys_transport(settings.entra_authority_host)),
     )
     yield fake
@@ -145,8 +174,13 @@ def start(fake: FakeEntra, *, cookie: str | None = None) -> dict[str, str]:
 def finish(query: dict[str, str], *, binding: str | None = "from-query", **extra: str) -> Any:
     form = {"code": "entra-code", "state": query["state"], "session_state": str(uuid.uuid4()), **extra}
     cookie = query["_binding"] if binding == "from-query" else binding
-    return call(portal.signin_callback, "POST", "portal/signin/callback", form=form,
-                headers={"cookie": cookie} if cookie else None)
+    return call(
+        portal.signin_callback,
+        "POST",
+        "portal/signin/callback",
+        form=form,
+        headers={"cookie": cookie} if cookie else None,
+    )
 
 
 def test_sign_in_uses_pkce_form_post_and_creates_a_server_side_session(fake_entra: FakeEntra) -> None:
@@ -197,8 +231,9 @@ def test_a_wrong_nonce_is_refused(fake_entra: FakeEntra) -> None:
 def test_an_error_from_entra_is_shown_plainly(fake_entra: FakeEntra) -> None:
     query = start(fake_entra)
     form = {"error": "access_denied", "error_description": "<b>user cancelled</b>", "state": query["state"]}
-    response = call(portal.signin_callback, "POST", "portal/signin/callback", form=form,
-                    headers={"cookie": query["_binding"]})
+    response = call(
+        portal.signin_callback, "POST", "portal/signin/callback", form=form, headers={"cookie": query["_binding"]}
+    )
     assert response.status_code == 502 and "Microsoft sign-in failed: access_denied" in text(response)
     assert "<b>" not in text(response)
 
@@ -211,9 +246,7 @@ def test_a_user_without_admin_roles_is_not_an_admin(fake_entra: FakeEntra) -> No
     assert "Add configurations" not in page and "approver" in page
 
 
-def test_outside_localhost_the_session_cookie_is_secure(
-    fake_entra: FakeEntra, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_outside_localhost_the_session_cookie_is_secure(fake_entra: FakeEntra, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.contoso.example")
     from shared.kernel.settings import reset_settings_cache
 
@@ -223,7 +256,6 @@ def test_outside_localhost_the_session_cookie_is_secure(
     assert query["_binding"].startswith("__Secure-portal_signin=")
     cookie = cookies_set(finish(query))["__Secure-portal_session"]
     assert "; Secure" in cookie and "HttpOnly" in cookie
-
 
 
 # --- the sign-in is bound to the browser that started it (login CSRF) ---------------------------

@@ -55,7 +55,9 @@ def test_demo_runs_the_app_on_azurite_and_stops_cleanly(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{ehr}/api/FHIR/R4/.well-known/smart-configuration").status_code == 200
         signin = httpx.get(f"http://127.0.0.1:{port}/api/portal/signin", timeout=10)
         assert signin.status_code == 302
-        assert signin.headers["location"].startswith(f"http://127.0.0.1:{entra_http}/organizations/oauth2/v2.0/authorize")
+        assert signin.headers["location"].startswith(
+            f"http://127.0.0.1:{entra_http}/organizations/oauth2/v2.0/authorize"
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)

@@ -49,10 +49,15 @@ def tenant(env: dict[str, str]) -> Iterator[Tenant]:
 
 
 def submit(tenant: Tenant, fhir_base: str, **overrides: str) -> str:
-    form = {"csrf": tenant.admin.csrf_token, "rows": "1",
-            **configuration_form(fhir_base, prefix="c0-",
-                                 **{"provider_client_id": PROVIDER_CLIENT, "patient_client_id": PATIENT_CLIENT,
-                                    **overrides})}
+    form = {
+        "csrf": tenant.admin.csrf_token,
+        "rows": "1",
+        **configuration_form(
+            fhir_base,
+            prefix="c0-",
+            **{"provider_client_id": PROVIDER_CLIENT, "patient_client_id": PATIENT_CLIENT, **overrides},
+        ),
+    }
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
     assert response.status_code == 303, text(response)
     [config] = ConfigurationRepository(get_storage().app).list_for_tenant(tenant.id)
@@ -61,8 +66,14 @@ def submit(tenant: Tenant, fhir_base: str, **overrides: str) -> str:
 
 def ehr_sign_in(tenant: Tenant, config_id: str, *, choose: str = "user") -> object:
     """Press "Sign in to EHR", pick the first clinician on the EHR's page (or cancel), return our callback's answer."""
-    started = call(portal.start_ehr_signin, "POST", "x", session=tenant.approver,
-                   form={"csrf": tenant.approver.csrf_token}, route={"id": config_id})
+    started = call(
+        portal.start_ehr_signin,
+        "POST",
+        "x",
+        session=tenant.approver,
+        form={"csrf": tenant.approver.csrf_token},
+        route={"id": config_id},
+    )
     assert started.status_code == 303, text(started)
     with httpx.Client() as browser:
         page = browser.get(started.headers["Location"])
@@ -81,8 +92,14 @@ def test_the_sandbox_ehr_url_passes_validation_and_the_approver_proves_and_appro
     config_id = submit(tenant, ehr)
     done = ehr_sign_in(tenant, config_id)
     assert done.status_code == 303, text(done)  # type: ignore[attr-defined]
-    approve = call(portal.approve, "POST", "x", session=tenant.approver,
-                   form={"csrf": tenant.approver.csrf_token}, route={"id": config_id})
+    approve = call(
+        portal.approve,
+        "POST",
+        "x",
+        session=tenant.approver,
+        form={"csrf": tenant.approver.csrf_token},
+        route={"id": config_id},
+    )
     assert approve.status_code == 303, text(approve)
     config = ConfigurationRepository(get_storage().app).get(tenant.id, config_id)
     assert config.status is Status.APPROVED and config.ehr_signin is not None

@@ -53,8 +53,13 @@ def sign_in(upn: str) -> tuple[httpx.Response | None, object]:
         answer = choose_account(browser, auth_uri, upn)
     fields = authorization_response(answer)
     binding = next(c for c in started.headers.get_all("Set-Cookie") if c.startswith("portal_signin="))
-    return answer, call(portal.signin_callback, "POST", "portal/signin/callback", form=fields,
-                        headers={"cookie": binding.split(";", 1)[0]})
+    return answer, call(
+        portal.signin_callback,
+        "POST",
+        "portal/signin/callback",
+        form=fields,
+        headers={"cookie": binding.split(";", 1)[0]},
+    )
 
 
 def cookie_of(response: object) -> str:

@@ -74,6 +74,7 @@ def test_state_is_consumed_exactly_once(storage: Storage) -> None:
 
 def test_concurrent_consumers_exactly_one_wins(storage: Storage) -> None:
     store = AuthStateStore(storage.app)
+
     def consume(state: str, barrier: threading.Barrier, wins: list[object], losses: list[str]) -> None:
         barrier.wait()
         try:

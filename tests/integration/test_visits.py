@@ -190,4 +190,3 @@ def test_racing_launches_on_an_expired_row_share_one_visit(storage: Storage, uni
         assert stored is not None and stored.meeting_id is not None
         assert len(results) == 6
         assert set(results) == {stored.meeting_id}, "every launch sees the one meeting"
-

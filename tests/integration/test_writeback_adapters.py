@@ -127,9 +127,7 @@ def test_audit_event_conditional_create_is_idempotent_and_searchable_by_tag_and_
     connected = event(ehr, EventKind.CONNECTED, Role.PATIENT, seconds=7)
     for _ in range(3):
         assert adapter.write(connected, target(ehr, WritebackMode.FHIR_AUDIT_EVENT)) is Written.WRITTEN
-    tagged = [
-        e for e in ehr.audit_events() if {"system": EVENT_TAG_SYSTEM, "code": connected.id} in e["meta"]["tag"]
-    ]
+    tagged = [e for e in ehr.audit_events() if {"system": EVENT_TAG_SYSTEM, "code": connected.id} in e["meta"]["tag"]]
     assert len(tagged) == 1
     [created] = tagged
     assert created["agent"][0]["who"] == {"reference": connected.participant}

@@ -18,8 +18,6 @@ from tests.sandbox.graph_support import (  # noqa: F401 - fixture
 pytestmark = pytest.mark.browser
 
 
-
-
 def _status(page: Page, status: str) -> None:
     expect(page.locator("#status")).to_have_attribute("data-status", status, timeout=10_000)
 

@@ -126,8 +126,13 @@ class FakeEhr:
             headers={"kid": "ehr-key-1"},
         )
         return JSONResponse(
-            {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer", "expires_in": 3240,
-             "scope": grant["scope"], "id_token": id_token},
+            {
+                "access_token": secrets.token_urlsafe(24),
+                "token_type": "Bearer",
+                "expires_in": 3240,
+                "scope": grant["scope"],
+                "id_token": id_token,
+            },
             headers={"Cache-Control": "no-store"},
         )
 

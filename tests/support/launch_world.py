@@ -105,15 +105,11 @@ class LaunchWorld:
         return self.ehr.create_launch(self.records[record].id, appointment_id, user_id)
 
     def appointment_of(self, practitioner: str, patient: str) -> str:
-        visit = next(
-            v for v in self.ehr.clinic.visits if v.practitioner_id == practitioner and v.patient_id == patient
-        )
+        visit = next(v for v in self.ehr.clinic.visits if v.practitioner_id == practitioner and v.patient_id == patient)
         return visit.appointment_id
 
 
-def _configuration(
-    tenant: str, fhir_base_url: str, *, environment: Environment, approved: bool
-) -> Configuration:
+def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment, approved: bool) -> Configuration:
     data = ConfigurationInput(
         organization="Contoso Health" if tenant == CONTOSO.id else "Fabrikam Clinic",
         fhir_base_url=fhir_base_url,

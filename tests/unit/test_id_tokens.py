@@ -32,8 +32,13 @@ def token(key: rsa.RSAPrivateKey = KEY, kid: str = "k1", alg: str = "RS256", **o
 
 def check(raw: str, cache: JwksCache | None = None, nonce: str | None = "n1") -> dict[str, Any]:
     cache = cache or JwksCache(lambda url: jwks_of((KEY, "k1")))
-    return validate_id_token(raw, key_for=lambda kid: cache.key("https://issuer.example/keys", kid),
-                             issuer=ISSUER, audience="client", nonce=nonce)
+    return validate_id_token(
+        raw,
+        key_for=lambda kid: cache.key("https://issuer.example/keys", kid),
+        issuer=ISSUER,
+        audience="client",
+        nonce=nonce,
+    )
 
 
 def test_a_valid_token_yields_its_claims() -> None:

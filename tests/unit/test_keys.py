@@ -53,9 +53,11 @@ def test_client_assertion_follows_smart_asymmetric_rules() -> None:
 
 
 def test_ec_p384_keys_sign_es384() -> None:
-    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    pem = (
+        ec.generate_private_key(ec.SECP384R1())
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
     keys = SigningKeys.from_pem(pem)
     assert keys.active.algorithm == "ES384"
     assert keys.jwks()["keys"][0]["crv"] == "P-384"

@@ -83,8 +83,9 @@ def test_who_may_see_edit_and_approve() -> None:
     admin = identity("admin@contoso.example", wids=(GLOBAL_ADMINISTRATOR,))
     approver = identity("ANALYST@contoso.example")
     member = identity("dr.smith@contoso.example")
-    foreign_admin = identity("admin@fabrikam.example", tenant="33333333-3333-4333-8333-333333333333",
-                             wids=(GLOBAL_ADMINISTRATOR,))
+    foreign_admin = identity(
+        "admin@fabrikam.example", tenant="33333333-3333-4333-8333-333333333333", wids=(GLOBAL_ADMINISTRATOR,)
+    )
     foreign_namesake = identity("analyst@contoso.example", tenant="33333333-3333-4333-8333-333333333333")
     assert can_view(admin, config) and can_edit(admin, config) and not can_approve(admin, config)
     assert can_view(approver, config) and can_approve(approver, config) and not can_edit(approver, config)
@@ -114,7 +115,9 @@ def test_records_exist_only_for_approved_configurations() -> None:
     text = records.as_text()
     assert "Environment: TEST" in text and "Approved by analyst@contoso.example at 2026-11-25 12:00 UTC" in text
     assert text.count("Launch URL: ") == 2
-    ehr_signin = "Redirect URI (approver's EHR sign-in in the portal): https://connector.example/api/portal/ehr/callback"
+    ehr_signin = (
+        "Redirect URI (approver's EHR sign-in in the portal): https://connector.example/api/portal/ehr/callback"
+    )
     assert ehr_signin in text
     assert text.count("Redirect URI (launches): https://connector.example/api/launch/callback") == 2
 

@@ -58,8 +58,14 @@ def test_the_authorize_url_carries_aud_pkce_state_and_nonce(ehr: FakeEhr, client
     )
     query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
     assert query == {
-        "response_type": "code", "client_id": "prov", "redirect_uri": REDIRECT, "scope": "openid fhirUser",
-        "state": "abc", "aud": ehr.fhir_base, "code_challenge": pkce.challenge, "code_challenge_method": "S256",
+        "response_type": "code",
+        "client_id": "prov",
+        "redirect_uri": REDIRECT,
+        "scope": "openid fhirUser",
+        "state": "abc",
+        "aud": ehr.fhir_base,
+        "code_challenge": pkce.challenge,
+        "code_challenge_method": "S256",
         "nonce": "n",
     }
     assert 43 <= len(pkce.verifier) <= 128
@@ -132,11 +138,22 @@ MALFORMED_METADATA = [
     {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": 5}}]},
     {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": ["x", 1, [2]]}}]},
     {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": [{"url": _OAUTH, "extension": 9}]}}]},
-    {"resourceType": "CapabilityStatement",
-     "rest": [{"security": {"extension": [{"url": _OAUTH, "extension": {"url": "authorize"}}]}}]},
-    {"resourceType": "CapabilityStatement",
-     "rest": [{"security": {"extension": [{"url": _OAUTH, "extension": ["x", None, {"url": ["authorize"],
-                                                                                     "valueUri": "https://a"}]}]}}]},
+    {
+        "resourceType": "CapabilityStatement",
+        "rest": [{"security": {"extension": [{"url": _OAUTH, "extension": {"url": "authorize"}}]}}],
+    },
+    {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "security": {
+                    "extension": [
+                        {"url": _OAUTH, "extension": ["x", None, {"url": ["authorize"], "valueUri": "https://a"}]}
+                    ]
+                }
+            }
+        ],
+    },
 ]
 
 
@@ -156,11 +173,24 @@ def test_malformed_metadata_is_a_discovery_error(document: object) -> None:
 
 
 def test_well_formed_metadata_still_yields_its_endpoints() -> None:
-    document = {"resourceType": "CapabilityStatement", "rest": [{"security": {"extension": [{
-        "url": _OAUTH,
-        "extension": [{"url": "authorize", "valueUri": "https://ehr.example.org/oauth2/authorize"},
-                      {"url": "token", "valueUri": "https://ehr.example.org/oauth2/token"}],
-    }]}}]}
+    document = {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "security": {
+                    "extension": [
+                        {
+                            "url": _OAUTH,
+                            "extension": [
+                                {"url": "authorize", "valueUri": "https://ehr.example.org/oauth2/authorize"},
+                                {"url": "token", "valueUri": "https://ehr.example.org/oauth2/token"},
+                            ],
+                        }
+                    ]
+                }
+            }
+        ],
+    }
     config = _metadata_only(document).discover("https://ehr.example.org/api/FHIR/R4")
     assert config.token_endpoint == "https://ehr.example.org/oauth2/token" and config.source == "metadata"
 
