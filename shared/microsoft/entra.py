@@ -89,6 +89,30 @@ def nonce_hash(nonce: str) -> str:
     return hashlib.sha256(nonce.encode("ascii")).hexdigest()
 
 
+class EntraDocuments:
+    """The JSON documents Entra ID publishes (tenant OpenID configurations, signing keys), over one client.
+
+    No redirects and a 10 s timeout; anything but a 200 answer with a JSON object is ``UpstreamUnavailable``.
+    Sign-in and the change-notification ``validationTokens`` both fetch Entra's keys through it.
+    """
+
+    def __init__(self, http: httpx.Client | None = None) -> None:
+        self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
+
+    def get(self, url: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(url, headers={"Accept": "application/json"})
+        except httpx.HTTPError:
+            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if response.status_code != 200 or not isinstance(document, dict):
+            raise UpstreamUnavailable("Microsoft sign-in is unavailable right now.", system=SYSTEM)
+        return document
+
+
 class EntraIdTokenValidator:
     """Validates Entra v2.0 id_tokens: keys and issuer come from the token's tenant's discovery document."""
 
@@ -103,8 +127,8 @@ class EntraIdTokenValidator:
         self._host = authority_host.rstrip("/")
         self._client_id = client_id
         self._allowed = frozenset(t.lower() for t in allowed_tenants)
-        self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
-        self._jwks = JwksCache(self._get_json)
+        self._documents = EntraDocuments(http)
+        self._jwks = JwksCache(self._documents.get)
         self._discovery: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -146,22 +170,9 @@ class EntraIdTokenValidator:
             cached = self._discovery.get(tenant)
         if cached is not None:
             return cached
-        document = self._get_json(f"{self._host}/{tenant}/v2.0/.well-known/openid-configuration")
+        document = self._documents.get(f"{self._host}/{tenant}/v2.0/.well-known/openid-configuration")
         with self._lock:
             self._discovery[tenant] = document
-        return document
-
-    def _get_json(self, url: str) -> dict[str, Any]:
-        try:
-            response = self._http.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError:
-            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
-        if response.status_code != 200 or not isinstance(document, dict):
-            raise UpstreamUnavailable("Microsoft sign-in is unavailable right now.", system=SYSTEM)
         return document
 
 
