@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from shared.http.outbound import HttpResult, OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
+from shared.http.upstream import retry_after_seconds
 from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import CLIENT_ASSERTION_TYPE, SigningKeys, signing_keys_from
@@ -426,18 +427,10 @@ class SmartClient:
 def _raise_if_transient(result: HttpResult, what: str) -> None:
     """5xx and 408 are ``UpstreamUnavailable``, 429 is ``UpstreamThrottled`` (with Retry-After): worth a retry."""
     if result.status == 429:
-        retry_after = _retry_after(result.headers)
+        retry_after = retry_after_seconds(result.headers)
         raise UpstreamThrottled(f"{what} is throttling requests.", system=SYSTEM, retry_after=retry_after)
     if result.status >= 500 or result.status == 408:
         raise UpstreamUnavailable(f"{what} is unavailable right now.", system=SYSTEM)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:

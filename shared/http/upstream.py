@@ -7,6 +7,9 @@ made in one place.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -14,22 +17,25 @@ import httpx
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import UpstreamError, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 
-MAX_ERROR_BODY = 2048
 
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The ``Retry-After`` header as seconds from now, at least 0; None when absent or unreadable.
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
+    RFC 9110 §10.2.3: delay-seconds or an HTTP-date (IMF-fixdate, or the obsolete RFC 850 and asctime
+    forms, which are GMT by definition). A fractional delay is accepted; an infinite one is not.
+    """
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
-    except (TypeError, ValueError):
-        return None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = ((when if when.tzinfo else when.replace(tzinfo=UTC)) - utcnow()).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def error_for_response(response: httpx.Response, *, system: str) -> UpstreamError | None:
@@ -39,7 +45,7 @@ def error_for_response(response: httpx.Response, *, system: str) -> UpstreamErro
         return None
     if status == 429:
         return UpstreamThrottled(
-            f"{system} is throttling requests.", system=system, retry_after=retry_after_seconds(response)
+            f"{system} is throttling requests.", system=system, retry_after=retry_after_seconds(response.headers)
         )
     if status == 408 or status >= 500:
         return UpstreamUnavailable(f"{system} is temporarily unavailable (HTTP {status}).", system=system)
