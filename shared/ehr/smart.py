@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from shared.http.outbound import HttpResult, OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
-from shared.http.upstream import retry_after_seconds
+from shared.http.upstream import retry_after_seconds, sanitise_oauth_error
 from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import CLIENT_ASSERTION_TYPE, SigningKeys, signing_keys_from
@@ -53,10 +53,10 @@ class OAuthError(UpstreamRejected):
     """The EHR's authorization server answered with an OAuth 2 error (``code`` is its ``error`` value)."""
 
     def __init__(self, error: str, description: str | None = None) -> None:
-        safe = "".join(c for c in error if c.isalnum() or c in "_-.")[:64] or "unknown_error"
-        super().__init__(f"OAuth2 error from the EHR: {safe}", system=SYSTEM, code=safe)
-        self.error = safe
-        self.description = (description or "")[:300]
+        safe = sanitise_oauth_error(error, description)
+        super().__init__(f"OAuth2 error from the EHR: {safe.code}", system=SYSTEM, code=safe.code)
+        self.error = safe.code
+        self.description = safe.description
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 Retryable: transport failures, timeouts, 408, 429 (with Retry-After), 5xx. Permanent: any
 other 4xx. Used by every adapter that speaks plain HTTP (EHR, FHIR), so retry decisions are
-made in one place.
+made in one place. OAuth 2 / OpenID Connect error answers (EHRs, Entra ID) are made safe to
+show and log by ``sanitise_oauth_error``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
@@ -16,6 +18,9 @@ import httpx
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import UpstreamError, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+
+OAUTH_ERROR_MAX = 64
+OAUTH_DESCRIPTION_MAX = 300
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -56,3 +61,23 @@ def error_for_transport(exc: httpx.TransportError, *, system: str) -> UpstreamUn
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamUnavailable(f"{system} did not answer in time.", system=system)
     return UpstreamUnavailable(f"{system} could not be reached.", system=system)
+
+
+@dataclass(frozen=True)
+class OAuthErrorText:
+    """An OAuth 2 error answer's ``error`` and ``error_description``, safe to put in a message, a log or a code."""
+
+    code: str
+    description: str
+
+
+def sanitise_oauth_error(error: object, description: object = None) -> OAuthErrorText:
+    """The safe form of an ``error`` / ``error_description`` pair that a remote server (or a browser) sent us.
+
+    ``code``: ASCII letters, digits and ``_ - .`` only, at most 64, ``unknown_error`` when nothing is left.
+    ``description``: printable ASCII without quote or backslash (RFC 6749 §5.2), at most 300, "" when absent.
+    """
+    code = "".join(c for c in str(error or "") if c.isascii() and (c.isalnum() or c in "_-."))[:OAUTH_ERROR_MAX]
+    text = description if isinstance(description, str) else ""
+    safe = "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
+    return OAuthErrorText(code=code or "unknown_error", description=safe.strip()[:OAUTH_DESCRIPTION_MAX])

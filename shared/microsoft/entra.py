@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import msal
 
+from shared.http.upstream import sanitise_oauth_error
 from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
 from shared.kernel.errors import (
@@ -290,8 +291,8 @@ class EntraSignIn:
 
 
 def _entra_rejected(error: str) -> UpstreamRejected:
-    safe = "".join(c for c in error if c.isalnum() or c in "_-")[:64] or "unknown_error"
-    return UpstreamRejected(f"Microsoft sign-in failed: {safe}. Please try again.", system=SYSTEM, code=safe)
+    code = sanitise_oauth_error(error).code
+    return UpstreamRejected(f"Microsoft sign-in failed: {code}. Please try again.", system=SYSTEM, code=code)
 
 
 # --- one application per process -----------------------------------------------------------
