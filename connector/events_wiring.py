@@ -9,6 +9,7 @@ from typing import TypeVar
 import httpx
 
 from shared.configurations.model import WritebackMode
+from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
@@ -93,7 +94,7 @@ def build_worker(settings: Settings, storage: Storage) -> WritebackWorker:
     }
     return WritebackWorker(
         VisitRepository(storage),
-        ConfigurationTargets(storage.app),
+        ConfigurationTargets(ConfigurationRepository(storage.app)),
         adapters,
         FailureLog(storage.app, settings.writeback_queue_name),
     )
