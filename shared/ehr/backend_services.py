@@ -1,7 +1,7 @@
 """SMART Backend Services tokens for writeback, cached until shortly before they expire.
 
 The protocol (discovery, ``client_credentials`` with a ``private_key_jwt`` assertion: RS384/ES384,
-``kid``, unique ``jti``, ``exp`` ≤ 5 min) is ``shared.smart.SmartClient.backend_services_token``;
+``kid``, unique ``jti``, ``exp`` ≤ 5 min) is ``shared.ehr.smart.SmartClient.backend_services_token``;
 this module only keeps one token per (FHIR base URL, client id, scope) so a busy writeback queue
 asks the EHR for a token every few minutes, not per event.
 """

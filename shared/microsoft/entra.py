@@ -17,8 +17,9 @@ sandbox. msal needs https; it trusts the CA bundle named by ``REQUESTS_CA_BUNDLE
 
 User tokens are not kept: the msal cache of the sign-in app stores nothing.
 
-``AppOnlyCredentials`` gives Graph app-only tokens (client credentials, one msal application per
-tenant) in azure-core's credential shape, for ``shared/teams.TeamsClient``.
+What Entra publishes (tenant OpenID configurations, signing keys) is fetched by ``EntraDocuments``,
+which the change notifications' ``validationTokens`` check shares. App-only Graph tokens are
+``app_credentials``'s job.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ Everything the webhook needs is in the notification itself, so it answers within
   (``{authority}/common/discovery/v2.0/keys``), ``aud`` = our client id, ``iss`` =
   ``https://sts.windows.net/{tid}/``, ``appid`` = the Graph change-notification publisher, not expired.
   Every token must be valid and every item's tenant must be vouched for by one of them.
-- ``encryptedContent`` is decrypted with our certificate's private key (``notification_crypto.decrypt_resource``)
-  and mapped to participant changes (``call_events.participant_changes``).
+- ``encryptedContent`` is decrypted with our certificate's private key
+  (``shared.microsoft.notification_crypto.decrypt_resource``) and mapped to participant changes
+  (``shared.microsoft.call_events.participant_changes``).
 """
 
 from __future__ import annotations
