@@ -310,20 +310,7 @@ class SmartClient:
         body = result.json()
         if result.status >= 500 and not (isinstance(body, dict) and "error" in body):
             raise UpstreamUnavailable("The EHR's token endpoint is unavailable right now.", system=SYSTEM)
-        if not isinstance(body, dict):
-            raise OAuthError("invalid_response", "the token endpoint did not answer with JSON")
-        if result.status != 200 or "error" in body:
-            raise OAuthError(str(body.get("error") or "invalid_response"), _text(body.get("error_description")))
-        access_token = body.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise OAuthError("invalid_response", "the token response has no access_token")
-        id_token = body.get("id_token")
-        return TokenResponse(
-            access_token=access_token,
-            id_token=id_token if isinstance(id_token, str) and id_token else None,
-            scope=_text(body.get("scope")),
-            fields=dict(body),
-        )
+        return _token_response(result.status, body)
 
     def backend_services_token(self, fhir_base_url: str, *, client_id: str, scope: str) -> TokenResponse:
         """SMART Backend Services: ``client_credentials`` with a ``private_key_jwt`` assertion, no user present.
@@ -342,18 +329,8 @@ class SmartClient:
         }
         headers = {"Accept": "application/json", "Epic-Client-ID": client_id}
         result = self.http.post_form(config.token_endpoint, form, headers=headers)
-        body = result.json()
         _raise_if_transient(result, "The EHR's token endpoint")
-        if not isinstance(body, dict):
-            raise OAuthError("invalid_response", "the token endpoint did not answer with JSON")
-        if result.status != 200 or "error" in body:
-            raise OAuthError(str(body.get("error") or "invalid_response"), _text(body.get("error_description")))
-        access_token = body.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise OAuthError("invalid_response", "the token response has no access_token")
-        return TokenResponse(
-            access_token=access_token, id_token=None, scope=_text(body.get("scope")), fields=dict(body)
-        )
+        return _token_response(result.status, result.json())
 
     def validate_id_token(
         self, config: SmartConfiguration, id_token: str, *, client_id: str, nonce: str | None
@@ -422,6 +399,24 @@ class SmartClient:
         if result.status != 200 or not isinstance(document, dict):
             raise InvalidIdToken("the issuer's keys could not be fetched")
         return document
+
+
+def _token_response(status: int, body: Any) -> TokenResponse:
+    """A token endpoint's answer, once the caller has ruled out a transient failure; else ``OAuthError``."""
+    if not isinstance(body, dict):
+        raise OAuthError("invalid_response", "the token endpoint did not answer with JSON")
+    if status != 200 or "error" in body:
+        raise OAuthError(str(body.get("error") or "invalid_response"), _text(body.get("error_description")))
+    access_token = body.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise OAuthError("invalid_response", "the token response has no access_token")
+    id_token = body.get("id_token")
+    return TokenResponse(
+        access_token=access_token,
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
+        scope=_text(body.get("scope")),
+        fields=dict(body),
+    )
 
 
 def _raise_if_transient(result: HttpResult, what: str) -> None:
