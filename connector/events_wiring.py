@@ -74,7 +74,7 @@ def build_decoder(settings: Settings) -> NotificationDecoder:
     return NotificationDecoder(
         ClientStates(settings.graph_client_state.reveal()),
         ValidationTokens(
-            JwksCache(EntraDocuments().get),
+            JwksCache(EntraDocuments().get, min_refetch_seconds=300),  # an unknown kid: at most every 5 min
             jwks_uri=settings.entra_authority_host.rstrip("/") + ENTRA_KEYS_PATH,
             client_id=settings.entra_client_id,
         ),
