@@ -9,13 +9,15 @@ from typing import TypeVar
 import httpx
 
 from shared.configurations.model import WritebackMode
+from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
+from shared.jose.jwks import JwksCache
 from shared.kernel.settings import Settings, get_settings
+from shared.microsoft.entra import EntraDocuments
 from shared.microsoft.notifications import (
     ClientStates,
-    JwksCache,
     NotificationCertificate,
     NotificationDecoder,
     ValidationTokens,
@@ -69,10 +71,13 @@ def notification_certificate(settings: Settings) -> NotificationCertificate:
 
 def build_decoder(settings: Settings) -> NotificationDecoder:
     certificates = notification_certificates(settings.graph_encryption_certificate.reveal())
-    jwks = JwksCache(settings.entra_authority_host.rstrip("/") + ENTRA_KEYS_PATH)
     return NotificationDecoder(
         ClientStates(settings.graph_client_state.reveal()),
-        ValidationTokens(jwks, client_id=settings.entra_client_id),
+        ValidationTokens(
+            JwksCache(EntraDocuments().get, min_refetch_seconds=300),  # an unknown kid: at most every 5 min
+            jwks_uri=settings.entra_authority_host.rstrip("/") + ENTRA_KEYS_PATH,
+            client_id=settings.entra_client_id,
+        ),
         {certificate.certificate_id: certificate.private_key for certificate in certificates},
     )
 
@@ -89,7 +94,7 @@ def build_worker(settings: Settings, storage: Storage) -> WritebackWorker:
     }
     return WritebackWorker(
         VisitRepository(storage),
-        ConfigurationTargets(storage.app),
+        ConfigurationTargets(ConfigurationRepository(storage.app)),
         adapters,
         FailureLog(storage.app, settings.writeback_queue_name),
     )

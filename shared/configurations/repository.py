@@ -139,6 +139,16 @@ class ConfigurationRepository:
             return None
         return config if config.fhir_base_url == wanted else None
 
+    def find_approved(self, configuration_id: str) -> Configuration | None:
+        """The approved configuration with this id in any tenant (a visit event names no tenant), else None."""
+        if not is_configuration_id(configuration_id):
+            return None
+        with storage_errors(self._account.name):
+            rows = list(self._table().query_entities("RowKey eq @id", parameters={"id": configuration_id}))
+        if len(rows) != 1 or rows[0].get("Status") != Status.APPROVED.value:
+            return None
+        return _from_entity(rows[0])
+
     # writes
 
     def create(self, config: Configuration) -> Configuration:

@@ -1,9 +1,10 @@
 """SMART Backend Services tokens for writeback, cached until shortly before they expire.
 
 The protocol (discovery, ``client_credentials`` with a ``private_key_jwt`` assertion: RS384/ES384,
-``kid``, unique ``jti``, ``exp`` ≤ 5 min) is ``shared.smart.SmartClient.backend_services_token``;
-this module only keeps one token per (FHIR base URL, client id, scope) so a busy writeback queue
-asks the EHR for a token every few minutes, not per event.
+``kid``, unique ``jti``, ``exp`` ≤ 5 min) is ``shared.ehr.smart.SmartClient.backend_services_token``;
+this module keeps one token per (FHIR base URL, client id, scope) so a busy writeback queue
+asks the EHR for a token every few minutes, not per event, and sends the writeback adapters'
+requests with it (``send``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from shared.ehr.smart import TokenResponse
+import httpx
+
+from shared.ehr.smart import SYSTEM, TokenResponse
+from shared.http.upstream import error_for_response, error_for_transport
 
 EXPIRY_MARGIN = 60  # renew this long before a token expires
 DEFAULT_LIFETIME = 300  # SMART recommends (and Epic uses) 5 minutes when expires_in is missing
@@ -51,3 +55,20 @@ class BackendServices:
         """Drop a token the EHR refused (401), so the next attempt fetches a new one."""
         with self._lock:
             self._tokens.pop((fhir_base_url.rstrip("/"), client_id, scope), None)
+
+    def send(self, fhir_base_url: str, client_id: str, scope: str, request: Callable[[str], httpx.Response]) -> None:
+        """One attempt of ``request(access_token)`` with the token for ``scope``; any failure raises.
+
+        Transport failures and error answers raise the upstream error ``shared.http.upstream`` classifies
+        them as (retryable or not); a 401 also forgets the token, so the next attempt fetches a new one.
+        """
+        token = self.access_token(fhir_base_url, client_id, scope)
+        try:
+            response = request(token)
+        except httpx.TransportError as exc:
+            raise error_for_transport(exc, system=SYSTEM) from None
+        if response.status_code == 401:
+            self.forget_token(fhir_base_url, client_id, scope)
+        error = error_for_response(response, system=SYSTEM)
+        if error is not None:
+            raise error

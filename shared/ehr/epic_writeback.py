@@ -27,7 +27,6 @@ from __future__ import annotations
 import httpx
 
 from shared.ehr.backend_services import BackendServices
-from shared.http.upstream import error_for_response, error_for_transport
 from shared.kernel.errors import UpstreamRejected
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.writeback.model import WritebackTarget, Written
@@ -63,7 +62,6 @@ class EpicConnectionStatus:
             return Written.SKIPPED
         if not event.csn:
             raise UpstreamRejected("The visit has no CSN to use as ConferenceID.", system=SYSTEM, code="no_csn")
-        token = self._backend.access_token(target.fhir_base_url, target.client_id, SCOPE)
         params = {
             "ConferenceID": event.csn,
             "ExternalID": participant_id(event.participant),
@@ -71,8 +69,9 @@ class EpicConnectionStatus:
             "VendorName": target.vendor_name,
             "ConnectionStatus": status,
         }
-        try:
-            response = self._http.get(
+
+        def request(token: str) -> httpx.Response:
+            return self._http.get(
                 interconnect_base(target.fhir_base_url) + PATH,
                 params=params,
                 headers={
@@ -81,11 +80,6 @@ class EpicConnectionStatus:
                     "Accept": "application/json",
                 },
             )
-        except httpx.TransportError as exc:
-            raise error_for_transport(exc, system=SYSTEM) from None
-        if response.status_code == 401:
-            self._backend.forget_token(target.fhir_base_url, target.client_id, SCOPE)
-        error = error_for_response(response, system=SYSTEM)
-        if error is not None:
-            raise error
+
+        self._backend.send(target.fhir_base_url, target.client_id, SCOPE, request)
         return Written.WRITTEN

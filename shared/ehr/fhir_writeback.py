@@ -6,11 +6,9 @@ import httpx
 
 from shared.ehr.audit_event import build_audit_event, if_none_exist
 from shared.ehr.backend_services import BackendServices
-from shared.http.upstream import error_for_response, error_for_transport
 from shared.visits.events import VisitEvent
 from shared.writeback.model import WritebackTarget, Written
 
-SYSTEM = "EHR"
 SCOPE = "system/AuditEvent.write"
 FHIR_JSON = "application/fhir+json"
 
@@ -21,10 +19,10 @@ class FhirAuditEvents:
         self._backend = backend
 
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
-        token = self._backend.access_token(target.fhir_base_url, target.client_id, SCOPE)
         body = build_audit_event(event).model_dump_json(exclude_none=True)
-        try:
-            response = self._http.post(
+
+        def request(token: str) -> httpx.Response:
+            return self._http.post(
                 f"{target.fhir_base_url.rstrip('/')}/AuditEvent",
                 content=body.encode(),
                 headers={
@@ -36,13 +34,8 @@ class FhirAuditEvents:
                     "Prefer": "return=minimal",
                 },
             )
-        except httpx.TransportError as exc:
-            raise error_for_transport(exc, system=SYSTEM) from None
-        if response.status_code == 401:
-            self._backend.forget_token(target.fhir_base_url, target.client_id, SCOPE)
-        error = error_for_response(response, system=SYSTEM)
-        if error is not None:
-            raise error
+
+        self._backend.send(target.fhir_base_url, target.client_id, SCOPE, request)
         return Written.WRITTEN  # 201 created, or 200: an earlier delivery already created it
 
 

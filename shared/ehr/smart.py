@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from shared.http.outbound import HttpResult, OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
+from shared.http.upstream import retry_after_seconds, sanitise_oauth_error
 from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import CLIENT_ASSERTION_TYPE, SigningKeys, signing_keys_from
@@ -52,10 +53,10 @@ class OAuthError(UpstreamRejected):
     """The EHR's authorization server answered with an OAuth 2 error (``code`` is its ``error`` value)."""
 
     def __init__(self, error: str, description: str | None = None) -> None:
-        safe = "".join(c for c in error if c.isalnum() or c in "_-.")[:64] or "unknown_error"
-        super().__init__(f"OAuth2 error from the EHR: {safe}", system=SYSTEM, code=safe)
-        self.error = safe
-        self.description = (description or "")[:300]
+        safe = sanitise_oauth_error(error, description)
+        super().__init__(f"OAuth2 error from the EHR: {safe.code}", system=SYSTEM, code=safe.code)
+        self.error = safe.code
+        self.description = safe.description
 
 
 @dataclass(frozen=True)
@@ -309,20 +310,7 @@ class SmartClient:
         body = result.json()
         if result.status >= 500 and not (isinstance(body, dict) and "error" in body):
             raise UpstreamUnavailable("The EHR's token endpoint is unavailable right now.", system=SYSTEM)
-        if not isinstance(body, dict):
-            raise OAuthError("invalid_response", "the token endpoint did not answer with JSON")
-        if result.status != 200 or "error" in body:
-            raise OAuthError(str(body.get("error") or "invalid_response"), _text(body.get("error_description")))
-        access_token = body.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise OAuthError("invalid_response", "the token response has no access_token")
-        id_token = body.get("id_token")
-        return TokenResponse(
-            access_token=access_token,
-            id_token=id_token if isinstance(id_token, str) and id_token else None,
-            scope=_text(body.get("scope")),
-            fields=dict(body),
-        )
+        return _token_response(result.status, body)
 
     def backend_services_token(self, fhir_base_url: str, *, client_id: str, scope: str) -> TokenResponse:
         """SMART Backend Services: ``client_credentials`` with a ``private_key_jwt`` assertion, no user present.
@@ -341,18 +329,8 @@ class SmartClient:
         }
         headers = {"Accept": "application/json", "Epic-Client-ID": client_id}
         result = self.http.post_form(config.token_endpoint, form, headers=headers)
-        body = result.json()
         _raise_if_transient(result, "The EHR's token endpoint")
-        if not isinstance(body, dict):
-            raise OAuthError("invalid_response", "the token endpoint did not answer with JSON")
-        if result.status != 200 or "error" in body:
-            raise OAuthError(str(body.get("error") or "invalid_response"), _text(body.get("error_description")))
-        access_token = body.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise OAuthError("invalid_response", "the token response has no access_token")
-        return TokenResponse(
-            access_token=access_token, id_token=None, scope=_text(body.get("scope")), fields=dict(body)
-        )
+        return _token_response(result.status, result.json())
 
     def validate_id_token(
         self, config: SmartConfiguration, id_token: str, *, client_id: str, nonce: str | None
@@ -423,21 +401,31 @@ class SmartClient:
         return document
 
 
+def _token_response(status: int, body: Any) -> TokenResponse:
+    """A token endpoint's answer, once the caller has ruled out a transient failure; else ``OAuthError``."""
+    if not isinstance(body, dict):
+        raise OAuthError("invalid_response", "the token endpoint did not answer with JSON")
+    if status != 200 or "error" in body:
+        raise OAuthError(str(body.get("error") or "invalid_response"), _text(body.get("error_description")))
+    access_token = body.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise OAuthError("invalid_response", "the token response has no access_token")
+    id_token = body.get("id_token")
+    return TokenResponse(
+        access_token=access_token,
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
+        scope=_text(body.get("scope")),
+        fields=dict(body),
+    )
+
+
 def _raise_if_transient(result: HttpResult, what: str) -> None:
     """5xx and 408 are ``UpstreamUnavailable``, 429 is ``UpstreamThrottled`` (with Retry-After): worth a retry."""
     if result.status == 429:
-        retry_after = _retry_after(result.headers)
+        retry_after = retry_after_seconds(result.headers)
         raise UpstreamThrottled(f"{what} is throttling requests.", system=SYSTEM, retry_after=retry_after)
     if result.status >= 500 or result.status == 408:
         raise UpstreamUnavailable(f"{what} is unavailable right now.", system=SYSTEM)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:

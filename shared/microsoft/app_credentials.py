@@ -11,6 +11,7 @@ from typing import Any
 import msal
 from azure.core.credentials import AccessToken
 
+from shared.http.upstream import sanitise_oauth_error
 from shared.kernel.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
@@ -58,10 +59,10 @@ class AppOnlyCredential:
                 raise UpstreamUnavailable("Microsoft Entra ID could not be reached.", system=SYSTEM) from None
             token = result.get("access_token") if isinstance(result, dict) else None
             if not isinstance(token, str) or not token:
-                error = str(result.get("error") if isinstance(result, dict) else "") or "no_token"
-                safe = "".join(c for c in error if c.isalnum() or c in "_-")[:64]
+                error = result.get("error") if isinstance(result, dict) else None
+                code = sanitise_oauth_error(error or "no_token").code
                 raise UpstreamRejected(
-                    f"Microsoft Entra ID refused the connector's app-only token ({safe}).", system=SYSTEM, code=safe
+                    f"Microsoft Entra ID refused the connector's app-only token ({code}).", system=SYSTEM, code=code
                 )
             expires_in = int(result.get("expires_in") or 0)
             access = AccessToken(token, int(self._clock()) + max(expires_in, 0))

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,13 +65,3 @@ def _parse_time(value: Any) -> datetime:
     except ValueError:
         raise BadRequest("callEvent eventDateTime is malformed") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def client_state_matches(items: Iterable[Mapping[str, Any]], expected: str) -> list[Mapping[str, Any]]:
-    """The notification items whose ``clientState`` equals ours (constant-time compare)."""
-    wanted = expected.encode()
-    return [
-        item
-        for item in items
-        if isinstance(item.get("clientState"), str) and hmac.compare_digest(item["clientState"].encode(), wanted)
-    ]

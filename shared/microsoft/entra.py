@@ -17,8 +17,9 @@ sandbox. msal needs https; it trusts the CA bundle named by ``REQUESTS_CA_BUNDLE
 
 User tokens are not kept: the msal cache of the sign-in app stores nothing.
 
-``AppOnlyCredentials`` gives Graph app-only tokens (client credentials, one msal application per
-tenant) in azure-core's credential shape, for ``shared/teams.TeamsClient``.
+What Entra publishes (tenant OpenID configurations, signing keys) is fetched by ``EntraDocuments``,
+which the change notifications' ``validationTokens`` check shares. App-only Graph tokens are
+``app_credentials``'s job.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import httpx
 import msal
 
+from shared.http.upstream import sanitise_oauth_error
 from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
 from shared.kernel.errors import (
@@ -89,6 +91,30 @@ def nonce_hash(nonce: str) -> str:
     return hashlib.sha256(nonce.encode("ascii")).hexdigest()
 
 
+class EntraDocuments:
+    """The JSON documents Entra ID publishes (tenant OpenID configurations, signing keys), over one client.
+
+    No redirects and a 10 s timeout; anything but a 200 answer with a JSON object is ``UpstreamUnavailable``.
+    Sign-in and the change-notification ``validationTokens`` both fetch Entra's keys through it.
+    """
+
+    def __init__(self, http: httpx.Client | None = None) -> None:
+        self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
+
+    def get(self, url: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(url, headers={"Accept": "application/json"})
+        except httpx.HTTPError:
+            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if response.status_code != 200 or not isinstance(document, dict):
+            raise UpstreamUnavailable("Microsoft sign-in is unavailable right now.", system=SYSTEM)
+        return document
+
+
 class EntraIdTokenValidator:
     """Validates Entra v2.0 id_tokens: keys and issuer come from the token's tenant's discovery document."""
 
@@ -103,8 +129,8 @@ class EntraIdTokenValidator:
         self._host = authority_host.rstrip("/")
         self._client_id = client_id
         self._allowed = frozenset(t.lower() for t in allowed_tenants)
-        self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
-        self._jwks = JwksCache(self._get_json)
+        self._documents = EntraDocuments(http)
+        self._jwks = JwksCache(self._documents.get)
         self._discovery: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -146,22 +172,9 @@ class EntraIdTokenValidator:
             cached = self._discovery.get(tenant)
         if cached is not None:
             return cached
-        document = self._get_json(f"{self._host}/{tenant}/v2.0/.well-known/openid-configuration")
+        document = self._documents.get(f"{self._host}/{tenant}/v2.0/.well-known/openid-configuration")
         with self._lock:
             self._discovery[tenant] = document
-        return document
-
-    def _get_json(self, url: str) -> dict[str, Any]:
-        try:
-            response = self._http.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError:
-            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
-        if response.status_code != 200 or not isinstance(document, dict):
-            raise UpstreamUnavailable("Microsoft sign-in is unavailable right now.", system=SYSTEM)
         return document
 
 
@@ -279,8 +292,8 @@ class EntraSignIn:
 
 
 def _entra_rejected(error: str) -> UpstreamRejected:
-    safe = "".join(c for c in error if c.isalnum() or c in "_-")[:64] or "unknown_error"
-    return UpstreamRejected(f"Microsoft sign-in failed: {safe}. Please try again.", system=SYSTEM, code=safe)
+    code = sanitise_oauth_error(error).code
+    return UpstreamRejected(f"Microsoft sign-in failed: {code}. Please try again.", system=SYSTEM, code=code)
 
 
 # --- one application per process -----------------------------------------------------------

@@ -10,8 +10,9 @@ Everything the webhook needs is in the notification itself, so it answers within
   (``{authority}/common/discovery/v2.0/keys``), ``aud`` = our client id, ``iss`` =
   ``https://sts.windows.net/{tid}/``, ``appid`` = the Graph change-notification publisher, not expired.
   Every token must be valid and every item's tenant must be vouched for by one of them.
-- ``encryptedContent`` is decrypted with our certificate's private key (``shared.events.decrypt_resource``)
-  and mapped to participant changes (``shared.events.participant_changes``).
+- ``encryptedContent`` is decrypted with our certificate's private key
+  (``shared.microsoft.notification_crypto.decrypt_resource``) and mapped to participant changes
+  (``shared.microsoft.call_events.participant_changes``).
 """
 
 from __future__ import annotations
@@ -22,20 +23,18 @@ import hmac
 import json
 import logging
 import re
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from shared.jose.jwks import JwksCache
 from shared.jose.keys import private_key_blocks
-from shared.kernel.errors import BadRequest, ConfigurationError, Unauthenticated
+from shared.kernel.errors import BadRequest, ConfigurationError, InvalidIdToken, Unauthenticated
 from shared.kernel.identifiers import log_id
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
@@ -109,55 +108,17 @@ class ClientStates:
 # --- validationTokens -----------------------------------------------------------------------
 
 
-class JwksCache:
-    """The Entra signing keys, fetched on first use and again (at most every 5 min) for an unknown kid."""
-
-    def __init__(self, url: str, *, http: httpx.Client | None = None, ttl: float = 24 * 3600) -> None:
-        self._url = url
-        self._http = http
-        self._ttl = ttl
-        self._keys: dict[str, Any] = {}
-        self._fetched: float | None = None
-        self._lock = threading.Lock()
-
-    def key(self, kid: str) -> Any:
-        with self._lock:
-            now = time.monotonic()
-            age = None if self._fetched is None else now - self._fetched
-            if age is None or age > self._ttl or (kid not in self._keys and age > 300):
-                self._refresh()
-            key = self._keys.get(kid)
-        if key is None:
-            raise Unauthenticated("validation token signed with an unknown key", code="invalid_validation_token")
-        return key
-
-    def _refresh(self) -> None:
-        client = self._http or httpx.Client(timeout=5)
-        try:
-            response = client.get(self._url)
-            response.raise_for_status()
-            jwks = response.json()
-        except (httpx.HTTPError, ValueError):
-            logger.warning("Could not fetch the Entra signing keys")
-            return
-        finally:
-            if self._http is None:
-                client.close()
-        keys: dict[str, Any] = {}
-        for jwk in jwks.get("keys", []) if isinstance(jwks, dict) else []:
-            try:
-                keys[str(jwk["kid"])] = jwt.PyJWK(jwk, algorithm="RS256").key
-            except (KeyError, jwt.PyJWKError):
-                continue
-        self._keys = keys
-        self._fetched = time.monotonic()
-
-
 class ValidationTokens:
-    """Checks the ``validationTokens`` of a rich notification batch."""
+    """Checks the ``validationTokens`` of a rich notification batch against Entra's keys at ``jwks_uri``.
 
-    def __init__(self, jwks: JwksCache, *, client_id: str, leeway: float = 60) -> None:
+    A token signed with a key Entra does not publish (after one rate-limited refetch, for key rotation), or a
+    key set that cannot be read, makes the token invalid; Entra being unreachable is ``UpstreamUnavailable``,
+    so Graph delivers the batch again rather than losing it.
+    """
+
+    def __init__(self, jwks: JwksCache, *, jwks_uri: str, client_id: str, leeway: float = 60) -> None:
         self._jwks = jwks
+        self._jwks_uri = jwks_uri
         self._client_id = client_id
         self._leeway = leeway
 
@@ -176,16 +137,20 @@ class ValidationTokens:
             raise invalid
         try:
             header = jwt.get_unverified_header(token)
-            if header.get("alg") != "RS256":
+            kid = header.get("kid")
+            if header.get("alg") != "RS256" or not isinstance(kid, str):
                 raise invalid
+            key = self._jwks.key(self._jwks_uri, kid)
             claims = jwt.decode(
                 token,
-                self._jwks.key(str(header.get("kid"))),
+                key.key,
                 algorithms=["RS256"],
                 audience=self._client_id,
                 leeway=self._leeway,
                 options={"require": ["exp", "iss", "aud"]},
             )
+        except InvalidIdToken as exc:  # an unknown kid, or a key set that cannot be read
+            raise Unauthenticated(f"a validation token is invalid: {exc.reason}", code=invalid.code) from None
         except jwt.PyJWTError:
             raise invalid from None
         tenant = str(claims.get("tid", ""))

@@ -14,6 +14,8 @@ from shared.configurations.repository import ConfigurationRepository
 from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
+from shared.writeback.model import WritebackTarget
+from shared.writeback.targets import ConfigurationTargets
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -143,3 +145,30 @@ def test_an_unreadable_stored_row_is_a_server_fault(repository: ConfigurationRep
     with pytest.raises(StoredDataError) as caught:
         repository.get(tenant, row_id)
     assert caught.value.status == 500
+
+
+def test_writeback_targets_come_from_approved_configurations_by_id_alone(
+    repository: ConfigurationRepository, tenant: str, unique: str
+) -> None:
+    approved = _approved(repository, tenant, f"https://ehr-{unique}.example.org/api/FHIR/R4")
+    pending = repository.create(
+        cfg.new_configuration(tenant, _input(f"https://ehr2-{unique}.example.org/r4"), by="a@contoso.example", now=NOW)
+    )
+    broken = str(uuid.uuid4())
+    repository._table().create_entity({"PartitionKey": tenant, "RowKey": broken, "Status": "approved"})
+    ticks = [0.0]
+    targets = ConfigurationTargets(repository, ttl=60, clock=lambda: ticks[0])
+
+    target = targets.target_for(approved.id)
+    assert target == WritebackTarget(WritebackMode.EPIC, approved.fhir_base_url, "prov")
+    for missing in (pending.id, str(uuid.uuid4()), "not-an-id"):
+        with pytest.raises(NotFound, match="no approved configuration"):
+            targets.target_for(missing)
+    with pytest.raises(NotFound, match="no usable writeback settings"):
+        targets.target_for(broken)
+
+    repository.delete(approved)  # cached for the TTL, then read again
+    assert targets.target_for(approved.id) == target
+    ticks[0] = 61.0
+    with pytest.raises(NotFound, match="no approved configuration"):
+        targets.target_for(approved.id)

@@ -169,6 +169,22 @@ def test_failures_are_classified_for_retry(
         assert isinstance(caught.value, UpstreamThrottled) and caught.value.retry_after == retry_after
 
 
+def test_a_refused_token_is_forgotten_so_the_next_attempt_fetches_a_new_one(
+    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+) -> None:
+    for adapter, mode in ((FhirAuditEvents(http, backend), WritebackMode.FHIR_AUDIT_EVENT),
+                          (EpicConnectionStatus(http, backend), WritebackMode.EPIC)):  # fmt: skip
+        written = event(ehr, EventKind.CONNECTED, Role.PATIENT, seconds=7)
+        adapter.write(written, target(ehr, mode))  # a cached token
+        tokens = backend.requests
+        ehr.faults.update({"fail_next": 1, "fail_status": 401})
+        with pytest.raises(UpstreamRejected) as refused:
+            adapter.write(written, target(ehr, mode))
+        assert refused.value.code == "http_401" and backend.requests == tokens
+        assert adapter.write(written, target(ehr, mode)) is Written.WRITTEN
+        assert backend.requests == tokens + 1
+
+
 def test_timeouts_are_retryable(ehr: EhrSandbox, client_keys: ClientKeys) -> None:
     with httpx.Client(timeout=0.3) as quick:
         backend = BackendServices(smart_client(client_keys))

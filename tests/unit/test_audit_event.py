@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -74,9 +75,22 @@ def test_response_classification(status: int, kind: type | None) -> None:
 
 
 def test_retry_after_forms() -> None:
-    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "2.5"})) == 2.5
-    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
-    assert retry_after_seconds(httpx.Response(429)) is None
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "2.5"}).headers) == 2.5
+    assert (
+        retry_after_seconds(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}).headers) == 0
+    )
+    assert retry_after_seconds(httpx.Response(429).headers) is None
+
+
+def test_retry_after_accepts_every_rfc_9110_form_and_refuses_nonsense() -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=120)
+    assert 100 < (retry_after_seconds({"Retry-After": format_datetime(soon, usegmt=True)}) or 0) <= 120
+    assert 100 < (retry_after_seconds({"retry-after": soon.strftime("%A, %d-%b-%y %H:%M:%S GMT")}) or 0) <= 120
+    assert 100 < (retry_after_seconds({"RETRY-AFTER": soon.strftime("%a %b %d %H:%M:%S %Y")}) or 0) <= 120
+    assert retry_after_seconds({"Retry-After": "120"}) == 120
+    assert retry_after_seconds({"Retry-After": "-5"}) == 0
+    for nonsense in ("soon", "inf", "nan", ""):
+        assert retry_after_seconds({"Retry-After": nonsense}) is None
 
 
 def test_transport_errors_are_retryable() -> None:

@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from shared.kernel.errors import BadRequest, InvalidEvent
-from shared.microsoft.call_events import client_state_matches, participant_changes
+from shared.kernel.settings import Geography
+from shared.microsoft.call_events import participant_changes
 from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
+from shared.microsoft.notifications import ClientStates, SubscriptionTarget
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 
 ORGANIZER = "b0000000-0000-4000-8000-000000000001"
@@ -218,9 +220,11 @@ def test_malformed_call_event_is_rejected() -> None:
         participant_changes({"eventType": "rosterUpdated"}, organizer_object_id=ORGANIZER)
 
 
-def test_client_state_filter_drops_mismatches() -> None:
-    items = [{"clientState": "secret-a"}, {"clientState": "nope"}, {}, {"clientState": 5}]
-    assert client_state_matches(items, "secret-a") == [{"clientState": "secret-a"}]
+def test_client_state_check_drops_mismatches() -> None:
+    states = ClientStates("a-client-state-secret-of-at-least-32-characters")
+    target = SubscriptionTarget(Geography.EMEA, "k" * 64, ORGANIZER, "cfg1")
+    items = [{"clientState": states.issue(target)}, {"clientState": "nope"}, {}, {"clientState": 5}]
+    assert [states.check(item.get("clientState")) for item in items] == [target, None, None, None]
 
 
 def test_odd_roster_identity_shapes_count_as_patient_not_crash() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,12 +22,13 @@ from starlette.routing import Route
 from sandbox.graph.crypto import EncryptionCertificate, encrypt_content
 from sandbox.local_settings import self_signed_certificate_pem
 from sandbox.server import ServerThread
-from shared.kernel.errors import BadRequest, Unauthenticated
+from shared.jose.jwks import JwksCache
+from shared.kernel.errors import BadRequest, Unauthenticated, UpstreamUnavailable
 from shared.kernel.settings import Geography
+from shared.microsoft.entra import EntraDocuments
 from shared.microsoft.notifications import (
     GRAPH_NOTIFICATION_PUBLISHER,
     ClientStates,
-    JwksCache,
     NotificationCertificate,
     NotificationDecoder,
     SubscriptionTarget,
@@ -81,6 +83,10 @@ def jwks_url(signer: Signer) -> Iterator[str]:
         yield server.url + "/common/discovery/v2.0/keys"
 
 
+def validation_tokens(jwks_uri: str) -> ValidationTokens:
+    return ValidationTokens(JwksCache(EntraDocuments().get), jwks_uri=jwks_uri, client_id=CLIENT_ID)
+
+
 @pytest.fixture(scope="module")
 def certificate() -> NotificationCertificate:
     return NotificationCertificate.from_pem(self_signed_certificate_pem())
@@ -88,7 +94,7 @@ def certificate() -> NotificationCertificate:
 
 @pytest.fixture
 def decoder(jwks_url: str, certificate: NotificationCertificate) -> NotificationDecoder:
-    tokens = ValidationTokens(JwksCache(jwks_url), client_id=CLIENT_ID)
+    tokens = validation_tokens(jwks_url)
     return NotificationDecoder(ClientStates(SECRET), tokens, {certificate.certificate_id: certificate.private_key})
 
 
@@ -296,10 +302,41 @@ def test_token_signed_by_an_unknown_key_or_missing_tokens_reject_the_batch(
     decoder: NotificationDecoder, certificate: NotificationCertificate
 ) -> None:
     item = notification(certificate, call_event("rosterUpdated", [guest("p", in_lobby=True)]))
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(Unauthenticated) as forged:
         decoder.change_notifications(batch(item, tokens=[Signer("forger").token()]))
+    assert forged.value.code == "invalid_validation_token"
     with pytest.raises(Unauthenticated):
         decoder.change_notifications({"value": [item]})
+
+
+def test_a_rotated_entra_key_is_fetched_again(signer: Signer) -> None:
+    rotated = Signer("entra-2")
+    published = [signer.jwks]
+    keys = JwksCache(lambda url: published[-1], min_refetch_seconds=0)
+    tokens = ValidationTokens(keys, jwks_uri="https://entra.example/keys", client_id=CLIENT_ID)
+    assert tokens.vouched_tenants([signer.token()]) == {TENANT}
+    published.append(rotated.jwks)
+    assert tokens.vouched_tenants([rotated.token()]) == {TENANT}
+
+
+@pytest.mark.parametrize("document", [{"keys": []}, {"keys": [{"kty": "unknown"}]}, {"nokeys": 1}])
+def test_an_unreadable_entra_key_set_makes_the_token_invalid(signer: Signer, document: dict[str, Any]) -> None:
+    tokens = ValidationTokens(
+        JwksCache(lambda url: document), jwks_uri="https://entra.example/keys", client_id=CLIENT_ID
+    )
+    with pytest.raises(Unauthenticated) as caught:
+        tokens.vouched_tenants([signer.token()])
+    assert caught.value.code == "invalid_validation_token"
+
+
+def test_unreachable_entra_keys_are_an_outage_not_a_forgery(signer: Signer) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    documents = EntraDocuments(httpx.Client(transport=httpx.MockTransport(refuse)))
+    tokens = ValidationTokens(JwksCache(documents.get), jwks_uri="https://entra.example/keys", client_id=CLIENT_ID)
+    with pytest.raises(UpstreamUnavailable):
+        tokens.vouched_tenants([signer.token()])
 
 
 def test_items_of_a_tenant_no_token_vouches_for_are_dropped(
@@ -341,7 +378,7 @@ def test_two_certificates_during_rotation_decrypt_and_the_first_is_current(jwks_
     current, previous = notification_certificates(new_pem + old_pem)
     assert current.certificate_id == NotificationCertificate.from_pem(new_pem + old_pem).certificate_id
     assert current.certificate_id != previous.certificate_id
-    tokens = ValidationTokens(JwksCache(jwks_url), client_id=CLIENT_ID)
+    tokens = validation_tokens(jwks_url)
     keys = {c.certificate_id: c.private_key for c in (current, previous)}
     decoder = NotificationDecoder(ClientStates(SECRET), tokens, keys)
     items = [notification(c, call_event("rosterUpdated", [guest("p", in_lobby=True)])) for c in (current, previous)]
