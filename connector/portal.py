@@ -29,9 +29,9 @@ from urllib.parse import quote, urlsplit
 import azure.functions as func
 
 from connector.web import (
-    CORRELATION_HEADER,
     cookie_header,
     correlation_id,
+    error_page,
     error_response,
     page,
     read_cookie,
@@ -145,17 +145,17 @@ def _csrf_form(req: func.HttpRequest, session: PortalSession) -> dict[str, str]:
     return form
 
 
+def _chrome(session: PortalSession | None) -> dict[str, Any]:
+    """What the portal layout shows around every page: who is signed in, and the sign-out form's CSRF token."""
+    return {
+        "session": session,
+        "user": session.user if session else None,
+        "csrf": session.csrf_token if session else "",
+    }
+
+
 def _page(template: str, session: PortalSession | None, *, status: int = 200, **context: Any) -> func.HttpResponse:
-    return render(
-        template,
-        {
-            "session": session,
-            "user": session.user if session else None,
-            "csrf": session.csrf_token if session else "",
-            **context,
-        },
-        status=status,
-    )
+    return render(template, {**_chrome(session), **context}, status=status)
 
 
 def _choices() -> dict[str, Any]:
@@ -470,18 +470,19 @@ def unshare(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str) -> func.HttpResponse:
-    response = _page(
+    """The error's own page, in the portal's layout, with the facts the EHR technical specialist checks."""
+    return error_page(
         "portal/ehr_failure.html",
-        session,
-        status=502,
-        title=exc.failure.title,
-        failure=exc.failure,
-        redirect_uri=service().ehr_redirect_uri,
-        jwks_url=f"{get_settings().public_base_url}/api/.well-known/jwks.json",
-        correlation_id=correlation,
+        exc,
+        exc.page,
+        correlation,
+        context={
+            **_chrome(session),
+            "configuration_id": exc.configuration_id,
+            "redirect_uri": service().ehr_redirect_uri,
+            "jwks_url": f"{get_settings().public_base_url}/api/.well-known/jwks.json",
+        },
     )
-    response.headers[CORRELATION_HEADER] = correlation
-    return response
 
 
 @bp.route(route="portal/configurations/{id}/ehr-signin", methods=["POST"], auth_level=ANON)
