@@ -64,6 +64,7 @@ from shared.storage.accounts import get_storage
 from shared.storage.state import AuthStateStore
 from shared.visits.events import Role
 from shared.visits.repository import VisitRepository
+from shared.visits.tokens import VisitGrant
 
 bp = func.Blueprint()
 
@@ -279,12 +280,17 @@ async def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -
     return response
 
 
+def _visit_grant(req: func.HttpRequest, service: LaunchService) -> tuple[str, VisitGrant]:
+    """The request's signed visit token (``?t=``) and what it grants on the visit its route names."""
+    token = req.params.get("t", "")
+    return token, service.grant(req.route_params.get("visitKey", ""), token)
+
+
 @bp.route(route="visits/{visitKey}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @launch_page
 async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
     service = get_service()
-    token = req.params.get("t", "")
-    grant = service.grant(req.route_params.get("visitKey", ""), token)
+    token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
         patient = await service.patient_view(grant, token)
         if patient.join_web_url:
@@ -313,8 +319,7 @@ async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
 @api
 async def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
     service = get_service()
-    token = req.params.get("t", "")
-    grant = service.grant(req.route_params.get("visitKey", ""), token)
+    token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
         # The waiting page learns only whether its meeting exists, nothing about who is there.
         patient = await service.patient_view(grant, token)
