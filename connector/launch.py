@@ -15,21 +15,19 @@ embedded browsers drop cookies. Every failure is its own page with a correlation
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
 from connector.web import (
-    CORRELATION_HEADER,
+    ErrorPages,
     api,
     correlation_id,
     error_response,
     json_response,
-    page,
+    page_with,
     read_cookie,
     redirect,
     render,
@@ -41,6 +39,7 @@ from shared.ehr.smart import get_smart_client
 from shared.kernel.errors import (
     BadRequest,
     ConnectorError,
+    ErrorPage,
     StateError,
     UpstreamError,
     UpstreamRejected,
@@ -48,25 +47,24 @@ from shared.kernel.errors import (
 )
 from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
 from shared.launch.service import (
+    EHR,
     SIGNIN_STATE_KIND,
-    ConfigurationPending,
     JoinMeeting,
     LaunchOutcome,
     LaunchService,
     ShowProviderPage,
     SignInFirst,
-    TenantConfigNotFound,
     WaitForClinician,
-    WrongTenant,
 )
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.app_credentials import AppOnlyCredentials
 from shared.microsoft.entra import EntraSignIn, id_token_validator, msal_app
-from shared.microsoft.teams import ACCESS_POLICY_HELP, TeamsClient
+from shared.microsoft.teams import TeamsClient
 from shared.storage.accounts import get_storage
 from shared.storage.state import AuthStateStore
 from shared.visits.events import Role
 from shared.visits.repository import VisitRepository
+from shared.visits.tokens import VisitGrant
 
 bp = func.Blueprint()
 
@@ -135,115 +133,60 @@ def reset_service(service: LaunchService | None = None) -> None:
 
 
 # --- error pages ------------------------------------------------------------------------------
+# Errors that mean one thing wherever they surface carry their own page (TenantConfigNotFound,
+# ConfigurationPending, WrongTenant, AccessPolicyMissing); these are the launch's words for the rest.
+
+RELAUNCH = ErrorPage(
+    "Please launch again from Epic",
+    "This launch link has expired or was already used. Launches are single-use and valid for 10 minutes.",
+    help=("Start the visit again from Epic (Hyperspace, Haiku or MyChart).",),
+)
+TEAMS_BUSY = ErrorPage(
+    "Microsoft Teams is busy",
+    "Microsoft Teams is receiving too many requests right now, even after retrying.",
+    help=("Wait a minute, then launch the visit again.",),
+)
+EHR_SIGNIN_CHECKS = (
+    "The EHR's client id for this launch is active in this EHR environment and its public key "
+    "(the connector's JWKS URL) is synchronised.",
+    "The FDI record matches the integration records shown in the configuration portal.",
+)
+EHR_UNUSABLE_TITLES = {
+    "invalid_id_token": "EHR sign-in could not be verified",
+    "smart_discovery": "EHR configuration unusable",
+}
+LAUNCH_AGAIN = ("Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id.",)
+TRY_AGAIN = ("Try again in a moment. If it keeps happening, tell your IT support the correlation id below.",)
 
 
-def launch_problem(exc: ConnectorError) -> tuple[int, str, str, list[str], str | None]:
-    """(status, title, message, what to check, code block) for an error the launch knows how to explain."""
-    if isinstance(exc, TenantConfigNotFound):
-        return (
-            404,
-            "Tenant config not found",
-            "The connector has no configuration for this launch.",
-            [
-                "The FDI record's launch URL and the EHR environment match: test records in the test "
-                "environment, production records in production.",
-                "The configuration's FHIR base URL is exactly the FHIR base URL this EHR environment sends (iss).",
-                "The configuration still exists in the configuration portal.",
-            ],
-            None,
-        )
-    if isinstance(exc, ConfigurationPending):
-        return (
-            403,
-            "Configuration pending approval",
-            "This EHR configuration exists but has not been approved yet, so visits cannot start.",
-            ["The approver named in the configuration portal signs in, validates the EHR sign-in and approves it."],
-            None,
-        )
-    if isinstance(exc, StateError):
-        return (
-            400,
-            "Please launch again from Epic",
-            "This launch link has expired or was already used. Launches are single-use and valid for 10 minutes.",
-            ["Start the visit again from Epic (Hyperspace, Haiku or MyChart)."],
-            None,
-        )
-    if isinstance(exc, WrongTenant):
-        return 403, "Wrong Microsoft 365 account", exc.message, [], None
-    if isinstance(exc, UpstreamThrottled):
-        return (
-            503,
-            "Microsoft Teams is busy",
-            "Microsoft Teams is receiving too many requests right now, even after retrying.",
-            ["Wait a minute, then launch the visit again."],
-            None,
-        )
-    if isinstance(exc, UpstreamRejected) and exc.code == "graph_access_policy":
-        return (
-            502,
-            "Teams meeting could not be created",
-            "Microsoft Teams refused to create the meeting for this organizer: the connector has no "
-            "application access policy for them.",
-            ["A Teams administrator runs the PowerShell below; the change can take up to 30 minutes."],
-            ACCESS_POLICY_HELP,
-        )
-    if (
-        isinstance(exc, UpstreamRejected)
-        and exc.system == "EHR"
-        and exc.code in ("invalid_id_token", "smart_discovery")
-    ):
-        title = "EHR sign-in could not be verified" if exc.code == "invalid_id_token" else "EHR configuration unusable"
-        return (
-            502,
-            title,
-            exc.message,
-            ["Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id."],
-            None,
-        )
-    if isinstance(exc, UpstreamRejected) and exc.system == "EHR":
-        return (
-            502,
-            "EHR sign-in failed",
-            f"The EHR refused the sign-in (OAuth2 error: {exc.code}).",
-            [
-                "The EHR's client id for this launch is active in this EHR environment and its public key "
-                "(the connector's JWKS URL) is synchronised.",
-                "The FDI record matches the integration records shown in the configuration portal.",
-            ],
-            None,
-        )
-    if isinstance(exc, UpstreamError):
-        return (
-            exc.status,
-            f"{exc.system} is unreachable" if exc.retryable else f"{exc.system} returned an error",
-            exc.message,
-            ["Try again in a moment. If it keeps happening, tell your IT support the correlation id below."],
-            None,
-        )
-    if isinstance(exc, BadRequest):
-        return 400, "This launch could not be read", exc.message, [], None
-    return exc.status, "The visit could not start", exc.message, [], None
+def _upstream_page(exc: UpstreamError) -> ErrorPage:
+    title = f"{exc.system} is unreachable" if exc.retryable else f"{exc.system} returned an error"
+    return ErrorPage(title, exc.message, TRY_AGAIN)
 
 
-def launch_error_page(exc: ConnectorError, correlation: str) -> func.HttpResponse:
-    error_response(exc, correlation, html=True)  # the one place that logs errors (without secrets)
-    status, title, message, checks, code_block = launch_problem(exc)
-    return render(
-        "launch/error.html",
-        {
-            "title": title,
-            "message": message,
-            "checks": checks,
-            "code_block": code_block,
-            "error_code": exc.code,
-            "correlation_id": correlation,
-        },
-        status=status,
-        headers={CORRELATION_HEADER: correlation},
+def _rejected_page(exc: UpstreamRejected) -> ErrorPage:
+    """Each "no" from the EHR during a launch is shown as a failed sign-in; other systems' as upstream errors."""
+    if exc.system != EHR:
+        return _upstream_page(exc)
+    if exc.code in EHR_UNUSABLE_TITLES:
+        return ErrorPage(EHR_UNUSABLE_TITLES[exc.code], exc.message, LAUNCH_AGAIN)
+    return ErrorPage(
+        "EHR sign-in failed", f"The EHR refused the sign-in (OAuth2 error: {exc.code}).", EHR_SIGNIN_CHECKS
     )
 
 
-F = TypeVar("F", bound=Callable[..., Awaitable[func.HttpResponse]])
+LAUNCH_PAGES = ErrorPages(
+    "launch/error.html",
+    {
+        StateError: lambda exc: RELAUNCH,
+        UpstreamThrottled: lambda exc: TEAMS_BUSY,
+        UpstreamRejected: _rejected_page,
+        UpstreamError: _upstream_page,
+        BadRequest: lambda exc: ErrorPage("This launch could not be read", exc.message),
+        ConnectorError: lambda exc: ErrorPage("The visit could not start", exc.message),
+    },
+)
+launch_page = page_with(LAUNCH_PAGES)  # like ``web.page``, with the launch's explanatory error pages
 
 
 SIGNIN_COOKIE_PATH = "/api/launch/signin"  # sent only to the one-time sign-in's callback
@@ -254,20 +197,6 @@ def signin_cookie_name() -> str:
     parts = urlsplit(get_settings().public_base_url)
     plain_local = parts.scheme == "http" and (parts.hostname or "") in LOCAL_HOSTS
     return "launch_signin" if plain_local else "__Secure-launch_signin"
-
-
-def launch_page(handler: F) -> F:
-    """Like ``web.page``, with the launch's own explanatory error pages."""
-
-    @functools.wraps(handler)
-    async def wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:
-        try:
-            return await handler(req, *args, **kwargs)
-        except ConnectorError as exc:
-            return launch_error_page(exc, correlation_id(req))
-
-    assert inspect.iscoroutinefunction(handler)
-    return cast(F, page(wrapper))
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -343,7 +272,7 @@ async def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -
     try:
         outcome = await get_service().finish_sign_in({k: str(v) for k, v in fields.items()}, browser_binding=binding)
     except ConnectorError as exc:  # the usual error page, with the binding cookie cleared
-        failed = launch_error_page(exc, correlation_id(req))
+        failed = error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES)
         failed.headers.add("Set-Cookie", cleared)
         return failed
     response = _respond(outcome, events)
@@ -351,12 +280,17 @@ async def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -
     return response
 
 
+def _visit_grant(req: func.HttpRequest, service: LaunchService) -> tuple[str, VisitGrant]:
+    """The request's signed visit token (``?t=``) and what it grants on the visit its route names."""
+    token = req.params.get("t", "")
+    return token, service.grant(req.route_params.get("visitKey", ""), token)
+
+
 @bp.route(route="visits/{visitKey}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @launch_page
 async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
     service = get_service()
-    token = req.params.get("t", "")
-    grant = service.grant(req.route_params.get("visitKey", ""), token)
+    token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
         patient = await service.patient_view(grant, token)
         if patient.join_web_url:
@@ -385,8 +319,7 @@ async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
 @api
 async def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
     service = get_service()
-    token = req.params.get("t", "")
-    grant = service.grant(req.route_params.get("visitKey", ""), token)
+    token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
         # The waiting page learns only whether its meeting exists, nothing about who is there.
         patient = await service.patient_view(grant, token)

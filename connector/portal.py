@@ -29,9 +29,9 @@ from urllib.parse import quote, urlsplit
 import azure.functions as func
 
 from connector.web import (
-    CORRELATION_HEADER,
     cookie_header,
     correlation_id,
+    error_page,
     error_response,
     page,
     read_cookie,
@@ -128,11 +128,13 @@ def portal_url(path: str = "", **query: str) -> str:
     return f"/api/portal{path}" + (f"?{suffix}" if suffix else "")
 
 
-def _signed_in(req: func.HttpRequest) -> PortalSession:
-    """The request's portal session; without one, the page answers with a redirect to sign in."""
+def _signed_in(req: func.HttpRequest, *, admin: bool = False) -> PortalSession:
+    """The request's portal session (an administrator's, if ``admin``); without one, a redirect to sign in."""
     session = current_session(req)
     if session is None:
         raise SignInRequired(portal_url(notice="signin-required"))
+    if admin:
+        require_admin(session.user)
     return session
 
 
@@ -145,17 +147,23 @@ def _csrf_form(req: func.HttpRequest, session: PortalSession) -> dict[str, str]:
     return form
 
 
+def _signed_in_form(req: func.HttpRequest, *, admin: bool = False) -> tuple[PortalSession, dict[str, str]]:
+    """A state-changing POST: the signed-in user's session (see ``_signed_in``) and their CSRF-checked form."""
+    session = _signed_in(req, admin=admin)
+    return session, _csrf_form(req, session)
+
+
+def _chrome(session: PortalSession | None) -> dict[str, Any]:
+    """What the portal layout shows around every page: who is signed in, and the sign-out form's CSRF token."""
+    return {
+        "session": session,
+        "user": session.user if session else None,
+        "csrf": session.csrf_token if session else "",
+    }
+
+
 def _page(template: str, session: PortalSession | None, *, status: int = 200, **context: Any) -> func.HttpResponse:
-    return render(
-        template,
-        {
-            "session": session,
-            "user": session.user if session else None,
-            "csrf": session.csrf_token if session else "",
-            **context,
-        },
-        status=status,
-    )
+    return render(template, {**_chrome(session), **context}, status=status)
 
 
 def _choices() -> dict[str, Any]:
@@ -289,17 +297,14 @@ def _blank_row() -> dict[str, str]:
 @bp.route(route="portal/configurations/new", methods=["GET"], auth_level=ANON)
 @page
 def new_configurations(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    require_admin(session.user)
+    session = _signed_in(req, admin=True)
     return _new_form(session, [_blank_row()])
 
 
 @bp.route(route="portal/configurations", methods=["POST"], auth_level=ANON)
 @page
 def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    require_admin(session.user)
-    form = _csrf_form(req, session)
+    session, form = _signed_in_form(req, admin=True)
     try:
         count = int(form.get("rows", "1"))
     except ValueError:
@@ -390,9 +395,7 @@ def _detail(
 @bp.route(route="portal/configurations/{id}", methods=["POST"], auth_level=ANON)
 @page
 def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    require_admin(session.user)
-    form = _csrf_form(req, session)
+    session, form = _signed_in_form(req, admin=True)
     svc = service()
     current = svc.get_visible(session.user, req.route_params.get("id", ""))
     values = {name: form.get(name, "") for name in FIELDS}
@@ -416,8 +419,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/delete", methods=["GET"], auth_level=ANON)
 @page
 def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    require_admin(session.user)
+    session = _signed_in(req, admin=True)
     config = service().get_visible(session.user, req.route_params.get("id", ""))
     return _page("portal/delete.html", session, title="Delete configuration", config=config)
 
@@ -425,9 +427,7 @@ def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/delete", methods=["POST"], auth_level=ANON)
 @page
 def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    require_admin(session.user)
-    form = _csrf_form(req, session)
+    session, form = _signed_in_form(req, admin=True)
     if form.get("confirm") != "yes":
         raise BadRequest("Tick the confirmation box to delete this configuration.")
     etag = form.get("etag", "")
@@ -443,9 +443,7 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/shares", methods=["POST"], auth_level=ANON)
 @page
 def share(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    require_admin(session.user)
-    form = _csrf_form(req, session)
+    session, form = _signed_in_form(req, admin=True)
     svc = service()
     tenant_id = form.get("tenant_id", "").strip()
     try:
@@ -459,9 +457,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/shares/{tenant}/delete", methods=["POST"], auth_level=ANON)
 @page
 def unshare(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    require_admin(session.user)
-    _csrf_form(req, session)
+    session, _ = _signed_in_form(req, admin=True)
     config = service().unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
     return redirect(portal_url(f"/configurations/{config.id}", notice="unshared"))
 
@@ -470,25 +466,25 @@ def unshare(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str) -> func.HttpResponse:
-    response = _page(
+    """The error's own page, in the portal's layout, with the facts the EHR technical specialist checks."""
+    return error_page(
         "portal/ehr_failure.html",
-        session,
-        status=502,
-        title=exc.failure.title,
-        failure=exc.failure,
-        redirect_uri=service().ehr_redirect_uri,
-        jwks_url=f"{get_settings().public_base_url}/api/.well-known/jwks.json",
-        correlation_id=correlation,
+        exc,
+        exc.page,
+        correlation,
+        context={
+            **_chrome(session),
+            "configuration_id": exc.configuration_id,
+            "redirect_uri": service().ehr_redirect_uri,
+            "jwks_url": f"{get_settings().public_base_url}/api/.well-known/jwks.json",
+        },
     )
-    response.headers[CORRELATION_HEADER] = correlation
-    return response
 
 
 @bp.route(route="portal/configurations/{id}/ehr-signin", methods=["POST"], auth_level=ANON)
 @page
 def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    _csrf_form(req, session)
+    session, _ = _signed_in_form(req)
     try:
         location = service().start_ehr_signin(session, req.route_params.get("id", ""))
     except EhrSignInFailed as exc:
@@ -511,8 +507,7 @@ def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/approve", methods=["POST"], auth_level=ANON)
 @page
 def approve(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
-    _csrf_form(req, session)
+    session, _ = _signed_in_form(req)
     config = service().approve(session.user, req.route_params.get("id", ""))
     return redirect(portal_url(f"/configurations/{config.id}", notice="approved"))
 

@@ -1,8 +1,9 @@
 """The edge: correlation ids, error → response mapping, HTML rendering.
 
-Every HTTP function is wrapped by ``api`` (JSON problem responses, RFC 9457) or ``page``
-(HTML error pages). This is the one place where an exception becomes a response; no stack
-trace, secret or patient datum reaches a response or a log line.
+Every HTTP function is wrapped by ``api`` (JSON problem responses, RFC 9457), ``page`` (HTML
+error pages) or ``page_with`` (HTML error pages in a blueprint's own words, its ``ErrorPages``).
+This is the one place where an exception becomes a response; no stack trace, secret or patient
+datum reaches a response or a log line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -25,7 +27,7 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared.kernel.errors import BadRequest, ConfigurationError, ConnectorError, SignInRequired
+from shared.kernel.errors import BadRequest, ConfigurationError, ConnectorError, ErrorPage, SignInRequired
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +129,54 @@ def render(
 
 
 def error_page(
-    status: int, title: str, *, message: str, correlation: str, hint: str | None = None
+    template: str,
+    exc: ConnectorError,
+    page: ErrorPage,
+    correlation: str,
+    *,
+    context: Mapping[str, Any] | None = None,
 ) -> func.HttpResponse:
+    """``page`` rendered by ``template``, with the error's status and code and the correlation id to quote."""
     return render(
-        "error.html",
-        {"title": title, "message": message, "hint": hint, "correlation_id": correlation, "status": status},
-        status=status,
+        template,
+        {
+            **(context or {}),
+            "title": page.title,
+            "message": page.message,
+            "help": page.help,
+            "code_block": page.code_block,
+            "error_code": exc.code,
+            "correlation_id": correlation,
+        },
+        status=exc.status,
         headers={CORRELATION_HEADER: correlation},
     )
 
 
 # --- one mapping from errors to responses -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorPages:
+    """How one kind of page explains the errors that end it.
+
+    An error carrying its own ``page`` shows that; any other is explained by the entry for
+    the most specific of its classes in ``explain``, which must cover ``ConnectorError``.
+    ``template`` renders the result.
+    """
+
+    template: str
+    explain: Mapping[type[ConnectorError], Callable[[Any], ErrorPage]]
+
+    def __post_init__(self) -> None:
+        if ConnectorError not in self.explain:
+            raise ValueError("an ErrorPages must explain every ConnectorError")
+
+    def page_for(self, exc: ConnectorError) -> ErrorPage:
+        if exc.page is not None:
+            return exc.page
+        return next(self.explain[cls](exc) for cls in type(exc).__mro__ if cls in self.explain)
+
 
 _TITLES = {
     400: "Bad request",
@@ -151,43 +190,58 @@ _TITLES = {
     502: "An external system returned an error",
     503: "Temporarily unavailable",
 }
+NOT_CONFIGURED = ErrorPage(
+    "Temporarily unavailable",
+    "The connector is not configured correctly yet.",
+    help=("An administrator must fix its settings.",),
+)
+# The pages, and the problem titles and details, of every blueprint without a book of its own.
+PAGES = ErrorPages(
+    "error.html",
+    {
+        ConfigurationError: lambda exc: NOT_CONFIGURED,  # the settings' keys go to the log, not to the page
+        ConnectorError: lambda exc: ErrorPage(_TITLES.get(exc.status, "Error"), exc.message),
+    },
+)
 _reported_configuration_error = False
 
 
-def _classify(exc: BaseException, correlation: str) -> tuple[int, str, str, str | None]:
-    """(status, code, message, hint) for any exception, logging it once without secrets."""
+def _log(exc: BaseException, correlation: str) -> None:
+    """One log line per failed request, naming the error but never its values (no secrets)."""
     global _reported_configuration_error
     if isinstance(exc, ConfigurationError):
         if not _reported_configuration_error:
             # Keys and reasons only, never values: the one clear startup error.
             logger.error("Connector settings are invalid: %s", exc.message)
             _reported_configuration_error = True
-        hint = "An administrator must fix its settings."
-        return 503, exc.code, "The connector is not configured correctly yet.", hint
-    if isinstance(exc, ConnectorError):
+    elif isinstance(exc, ConnectorError):
         log = logger.warning if exc.status >= 500 else logger.info
         log("%s %s (correlation %s)", type(exc).__name__, exc.code, correlation)
-        return exc.status, exc.code, exc.message, None
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?"
-    logger.error("Unhandled %s at %s (correlation %s)", type(exc).__name__, where, correlation)
-    return 500, "internal_error", "The connector could not complete this request.", None
+    else:
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?"
+        logger.error("Unhandled %s at %s (correlation %s)", type(exc).__name__, where, correlation)
 
 
-def error_response(exc: BaseException, correlation: str, *, html: bool) -> func.HttpResponse:
-    status, code, message, hint = _classify(exc, correlation)
-    title = _TITLES.get(status, "Error")
+def error_response(exc: BaseException, correlation: str, *, html: bool, pages: ErrorPages = PAGES) -> func.HttpResponse:
+    """The response for any exception: an HTML page explained by ``pages``, or a JSON problem."""
+    _log(exc, correlation)
     if html and isinstance(exc, SignInRequired):
         return redirect(exc.signin_url)
+    if isinstance(exc, ConnectorError):
+        error, book = exc, pages
+    else:  # a bug, not an error we raised: the same terse page on every blueprint; where it was is in the log
+        error, book = ConnectorError("The connector could not complete this request."), PAGES
+    page = book.page_for(error)
     if html:
-        return error_page(status, title, message=message, correlation=correlation, hint=hint)
-    return problem(status, title, code=code, correlation=correlation, detail=message)
+        return error_page(book.template, error, page, correlation)
+    return problem(error.status, page.title, code=error.code, correlation=correlation, detail=page.message)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _edge(html: bool) -> Callable[[F], F]:
+def _edge(*, html: bool, pages: ErrorPages = PAGES) -> Callable[[F], F]:
     def decorate(handler: F) -> F:
         if inspect.iscoroutinefunction(handler):
 
@@ -197,7 +251,7 @@ def _edge(html: bool) -> Callable[[F], F]:
                 try:
                     response = await cast(Callable[..., Awaitable[func.HttpResponse]], handler)(req, *args, **kwargs)
                 except Exception as exc:  # noqa: BLE001 - the one place errors become responses
-                    return error_response(exc, correlation, html=html)
+                    return error_response(exc, correlation, html=html, pages=pages)
                 response.headers.setdefault(CORRELATION_HEADER, correlation)
                 return response
 
@@ -209,7 +263,7 @@ def _edge(html: bool) -> Callable[[F], F]:
             try:
                 response = handler(req, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - the one place errors become responses
-                return error_response(exc, correlation, html=html)
+                return error_response(exc, correlation, html=html, pages=pages)
             response.headers.setdefault(CORRELATION_HEADER, correlation)
             return cast(func.HttpResponse, response)
 
@@ -220,6 +274,11 @@ def _edge(html: bool) -> Callable[[F], F]:
 
 api = _edge(html=False)
 page = _edge(html=True)
+
+
+def page_with(pages: ErrorPages) -> Callable[[F], F]:
+    """Like ``page``, for a blueprint that explains errors in its own words."""
+    return _edge(html=True, pages=pages)
 
 
 # --- forms, cookies, redirects ------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""The connector's one exception hierarchy.
+"""The connector's one exception hierarchy, and the page an error ends a request with.
 
-Every error the product raises on purpose is a ``ConnectorError``. The blueprints map
-each class to one HTTP status and one user-facing message in a single place
-(``connector/web.py``); nothing else decides what a user sees.
+Every error the product raises on purpose is a ``ConnectorError`` with one HTTP status. What
+its page says is the error's own ``page`` when it means one thing wherever it surfaces (a
+launch URL naming no configuration); a general error (an expired ``state``, an unreachable
+upstream) is explained by the page book of the blueprint it ends in, because a patient in
+the middle of a launch needs other words than an administrator in the portal. Both are
+rendered in one place (``connector/web.py``); nothing else decides what a user sees.
 
     ConnectorError
     ├── ConfigurationError          settings missing or invalid (names every key)
@@ -26,13 +29,32 @@ each class to one HTTP status and one user-facing message in a single place
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorPage:
+    """What a person is shown when an error ends their request.
+
+    ``title`` and ``message`` are plain words for whoever is at the screen (a patient, a
+    clinician, an administrator); ``help`` (what to check or do) and ``code_block`` (a command
+    to run) are for the analyst or administrator who can fix the cause. Like ``message``, none
+    of it may hold a secret, a token or patient data.
+    """
+
+    title: str
+    message: str
+    help: tuple[str, ...] = ()
+    code_block: str | None = None
+
 
 class ConnectorError(Exception):
-    """Base of every deliberate error. ``message`` is safe to show to users."""
+    """Base of every deliberate error. ``message`` is safe to show to users; ``page``, when set, is its own page."""
 
     status: int = 500
     code: str = "internal_error"
     retryable: bool = False
+    page: ErrorPage | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

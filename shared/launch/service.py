@@ -37,7 +37,7 @@ from shared.ehr.launch_context import LaunchContext, launch_context, primary_per
 from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
 from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient, SmartConfiguration, TokenResponse
 from shared.kernel.clock import utcnow
-from shared.kernel.errors import Forbidden, InvalidIdToken, NotFound, UpstreamError, UpstreamRejected
+from shared.kernel.errors import ErrorPage, Forbidden, InvalidIdToken, NotFound, UpstreamError, UpstreamRejected
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
 from shared.kernel.settings import Geography
@@ -74,6 +74,16 @@ class TenantConfigNotFound(NotFound):
     """The launch URL's configuration does not exist, or ``iss`` is not its FHIR URL."""
 
     code = "tenant_config_not_found"
+    page = ErrorPage(
+        "Tenant config not found",
+        "The connector has no configuration for this launch.",
+        help=(
+            "The FDI record's launch URL and the EHR environment match: test records in the test "
+            "environment, production records in production.",
+            "The configuration's FHIR base URL is exactly the FHIR base URL this EHR environment sends (iss).",
+            "The configuration still exists in the configuration portal.",
+        ),
+    )
 
     def __init__(self) -> None:
         super().__init__("Tenant config not found.")
@@ -81,6 +91,11 @@ class TenantConfigNotFound(NotFound):
 
 class ConfigurationPending(Forbidden):
     code = "configuration_pending"
+    page = ErrorPage(
+        "Configuration pending approval",
+        "This EHR configuration exists but has not been approved yet, so visits cannot start.",
+        help=("The approver named in the configuration portal signs in, validates the EHR sign-in and approves it.",),
+    )
 
     def __init__(self) -> None:
         super().__init__("This EHR configuration is pending approval.")
@@ -102,6 +117,7 @@ class WrongTenant(Forbidden):
             "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
             "of the organization that set up this EHR connection, or of one it shares the connection with."
         )
+        self.page = ErrorPage("Wrong Microsoft 365 account", self.message)
 
 
 # --- what the launch needs from Graph ------------------------------------------------------------

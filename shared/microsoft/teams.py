@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.errors import ErrorPage, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 
 SYSTEM = "Microsoft Graph"
 ACCESS_POLICY_HELP = (
@@ -29,6 +29,24 @@ ACCESS_POLICY_HELP = (
     "Grant-CsApplicationAccessPolicy -PolicyName TeamsEhrConnector -Identity <organizer object id> "
     "(or -Global). Changes can take up to 30 minutes."
 )
+
+
+class AccessPolicyMissing(UpstreamRejected):
+    """Graph refused a meeting: no Teams application access policy lets the connector act for its organizer."""
+
+    code = "graph_access_policy"
+    page = ErrorPage(
+        "Teams meeting could not be created",
+        "Microsoft Teams refused to create the meeting for this organizer: the connector has no "
+        "application access policy for them.",
+        help=("A Teams administrator runs the PowerShell below; the change can take up to 30 minutes.",),
+        code_block=ACCESS_POLICY_HELP,
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Microsoft Teams refused to create the meeting for this organizer. " + ACCESS_POLICY_HELP, system=SYSTEM
+        )
 
 
 class AppTokenCredential(Protocol):
@@ -236,11 +254,7 @@ def _graph_error(exc: Any, operation: str) -> Exception:
     if status >= 500 or status == 0:
         return UpstreamUnavailable("Microsoft Graph is temporarily unavailable.", system=SYSTEM)
     if status == 403 and operation in ("create_meeting", "update_meeting"):
-        return UpstreamRejected(
-            "Microsoft Teams refused to create the meeting for this organizer. " + ACCESS_POLICY_HELP,
-            system=SYSTEM,
-            code="graph_access_policy",
-        )
+        return AccessPolicyMissing()
     if status == 404:
         return UpstreamRejected("Microsoft Graph could not find that resource.", system=SYSTEM, code="graph_not_found")
     if status == 409 and operation == "subscribe":

@@ -22,6 +22,7 @@ from shared.jose.keys import signing_keys_from
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
     BadRequest,
+    ErrorPage,
     Forbidden,
     InvalidIdToken,
     NotFound,
@@ -252,20 +253,15 @@ def integration_records(
 # --- the service --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EhrSignInFailure:
-    """What the approver sees when the EHR sign-in did not prove the URL."""
-
-    configuration_id: str | None
-    title: str
-    message: str
-    checks: tuple[str, ...]
-
-
 class EhrSignInFailed(UpstreamRejected):
-    def __init__(self, failure: EhrSignInFailure) -> None:
-        super().__init__(failure.message, system="EHR", code="ehr_signin_failed")
-        self.failure = failure
+    """The approver's EHR sign-in did not prove the configuration's FHIR URL; ``page`` says why and what to check."""
+
+    page: ErrorPage
+
+    def __init__(self, configuration_id: str, page: ErrorPage) -> None:
+        super().__init__(page.message, system="EHR", code="ehr_signin_failed")
+        self.configuration_id = configuration_id
+        self.page = page
 
 
 OAUTH_CHECKS = (
@@ -419,12 +415,12 @@ class PortalService:
             smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
         except (UnsafeUrl, UpstreamError) as exc:
             raise EhrSignInFailed(
-                EhrSignInFailure(
-                    configuration_id=config.id,
+                config.id,
+                ErrorPage(
                     title="The EHR could not be reached",
                     message=f"FHIR URL isn't valid: {_lower_first(exc.message.rstrip('.'))}",
-                    checks=("The FHIR base URL is the one your EHR technical specialist gave you.",),
-                )
+                    help=("The FHIR base URL is the one your EHR technical specialist gave you.",),
+                ),
             ) from None
         pkce, nonce = Pkce.new(), random_token()
         state = self.states.create(
@@ -461,7 +457,7 @@ class PortalService:
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
             raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
         if query.get("error"):
-            raise EhrSignInFailed(_oauth_failure(config.id, OAuthError(query["error"])))
+            raise EhrSignInFailed(config.id, _oauth_failure(OAuthError(query["error"])))
         code = query.get("code")
         if not code:
             raise StateError("The EHR's answer had no authorization code. Please start again.")
@@ -480,24 +476,24 @@ class PortalService:
                 smart_config, tokens.id_token, client_id=config.provider_client_id, nonce=str(payload["nonce"])
             )
         except OAuthError as exc:
-            raise EhrSignInFailed(_oauth_failure(config.id, exc)) from None
+            raise EhrSignInFailed(config.id, _oauth_failure(exc)) from None
         except InvalidIdToken as exc:
             raise EhrSignInFailed(
-                EhrSignInFailure(
-                    configuration_id=config.id,
+                config.id,
+                ErrorPage(
                     title="The EHR's sign-in could not be verified",
                     message=f"The EHR's id_token is not valid: {exc.reason}.",
-                    checks=("The EHR publishes its signing keys (jwks_uri or OpenID configuration).",),
-                )
+                    help=("The EHR publishes its signing keys (jwks_uri or OpenID configuration).",),
+                ),
             ) from None
         except (UnsafeUrl, UpstreamError) as exc:
             raise EhrSignInFailed(
-                EhrSignInFailure(
-                    configuration_id=config.id,
+                config.id,
+                ErrorPage(
                     title="The EHR could not complete the sign-in",
                     message=exc.message,
-                    checks=("The EHR's token endpoint is reachable from the connector.",),
-                )
+                    help=("The EHR's token endpoint is reachable from the connector.",),
+                ),
             ) from None
         proven = cfg.with_ehr_signin(config, upn=user.upn, oid=user.object_id, now=utcnow())
         saved = self.repository.update(config, proven, etag=str(config.etag))
@@ -526,12 +522,9 @@ def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
     logger.info("Configuration %s %s by user %s (tenant %s)", config.id, action, who, config.tenant_id)
 
 
-def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailure:
-    return EhrSignInFailure(
-        configuration_id=configuration_id,
-        title="The EHR refused the sign-in",
-        message=f"OAuth2 error from the EHR: {exc.error}",
-        checks=OAUTH_CHECKS,
+def _oauth_failure(exc: OAuthError) -> ErrorPage:
+    return ErrorPage(
+        title="The EHR refused the sign-in", message=f"OAuth2 error from the EHR: {exc.error}", help=OAUTH_CHECKS
     )
 
 

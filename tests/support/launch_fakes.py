@@ -21,7 +21,7 @@ from shared.kernel.identifiers import random_token
 from shared.kernel.settings import Geography
 from shared.launch.service import EhrSignInRejected
 from shared.microsoft.entra import PortalIdentity
-from shared.microsoft.teams import ACCESS_POLICY_HELP, Meeting
+from shared.microsoft.teams import AccessPolicyMissing, Meeting
 
 
 @dataclass(frozen=True)
@@ -205,11 +205,7 @@ def microsoft_user(tenant_id: str, object_id: str) -> PortalIdentity:
 
 
 def access_policy_error() -> UpstreamRejected:
-    return UpstreamRejected(
-        "Microsoft Teams refused to create the meeting for this organizer. " + ACCESS_POLICY_HELP,
-        system="Microsoft Graph",
-        code="graph_access_policy",
-    )
+    return AccessPolicyMissing()
 
 
 def throttled() -> UpstreamThrottled:
