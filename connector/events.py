@@ -12,7 +12,6 @@ The notification webhook makes no storage, EHR or Graph call: Graph's budget is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import azure.functions as func
@@ -22,6 +21,7 @@ from connector.web import api
 from shared.kernel.errors import ConnectorError
 from shared.kernel.identifiers import log_id
 from shared.microsoft.notifications import SubscriptionTarget, parse_body
+from shared.microsoft.teams import graph_deadline
 from shared.storage.accounts import get_storage
 
 bp = func.Blueprint()
@@ -70,23 +70,21 @@ def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
         return handshake
     decoded = decoder().lifecycle_notifications(parse_body(req.get_body()))
     if decoded.reauthorize:
-        asyncio.run(_reauthorize_all(decoded.reauthorize))
+        _reauthorize_all(decoded.reauthorize)
     return func.HttpResponse(status_code=202)
 
 
-async def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
+def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
+    """One after the other, all within the budget: what is left when it runs out, Graph asks for again."""
     service = subscriptions()
-
-    async def one(subscription_id: str, target: SubscriptionTarget) -> None:
-        try:
-            await asyncio.wait_for(service.reauthorize(target, subscription_id), timeout=LIFECYCLE_BUDGET)
-        except (ConnectorError, TimeoutError) as exc:
-            code = exc.code if isinstance(exc, ConnectorError) else "timeout"
-            logger.warning(
-                "Reauthorizing subscription %s failed (%s); Graph will ask again", log_id(subscription_id), code
-            )
-
-    await asyncio.gather(*(one(subscription_id, target) for subscription_id, target in requests))
+    with graph_deadline(LIFECYCLE_BUDGET):
+        for subscription_id, target in requests:
+            try:
+                service.reauthorize(target, subscription_id)
+            except ConnectorError as exc:
+                logger.warning(
+                    "Reauthorizing subscription %s failed (%s); Graph will ask again", log_id(subscription_id), exc.code
+                )
 
 
 # --- queue workers ----------------------------------------------------------------------------
@@ -100,7 +98,7 @@ def writeback_events(msg: func.QueueMessage) -> None:
     visit = outcome.visit
     if visit is not None and outcome.source_is_launch and visit.has_meeting and not visit.subscription_id:
         try:
-            asyncio.run(subscriptions().ensure(visit))
+            subscriptions().ensure(visit)
         except ConnectorError as exc:  # the upkeep timer tries again; the writeback itself is done
             # Another launch's event of the same visit is subscribing right now: expected, not a fault.
             level = logging.INFO if exc.code == "graph_subscription_exists" else logging.WARNING
@@ -112,7 +110,7 @@ def subscription_upkeep(timer: func.TimerRequest) -> None:
     """Create missing subscriptions, renew those near expiry, delete those of finished visits."""
     service = subscriptions()
     for geography in get_storage().geographies:
-        result = asyncio.run(service.upkeep(geography))
+        result = service.upkeep(geography)
         logger.info(
             "Subscription upkeep in %s: %d created, %d renewed, %d deleted, %d failed",
             geography.value,

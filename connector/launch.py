@@ -218,9 +218,9 @@ def _form_body(req: func.HttpRequest) -> str | None:
         raise BadRequest("The launch request could not be read.", code="invalid_launch") from None
 
 
-async def _begin(req: func.HttpRequest, kind: LaunchKind) -> func.HttpResponse:
+def _begin(req: func.HttpRequest, kind: LaunchKind) -> func.HttpResponse:
     params = parse_launch(_raw_query(req), _form_body(req))
-    request = await get_service().begin(kind, req.route_params.get("configurationId", ""), params)
+    request = get_service().begin(kind, req.route_params.get("configurationId", ""), params)
     if request.method == "POST":
         return render("launch/authorize_post.html", {"action": request.url, "fields": request.fields})
     return redirect(request.url)
@@ -228,14 +228,14 @@ async def _begin(req: func.HttpRequest, kind: LaunchKind) -> func.HttpResponse:
 
 @bp.route(route="launch/{configurationId}/provider", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @launch_page
-async def launch_provider(req: func.HttpRequest) -> func.HttpResponse:
-    return await _begin(req, LaunchKind.PROVIDER)
+def launch_provider(req: func.HttpRequest) -> func.HttpResponse:
+    return _begin(req, LaunchKind.PROVIDER)
 
 
 @bp.route(route="launch/{configurationId}/patient", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @launch_page
-async def launch_patient(req: func.HttpRequest) -> func.HttpResponse:
-    return await _begin(req, LaunchKind.PATIENT)
+def launch_patient(req: func.HttpRequest) -> func.HttpResponse:
+    return _begin(req, LaunchKind.PATIENT)
 
 
 def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse:
@@ -256,21 +256,21 @@ def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse
 @bp.route(route="launch/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
 @launch_page
-async def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
-    outcome = await get_service().complete(parse_authorization_response(_raw_query(req)))
+def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
+    outcome = get_service().complete(parse_authorization_response(_raw_query(req)))
     return _respond(outcome, events)
 
 
 @bp.route(route="launch/signin/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
 @launch_page
-async def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
+def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
     fields = dict(req.form) if req.method == "POST" else dict(req.params)
     cookie = signin_cookie_name()
     binding = read_cookie(req, cookie)
     cleared = sign_in_binding_cookie(cookie, "", path=SIGNIN_COOKIE_PATH, max_age=0)
     try:
-        outcome = await get_service().finish_sign_in({k: str(v) for k, v in fields.items()}, browser_binding=binding)
+        outcome = get_service().finish_sign_in({k: str(v) for k, v in fields.items()}, browser_binding=binding)
     except ConnectorError as exc:  # the usual error page, with the binding cookie cleared
         failed = error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES)
         failed.headers.add("Set-Cookie", cleared)
@@ -288,11 +288,11 @@ def _visit_grant(req: func.HttpRequest, service: LaunchService) -> tuple[str, Vi
 
 @bp.route(route="visits/{visitKey}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @launch_page
-async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
+def visit_page(req: func.HttpRequest) -> func.HttpResponse:
     service = get_service()
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
-        patient = await service.patient_view(grant, token)
+        patient = service.patient_view(grant, token)
         if patient.join_web_url:
             return redirect(patient.join_web_url)
         return render(
@@ -303,7 +303,7 @@ async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
                 "poll_seconds": WAITING_POLL_SECONDS,
             },
         )
-    view = await service.provider_view(grant)
+    view = service.provider_view(grant)
     return render(
         "launch/provider.html",
         {
@@ -317,15 +317,15 @@ async def visit_page(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="visits/{visitKey}/presence", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
-async def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
+def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
     service = get_service()
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
         # The waiting page learns only whether its meeting exists, nothing about who is there.
-        patient = await service.patient_view(grant, token)
+        patient = service.patient_view(grant, token)
         body: dict[str, Any] = {"meeting": patient.join_web_url is not None}
     else:
-        body = await service.presence(grant)
+        body = service.presence(grant)
     return json_response(body)
 
 

@@ -17,7 +17,7 @@ import logging
 import re
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -244,18 +244,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _edge(*, html: bool, pages: ErrorPages = PAGES) -> Callable[[F], F]:
     def decorate(handler: F) -> F:
         if inspect.iscoroutinefunction(handler):
-
-            @functools.wraps(handler)
-            async def async_wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:
-                correlation = correlation_id(req)
-                try:
-                    response = await cast(Callable[..., Awaitable[func.HttpResponse]], handler)(req, *args, **kwargs)
-                except Exception as exc:  # noqa: BLE001 - the one place errors become responses
-                    return error_response(exc, correlation, html=html, pages=pages)
-                response.headers.setdefault(CORRELATION_HEADER, correlation)
-                return response
-
-            return cast(F, async_wrapper)
+            # One model: the worker runs plain functions on its threads; only the Graph adapter is async inside.
+            raise TypeError(f"{handler.__name__}: connector functions are plain def, not async def")
 
         @functools.wraps(handler)
         def wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:

@@ -47,6 +47,11 @@ param maximumInstanceCount int = 100
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
+@description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT): the functions are synchronous and each invocation holds one while it waits on the EHR, Graph or storage, so keep it above the invocations an instance runs at once.')
+@minValue(1)
+@maxValue(256)
+param workerThreadCount int = 64
+
 resource appStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: appStorageName
 }
@@ -183,10 +188,16 @@ var telemetrySettings = {
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
 }
 
+// The worker's default pool is min(32, CPUs + 4) threads: a few launches waiting on the EHR would fill it, and
+// the EHR's fetch of our JWKS during a token request would then wait behind them.
+var workerSettings = {
+  PYTHON_THREADPOOL_THREAD_COUNT: string(workerThreadCount)
+}
+
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  properties: union(hostStorageSettings, americasSettings, emeaSettings, apacSettings, connectorSettings, telemetrySettings)
+  properties: union(hostStorageSettings, americasSettings, emeaSettings, apacSettings, connectorSettings, telemetrySettings, workerSettings)
 }
 
 // Optional: deploy a ready-to-run package (the release zip) together with the infrastructure. The

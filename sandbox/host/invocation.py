@@ -1,5 +1,9 @@
 """Call user functions as the Python worker does: sync ones in a thread pool, async ones on one loop.
 
+Every trigger goes through the same pool, as every invocation request does in the worker: at most
+``PYTHON_THREADPOOL_THREAD_COUNT`` sync invocations run at once (by default ``min(32, CPUs + 4)``,
+the ``ThreadPoolExecutor`` default the worker keeps on Python 3.9+); the rest wait for a thread.
+
 Outputs are flushed only when the function returns normally: a function that raises has
 its invocation failed and none of its ``Out`` values are sent.
 """
@@ -141,7 +145,7 @@ class Invoker:
             if entry.is_async:
                 result = asyncio.run_coroutine_threadsafe(entry.function(**kwargs), self._loop).result()
             else:
-                result = entry.function(**kwargs)
+                result = self._executor.submit(entry.function, **kwargs).result()
             self._flush(entry, outputs, result)
         except BaseException:
             self._executed(entry, invocation_id, started, succeeded=False)

@@ -175,6 +175,8 @@ HOST_KEYS: frozenset[str] = frozenset(
     {
         "FUNCTIONS_WORKER_RUNTIME",
         "AzureWebJobsFeatureFlags",
+        # The worker's thread pool: every function is a plain def, and each invocation holds a thread while it waits.
+        "PYTHON_THREADPOOL_THREAD_COUNT",
         # Read by the Functions host and the Azure Monitor exporter, not by the settings object.
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
         "PYTHON_ENABLE_OPENTELEMETRY",

@@ -22,14 +22,11 @@ launch, provider or patient, lands in the same meeting.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from shared.configurations.repository import ConfigurationRepository
@@ -51,8 +48,6 @@ from shared.visits.repository import VisitRepository
 from shared.visits.tokens import VisitGrant, VisitTokens
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-_EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="launch-io")
 
 STATE_KIND = "ehr-launch"
 SIGNIN_STATE_KIND = "launch-signin"
@@ -126,11 +121,11 @@ class WrongTenant(Forbidden):
 class Meetings(Protocol):
     """``shared/teams.TeamsClient`` for one tenant (a protocol so tests can count calls)."""
 
-    async def create_or_get_meeting(
+    def create_or_get_meeting(
         self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
     ) -> Meeting: ...
 
-    async def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None: ...
+    def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None: ...
 
 
 # --- outcomes ---------------------------------------------------------------------------------
@@ -252,14 +247,6 @@ class LaunchService:
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
 
-    async def _blocking(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run a blocking call (Table Storage, the EHR over httpx, msal) on the launch's own thread pool.
-
-        The event loop's default pool has min(32, CPUs + 4) threads: on a 2-core worker, six launches
-        waiting on the EHR would hold every thread. Waiting threads release the GIL, so more are cheap.
-        """
-        return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(function, *args, **kwargs))
-
     @property
     def redirect_uri(self) -> str:
         return f"{self._base}/api/launch/callback"
@@ -270,16 +257,16 @@ class LaunchService:
 
     # step 1 ------------------------------------------------------------------------------------
 
-    async def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
+    def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
         # The allow-list check comes first: an unknown iss makes no request leave this process.
-        config = await self._blocking(self._configurations.find_for_launch, configuration_id, params.iss)
+        config = self._configurations.find_for_launch(configuration_id, params.iss)
         if config is None:
             logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(params.iss))
             raise TenantConfigNotFound()
         if not config.is_approved:
             raise ConfigurationPending()
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
-        smart = await self._blocking(self._ehr.discover, config.fhir_base_url, client_id=client_id)
+        smart = self._ehr.discover(config.fhir_base_url, client_id=client_id)
         pkce = Pkce.new()
         pending = PendingLaunch(
             kind=kind,
@@ -294,7 +281,7 @@ class LaunchService:
             department_id=params.department_id,
             shared_with=config.shared_with,
         )
-        state = await self._blocking(self._states.create, STATE_KIND, pending.to_json())
+        state = self._states.create(STATE_KIND, pending.to_json())
         return SmartClient.authorization_request(
             smart,
             client_id=client_id,
@@ -309,22 +296,20 @@ class LaunchService:
 
     # step 2 ------------------------------------------------------------------------------------
 
-    async def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
-        payload = await self._blocking(self._states.consume, STATE_KIND, response.state)
+    def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
+        payload = self._states.consume(STATE_KIND, response.state)
         pending = PendingLaunch.from_json(payload)
         if response.error:
             raise EhrSignInRejected(response.error)
         if not response.code:
             raise EhrSignInRejected("invalid_response")
-        smart = await self._blocking(self._ehr.discover, pending.fhir_base_url, client_id=pending.client_id)
-        tokens = await self._blocking(
-            lambda: self._ehr.exchange_code(
-                smart,
-                client_id=pending.client_id,
-                code=str(response.code),
-                redirect_uri=self.redirect_uri,
-                code_verifier=pending.code_verifier,
-            )
+        smart = self._ehr.discover(pending.fhir_base_url, client_id=pending.client_id)
+        tokens = self._ehr.exchange_code(
+            smart,
+            client_id=pending.client_id,
+            code=str(response.code),
+            redirect_uri=self.redirect_uri,
+            code_verifier=pending.code_verifier,
         )
         if not tokens.id_token:
             raise UpstreamRejected(
@@ -334,9 +319,7 @@ class LaunchService:
             )
         id_token = tokens.id_token
         try:
-            claims = await self._blocking(
-                lambda: self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
-            )
+            claims = self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
         except InvalidIdToken as exc:
             raise UpstreamRejected(
                 f"The EHR's identity token could not be verified: {exc.reason}.", system=EHR, code="invalid_id_token"
@@ -350,70 +333,58 @@ class LaunchService:
         )
         key = self.visit_key(pending.configuration_id, context)
         if pending.kind is LaunchKind.PROVIDER:
-            return await self._provider(pending, context, key, smart, tokens)
-        return await self._patient(pending, context, key, smart, tokens)
+            return self._provider(pending, context, key, smart, tokens)
+        return self._patient(pending, context, key, smart, tokens)
 
-    async def _provider(
+    def _provider(
         self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
     ) -> LaunchOutcome:
-        mapping, visit = await asyncio.gather(
-            self._mapping(pending, context.user),
-            self._open_visit(pending, key, context.visit_context(provider=context.user)),
-        )
-        primary = None if visit.has_meeting else await self._primary_performer(pending, context, smart, tokens)
+        mapping = self._mapping(pending, context.user)
+        visit = self._open_visit(pending, key, context.visit_context(provider=context.user))
+        primary = None if visit.has_meeting else self._primary_performer(pending, context, smart, tokens)
         if mapping is None:
             carry = {"launch": pending.to_json(), "context": context.to_json(), "primary": primary}
             # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
             # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
             binding = random_token()
-            url = await self._blocking(
-                lambda: self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry)
-            )
+            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry)
             return SignInFirst(url, binding)
-        return await self._provider_meeting(pending, context, visit, mapping, primary)
+        return self._provider_meeting(pending, context, visit, mapping, primary)
 
-    async def finish_sign_in(
-        self, auth_response: Mapping[str, str], *, browser_binding: str | None
-    ) -> ShowProviderPage:
+    def finish_sign_in(self, auth_response: Mapping[str, str], *, browser_binding: str | None) -> ShowProviderPage:
         """The one-time Microsoft 365 sign-in came back: store the mapping and continue the launch."""
-        user, carry = await self._blocking(
-            lambda: self._sign_in().complete_with_carry(auth_response, browser_binding=browser_binding)
-        )
-        pending = await self._current(PendingLaunch.from_json(carry["launch"]))
+        user, carry = self._sign_in().complete_with_carry(auth_response, browser_binding=browser_binding)
+        pending = self._current(PendingLaunch.from_json(carry["launch"]))
         context = LaunchContext.from_json(carry["context"])
         if user.tenant_id.lower() not in pending.signin_tenants:
             raise WrongTenant()
-        mapping = await self._blocking(
-            lambda: self._user_map.put(
-                pending.geography,
-                pending.configuration_id,
-                context.user,
-                tenant_id=user.tenant_id,
-                object_id=user.object_id,
-            )
+        mapping = self._user_map.put(
+            pending.geography,
+            pending.configuration_id,
+            context.user,
+            tenant_id=user.tenant_id,
+            object_id=user.object_id,
         )
         self._mappings.put((pending.geography, pending.configuration_id, context.user), mapping)
         key = self.visit_key(pending.configuration_id, context)
-        visit = await self._open_visit(pending, key, context.visit_context(provider=context.user))
+        visit = self._open_visit(pending, key, context.visit_context(provider=context.user))
         primary = carry.get("primary")
-        return await self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
+        return self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
 
-    async def _current(self, pending: PendingLaunch) -> PendingLaunch:
+    def _current(self, pending: PendingLaunch) -> PendingLaunch:
         """The launch against its configuration as it is now, before a sign-in is stored for good.
 
         Minutes may pass on the Microsoft sign-in page: meanwhile the configuration may have been
         deleted, sent back to approval, or stopped being shared with the clinician's tenant.
         """
-        config = await self._blocking(
-            self._configurations.find_for_launch, pending.configuration_id, pending.fhir_base_url
-        )
+        config = self._configurations.find_for_launch(pending.configuration_id, pending.fhir_base_url)
         if config is None:
             raise TenantConfigNotFound()
         if not config.is_approved:
             raise ConfigurationPending()
         return replace(pending, tenant_id=config.tenant_id, shared_with=config.shared_with)
 
-    async def _provider_meeting(
+    def _provider_meeting(
         self,
         pending: PendingLaunch,
         context: LaunchContext,
@@ -423,23 +394,23 @@ class LaunchService:
     ) -> ShowProviderPage:
         organizer = mapping
         if not visit.has_meeting and primary and primary != context.user:
-            organizer = await self._mapping(pending, primary) or mapping
-        visit = await self._ensure_meeting(pending, context, visit, organizer)
+            organizer = self._mapping(pending, primary) or mapping
+        visit = self._ensure_meeting(pending, context, visit, organizer)
         token = self._tokens.issue(
             geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
         )
         event = self._event(pending, context, visit.key, Role.PROVIDER)
         return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
 
-    async def _patient(
+    def _patient(
         self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
     ) -> LaunchOutcome:
-        visit = await self._open_visit(pending, key, context.visit_context(provider=None))
+        visit = self._open_visit(pending, key, context.visit_context(provider=None))
         if not visit.has_meeting:
-            primary = await self._primary_performer(pending, context, smart, tokens)
-            organizer = await self._mapping(pending, primary) if primary else None
+            primary = self._primary_performer(pending, context, smart, tokens)
+            organizer = self._mapping(pending, primary) if primary else None
             if organizer is not None:
-                visit = await self._ensure_meeting(pending, context, visit, organizer)
+                visit = self._ensure_meeting(pending, context, visit, organizer)
         event = self._event(pending, context, visit.key, Role.PATIENT)
         if visit.has_meeting and visit.join_web_url:
             return JoinMeeting(visit.join_web_url, event=event)
@@ -448,23 +419,22 @@ class LaunchService:
         )
         return WaitForClinician(self.visit_url(visit.key, token), event=event)
 
-    async def _ensure_meeting(
+    def _ensure_meeting(
         self, pending: PendingLaunch, context: LaunchContext, visit: Visit, organizer: UserMapping
     ) -> Visit:
         if visit.has_meeting:
             return visit
         meetings = self._meetings_for(organizer.tenant_id)
         now = utcnow()
-        meeting = await meetings.create_or_get_meeting(
+        meeting = meetings.create_or_get_meeting(
             organizer_object_id=organizer.object_id,
             external_id=self.external_id(pending.configuration_id, context),
             subject=MEETING_SUBJECT,
             start=now,
             end=now + MEETING_LENGTH,
         )
-        await meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
-        updated = await self._blocking(
-            self._visits.update,
+        meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        updated = self._visits.update(
             visit,
             with_meeting(
                 meeting_id=meeting.id,
@@ -480,24 +450,22 @@ class LaunchService:
     # A visit's meeting never changes once recorded (the first organizer wins) and a mapping changes
     # only when its provider signs in again, so warm launches on this instance skip both Table reads.
 
-    async def _mapping(self, pending: PendingLaunch, ehr_user: str) -> UserMapping | None:
+    def _mapping(self, pending: PendingLaunch, ehr_user: str) -> UserMapping | None:
         key = (pending.geography, pending.configuration_id, ehr_user)
         found = self._mappings.get(key)
         if found is None:
-            found = await self._blocking(self._user_map.get, *key)
+            found = self._user_map.get(*key)
             if found is not None:
                 self._mappings.put(key, found)
         if found is not None and found.tenant_id.lower() not in pending.signin_tenants:
             return None  # mapped while the configuration was shared with that tenant; it no longer is
         return found
 
-    async def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:
+    def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:
         remembered = self._visits_with_meeting.get((pending.geography, key))
         if remembered is not None:
             return remembered
-        visit = await self._blocking(
-            self._visits.get_or_create, pending.geography, key, pending.configuration_id, context
-        )
+        visit = self._visits.get_or_create(pending.geography, key, pending.configuration_id, context)
         self._remember(visit)
         return visit
 
@@ -506,7 +474,7 @@ class LaunchService:
             ttl = min(VISIT_MEMORY_SECONDS, (visit.expires_at - utcnow()).total_seconds())
             self._visits_with_meeting.put((visit.geography, visit.key), visit, ttl=ttl)
 
-    async def _primary_performer(
+    def _primary_performer(
         self, pending: PendingLaunch, context: LaunchContext, smart: SmartConfiguration, tokens: TokenResponse
     ) -> str | None:
         """The appointment's primary provider, read with the launch's own token; None when unknown."""
@@ -514,10 +482,8 @@ class LaunchService:
         references += [f"Encounter/{context.encounter}"] if context.encounter else []
         for reference in references:
             try:
-                resource = await self._blocking(
-                    partial(
-                        self._ehr.read, smart, reference, access_token=tokens.access_token, client_id=pending.client_id
-                    )
+                resource = self._ehr.read(
+                    smart, reference, access_token=tokens.access_token, client_id=pending.client_id
                 )
             except UpstreamError as exc:
                 # Not allowed or not there: the launching provider organizes instead.
@@ -534,10 +500,10 @@ class LaunchService:
     def grant(self, visit_key: str, token: str) -> VisitGrant:
         return self._tokens.verify(token, visit_key=visit_key)
 
-    async def provider_view(self, grant: VisitGrant) -> ProviderView:
+    def provider_view(self, grant: VisitGrant) -> ProviderView:
         if grant.role is Role.PATIENT:
             raise Forbidden("This page is for clinicians.", code="visit_role")
-        visit = await self._visit(grant)
+        visit = self._visit(grant)
         return ProviderView(
             visit_key=visit.key,
             join_web_url=visit.join_web_url,
@@ -545,20 +511,20 @@ class LaunchService:
             presence=presence_summary(visit),
         )
 
-    async def presence(self, grant: VisitGrant) -> dict[str, Any]:
+    def presence(self, grant: VisitGrant) -> dict[str, Any]:
         if grant.role is Role.PATIENT:
             raise Forbidden("This page is for clinicians.", code="visit_role")
-        visit = await self._visit(grant)
+        visit = self._visit(grant)
         return {"meeting": visit.has_meeting, **presence_summary(visit)}
 
-    async def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
-        visit = await self._visit(grant)
+    def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
+        visit = self._visit(grant)
         return PatientView(
             join_web_url=visit.join_web_url if visit.has_meeting else None, refresh_url=self.visit_url(visit.key, token)
         )
 
-    async def _visit(self, grant: VisitGrant) -> Visit:
-        visit = await self._blocking(self._visits.get, grant.geography, grant.key)  # presence is live: no memo
+    def _visit(self, grant: VisitGrant) -> Visit:
+        visit = self._visits.get(grant.geography, grant.key)  # presence is live: no memo
         if visit is None:
             raise NotFound("This visit has ended. Please launch it again from Epic or MyChart.", code="visit_gone")
         return visit

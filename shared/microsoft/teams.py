@@ -3,6 +3,9 @@
 The only module that talks to Graph. msgraph-sdk is large (hundreds of modules), so it is
 imported on first use, never at import time: the webhook and health paths never pay for it.
 
+Its methods are synchronous, like every caller: msgraph-sdk is async-only, so each Graph request
+runs on one event loop in a background thread (``background_loop``) and the calling thread waits.
+
 One meeting per visit with no stored mapping: ``createOrGet`` is idempotent per
 (tenant, organizer, externalId), and externalId is an HMAC of the visit. createOrGet cannot
 set lobby options, so a PATCH follows: only the organizer bypasses the lobby, only the
@@ -11,8 +14,11 @@ organizer presents, joins and leaves are announced.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,6 +27,7 @@ from urllib.parse import quote, unquote
 import httpx
 
 from shared.kernel.errors import ErrorPage, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.microsoft.background_loop import BackgroundLoop
 
 SYSTEM = "Microsoft Graph"
 ACCESS_POLICY_HELP = (
@@ -79,6 +86,23 @@ def _resource_key(resource: str) -> str:
 
 
 MAX_SUBSCRIPTION_PAGES = 100  # Graph pages subscriptions by 100; the organization quota is 10,000
+MAX_RETRIES = 2  # of 429/503/504, honouring Retry-After: a waiting clinician beats a perfect retry
+
+_LOOP = BackgroundLoop("graph")
+_deadline: ContextVar[float | None] = ContextVar("graph_deadline", default=None)
+
+
+@contextmanager
+def graph_deadline(seconds: float) -> Iterator[None]:
+    """Graph requests this thread makes inside the block give up ``seconds`` from now.
+
+    For webhooks Graph calls itself: it waits only a few seconds for their answer.
+    """
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 class TeamsClient:
@@ -88,12 +112,10 @@ class TeamsClient:
         self._base = graph_base_url.rstrip("/")
         self._credential = credential
         self._timeout = timeout
-        # httpx clients belong to one event loop; keep one per loop, dropped with the loop.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: dict[str, Any] = {}  # per Graph version; their httpx clients live on the Graph loop
+        self._lock = threading.Lock()
 
-    async def create_or_get_meeting(
+    def create_or_get_meeting(
         self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
     ) -> Meeting:
         from msgraph.generated.users.item.online_meetings.create_or_get.create_or_get_post_request_body import (
@@ -104,14 +126,14 @@ class TeamsClient:
             external_id=external_id, subject=subject, start_date_time=start, end_date_time=end
         )
         graph = self._graph("v1.0")
-        meeting = await _call(
+        meeting = self._send(
             graph.users.by_user_id(organizer_object_id).online_meetings.create_or_get.post(body), "create_meeting"
         )
         if meeting is None or not meeting.id or not meeting.join_web_url:
             raise UpstreamUnavailable("Microsoft Graph returned an incomplete meeting.", system=SYSTEM)
         return Meeting(id=meeting.id, join_web_url=meeting.join_web_url)
 
-    async def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
+    def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
         """Patients always wait in the lobby; only the organizer presents; joins are announced."""
         from msgraph.generated.models.lobby_bypass_scope import LobbyBypassScope
         from msgraph.generated.models.lobby_bypass_settings import LobbyBypassSettings
@@ -127,9 +149,9 @@ class TeamsClient:
         )
         graph = self._graph("v1.0")
         request = graph.users.by_user_id(organizer_object_id).online_meetings.by_online_meeting_id(meeting_id)
-        await _call(request.patch(patch), "update_meeting")
+        self._send(request.patch(patch), "update_meeting")
 
-    async def subscribe_call_events(
+    def subscribe_call_events(
         self,
         *,
         join_web_url: str,
@@ -154,17 +176,17 @@ class TeamsClient:
             expiration_date_time=expires_at,
             client_state=client_state,
         )
-        created = await _call(self._graph("beta").subscriptions.post(body), "subscribe")
+        created = self._send(self._graph("beta").subscriptions.post(body), "subscribe")
         if created is None or not created.id or created.expiration_date_time is None:
             raise UpstreamUnavailable("Microsoft Graph returned an incomplete subscription.", system=SYSTEM)
         return Subscription(id=created.id, expires_at=created.expiration_date_time)
 
-    async def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
+    def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
         """This app's live meetingCallEvents subscription of a meeting, if Graph has one (pages followed)."""
         wanted = _resource_key(call_events_resource(join_web_url))
         now = datetime.now(UTC)
         subscriptions = self._graph("beta").subscriptions
-        page = await _call(subscriptions.get(), "list_subscriptions")
+        page = self._send(subscriptions.get(), "list_subscriptions")
         for pages_read in range(1, MAX_SUBSCRIPTION_PAGES + 1):
             for found in (page.value if page else None) or []:
                 if (
@@ -178,29 +200,48 @@ class TeamsClient:
             next_link = page.odata_next_link if page else None
             if not next_link or pages_read == MAX_SUBSCRIPTION_PAGES:
                 break
-            page = await _call(subscriptions.with_url(next_link).get(), "list_subscriptions")
+            page = self._send(subscriptions.with_url(next_link).get(), "list_subscriptions")
         return None
 
-    async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription:
+    def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription:
         from msgraph.generated.models.subscription import Subscription as GraphSubscription
 
         request = self._graph("beta").subscriptions.by_subscription_id(subscription_id)
-        renewed = await _call(request.patch(GraphSubscription(expiration_date_time=expires_at)), "renew")
+        renewed = self._send(request.patch(GraphSubscription(expiration_date_time=expires_at)), "renew")
         return Subscription(id=subscription_id, expires_at=(renewed and renewed.expiration_date_time) or expires_at)
 
-    async def delete_subscription(self, subscription_id: str) -> None:
+    def delete_subscription(self, subscription_id: str) -> None:
         try:
-            await _call(self._graph("beta").subscriptions.by_subscription_id(subscription_id).delete(), "unsubscribe")
+            self._send(self._graph("beta").subscriptions.by_subscription_id(subscription_id).delete(), "unsubscribe")
         except UpstreamRejected as exc:
             if exc.code != "graph_not_found":  # already gone is fine
                 raise
 
+    def _send(self, request: Coroutine[Any, Any, Any], operation: str) -> Any:
+        """One Graph request, run on the Graph loop and waited for here, its failures as the connector's errors."""
+        wait = self._longest_wait()
+        if wait <= 0:
+            request.close()
+            raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM)
+        try:
+            return _LOOP.run(_call(request, operation), timeout=wait)
+        except TimeoutError:
+            raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM) from None
+
+    def _longest_wait(self) -> float:
+        """Until this thread's ``graph_deadline``; without one, kiota's own worst case (every attempt, and
+        the longest wait before each retry), beyond which only a stuck loop would keep the caller waiting."""
+        from kiota_http.middleware.options import RetryHandlerOption
+
+        wait = (MAX_RETRIES + 1) * self._timeout + MAX_RETRIES * RetryHandlerOption.MAX_DELAY
+        deadline = _deadline.get()
+        return wait if deadline is None else min(wait, deadline - time.monotonic())
+
     def _graph(self, version: str) -> Any:
-        loop = asyncio.get_running_loop()
-        clients = self._clients.setdefault(loop, {})
-        if version not in clients:
-            clients[version] = self._build(version)
-        return clients[version]
+        with self._lock:
+            if version not in self._clients:
+                self._clients[version] = self._build(version)
+            return self._clients[version]
 
     def _build(self, version: str) -> Any:
         from kiota_authentication_azure.azure_identity_authentication_provider import (
@@ -212,8 +253,7 @@ class TeamsClient:
         from msgraph_core import GraphClientFactory
 
         base = f"{self._base}/{version}"
-        # Retries 429/503/504 honouring Retry-After, twice at most: a waiting clinician beats a perfect retry.
-        retry = RetryHandlerOption(delay=0.5, max_retries=2)
+        retry = RetryHandlerOption(delay=0.5, max_retries=MAX_RETRIES)
         http = GraphClientFactory.create_with_default_middleware(
             client=httpx.AsyncClient(base_url=base, timeout=self._timeout),
             options={RetryHandlerOption.get_key(): retry},

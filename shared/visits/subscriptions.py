@@ -39,7 +39,7 @@ LIFECYCLE_ROUTE = "/api/graph/lifecycle"
 class CallEventSubscriber(Protocol):
     """What ``shared.teams.TeamsClient`` offers for subscriptions."""
 
-    async def subscribe_call_events(
+    def subscribe_call_events(
         self,
         *,
         join_web_url: str,
@@ -51,13 +51,11 @@ class CallEventSubscriber(Protocol):
         expires_at: datetime,
     ) -> Subscription: ...
 
-    async def find_call_events_subscription(
-        self, *, join_web_url: str, notification_url: str
-    ) -> Subscription | None: ...
+    def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None: ...
 
-    async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription: ...
+    def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription: ...
 
-    async def delete_subscription(self, subscription_id: str) -> None: ...
+    def delete_subscription(self, subscription_id: str) -> None: ...
 
 
 @dataclass
@@ -83,7 +81,7 @@ class CallEventSubscriptions:
         self._certificate = certificate
         self._base = public_base_url.rstrip("/")
 
-    async def ensure(self, visit: Visit, *, now: datetime | None = None) -> Visit:
+    def ensure(self, visit: Visit, *, now: datetime | None = None) -> Visit:
         """Subscribe to the visit's meeting unless it already has a live subscription."""
         now = now or utcnow()
         if not visit.has_meeting or not visit.organizer_tenant_id or not visit.organizer_object_id:
@@ -92,16 +90,16 @@ class CallEventSubscriptions:
             return visit
         subscriber = self._subscriber(visit.organizer_tenant_id)
         try:
-            return await self._subscribe(visit, subscriber, now)
+            return self._subscribe(visit, subscriber, now)
         except UpstreamRejected as exc:
             if exc.code != "graph_subscription_exists":
                 raise
-            return await self._adopt(visit, subscriber, now, exc)
+            return self._adopt(visit, subscriber, now, exc)
 
-    async def _subscribe(self, visit: Visit, subscriber: CallEventSubscriber, now: datetime) -> Visit:
+    def _subscribe(self, visit: Visit, subscriber: CallEventSubscriber, now: datetime) -> Visit:
         assert visit.join_web_url and visit.organizer_object_id
         target = SubscriptionTarget(visit.geography, visit.key, visit.organizer_object_id, visit.configuration_id)
-        subscription = await subscriber.subscribe_call_events(
+        subscription = subscriber.subscribe_call_events(
             join_web_url=visit.join_web_url,
             notification_url=self._base + NOTIFICATIONS_ROUTE,
             lifecycle_url=self._base + LIFECYCLE_ROUTE,
@@ -113,9 +111,7 @@ class CallEventSubscriptions:
         logger.info("Subscribed to call events of visit %s", log_id(visit.key))
         return self._visits.update(visit, with_subscription(subscription.id, subscription.expires_at))
 
-    async def _adopt(
-        self, visit: Visit, subscriber: CallEventSubscriber, now: datetime, refused: UpstreamRejected
-    ) -> Visit:
+    def _adopt(self, visit: Visit, subscriber: CallEventSubscriber, now: datetime, refused: UpstreamRejected) -> Visit:
         """Graph already has this meeting's subscription: another worker's (recorded or about to be),
         or one whose recording was lost to a crash. Record it rather than fail forever.
 
@@ -126,7 +122,7 @@ class CallEventSubscriptions:
         if current.subscription_id and current.subscription_expires_at and current.subscription_expires_at > now:
             return current
         assert visit.join_web_url is not None
-        found = await subscriber.find_call_events_subscription(
+        found = subscriber.find_call_events_subscription(
             join_web_url=visit.join_web_url, notification_url=self._base + NOTIFICATIONS_ROUTE
         )
         if found is None:
@@ -135,27 +131,27 @@ class CallEventSubscriptions:
             raise refused
         if found.certificate_id is not None and found.certificate_id != self._certificate.certificate_id:
             logger.info("Replacing the call-events subscription of visit %s (old certificate)", log_id(visit.key))
-            await subscriber.delete_subscription(found.id)
-            return await self._subscribe(current, subscriber, now)
+            subscriber.delete_subscription(found.id)
+            return self._subscribe(current, subscriber, now)
         logger.info("Recorded the existing call-events subscription of visit %s", log_id(visit.key))
         return self._visits.update(current, with_subscription(found.id, found.expires_at))
 
-    async def reauthorize(self, target: SubscriptionTarget, subscription_id: str) -> None:
+    def reauthorize(self, target: SubscriptionTarget, subscription_id: str) -> None:
         """Answer ``reauthorizationRequired``: renew (PATCH expirationDateTime) the subscription."""
         visit = self._visits.get(target.geography, target.visit_key)
         if visit is None or visit.subscription_id != subscription_id or not visit.organizer_tenant_id:
             logger.info("Lifecycle event for a subscription no visit owns (%s)", log_id(subscription_id))
             return
-        await self._renew(visit, utcnow())
+        self._renew(visit, utcnow())
 
-    async def upkeep(self, geography: Geography, *, now: datetime | None = None) -> Upkeep:
+    def upkeep(self, geography: Geography, *, now: datetime | None = None) -> Upkeep:
         """Create missing subscriptions, renew those near expiry, delete those of finished visits."""
         now = now or utcnow()
         result = Upkeep()
         for visit in self._visits.live(geography):
             try:
                 if visit.subscription_id and _finished(visit, now):
-                    await self._delete(visit)
+                    self._delete(visit)
                     result.deleted += 1
                 elif (
                     visit.subscription_id
@@ -165,20 +161,20 @@ class CallEventSubscriptions:
                         and visit.expires_at > visit.subscription_expires_at
                     )
                 ):
-                    await self._renew(visit, now)
+                    self._renew(visit, now)
                     result.renewed += 1
                 elif not visit.subscription_id and visit.has_meeting and not _finished(visit, now):
-                    await self.ensure(visit, now=now)
+                    self.ensure(visit, now=now)
                     result.created += 1
             except ConnectorError as exc:
                 logger.warning("Subscription upkeep for visit %s failed: %s", log_id(visit.key), exc.code)
                 result.failed += 1
         return result
 
-    async def _renew(self, visit: Visit, now: datetime) -> None:
+    def _renew(self, visit: Visit, now: datetime) -> None:
         assert visit.subscription_id is not None and visit.organizer_tenant_id is not None
         try:
-            renewed = await self._subscriber(visit.organizer_tenant_id).renew_subscription(
+            renewed = self._subscriber(visit.organizer_tenant_id).renew_subscription(
                 visit.subscription_id, _expiry(visit, now)
             )
         except UpstreamRejected as exc:
@@ -186,13 +182,13 @@ class CallEventSubscriptions:
                 raise
             # Graph removed it: forget it, and subscribe again while the visit lasts.
             visit = self._visits.update(visit, without_subscription(visit.subscription_id))
-            await self.ensure(visit, now=now)
+            self.ensure(visit, now=now)
             return
         self._visits.update(visit, with_subscription(renewed.id, renewed.expires_at))
 
-    async def _delete(self, visit: Visit) -> None:
+    def _delete(self, visit: Visit) -> None:
         assert visit.subscription_id is not None and visit.organizer_tenant_id is not None
-        await self._subscriber(visit.organizer_tenant_id).delete_subscription(visit.subscription_id)
+        self._subscriber(visit.organizer_tenant_id).delete_subscription(visit.subscription_id)
         self._visits.update(visit, without_subscription(visit.subscription_id))
         logger.info("Deleted the call-events subscription of finished visit %s", log_id(visit.key))
 

@@ -8,10 +8,10 @@ connection statuses into the sandbox EHR.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,16 +145,14 @@ def open_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
     repository = VisitRepository(pipeline.storage)
     visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
     start = datetime.now(UTC)
-    meeting = asyncio.run(
-        pipeline.teams.create_or_get_meeting(
-            organizer_object_id=SMITH,
-            external_id=visit.key,
-            subject="Virtual visit",
-            start=start,
-            end=start + timedelta(hours=1),
-        )
+    meeting = pipeline.teams.create_or_get_meeting(
+        organizer_object_id=SMITH,
+        external_id=visit.key,
+        subject="Virtual visit",
+        start=start,
+        end=start + timedelta(hours=1),
     )
-    asyncio.run(pipeline.teams.secure_lobby(organizer_object_id=SMITH, meeting_id=meeting.id))
+    pipeline.teams.secure_lobby(organizer_object_id=SMITH, meeting_id=meeting.id)
     visit = repository.update(
         visit,
         with_meeting(
@@ -164,7 +162,7 @@ def open_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
             organizer_object_id=SMITH,
         ),
     )
-    visit = asyncio.run(pipeline.subscriptions.ensure(visit))
+    visit = pipeline.subscriptions.ensure(visit)
     return visit, clinic_visit
 
 
@@ -266,14 +264,12 @@ def meeting_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
     repository = VisitRepository(pipeline.storage)
     visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
     start = datetime.now(UTC)
-    meeting = asyncio.run(
-        pipeline.teams.create_or_get_meeting(
-            organizer_object_id=SMITH,
-            external_id=visit.key,
-            subject="Visit",
-            start=start,
-            end=start + timedelta(hours=1),
-        )
+    meeting = pipeline.teams.create_or_get_meeting(
+        organizer_object_id=SMITH,
+        external_id=visit.key,
+        subject="Visit",
+        start=start,
+        end=start + timedelta(hours=1),
     )
     visit = repository.update(
         visit,
@@ -314,7 +310,7 @@ def test_a_subscription_graph_has_but_the_visit_lost_is_recorded_not_refused(pip
     assert visit.subscription_id is not None
     lost = VisitRepository(pipeline.storage).update(visit, without_subscription(visit.subscription_id))
     assert lost.subscription_id is None
-    again = asyncio.run(pipeline.subscriptions.ensure(lost))
+    again = pipeline.subscriptions.ensure(lost)
     assert again.subscription_id == visit.subscription_id
     stored = VisitRepository(pipeline.storage).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.subscription_id == visit.subscription_id
@@ -329,7 +325,7 @@ def test_an_unrecorded_subscription_encrypted_for_a_retired_certificate_is_repla
     current_certificate = old.encryption_certificate_id
     old.encryption_certificate_id = "retired-certificate"  # subscribed before a certificate rotation
     lost = VisitRepository(pipeline.storage).update(visit, without_subscription(visit.subscription_id))
-    again = asyncio.run(pipeline.subscriptions.ensure(lost))
+    again = pipeline.subscriptions.ensure(lost)
     assert again.subscription_id not in (None, visit.subscription_id)
     assert graph.subscription(visit.subscription_id) is None  # the old one was deleted
     replacement = graph.subscription(str(again.subscription_id))
@@ -339,12 +335,14 @@ def test_an_unrecorded_subscription_encrypted_for_a_retired_certificate_is_repla
 def test_concurrent_subscribes_of_one_visit_end_with_one_recorded_subscription(pipeline: Pipeline) -> None:
     visit, _ = meeting_visit(pipeline)
 
-    async def both() -> list[Any]:
-        return await asyncio.gather(
-            pipeline.subscriptions.ensure(visit), pipeline.subscriptions.ensure(visit), return_exceptions=True
-        )
+    def ensure(_: int) -> Visit | BaseException:
+        try:
+            return pipeline.subscriptions.ensure(visit)
+        except Exception as exc:  # noqa: BLE001 - each outcome is checked below
+            return exc
 
-    results = asyncio.run(both())
+    with ThreadPoolExecutor(2) as pool:  # two queue workers handling the same visit's events at once
+        results = list(pool.map(ensure, range(2)))
     winners = [r for r in results if isinstance(r, Visit)]
     assert winners and all(w.subscription_id == winners[0].subscription_id for w in winners)
     for loser in (r for r in results if not isinstance(r, Visit)):  # still in Graph's handshake: upkeep retries
@@ -371,7 +369,7 @@ def test_upkeep_subscribes_missing_and_deletes_finished(pipeline: Pipeline) -> N
         )
     )
     later = datetime.now(UTC) + timedelta(minutes=11)
-    result = asyncio.run(pipeline.subscriptions.upkeep(Geography.AMERICAS, now=later))
+    result = pipeline.subscriptions.upkeep(Geography.AMERICAS, now=later)
     assert result.created >= 1 and result.deleted >= 1  # other modules' visits may share the table
     now_missing = repository.get(Geography.AMERICAS, missing.key)
     now_finished = repository.get(Geography.AMERICAS, finished.key)

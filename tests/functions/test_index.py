@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import pathlib
 import re
 import subprocess
 import sys
 from typing import Any
+
+import pytest
 
 # Routes that must be callable without a function key (browsers, EHRs, Graph, probes).
 ANONYMOUS_ROUTES = {"health"}
@@ -21,7 +24,13 @@ def functions() -> list[dict[str, Any]]:
 
     found = []
     for fn in function_app.app.get_functions():
-        found.append({"name": fn.get_function_name(), "bindings": json.loads(fn.get_function_json())["bindings"]})
+        found.append(
+            {
+                "name": fn.get_function_name(),
+                "bindings": json.loads(fn.get_function_json())["bindings"],
+                "function": fn.get_user_function(),
+            }
+        )
     return found
 
 
@@ -89,3 +98,19 @@ def test_only_connector_imports_azure_functions() -> None:
         if pattern.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_every_function_is_a_plain_def_the_worker_runs_on_its_threads() -> None:
+    coroutines = [f["name"] for f in functions() if inspect.iscoroutinefunction(f["function"])]
+    assert functions() and coroutines == []
+
+
+def test_the_edge_refuses_an_async_handler() -> None:
+    from connector.web import api, page
+
+    async def handler(req: Any) -> Any:
+        return None
+
+    for edge in (api, page):
+        with pytest.raises(TypeError, match="plain def"):
+            edge(handler)

@@ -105,7 +105,7 @@ class World:
 
     # the EHR's side of a launch -----------------------------------------------------------------
 
-    async def launch(
+    def launch(
         self,
         kind: str,
         *,
@@ -120,24 +120,24 @@ class World:
         cid = configuration_id or self.config.id
         req = request("GET", f"http://localhost/api/launch/{cid}/{kind}?{query}", route_params={"configurationId": cid})
         handler = launch_provider if kind == "provider" else launch_patient
-        return await handler(req)
+        return handler(req)
 
-    async def callback(self, query: str) -> tuple[func.HttpResponse, Out]:
+    def callback(self, query: str) -> tuple[func.HttpResponse, Out]:
         out = Out()
-        response = await launch_callback(request("GET", f"http://localhost/api/launch/callback?{query}"), events=out)
+        response = launch_callback(request("GET", f"http://localhost/api/launch/callback?{query}"), events=out)
         if out.value:
             self.events.append(VisitEvent.from_json(out.value))
         return response, out
 
-    async def authorize_and_return(self, authorize: func.HttpResponse, login: Login) -> func.HttpResponse:
+    def authorize_and_return(self, authorize: func.HttpResponse, login: Login) -> func.HttpResponse:
         assert authorize.status_code == 303, authorize.get_body()
         url = authorize.headers["Location"]
         code = self.ehr.authorize(url, None, login)
         state = parse_qs(urlsplit(url).query)["state"][0]
-        response, _ = await self.callback(f"code={code}&state={state}")
+        response, _ = self.callback(f"code={code}&state={state}")
         return response
 
-    async def provider(
+    def provider(
         self,
         who: str = "eDoc1",
         *,
@@ -149,7 +149,7 @@ class World:
             claims={"sub": who, "fhirUser": f"{FHIR}/Practitioner/{who}"},
             fields={"patient": "eP1", "encounter": "eE1", **(fields or {})},
         )
-        response = await self.authorize_and_return(await self.launch("provider", csn=csn), login)
+        response = self.authorize_and_return(self.launch("provider", csn=csn), login)
         location = response.headers.get("Location", "")
         if response.status_code == 303 and location.startswith("https://login.example/"):
             self.sign_in.user = microsoft
@@ -162,24 +162,24 @@ class World:
                 body=f"code=abc&state={state}".encode(),
                 headers={"content-type": "application/x-www-form-urlencoded", "cookie": binding},
             )
-            response = await launch_signin_callback(req, events=out)
+            response = launch_signin_callback(req, events=out)
             if out.value:
                 self.events.append(VisitEvent.from_json(out.value))
         return response
 
-    async def patient(self, *, csn: str | None = "1853", fields: dict[str, Any] | None = None) -> func.HttpResponse:
+    def patient(self, *, csn: str | None = "1853", fields: dict[str, Any] | None = None) -> func.HttpResponse:
         login = Login(
             claims={"sub": "eP1", "fhirUser": f"{FHIR}/Patient/eP1"},
             fields={"patient": "eP1", "encounter": "eE1", **(fields or {})},
         )
-        return await self.authorize_and_return(await self.launch("patient", csn=csn), login)
+        return self.authorize_and_return(self.launch("patient", csn=csn), login)
 
-    async def open(self, url: str) -> func.HttpResponse:
+    def open(self, url: str) -> func.HttpResponse:
         parts = urlsplit(url)
         segments = parts.path.split("/")
         key = segments[3]
         req = request("GET", url, route_params={"visitKey": key})
-        return await (visit_presence(req) if parts.path.endswith("/presence") else visit_page(req))
+        return visit_presence(req) if parts.path.endswith("/presence") else visit_page(req)
 
 
 @pytest.fixture
@@ -206,15 +206,15 @@ def join_link(page: str) -> str:
 # --- provider -----------------------------------------------------------------------------------
 
 
-async def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(world: World) -> None:
-    response = await world.provider()
+def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(world: World) -> None:
+    response = world.provider()
     assert response.status_code == 303
     visit_url = response.headers["Location"]
     assert visit_url.startswith(f"{world.settings.public_base_url}/api/visits/")
     assert world.sign_in.begun == 1
     assert world.graph.calls == ["createOrGet " + DR_SMITH.object_id, "lobby meeting-1"]
 
-    page = await world.open(visit_url)
+    page = world.open(visit_url)
     assert page.status_code == 200
     assert join_link(html(page)) == "https://teams.example/l/meetup-join/1"
     assert 'target="_blank"' in html(page)
@@ -231,48 +231,48 @@ async def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(w
     assert mapping is not None and mapping.object_id == DR_SMITH.object_id
 
 
-async def test_second_launch_goes_straight_in_to_the_same_meeting(world: World) -> None:
-    first = await world.provider()
-    second = await world.provider()
+def test_second_launch_goes_straight_in_to_the_same_meeting(world: World) -> None:
+    first = world.provider()
+    second = world.provider()
     assert world.sign_in.begun == 1
     assert first.headers["Location"].split("?")[0] == second.headers["Location"].split("?")[0]
     assert world.graph.calls.count("createOrGet " + DR_SMITH.object_id) == 1  # the visit row remembers it
-    page = await world.open(second.headers["Location"])
+    page = world.open(second.headers["Location"])
     assert join_link(html(page)) == "https://teams.example/l/meetup-join/1"
     assert len(world.events) == 2
 
 
-async def test_a_second_appointment_gets_another_meeting(world: World) -> None:
-    first = await world.open((await world.provider(csn="1853")).headers["Location"])
-    second = await world.open((await world.provider(csn="1854")).headers["Location"])
+def test_a_second_appointment_gets_another_meeting(world: World) -> None:
+    first = world.open(world.provider(csn="1853").headers["Location"])
+    second = world.open(world.provider(csn="1854").headers["Location"])
     assert join_link(html(first)) != join_link(html(second))
 
 
-async def test_appointment_primary_provider_organizes_when_mapped(world: World) -> None:
+def test_appointment_primary_provider_organizes_when_mapped(world: World) -> None:
     pprf = [{"coding": [{"code": "PPRF"}]}]
     world.ehr.resources["Appointment/eA1"] = {
         "resourceType": "Appointment",
         "participant": [{"type": pprf, "actor": {"reference": "Practitioner/eDocLee"}}],
     }
-    await world.provider("eDocLee", csn="2001", fields={"appointment": "eA1"}, microsoft=DR_LEE)
+    world.provider("eDocLee", csn="2001", fields={"appointment": "eA1"}, microsoft=DR_LEE)
     # Dr Lee's visit is organized by Dr Lee; a covering clinician launching another visit of Dr Lee's
     # appointment gets a meeting organized by Dr Lee.
     world.graph.calls.clear()
-    await world.provider("eDoc1", csn="2002", fields={"appointment": "eA1"}, microsoft=DR_SMITH)
+    world.provider("eDoc1", csn="2002", fields={"appointment": "eA1"}, microsoft=DR_SMITH)
     assert world.graph.calls[0] == "createOrGet " + DR_LEE.object_id
 
 
-async def test_unmapped_primary_provider_leaves_the_launching_provider_as_organizer(world: World) -> None:
+def test_unmapped_primary_provider_leaves_the_launching_provider_as_organizer(world: World) -> None:
     world.ehr.resources["Encounter/eE1"] = {
         "participant": [{"type": [{"coding": [{"code": "PPRF"}]}], "individual": {"reference": "Practitioner/x"}}]
     }
-    await world.provider("eDoc1", csn="3001")
+    world.provider("eDoc1", csn="3001")
     assert world.graph.calls[0] == "createOrGet " + DR_SMITH.object_id
     assert "read Encounter" in world.ehr.requests
 
 
-async def test_signin_with_another_tenant_is_refused(world: World) -> None:
-    response = await world.provider(microsoft=microsoft_user("33333333-3333-4333-8333-333333333333", "c1"))
+def test_signin_with_another_tenant_is_refused(world: World) -> None:
+    response = world.provider(microsoft=microsoft_user("33333333-3333-4333-8333-333333333333", "c1"))
     assert response.status_code == 403
     assert "Wrong Microsoft 365 account" in html(response)
     assert world.graph.calls == []
@@ -287,9 +287,9 @@ def share_with(world: World, *tenants: str) -> None:
     world.configurations.configs[world.config.id] = world.config
 
 
-async def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_own_tenant(world: World) -> None:
+def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_own_tenant(world: World) -> None:
     share_with(world, FABRIKAM)
-    response = await world.provider(microsoft=DR_FABRIKAM)
+    response = world.provider(microsoft=DR_FABRIKAM)
     assert response.status_code == 303
     assert response.headers["Location"].startswith(f"{world.settings.public_base_url}/api/visits/")
     assert list(world.graph.store) == [(FABRIKAM, DR_FABRIKAM.object_id, ANY)]  # organized in Fabrikam
@@ -299,19 +299,19 @@ async def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_t
     assert mapping is not None and (mapping.tenant_id, mapping.object_id) == (FABRIKAM, DR_FABRIKAM.object_id)
 
 
-async def test_after_sharing_stops_that_tenants_clinicians_must_sign_in_again_and_are_refused(world: World) -> None:
+def test_after_sharing_stops_that_tenants_clinicians_must_sign_in_again_and_are_refused(world: World) -> None:
     share_with(world, FABRIKAM)
-    assert (await world.provider(csn="5001", microsoft=DR_FABRIKAM)).status_code == 303
+    assert world.provider(csn="5001", microsoft=DR_FABRIKAM).status_code == 303
     assert world.sign_in.begun == 1
     share_with(world)  # the owning tenant stops sharing
     world.graph.calls.clear()
-    response = await world.provider(csn="5002", microsoft=DR_FABRIKAM)
+    response = world.provider(csn="5002", microsoft=DR_FABRIKAM)
     assert world.sign_in.begun == 2  # the stored mapping to Fabrikam no longer counts
     assert response.status_code == 403 and "Wrong Microsoft 365 account" in html(response)
     assert world.graph.calls == []
 
 
-async def test_sharing_stopped_while_the_clinician_is_on_the_sign_in_page_refuses_them(
+def test_sharing_stopped_while_the_clinician_is_on_the_sign_in_page_refuses_them(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     share_with(world, FABRIKAM)
@@ -322,7 +322,7 @@ async def test_sharing_stopped_while_the_clinician_is_on_the_sign_in_page_refuse
         return finish(*args, **kwargs)
 
     monkeypatch.setattr(world.sign_in, "complete_with_carry", stop_sharing_first)
-    response = await world.provider(csn="5101", microsoft=DR_FABRIKAM)
+    response = world.provider(csn="5101", microsoft=DR_FABRIKAM)
     assert response.status_code == 403 and "Wrong Microsoft 365 account" in html(response)
     assert world.graph.calls == []
     assert (
@@ -333,7 +333,7 @@ async def test_sharing_stopped_while_the_clinician_is_on_the_sign_in_page_refuse
     )  # nothing stored for good
 
 
-async def test_a_configuration_deleted_while_the_clinician_signs_in_stores_nothing(
+def test_a_configuration_deleted_while_the_clinician_signs_in_stores_nothing(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     finish = world.sign_in.complete_with_carry
@@ -343,37 +343,37 @@ async def test_a_configuration_deleted_while_the_clinician_signs_in_stores_nothi
         return finish(*args, **kwargs)
 
     monkeypatch.setattr(world.sign_in, "complete_with_carry", delete_first)
-    response = await world.provider(csn="5102")
+    response = world.provider(csn="5102")
     assert response.status_code == 404 and "Tenant config not found" in html(response)
     assert world.graph.calls == []
 
 
-async def test_a_patient_is_not_put_in_a_meeting_of_a_tenant_no_longer_shared_with(world: World) -> None:
+def test_a_patient_is_not_put_in_a_meeting_of_a_tenant_no_longer_shared_with(world: World) -> None:
     share_with(world, FABRIKAM)
-    await world.provider("eDocG", csn="5201", microsoft=DR_FABRIKAM)  # Dr Garcia signed in while shared
+    world.provider("eDocG", csn="5201", microsoft=DR_FABRIKAM)  # Dr Garcia signed in while shared
     world.ehr.resources["Appointment/eA52"] = {
         "participant": [{"type": [{"coding": [{"code": "PPRF"}]}], "actor": {"reference": "Practitioner/eDocG"}}]
     }
     share_with(world)
     world.graph.calls.clear()
-    response = await world.patient(csn="5202", fields={"appointment": "eA52"})
+    response = world.patient(csn="5202", fields={"appointment": "eA52"})
     assert response.status_code == 303
     assert response.headers["Location"].startswith(f"{world.settings.public_base_url}/api/visits/")  # waiting
     assert world.graph.calls == []  # no meeting organized by Garcia in Fabrikam's tenant
 
 
-async def test_patient_signed_in_on_the_provider_launch_is_refused(world: World) -> None:
+def test_patient_signed_in_on_the_provider_launch_is_refused(world: World) -> None:
     login = Login(claims={"sub": "eP1", "fhirUser": f"{FHIR}/Patient/eP1"}, fields={"encounter": "e"})
-    response = await world.authorize_and_return(await world.launch("provider"), login)
+    response = world.authorize_and_return(world.launch("provider"), login)
     assert response.status_code == 403 and "clinicians" in html(response)
 
 
 # --- patient ------------------------------------------------------------------------------------
 
 
-async def test_patient_after_the_provider_goes_to_the_same_meeting_lobby(world: World) -> None:
-    provider_page = await world.open((await world.provider()).headers["Location"])
-    response = await world.patient()
+def test_patient_after_the_provider_goes_to_the_same_meeting_lobby(world: World) -> None:
+    provider_page = world.open(world.provider().headers["Location"])
+    response = world.patient()
     assert response.status_code == 303
     assert response.headers["Location"] == join_link(html(provider_page))
     patient_event = world.events[-1]
@@ -381,36 +381,36 @@ async def test_patient_after_the_provider_goes_to_the_same_meeting_lobby(world: 
     assert patient_event.kind is EventKind.LOBBY  # sent to the lobby: the panel must not say "in meeting"
 
 
-async def test_patient_before_the_provider_waits_then_moves_on(world: World) -> None:
-    waiting = await world.patient(csn="4001")
+def test_patient_before_the_provider_waits_then_moves_on(world: World) -> None:
+    waiting = world.patient(csn="4001")
     assert waiting.status_code == 303
     waiting_url = waiting.headers["Location"]
     assert "/api/visits/" in waiting_url and world.graph.calls == []
 
-    page = await world.open(waiting_url)
+    page = world.open(waiting_url)
     assert page.status_code == 200
     body = html(page)
     assert "Your clinician will start the visit shortly" in body
     assert "Test your camera and microphone" in body
     status_url = re.search(r'data-status="([^"]+)"', body)
     assert status_url
-    status = await world.open(status_url.group(1).replace("&amp;", "&"))
+    status = world.open(status_url.group(1).replace("&amp;", "&"))
     assert json.loads(status.get_body()) == {"meeting": False}
 
-    await world.provider(csn="4001")
-    status = await world.open(status_url.group(1).replace("&amp;", "&"))
+    world.provider(csn="4001")
+    status = world.open(status_url.group(1).replace("&amp;", "&"))
     assert json.loads(status.get_body()) == {"meeting": True}
-    moved = await world.open(waiting_url)
+    moved = world.open(waiting_url)
     assert moved.status_code == 303 and moved.headers["Location"].startswith("https://teams.example/")
 
 
-async def test_patient_first_with_a_mapped_primary_provider_creates_the_meeting(world: World) -> None:
-    await world.provider("eDocLee", csn="5000", microsoft=DR_LEE)  # Dr Lee signed in once, some day
+def test_patient_first_with_a_mapped_primary_provider_creates_the_meeting(world: World) -> None:
+    world.provider("eDocLee", csn="5000", microsoft=DR_LEE)  # Dr Lee signed in once, some day
     world.ehr.resources["Appointment/eA5"] = {
         "participant": [{"type": [{"coding": [{"code": "PPRF"}]}], "actor": {"reference": "Practitioner/eDocLee"}}]
     }
     world.graph.calls.clear()
-    response = await world.patient(csn="5001", fields={"appointment": "eA5"})
+    response = world.patient(csn="5001", fields={"appointment": "eA5"})
     assert response.status_code == 303 and response.headers["Location"].startswith("https://teams.example/")
     assert world.graph.calls[0] == "createOrGet " + DR_LEE.object_id
 
@@ -426,31 +426,31 @@ async def test_patient_first_with_a_mapped_primary_provider_creates_the_meeting(
         ("pending", 403, "Configuration pending approval"),
     ],
 )
-async def test_launches_that_match_no_approved_configuration_send_nothing(
+def test_launches_that_match_no_approved_configuration_send_nothing(
     world: World, case: str, status: int, text: str
 ) -> None:
     if case == "unknown configuration":
-        response = await world.launch("provider", configuration_id=str(uuid.uuid4()))
+        response = world.launch("provider", configuration_id=str(uuid.uuid4()))
     elif case == "other iss":
-        response = await world.launch("provider", iss="https://ehr.example/interconnect-test/api/FHIR/R4")
+        response = world.launch("provider", iss="https://ehr.example/interconnect-test/api/FHIR/R4")
     else:
         pending = next(c for c in world.configurations.configs.values() if not c.is_approved)
-        response = await world.launch("patient", configuration_id=pending.id, iss=pending.fhir_base_url)
+        response = world.launch("patient", configuration_id=pending.id, iss=pending.fhir_base_url)
     assert response.status_code == status
     assert text in html(response)
     assert re.search(r"correlation id <code>[0-9a-f-]{36}</code>", html(response))
     assert world.ehr.requests == []
 
 
-async def test_trailing_slash_on_iss_is_tolerated(world: World) -> None:
-    response = await world.launch("provider", iss=FHIR + "/")
+def test_trailing_slash_on_iss_is_tolerated(world: World) -> None:
+    response = world.launch("provider", iss=FHIR + "/")
     assert response.status_code == 303
     params = parse_qs(urlsplit(response.headers["Location"]).query)
     assert params["aud"] == [FHIR + "/"]
 
 
-async def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world: World) -> None:
-    response = await world.launch("patient", launch="a+b")
+def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world: World) -> None:
+    response = world.launch("patient", launch="a+b")
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
     assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) == 43
     assert params["launch"] == "a+b" and params["aud"] == FHIR
@@ -460,18 +460,18 @@ async def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world:
     assert params["redirect_uri"] == f"{world.settings.public_base_url}/api/launch/callback"
 
 
-async def test_long_launch_posts_to_authorize_when_advertised(world: World) -> None:
-    response = await world.launch("provider", launch="x" * 3000)
+def test_long_launch_posts_to_authorize_when_advertised(world: World) -> None:
+    response = world.launch("provider", launch="x" * 3000)
     assert response.status_code == 200
     body = html(response)
     assert 'method="post" action="https://ehr.example/oauth2/authorize"' in body
     assert 'name="launch" value="' + "x" * 3000 in body
     world.ehr.advertise_post = False
-    response = await world.launch("provider", launch="x" * 3000)
+    response = world.launch("provider", launch="x" * 3000)
     assert response.status_code == 303
 
 
-async def test_launch_by_post_form(world: World) -> None:
+def test_launch_by_post_form(world: World) -> None:
     body = f"iss={quote(FHIR, safe='')}&launch=eyJ+abc".encode()
     req = request(
         "POST",
@@ -480,18 +480,18 @@ async def test_launch_by_post_form(world: World) -> None:
         headers={"content-type": "application/x-www-form-urlencoded"},
         route_params={"configurationId": world.config.id},
     )
-    response = await launch_provider(req)
+    response = launch_provider(req)
     assert response.status_code == 303
     assert parse_qs(urlsplit(response.headers["Location"]).query)["launch"] == ["eyJ+abc"]
 
 
-async def test_missing_or_repeated_parameters_get_a_clear_page(world: World) -> None:
+def test_missing_or_repeated_parameters_get_a_clear_page(world: World) -> None:
     req = request(
         "GET",
         f"http://localhost/api/launch/{world.config.id}/provider?launch=a&launch=b",
         route_params={"configurationId": world.config.id},
     )
-    response = await launch_provider(req)
+    response = launch_provider(req)
     assert response.status_code == 400 and "repeats" in html(response)
     assert world.ehr.requests == []
 
@@ -499,75 +499,75 @@ async def test_missing_or_repeated_parameters_get_a_clear_page(world: World) -> 
 # --- state, tokens, errors ------------------------------------------------------------------------
 
 
-async def test_replayed_and_forged_state_are_refused(world: World) -> None:
-    authorize = await world.launch("provider")
+def test_replayed_and_forged_state_are_refused(world: World) -> None:
+    authorize = world.launch("provider")
     url = authorize.headers["Location"]
     state = parse_qs(urlsplit(url).query)["state"][0]
     login = Login(claims={"sub": "eDoc1"}, fields={"encounter": "e"})
     code = world.ehr.authorize(url, None, login)
     world.sign_in.user = DR_SMITH
-    first, _ = await world.callback(f"code={code}&state={state}")
+    first, _ = world.callback(f"code={code}&state={state}")
     assert first.status_code == 303
-    replay, out = await world.callback(f"code={code}&state={state}")
+    replay, out = world.callback(f"code={code}&state={state}")
     assert replay.status_code == 400 and "Please launch again from Epic" in html(replay)
     assert out.value is None
-    forged, _ = await world.callback(f"code={code}&state={random_token()}")
+    forged, _ = world.callback(f"code={code}&state={random_token()}")
     assert forged.status_code == 400 and "Please launch again from Epic" in html(forged)
 
 
-async def test_wrong_nonce_and_tampered_id_token_are_refused(world: World) -> None:
+def test_wrong_nonce_and_tampered_id_token_are_refused(world: World) -> None:
     bad_nonce = Login(claims={"sub": "eDoc1", "nonce": "not-the-one-we-sent"}, fields={"encounter": "e"})
-    response = await world.authorize_and_return(await world.launch("provider"), bad_nonce)
+    response = world.authorize_and_return(world.launch("provider"), bad_nonce)
     assert response.status_code == 502 and "invalid_id_token" in html(response)
     other_client = Login(claims={"sub": "eDoc1", "aud": "someone-else"}, fields={"encounter": "e"})
-    response = await world.authorize_and_return(await world.launch("provider"), other_client)
+    response = world.authorize_and_return(world.launch("provider"), other_client)
     assert response.status_code == 502
     assert world.graph.calls == []
 
 
-async def test_ehr_oauth_error_shows_its_code_and_uses_up_the_state(world: World) -> None:
-    authorize = await world.launch("provider")
+def test_ehr_oauth_error_shows_its_code_and_uses_up_the_state(world: World) -> None:
+    authorize = world.launch("provider")
     state = parse_qs(urlsplit(authorize.headers["Location"]).query)["state"][0]
-    response, _ = await world.callback(f"error=unauthorized_client&error_description=x&state={state}")
+    response, _ = world.callback(f"error=unauthorized_client&error_description=x&state={state}")
     assert response.status_code == 502
     assert "EHR sign-in failed" in html(response) and "unauthorized_client" in html(response)
-    again, _ = await world.callback(f"code=x&state={state}")
+    again, _ = world.callback(f"code=x&state={state}")
     assert again.status_code == 400
 
 
-async def test_graph_access_policy_error_page_shows_the_powershell(world: World) -> None:
+def test_graph_access_policy_error_page_shows_the_powershell(world: World) -> None:
     world.graph.fail_with = access_policy_error()
-    response = await world.provider()
+    response = world.provider()
     assert response.status_code == 502
     assert "Grant-CsApplicationAccessPolicy" in html(response)
 
 
-async def test_graph_throttling_gets_a_friendly_page(world: World) -> None:
+def test_graph_throttling_gets_a_friendly_page(world: World) -> None:
     world.graph.fail_with = throttled()
-    response = await world.provider()
+    response = world.provider()
     assert response.status_code == 503 and "Microsoft Teams is busy" in html(response)
 
 
-async def test_unreachable_ehr(world: World) -> None:
+def test_unreachable_ehr(world: World) -> None:
     world.ehr.unreachable = True
-    response = await world.launch("provider")
+    response = world.launch("provider")
     assert response.status_code == 503 and "EHR is unreachable" in html(response)
 
 
-async def test_launch_without_any_appointment_context_is_explained(world: World) -> None:
+def test_launch_without_any_appointment_context_is_explained(world: World) -> None:
     login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1"})
-    response = await world.authorize_and_return(await world.launch("patient", csn=None), login)
+    response = world.authorize_and_return(world.launch("patient", csn=None), login)
     assert response.status_code == 400 and "sessionId=%CSN%" in html(response)
 
 
 # --- visit pages --------------------------------------------------------------------------------
 
 
-async def test_presence_panel_json_and_token_checks(world: World) -> None:
-    visit_url = (await world.provider()).headers["Location"]
+def test_presence_panel_json_and_token_checks(world: World) -> None:
+    visit_url = world.provider().headers["Location"]
     key = urlsplit(visit_url).path.split("/")[3]
     token = parse_qs(urlsplit(visit_url).query)["t"][0]
-    presence = await world.open(f"http://localhost/api/visits/{key}/presence?t={quote(token, safe='')}")
+    presence = world.open(f"http://localhost/api/visits/{key}/presence?t={quote(token, safe='')}")
     assert presence.status_code == 200
     assert json.loads(presence.get_body()) == {
         "meeting": True,
@@ -575,16 +575,16 @@ async def test_presence_panel_json_and_token_checks(world: World) -> None:
         "provider": "not_arrived",
         "staff": "not_arrived",
     }
-    denied = await world.open(f"http://localhost/api/visits/{key}/presence?t=forged")
+    denied = world.open(f"http://localhost/api/visits/{key}/presence?t=forged")
     assert denied.status_code == 403 and denied.mimetype == "application/problem+json"
-    other = await world.open(f"http://localhost/api/visits/{'0' * 64}?t={quote(token, safe='')}")
+    other = world.open(f"http://localhost/api/visits/{'0' * 64}?t={quote(token, safe='')}")
     assert other.status_code == 403
     assert "Traceback" not in html(other)
 
 
-async def test_warm_launches_read_no_mapping_or_visit_rows(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    await world.provider()
-    await world.patient()
+def test_warm_launches_read_no_mapping_or_visit_rows(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.provider()
+    world.patient()
     reads: list[str] = []
     for cls, name in ((UserMapRepository, "get"), (VisitRepository, "get_or_create"), (VisitRepository, "get")):
         original = getattr(cls, name)
@@ -594,18 +594,18 @@ async def test_warm_launches_read_no_mapping_or_visit_rows(world: World, monkeyp
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(cls, name, spy)
-    assert (await world.provider()).status_code == 303
-    assert (await world.patient()).headers["Location"].startswith("https://teams.example/")
+    assert world.provider().status_code == 303
+    assert world.patient().headers["Location"].startswith("https://teams.example/")
     assert reads == []
     assert world.ehr.requests.count("read Encounter") == 1  # only the cold provider launch looked for the organizer
 
 
-async def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
+def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
     """A provider cannot send the Microsoft sign-in link of their launch to a colleague to capture their account."""
     login = Login(
         claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"patient": "eP1", "encounter": "eE1"}
     )
-    response = await world.authorize_and_return(await world.launch("provider"), login)
+    response = world.authorize_and_return(world.launch("provider"), login)
     assert response.headers["Set-Cookie"].startswith("launch_signin=")
     assert "SameSite=None" in response.headers["Set-Cookie"] and "Secure" in response.headers["Set-Cookie"]
     world.sign_in.user = DR_SMITH
@@ -617,7 +617,7 @@ async def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> 
         headers={"content-type": "application/x-www-form-urlencoded"},  # the colleague's browser: no cookie
     )
     out = Out()
-    refused = await launch_signin_callback(req, events=out)
+    refused = launch_signin_callback(req, events=out)
     assert refused.status_code == 400
     assert "launch_signin=;" in refused.headers.get("Set-Cookie", "")
     assert out.value is None

@@ -159,6 +159,7 @@ def work_item(msg: func.QueueMessage) -> None:
             "inserted": msg.insertion_time,
             "expires": msg.expiration_time,
             "pop_receipt": msg.pop_receipt,
+            "thread": threading.current_thread().name,
         },
     )
     if body.startswith("fail"):
@@ -170,7 +171,7 @@ clock = func.Blueprint()
 
 @clock.timer_trigger(arg_name="timer", schedule="%TEST_TIMER_SCHEDULE%", run_on_startup=True, use_monitor=False)
 def tick(timer: func.TimerRequest) -> None:
-    record("tick", {"past_due": timer.past_due, "at": datetime.now(UTC)})
+    record("tick", {"past_due": timer.past_due, "at": datetime.now(UTC), "thread": threading.current_thread().name})
 
 
 def build_app(*blueprints: func.Blueprint) -> func.FunctionApp:

@@ -100,13 +100,13 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
     return launch_service, config, record
 
 
-async def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = None) -> AuthorizationResponse:  # type: ignore[no-untyped-def]
+def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = None) -> AuthorizationResponse:  # type: ignore[no-untyped-def]
     launch_service, config, record = service
     visit = stand_ins.ehr.clinic.visits[0]
     url = stand_ins.ehr.create_launch(record.id, visit.appointment_id, visit.patient_id)
     query = parse_qs(urlsplit(url).query)
     params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query["sessionId"][0])
-    request = await launch_service.begin(LaunchKind.PATIENT, config.id, params)
+    request = launch_service.begin(LaunchKind.PATIENT, config.id, params)
     assert request.method == "GET"
     if nonce is not None:  # a code obtained for another sign-in, injected into this one
         parts = urlsplit(request.url)
@@ -122,8 +122,8 @@ async def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = 
     return AuthorizationResponse(state=returned["state"], code=returned["code"])
 
 
-async def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
-    outcome = await service[0].complete(await authorize(stand_ins, service))
+def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+    outcome = service[0].complete(authorize(stand_ins, service))
     assert isinstance(outcome, WaitForClinician)  # no organizer known yet
     assert outcome.event is not None and outcome.event.csn == stand_ins.ehr.clinic.visits[0].csn
 
@@ -154,31 +154,31 @@ def _unsigned(body: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("tamper", [_flip_signature, _other_subject, _signed_by_someone_else, _unsigned])
-async def test_tampered_id_tokens_are_refused(  # type: ignore[no-untyped-def]
+def test_tampered_id_tokens_are_refused(  # type: ignore[no-untyped-def]
     stand_ins: RunningStandIns, service, transport: TamperingTransport, tamper: Tamper
 ) -> None:
-    response = await authorize(stand_ins, service)
+    response = authorize(stand_ins, service)
     transport.tamper = tamper
     with pytest.raises(UpstreamRejected) as caught:
-        await service[0].complete(response)
+        service[0].complete(response)
     assert caught.value.code == "invalid_id_token"
 
 
-async def test_an_id_token_for_another_nonce_is_refused(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
-    response = await authorize(stand_ins, service, nonce="a-nonce-from-another-sign-in")
+def test_an_id_token_for_another_nonce_is_refused(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+    response = authorize(stand_ins, service, nonce="a-nonce-from-another-sign-in")
     with pytest.raises(UpstreamRejected) as caught:
-        await service[0].complete(response)
+        service[0].complete(response)
     assert caught.value.code == "invalid_id_token" and "nonce" in caught.value.message
 
 
-async def test_state_is_single_use_and_a_replayed_code_is_refused(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
-    response = await authorize(stand_ins, service)
-    await service[0].complete(response)
+def test_state_is_single_use_and_a_replayed_code_is_refused(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+    response = authorize(stand_ins, service)
+    service[0].complete(response)
     with pytest.raises(StateError):
-        await service[0].complete(response)
+        service[0].complete(response)
 
 
-async def test_long_authorization_requests_are_posted_and_the_ehr_accepts_them(  # type: ignore[no-untyped-def]
+def test_long_authorization_requests_are_posted_and_the_ehr_accepts_them(  # type: ignore[no-untyped-def]
     stand_ins: RunningStandIns, service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared.ehr import smart
@@ -193,9 +193,9 @@ async def test_long_authorization_requests_are_posted_and_the_ehr_accepts_them( 
     url = stand_ins.ehr.create_launch(record.id, visit.appointment_id, visit.patient_id)
     query = parse_qs(urlsplit(url).query)
     params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query["sessionId"][0])
-    request = await launch_service.begin(LaunchKind.PATIENT, config.id, params)
+    request = launch_service.begin(LaunchKind.PATIENT, config.id, params)
     assert request.method == "POST" and "?" not in request.url
     answer = httpx.post(request.url, data=dict(request.fields), follow_redirects=False)
     returned = {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["location"]).query).items()}
-    outcome = await launch_service.complete(AuthorizationResponse(state=returned["state"], code=returned["code"]))
+    outcome = launch_service.complete(AuthorizationResponse(state=returned["state"], code=returned["code"]))
     assert isinstance(outcome, WaitForClinician)

@@ -41,18 +41,18 @@ class MsalAppCredential:
         return AccessToken(result["access_token"], int(time.time()) + int(result["expires_in"]))
 
 
-async def test_graph_accepts_entra_app_tokens(stand_ins: RunningStandIns, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_graph_accepts_entra_app_tokens(stand_ins: RunningStandIns, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in stand_ins.settings.items():
         if key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
             monkeypatch.setenv(key, value)
     credential = MsalAppCredential(f"{stand_ins.settings['ENTRA_AUTHORITY_HOST']}/{CONTOSO.id}")
     teams = TeamsClient(stand_ins.settings["GRAPH_BASE_URL"], credential)
     start = datetime.now(UTC)
-    meeting = await teams.create_or_get_meeting(
+    meeting = teams.create_or_get_meeting(
         organizer_object_id=SMITH, external_id="wired", subject="Virtual visit", start=start,
         end=start + timedelta(hours=1),
     )  # fmt: skip
-    await teams.secure_lobby(organizer_object_id=SMITH, meeting_id=meeting.id)
+    teams.secure_lobby(organizer_object_id=SMITH, meeting_id=meeting.id)
     assert stand_ins.graph.meeting(meeting.id) is not None
     assert meeting.join_web_url.startswith(stand_ins.settings["GRAPH_BASE_URL"])
 

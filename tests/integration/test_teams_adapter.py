@@ -42,16 +42,16 @@ def window() -> tuple[datetime, datetime]:
     return start, start + timedelta(hours=1)
 
 
-async def test_create_or_get_is_idempotent_and_lobby_is_secured(graph: RunningGraph) -> None:
+def test_create_or_get_is_idempotent_and_lobby_is_secured(graph: RunningGraph) -> None:
     client = TeamsClient(graph.url, MintedCredential(graph))
     start, end = window()
-    first = await client.create_or_get_meeting(
+    first = client.create_or_get_meeting(
         organizer_object_id=SMITH, external_id="visit-a", subject="Virtual visit", start=start, end=end
     )
-    again = await client.create_or_get_meeting(
+    again = client.create_or_get_meeting(
         organizer_object_id=SMITH, external_id="visit-a", subject="Virtual visit", start=start, end=end
     )
-    other = await client.create_or_get_meeting(
+    other = client.create_or_get_meeting(
         organizer_object_id=SMITH, external_id="visit-b", subject="Virtual visit", start=start, end=end
     )
     assert first == again and other.id != first.id
@@ -59,32 +59,32 @@ async def test_create_or_get_is_idempotent_and_lobby_is_secured(graph: RunningGr
 
     meeting = graph.sandbox.meeting(first.id)
     assert meeting is not None and meeting.lobby_scope == "organization"  # createOrGet's default
-    await client.secure_lobby(organizer_object_id=SMITH, meeting_id=first.id)
+    client.secure_lobby(organizer_object_id=SMITH, meeting_id=first.id)
     assert meeting.lobby_scope == "organizer"
     assert meeting.settings["lobbyBypassSettings"]["isDialInBypassEnabled"] is False
     assert meeting.settings["allowedPresenters"] == "organizer"
     assert meeting.settings["isEntryExitAnnounced"] is True
 
 
-async def test_organizer_without_access_policy_gets_the_powershell(graph: RunningGraph) -> None:
+def test_organizer_without_access_policy_gets_the_powershell(graph: RunningGraph) -> None:
     client = TeamsClient(graph.url, MintedCredential(graph))
     start, end = window()
     with pytest.raises(UpstreamRejected) as caught:
-        await client.create_or_get_meeting(
+        client.create_or_get_meeting(
             organizer_object_id=NOPOLICY, external_id="visit-x", subject="s", start=start, end=end
         )
     assert caught.value.code == "graph_access_policy"
     assert "Grant-CsApplicationAccessPolicy" in caught.value.message
 
 
-async def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver: Receiver, cert: Certificate) -> None:
+def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver: Receiver, cert: Certificate) -> None:
     client = TeamsClient(graph.url, MintedCredential(graph))
     start, end = window()
-    meeting = await client.create_or_get_meeting(
+    meeting = client.create_or_get_meeting(
         organizer_object_id=LEE, external_id="visit-sub", subject="s", start=start, end=end
     )
     expires = datetime.now(UTC) + timedelta(days=2)
-    subscription = await client.subscribe_call_events(
+    subscription = client.subscribe_call_events(
         join_web_url=meeting.join_web_url,
         notification_url=f"{receiver.url}/ok",
         lifecycle_url=f"{receiver.url}/lifecycle",
@@ -98,7 +98,7 @@ async def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver
     assert stored is not None and stored.meeting_id == meeting.id
     assert stored.resource == call_events_resource(meeting.join_web_url)
     assert stored.include_resource_data and stored.encryption_certificate_id == "cert-1"
-    renewed = await client.renew_subscription(subscription.id, expires + timedelta(hours=1))
+    renewed = client.renew_subscription(subscription.id, expires + timedelta(hours=1))
     assert renewed.expires_at > subscription.expires_at - timedelta(seconds=1)
 
     again = dict(
@@ -106,14 +106,14 @@ async def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver
         client_state="c" * 40, certificate_base64=cert.base64_der, certificate_id="cert-1", expires_at=expires,
     )  # fmt: skip
     with pytest.raises(UpstreamRejected) as exists:
-        await client.subscribe_call_events(**again)  # type: ignore[arg-type]
+        client.subscribe_call_events(**again)  # type: ignore[arg-type]
     assert exists.value.code == "graph_subscription_exists"
-    found = await client.find_call_events_subscription(
+    found = client.find_call_events_subscription(
         join_web_url=meeting.join_web_url, notification_url=f"{receiver.url}/ok"
     )
     assert found is not None and found.id == subscription.id
     assert abs((found.expires_at - renewed.expires_at).total_seconds()) < 1
-    other_url = await client.find_call_events_subscription(
+    other_url = client.find_call_events_subscription(
         join_web_url=meeting.join_web_url, notification_url=f"{receiver.url}/elsewhere"
     )
     assert other_url is None  # another deployment's subscription is not ours to adopt
@@ -122,6 +122,6 @@ async def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver
     delivered = receiver.wait_for("/ok", 1)
     assert {item.get("clientState") for item in delivered[0]["value"]} == {"c" * 40}
 
-    await client.delete_subscription(subscription.id)
-    await client.delete_subscription(subscription.id)  # already gone is fine
+    client.delete_subscription(subscription.id)
+    client.delete_subscription(subscription.id)  # already gone is fine
     assert graph.sandbox.subscription(subscription.id) is None

@@ -174,7 +174,7 @@ class FakeMeetings:
     calls: list[str]
     fail_with: Exception | None = None
 
-    async def create_or_get_meeting(
+    def create_or_get_meeting(
         self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
     ) -> Meeting:
         self.calls.append(f"createOrGet {organizer_object_id}")
@@ -186,7 +186,7 @@ class FakeMeetings:
             self.store[key] = Meeting(id=f"meeting-{n}", join_web_url=f"https://teams.example/l/meetup-join/{n}")
         return self.store[key]
 
-    async def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
+    def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
         self.calls.append(f"lobby {meeting_id}")
 
 

@@ -73,11 +73,11 @@ def test_an_error_with_its_own_page_shows_it_with_its_code_block() -> None:
 
 
 @pytest.mark.parametrize("wrap", [page, launch_page], ids=["page", "launch_page"])
-async def test_an_unexpected_error_shows_the_same_terse_page_everywhere(wrap: Callable[[Any], Any]) -> None:
-    async def handler(req: func.HttpRequest) -> func.HttpResponse:
+def test_an_unexpected_error_shows_the_same_terse_page_everywhere(wrap: Callable[[Any], Any]) -> None:
+    def handler(req: func.HttpRequest) -> func.HttpResponse:
         raise RuntimeError("secret-value-xyz")
 
-    response = await wrap(handler)(request())
+    response = wrap(handler)(request())
     body = response.get_body().decode()
     assert response.status_code == 500 and "Something went wrong" in body
     assert "secret-value-xyz" not in body and "Traceback" not in body and "RuntimeError" not in body
