@@ -16,13 +16,12 @@ import logging
 
 import azure.functions as func
 
-from connector.events_wiring import decoder, subscriptions, worker
+from connector.services import services
 from connector.web import api
 from shared.kernel.errors import ConnectorError
 from shared.kernel.identifiers import log_id
 from shared.microsoft.notifications import SubscriptionTarget, parse_body
 from shared.microsoft.teams import graph_deadline
-from shared.storage.accounts import get_storage
 
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def graph_notifications(req: func.HttpRequest, events: func.Out[list[str]]) -> f
     handshake = _handshake(req)
     if handshake is not None:
         return handshake
-    decoded = decoder().change_notifications(parse_body(req.get_body()))
+    decoded = services().decoder.change_notifications(parse_body(req.get_body()))
     events.set([event.to_json() for event in decoded.events])
     if decoded.events:
         logger.info("Queued %d visit event(s) from Graph (%d item(s) dropped)", len(decoded.events), decoded.dropped)
@@ -68,7 +67,7 @@ def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
     handshake = _handshake(req)
     if handshake is not None:
         return handshake
-    decoded = decoder().lifecycle_notifications(parse_body(req.get_body()))
+    decoded = services().decoder.lifecycle_notifications(parse_body(req.get_body()))
     if decoded.reauthorize:
         _reauthorize_all(decoded.reauthorize)
     return func.HttpResponse(status_code=202)
@@ -76,7 +75,7 @@ def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
 
 def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
     """One after the other, all within the budget: what is left when it runs out, Graph asks for again."""
-    service = subscriptions()
+    service = services().subscriptions
     with graph_deadline(LIFECYCLE_BUDGET):
         for subscription_id, target in requests:
             try:
@@ -94,11 +93,11 @@ def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
 def writeback_events(msg: func.QueueMessage) -> None:
     """One visit event: presence + EHR writeback exactly once. Raising hands the message back to the queue."""
     body = msg.get_body().decode("utf-8", errors="replace")
-    outcome = worker().handle(body)
+    outcome = services().worker.handle(body)
     visit = outcome.visit
     if visit is not None and outcome.source_is_launch and visit.has_meeting and not visit.subscription_id:
         try:
-            subscriptions().ensure(visit)
+            services().subscriptions.ensure(visit)
         except ConnectorError as exc:  # the upkeep timer tries again; the writeback itself is done
             # Another launch's event of the same visit is subscribing right now: expected, not a fault.
             level = logging.INFO if exc.code == "graph_subscription_exists" else logging.WARNING
@@ -108,8 +107,8 @@ def writeback_events(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
 def subscription_upkeep(timer: func.TimerRequest) -> None:
     """Create missing subscriptions, renew those near expiry, delete those of finished visits."""
-    service = subscriptions()
-    for geography in get_storage().geographies:
+    service = services().subscriptions
+    for geography in services().storage.geographies:
         result = service.upkeep(geography)
         logger.info(
             "Subscription upkeep in %s: %d created, %d renewed, %d deleted, %d failed",

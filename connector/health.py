@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from connector.services import services
 from connector.web import api, json_response
 from shared.kernel.errors import ConnectorError
-from shared.storage.accounts import get_storage
 
 bp = func.Blueprint()
 
@@ -22,7 +22,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @api
 def ready(req: func.HttpRequest) -> func.HttpResponse:
     """Readiness: Table and Queue reachability of the app's account and every geography's."""
-    storage = get_storage()
+    storage = services().storage
     accounts = {"app": storage.app, **{geo.value: storage.for_geography(geo) for geo in storage.geographies}}
     checks: dict[str, str] = {}
     for name, account in accounts.items():

@@ -14,13 +14,12 @@ embedded browsers drop cookies. Every failure is its own page with a correlation
 
 from __future__ import annotations
 
-import functools
-import threading
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
+from connector.services import services
 from connector.web import (
     ErrorPages,
     api,
@@ -33,9 +32,7 @@ from connector.web import (
     render,
     sign_in_binding_cookie,
 )
-from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.launch_params import LaunchKind, parse_authorization_response, parse_launch
-from shared.ehr.smart import get_smart_client
 from shared.kernel.errors import (
     BadRequest,
     ConnectorError,
@@ -45,10 +42,9 @@ from shared.kernel.errors import (
     UpstreamRejected,
     UpstreamThrottled,
 )
-from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.kernel.settings import LOCAL_HOSTS, get_settings
 from shared.launch.service import (
     EHR,
-    SIGNIN_STATE_KIND,
     JoinMeeting,
     LaunchOutcome,
     LaunchService,
@@ -56,14 +52,7 @@ from shared.launch.service import (
     SignInFirst,
     WaitForClinician,
 )
-from shared.launch.user_map import UserMapRepository
-from shared.microsoft.app_credentials import AppOnlyCredentials
-from shared.microsoft.entra import EntraSignIn, id_token_validator, msal_app
-from shared.microsoft.teams import TeamsClient
-from shared.storage.accounts import get_storage
-from shared.storage.state import AuthStateStore
 from shared.visits.events import Role
-from shared.visits.repository import VisitRepository
 from shared.visits.tokens import VisitGrant
 
 bp = func.Blueprint()
@@ -73,64 +62,6 @@ QUEUE_CONNECTION = "AzureWebJobsStorage"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 PRESENCE_POLL_SECONDS = 4
 WAITING_POLL_SECONDS = 5
-
-_service: LaunchService | None = None
-_service_lock = threading.Lock()
-
-
-def get_service() -> LaunchService:
-    """The process-wide launch service, built from settings on first use (no I/O until a request needs it)."""
-    global _service
-    if _service is None:
-        with _service_lock:
-            if _service is None:
-                _service = build_service(get_settings())
-    return _service
-
-
-def build_service(settings: Settings) -> LaunchService:
-    storage = get_storage()
-    secret = settings.connector_secret.reveal()
-    states = AuthStateStore(storage.app)
-    credentials = AppOnlyCredentials(
-        settings.entra_authority_host, settings.entra_client_id, settings.entra_client_secret.reveal()
-    )
-    teams: dict[str, TeamsClient] = {}
-    teams_lock = threading.Lock()
-
-    def meetings_for(tenant_id: str) -> TeamsClient:
-        with teams_lock:
-            client = teams.get(tenant_id)
-            if client is None:
-                client = TeamsClient(
-                    settings.graph_base_url, credentials.for_tenant(tenant_id), timeout=settings.http_timeout_seconds
-                )
-                teams[tenant_id] = client
-        return client
-
-    @functools.cache
-    def sign_in() -> EntraSignIn:
-        # msal reads the authority's configuration when built: only a provider's first launch needs it.
-        return EntraSignIn(msal_app(settings), id_token_validator(settings), states, state_kind=SIGNIN_STATE_KIND)
-
-    return LaunchService(
-        public_base_url=settings.public_base_url,
-        connector_secret=secret,
-        configurations=ConfigurationRepository(storage.app),
-        ehr=get_smart_client(),
-        states=states,
-        user_map=UserMapRepository(storage, secret),
-        visits=VisitRepository(storage),
-        sign_in=sign_in,
-        meetings_for=meetings_for,
-    )
-
-
-def reset_service(service: LaunchService | None = None) -> None:
-    """Replace or forget the process-wide service (tests; settings changes)."""
-    global _service
-    _service = service
-
 
 # --- error pages ------------------------------------------------------------------------------
 # Errors that mean one thing wherever they surface carry their own page (TenantConfigNotFound,
@@ -220,7 +151,7 @@ def _form_body(req: func.HttpRequest) -> str | None:
 
 def _begin(req: func.HttpRequest, kind: LaunchKind) -> func.HttpResponse:
     params = parse_launch(_raw_query(req), _form_body(req))
-    request = get_service().begin(kind, req.route_params.get("configurationId", ""), params)
+    request = services().launch.begin(kind, req.route_params.get("configurationId", ""), params)
     if request.method == "POST":
         return render("launch/authorize_post.html", {"action": request.url, "fields": request.fields})
     return redirect(request.url)
@@ -257,7 +188,7 @@ def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse
 @bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
 @launch_page
 def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
-    outcome = get_service().complete(parse_authorization_response(_raw_query(req)))
+    outcome = services().launch.complete(parse_authorization_response(_raw_query(req)))
     return _respond(outcome, events)
 
 
@@ -270,7 +201,7 @@ def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -> func
     binding = read_cookie(req, cookie)
     cleared = sign_in_binding_cookie(cookie, "", path=SIGNIN_COOKIE_PATH, max_age=0)
     try:
-        outcome = get_service().finish_sign_in({k: str(v) for k, v in fields.items()}, browser_binding=binding)
+        outcome = services().launch.finish_sign_in({k: str(v) for k, v in fields.items()}, browser_binding=binding)
     except ConnectorError as exc:  # the usual error page, with the binding cookie cleared
         failed = error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES)
         failed.headers.add("Set-Cookie", cleared)
@@ -289,7 +220,7 @@ def _visit_grant(req: func.HttpRequest, service: LaunchService) -> tuple[str, Vi
 @bp.route(route="visits/{visitKey}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @launch_page
 def visit_page(req: func.HttpRequest) -> func.HttpResponse:
-    service = get_service()
+    service = services().launch
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
         patient = service.patient_view(grant, token)
@@ -318,7 +249,7 @@ def visit_page(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="visits/{visitKey}/presence", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
-    service = get_service()
+    service = services().launch
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
         # The waiting page learns only whether its meeting exists, nothing about who is there.

@@ -7,10 +7,10 @@ import logging
 import azure.functions as func
 from azure.core.exceptions import HttpResponseError
 
+from connector.services import services
 from shared.kernel.errors import ConnectorError
 from shared.portal import sessions
 from shared.storage import state as auth_state
-from shared.storage.accounts import get_storage
 from shared.storage.sweep import sweep_expired
 from shared.visits import repository as visits
 
@@ -25,7 +25,7 @@ GEOGRAPHY_SHORT_LIVED_TABLES = (visits.TABLE,)
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
 def sweep_expired_state(timer: func.TimerRequest) -> None:
     """Delete expired OAuth state, visits and other short-lived rows (Table Storage has no TTL)."""
-    storage = get_storage()
+    storage = services().storage
     targets = [(storage.app, table) for table in APP_SHORT_LIVED_TABLES] + [
         (storage.for_geography(geography), table)
         for geography in storage.geographies

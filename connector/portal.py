@@ -21,13 +21,13 @@ the session's CSRF token. The rules themselves live in ``shared/portal.py``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
+from connector.services import services
 from connector.web import (
     cookie_header,
     correlation_id,
@@ -41,25 +41,19 @@ from connector.web import (
     sign_in_binding_cookie,
 )
 from shared.configurations.model import Configuration, Environment, Vendor, WritebackMode
-from shared.configurations.repository import ConfigurationRepository
-from shared.ehr.smart import get_smart_client, reset_smart_client
 from shared.kernel.errors import BadRequest, Conflict, Forbidden, SignInRequired
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
-from shared.microsoft import entra
 from shared.portal.service import (
     FIELDS,
     EhrSignInFailed,
     FormErrors,
-    PortalService,
     can_approve,
     can_edit,
     describe,
     require_admin,
 )
-from shared.portal.sessions import SESSION_LIFETIME, PortalSession, SessionStore
-from shared.storage.accounts import get_storage
-from shared.storage.state import AuthStateStore
+from shared.portal.sessions import SESSION_LIFETIME, PortalSession
 
 bp = func.Blueprint()
 ANON = func.AuthLevel.ANONYMOUS
@@ -79,37 +73,6 @@ NOTICES = {
 }
 
 
-# --- process-wide collaborators -------------------------------------------------------------
-
-_service: PortalService | None = None
-_lock = threading.Lock()
-
-
-def service() -> PortalService:
-    global _service
-    if _service is None:
-        with _lock:
-            if _service is None:
-                settings = get_settings()
-                app_account = get_storage().app
-                _service = PortalService(
-                    settings, ConfigurationRepository(app_account), AuthStateStore(app_account), get_smart_client()
-                )
-    return _service
-
-
-def reset() -> None:
-    """Forget process-wide collaborators (tests)."""
-    global _service
-    _service = None
-    entra.reset()
-    reset_smart_client()
-
-
-def sessions() -> SessionStore:
-    return SessionStore(get_storage().app)
-
-
 def cookie_name(settings: Settings) -> str:
     return "portal_session" if _plain_local(settings) else "__Secure-portal_session"
 
@@ -120,7 +83,7 @@ def _plain_local(settings: Settings) -> bool:
 
 
 def current_session(req: func.HttpRequest) -> PortalSession | None:
-    return sessions().get(read_cookie(req, cookie_name(get_settings())))
+    return services().sessions.get(read_cookie(req, cookie_name(get_settings())))
 
 
 def portal_url(path: str = "", **query: str) -> str:
@@ -199,7 +162,7 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
             signin_required=notice == "signin-required",
             signed_out=notice == "signed-out",
         )
-    svc = service()
+    svc = services().portal
     return _page(
         "portal/dashboard.html",
         session,
@@ -222,8 +185,7 @@ def _signin_cookie(settings: Settings, value: str, *, max_age: int) -> str:
 @page
 def signin(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
-    states = AuthStateStore(get_storage().app)
-    flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
+    flow = services().portal_sign_in()
     binding = random_token()
     location = flow.begin(f"{settings.public_base_url}/api/portal/signin/callback", browser_binding=binding)
     response = redirect(
@@ -233,7 +195,7 @@ def signin(req: func.HttpRequest) -> func.HttpResponse:
     # cross-site form POST back would not carry the SameSite=Lax session cookie, so this is the place.)
     old = read_cookie(req, cookie_name(settings))
     if old:
-        sessions().delete(old)
+        services().sessions.delete(old)
         response.headers.add("Set-Cookie", _expired_session_cookie(settings))
     return response
 
@@ -249,13 +211,12 @@ def signin_callback(req: func.HttpRequest) -> func.HttpResponse:
     cleared = _signin_cookie(settings, "", max_age=0)
     try:
         form = read_form(req)
-        states = AuthStateStore(get_storage().app)
-        flow = entra.EntraSignIn(entra.msal_app(settings), entra.id_token_validator(settings), states)
+        flow = services().portal_sign_in()
         identity = flow.complete(form, browser_binding=read_cookie(req, signin_cookie_name(settings)))
         old = read_cookie(req, cookie_name(settings))  # arrives only where Entra and the portal are same-site
         if old:
-            sessions().delete(old)
-        session = sessions().create(identity)
+            services().sessions.delete(old)
+        session = services().sessions.create(identity)
     except Exception as exc:  # noqa: BLE001 - shown as the usual error page, with the binding cookie cleared
         failed = error_response(exc, correlation_id(req), html=True)
         failed.headers.add("Set-Cookie", cleared)
@@ -279,7 +240,7 @@ def signout(req: func.HttpRequest) -> func.HttpResponse:
     session = current_session(req)
     if session is not None:
         _csrf_form(req, session)
-        sessions().delete(session.id)
+        services().sessions.delete(session.id)
     return redirect(portal_url(notice="signed-out"), headers={"Set-Cookie": _expired_session_cookie(settings)})
 
 
@@ -317,7 +278,7 @@ def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
         return _new_form(session, [*rows, _blank_row()])
     if action.startswith("remove-") and count > 1:
         return _new_form(session, [r for i, r in enumerate(rows) if f"remove-{i}" != action])
-    svc = service()
+    svc = services().portal
     inputs, errors = svc.validate_rows(rows)
     if any(errors):
         return _new_form(session, [describe(r) for r in rows], errors, status=400)
@@ -355,7 +316,7 @@ def _new_form(
 @page
 def configuration(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    config = service().get_viewable(session.user, req.route_params.get("id", ""))
+    config = services().portal.get_viewable(session.user, req.route_params.get("id", ""))
     return _detail(session, config, notice=NOTICES.get(req.params.get("notice", "")))
 
 
@@ -396,7 +357,7 @@ def _detail(
 @page
 def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
     session, form = _signed_in_form(req, admin=True)
-    svc = service()
+    svc = services().portal
     current = svc.get_visible(session.user, req.route_params.get("id", ""))
     values = {name: form.get(name, "") for name in FIELDS}
     etag = form.get("etag", "")
@@ -420,7 +381,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req, admin=True)
-    config = service().get_visible(session.user, req.route_params.get("id", ""))
+    config = services().portal.get_visible(session.user, req.route_params.get("id", ""))
     return _page("portal/delete.html", session, title="Delete configuration", config=config)
 
 
@@ -433,7 +394,7 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
     etag = form.get("etag", "")
     if not etag:  # like an edit: only the version the admin looked at may be deleted
         raise BadRequest("This form could not be read. Please reload the page and try again.")
-    service().delete(session.user, req.route_params.get("id", ""), etag)
+    services().portal.delete(session.user, req.route_params.get("id", ""), etag)
     return redirect(portal_url(notice="deleted"))
 
 
@@ -444,7 +405,7 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def share(req: func.HttpRequest) -> func.HttpResponse:
     session, form = _signed_in_form(req, admin=True)
-    svc = service()
+    svc = services().portal
     tenant_id = form.get("tenant_id", "").strip()
     try:
         config = svc.share(session.user, req.route_params.get("id", ""), tenant_id)
@@ -458,7 +419,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def unshare(req: func.HttpRequest) -> func.HttpResponse:
     session, _ = _signed_in_form(req, admin=True)
-    config = service().unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
+    config = services().portal.unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
     return redirect(portal_url(f"/configurations/{config.id}", notice="unshared"))
 
 
@@ -475,7 +436,7 @@ def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str)
         context={
             **_chrome(session),
             "configuration_id": exc.configuration_id,
-            "redirect_uri": service().ehr_redirect_uri,
+            "redirect_uri": services().portal.ehr_redirect_uri,
             "jwks_url": f"{get_settings().public_base_url}/api/.well-known/jwks.json",
         },
     )
@@ -486,7 +447,7 @@ def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str)
 def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
     session, _ = _signed_in_form(req)
     try:
-        location = service().start_ehr_signin(session, req.route_params.get("id", ""))
+        location = services().portal.start_ehr_signin(session, req.route_params.get("id", ""))
     except EhrSignInFailed as exc:
         return _ehr_failure(session, exc, correlation_id(req))
     return redirect(location, status=303)
@@ -498,7 +459,7 @@ def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
     query = {key: req.params.get(key, "") for key in ("state", "code", "error")}
     try:
-        config = service().complete_ehr_signin(session, query)
+        config = services().portal.complete_ehr_signin(session, query)
     except EhrSignInFailed as exc:
         return _ehr_failure(session, exc, correlation_id(req))
     return redirect(portal_url(f"/configurations/{config.id}", notice="ehr-signin"))
@@ -508,7 +469,7 @@ def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def approve(req: func.HttpRequest) -> func.HttpResponse:
     session, _ = _signed_in_form(req)
-    config = service().approve(session.user, req.route_params.get("id", ""))
+    config = services().portal.approve(session.user, req.route_params.get("id", ""))
     return redirect(portal_url(f"/configurations/{config.id}", notice="approved"))
 
 
@@ -519,7 +480,7 @@ def approve(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def records(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    svc = service()
+    svc = services().portal
     config = svc.get_viewable(session.user, req.route_params.get("id", ""))
     if not config.is_approved:
         return _page("portal/records.html", session, title="Integration records", config=config, records=None)
@@ -536,7 +497,7 @@ def records(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def records_text(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    records = service().records(session.user, req.route_params.get("id", ""))
+    records = services().portal.records(session.user, req.route_params.get("id", ""))
     filename = f"integration-records-{records.configuration.environment.value}-{records.configuration.id}.txt"
     return func.HttpResponse(
         records.as_text(),

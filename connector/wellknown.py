@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from connector.services import services
 from connector.web import api, json_response
-from shared.jose.keys import signing_keys_from
-from shared.kernel.settings import get_settings
 
 bp = func.Blueprint()
 
@@ -15,5 +14,5 @@ bp = func.Blueprint()
 @api
 def jwks(req: func.HttpRequest) -> func.HttpResponse:
     """Public JWKS (every configured key, so rotation never breaks a cached set). EHRs may cache it for an hour."""
-    keys = signing_keys_from(get_settings().signing_keys.reveal())
+    keys = services().signing_keys
     return json_response(keys.jwks(), headers={"Cache-Control": "public, max-age=3600"})

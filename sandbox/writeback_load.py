@@ -28,6 +28,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from connector.services import reset as reset_services
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
 from sandbox.host import LocalHost
 from sandbox.server import ServerThread, free_port
@@ -250,15 +251,7 @@ class WritebackLoad:
 
 def reset_process_singletons() -> None:
     """Settings, storage and clients are per process: rebuild them from the host's settings."""
-    from connector import events_wiring
-    from shared.ehr.smart import reset_smart_client
-    from shared.kernel.settings import reset_settings_cache
-    from shared.storage.accounts import reset_storage
-
-    reset_settings_cache()
-    reset_storage()
-    reset_smart_client()
-    events_wiring.reset()
+    reset_services()
 
 
 APPROVER = "approver@contoso.example"

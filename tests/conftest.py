@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser
 
+from connector.services import reset as reset_services
 from sandbox import azurite
 from sandbox.local_settings import local_values
-from shared.kernel.settings import Settings, reset_settings_cache
-from shared.storage.accounts import Storage, reset_storage
+from shared.kernel.settings import Settings
+from shared.storage.accounts import Storage
 from tests.support.browser import chromium
 
 
@@ -59,11 +60,9 @@ def env(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[d
     """``base_env`` installed into os.environ for code that reads settings lazily."""
     for key, value in base_env.items():
         monkeypatch.setenv(key, value)
-    reset_settings_cache()
-    reset_storage()
+    reset_services()
     yield base_env
-    reset_settings_cache()
-    reset_storage()
+    reset_services()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.storage.accounts import StorageAccount
+from shared.storage.accounts import Storage, StorageAccount
 
 BATCH = 32
 
@@ -76,11 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in json.loads(args.settings.read_text())["Values"].items():
             os.environ.setdefault(key, value)
     from shared.kernel.settings import get_settings
-    from shared.storage.accounts import get_storage
 
     settings = get_settings()
     queue_name = args.queue or settings.writeback_queue_name
-    result = requeue(get_storage().app, queue_name, limit=args.limit, dry_run=args.dry_run)
+    result = requeue(Storage(settings).app, queue_name, limit=args.limit, dry_run=args.dry_run)
     if args.dry_run:
         print(f"About {result.seen} message(s) waiting in {queue_name}-poison")
     else:

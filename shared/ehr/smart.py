@@ -473,10 +473,7 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-# --- one client per process (discovery and JWKS caches are shared by the portal and launches) ---
-
-_client: SmartClient | None = None
-_client_lock = threading.Lock()
+# --- the client from settings (built once per process by the composition root, connector/services.py) ---
 
 
 def smart_client_for(settings: Settings) -> SmartClient:
@@ -485,20 +482,3 @@ def smart_client_for(settings: Settings) -> SmartClient:
         allowed_hosts=settings.outbound_allowed_hosts, timeout_seconds=settings.http_timeout_seconds
     )
     return SmartClient(SafeHttp(policy, system=SYSTEM), signing_keys_from(settings.signing_keys.reveal()))
-
-
-def get_smart_client() -> SmartClient:
-    """The process-wide SMART client, built from settings on first use."""
-    global _client
-    if _client is None:
-        from shared.kernel.settings import get_settings
-
-        with _client_lock:
-            if _client is None:
-                _client = smart_client_for(get_settings())
-    return _client
-
-
-def reset_smart_client() -> None:
-    global _client
-    _client = None

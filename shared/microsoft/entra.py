@@ -296,47 +296,26 @@ def _entra_rejected(error: str) -> UpstreamRejected:
     return UpstreamRejected(f"Microsoft sign-in failed: {code}. Please try again.", system=SYSTEM, code=code)
 
 
-# --- one application per process -----------------------------------------------------------
-
-_app: msal.ConfidentialClientApplication | None = None
-_validator: EntraIdTokenValidator | None = None
-_lock = threading.Lock()
+# --- builders (the composition root, connector/services.py, builds each once per process) -------------
 
 
-def msal_app(settings: Settings) -> msal.ConfidentialClientApplication:
-    """The process's confidential client (built on first use: msal discovers the authority over HTTP)."""
-    global _app
-    if _app is None:
-        with _lock:
-            if _app is None:
-                try:
-                    _app = msal.ConfidentialClientApplication(
-                        settings.entra_client_id,
-                        client_credential=settings.entra_client_secret.reveal(),
-                        authority=f"{settings.entra_authority_host}/organizations",
-                        instance_discovery=False,
-                        token_cache=_NoUserTokens(),
-                    )
-                except ValueError:
-                    raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
-                except Exception:  # noqa: BLE001 - requests' connection errors during authority discovery
-                    raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
-    return _app
+def build_msal_app(settings: Settings) -> msal.ConfidentialClientApplication:
+    """The confidential client for user sign-ins (msal discovers the authority over HTTP when built)."""
+    try:
+        return msal.ConfidentialClientApplication(
+            settings.entra_client_id,
+            client_credential=settings.entra_client_secret.reveal(),
+            authority=f"{settings.entra_authority_host}/organizations",
+            instance_discovery=False,
+            token_cache=_NoUserTokens(),
+        )
+    except ValueError:
+        raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
+    except Exception:  # noqa: BLE001 - requests' connection errors during authority discovery
+        raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
 
 
-def id_token_validator(settings: Settings) -> EntraIdTokenValidator:
-    global _validator
-    if _validator is None:
-        with _lock:
-            if _validator is None:
-                _validator = EntraIdTokenValidator(
-                    settings.entra_authority_host, settings.entra_client_id, settings.entra_allowed_tenant_ids
-                )
-    return _validator
-
-
-def reset() -> None:
-    """Forget the process-wide client and validator (tests; settings changes)."""
-    global _app, _validator
-    _app = None
-    _validator = None
+def build_validator(settings: Settings) -> EntraIdTokenValidator:
+    return EntraIdTokenValidator(
+        settings.entra_authority_host, settings.entra_client_id, settings.entra_allowed_tenant_ids
+    )

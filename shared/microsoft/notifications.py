@@ -43,6 +43,7 @@ from shared.visits.events import Source, VisitEvent
 
 logger = logging.getLogger(__name__)
 
+ENTRA_KEYS_PATH = "/common/discovery/v2.0/keys"  # under ENTRA_AUTHORITY_HOST: the keys validationTokens are signed with
 GRAPH_NOTIFICATION_PUBLISHER = "0bf30f3b-4a52-48df-9a82-234910c4a086"
 CLIENT_STATE_VERSION = "v1"
 CLIENT_STATE_MAX = 255  # beta subscriptions; v1.0 documents 128

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -320,3 +320,24 @@ def _retry_after(exc: Any) -> float | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+class TeamsClients:
+    """One ``TeamsClient`` per organizer tenant, built on first use and shared by launches and subscriptions."""
+
+    def __init__(
+        self, graph_base_url: str, credential_for: Callable[[str], AppTokenCredential], *, timeout: float = 10.0
+    ) -> None:
+        self._base = graph_base_url
+        self._credential_for = credential_for
+        self._timeout = timeout
+        self._clients: dict[str, TeamsClient] = {}
+        self._lock = threading.Lock()
+
+    def for_tenant(self, tenant_id: str) -> TeamsClient:
+        with self._lock:
+            client = self._clients.get(tenant_id)
+            if client is None:
+                client = TeamsClient(self._base, self._credential_for(tenant_id), timeout=self._timeout)
+                self._clients[tenant_id] = client
+        return client

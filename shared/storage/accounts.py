@@ -168,24 +168,3 @@ def storage_errors(account: str) -> Iterator[None]:
         if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code in (408, 429)):
             raise StorageUnavailable(f"Storage {account} is unavailable.") from exc
         raise
-
-
-_storage: Storage | None = None
-_storage_lock = threading.Lock()
-
-
-def get_storage() -> Storage:
-    """The process-wide storage clients, built on first use from settings."""
-    global _storage
-    if _storage is None:
-        from shared.kernel.settings import get_settings
-
-        with _storage_lock:
-            if _storage is None:
-                _storage = Storage(get_settings())
-    return _storage
-
-
-def reset_storage() -> None:
-    global _storage
-    _storage = None

@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import azure.functions as func
 
 from connector import portal
+from connector.services import services
 from shared.microsoft.entra import GLOBAL_ADMINISTRATOR, PortalIdentity
 from shared.portal.sessions import PortalSession, SessionStore
-from shared.storage.accounts import get_storage
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Tenant:
 
 def new_tenant() -> Tenant:
     tid = str(uuid.uuid4())
-    store = SessionStore(get_storage().app)
+    store = SessionStore(services().storage.app)
 
     def user(upn: str, name: str, *, admin: bool = False) -> PortalSession:
         identity = PortalIdentity(

@@ -21,7 +21,7 @@ import msal
 import pytest
 from azure.core.credentials import AccessToken
 
-from connector import events_wiring
+from connector.services import services
 from sandbox.ehr.__main__ import DEMO_PROVIDER_CLIENT_ID
 from sandbox.host import LocalHost
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
@@ -114,7 +114,7 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             trust.setenv(key, stand_ins.settings[key])
         with LocalHost(fresh_function_app(), env, port=port, host_json=host_json) as host:
             teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
-            subscriptions = events_wiring.subscriptions()  # the production wiring, from the host's settings
+            subscriptions = services().subscriptions  # the production wiring, from the host's settings
             yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
         trust.undo()
     finally:

@@ -8,9 +8,8 @@ import azure.functions as func
 import pytest
 
 from connector.health import health, ready
+from connector.services import reset as reset_services
 from sandbox import azurite
-from shared.kernel.settings import reset_settings_cache
-from shared.storage.accounts import reset_storage
 
 
 def get(route: str) -> func.HttpRequest:
@@ -36,8 +35,7 @@ def test_ready_checks_every_geography(env: dict[str, str]) -> None:
 @pytest.mark.azurite
 def test_ready_names_the_failing_geography(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORAGE_EMEA", azurite.connection_string("emea", port_base=9))
-    reset_settings_cache()
-    reset_storage()
+    reset_services()
     response = ready(get("ready"))
     body = json.loads(response.get_body())
     assert response.status_code == 503
@@ -50,8 +48,7 @@ def test_missing_settings_give_one_clear_503_with_correlation_id(
 ) -> None:
     for key in ("AzureWebJobsStorage", "PUBLIC_BASE_URL", "SIGNING_KEYS"):
         monkeypatch.delenv(key, raising=False)
-    reset_settings_cache()
-    reset_storage()
+    reset_services()
     headers = {"x-correlation-id": "abc12345-test"}
     request = func.HttpRequest("GET", "http://localhost/api/ready", body=b"", headers=headers)
     response = ready(request)
@@ -61,4 +58,4 @@ def test_missing_settings_give_one_clear_503_with_correlation_id(
     assert body["correlationId"] == "abc12345-test"
     assert body["code"] == "configuration_error"
     assert "Traceback" not in response.get_body().decode()
-    reset_settings_cache()
+    reset_services()

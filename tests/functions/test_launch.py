@@ -20,10 +20,11 @@ from connector.launch import (
     launch_patient,
     launch_provider,
     launch_signin_callback,
-    reset_service,
     visit_page,
     visit_presence,
 )
+from connector.services import reset as reset_services
+from connector.services import services
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import Geography, Settings
 from shared.launch.service import LaunchService
@@ -188,9 +189,10 @@ def world(env: dict[str, str], settings: Settings, storage: Storage) -> Iterator
     pending = Config(id=str(uuid.uuid4()), tenant_id=TENANT, fhir_base_url=FHIR + "-pending", is_approved=False)
     w = World(settings=settings, storage=storage, config=config, configurations=Configurations(config, pending))
     w.ehr.base = FHIR
-    reset_service(w.service())
+    reset_services()
+    services().launch = w.service()
     yield w
-    reset_service(None)
+    reset_services()
 
 
 def html(response: func.HttpResponse) -> str:

@@ -16,12 +16,13 @@ import httpx
 import pytest
 
 from connector import portal, wellknown
+from connector.services import reset as reset_services
+from connector.services import services
 from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, Status
 from shared.configurations.repository import ConfigurationRepository
 from shared.jose.keys import signing_keys_from
 from shared.portal.service import to_input
-from shared.storage.accounts import get_storage
 from tests.functions.portal_support import (
     Tenant,
     call,
@@ -43,13 +44,13 @@ def ehr(base_env: dict[str, str]) -> Iterator[FakeEhr]:
 
 @pytest.fixture
 def tenant(env: dict[str, str]) -> Iterator[Tenant]:
-    portal.reset()
+    reset_services()
     yield new_tenant()
-    portal.reset()
+    reset_services()
 
 
 def repository() -> ConfigurationRepository:
-    return ConfigurationRepository(get_storage().app)
+    return ConfigurationRepository(services().storage.app)
 
 
 def create(tenant: Tenant, *urls: str, **overrides: str) -> list[str]:
@@ -361,7 +362,7 @@ def test_approval_needs_the_same_account_oid_that_signed_in_to_the_ehr(tenant: T
     callback(tenant, ehr_signin(tenant, config_id))
     proven = repository().get(tenant.id, config_id)
     assert proven.ehr_signin is not None and proven.ehr_signin.by_oid == tenant.approver.user.object_id
-    namesake = SessionStore(get_storage().app).create(
+    namesake = SessionStore(services().storage.app).create(
         PortalIdentity(tenant_id=tenant.id, object_id=str(uuid.uuid4()), upn=tenant.approver.user.upn, name="Namesake")
     )
     response = call(
@@ -640,8 +641,6 @@ def test_records_name_the_signing_algorithm_of_the_configured_key(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from shared.kernel.settings import reset_settings_cache
-
     config = approved_in_storage(tenant)
     pem = (
         ec.generate_private_key(ec.SECP384R1())
@@ -649,8 +648,7 @@ def test_records_name_the_signing_algorithm_of_the_configured_key(
         .decode()
     )
     monkeypatch.setenv("SIGNING_KEYS", pem)
-    reset_settings_cache()
-    portal.reset()
+    reset_services()
     page = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": config.id}))
     assert "<code>private_key_jwt</code>, ES384" in page and "RS384" not in page
     plain = text(call(portal.records_text, "GET", "r.txt", session=tenant.admin, route={"id": config.id}))

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import pytest
 
 from connector import portal
+from connector.services import reset as reset_services
+from connector.services import services
 from shared.configurations import model as cfg
 from shared.configurations.model import Configuration
 from shared.configurations.repository import SHARES_TABLE, ConfigurationRepository
-from shared.kernel.settings import reset_settings_cache
-from shared.storage.accounts import get_storage
 from tests.functions.portal_support import Tenant, call, configuration_form, new_tenant, text
 from tests.functions.test_portal import approved_in_storage
 
@@ -26,14 +26,13 @@ def tenants(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
     """(owner, partner, stranger): the deployment lets all three sign in."""
     owner, partner, stranger = new_tenant(), new_tenant(), new_tenant()
     monkeypatch.setenv("ENTRA_ALLOWED_TENANT_IDS", ",".join(t.id for t in (owner, partner, stranger)))
-    reset_settings_cache()
-    portal.reset()
+    reset_services()
     yield owner, partner, stranger
-    portal.reset()
+    reset_services()
 
 
 def repository() -> ConfigurationRepository:
-    return ConfigurationRepository(get_storage().app)
+    return ConfigurationRepository(services().storage.app)
 
 
 def share(tenant: Tenant, config_id: str, tenant_id: str, *, csrf: str | None = None):  # type: ignore[no-untyped-def]
@@ -204,7 +203,7 @@ def test_an_index_row_the_configuration_does_not_confirm_is_ignored(tenants: tup
     """A share written half-way (index row, then the configuration write failed) grants nothing."""
     owner, partner, _ = tenants
     config = approved_in_storage(owner)
-    get_storage().app.table(SHARES_TABLE).upsert_entity(
+    services().storage.app.table(SHARES_TABLE).upsert_entity(
         {"PartitionKey": partner.id, "RowKey": config.id, "OwnerTenantId": owner.id}
     )
     assert repository().list_shared_with(partner.id) == []
@@ -229,6 +228,6 @@ def test_deleting_a_shared_configuration_removes_it_for_the_partner(tenants: tup
     )  # fmt: skip
     assert deleted.status_code == 303, text(deleted)
     assert repository().list_shared_with(partner.id) == []
-    assert list(get_storage().app.table(SHARES_TABLE).query_entities(
+    assert list(services().storage.app.table(SHARES_TABLE).query_entities(
         "PartitionKey eq @pk", parameters={"pk": partner.id}
     )) == []  # fmt: skip

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from connector import portal
+from connector.services import reset as reset_services
+from connector.services import services
 from shared.kernel.settings import get_settings
 from shared.microsoft import entra
 from tests.functions.portal_support import call, text
@@ -130,10 +132,18 @@ def keys_transport(host: str) -> httpx.MockTransport:
 
 @pytest.fixture
 def fake_entra(env: dict[str, str]) -> Iterator[FakeEntra]:
-    portal.reset()
+    reset_services()
     settings = get_settings()
     fake = FakeEntra(host=settings.entra_authority_host, client_id=settings.entra_client_id)
-    entra._app = msal.ConfidentialClientApplication(
+    install_fake_entra(fake)
+    yield fake
+    reset_services()
+
+
+def install_fake_entra(fake: FakeEntra) -> None:
+    """The process's msal app and id_token validator, talking to the fake Entra instead of the network."""
+    settings = get_settings()
+    services().msal_app = msal.ConfidentialClientApplication(
         settings.entra_client_id,
         client_credential=settings.entra_client_secret.reveal(),
         authority=f"{settings.entra_authority_host}/organizations",
@@ -141,14 +151,12 @@ def fake_entra(env: dict[str, str]) -> Iterator[FakeEntra]:
         http_client=fake,
         token_cache=entra._NoUserTokens(),
     )
-    entra._validator = entra.EntraIdTokenValidator(
+    services().entra_validator = entra.EntraIdTokenValidator(
         settings.entra_authority_host,
         settings.entra_client_id,
         settings.entra_allowed_tenant_ids,
         http=httpx.Client(transport=keys_transport(settings.entra_authority_host)),
     )
-    yield fake
-    portal.reset()
 
 
 def cookies_set(response: Any) -> dict[str, str]:
@@ -248,9 +256,8 @@ def test_a_user_without_admin_roles_is_not_an_admin(fake_entra: FakeEntra) -> No
 
 def test_outside_localhost_the_session_cookie_is_secure(fake_entra: FakeEntra, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.contoso.example")
-    from shared.kernel.settings import reset_settings_cache
-
-    reset_settings_cache()
+    reset_services()
+    install_fake_entra(fake_entra)
     query = start(fake_entra)
     assert query["redirect_uri"] == "https://connector.contoso.example/api/portal/signin/callback"
     assert query["_binding"].startswith("__Secure-portal_signin=")

@@ -9,12 +9,13 @@ import httpx
 import pytest
 
 from connector import portal
+from connector.services import reset as reset_services
+from connector.services import services
 from sandbox.ehr import EhrConfig, RegisteredClient, create_app
 from sandbox.server import ServerThread, free_port
 from shared.configurations.model import Status
 from shared.configurations.repository import ConfigurationRepository
 from shared.jose.keys import signing_keys_from
-from shared.storage.accounts import get_storage
 from tests.functions.portal_support import Tenant, call, configuration_form, new_tenant, text
 from tests.sandbox.entra_browser import parse_forms
 
@@ -43,9 +44,9 @@ def ehr(base_env: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def tenant(env: dict[str, str]) -> Iterator[Tenant]:
-    portal.reset()
+    reset_services()
     yield new_tenant()
-    portal.reset()
+    reset_services()
 
 
 def submit(tenant: Tenant, fhir_base: str, **overrides: str) -> str:
@@ -60,7 +61,7 @@ def submit(tenant: Tenant, fhir_base: str, **overrides: str) -> str:
     }
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
     assert response.status_code == 303, text(response)
-    [config] = ConfigurationRepository(get_storage().app).list_for_tenant(tenant.id)
+    [config] = ConfigurationRepository(services().storage.app).list_for_tenant(tenant.id)
     return config.id
 
 
@@ -101,7 +102,7 @@ def test_the_sandbox_ehr_url_passes_validation_and_the_approver_proves_and_appro
         route={"id": config_id},
     )
     assert approve.status_code == 303, text(approve)
-    config = ConfigurationRepository(get_storage().app).get(tenant.id, config_id)
+    config = ConfigurationRepository(services().storage.app).get(tenant.id, config_id)
     assert config.status is Status.APPROVED and config.ehr_signin is not None
 
 
@@ -117,4 +118,4 @@ def test_a_client_the_ehr_knows_only_by_secret_fails_client_authentication(tenan
     response = ehr_sign_in(tenant, config_id)
     assert response.status_code == 502  # type: ignore[attr-defined]
     assert "OAuth2 error from the EHR: invalid_client" in text(response)
-    assert ConfigurationRepository(get_storage().app).get(tenant.id, config_id).ehr_signin is None
+    assert ConfigurationRepository(services().storage.app).get(tenant.id, config_id).ehr_signin is None

@@ -9,11 +9,10 @@ import httpx
 import pytest
 
 from connector import portal
+from connector.services import reset as reset_services
 from sandbox.entra import RunningEntra, start_entra
 from sandbox.seed import CONTOSO, FABRIKAM
 from sandbox.tls import TlsFiles, ensure_tls, trust_env
-from shared.kernel.settings import reset_settings_cache
-from shared.storage.accounts import reset_storage
 from tests.functions.portal_support import call, text
 from tests.sandbox.entra_browser import authorization_response, choose_account
 
@@ -37,11 +36,9 @@ def signed_env(
 ) -> Iterator[dict[str, str]]:
     for key, value in {**trust_env(tls), "ENTRA_AUTHORITY_HOST": entra.issuer_host}.items():
         monkeypatch.setenv(key, value)
-    reset_settings_cache()
-    reset_storage()
-    portal.reset()
+    reset_services()
     yield env
-    portal.reset()
+    reset_services()
 
 
 def sign_in(upn: str) -> tuple[httpx.Response | None, object]:
@@ -91,8 +88,7 @@ def test_a_tenant_outside_the_allowed_list_is_refused(
     signed_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ENTRA_ALLOWED_TENANT_IDS", CONTOSO.id)
-    reset_settings_cache()
-    portal.reset()
+    reset_services()
     _, response = sign_in(f"admin@{FABRIKAM.domain}")
     assert response.status_code == 403  # type: ignore[attr-defined]
     assert "not enabled" in text(response)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector.services import reset as reset_services
 from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.app import EhrSandbox
@@ -196,15 +197,4 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
 
 def _reset_process_singletons() -> None:
     """The host imports the app into this process: forget settings and clients built by earlier tests."""
-    from connector import events_wiring, launch
-    from shared.ehr import smart
-    from shared.kernel.settings import reset_settings_cache
-    from shared.microsoft import entra
-    from shared.storage.accounts import reset_storage
-
-    reset_settings_cache()
-    reset_storage()
-    launch.reset_service(None)
-    events_wiring.reset()
-    smart.reset_smart_client()
-    entra.reset()
+    reset_services()
