@@ -3,7 +3,7 @@
     Graph ──POST /api/graph/notifications──▶ validate (clientState, validationTokens), decrypt,
                                              map ──queue output──▶ %WRITEBACK_QUEUE_NAME% ──▶ 202
     Graph ──POST /api/graph/lifecycle──────▶ reauthorizationRequired ──▶ renew (≤ 2.5 s) ──▶ 202
-    %WRITEBACK_QUEUE_NAME% ──trigger──▶ presence + EHR writeback exactly once (shared.writeback.worker);
+    %WRITEBACK_QUEUE_NAME% ──trigger──▶ presence + EHR writeback, at least once (shared.writeback.worker);
                                         a launch event also subscribes the visit's meeting
     timer (every 15 min) ──▶ create missing / renew / delete finished subscriptions
 
@@ -91,7 +91,7 @@ def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection=CONNECTION)
 def writeback_events(msg: func.QueueMessage) -> None:
-    """One visit event: presence + EHR writeback exactly once. Raising hands the message back to the queue."""
+    """One visit event: presence + EHR writeback (``shared.writeback.worker``). Raising hands the message back."""
     body = msg.get_body().decode("utf-8", errors="replace")
     outcome = services().worker.handle(body)
     visit = outcome.visit

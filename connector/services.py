@@ -54,6 +54,7 @@ from shared.storage.accounts import Storage
 from shared.storage.state import AuthStateStore
 from shared.visits.repository import VisitRepository
 from shared.visits.subscriptions import CallEventSubscriptions
+from shared.writeback.ledger import WritebackLedger
 from shared.writeback.model import WritebackAdapter
 from shared.writeback.targets import ConfigurationTargets
 from shared.writeback.worker import FailureLog, WritebackWorker
@@ -240,6 +241,7 @@ class Services:
         }
         return WritebackWorker(
             self.visits,
+            WritebackLedger(self.storage),
             ConfigurationTargets(self.configurations),
             adapters,
             FailureLog(self.storage.app, settings.writeback_queue_name),

@@ -1,23 +1,21 @@
 """A visit: one per appointment, ephemeral (24 hours), and its pure transitions.
 
 The visit holds the meeting (id, join URL, organizer), the Graph subscription, live presence per role,
-the launch context references needed for writeback (ids only, never names or clinical content), and the
-writeback claims that make EHR effects exactly-once. Each ``with_*`` / ``*_claim`` function is a change
-the repository applies in an etag-guarded read-modify-write.
+and the launch context references needed for writeback (ids only, never names or clinical content). Each
+``with_*`` function is a change the repository applies in an etag-guarded read-modify-write. The per-event
+writeback claims live in their own rows (``shared.writeback.ledger``), not here: a busy visit's events
+must not race for this row's etag nor evict each other's done marks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere
 from shared.kernel.identifiers import keyed_id
 from shared.kernel.settings import Geography
 from shared.visits.events import EventKind, Role
-
-MAX_CLAIMS = 400  # a visit sees tens of events; the cap bounds the row size (64 KiB per property)
 
 
 def appointment_key(*, csn: str | None, appointment: str | None, encounter: str | None) -> str:
@@ -63,8 +61,6 @@ class Visit:
     subscription_id: str | None = None
     subscription_expires_at: datetime | None = None
     presence: dict[Role, Presence] = field(default_factory=dict)
-    # event id → "claimed:<iso>" | "done"
-    writeback: dict[str, str] = field(default_factory=dict)
     etag: str | None = None
 
     @property
@@ -133,47 +129,3 @@ def without_subscription(subscription_id: str) -> Callable[[Visit], Visit | None
         return replace(visit, subscription_id=None, subscription_expires_at=None)
 
     return change
-
-
-def claim_writeback(event_id: str, *, lease: timedelta, now: datetime) -> Callable[[Visit], Visit | None]:
-    """Claim an event for writeback. Raises ``AlreadyWritten`` / ``ClaimedElsewhere`` when not ours."""
-
-    def change(visit: Visit) -> Visit | None:
-        status = visit.writeback.get(event_id)
-        if status == "done":
-            raise AlreadyWritten(event_id)
-        if status and status.startswith("claimed:"):
-            claimed_at = datetime.fromisoformat(status.removeprefix("claimed:"))
-            if now - claimed_at < lease:
-                raise ClaimedElsewhere(event_id)
-        claims = _bounded({**visit.writeback, event_id: f"claimed:{now.isoformat()}"})
-        return replace(visit, writeback=claims)
-
-    return change
-
-
-def mark_written(event_id: str) -> Callable[[Visit], Visit | None]:
-    def change(visit: Visit) -> Visit | None:
-        if visit.writeback.get(event_id) == "done":
-            return None
-        return replace(visit, writeback=_bounded({**visit.writeback, event_id: "done"}))
-
-    return change
-
-
-def release_claim(event_id: str) -> Callable[[Visit], Visit | None]:
-    """Give a claim back after a failed attempt so the retry may claim it at once."""
-
-    def change(visit: Visit) -> Visit | None:
-        status = visit.writeback.get(event_id)
-        if status is None or status == "done":
-            return None
-        return replace(visit, writeback={k: v for k, v in visit.writeback.items() if k != event_id})
-
-    return change
-
-
-def _bounded(claims: dict[str, str]) -> dict[str, str]:
-    if len(claims) <= MAX_CLAIMS:
-        return claims
-    return dict(list(claims.items())[-MAX_CLAIMS:])

@@ -149,7 +149,6 @@ def _to_entity(visit: Visit) -> dict[str, Any]:
             {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
             separators=(",", ":"),
         ),
-        "Writeback": json.dumps(visit.writeback, separators=(",", ":")),
     }
     optional = {
         "MeetingId": visit.meeting_id,
@@ -181,6 +180,5 @@ def _from_entity(geography: Geography, entity: Any) -> Visit:
         subscription_id=entity.get("SubscriptionId"),
         subscription_expires_at=entity.get("SubscriptionExpiresAt"),
         presence=presence,
-        writeback=json.loads(entity.get("Writeback") or "{}"),
         etag=entity.metadata.get("etag"),
     )

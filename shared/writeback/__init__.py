@@ -1,7 +1,7 @@
-"""Writeback: connect and disconnect events into the EHR, exactly once.
+"""Writeback: connect and disconnect events into the EHR, at least once and repeated only from a crash window.
 
 Owns the port every EHR writeback adapter implements (``model``), the lookup of a configuration's
-writeback target through the configuration repository (``targets``) and the queue worker with its
-claims, retries and failure log (``worker``). Entered by the ``writeback`` queue trigger. Imports
-``kernel``, adapters, ``configurations`` and ``visits``.
+writeback target through the configuration repository (``targets``), the per-event claim/done rows
+(``ledger``) and the queue worker with its retries and failure log (``worker``). Entered by the
+``writeback`` queue trigger. Imports ``kernel``, adapters, ``configurations`` and ``visits``.
 """

@@ -3,8 +3,8 @@
 Adapters (``shared.ehr.epic_writeback``, ``shared.ehr.fhir_writeback``) implement
 ``WritebackAdapter.write(event, target)``; the worker picks one by the configuration's writeback mode.
 They raise the connector's upstream errors: ``UpstreamUnavailable`` / ``UpstreamThrottled`` are
-retryable, ``UpstreamRejected`` is permanent. Exactly-once is the worker's job
-(``shared.writeback.worker``); adapters make one attempt each.
+retryable, ``UpstreamRejected`` is permanent. Claims and done marks are the worker's job
+(``shared.writeback.worker``, ``shared.writeback.ledger``); adapters make one attempt each.
 """
 
 from __future__ import annotations

@@ -1,21 +1,25 @@
-"""The writeback queue worker: at-least-once delivery in, exactly-once effect in the EHR.
+"""The writeback queue worker: at-least-once delivery in, an EHR effect per event out.
 
-For one queue message (storage transactions in the normal case: 3)::
+For one queue message (Table operations in the normal case: 4)::
 
     parse ──invalid──▶ failure row + copy to <queue>-poison, complete
       │
     read the visit row (1) ──gone──▶ failure row + poison, complete
       │
-    claim the event on the row, etag-guarded (2) ──already done──▶ complete (duplicate)
-      │                                          └─claimed by a live worker──▶ raise (retry later)
+    claim the event in the ledger: create-if-absent (2) ──done──▶ presence, complete (duplicate)
+      │                                                  └─live claim elsewhere──▶ raise (retry later)
     adapter call (retried inline a few times; Retry-After honoured up to a cap)
       │  retryable failure ──▶ release the claim, raise: the host retries with back-off, then poisons
-      │  permanent failure ──▶ failure row + poison, release, complete
-    mark done + record presence in one write (3)
+      │  permanent failure ──▶ failure row + poison, release, presence, complete
+    mark done: one etag-guarded write, the first thing after the EHR's answer (3)
+    presence on the visit row, "newer fact wins", queued per visit in this process (4; none for an older fact)
 
-A claim is a lease: a worker that dies between claim and done leaves a claim that expires, so
-the redelivered message can claim again. The only window for a repeated EHR effect is a crash
-after the EHR answered and before (3) — for AuditEvents the conditional create closes it too.
+A claim is a lease (``shared.writeback.ledger``): a worker that dies between claim and done leaves a claim
+that expires, so the redelivered message can claim again. The EHR effect is therefore at least once, and
+repeated only when the EHR has acted but its done mark is not stored: the worker died between the EHR's
+answer and (3), or the call failed on our side (a timeout) after the EHR had acted, or it outlived the lease
+while a duplicate delivery took over. AuditEvents close that window by their conditional create; Epic's
+SetExternalConnectionStatus has no idempotency key, so there it stays as short as one Table write.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 from azure.core.exceptions import ResourceExistsError
@@ -46,8 +50,10 @@ from shared.kernel.identifiers import log_id
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
-from shared.visits.model import Visit, claim_writeback, mark_written, release_claim, with_presence
+from shared.visits.model import Visit
+from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
+from shared.writeback.ledger import WritebackLedger
 from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
 
 logger = logging.getLogger(__name__)
@@ -111,37 +117,24 @@ class RetryPolicy:
     max_retry_after: float = 2.0  # a longer Retry-After goes back to the queue instead of blocking a worker
 
 
-def compose(*changes: Callable[[Visit], Visit | None]) -> Callable[[Visit], Visit | None]:
-    """Apply changes in order; None when none of them changed anything."""
-
-    def change(visit: Visit) -> Visit | None:
-        current, changed = visit, False
-        for step in changes:
-            result = step(current)
-            if result is not None:
-                current, changed = result, True
-        return current if changed else None
-
-    return change
-
-
 class WritebackWorker:
     def __init__(
         self,
         visits: VisitRepository,
+        ledger: WritebackLedger,
         resolver: TargetResolver,
         adapters: Mapping[WritebackMode, WritebackAdapter],
         failures: FailureLog,
         *,
-        lease: timedelta = timedelta(seconds=60),
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._visits = visits
+        self._ledger = ledger
+        self._presence = PresenceRecorder(visits)
         self._resolver = resolver
         self._adapters = adapters
         self._failures = failures
-        self._lease = lease
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
 
@@ -162,16 +155,15 @@ class WritebackWorker:
             target = self._resolver.target_for(event.configuration_id)
         except NotFound:
             return self._fail(body, event, "configuration_gone")
-        presence = with_presence(event.role, event.kind, event.occurred_at)
         launch = event.source is Source.LAUNCH
         if target.mode is WritebackMode.NONE:
-            visit = self._visits.update(visit, presence)
+            visit = self._record_presence(visit, event)
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
-        now = datetime.now(UTC)
         try:
-            visit = self._visits.update(visit, claim_writeback(event.id, lease=self._lease, now=now))
+            claim = self._ledger.claim(geography, visit.key, event.id, expires_at=visit.expires_at)
         except AlreadyWritten:
             logger.info("Event %s already written; duplicate delivery completed", log_id(event.id))
+            visit = self._record_presence(visit, event)  # the first delivery may have died before its presence
             return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
@@ -179,15 +171,23 @@ class WritebackWorker:
         try:
             written = self._call(adapter, event, target)
         except UpstreamRejected as exc:
-            self._visits.update(visit, compose(release_claim(event.id), presence))
+            self._ledger.release(claim)
+            self._record_presence(visit, event)
             return self._fail(body, event, exc.code)
-        except (UpstreamUnavailable, UpstreamThrottled) as exc:
-            logger.info("Event %s: %s; the queue will retry", log_id(event.id), exc.code)
-            self._visits.update(visit, release_claim(event.id))
+        except Exception as exc:
+            # Retryable (UpstreamUnavailable / UpstreamThrottled) or unexpected: give the claim back so the
+            # queue's retry may claim at once, rather than after the lease.
+            code = exc.code if isinstance(exc, ConnectorError) else type(exc).__name__
+            logger.info("Event %s: %s; the queue will retry", log_id(event.id), code)
+            self._ledger.release(claim)
             raise
-        visit = self._visits.update(visit, compose(mark_written(event.id), presence))
+        self._ledger.mark_done(claim)  # first: the crash window of a repeated EHR effect ends here
+        visit = self._record_presence(visit, event)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
+
+    def _record_presence(self, visit: Visit, event: VisitEvent) -> Visit:
+        return self._presence.record(visit, event.role, event.kind, event.occurred_at)
 
     def _call(self, adapter: WritebackAdapter, event: VisitEvent, target: WritebackTarget) -> Written:
         for attempt in range(1, self._retry.attempts + 1):

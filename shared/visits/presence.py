@@ -1,0 +1,50 @@
+"""Presence facts onto the visit row, one writer per visit at a time in this process.
+
+Presence is "newer fact wins" (``with_presence``): applying a fact twice, or after a newer one, changes
+nothing, so a presence write needs no claim and may be retried freely. What it must avoid is dozens of
+the worker's threads racing for one visit's etag when a busy meeting produces a burst of events: here
+they queue per visit, and each one starts from the row the previous one wrote (its etag is current
+unless a launch or another instance wrote meanwhile), so an older fact costs no write at all and a
+newer one costs one. Across instances the repository's etag retry still applies.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shared.visits.events import EventKind, Role
+from shared.visits.model import Visit, with_presence
+from shared.visits.repository import VisitRepository
+
+
+@dataclass
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+    latest: Visit | None = None  # the row as this process last wrote or read it, while the slot is in use
+
+
+class PresenceRecorder:
+    def __init__(self, visits: VisitRepository) -> None:
+        self._visits = visits
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._guard = threading.Lock()
+
+    def record(self, visit: Visit, role: Role, state: EventKind, at: datetime) -> Visit:
+        """Record ``role``'s ``state`` at ``at`` unless a newer fact is already there; the visit as stored."""
+        key = (visit.geography.value, visit.key)
+        with self._guard:
+            slot = self._slots.setdefault(key, _Slot())
+            slot.users += 1
+        try:
+            with slot.lock:
+                base = slot.latest or visit
+                slot.latest = self._visits.update(base, with_presence(role, state, at))
+                return slot.latest
+        finally:
+            with self._guard:
+                slot.users -= 1
+                if slot.users == 0:
+                    del self._slots[key]  # no one waits: forget the row (its etag goes stale soon anyway)

@@ -1,0 +1,212 @@
+"""The writeback ledger: one row per event, so a busy visit neither contends nor forgets.
+
+Table ``WritebackLedger`` in the visit's geography account. PartitionKey = visit key (an HMAC: it
+reveals no EHR identifier), RowKey = event id (a hash of the event). Every lookup is a point read
+(PartitionKey + RowKey, the cheapest Table operation); visits spread the rows over partitions (a
+partition serves ~2,000 operations/s, far more than one visit produces); and one partition query
+lists a visit's events (are its writebacks done?). Rows carry no EHR identifier.
+
+A row is a lease, then a fact::
+
+    claim:   create-if-absent {State: claimed, ClaimedAt}          → ours
+             exists → read it: done                                → AlreadyWritten (complete, no EHR call)
+                               claimed less than ``lease`` ago     → ClaimedElsewhere (retry later)
+                               claimed longer ago (a dead worker)  → take over: etag-guarded update → ours
+    done:    etag-guarded update {State: done}, the first write after the EHR's answer
+    release: etag-guarded delete after a failed call, so the retry may claim at once
+
+Each event has a row of its own, so events of one visit never race for one etag and nothing is
+evicted. Rows expire with their visit (an event of a gone visit is refused before the ledger) and
+the ``sweep_expired_state`` timer deletes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.kernel.clock import utcnow
+from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere
+from shared.kernel.identifiers import log_id
+from shared.kernel.settings import Geography
+from shared.storage.accounts import Storage, storage_errors
+
+logger = logging.getLogger(__name__)
+
+TABLE = "WritebackLedger"
+LEASE = timedelta(seconds=60)  # longer than a claim's worst case: 3 EHR attempts + a token request + back-off
+CLAIMED = "claimed"
+DONE = "done"
+_ATTEMPTS = 3  # a row released or swept between our create and our read: create again, a few times
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One event's row as stored."""
+
+    visit_key: str
+    event_id: str
+    state: str  # claimed | done
+    claimed_at: datetime
+    attempt: int  # 1 for the first claim, +1 per takeover
+    expires_at: datetime
+    etag: str | None = None
+
+
+class Decision(enum.StrEnum):
+    DONE = "done"  # the effect is recorded: complete without calling the EHR
+    HELD = "held"  # a live claim of another worker: retry after its lease
+    TAKE_OVER = "take_over"  # a claim older than the lease: its worker died (or overran); claim it
+
+
+def decide(entry: LedgerEntry, *, now: datetime, lease: timedelta) -> Decision:
+    """What a worker that finds ``entry`` already present does. Done is final, whatever the clock says."""
+    if entry.state == DONE:
+        return Decision.DONE
+    if now - entry.claimed_at < lease:
+        return Decision.HELD
+    return Decision.TAKE_OVER
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim this worker holds; ``etag`` guards its done mark and its release."""
+
+    geography: Geography
+    visit_key: str
+    event_id: str
+    claimed_at: datetime
+    attempt: int
+    expires_at: datetime
+    etag: str | None
+
+
+class WritebackLedger:
+    def __init__(self, storage: Storage, *, lease: timedelta = LEASE, clock: Callable[[], datetime] = utcnow) -> None:
+        self._storage = storage
+        self.lease = lease
+        self._clock = clock
+
+    def claim(self, geography: Geography, visit_key: str, event_id: str, *, expires_at: datetime) -> Claim:
+        """Claim ``event_id`` of a visit. Raises ``AlreadyWritten`` or ``ClaimedElsewhere`` when it is not ours.
+
+        Normally one create; a duplicate delivery adds a read; a takeover adds an etag-guarded update.
+        """
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        with storage_errors(account.name):
+            for _ in range(_ATTEMPTS):
+                now = self._clock()
+                fresh = Claim(geography, visit_key, event_id, now, 1, expires_at, None)
+                try:
+                    metadata = table.create_entity(_claimed(fresh))
+                    return _with_etag(fresh, metadata)
+                except ResourceExistsError:
+                    pass
+                try:
+                    entry = _from_entity(table.get_entity(visit_key, event_id))
+                except ResourceNotFoundError:
+                    continue  # released (or swept) since our create: try the create again
+                decision = decide(entry, now=now, lease=self.lease)
+                if decision is Decision.DONE:
+                    raise AlreadyWritten(event_id)
+                if decision is Decision.HELD:
+                    raise ClaimedElsewhere(event_id)
+                taken = Claim(geography, visit_key, event_id, now, entry.attempt + 1, expires_at, None)
+                try:
+                    metadata = table.update_entity(
+                        _claimed(taken),
+                        mode=UpdateMode.REPLACE,
+                        etag=entry.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except ResourceModifiedError:
+                    raise ClaimedElsewhere(event_id) from None  # another worker took it over first
+                except ResourceNotFoundError:
+                    continue
+                logger.warning(
+                    "Event %s: took over a claim left for %d s (attempt %d); its worker died or overran its lease",
+                    log_id(event_id),
+                    int((now - entry.claimed_at).total_seconds()),
+                    taken.attempt,
+                )
+                return _with_etag(taken, metadata)
+        raise ClaimedElsewhere(event_id)
+
+    def mark_done(self, claim: Claim) -> bool:
+        """Record the EHR effect: one etag-guarded write. False when the claim had been taken over meanwhile.
+
+        The effect happened either way, so a lost claim is marked done regardless: redeliveries must stop.
+        """
+        account = self._storage.for_geography(claim.geography)
+        table = account.table(TABLE)
+        entity = _entity(claim, DONE) | {"DoneAt": self._clock()}
+        with storage_errors(account.name):
+            try:
+                table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=claim.etag, match_condition=MatchConditions.IfNotModified
+                )
+                return True
+            except (ResourceModifiedError, ResourceNotFoundError):
+                table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        logger.warning(
+            "Event %s: written after its claim was taken over (the EHR call outlived the %d s lease)",
+            log_id(claim.event_id),
+            int(self.lease.total_seconds()),
+        )
+        return False
+
+    def release(self, claim: Claim) -> None:
+        """Give the claim back after a failed call, unless another worker holds it by now."""
+        account = self._storage.for_geography(claim.geography)
+        with storage_errors(account.name), contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            account.table(TABLE).delete_entity(
+                claim.visit_key, claim.event_id, etag=claim.etag, match_condition=MatchConditions.IfNotModified
+            )
+
+    def entries(self, geography: Geography, visit_key: str) -> list[LedgerEntry]:
+        """Every row of a visit (one partition query): what is done, what is still claimed."""
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            rows = account.table(TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": visit_key})
+            return [_from_entity(row) for row in rows]
+
+
+def _entity(claim: Claim, state: str) -> dict[str, Any]:
+    return {
+        "PartitionKey": claim.visit_key,
+        "RowKey": claim.event_id,
+        "State": state,
+        "ClaimedAt": claim.claimed_at,
+        "Attempt": claim.attempt,
+        "ExpiresAt": claim.expires_at,
+    }
+
+
+def _claimed(claim: Claim) -> dict[str, Any]:
+    return _entity(claim, CLAIMED)
+
+
+def _with_etag(claim: Claim, metadata: Any) -> Claim:
+    return replace(claim, etag=dict(metadata).get("etag"))
+
+
+def _from_entity(entity: Any) -> LedgerEntry:
+    return LedgerEntry(
+        visit_key=entity["PartitionKey"],
+        event_id=entity["RowKey"],
+        state=entity["State"],
+        claimed_at=entity["ClaimedAt"],
+        attempt=int(entity.get("Attempt") or 1),
+        expires_at=entity["ExpiresAt"],
+        etag=entity.metadata.get("etag"),
+    )
