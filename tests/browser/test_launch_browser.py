@@ -14,6 +14,7 @@ from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role
 from shared.visits.model import with_presence
 from shared.visits.repository import VisitRepository
+from shared.writeback.ledger import DONE, WritebackLedger
 from tests.browser.conftest import TIMEOUT_MS
 from tests.support.launch_world import (
     LEE,
@@ -185,8 +186,10 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     # comes from it and the event is marked written (Epic takes connects from Teams' roster, not from launches).
     deadline = time.monotonic() + 20
     current = visits.get(world.configuration.geography, visit_key)
-    while time.monotonic() < deadline and not (current and Role.PROVIDER in current.presence and current.writeback):
+    ledger = WritebackLedger(storage)
+    while time.monotonic() < deadline and not (current and Role.PROVIDER in current.presence):
         time.sleep(0.2)
         current = visits.get(world.configuration.geography, visit_key)
     assert current is not None and current.presence[Role.PROVIDER].state is EventKind.CONNECTED
-    assert current.writeback and set(current.writeback.values()) == {"done"}
+    entries = ledger.entries(world.configuration.geography, visit_key)
+    assert entries and {entry.state for entry in entries} == {DONE}

@@ -61,7 +61,8 @@ def test_a_failing_account_does_not_stop_the_sweep_of_the_others(
     with caplog.at_level(logging.ERROR, logger="connector.maintenance"):
         sweep_expired_state(TimerRequest(past_due=False))
 
-    assert len(swept) == len(maintenance.APP_SHORT_LIVED_TABLES) + len(Geography)  # every target was tried
+    tried = len(maintenance.APP_SHORT_LIVED_TABLES) + len(Geography) * len(maintenance.GEOGRAPHY_SHORT_LIVED_TABLES)
+    assert len(swept) == tried  # every target was tried
     assert not list(storage.app.table("AuthStates").query_entities(f"RowKey eq '{state}'"))
     for geography in Geography:
         rows = list(storage.for_geography(geography).table(VISITS).query_entities(f"RowKey eq '{unique}'"))

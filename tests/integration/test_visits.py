@@ -1,4 +1,4 @@
-"""The ephemeral visit row on Azurite: creation, presence, meeting, writeback claims, expiry."""
+"""The ephemeral visit row on Azurite: creation, presence, meeting, expiry (claims: test_writeback_ledger.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.storage.sweep import sweep_expired
@@ -16,9 +15,6 @@ from shared.visits.events import EventKind, Role
 from shared.visits.model import (
     VisitContext,
     appointment_key,
-    claim_writeback,
-    mark_written,
-    release_claim,
     visit_key,
     with_meeting,
     with_presence,
@@ -95,44 +91,6 @@ def test_first_meeting_wins(storage: Storage, unique: str) -> None:
     assert first.meeting_id == second.meeting_id == "m1"
 
 
-def test_writeback_claims_are_exclusive_and_done_is_final(storage: Storage, unique: str) -> None:
-    repo, visit = new_visit(storage, unique)
-    lease = timedelta(minutes=2)
-    outcomes: list[str] = []
-    barrier = threading.Barrier(6)
-
-    def claim() -> None:
-        barrier.wait()
-        try:
-            repo.update(visit, claim_writeback("e1", lease=lease, now=datetime.now(UTC)))
-            outcomes.append("won")
-        except ClaimedElsewhere:
-            outcomes.append("busy")
-
-    threads = [threading.Thread(target=claim) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(outcomes) == ["busy"] * 5 + ["won"]
-
-    current = repo.get(visit.geography, visit.key)
-    assert current is not None
-    current = repo.update(current, mark_written("e1"))
-    with pytest.raises(AlreadyWritten):
-        repo.update(current, claim_writeback("e1", lease=lease, now=datetime.now(UTC)))
-
-
-def test_expired_or_released_claims_can_be_taken_again(storage: Storage, unique: str) -> None:
-    repo, visit = new_visit(storage, unique)
-    long_ago = datetime.now(UTC) - timedelta(minutes=10)
-    visit = repo.update(visit, claim_writeback("e1", lease=timedelta(minutes=2), now=long_ago))
-    visit = repo.update(visit, claim_writeback("e1", lease=timedelta(minutes=2), now=datetime.now(UTC)))
-    visit = repo.update(visit, release_claim("e1"))
-    assert "e1" not in visit.writeback
-    repo.update(visit, claim_writeback("e1", lease=timedelta(minutes=2), now=datetime.now(UTC)))
-
-
 def test_expired_visit_is_invisible_and_swept(storage: Storage, unique: str) -> None:
     repo, visit = new_visit(storage, unique, Geography.APAC)
     table = storage.for_geography(Geography.APAC).table(TABLE)
@@ -145,13 +103,6 @@ def test_expired_visit_is_invisible_and_swept(storage: Storage, unique: str) -> 
     # A fresh launch after expiry starts a new visit.
     fresh = repo.get_or_create(visit.geography, visit.key, visit.configuration_id, VisitContext(csn=unique))
     assert fresh.expires_at > datetime.now(UTC)
-
-
-def test_claims_are_bounded(storage: Storage, unique: str) -> None:
-    repo, visit = new_visit(storage, unique)
-    visit = replace(visit, writeback={f"e{i}": "done" for i in range(400)})
-    visit = repo.update(visit, mark_written("new"))
-    assert len(visit.writeback) == 400 and "new" in visit.writeback and "e0" not in visit.writeback
 
 
 def test_clearing_a_field_really_clears_it(storage: Storage, unique: str) -> None:

@@ -1,4 +1,4 @@
-"""The writeback worker: exactly-once EHR effects under duplicate delivery, retries and permanent failures."""
+"""The writeback worker: one EHR effect per event under duplicate delivery, retries and permanent failures."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext
 from shared.visits.repository import VisitRepository
+from shared.writeback.ledger import DONE, WritebackLedger
 from shared.writeback.model import WritebackTarget
 from shared.writeback.worker import FAILURES_TABLE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
 from tests.integration.test_writeback_adapters import smart_client
@@ -83,8 +84,17 @@ def worker(
         WritebackMode.NONE: NoWriteback(),
     }
     return WritebackWorker(
-        VisitRepository(storage), targets, adapters, failures, retry=RetryPolicy(attempts=2, base_delay=0.01)
+        VisitRepository(storage),
+        WritebackLedger(storage),
+        targets,
+        adapters,
+        failures,
+        retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
+
+
+def ledger_state(storage: Storage, visit: Visit) -> dict[str, str]:
+    return {entry.event_id: entry.state for entry in WritebackLedger(storage).entries(visit.geography, visit.key)}
 
 
 def open_visit(storage: Storage, ehr: EhrSandbox, configuration_id: str, key: str) -> Visit:
@@ -128,7 +138,7 @@ def test_graph_event_gets_launch_context_and_is_written_once_under_duplicate_del
     assert after == before + 1
     stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PATIENT].state is EventKind.CONNECTED
-    assert stored.writeback[event.id] == "done"
+    assert ledger_state(storage, visit) == {event.id: DONE}
 
 
 def test_concurrent_duplicates_write_once(
@@ -169,8 +179,7 @@ def test_retryable_failure_releases_the_claim_and_raises_then_a_retry_writes(
     ehr.faults.update({"error_rate": 1.0})
     with pytest.raises(UpstreamUnavailable):
         worker.handle(event.to_json())
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
-    assert stored is not None and event.id not in stored.writeback  # released: the retry may claim at once
+    assert ledger_state(storage, visit) == {}  # released: the retry may claim at once
     ehr.faults.reset()
     assert worker.handle(event.to_json()).status == "written"
 
@@ -243,10 +252,23 @@ def test_mode_none_updates_presence_only_and_ignores_older_facts(
 def test_a_stale_claim_of_a_crashed_worker_can_be_taken_over(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
-    from shared.visits.model import claim_writeback
-
     visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
     event = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 40)
     crashed_at = datetime.now(UTC) - timedelta(minutes=5)
-    VisitRepository(storage).update(visit, claim_writeback(event.id, lease=timedelta(seconds=60), now=crashed_at))
+    crashed = WritebackLedger(storage, clock=lambda: crashed_at)
+    crashed.claim(visit.geography, visit.key, event.id, expires_at=visit.expires_at)
     assert worker.handle(event.to_json()).status == "written"
+    entry = WritebackLedger(storage).entries(visit.geography, visit.key)[0]
+    assert (entry.state, entry.attempt) == (DONE, 2)
+
+
+def test_a_live_claim_of_another_worker_is_retried_later(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    event = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 41)
+    before = len(ehr.audit_events())
+    WritebackLedger(storage).claim(visit.geography, visit.key, event.id, expires_at=visit.expires_at)
+    with pytest.raises(ClaimHeld):
+        worker.handle(event.to_json())
+    assert len(ehr.audit_events()) == before

@@ -1,0 +1,36 @@
+"""The ledger's decisions about an event row it finds already present (pure: no storage)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.writeback.ledger import CLAIMED, DONE, Decision, LedgerEntry, decide
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+
+
+def entry(state: str, claimed_ago: timedelta) -> LedgerEntry:
+    return LedgerEntry("visit", "event", state, NOW - claimed_ago, 1, NOW + timedelta(hours=24))
+
+
+@pytest.mark.parametrize("ago", [timedelta(0), timedelta(seconds=59), timedelta(hours=30)])
+def test_done_is_final_however_old_the_claim(ago: timedelta) -> None:
+    assert decide(entry(DONE, ago), now=NOW, lease=LEASE) is Decision.DONE
+
+
+@pytest.mark.parametrize("ago", [timedelta(0), timedelta(seconds=1), timedelta(seconds=59, microseconds=999_999)])
+def test_a_claim_within_its_lease_is_held(ago: timedelta) -> None:
+    assert decide(entry(CLAIMED, ago), now=NOW, lease=LEASE) is Decision.HELD
+
+
+@pytest.mark.parametrize("ago", [timedelta(seconds=60), timedelta(minutes=10), timedelta(days=2)])
+def test_a_claim_past_its_lease_is_taken_over(ago: timedelta) -> None:
+    assert decide(entry(CLAIMED, ago), now=NOW, lease=LEASE) is Decision.TAKE_OVER
+
+
+def test_a_claim_from_a_clock_ahead_of_ours_is_held() -> None:
+    """Another instance's clock runs a little fast: its claim looks as if from the future; it is live."""
+    assert decide(entry(CLAIMED, timedelta(seconds=-5)), now=NOW, lease=LEASE) is Decision.HELD
