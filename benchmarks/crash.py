@@ -1,0 +1,354 @@
+"""Writeback under process crashes: N events, K SIGKILLs of the Functions host, each followed by a restart.
+
+    python -m benchmarks.crash [--events 2000] [--kills 5] [--visits 100] [--latency-ms 50]
+
+The local Functions host runs as its own process (``python -m sandbox.host``, the repository's own
+host.json: batchSize 16, visibilityTimeout 30 s, maxDequeueCount 5) against Azurite and the sandbox EHR,
+which records every Epic ``SetExternalConnectionStatus`` call. Every event has an ExternalID of its own,
+so the record counts each event's effect. The i-th kill comes when i/(K+1) of the events are written (plus
+a random 0–300 ms, so it lands anywhere in a message's processing); a new host starts at once. Messages the
+killed host held stay invisible for the queue extension's 10 minutes, so a run with kills drains in ~11 min.
+
+Prints lost / duplicated / poisoned / drain time, the crash window as it really was in this run (from the
+EHR recording a call to its done mark being stored: ledger row Timestamp − EHR record time, for every event
+written once), and for each duplicate whether it falls in that window: the host was killed after the EHR
+recorded the first call and no later than the longest window observed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from benchmarks.writeback import azurite_env
+from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
+from sandbox.server import ServerThread, free_port
+from sandbox.writeback_load import CLIENT_ID, seed_configuration  # moving to benchmarks/ in another branch
+from shared.configurations.model import WritebackMode
+from shared.kernel.settings import Geography, Settings
+from shared.storage.accounts import Storage
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.model import VisitContext
+from shared.visits.repository import VisitRepository
+from shared.writeback.ledger import DONE, TABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTED_LINE = "Host started on"
+
+
+@dataclass
+class Run:
+    events: int
+    kills: int
+    visits: int
+    latency_ms: int
+    timeout: float
+    seed: int
+
+
+class HostProcess:
+    """``python -m sandbox.host`` as a child process of its own (its own session: a kill reaches it alone)."""
+
+    def __init__(self, port: int, settings_path: Path, workdir: Path) -> None:
+        self.port = port
+        self.settings_path = settings_path
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._log: IO[bytes] | None = None
+        self._log_path = workdir / "host-0.log"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.starts += 1
+        self._log_path = self.workdir / f"host-{self.starts}.log"
+        self._log = self._log_path.open("wb")
+        command = [sys.executable, "-m", "sandbox.host", "--port", str(self.port)]
+        command += ["--settings", str(self.settings_path), "--keys", str(self.workdir / "host-keys.json")]
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if STARTED_LINE in self._log_path.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the host exited at start; see {self._log_path}")
+            time.sleep(0.05)
+        raise RuntimeError(f"the host did not start within {timeout} s; see {self._log_path}")
+
+    def kill(self) -> float:
+        """SIGKILL: no clean-up, no finally, nothing flushed. Returns the moment (time.time())."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        moment = time.time()
+        self.process.wait(timeout=10)
+        self._close_log()
+        return moment
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def warnings(self, text: str) -> int:
+        """Lines containing ``text`` over every host process's log."""
+        return sum(path.read_text(errors="replace").count(text) for path in sorted(self.workdir.glob("host-*.log")))
+
+
+@contextlib.contextmanager
+def sandbox_ehr(connector_url: str, latency_ms: int) -> Iterator[EhrSandbox]:
+    port = free_port()
+    client = RegisteredClient(
+        CLIENT_ID, (), jwks_url=f"{connector_url}/api/.well-known/jwks.json", grant_types=("client_credentials",)
+    )
+    ehr = EhrSandbox(EhrConfig(base_url=f"http://127.0.0.1:{port}", clients=(client,)))
+    with ServerThread(ehr.app, port=port):
+        ehr.faults.update({"latency_ms": latency_ms})
+        yield ehr
+
+
+def seed_visits(storage: Storage, ehr: EhrSandbox, run_id: str, count: int) -> tuple[str, list[tuple[str, str]]]:
+    configuration = seed_configuration(storage, ehr.config.fhir_base, CLIENT_ID, WritebackMode.EPIC)
+    repository = VisitRepository(storage)
+    visits = []
+    for n in range(count):
+        seeded = ehr.clinic.visits[n % len(ehr.clinic.visits)]
+        context = VisitContext(
+            csn=seeded.csn,
+            appointment=seeded.appointment_id,
+            encounter=seeded.encounter_id,
+            patient=f"Patient/{seeded.patient_id}",
+            provider=f"Practitioner/{seeded.practitioner_id}",
+        )
+        key = f"crash-{run_id}-{n}"
+        repository.get_or_create(Geography.AMERICAS, key, configuration.id, context)
+        visits.append((key, seeded.csn))
+    return configuration.id, visits
+
+
+def make_events(configuration_id: str, visits: list[tuple[str, str]], run_id: str, count: int) -> list[VisitEvent]:
+    base = datetime.now(UTC).replace(microsecond=0)
+    events = []
+    for n in range(count):
+        key, csn = visits[n % len(visits)]
+        provider = n % 3 != 0
+        events.append(
+            VisitEvent(
+                configuration_id=configuration_id,
+                geography=Geography.AMERICAS.value,
+                visit_key=key,
+                kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
+                role=Role.PROVIDER if provider else Role.PATIENT,
+                occurred_at=base + timedelta(milliseconds=n),
+                source=Source.GRAPH,
+                participant=f"{'Practitioner' if provider else 'Patient'}/crash-{run_id}-{n}",
+                csn=csn,
+            )
+        )
+    return events
+
+
+def queue_client(connection_string: str, name: str) -> QueueClient:
+    client = QueueClient.from_connection_string(
+        connection_string,
+        name,
+        message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy(),
+    )
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    return client
+
+
+def records(ehr: EhrSandbox, prefix: str) -> dict[str, list[float]]:
+    """ExternalID → the times the EHR recorded a call for it."""
+    found: dict[str, list[float]] = defaultdict(list)
+    for change in ehr.connection_status_changes():
+        if change.external_id.startswith(prefix):
+            found[change.external_id].append(change.recorded_at)
+    return found
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    port = free_port()
+    connector = f"http://127.0.0.1:{port}"
+    queue_name = f"wb-crash-{run_id}"
+    rng = random.Random(spec.seed)
+    with sandbox_ehr(connector, spec.latency_ms) as ehr, tempfile.TemporaryDirectory(prefix="crash-") as workdir:
+        values = {
+            **env,
+            "PUBLIC_BASE_URL": connector,
+            "WRITEBACK_QUEUE_NAME": queue_name,
+            "AzureWebJobs.subscription_upkeep.Disabled": "true",
+            "AzureWebJobs.sweep_expired_state.Disabled": "true",
+        }
+        settings_path = Path(workdir) / "local.settings.json"
+        settings_path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+        storage = Storage(Settings.from_env(values))
+        configuration_id, visits = seed_visits(storage, ehr, run_id, spec.visits)
+        events = make_events(configuration_id, visits, run_id, spec.events)
+        by_external = {f"crash-{run_id}-{n}": event for n, event in enumerate(events)}
+        prefix = f"crash-{run_id}-"
+        queue = queue_client(env["AzureWebJobsStorage"], queue_name)
+        for event in events:
+            queue.send_message(event.to_json())
+
+        host = HostProcess(port, settings_path, Path(workdir))
+        thresholds = [spec.events * (i + 1) // (spec.kills + 1) for i in range(spec.kills)]
+        kills: list[float] = []
+        started = time.monotonic()
+        host.start()
+        drained: float | None = None
+        try:
+            deadline = started + spec.timeout
+            while time.monotonic() < deadline:
+                written = len(records(ehr, prefix))
+                if thresholds and written >= thresholds[0]:
+                    thresholds.pop(0)
+                    time.sleep(rng.uniform(0, 0.3))
+                    kills.append(host.kill())
+                    host.start()
+                    continue
+                if written >= spec.events and drained is None:
+                    drained = time.monotonic() - started
+                if drained is not None and queue.get_queue_properties().approximate_message_count == 0:
+                    break
+                time.sleep(0.05)
+            time.sleep(1.0)  # a last redelivery, if any, shows up before we count
+        finally:
+            host.stop()
+
+        found = records(ehr, prefix)
+        poison = queue_client(env["AzureWebJobsStorage"], f"{queue_name}-poison")
+        poisoned = poison.get_queue_properties().approximate_message_count
+        table = storage.for_geography(Geography.AMERICAS).table(TABLE)
+        rows = {}
+        for key, _ in visits:
+            for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": key}):
+                rows[row["RowKey"]] = row
+        windows = []
+        for external_id, times in found.items():
+            row = rows.get(by_external[external_id].id)
+            if len(times) == 1 and row is not None and row["State"] == DONE:
+                windows.append(row.metadata["timestamp"].timestamp() - times[0])
+        longest = max(windows) if windows else 0.0
+        duplicates = []
+        for external_id, times in sorted(found.items()):
+            if len(times) < 2:
+                continue
+            first = min(times)
+            after = [k - first for k in kills if k >= first]
+            gap = min(after) if after else None
+            row = rows.get(by_external[external_id].id)
+            duplicates.append(
+                {
+                    "event": external_id.removeprefix(prefix),
+                    "calls": len(times),
+                    "kill_after_first_call_ms": None if gap is None else round(gap * 1000, 1),
+                    "in_window": gap is not None and gap <= longest,
+                    "ledger_attempt": None if row is None else row.get("Attempt"),
+                }
+            )
+        return {
+            "events": spec.events,
+            "kills": len(kills),
+            "lost": spec.events - len(found),
+            "duplicated": len(duplicates),
+            "extra_calls": sum(d["calls"] - 1 for d in duplicates),
+            "poisoned": poisoned,
+            "drain_seconds": drained,
+            "takeovers": sum(1 for row in rows.values() if int(row.get("Attempt") or 1) > 1),
+            "not_done": sum(1 for row in rows.values() if row["State"] != DONE),
+            "overran_lease": host.warnings("written after its claim was taken over"),
+            "window_ms": {
+                "p50": round(statistics.median(windows) * 1000, 1) if windows else None,
+                "p99": round(percentile(windows, 0.99) * 1000, 1) if windows else None,
+                "max": round(longest * 1000, 1),
+            },
+            "duplicates": duplicates,
+        }
+
+
+def report(result: dict[str, Any]) -> None:
+    drain = result["drain_seconds"]
+    window = result["window_ms"]
+    print(
+        f"{result['events']} events, {result['kills']} SIGKILLs of the host: "
+        f"lost {result['lost']}, duplicated {result['duplicated']} ({result['extra_calls']} extra EHR calls), "
+        f"poisoned {result['poisoned']}, drain " + (f"{drain:.1f} s" if drain is not None else "incomplete (timeout)")
+    )
+    print(
+        f"  crash window (EHR recorded the call → done mark stored), events written once: p50 {window['p50']} ms, "
+        f"p99 {window['p99']} ms, max {window['max']} ms"
+    )
+    print(
+        f"  ledger: {result['takeovers']} claims taken over after a kill, {result['not_done']} rows not done, "
+        f"{result['overran_lease']} calls that outlived their lease"
+    )
+    inside = sum(1 for d in result["duplicates"] if d["in_window"])
+    if result["duplicates"]:
+        print(f"  duplicates inside the window: {inside} of {result['duplicated']}")
+        for d in result["duplicates"]:
+            print(
+                f"    event {d['event']}: {d['calls']} calls; killed {d['kill_after_first_call_ms']} ms after the "
+                f"first; ledger attempt {d['ledger_attempt']}; {'in' if d['in_window'] else 'OUTSIDE'} the window"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.crash", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000, help="events to drain (N)")
+    parser.add_argument("--kills", type=int, default=5, help="SIGKILLs of the host during the drain (K)")
+    parser.add_argument("--visits", type=int, default=100, help="visits the events are spread over")
+    parser.add_argument("--latency-ms", type=int, default=50, help="fixed EHR latency")
+    parser.add_argument("--timeout", type=float, default=1500, help="seconds before the run gives up")
+    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON as well")
+    args = parser.parse_args(argv)
+    spec = Run(args.events, args.kills, args.visits, args.latency_ms, args.timeout, args.seed)
+    with azurite_env() as env:
+        result = run(env, spec)
+    report(result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    ok = result["lost"] == 0 and result["poisoned"] == 0 and all(d["in_window"] for d in result["duplicates"])
+    return 0 if ok and (spec.kills or result["duplicated"] == 0) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
