@@ -9,10 +9,11 @@ so the record counts each event's effect. The i-th kill comes when i/(K+1) of th
 a random 0–300 ms, so it lands anywhere in a message's processing); a new host starts at once. Messages the
 killed host held stay invisible for the queue extension's 10 minutes, so a run with kills drains in ~11 min.
 
-Prints lost / duplicated / poisoned / drain time, the crash window as it really was in this run (from the
-EHR recording a call to its done mark being stored: ledger row Timestamp − EHR record time, for every event
-written once), and for each duplicate whether it falls in that window: the host was killed after the EHR
-recorded the first call and no later than the longest window observed.
+Prints lost / duplicated / poisoned / drain time; the window of a repeated effect as it really was in this
+run, measured on every event written once, in two parts: before the EHR acts (claim → EHR recorded the call;
+the request is in flight) and after (EHR recorded → ledger row's Timestamp, i.e. the done mark stored); and
+for each duplicate whether a kill fell inside that window around its first call: at most the longest
+"before" ahead of it (the EHR acted on a request its dead sender had sent) or the longest "after" behind it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Run:
     latency_ms: int
     timeout: float
     seed: int
+    logs: Path | None = None  # keep the hosts' logs here (default: a temporary directory, removed)
 
 
 class HostProcess:
@@ -203,13 +205,29 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
+def summary(seconds: list[float]) -> dict[str, float | None]:
+    if not seconds:
+        return {"p50": None, "p99": None, "max": None}
+    return {
+        "p50": round(statistics.median(seconds) * 1000, 1),
+        "p99": round(percentile(seconds, 0.99) * 1000, 1),
+        "max": round(max(seconds) * 1000, 1),
+    }
+
+
 def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     port = free_port()
     connector = f"http://127.0.0.1:{port}"
     queue_name = f"wb-crash-{run_id}"
     rng = random.Random(spec.seed)
-    with sandbox_ehr(connector, spec.latency_ms) as ehr, tempfile.TemporaryDirectory(prefix="crash-") as workdir:
+    with contextlib.ExitStack() as stack:
+        ehr = stack.enter_context(sandbox_ehr(connector, spec.latency_ms))
+        if spec.logs is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="crash-"))
+        else:
+            spec.logs.mkdir(parents=True, exist_ok=True)
+            workdir = str(spec.logs)
         values = {
             **env,
             "PUBLIC_BASE_URL": connector,
@@ -231,6 +249,8 @@ def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
         host = HostProcess(port, settings_path, Path(workdir))
         thresholds = [spec.events * (i + 1) // (spec.kills + 1) for i in range(spec.kills)]
         kills: list[float] = []
+        restarts: list[float] = []
+        origin = time.time()
         started = time.monotonic()
         host.start()
         drained: float | None = None
@@ -243,6 +263,7 @@ def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
                     time.sleep(rng.uniform(0, 0.3))
                     kills.append(host.kill())
                     host.start()
+                    restarts.append(time.time())
                     continue
                 if written >= spec.events and drained is None:
                     drained = time.monotonic() - started
@@ -261,26 +282,33 @@ def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
         for key, _ in visits:
             for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": key}):
                 rows[row["RowKey"]] = row
-        windows = []
+        # The window of a repeated effect opens when the request leaves and closes when the done mark is stored.
+        # Measured on the events written once: before = claim → EHR recorded (an upper bound on a request's
+        # time in flight, as the claim precedes the send), after = EHR recorded → done mark stored (Timestamp).
+        before, after = [], []
         for external_id, times in found.items():
             row = rows.get(by_external[external_id].id)
-            if len(times) == 1 and row is not None and row["State"] == DONE:
-                windows.append(row.metadata["timestamp"].timestamp() - times[0])
-        longest = max(windows) if windows else 0.0
+            if len(times) == 1 and row is not None and row["State"] == DONE and int(row.get("Attempt") or 1) == 1:
+                before.append(times[0] - row["ClaimedAt"].timestamp())
+                after.append(row.metadata["timestamp"].timestamp() - times[0])
+        longest_before = max(before) if before else 0.0
+        longest_after = max(after) if after else 0.0
         duplicates = []
         for external_id, times in sorted(found.items()):
             if len(times) < 2:
                 continue
             first = min(times)
-            after = [k - first for k in kills if k >= first]
-            gap = min(after) if after else None
+            # The kill nearest to the EHR acting: after it (the done mark was not stored yet), or before it (the
+            # EHR acted on a request its dead sender had sent).
+            offsets = [k - first for k in kills]
+            nearest = min(offsets, key=abs) if offsets else None
             row = rows.get(by_external[external_id].id)
             duplicates.append(
                 {
                     "event": external_id.removeprefix(prefix),
                     "calls": len(times),
-                    "kill_after_first_call_ms": None if gap is None else round(gap * 1000, 1),
-                    "in_window": gap is not None and gap <= longest,
+                    "kill_minus_first_call_ms": None if nearest is None else round(nearest * 1000, 1),
+                    "in_window": nearest is not None and -longest_before <= nearest <= longest_after,
                     "ledger_attempt": None if row is None else row.get("Attempt"),
                 }
             )
@@ -295,12 +323,15 @@ def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
             "takeovers": sum(1 for row in rows.values() if int(row.get("Attempt") or 1) > 1),
             "not_done": sum(1 for row in rows.values() if row["State"] != DONE),
             "overran_lease": host.warnings("written after its claim was taken over"),
-            "window_ms": {
-                "p50": round(statistics.median(windows) * 1000, 1) if windows else None,
-                "p99": round(percentile(windows, 0.99) * 1000, 1) if windows else None,
-                "max": round(longest * 1000, 1),
-            },
+            "window_ms": {"before_ehr": summary(before), "after_ehr": summary(after)},
             "duplicates": duplicates,
+            "timeline_s": {
+                "kills": [round(k - origin, 3) for k in kills],
+                "restarted": [round(r - origin, 3) for r in restarts],
+                "first_calls_of_duplicates": sorted(
+                    round(min(found[prefix + d["event"]]) - origin, 3) for d in duplicates
+                ),
+            },
         }
 
 
@@ -312,10 +343,9 @@ def report(result: dict[str, Any]) -> None:
         f"lost {result['lost']}, duplicated {result['duplicated']} ({result['extra_calls']} extra EHR calls), "
         f"poisoned {result['poisoned']}, drain " + (f"{drain:.1f} s" if drain is not None else "incomplete (timeout)")
     )
-    print(
-        f"  crash window (EHR recorded the call → done mark stored), events written once: p50 {window['p50']} ms, "
-        f"p99 {window['p99']} ms, max {window['max']} ms"
-    )
+    for name, part in (("before", "claim → EHR recorded the call"), ("after", "EHR recorded → done mark stored")):
+        w = window[f"{name}_ehr"]
+        print(f"  window {name} the EHR acts ({part}): p50 {w['p50']} ms, p99 {w['p99']} ms, max {w['max']} ms")
     print(
         f"  ledger: {result['takeovers']} claims taken over after a kill, {result['not_done']} rows not done, "
         f"{result['overran_lease']} calls that outlived their lease"
@@ -325,8 +355,8 @@ def report(result: dict[str, Any]) -> None:
         print(f"  duplicates inside the window: {inside} of {result['duplicated']}")
         for d in result["duplicates"]:
             print(
-                f"    event {d['event']}: {d['calls']} calls; killed {d['kill_after_first_call_ms']} ms after the "
-                f"first; ledger attempt {d['ledger_attempt']}; {'in' if d['in_window'] else 'OUTSIDE'} the window"
+                f"    event {d['event']}: {d['calls']} calls; nearest kill {d['kill_minus_first_call_ms']} ms after "
+                f"the first; ledger attempt {d['ledger_attempt']}; {'in' if d['in_window'] else 'OUTSIDE'} the window"
             )
 
 
@@ -339,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1500, help="seconds before the run gives up")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--json", action="store_true", help="print the result as JSON as well")
+    parser.add_argument("--logs", type=Path, default=None, help="keep the hosts' logs in this directory")
     args = parser.parse_args(argv)
-    spec = Run(args.events, args.kills, args.visits, args.latency_ms, args.timeout, args.seed)
+    spec = Run(args.events, args.kills, args.visits, args.latency_ms, args.timeout, args.seed, args.logs)
     with azurite_env() as env:
         result = run(env, spec)
     report(result)

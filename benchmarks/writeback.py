@@ -10,7 +10,7 @@ Prints:
 3. notification webhook time to 202: p50 / p99 under a burst of encrypted rich notifications
    (validationTokens checked against the sandbox Entra ID's keys), Graph's budget being 3 s;
 4. reliability: N events through 30 % 5xx, 429 + Retry-After, timeouts and an outage window —
-   written exactly once, none lost.
+   lost, duplicated (EHR calls beyond one per event) and poisoned counted.
 """
 
 from __future__ import annotations

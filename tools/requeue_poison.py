@@ -5,7 +5,8 @@
 
 Reads settings like the app (environment, or ``--settings local.settings.json``). Each message is
 sent to the queue first and deleted from the poison queue after, so a crash in between can only
-duplicate a message, never lose one — and the worker's exactly-once claims make a duplicate harmless.
+duplicate a message, never lose one — and the worker's ledger completes a duplicate of a written event
+without calling the EHR.
 """
 
 from __future__ import annotations
