@@ -281,14 +281,15 @@ def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
         poison = queue_client(env["AzureWebJobsStorage"], f"{queue_name}-poison")
         poisoned = poison.get_queue_properties().approximate_message_count
         table = storage.for_geography(Geography.AMERICAS).table(TABLE)
-        rows = {}
+        rows: dict[str, Any] = {}
         for key, _ in visits:
-            for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": key}):
-                rows[row["RowKey"]] = row
+            for entity in table.query_entities("PartitionKey eq @pk", parameters={"pk": key}):
+                rows[entity["RowKey"]] = entity
         # The window of a repeated effect opens when the request leaves and closes when the done mark is stored.
         # Measured on the events written once: before = claim → EHR recorded (an upper bound on a request's
         # time in flight, as the claim precedes the send), after = EHR recorded → done mark stored (Timestamp).
-        before, after = [], []
+        before: list[float] = []
+        after: list[float] = []
         for external_id, times in found.items():
             row = rows.get(by_external[external_id].id)
             if len(times) == 1 and row is not None and row["State"] == DONE and int(row.get("Attempt") or 1) == 1:
@@ -296,7 +297,7 @@ def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
                 after.append(row.metadata["timestamp"].timestamp() - times[0])
         longest_before = max(before) if before else 0.0
         longest_after = max(after) if after else 0.0
-        duplicates = []
+        duplicates: list[dict[str, Any]] = []
         for external_id, times in sorted(found.items()):
             if len(times) < 2:
                 continue

@@ -30,6 +30,7 @@ from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
 from shared.writeback.ledger import CLAIMED, DONE, TABLE, WritebackLedger
+from shared.writeback.model import WritebackAdapter
 from shared.writeback.worker import ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
 from tests.integration.test_writeback_adapters import smart_client
 from tests.integration.test_writeback_worker import Targets, open_visit
@@ -65,7 +66,7 @@ def new_worker(settings: Settings, targets: Targets, failures: FailureLog, clien
     storage = Storage(settings)
     http = httpx.Client(timeout=5, limits=httpx.Limits(max_connections=32))
     backend = BackendServices(smart_client(client_keys))
-    adapters = {
+    adapters: dict[WritebackMode, WritebackAdapter] = {
         WritebackMode.EPIC: EpicConnectionStatus(http, backend),
         WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),
         WritebackMode.NONE: NoWriteback(),
