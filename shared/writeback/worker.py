@@ -16,10 +16,12 @@ For one queue message (Table operations in the normal case: 4)::
 
 A claim is a lease (``shared.writeback.ledger``): a worker that dies between claim and done leaves a claim
 that expires, so the redelivered message can claim again. The EHR effect is therefore at least once, and
-repeated only when the EHR has acted but its done mark is not stored: the worker died between the EHR's
-answer and (3), or the call failed on our side (a timeout) after the EHR had acted, or it outlived the lease
-while a duplicate delivery took over. AuditEvents close that window by their conditional create; Epic's
-SetExternalConnectionStatus has no idempotency key, so there it stays as short as one Table write.
+repeated only when the EHR has acted but its done mark is not stored: the worker died after sending the
+request and before (3) (the EHR may act on a request whose sender is already dead), or (3) kept failing
+for ``DONE_MARK_PATIENCE``, or the call failed on our side (a timeout) after the EHR had acted, or it
+outlived the lease while a duplicate delivery took over. AuditEvents close that window by their conditional
+create; Epic's SetExternalConnectionStatus has no idempotency key, so there it stays: the EHR call itself
+plus one Table write.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from shared.kernel.errors import (
     ConnectorError,
     InvalidEvent,
     NotFound,
+    StorageUnavailable,
     UpstreamRejected,
     UpstreamThrottled,
     UpstreamUnavailable,
@@ -53,12 +56,15 @@ from shared.visits.events import Role, Source, VisitEvent
 from shared.visits.model import Visit
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
-from shared.writeback.ledger import WritebackLedger
+from shared.writeback.ledger import Claim, WritebackLedger
 from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
 
 logger = logging.getLogger(__name__)
 
 FAILURES_TABLE = "WritebackFailures"
+# How long a done mark is retried through storage failures (well within the claim's 60 s lease): the EHR has
+# acted, so every second spent here is better than the repeated call that giving up would cause.
+DONE_MARK_PATIENCE = 20.0
 
 
 class ClaimHeld(ConnectorError):
@@ -181,10 +187,25 @@ class WritebackWorker:
             logger.info("Event %s: %s; the queue will retry", log_id(event.id), code)
             self._ledger.release(claim)
             raise
-        self._ledger.mark_done(claim)  # first: the crash window of a repeated EHR effect ends here
+        self._mark_done(claim)  # first: the window of a repeated EHR effect ends here
         visit = self._record_presence(visit, event)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
+
+    def _mark_done(self, claim: Claim) -> None:
+        """Store the done mark, holding on through a storage hiccup: giving up now means a repeated EHR call."""
+        deadline = time.monotonic() + DONE_MARK_PATIENCE
+        attempt = 0
+        while True:
+            try:
+                self._ledger.mark_done(claim)
+                return
+            except StorageUnavailable:
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("Event %s: done mark not stored (attempt %d)", log_id(claim.event_id), attempt)
+                self._sleep(min(2.0, self._retry.base_delay * 2**attempt))
 
     def _record_presence(self, visit: Visit, event: VisitEvent) -> Visit:
         return self._presence.record(visit, event.role, event.kind, event.occurred_at)

@@ -22,14 +22,14 @@ from shared.configurations.model import WritebackMode
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
-from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere
+from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere, StorageUnavailable
 from shared.kernel.settings import Geography, Settings
 from shared.storage.accounts import Storage
 from shared.storage.sweep import sweep_expired
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
-from shared.writeback.ledger import CLAIMED, DONE, TABLE, WritebackLedger
+from shared.writeback.ledger import CLAIMED, DONE, TABLE, Claim, WritebackLedger
 from shared.writeback.model import WritebackAdapter
 from shared.writeback.worker import ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
 from tests.integration.test_writeback_adapters import smart_client
@@ -309,3 +309,33 @@ def test_redelivery_after_done_completes_without_the_ehr_and_still_records_prese
     assert outcome.status == "duplicate"
     assert effects(ehr, unique) == {f"ev-{unique}-0": 1}
     assert outcome.visit is not None and outcome.visit.presence[second.role].state is second.kind
+
+
+def test_a_done_mark_that_fails_for_a_moment_is_stored_without_repeating_the_ehr_call(
+    settings: Settings,
+    storage: Storage,
+    ehr: EhrSandbox,
+    epic: Targets,
+    failure_log: FailureLog,
+    client_keys: ClientKeys,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
+    [event] = events_of(visit, 1, unique)
+    worker = new_worker(settings, epic, failure_log, client_keys)
+    ledger: WritebackLedger = worker._ledger  # noqa: SLF001 - the storage hiccup is injected at the ledger
+    real = ledger.mark_done
+    failures_left = [2]
+
+    def hiccup(claim: Claim) -> bool:
+        if failures_left[0]:
+            failures_left[0] -= 1
+            raise StorageUnavailable("Storage americas is unavailable.")
+        return real(claim)
+
+    monkeypatch.setattr(ledger, "mark_done", hiccup)
+    assert worker.handle(event.to_json()).status == "written"
+    assert failures_left == [0]
+    assert [e.state for e in WritebackLedger(storage).entries(visit.geography, visit.key)] == [DONE]
+    assert effects(ehr, unique) == {f"ev-{unique}-0": 1}
