@@ -174,6 +174,7 @@ var connectorSettings = {
   GRAPH_ENCRYPTION_CERTIFICATE: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/graph-encryption-certificate/)'
   SIGNING_KEYS: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/signing-keys/)'
   CONNECTOR_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/connector-secret/)'
+  SEALING_KEYS: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/sealing-keys/)'
   WRITEBACK_QUEUE_NAME: writebackQueueName
   OUTBOUND_ALLOWED_HOSTS: ''
   HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)
