@@ -13,18 +13,19 @@ from shared.portal import sessions
 from shared.storage import state as auth_state
 from shared.storage.sweep import sweep_expired
 from shared.visits import repository as visits
+from shared.writeback.worker import FAILURES_TABLE
 
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
 
 # Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account.
-APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE)
+APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE, FAILURES_TABLE)
 GEOGRAPHY_SHORT_LIVED_TABLES = (visits.TABLE,)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
 def sweep_expired_state(timer: func.TimerRequest) -> None:
-    """Delete expired OAuth state, visits and other short-lived rows (Table Storage has no TTL)."""
+    """Delete expired OAuth state, visits, writeback failure rows and other short-lived rows (no TTL in Tables)."""
     storage = services().storage
     targets = [(storage.app, table) for table in APP_SHORT_LIVED_TABLES] + [
         (storage.for_geography(geography), table)

@@ -28,6 +28,7 @@ from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.ehr.smart import SmartClient, smart_client_for
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import SigningKeys, signing_keys_from
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings, get_settings, reset_settings_cache
 from shared.launch.service import SIGNIN_STATE_KIND, LaunchService
 from shared.launch.user_map import UserMapRepository
@@ -108,6 +109,11 @@ class Services:
         return Storage(self.settings)
 
     @once
+    def sealer(self) -> Sealer:
+        """Seals the EHR identifiers kept at rest (visit context, launch events, sign-in state payloads)."""
+        return Sealer.from_text(self.settings.sealing_keys.reveal())
+
+    @once
     def smart(self) -> SmartClient:
         """One SMART client: discovery and JWKS caches are shared by the portal, launches and writeback."""
         return smart_client_for(self.settings)
@@ -166,7 +172,7 @@ class Services:
 
     @once
     def states(self) -> AuthStateStore:
-        return AuthStateStore(self.storage.app)
+        return AuthStateStore(self.storage.app, self.sealer)
 
     def portal_sign_in(self) -> EntraSignIn:
         """The admins' and approvers' Microsoft sign-in (msal is built on the first sign-in, not before)."""
@@ -192,7 +198,7 @@ class Services:
 
     @once
     def visits(self) -> VisitRepository:
-        return VisitRepository(self.storage)
+        return VisitRepository(self.storage, self.sealer)
 
     @once
     def sessions(self) -> SessionStore:
@@ -216,6 +222,7 @@ class Services:
             visits=self.visits,
             sign_in=self.launch_sign_in,
             meetings_for=self.teams.for_tenant,
+            sealer=self.sealer,
         )
 
     @once
@@ -242,7 +249,8 @@ class Services:
             self.visits,
             ConfigurationTargets(self.configurations),
             adapters,
-            FailureLog(self.storage.app, settings.writeback_queue_name),
+            FailureLog(self.storage.app, settings.writeback_queue_name, self.sealer),
+            sealer=self.sealer,
         )
 
 

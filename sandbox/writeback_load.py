@@ -43,11 +43,13 @@ from shared.configurations.model import (
     with_ehr_signin,
 )
 from shared.configurations.repository import ConfigurationRepository
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import VisitContext
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import seal_event
 
 CLIENT_ID = "load-backend"
 
@@ -140,7 +142,9 @@ class WritebackLoad:
         self.configuration_id = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC).id
         self._pending = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC, approve=False)
         self.pending_configuration_id = self._pending.id
-        repository = VisitRepository(self.storage)
+        self.sealer = Sealer.from_text(self.settings.sealing_keys.reveal())
+        self._external_ids: dict[str, str] = {}
+        repository = VisitRepository(self.storage, self.sealer)
         seeded = self.ehr.clinic.visits
         self.visit_keys: list[tuple[str, str]] = []
         for n in range(self.visits):
@@ -168,7 +172,8 @@ class WritebackLoad:
         for n in range(count + pending):
             index = 0 if n >= count else 1 + n % (self.visits - 1)
             key, csn = self.visit_keys[index]
-            made.append(
+            event = seal_event(
+                self.sealer,
                 VisitEvent(
                     configuration_id=self.pending_configuration_id if index == 0 else self.configuration_id,
                     geography=Geography.AMERICAS.value,
@@ -180,8 +185,10 @@ class WritebackLoad:
                     # A participant of its own per event, so the EHR's record counts each event's effect.
                     participant=f"{'Practitioner' if n % 3 else 'Patient'}/load-{self.run}-{n}",
                     csn=csn,
-                )
-            )
+                ),
+            )  # sealed, as a launch event's references are: nothing in clear on the queue
+            self._external_ids[event.id] = f"load-{self.run}-{n}"
+            made.append(event)
         return made
 
     def queue(self, name: str | None = None) -> QueueClient:
@@ -212,8 +219,7 @@ class WritebackLoad:
         return Counter(c.external_id for c in self.ehr.connection_status_changes() if c.external_id.startswith(prefix))
 
     def external_id(self, event: VisitEvent) -> str:
-        assert event.participant is not None
-        return event.participant.rsplit("/", 1)[-1]
+        return self._external_ids[event.id]
 
     def wait_until_written(self, events: list[VisitEvent], timeout: float) -> float:
         """Seconds until every event's effect is recorded; raises at the deadline."""

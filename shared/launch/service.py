@@ -37,6 +37,7 @@ from shared.kernel.clock import utcnow
 from shared.kernel.errors import ErrorPage, Forbidden, InvalidIdToken, NotFound, UpstreamError, UpstreamRejected
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
@@ -45,6 +46,7 @@ from shared.storage.state import AuthStateStore
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext, with_meeting
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import seal_event
 from shared.visits.tokens import VisitGrant, VisitTokens
 
 logger = logging.getLogger(__name__)
@@ -233,6 +235,7 @@ class LaunchService:
         visits: VisitRepository,
         sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
+        sealer: Sealer,
     ) -> None:
         self._base = public_base_url.rstrip("/")
         self._secret = connector_secret
@@ -243,6 +246,7 @@ class LaunchService:
         self._visits = visits
         self._sign_in = sign_in
         self._meetings_for = meetings_for
+        self._sealer = sealer
         self._tokens = VisitTokens(connector_secret)
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
@@ -540,11 +544,11 @@ class LaunchService:
     def visit_url(self, visit_key: str, token: str) -> str:
         return f"{self._base}/api/visits/{visit_key}?t={quote(token, safe='')}"
 
-    @staticmethod
-    def _event(pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role) -> VisitEvent:
+    def _event(self, pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role) -> VisitEvent:
+        """The launch's event; its references (who launched, CSN, appointment, encounter) sealed for the queue."""
         patient = f"Patient/{context.patient}" if context.patient else None
         participant = context.user if role is Role.PROVIDER else patient
-        return VisitEvent(
+        event = VisitEvent(
             configuration_id=pending.configuration_id,
             geography=pending.geography.value,
             visit_key=visit_key,
@@ -559,6 +563,7 @@ class LaunchService:
             appointment=context.appointment,
             encounter=context.encounter,
         )
+        return seal_event(self._sealer, event)
 
 
 def presence_summary(visit: Visit) -> dict[str, str]:

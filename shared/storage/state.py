@@ -1,14 +1,21 @@
 """Short-lived, single-use state rows (OAuth ``state``, sign-in flows).
 
-Table ``AuthStates``: PartitionKey = kind, RowKey = the state value, a JSON payload and an
-expiry. Consumption marks the row used with an etag-guarded update: Table Storage ignores a
-delete of a missing row, so a delete cannot tell two consumers apart, but an update with
-``IfNotModified`` fails for every consumer but the first.
+Table ``AuthStates`` (the app's account): PartitionKey = kind, RowKey = the state value, the payload
+and an expiry. The payload (PKCE verifier, nonce, a launch's context tokens such as the CSN, a pending
+launch carried through the Microsoft sign-in) is sealed (AES-256-GCM, ``Sealer``) for
+``AuthStates/<kind>/<state>``: the browser brings back only the state, so the row must be found in the
+app's account before its configuration's geography is known; sealed, it is unreadable there.
+
+Consumption marks the row used with an etag-guarded update that also empties the payload: Table
+Storage ignores a delete of a missing row, so a delete cannot tell two consumers apart, but an update
+with ``IfNotModified`` fails for every consumer but the first. A consumed row keeps only what single
+use needs (kind, state, ``Consumed``, times) until the sweep removes it after ``ExpiresAt``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,17 +24,21 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared.kernel.clock import utcnow
-from shared.kernel.errors import StateError
-from shared.kernel.identifiers import random_token
+from shared.kernel.errors import SealedValueInvalid, StateError
+from shared.kernel.identifiers import log_id, random_token
+from shared.kernel.sealing import Sealer
 from shared.storage.accounts import StorageAccount, storage_errors
+
+logger = logging.getLogger(__name__)
 
 TABLE = "AuthStates"
 DEFAULT_TTL = timedelta(minutes=10)
 
 
 class AuthStateStore:
-    def __init__(self, account: StorageAccount) -> None:
+    def __init__(self, account: StorageAccount, sealer: Sealer) -> None:
         self._account = account
+        self._sealer = sealer
 
     def create(
         self,
@@ -43,7 +54,9 @@ class AuthStateStore:
         entity = {
             "PartitionKey": kind,
             "RowKey": value,
-            "Payload": json.dumps(dict(payload), separators=(",", ":")),
+            "Payload": self._sealer.seal(
+                json.dumps(dict(payload), separators=(",", ":")), purpose=_purpose(kind, value)
+            ),
             "CreatedAt": now,
             "ExpiresAt": now + ttl,
             "Consumed": False,
@@ -66,16 +79,28 @@ class AuthStateStore:
                 raise StateError("This sign-in link was already used. Please start again.", code="state_reused")
             if _as_datetime(entity["ExpiresAt"]) <= utcnow():
                 raise StateError("This sign-in link has expired. Please start again.", code="state_expired")
+            sealed = entity.get("Payload") or ""
             entity["Consumed"] = True
             entity["ConsumedAt"] = utcnow()
+            entity["Payload"] = ""  # single use needs no payload from here on
             try:
                 table.update_entity(entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise StateError(
                     "This sign-in link was already used. Please start again.", code="state_reused"
                 ) from None
-        payload: dict[str, Any] = json.loads(entity["Payload"])
+        try:
+            payload: dict[str, Any] = json.loads(self._sealer.open(sealed, purpose=_purpose(kind, state)))
+        except SealedValueInvalid:
+            logger.error(
+                "State %s of kind %s cannot be opened (tampered with, or its key retired)", log_id(state), kind
+            )
+            raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown") from None
         return payload
+
+
+def _purpose(kind: str, state: str) -> str:
+    return f"{TABLE}/{kind}/{state}"
 
 
 def _looks_like_state(value: str) -> bool:

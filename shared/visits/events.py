@@ -1,9 +1,15 @@
 """Visit events: the queue message model and its identity.
 
 An event is a participant's state change in a visit (in the lobby, connected, disconnected),
-from a launch or from Graph ``meetingCallEvents``. It carries references and ids only — no
-names, no clinical content. Its id is derived from what it says, so the same fact delivered
-twice (Graph retries, at-least-once queues) has the same id and collapses downstream.
+from a launch or from Graph ``meetingCallEvents``. Its id is derived from what it says, so the same
+fact delivered twice (Graph retries, at-least-once queues) has the same id and collapses downstream.
+
+On the queue (the app's account, one connection for the trigger) an event carries no EHR identifier
+in clear: a Graph event names only the visit (an HMAC key) and the role, and the worker reads the EHR
+references from the visit's sealed context in the geography; a launch event carries its own launch's
+references (who launched, CSN, appointment, encounter) as one sealed value (``sealed``), bound to its
+geography, visit and event id. ``participant``/``csn``/``appointment``/``encounter`` live in memory only:
+the worker fills them before the EHR adapter is called.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any
 
 from shared.kernel.errors import InvalidEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LEGACY_VERSION = 1  # clear references; still read, so messages queued by an earlier release are not lost
+SEALED_PURPOSE = "writeback-event"
 
 
 class EventKind(enum.StrEnum):
@@ -47,11 +55,12 @@ class VisitEvent:
     role: Role
     occurred_at: datetime
     source: Source
-    participant: str | None = None  # "Practitioner/123" | "Patient/456" from the launch context
+    participant: str | None = None  # "Practitioner/123" | "Patient/456": in memory only, never serialized
     csn: str | None = None
     appointment: str | None = None
     encounter: str | None = None
     id: str = ""
+    sealed: str | None = None  # launch events: their launch context, sealed (see ``shared.visits.sealed_context``)
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -59,25 +68,33 @@ class VisitEvent:
         if not self.id:
             object.__setattr__(self, "id", event_id(self))
 
+    @property
+    def references(self) -> dict[str, str]:
+        """The EHR references known in memory (launch context), without empty ones."""
+        values = {
+            "participant": self.participant,
+            "csn": self.csn,
+            "appointment": self.appointment,
+            "encounter": self.encounter,
+        }
+        return {k: v for k, v in values.items() if v}
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "id": self.id,
-                "configurationId": self.configuration_id,
-                "geography": self.geography,
-                "visitKey": self.visit_key,
-                "kind": self.kind.value,
-                "role": self.role.value,
-                "participant": self.participant,
-                "csn": self.csn,
-                "appointment": self.appointment,
-                "encounter": self.encounter,
-                "occurredAt": _iso(self.occurred_at),
-                "source": self.source.value,
-            },
-            separators=(",", ":"),
-        )
+        """The queue message: ids, the role, the time and (launch events) the sealed context; no clear reference."""
+        data: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "id": self.id,
+            "configurationId": self.configuration_id,
+            "geography": self.geography,
+            "visitKey": self.visit_key,
+            "kind": self.kind.value,
+            "role": self.role.value,
+            "occurredAt": _iso(self.occurred_at),
+            "source": self.source.value,
+        }
+        if self.sealed:
+            data["sealed"] = self.sealed
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> VisitEvent:
@@ -86,8 +103,9 @@ class VisitEvent:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError):
             raise InvalidEvent("event is not JSON") from None
-        if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
+        if not isinstance(data, dict) or data.get("v") not in (SCHEMA_VERSION, LEGACY_VERSION):
             raise InvalidEvent("unsupported event version")
+        legacy = data["v"] == LEGACY_VERSION
         try:
             event = cls(
                 configuration_id=_required_text(data, "configurationId"),
@@ -97,10 +115,11 @@ class VisitEvent:
                 role=Role(data["role"]),
                 occurred_at=datetime.fromisoformat(_required_text(data, "occurredAt")),
                 source=Source(data["source"]),
-                participant=_optional_text(data, "participant"),
-                csn=_optional_text(data, "csn"),
-                appointment=_optional_text(data, "appointment"),
-                encounter=_optional_text(data, "encounter"),
+                participant=_optional_text(data, "participant") if legacy else None,
+                csn=_optional_text(data, "csn") if legacy else None,
+                appointment=_optional_text(data, "appointment") if legacy else None,
+                encounter=_optional_text(data, "encounter") if legacy else None,
+                sealed=None if legacy else _optional_text(data, "sealed", limit=4096),
             )
         except (KeyError, ValueError, TypeError):
             raise InvalidEvent("event is missing or has invalid fields") from None
@@ -136,10 +155,10 @@ def _required_text(data: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
+def _optional_text(data: Mapping[str, Any], key: str, *, limit: int = 512) -> str | None:
     value = data.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 512:
+    if not isinstance(value, str) or len(value) > limit:
         raise ValueError(key)
     return value

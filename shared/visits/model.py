@@ -1,7 +1,8 @@
 """A visit: one per appointment, ephemeral (24 hours), and its pure transitions.
 
 The visit holds the meeting (id, join URL, organizer), the Graph subscription, live presence per role,
-the launch context references needed for writeback (ids only, never names or clinical content), and the
+the launch context references needed for writeback (ids only, sealed at rest by the repository, released
+as soon as the meeting has ended and its writebacks are done: ``shared.visits.lifetime``), and the
 writeback claims that make EHR effects exactly-once. Each ``with_*`` / ``*_claim`` function is a change
 the repository applies in an etag-guarded read-modify-write.
 """
@@ -66,6 +67,9 @@ class Visit:
     # event id → "claimed:<iso>" | "done"
     writeback: dict[str, str] = field(default_factory=dict)
     etag: str | None = None
+    # The stored sealed context when it cannot be opened (tampered with, or its key retired): kept as it is,
+    # so restoring a wrongly removed key brings it back; a launch's fresh context replaces it.
+    unreadable_context: str | None = None
 
     @property
     def has_meeting(self) -> bool:
@@ -177,3 +181,45 @@ def _bounded(claims: dict[str, str]) -> dict[str, str]:
     if len(claims) <= MAX_CLAIMS:
         return claims
     return dict(list(claims.items())[-MAX_CLAIMS:])
+
+
+# --- the launch context, kept for writeback only while it is needed ------------------------------
+
+
+def has_context(visit: Visit) -> bool:
+    return any(vars(visit.context).values())
+
+
+def with_launch_context(role: Role, references: dict[str, str]) -> Callable[[Visit], Visit | None]:
+    """Fill what the visit's context lacks from a launch's references (a relaunch restores a released one).
+
+    The first provider and patient to launch stay the visit's; a Graph event of that role is written for them.
+    """
+
+    def change(visit: Visit) -> Visit | None:
+        current = visit.context
+        participant = references.get("participant")
+        merged = replace(
+            current,
+            csn=current.csn or references.get("csn"),
+            appointment=current.appointment or references.get("appointment"),
+            encounter=current.encounter or references.get("encounter"),
+            provider=current.provider or (participant if role is Role.PROVIDER else None),
+            patient=current.patient or (participant if role is Role.PATIENT else None),
+        )
+        if merged == current:
+            return None
+        return replace(visit, context=merged, unreadable_context=None)
+
+    return change
+
+
+def without_context() -> Callable[[Visit], Visit | None]:
+    """Forget the launch context (the meeting has ended and its writebacks are done)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if not has_context(visit) and visit.unreadable_context is None:
+            return None
+        return replace(visit, context=VisitContext(), unreadable_context=None)
+
+    return change

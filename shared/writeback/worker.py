@@ -13,6 +13,12 @@ For one queue message (storage transactions in the normal case: 3)::
       │  permanent failure ──▶ failure row + poison, release, complete
     mark done + record presence in one write (3)
 
+Events carry no EHR identifier in clear (``shared.visits.events``): a launch event's sealed references are
+opened here, a Graph event's come from the visit's sealed context; a value that does not open (tampered
+with, or sealed under a retired key) is a permanent failure. After an event is done the visit's context
+is released once its meeting has ended and nothing is pending (``shared.visits.lifetime``). Poison
+messages and ``WritebackFailures`` rows hold no clear identifier and expire after 7 days.
+
 A claim is a lease: a worker that dies between claim and done leaves a claim that expires, so
 the redelivered message can claim again. The only window for a repeated EHR effect is a crash
 after the EHR answered and before (3) — for AuditEvents the conditional create closes it too.
@@ -21,6 +27,7 @@ after the EHR answered and before (3) — for AuditEvents the conditional create
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import time
@@ -38,21 +45,43 @@ from shared.kernel.errors import (
     ConnectorError,
     InvalidEvent,
     NotFound,
+    SealedValueInvalid,
     UpstreamRejected,
     UpstreamThrottled,
     UpstreamUnavailable,
 )
 from shared.kernel.identifiers import log_id
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
-from shared.visits.model import Visit, claim_writeback, mark_written, release_claim, with_presence
+from shared.visits.lifetime import release_context_when_done
+from shared.visits.model import (
+    Visit,
+    claim_writeback,
+    has_context,
+    mark_written,
+    release_claim,
+    with_launch_context,
+    with_presence,
+)
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event, seal_event
 from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
 
 logger = logging.getLogger(__name__)
 
 FAILURES_TABLE = "WritebackFailures"
+FAILURE_LIFETIME = timedelta(days=7)  # as long as the poison queue keeps a message (its default time to live)
+INVALID_PURPOSE = "writeback-invalid"
+
+
+class ContextMissing(ConnectorError):
+    """A Graph event needs the visit's launch context, which was released (or not yet restored by a launch)."""
+
+    status = 503
+    code = "writeback_context_missing"
+    retryable = True
 
 
 class ClaimHeld(ConnectorError):
@@ -79,13 +108,24 @@ class Outcome:
 
 
 class FailureLog:
-    """Permanent failures: a small row (hashed ids, code) and the message copied to ``<queue>-poison``."""
+    """Permanent failures: a small row (hashed ids, code, ``ExpiresAt``: swept) and the message copied to
+    ``<queue>-poison``: an event as it was queued (no clear identifier; a legacy event's references sealed),
+    an unparseable body sealed whole, so nothing it might hold is readable there."""
 
-    def __init__(self, account: StorageAccount, queue_name: str) -> None:
+    def __init__(self, account: StorageAccount, queue_name: str, sealer: Sealer) -> None:
         self._account = account
+        self._sealer = sealer
         self.poison_queue = f"{queue_name}-poison"
 
-    def record(self, body: str, *, code: str, event_id: str | None, configuration_id: str | None) -> None:
+    def record_event(self, event: VisitEvent, *, code: str) -> None:
+        self._record(seal_event(self._sealer, event).to_json(), code, event.id, event.configuration_id)
+
+    def record_invalid(self, body: str) -> None:
+        if not _is_sealed_invalid(body):
+            body = json.dumps({"invalid": self._sealer.seal(body, purpose=INVALID_PURPOSE)}, separators=(",", ":"))
+        self._record(body, "invalid_event", None, None)
+
+    def _record(self, body: str, code: str, event_id: str | None, configuration_id: str | None) -> None:
         now = datetime.now(UTC)
         row_key = event_id or log_id(body) + "-" + now.strftime("%H%M%S%f")
         with storage_errors(self._account.name):
@@ -98,6 +138,7 @@ class FailureLog:
                         "Code": code,
                         "Configuration": log_id(configuration_id) if configuration_id else "",
                         "At": now,
+                        "ExpiresAt": now + FAILURE_LIFETIME,
                     }
                 )
 
@@ -133,6 +174,7 @@ class WritebackWorker:
         adapters: Mapping[WritebackMode, WritebackAdapter],
         failures: FailureLog,
         *,
+        sealer: Sealer,
         lease: timedelta = timedelta(seconds=60),
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -141,6 +183,7 @@ class WritebackWorker:
         self._resolver = resolver
         self._adapters = adapters
         self._failures = failures
+        self._sealer = sealer
         self._lease = lease
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -151,21 +194,31 @@ class WritebackWorker:
             event = VisitEvent.from_json(body)
             geography = Geography(event.geography)
         except (InvalidEvent, ValueError):
-            logger.warning("Invalid writeback message %s moved to the poison queue", log_id(body))
-            self._failures.record(body, code="invalid_event", event_id=None, configuration_id=None)
+            logger.warning("Invalid writeback message %s moved to the poison queue (sealed)", log_id(body))
+            self._failures.record_invalid(body)
             return Outcome("failed", code="invalid_event")
+        queued = event
         visit = self._visits.get(geography, event.visit_key)
         if visit is None:
-            return self._fail(body, event, "visit_gone")
+            return self._fail(queued, "visit_gone")
+        try:
+            event = open_event(self._sealer, event)
+        except SealedValueInvalid:
+            return self._unopenable(queued, "the event's sealed launch context")
+        launch = event.source is Source.LAUNCH
+        if not launch and visit.unreadable_context is not None:
+            return self._unopenable(queued, "the visit's sealed context")
         event = _with_visit_context(event, visit)
         try:
             target = self._resolver.target_for(event.configuration_id)
         except NotFound:
-            return self._fail(body, event, "configuration_gone")
+            return self._fail(queued, "configuration_gone")
         presence = with_presence(event.role, event.kind, event.occurred_at)
-        launch = event.source is Source.LAUNCH
+        if launch:  # the launch's references fill (or restore) the visit's context
+            presence = compose(presence, with_launch_context(event.role, event.references))
         if target.mode is WritebackMode.NONE:
             visit = self._visits.update(visit, presence)
+            visit = release_context_when_done(self._visits, visit)
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
         now = datetime.now(UTC)
         try:
@@ -175,17 +228,26 @@ class WritebackWorker:
             return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
+        if not launch and not has_context(visit):
+            # Released after the meeting ended (someone rejoined without launching again): keep the presence,
+            # let the queue retry (a launch restores the context), then the poison queue keeps it for replay.
+            logger.info(
+                "Event %s: visit %s has no launch context (released); retry", log_id(event.id), log_id(visit.key)
+            )
+            self._visits.update(visit, compose(release_claim(event.id), presence))
+            raise ContextMissing("The visit's launch context is not there; a launch restores it.")
         adapter = self._adapters[target.mode]
         try:
             written = self._call(adapter, event, target)
         except UpstreamRejected as exc:
             self._visits.update(visit, compose(release_claim(event.id), presence))
-            return self._fail(body, event, exc.code)
+            return self._fail(queued, exc.code)
         except (UpstreamUnavailable, UpstreamThrottled) as exc:
             logger.info("Event %s: %s; the queue will retry", log_id(event.id), exc.code)
             self._visits.update(visit, release_claim(event.id))
             raise
         visit = self._visits.update(visit, compose(mark_written(event.id), presence))
+        visit = release_context_when_done(self._visits, visit)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
 
@@ -207,15 +269,35 @@ class WritebackWorker:
     def _backoff(self, attempt: int) -> float:
         return float(self._retry.base_delay * (2 ** (attempt - 1)) * (0.5 + random.random()))  # noqa: S311
 
-    def _fail(self, body: str, event: VisitEvent, code: str) -> Outcome:
+    def _fail(self, event: VisitEvent, code: str) -> Outcome:
         logger.warning(
             "Event %s for visit %s failed permanently (%s); moved to the poison queue",
             log_id(event.id),
             log_id(event.visit_key),
             code,
         )
-        self._failures.record(body, code=code, event_id=event.id, configuration_id=event.configuration_id)
+        self._failures.record_event(event, code=code)
         return Outcome("failed", event.id, code)
+
+    def _unopenable(self, event: VisitEvent, what: str) -> Outcome:
+        logger.error(
+            "Event %s for visit %s: %s cannot be opened (tampered with, or sealed under a key no longer in "
+            "SEALING_KEYS); failed permanently, moved to the poison queue",
+            log_id(event.id),
+            log_id(event.visit_key),
+            what,
+        )
+        self._failures.record_event(event, code=SealedValueInvalid.code)
+        return Outcome("failed", event.id, SealedValueInvalid.code)
+
+
+def _is_sealed_invalid(body: str) -> bool:
+    """An unparseable body this log sealed before (replayed and refused again): kept as it is."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and set(data) == {"invalid"} and isinstance(data["invalid"], str)
 
 
 def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
