@@ -13,6 +13,7 @@ from playwright.sync_api import Browser
 from connector.services import reset as reset_services
 from sandbox import azurite
 from sandbox.local_settings import local_values
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings
 from shared.storage.accounts import Storage
 from tests.support.browser import chromium
@@ -73,6 +74,12 @@ def settings(base_env: dict[str, str]) -> Settings:
 @pytest.fixture
 def storage(settings: Settings) -> Storage:
     return Storage(settings)
+
+
+@pytest.fixture
+def sealer(settings: Settings) -> Sealer:
+    """The deployment's sealer, as the composition root builds it."""
+    return Sealer.from_text(settings.sealing_keys.reveal())
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from shared.storage.accounts import Storage
 from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
 from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld
+from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -53,7 +54,7 @@ def expect_panel(panel: Page, role: str, state: str) -> None:
 
 
 def wait_for_subscription(world: LaunchWorld, visit_key: str) -> Visit:
-    repository = VisitRepository(Storage(world.settings))
+    repository = VisitRepository(Storage(world.settings), sealer_for(world.settings))
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while time.monotonic() < deadline:
         visit = repository.get(Geography.EMEA, visit_key)

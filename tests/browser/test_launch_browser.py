@@ -22,6 +22,7 @@ from tests.support.launch_world import (
     SMITH_UPN,
     LaunchWorld,
 )
+from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -172,7 +173,7 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     provider_page(page, world)
     visit_key = page.url.split("/api/visits/")[1].split("?")[0]
     storage = Storage(world.settings)
-    visits = VisitRepository(storage)
+    visits = VisitRepository(storage, sealer_for(world.settings))
     visit = visits.get(world.configuration.geography, visit_key)
     assert visit is not None
     # What the writeback consumer records when Graph reports the patient in the lobby, then admitted.

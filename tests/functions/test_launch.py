@@ -34,6 +34,7 @@ from shared.storage.accounts import Storage
 from shared.storage.state import AuthStateStore
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event
 from tests.support.launch_fakes import (
     Config,
     Configurations,
@@ -45,6 +46,7 @@ from tests.support.launch_fakes import (
     microsoft_user,
     throttled,
 )
+from tests.support.sealing import sealer_for
 
 pytestmark = pytest.mark.azurite
 
@@ -97,11 +99,12 @@ class World:
             connector_secret=self.settings.connector_secret.reveal(),
             configurations=self.configurations,
             ehr=self.ehr,
-            states=AuthStateStore(self.storage.app),
+            states=AuthStateStore(self.storage.app, sealer_for(self.settings)),
             user_map=UserMapRepository(self.storage, self.settings.connector_secret.reveal()),
-            visits=VisitRepository(self.storage),
+            visits=VisitRepository(self.storage, sealer_for(self.settings)),
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
             meetings_for=self.graph.meetings_for,
+            sealer=sealer_for(self.settings),
         )
 
     # the EHR's side of a launch -----------------------------------------------------------------
@@ -222,7 +225,9 @@ def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(world: 
     assert 'target="_blank"' in html(page)
     assert "not arrived" in html(page)
 
-    [event] = world.events
+    [queued] = world.events
+    assert queued.references == {} and queued.sealed  # nothing in clear on the queue
+    event = open_event(sealer_for(world.settings), queued)
     assert (event.kind, event.role, event.source) == (EventKind.CONNECTED, Role.PROVIDER, Source.LAUNCH)
     assert event.participant == "Practitioner/eDoc1" and event.csn == "1853" and event.encounter == "eE1"
     assert event.geography == "emea" and event.configuration_id == world.config.id
@@ -378,7 +383,7 @@ def test_patient_after_the_provider_goes_to_the_same_meeting_lobby(world: World)
     response = world.patient()
     assert response.status_code == 303
     assert response.headers["Location"] == join_link(html(provider_page))
-    patient_event = world.events[-1]
+    patient_event = open_event(sealer_for(world.settings), world.events[-1])
     assert patient_event.role is Role.PATIENT and patient_event.participant == "Patient/eP1"
     assert patient_event.kind is EventKind.LOBBY  # sent to the lobby: the panel must not say "in meeting"
 

@@ -14,7 +14,6 @@ from connector.services import services
 from shared.kernel.errors import StorageUnavailable
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount
-from shared.storage.state import AuthStateStore
 from shared.storage.sweep import SweepResult, sweep_expired
 from shared.visits.repository import TABLE as VISITS
 
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.azurite
 
 def test_sweep_removes_expired_state_and_visits_in_every_geography(env: dict[str, str], unique: str) -> None:
     storage = services().storage
-    state = AuthStateStore(storage.app).create(f"k{unique}", {}, ttl=timedelta(seconds=-1))
+    state = services().states.create(f"k{unique}", {}, ttl=timedelta(seconds=-1))
     past = datetime.now(UTC) - timedelta(minutes=1)
     for geography in Geography:
         storage.for_geography(geography).table(VISITS).upsert_entity(
@@ -42,7 +41,7 @@ def test_a_failing_account_does_not_stop_the_sweep_of_the_others(
     env: dict[str, str], unique: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage = services().storage
-    state = AuthStateStore(storage.app).create(f"k{unique}", {}, ttl=timedelta(seconds=-1))
+    state = services().states.create(f"k{unique}", {}, ttl=timedelta(seconds=-1))
     past = datetime.now(UTC) - timedelta(minutes=1)
     for geography in Geography:
         storage.for_geography(geography).table(VISITS).upsert_entity(

@@ -29,7 +29,9 @@ from shared.launch.user_map import UserMapRepository
 from shared.storage.accounts import Storage
 from shared.storage.state import AuthStateStore
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event
 from tests.support.launch_fakes import Config, Configurations, FakeSignIn, Graph
+from tests.support.sealing import sealer_for
 
 pytestmark = pytest.mark.azurite
 
@@ -87,11 +89,12 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
         connector_secret=secret,
         configurations=Configurations(config),  # type: ignore[arg-type]
         ehr=smart,
-        states=AuthStateStore(storage.app),
+        states=AuthStateStore(storage.app, sealer_for(settings)),
         user_map=UserMapRepository(storage, secret),
-        visits=VisitRepository(storage),
+        visits=VisitRepository(storage, sealer_for(settings)),
         sign_in=lambda: FakeSignIn(),  # type: ignore[arg-type,return-value]
         meetings_for=Graph().meetings_for,
+        sealer=sealer_for(settings),
     )
     record = stand_ins.ehr.add_record(
         name="integration patient", kind="patient", launch_url=f"{BASE}/api/launch/{config.id}/patient",
@@ -122,10 +125,11 @@ def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = None) 
     return AuthorizationResponse(state=returned["state"], code=returned["code"])
 
 
-def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     outcome = service[0].complete(authorize(stand_ins, service))
     assert isinstance(outcome, WaitForClinician)  # no organizer known yet
-    assert outcome.event is not None and outcome.event.csn == stand_ins.ehr.clinic.visits[0].csn
+    assert outcome.event is not None and outcome.event.csn is None  # sealed for the queue
+    assert open_event(sealer_for(settings), outcome.event).csn == stand_ins.ehr.clinic.visits[0].csn
 
 
 def _flip_signature(body: dict[str, object]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,18 +17,20 @@ from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext
 from shared.visits.repository import VisitRepository
 from shared.writeback.model import WritebackTarget
-from shared.writeback.worker import FAILURES_TABLE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
+from shared.writeback.worker import FAILURES_TABLE, INVALID_PURPOSE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
 from tests.integration.test_writeback_adapters import smart_client
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys
 
 pytestmark = pytest.mark.azurite
+SEALER = Sealer.from_text(new_key_text())
 
 
 class Targets:
@@ -69,7 +72,7 @@ def targets(ehr: EhrSandbox, unique: str) -> Targets:
 
 @pytest.fixture
 def failures(storage: Storage, unique: str) -> FailureLog:
-    return FailureLog(storage.app, f"wb-{unique}")
+    return FailureLog(storage.app, f"wb-{unique}", SEALER)
 
 
 @pytest.fixture
@@ -83,7 +86,12 @@ def worker(
         WritebackMode.NONE: NoWriteback(),
     }
     return WritebackWorker(
-        VisitRepository(storage), targets, adapters, failures, retry=RetryPolicy(attempts=2, base_delay=0.01)
+        VisitRepository(storage, SEALER),
+        targets,
+        adapters,
+        failures,
+        sealer=SEALER,
+        retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
 
 
@@ -96,7 +104,7 @@ def open_visit(storage: Storage, ehr: EhrSandbox, configuration_id: str, key: st
         patient=f"Patient/{seeded.patient_id}",
         provider=f"Practitioner/{seeded.practitioner_id}",
     )
-    return VisitRepository(storage).get_or_create(Geography.AMERICAS, key, configuration_id, context)
+    return VisitRepository(storage, SEALER).get_or_create(Geography.AMERICAS, key, configuration_id, context)
 
 
 def graph_event(visit: Visit, kind: EventKind, role: Role, second: int = 0) -> VisitEvent:
@@ -126,7 +134,7 @@ def test_graph_event_gets_launch_context_and_is_written_once_under_duplicate_del
     assert [o.status for o in outcomes] == ["written", "duplicate", "duplicate"]
     after = ehr.count_status_changes(conference_id=seeded.csn, external_id=seeded.patient_id, status="1")
     assert after == before + 1
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PATIENT].state is EventKind.CONNECTED
     assert stored.writeback[event.id] == "done"
 
@@ -169,7 +177,7 @@ def test_retryable_failure_releases_the_claim_and_raises_then_a_retry_writes(
     ehr.faults.update({"error_rate": 1.0})
     with pytest.raises(UpstreamUnavailable):
         worker.handle(event.to_json())
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and event.id not in stored.writeback  # released: the retry may claim at once
     ehr.faults.reset()
     assert worker.handle(event.to_json()).status == "written"
@@ -203,7 +211,7 @@ def test_permanent_rejection_is_recorded_and_poisoned_without_retry(
     assert poisoned(storage, failures) == [event.to_json()]
     rows = list(storage.app.table(FAILURES_TABLE).query_entities("RowKey eq @id", parameters={"id": event.id}))
     assert [r["Code"] for r in rows] == ["http_403"]
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PROVIDER].state is EventKind.CONNECTED
 
 
@@ -212,7 +220,9 @@ def test_invalid_messages_go_to_the_poison_queue(
     storage: Storage, worker: WritebackWorker, failures: FailureLog, body: str
 ) -> None:
     assert worker.handle(body).status == "failed"
-    assert body in poisoned(storage, failures)
+    (kept,) = poisoned(storage, failures)
+    assert body not in kept  # whatever it holds is unreadable there, and it is not lost
+    assert SEALER.open(json.loads(kept)["invalid"], purpose=INVALID_PURPOSE) == body
 
 
 def test_events_of_a_gone_visit_or_configuration_are_poisoned(
@@ -235,7 +245,7 @@ def test_mode_none_updates_presence_only_and_ignores_older_facts(
     earlier = graph_event(visit, EventKind.LOBBY, Role.PATIENT, 10)
     assert worker.handle(later.to_json()).status == "skipped"
     assert worker.handle(earlier.to_json()).status == "skipped"
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PATIENT].state is EventKind.CONNECTED
     assert ehr.count_status_changes() == before
 
@@ -248,5 +258,7 @@ def test_a_stale_claim_of_a_crashed_worker_can_be_taken_over(
     visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
     event = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 40)
     crashed_at = datetime.now(UTC) - timedelta(minutes=5)
-    VisitRepository(storage).update(visit, claim_writeback(event.id, lease=timedelta(seconds=60), now=crashed_at))
+    VisitRepository(storage, SEALER).update(
+        visit, claim_writeback(event.id, lease=timedelta(seconds=60), now=crashed_at)
+    )
     assert worker.handle(event.to_json()).status == "written"
