@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,17 +18,29 @@ from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.identifiers import log_id
 from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext
+from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event, seal_context, seal_event
 from shared.writeback.model import WritebackTarget
-from shared.writeback.worker import FAILURES_TABLE, INVALID_PURPOSE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
+from shared.writeback.worker import (
+    FAILURES_TABLE,
+    INVALID_PURPOSE,
+    ClaimHeld,
+    ContextMissing,
+    FailureLog,
+    RetryPolicy,
+    WritebackWorker,
+)
 from tests.integration.test_writeback_adapters import smart_client
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys
+from tools.requeue_poison import requeue
 
 pytestmark = pytest.mark.azurite
 SEALER = Sealer.from_text(new_key_text())
@@ -262,3 +275,152 @@ def test_a_stale_claim_of_a_crashed_worker_can_be_taken_over(
         visit, claim_writeback(event.id, lease=timedelta(seconds=60), now=crashed_at)
     )
     assert worker.handle(event.to_json()).status == "written"
+
+
+# --- sealed references, the context's lifetime, unopenable values, replay of sealed poison ---------
+
+
+def launch_event(visit: Visit, role: Role, participant: str, second: int, **references: str) -> VisitEvent:
+    """A launch event as the launch service queues it: its references sealed."""
+    event = VisitEvent(
+        configuration_id=visit.configuration_id,
+        geography=visit.geography.value,
+        visit_key=visit.key,
+        kind=EventKind.CONNECTED if role is Role.PROVIDER else EventKind.LOBBY,
+        role=role,
+        occurred_at=datetime(2026, 11, 25, 15, 0, second, tzinfo=UTC),
+        source=Source.LAUNCH,
+        participant=participant,
+        **references,
+    )
+    return seal_event(SEALER, event)
+
+
+def test_the_context_is_released_once_the_meeting_ended_and_its_writebacks_are_done_and_a_launch_restores_it(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
+    seeded = ehr.clinic.visits[1]
+    repository = VisitRepository(storage, SEALER)
+    for role, kind, second in (
+        (Role.PROVIDER, EventKind.CONNECTED, 1),
+        (Role.PATIENT, EventKind.CONNECTED, 2),
+        (Role.PATIENT, EventKind.DISCONNECTED, 3),
+    ):
+        assert worker.handle(graph_event(visit, kind, role, second).to_json()).status == "written"
+        current = repository.get(Geography.AMERICAS, visit.key)
+        assert current is not None and current.context.csn == seeded.csn  # the provider is still in the call
+    caplog.set_level(logging.INFO, logger="shared.visits.lifetime")
+    assert worker.handle(graph_event(visit, EventKind.DISCONNECTED, Role.PROVIDER, 4).to_json()).status == "written"
+    ended = repository.get(Geography.AMERICAS, visit.key)
+    assert ended is not None and ended.context == VisitContext()  # released at once, not 24 h later
+    entity = storage.for_geography(Geography.AMERICAS).table(VISITS_TABLE).get_entity("americas", visit.key)
+    assert entity["Context"] == ""
+    assert f"Released the launch context of visit {log_id(visit.key)}" in caplog.text
+    assert visit.key not in caplog.text
+
+    # Someone rejoins through the Teams link without launching: the event waits (retry), then a launch restores.
+    rejoined = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 10)
+    with pytest.raises(ContextMissing):
+        worker.handle(rejoined.to_json())
+    relaunch = launch_event(
+        visit, Role.PROVIDER, f"Practitioner/{seeded.practitioner_id}", 9, csn=seeded.csn, encounter="e-enc-x"
+    )
+    assert worker.handle(relaunch.to_json()).status == "skipped"  # Epic: launches are not written back
+    restored = repository.get(Geography.AMERICAS, visit.key)
+    assert restored is not None and restored.context.csn == seeded.csn
+    assert restored.context.provider == f"Practitioner/{seeded.practitioner_id}"
+    assert worker.handle(rejoined.to_json()).status == "written"
+
+
+def test_a_launch_event_is_written_for_the_provider_who_launched_it(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    covering = launch_event(visit, Role.PROVIDER, "Practitioner/e-prac-covering", 5, csn=ehr.clinic.visits[1].csn)
+    assert "e-prac-covering" not in covering.to_json()
+    assert worker.handle(covering.to_json()).status == "written"
+    [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == covering.id]
+    assert audit["agent"][0]["who"] == {"reference": "Practitioner/e-prac-covering"}
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    # The visit's provider stays the first one (Graph's organizer events are written for them).
+    assert stored is not None and stored.context.provider == f"Practitioner/{ehr.clinic.visits[1].practitioner_id}"
+
+
+def test_unopenable_sealed_values_are_permanent_failures_with_a_clear_log_line(
+    storage: Storage,
+    ehr: EhrSandbox,
+    worker: WritebackWorker,
+    failures: FailureLog,
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
+    table = storage.for_geography(Geography.AMERICAS).table(VISITS_TABLE)
+    # The row's context sealed under a key this deployment no longer has (retired too early).
+    retired = Sealer.from_text(new_key_text())
+    entity = table.get_entity("americas", visit.key)
+    entity["Context"] = seal_context(retired, visit.context, geography="americas", key=visit.key)
+    table.update_entity(entity)
+    caplog.set_level(logging.INFO)
+    event = graph_event(visit, EventKind.CONNECTED, Role.PATIENT, 11)
+    outcome = worker.handle(event.to_json())
+    assert (outcome.status, outcome.code) == ("failed", "sealed_value_invalid")
+    assert poisoned(storage, failures) == [event.to_json()]
+    line = next(r.getMessage() for r in caplog.records if "cannot be opened" in r.getMessage())
+    assert log_id(event.id) in line and log_id(visit.key) in line and visit.key not in line
+    kept = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    assert kept is not None and kept.unreadable_context is not None
+    assert table.get_entity("americas", visit.key)["Context"] == entity["Context"]  # kept: a restored key opens it
+
+    # A launch event whose sealed references were tampered with.
+    launch = launch_event(visit, Role.PATIENT, "Patient/e-pat-x", 12, csn="1")
+    assert launch.sealed is not None
+    forged = replace(launch, sealed=launch.sealed[:-4] + ("AAAA" if not launch.sealed.endswith("AAAA") else "BBBB"))
+    outcome = worker.handle(forged.to_json())
+    assert (outcome.status, outcome.code) == ("failed", "sealed_value_invalid")
+
+
+def test_failure_rows_expire_and_poison_messages_carry_no_clear_identifier(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, failures: FailureLog, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"noscs-{unique}", f"visit-{unique}")
+    legacy = json.dumps(  # queued by the release before sealing: clear references
+        {
+            **json.loads(graph_event(visit, EventKind.CONNECTED, Role.PATIENT, 13).to_json()),
+            "v": 1,
+            "participant": "Patient/e-pat-legacy",
+            "csn": "9999001",
+        }
+    )
+    assert worker.handle(legacy).code == "http_403"
+    (kept,) = poisoned(storage, failures)
+    assert "e-pat-legacy" not in kept and "9999001" not in kept
+    assert open_event(SEALER, VisitEvent.from_json(kept)).references == {
+        "participant": "Patient/e-pat-legacy",
+        "csn": "9999001",
+    }
+    [row] = storage.app.table(FAILURES_TABLE).query_entities(
+        "RowKey eq @id", parameters={"id": VisitEvent.from_json(kept).id}
+    )
+    assert timedelta(days=6, hours=23) < row["ExpiresAt"] - datetime.now(UTC) <= timedelta(days=7)
+
+
+def test_sealed_poison_messages_are_replayed_by_the_tool_and_written(
+    storage: Storage, ehr: EhrSandbox, targets: Targets, worker: WritebackWorker, failures: FailureLog, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"later-{unique}", f"visit-{unique}")  # its configuration is not there yet
+    seeded = ehr.clinic.visits[1]
+    launch = launch_event(visit, Role.PATIENT, f"Patient/{seeded.patient_id}", 14, csn=seeded.csn)
+    assert worker.handle(launch.to_json()).code == "configuration_gone"
+    assert poisoned(storage, failures) == [launch.to_json()]  # sealed as queued
+
+    targets.add(f"later-{unique}", WritebackMode.FHIR_AUDIT_EVENT)  # the cause is fixed
+    queue_name = failures.poison_queue.removesuffix("-poison")
+    assert requeue(storage.app, queue_name).moved == 1
+    [message] = storage.app.queue(queue_name).receive_messages()
+    assert message.content == launch.to_json()
+    assert worker.handle(message.content).status == "written"
+    [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == launch.id]
+    assert audit["agent"][0]["who"] == {"reference": f"Patient/{seeded.patient_id}"}
+    assert poisoned(storage, failures) == []
