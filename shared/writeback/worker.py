@@ -206,7 +206,8 @@ class WritebackWorker:
         except SealedValueInvalid:
             return self._unopenable(queued, "the event's sealed launch context")
         launch = event.source is Source.LAUNCH
-        if not launch and visit.unreadable_context is not None:
+        needs_visit_context = not (queued.sealed or queued.references)  # Graph events: the visit names them
+        if needs_visit_context and visit.unreadable_context is not None:
             return self._unopenable(queued, "the visit's sealed context")
         event = _with_visit_context(event, visit)
         try:
@@ -228,7 +229,7 @@ class WritebackWorker:
             return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
-        if not launch and not has_context(visit):
+        if needs_visit_context and not has_context(visit):
             # Released after the meeting ended (someone rejoined without launching again): keep the presence,
             # let the queue retry (a launch restores the context), then the poison queue keeps it for replay.
             logger.info(

@@ -16,11 +16,12 @@ from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount
 from shared.storage.sweep import SweepResult, sweep_expired
 from shared.visits.repository import TABLE as VISITS
+from shared.writeback.worker import FAILURES_TABLE
 
 pytestmark = pytest.mark.azurite
 
 
-def test_sweep_removes_expired_state_and_visits_in_every_geography(env: dict[str, str], unique: str) -> None:
+def test_sweep_removes_expired_state_failures_and_visits_in_every_geography(env: dict[str, str], unique: str) -> None:
     storage = services().storage
     state = services().states.create(f"k{unique}", {}, ttl=timedelta(seconds=-1))
     past = datetime.now(UTC) - timedelta(minutes=1)
@@ -29,9 +30,14 @@ def test_sweep_removes_expired_state_and_visits_in_every_geography(env: dict[str
             {"PartitionKey": geography.value, "RowKey": unique, "ConfigurationId": "c", "ExpiresAt": past}
         )
 
+    storage.app.table(FAILURES_TABLE).upsert_entity(
+        {"PartitionKey": "2026-01-01", "RowKey": unique, "Code": "http_403", "ExpiresAt": past}
+    )
+
     sweep_expired_state(TimerRequest(past_due=False))
 
     assert not list(storage.app.table("AuthStates").query_entities(f"RowKey eq '{state}'"))
+    assert not list(storage.app.table(FAILURES_TABLE).query_entities(f"RowKey eq '{unique}'"))
     for geography in Geography:
         rows = storage.for_geography(geography).table(VISITS).query_entities(f"RowKey eq '{unique}'")
         assert not list(rows), geography
