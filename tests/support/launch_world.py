@@ -131,7 +131,9 @@ def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment,
 
 
 @contextmanager
-def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) -> Iterator[LaunchWorld]:
+def launch_world(
+    azurite_port_base: int, state_dir: Path, *, app_account: str = "apac", **ehr_options: Any
+) -> Iterator[LaunchWorld]:
     port = free_port()
     connector = f"http://127.0.0.1:{port}"
     stand_ins = start_stand_ins(state_dir, connector_url=connector, ehr_options=ehr_options or None)
@@ -141,8 +143,8 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
     server_config.loaded_app = counter
     environ = local_values(azurite_port_base, PUBLIC_BASE_URL=connector, **stand_ins.settings)
     # The app's own tables in an account no other test uses as its app account, so the configurations
-    # seeded here never show up in another test's tenant listing.
-    environ["AzureWebJobsStorage"] = azurite.connection_string("apac", azurite_port_base)
+    # seeded here never show up in another test's tenant listing (a private Azurite may keep the default).
+    environ["AzureWebJobsStorage"] = azurite.connection_string(app_account, azurite_port_base)
     settings = Settings.from_env(environ)
     storage = Storage(settings)
     configurations = ConfigurationRepository(storage.app)
