@@ -43,6 +43,7 @@ from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from tests.support.launch_world import PATIENT_CONTEXT, SMITH, SMITH_UPN, LaunchWorld, launch_world
+from tools.requeue_poison import requeue
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
@@ -186,9 +187,13 @@ def run_visit(
     practitioner: str,
     patient: str,
     upn: str,
-    reject_patient_disconnect: bool = False,
+    reject: str | None = None,
 ) -> str:
-    """Provider launch (one-time sign-in), roster, patient launch, lobby, admit, leave; returns the visit key."""
+    """Provider launch (one-time sign-in), roster, patient launch, lobby, admit, leave; returns the visit key.
+
+    ``reject``: the EHR refuses, for good, the writeback of the patient's "launch" event (an AuditEvent) or
+    "disconnect", so that message lands in the poison queue.
+    """
     clinic_visit = next(
         v for v in world.ehr.clinic.visits if v.practitioner_id == practitioner and v.patient_id == patient
     )
@@ -204,18 +209,26 @@ def run_visit(
     graph = world.stand_ins.graph
     meeting_id = row["MeetingId"]
     doctor = graph.join_user(meeting_id, organizer.object_id)
-    _, joined = launcher.launch(patient_record, clinic_visit.appointment_id, patient)
-    assert joined == row["JoinWebUrl"]
-    name = next(p.display for p in PATIENTS if p.id == patient)
-    guest = graph.join_anonymous(meeting_id, name)  # the patient types their name into Teams
-    graph.admit(meeting_id, guest.id)
 
     def presence(role: str, state: str) -> bool:
         current = visit_row(world, geography, visit_key) or {}
         return json.loads(current.get("Presence") or "{}").get(role, {}).get("state") == state
 
+    wait_for(lambda: presence("provider", "connected"), "the provider joins")
+    if reject == "launch":  # once the provider's roster events are all written, the next AuditEvent is the launch's
+        graph.wait_for_deliveries()
+        wait_for(lambda: settled(world), "the provider's events are written")
+        audit_events = urlsplit(world.ehr.config.fhir_base).path + "/AuditEvent"
+        world.ehr.faults.update({"paths": [audit_events], "fail_next": 1, "fail_status": 400})
+    _, joined = launcher.launch(patient_record, clinic_visit.appointment_id, patient)
+    assert joined == row["JoinWebUrl"]
+    wait_for(lambda: settled(world), "the patient's launch event is handled")  # before Graph reports the lobby
+    name = next(p.display for p in PATIENTS if p.id == patient)
+    guest = graph.join_anonymous(meeting_id, name)  # the patient types their name into Teams
+    graph.admit(meeting_id, guest.id)
     wait_for(lambda: presence("patient", "connected"), "the patient is admitted")
-    if reject_patient_disconnect:  # the EHR refuses this writeback for good: the message is poisoned
+    world.ehr.faults.reset()
+    if reject == "disconnect":
         world.ehr.faults.update({"fail_next": 1, "fail_status": 400})
     graph.leave(meeting_id, guest.id)
     wait_for(lambda: presence("patient", "disconnected"), "the patient leaves")
@@ -242,7 +255,7 @@ def scanned(world: LaunchWorld, private_azurite: int) -> tuple[list[Item], dict[
             practitioner=SMITH,
             patient="e-pat-patel",
             upn=SMITH_UPN,
-            reject_patient_disconnect=True,
+            reject="disconnect",
         ),
         Geography.AMERICAS: run_visit(
             world,
@@ -252,13 +265,14 @@ def scanned(world: LaunchWorld, private_azurite: int) -> tuple[list[Item], dict[
             practitioner=GARCIA,
             patient="e-pat-okafor",
             upn=GARCIA_UPN,
+            reject="launch",
         ),
     }
     wait_for(lambda: settled(world), "the writeback queue drains")
-    poison = f"{world.settings.writeback_queue_name}-poison"
+    poison = Storage(world.settings).app.queue(f"{world.settings.writeback_queue_name}-poison")
     wait_for(
-        lambda: Storage(world.settings).app.queue(poison).get_queue_properties().approximate_message_count,
-        "the rejected writeback is poisoned",
+        lambda: poison.get_queue_properties().approximate_message_count >= 2,
+        "the rejected launch event and disconnect are poisoned",
     )
     assert world.ehr.audit_events(), "the americas configuration wrote AuditEvents"
     assert world.ehr.connection_status_changes(), "the emea configuration wrote Epic connection statuses"
@@ -324,3 +338,27 @@ def test_personal_data_stays_in_its_configurations_geography(
             if item.account != geography and (meeting_id in item.text or join_url in item.text):
                 misplaced.append(f"{item.account} {item.place}: the {geography} meeting")
     assert not misplaced, misplaced
+
+
+def test_sealed_poison_messages_replay_through_the_tool_on_the_running_host(
+    world: LaunchWorld, scanned: tuple[list[Item], dict[Geography, str]]
+) -> None:
+    """Runs last: the rejected launch event, sealed in the poison queue, is written once replayed."""
+    items, _ = scanned
+    poisoned = [json.loads(i.text) for i in items if i.account == APP and i.place.endswith("-poison")]
+    launches = [p for p in poisoned if p["source"] == "launch"]
+    assert len(launches) == 1, [(p["geography"], p["role"], p["kind"], p["source"]) for p in poisoned]
+    [launch] = launches
+    assert launch["sealed"].startswith("s1.")  # its references travel sealed, nothing else in clear
+    assert set(launch) == {"v", "id", "configurationId", "geography", "visitKey", "kind", "role", "occurredAt",
+                           "source", "sealed"}  # fmt: skip
+    tagged = [a for a in world.ehr.audit_events() if a["meta"]["tag"][0]["code"] == launch["id"]]
+    assert tagged == []
+    moved = requeue(Storage(world.settings).app, world.settings.writeback_queue_name)
+    assert moved.moved == len(poisoned)
+    written = wait_for(
+        lambda: [a for a in world.ehr.audit_events() if a["meta"]["tag"][0]["code"] == launch["id"]],
+        "the replayed launch event is written",
+    )
+    okafor = next(p for p in PATIENTS if p.id == "e-pat-okafor")
+    assert [a["agent"][0]["who"] for a in written] == [{"reference": okafor.reference}]
