@@ -10,7 +10,6 @@ Tables are created on first use, once per process.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -31,9 +30,6 @@ from shared.kernel.settings import Geography, Settings, StorageConnection
 
 if TYPE_CHECKING:  # azure-storage-queue costs ~0.2 s to import; only queue users pay for it
     from azure.storage.queue import QueueClient, QueueServiceClient
-
-# The SDK logs every request's headers at INFO: noise in the host log, and it names table keys.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 # SDK retry policy: a few quick exponential retries keep a request within its budget.
 _CLIENT_OPTIONS: dict[str, Any] = {
