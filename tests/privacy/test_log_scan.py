@@ -181,6 +181,7 @@ def test_the_flow_was_logged_at_debug(scan: Scan) -> None:
     """The capture saw the connector and the host at work (a scan of nothing would prove nothing)."""
     assert any(name.startswith("shared.writeback") for name in scan.loggers), sorted(scan.loggers)
     assert any(name.startswith("sandbox.host") for name in scan.loggers), sorted(scan.loggers)
+    assert any("[functions-worker" in line for _, line in scan.lines), "no record from the host's worker threads"
     assert len(scan.lines) > 20
 
 
