@@ -44,6 +44,7 @@ from shared.configurations.model import (
 from shared.http.outbound import normalise_base_url
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 
@@ -52,6 +53,67 @@ TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
 SHARES_TABLE = "ConfigurationShares"
 RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
+
+_UNTIL_DELETED = "until an admin deletes the configuration"
+_DELETE = "ConfigurationRepository.delete (portal: Delete)"
+_WHO = "UPN of the admin or approver who did it"
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "the configurations the portal manages",
+        (
+            Field("PartitionKey", Classification.TENANT, Protection.CLEAR, "Entra tenant id"),
+            Field("RowKey", Classification.TENANT, Protection.CLEAR, "configuration id (random UUID)"),
+            *(
+                Field(name, Classification.TENANT, Protection.CLEAR)
+                for name in ("Organization", "FhirBaseUrl", "Environment", "Geography", "Vendor")
+            ),
+            *(Field(name, Classification.TENANT, Protection.CLEAR) for name in ("ProviderClientId", "PatientClientId")),
+            Field("WritebackMode", Classification.TENANT, Protection.CLEAR),
+            Field("Status", Classification.OPERATIONAL, Protection.CLEAR),
+            Field("ApproverUpn", Classification.PERSONAL, Protection.CLEAR, "UPN of the approver an admin named"),
+            Field("CreatedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("UpdatedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("EhrSigninBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("EhrSigninOid", Classification.PERSONAL, Protection.CLEAR, "Entra object id of the approver"),
+            Field("ApprovedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("EhrSigninFhirUrl", Classification.TENANT, Protection.CLEAR, "the FHIR URL the approver proved"),
+            Field("SharedWith", Classification.TENANT, Protection.CLEAR, "tenant ids"),
+            *operational("CreatedAt", "UpdatedAt", "EhrSigninAt", "ApprovedAt"),
+        ),
+        _UNTIL_DELETED,
+        _DELETE,
+    ),
+    Store(
+        INDEX_TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "launch lookup (configuration id + iss) and the one-FHIR-URL-per-tenant guard",
+        (
+            Field("PartitionKey", Classification.TENANT, Protection.HASHED, "SHA-256 of the normalised FHIR URL"),
+            Field("RowKey", Classification.TENANT, Protection.CLEAR, "configuration id, or tenant-<tenant id>"),
+            Field("TenantId", Classification.TENANT, Protection.CLEAR),
+            Field("ConfigurationId", Classification.TENANT, Protection.CLEAR),
+        ),
+        _UNTIL_DELETED,
+        "ConfigurationRepository.delete and edits of the FHIR URL",
+    ),
+    Store(
+        SHARES_TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "how a tenant's admins find configurations shared with them",
+        (
+            Field("PartitionKey", Classification.TENANT, Protection.CLEAR, "the tenant shared with"),
+            Field("RowKey", Classification.TENANT, Protection.CLEAR, "configuration id"),
+            Field("OwnerTenantId", Classification.TENANT, Protection.CLEAR),
+        ),
+        "while the configuration is shared with that tenant",
+        "Stop sharing, and ConfigurationRepository.delete",
+    ),
+)
 
 
 class ConfigurationRepository:

@@ -14,10 +14,29 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.kernel.clock import utcnow
 from shared.kernel.identifiers import keyed_id
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
 
 TABLE = "EhrUserMap"
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.GEOGRAPHY,
+        "the EHR user -> Microsoft 365 user mapping: the one durable personal datum",
+        (
+            key("PartitionKey", "geography"),
+            Field("RowKey", Classification.EHR_ID, Protection.HMAC, "HMAC(configuration id, EHR user id)"),
+            Field("TenantId", Classification.TENANT, Protection.CLEAR, "Entra tenant of the clinician"),
+            Field("ObjectId", Classification.PERSONAL, Protection.CLEAR, "Entra object id of the clinician"),
+            *operational("CreatedAt", "LastUsedAt"),
+        ),
+        "durable: until replaced (the clinician signs in with another account) or deleted by an operator",
+        "UserMapRepository.put replaces it; nothing expires it",
+    ),
+)
 
 
 @dataclass(frozen=True)

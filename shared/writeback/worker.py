@@ -43,6 +43,7 @@ from shared.kernel.errors import (
     UpstreamUnavailable,
 )
 from shared.kernel.identifiers import log_id
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
@@ -53,6 +54,23 @@ from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
 logger = logging.getLogger(__name__)
 
 FAILURES_TABLE = "WritebackFailures"
+INVENTORY = (
+    Store(
+        FAILURES_TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "one row per permanently failed event, for operators (the message itself goes to the poison queue)",
+        (
+            key("PartitionKey", "UTC date"),
+            Field("RowKey", Classification.OPERATIONAL, Protection.HASHED, "event id, or a fingerprint of the message"),
+            Field("Code", Classification.OPERATIONAL, Protection.CLEAR, "why it failed"),
+            Field("Configuration", Classification.TENANT, Protection.HASHED, "fingerprint of the configuration id"),
+            *operational("At"),
+        ),
+        "until ExpiresAt (as long as its poison message can be replayed)",
+        "the sweep timer after ExpiresAt",
+    ),
+)
 
 
 class ClaimHeld(ConnectorError):

@@ -110,7 +110,14 @@ class LaunchWorld:
         return visit.appointment_id
 
 
-def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment, approved: bool) -> Configuration:
+def _configuration(
+    tenant: str,
+    fhir_base_url: str,
+    *,
+    environment: Environment,
+    approved: bool,
+    writeback_mode: WritebackMode = WritebackMode.EPIC,
+) -> Configuration:
     data = ConfigurationInput(
         organization="Contoso Health" if tenant == CONTOSO.id else "Fabrikam Clinic",
         fhir_base_url=fhir_base_url,
@@ -120,7 +127,7 @@ def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment,
         vendor=Vendor.EPIC,
         provider_client_id=DEMO_PROVIDER_CLIENT_ID,
         patient_client_id=DEMO_PATIENT_CLIENT_ID,
-        writeback_mode=WritebackMode.EPIC,
+        writeback_mode=writeback_mode,
     )
     config = new_configuration(tenant, data, by="admin@contoso.example", now=utcnow())
     if approved:
@@ -131,7 +138,13 @@ def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment,
 
 
 @contextmanager
-def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) -> Iterator[LaunchWorld]:
+def launch_world(
+    azurite_port_base: int,
+    state_dir: Path,
+    *,
+    writeback_mode: WritebackMode = WritebackMode.EPIC,
+    **ehr_options: Any,
+) -> Iterator[LaunchWorld]:
     port = free_port()
     connector = f"http://127.0.0.1:{port}"
     stand_ins = start_stand_ins(state_dir, connector_url=connector, ehr_options=ehr_options or None)
@@ -147,7 +160,9 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
     storage = Storage(settings)
     configurations = ConfigurationRepository(storage.app)
     fhir = stand_ins.ehr.config.fhir_base
-    test_config = configurations.create(_configuration(CONTOSO.id, fhir, environment=Environment.TEST, approved=True))
+    test_config = configurations.create(
+        _configuration(CONTOSO.id, fhir, environment=Environment.TEST, approved=True, writeback_mode=writeback_mode)
+    )
     # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration.
     pending = configurations.create(_configuration(FABRIKAM.id, fhir, environment=Environment.TEST, approved=False))
     production = configurations.create(
