@@ -104,15 +104,19 @@ class ContextCheck:
             raise
 
     def _csns(self, asserted: AssertedContext, reads: LaunchReads) -> frozenset[str] | None:
-        """CSN identifiers of the launch's Encounter and Appointment; None when none could be read."""
-        found: set[str] = set()
-        read_any = False
+        """CSN identifiers of the launch's Encounter, else of its Appointment; None when neither could be read.
+
+        The CSN is the encounter's own identifier: the Appointment is read only when the Encounter
+        names none (or is not there to read).
+        """
+        found: frozenset[str] | None = None
         for reference in asserted.references:
             csns = self._remembered(reads, "csn", reference, csn_identifiers)
             if csns is not None:
-                read_any = True
-                found |= csns
-        return frozenset(found) if read_any else None
+                found = (found or frozenset()) | csns
+            if found:
+                break
+        return found
 
     def _department_ids(self, asserted: AssertedContext, reads: LaunchReads) -> frozenset[str] | None:
         """Identifiers of the department the EHR named (token ``location``, else the Encounter's first)."""

@@ -639,3 +639,39 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
     assert refused.status_code == 400
     assert "launch_signin=;" in refused.headers.get("Set-Cookie", "")
     assert out.value is None
+
+
+# --- the launch context is the EHR's word -----------------------------------------------------------
+
+
+def test_a_url_csn_the_launchs_encounter_does_not_carry_is_refused_before_anything_happens(world: World) -> None:
+    world.ehr_visit("7001", "eE7001")
+    login = Login(claims={"sub": "eDoc1"}, fields={"patient": "eP1", "encounter": "eE7001"})
+    response = world.authorize_and_return(world.launch("provider", csn="7002"), login)
+    assert response.status_code == 403 and "This visit link does not match your appointment" in html(response)
+    assert world.sign_in.begun == 0 and world.graph.calls == [] and world.events == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"patient": "eP1"}, "names no encounter and no appointment"),
+        ({"patient": "eP1", "encounter": "eE-unknown"}, "could not be read"),
+    ],
+)
+def test_a_url_csn_nothing_confirms_is_refused_with_what_to_configure(
+    world: World, fields: dict[str, Any], reason: str
+) -> None:
+    login = Login(claims={"sub": "eP1"}, fields=fields)
+    response = world.authorize_and_return(world.launch("patient", csn="7003"), login)
+    assert response.status_code == 403 and "The EHR did not confirm this visit" in html(response)
+    assert reason in html(response) and "user/Encounter.read" in html(response)
+    assert world.graph.calls == [] and world.events == []
+
+
+def test_a_csn_field_in_the_token_response_confirms_the_url_without_a_read(world: World) -> None:
+    login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1", "csn": "7004"})
+    response = world.authorize_and_return(world.launch("patient", csn="7004"), login)
+    assert response.status_code == 303 and "/api/visits/" in response.headers["Location"]
+    assert not any(r.startswith("read") for r in world.ehr.requests)
+    assert world.events[-1].csn == "7004"
