@@ -182,6 +182,11 @@ class WritebackLoad:
                     csn=csn,
                 )
             )
+        # Epic accepts a status only for a participant linked to the conference: each made-up participant
+        # "launched" its visit, as a covering clinician would.
+        for event in made:
+            if event.participant and event.csn:
+                self.ehr.state.link_launch({event.csn}, event.participant.rsplit("/", 1)[-1])
         return made
 
     def queue(self, name: str | None = None) -> QueueClient:

@@ -8,7 +8,9 @@ The steps, each a method below (``connector/launch.py`` maps routes onto them):
         context tokens) → authorization request (GET, or POST when advertised and long)
     complete(authorization response)
         consume state once → code exchange (private_key_jwt) → id_token (signature, iss, aud,
-        exp, nonce) → launch context (user, CSN / appointment / encounter, patient)
+        exp, nonce) → launch context: what the EHR asserted (user, encounter / appointment / CSN,
+        patient), the launch URL's sessionId / departmentId only when the EHR's records confirm
+        them (``context_check``)
         provider: mapping? no → one-time Microsoft 365 sign-in (``finish_sign_in``) → meeting
         patient:  meeting? yes → lobby; organizer known → create it; else a waiting page
     visit(visit key, signed token), presence(...)
@@ -30,20 +32,23 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from shared.configurations.repository import ConfigurationRepository
-from shared.ehr.launch_context import LaunchContext, launch_context, primary_performer
+from shared.ehr.launch_context import PATIENT_SCOPES as PATIENT_LAUNCH_SCOPES
+from shared.ehr.launch_context import PROVIDER_SCOPES as PROVIDER_LAUNCH_SCOPES
+from shared.ehr.launch_context import LaunchContext, asserted_context, primary_performer
 from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
-from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient, SmartConfiguration, TokenResponse
+from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import ErrorPage, Forbidden, InvalidIdToken, NotFound, UpstreamError, UpstreamRejected
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
 from shared.kernel.settings import Geography
+from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import Meeting
 from shared.storage.state import AuthStateStore
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit, VisitContext, with_meeting
+from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
 from shared.visits.repository import VisitRepository
 from shared.visits.tokens import VisitGrant, VisitTokens
 
@@ -51,8 +56,8 @@ logger = logging.getLogger(__name__)
 
 STATE_KIND = "ehr-launch"
 SIGNIN_STATE_KIND = "launch-signin"
-PROVIDER_SCOPES = "launch openid fhirUser"
-PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
+PATIENT_SCOPES = PATIENT_LAUNCH_SCOPES
 AUTHORIZE_POST_CAPABILITY = "authorize-post"
 MAX_GET_URL = 2000  # beyond this, POST to authorize when the EHR advertises it (browsers and proxies cut URLs)
 MEETING_SUBJECT = "Virtual visit"  # never patient data: the subject is visible to every participant
@@ -244,6 +249,7 @@ class LaunchService:
         self._sign_in = sign_in
         self._meetings_for = meetings_for
         self._tokens = VisitTokens(connector_secret)
+        self._context_check = ContextCheck()
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
 
@@ -324,24 +330,24 @@ class LaunchService:
             raise UpstreamRejected(
                 f"The EHR's identity token could not be verified: {exc.reason}.", system=EHR, code="invalid_id_token"
             ) from None
-        context = launch_context(
-            tokens.fields,
-            claims,
+        asserted = asserted_context(tokens.fields, claims, provider_launch=pending.kind is LaunchKind.PROVIDER)
+        reads = LaunchReads(self._ehr, smart, access_token=tokens.access_token, client_id=pending.client_id)
+        context = self._context_check.confirm(
+            asserted,
+            reads,
             session_id=pending.session_id,
             department_id=pending.department_id,
-            provider_launch=pending.kind is LaunchKind.PROVIDER,
+            configuration_id=pending.configuration_id,
         )
         key = self.visit_key(pending.configuration_id, context)
         if pending.kind is LaunchKind.PROVIDER:
-            return self._provider(pending, context, key, smart, tokens)
-        return self._patient(pending, context, key, smart, tokens)
+            return self._provider(pending, context, key, reads)
+        return self._patient(pending, context, key, reads)
 
-    def _provider(
-        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
-    ) -> LaunchOutcome:
+    def _provider(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
         mapping = self._mapping(pending, context.user)
         visit = self._open_visit(pending, key, context.visit_context(provider=context.user))
-        primary = None if visit.has_meeting else self._primary_performer(pending, context, smart, tokens)
+        primary = None if visit.has_meeting else self._primary_performer(context, reads)
         if mapping is None:
             carry = {"launch": pending.to_json(), "context": context.to_json(), "primary": primary}
             # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
@@ -402,12 +408,10 @@ class LaunchService:
         event = self._event(pending, context, visit.key, Role.PROVIDER)
         return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
 
-    def _patient(
-        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
-    ) -> LaunchOutcome:
+    def _patient(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
         visit = self._open_visit(pending, key, context.visit_context(provider=None))
         if not visit.has_meeting:
-            primary = self._primary_performer(pending, context, smart, tokens)
+            primary = self._primary_performer(context, reads)
             organizer = self._mapping(pending, primary) if primary else None
             if organizer is not None:
                 visit = self._ensure_meeting(pending, context, visit, organizer)
@@ -462,10 +466,13 @@ class LaunchService:
         return found
 
     def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:
-        remembered = self._visits_with_meeting.get((pending.geography, key))
-        if remembered is not None:
-            return remembered
-        visit = self._visits.get_or_create(pending.geography, key, pending.configuration_id, context)
+        """The visit row, its context merged with this launch's confirmed one (``merged_context``)."""
+        visit = self._visits_with_meeting.get((pending.geography, key))
+        if visit is None:
+            visit = self._visits.get_or_create(pending.geography, key, pending.configuration_id, context)
+        if merged_context(visit.context, context) != visit.context:
+            # E.g. the clinician after their patient: the provider the writeback names is filled in now.
+            visit = self._visits.update(visit, with_context(context))
         self._remember(visit)
         return visit
 
@@ -474,25 +481,21 @@ class LaunchService:
             ttl = min(VISIT_MEMORY_SECONDS, (visit.expires_at - utcnow()).total_seconds())
             self._visits_with_meeting.put((visit.geography, visit.key), visit, ttl=ttl)
 
-    def _primary_performer(
-        self, pending: PendingLaunch, context: LaunchContext, smart: SmartConfiguration, tokens: TokenResponse
-    ) -> str | None:
+    @staticmethod
+    def _primary_performer(context: LaunchContext, reads: LaunchReads) -> str | None:
         """The appointment's primary provider, read with the launch's own token; None when unknown."""
         references = [f"Appointment/{context.appointment}"] if context.appointment else []
         references += [f"Encounter/{context.encounter}"] if context.encounter else []
         for reference in references:
             try:
-                resource = self._ehr.read(
-                    smart, reference, access_token=tokens.access_token, client_id=pending.client_id
-                )
+                resource = reads.resource(reference)
             except UpstreamError as exc:
-                # Not allowed or not there: the launching provider organizes instead.
+                # Unavailable: the launching provider organizes instead.
                 logger.info("Primary performer unavailable from %s: %s", reference.split("/")[0], exc.code)
                 continue
-            if isinstance(resource, Mapping):
-                found = primary_performer(resource)
-                if found:
-                    return found
+            found = primary_performer(resource) if resource is not None else None
+            if found:
+                return found
         return None
 
     # the visit pages ----------------------------------------------------------------------------

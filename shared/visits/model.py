@@ -40,13 +40,43 @@ class Presence:
 
 @dataclass(frozen=True)
 class VisitContext:
-    """Launch-context references kept for writeback: ids only."""
+    """Launch-context references kept for writeback: ids only.
+
+    ``confirmed``: every value was asserted by the EHR in a launch (token response, id_token, reads
+    with the launch's token). Rows written before launches were confirmed lack it.
+    """
 
     csn: str | None = None
     appointment: str | None = None
     encounter: str | None = None
     patient: str | None = None  # "Patient/456"
     provider: str | None = None  # "Practitioner/123"
+    confirmed: bool = False
+
+
+def merged_context(current: VisitContext, new: VisitContext) -> VisitContext:
+    """The visit's context after a launch: what the EHR confirmed, whichever launch came first.
+
+    Confirmed facts replace unconfirmed ones wholesale and are never replaced by them; between two
+    confirmed contexts (the provider's and the patient's launch of one visit) a value once set is
+    kept and only missing ones are filled, so a patient launching first leaves the provider for the
+    clinician's launch to fill in.
+    """
+    if new.confirmed != current.confirmed:
+        return new if new.confirmed else current
+    return VisitContext(
+        **{name: getattr(current, name) or getattr(new, name) for name in VisitContext.__dataclass_fields__}
+    )
+
+
+def with_context(context: VisitContext) -> Callable[[Visit], Visit | None]:
+    """Merge a launch's context into the visit (``merged_context``); None when it adds nothing."""
+
+    def change(visit: Visit) -> Visit | None:
+        merged = merged_context(visit.context, context)
+        return None if merged == visit.context else replace(visit, context=merged)
+
+    return change
 
 
 @dataclass(frozen=True)

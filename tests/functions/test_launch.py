@@ -52,6 +52,12 @@ TENANT = "11111111-1111-4111-8111-111111111111"
 DR_SMITH = microsoft_user(TENANT, "b0000000-0000-4000-8000-000000000001")
 DR_LEE = microsoft_user(TENANT, "b0000000-0000-4000-8000-000000000002")
 FHIR = "https://ehr.example/interconnect/api/FHIR/R4"
+CSN_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.8"  # Epic's CSN OID (customer part 0.1)
+
+
+def encounter_of(csn: str | None) -> str:
+    """The Encounter the EHR names in the token response for the visit with this CSN."""
+    return "eE1" if csn in (None, "1853") else f"eE{csn}"
 
 
 class Out:
@@ -106,6 +112,11 @@ class World:
 
     # the EHR's side of a launch -----------------------------------------------------------------
 
+    def ehr_visit(self, csn: str, encounter: str) -> None:
+        """The EHR's Encounter for a visit carries its CSN as an identifier (any participants a test set stay)."""
+        resource = self.ehr.resources.setdefault(f"Encounter/{encounter}", {"resourceType": "Encounter"})
+        resource.update(id=encounter, identifier=[{"use": "usual", "system": CSN_SYSTEM, "value": csn}])
+
     def launch(
         self,
         kind: str,
@@ -146,9 +157,11 @@ class World:
         fields: dict[str, Any] | None = None,
         microsoft: PortalIdentity = DR_SMITH,
     ) -> func.HttpResponse:
+        if csn:
+            self.ehr_visit(csn, encounter_of(csn))
         login = Login(
             claims={"sub": who, "fhirUser": f"{FHIR}/Practitioner/{who}"},
-            fields={"patient": "eP1", "encounter": "eE1", **(fields or {})},
+            fields={"patient": "eP1", "encounter": encounter_of(csn), **(fields or {})},
         )
         response = self.authorize_and_return(self.launch("provider", csn=csn), login)
         location = response.headers.get("Location", "")
@@ -169,9 +182,11 @@ class World:
         return response
 
     def patient(self, *, csn: str | None = "1853", fields: dict[str, Any] | None = None) -> func.HttpResponse:
+        if csn:
+            self.ehr_visit(csn, encounter_of(csn))
         login = Login(
             claims={"sub": "eP1", "fhirUser": f"{FHIR}/Patient/eP1"},
-            fields={"patient": "eP1", "encounter": "eE1", **(fields or {})},
+            fields={"patient": "eP1", "encounter": encounter_of(csn), **(fields or {})},
         )
         return self.authorize_and_return(self.launch("patient", csn=csn), login)
 
@@ -189,6 +204,7 @@ def world(env: dict[str, str], settings: Settings, storage: Storage) -> Iterator
     pending = Config(id=str(uuid.uuid4()), tenant_id=TENANT, fhir_base_url=FHIR + "-pending", is_approved=False)
     w = World(settings=settings, storage=storage, config=config, configurations=Configurations(config, pending))
     w.ehr.base = FHIR
+    w.ehr_visit("1853", "eE1")
     reset_services()
     services().launch = w.service()
     yield w
@@ -265,7 +281,7 @@ def test_appointment_primary_provider_organizes_when_mapped(world: World) -> Non
 
 
 def test_unmapped_primary_provider_leaves_the_launching_provider_as_organizer(world: World) -> None:
-    world.ehr.resources["Encounter/eE1"] = {
+    world.ehr.resources["Encounter/eE3001"] = {
         "participant": [{"type": [{"coding": [{"code": "PPRF"}]}], "individual": {"reference": "Practitioner/x"}}]
     }
     world.provider("eDoc1", csn="3001")
@@ -505,7 +521,7 @@ def test_replayed_and_forged_state_are_refused(world: World) -> None:
     authorize = world.launch("provider")
     url = authorize.headers["Location"]
     state = parse_qs(urlsplit(url).query)["state"][0]
-    login = Login(claims={"sub": "eDoc1"}, fields={"encounter": "e"})
+    login = Login(claims={"sub": "eDoc1"}, fields={"encounter": "eE1"})
     code = world.ehr.authorize(url, None, login)
     world.sign_in.user = DR_SMITH
     first, _ = world.callback(f"code={code}&state={state}")
@@ -559,7 +575,7 @@ def test_unreachable_ehr(world: World) -> None:
 def test_launch_without_any_appointment_context_is_explained(world: World) -> None:
     login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1"})
     response = world.authorize_and_return(world.launch("patient", csn=None), login)
-    assert response.status_code == 400 and "sessionId=%CSN%" in html(response)
+    assert response.status_code == 400 and "encounter or appointment context" in html(response)
 
 
 # --- visit pages --------------------------------------------------------------------------------
@@ -623,3 +639,39 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
     assert refused.status_code == 400
     assert "launch_signin=;" in refused.headers.get("Set-Cookie", "")
     assert out.value is None
+
+
+# --- the launch context is the EHR's word -----------------------------------------------------------
+
+
+def test_a_url_csn_the_launchs_encounter_does_not_carry_is_refused_before_anything_happens(world: World) -> None:
+    world.ehr_visit("7001", "eE7001")
+    login = Login(claims={"sub": "eDoc1"}, fields={"patient": "eP1", "encounter": "eE7001"})
+    response = world.authorize_and_return(world.launch("provider", csn="7002"), login)
+    assert response.status_code == 403 and "This visit link does not match your appointment" in html(response)
+    assert world.sign_in.begun == 0 and world.graph.calls == [] and world.events == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"patient": "eP1"}, "names no encounter and no appointment"),
+        ({"patient": "eP1", "encounter": "eE-unknown"}, "could not be read"),
+    ],
+)
+def test_a_url_csn_nothing_confirms_is_refused_with_what_to_configure(
+    world: World, fields: dict[str, Any], reason: str
+) -> None:
+    login = Login(claims={"sub": "eP1"}, fields=fields)
+    response = world.authorize_and_return(world.launch("patient", csn="7003"), login)
+    assert response.status_code == 403 and "The EHR did not confirm this visit" in html(response)
+    assert reason in html(response) and "user/Encounter.read" in html(response)
+    assert world.graph.calls == [] and world.events == []
+
+
+def test_a_csn_field_in_the_token_response_confirms_the_url_without_a_read(world: World) -> None:
+    login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1", "csn": "7004"})
+    response = world.authorize_and_return(world.launch("patient", csn="7004"), login)
+    assert response.status_code == 303 and "/api/visits/" in response.headers["Location"]
+    assert not any(r.startswith("read") for r in world.ehr.requests)
+    assert world.events[-1].csn == "7004"
