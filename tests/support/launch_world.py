@@ -163,11 +163,15 @@ def launch_world(
     test_config = configurations.create(
         _configuration(CONTOSO.id, fhir, environment=Environment.TEST, approved=True, writeback_mode=writeback_mode)
     )
-    # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration.
+    # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration (its URL is
+    # unique to this world: worlds of other test files may be alive at the same time in other xdist workers).
     pending = configurations.create(_configuration(FABRIKAM.id, fhir, environment=Environment.TEST, approved=False))
     production = configurations.create(
         _configuration(
-            CONTOSO.id, "https://epic.contoso.example/api/FHIR/R4", environment=Environment.PRODUCTION, approved=True
+            CONTOSO.id,
+            f"https://epic-{uuid.uuid4().hex[:12]}.contoso.example/api/FHIR/R4",
+            environment=Environment.PRODUCTION,
+            approved=True,
         )
     )
     records: dict[str, IntegrationRecord] = {}
