@@ -32,11 +32,11 @@ from typing import Any
 import httpx
 from azure.data.tables import TableClient
 
+from benchmarks.writeback_load import WritebackLoad
 from sandbox import azurite
 from sandbox.entra.signing import graph_validation_token
 from sandbox.graph.crypto import EncryptionCertificate, encrypt_content
 from sandbox.local_settings import local_values
-from sandbox.writeback_load import WritebackLoad
 from shared.kernel.settings import Geography
 from shared.microsoft.notifications import ClientStates, NotificationCertificate, SubscriptionTarget
 

@@ -21,13 +21,13 @@ import msal
 import pytest
 from azure.core.credentials import AccessToken
 
+from benchmarks.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
 from connector.services import services
 from sandbox.ehr.__main__ import DEMO_PROVIDER_CLIENT_ID
 from sandbox.host import LocalHost
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
 from shared.configurations.model import WritebackMode
 from shared.kernel.errors import UpstreamRejected
 from shared.kernel.settings import Geography, Settings
