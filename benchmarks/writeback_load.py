@@ -30,6 +30,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from connector.services import reset as reset_services
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
+from sandbox.ehr.clinic import Visit as ClinicVisit
 from sandbox.host import LocalHost
 from sandbox.server import ServerThread, free_port
 from shared.configurations.model import (
@@ -145,16 +146,9 @@ class WritebackLoad:
         self.visit_keys: list[tuple[str, str]] = []
         for n in range(self.visits):
             clinic_visit = seeded[n % len(seeded)]
-            context = VisitContext(
-                csn=clinic_visit.csn,
-                appointment=clinic_visit.appointment_id,
-                encounter=clinic_visit.encounter_id,
-                patient=f"Patient/{clinic_visit.patient_id}",
-                provider=f"Practitioner/{clinic_visit.practitioner_id}",
-            )
             key = f"load-{self.run}-{n}"
             configuration = self.pending_configuration_id if n == 0 else self.configuration_id
-            repository.get_or_create(Geography.AMERICAS, key, configuration, context)
+            repository.get_or_create(Geography.AMERICAS, key, configuration, visit_context(clinic_visit))
             self.visit_keys.append((key, clinic_visit.csn))
 
     def approve_pending_configuration(self) -> None:
@@ -247,6 +241,17 @@ class WritebackLoad:
             except (ValueError, UnicodeDecodeError):
                 bodies.append(message.content)
         return bodies
+
+
+def visit_context(clinic_visit: ClinicVisit) -> VisitContext:
+    """The launch context a launch of this sandbox clinic visit would leave on the visit row."""
+    return VisitContext(
+        csn=clinic_visit.csn,
+        appointment=clinic_visit.appointment_id,
+        encounter=clinic_visit.encounter_id,
+        patient=f"Patient/{clinic_visit.patient_id}",
+        provider=f"Practitioner/{clinic_visit.practitioner_id}",
+    )
 
 
 def reset_process_singletons() -> None:

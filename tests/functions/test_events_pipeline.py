@@ -21,7 +21,7 @@ import msal
 import pytest
 from azure.core.credentials import AccessToken
 
-from benchmarks.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
+from benchmarks.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration, visit_context
 from connector.services import services
 from sandbox.ehr.__main__ import DEMO_PROVIDER_CLIENT_ID
 from sandbox.host import LocalHost
@@ -135,13 +135,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
 def open_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
     """A visit whose meeting exists in sandbox Graph (as the launch would leave it), subscribed."""
     clinic_visit = pipeline.stand_ins.ehr.clinic.visits[2]
-    context = VisitContext(
-        csn=clinic_visit.csn,
-        appointment=clinic_visit.appointment_id,
-        encounter=clinic_visit.encounter_id,
-        patient=f"Patient/{clinic_visit.patient_id}",
-        provider=f"Practitioner/{clinic_visit.practitioner_id}",
-    )
+    context = visit_context(clinic_visit)
     repository = VisitRepository(pipeline.storage)
     visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
     start = datetime.now(UTC)
