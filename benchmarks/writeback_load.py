@@ -195,10 +195,6 @@ class WritebackLoad:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(queue.send_message, bodies))
 
-    def enqueue_raw(self, content: str) -> None:
-        """A message stored as is (e.g. not base64: the host cannot decode it)."""
-        QueueClient.from_connection_string(self.env["AzureWebJobsStorage"], self.queue_name).send_message(content)
-
     # --- observation ---------------------------------------------------------------------------
     def written(self) -> Counter[str]:
         """How many times the EHR recorded each ExternalID of this run."""
