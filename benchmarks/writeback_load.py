@@ -29,6 +29,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from connector.services import reset as reset_services
+from function_app import build_app
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
 from sandbox.ehr.clinic import Visit as ClinicVisit
 from sandbox.host import LocalHost
@@ -128,13 +129,11 @@ class WritebackLoad:
         self.settings = Settings.from_env(settings)
         self.storage = Storage(self.settings)
         self._seed()
-        reset_process_singletons()
-        self._stack.callback(reset_process_singletons)
+        reset_services()  # per-process objects are rebuilt from the host's settings
+        self._stack.callback(reset_services)
         # Faults start once the EHR is set up; the host starts last, so every event sees them.
         self.ehr.faults.update({"latency_ms": self.ehr_latency_ms, **self.faults})
-        self.host = self._stack.enter_context(
-            LocalHost(fresh_function_app(), settings, port=port, host_json=self.host_json)
-        )
+        self.host = self._stack.enter_context(LocalHost(build_app(), settings, port=port, host_json=self.host_json))
 
     def _seed(self) -> None:
         fhir = self.ehr.config.fhir_base
@@ -250,11 +249,6 @@ def visit_context(clinic_visit: ClinicVisit) -> VisitContext:
     )
 
 
-def reset_process_singletons() -> None:
-    """Settings, storage and clients are per process: rebuild them from the host's settings."""
-    reset_services()
-
-
 APPROVER = "approver@contoso.example"
 APPROVER_OID = "a0000000-0000-4000-8000-0000000000ff"
 
@@ -289,10 +283,3 @@ def approve_configuration(storage: Storage, config: Configuration) -> Configurat
     return ConfigurationRepository(storage.app).update(
         config, approved(signed, upn=APPROVER, oid=APPROVER_OID, now=now), etag=config.etag
     )
-
-
-def fresh_function_app() -> Any:
-    """A new app object: the host indexes an app once, and a process may run several hosts."""
-    import function_app
-
-    return function_app.build_app()
