@@ -134,7 +134,8 @@ def signin_cookie_name() -> str:
 
 
 def _raw_query(req: func.HttpRequest) -> str:
-    return urlsplit(req.url).query
+    url: str = req.url  # azure.functions.HttpRequest.url is unannotated; the abstract request says str
+    return urlsplit(url).query
 
 
 def _form_body(req: func.HttpRequest) -> str | None:

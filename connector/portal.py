@@ -2,7 +2,7 @@
 
 Every route is anonymous at the Functions level and guarded here by the portal session (a
 server-side ``Sessions`` row named by an HttpOnly cookie); every state-changing POST carries
-the session's CSRF token. The rules themselves live in ``shared/portal.py``.
+the session's CSRF token. The rules themselves live in ``shared/portal/service.py``.
 
     GET  /portal                                   dashboard, or the sign-in page
     GET  /portal/signin                            → Entra authorize (auth-code + PKCE, form_post)

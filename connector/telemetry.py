@@ -108,7 +108,7 @@ def redacted_url_spans() -> Any:
     """A span processor that cuts the URL attributes of HTTP dependency spans to scheme and host."""
     from opentelemetry.sdk.trace import SpanProcessor
 
-    class RedactedUrlSpans(SpanProcessor):  # type: ignore[misc]
+    class RedactedUrlSpans(SpanProcessor):
         def on_start(self, span: Any, parent_context: Any = None) -> None:
             attributes = getattr(span, "attributes", None) or {}
             for key in _URL_ATTRIBUTES:

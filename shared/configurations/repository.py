@@ -53,6 +53,7 @@ TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
 SHARES_TABLE = "ConfigurationShares"
 RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
+NO_SUCH_CONFIGURATION = "There is no such configuration."
 
 _UNTIL_DELETED = "until an admin deletes the configuration"
 _DELETE = "ConfigurationRepository.delete (portal: Delete)"
@@ -133,42 +134,39 @@ class ConfigurationRepository:
 
     def get(self, tenant_id: str, configuration_id: str) -> Configuration:
         """The configuration, or ``NotFound`` (also for another tenant's id: no existence leak)."""
-        if not is_configuration_id(configuration_id):
-            raise NotFound("There is no such configuration.")
-        with storage_errors(self._account.name):
-            try:
-                entity = self._table().get_entity(tenant_id.lower(), configuration_id)
-            except ResourceNotFoundError:
-                raise NotFound("There is no such configuration.") from None
-        return _from_entity(entity)
+        return _from_entity(self._row(self._table(), tenant_id, configuration_id))
 
     def list_for_tenant(self, tenant_id: str) -> list[Configuration]:
-        with storage_errors(self._account.name):
-            entities = self._table().query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id.lower()})
-            found = [_from_entity(e) for e in entities]
-        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+        return self._listed("PartitionKey eq @pk", {"pk": tenant_id.lower()})
 
     def list_for_approver(self, tenant_id: str, upn: str) -> list[Configuration]:
-        with storage_errors(self._account.name):
-            entities = self._table().query_entities(
-                "PartitionKey eq @pk and ApproverUpn eq @upn", parameters={"pk": tenant_id.lower(), "upn": upn.lower()}
-            )
-            found = [_from_entity(e) for e in entities]
-        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+        return self._listed(
+            "PartitionKey eq @pk and ApproverUpn eq @upn", {"pk": tenant_id.lower(), "upn": upn.lower()}
+        )
 
     def get_shared(self, tenant_id: str, configuration_id: str) -> Configuration:
         """A configuration another tenant shares with ``tenant_id``, or ``NotFound``."""
-        if not is_configuration_id(configuration_id):
-            raise NotFound("There is no such configuration.")
-        with storage_errors(self._account.name):
-            try:
-                row = self._shares().get_entity(tenant_id.lower(), configuration_id)
-            except ResourceNotFoundError:
-                raise NotFound("There is no such configuration.") from None
+        row = self._row(self._shares(), tenant_id, configuration_id)
         config = self.get(str(row.get("OwnerTenantId", "")), configuration_id)
         if not config.is_shared_with(tenant_id):
-            raise NotFound("There is no such configuration.")
+            raise NotFound(NO_SUCH_CONFIGURATION)
         return config
+
+    def _row(self, table: Any, tenant_id: str, configuration_id: str) -> Any:
+        """The row of ``table`` keyed (tenant, configuration id), or ``NotFound``, also for a malformed id."""
+        if not is_configuration_id(configuration_id):
+            raise NotFound(NO_SUCH_CONFIGURATION)
+        with storage_errors(self._account.name):
+            try:
+                return table.get_entity(tenant_id.lower(), configuration_id)
+            except ResourceNotFoundError:
+                raise NotFound(NO_SUCH_CONFIGURATION) from None
+
+    def _listed(self, query: str, parameters: dict[str, str]) -> list[Configuration]:
+        """The configurations whose rows match ``query``."""
+        with storage_errors(self._account.name):
+            found = [_from_entity(e) for e in self._table().query_entities(query, parameters=parameters)]
+        return _in_portal_order(found)
 
     def list_shared_with(self, tenant_id: str) -> list[Configuration]:
         """Configurations other tenants share with ``tenant_id`` (each confirmed by its own row)."""
@@ -180,7 +178,7 @@ class ConfigurationRepository:
                 config = self.get(str(row.get("OwnerTenantId", "")), row["RowKey"])
                 if config.is_shared_with(tenant_id):
                     found.append(config)
-        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+        return _in_portal_order(found)
 
     def find_for_launch(self, configuration_id: str, iss: str) -> Configuration | None:
         """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides)."""
@@ -403,6 +401,11 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
         "ApprovedAt": config.approved_at,
         "SharedWith": ",".join(config.shared_with),
     }
+
+
+def _in_portal_order(found: list[Configuration]) -> list[Configuration]:
+    """By organization, environment and URL, as the portal lists them."""
+    return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
 
 
 def _from_entity(entity: Mapping[str, Any]) -> Configuration:

@@ -58,8 +58,6 @@ STATE_KIND = "ehr-launch"
 SIGNIN_STATE_KIND = "launch-signin"
 PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
 PATIENT_SCOPES = PATIENT_LAUNCH_SCOPES
-AUTHORIZE_POST_CAPABILITY = "authorize-post"
-MAX_GET_URL = 2000  # beyond this, POST to authorize when the EHR advertises it (browsers and proxies cut URLs)
 MEETING_SUBJECT = "Virtual visit"  # never patient data: the subject is visible to every participant
 MEETING_LENGTH = timedelta(hours=1)
 EHR = "EHR"
@@ -124,7 +122,7 @@ class WrongTenant(Forbidden):
 
 
 class Meetings(Protocol):
-    """``shared/teams.TeamsClient`` for one tenant (a protocol so tests can count calls)."""
+    """``shared.microsoft.teams.TeamsClient`` for one tenant (a protocol so tests can count calls)."""
 
     def create_or_get_meeting(
         self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -327,7 +327,7 @@ class PortalService:
             raise FormErrors(errors)
         return to_input(values)
 
-    def validate_rows(self, rows: list[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
+    def validate_rows(self, rows: Sequence[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
         """Validate several configurations of one form: (inputs, errors per row); a URL may appear once."""
         inputs: list[ConfigurationInput] = []
         errors: list[dict[str, str]] = []

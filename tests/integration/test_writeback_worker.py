@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from benchmarks.writeback_load import visit_context
 from sandbox.ehr import EhrSandbox
 from shared.configurations.model import WritebackMode
 from shared.ehr.backend_services import BackendServices
@@ -19,7 +20,7 @@ from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailabl
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit, VisitContext
+from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
 from shared.writeback.model import WritebackTarget
 from shared.writeback.worker import FAILURES_TABLE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
@@ -88,14 +89,7 @@ def worker(
 
 
 def open_visit(storage: Storage, ehr: EhrSandbox, configuration_id: str, key: str) -> Visit:
-    seeded = ehr.clinic.visits[1]
-    context = VisitContext(
-        csn=seeded.csn,
-        appointment=seeded.appointment_id,
-        encounter=seeded.encounter_id,
-        patient=f"Patient/{seeded.patient_id}",
-        provider=f"Practitioner/{seeded.practitioner_id}",
-    )
+    context = visit_context(ehr.clinic.visits[1])
     return VisitRepository(storage).get_or_create(Geography.AMERICAS, key, configuration_id, context)
 
 

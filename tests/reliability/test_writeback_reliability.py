@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from sandbox.writeback_load import WritebackLoad
+from benchmarks.writeback_load import WritebackLoad
 from tools.requeue_poison import requeue
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import runpy
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.services import reset as reset_services
+from function_app import build_app
 from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.app import EhrSandbox
@@ -193,11 +193,10 @@ def launch_world(
     saved = {key: os.environ.get(key) for key in environ}
     for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # the host keeps values already set: trust this sandbox
         os.environ[key] = environ[key]
-    _reset_process_singletons()
-    # A fresh app object from function_app.py: the Functions library indexes an app object only once, and
-    # other tests index the imported ``function_app.app`` themselves.
-    app = runpy.run_path(str(ROOT / "function_app.py"), run_name="function_app_launch_world")["app"]
-    host = LocalHost(app, environ, port=port, app_dir=ROOT)
+    reset_services()
+    # A fresh app object: the Functions library indexes an app object only once, and other tests index the
+    # imported ``function_app.app`` themselves.
+    host = LocalHost(build_app(), environ, port=port, app_dir=ROOT)
     try:
         host.start()
         yield LaunchWorld(host, stand_ins, settings, environ, counter, test_config, records)
@@ -211,9 +210,4 @@ def launch_world(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _reset_process_singletons()
-
-
-def _reset_process_singletons() -> None:
-    """The host imports the app into this process: forget settings and clients built by earlier tests."""
-    reset_services()
+        reset_services()

@@ -29,7 +29,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from connector.services import reset as reset_services
+from function_app import build_app
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
+from sandbox.ehr.clinic import Visit as ClinicVisit
 from sandbox.host import LocalHost
 from sandbox.server import ServerThread, free_port
 from shared.configurations.model import (
@@ -127,13 +129,11 @@ class WritebackLoad:
         self.settings = Settings.from_env(settings)
         self.storage = Storage(self.settings)
         self._seed()
-        reset_process_singletons()
-        self._stack.callback(reset_process_singletons)
+        reset_services()  # per-process objects are rebuilt from the host's settings
+        self._stack.callback(reset_services)
         # Faults start once the EHR is set up; the host starts last, so every event sees them.
         self.ehr.faults.update({"latency_ms": self.ehr_latency_ms, **self.faults})
-        self.host = self._stack.enter_context(
-            LocalHost(fresh_function_app(), settings, port=port, host_json=self.host_json)
-        )
+        self.host = self._stack.enter_context(LocalHost(build_app(), settings, port=port, host_json=self.host_json))
 
     def _seed(self) -> None:
         fhir = self.ehr.config.fhir_base
@@ -145,16 +145,9 @@ class WritebackLoad:
         self.visit_keys: list[tuple[str, str]] = []
         for n in range(self.visits):
             clinic_visit = seeded[n % len(seeded)]
-            context = VisitContext(
-                csn=clinic_visit.csn,
-                appointment=clinic_visit.appointment_id,
-                encounter=clinic_visit.encounter_id,
-                patient=f"Patient/{clinic_visit.patient_id}",
-                provider=f"Practitioner/{clinic_visit.practitioner_id}",
-            )
             key = f"load-{self.run}-{n}"
             configuration = self.pending_configuration_id if n == 0 else self.configuration_id
-            repository.get_or_create(Geography.AMERICAS, key, configuration, context)
+            repository.get_or_create(Geography.AMERICAS, key, configuration, visit_context(clinic_visit))
             self.visit_keys.append((key, clinic_visit.csn))
 
     def approve_pending_configuration(self) -> None:
@@ -206,10 +199,6 @@ class WritebackLoad:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(queue.send_message, bodies))
 
-    def enqueue_raw(self, content: str) -> None:
-        """A message stored as is (e.g. not base64: the host cannot decode it)."""
-        QueueClient.from_connection_string(self.env["AzureWebJobsStorage"], self.queue_name).send_message(content)
-
     # --- observation ---------------------------------------------------------------------------
     def written(self) -> Counter[str]:
         """How many times the EHR recorded each ExternalID of this run."""
@@ -254,9 +243,15 @@ class WritebackLoad:
         return bodies
 
 
-def reset_process_singletons() -> None:
-    """Settings, storage and clients are per process: rebuild them from the host's settings."""
-    reset_services()
+def visit_context(clinic_visit: ClinicVisit) -> VisitContext:
+    """The launch context a launch of this sandbox clinic visit would leave on the visit row."""
+    return VisitContext(
+        csn=clinic_visit.csn,
+        appointment=clinic_visit.appointment_id,
+        encounter=clinic_visit.encounter_id,
+        patient=f"Patient/{clinic_visit.patient_id}",
+        provider=f"Practitioner/{clinic_visit.practitioner_id}",
+    )
 
 
 APPROVER = "approver@contoso.example"
@@ -293,10 +288,3 @@ def approve_configuration(storage: Storage, config: Configuration) -> Configurat
     return ConfigurationRepository(storage.app).update(
         config, approved(signed, upn=APPROVER, oid=APPROVER_OID, now=now), etag=config.etag
     )
-
-
-def fresh_function_app() -> Any:
-    """A new app object: the host indexes an app once, and a process may run several hosts."""
-    import function_app
-
-    return function_app.build_app()
