@@ -42,7 +42,7 @@ EHR_STATE_KIND = "portal-ehr-signin"
 EHR_STATE_TTL = timedelta(minutes=10)
 EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
 EHR_SIGNIN_SCOPE = "openid fhirUser"
-PROVIDER_SCOPES = "launch openid fhirUser"
+PROVIDER_SCOPES = "launch openid fhirUser user/Practitioner.read user/Encounter.read user/Appointment.read"
 PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
 PROVIDER_CONTEXT_TOKENS = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
 PATIENT_CONTEXT_TOKENS = "sessionId=%CSN%"
