@@ -254,6 +254,7 @@ def _confirmation_page(link: ConfirmLink, cookie: str) -> func.HttpResponse:
             "ehr_user_type": link.ehr_user_type,
             "account_upn": link.account_upn,
             "account_name": link.account_name,
+            "names_differ": link.names_differ,
             "minutes": int(CONFIRM_TTL.total_seconds() // 60),
         },
         headers={"Set-Cookie": binding},

@@ -211,6 +211,21 @@ class ConfirmLink:
     account_upn: str
     account_name: str
 
+    @property
+    def names_differ(self) -> bool:
+        """The EHR's name and the Microsoft 365 display name share no word (a hint for the clinician, no rule)."""
+        if not self.ehr_user_name:
+            return False
+        return not (_name_words(self.ehr_user_name) & _name_words(self.account_name))
+
+
+_TITLES = frozenset({"dr", "mr", "mrs", "ms", "mx", "prof", "nurse", "md", "rn", "np", "pa", "do", "phd"})
+
+
+def _name_words(name: str) -> set[str]:
+    words = {w.strip(".,()").casefold() for w in name.split()}
+    return {w for w in words if len(w) > 1 and w not in _TITLES}
+
 
 @dataclass(frozen=True)
 class LinkDeclined:

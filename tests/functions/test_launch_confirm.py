@@ -70,6 +70,7 @@ def test_the_confirmation_names_both_sides_and_nothing_is_stored_before_the_butt
     assert "Dr. Morgan Lee" in body and "Former" not in body
     assert "nurse.kim@contoso.example" in body and "Nurse Robin Kim" in body
     assert 'id="name-note"' not in body
+    assert 'id="names-differ"' in body  # Dr. Morgan Lee and Nurse Robin Kim share no name
     cookie = page.headers["Set-Cookie"]
     assert cookie.startswith("launch_signin=") and "SameSite=Strict" in cookie and "HttpOnly" in cookie
     assert stored(world) is None and world.graph.calls == []
@@ -88,7 +89,7 @@ def test_a_name_the_ehr_will_not_give_still_lets_the_clinician_confirm(world: Wo
     body, page = launch_to_confirmation(world)  # no Practitioner resource: the EHR answers 404
     assert "read Practitioner" in world.ehr.requests
     assert "name not available" in body and "The Practitioner user who started this visit" in body
-    assert 'id="name-note"' in body
+    assert 'id="name-note"' in body and 'id="names-differ"' not in body
     assert world.confirm(page).status_code == 303
     assert stored(world) is not None
 
