@@ -9,6 +9,7 @@ linked and must press the button; a POST from any other browser, without the pag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,3 +211,31 @@ def test_the_clinician_sees_their_name_and_account_and_the_visit_starts_after_co
 
     again = begin_virtual_visit(clinician, world, "hyperspace", LEE, LEE_VISIT)  # linked: straight in
     provider_page(again, world)
+
+
+def test_an_admin_sees_a_link_in_the_portal_and_removes_it(world: LaunchWorld, clinician: BrowserContext) -> None:
+    """The way back from a wrong link: the configuration's admin finds it by the Microsoft 365 user and removes it."""
+    config = world.configuration
+    kim = DIRECTORY.user_by_upn(NURSE_KIM_UPN)
+    assert kim is not None
+    user_map(world).put(
+        config.geography, config.id, f"Practitioner/{SMITH}", tenant_id=kim.tenant_id, object_id=kim.object_id,
+        upn=NURSE_KIM_UPN,
+    )  # fmt: skip
+    page = clinician.new_page()
+    page.goto(f"{world.url}/api/portal/signin")
+    page.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
+    page.locator("button[data-upn='admin@contoso.example']").click()
+    page.wait_for_url(f"{world.url}/api/portal")
+    page.goto(f"{world.url}/api/portal/configurations/{config.id}")
+    page.locator("#clinician-links").click()
+    expect(page.locator("h1")).to_have_text("Clinician links")
+    row = page.locator("#links tbody tr", has_text=NURSE_KIM_UPN)
+    expect(row).to_have_count(1)
+    assert_accessible(page)
+
+    row.get_by_role("button", name=re.compile(r"Remove the link of nurse\.kim@")).click()
+    expect(page.locator(".notice")).to_contain_text("Link removed")
+    expect(page.locator("#links tbody tr", has_text=NURSE_KIM_UPN)).to_have_count(0)
+    assert_accessible(page)
+    assert mapping_of(world, SMITH) is None
