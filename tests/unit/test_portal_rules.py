@@ -104,7 +104,9 @@ def test_records_exist_only_for_approved_configurations() -> None:
     assert provider.launch_url == f"https://connector.example/api/launch/{config.id}/provider"
     assert patient.launch_url == f"https://connector.example/api/launch/{config.id}/patient"
     assert provider.context_tokens == "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
-    assert patient.scopes == "launch openid fhirUser patient/*.read" and provider.scopes == "launch openid fhirUser"
+    assert patient.scopes == "launch openid fhirUser patient/*.read" and provider.scopes == (
+        "launch openid fhirUser user/Practitioner.read user/Encounter.read user/Appointment.read"
+    )
     assert records.redirect_uri == "https://connector.example/api/launch/callback"
     assert [uri for _, uri in provider.redirect_uris] == [
         "https://connector.example/api/launch/callback",
