@@ -532,15 +532,17 @@ class LaunchService:
         if not _matches(form.get("csrf"), opened.get("csrf")):
             logger.info("Link confirmation refused: no form token")
             raise ConfirmationForged()
-        pending = self._current(PendingLaunch.from_json(opened["launch"]))
         context = LaunchContext.from_json(opened["context"])
         account = opened["account"]
-        if decline:
+        if decline:  # nothing to check: nothing will be stored
             logger.info(
                 "Link declined: configuration %s, EHR user %s, tenant %s, user %s",
-                *_hashed(pending.configuration_id, context.user, account["tenant_id"], account["object_id"]),
+                *_hashed(
+                    str(opened["launch"]["configuration_id"]), context.user, account["tenant_id"], account["object_id"]
+                ),
             )
             return LinkDeclined()
+        pending = self._current(PendingLaunch.from_json(opened["launch"]))
         if str(account["tenant_id"]).lower() not in pending.signin_tenants:
             raise WrongTenant()  # the configuration stopped being shared with that tenant meanwhile
         mapping = self._user_map.put(

@@ -25,6 +25,7 @@ from tests.functions.test_launch import (
     html,
     installed_world,
     request,
+    share_with,
 )
 from tests.support.launch_fakes import Login, microsoft_user
 
@@ -178,3 +179,23 @@ def test_the_link_is_logged_with_hashed_ids_only(world: World, caplog: pytest.Lo
     [line] = [r.getMessage() for r in caplog.records if "linked to a Microsoft 365 user" in r.getMessage()]
     for clear in ("eDocLee", "Morgan", "Lee", "nurse.kim", NURSE_KIM.object_id, TENANT, world.config.id):
         assert clear not in line
+
+
+def test_sharing_stopped_while_the_confirmation_is_on_screen_stores_nothing(world: World) -> None:
+    fabrikam = microsoft_user("33333333-3333-4333-8333-333333333333", "c0000000-0000-4000-8000-000000000009")
+    share_with(world, fabrikam.tenant_id)
+    login = Login(claims={"sub": "eDocG", "fhirUser": f"{FHIR}/Practitioner/eDocG"}, fields={"encounter": "eE1"})
+    redirect = world.authorize_and_return(world.launch("provider", csn="7200"), login)
+    page = world.microsoft_sign_in(redirect, fabrikam)
+    assert page.status_code == 200
+    share_with(world)  # the owning admin presses Stop sharing meanwhile
+    response = world.confirm(page)
+    assert response.status_code == 403 and "Wrong Microsoft 365 account" in html(response)
+    assert stored(world, "eDocG") is None and world.graph.calls == []
+
+
+def test_this_is_not_me_works_even_if_the_configuration_is_gone(world: World) -> None:
+    _, page = launch_to_confirmation(world, csn="7300")
+    del world.configurations.configs[world.config.id]
+    response = world.confirm(page, action="decline")
+    assert response.status_code == 200 and "Nothing was linked" in html(response)
