@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -108,8 +109,16 @@ class Launcher:
             signed_in = self.client.post(
                 f"{world.url}/api/launch/signin/callback", data=response, headers={"cookie": binding}
             )
-            assert signed_in.status_code == 303, signed_in.text
-            location = signed_in.headers["location"]
+            assert signed_in.status_code == 200 and "Link my account" in signed_in.text, signed_in.text
+            # The clinician presses "Link my account": the page's form, with the rotated binding cookie.
+            fields = dict(re.findall(r'name="(state|csrf)" value="([^"]+)"', signed_in.text))
+            confirmed = self.client.post(
+                f"{world.url}/api/launch/signin/confirm",
+                data={**fields, "action": "link"},
+                headers={"cookie": signed_in.headers["set-cookie"].split(";", 1)[0]},
+            )
+            assert confirmed.status_code == 303, confirmed.text
+            location = confirmed.headers["location"]
         return connector, location
 
 

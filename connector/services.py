@@ -28,6 +28,7 @@ from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.ehr.smart import SmartClient, smart_client_for
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import SigningKeys, signing_keys_from
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings, get_settings, reset_settings_cache
 from shared.launch.service import SIGNIN_STATE_KIND, LaunchService
 from shared.launch.user_map import UserMapRepository
@@ -117,6 +118,11 @@ class Services:
         return signing_keys_from(self.settings.signing_keys.reveal())
 
     @once
+    def sealer(self) -> Sealer:
+        """Seals what must be kept but not read by whoever reads the tables (``SEALING_KEYS``)."""
+        return Sealer.from_text(self.settings.sealing_keys.reveal())
+
+    @once
     def msal_app(self) -> msal.ConfidentialClientApplication:
         """The confidential client for user sign-ins (msal discovers the authority over HTTP when built)."""
         return build_msal_app(self.settings)
@@ -199,8 +205,12 @@ class Services:
         return SessionStore(self.storage.app)
 
     @once
+    def user_map(self) -> UserMapRepository:
+        return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
+
+    @once
     def portal(self) -> PortalService:
-        return PortalService(self.settings, self.configurations, self.states, self.smart)
+        return PortalService(self.settings, self.configurations, self.states, self.smart, self.user_map)
 
     @once
     def launch(self) -> LaunchService:
@@ -212,10 +222,11 @@ class Services:
             configurations=self.configurations,
             ehr=self.smart,
             states=self.states,
-            user_map=UserMapRepository(self.storage, secret),
+            user_map=self.user_map,
             visits=self.visits,
             sign_in=self.launch_sign_in,
             meetings_for=self.teams.for_tenant,
+            sealer=self.sealer,
         )
 
     @once

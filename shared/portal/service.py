@@ -34,6 +34,7 @@ from shared.kernel.errors import (
 )
 from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.settings import Geography, Settings
+from shared.launch.user_map import ListedMapping, UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.portal.sessions import PortalSession
 from shared.storage.state import AuthStateStore
@@ -291,11 +292,13 @@ class PortalService:
         repository: ConfigurationRepository,
         states: AuthStateStore,
         smart: SmartClient,
+        user_map: UserMapRepository,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.states = states
         self.smart = smart
+        self.user_map = user_map
 
     @property
     def ehr_redirect_uri(self) -> str:
@@ -412,6 +415,27 @@ class PortalService:
         saved = self.repository.update(current, updated, etag=str(current.etag))
         _audit(f"no longer shared with tenant {tenant_id.strip().lower()}", saved, user)
         return saved
+
+    # clinician links (EHR user → Microsoft 365 user)
+
+    def owned_for_links(self, user: PortalIdentity, configuration_id: str) -> Configuration:
+        """The configuration whose clinician links ``user`` may see: only its owning tenant's admins may."""
+        require_admin(user)
+        config = self.get_visible(user, configuration_id)  # another tenant's (even shared) → NotFound
+        if not can_edit(user, config):
+            raise Forbidden("Only administrators of the organization that owns this configuration see its links.")
+        return config
+
+    def mappings(self, user: PortalIdentity, configuration_id: str) -> tuple[Configuration, list[ListedMapping]]:
+        config = self.owned_for_links(user, configuration_id)
+        return config, self.user_map.list_for_configuration(config.geography, config.id)
+
+    def remove_mapping(self, user: PortalIdentity, configuration_id: str, key: str) -> Configuration:
+        """Remove one link; its clinician confirms a new one at their next launch."""
+        config = self.owned_for_links(user, configuration_id)
+        self.user_map.delete_key(config.geography, config.id, key)
+        _audit(f"clinician link {log_id(key)} removed", config, user)
+        return config
 
     # approval
 

@@ -3,7 +3,8 @@
 Table ``AuthStates``: PartitionKey = kind, RowKey = the state value, a JSON payload and an
 expiry. Consumption marks the row used with an etag-guarded update: Table Storage ignores a
 delete of a missing row, so a delete cannot tell two consumers apart, but an update with
-``IfNotModified`` fails for every consumer but the first.
+``IfNotModified`` fails for every consumer but the first. The same update empties ``Payload``: a
+consumed row keeps only that it was used and when (until the sweep deletes it), never what it carried.
 """
 
 from __future__ import annotations
@@ -90,15 +91,17 @@ class AuthStateStore:
                 raise StateError("This sign-in link was already used. Please start again.", code="state_reused")
             if _as_datetime(entity["ExpiresAt"]) <= utcnow():
                 raise StateError("This sign-in link has expired. Please start again.", code="state_expired")
+            payload_text = str(entity["Payload"])
             entity["Consumed"] = True
             entity["ConsumedAt"] = utcnow()
+            entity["Payload"] = ""  # what the state carried lives on only in this request
             try:
                 table.update_entity(entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise StateError(
                     "This sign-in link was already used. Please start again.", code="state_reused"
                 ) from None
-        payload: dict[str, Any] = json.loads(entity["Payload"])
+        payload: dict[str, Any] = json.loads(payload_text)
         return payload
 
 

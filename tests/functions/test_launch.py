@@ -20,12 +20,14 @@ from connector.launch import (
     launch_patient,
     launch_provider,
     launch_signin_callback,
+    launch_signin_confirm,
     visit_page,
     visit_presence,
 )
 from connector.services import reset as reset_services
 from connector.services import services
 from shared.kernel.identifiers import random_token
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
 from shared.launch.service import LaunchService
 from shared.launch.user_map import UserMapRepository
@@ -96,6 +98,15 @@ class World:
     sign_in: FakeSignIn = field(default_factory=FakeSignIn)
     graph: Graph = field(default_factory=Graph)
     events: list[VisitEvent] = field(default_factory=list)
+    cookie: str = ""
+
+    @property
+    def sealer(self) -> Sealer:
+        return Sealer.from_text(self.settings.sealing_keys.reveal())
+
+    @property
+    def user_map(self) -> UserMapRepository:
+        return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
 
     def service(self) -> LaunchService:
         return LaunchService(
@@ -104,10 +115,11 @@ class World:
             configurations=self.configurations,
             ehr=self.ehr,
             states=AuthStateStore(self.storage.app),
-            user_map=UserMapRepository(self.storage, self.settings.connector_secret.reveal()),
+            user_map=self.user_map,
             visits=VisitRepository(self.storage),
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
             meetings_for=self.graph.meetings_for,
+            sealer=self.sealer,
         )
 
     # the EHR's side of a launch -----------------------------------------------------------------
@@ -166,19 +178,41 @@ class World:
         response = self.authorize_and_return(self.launch("provider", csn=csn), login)
         location = response.headers.get("Location", "")
         if response.status_code == 303 and location.startswith("https://login.example/"):
-            self.sign_in.user = microsoft
-            state = parse_qs(urlsplit(location).query)["state"][0]
-            binding = response.headers["Set-Cookie"].split(";", 1)[0]  # the browser keeps it for the callback
-            out = Out()
-            req = request(
-                "POST",
-                "http://localhost/api/launch/signin/callback",
-                body=f"code=abc&state={state}".encode(),
-                headers={"content-type": "application/x-www-form-urlencoded", "cookie": binding},
-            )
-            response = launch_signin_callback(req, events=out)
-            if out.value:
-                self.events.append(VisitEvent.from_json(out.value))
+            response = self.microsoft_sign_in(response, microsoft)
+            if response.status_code == 200 and "Link my account" in html(response):
+                response = self.confirm(response)
+        return response
+
+    def microsoft_sign_in(self, redirect: func.HttpResponse, microsoft: PortalIdentity) -> func.HttpResponse:
+        """Microsoft's form_post back to the connector, from the browser holding the sign-in cookie."""
+        self.sign_in.user = microsoft
+        state = parse_qs(urlsplit(redirect.headers["Location"]).query)["state"][0]
+        self.cookie = redirect.headers["Set-Cookie"].split(";", 1)[0]  # the browser keeps it for the callback
+        req = request(
+            "POST",
+            "http://localhost/api/launch/signin/callback",
+            body=f"code=abc&state={state}".encode(),
+            headers={"content-type": "application/x-www-form-urlencoded", "cookie": self.cookie},
+        )
+        response = launch_signin_callback(req)
+        if response.status_code == 200:
+            self.cookie = response.headers["Set-Cookie"].split(";", 1)[0]  # rotated for the confirmation
+        return response
+
+    def confirm(
+        self, page: func.HttpResponse, *, action: str = "link", cookie: str | None = None, csrf: str | None = None
+    ) -> func.HttpResponse:
+        """Press a button of the confirmation page (by default from the same browser, with the page's token)."""
+        fields = confirmation_fields(page)
+        body = f"state={fields['state']}&csrf={quote(fields['csrf'] if csrf is None else csrf)}&action={action}"
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        if (self.cookie if cookie is None else cookie) != "":
+            headers["cookie"] = self.cookie if cookie is None else cookie
+        out = Out()
+        req = request("POST", "http://localhost/api/launch/signin/confirm", body=body.encode(), headers=headers)
+        response = launch_signin_confirm(req, events=out)
+        if out.value:
+            self.events.append(VisitEvent.from_json(out.value))
         return response
 
     def patient(self, *, csn: str | None = "1853", fields: dict[str, Any] | None = None) -> func.HttpResponse:
@@ -200,6 +234,11 @@ class World:
 
 @pytest.fixture
 def world(env: dict[str, str], settings: Settings, storage: Storage) -> Iterator[World]:
+    yield from installed_world(settings, storage)
+
+
+def installed_world(settings: Settings, storage: Storage) -> Iterator[World]:
+    """A ``World`` whose launch service is the one the blueprint uses, for the length of a test."""
     config = Config(id=str(uuid.uuid4()), tenant_id=TENANT, fhir_base_url=FHIR)
     pending = Config(id=str(uuid.uuid4()), tenant_id=TENANT, fhir_base_url=FHIR + "-pending", is_approved=False)
     w = World(settings=settings, storage=storage, config=config, configurations=Configurations(config, pending))
@@ -213,6 +252,12 @@ def world(env: dict[str, str], settings: Settings, storage: Storage) -> Iterator
 
 def html(response: func.HttpResponse) -> str:
     return response.get_body().decode()
+
+
+def confirmation_fields(page: func.HttpResponse) -> dict[str, str]:
+    found = dict(re.findall(r'name="(state|csrf)" value="([^"]+)"', html(page)))
+    assert set(found) == {"state", "csrf"}, html(page)
+    return found
 
 
 def join_link(page: str) -> str:
@@ -243,9 +288,7 @@ def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(world: 
     assert event.participant == "Practitioner/eDoc1" and event.csn == "1853" and event.encounter == "eE1"
     assert event.geography == "emea" and event.configuration_id == world.config.id
 
-    mapping = UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
-        Geography.EMEA, world.config.id, "Practitioner/eDoc1"
-    )
+    mapping = world.user_map.get(Geography.EMEA, world.config.id, "Practitioner/eDoc1")
     assert mapping is not None and mapping.object_id == DR_SMITH.object_id
 
 
@@ -311,9 +354,7 @@ def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_o
     assert response.status_code == 303
     assert response.headers["Location"].startswith(f"{world.settings.public_base_url}/api/visits/")
     assert list(world.graph.store) == [(FABRIKAM, DR_FABRIKAM.object_id, ANY)]  # organized in Fabrikam
-    mapping = UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
-        Geography.EMEA, world.config.id, "Practitioner/eDoc1"
-    )
+    mapping = world.user_map.get(Geography.EMEA, world.config.id, "Practitioner/eDoc1")
     assert mapping is not None and (mapping.tenant_id, mapping.object_id) == (FABRIKAM, DR_FABRIKAM.object_id)
 
 
@@ -343,12 +384,7 @@ def test_sharing_stopped_while_the_clinician_is_on_the_sign_in_page_refuses_them
     response = world.provider(csn="5101", microsoft=DR_FABRIKAM)
     assert response.status_code == 403 and "Wrong Microsoft 365 account" in html(response)
     assert world.graph.calls == []
-    assert (
-        UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
-            Geography.EMEA, world.config.id, "Practitioner/eDoc1"
-        )
-        is None
-    )  # nothing stored for good
+    assert world.user_map.get(Geography.EMEA, world.config.id, "Practitioner/eDoc1") is None  # nothing stored for good
 
 
 def test_a_configuration_deleted_while_the_clinician_signs_in_stores_nothing(
@@ -634,11 +670,10 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
         body=f"code=abc&state={state}".encode(),
         headers={"content-type": "application/x-www-form-urlencoded"},  # the colleague's browser: no cookie
     )
-    out = Out()
-    refused = launch_signin_callback(req, events=out)
+    refused = launch_signin_callback(req)
     assert refused.status_code == 400
     assert "launch_signin=;" in refused.headers.get("Set-Cookie", "")
-    assert out.value is None
+    assert world.graph.calls == []
 
 
 # --- the launch context is the EHR's word -----------------------------------------------------------

@@ -1,14 +1,17 @@
 """The data inventory as the code declares it, plus what other branches of issue 12 bring (``AWAITING_MERGE``).
 
 Used by ``test_inventory.py`` (declarations against the code and the README) and ``test_log_scan.py``
-(declarations against what a full sandbox visit writes).
+(declarations against what a full sandbox visit writes). ``python -m tests.privacy.inventory`` rewrites the
+README's inventory tables from the declarations.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import ModuleType
 
 import shared
@@ -102,3 +105,21 @@ def render_fields(stores: list[Store]) -> str:
             cells = (f"`{s.name}`", f"`{f.name}`", f.classification.value, f.protection.value, f.note)
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def rewrite_readme(readme: Path) -> None:
+    """Write the README's inventory blocks from the declarations (after a store or field changes)."""
+    text = readme.read_text()
+    stores = product()
+    for name, table in (("stores", render_stores(stores)), ("fields", render_fields(stores))):
+        text = re.sub(
+            rf"(<!-- inventory:{name} -->\n).*?(\n<!-- /inventory:{name} -->)",
+            lambda m, table=table: m.group(1) + table + m.group(2),
+            text,
+            flags=re.S,
+        )
+    readme.write_text(text)
+
+
+if __name__ == "__main__":  # python -m tests.privacy.inventory
+    rewrite_readme(Path(__file__).resolve().parents[2] / "README.md")
