@@ -2,7 +2,7 @@
 
 Every route is anonymous at the Functions level and guarded here by the portal session (a
 server-side ``Sessions`` row named by an HttpOnly cookie); every state-changing POST carries
-the session's CSRF token. The rules themselves live in ``shared/portal.py``.
+the session's CSRF token. The rules themselves live in ``shared/portal/service.py``.
 
     GET  /portal                                   dashboard, or the sign-in page
     GET  /portal/signin                            → Entra authorize (auth-code + PKCE, form_post)
@@ -17,6 +17,8 @@ the session's CSRF token. The rules themselves live in ``shared/portal.py``.
     GET  /portal/ehr/callback                      EHR redirect: code → token + id_token → recorded
     POST /portal/configurations/{id}/approve       approve (approver, after their EHR sign-in)
     GET  /portal/configurations/{id}/records[.txt] integration records (admin, approver; approved only)
+    GET  /portal/configurations/{id}/links         clinician links: EHR user → Microsoft 365 user (owner's admins)
+    POST /portal/configurations/{id}/links/{key}/delete   remove one link (owner's admins)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from shared.configurations.model import Configuration, Environment, Vendor, Writ
 from shared.kernel.errors import BadRequest, Conflict, Forbidden, SignInRequired
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.launch.service import MAPPING_MEMORY_SECONDS
 from shared.portal.service import (
     FIELDS,
     EhrSignInFailed,
@@ -70,6 +73,7 @@ NOTICES = {
     "shared": "Shared. Clinicians of that tenant can now launch visits with this configuration.",
     "unshared": "No longer shared. Launches by that tenant's clinicians are refused from now on.",
     "signed-out": "You are signed out.",
+    "link-removed": "Link removed. That clinician confirms their Microsoft 365 account again at their next launch.",
 }
 
 
@@ -509,3 +513,33 @@ def records_text(req: func.HttpRequest) -> func.HttpResponse:
             "Cache-Control": "no-store",
         },
     )
+
+
+# --- clinician links (EHR user → Microsoft 365 user) -------------------------------------------------
+
+
+@bp.route(route="portal/configurations/{id}/links", methods=["GET"], auth_level=ANON)
+@page
+def links(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req, admin=True)
+    config, mappings = services().portal.mappings(session.user, req.route_params.get("id", ""))
+    return _page(
+        "portal/links.html",
+        session,
+        title="Clinician links",
+        config=config,
+        mappings=mappings,
+        memory_minutes=int(MAPPING_MEMORY_SECONDS // 60),
+        notice=NOTICES.get(req.params.get("notice", "")),
+    )
+
+
+@bp.route(route="portal/configurations/{id}/links/{key}/delete", methods=["POST"], auth_level=ANON)
+@page
+def remove_link(req: func.HttpRequest) -> func.HttpResponse:
+    session, _ = _signed_in_form(req, admin=True)
+    key = req.route_params.get("key", "")
+    config = services().portal.remove_mapping(session.user, req.route_params.get("id", ""), key)
+    # This instance forgets it now; the others within MAPPING_MEMORY_SECONDS (their per-process memory).
+    services().launch.forget_mapping(config.geography, config.id, key)
+    return redirect(portal_url(f"/configurations/{config.id}/links", notice="link-removed"))

@@ -109,11 +109,6 @@ class Services:
         return Storage(self.settings)
 
     @once
-    def sealer(self) -> Sealer:
-        """Seals the EHR identifiers kept at rest (visit context, launch events, sign-in state payloads)."""
-        return Sealer.from_text(self.settings.sealing_keys.reveal())
-
-    @once
     def smart(self) -> SmartClient:
         """One SMART client: discovery and JWKS caches are shared by the portal, launches and writeback."""
         return smart_client_for(self.settings)
@@ -121,6 +116,12 @@ class Services:
     @once
     def signing_keys(self) -> SigningKeys:
         return signing_keys_from(self.settings.signing_keys.reveal())
+
+    @once
+    def sealer(self) -> Sealer:
+        """The one Sealer (``SEALING_KEYS``): what must be kept but not read by whoever reads the tables (visit
+        context, launch events, sign-in state payloads, UPNs in the user map)."""
+        return Sealer.from_text(self.settings.sealing_keys.reveal())
 
     @once
     def msal_app(self) -> msal.ConfidentialClientApplication:
@@ -205,8 +206,12 @@ class Services:
         return SessionStore(self.storage.app)
 
     @once
+    def user_map(self) -> UserMapRepository:
+        return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
+
+    @once
     def portal(self) -> PortalService:
-        return PortalService(self.settings, self.configurations, self.states, self.smart)
+        return PortalService(self.settings, self.configurations, self.states, self.smart, self.user_map)
 
     @once
     def launch(self) -> LaunchService:
@@ -218,7 +223,7 @@ class Services:
             configurations=self.configurations,
             ehr=self.smart,
             states=self.states,
-            user_map=UserMapRepository(self.storage, secret),
+            user_map=self.user_map,
             visits=self.visits,
             sign_in=self.launch_sign_in,
             meetings_for=self.teams.for_tenant,

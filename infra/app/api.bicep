@@ -1,5 +1,5 @@
 // The connector's function app on the Flex Consumption plan (FC1), Python 3.11, running as the
-// user-assigned identity. Every key of the settings object (shared/settings.py SETTING_KEYS) is set
+// user-assigned identity. Every key of the settings object (shared/kernel/settings.py SETTING_KEYS) is set
 // here; storage connections are identity-based (NAME__tableServiceUri/__queueServiceUri/
 // __credential/__clientId) and every secret is a Key Vault reference, never a literal.
 param name string

@@ -109,18 +109,6 @@ class TokenResponse:
     def __repr__(self) -> str:  # tokens never reach logs
         return f"TokenResponse(scope={self.scope!r}, keys={sorted(self.fields)})"
 
-    def text(self, key: str) -> str | None:
-        value = self.fields.get(key)
-        return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and value != "" else None
-
-    def flag(self, key: str) -> bool | None:
-        value = self.fields.get(key)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return None
-
 
 class SmartClient:
     def __init__(

@@ -225,9 +225,12 @@ class EntraSignIn:
         browser_binding: str | None,
         login_hint: str | None = None,
         carry: Mapping[str, Any] | None = None,
+        state: str | None = None,
     ) -> str:
         """The authorize URL.
 
+        ``state`` may be chosen by the caller (an unguessable ``random_token()``), e.g. to seal ``carry``
+        bound to the state row it will live in; by default a fresh one is drawn.
         ``browser_binding`` is a random value the caller also gives the browser (a cookie); only its
         SHA-256 is stored with the flow, and ``complete`` requires the same value back (login CSRF).
         Callers must choose: ``None`` is only for flows whose browser may drop cookies and whose
@@ -236,7 +239,7 @@ class EntraSignIn:
         flow: dict[str, Any] = self._app.initiate_auth_code_flow(
             [],
             redirect_uri=redirect_uri,
-            state=random_token(),
+            state=state or random_token(),
             response_mode="form_post",
             login_hint=login_hint,
             prompt="select_account",

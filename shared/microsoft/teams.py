@@ -26,6 +26,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from shared.http.upstream import retry_after_seconds
 from shared.kernel.errors import ErrorPage, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.microsoft.background_loop import BackgroundLoop
 
@@ -311,15 +312,13 @@ def _graph_error(exc: Any, operation: str) -> Exception:
 
 
 def _retry_after(exc: Any) -> float | None:
+    """Graph's ``Retry-After``, read by the one parser; kiota may hand a header's values over as a list."""
     headers = getattr(exc, "response_headers", None) or {}
-    for name, value in dict(headers).items():
-        if name.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list | tuple) and value else value
-            try:
-                return float(raw)
-            except (TypeError, ValueError):
-                return None
-    return None
+    flat = {
+        str(name): str(next(iter(value), "")) if isinstance(value, list | tuple | set) else str(value)
+        for name, value in dict(headers).items()
+    }
+    return retry_after_seconds(flat)
 
 
 class TeamsClients:

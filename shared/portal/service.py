@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, ConfigurationInput, Environment, Vendor, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.launch_context import PATIENT_SCOPES, PROVIDER_SCOPES
 from shared.ehr.smart import OAuthError, Pkce, SmartClient
 from shared.http.outbound import check_url
 from shared.jose.keys import signing_keys_from
@@ -33,6 +34,7 @@ from shared.kernel.errors import (
 )
 from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.settings import Geography, Settings
+from shared.launch.user_map import ListedMapping, UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.portal.sessions import PortalSession
 from shared.storage.state import AuthStateStore
@@ -42,10 +44,15 @@ EHR_STATE_KIND = "portal-ehr-signin"
 EHR_STATE_TTL = timedelta(minutes=10)
 EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
 EHR_SIGNIN_SCOPE = "openid fhirUser"
-PROVIDER_SCOPES = "launch openid fhirUser"
-PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+# Epic's FDI context tokens: substituted by Epic, confirmed by the connector against the token response
+# and the launch's Encounter before use. Other vendors have no such tokens: their records carry none.
 PROVIDER_CONTEXT_TOKENS = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
 PATIENT_CONTEXT_TOKENS = "sessionId=%CSN%"
+# What the token response must carry for the connector to trust the launch's visit (README "Trusted launch
+# context"): Epic returns encounter, appointment, location and loginDepartment with the launch context, and
+# extra fields as the integration is configured.
+EPIC_LAUNCH_CONTEXT = "encounter, appointment (launch context); recommended extra field: csn = %CSN%"
+SMART_LAUNCH_CONTEXT = "encounter, or fhirContext with the Appointment"
 MAX_ORGANIZATION = 120
 _UPN_RE = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -157,10 +164,11 @@ class IntegrationRecord:
     kind: str
     title: str
     launch_url: str
-    context_tokens: str
+    context_tokens: str  # Epic only; empty for other vendors
     client_id: str
     scopes: str
     redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
+    token_context: str = ""  # what the EHR's token response must carry
 
 
 @dataclass(frozen=True)
@@ -192,9 +200,10 @@ class IntegrationRecords:
                 "",
                 f"[{record.title}]",
                 f"Launch URL: {record.launch_url}",
-                f"Context tokens: {record.context_tokens}",
+                *([f"Context tokens: {record.context_tokens}"] if record.context_tokens else []),
                 f"Client id: {record.client_id}",
                 f"Scopes: {record.scopes}",
+                f"Token response context: {record.token_context}",
                 *(f"Redirect URI ({label}): {uri}" for label, uri in record.redirect_uris),
             ]
         lines += [
@@ -215,6 +224,8 @@ def integration_records(
         raise NotFound("This configuration is not approved yet, so it has no integration records.")
     base = public_base_url.rstrip("/")
     launch_callback = ("launches", f"{base}/api/launch/callback")
+    epic = config.vendor is Vendor.EPIC
+    token_context = EPIC_LAUNCH_CONTEXT if epic else SMART_LAUNCH_CONTEXT
     backend = {
         WritebackMode.EPIC: "Epic SetExternalConnectionStatus web service (client mapped to an Epic user)",
         WritebackMode.FHIR_AUDIT_EVENT: "system/AuditEvent.write",
@@ -231,9 +242,10 @@ def integration_records(
                 kind="provider",
                 title="Provider launch",
                 launch_url=f"{base}/api/launch/{config.id}/provider",
-                context_tokens=PROVIDER_CONTEXT_TOKENS,
+                context_tokens=PROVIDER_CONTEXT_TOKENS if epic else "",
                 client_id=config.provider_client_id,
                 scopes=PROVIDER_SCOPES,
+                token_context=token_context,
                 # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
                 redirect_uris=(launch_callback, ("approver's EHR sign-in in the portal", f"{base}{EHR_CALLBACK_PATH}")),
             ),
@@ -241,9 +253,10 @@ def integration_records(
                 kind="patient",
                 title="Patient launch",
                 launch_url=f"{base}/api/launch/{config.id}/patient",
-                context_tokens=PATIENT_CONTEXT_TOKENS,
+                context_tokens=PATIENT_CONTEXT_TOKENS if epic else "",
                 client_id=config.patient_client_id,
                 scopes=PATIENT_SCOPES,
+                token_context=token_context,
                 redirect_uris=(launch_callback,),
             ),
         ),
@@ -279,11 +292,13 @@ class PortalService:
         repository: ConfigurationRepository,
         states: AuthStateStore,
         smart: SmartClient,
+        user_map: UserMapRepository,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.states = states
         self.smart = smart
+        self.user_map = user_map
 
     @property
     def ehr_redirect_uri(self) -> str:
@@ -315,7 +330,7 @@ class PortalService:
             raise FormErrors(errors)
         return to_input(values)
 
-    def validate_rows(self, rows: list[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
+    def validate_rows(self, rows: Sequence[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
         """Validate several configurations of one form: (inputs, errors per row); a URL may appear once."""
         inputs: list[ConfigurationInput] = []
         errors: list[dict[str, str]] = []
@@ -400,6 +415,27 @@ class PortalService:
         saved = self.repository.update(current, updated, etag=str(current.etag))
         _audit(f"no longer shared with tenant {tenant_id.strip().lower()}", saved, user)
         return saved
+
+    # clinician links (EHR user → Microsoft 365 user)
+
+    def owned_for_links(self, user: PortalIdentity, configuration_id: str) -> Configuration:
+        """The configuration whose clinician links ``user`` may see: only its owning tenant's admins may."""
+        require_admin(user)
+        config = self.get_visible(user, configuration_id)  # another tenant's (even shared) → NotFound
+        if not can_edit(user, config):
+            raise Forbidden("Only administrators of the organization that owns this configuration see its links.")
+        return config
+
+    def mappings(self, user: PortalIdentity, configuration_id: str) -> tuple[Configuration, list[ListedMapping]]:
+        config = self.owned_for_links(user, configuration_id)
+        return config, self.user_map.list_for_configuration(config.geography, config.id)
+
+    def remove_mapping(self, user: PortalIdentity, configuration_id: str, key: str) -> Configuration:
+        """Remove one link; its clinician confirms a new one at their next launch."""
+        config = self.owned_for_links(user, configuration_id)
+        self.user_map.delete_key(config.geography, config.id, key)
+        _audit(f"clinician link {log_id(key)} removed", config, user)
+        return config
 
     # approval
 

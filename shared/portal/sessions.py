@@ -17,12 +17,35 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.kernel.clock import utcnow
 from shared.kernel.identifiers import random_token
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import StorageAccount, storage_errors
 
 TABLE = "Sessions"
 PARTITION = "session"
 SESSION_LIFETIME = timedelta(hours=8)
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "who is signed in to the portal",
+        (
+            key("PartitionKey", "always session"),
+            Field("RowKey", Classification.CREDENTIAL, Protection.HASHED, "SHA-256 of the session cookie"),
+            Field("TenantId", Classification.TENANT, Protection.CLEAR),
+            Field("ObjectId", Classification.PERSONAL, Protection.CLEAR, "Entra object id"),
+            Field("Upn", Classification.PERSONAL, Protection.CLEAR, "the signed-in admin or approver"),
+            Field("Name", Classification.PERSONAL, Protection.CLEAR, "display name, shown in the portal"),
+            *operational("Roles", "Wids"),
+            Field("CsrfToken", Classification.CREDENTIAL, Protection.CLEAR, "random; checked on every form"),
+            *operational("CreatedAt", "ExpiresAt"),
+        ),
+        "8 hours",
+        "sign-out deletes it; the sweep timer after ExpiresAt",
+    ),
+)
 
 
 @dataclass(frozen=True)

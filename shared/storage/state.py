@@ -26,6 +26,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import SealedValueInvalid, StateError
 from shared.kernel.identifiers import log_id, random_token
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.sealing import Sealer
 from shared.storage.accounts import StorageAccount, storage_errors
 
@@ -33,6 +34,29 @@ logger = logging.getLogger(__name__)
 
 TABLE = "AuthStates"
 DEFAULT_TTL = timedelta(minutes=10)
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "single-use OAuth state of every sign-in and launch",
+        (
+            key("PartitionKey", "kind: ehr-launch, launch-signin, launch-confirm, entra-signin, portal-ehr-signin"),
+            Field("RowKey", Classification.CREDENTIAL, Protection.CLEAR, "the state: random, 256 bits, single use"),
+            Field(
+                "Payload",
+                Classification.EHR_ID,
+                Protection.SEALED,
+                "PKCE verifier, nonce, msal flow; launch kinds carry the launch context (CSN, encounter, patient, "
+                "EHR user); emptied when consumed",
+            ),
+            *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
+        ),
+        "10 minutes; the payload only until consumed",
+        "consumption empties it; the sweep timer deletes it after ExpiresAt",
+    ),
+)
 
 
 class AuthStateStore:

@@ -23,10 +23,51 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.kernel.errors import InvalidEvent
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 
 SCHEMA_VERSION = 2
 LEGACY_VERSION = 1  # clear references; still read, so messages queued by an earlier release are not lost
 SEALED_PURPOSE = "writeback-event"
+
+_MESSAGE_FIELDS = (
+    Field("v", Classification.OPERATIONAL, Protection.CLEAR, "schema version"),
+    Field("id", Classification.OPERATIONAL, Protection.HASHED, "event id: SHA-256 of what the event says"),
+    Field("configurationId", Classification.TENANT, Protection.CLEAR),
+    Field("geography", Classification.OPERATIONAL, Protection.CLEAR),
+    Field("visitKey", Classification.EHR_ID, Protection.HMAC, "the visit's row key"),
+    *operational("kind", "role", "occurredAt", "source"),
+    Field(
+        "sealed",
+        Classification.EHR_ID,
+        Protection.SEALED,
+        "a launch event's references (who launched, CSN, appointment, encounter); absent on Graph events: the "
+        "worker reads the visit's context",
+    ),
+)
+# An unparseable message is kept in the poison queue only sealed whole (``FailureLog.record_invalid``).
+_INVALID_FIELD = Field("invalid", Classification.EHR_ID, Protection.SEALED, "an unparseable message, sealed whole")
+QUEUE_SETTING = "%WRITEBACK_QUEUE_NAME%"
+INVENTORY = (
+    Store(
+        QUEUE_SETTING,
+        Kind.QUEUE,
+        Account.APP,
+        "visit events from launches and Graph notifications, for the writeback worker (queue trigger binds here)",
+        _MESSAGE_FIELDS,
+        "seconds: until the writeback worker completes it (at most 7 days, the queue's message TTL)",
+        "the Functions host deletes it when writeback_events returns; after 5 failed attempts it moves it to "
+        "the poison queue",
+    ),
+    Store(
+        QUEUE_SETTING + "-poison",
+        Kind.QUEUE,
+        Account.APP,
+        "events that failed permanently or 5 times, kept for replay once the cause is fixed",
+        (*_MESSAGE_FIELDS, _INVALID_FIELD),
+        "until replayed, at most 7 days (the queue's message TTL)",
+        "python -m tools.requeue_poison moves them back; Azure Storage deletes them after 7 days",
+    ),
+)
 
 
 class EventKind(enum.StrEnum):

@@ -41,13 +41,44 @@ class Presence:
 
 @dataclass(frozen=True)
 class VisitContext:
-    """Launch-context references kept for writeback: ids only."""
+    """Launch-context references kept for writeback: ids only.
+
+    ``confirmed``: every value was asserted by the EHR in a launch (token response, id_token, reads
+    with the launch's token). Rows written before launches were confirmed lack it.
+    """
 
     csn: str | None = None
     appointment: str | None = None
     encounter: str | None = None
     patient: str | None = None  # "Patient/456"
     provider: str | None = None  # "Practitioner/123"
+    confirmed: bool = False
+
+
+def merged_context(current: VisitContext, new: VisitContext) -> VisitContext:
+    """The visit's context after a launch: what the EHR confirmed, whichever launch came first.
+
+    Confirmed facts replace unconfirmed ones wholesale and are never replaced by them; between two
+    confirmed contexts (the provider's and the patient's launch of one visit) a value once set is
+    kept and only missing ones are filled, so a patient launching first leaves the provider for the
+    clinician's launch to fill in.
+    """
+    if new.confirmed != current.confirmed:
+        return new if new.confirmed else current
+    return VisitContext(
+        **{name: getattr(current, name) or getattr(new, name) for name in VisitContext.__dataclass_fields__}
+    )
+
+
+def with_context(context: VisitContext) -> Callable[[Visit], Visit | None]:
+    """Merge a launch's context into the visit (``merged_context``); None when it adds nothing."""
+
+    def change(visit: Visit) -> Visit | None:
+        merged = merged_context(visit.context, context)
+        # A launch's fresh context also replaces a sealed one that cannot be opened (``unreadable_context``).
+        return None if merged == visit.context else replace(visit, context=merged, unreadable_context=None)
+
+    return change
 
 
 @dataclass(frozen=True)
@@ -187,31 +218,28 @@ def _bounded(claims: dict[str, str]) -> dict[str, str]:
 
 
 def has_context(visit: Visit) -> bool:
-    return any(vars(visit.context).values())
+    """The visit keeps an EHR reference (``confirmed`` alone names nothing)."""
+    context = visit.context
+    return any((context.csn, context.appointment, context.encounter, context.patient, context.provider))
 
 
-def with_launch_context(role: Role, references: dict[str, str]) -> Callable[[Visit], Visit | None]:
-    """Fill what the visit's context lacks from a launch's references (a relaunch restores a released one).
+def with_launch_context(role: Role, references: dict[str, str], *, confirmed: bool) -> Callable[[Visit], Visit | None]:
+    """Merge a launch event's references into the visit's context (a relaunch restores a released one).
 
-    The first provider and patient to launch stay the visit's; a Graph event of that role is written for them.
+    ``confirmed``: the event was sealed by a launch whose context the EHR confirmed (every sealed launch
+    event); a legacy event's clear references are not. The merge is ``merged_context``'s: the first
+    confirmed provider and patient stay the visit's, and a Graph event of that role is written for them.
     """
-
-    def change(visit: Visit) -> Visit | None:
-        current = visit.context
-        participant = references.get("participant")
-        merged = replace(
-            current,
-            csn=current.csn or references.get("csn"),
-            appointment=current.appointment or references.get("appointment"),
-            encounter=current.encounter or references.get("encounter"),
-            provider=current.provider or (participant if role is Role.PROVIDER else None),
-            patient=current.patient or (participant if role is Role.PATIENT else None),
-        )
-        if merged == current:
-            return None
-        return replace(visit, context=merged, unreadable_context=None)
-
-    return change
+    participant = references.get("participant")
+    launched = VisitContext(
+        csn=references.get("csn"),
+        appointment=references.get("appointment"),
+        encounter=references.get("encounter"),
+        provider=participant if role is Role.PROVIDER else None,
+        patient=participant if role is Role.PATIENT else None,
+        confirmed=confirmed,
+    )
+    return with_context(launched)
 
 
 def without_context() -> Callable[[Visit], Visit | None]:

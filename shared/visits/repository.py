@@ -23,6 +23,7 @@ from azure.data.tables import UpdateMode
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import Conflict, SealedValueInvalid
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
@@ -35,6 +36,41 @@ LIFETIME = timedelta(hours=24)
 _ATTEMPTS = 8
 _BACKOFF = 0.005  # seconds, doubling per retry up to _MAX_BACKOFF: at most 0.23 s in all
 _MAX_BACKOFF = 0.05
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.GEOGRAPHY,
+        "one row per appointment: meeting, subscription, presence, and what writeback needs",
+        (
+            key("PartitionKey", "geography"),
+            Field("RowKey", Classification.EHR_ID, Protection.HMAC, "HMAC(configuration id, appointment key)"),
+            Field("ConfigurationId", Classification.TENANT, Protection.CLEAR),
+            Field(
+                "Context",
+                Classification.EHR_ID,
+                Protection.SEALED,
+                "CSN, appointment, encounter, Patient/..., Practitioner/..., whether the EHR confirmed them; removed "
+                "once the meeting has ended and its writebacks are done",
+            ),
+            Field("Presence", Classification.OPERATIONAL, Protection.CLEAR, "role -> state, time"),
+            Field("Writeback", Classification.OPERATIONAL, Protection.CLEAR, "event id -> claimed/done"),
+            Field(
+                "MeetingId",
+                Classification.PERSONAL,
+                Protection.CLEAR,
+                "Teams meeting id (encodes the organizer's object id)",
+            ),
+            Field("JoinWebUrl", Classification.CREDENTIAL, Protection.CLEAR, "opens the meeting's lobby"),
+            Field("OrganizerTenantId", Classification.TENANT, Protection.CLEAR),
+            Field("OrganizerObjectId", Classification.PERSONAL, Protection.CLEAR, "Entra object id of the organizer"),
+            *operational("SubscriptionId", "SubscriptionExpiresAt", "ExpiresAt"),
+        ),
+        "24 hours; the context only until the meeting has ended and its writebacks are done",
+        "the writeback worker removes the context; the sweep timer deletes the row after ExpiresAt",
+    ),
+)
 
 
 class VisitRepository:

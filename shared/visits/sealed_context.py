@@ -23,7 +23,7 @@ from shared.visits.model import VisitContext
 
 VISITS_PURPOSE = "Visits"
 _REFERENCE_FIELDS = ("participant", "csn", "appointment", "encounter")
-_CONTEXT_FIELDS = tuple(f.name for f in fields(VisitContext))
+_CONTEXT_FIELDS = tuple(f.name for f in fields(VisitContext) if f.name != "confirmed")  # the references
 
 
 def visit_purpose(geography: str, key: str) -> str:
@@ -35,9 +35,9 @@ def event_purpose(event: VisitEvent) -> str:
 
 
 def seal_context(sealer: Sealer, context: VisitContext, *, geography: str, key: str) -> str:
-    """The row's ``Context`` value: "" when there is nothing to keep."""
+    """The row's ``Context`` value (references and ``confirmed``): "" when there is no reference to keep."""
     data = {k: v for k, v in vars(context).items() if v}
-    if not data:
+    if not any(data.get(name) for name in _CONTEXT_FIELDS):
         return ""
     return sealer.seal(json.dumps(data, separators=(",", ":")), purpose=visit_purpose(geography, key))
 
@@ -47,7 +47,8 @@ def open_context(sealer: Sealer, stored: str, *, geography: str, key: str) -> Vi
     if not stored:
         return VisitContext()
     text = stored if stored.startswith("{") else sealer.open(stored, purpose=visit_purpose(geography, key))
-    return VisitContext(**_strings(text, _CONTEXT_FIELDS))
+    data = _object(text)
+    return VisitContext(**_strings(data, _CONTEXT_FIELDS), confirmed=data.get("confirmed") is True)
 
 
 def seal_event(sealer: Sealer, event: VisitEvent) -> VisitEvent:
@@ -64,15 +65,19 @@ def open_event(sealer: Sealer, event: VisitEvent) -> VisitEvent:
     """The event with its sealed references opened into memory (an event without ``sealed`` is returned as is)."""
     if not event.sealed:
         return event
-    references = _strings(sealer.open(event.sealed, purpose=event_purpose(event)), _REFERENCE_FIELDS)
+    references = _strings(_object(sealer.open(event.sealed, purpose=event_purpose(event))), _REFERENCE_FIELDS)
     return event.with_context(**references)
 
 
-def _strings(text: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+def _object(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError:
         raise SealedValueInvalid("the sealed value holds no JSON object") from None
     if not isinstance(data, dict):
         raise SealedValueInvalid("the sealed value holds no JSON object")
-    return {k: str(v) for k, v in data.items() if k in allowed and isinstance(v, str) and v}
+    return data
+
+
+def _strings(data: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in data.items() if k in allowed and isinstance(v, str) and v}

@@ -51,6 +51,7 @@ from shared.kernel.errors import (
     UpstreamUnavailable,
 )
 from shared.kernel.identifiers import log_id
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
@@ -74,6 +75,24 @@ logger = logging.getLogger(__name__)
 FAILURES_TABLE = "WritebackFailures"
 FAILURE_LIFETIME = timedelta(days=7)  # as long as the poison queue keeps a message (its default time to live)
 INVALID_PURPOSE = "writeback-invalid"
+
+INVENTORY = (
+    Store(
+        FAILURES_TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "one row per permanently failed event, for operators (the message itself goes to the poison queue)",
+        (
+            key("PartitionKey", "UTC date"),
+            Field("RowKey", Classification.OPERATIONAL, Protection.HASHED, "event id, or a fingerprint of the message"),
+            Field("Code", Classification.OPERATIONAL, Protection.CLEAR, "why it failed"),
+            Field("Configuration", Classification.TENANT, Protection.HASHED, "fingerprint of the configuration id"),
+            *operational("At", "ExpiresAt"),
+        ),
+        "until ExpiresAt (as long as its poison message can be replayed)",
+        "the sweep timer after ExpiresAt",
+    ),
+)
 
 
 class ContextMissing(ConnectorError):
@@ -216,7 +235,8 @@ class WritebackWorker:
             return self._fail(queued, "configuration_gone")
         presence = with_presence(event.role, event.kind, event.occurred_at)
         if launch:  # the launch's references fill (or restore) the visit's context
-            presence = compose(presence, with_launch_context(event.role, event.references))
+            confirmed = bool(queued.sealed)  # sealed: from a launch the EHR confirmed; legacy clear ones are not
+            presence = compose(presence, with_launch_context(event.role, event.references, confirmed=confirmed))
         if target.mode is WritebackMode.NONE:
             visit = self._visits.update(visit, presence)
             visit = release_context_when_done(self._visits, visit)

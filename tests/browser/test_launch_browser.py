@@ -44,9 +44,20 @@ def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str
 
 
 def sign_in_once(page: Page, world: LaunchWorld, upn: str) -> None:
-    """The one-time Microsoft 365 sign-in: pick the account on the (sandbox) Entra ID page."""
+    """The one-time Microsoft 365 sign-in: pick the account on the (sandbox) Entra ID page, then confirm the link
+    on the connector's page that names the EHR user and the account (when the sign-in was not refused)."""
+    choose_account(page, world, upn)
+    if page.locator("#confirm-link").count():
+        expect(page.locator("#microsoft-account")).to_have_text(upn)
+        page.locator("#confirm-link").click()
+
+
+def choose_account(page: Page, world: LaunchWorld, upn: str) -> None:
+    """Pick the account on the (sandbox) Entra ID page and wait for the connector's answer."""
     page.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
     page.locator(f"button[data-upn='{upn}']").click()
+    page.wait_for_url(f"{world.url}/api/launch/signin/**")
+    page.wait_for_load_state()
 
 
 def provider_page(page: Page, world: LaunchWorld) -> str:

@@ -21,13 +21,15 @@ import msal
 import pytest
 from azure.core.credentials import AccessToken
 
+from benchmarks.writeback_load import seed_configuration, visit_context
+from connector.services import reset as reset_services
 from connector.services import services
+from function_app import build_app
 from sandbox.ehr.__main__ import DEMO_PROVIDER_CLIENT_ID
 from sandbox.host import LocalHost
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
 from shared.configurations.model import WritebackMode
 from shared.kernel.errors import UpstreamRejected
 from shared.kernel.settings import Geography, Settings
@@ -103,7 +105,7 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         configuration_id = seed_configuration(
             storage, ehr.config.fhir_base, DEMO_PROVIDER_CLIENT_ID, WritebackMode.EPIC
         ).id
-        reset_process_singletons()
+        reset_services()
         host_json = {
             "version": "2.0",
             "extensions": {
@@ -114,13 +116,13 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         trust = pytest.MonkeyPatch()
         for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # trust the sandbox CA, as the demo does
             trust.setenv(key, stand_ins.settings[key])
-        with LocalHost(fresh_function_app(), env, port=port, host_json=host_json) as host:
+        with LocalHost(build_app(), env, port=port, host_json=host_json) as host:
             teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
             subscriptions = services().subscriptions  # the production wiring, from the host's settings
             yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
         trust.undo()
     finally:
-        reset_process_singletons()
+        reset_services()
         stand_ins.stop()
 
 
@@ -137,13 +139,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
 def open_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
     """A visit whose meeting exists in sandbox Graph (as the launch would leave it), subscribed."""
     clinic_visit = pipeline.stand_ins.ehr.clinic.visits[2]
-    context = VisitContext(
-        csn=clinic_visit.csn,
-        appointment=clinic_visit.appointment_id,
-        encounter=clinic_visit.encounter_id,
-        patient=f"Patient/{clinic_visit.patient_id}",
-        provider=f"Practitioner/{clinic_visit.practitioner_id}",
-    )
+    context = visit_context(clinic_visit)
     repository = VisitRepository(pipeline.storage, sealer_for(pipeline.settings))
     visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
     start = datetime.now(UTC)

@@ -30,8 +30,7 @@ from tests.functions.portal_support import (
     new_tenant,
     text,
 )
-from tests.support.ehr_server import running_fake_ehr
-from tests.support.fake_ehr import FakeEhr
+from tests.support.fake_ehr import FakeEhr, running_fake_ehr
 
 pytestmark = pytest.mark.azurite
 

@@ -23,6 +23,7 @@ from shared.ehr.smart import SmartClient
 from shared.http.outbound import OutboundPolicy, SafeHttp
 from shared.jose.keys import SigningKeys
 from shared.kernel.errors import StateError, UpstreamRejected
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings
 from shared.launch.service import LaunchService, WaitForClinician
 from shared.launch.user_map import UserMapRepository
@@ -84,17 +85,18 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
         patient_client_id=CLIENT_ID,
     )
     secret = settings.connector_secret.reveal()
+    sealer = Sealer.from_text(settings.sealing_keys.reveal())
     launch_service = LaunchService(
         public_base_url=BASE,
         connector_secret=secret,
         configurations=Configurations(config),  # type: ignore[arg-type]
         ehr=smart,
-        states=AuthStateStore(storage.app, sealer_for(settings)),
-        user_map=UserMapRepository(storage, secret),
-        visits=VisitRepository(storage, sealer_for(settings)),
+        states=AuthStateStore(storage.app, sealer),
+        user_map=UserMapRepository(storage, secret, sealer),
+        visits=VisitRepository(storage, sealer),
         sign_in=lambda: FakeSignIn(),  # type: ignore[arg-type,return-value]
         meetings_for=Graph().meetings_for,
-        sealer=sealer_for(settings),
+        sealer=sealer,
     )
     record = stand_ins.ehr.add_record(
         name="integration patient", kind="patient", launch_url=f"{BASE}/api/launch/{config.id}/patient",

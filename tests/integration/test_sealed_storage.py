@@ -3,6 +3,7 @@ own place, survive a key rotation and move to the new key on their next write.""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -20,9 +21,10 @@ from shared.visits.repository import VisitRepository
 
 pytestmark = pytest.mark.azurite
 
+# Confirmed, as a launch leaves it: the flag is sealed with the references.
 CONTEXT = VisitContext(
     csn="7770001", appointment="e-appt-seal", encounter="e-enc-seal", patient="Patient/e-pat-seal",
-    provider="Practitioner/e-prac-seal",
+    provider="Practitioner/e-prac-seal", confirmed=True,
 )  # fmt: skip
 CLEAR = ("7770001", "e-appt-seal", "e-enc-seal", "e-pat-seal", "e-prac-seal")
 
@@ -71,6 +73,22 @@ def test_rotation_old_rows_open_after_rotation_and_move_to_the_new_key_on_their_
     retired = VisitRepository(storage, Sealer.from_text(new))  # the old key dropped: the row still opens
     after = retired.get(Geography.AMERICAS, visit.key)
     assert after is not None and after.context == CONTEXT
+
+
+def test_a_context_stored_in_clear_by_the_release_before_sealing_opens_confirmed_and_is_sealed_on_next_write(
+    storage: Storage, unique: str
+) -> None:
+    repository = VisitRepository(storage, Sealer.from_text(new_key_text()))
+    visit = repository.get_or_create(Geography.EMEA, f"clear-{unique}", "cfg", VisitContext(csn="1"))
+    table = storage.for_geography(Geography.EMEA).table(VISITS)
+    row = table.get_entity("emea", visit.key)
+    row["Context"] = json.dumps({k: v for k, v in vars(CONTEXT).items() if v})  # as that release wrote it
+    table.update_entity(row)
+    read = repository.get(Geography.EMEA, visit.key)
+    assert read is not None and read.context == CONTEXT and read.context.confirmed
+    repository.update(read, with_presence(Role.PATIENT, EventKind.LOBBY, datetime.now(UTC)))
+    resealed = table.get_entity("emea", visit.key)["Context"]
+    assert resealed.startswith("s1.") and not any(value in resealed for value in CLEAR)
 
 
 def test_sign_in_state_payloads_are_sealed_emptied_on_consumption_and_survive_rotation(storage: Storage) -> None:

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.azurite
 
 
 def test_mapping_written_for_emea_is_invisible_in_americas(storage: Storage, settings: Settings, unique: str) -> None:
-    repo = UserMapRepository(storage, settings.connector_secret.reveal())
+    repo = UserMapRepository(
+        storage, settings.connector_secret.reveal(), Sealer.from_text(settings.sealing_keys.reveal())
+    )
     repo.put(Geography.EMEA, f"cfg-{unique}", "Practitioner/123", tenant_id="t1", object_id="o1")
 
     found = repo.get(Geography.EMEA, f"cfg-{unique}", "Practitioner/123")
@@ -38,7 +40,9 @@ def test_mapping_written_for_emea_is_invisible_in_americas(storage: Storage, set
 
 
 def test_mapping_key_depends_on_configuration(storage: Storage, settings: Settings, unique: str) -> None:
-    repo = UserMapRepository(storage, settings.connector_secret.reveal())
+    repo = UserMapRepository(
+        storage, settings.connector_secret.reveal(), Sealer.from_text(settings.sealing_keys.reveal())
+    )
     repo.put(Geography.AMERICAS, f"a-{unique}", "Practitioner/1", tenant_id="t", object_id="o")
     assert repo.get(Geography.AMERICAS, f"b-{unique}", "Practitioner/1") is None
 

@@ -1,4 +1,4 @@
-"""shared/teams.py against the sandbox Graph over real HTTP (real msgraph-sdk code paths)."""
+"""shared/microsoft/teams.py against the sandbox Graph over real HTTP (real msgraph-sdk code paths)."""
 
 from __future__ import annotations
 

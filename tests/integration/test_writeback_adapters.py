@@ -24,7 +24,7 @@ from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys, assertion
 
 
 class KeysSigner:
-    """The test EHR client's keys in ``shared.keys.SigningKeys``' shape: RS384 assertions with kid, fresh jti."""
+    """The test EHR client's keys in ``shared.jose.keys.SigningKeys``' shape: RS384 assertions with kid, fresh jti."""
 
     def __init__(self, keys: ClientKeys) -> None:
         self.keys = keys

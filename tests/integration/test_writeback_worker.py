@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from benchmarks.writeback_load import visit_context
 from sandbox.ehr import EhrSandbox
 from shared.configurations.model import WritebackMode
 from shared.ehr.backend_services import BackendServices
@@ -109,14 +110,7 @@ def worker(
 
 
 def open_visit(storage: Storage, ehr: EhrSandbox, configuration_id: str, key: str) -> Visit:
-    seeded = ehr.clinic.visits[1]
-    context = VisitContext(
-        csn=seeded.csn,
-        appointment=seeded.appointment_id,
-        encounter=seeded.encounter_id,
-        patient=f"Patient/{seeded.patient_id}",
-        provider=f"Practitioner/{seeded.practitioner_id}",
-    )
+    context = visit_context(ehr.clinic.visits[1])
     return VisitRepository(storage, SEALER).get_or_create(Geography.AMERICAS, key, configuration_id, context)
 
 

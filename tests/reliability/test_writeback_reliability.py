@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from sandbox.writeback_load import WritebackLoad
+from benchmarks.writeback_load import WritebackLoad
 from shared.writeback.worker import INVALID_PURPOSE
 from tools.requeue_poison import requeue
 
