@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-import httpx
 import msal
 
 from shared.configurations.model import WritebackMode
@@ -231,7 +230,7 @@ class Services:
     @once
     def worker(self) -> WritebackWorker:
         settings = self.settings
-        http = httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False)
+        http = self.smart.http  # the one checked transport: the bearer token goes only to checked addresses
         backend = BackendServices(self.smart)
         adapters: dict[WritebackMode, WritebackAdapter] = {
             WritebackMode.EPIC: EpicConnectionStatus(http, backend),

@@ -20,7 +20,6 @@ address rules on every connection).
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import ssl
 import time
@@ -33,6 +32,7 @@ import httpcore
 import httpx
 
 from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
+from shared.kernel.json_input import MalformedJson, parse_json
 
 DEFAULT_MAX_BYTES = 1024 * 1024  # Epic R4 CapabilityStatements run to a few hundred KB
 MAX_URL_LENGTH = 2048
@@ -237,9 +237,10 @@ class HttpResult:
     body: bytes
 
     def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON (or nests too deep): callers treat both as unusable."""
         try:
-            return json.loads(self.body)
-        except ValueError:
+            return parse_json(self.body)
+        except MalformedJson:
             return None
 
 
@@ -267,11 +268,25 @@ class SafeHttp:
             headers={"User-Agent": "teams-ehr-connector"},
         )
 
-    def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> HttpResult:
-        return self.request("GET", url, headers=headers)
+    def get(
+        self, url: str, *, headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None
+    ) -> HttpResult:
+        return self.request("GET", url, headers=headers, params=params)
 
     def post_form(self, url: str, data: Mapping[str, str], *, headers: Mapping[str, str] | None = None) -> HttpResult:
         return self.request("POST", url, data=data, headers=headers)
+
+    def post_json(
+        self,
+        url: str,
+        document: str | bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpResult:
+        """POST an already serialised JSON document (FHIR resources come serialised from their models)."""
+        body = document.encode("utf-8") if isinstance(document, str) else document
+        return self.request("POST", url, content=body, headers={**(headers or {}), "Content-Type": content_type})
 
     def request(
         self,
@@ -279,14 +294,19 @@ class SafeHttp:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> HttpResult:
+        """One request; the URL's syntax is checked here and every address again when the connection opens."""
         check_url_syntax(url, self.policy)
         # httpx's timeouts bound each read, not the whole answer: a server trickling a byte at a time
         # would otherwise hold this worker indefinitely.
         deadline = time.monotonic() + 2 * self.policy.timeout_seconds
         try:
-            with self._client.stream(method, url, headers=dict(headers or {}), data=data) as response:
+            with self._client.stream(
+                method, url, headers=dict(headers or {}), params=params, data=data, content=content
+            ) as response:
                 if response.is_redirect:
                     raise UpstreamRejected(
                         f"The {self.system} answered with a redirect, which is not followed.",
