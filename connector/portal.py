@@ -21,6 +21,7 @@ the session's CSRF token. The rules themselves live in ``shared/portal.py``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -56,6 +57,7 @@ from shared.portal.service import (
 from shared.portal.sessions import SESSION_LIFETIME, PortalSession
 
 bp = func.Blueprint()
+logger = logging.getLogger(__name__)
 ANON = func.AuthLevel.ANONYMOUS
 COOKIE_PATH = "/api/portal"
 SIGNIN_COOKIE_PATH = "/api/portal/signin"  # sent only to the sign-in start and its callback
@@ -427,7 +429,19 @@ def unshare(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str) -> func.HttpResponse:
-    """The error's own page, in the portal's layout, with the facts the EHR technical specialist checks."""
+    """The error's own page, in the portal's layout, with the facts the EHR technical specialist checks.
+
+    The correlation id the page shows is logged with the EHR's error code and description, so support can
+    find what the EHR said; both are already free of control characters and bounded.
+    """
+    logger.warning(
+        "Approver EHR sign-in for configuration %s failed: %s, EHR error %s, description %r (correlation %s)",
+        exc.configuration_id,
+        exc.page.title,
+        exc.ehr_error or "-",
+        exc.ehr_description or "",
+        correlation,
+    )
     return error_page(
         "portal/ehr_failure.html",
         exc,
@@ -436,6 +450,8 @@ def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str)
         context={
             **_chrome(session),
             "configuration_id": exc.configuration_id,
+            "ehr_error": exc.ehr_error,
+            "ehr_description": exc.ehr_description,
             "redirect_uri": services().portal.ehr_redirect_uri,
             "jwks_url": f"{get_settings().public_base_url}/api/.well-known/jwks.json",
         },
@@ -457,7 +473,7 @@ def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    query = {key: req.params.get(key, "") for key in ("state", "code", "error")}
+    query = {key: req.params.get(key, "") for key in ("state", "code", "error", "error_description")}
     try:
         config = services().portal.complete_ehr_signin(session, query)
     except EhrSignInFailed as exc:

@@ -339,7 +339,7 @@ class SmartClient:
         issuer, jwks_uri = self._issuer_and_jwks(config, id_token)
         return validate_id_token(
             id_token,
-            key_for=lambda kid: self._jwks.key(jwks_uri, kid),
+            keys_for=lambda kid, alg: self._jwks.keys_for(jwks_uri, kid, alg),
             issuer=issuer,
             audience=client_id,
             nonce=nonce,

@@ -153,7 +153,7 @@ class EntraIdTokenValidator:
                 raise InvalidIdToken("the tenant's OpenID configuration is incomplete")
             claims = validate_id_token(
                 id_token,
-                key_for=lambda kid: self._jwks.key(jwks_uri, kid),
+                keys_for=lambda kid, alg: self._jwks.keys_for(jwks_uri, kid, alg),
                 issuer=issuer,
                 audience=self._client_id,
                 nonce=nonce,

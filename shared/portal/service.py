@@ -254,14 +254,28 @@ def integration_records(
 
 
 class EhrSignInFailed(UpstreamRejected):
-    """The approver's EHR sign-in did not prove the configuration's FHIR URL; ``page`` says why and what to check."""
+    """The approver's EHR sign-in did not prove the configuration's FHIR URL; ``page`` says why and what to check.
+
+    ``ehr_error`` / ``ehr_description`` are the EHR's own OAuth ``error`` and ``error_description`` when it sent
+    them, already made safe by ``sanitise_oauth_error`` (no control characters, bounded length): the analyst sees
+    them on the page and they are logged with the correlation id.
+    """
 
     page: ErrorPage
 
-    def __init__(self, configuration_id: str, page: ErrorPage) -> None:
+    def __init__(
+        self,
+        configuration_id: str,
+        page: ErrorPage,
+        *,
+        ehr_error: str | None = None,
+        ehr_description: str | None = None,
+    ) -> None:
         super().__init__(page.message, system="EHR", code="ehr_signin_failed")
         self.configuration_id = configuration_id
         self.page = page
+        self.ehr_error = ehr_error
+        self.ehr_description = ehr_description or None
 
 
 OAUTH_CHECKS = (
@@ -457,7 +471,7 @@ class PortalService:
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
             raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
         if query.get("error"):
-            raise EhrSignInFailed(config.id, _oauth_failure(OAuthError(query["error"])))
+            raise _oauth_failure(config.id, OAuthError(query["error"], query.get("error_description")))
         code = query.get("code")
         if not code:
             raise StateError("The EHR's answer had no authorization code. Please start again.")
@@ -476,7 +490,7 @@ class PortalService:
                 smart_config, tokens.id_token, client_id=config.provider_client_id, nonce=str(payload["nonce"])
             )
         except OAuthError as exc:
-            raise EhrSignInFailed(config.id, _oauth_failure(exc)) from None
+            raise _oauth_failure(config.id, exc) from None
         except InvalidIdToken as exc:
             raise EhrSignInFailed(
                 config.id,
@@ -522,10 +536,12 @@ def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
     logger.info("Configuration %s %s by user %s (tenant %s)", config.id, action, who, config.tenant_id)
 
 
-def _oauth_failure(exc: OAuthError) -> ErrorPage:
-    return ErrorPage(
+def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailed:
+    """The page for an OAuth error answer; the code is in the message whatever the description holds."""
+    page = ErrorPage(
         title="The EHR refused the sign-in", message=f"OAuth2 error from the EHR: {exc.error}", help=OAUTH_CHECKS
     )
+    return EhrSignInFailed(configuration_id, page, ehr_error=exc.error, ehr_description=exc.description)
 
 
 def _lower_first(text: str) -> str:
