@@ -92,6 +92,7 @@ def html_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The headers of every HTML page and browser redirect: security headers, HSTS on https, then ``extra``."""
     return {**HTML_HEADERS, **transport_headers(), **(extra or {})}
 
+
 _templates: Environment | None = None
 
 

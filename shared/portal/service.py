@@ -22,6 +22,7 @@ from shared.jose.keys import signing_keys_from
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
     BadRequest,
+    Conflict,
     ErrorPage,
     Forbidden,
     InvalidIdToken,
@@ -82,7 +83,7 @@ def can_edit(user: PortalIdentity, config: Configuration) -> bool:
 
 def can_view(user: PortalIdentity, config: Configuration) -> bool:
     same_tenant = user.tenant_id == config.tenant_id
-    return same_tenant and (user.is_admin or config.names_approver(user.upn))
+    return same_tenant and (user.is_admin or config.is_approver(user.upn, user.object_id))
 
 
 def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
@@ -91,7 +92,7 @@ def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
 
 
 def can_approve(user: PortalIdentity, config: Configuration) -> bool:
-    return user.tenant_id == config.tenant_id and config.names_approver(user.upn)
+    return user.tenant_id == config.tenant_id and config.is_approver(user.upn, user.object_id)
 
 
 def require_admin(user: PortalIdentity) -> None:
@@ -350,7 +351,31 @@ class PortalService:
     def visible_configurations(self, user: PortalIdentity) -> list[Configuration]:
         if user.is_admin:
             return self.repository.list_for_tenant(user.tenant_id)
-        return self.repository.list_for_approver(user.tenant_id, user.upn)
+        named = self.repository.list_for_approver(user.tenant_id, user.upn)
+        return [config for config in named if config.is_approver(user.upn, user.object_id)]
+
+    def bind_approver(self, user: PortalIdentity) -> None:
+        """At sign-in: bind each configuration naming the user, and bound to nobody yet, to their object id.
+
+        One query per sign-in. A configuration bound to another object id stays theirs (the name changed
+        hands) and is logged; a concurrent edit wins, and the binding then happens on the next sign-in or
+        at the approver's EHR sign-in.
+        """
+        for config in self.repository.list_for_approver(user.tenant_id, user.upn):
+            if config.approver_oid is None:
+                try:
+                    self.repository.update(
+                        config, cfg.bound_approver(config, upn=user.upn, oid=user.object_id), etag=str(config.etag)
+                    )
+                except Conflict:
+                    continue
+                _audit("bound to its approver's object id", config, user)
+            elif config.approver_oid != user.object_id.lower():
+                logger.warning(
+                    "Configuration %s names user %s's user name but is bound to another object id; not their approver",
+                    config.id,
+                    log_id(user.object_id),
+                )
 
     def get_visible(self, user: PortalIdentity, configuration_id: str) -> Configuration:
         """A configuration the user may see; anything else (incl. other tenants') is ``NotFound``."""
