@@ -13,19 +13,24 @@ forgery risk. The rules:
 * redirects are never followed; strict timeouts; responses larger than a limit are refused.
 
 ``OutboundPolicy`` holds the settings, ``check_url`` applies the rules before any request,
-and ``SafeHttp`` is the one HTTP client for user-supplied URLs (its transport re-applies the
-address rules on every connection).
+and ``SafeHttp`` is the one HTTP client of the connector (its transport re-applies the address
+rules on every connection): EHR discovery, JWKS, tokens, FHIR reads and writeback, and the
+documents and tokens of Microsoft Entra ID (msal's ``http_client`` is a ``SafeHttp`` adapter).
+msgraph-sdk needs an ``httpx.AsyncClient``: ``checked_async_client`` builds it on the same
+address checks. This module is the only place in ``shared/`` that constructs an HTTP client
+(tests/security/test_outbound.py enforces it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
@@ -33,6 +38,9 @@ import httpx
 
 from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
 from shared.kernel.json_input import MalformedJson, parse_json
+
+if TYPE_CHECKING:
+    from shared.kernel.settings import Settings
 
 DEFAULT_MAX_BYTES = 1024 * 1024  # Epic R4 CapabilityStatements run to a few hundred KB
 MAX_URL_LENGTH = 2048
@@ -49,6 +57,11 @@ class OutboundPolicy:
 
     def is_allow_listed(self, host: str) -> bool:
         return host.lower().strip("[]") in {h.strip("[]") for h in self.allowed_hosts}
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """The policy every outbound client of this process uses (``OUTBOUND_ALLOWED_HOSTS``, ``HTTP_TIMEOUT_SECONDS``)."""
+    return OutboundPolicy(allowed_hosts=settings.outbound_allowed_hosts, timeout_seconds=settings.http_timeout_seconds)
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,66 @@ class _CheckedTransport(httpx.HTTPTransport):
             keepalive_expiry=30.0,
             network_backend=_CheckedBackend(policy),
         )
+
+
+class _CheckedAsyncBackend(httpcore.AsyncNetworkBackend):
+    """The async twin of ``_CheckedBackend`` (msgraph-sdk's client runs on an event loop)."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        # Name resolution blocks: it runs on a worker thread, never on the loop that serves every Graph call.
+        addresses = await asyncio.to_thread(resolve_checked, host, port, self._policy)
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not an outbound destination")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _CheckedAsyncTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=30.0,
+            network_backend=_CheckedAsyncBackend(policy),
+        )
+
+
+def checked_async_client(policy: OutboundPolicy, *, base_url: str, timeout: float) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for a fixed service (Microsoft Graph): every connection's address is checked,
+    no proxy or other setting comes from the environment, redirects are not followed by httpx itself."""
+    check_url_syntax(base_url, policy)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=_CheckedAsyncTransport(policy, httpx.create_ssl_context(trust_env=True)),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 @dataclass(frozen=True)

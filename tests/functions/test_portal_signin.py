@@ -28,6 +28,7 @@ from connector.services import services
 from shared.kernel.settings import get_settings
 from shared.microsoft import entra
 from tests.functions.portal_support import call, text
+from tests.support.outbound import local_http
 
 pytestmark = pytest.mark.azurite
 
@@ -155,7 +156,7 @@ def install_fake_entra(fake: FakeEntra) -> None:
         settings.entra_authority_host,
         settings.entra_client_id,
         settings.entra_allowed_tenant_ids,
-        http=httpx.Client(transport=keys_transport(settings.entra_authority_host)),
+        http=local_http(transport=keys_transport(settings.entra_authority_host)),
     )
 
 
