@@ -292,7 +292,7 @@ def test_fuzz_every_http_function(
         with httpx.Client(base_url=world.host.url, timeout=60, follow_redirects=False) as http:
             for _ in range(REQUESTS_PER_FUNCTION):
                 method, url, headers, body = generator.request(entry)
-                raw_headers = {name: value.encode("latin-1") for name, value in headers.items()}
+                raw_headers = {name.encode("ascii"): value.encode("latin-1") for name, value in headers.items()}
                 request = http.build_request(method, url, headers=raw_headers, content=body)
                 response = http.send(request)
                 results += check(entry, method, url, response, needles)

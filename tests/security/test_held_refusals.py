@@ -74,7 +74,7 @@ def test_a_fhir_url_pointing_inside_is_refused_before_any_request(world: LaunchW
 def state_of(response: Any) -> str:
     """The ``state`` the connector sent to the EHR (a redirect, or an auto-submitting POST form)."""
     if response.status_code in (302, 303):
-        return parse_qs(urlsplit(response.headers["location"]).query)["state"][0]
+        return str(parse_qs(urlsplit(response.headers["location"]).query)["state"][0])
     found = re.search(r'name="state" value="([^"]+)"', response.text)
     assert found, response.text
     return found.group(1)
