@@ -8,6 +8,7 @@ name now resolves to an internal address (DNS rebinding), over real sockets on 1
 from __future__ import annotations
 
 import ast
+import asyncio
 import datetime as dt
 import socket
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessToken
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,9 +33,11 @@ from sandbox.server import ServerThread
 from sandbox.writeback_load import seed_configuration
 from shared.configurations.model import WritebackMode
 from shared.ehr.smart import TokenResponse
-from shared.http.outbound import OutboundPolicy, check_url
-from shared.kernel.errors import UnsafeUrl
+from shared.http.outbound import OutboundPolicy, SafeHttp, check_url
+from shared.kernel.errors import UnsafeUrl, UpstreamUnavailable
 from shared.kernel.settings import Geography
+from shared.microsoft.app_credentials import AppOnlyCredentials
+from shared.microsoft.teams import TeamsClient
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import VisitContext
@@ -194,7 +198,7 @@ class Internal:
             self.seen.append({"path": request.url.path, "authorization": request.headers.get("authorization", "")})
             return JSONResponse({})
 
-        return Starlette(routes=[Route("/{path:path}", anything, methods=["GET", "POST"])])
+        return Starlette(routes=[Route("/{path:path}", anything, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
 
 
 def certificate_for(host: str, folder: Path) -> tuple[str, str]:
@@ -237,7 +241,8 @@ class Resolver:
 def internal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Internal, ServerThread]]:
     service = Internal()
     cert, key = certificate_for(REBINDING_HOST, tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", cert)  # every client trusts it: only the address rules may refuse
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):  # every client trusts it: only the address rules refuse
+        monkeypatch.setenv(variable, cert)
     with ServerThread(service.app(), ssl_certfile=cert, ssl_keyfile=key) as server:
         yield service, server
 
@@ -288,3 +293,34 @@ def test_writeback_to_a_host_that_rebinds_to_an_internal_address_never_sends_the
     # The same rule at the address level, for the record: the name is refused outright now.
     with pytest.raises(UnsafeUrl):
         check_url(fhir_base, OutboundPolicy(allowed_hosts=settings.outbound_allowed_hosts), base_url=True)
+
+
+class FixedToken:
+    """An app-only Graph credential that already holds a token (kiota sends it as the bearer)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
+
+
+def test_graph_and_entra_requests_to_a_rebound_name_are_refused_before_any_byte_is_sent(
+    internal: tuple[Internal, ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """msgraph-sdk and msal run on the checked transport too: a Microsoft host name answering with an internal
+    address (a poisoned resolver, a wrong GRAPH_BASE_URL or ENTRA_AUTHORITY_HOST) gets neither token nor secret."""
+    service, server = internal
+    resolver = Resolver(socket.getaddrinfo)
+    resolver.answer = "127.0.0.1"
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    base = f"https://{REBINDING_HOST}:{server.port}"
+    policy = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1", "localhost"}))  # the sandbox's, not the name
+    graph = TeamsClient(base, FixedToken(f"graph-bearer-{uuid.uuid4().hex}"), policy=policy, timeout=5)
+    with pytest.raises(UpstreamUnavailable, match="address is not allowed"):  # refused by the policy, not DNS
+        graph.renew_subscription("s1", dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    secret = f"client-secret-{uuid.uuid4().hex}"
+    credential = AppOnlyCredentials(base, "client-id", secret, http=SafeHttp(policy)).for_tenant(str(uuid.uuid4()))
+    with pytest.raises(UpstreamUnavailable):
+        asyncio.run(credential.get_token("https://graph.microsoft.com/.default"))
+    assert service.seen == [], "a Microsoft client reached an internal address"
