@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from benchmarks.writeback_load import visit_context
@@ -16,6 +15,7 @@ from shared.configurations.model import WritebackMode
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
+from shared.http.outbound import SafeHttp
 from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
@@ -24,7 +24,7 @@ from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
 from shared.writeback.model import WritebackTarget
 from shared.writeback.worker import FAILURES_TABLE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
-from tests.integration.test_writeback_adapters import smart_client
+from tests.integration.test_writeback_adapters import checked_http, smart_client
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys
 
@@ -54,9 +54,10 @@ def no_faults(ehr: EhrSandbox) -> Iterator[None]:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=2) as client:
-        yield client
+def http() -> Iterator[SafeHttp]:
+    client = checked_http(2.0)
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def failures(storage: Storage, unique: str) -> FailureLog:
 
 @pytest.fixture
 def worker(
-    storage: Storage, targets: Targets, failures: FailureLog, http: httpx.Client, client_keys: ClientKeys
+    storage: Storage, targets: Targets, failures: FailureLog, http: SafeHttp, client_keys: ClientKeys
 ) -> WritebackWorker:
     backend = BackendServices(smart_client(client_keys))
     adapters = {

@@ -1,5 +1,6 @@
 """The pure rules behind a trusted launch context: absent tokens, the back channel, confirmation, the visit's context
-and the integration records. Each refusal here is one an edited launch URL meets in ``test_launch_context_trust_browser``."""
+and the integration records. Each refusal here is one an edited launch URL meets in
+``test_launch_context_trust_browser``."""
 
 from __future__ import annotations
 
