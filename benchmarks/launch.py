@@ -41,6 +41,7 @@ from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.config import JWKS_PATH
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
+from shared.http.outbound import SafeHttp, outbound_policy
 from tests.sandbox.entra_browser import authorization_response, choose_account
 from tests.support.launch_world import LEE, SMITH, SMITH_UPN, LaunchWorld, launch_world
 
@@ -132,8 +133,11 @@ def unavoidable_round_trips(world: LaunchWorld) -> dict[str, float]:
     storage = Storage(world.settings)
     visits = storage.for_geography(world.configuration.geography).table("Visits")
     any_visit = next(iter(visits.list_entities(results_per_page=1)))
-    credential = AppOnlyCredentials(world.settings.entra_authority_host, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET)
-    teams = TeamsClient(world.settings.graph_base_url, credential.for_tenant(CONTOSO.id))
+    policy = outbound_policy(world.settings)
+    credential = AppOnlyCredentials(
+        world.settings.entra_authority_host, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, http=SafeHttp(policy)
+    )
+    teams = TeamsClient(world.settings.graph_base_url, credential.for_tenant(CONTOSO.id), policy=policy)
     token_times, table_times = [], []
     now = datetime.now(UTC)
 

@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-import httpx
 import msal
 
 from shared.configurations.model import WritebackMode
@@ -26,6 +25,7 @@ from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.ehr.smart import SmartClient, smart_client_for
+from shared.http.outbound import SafeHttp, outbound_policy
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import SigningKeys, signing_keys_from
 from shared.kernel.sealing import Sealer
@@ -109,6 +109,11 @@ class Services:
         return Storage(self.settings)
 
     @once
+    def microsoft_http(self) -> SafeHttp:
+        """The checked client for Microsoft Entra ID (msal, published keys); Graph gets an async twin."""
+        return SafeHttp(outbound_policy(self.settings), system="Microsoft Entra ID")
+
+    @once
     def smart(self) -> SmartClient:
         """One SMART client: discovery and JWKS caches are shared by the portal, launches and writeback."""
         return smart_client_for(self.settings)
@@ -126,17 +131,20 @@ class Services:
     @once
     def msal_app(self) -> msal.ConfidentialClientApplication:
         """The confidential client for user sign-ins (msal discovers the authority over HTTP when built)."""
-        return build_msal_app(self.settings)
+        return build_msal_app(self.settings, self.microsoft_http)
 
     @once
     def entra_validator(self) -> EntraIdTokenValidator:
-        return build_validator(self.settings)
+        return build_validator(self.settings, self.microsoft_http)
 
     @once
     def app_credentials(self) -> AppOnlyCredentials:
         settings = self.settings
         return AppOnlyCredentials(
-            settings.entra_authority_host, settings.entra_client_id, settings.entra_client_secret.reveal()
+            settings.entra_authority_host,
+            settings.entra_client_id,
+            settings.entra_client_secret.reveal(),
+            http=self.microsoft_http,
         )
 
     @once
@@ -144,7 +152,10 @@ class Services:
         """One Graph client per organizer tenant, shared by launches and subscriptions."""
         settings = self.settings
         return TeamsClients(
-            settings.graph_base_url, self.app_credentials.for_tenant, timeout=settings.http_timeout_seconds
+            settings.graph_base_url,
+            self.app_credentials.for_tenant,
+            policy=outbound_policy(settings),
+            timeout=settings.http_timeout_seconds,
         )
 
     @once
@@ -158,7 +169,8 @@ class Services:
     @once
     def decoder(self) -> NotificationDecoder:
         settings = self.settings
-        jwks = JwksCache(EntraDocuments().get, min_refetch_seconds=VALIDATION_TOKEN_KEY_REFETCH_SECONDS)
+        documents = EntraDocuments(self.microsoft_http)
+        jwks = JwksCache(documents.get, min_refetch_seconds=VALIDATION_TOKEN_KEY_REFETCH_SECONDS)
         return NotificationDecoder(
             self.client_states,
             ValidationTokens(
@@ -243,7 +255,7 @@ class Services:
     @once
     def worker(self) -> WritebackWorker:
         settings = self.settings
-        http = httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False)
+        http = self.smart.http  # the one checked transport: the bearer token goes only to checked addresses
         backend = BackendServices(self.smart)
         adapters: dict[WritebackMode, WritebackAdapter] = {
             WritebackMode.EPIC: EpicConnectionStatus(http, backend),

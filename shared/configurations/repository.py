@@ -383,6 +383,7 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
         "FhirBaseUrl": config.fhir_base_url,
         "Environment": config.environment.value,
         "ApproverUpn": config.approver_upn,
+        "ApproverOid": config.approver_oid or "",
         "Geography": config.geography.value,
         "Vendor": config.vendor.value,
         "ProviderClientId": config.provider_client_id,
@@ -426,6 +427,7 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             fhir_base_url=entity["FhirBaseUrl"],
             environment=Environment(entity["Environment"]),
             approver_upn=entity["ApproverUpn"],
+            approver_oid=entity.get("ApproverOid") or None,  # rows written before binding: bound at first sign-in
             geography=Geography(entity["Geography"]),
             vendor=Vendor(entity["Vendor"]),
             provider_client_id=entity["ProviderClientId"],

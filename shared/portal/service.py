@@ -23,6 +23,7 @@ from shared.jose.keys import signing_keys_from
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
     BadRequest,
+    Conflict,
     ErrorPage,
     Forbidden,
     InvalidIdToken,
@@ -89,7 +90,7 @@ def can_edit(user: PortalIdentity, config: Configuration) -> bool:
 
 def can_view(user: PortalIdentity, config: Configuration) -> bool:
     same_tenant = user.tenant_id == config.tenant_id
-    return same_tenant and (user.is_admin or config.names_approver(user.upn))
+    return same_tenant and (user.is_admin or config.is_approver(user.upn, user.object_id))
 
 
 def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
@@ -98,7 +99,7 @@ def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
 
 
 def can_approve(user: PortalIdentity, config: Configuration) -> bool:
-    return user.tenant_id == config.tenant_id and config.names_approver(user.upn)
+    return user.tenant_id == config.tenant_id and config.is_approver(user.upn, user.object_id)
 
 
 def require_admin(user: PortalIdentity) -> None:
@@ -267,14 +268,28 @@ def integration_records(
 
 
 class EhrSignInFailed(UpstreamRejected):
-    """The approver's EHR sign-in did not prove the configuration's FHIR URL; ``page`` says why and what to check."""
+    """The approver's EHR sign-in did not prove the configuration's FHIR URL; ``page`` says why and what to check.
+
+    ``ehr_error`` / ``ehr_description`` are the EHR's own OAuth ``error`` and ``error_description`` when it sent
+    them, already made safe by ``sanitise_oauth_error`` (no control characters, bounded length): the analyst sees
+    them on the page and they are logged with the correlation id.
+    """
 
     page: ErrorPage
 
-    def __init__(self, configuration_id: str, page: ErrorPage) -> None:
+    def __init__(
+        self,
+        configuration_id: str,
+        page: ErrorPage,
+        *,
+        ehr_error: str | None = None,
+        ehr_description: str | None = None,
+    ) -> None:
         super().__init__(page.message, system="EHR", code="ehr_signin_failed")
         self.configuration_id = configuration_id
         self.page = page
+        self.ehr_error = ehr_error
+        self.ehr_description = ehr_description or None
 
 
 OAUTH_CHECKS = (
@@ -351,7 +366,31 @@ class PortalService:
     def visible_configurations(self, user: PortalIdentity) -> list[Configuration]:
         if user.is_admin:
             return self.repository.list_for_tenant(user.tenant_id)
-        return self.repository.list_for_approver(user.tenant_id, user.upn)
+        named = self.repository.list_for_approver(user.tenant_id, user.upn)
+        return [config for config in named if config.is_approver(user.upn, user.object_id)]
+
+    def bind_approver(self, user: PortalIdentity) -> None:
+        """At sign-in: bind each configuration naming the user, and bound to nobody yet, to their object id.
+
+        One query per sign-in. A configuration bound to another object id stays theirs (the name changed
+        hands) and is logged; a concurrent edit wins, and the binding then happens on the next sign-in or
+        at the approver's EHR sign-in.
+        """
+        for config in self.repository.list_for_approver(user.tenant_id, user.upn):
+            if config.approver_oid is None:
+                try:
+                    self.repository.update(
+                        config, cfg.bound_approver(config, upn=user.upn, oid=user.object_id), etag=str(config.etag)
+                    )
+                except Conflict:
+                    continue
+                _audit("bound to its approver's object id", config, user)
+            elif config.approver_oid != user.object_id.lower():
+                logger.warning(
+                    "Configuration %s names user %s's user name but is bound to another object id; not their approver",
+                    config.id,
+                    log_id(user.object_id),
+                )
 
     def get_visible(self, user: PortalIdentity, configuration_id: str) -> Configuration:
         """A configuration the user may see; anything else (incl. other tenants') is ``NotFound``."""
@@ -493,7 +532,7 @@ class PortalService:
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
             raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
         if query.get("error"):
-            raise EhrSignInFailed(config.id, _oauth_failure(OAuthError(query["error"])))
+            raise _oauth_failure(config.id, OAuthError(query["error"], query.get("error_description")))
         code = query.get("code")
         if not code:
             raise StateError("The EHR's answer had no authorization code. Please start again.")
@@ -512,7 +551,7 @@ class PortalService:
                 smart_config, tokens.id_token, client_id=config.provider_client_id, nonce=str(payload["nonce"])
             )
         except OAuthError as exc:
-            raise EhrSignInFailed(config.id, _oauth_failure(exc)) from None
+            raise _oauth_failure(config.id, exc) from None
         except InvalidIdToken as exc:
             raise EhrSignInFailed(
                 config.id,
@@ -558,10 +597,12 @@ def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
     logger.info("Configuration %s %s by user %s (tenant %s)", config.id, action, who, config.tenant_id)
 
 
-def _oauth_failure(exc: OAuthError) -> ErrorPage:
-    return ErrorPage(
+def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailed:
+    """The page for an OAuth error answer; the code is in the message whatever the description holds."""
+    page = ErrorPage(
         title="The EHR refused the sign-in", message=f"OAuth2 error from the EHR: {exc.error}", help=OAUTH_CHECKS
     )
+    return EhrSignInFailed(configuration_id, page, ehr_error=exc.error, ehr_description=exc.description)
 
 
 def _lower_first(text: str) -> str:

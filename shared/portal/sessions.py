@@ -123,5 +123,11 @@ class SessionStore:
     def delete(self, session_id: str) -> None:
         if not _plausible(session_id):
             return
+        self.delete_binding(_row_key(session_id))
+
+    def delete_binding(self, binding: str) -> None:
+        """End the session whose ``PortalSession.binding`` this is (a new sign-in of the same browser replaces it)."""
+        if len(binding) != 64 or any(c not in "0123456789abcdef" for c in binding):
+            return
         with storage_errors(self._account.name):
-            self._account.table(TABLE).delete_entity(PARTITION, _row_key(session_id))
+            self._account.table(TABLE).delete_entity(PARTITION, binding)

@@ -24,6 +24,7 @@ from typing import Any
 
 from shared.kernel.errors import InvalidEvent
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
+from shared.kernel.json_input import MalformedJson, parse_json
 
 SCHEMA_VERSION = 2
 LEGACY_VERSION = 1  # clear references; still read, so messages queued by an earlier release are not lost
@@ -141,8 +142,8 @@ class VisitEvent:
     def from_json(cls, text: str | bytes) -> VisitEvent:
         """Parse and validate a queue message; anything malformed raises ``InvalidEvent``."""
         try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+            data = parse_json(text)
+        except MalformedJson:
             raise InvalidEvent("event is not JSON") from None
         if not isinstance(data, dict) or data.get("v") not in (SCHEMA_VERSION, LEGACY_VERSION):
             raise InvalidEvent("unsupported event version")

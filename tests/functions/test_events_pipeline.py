@@ -41,6 +41,7 @@ from shared.visits.model import Visit, VisitContext, with_meeting, without_subsc
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.visits.subscriptions import CallEventSubscriptions
+from tests.support.outbound import LOCAL_POLICY
 from tests.support.sealing import sealer_for
 
 pytestmark = pytest.mark.azurite
@@ -117,7 +118,9 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # trust the sandbox CA, as the demo does
             trust.setenv(key, stand_ins.settings[key])
         with LocalHost(build_app(), env, port=port, host_json=host_json) as host:
-            teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
+            teams = TeamsClient(
+                settings.graph_base_url, MsalCredential(settings.entra_authority_host), policy=LOCAL_POLICY
+            )
             subscriptions = services().subscriptions  # the production wiring, from the host's settings
             yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
         trust.undo()

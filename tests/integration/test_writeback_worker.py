@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from benchmarks.writeback_load import visit_context
@@ -18,6 +17,7 @@ from shared.configurations.model import WritebackMode
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
+from shared.http.outbound import SafeHttp
 from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
 from shared.kernel.identifiers import log_id
 from shared.kernel.sealing import Sealer, new_key_text
@@ -38,7 +38,7 @@ from shared.writeback.worker import (
     RetryPolicy,
     WritebackWorker,
 )
-from tests.integration.test_writeback_adapters import smart_client
+from tests.integration.test_writeback_adapters import checked_http, smart_client
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys
 from tools.requeue_poison import requeue
@@ -70,9 +70,10 @@ def no_faults(ehr: EhrSandbox) -> Iterator[None]:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=2) as client:
-        yield client
+def http() -> Iterator[SafeHttp]:
+    client = checked_http(2.0)
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def failures(storage: Storage, unique: str) -> FailureLog:
 
 @pytest.fixture
 def worker(
-    storage: Storage, targets: Targets, failures: FailureLog, http: httpx.Client, client_keys: ClientKeys
+    storage: Storage, targets: Targets, failures: FailureLog, http: SafeHttp, client_keys: ClientKeys
 ) -> WritebackWorker:
     backend = BackendServices(smart_client(client_keys))
     adapters = {
