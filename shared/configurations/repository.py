@@ -75,6 +75,12 @@ INVENTORY = (
             Field("WritebackMode", Classification.TENANT, Protection.CLEAR),
             Field("Status", Classification.OPERATIONAL, Protection.CLEAR),
             Field("ApproverUpn", Classification.PERSONAL, Protection.CLEAR, "UPN of the approver an admin named"),
+            Field(
+                "ApproverOid",
+                Classification.PERSONAL,
+                Protection.CLEAR,
+                "Entra object id of the approver, bound at their first sign-in (a renamed UPN cannot approve)",
+            ),
             Field("CreatedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
             Field("UpdatedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
             Field("EhrSigninBy", Classification.PERSONAL, Protection.CLEAR, _WHO),

@@ -42,6 +42,7 @@ from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import VisitContext
 from shared.visits.repository import VisitRepository
+from tests.support.sealing import sealer_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = "shared/http/outbound.py"  # the one place that constructs clients and transports
@@ -271,8 +272,8 @@ def test_writeback_to_a_host_that_rebinds_to_an_internal_address_never_sends_the
         lambda *a, **k: TokenResponse(access_token=token, id_token=None, scope=None, fields={"expires_in": 300}),
     )
     key = uuid.uuid4().hex
-    VisitRepository(storage).get_or_create(
-        Geography.AMERICAS, key, config.id, VisitContext(csn="1234", provider="Practitioner/p1")
+    VisitRepository(storage, sealer_for(settings)).get_or_create(
+        Geography.AMERICAS, key, config.id, VisitContext(csn="1234", provider="Practitioner/p1", confirmed=True)
     )
     event = VisitEvent(
         configuration_id=config.id,
