@@ -18,9 +18,10 @@ from shared.writeback.worker import FAILURES_TABLE
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
 
-# Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account.
+# Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account (AuthStates in
+# both: the portal's sign-ins in the app's, the launches' in their configuration's geography).
 APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE, FAILURES_TABLE)
-GEOGRAPHY_SHORT_LIVED_TABLES = (visits.TABLE,)
+GEOGRAPHY_SHORT_LIVED_TABLES = (auth_state.TABLE, visits.TABLE)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)

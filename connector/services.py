@@ -30,7 +30,7 @@ from shared.jose.jwks import JwksCache
 from shared.jose.keys import SigningKeys, signing_keys_from
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings, get_settings, reset_settings_cache
-from shared.launch.service import SIGNIN_STATE_KIND, LaunchService
+from shared.launch.service import LAUNCH_STATE_KINDS, SIGNIN_STATE_KIND, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.app_credentials import AppOnlyCredentials
 from shared.microsoft.entra import (
@@ -52,7 +52,7 @@ from shared.microsoft.teams import TeamsClients
 from shared.portal.service import PortalService
 from shared.portal.sessions import SessionStore
 from shared.storage.accounts import Storage
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 from shared.visits.repository import VisitRepository
 from shared.visits.subscriptions import CallEventSubscriptions
 from shared.writeback.model import WritebackAdapter
@@ -184,8 +184,10 @@ class Services:
     # --- sign-ins ---------------------------------------------------------------------------------------
 
     @once
-    def states(self) -> AuthStateStore:
-        return AuthStateStore(self.storage.app, self.sealer)
+    def states(self) -> StateRouter:
+        """The one state store: a launch's states (they carry its context) in the configuration's geography,
+        the portal's sign-ins (no EHR context) in the app's account."""
+        return StateRouter(self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS)
 
     def portal_sign_in(self) -> EntraSignIn:
         """The admins' and approvers' Microsoft sign-in (msal is built on the first sign-in, not before)."""

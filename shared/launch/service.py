@@ -4,13 +4,14 @@ The steps, each a method below (``connector/launch.py`` maps routes onto them):
 
     begin(kind, configuration id, iss + launch)
         configuration named by the launch URL, ``iss`` = its FHIR URL, approved — before any
-        outbound request → discovery (cached) → state row (PKCE verifier, nonce, launch
-        context tokens) → authorization request (GET, or POST when advertised and long)
+        outbound request → discovery (cached) → state row in the configuration's geography,
+        its state tagged with it (PKCE verifier, nonce, launch context tokens)
+        → authorization request (GET, or POST when advertised and long)
     complete(authorization response)
-        consume state once → code exchange (private_key_jwt) → id_token (signature, iss, aud,
-        exp, nonce) → launch context: what the EHR asserted (user, encounter / appointment / CSN,
-        patient), the launch URL's sessionId / departmentId only when the EHR's records confirm
-        them (``context_check``)
+        consume state once (its tag names the account) → code exchange (private_key_jwt)
+        → id_token (signature, iss, aud, exp, nonce) → launch context: what the EHR asserted (user,
+        encounter / appointment / CSN, patient), the launch URL's sessionId / departmentId only when
+        the EHR's records confirm them (``context_check``)
         provider: mapping? no → one-time Microsoft 365 sign-in (``finish_sign_in``) → the clinician
                   confirms the link on a page bound to their browser (``confirm_link``) → meeting
         patient:  meeting? yes → lobby; organizer known → create it; else a waiting page
@@ -62,7 +63,7 @@ from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import Meeting
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
 from shared.visits.repository import VisitRepository
@@ -74,6 +75,8 @@ logger = logging.getLogger(__name__)
 STATE_KIND = "ehr-launch"
 SIGNIN_STATE_KIND = "launch-signin"
 CONFIRM_STATE_KIND = "launch-confirm"
+# They carry launch context, so they live in the configuration's geography (``StateRouter``).
+LAUNCH_STATE_KINDS = frozenset({STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
 CONFIRM_TTL = timedelta(minutes=5)  # from the Microsoft sign-in's return to the press of "Link my account"
 PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
 PATIENT_SCOPES = PATIENT_LAUNCH_SCOPES
@@ -320,13 +323,15 @@ class LaunchService:
         connector_secret: str,
         configurations: ConfigurationRepository,
         ehr: SmartClient,
-        states: AuthStateStore,
+        states: StateRouter,
         user_map: UserMapRepository,
         visits: VisitRepository,
         sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
         sealer: Sealer,
     ) -> None:
+        if not LAUNCH_STATE_KINDS.issubset(states.in_geography):
+            raise ValueError("a launch's states carry its context: they must live in the configuration's geography")
         self._base = public_base_url.rstrip("/")
         self._secret = connector_secret
         self._configurations = configurations
@@ -377,7 +382,7 @@ class LaunchService:
             department_id=params.department_id,
             shared_with=config.shared_with,
         )
-        state = self._states.create(STATE_KIND, pending.to_json())
+        state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
             smart,
             client_id=client_id,
@@ -448,7 +453,7 @@ class LaunchService:
             # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
             # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
             binding = random_token()
-            state = random_token()
+            state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
             sealed = {"sealed": self._seal(carry, SIGNIN_STATE_KIND, state)}
             url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=sealed, state=state)
             return SignInFirst(url, binding)
@@ -488,7 +493,7 @@ class LaunchService:
         context = LaunchContext.from_json(opened["context"])
         if user.tenant_id.lower() not in pending.signin_tenants:
             raise WrongTenant()
-        binding, csrf, state = random_token(), random_token(), random_token()
+        binding, csrf, state = random_token(), random_token(), self._states.new_state(pending.geography)
         confirmation = {
             "launch": pending.to_json(),
             "context": context.to_json(),

@@ -51,7 +51,7 @@ from shared.kernel.errors import (
 )
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import Settings
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 
 SYSTEM = "Microsoft Entra ID"
 STATE_KIND = "entra-signin"
@@ -253,14 +253,16 @@ class EntraSignIn:
 
     The portal signs users in with it; a provider's first EHR launch uses it once (its own ``state_kind``)
     and passes the pending launch as ``carry``, which is stored server-side with the msal flow and
-    returned by ``complete_with_carry``.
+    returned by ``complete_with_carry``. ``states`` keeps the flow where its kind belongs: the portal's in the
+    app's account, the launch's (it carries launch context) in the configuration's geography, under a state
+    tagged with it (``StateRouter``).
     """
 
     def __init__(
         self,
         app: msal.ConfidentialClientApplication,
         validator: EntraIdTokenValidator,
-        states: AuthStateStore,
+        states: StateRouter,
         *,
         state_kind: str = STATE_KIND,
     ) -> None:
@@ -280,8 +282,9 @@ class EntraSignIn:
     ) -> str:
         """The authorize URL.
 
-        ``state`` may be chosen by the caller (an unguessable ``random_token()``), e.g. to seal ``carry``
-        bound to the state row it will live in; by default a fresh one is drawn.
+        ``state`` may be chosen by the caller (an unguessable ``random_token()``, or ``StateRouter.new_state``
+        for a kind kept in a geography), e.g. to seal ``carry`` bound to the state row it will live in; by
+        default a fresh one is drawn.
         ``browser_binding`` is a random value the caller also gives the browser (a cookie); only its
         SHA-256 is stored with the flow, and ``complete`` requires the same value back (login CSRF).
         Callers must choose: ``None`` is only for flows whose browser may drop cookies and whose

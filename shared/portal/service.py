@@ -38,7 +38,7 @@ from shared.kernel.settings import Geography, Settings
 from shared.launch.user_map import ListedMapping, UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.portal.sessions import PortalSession
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 
 logger = logging.getLogger(__name__)
 EHR_STATE_KIND = "portal-ehr-signin"
@@ -305,7 +305,7 @@ class PortalService:
         self,
         settings: Settings,
         repository: ConfigurationRepository,
-        states: AuthStateStore,
+        states: StateRouter,
         smart: SmartClient,
         user_map: UserMapRepository,
     ) -> None:

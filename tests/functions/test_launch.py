@@ -29,11 +29,11 @@ from connector.services import services
 from shared.kernel.identifiers import random_token
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
-from shared.launch.service import LaunchService
+from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import Storage
-from shared.storage.state import AuthStateStore
+from shared.storage.state import GEOGRAPHY_TAGS, StateRouter, state_geography
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
@@ -115,7 +115,7 @@ class World:
             connector_secret=self.settings.connector_secret.reveal(),
             configurations=self.configurations,
             ehr=self.ehr,
-            states=AuthStateStore(self.storage.app, self.sealer),
+            states=StateRouter(self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS),
             user_map=self.user_map,
             visits=VisitRepository(self.storage, self.sealer),
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
@@ -513,7 +513,9 @@ def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world: World
     assert params["launch"] == "a+b" and params["aud"] == FHIR
     assert params["scope"] == "launch openid fhirUser patient/*.read"
     assert params["client_id"] == "patient-client"
-    assert len(base64.urlsafe_b64decode(params["state"] + "==")) >= 16
+    tag, _, random_part = params["state"].partition(".")  # the geography's tag, then 256 random bits
+    assert state_geography(params["state"]) is world.config.geography and tag == GEOGRAPHY_TAGS[world.config.geography]
+    assert len(base64.urlsafe_b64decode(random_part + "=")) == 32
     assert params["redirect_uri"] == f"{world.settings.public_base_url}/api/launch/callback"
 
 

@@ -159,7 +159,7 @@ def test_an_unknown_button_is_refused_without_using_the_confirmation_up(world: W
 
 def test_sign_in_states_are_sealed_and_consumed_rows_keep_nothing(world: World) -> None:
     world.ehr.resources["Practitioner/eDocLee"] = LEE
-    table = world.storage.app.table(STATE_TABLE)
+    table = world.storage.for_geography(world.config.geography).table(STATE_TABLE)  # launch states: the geography's
 
     def rows(kind: str) -> list[str]:
         return [str(e["Payload"]) for e in table.query_entities("PartitionKey eq @k", parameters={"k": kind})]
@@ -174,6 +174,8 @@ def test_sign_in_states_are_sealed_and_consumed_rows_keep_nothing(world: World) 
     world.confirm(page)
     state = confirmation_fields(page)["state"]
     assert table.get_entity(CONFIRM_STATE_KIND, state)["Payload"] == ""
+    app_rows = world.storage.app.table(STATE_TABLE).query_entities("RowKey eq @s", parameters={"s": state})
+    assert not list(app_rows)  # never in the app's account
 
 
 def test_the_link_is_logged_with_hashed_ids_only(world: World, caplog: pytest.LogCaptureFixture) -> None:

@@ -25,10 +25,10 @@ from shared.jose.keys import SigningKeys
 from shared.kernel.errors import StateError, UpstreamRejected
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings
-from shared.launch.service import LaunchService, WaitForClinician
+from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService, WaitForClinician
 from shared.launch.user_map import UserMapRepository
 from shared.storage.accounts import Storage
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
 from tests.support.launch_fakes import Config, Configurations, FakeSignIn, Graph
@@ -91,7 +91,7 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
         connector_secret=secret,
         configurations=Configurations(config),  # type: ignore[arg-type]
         ehr=smart,
-        states=AuthStateStore(storage.app, sealer),
+        states=StateRouter(storage, sealer, in_geography=LAUNCH_STATE_KINDS),
         user_map=UserMapRepository(storage, secret, sealer),
         visits=VisitRepository(storage, sealer),
         sign_in=lambda: FakeSignIn(),  # type: ignore[arg-type,return-value]

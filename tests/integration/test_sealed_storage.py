@@ -11,9 +11,10 @@ import pytest
 from shared.kernel.errors import StateError
 from shared.kernel.sealing import Sealer, key_id, new_key_text, parse_keys
 from shared.kernel.settings import Geography
+from shared.launch.service import LAUNCH_STATE_KINDS
 from shared.storage.accounts import Storage
 from shared.storage.state import TABLE as STATES
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role
 from shared.visits.model import VisitContext, with_presence
 from shared.visits.repository import TABLE as VISITS
@@ -27,6 +28,10 @@ CONTEXT = VisitContext(
     provider="Practitioner/e-prac-seal", confirmed=True,
 )  # fmt: skip
 CLEAR = ("7770001", "e-appt-seal", "e-enc-seal", "e-pat-seal", "e-prac-seal")
+
+
+def states(storage: Storage, keys: str) -> StateRouter:
+    return StateRouter(storage, Sealer.from_text(keys), in_geography=LAUNCH_STATE_KINDS)
 
 
 def key_of(sealed: str) -> str:
@@ -94,12 +99,12 @@ def test_a_context_stored_in_clear_by_the_release_before_sealing_opens_confirmed
 def test_sign_in_state_payloads_are_sealed_emptied_on_consumption_and_survive_rotation(storage: Storage) -> None:
     old, new = new_key_text(), new_key_text()
     payload = {"context": {"csn": "7770001", "patient": "e-pat-seal"}, "launch": {"session_id": "7770001"}}
-    state = AuthStateStore(storage.app, Sealer.from_text(old)).create("launch-signin", payload)
-    table = storage.app.table(STATES)
+    state = states(storage, old).create("launch-signin", payload, geography=Geography.EMEA)
+    table = storage.for_geography(Geography.EMEA).table(STATES)  # a launch's states: the geography's account
     row = table.get_entity("launch-signin", state)
     assert row["Payload"].startswith("s1.") and "7770001" not in str(dict(row)) and "e-pat-seal" not in str(dict(row))
 
-    rotating = AuthStateStore(storage.app, Sealer.from_text(f"{new},{old}"))
+    rotating = states(storage, f"{new},{old}")
     assert rotating.consume("launch-signin", state) == payload
     consumed = table.get_entity("launch-signin", state)
     assert consumed["Consumed"] is True and consumed["Payload"] == ""  # single use keeps no payload
@@ -108,10 +113,10 @@ def test_sign_in_state_payloads_are_sealed_emptied_on_consumption_and_survive_ro
 
 
 def test_a_state_payload_moved_to_another_state_or_sealed_under_a_retired_key_is_refused(storage: Storage) -> None:
-    sealer = Sealer.from_text(new_key_text())
-    store = AuthStateStore(storage.app, sealer)
-    first, second = store.create("ehr-launch", {"a": 1}), store.create("ehr-launch", {"b": 2})
-    table = storage.app.table(STATES)
+    store = states(storage, new_key_text())
+    first = store.create("ehr-launch", {"a": 1}, geography=Geography.AMERICAS)
+    second = store.create("ehr-launch", {"b": 2}, geography=Geography.AMERICAS)
+    table = storage.for_geography(Geography.AMERICAS).table(STATES)
     moved = table.get_entity("ehr-launch", second)
     moved["Payload"] = table.get_entity("ehr-launch", first)["Payload"]
     table.update_entity(moved)
@@ -119,4 +124,4 @@ def test_a_state_payload_moved_to_another_state_or_sealed_under_a_retired_key_is
         store.consume("ehr-launch", second)
     assert refused.value.code == "state_unknown"
     with pytest.raises(StateError):
-        AuthStateStore(storage.app, Sealer.from_text(new_key_text())).consume("ehr-launch", first)
+        states(storage, new_key_text()).consume("ehr-launch", first)

@@ -61,15 +61,26 @@ def _modules() -> list[ModuleType]:
     return found
 
 
-def declared() -> dict[str, tuple[ModuleType, Store]]:
-    """Every store the code declares, by name, with the module declaring it."""
-    stores: dict[str, tuple[ModuleType, Store]] = {}
+def declared() -> dict[tuple[str, Account], tuple[ModuleType, Store]]:
+    """Every store the code declares, by name and account, with the module declaring it.
+
+    A name may be declared once per account (``AuthStates``: the portal's sign-ins in the app's account, the
+    launches' in the geography's), by one module.
+    """
+    stores: dict[tuple[str, Account], tuple[ModuleType, Store]] = {}
     for module in _modules():
         for store in getattr(module, "INVENTORY", ()):
             assert isinstance(store, Store), f"{module.__name__}.INVENTORY holds {store!r}"
-            assert store.name not in stores, f"{store.name} declared twice"
-            stores[store.name] = (module, store)
+            assert (store.name, store.account) not in stores, f"{store.name} declared twice in the {store.account}"
+            stores[store.name, store.account] = (module, store)
+    owners = {name: {m.__name__ for (n, _), (m, _) in stores.items() if n == name} for name, _ in stores}
+    assert all(len(modules) == 1 for modules in owners.values()), f"a store declared by two modules: {owners}"
     return stores
+
+
+def declaring_module(name: str) -> ModuleType:
+    """The module that declares the store(s) called ``name``."""
+    return next(module for (n, _), (module, _) in declared().items() if n == name)
 
 
 def product() -> list[Store]:
@@ -88,10 +99,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _store_cell(store: Store, stores: list[Store]) -> str:
+    """The store's name, with its account when the same name lives in both (``AuthStates``)."""
+    shared_name = sum(s.name == store.name for s in stores) > 1
+    return f"`{store.name}` ({store.account.value})" if shared_name else f"`{store.name}`"
+
+
 def render_stores(stores: list[Store]) -> str:
     lines = ["| store | kind | account | holds | lifetime | removed by |", "|---|---|---|---|---|---|"]
     for s in stores:
-        cells = (f"`{s.name}`", s.kind.value, s.account.value, s.purpose, s.lifetime, s.removed_by)
+        cells = (_store_cell(s, stores), s.kind.value, s.account.value, s.purpose, s.lifetime, s.removed_by)
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -100,7 +117,7 @@ def render_fields(stores: list[Store]) -> str:
     lines = ["| store | field | classification | protection | note |", "|---|---|---|---|---|"]
     for s in stores:
         for f in s.fields:
-            cells = (f"`{s.name}`", f"`{f.name}`", f.classification.value, f.protection.value, f.note)
+            cells = (_store_cell(s, stores), f"`{f.name}`", f.classification.value, f.protection.value, f.note)
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -30,11 +30,18 @@ from types import ModuleType
 
 from connector import events as events_blueprint
 from connector import maintenance
+from connector.services import Services
+from sandbox.local_settings import local_values
 from shared.kernel.inventory import Account, Classification, Kind, Protection
 from shared.kernel.sealing import Sealer, new_key_text
+from shared.kernel.settings import Settings
+from shared.launch.service import LAUNCH_STATE_KINDS
+from shared.microsoft import entra
+from shared.portal import service as portal
+from shared.storage import state
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.sealed_context import seal_event
-from tests.privacy.inventory import AWAITING_MERGE, declared, product, render_fields, render_stores
+from tests.privacy.inventory import AWAITING_MERGE, declared, declaring_module, product, render_fields, render_stores
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -96,7 +103,7 @@ def named_tables() -> set[str]:
 
 
 def test_every_table_the_code_names_is_declared_and_every_declared_table_is_named() -> None:
-    tables = {name for name, (_, store) in declared().items() if store.kind is Kind.TABLE}
+    tables = {store.name for _, store in declared().values() if store.kind is Kind.TABLE}
     assert named_tables() == tables
 
 
@@ -155,20 +162,20 @@ def test_every_ehr_identifier_at_rest_is_sealed_or_keyed() -> None:
 
 
 def test_awaiting_merge_is_still_awaited() -> None:
-    stores = declared()
+    names = {name for name, _ in declared()}
     code = "\n".join(p.read_text() for folder in ("shared", "connector") for p in (ROOT / folder).rglob("*.py"))
     for store in AWAITING_MERGE.stores:
-        assert store.name not in stores and f'"{store.name}"' not in code, (
+        assert store.name not in names and f'"{store.name}"' not in code, (
             f"{store.name} has landed: declare it next to its repository and delete it from AWAITING_MERGE"
         )
     for name, fields in AWAITING_MERGE.added_fields.items():
-        module, _ = stores[name]
+        module = declaring_module(name)
         for f in fields:
             assert f.name not in written_fields(module), (
                 f"{name} now writes {f.name}: add it to its declaration and delete it from AWAITING_MERGE"
             )
     for name, removed in AWAITING_MERGE.removed_fields.items():
-        module, _ = stores[name]
+        module = declaring_module(name)
         for field_name in removed:
             assert field_name in written_fields(module), (
                 f"{name} no longer writes {field_name}: delete it from its declaration and from AWAITING_MERGE"
@@ -199,3 +206,18 @@ def test_the_setup_guide_names_every_store() -> None:
     privacy = text[text.index("## Privacy") :]
     missing = [s.name for s in product() if f"`{s.name}`" not in privacy]
     assert not missing, f"docs/setup.md's privacy section does not name {missing}"
+
+
+def test_auth_states_are_declared_in_each_account_with_the_kinds_the_code_keeps_there() -> None:
+    """Launch states (they carry EHR context) in the geography's account; the portal's sign-ins in the app's."""
+
+    def kinds(account: Account) -> set[str]:
+        _, store = declared()[state.TABLE, account]
+        note = store.field("PartitionKey").note
+        assert note.startswith("kind: "), note
+        return set(note.removeprefix("kind: ").split(", "))
+
+    assert kinds(Account.GEOGRAPHY) == set(LAUNCH_STATE_KINDS)
+    assert kinds(Account.APP) == {entra.STATE_KIND, portal.EHR_STATE_KIND}
+    # ... and the composition root keeps them there (building it does no I/O)
+    assert Services(Settings.from_env(local_values())).states.in_geography == LAUNCH_STATE_KINDS

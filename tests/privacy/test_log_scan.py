@@ -195,19 +195,23 @@ def test_no_log_record_carries_a_seeded_identifier(scan: Scan) -> None:
 
 
 def test_everything_the_flow_stored_is_declared_in_its_account(scan: Scan) -> None:
-    stores = {name: store for name, (_, store) in declared().items()}
-    stores.update({store.name: store for store in AWAITING_MERGE.stores})
+    stores = {place: store for place, (_, store) in declared().items()}
+    stores.update({(store.name, store.account): store for store in AWAITING_MERGE.stores})
+    names = {name for name, _ in stores}
     stored = {scan.queues.get(w.store, w.store) for w in scan.writes}
     assert {"AuthStates", "EhrUserMap", "Visits", "%WRITEBACK_QUEUE_NAME%"} <= stored, stored  # the flow ran
     problems = []
     for write in sorted(scan.writes, key=lambda w: (w.account, w.store)):
         name = scan.queues.get(write.store, write.store)
-        store = stores.get(name)
-        if store is None:
+        account = scan.accounts.get(write.account)
+        store = stores.get((name, account)) if account is not None else None
+        if name not in names:
             problems.append(f"{name} in account {write.account} is not in the inventory")
             continue
-        if scan.accounts.get(write.account) is not store.account:
-            problems.append(f"{name} written to account {write.account}, declared in the {store.account} account")
+        if store is None:
+            declared_in = sorted(a.value for n, a in stores if n == name)
+            problems.append(f"{name} written to account {write.account}, declared in the {declared_in} account")
+            continue
         undeclared = write.fields - {f.name for f in store.fields} - set(AWAITING_MERGE.added_fields.get(name, ()))
         if undeclared:
             problems.append(f"{name} written with undeclared fields {sorted(undeclared)}")

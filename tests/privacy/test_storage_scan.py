@@ -13,6 +13,9 @@ Then every entity of every table and every message of every queue (peeked) in ev
 emea, apac) is dumped and searched for the seeded identifiers (names, MRNs, FHIR ids, CSNs, appointment and
 encounter ids, NPIs, usernames, birth dates, the clinicians' UPNs and names — taken from ``sandbox/ehr/clinic.py``
 and ``sandbox/seed.py``, not copied by hand), and for personal data of one geography in another account.
+
+A launch's state rows carry its context (sealed, emptied when used): every one is created, as the flow runs, in
+``AuthStates`` of its configuration's geography under a state tagged with it, and none in the app's account.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from benchmarks.launch import Launcher
@@ -41,7 +45,10 @@ from shared.configurations.model import Configuration, Status, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
 from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography
+from shared.launch.service import CONFIRM_STATE_KIND, LAUNCH_STATE_KINDS, SIGNIN_STATE_KIND, STATE_KIND
 from shared.storage.accounts import Storage
+from shared.storage.state import TABLE as STATES
+from shared.storage.state import state_geography
 from tests.support.launch_world import PATIENT_CONTEXT, SMITH, SMITH_UPN, LaunchWorld, launch_world
 from tools.requeue_poison import requeue
 
@@ -115,6 +122,33 @@ def _decoded(content: str) -> str:
         return base64.b64decode(content, validate=True).decode("utf-8")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return content
+
+
+@dataclasses.dataclass(frozen=True)
+class StateRow:
+    """An ``AuthStates`` row as it was created (before its consumption emptied it)."""
+
+    account: str
+    kind: str
+    state: str
+    payload: str
+
+
+@contextmanager
+def created_states() -> Iterator[list[StateRow]]:
+    """Every ``AuthStates`` row created in this process (the function host runs in it) while open."""
+    rows: list[StateRow] = []
+    original = TableClient.create_entity
+
+    def recorded(client: TableClient, entity: Any = None, *args: Any, **kwargs: Any) -> Any:
+        entity = entity if entity is not None else kwargs.pop("entity")
+        if client.table_name == STATES:
+            rows.append(StateRow(client.account_name, entity["PartitionKey"], entity["RowKey"], entity["Payload"]))
+        return original(client, entity, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TableClient, "create_entity", recorded)
+        yield rows
 
 
 # --- the flow ------------------------------------------------------------------------------------------
@@ -243,7 +277,16 @@ def settled(world: LaunchWorld) -> bool:
 
 
 @pytest.fixture(scope="module")
-def scanned(world: LaunchWorld, private_azurite: int) -> tuple[list[Item], dict[Geography, str]]:
+def state_rows() -> Iterator[list[StateRow]]:
+    """The state rows the flow creates (``scanned`` runs the flow while this records)."""
+    with created_states() as rows:
+        yield rows
+
+
+@pytest.fixture(scope="module")
+def scanned(
+    world: LaunchWorld, private_azurite: int, state_rows: list[StateRow]
+) -> tuple[list[Item], dict[Geography, str]]:
     """The whole flow, then the dump of every account."""
     americas = americas_fhir_configuration(world)
     keys = {
@@ -286,7 +329,8 @@ def scanned(world: LaunchWorld, private_azurite: int) -> tuple[list[Item], dict[
 def test_the_flow_left_rows_and_messages_to_scan(scanned: tuple[list[Item], dict[Geography, str]]) -> None:
     items, keys = scanned
     places = {(i.account, i.place) for i in items}
-    assert (APP, "table AuthStates") in places and (APP, "table WritebackFailures") in places
+    assert ("emea", "table AuthStates") in places and ("americas", "table AuthStates") in places
+    assert (APP, "table WritebackFailures") in places
     assert any(place.endswith("-poison") for account, place in places if account == APP)
     assert ("emea", "table Visits") in places and ("americas", "table Visits") in places
     assert ("emea", "table EhrUserMap") in places and ("americas", "table EhrUserMap") in places
@@ -338,6 +382,38 @@ def test_personal_data_stays_in_its_configurations_geography(
             if item.account != geography and (meeting_id in item.text or join_url in item.text):
                 misplaced.append(f"{item.account} {item.place}: the {geography} meeting")
     assert not misplaced, misplaced
+
+
+def test_launch_states_live_only_in_their_configurations_geography(
+    scanned: tuple[list[Item], dict[Geography, str]], state_rows: list[StateRow]
+) -> None:
+    """Each launch's states (they carry its context) are created in its configuration's geography, tagged with it;
+    the app's account holds none; by the end of the flow every one is used and emptied."""
+    items, keys = scanned
+    launches = [row for row in state_rows if row.kind in LAUNCH_STATE_KINDS]
+    created: dict[str, dict[str, int]] = {}
+    for row in launches:
+        tagged = state_geography(row.state)
+        assert tagged is not None and row.account == tagged.value, f"a {row.kind} state of {tagged} in {row.account}"
+        assert row.payload.startswith("s1."), row.kind  # the context travels sealed
+        counts = created.setdefault(row.account, {})
+        counts[row.kind] = counts.get(row.kind, 0) + 1
+    # Per configuration: the provider's launch, its one-time sign-in and link confirmation, the patient's launch.
+    one_visit = {STATE_KIND: 2, SIGNIN_STATE_KIND: 1, CONFIRM_STATE_KIND: 1}
+    assert created == {geography.value: one_visit for geography in keys}
+    assert not [row for row in state_rows if row.account == APP and row.kind in LAUNCH_STATE_KINDS]
+
+    at_rest = {
+        (i.account, i.entity["PartitionKey"], i.entity["RowKey"]): i.entity
+        for i in items
+        if i.place == f"table {STATES}" and i.entity is not None
+    }
+    in_app = [(kind, state) for account, kind, state in at_rest if account == APP]
+    assert not [(k, s) for k, s in in_app if k in LAUNCH_STATE_KINDS or state_geography(s)], "launch states in app"
+    for row in launches:
+        entity = at_rest[row.account, row.kind, row.state]  # still there (until the sweep), in that account only
+        assert (entity["Consumed"], entity["Payload"]) == ("True", ""), row.kind  # used, and nothing kept
+    assert len({(account, state) for account, _, state in at_rest}) == len({state for _, _, state in at_rest})
 
 
 def test_sealed_poison_messages_replay_through_the_tool_on_the_running_host(
