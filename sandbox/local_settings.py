@@ -68,9 +68,25 @@ def write_local_settings(values: dict[str, str], target: Path = TARGET) -> Path:
     return target
 
 
+def add_missing_values(target: Path, port_base: int = azurite.DEFAULT_PORT_BASE) -> list[str]:
+    """Give an existing settings file the keys a newer release reads (e.g. SEALING_KEYS); keep every value it has.
+
+    Returns the names of the keys added (never their values).
+    """
+    document = json.loads(target.read_text())
+    values: dict[str, str] = document.setdefault("Values", {})
+    missing = {key: value for key, value in local_values(port_base).items() if key not in values}
+    if missing:
+        values.update(missing)
+        write_local_settings(values, target)
+    return sorted(missing)
+
+
 def main() -> int:
     if TARGET.exists():
-        print(f"{TARGET.name} exists; leaving it alone (delete it to regenerate).")
+        added = add_missing_values(TARGET)
+        note = f"; added {', '.join(added)}" if added else ""
+        print(f"{TARGET.name} exists; kept its values{note} (delete it to regenerate).")
         return 0
     write_local_settings(local_values())
     print(f"Wrote {TARGET.name} with freshly generated keys.")
