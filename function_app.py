@@ -1,4 +1,4 @@
-"""Composition root: create the Functions app and register the blueprints.
+"""The Functions app: create it and register the blueprints (``connector/services.py`` builds everything else).
 
 Importing this module does no I/O and never raises, even with no settings present:
 settings and clients are built lazily on first use.

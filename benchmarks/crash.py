@@ -42,15 +42,16 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from benchmarks.writeback import azurite_env
+from benchmarks.writeback_load import CLIENT_ID, seed_configuration, visit_context
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
 from sandbox.server import ServerThread, free_port
-from sandbox.writeback_load import CLIENT_ID, seed_configuration  # moving to benchmarks/ in another branch
 from shared.configurations.model import WritebackMode
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import VisitContext
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import seal_event
 from shared.writeback.ledger import DONE, TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,44 +140,42 @@ def sandbox_ehr(connector_url: str, latency_ms: int) -> Iterator[EhrSandbox]:
         yield ehr
 
 
-def seed_visits(storage: Storage, ehr: EhrSandbox, run_id: str, count: int) -> tuple[str, list[tuple[str, str]]]:
+def seed_visits(
+    storage: Storage, sealer: Sealer, ehr: EhrSandbox, run_id: str, count: int
+) -> tuple[str, list[tuple[str, str]]]:
     configuration = seed_configuration(storage, ehr.config.fhir_base, CLIENT_ID, WritebackMode.EPIC)
-    repository = VisitRepository(storage)
+    repository = VisitRepository(storage, sealer)
     visits = []
     for n in range(count):
         seeded = ehr.clinic.visits[n % len(ehr.clinic.visits)]
-        context = VisitContext(
-            csn=seeded.csn,
-            appointment=seeded.appointment_id,
-            encounter=seeded.encounter_id,
-            patient=f"Patient/{seeded.patient_id}",
-            provider=f"Practitioner/{seeded.practitioner_id}",
-        )
         key = f"crash-{run_id}-{n}"
-        repository.get_or_create(Geography.AMERICAS, key, configuration.id, context)
+        repository.get_or_create(Geography.AMERICAS, key, configuration.id, visit_context(seeded))
         visits.append((key, seeded.csn))
     return configuration.id, visits
 
 
-def make_events(configuration_id: str, visits: list[tuple[str, str]], run_id: str, count: int) -> list[VisitEvent]:
+def make_events(
+    sealer: Sealer, ehr: EhrSandbox, configuration_id: str, visits: list[tuple[str, str]], run_id: str, count: int
+) -> list[VisitEvent]:
+    """Events sealed as they are queued; each made-up participant linked to its visit, as Epic requires."""
     base = datetime.now(UTC).replace(microsecond=0)
     events = []
     for n in range(count):
         key, csn = visits[n % len(visits)]
         provider = n % 3 != 0
-        events.append(
-            VisitEvent(
-                configuration_id=configuration_id,
-                geography=Geography.AMERICAS.value,
-                visit_key=key,
-                kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
-                role=Role.PROVIDER if provider else Role.PATIENT,
-                occurred_at=base + timedelta(milliseconds=n),
-                source=Source.GRAPH,
-                participant=f"{'Practitioner' if provider else 'Patient'}/crash-{run_id}-{n}",
-                csn=csn,
-            )
+        ehr.state.link_launch({csn}, f"crash-{run_id}-{n}")
+        event = VisitEvent(
+            configuration_id=configuration_id,
+            geography=Geography.AMERICAS.value,
+            visit_key=key,
+            kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
+            role=Role.PROVIDER if provider else Role.PATIENT,
+            occurred_at=base + timedelta(milliseconds=n),
+            source=Source.GRAPH,
+            participant=f"{'Practitioner' if provider else 'Patient'}/crash-{run_id}-{n}",
+            csn=csn,
         )
+        events.append(seal_event(sealer, event))  # nothing in clear on the queue, as a launch event
     return events
 
 
@@ -238,9 +237,11 @@ def run(env: dict[str, str], spec: Run) -> dict[str, Any]:
         }
         settings_path = Path(workdir) / "local.settings.json"
         settings_path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
-        storage = Storage(Settings.from_env(values))
-        configuration_id, visits = seed_visits(storage, ehr, run_id, spec.visits)
-        events = make_events(configuration_id, visits, run_id, spec.events)
+        settings = Settings.from_env(values)
+        storage = Storage(settings)
+        sealer = Sealer.from_text(settings.sealing_keys.reveal())
+        configuration_id, visits = seed_visits(storage, sealer, ehr, run_id, spec.visits)
+        events = make_events(sealer, ehr, configuration_id, visits, run_id, spec.events)
         by_external = {f"crash-{run_id}-{n}": event for n, event in enumerate(events)}
         prefix = f"crash-{run_id}-"
         queue = queue_client(env["AzureWebJobsStorage"], queue_name)

@@ -20,16 +20,14 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,11 +35,13 @@ from urllib.parse import urljoin
 
 import httpx
 
+from benchmarks.table_operations import TableOperations
 from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.config import JWKS_PATH
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
+from shared.http.outbound import SafeHttp, outbound_policy
 from tests.sandbox.entra_browser import authorization_response, choose_account
 from tests.support.launch_world import LEE, SMITH, SMITH_UPN, LaunchWorld, launch_world
 
@@ -60,44 +60,6 @@ class Latency:
         if scope["type"] == "http" and self.seconds:
             await asyncio.sleep(self.seconds)
         await self.app(scope, receive, send)
-
-
-class TableOps:
-    """Counts azure-data-tables calls made in this process (the host runs the app in-process)."""
-
-    METHODS = ("get_entity", "create_entity", "update_entity", "upsert_entity", "delete_entity", "query_entities",
-               "submit_transaction")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def installed(self) -> Iterator[TableOps]:
-        from azure.data.tables import TableClient
-
-        originals = {name: getattr(TableClient, name) for name in self.METHODS}
-
-        def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-            def counted(client: Any, *args: Any, **kwargs: Any) -> Any:
-                with self._lock:
-                    self.counts[f"{client.table_name}.{name}"] += 1
-                return original(client, *args, **kwargs)
-
-            return counted
-
-        for name, original in originals.items():
-            setattr(TableClient, name, wrap(name, original))
-        try:
-            yield self
-        finally:
-            for name, original in originals.items():
-                setattr(TableClient, name, original)
-
-    def take(self) -> Counter[str]:
-        with self._lock:
-            counts, self.counts = self.counts, Counter()
-        return counts
 
 
 def discovery_fetches(world: LaunchWorld) -> int:
@@ -148,8 +110,16 @@ class Launcher:
             signed_in = self.client.post(
                 f"{world.url}/api/launch/signin/callback", data=response, headers={"cookie": binding}
             )
-            assert signed_in.status_code == 303, signed_in.text
-            location = signed_in.headers["location"]
+            assert signed_in.status_code == 200 and "Link my account" in signed_in.text, signed_in.text
+            # The clinician presses "Link my account": the page's form, with the rotated binding cookie.
+            fields = dict(re.findall(r'name="(state|csrf)" value="([^"]+)"', signed_in.text))
+            confirmed = self.client.post(
+                f"{world.url}/api/launch/signin/confirm",
+                data={**fields, "action": "link"},
+                headers={"cookie": signed_in.headers["set-cookie"].split(";", 1)[0]},
+            )
+            assert confirmed.status_code == 303, confirmed.text
+            location = confirmed.headers["location"]
         return connector, location
 
 
@@ -163,8 +133,11 @@ def unavoidable_round_trips(world: LaunchWorld) -> dict[str, float]:
     storage = Storage(world.settings)
     visits = storage.for_geography(world.configuration.geography).table("Visits")
     any_visit = next(iter(visits.list_entities(results_per_page=1)))
-    credential = AppOnlyCredentials(world.settings.entra_authority_host, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET)
-    teams = TeamsClient(world.settings.graph_base_url, credential.for_tenant(CONTOSO.id))
+    policy = outbound_policy(world.settings)
+    credential = AppOnlyCredentials(
+        world.settings.entra_authority_host, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, http=SafeHttp(policy)
+    )
+    teams = TeamsClient(world.settings.graph_base_url, credential.for_tenant(CONTOSO.id), policy=policy)
     token_times, table_times = [], []
     now = datetime.now(UTC)
 
@@ -306,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     process = azurite.start(base)
     state = tempfile.TemporaryDirectory()
     try:
-        with launch_world(base, Path(state.name)) as world, TableOps().installed() as ops:
+        with launch_world(base, Path(state.name)) as world, TableOperations().installed() as ops:
             world.ehr.faults.update({"latency_ms": int(args.latency_ms)})
             graph_config = world.stand_ins.graph_server._server.config
             graph_config.loaded_app = Latency(graph_config.loaded_app, latency)

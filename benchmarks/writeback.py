@@ -24,24 +24,23 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-from azure.data.tables import TableClient
 
+from benchmarks.table_operations import TableOperations
+from benchmarks.writeback_load import WritebackLoad
 from sandbox import azurite
 from sandbox.entra.signing import graph_validation_token
 from sandbox.graph.crypto import EncryptionCertificate, encrypt_content
 from sandbox.local_settings import local_values
-from sandbox.writeback_load import WritebackLoad
 from shared.kernel.settings import Geography
 from shared.microsoft.notifications import ClientStates, NotificationCertificate, SubscriptionTarget
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE_OPERATIONS = ("get_entity", "create_entity", "update_entity", "upsert_entity", "query_entities", "delete_entity")
 RELIABILITY_FAULTS = {
     "error_rate": 0.30,
     "throttle_rate": 0.05,
@@ -63,48 +62,25 @@ def azurite_env() -> Iterator[dict[str, str]]:
         process.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def counting_table_operations() -> Iterator[Counter[str]]:
-    """Count Table operations made in this process (the worker runs in the host's threads)."""
-    counts: Counter[str] = Counter()
-    lock = threading.Lock()
-    originals = {name: getattr(TableClient, name) for name in TABLE_OPERATIONS}
-
-    def counted(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(self: TableClient, *args: Any, **kwargs: Any) -> Any:
-            with lock:
-                counts[f"{self.table_name}.{name}"] += 1
-            return original(self, *args, **kwargs)
-
-        return call
-
-    for name, original in originals.items():
-        setattr(TableClient, name, counted(name, original))
-    try:
-        yield counts
-    finally:
-        for name, original in originals.items():
-            setattr(TableClient, name, original)
-
-
 def drain(env: dict[str, str], events: int, latency_ms: int) -> None:
     with WritebackLoad(env, visits=200, ehr_latency_ms=latency_ms, http_timeout=10) as load:
         batch = load.events(events)
         warm = load.events(50)
         load.enqueue([e.to_json() for e in warm])  # tokens, discovery and configuration cache warm up
         load.wait_until_written(warm, timeout=60)
-        with counting_table_operations() as counts:
+        with TableOperations().installed() as operations:
             started = time.monotonic()
             load.enqueue([e.to_json() for e in batch])
             enqueue_seconds = time.monotonic() - started
             seconds = load.wait_until_written(batch, timeout=max(120, events)) + enqueue_seconds
             load.wait_until_queue_empty(timeout=60)
+            counts = operations.take()
         worker_tables = ("Visits.", "WritebackLedger.")
-        operations = sum(n for name, n in counts.items() if name.startswith(worker_tables))
+        per_worker = sum(n for name, n in counts.items() if name.startswith(worker_tables))
         print(f"1. drain rate, one worker process, EHR latency {latency_ms} ms: {events / seconds:.1f} events/s")
         print(f"   ({events} events in {seconds:.1f} s; host batchSize 32, newBatchThreshold 16)")
         print(
-            f"2. storage transactions per event: {operations / events:.2f} Table operations on Visits + WritebackLedger"
+            f"2. storage transactions per event: {per_worker / events:.2f} Table operations on Visits + WritebackLedger"
         )
         for name, n in sorted(counts.items()):
             print(f"   {name}: {n / events:.2f} per event")

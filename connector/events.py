@@ -17,7 +17,7 @@ import logging
 import azure.functions as func
 
 from connector.services import services
-from connector.web import api
+from connector.web import ECHO_HEADERS, api
 from shared.kernel.errors import ConnectorError
 from shared.kernel.identifiers import log_id
 from shared.microsoft.notifications import SubscriptionTarget, parse_body
@@ -35,11 +35,15 @@ CONNECTION = "AzureWebJobsStorage"
 
 
 def _handshake(req: func.HttpRequest) -> func.HttpResponse | None:
-    """Subscription validation: echo the (URL-decoded) token as text/plain, 200, at once."""
+    """Subscription validation: echo the (URL-decoded) token as text/plain, 200, at once.
+
+    The body is whatever the query said, so it goes out as inert text: ``nosniff`` (no browser may
+    read it as HTML or script) and a ``default-src 'none'`` policy (nothing in it may load or run).
+    """
     token = req.params.get("validationToken")
     if token is None:
         return None
-    return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8")
+    return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8", headers=ECHO_HEADERS)
 
 
 @bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -4,12 +4,15 @@ sign-in, and the visit pages (provider page + live panel, patient waiting page).
     GET|POST /api/launch/{configurationId}/provider   → EHR authorize (GET redirect or POST form)
     GET|POST /api/launch/{configurationId}/patient    → EHR authorize
     GET      /api/launch/callback                     → provider page | Microsoft sign-in | lobby | waiting
-    GET|POST /api/launch/signin/callback              → provider page
+    GET|POST /api/launch/signin/callback              → "Link your Microsoft 365 account?" page
+    POST     /api/launch/signin/confirm               → provider page (link stored) | "nothing was linked"
     GET      /api/visits/{visitKey}?t=…               → provider page | patient waiting page / lobby
     GET      /api/visits/{visitKey}/presence?t=…      → live panel JSON
 
 All anonymous: ``state`` rows and signed visit tokens carry the authority, because Epic's
-embedded browsers drop cookies. Every failure is its own page with a correlation id.
+embedded browsers drop cookies. The one-time sign-in is the exception: it is bound to the browser
+that started it by a cookie (``signin_cookie_name``), rotated when Microsoft returns and required,
+with the page's form token, to confirm the link. Every failure is its own page with a correlation id.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from connector.services import services
 from connector.web import (
     ErrorPages,
     api,
+    cookie_header,
     correlation_id,
     error_response,
     json_response,
     page_with,
     read_cookie,
+    read_form,
     redirect,
     render,
     sign_in_binding_cookie,
@@ -37,6 +42,7 @@ from shared.kernel.errors import (
     BadRequest,
     ConnectorError,
     ErrorPage,
+    Forbidden,
     StateError,
     UpstreamError,
     UpstreamRejected,
@@ -44,10 +50,13 @@ from shared.kernel.errors import (
 )
 from shared.kernel.settings import LOCAL_HOSTS, get_settings
 from shared.launch.service import (
+    CONFIRM_TTL,
     EHR,
+    ConfirmLink,
     JoinMeeting,
     LaunchOutcome,
     LaunchService,
+    LinkDeclined,
     ShowProviderPage,
     SignInFirst,
     WaitForClinician,
@@ -120,8 +129,25 @@ LAUNCH_PAGES = ErrorPages(
 launch_page = page_with(LAUNCH_PAGES)  # like ``web.page``, with the launch's explanatory error pages
 
 
-SIGNIN_COOKIE_PATH = "/api/launch/signin"  # sent only to the one-time sign-in's callback
+SIGNIN_COOKIE_PATH = "/api/launch/signin"  # sent only to the one-time sign-in's callback and its confirmation
 SIGNIN_COOKIE_MAX_AGE = 600
+CONFIRM_ACTIONS = {"link": False, "decline": True}  # the button pressed → decline?
+
+
+class ConfirmWithTheButton(ConnectorError):
+    """A GET of the confirmation URL (a link, an image, a prefetch): it never links anything."""
+
+    status = 405
+    code = "confirm_by_post"
+    page = ErrorPage(
+        "Please use the button on the confirmation page",
+        "Nothing was linked. Your Microsoft 365 account is linked only when you press "
+        '"Link my account" on the page that shows who is being linked.',
+        help=("Start the visit again from Epic if you no longer have that page open.",),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("The confirmation was opened as a link. Nothing was linked.")
 
 
 def signin_cookie_name() -> str:
@@ -134,7 +160,8 @@ def signin_cookie_name() -> str:
 
 
 def _raw_query(req: func.HttpRequest) -> str:
-    return urlsplit(req.url).query
+    url: str = req.url  # azure.functions.HttpRequest.url is unannotated; the abstract request says str
+    return urlsplit(url).query
 
 
 def _form_body(req: func.HttpRequest) -> str | None:
@@ -193,20 +220,78 @@ def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpRe
 
 
 @bp.route(route="launch/signin/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
 @launch_page
-def launch_signin_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
+def launch_signin_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Microsoft returns: show who is being linked; the mapping is stored only by ``launch_signin_confirm``."""
     fields = dict(req.form) if req.method == "POST" else dict(req.params)
     cookie = signin_cookie_name()
-    binding = read_cookie(req, cookie)
-    cleared = sign_in_binding_cookie(cookie, "", path=SIGNIN_COOKIE_PATH, max_age=0)
     try:
-        outcome = services().launch.finish_sign_in({k: str(v) for k, v in fields.items()}, browser_binding=binding)
+        link = services().launch.finish_sign_in(
+            {k: str(v) for k, v in fields.items()}, browser_binding=read_cookie(req, cookie)
+        )
     except ConnectorError as exc:  # the usual error page, with the binding cookie cleared
-        failed = error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES)
-        failed.headers.add("Set-Cookie", cleared)
-        return failed
-    response = _respond(outcome, events)
+        return _with_cleared_cookie(error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES))
+    return _confirmation_page(link, cookie)
+
+
+def _confirmation_page(link: ConfirmLink, cookie: str) -> func.HttpResponse:
+    # The binding is rotated: the sign-in's value is spent, this one is good for this page's form only.
+    # SameSite=Strict: the confirmation is posted by our own page, never by another site.
+    binding = cookie_header(
+        cookie,
+        link.browser_binding,
+        secure=True,  # Chromium treats http://localhost and 127.0.0.1 as secure contexts (see web.py)
+        same_site="Strict",
+        path=SIGNIN_COOKIE_PATH,
+        max_age=int(CONFIRM_TTL.total_seconds()),
+    )
+    return render(
+        "launch/confirm.html",
+        {
+            "title": "Link your Microsoft 365 account",
+            "state": link.state,
+            "csrf": link.csrf,
+            "ehr_user_name": link.ehr_user_name,
+            "ehr_user_type": link.ehr_user_type,
+            "account_upn": link.account_upn,
+            "account_name": link.account_name,
+            "names_differ": link.names_differ,
+            "minutes": int(CONFIRM_TTL.total_seconds() // 60),
+        },
+        headers={"Set-Cookie": binding},
+    )
+
+
+@bp.route(route="launch/signin/confirm", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
+@launch_page
+def launch_signin_confirm(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
+    """The clinician's answer on the confirmation page: a POST from the browser that signed in, with the form token.
+
+    A GET (a forwarded or embedded link) is refused without touching the confirmation; a POST from another
+    browser or without the page's token is refused and uses the confirmation up. Neither stores anything.
+    """
+    if req.method != "POST":
+        response = error_response(ConfirmWithTheButton(), correlation_id(req), html=True, pages=LAUNCH_PAGES)
+        response.headers["Allow"] = "POST"
+        return response
+    try:
+        form = read_form(req)
+        decline = CONFIRM_ACTIONS.get(form.get("action", ""))
+        if decline is None:
+            raise Forbidden("This confirmation could not be read. Nothing was linked.", code="confirm_action")
+        outcome = services().launch.confirm_link(
+            form, browser_binding=read_cookie(req, signin_cookie_name()), decline=decline
+        )
+    except ConnectorError as exc:
+        return _with_cleared_cookie(error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES))
+    if isinstance(outcome, LinkDeclined):
+        return _with_cleared_cookie(render("launch/declined.html", {"title": "Nothing was linked"}))
+    return _with_cleared_cookie(_respond(outcome, events))
+
+
+def _with_cleared_cookie(response: func.HttpResponse) -> func.HttpResponse:
+    cleared = sign_in_binding_cookie(signin_cookie_name(), "", path=SIGNIN_COOKIE_PATH, max_age=0)
     response.headers.add("Set-Cookie", cleared)
     return response
 

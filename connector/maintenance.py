@@ -14,18 +14,20 @@ from shared.storage import state as auth_state
 from shared.storage.sweep import sweep_expired
 from shared.visits import repository as visits
 from shared.writeback import ledger
+from shared.writeback.worker import FAILURES_TABLE
 
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
 
-# Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account.
-APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE)
-GEOGRAPHY_SHORT_LIVED_TABLES = (visits.TABLE, ledger.TABLE)
+# Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account (AuthStates in
+# both: the portal's sign-ins in the app's, the launches' in their configuration's geography).
+APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE, FAILURES_TABLE)
+GEOGRAPHY_SHORT_LIVED_TABLES = (auth_state.TABLE, visits.TABLE, ledger.TABLE)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
 def sweep_expired_state(timer: func.TimerRequest) -> None:
-    """Delete expired OAuth state, visits, writeback ledger rows and other short-lived rows (no TTL in Tables)."""
+    """Delete expired OAuth state, visits, writeback ledger and failure rows and other short-lived rows (no TTL)."""
     storage = services().storage
     targets = [(storage.app, table) for table in APP_SHORT_LIVED_TABLES] + [
         (storage.for_geography(geography), table)

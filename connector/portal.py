@@ -2,7 +2,7 @@
 
 Every route is anonymous at the Functions level and guarded here by the portal session (a
 server-side ``Sessions`` row named by an HttpOnly cookie); every state-changing POST carries
-the session's CSRF token. The rules themselves live in ``shared/portal.py``.
+the session's CSRF token. The rules themselves live in ``shared/portal/service.py``.
 
     GET  /portal                                   dashboard, or the sign-in page
     GET  /portal/signin                            → Entra authorize (auth-code + PKCE, form_post)
@@ -17,10 +17,13 @@ the session's CSRF token. The rules themselves live in ``shared/portal.py``.
     GET  /portal/ehr/callback                      EHR redirect: code → token + id_token → recorded
     POST /portal/configurations/{id}/approve       approve (approver, after their EHR sign-in)
     GET  /portal/configurations/{id}/records[.txt] integration records (admin, approver; approved only)
+    GET  /portal/configurations/{id}/links         clinician links: EHR user → Microsoft 365 user (owner's admins)
+    POST /portal/configurations/{id}/links/{key}/delete   remove one link (owner's admins)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -44,6 +47,7 @@ from shared.configurations.model import Configuration, Environment, Vendor, Writ
 from shared.kernel.errors import BadRequest, Conflict, Forbidden, SignInRequired
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.launch.service import MAPPING_MEMORY_SECONDS
 from shared.portal.service import (
     FIELDS,
     EhrSignInFailed,
@@ -56,10 +60,12 @@ from shared.portal.service import (
 from shared.portal.sessions import SESSION_LIFETIME, PortalSession
 
 bp = func.Blueprint()
+logger = logging.getLogger(__name__)
 ANON = func.AuthLevel.ANONYMOUS
 COOKIE_PATH = "/api/portal"
 SIGNIN_COOKIE_PATH = "/api/portal/signin"  # sent only to the sign-in start and its callback
 SIGNIN_COOKIE_MAX_AGE = 600
+REPLACES = "replacesSession"  # carried with the sign-in state: the binding of the session a successful sign-in ends
 MAX_ROWS = 10
 NOTICES = {
     "created": "Saved. Each new configuration is pending approval by its approver.",
@@ -70,6 +76,7 @@ NOTICES = {
     "shared": "Shared. Clinicians of that tenant can now launch visits with this configuration.",
     "unshared": "No longer shared. Launches by that tenant's clinicians are refused from now on.",
     "signed-out": "You are signed out.",
+    "link-removed": "Link removed. That clinician confirms their Microsoft 365 account again at their next launch.",
 }
 
 
@@ -184,20 +191,24 @@ def _signin_cookie(settings: Settings, value: str, *, max_age: int) -> str:
 @bp.route(route="portal/signin", methods=["GET"], auth_level=ANON)
 @page
 def signin(req: func.HttpRequest) -> func.HttpResponse:
+    """Start a Microsoft sign-in. A GET any site can trigger, so it changes nothing that exists.
+
+    The session this browser already has stays valid: it ends only when the new sign-in succeeds (its
+    handle travels server-side with the sign-in state, since Entra's cross-site form POST back will not
+    carry the SameSite=Lax session cookie). A link elsewhere cannot sign anyone out.
+    """
     settings = get_settings()
     flow = services().portal_sign_in()
     binding = random_token()
-    location = flow.begin(f"{settings.public_base_url}/api/portal/signin/callback", browser_binding=binding)
-    response = redirect(
+    old = current_session(req)
+    location = flow.begin(
+        f"{settings.public_base_url}/api/portal/signin/callback",
+        browser_binding=binding,
+        carry={REPLACES: old.binding} if old is not None else None,
+    )
+    return redirect(
         location, status=302, headers={"Set-Cookie": _signin_cookie(settings, binding, max_age=SIGNIN_COOKIE_MAX_AGE)}
     )
-    # Signing in again ends the session this browser had: its row goes now, not when it expires. (Entra's
-    # cross-site form POST back would not carry the SameSite=Lax session cookie, so this is the place.)
-    old = read_cookie(req, cookie_name(settings))
-    if old:
-        services().sessions.delete(old)
-        response.headers.add("Set-Cookie", _expired_session_cookie(settings))
-    return response
 
 
 def _expired_session_cookie(settings: Settings) -> str:
@@ -212,11 +223,16 @@ def signin_callback(req: func.HttpRequest) -> func.HttpResponse:
     try:
         form = read_form(req)
         flow = services().portal_sign_in()
-        identity = flow.complete(form, browser_binding=read_cookie(req, signin_cookie_name(settings)))
+        identity, carry = flow.complete_with_carry(form, browser_binding=read_cookie(req, signin_cookie_name(settings)))
+        # Only now, with the new sign-in proven, does the session this browser had before end.
+        replaced = carry.get(REPLACES)
+        if isinstance(replaced, str):
+            services().sessions.delete_binding(replaced)
         old = read_cookie(req, cookie_name(settings))  # arrives only where Entra and the portal are same-site
         if old:
             services().sessions.delete(old)
         session = services().sessions.create(identity)
+        services().portal.bind_approver(identity)
     except Exception as exc:  # noqa: BLE001 - shown as the usual error page, with the binding cookie cleared
         failed = error_response(exc, correlation_id(req), html=True)
         failed.headers.add("Set-Cookie", cleared)
@@ -427,7 +443,19 @@ def unshare(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str) -> func.HttpResponse:
-    """The error's own page, in the portal's layout, with the facts the EHR technical specialist checks."""
+    """The error's own page, in the portal's layout, with the facts the EHR technical specialist checks.
+
+    The correlation id the page shows is logged with the EHR's error code and description, so support can
+    find what the EHR said; both are already free of control characters and bounded.
+    """
+    logger.warning(
+        "Approver EHR sign-in for configuration %s failed: %s, EHR error %s, description %r (correlation %s)",
+        exc.configuration_id,
+        exc.page.title,
+        exc.ehr_error or "-",
+        exc.ehr_description or "",
+        correlation,
+    )
     return error_page(
         "portal/ehr_failure.html",
         exc,
@@ -436,6 +464,8 @@ def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str)
         context={
             **_chrome(session),
             "configuration_id": exc.configuration_id,
+            "ehr_error": exc.ehr_error,
+            "ehr_description": exc.ehr_description,
             "redirect_uri": services().portal.ehr_redirect_uri,
             "jwks_url": f"{get_settings().public_base_url}/api/.well-known/jwks.json",
         },
@@ -457,7 +487,7 @@ def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
 @page
 def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req)
-    query = {key: req.params.get(key, "") for key in ("state", "code", "error")}
+    query = {key: req.params.get(key, "") for key in ("state", "code", "error", "error_description")}
     try:
         config = services().portal.complete_ehr_signin(session, query)
     except EhrSignInFailed as exc:
@@ -509,3 +539,33 @@ def records_text(req: func.HttpRequest) -> func.HttpResponse:
             "Cache-Control": "no-store",
         },
     )
+
+
+# --- clinician links (EHR user → Microsoft 365 user) -------------------------------------------------
+
+
+@bp.route(route="portal/configurations/{id}/links", methods=["GET"], auth_level=ANON)
+@page
+def links(req: func.HttpRequest) -> func.HttpResponse:
+    session = _signed_in(req, admin=True)
+    config, mappings = services().portal.mappings(session.user, req.route_params.get("id", ""))
+    return _page(
+        "portal/links.html",
+        session,
+        title="Clinician links",
+        config=config,
+        mappings=mappings,
+        memory_minutes=int(MAPPING_MEMORY_SECONDS // 60),
+        notice=NOTICES.get(req.params.get("notice", "")),
+    )
+
+
+@bp.route(route="portal/configurations/{id}/links/{key}/delete", methods=["POST"], auth_level=ANON)
+@page
+def remove_link(req: func.HttpRequest) -> func.HttpResponse:
+    session, _ = _signed_in_form(req, admin=True)
+    key = req.route_params.get("key", "")
+    config = services().portal.remove_mapping(session.user, req.route_params.get("id", ""), key)
+    # This instance forgets it now; the others within MAPPING_MEMORY_SECONDS (their per-process memory).
+    services().launch.forget_mapping(config.geography, config.id, key)
+    return redirect(portal_url(f"/configurations/{config.id}/links", notice="link-removed"))

@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-import httpx
 import msal
 
 from shared.configurations.model import WritebackMode
@@ -26,10 +25,12 @@ from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.ehr.smart import SmartClient, smart_client_for
+from shared.http.outbound import SafeHttp, outbound_policy
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import SigningKeys, signing_keys_from
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings, get_settings, reset_settings_cache
-from shared.launch.service import SIGNIN_STATE_KIND, LaunchService
+from shared.launch.service import LAUNCH_STATE_KINDS, SIGNIN_STATE_KIND, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.app_credentials import AppOnlyCredentials
 from shared.microsoft.entra import (
@@ -51,7 +52,7 @@ from shared.microsoft.teams import TeamsClients
 from shared.portal.service import PortalService
 from shared.portal.sessions import SessionStore
 from shared.storage.accounts import Storage
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 from shared.visits.repository import VisitRepository
 from shared.visits.subscriptions import CallEventSubscriptions
 from shared.writeback.ledger import WritebackLedger
@@ -109,6 +110,11 @@ class Services:
         return Storage(self.settings)
 
     @once
+    def microsoft_http(self) -> SafeHttp:
+        """The checked client for Microsoft Entra ID (msal, published keys); Graph gets an async twin."""
+        return SafeHttp(outbound_policy(self.settings), system="Microsoft Entra ID")
+
+    @once
     def smart(self) -> SmartClient:
         """One SMART client: discovery and JWKS caches are shared by the portal, launches and writeback."""
         return smart_client_for(self.settings)
@@ -118,19 +124,28 @@ class Services:
         return signing_keys_from(self.settings.signing_keys.reveal())
 
     @once
+    def sealer(self) -> Sealer:
+        """The one Sealer (``SEALING_KEYS``): what must be kept but not read by whoever reads the tables (visit
+        context, launch events, sign-in state payloads, UPNs in the user map)."""
+        return Sealer.from_text(self.settings.sealing_keys.reveal())
+
+    @once
     def msal_app(self) -> msal.ConfidentialClientApplication:
         """The confidential client for user sign-ins (msal discovers the authority over HTTP when built)."""
-        return build_msal_app(self.settings)
+        return build_msal_app(self.settings, self.microsoft_http)
 
     @once
     def entra_validator(self) -> EntraIdTokenValidator:
-        return build_validator(self.settings)
+        return build_validator(self.settings, self.microsoft_http)
 
     @once
     def app_credentials(self) -> AppOnlyCredentials:
         settings = self.settings
         return AppOnlyCredentials(
-            settings.entra_authority_host, settings.entra_client_id, settings.entra_client_secret.reveal()
+            settings.entra_authority_host,
+            settings.entra_client_id,
+            settings.entra_client_secret.reveal(),
+            http=self.microsoft_http,
         )
 
     @once
@@ -138,7 +153,10 @@ class Services:
         """One Graph client per organizer tenant, shared by launches and subscriptions."""
         settings = self.settings
         return TeamsClients(
-            settings.graph_base_url, self.app_credentials.for_tenant, timeout=settings.http_timeout_seconds
+            settings.graph_base_url,
+            self.app_credentials.for_tenant,
+            policy=outbound_policy(settings),
+            timeout=settings.http_timeout_seconds,
         )
 
     @once
@@ -152,7 +170,8 @@ class Services:
     @once
     def decoder(self) -> NotificationDecoder:
         settings = self.settings
-        jwks = JwksCache(EntraDocuments().get, min_refetch_seconds=VALIDATION_TOKEN_KEY_REFETCH_SECONDS)
+        documents = EntraDocuments(self.microsoft_http)
+        jwks = JwksCache(documents.get, min_refetch_seconds=VALIDATION_TOKEN_KEY_REFETCH_SECONDS)
         return NotificationDecoder(
             self.client_states,
             ValidationTokens(
@@ -166,8 +185,10 @@ class Services:
     # --- sign-ins ---------------------------------------------------------------------------------------
 
     @once
-    def states(self) -> AuthStateStore:
-        return AuthStateStore(self.storage.app)
+    def states(self) -> StateRouter:
+        """The one state store: a launch's states (they carry its context) in the configuration's geography,
+        the portal's sign-ins (no EHR context) in the app's account."""
+        return StateRouter(self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS)
 
     def portal_sign_in(self) -> EntraSignIn:
         """The admins' and approvers' Microsoft sign-in (msal is built on the first sign-in, not before)."""
@@ -193,15 +214,19 @@ class Services:
 
     @once
     def visits(self) -> VisitRepository:
-        return VisitRepository(self.storage)
+        return VisitRepository(self.storage, self.sealer)
 
     @once
     def sessions(self) -> SessionStore:
         return SessionStore(self.storage.app)
 
     @once
+    def user_map(self) -> UserMapRepository:
+        return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
+
+    @once
     def portal(self) -> PortalService:
-        return PortalService(self.settings, self.configurations, self.states, self.smart)
+        return PortalService(self.settings, self.configurations, self.states, self.smart, self.user_map)
 
     @once
     def launch(self) -> LaunchService:
@@ -213,10 +238,11 @@ class Services:
             configurations=self.configurations,
             ehr=self.smart,
             states=self.states,
-            user_map=UserMapRepository(self.storage, secret),
+            user_map=self.user_map,
             visits=self.visits,
             sign_in=self.launch_sign_in,
             meetings_for=self.teams.for_tenant,
+            sealer=self.sealer,
         )
 
     @once
@@ -232,7 +258,7 @@ class Services:
     @once
     def worker(self) -> WritebackWorker:
         settings = self.settings
-        http = httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False)
+        http = self.smart.http  # the one checked transport: the bearer token goes only to checked addresses
         backend = BackendServices(self.smart)
         adapters: dict[WritebackMode, WritebackAdapter] = {
             WritebackMode.EPIC: EpicConnectionStatus(http, backend),
@@ -244,7 +270,8 @@ class Services:
             WritebackLedger(self.storage),
             ConfigurationTargets(self.configurations),
             adapters,
-            FailureLog(self.storage.app, settings.writeback_queue_name),
+            FailureLog(self.storage.app, settings.writeback_queue_name, self.sealer),
+            sealer=self.sealer,
         )
 
 

@@ -10,12 +10,24 @@ authenticates with the app's managed identity named by ``APPLICATIONINSIGHTS_AUT
 (``Authorization=AAD;ClientId=...``, set by infra/app/api.bicep). The worker itself only propagates
 the host's trace context (``PYTHON_ENABLE_OPENTELEMETRY``); it is not asked to configure a second
 exporter. Telemetry never breaks a request: a failure to configure is logged once and ignored.
+
+Logs and traces carry no EHR identifiers and no user names (see "Logs" in the README). The HTTP
+client libraries log every request's URL (httpx at INFO: ``.../Appointment/e-appt-002``,
+``SetExternalConnectionStatus?ConferenceID=...&ExternalID=...``; urllib3, under msal and the
+storage SDK, at DEBUG; azure-core's ``http_logging_policy`` at INFO), and OpenTelemetry's HTTP
+instrumentations put the URL on every dependency span. ``protect_logs()`` runs at import, before any
+function does: it raises those loggers to WARNING (a level set on the library's own logger, so it
+holds whatever level and handlers the Functions worker gives the root logger), and it redacts paths
+and query strings from whatever those libraries still log, through the process's log-record factory
+(which every record passes, whichever handler the host adds). Dependency spans keep the scheme and
+host of their URL, nothing else (``RedactedUrlSpans``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +40,83 @@ CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 _lock = threading.Lock()
 _state: str | None = None  # None until the first call, then "configured", "disabled" or "failed"
+
+# Libraries that log request URLs, and their child loggers. Records below WARNING are dropped; the rest
+# lose their URLs' paths and queries.
+HTTP_CLIENT_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "requests",
+    "msal",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "kiota_http",
+    "kiota_abstractions",
+    "msgraph",
+    "msgraph_core",
+)
+_ABSOLUTE_URL = re.compile(r"\b(https?://[^/\s'\"?#]+)[^\s'\"]*", re.IGNORECASE)
+_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"]+")  # "/Appointment/e-appt-002?x=1", not "HTTP/1.1"
+_QUERY = re.compile(r"\?[^\s'\"]+")
+REDACTED = "/[redacted]"
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL cut to its scheme and host, and every bare path or query string removed."""
+    text = _ABSOLUTE_URL.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _PATH.sub(REDACTED, text)
+    return _QUERY.sub("?[redacted]", text)
+
+
+def _is_http_client(name: str) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in HTTP_CLIENT_LOGGERS)
+
+
+def _redacting_factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _is_http_client(record.name):
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed record is logging's to report, without its args
+                message = str(record.msg)
+            record.msg, record.args = redact_urls(message), ()
+            if record.exc_info or record.exc_text:
+                record.exc_info, record.exc_text = None, None  # exception messages of these libraries name URLs
+        return record
+
+    factory.redacts_urls = True  # type: ignore[attr-defined]
+    return factory
+
+
+def protect_logs() -> None:
+    """Silence the HTTP client libraries' request logging and redact what they still log (idempotent)."""
+    for name in HTTP_CLIENT_LOGGERS:
+        library = logging.getLogger(name)
+        if library.level < logging.WARNING:
+            library.setLevel(logging.WARNING)
+    with _lock:
+        current = logging.getLogRecordFactory()
+        if not getattr(current, "redacts_urls", False):
+            logging.setLogRecordFactory(_redacting_factory(current))
+
+
+_URL_ATTRIBUTES = ("url.full", "http.url", "url.path", "url.query", "http.target")
+
+
+def redacted_url_spans() -> Any:
+    """A span processor that cuts the URL attributes of HTTP dependency spans to scheme and host."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class RedactedUrlSpans(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            attributes = getattr(span, "attributes", None) or {}
+            for key in _URL_ATTRIBUTES:
+                value = attributes.get(key)
+                if isinstance(value, str):
+                    span.set_attribute(key, redact_urls(value) if "://" in value else "[redacted]")
+
+    return RedactedUrlSpans()
 
 
 def configure_telemetry(
@@ -56,7 +145,7 @@ def _configure(environ: Mapping[str, str], configure: Callable[..., None] | None
             from azure.monitor.opentelemetry import configure_azure_monitor
 
             configure = configure_azure_monitor
-        configure(connection_string=connection_string)
+        configure(connection_string=connection_string, span_processors=[redacted_url_spans()])
     except Exception as exc:  # noqa: BLE001 - telemetry must never break an invocation
         # The type only: the message could carry the connection string.
         logger.warning("Telemetry export is off: configuring Azure Monitor failed (%s)", type(exc).__name__)
@@ -69,6 +158,9 @@ def reset_telemetry_state() -> None:
     global _state
     with _lock:
         _state = None
+
+
+protect_logs()  # at import: before the first invocation logs anything
 
 
 class TelemetryExtension(func.AppExtensionBase):

@@ -28,6 +28,7 @@ import azure.functions as func
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from shared.kernel.errors import BadRequest, ConfigurationError, ConnectorError, ErrorPage, SignInRequired
+from shared.kernel.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,28 @@ HTML_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "SAMEORIGIN",
 }
+# Text we echo back verbatim (Graph's validation handshake): never sniffed as HTML, never allowed to load anything.
+ECHO_HEADERS: Mapping[str, str] = {**SECURITY_HEADERS, "Content-Security-Policy": "default-src 'none'"}
+HSTS = "max-age=31536000"  # one year; no includeSubDomains: the connector's host name may be one of many
+
+
+def transport_headers() -> Mapping[str, str]:
+    """``Strict-Transport-Security`` when the connector is served over https (``PUBLIC_BASE_URL``), else nothing.
+
+    Browsers ignore HSTS over plain http, and the local demo runs on http://localhost. Unreadable
+    settings add nothing: the error page that says so must still render.
+    """
+    try:
+        public = get_settings().public_base_url
+    except ConfigurationError:
+        return {}
+    return {"Strict-Transport-Security": HSTS} if public.lower().startswith("https://") else {}
+
+
+def html_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers of every HTML page and browser redirect: security headers, HSTS on https, then ``extra``."""
+    return {**HTML_HEADERS, **transport_headers(), **(extra or {})}
+
 
 _templates: Environment | None = None
 
@@ -124,7 +147,7 @@ def render(
 ) -> func.HttpResponse:
     html = templates().get_template(template).render(**(context or {}))
     return func.HttpResponse(
-        html, status_code=status, mimetype="text/html", charset="utf-8", headers={**HTML_HEADERS, **(headers or {})}
+        html, status_code=status, mimetype="text/html", charset="utf-8", headers=html_headers(headers)
     )
 
 
@@ -339,4 +362,4 @@ def sign_in_binding_cookie(name: str, value: str, *, path: str, max_age: int) ->
 
 
 def redirect(location: str, *, status: int = 303, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(status_code=status, headers={**HTML_HEADERS, "Location": location, **(headers or {})})
+    return func.HttpResponse(status_code=status, headers=html_headers({"Location": location, **(headers or {})}))

@@ -1,4 +1,9 @@
-"""Self-signed RSA certificates for the sandbox and tests (never committed; made on the machine)."""
+"""Self-signed RSA certificates for the sandbox and tests (never committed; made on the machine).
+
+They carry signing and encryption keys, not TLS: Entra ID's token-signing certificates, Graph's notification
+encryption certificate, an app's certificate credential, all self-signed as in production. trustme (which
+``sandbox/tls.py`` uses for the HTTPS CA) only issues certificates from a CA of its own, so it does not fit here.
+"""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from sandbox import azurite
 from sandbox.host import LocalHost
 from sandbox.host.config import read_local_settings
-from sandbox.local_settings import local_values, write_local_settings
+from sandbox.local_settings import add_missing_values, local_values, write_local_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger(__name__)
@@ -150,6 +150,8 @@ def ensure_local_settings(path: Path, port_base: int) -> dict[str, str]:
     if not path.exists():
         write_local_settings(local_values(port_base), path)
         logger.info("Wrote %s with freshly generated keys", path.name)
+    elif added := add_missing_values(path, port_base):
+        logger.info("Added to %s the settings this release reads: %s", path.name, ", ".join(added))
     return read_local_settings(path)
 
 

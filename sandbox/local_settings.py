@@ -1,8 +1,9 @@
 """Local settings for the sandbox: the sample's values plus freshly generated secrets.
 
 Private keys are never committed. This module generates them on the machine that runs
-the sandbox or the tests: the connector's signing key (RS384 for private_key_jwt and SMART
-Backend Services) and the certificate Graph encrypts change notifications with.
+the sandbox or the tests: the key that seals stored EHR identifiers, the connector's signing
+key (RS384 for private_key_jwt and SMART Backend Services) and the certificate Graph encrypts
+change notifications with.
 
     python -m sandbox.local_settings          # writes local.settings.json from the sample
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox import azurite, certificates
+from shared.kernel.sealing import new_key_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "local.settings.sample.json"
@@ -38,6 +40,7 @@ def generated_secrets() -> dict[str, str]:
         "SIGNING_KEYS": private_key_pem(),
         "GRAPH_ENCRYPTION_CERTIFICATE": self_signed_certificate_pem(),
         "CONNECTOR_SECRET": secrets.token_urlsafe(48),
+        "SEALING_KEYS": new_key_text(),
         "GRAPH_CLIENT_STATE": secrets.token_urlsafe(48),
     }
 
@@ -65,9 +68,25 @@ def write_local_settings(values: dict[str, str], target: Path = TARGET) -> Path:
     return target
 
 
+def add_missing_values(target: Path, port_base: int = azurite.DEFAULT_PORT_BASE) -> list[str]:
+    """Give an existing settings file the keys a newer release reads (e.g. SEALING_KEYS); keep every value it has.
+
+    Returns the names of the keys added (never their values).
+    """
+    document = json.loads(target.read_text())
+    values: dict[str, str] = document.setdefault("Values", {})
+    missing = {key: value for key, value in local_values(port_base).items() if key not in values}
+    if missing:
+        values.update(missing)
+        write_local_settings(values, target)
+    return sorted(missing)
+
+
 def main() -> int:
     if TARGET.exists():
-        print(f"{TARGET.name} exists; leaving it alone (delete it to regenerate).")
+        added = add_missing_values(TARGET)
+        note = f"; added {', '.join(added)}" if added else ""
+        print(f"{TARGET.name} exists; kept its values{note} (delete it to regenerate).")
         return 0
     write_local_settings(local_values())
     print(f"Wrote {TARGET.name} with freshly generated keys.")

@@ -11,6 +11,7 @@ Both point at one bundle file = certifi's bundle + our CA, so public hosts stay 
 
     python -m sandbox.tls [DIRECTORY]      # create or reuse, print the variables to export
 
+trustme makes the CA and the server certificate; this module keeps them on disk for every process to share.
 Files (``.sandbox/tls/`` by default, never committed): ``ca.pem``, ``ca-key.pem``, ``server.pem``,
 ``server-key.pem``, ``ca-bundle.pem``. Existing files are reused while they are valid (parse, chain,
 key pair, names, more than a week left); otherwise everything is regenerated.
@@ -30,17 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import certifi
+import trustme
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIRECTORY = ROOT / ".sandbox" / "tls"
 DNS_NAMES = ("localhost",)
 IP_ADDRESSES = ("127.0.0.1", "::1")
-CA_LIFETIME = dt.timedelta(days=3650)
 SERVER_LIFETIME = dt.timedelta(days=397)  # the CA/Browser Forum maximum, so browsers accept it too
 RENEW_BEFORE = dt.timedelta(days=7)
 
@@ -105,13 +105,7 @@ def _is_valid(files: TlsFiles) -> bool:
         names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
-    keys_match = ca_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) == ca.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) and server_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) == server.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    keys_match = _same_key(ca_key, ca.public_key()) and _same_key(server_key, server.public_key())
     renew_at = dt.datetime.now(dt.UTC) + RENEW_BEFORE
     has_names = set(DNS_NAMES) <= set(names.get_values_for_type(x509.DNSName)) and {
         ipaddress.ip_address(ip) for ip in IP_ADDRESSES
@@ -119,88 +113,29 @@ def _is_valid(files: TlsFiles) -> bool:
     return keys_match and has_names and ca.not_valid_after_utc > renew_at and server.not_valid_after_utc > renew_at
 
 
+def _same_key(private: PrivateKeyTypes, public: PublicKeyTypes) -> bool:
+    def der(key: PublicKeyTypes) -> bytes:
+        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    return der(private.public_key()) == der(public)
+
+
 def _generate(files: TlsFiles) -> None:
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock differences
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Teams EHR connector sandbox"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "Teams EHR connector sandbox local CA"),
-        ]
+    organization = "Teams EHR connector sandbox"
+    ca = trustme.CA(organization_name=organization, organization_unit_name=f"{organization} local CA")
+    now = dt.datetime.now(dt.UTC)
+    server = ca.issue_cert(
+        *DNS_NAMES,
+        *IP_ADDRESSES,
+        common_name="localhost",
+        organization_name=organization,
+        not_before=now - dt.timedelta(minutes=5),  # tolerate small clock differences
+        not_after=now + SERVER_LIFETIME,
     )
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + CA_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + SERVER_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(name) for name in DNS_NAMES]
-                + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in IP_ADDRESSES]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write(files.ca_key, _private_pem(ca_key), private=True)
-    _write(files.server_key, _private_pem(server_key), private=True)
-    _write(files.ca_cert, ca.public_bytes(serialization.Encoding.PEM).decode())
-    _write(files.server_cert, server.public_bytes(serialization.Encoding.PEM).decode())
-
-
-def _private_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    _write(files.ca_key, ca.private_key_pem.bytes().decode(), private=True)
+    _write(files.server_key, server.private_key_pem.bytes().decode(), private=True)
+    _write(files.ca_cert, ca.cert_pem.bytes().decode())
+    _write(files.server_cert, server.cert_chain_pems[0].bytes().decode())
 
 
 def _write(path: Path, text: str, *, private: bool = False) -> None:

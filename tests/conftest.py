@@ -13,9 +13,32 @@ from playwright.sync_api import Browser
 from connector.services import reset as reset_services
 from sandbox import azurite
 from sandbox.local_settings import local_values
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings
 from shared.storage.accounts import Storage
-from tests.support.browser import chromium
+from tests.support.browser import chromium, chromium_missing, is_browser_test_file
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without Chromium, a run that selects browser tests stops at once with one line, not N failures later.
+
+    Under xdist the workers collect and the controller decides (``pytest_xdist_node_collection_finished``) from
+    node ids alone, so every test that drives Chromium must sit where ``is_browser_test_file`` looks.
+    """
+    browser_tests = [item for item in items if "browser" in getattr(item, "fixturenames", ())]
+    misplaced = [item.nodeid for item in browser_tests if not is_browser_test_file(item.nodeid)]
+    if misplaced:
+        raise pytest.UsageError(f"tests driving Chromium belong in tests/browser/ or a *_browser.py file: {misplaced}")
+    missing = chromium_missing()
+    if browser_tests and missing and not hasattr(config, "workerinput"):
+        pytest.exit(missing, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    missing = chromium_missing()
+    if missing and any(is_browser_test_file(nodeid) for nodeid in ids):
+        pytest.exit(missing, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +96,12 @@ def settings(base_env: dict[str, str]) -> Settings:
 @pytest.fixture
 def storage(settings: Settings) -> Storage:
     return Storage(settings)
+
+
+@pytest.fixture
+def sealer(settings: Settings) -> Sealer:
+    """The deployment's sealer, as the composition root builds it."""
+    return Sealer.from_text(settings.sealing_keys.reveal())
 
 
 @pytest.fixture

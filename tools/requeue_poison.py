@@ -38,7 +38,7 @@ def requeue(account: StorageAccount, queue_name: str, *, limit: int | None = Non
     poison = account.queue_service().get_queue_client(f"{queue_name}-poison")
     result = Requeued()
     # Only what is there now: a message that fails again while we run returns to the poison queue and waits.
-    result.seen = poison.get_queue_properties().approximate_message_count
+    result.seen = poison.get_queue_properties().approximate_message_count or 0  # None: the header was missing
     budget = result.seen if limit is None else min(limit, result.seen)
     if dry_run:
         return result

@@ -1,5 +1,5 @@
 // The connector's function app on the Flex Consumption plan (FC1), Python 3.11, running as the
-// user-assigned identity. Every key of the settings object (shared/settings.py SETTING_KEYS) is set
+// user-assigned identity. Every key of the settings object (shared/kernel/settings.py SETTING_KEYS) is set
 // here; storage connections are identity-based (NAME__tableServiceUri/__queueServiceUri/
 // __credential/__clientId) and every secret is a Key Vault reference, never a literal.
 param name string
@@ -174,6 +174,7 @@ var connectorSettings = {
   GRAPH_ENCRYPTION_CERTIFICATE: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/graph-encryption-certificate/)'
   SIGNING_KEYS: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/signing-keys/)'
   CONNECTOR_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/connector-secret/)'
+  SEALING_KEYS: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/sealing-keys/)'
   WRITEBACK_QUEUE_NAME: writebackQueueName
   OUTBOUND_ALLOWED_HOSTS: ''
   HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)

@@ -67,6 +67,10 @@ generate() {
     connector-secret | graph-client-state)
       printf '%s' "$(openssl rand -hex 32)" >"$work/$1"
       ;;
+    sealing-keys)
+      # 32 random bytes, base64url without padding (SEALING_KEYS: the active key first, a retiring one after a comma)
+      printf '%s' "$(openssl rand -base64 32 | tr '+/' '-_' | tr -d '=\n')" >"$work/$1"
+      ;;
     signing-keys)
       openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/$1" 2>/dev/null
       ;;
@@ -80,7 +84,7 @@ generate() {
 }
 
 echo "Key Vault $vault:"
-for name in connector-secret graph-client-state signing-keys graph-encryption-certificate; do
+for name in connector-secret sealing-keys graph-client-state signing-keys graph-encryption-certificate; do
   if has_secret "$name"; then
     echo "  $name: present, kept"
     continue

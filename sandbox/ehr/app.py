@@ -20,7 +20,15 @@ from starlette.routing import Route
 from sandbox.ehr import admin, fhir, launcher, oauth, telehealth
 from sandbox.ehr.client_auth import JwksCache
 from sandbox.ehr.clinic import Clinic, EhrUser, Visit
-from sandbox.ehr.config import AUTHORIZE_PATH, FHIR_PATH, JWKS_PATH, SCS_PATH, TOKEN_PATH, EhrConfig
+from sandbox.ehr.config import (
+    AUTHORIZE_PATH,
+    FHIR_PATH,
+    JWKS_PATH,
+    LAUNCH_CONTEXT_FIELDS,
+    SCS_PATH,
+    TOKEN_PATH,
+    EhrConfig,
+)
 from sandbox.ehr.faults import FaultInjector, FaultMiddleware
 from sandbox.ehr.keys import SigningKey
 from sandbox.ehr.launch_urls import LaunchError, build_launch_url, expand_context_tokens
@@ -105,23 +113,38 @@ class EhrSandbox:
             raise LaunchError(f"a {record.kind} record launches for a {expected_type}")
         if user.resource_type == "Patient" and visit.patient_id != user.id:
             raise LaunchError("the visit belongs to another patient")
-        pairs = expand_context_tokens(record.context_tokens, self.context_values(visit, user))
+        values = self.context_values(visit, user)
+        pairs = expand_context_tokens(record.context_tokens, values)
+        # The token response carries what the client's integration is configured to return, nothing from the URL.
+        client = self.state.client(record.client_id)
+        returned = client.launch_context if client else LAUNCH_CONTEXT_FIELDS
+        extra = dict(expand_context_tokens(client.token_fields, values)) if client else {}
         context = LaunchContext(
             user_id=user.id,
             user_type=user.resource_type,
             patient_id=visit.patient_id,
-            encounter_id=visit.encounter_id,
-            appointment_id=visit.appointment_id,
-            location_id=visit.department_id,
-            login_department_id=user.login_department if user.resource_type == "Practitioner" else None,
+            encounter_id=visit.encounter_id if "encounter" in returned else None,
+            appointment_id=visit.appointment_id if "appointment" in returned else None,
+            location_id=visit.department_id if "location" in returned else None,
+            login_department_id=(
+                user.login_department
+                if user.resource_type == "Practitioner" and "loginDepartment" in returned
+                else None
+            ),
             csn=visit.csn,
-            extra=dict(pairs),
+            extra=extra,
             ehr_launch=True,
         )
         launch = Launch(new_token(), record.client_id, record.id, context, time.time() + self.config.launch_seconds)
         with self.state.lock:
             self.state.launches[launch.value] = launch
+        # Epic links the visit's conference to the launching user (a covering clinician, say).
+        self.state.link_launch({visit.csn, visit.conference_id}, user.id)
         return build_launch_url(record.launch_url, pairs, self.config.fhir_base, launch.value)
+
+    def linked_participants(self, conference_id: str) -> frozenset[str]:
+        """Who may be reported on a conference: the visit's practitioner and patient, and whoever launched it."""
+        return self.clinic.participants(conference_id) | self.state.launched_by(conference_id)
 
     def add_record(
         self, *, name: str, kind: str, launch_url: str, context_tokens: str, client_id: str, environment: str = ""

@@ -191,6 +191,11 @@ class Clinic:
         """What ``SetExternalConnectionStatus`` accepts as ``ConferenceID``: every CSN and group conference id."""
         return frozenset({v.csn for v in self.visits} | {v.conference_id for v in self.visits})
 
+    def participants(self, conference_id: str) -> frozenset[str]:
+        """The practitioners and patients on the visits a conference id (CSN or group conference id) names."""
+        visits = [v for v in self.visits if conference_id in (v.csn, v.conference_id)]
+        return frozenset({v.practitioner_id for v in visits} | {v.patient_id for v in visits})
+
     def fhir_user_url(self, user: EhrUser) -> str:
         return f"{self.fhir_base}/{user.reference}"
 

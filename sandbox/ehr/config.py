@@ -13,6 +13,10 @@ TOKEN_PATH = "/oauth2/token"
 JWKS_PATH = "/api/epic/2019/Security/Open/PublicKeys/530005/OIDC"
 SCS_PATH = "/api/epic/2018/Telehealth/ContextLinking/SetExternalConnectionStatus"
 
+# Launch context an EHR launch's token response carries (Epic: encounter, its department, the appointment
+# when there is one, and the user's login department).
+LAUNCH_CONTEXT_FIELDS = ("encounter", "appointment", "location", "loginDepartment")
+
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 
@@ -27,6 +31,12 @@ class RegisteredClient:
     ``scopes`` limits what may be granted (``None``: any scope this EHR understands).
     ``epic_apis`` lists the non-FHIR web services enabled for the client id, e.g.
     ``"SetExternalConnectionStatus"``.
+
+    What an EHR launch's token response carries is configured per client, as an Epic integration
+    is: ``launch_context`` names the context fields returned (of ``LAUNCH_CONTEXT_FIELDS``; the
+    patient always is), and ``token_fields`` adds extra fields written like context tokens, e.g.
+    ``csn=%CSN%`` ("additional fields ... based on the integration configuration"). By default no
+    extra field is returned; the launch URL's context tokens never are.
     """
 
     client_id: str
@@ -38,6 +48,8 @@ class RegisteredClient:
     grant_types: tuple[str, ...] = (GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS)
     scopes: tuple[str, ...] | None = None
     epic_apis: tuple[str, ...] = ("SetExternalConnectionStatus",)
+    launch_context: tuple[str, ...] = LAUNCH_CONTEXT_FIELDS
+    token_fields: str = ""
 
     @property
     def is_public(self) -> bool:
@@ -54,6 +66,8 @@ class RegisteredClient:
             "grant_types": list(self.grant_types),
             "scopes": None if self.scopes is None else list(self.scopes),
             "epic_apis": list(self.epic_apis),
+            "launch_context": list(self.launch_context),
+            "token_fields": self.token_fields,
         }
 
     @classmethod
@@ -86,6 +100,8 @@ class RegisteredClient:
             grant_types=strings("grant_types", (GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS)),
             scopes=None if scopes is None else strings("scopes", ()),
             epic_apis=strings("epic_apis", ("SetExternalConnectionStatus",)),
+            launch_context=strings("launch_context", LAUNCH_CONTEXT_FIELDS),
+            token_fields=str(data.get("token_fields") or ""),
         )
 
 

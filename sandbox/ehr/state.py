@@ -34,7 +34,7 @@ class LaunchContext:
     location_id: str | None = None  # encounter department
     login_department_id: str | None = None
     csn: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # substituted context tokens, e.g. sessionId
+    extra: dict[str, str] = field(default_factory=dict)  # the client's extra token fields, e.g. csn
     ehr_launch: bool = False  # False: standalone launch (no encounter/appointment context)
 
 
@@ -124,6 +124,8 @@ class EhrState:
         self.status_changes: list[ConnectionStatusChange] = []
         self.signing_key_pem: str | None = None
         self.csrf_tokens: dict[str, float] = {}
+        # conference id (CSN or group conference id) → EHR users who launched that visit (memory only)
+        self.launch_links: dict[str, set[str]] = {}
         self._load()
 
     # --- persistence -------------------------------------------------------------------------------
@@ -235,6 +237,16 @@ class EhrState:
         with self.lock:
             expires = self.csrf_tokens.get(value or "")
             return expires is not None and expires >= time.time()
+
+    def link_launch(self, conference_ids: set[str], user_id: str) -> None:
+        """Remember that ``user_id`` launched the visit: its conference is now linked to them."""
+        with self.lock:
+            for conference_id in conference_ids:
+                self.launch_links.setdefault(conference_id, set()).add(user_id)
+
+    def launched_by(self, conference_id: str) -> set[str]:
+        with self.lock:
+            return set(self.launch_links.get(conference_id, ()))
 
     # --- writebacks -----------------------------------------------------------------------------
     def add_audit_event(self, resource: dict[str, Any]) -> None:

@@ -6,7 +6,10 @@ header. This stand-in authenticates with a Backend Services bearer token (the OA
 newer Epic versions offer) whose scopes allow updating Encounters (``system/Encounter.write``,
 ``system/*.write``, ``system/Encounter.u`` …) and whose client has the web service enabled.
 Status values are not public: any non-empty value is accepted unless ``EhrConfig.connection_statuses``
-lists the allowed ones. Every accepted call is recorded with a timestamp.
+lists the allowed ones. Like Epic's guidance ("the conference id must be linked to the launching
+user"), ``ExternalID`` must be linked to ``ConferenceID``: the visit's practitioner or patient, or
+a user who launched that visit; anyone else is refused (400, ``Message``). ``ExternalIDType``'s
+meaning is not public, so it is not interpreted. Every accepted call is recorded with a timestamp.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ async def set_external_connection_status(request: Request) -> Response:
         return epic_error(400, f"Missing required parameter(s): {', '.join(missing)}.")
     if params["ConferenceID"] not in ehr.clinic.conference_ids():
         return epic_error(400, "Invalid ConferenceID: no such conference.")
+    if params["ExternalID"] not in ehr.linked_participants(params["ConferenceID"]):
+        return epic_error(400, "Invalid ExternalID: the participant is not linked to this ConferenceID.")
     statuses = ehr.config.connection_statuses
     if statuses is not None and params["ConnectionStatus"] not in statuses:
         return epic_error(400, "Invalid ConnectionStatus.")

@@ -13,6 +13,7 @@ from sandbox.host.config import HostConfigurationError, read_local_settings
 from sandbox.host.localhost import LocalHost
 
 DEFAULT_KEYS = Path(".sandbox") / "host-keys.json"
+logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = args.app_dir.resolve()
     settings = read_local_settings(args.settings) if args.settings.exists() else {}
     if not args.settings.exists():
-        logging.warning("%s not found; using the environment only", args.settings)
+        logger.warning("%s not found; using the environment only", args.settings)
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
     stop = threading.Event()
@@ -45,19 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         host.start()
     except HostConfigurationError as exc:
-        logging.error("The host could not start: %s", exc)
+        logger.error("The host could not start: %s", exc)
         return 1
     except Exception:
         # Like the real host: an app that fails to import or a busy port is reported, with its trace.
-        logging.exception("The host could not start")
+        logger.exception("The host could not start")
         return 1
-    logging.info("Host started on %s (keys in %s). Press Ctrl+C to stop.", host.url, args.keys or DEFAULT_KEYS)
+    logger.info("Host started on %s (keys in %s). Press Ctrl+C to stop.", host.url, args.keys or DEFAULT_KEYS)
     try:
         stop.wait()
     finally:
-        logging.info("Stopping the host…")
+        logger.info("Stopping the host…")
         host.stop()
-        logging.info("Host stopped.")
+        logger.info("Host stopped.")
     return 0
 
 

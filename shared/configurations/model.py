@@ -9,6 +9,11 @@ Lifecycle (pure functions below, unit-tested)::
 Editing anything resets to pending and forgets the EHR sign-in. Writes are guarded by etags:
 a stale edit fails with ``Conflict`` and changes nothing.
 
+The approver is named by Microsoft 365 user name (``approver_upn``), which Microsoft documents as
+mutable: another person may hold that name tomorrow. So the first time the named user signs in
+(or acts on the configuration) their Entra object id is bound to it (``approver_oid``), and from
+then on only that object id is the approver. Renaming the approver in an edit unbinds it.
+
 Sharing: the owning tenant's admin may share an approved configuration with other Microsoft 365
 tenants (one Epic, several tenants). Their clinicians may then complete the launch's Microsoft
 sign-in, and their meetings are organized in their own tenant; their admins see the
@@ -104,6 +109,7 @@ class Configuration:
     approved_by: str | None = None
     approved_at: datetime | None = None
     shared_with: tuple[str, ...] = ()  # other Entra tenant ids, lower case
+    approver_oid: str | None = None  # the approver's Entra object id, bound at their first sign-in
     etag: str | None = None
 
     @property
@@ -119,7 +125,12 @@ class Configuration:
         return tenant_id.lower() in self.shared_with
 
     def names_approver(self, upn: str) -> bool:
+        """The user name matches (who may bind the approver; not enough to *be* the approver)."""
         return self.approver_upn.lower() == upn.lower()
+
+    def is_approver(self, upn: str, oid: str) -> bool:
+        """The named approver: the user name matches and, once bound, so does the Entra object id."""
+        return self.names_approver(upn) and (self.approver_oid is None or self.approver_oid == oid.lower())
 
     def input(self) -> ConfigurationInput:
         return ConfigurationInput(
@@ -167,10 +178,16 @@ def new_configuration(tenant_id: str, data: ConfigurationInput, *, by: str, now:
 
 
 def edited(config: Configuration, data: ConfigurationInput, *, by: str, now: datetime) -> Configuration:
-    """Any edit sends the configuration back to pending and forgets the EHR sign-in and approval."""
+    """Any edit sends the configuration back to pending and forgets the EHR sign-in and approval.
+
+    Naming another approver also forgets whom the old name was bound to.
+    """
+    fields = _input_fields(data)
+    same_approver = fields["approver_upn"] == config.approver_upn.lower()
     return replace(
         config,
-        **_input_fields(data),
+        **fields,
+        approver_oid=config.approver_oid if same_approver else None,
         status=Status.PENDING,
         updated_by=by,
         updated_at=now,
@@ -180,19 +197,29 @@ def edited(config: Configuration, data: ConfigurationInput, *, by: str, now: dat
     )
 
 
+def bound_approver(config: Configuration, *, upn: str, oid: str) -> Configuration:
+    """Bind the approver's name to the object id of the user holding it now (their first sign-in).
+
+    A configuration already bound stays as it is: a later holder of the name is not its approver.
+    """
+    if not config.names_approver(upn) or config.approver_oid is not None:
+        return config
+    return replace(config, approver_oid=oid.lower())
+
+
 def with_ehr_signin(config: Configuration, *, upn: str, oid: str, now: datetime) -> Configuration:
-    """Record that the named approver proved the FHIR URL by signing in to the EHR."""
-    if not config.names_approver(upn):
+    """Record that the named approver proved the FHIR URL by signing in to the EHR (binding them if not yet)."""
+    if not config.is_approver(upn, oid):
         raise Forbidden("Only the approver named on this configuration can sign in to the EHR for it.")
     if config.is_approved:
         raise Conflict("This configuration is already approved.", code="already_approved")
     signin = EhrSignIn(by_upn=upn.lower(), by_oid=oid.lower(), at=now, fhir_base_url=config.fhir_base_url)
-    return replace(config, ehr_signin=signin)
+    return replace(bound_approver(config, upn=upn, oid=oid), ehr_signin=signin)
 
 
 def approved(config: Configuration, *, upn: str, oid: str, now: datetime) -> Configuration:
     """Approve: only the named approver, only after their own EHR sign-in for this very FHIR URL."""
-    if not config.names_approver(upn):
+    if not config.is_approver(upn, oid):
         raise Forbidden("Only the approver named on this configuration can approve it.")
     if config.is_approved:
         raise Conflict("This configuration is already approved.", code="already_approved")

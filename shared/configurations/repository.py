@@ -44,6 +44,7 @@ from shared.configurations.model import (
 from shared.http.outbound import normalise_base_url
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 
@@ -52,6 +53,74 @@ TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
 SHARES_TABLE = "ConfigurationShares"
 RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
+NO_SUCH_CONFIGURATION = "There is no such configuration."
+
+_UNTIL_DELETED = "until an admin deletes the configuration"
+_DELETE = "ConfigurationRepository.delete (portal: Delete)"
+_WHO = "UPN of the admin or approver who did it"
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "the configurations the portal manages",
+        (
+            Field("PartitionKey", Classification.TENANT, Protection.CLEAR, "Entra tenant id"),
+            Field("RowKey", Classification.TENANT, Protection.CLEAR, "configuration id (random UUID)"),
+            *(
+                Field(name, Classification.TENANT, Protection.CLEAR)
+                for name in ("Organization", "FhirBaseUrl", "Environment", "Geography", "Vendor")
+            ),
+            *(Field(name, Classification.TENANT, Protection.CLEAR) for name in ("ProviderClientId", "PatientClientId")),
+            Field("WritebackMode", Classification.TENANT, Protection.CLEAR),
+            Field("Status", Classification.OPERATIONAL, Protection.CLEAR),
+            Field("ApproverUpn", Classification.PERSONAL, Protection.CLEAR, "UPN of the approver an admin named"),
+            Field(
+                "ApproverOid",
+                Classification.PERSONAL,
+                Protection.CLEAR,
+                "Entra object id of the approver, bound at their first sign-in (a renamed UPN cannot approve)",
+            ),
+            Field("CreatedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("UpdatedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("EhrSigninBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("EhrSigninOid", Classification.PERSONAL, Protection.CLEAR, "Entra object id of the approver"),
+            Field("ApprovedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
+            Field("EhrSigninFhirUrl", Classification.TENANT, Protection.CLEAR, "the FHIR URL the approver proved"),
+            Field("SharedWith", Classification.TENANT, Protection.CLEAR, "tenant ids"),
+            *operational("CreatedAt", "UpdatedAt", "EhrSigninAt", "ApprovedAt"),
+        ),
+        _UNTIL_DELETED,
+        _DELETE,
+    ),
+    Store(
+        INDEX_TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "launch lookup (configuration id + iss) and the one-FHIR-URL-per-tenant guard",
+        (
+            Field("PartitionKey", Classification.TENANT, Protection.HASHED, "SHA-256 of the normalised FHIR URL"),
+            Field("RowKey", Classification.TENANT, Protection.CLEAR, "configuration id, or tenant-<tenant id>"),
+            Field("TenantId", Classification.TENANT, Protection.CLEAR),
+            Field("ConfigurationId", Classification.TENANT, Protection.CLEAR),
+        ),
+        _UNTIL_DELETED,
+        "ConfigurationRepository.delete and edits of the FHIR URL",
+    ),
+    Store(
+        SHARES_TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "how a tenant's admins find configurations shared with them",
+        (
+            Field("PartitionKey", Classification.TENANT, Protection.CLEAR, "the tenant shared with"),
+            Field("RowKey", Classification.TENANT, Protection.CLEAR, "configuration id"),
+            Field("OwnerTenantId", Classification.TENANT, Protection.CLEAR),
+        ),
+        "while the configuration is shared with that tenant",
+        "Stop sharing, and ConfigurationRepository.delete",
+    ),
+)
 
 
 class ConfigurationRepository:
@@ -71,42 +140,39 @@ class ConfigurationRepository:
 
     def get(self, tenant_id: str, configuration_id: str) -> Configuration:
         """The configuration, or ``NotFound`` (also for another tenant's id: no existence leak)."""
-        if not is_configuration_id(configuration_id):
-            raise NotFound("There is no such configuration.")
-        with storage_errors(self._account.name):
-            try:
-                entity = self._table().get_entity(tenant_id.lower(), configuration_id)
-            except ResourceNotFoundError:
-                raise NotFound("There is no such configuration.") from None
-        return _from_entity(entity)
+        return _from_entity(self._row(self._table(), tenant_id, configuration_id))
 
     def list_for_tenant(self, tenant_id: str) -> list[Configuration]:
-        with storage_errors(self._account.name):
-            entities = self._table().query_entities("PartitionKey eq @pk", parameters={"pk": tenant_id.lower()})
-            found = [_from_entity(e) for e in entities]
-        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+        return self._listed("PartitionKey eq @pk", {"pk": tenant_id.lower()})
 
     def list_for_approver(self, tenant_id: str, upn: str) -> list[Configuration]:
-        with storage_errors(self._account.name):
-            entities = self._table().query_entities(
-                "PartitionKey eq @pk and ApproverUpn eq @upn", parameters={"pk": tenant_id.lower(), "upn": upn.lower()}
-            )
-            found = [_from_entity(e) for e in entities]
-        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+        return self._listed(
+            "PartitionKey eq @pk and ApproverUpn eq @upn", {"pk": tenant_id.lower(), "upn": upn.lower()}
+        )
 
     def get_shared(self, tenant_id: str, configuration_id: str) -> Configuration:
         """A configuration another tenant shares with ``tenant_id``, or ``NotFound``."""
-        if not is_configuration_id(configuration_id):
-            raise NotFound("There is no such configuration.")
-        with storage_errors(self._account.name):
-            try:
-                row = self._shares().get_entity(tenant_id.lower(), configuration_id)
-            except ResourceNotFoundError:
-                raise NotFound("There is no such configuration.") from None
+        row = self._row(self._shares(), tenant_id, configuration_id)
         config = self.get(str(row.get("OwnerTenantId", "")), configuration_id)
         if not config.is_shared_with(tenant_id):
-            raise NotFound("There is no such configuration.")
+            raise NotFound(NO_SUCH_CONFIGURATION)
         return config
+
+    def _row(self, table: Any, tenant_id: str, configuration_id: str) -> Any:
+        """The row of ``table`` keyed (tenant, configuration id), or ``NotFound``, also for a malformed id."""
+        if not is_configuration_id(configuration_id):
+            raise NotFound(NO_SUCH_CONFIGURATION)
+        with storage_errors(self._account.name):
+            try:
+                return table.get_entity(tenant_id.lower(), configuration_id)
+            except ResourceNotFoundError:
+                raise NotFound(NO_SUCH_CONFIGURATION) from None
+
+    def _listed(self, query: str, parameters: dict[str, str]) -> list[Configuration]:
+        """The configurations whose rows match ``query``."""
+        with storage_errors(self._account.name):
+            found = [_from_entity(e) for e in self._table().query_entities(query, parameters=parameters)]
+        return _in_portal_order(found)
 
     def list_shared_with(self, tenant_id: str) -> list[Configuration]:
         """Configurations other tenants share with ``tenant_id`` (each confirmed by its own row)."""
@@ -118,7 +184,7 @@ class ConfigurationRepository:
                 config = self.get(str(row.get("OwnerTenantId", "")), row["RowKey"])
                 if config.is_shared_with(tenant_id):
                     found.append(config)
-        return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+        return _in_portal_order(found)
 
     def find_for_launch(self, configuration_id: str, iss: str) -> Configuration | None:
         """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides)."""
@@ -323,6 +389,7 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
         "FhirBaseUrl": config.fhir_base_url,
         "Environment": config.environment.value,
         "ApproverUpn": config.approver_upn,
+        "ApproverOid": config.approver_oid or "",
         "Geography": config.geography.value,
         "Vendor": config.vendor.value,
         "ProviderClientId": config.provider_client_id,
@@ -343,6 +410,11 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
     }
 
 
+def _in_portal_order(found: list[Configuration]) -> list[Configuration]:
+    """By organization, environment and URL, as the portal lists them."""
+    return sorted(found, key=lambda c: (c.organization.lower(), c.environment.value, c.fhir_base_url))
+
+
 def _from_entity(entity: Mapping[str, Any]) -> Configuration:
     signin = None
     if entity.get("EhrSigninBy") and entity.get("EhrSigninAt"):
@@ -361,6 +433,7 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             fhir_base_url=entity["FhirBaseUrl"],
             environment=Environment(entity["Environment"]),
             approver_upn=entity["ApproverUpn"],
+            approver_oid=entity.get("ApproverOid") or None,  # rows written before binding: bound at first sign-in
             geography=Geography(entity["Geography"]),
             vendor=Vendor(entity["Vendor"]),
             provider_client_id=entity["ProviderClientId"],

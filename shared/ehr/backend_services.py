@@ -4,7 +4,9 @@ The protocol (discovery, ``client_credentials`` with a ``private_key_jwt`` asser
 ``kid``, unique ``jti``, ``exp`` ≤ 5 min) is ``shared.ehr.smart.SmartClient.backend_services_token``;
 this module keeps one token per (FHIR base URL, client id, scope) so a busy writeback queue
 asks the EHR for a token every few minutes, not per event, and sends the writeback adapters'
-requests with it (``send``).
+requests with it (``send``). The adapters send over ``SafeHttp``, the one checked transport, so
+the bearer token only ever travels to an address that passed the outbound rules when the
+connection opened.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import httpx
-
 from shared.ehr.smart import SYSTEM, TokenResponse
-from shared.http.upstream import error_for_response, error_for_transport
+from shared.http.outbound import HttpResult
+from shared.http.upstream import error_for_status
+from shared.kernel.errors import UnsafeUrl, UpstreamRejected
 
 EXPIRY_MARGIN = 60  # renew this long before a token expires
 DEFAULT_LIFETIME = 300  # SMART recommends (and Epic uses) 5 minutes when expires_in is missing
@@ -56,19 +58,30 @@ class BackendServices:
         with self._lock:
             self._tokens.pop((fhir_base_url.rstrip("/"), client_id, scope), None)
 
-    def send(self, fhir_base_url: str, client_id: str, scope: str, request: Callable[[str], httpx.Response]) -> None:
+    def send(
+        self,
+        fhir_base_url: str,
+        client_id: str,
+        scope: str,
+        request: Callable[[str], HttpResult],
+    ) -> HttpResult:
         """One attempt of ``request(access_token)`` with the token for ``scope``; any failure raises.
 
         Transport failures and error answers raise the upstream error ``shared.http.upstream`` classifies
         them as (retryable or not); a 401 also forgets the token, so the next attempt fetches a new one.
+        An address the outbound rules refuse (e.g. a host whose DNS now answers with an internal address)
+        is a permanent ``UpstreamRejected``: nothing, least of all the token, was sent there.
         """
-        token = self.access_token(fhir_base_url, client_id, scope)
         try:
+            token = self.access_token(fhir_base_url, client_id, scope)
             response = request(token)
-        except httpx.TransportError as exc:
-            raise error_for_transport(exc, system=SYSTEM) from None
-        if response.status_code == 401:
+        except UnsafeUrl as exc:
+            raise UpstreamRejected(
+                f"The EHR's address is not allowed: {exc.message}.", system=SYSTEM, code="unsafe_url"
+            ) from None
+        if response.status == 401:
             self.forget_token(fhir_base_url, client_id, scope)
-        error = error_for_response(response, system=SYSTEM)
+        error = error_for_status(response.status, response.headers, system=SYSTEM)
         if error is not None:
             raise error
+        return response

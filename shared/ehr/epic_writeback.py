@@ -24,9 +24,8 @@ build uses other values change only this table.
 
 from __future__ import annotations
 
-import httpx
-
 from shared.ehr.backend_services import BackendServices
+from shared.http.outbound import HttpResult, SafeHttp
 from shared.kernel.errors import UpstreamRejected
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.writeback.model import WritebackTarget, Written
@@ -51,7 +50,7 @@ def participant_id(reference: str) -> str:
 
 
 class EpicConnectionStatus:
-    def __init__(self, http: httpx.Client, backend: BackendServices) -> None:
+    def __init__(self, http: SafeHttp, backend: BackendServices) -> None:
         self._http = http
         self._backend = backend
 
@@ -70,8 +69,9 @@ class EpicConnectionStatus:
             "ConnectionStatus": status,
         }
 
-        def request(token: str) -> httpx.Response:
-            return self._http.get(
+        def request(token: str) -> HttpResult:
+            return self._http.request(
+                "GET",
                 interconnect_base(target.fhir_base_url) + PATH,
                 params=params,
                 headers={

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
-
 from shared.ehr.audit_event import build_audit_event, if_none_exist
 from shared.ehr.backend_services import BackendServices
+from shared.http.outbound import HttpResult, SafeHttp
 from shared.visits.events import VisitEvent
 from shared.writeback.model import WritebackTarget, Written
 
@@ -14,20 +13,20 @@ FHIR_JSON = "application/fhir+json"
 
 
 class FhirAuditEvents:
-    def __init__(self, http: httpx.Client, backend: BackendServices) -> None:
+    def __init__(self, http: SafeHttp, backend: BackendServices) -> None:
         self._http = http
         self._backend = backend
 
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
         body = build_audit_event(event).model_dump_json(exclude_none=True)
 
-        def request(token: str) -> httpx.Response:
-            return self._http.post(
+        def request(token: str) -> HttpResult:
+            return self._http.post_json(
                 f"{target.fhir_base_url.rstrip('/')}/AuditEvent",
-                content=body.encode(),
+                body,
+                content_type=FHIR_JSON,
                 headers={
                     "Authorization": f"Bearer {token}",
-                    "Content-Type": FHIR_JSON,
                     "Accept": FHIR_JSON,
                     "If-None-Exist": if_none_exist(event),
                     "Epic-Client-ID": target.client_id,

@@ -1,28 +1,61 @@
 """What a completed EHR launch tells us: who launched, for which patient and appointment.
 
-Pure functions over the token response (read leniently: Epic sends string booleans, vendor
-prefixed keys and per-integration extras), the validated id_token claims and the context
-tokens carried through ``state`` from the launch URL.
+Two sources, trusted differently (docs: README "Trusted launch context"):
+
+* what the EHR asserted on the back channel — the token response (``encounter``, ``appointment``,
+  ``fhirContext``, ``patient``, Epic's ``location`` and ``loginDepartment``, and extra fields the
+  integration is configured to return, such as ``csn``) and the validated id_token — is the EHR's
+  own word (``asserted_context``);
+* the launch URL's context tokens (``sessionId=%CSN%``, ``departmentId=%PERFDEPID%``) travel
+  through the user's browser, where anyone can edit them: each is used only when it agrees with
+  what the EHR asserted (``confirmed_context``), e.g. the CSN is an identifier of the launch's
+  Encounter read with the launch's own token. A disagreement is refused, never repaired.
+
+Pure functions; the reads are the launch service's (``shared/launch/context_check.py``).
+Tokens Epic did not substitute (``%CSN%``), empty values and ``NONE`` count as absent, in the
+URL and in the token response alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.kernel.errors import BadRequest, Forbidden
+from shared.ehr.launch_params import context_value
+from shared.kernel.errors import BadRequest, ErrorPage, Forbidden
 from shared.visits.model import VisitContext, appointment_key
 
 USER_TYPES_FOR_PROVIDERS = frozenset({"Practitioner", "PractitionerRole"})
 PRIMARY_PERFORMER = "PPRF"
 _MAX_ID = 256
 
+# Scopes of the launches. A provider reads the launch's Encounter and Appointment (the CSN that
+# confirms the launch URL, the primary performer who organizes the meeting), the Location (the
+# department that confirms departmentId) and Practitioners (the clinician's name); a patient's
+# patient/*.read reaches the same resources in their own compartment.
+PROVIDER_SCOPES = (
+    "launch openid fhirUser user/Encounter.read user/Appointment.read user/Location.read user/Practitioner.read"
+)
+PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+
+# Token response fields that carry the CSN when the integration is configured to return it
+# (Epic: "additional fields ... based on the integration configuration"); ``csn`` is the one the
+# integration records ask for.
+TOKEN_CSN_FIELDS = ("csn", "sessionId")
+
+# Epic identifier systems are OIDs under Epic's root, with a customer-specific part in the middle and
+# the item that identifies the kind of id at the end: the CSN is ``….698084.8`` (public Epic payloads:
+# urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.8). Matching the root and the tail, never the customer
+# part, recognises it in every Epic instance without per-hospital configuration.
+EPIC_OID_ROOT = "urn:oid:1.2.840.114350."
+CSN_OID_SUFFIX = ".698084.8"
+
 
 @dataclass(frozen=True)
 class LaunchContext:
-    """References and ids only; ``user`` is e.g. ``Practitioner/123`` or ``Patient/456``."""
+    """References and ids only, each confirmed by the EHR; ``user`` is e.g. ``Practitioner/123``."""
 
     user: str
     csn: str | None = None
@@ -46,6 +79,7 @@ class LaunchContext:
             encounter=self.encounter,
             patient=f"Patient/{self.patient}" if self.patient else None,
             provider=provider,
+            confirmed=True,
         )
 
     def to_json(self) -> dict[str, str]:
@@ -56,44 +90,213 @@ class LaunchContext:
         return cls(**{k: str(v) for k, v in data.items() if k in cls.__dataclass_fields__ and v})
 
 
+@dataclass(frozen=True)
+class AssertedContext:
+    """What the EHR itself said in this launch: the token response and the id_token."""
+
+    user: str
+    csn: str | None = None
+    appointment: str | None = None
+    encounter: str | None = None
+    patient: str | None = None
+    location: str | None = None  # the encounter's department, a FHIR Location id
+    login_department: str | None = None
+
+    @property
+    def names_a_visit(self) -> bool:
+        return bool(self.csn or self.appointment or self.encounter)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The launch's Encounter and Appointment, the resources whose identifiers confirm a CSN."""
+        found = [f"Encounter/{self.encounter}"] if self.encounter else []
+        return (*found, *([f"Appointment/{self.appointment}"] if self.appointment else []))
+
+
+# --- errors with their own pages ---------------------------------------------------------------------
+
+
 class NoAppointment(BadRequest):
     code = "launch_without_appointment"
 
     def __init__(self) -> None:
         super().__init__(
-            "This launch does not say which appointment it is for. The EHR integration record must add the "
-            "sessionId=%CSN% context token, or the EHR must send appointment or encounter context."
+            "This launch does not say which appointment it is for. The EHR must send encounter or appointment "
+            "context in its token response (Epic: launch from the appointment or encounter)."
         )
 
 
+_RELAUNCH = "Please start the visit again from Epic or MyChart. If this keeps happening, tell your IT support."
+
+
+class LaunchContextMismatch(Forbidden):
+    """A launch URL context token contradicts what the EHR asserted: the link was edited, or the record is wrong."""
+
+    code = "launch_context_mismatch"
+
+    def __init__(self, token: str) -> None:
+        super().__init__(f"The launch link's {token} does not match the visit the EHR signed you in for.")
+        self.token = token
+        asserted = {
+            "sessionId": "the CSN the EHR returned, or the identifiers of the launch's Encounter and Appointment "
+            "read with the launch's own access token",
+            "departmentId": "the identifiers of the department (Location) the EHR returned for the launch",
+        }[token]
+        self.page = ErrorPage(
+            "This visit link does not match your appointment",
+            f"This link does not match the visit you signed in for, so it was not opened. {_RELAUNCH}",
+            help=(
+                f"For the analyst: the launch URL's {token} context token is not among {asserted}. "
+                "Either the link was edited in the browser, or the FDI record's context tokens do not match "
+                "the integration records in the configuration portal.",
+                "The refusal is logged with hashed identifiers under the correlation id below.",
+            ),
+        )
+
+
+class UnverifiableLaunchContext(Forbidden):
+    """Only the launch URL says which visit this is: it cannot decide the meeting, so the launch is refused."""
+
+    code = "launch_context_unverifiable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("The EHR did not confirm which visit this launch is for.")
+        self.reason = reason
+        why = {
+            "no_ehr_context": "The EHR's token response names no encounter and no appointment, and carries no CSN "
+            "field, so the CSN in the launch URL (sessionId) cannot be confirmed.",
+            "unreadable": "The launch's Encounter and Appointment could not be read with the launch's own access "
+            "token, so the CSN in the launch URL (sessionId) cannot be confirmed.",
+            "no_csn_identifier": "The launch's Encounter and Appointment carry no CSN identifier (an Epic OID "
+            "ending in .698084.8), so the CSN in the launch URL (sessionId) cannot be confirmed.",
+        }[reason]
+        self.page = ErrorPage(
+            "The EHR did not confirm this visit",
+            f"The visit could not be started because the EHR did not confirm which appointment it is for. {_RELAUNCH}",
+            help=(
+                f"For the analyst: {why}",
+                "Configure one trusted source: launch from the appointment or encounter so that the token response "
+                "carries encounter (and appointment) context, and grant the provider app user/Encounter.read and "
+                "user/Appointment.read (the patient app patient/*.read), as the integration records list them; "
+                "or add the extra token response field csn = %CSN% to the integration.",
+            ),
+        )
+
+
+# --- the back channel ---------------------------------------------------------------------------------
+
+
 def text_field(fields: Mapping[str, Any], key: str) -> str | None:
-    """A short string or number from the token response, else None (booleans and objects are not ids)."""
+    """A short string or number from the token response, else None (booleans, objects, ``%CSN%``, ``NONE``)."""
     value = fields.get(key)
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    text = str(value).strip()
+    text = context_value(str(value))
     return text if text and len(text) <= _MAX_ID else None
 
 
-def launch_context(
-    fields: Mapping[str, Any],
-    claims: Mapping[str, Any],
+def asserted_context(fields: Mapping[str, Any], claims: Mapping[str, Any], *, provider_launch: bool) -> AssertedContext:
+    """The token response (read leniently: string booleans, ``__epic.*`` keys, extras) and the id_token."""
+    return AssertedContext(
+        user=user_reference(claims, provider_launch=provider_launch),
+        csn=next((v for v in (text_field(fields, k) for k in TOKEN_CSN_FIELDS) if v), None),
+        appointment=_bare_id(text_field(fields, "appointment"), "Appointment")
+        or _from_fhir_context(fields, "Appointment"),
+        encounter=_bare_id(text_field(fields, "encounter"), "Encounter") or _from_fhir_context(fields, "Encounter"),
+        patient=_bare_id(text_field(fields, "patient"), "Patient"),
+        location=_bare_id(text_field(fields, "location"), "Location"),
+        login_department=_bare_id(text_field(fields, "loginDepartment"), "Location"),
+    )
+
+
+def _from_fhir_context(fields: Mapping[str, Any], resource_type: str) -> str | None:
+    """The first ``Type/id`` of SMART's ``fhirContext`` (2.0: strings; 2.1: objects with ``reference``)."""
+    entries = fields.get("fhirContext")
+    if not isinstance(entries, list):
+        return None
+    for entry in entries[:20]:
+        reference = entry.get("reference") if isinstance(entry, Mapping) else entry
+        if not isinstance(reference, str):
+            continue
+        value = _bare_id(text_field({"r": reference}, "r"), resource_type)
+        if value and "/" not in value:
+            return value
+    return None
+
+
+# --- the browser's tokens, confirmed ----------------------------------------------------------------
+
+
+def csn_identifiers(resource: Mapping[str, Any]) -> frozenset[str]:
+    """The CSNs among an Encounter's or Appointment's identifiers (Epic OID ending in ``.698084.8``)."""
+    return frozenset(value for system, value in _identifiers(resource) if _is_csn_system(system))
+
+
+def _is_csn_system(system: str) -> bool:
+    return system.startswith(EPIC_OID_ROOT) and system.endswith(CSN_OID_SUFFIX)
+
+
+def identifier_values(resource: Mapping[str, Any]) -> frozenset[str]:
+    """Every identifier value of a resource (a Location's: its department ids, whatever their system)."""
+    return frozenset(value for _, value in _identifiers(resource))
+
+
+def _identifiers(resource: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    identifiers = resource.get("identifier")
+    for identifier in identifiers if isinstance(identifiers, list) else ():
+        if not isinstance(identifier, Mapping):
+            continue
+        system, value = identifier.get("system"), identifier.get("value")
+        if isinstance(value, str) and value.strip():
+            yield (system if isinstance(system, str) else ""), value.strip()
+
+
+def confirmed_context(
+    asserted: AssertedContext,
     *,
     session_id: str | None,
     department_id: str | None,
-    provider_launch: bool,
+    csns: frozenset[str] | None,
+    department_ids: frozenset[str] | None,
 ) -> LaunchContext:
-    """Combine the token response, the id_token and the launch URL's context tokens."""
-    user = user_reference(claims, provider_launch=provider_launch)
+    """The launch's context, with each URL context token kept only when the EHR's word confirms it.
+
+    ``csns`` are the CSN identifiers of the launch's Encounter and Appointment as read with the
+    launch's own token (``None``: not read or not readable); ``department_ids`` the identifiers of
+    the department the EHR named (``None``: unknown). A URL CSN the EHR contradicts raises
+    ``LaunchContextMismatch``; one nothing can confirm raises ``UnverifiableLaunchContext``. A
+    departmentId that cannot be confirmed is dropped: it decides nothing; a contradicted one is
+    refused like the CSN, as it shows an edited link.
+    """
+    csn = asserted.csn
+    if session_id is not None:
+        if asserted.csn is not None:
+            if session_id != asserted.csn:
+                raise LaunchContextMismatch("sessionId")
+        elif not asserted.references:
+            raise UnverifiableLaunchContext("no_ehr_context")
+        elif csns is None:
+            raise UnverifiableLaunchContext("unreadable")
+        elif not csns:
+            raise UnverifiableLaunchContext("no_csn_identifier")
+        elif session_id not in csns:
+            raise LaunchContextMismatch("sessionId")
+        csn = session_id
+    elif csn is None and csns is not None and len(csns) == 1:
+        [csn] = csns  # the EHR's own records name it: the same key whether or not the URL carried it
+    department = None
+    if department_id is not None and department_ids is not None:
+        if department_id not in department_ids:
+            raise LaunchContextMismatch("departmentId")
+        department = department_id
     return LaunchContext(
-        user=user,
-        # The CSN arrives as a launch-URL context token (sessionId=%CSN%) or as an extra token field.
-        csn=session_id or text_field(fields, "sessionId") or text_field(fields, "csn"),
-        appointment=_bare_id(text_field(fields, "appointment"), "Appointment"),
-        encounter=_bare_id(text_field(fields, "encounter"), "Encounter"),
-        patient=_bare_id(text_field(fields, "patient"), "Patient"),
-        login_department=text_field(fields, "loginDepartment"),
-        department=department_id,
+        user=asserted.user,
+        csn=csn,
+        appointment=asserted.appointment,
+        encounter=asserted.encounter,
+        patient=asserted.patient,
+        login_department=asserted.login_department,
+        department=department,
     )
 
 

@@ -12,6 +12,7 @@ parameters are refused rather than guessed at.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, unquote_plus
@@ -24,6 +25,8 @@ MAX_CONTEXT = 256
 MAX_BODY = 64 * 1024
 # Parameters we read; any other parameter an EHR appends is ignored.
 _LAUNCH_NAMES = frozenset({"iss", "launch", "sessionId", "departmentId"})
+# ``%CSN%``, ``%PERFDEPID;;; ; ;;NONE;%``: a context token Epic did not substitute.
+_UNSUBSTITUTED = re.compile(r"%[A-Za-z][A-Za-z0-9_]*(?:;[^%]*)?%")
 _CALLBACK_NAMES = frozenset({"code", "state", "error", "error_description", "error_uri", "iss"})
 
 
@@ -77,8 +80,8 @@ def parse_launch(query: str, body: str | None = None) -> LaunchParams:
     return LaunchParams(
         iss=iss,
         launch=launch,
-        session_id=_context_value(values.get("sessionId")),
-        department_id=_context_value(values.get("departmentId")),
+        session_id=context_value(values.get("sessionId")),
+        department_id=context_value(values.get("departmentId")),
     )
 
 
@@ -127,11 +130,17 @@ def _pairs(*sources: str) -> Iterable[tuple[str, str]]:
                 raise InvalidLaunch("The request could not be read.") from None
 
 
-def _context_value(value: str | None) -> str | None:
+def context_value(value: str | None) -> str | None:
+    """A context token's value, or None when it carries none.
+
+    Epic fills a context token it cannot substitute with the record's default text (``NONE``) or
+    leaves it as written (``%CSN%``); an empty value is no value either. Taking any of these for
+    an id would make every such launch the same appointment. Used alike for the launch URL's
+    tokens and the token response's fields.
+    """
     if value is None:
         return None
     value = value.strip()
-    # Epic fills an empty context token with the record's default text, e.g. NONE.
-    if not value or value.upper() == "NONE" or len(value) > MAX_CONTEXT:
+    if not value or value.upper() == "NONE" or len(value) > MAX_CONTEXT or _UNSUBSTITUTED.search(value):
         return None
     return value

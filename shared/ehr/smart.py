@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from shared.http.outbound import HttpResult, OutboundPolicy, SafeHttp, check_url_syntax, normalise_base_url
+from shared.http.outbound import HttpResult, SafeHttp, check_url_syntax, normalise_base_url, outbound_policy
 from shared.http.upstream import retry_after_seconds, sanitise_oauth_error
 from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
@@ -108,18 +108,6 @@ class TokenResponse:
 
     def __repr__(self) -> str:  # tokens never reach logs
         return f"TokenResponse(scope={self.scope!r}, keys={sorted(self.fields)})"
-
-    def text(self, key: str) -> str | None:
-        value = self.fields.get(key)
-        return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and value != "" else None
-
-    def flag(self, key: str) -> bool | None:
-        value = self.fields.get(key)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return None
 
 
 class SmartClient:
@@ -339,7 +327,7 @@ class SmartClient:
         issuer, jwks_uri = self._issuer_and_jwks(config, id_token)
         return validate_id_token(
             id_token,
-            key_for=lambda kid: self._jwks.key(jwks_uri, kid),
+            keys_for=lambda kid, alg: self._jwks.keys_for(jwks_uri, kid, alg),
             issuer=issuer,
             audience=client_id,
             nonce=nonce,
@@ -478,7 +466,6 @@ def _text(value: Any) -> str | None:
 
 def smart_client_for(settings: Settings) -> SmartClient:
     """A client whose outbound rules and signing keys come from settings."""
-    policy = OutboundPolicy(
-        allowed_hosts=settings.outbound_allowed_hosts, timeout_seconds=settings.http_timeout_seconds
+    return SmartClient(
+        SafeHttp(outbound_policy(settings), system=SYSTEM), signing_keys_from(settings.signing_keys.reveal())
     )
-    return SmartClient(SafeHttp(policy, system=SYSTEM), signing_keys_from(settings.signing_keys.reveal()))

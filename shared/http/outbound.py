@@ -13,26 +13,34 @@ forgery risk. The rules:
 * redirects are never followed; strict timeouts; responses larger than a limit are refused.
 
 ``OutboundPolicy`` holds the settings, ``check_url`` applies the rules before any request,
-and ``SafeHttp`` is the one HTTP client for user-supplied URLs (its transport re-applies the
-address rules on every connection).
+and ``SafeHttp`` is the one HTTP client of the connector (its transport re-applies the address
+rules on every connection): EHR discovery, JWKS, tokens, FHIR reads and writeback, and the
+documents and tokens of Microsoft Entra ID (msal's ``http_client`` is a ``SafeHttp`` adapter).
+msgraph-sdk needs an ``httpx.AsyncClient``: ``checked_async_client`` builds it on the same
+address checks. This module is the only place in ``shared/`` that constructs an HTTP client
+(tests/security/test_outbound.py enforces it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import json
 import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import httpx
 
 from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
+from shared.kernel.json_input import MalformedJson, parse_json
+
+if TYPE_CHECKING:
+    from shared.kernel.settings import Settings
 
 DEFAULT_MAX_BYTES = 1024 * 1024  # Epic R4 CapabilityStatements run to a few hundred KB
 MAX_URL_LENGTH = 2048
@@ -49,6 +57,11 @@ class OutboundPolicy:
 
     def is_allow_listed(self, host: str) -> bool:
         return host.lower().strip("[]") in {h.strip("[]") for h in self.allowed_hosts}
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """The policy every outbound client of this process uses (``OUTBOUND_ALLOWED_HOSTS``, ``HTTP_TIMEOUT_SECONDS``)."""
+    return OutboundPolicy(allowed_hosts=settings.outbound_allowed_hosts, timeout_seconds=settings.http_timeout_seconds)
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,66 @@ class _CheckedTransport(httpx.HTTPTransport):
         )
 
 
+class _CheckedAsyncBackend(httpcore.AsyncNetworkBackend):
+    """The async twin of ``_CheckedBackend`` (msgraph-sdk's client runs on an event loop)."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        # Name resolution blocks: it runs on a worker thread, never on the loop that serves every Graph call.
+        addresses = await asyncio.to_thread(resolve_checked, host, port, self._policy)
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not an outbound destination")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _CheckedAsyncTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=30.0,
+            network_backend=_CheckedAsyncBackend(policy),
+        )
+
+
+def checked_async_client(policy: OutboundPolicy, *, base_url: str, timeout: float) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for a fixed service (Microsoft Graph): every connection's address is checked,
+    no proxy or other setting comes from the environment, redirects are not followed by httpx itself."""
+    check_url_syntax(base_url, policy)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=_CheckedAsyncTransport(policy, httpx.create_ssl_context(trust_env=True)),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
 @dataclass(frozen=True)
 class HttpResult:
     status: int
@@ -237,9 +310,10 @@ class HttpResult:
     body: bytes
 
     def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON (or nests too deep): callers treat both as unusable."""
         try:
-            return json.loads(self.body)
-        except ValueError:
+            return parse_json(self.body)
+        except MalformedJson:
             return None
 
 
@@ -267,11 +341,25 @@ class SafeHttp:
             headers={"User-Agent": "teams-ehr-connector"},
         )
 
-    def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> HttpResult:
-        return self.request("GET", url, headers=headers)
+    def get(
+        self, url: str, *, headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None
+    ) -> HttpResult:
+        return self.request("GET", url, headers=headers, params=params)
 
     def post_form(self, url: str, data: Mapping[str, str], *, headers: Mapping[str, str] | None = None) -> HttpResult:
         return self.request("POST", url, data=data, headers=headers)
+
+    def post_json(
+        self,
+        url: str,
+        document: str | bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpResult:
+        """POST an already serialised JSON document (FHIR resources come serialised from their models)."""
+        body = document.encode("utf-8") if isinstance(document, str) else document
+        return self.request("POST", url, content=body, headers={**(headers or {}), "Content-Type": content_type})
 
     def request(
         self,
@@ -279,14 +367,19 @@ class SafeHttp:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> HttpResult:
+        """One request; the URL's syntax is checked here and every address again when the connection opens."""
         check_url_syntax(url, self.policy)
         # httpx's timeouts bound each read, not the whole answer: a server trickling a byte at a time
         # would otherwise hold this worker indefinitely.
         deadline = time.monotonic() + 2 * self.policy.timeout_seconds
         try:
-            with self._client.stream(method, url, headers=dict(headers or {}), data=data) as response:
+            with self._client.stream(
+                method, url, headers=dict(headers or {}), params=params, data=data, content=content
+            ) as response:
                 if response.is_redirect:
                     raise UpstreamRejected(
                         f"The {self.system} answered with a redirect, which is not followed.",

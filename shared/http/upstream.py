@@ -45,12 +45,16 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 def error_for_response(response: httpx.Response, *, system: str) -> UpstreamError | None:
     """None for 2xx/3xx; otherwise the error to raise for this response."""
-    status = response.status_code
+    return error_for_status(response.status_code, response.headers, system=system)
+
+
+def error_for_status(status: int, headers: Mapping[str, str], *, system: str) -> UpstreamError | None:
+    """None for 2xx/3xx; otherwise the error to raise for an answer with this status and these headers."""
     if status < 400:
         return None
     if status == 429:
         return UpstreamThrottled(
-            f"{system} is throttling requests.", system=system, retry_after=retry_after_seconds(response.headers)
+            f"{system} is throttling requests.", system=system, retry_after=retry_after_seconds(headers)
         )
     if status == 408 or status >= 500:
         return UpstreamUnavailable(f"{system} is temporarily unavailable (HTTP {status}).", system=system)

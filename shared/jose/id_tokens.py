@@ -1,13 +1,14 @@
 """Validating OpenID Connect id_tokens from Entra ID and from EHRs: one set of rules, PyJWT doing the crypto.
 
 Rules: an asymmetric algorithm from an allow-list (never ``none`` or HMAC), a key found by
-``kid`` in the issuer's JWKS (refetched once when a ``kid`` is unknown, for key rotation),
-signature, ``iss``, ``aud``, ``exp``/``iat`` with a small leeway, and ``nonce`` when one was sent.
+``kid`` in the issuer's JWKS (refetched once when a ``kid`` is unknown, for key rotation) or, for a
+token without ``kid``, one of the few published keys of its algorithm that verifies it, signature,
+``iss``, ``aud``, ``exp``/``iat`` with a small leeway, and ``nonce`` when one was sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jwt
@@ -30,13 +31,17 @@ def unverified_claims(token: str) -> dict[str, Any]:
 def validate_id_token(
     token: str,
     *,
-    key_for: Callable[[str | None], jwt.PyJWK],
+    keys_for: Callable[[str | None, str], Sequence[jwt.PyJWK]],
     issuer: str,
     audience: str,
     nonce: str | None,
     algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS,
 ) -> dict[str, Any]:
-    """Return the claims of a valid id_token, or raise ``InvalidIdToken`` saying which rule failed."""
+    """Return the claims of a valid id_token, or raise ``InvalidIdToken`` saying which rule failed.
+
+    ``keys_for(kid, alg)`` names the keys to try (``JwksCache.keys_for``): the one named by ``kid``, or for a
+    token without ``kid`` each published key of its algorithm; the first whose signature matches decides.
+    """
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -44,12 +49,27 @@ def validate_id_token(
     algorithm = header.get("alg")
     if algorithm not in algorithms:
         raise InvalidIdToken(f"its signing algorithm {algorithm!r} is not accepted")
-    key = key_for(header.get("kid"))
+    kid = header.get("kid")
+    keys = keys_for(kid if isinstance(kid, str) else None, str(algorithm))
+    for key in keys:
+        try:
+            jwt.api_jws.decode_complete(token, key=key.key, algorithms=[str(algorithm)])  # the signature only
+        except jwt.InvalidSignatureError:
+            continue  # not this key: try the next one
+        except jwt.PyJWTError:
+            raise InvalidIdToken("it is not a well-formed JWT") from None
+        return _checked_claims(token, key, str(algorithm), issuer=issuer, audience=audience, nonce=nonce)
+    raise InvalidIdToken("its signature is not valid")
+
+
+def _checked_claims(
+    token: str, key: jwt.PyJWK, algorithm: str, *, issuer: str, audience: str, nonce: str | None
+) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key=key.key,
-            algorithms=[str(algorithm)],
+            algorithms=[algorithm],
             audience=audience,
             issuer=issuer,
             leeway=LEEWAY_SECONDS,

@@ -23,6 +23,7 @@ rendered in one place (``connector/web.py``); nothing else decides what a user s
     │   └── UpstreamRejected        a definite "no" (OAuth error, 4xx; not retryable)
     ├── StorageUnavailable          Table/Queue storage unreachable (retryable)
     └── StoredDataError             a stored row cannot be read (a server fault, not the caller's)
+        └── SealedValueInvalid      a sealed value does not open (tampered, moved, or its key retired)
 
 ``message`` is always safe to show a user: it never holds secrets, tokens or patient data.
 """
@@ -169,6 +170,16 @@ class StoredDataError(ConnectorError):
 
     status = 500
     code = "stored_data_error"
+
+
+class SealedValueInvalid(StoredDataError):
+    """A sealed value that does not open: tampered with, moved to another place, or sealed under a retired key."""
+
+    code = "sealed_value_invalid"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"A stored value could not be opened ({reason}).")
+        self.reason = reason
 
 
 class InvalidEvent(BadRequest):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from shared.kernel.errors import ConfigurationError
+from shared.kernel.sealing import parse_keys
 
 
 class Geography(enum.StrEnum):
@@ -100,6 +101,7 @@ class Settings:
     graph_encryption_certificate: Secret
     signing_keys: Secret
     connector_secret: Secret
+    sealing_keys: Secret
     writeback_queue_name: str
     outbound_allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     http_timeout_seconds: float = 10.0
@@ -139,6 +141,7 @@ class Settings:
             graph_encryption_certificate=reader.pem("GRAPH_ENCRYPTION_CERTIFICATE"),
             signing_keys=reader.pem("SIGNING_KEYS"),
             connector_secret=reader.secret("CONNECTOR_SECRET", min_length=32),
+            sealing_keys=reader.sealing_keys("SEALING_KEYS"),
             writeback_queue_name=reader.queue_name("WRITEBACK_QUEUE_NAME"),
             outbound_allowed_hosts=frozenset(h.lower() for h in reader.csv("OUTBOUND_ALLOWED_HOSTS")),
             http_timeout_seconds=reader.number("HTTP_TIMEOUT_SECONDS", default=10.0, low=1, high=60),
@@ -165,6 +168,7 @@ SETTING_KEYS: frozenset[str] = frozenset(
         "GRAPH_ENCRYPTION_CERTIFICATE",
         "SIGNING_KEYS",
         "CONNECTOR_SECRET",
+        "SEALING_KEYS",
         "WRITEBACK_QUEUE_NAME",
         "OUTBOUND_ALLOWED_HOSTS",
         "HTTP_TIMEOUT_SECONDS",
@@ -227,6 +231,15 @@ class _Reader:
         if value and "-----BEGIN " not in value:
             self.problem(key, "must hold PEM text (-----BEGIN ...-----)")
         return Secret(value.replace("\\n", "\n"))
+
+    def sealing_keys(self, key: str) -> Secret:
+        value = self.text(key)
+        if value:
+            try:
+                parse_keys(value)
+            except ValueError as exc:
+                self.problem(key, str(exc))
+        return Secret(value)
 
     def csv(self, key: str) -> list[str]:
         value = self._get(key) or ""

@@ -4,12 +4,16 @@ The steps, each a method below (``connector/launch.py`` maps routes onto them):
 
     begin(kind, configuration id, iss + launch)
         configuration named by the launch URL, ``iss`` = its FHIR URL, approved — before any
-        outbound request → discovery (cached) → state row (PKCE verifier, nonce, launch
-        context tokens) → authorization request (GET, or POST when advertised and long)
+        outbound request → discovery (cached) → state row in the configuration's geography,
+        its state tagged with it (PKCE verifier, nonce, launch context tokens)
+        → authorization request (GET, or POST when advertised and long)
     complete(authorization response)
-        consume state once → code exchange (private_key_jwt) → id_token (signature, iss, aud,
-        exp, nonce) → launch context (user, CSN / appointment / encounter, patient)
-        provider: mapping? no → one-time Microsoft 365 sign-in (``finish_sign_in``) → meeting
+        consume state once (its tag names the account) → code exchange (private_key_jwt)
+        → id_token (signature, iss, aud, exp, nonce) → launch context: what the EHR asserted (user,
+        encounter / appointment / CSN, patient), the launch URL's sessionId / departmentId only when
+        the EHR's records confirm them (``context_check``)
+        provider: mapping? no → one-time Microsoft 365 sign-in (``finish_sign_in``) → the clinician
+                  confirms the link on a page bound to their browser (``confirm_link``) → meeting
         patient:  meeting? yes → lobby; organizer known → create it; else a waiting page
     visit(visit key, signed token), presence(...)
         the provider page and its live panel; the patient's waiting page re-check
@@ -22,6 +26,9 @@ launch, provider or patient, lands in the same meeting.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -30,31 +37,49 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from shared.configurations.repository import ConfigurationRepository
-from shared.ehr.launch_context import LaunchContext, launch_context, primary_performer
+from shared.ehr.human_name import display_name
+from shared.ehr.launch_context import PATIENT_SCOPES as PATIENT_LAUNCH_SCOPES
+from shared.ehr.launch_context import PROVIDER_SCOPES as PROVIDER_LAUNCH_SCOPES
+from shared.ehr.launch_context import LaunchContext, asserted_context, primary_performer
 from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
-from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient, SmartConfiguration, TokenResponse
+from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
 from shared.kernel.clock import utcnow
-from shared.kernel.errors import ErrorPage, Forbidden, InvalidIdToken, NotFound, UpstreamError, UpstreamRejected
+from shared.kernel.errors import (
+    BadRequest,
+    ErrorPage,
+    Forbidden,
+    InvalidIdToken,
+    NotFound,
+    SealedValueInvalid,
+    StateError,
+    UpstreamError,
+    UpstreamRejected,
+)
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
+from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import Meeting
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit, VisitContext, with_meeting
+from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import seal_event
 from shared.visits.tokens import VisitGrant, VisitTokens
 
 logger = logging.getLogger(__name__)
 
 STATE_KIND = "ehr-launch"
 SIGNIN_STATE_KIND = "launch-signin"
-PROVIDER_SCOPES = "launch openid fhirUser"
-PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
-AUTHORIZE_POST_CAPABILITY = "authorize-post"
-MAX_GET_URL = 2000  # beyond this, POST to authorize when the EHR advertises it (browsers and proxies cut URLs)
+CONFIRM_STATE_KIND = "launch-confirm"
+# They carry launch context, so they live in the configuration's geography (``StateRouter``).
+LAUNCH_STATE_KINDS = frozenset({STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+CONFIRM_TTL = timedelta(minutes=5)  # from the Microsoft sign-in's return to the press of "Link my account"
+PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
+PATIENT_SCOPES = PATIENT_LAUNCH_SCOPES
 MEETING_SUBJECT = "Virtual visit"  # never patient data: the subject is visible to every participant
 MEETING_LENGTH = timedelta(hours=1)
 EHR = "EHR"
@@ -115,11 +140,44 @@ class WrongTenant(Forbidden):
         self.page = ErrorPage("Wrong Microsoft 365 account", self.message)
 
 
+class ConfirmationNotBound(StateError):
+    """The confirmation came from a browser other than the one that signed in to Microsoft 365."""
+
+    code = "confirm_not_bound"
+    page = ErrorPage(
+        "Please confirm in your own browser",
+        "This confirmation belongs to a sign-in made in another browser, so nothing was linked. If you did not "
+        "start this yourself, you can close this window: your account is not affected.",
+        help=(
+            "To use virtual visits, start the visit again from Epic on your own computer and sign in there.",
+            "If someone sent you this link, tell your IT support: only the clinician who starts a visit may link "
+            "their Microsoft 365 account.",
+        ),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("This confirmation was started in another browser. Nothing was linked.")
+
+
+class ConfirmationForged(Forbidden):
+    """A confirmation POST without this page's form token (another site's form, or a hand-made request)."""
+
+    code = "csrf"
+    page = ErrorPage(
+        "Please confirm on the confirmation page",
+        "This request did not come from the confirmation page, so nothing was linked.",
+        help=("Start the visit again from Epic and press the button on the page that asks you to confirm.",),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("This confirmation did not come from the confirmation page. Nothing was linked.")
+
+
 # --- what the launch needs from Graph ------------------------------------------------------------
 
 
 class Meetings(Protocol):
-    """``shared/teams.TeamsClient`` for one tenant (a protocol so tests can count calls)."""
+    """``shared.microsoft.teams.TeamsClient`` for one tenant (a protocol so tests can count calls)."""
 
     def create_or_get_meeting(
         self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
@@ -141,6 +199,43 @@ class ShowProviderPage:
 class SignInFirst:
     url: str
     browser_binding: str  # the caller gives it to the browser (a cookie) and hands it back on return
+
+
+@dataclass(frozen=True)
+class ConfirmLink:
+    """The Microsoft 365 sign-in came back: the clinician is shown who is being linked and must confirm.
+
+    ``state`` and ``csrf`` go into the page's form; ``browser_binding`` to the browser as a cookie. The EHR
+    user's name (None when the EHR would not say) and the account are shown on the page and kept nowhere.
+    """
+
+    state: str
+    csrf: str
+    browser_binding: str
+    ehr_user_type: str
+    ehr_user_name: str | None
+    account_upn: str
+    account_name: str
+
+    @property
+    def names_differ(self) -> bool:
+        """The EHR's name and the Microsoft 365 display name share no word (a hint for the clinician, no rule)."""
+        if not self.ehr_user_name:
+            return False
+        return not (_name_words(self.ehr_user_name) & _name_words(self.account_name))
+
+
+_TITLES = frozenset({"dr", "mr", "mrs", "ms", "mx", "prof", "nurse", "md", "rn", "np", "pa", "do", "phd"})
+
+
+def _name_words(name: str) -> set[str]:
+    words = {w.strip(".,()").casefold() for w in name.split()}
+    return {w for w in words if len(w) > 1 and w not in _TITLES}
+
+
+@dataclass(frozen=True)
+class LinkDeclined:
+    """The clinician pressed "This is not me": nothing was stored."""
 
 
 @dataclass(frozen=True)
@@ -228,12 +323,15 @@ class LaunchService:
         connector_secret: str,
         configurations: ConfigurationRepository,
         ehr: SmartClient,
-        states: AuthStateStore,
+        states: StateRouter,
         user_map: UserMapRepository,
         visits: VisitRepository,
         sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
+        sealer: Sealer,
     ) -> None:
+        if not LAUNCH_STATE_KINDS.issubset(states.in_geography):
+            raise ValueError("a launch's states carry its context: they must live in the configuration's geography")
         self._base = public_base_url.rstrip("/")
         self._secret = connector_secret
         self._configurations = configurations
@@ -243,7 +341,10 @@ class LaunchService:
         self._visits = visits
         self._sign_in = sign_in
         self._meetings_for = meetings_for
+        self._sealer = sealer
         self._tokens = VisitTokens(connector_secret)
+        self._context_check = ContextCheck()
+        # keyed by (geography, configuration id, mapping row key), so a removal by key can forget it
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
 
@@ -281,7 +382,7 @@ class LaunchService:
             department_id=params.department_id,
             shared_with=config.shared_with,
         )
-        state = self._states.create(STATE_KIND, pending.to_json())
+        state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
             smart,
             client_id=client_id,
@@ -324,52 +425,166 @@ class LaunchService:
             raise UpstreamRejected(
                 f"The EHR's identity token could not be verified: {exc.reason}.", system=EHR, code="invalid_id_token"
             ) from None
-        context = launch_context(
-            tokens.fields,
-            claims,
+        asserted = asserted_context(tokens.fields, claims, provider_launch=pending.kind is LaunchKind.PROVIDER)
+        reads = LaunchReads(self._ehr, smart, access_token=tokens.access_token, client_id=pending.client_id)
+        context = self._context_check.confirm(
+            asserted,
+            reads,
             session_id=pending.session_id,
             department_id=pending.department_id,
-            provider_launch=pending.kind is LaunchKind.PROVIDER,
+            configuration_id=pending.configuration_id,
         )
         key = self.visit_key(pending.configuration_id, context)
         if pending.kind is LaunchKind.PROVIDER:
-            return self._provider(pending, context, key, smart, tokens)
-        return self._patient(pending, context, key, smart, tokens)
+            return self._provider(pending, context, key, reads)
+        return self._patient(pending, context, key, reads)
 
-    def _provider(
-        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
-    ) -> LaunchOutcome:
+    def _provider(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
         mapping = self._mapping(pending, context.user)
         visit = self._open_visit(pending, key, context.visit_context(provider=context.user))
-        primary = None if visit.has_meeting else self._primary_performer(pending, context, smart, tokens)
+        primary = None if visit.has_meeting else self._primary_performer(context, reads)
         if mapping is None:
-            carry = {"launch": pending.to_json(), "context": context.to_json(), "primary": primary}
+            carry = {
+                "launch": pending.to_json(),
+                "context": context.to_json(),
+                "primary": primary,
+                "ehr_user_name": self._ehr_user_name(context, reads),
+            }
             # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
             # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
             binding = random_token()
-            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry)
+            state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
+            sealed = {"sealed": self._seal(carry, SIGNIN_STATE_KIND, state)}
+            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=sealed, state=state)
             return SignInFirst(url, binding)
         return self._provider_meeting(pending, context, visit, mapping, primary)
 
-    def finish_sign_in(self, auth_response: Mapping[str, str], *, browser_binding: str | None) -> ShowProviderPage:
-        """The one-time Microsoft 365 sign-in came back: store the mapping and continue the launch."""
+    def _ehr_user_name(self, context: LaunchContext, reads: LaunchReads) -> str | None:
+        """The launching user's display name, read from the EHR with the launch's own token, for the confirmation.
+
+        Read here, while the launch's access token is at hand, rather than on the confirmation page: the
+        alternative would keep the EHR access token (a bearer credential for the clinician's EHR data) in
+        the sign-in state for the whole Microsoft round trip. The name travels sealed in that state instead,
+        bound to its row (``_seal``), and the row is emptied when consumed; nothing keeps it afterwards.
+        A name that cannot be read (no scope, 403, EHR unreachable) is None: the page then names the
+        reference type and the clinician can still confirm; a visit is never blocked by it.
+        """
+        if context.user.split("/", 1)[0] != "Practitioner":
+            return None  # e.g. a PractitionerRole carries no name of its own
+        try:
+            resource = reads.resource(context.user)
+        except (UpstreamError, BadRequest) as exc:  # BadRequest: UnsafeUrl from the outbound policy
+            logger.info("EHR user name unavailable for the confirmation: %s", exc.code)
+            return None
+        return display_name(resource) if resource is not None else None
+
+    def finish_sign_in(self, auth_response: Mapping[str, str], *, browser_binding: str | None) -> ConfirmLink:
+        """The one-time Microsoft 365 sign-in came back: ask the clinician to confirm the link; store nothing yet.
+
+        A clinician's EHR callback link opened in another browser would otherwise link *that* browser's
+        Microsoft 365 user to the clinician's EHR user: the EHR leg is bound to no browser (Epic's embedded
+        browsers drop cookies). So the link is a deliberate act: this returns what the page shows and a new
+        single-use confirmation state (``CONFIRM_TTL``), bound to this browser by a fresh binding value and
+        to the page by a form token; ``confirm_link`` stores the mapping.
+        """
         user, carry = self._sign_in().complete_with_carry(auth_response, browser_binding=browser_binding)
-        pending = self._current(PendingLaunch.from_json(carry["launch"]))
-        context = LaunchContext.from_json(carry["context"])
+        opened = self._open(carry, SIGNIN_STATE_KIND, auth_response.get("state", ""))
+        pending = self._current(PendingLaunch.from_json(opened["launch"]))
+        context = LaunchContext.from_json(opened["context"])
         if user.tenant_id.lower() not in pending.signin_tenants:
             raise WrongTenant()
+        binding, csrf, state = random_token(), random_token(), self._states.new_state(pending.geography)
+        confirmation = {
+            "launch": pending.to_json(),
+            "context": context.to_json(),
+            "primary": opened.get("primary"),
+            "account": {"tenant_id": user.tenant_id, "object_id": user.object_id, "upn": user.upn},
+            "binding": _digest(binding),
+            "csrf": _digest(csrf),
+        }
+        self._states.create(
+            CONFIRM_STATE_KIND,
+            {"sealed": self._seal(confirmation, CONFIRM_STATE_KIND, state)},
+            ttl=CONFIRM_TTL,
+            state=state,
+        )
+        name = opened.get("ehr_user_name")
+        return ConfirmLink(
+            state=state,
+            csrf=csrf,
+            browser_binding=binding,
+            ehr_user_type=context.user.split("/", 1)[0],
+            ehr_user_name=name if isinstance(name, str) and name else None,
+            account_upn=user.upn,
+            account_name=user.name,
+        )
+
+    def confirm_link(
+        self, form: Mapping[str, str], *, browser_binding: str | None, decline: bool = False
+    ) -> ShowProviderPage | LinkDeclined:
+        """The clinician pressed "Link my account" (or "This is not me") on the confirmation page.
+
+        The state is used up first, so each confirmation is tried once whatever happens; then the browser
+        must hold the binding cookie given with the page and the form must carry the page's token. Only
+        then is the mapping stored, and the launch continues as it would have with a stored mapping.
+        """
+        state = form.get("state", "")
+        opened = self._open(self._states.consume(CONFIRM_STATE_KIND, state), CONFIRM_STATE_KIND, state)
+        if not _matches(browser_binding, opened.get("binding")):
+            logger.info("Link confirmation refused: not the browser that signed in")
+            raise ConfirmationNotBound()
+        if not _matches(form.get("csrf"), opened.get("csrf")):
+            logger.info("Link confirmation refused: no form token")
+            raise ConfirmationForged()
+        context = LaunchContext.from_json(opened["context"])
+        account = opened["account"]
+        if decline:  # nothing to check: nothing will be stored
+            logger.info(
+                "Link declined: configuration %s, EHR user %s, tenant %s, user %s",
+                *_hashed(
+                    str(opened["launch"]["configuration_id"]), context.user, account["tenant_id"], account["object_id"]
+                ),
+            )
+            return LinkDeclined()
+        pending = self._current(PendingLaunch.from_json(opened["launch"]))
+        if str(account["tenant_id"]).lower() not in pending.signin_tenants:
+            raise WrongTenant()  # the configuration stopped being shared with that tenant meanwhile
         mapping = self._user_map.put(
             pending.geography,
             pending.configuration_id,
             context.user,
-            tenant_id=user.tenant_id,
-            object_id=user.object_id,
+            tenant_id=str(account["tenant_id"]),
+            object_id=str(account["object_id"]),
+            upn=str(account.get("upn") or "") or None,
         )
-        self._mappings.put((pending.geography, pending.configuration_id, context.user), mapping)
+        logger.info(
+            "EHR user linked to a Microsoft 365 user: configuration %s, EHR user %s, tenant %s, user %s",
+            *_hashed(pending.configuration_id, context.user, mapping.tenant_id, mapping.object_id),
+        )
+        self._mappings.put(self._mapping_key(pending, context.user), mapping)
         key = self.visit_key(pending.configuration_id, context)
         visit = self._open_visit(pending, key, context.visit_context(provider=context.user))
-        primary = carry.get("primary")
+        primary = opened.get("primary")
         return self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
+
+    def forget_mapping(self, geography: Geography, configuration_id: str, key: str) -> None:
+        """Forget a removed mapping in this process; other instances forget within ``MAPPING_MEMORY_SECONDS``."""
+        self._mappings.forget((geography, configuration_id, key))
+
+    def _seal(self, data: Mapping[str, Any], kind: str, state: str) -> str:
+        return self._sealer.seal(json.dumps(data, separators=(",", ":")), purpose=_state_purpose(kind, state))
+
+    def _open(self, payload: Mapping[str, Any], kind: str, state: str) -> dict[str, Any]:
+        try:
+            opened = json.loads(self._sealer.open(str(payload.get("sealed", "")), purpose=_state_purpose(kind, state)))
+        except (SealedValueInvalid, ValueError):
+            # e.g. the sealing key was retired during the sign-in: the launch starts again, nothing is lost
+            raise StateError(
+                "This sign-in can no longer be completed. Please start again.", code="state_unreadable"
+            ) from None
+        if not isinstance(opened, dict):
+            raise StateError("This sign-in can no longer be completed. Please start again.", code="state_unreadable")
+        return opened
 
     def _current(self, pending: PendingLaunch) -> PendingLaunch:
         """The launch against its configuration as it is now, before a sign-in is stored for good.
@@ -402,12 +617,10 @@ class LaunchService:
         event = self._event(pending, context, visit.key, Role.PROVIDER)
         return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
 
-    def _patient(
-        self, pending: PendingLaunch, context: LaunchContext, key: str, smart: SmartConfiguration, tokens: TokenResponse
-    ) -> LaunchOutcome:
+    def _patient(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
         visit = self._open_visit(pending, key, context.visit_context(provider=None))
         if not visit.has_meeting:
-            primary = self._primary_performer(pending, context, smart, tokens)
+            primary = self._primary_performer(context, reads)
             organizer = self._mapping(pending, primary) if primary else None
             if organizer is not None:
                 visit = self._ensure_meeting(pending, context, visit, organizer)
@@ -450,22 +663,29 @@ class LaunchService:
     # A visit's meeting never changes once recorded (the first organizer wins) and a mapping changes
     # only when its provider signs in again, so warm launches on this instance skip both Table reads.
 
+    def _mapping_key(self, pending: PendingLaunch, ehr_user: str) -> tuple[Geography, str, str]:
+        return pending.geography, pending.configuration_id, self._user_map.row_key(pending.configuration_id, ehr_user)
+
     def _mapping(self, pending: PendingLaunch, ehr_user: str) -> UserMapping | None:
-        key = (pending.geography, pending.configuration_id, ehr_user)
+        key = self._mapping_key(pending, ehr_user)
         found = self._mappings.get(key)
         if found is None:
-            found = self._user_map.get(*key)
+            found = self._user_map.get(pending.geography, pending.configuration_id, ehr_user)
             if found is not None:
+                found = self._user_map.touch(pending.geography, pending.configuration_id, ehr_user, found)
                 self._mappings.put(key, found)
         if found is not None and found.tenant_id.lower() not in pending.signin_tenants:
             return None  # mapped while the configuration was shared with that tenant; it no longer is
         return found
 
     def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:
-        remembered = self._visits_with_meeting.get((pending.geography, key))
-        if remembered is not None:
-            return remembered
-        visit = self._visits.get_or_create(pending.geography, key, pending.configuration_id, context)
+        """The visit row, its context merged with this launch's confirmed one (``merged_context``)."""
+        visit = self._visits_with_meeting.get((pending.geography, key))
+        if visit is None:
+            visit = self._visits.get_or_create(pending.geography, key, pending.configuration_id, context)
+        if merged_context(visit.context, context) != visit.context:
+            # E.g. the clinician after their patient: the provider the writeback names is filled in now.
+            visit = self._visits.update(visit, with_context(context))
         self._remember(visit)
         return visit
 
@@ -474,25 +694,21 @@ class LaunchService:
             ttl = min(VISIT_MEMORY_SECONDS, (visit.expires_at - utcnow()).total_seconds())
             self._visits_with_meeting.put((visit.geography, visit.key), visit, ttl=ttl)
 
-    def _primary_performer(
-        self, pending: PendingLaunch, context: LaunchContext, smart: SmartConfiguration, tokens: TokenResponse
-    ) -> str | None:
+    @staticmethod
+    def _primary_performer(context: LaunchContext, reads: LaunchReads) -> str | None:
         """The appointment's primary provider, read with the launch's own token; None when unknown."""
         references = [f"Appointment/{context.appointment}"] if context.appointment else []
         references += [f"Encounter/{context.encounter}"] if context.encounter else []
         for reference in references:
             try:
-                resource = self._ehr.read(
-                    smart, reference, access_token=tokens.access_token, client_id=pending.client_id
-                )
+                resource = reads.resource(reference)
             except UpstreamError as exc:
-                # Not allowed or not there: the launching provider organizes instead.
+                # Unavailable: the launching provider organizes instead.
                 logger.info("Primary performer unavailable from %s: %s", reference.split("/")[0], exc.code)
                 continue
-            if isinstance(resource, Mapping):
-                found = primary_performer(resource)
-                if found:
-                    return found
+            found = primary_performer(resource) if resource is not None else None
+            if found:
+                return found
         return None
 
     # the visit pages ----------------------------------------------------------------------------
@@ -540,11 +756,11 @@ class LaunchService:
     def visit_url(self, visit_key: str, token: str) -> str:
         return f"{self._base}/api/visits/{visit_key}?t={quote(token, safe='')}"
 
-    @staticmethod
-    def _event(pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role) -> VisitEvent:
+    def _event(self, pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role) -> VisitEvent:
+        """The launch's event; its references (who launched, CSN, appointment, encounter) sealed for the queue."""
         patient = f"Patient/{context.patient}" if context.patient else None
         participant = context.user if role is Role.PROVIDER else patient
-        return VisitEvent(
+        event = VisitEvent(
             configuration_id=pending.configuration_id,
             geography=pending.geography.value,
             visit_key=visit_key,
@@ -559,6 +775,26 @@ class LaunchService:
             appointment=context.appointment,
             encounter=context.encounter,
         )
+        return seal_event(self._sealer, event)
+
+
+def _state_purpose(kind: str, state: str) -> str:
+    """Sealed state payloads open only in the row they were written to."""
+    return f"AuthStates|{kind}|{state}"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _matches(supplied: str | None, expected: Any) -> bool:
+    if not supplied or not isinstance(expected, str):
+        return False
+    return hmac.compare_digest(_digest(supplied).encode(), expected.encode())
+
+
+def _hashed(*values: str) -> tuple[str, ...]:
+    return tuple(log_id(value) for value in values)
 
 
 def presence_summary(visit: Visit) -> dict[str, str]:

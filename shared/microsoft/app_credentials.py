@@ -11,12 +11,13 @@ from typing import Any
 import msal
 from azure.core.credentials import AccessToken
 
+from shared.http.outbound import SafeHttp
 from shared.http.upstream import sanitise_oauth_error
 from shared.kernel.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from shared.microsoft.entra import SYSTEM
+from shared.microsoft.entra import SYSTEM, MsalHttp
 
 # --- app-only Microsoft Graph tokens (client credentials) ----------------------------------------
 # TeamsClient hands its credential to kiota's AzureIdentityAuthenticationProvider, which calls
@@ -74,7 +75,8 @@ class AppOnlyCredential:
 class AppOnlyCredentials:
     """One ``AppOnlyCredential`` per tenant for the connector's app registration."""
 
-    def __init__(self, authority_host: str, client_id: str, client_secret: str) -> None:
+    def __init__(self, authority_host: str, client_id: str, client_secret: str, *, http: SafeHttp) -> None:
+        self._http = http
         self._host = authority_host.rstrip("/")
         self._client_id = client_id
         self._secret = client_secret
@@ -96,4 +98,5 @@ class AppOnlyCredentials:
             client_credential=self._secret,
             authority=f"{self._host}/{tenant}",
             instance_discovery=False,  # the same code works against the sandbox; real Entra needs no discovery
+            http_client=MsalHttp(self._http),
         )

@@ -4,7 +4,9 @@ One ``ConfidentialClientApplication`` per process, authority ``{ENTRA_AUTHORITY_
 (any work account; the allowed tenants are enforced here). ``instance_discovery=False``
 makes msal read ``{authority}/v2.0/.well-known/openid-configuration`` directly, which is what
 it does for login.microsoftonline.com anyway, so the same code works against Entra and the
-sandbox. msal needs https; it trusts the CA bundle named by ``REQUESTS_CA_BUNDLE``.
+sandbox. msal needs https; its requests go through ``MsalHttp``, our ``SafeHttp`` in the shape msal's
+``http_client`` expects, so they follow the same outbound rules as every other request
+(``SSL_CERT_FILE`` names the CA bundle, as for every httpx client).
 
     begin(redirect_uri, browser_binding=…)
                                flow dict stored server-side under its ``state`` (single use), with
@@ -31,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msal
 
+from shared.http.outbound import SafeHttp
 from shared.http.upstream import sanitise_oauth_error
 from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
@@ -42,12 +44,14 @@ from shared.kernel.errors import (
     InvalidIdToken,
     StateError,
     Unauthenticated,
+    UnsafeUrl,
+    UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
 )
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import Settings
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 
 SYSTEM = "Microsoft Entra ID"
 STATE_KIND = "entra-signin"
@@ -92,27 +96,74 @@ def nonce_hash(nonce: str) -> str:
 
 
 class EntraDocuments:
-    """The JSON documents Entra ID publishes (tenant OpenID configurations, signing keys), over one client.
+    """The JSON documents Entra ID publishes (tenant OpenID configurations, signing keys), over ``SafeHttp``.
 
-    No redirects and a 10 s timeout; anything but a 200 answer with a JSON object is ``UpstreamUnavailable``.
-    Sign-in and the change-notification ``validationTokens`` both fetch Entra's keys through it.
+    No redirects, the policy's timeouts and size limit; anything but a 200 answer with a JSON object is
+    ``UpstreamUnavailable``. Sign-in and the change-notification ``validationTokens`` both fetch Entra's keys
+    through it.
     """
 
-    def __init__(self, http: httpx.Client | None = None) -> None:
-        self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
+    def __init__(self, http: SafeHttp) -> None:
+        self._http = http
 
     def get(self, url: str) -> dict[str, Any]:
         try:
             response = self._http.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError:
+        except (UpstreamError, UnsafeUrl):
             raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
-        if response.status_code != 200 or not isinstance(document, dict):
+        document = response.json()
+        if response.status != 200 or not isinstance(document, dict):
             raise UpstreamUnavailable("Microsoft sign-in is unavailable right now.", system=SYSTEM)
         return document
+
+
+@dataclass(frozen=True)
+class _MsalResponse:
+    """What msal reads of an answer: status, text, headers, ``raise_for_status``."""
+
+    status_code: int
+    text: str
+    headers: Mapping[str, str]
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise UpstreamUnavailable(f"Microsoft Entra ID answered HTTP {self.status_code}.", system=SYSTEM)
+
+
+class MsalHttp:
+    """msal's ``http_client`` (``get``/``post``/``close``) over ``SafeHttp``: msal builds no client of its own.
+
+    ``SafeHttp``'s errors (unreachable, refused address, redirect) surface from inside msal, where the
+    callers in this package already turn any failure into ``UpstreamUnavailable``.
+    """
+
+    def __init__(self, http: SafeHttp) -> None:
+        self._http = http
+
+    def get(
+        self, url: str, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None, **_: Any
+    ) -> _MsalResponse:
+        return self._answer(self._http.request("GET", url, params=params, headers=headers))
+
+    def post(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        **_: Any,
+    ) -> _MsalResponse:
+        if isinstance(data, str | bytes):  # msal sends a dict, "occasionally a string"
+            body = data.encode() if isinstance(data, str) else data
+            return self._answer(self._http.request("POST", url, params=params, headers=headers, content=body))
+        return self._answer(self._http.request("POST", url, params=params, headers=headers, data=data))
+
+    def close(self) -> None:
+        """msal may close its client; ours is shared by the process and stays open."""
+
+    @staticmethod
+    def _answer(result: Any) -> _MsalResponse:
+        return _MsalResponse(result.status, result.body.decode("utf-8", errors="replace"), dict(result.headers))
 
 
 class EntraIdTokenValidator:
@@ -124,7 +175,7 @@ class EntraIdTokenValidator:
         client_id: str,
         allowed_tenants: frozenset[str],
         *,
-        http: httpx.Client | None = None,
+        http: SafeHttp,
     ) -> None:
         self._host = authority_host.rstrip("/")
         self._client_id = client_id
@@ -153,7 +204,7 @@ class EntraIdTokenValidator:
                 raise InvalidIdToken("the tenant's OpenID configuration is incomplete")
             claims = validate_id_token(
                 id_token,
-                key_for=lambda kid: self._jwks.key(jwks_uri, kid),
+                keys_for=lambda kid, alg: self._jwks.keys_for(jwks_uri, kid, alg),
                 issuer=issuer,
                 audience=self._client_id,
                 nonce=nonce,
@@ -202,14 +253,16 @@ class EntraSignIn:
 
     The portal signs users in with it; a provider's first EHR launch uses it once (its own ``state_kind``)
     and passes the pending launch as ``carry``, which is stored server-side with the msal flow and
-    returned by ``complete_with_carry``.
+    returned by ``complete_with_carry``. ``states`` keeps the flow where its kind belongs: the portal's in the
+    app's account, the launch's (it carries launch context) in the configuration's geography, under a state
+    tagged with it (``StateRouter``).
     """
 
     def __init__(
         self,
         app: msal.ConfidentialClientApplication,
         validator: EntraIdTokenValidator,
-        states: AuthStateStore,
+        states: StateRouter,
         *,
         state_kind: str = STATE_KIND,
     ) -> None:
@@ -225,9 +278,13 @@ class EntraSignIn:
         browser_binding: str | None,
         login_hint: str | None = None,
         carry: Mapping[str, Any] | None = None,
+        state: str | None = None,
     ) -> str:
         """The authorize URL.
 
+        ``state`` may be chosen by the caller (an unguessable ``random_token()``, or ``StateRouter.new_state``
+        for a kind kept in a geography), e.g. to seal ``carry`` bound to the state row it will live in; by
+        default a fresh one is drawn.
         ``browser_binding`` is a random value the caller also gives the browser (a cookie); only its
         SHA-256 is stored with the flow, and ``complete`` requires the same value back (login CSRF).
         Callers must choose: ``None`` is only for flows whose browser may drop cookies and whose
@@ -236,7 +293,7 @@ class EntraSignIn:
         flow: dict[str, Any] = self._app.initiate_auth_code_flow(
             [],
             redirect_uri=redirect_uri,
-            state=random_token(),
+            state=state or random_token(),
             response_mode="form_post",
             login_hint=login_hint,
             prompt="select_account",
@@ -299,7 +356,7 @@ def _entra_rejected(error: str) -> UpstreamRejected:
 # --- builders (the composition root, connector/services.py, builds each once per process) -------------
 
 
-def build_msal_app(settings: Settings) -> msal.ConfidentialClientApplication:
+def build_msal_app(settings: Settings, http: SafeHttp) -> msal.ConfidentialClientApplication:
     """The confidential client for user sign-ins (msal discovers the authority over HTTP when built)."""
     try:
         return msal.ConfidentialClientApplication(
@@ -308,6 +365,7 @@ def build_msal_app(settings: Settings) -> msal.ConfidentialClientApplication:
             authority=f"{settings.entra_authority_host}/organizations",
             instance_discovery=False,
             token_cache=_NoUserTokens(),
+            http_client=MsalHttp(http),
         )
     except ValueError:
         raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
@@ -315,7 +373,7 @@ def build_msal_app(settings: Settings) -> msal.ConfidentialClientApplication:
         raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
 
 
-def build_validator(settings: Settings) -> EntraIdTokenValidator:
+def build_validator(settings: Settings, http: SafeHttp) -> EntraIdTokenValidator:
     return EntraIdTokenValidator(
-        settings.entra_authority_host, settings.entra_client_id, settings.entra_allowed_tenant_ids
+        settings.entra_authority_host, settings.entra_client_id, settings.entra_allowed_tenant_ids, http=http
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from shared.kernel.errors import BadRequest
+from shared.kernel.json_input import parse_json
 
 # --- Graph rich notifications --------------------------------------------------------------
 
@@ -69,6 +69,6 @@ def decrypt_resource(content: EncryptedContent, keys_by_certificate_id: Mapping[
         padded = decryptor.update(content.data) + decryptor.finalize()
         unpadder = padding.PKCS7(128).unpadder()
         plaintext = unpadder.update(padded) + unpadder.finalize()
-        return json.loads(plaintext)
+        return parse_json(plaintext)
     except ValueError:
         raise BadRequest("notification content could not be decrypted") from None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from shared.jose.jwks import JwksCache
 from shared.jose.keys import private_key_blocks
 from shared.kernel.errors import BadRequest, ConfigurationError, InvalidIdToken, Unauthenticated
 from shared.kernel.identifiers import log_id
+from shared.kernel.json_input import MalformedJson, parse_json
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
@@ -232,9 +232,9 @@ def parse_body(body: bytes) -> Mapping[str, Any]:
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest("notification body too large")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("notification body is not JSON") from None
+        data = parse_json(body)
+    except MalformedJson:
+        raise BadRequest("notification body is not JSON", code="malformed_json") from None
     if not isinstance(data, dict) or not isinstance(data.get("value"), list):
         raise BadRequest("notification body has no value array")
     return data

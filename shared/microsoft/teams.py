@@ -26,7 +26,9 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from shared.kernel.errors import ErrorPage, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.http.outbound import OutboundPolicy, checked_async_client
+from shared.http.upstream import retry_after_seconds
+from shared.kernel.errors import ErrorPage, UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.microsoft.background_loop import BackgroundLoop
 
 SYSTEM = "Microsoft Graph"
@@ -108,9 +110,12 @@ def graph_deadline(seconds: float) -> Iterator[None]:
 class TeamsClient:
     """Graph calls for one tenant's app-only credential."""
 
-    def __init__(self, graph_base_url: str, credential: AppTokenCredential, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, graph_base_url: str, credential: AppTokenCredential, *, policy: OutboundPolicy, timeout: float = 10.0
+    ) -> None:
         self._base = graph_base_url.rstrip("/")
         self._credential = credential
+        self._policy = policy
         self._timeout = timeout
         self._clients: dict[str, Any] = {}  # per Graph version; their httpx clients live on the Graph loop
         self._lock = threading.Lock()
@@ -255,7 +260,7 @@ class TeamsClient:
         base = f"{self._base}/{version}"
         retry = RetryHandlerOption(delay=0.5, max_retries=MAX_RETRIES)
         http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(base_url=base, timeout=self._timeout),
+            client=checked_async_client(self._policy, base_url=base, timeout=self._timeout),
             options={RetryHandlerOption.get_key(): retry},
         )
         auth = AzureIdentityAuthenticationProvider(
@@ -274,6 +279,8 @@ async def _call(awaitable: Any, operation: str) -> Any:
         return await awaitable
     except APIError as exc:
         raise _graph_error(exc, operation) from None
+    except UnsafeUrl:  # GRAPH_BASE_URL resolved to an address the outbound rules refuse
+        raise UpstreamUnavailable("Microsoft Graph's address is not allowed.", system=SYSTEM) from None
     except httpx.TimeoutException:
         raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM) from None
     except httpx.TransportError:
@@ -311,25 +318,29 @@ def _graph_error(exc: Any, operation: str) -> Exception:
 
 
 def _retry_after(exc: Any) -> float | None:
+    """Graph's ``Retry-After``, read by the one parser; kiota may hand a header's values over as a list."""
     headers = getattr(exc, "response_headers", None) or {}
-    for name, value in dict(headers).items():
-        if name.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list | tuple) and value else value
-            try:
-                return float(raw)
-            except (TypeError, ValueError):
-                return None
-    return None
+    flat = {
+        str(name): str(next(iter(value), "")) if isinstance(value, list | tuple | set) else str(value)
+        for name, value in dict(headers).items()
+    }
+    return retry_after_seconds(flat)
 
 
 class TeamsClients:
     """One ``TeamsClient`` per organizer tenant, built on first use and shared by launches and subscriptions."""
 
     def __init__(
-        self, graph_base_url: str, credential_for: Callable[[str], AppTokenCredential], *, timeout: float = 10.0
+        self,
+        graph_base_url: str,
+        credential_for: Callable[[str], AppTokenCredential],
+        *,
+        policy: OutboundPolicy,
+        timeout: float = 10.0,
     ) -> None:
         self._base = graph_base_url
         self._credential_for = credential_for
+        self._policy = policy
         self._timeout = timeout
         self._clients: dict[str, TeamsClient] = {}
         self._lock = threading.Lock()
@@ -338,6 +349,8 @@ class TeamsClients:
         with self._lock:
             client = self._clients.get(tenant_id)
             if client is None:
-                client = TeamsClient(self._base, self._credential_for(tenant_id), timeout=self._timeout)
+                client = TeamsClient(
+                    self._base, self._credential_for(tenant_id), policy=self._policy, timeout=self._timeout
+                )
                 self._clients[tenant_id] = client
         return client

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -16,12 +16,14 @@ from typing import Any
 from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, ConfigurationInput, Environment, Vendor, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.launch_context import PATIENT_SCOPES, PROVIDER_SCOPES
 from shared.ehr.smart import OAuthError, Pkce, SmartClient
 from shared.http.outbound import check_url
 from shared.jose.keys import signing_keys_from
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
     BadRequest,
+    Conflict,
     ErrorPage,
     Forbidden,
     InvalidIdToken,
@@ -33,19 +35,25 @@ from shared.kernel.errors import (
 )
 from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.settings import Geography, Settings
+from shared.launch.user_map import ListedMapping, UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.portal.sessions import PortalSession
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 
 logger = logging.getLogger(__name__)
 EHR_STATE_KIND = "portal-ehr-signin"
 EHR_STATE_TTL = timedelta(minutes=10)
 EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
 EHR_SIGNIN_SCOPE = "openid fhirUser"
-PROVIDER_SCOPES = "launch openid fhirUser"
-PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+# Epic's FDI context tokens: substituted by Epic, confirmed by the connector against the token response
+# and the launch's Encounter before use. Other vendors have no such tokens: their records carry none.
 PROVIDER_CONTEXT_TOKENS = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
 PATIENT_CONTEXT_TOKENS = "sessionId=%CSN%"
+# What the token response must carry for the connector to trust the launch's visit (README "Trusted launch
+# context"): Epic returns encounter, appointment, location and loginDepartment with the launch context, and
+# extra fields as the integration is configured.
+EPIC_LAUNCH_CONTEXT = "encounter, appointment (launch context); recommended extra field: csn = %CSN%"
+SMART_LAUNCH_CONTEXT = "encounter, or fhirContext with the Appointment"
 MAX_ORGANIZATION = 120
 _UPN_RE = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -82,7 +90,7 @@ def can_edit(user: PortalIdentity, config: Configuration) -> bool:
 
 def can_view(user: PortalIdentity, config: Configuration) -> bool:
     same_tenant = user.tenant_id == config.tenant_id
-    return same_tenant and (user.is_admin or config.names_approver(user.upn))
+    return same_tenant and (user.is_admin or config.is_approver(user.upn, user.object_id))
 
 
 def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
@@ -91,7 +99,7 @@ def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
 
 
 def can_approve(user: PortalIdentity, config: Configuration) -> bool:
-    return user.tenant_id == config.tenant_id and config.names_approver(user.upn)
+    return user.tenant_id == config.tenant_id and config.is_approver(user.upn, user.object_id)
 
 
 def require_admin(user: PortalIdentity) -> None:
@@ -157,10 +165,11 @@ class IntegrationRecord:
     kind: str
     title: str
     launch_url: str
-    context_tokens: str
+    context_tokens: str  # Epic only; empty for other vendors
     client_id: str
     scopes: str
     redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
+    token_context: str = ""  # what the EHR's token response must carry
 
 
 @dataclass(frozen=True)
@@ -192,9 +201,10 @@ class IntegrationRecords:
                 "",
                 f"[{record.title}]",
                 f"Launch URL: {record.launch_url}",
-                f"Context tokens: {record.context_tokens}",
+                *([f"Context tokens: {record.context_tokens}"] if record.context_tokens else []),
                 f"Client id: {record.client_id}",
                 f"Scopes: {record.scopes}",
+                f"Token response context: {record.token_context}",
                 *(f"Redirect URI ({label}): {uri}" for label, uri in record.redirect_uris),
             ]
         lines += [
@@ -215,6 +225,8 @@ def integration_records(
         raise NotFound("This configuration is not approved yet, so it has no integration records.")
     base = public_base_url.rstrip("/")
     launch_callback = ("launches", f"{base}/api/launch/callback")
+    epic = config.vendor is Vendor.EPIC
+    token_context = EPIC_LAUNCH_CONTEXT if epic else SMART_LAUNCH_CONTEXT
     backend = {
         WritebackMode.EPIC: "Epic SetExternalConnectionStatus web service (client mapped to an Epic user)",
         WritebackMode.FHIR_AUDIT_EVENT: "system/AuditEvent.write",
@@ -231,9 +243,10 @@ def integration_records(
                 kind="provider",
                 title="Provider launch",
                 launch_url=f"{base}/api/launch/{config.id}/provider",
-                context_tokens=PROVIDER_CONTEXT_TOKENS,
+                context_tokens=PROVIDER_CONTEXT_TOKENS if epic else "",
                 client_id=config.provider_client_id,
                 scopes=PROVIDER_SCOPES,
+                token_context=token_context,
                 # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
                 redirect_uris=(launch_callback, ("approver's EHR sign-in in the portal", f"{base}{EHR_CALLBACK_PATH}")),
             ),
@@ -241,9 +254,10 @@ def integration_records(
                 kind="patient",
                 title="Patient launch",
                 launch_url=f"{base}/api/launch/{config.id}/patient",
-                context_tokens=PATIENT_CONTEXT_TOKENS,
+                context_tokens=PATIENT_CONTEXT_TOKENS if epic else "",
                 client_id=config.patient_client_id,
                 scopes=PATIENT_SCOPES,
+                token_context=token_context,
                 redirect_uris=(launch_callback,),
             ),
         ),
@@ -254,14 +268,28 @@ def integration_records(
 
 
 class EhrSignInFailed(UpstreamRejected):
-    """The approver's EHR sign-in did not prove the configuration's FHIR URL; ``page`` says why and what to check."""
+    """The approver's EHR sign-in did not prove the configuration's FHIR URL; ``page`` says why and what to check.
+
+    ``ehr_error`` / ``ehr_description`` are the EHR's own OAuth ``error`` and ``error_description`` when it sent
+    them, already made safe by ``sanitise_oauth_error`` (no control characters, bounded length): the analyst sees
+    them on the page and they are logged with the correlation id.
+    """
 
     page: ErrorPage
 
-    def __init__(self, configuration_id: str, page: ErrorPage) -> None:
+    def __init__(
+        self,
+        configuration_id: str,
+        page: ErrorPage,
+        *,
+        ehr_error: str | None = None,
+        ehr_description: str | None = None,
+    ) -> None:
         super().__init__(page.message, system="EHR", code="ehr_signin_failed")
         self.configuration_id = configuration_id
         self.page = page
+        self.ehr_error = ehr_error
+        self.ehr_description = ehr_description or None
 
 
 OAUTH_CHECKS = (
@@ -277,13 +305,15 @@ class PortalService:
         self,
         settings: Settings,
         repository: ConfigurationRepository,
-        states: AuthStateStore,
+        states: StateRouter,
         smart: SmartClient,
+        user_map: UserMapRepository,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.states = states
         self.smart = smart
+        self.user_map = user_map
 
     @property
     def ehr_redirect_uri(self) -> str:
@@ -315,7 +345,7 @@ class PortalService:
             raise FormErrors(errors)
         return to_input(values)
 
-    def validate_rows(self, rows: list[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
+    def validate_rows(self, rows: Sequence[Mapping[str, str]]) -> tuple[list[ConfigurationInput], list[dict[str, str]]]:
         """Validate several configurations of one form: (inputs, errors per row); a URL may appear once."""
         inputs: list[ConfigurationInput] = []
         errors: list[dict[str, str]] = []
@@ -336,7 +366,31 @@ class PortalService:
     def visible_configurations(self, user: PortalIdentity) -> list[Configuration]:
         if user.is_admin:
             return self.repository.list_for_tenant(user.tenant_id)
-        return self.repository.list_for_approver(user.tenant_id, user.upn)
+        named = self.repository.list_for_approver(user.tenant_id, user.upn)
+        return [config for config in named if config.is_approver(user.upn, user.object_id)]
+
+    def bind_approver(self, user: PortalIdentity) -> None:
+        """At sign-in: bind each configuration naming the user, and bound to nobody yet, to their object id.
+
+        One query per sign-in. A configuration bound to another object id stays theirs (the name changed
+        hands) and is logged; a concurrent edit wins, and the binding then happens on the next sign-in or
+        at the approver's EHR sign-in.
+        """
+        for config in self.repository.list_for_approver(user.tenant_id, user.upn):
+            if config.approver_oid is None:
+                try:
+                    self.repository.update(
+                        config, cfg.bound_approver(config, upn=user.upn, oid=user.object_id), etag=str(config.etag)
+                    )
+                except Conflict:
+                    continue
+                _audit("bound to its approver's object id", config, user)
+            elif config.approver_oid != user.object_id.lower():
+                logger.warning(
+                    "Configuration %s names user %s's user name but is bound to another object id; not their approver",
+                    config.id,
+                    log_id(user.object_id),
+                )
 
     def get_visible(self, user: PortalIdentity, configuration_id: str) -> Configuration:
         """A configuration the user may see; anything else (incl. other tenants') is ``NotFound``."""
@@ -401,6 +455,27 @@ class PortalService:
         _audit(f"no longer shared with tenant {tenant_id.strip().lower()}", saved, user)
         return saved
 
+    # clinician links (EHR user → Microsoft 365 user)
+
+    def owned_for_links(self, user: PortalIdentity, configuration_id: str) -> Configuration:
+        """The configuration whose clinician links ``user`` may see: only its owning tenant's admins may."""
+        require_admin(user)
+        config = self.get_visible(user, configuration_id)  # another tenant's (even shared) → NotFound
+        if not can_edit(user, config):
+            raise Forbidden("Only administrators of the organization that owns this configuration see its links.")
+        return config
+
+    def mappings(self, user: PortalIdentity, configuration_id: str) -> tuple[Configuration, list[ListedMapping]]:
+        config = self.owned_for_links(user, configuration_id)
+        return config, self.user_map.list_for_configuration(config.geography, config.id)
+
+    def remove_mapping(self, user: PortalIdentity, configuration_id: str, key: str) -> Configuration:
+        """Remove one link; its clinician confirms a new one at their next launch."""
+        config = self.owned_for_links(user, configuration_id)
+        self.user_map.delete_key(config.geography, config.id, key)
+        _audit(f"clinician link {log_id(key)} removed", config, user)
+        return config
+
     # approval
 
     def start_ehr_signin(self, session: PortalSession, configuration_id: str) -> str:
@@ -457,7 +532,7 @@ class PortalService:
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
             raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
         if query.get("error"):
-            raise EhrSignInFailed(config.id, _oauth_failure(OAuthError(query["error"])))
+            raise _oauth_failure(config.id, OAuthError(query["error"], query.get("error_description")))
         code = query.get("code")
         if not code:
             raise StateError("The EHR's answer had no authorization code. Please start again.")
@@ -476,7 +551,7 @@ class PortalService:
                 smart_config, tokens.id_token, client_id=config.provider_client_id, nonce=str(payload["nonce"])
             )
         except OAuthError as exc:
-            raise EhrSignInFailed(config.id, _oauth_failure(exc)) from None
+            raise _oauth_failure(config.id, exc) from None
         except InvalidIdToken as exc:
             raise EhrSignInFailed(
                 config.id,
@@ -522,10 +597,12 @@ def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
     logger.info("Configuration %s %s by user %s (tenant %s)", config.id, action, who, config.tenant_id)
 
 
-def _oauth_failure(exc: OAuthError) -> ErrorPage:
-    return ErrorPage(
+def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailed:
+    """The page for an OAuth error answer; the code is in the message whatever the description holds."""
+    page = ErrorPage(
         title="The EHR refused the sign-in", message=f"OAuth2 error from the EHR: {exc.error}", help=OAUTH_CHECKS
     )
+    return EhrSignInFailed(configuration_id, page, ehr_error=exc.error, ehr_description=exc.description)
 
 
 def _lower_first(text: str) -> str:

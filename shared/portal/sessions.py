@@ -17,12 +17,35 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.kernel.clock import utcnow
 from shared.kernel.identifiers import random_token
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import StorageAccount, storage_errors
 
 TABLE = "Sessions"
 PARTITION = "session"
 SESSION_LIFETIME = timedelta(hours=8)
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "who is signed in to the portal",
+        (
+            key("PartitionKey", "always session"),
+            Field("RowKey", Classification.CREDENTIAL, Protection.HASHED, "SHA-256 of the session cookie"),
+            Field("TenantId", Classification.TENANT, Protection.CLEAR),
+            Field("ObjectId", Classification.PERSONAL, Protection.CLEAR, "Entra object id"),
+            Field("Upn", Classification.PERSONAL, Protection.CLEAR, "the signed-in admin or approver"),
+            Field("Name", Classification.PERSONAL, Protection.CLEAR, "display name, shown in the portal"),
+            *operational("Roles", "Wids"),
+            Field("CsrfToken", Classification.CREDENTIAL, Protection.CLEAR, "random; checked on every form"),
+            *operational("CreatedAt", "ExpiresAt"),
+        ),
+        "8 hours",
+        "sign-out deletes it; the sweep timer after ExpiresAt",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -100,5 +123,11 @@ class SessionStore:
     def delete(self, session_id: str) -> None:
         if not _plausible(session_id):
             return
+        self.delete_binding(_row_key(session_id))
+
+    def delete_binding(self, binding: str) -> None:
+        """End the session whose ``PortalSession.binding`` this is (a new sign-in of the same browser replaces it)."""
+        if len(binding) != 64 or any(c not in "0123456789abcdef" for c in binding):
+            return
         with storage_errors(self._account.name):
-            self._account.table(TABLE).delete_entity(PARTITION, _row_key(session_id))
+            self._account.table(TABLE).delete_entity(PARTITION, binding)

@@ -10,7 +10,6 @@ Tables are created on first use, once per process.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,13 +26,42 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient
 
 from shared.kernel.errors import BadRequest, StorageUnavailable
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store
 from shared.kernel.settings import Geography, Settings, StorageConnection
 
 if TYPE_CHECKING:  # azure-storage-queue costs ~0.2 s to import; only queue users pay for it
     from azure.storage.queue import QueueClient, QueueServiceClient
 
-# The SDK logs every request's headers at INFO: noise in the host log, and it names table keys.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+# What the Functions host itself keeps in the app's account (AzureWebJobsStorage); none of it is ours to write.
+INVENTORY = (
+    Store(
+        "azure-webjobs-hosts",
+        Kind.BLOBS,
+        Account.APP,
+        "the Functions host's leases and locks (one listener per queue and timer across instances)",
+        (Field("blobs", Classification.OPERATIONAL, Protection.CLEAR, "host id, function names, lease state"),),
+        "while the app exists",
+        "the Functions host",
+    ),
+    Store(
+        "azure-webjobs-secrets",
+        Kind.BLOBS,
+        Account.APP,
+        "function and host keys (the x-functions-key of /api/ready and the timers' admin calls)",
+        (Field("blobs", Classification.CREDENTIAL, Protection.HOST, "host and function keys"),),
+        "while the app exists; rotated in the portal",
+        "the Functions host",
+    ),
+    Store(
+        "app-package-<app>-<token>",
+        Kind.BLOBS,
+        Account.APP,
+        "the deployed code package (Flex Consumption deployment storage, infra/main.bicep)",
+        (Field("blobs", Classification.OPERATIONAL, Protection.CLEAR, "the app's zip package"),),
+        "until the next deployment replaces it",
+        "azd deploy; azd down",
+    ),
+)
 
 # SDK retry policy: a few quick exponential retries keep a request within its budget.
 _CLIENT_OPTIONS: dict[str, Any] = {

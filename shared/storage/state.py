@@ -1,33 +1,205 @@
-"""Short-lived, single-use state rows (OAuth ``state``, sign-in flows).
+"""Short-lived, single-use state rows (OAuth ``state``, sign-in flows), each in the account its kind belongs to.
 
-Table ``AuthStates``: PartitionKey = kind, RowKey = the state value, a JSON payload and an
-expiry. Consumption marks the row used with an etag-guarded update: Table Storage ignores a
-delete of a missing row, so a delete cannot tell two consumers apart, but an update with
-``IfNotModified`` fails for every consumer but the first.
+Table ``AuthStates``: PartitionKey = kind, RowKey = the state value, the payload and an expiry. The payload
+(PKCE verifier, nonce, msal flow; for a launch also its context tokens such as the CSN and the pending launch
+carried through the Microsoft sign-in) is sealed (AES-256-GCM, ``Sealer``) for ``AuthStates/<kind>/<state>``.
+
+Where a row lives (``StateRouter``, the one store every flow uses):
+
+* the EHR launch's kinds (``ehr-launch``, ``launch-signin``, ``launch-confirm``) carry launch context, so
+  they live in ``AuthStates`` of the **configuration's geography** account. The browser brings back only the
+  state, so the state names its geography: ``<tag>.<256-bit random>`` with a fixed two-letter tag
+  (``GEOGRAPHY_TAGS``: ``am.``, ``eu.``, ``ap.``), e.g. ``eu.Qm9…`` (46 characters, URL-safe: letters, digits,
+  ``-``, ``_`` and one ``.``, all unreserved in RFC 3986, so neither Epic nor Entra ID re-encodes it). The
+  callback routes by the tag before reading anything; a missing or unknown tag, or one naming a geography this
+  deployment has no account for, is an unknown state: nothing is looked up anywhere. A tag changed in transit
+  finds no row in the other account, and the sealed payload is bound to the full state, tag included. The tag
+  tells only what the configuration's launch URL already implies (where its data lives); it adds no guessable
+  bit to the random part.
+* every other kind (the portal's Microsoft sign-in ``entra-signin``, the approver's EHR sign-in
+  ``portal-ehr-signin``) holds no EHR context: untagged states in the **app's** account, next to the portal's
+  sessions they belong to.
+
+Consumption marks the row used with an etag-guarded update that also empties the payload: Table
+Storage ignores a delete of a missing row, so a delete cannot tell two consumers apart, but an update
+with ``IfNotModified`` fails for every consumer but the first. A consumed row keeps only what single
+use needs (kind, state, ``Consumed``, times) until the sweep removes it after ``ExpiresAt``, in every account.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+import string
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared.kernel.clock import utcnow
-from shared.kernel.errors import StateError
-from shared.kernel.identifiers import random_token
-from shared.storage.accounts import StorageAccount, storage_errors
+from shared.kernel.errors import BadRequest, SealedValueInvalid, StateError
+from shared.kernel.identifiers import log_id, random_token
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
+from shared.kernel.sealing import Sealer
+from shared.kernel.settings import Geography
+from shared.storage.accounts import Storage, StorageAccount, storage_errors
+
+logger = logging.getLogger(__name__)
 
 TABLE = "AuthStates"
 DEFAULT_TTL = timedelta(minutes=10)
 
+# Fixed forever: a tag names the account a state lives in; changing one strands every state in flight.
+GEOGRAPHY_TAGS: Mapping[Geography, str] = MappingProxyType(
+    {Geography.AMERICAS: "am", Geography.EMEA: "eu", Geography.APAC: "ap"}
+)
+_GEOGRAPHY_BY_TAG = {tag: geography for geography, tag in GEOGRAPHY_TAGS.items()}
+TAG_SEPARATOR = "."  # never in a random token (URL-safe base64), so a state has at most one tag
+_TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_")
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "single-use OAuth state of the portal's sign-ins: admins' and approvers' Microsoft sign-in, the approver's "
+        "EHR sign-in (no EHR context: the launches' states live in the geography)",
+        (
+            key("PartitionKey", "kind: entra-signin, portal-ehr-signin"),
+            Field("RowKey", Classification.CREDENTIAL, Protection.CLEAR, "the state: random, 256 bits, single use"),
+            Field(
+                "Payload",
+                Classification.PERSONAL,
+                Protection.SEALED,
+                "PKCE verifier, nonce, msal flow; the approver's EHR sign-in also its configuration, portal session "
+                "binding and Microsoft object id; emptied when consumed",
+            ),
+            *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
+        ),
+        "10 minutes; the payload only until consumed",
+        "consumption empties it; the sweep timer deletes it after ExpiresAt",
+    ),
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.GEOGRAPHY,
+        "single-use OAuth state of the EHR launches, which carry launch context: in the configuration's geography, "
+        "named by the state's tag",
+        (
+            key("PartitionKey", "kind: ehr-launch, launch-signin, launch-confirm"),
+            Field(
+                "RowKey",
+                Classification.CREDENTIAL,
+                Protection.CLEAR,
+                "the state: the geography's tag (am., eu., ap.) and 256 random bits, single use",
+            ),
+            Field(
+                "Payload",
+                Classification.EHR_ID,
+                Protection.SEALED,
+                "PKCE verifier, nonce, the launch URL's context tokens; launch-signin: the msal flow and the pending "
+                "launch with its confirmed context (CSN, encounter, patient, EHR user) and the EHR user's name; "
+                "launch-confirm: that context and the Microsoft 365 account; emptied when consumed",
+            ),
+            *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
+        ),
+        "10 minutes (launch-confirm 5); the payload only until consumed",
+        "consumption empties it; the sweep timer deletes it after ExpiresAt",
+    ),
+)
+
+
+def _unknown() -> StateError:
+    return StateError("This sign-in link is not valid. Please start again.", code="state_unknown")
+
+
+def geography_state(geography: Geography) -> str:
+    """A fresh state for a row in ``geography``'s account: its tag, then 256 unguessable bits."""
+    return f"{GEOGRAPHY_TAGS[geography]}{TAG_SEPARATOR}{random_token()}"
+
+
+def state_geography(state: str) -> Geography | None:
+    """The geography a state's tag names; None when it has no tag, an unknown one, or is malformed."""
+    tag, separator, token = state.partition(TAG_SEPARATOR)
+    if not separator or not _is_token(token):
+        return None
+    return _GEOGRAPHY_BY_TAG.get(tag)
+
+
+class StateRouter:
+    """The app's one state store: each kind's rows in the account its placement names (see the module docstring).
+
+    ``in_geography`` names the kinds that carry EHR context; their states are tagged with the configuration's
+    geography and live in its account. Every other kind lives in the app's account under untagged states.
+    """
+
+    def __init__(self, storage: Storage, sealer: Sealer, *, in_geography: Iterable[str]) -> None:
+        self.in_geography = frozenset(in_geography)
+        self._app = AuthStateStore(storage.app, sealer)
+        self._geographies = {g: AuthStateStore(storage.for_geography(g), sealer) for g in storage.geographies}
+
+    def new_state(self, geography: Geography) -> str:
+        """A state for a row to be created later in ``geography`` (e.g. to seal a payload bound to it first)."""
+        return geography_state(geography)
+
+    def create(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        state: str | None = None,
+        geography: Geography | None = None,
+    ) -> str:
+        """Store ``payload`` under a fresh (or the given, unguessable) state and return it.
+
+        A kind kept in the geography needs its geography, named by ``geography`` or by the given state's tag;
+        any other kind takes neither. A mismatch is a programming error (``ValueError``), never a silent move.
+        """
+        if kind not in self.in_geography:
+            if geography is not None or (state is not None and state_geography(state) is not None):
+                raise ValueError(f"{kind} states live in the app's account: they take no geography")
+            return self._app.create(kind, payload, ttl=ttl, state=state)
+        if state is None:
+            if geography is None:
+                raise ValueError(f"{kind} states live in the configuration's geography: name it")
+            state = geography_state(geography)
+        tagged = state_geography(state)
+        if tagged is None or (geography is not None and tagged is not geography):
+            raise ValueError(f"a {kind} state must carry its geography's tag")
+        store = self._geographies.get(tagged)
+        if store is None:  # as for every write to a geography this deployment has no account for
+            raise BadRequest(f"Geography {tagged.value!r} is not configured in this deployment.")
+        return store.create(kind, payload, ttl=ttl, state=state)
+
+    def consume(self, kind: str, state: str) -> dict[str, Any]:
+        """Return the payload exactly once, from the account the kind and the state's tag name.
+
+        Unknown, expired or used state raises ``StateError``; so does a tag that is missing, unknown or names a
+        geography without an account here (nothing is looked up then), or a tag on a state of the app's account.
+        """
+        if kind not in self.in_geography:
+            if TAG_SEPARATOR in state:
+                logger.info("State of kind %s refused: a geography's state offered to the app's account", kind)
+                raise _unknown()
+            return self._app.consume(kind, state)
+        geography = state_geography(state)
+        store = self._geographies.get(geography) if geography is not None else None
+        if store is None:
+            logger.info("State of kind %s refused: no geography tag of this deployment", kind)
+            raise _unknown()
+        return store.consume(kind, state)
+
 
 class AuthStateStore:
-    def __init__(self, account: StorageAccount) -> None:
+    """``AuthStates`` of one account (``StateRouter`` picks the account)."""
+
+    def __init__(self, account: StorageAccount, sealer: Sealer) -> None:
         self._account = account
+        self._sealer = sealer
 
     def create(
         self,
@@ -43,7 +215,9 @@ class AuthStateStore:
         entity = {
             "PartitionKey": kind,
             "RowKey": value,
-            "Payload": json.dumps(dict(payload), separators=(",", ":")),
+            "Payload": self._sealer.seal(
+                json.dumps(dict(payload), separators=(",", ":")), purpose=_purpose(kind, value)
+            ),
             "CreatedAt": now,
             "ExpiresAt": now + ttl,
             "Consumed": False,
@@ -55,32 +229,48 @@ class AuthStateStore:
     def consume(self, kind: str, state: str) -> dict[str, Any]:
         """Return the payload exactly once; unknown, expired or used state raises ``StateError``."""
         if not _looks_like_state(state):
-            raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown")
+            raise _unknown()
         table = self._account.table(TABLE)
         with storage_errors(self._account.name):
             try:
                 entity = table.get_entity(kind, state)
             except ResourceNotFoundError:
-                raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown") from None
+                raise _unknown() from None
             if entity.get("Consumed"):
                 raise StateError("This sign-in link was already used. Please start again.", code="state_reused")
             if _as_datetime(entity["ExpiresAt"]) <= utcnow():
                 raise StateError("This sign-in link has expired. Please start again.", code="state_expired")
+            sealed = entity.get("Payload") or ""
             entity["Consumed"] = True
             entity["ConsumedAt"] = utcnow()
+            entity["Payload"] = ""  # single use needs no payload from here on
             try:
                 table.update_entity(entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise StateError(
                     "This sign-in link was already used. Please start again.", code="state_reused"
                 ) from None
-        payload: dict[str, Any] = json.loads(entity["Payload"])
+        try:
+            payload: dict[str, Any] = json.loads(self._sealer.open(sealed, purpose=_purpose(kind, state)))
+        except SealedValueInvalid:
+            logger.error(
+                "State %s of kind %s cannot be opened (tampered with, or its key retired)", log_id(state), kind
+            )
+            raise _unknown() from None
         return payload
 
 
+def _purpose(kind: str, state: str) -> str:
+    return f"{TABLE}/{kind}/{state}"
+
+
 def _looks_like_state(value: str) -> bool:
-    # Table keys may not hold / \ # ? or control characters; our states are URL-safe base64.
-    return 16 <= len(value) <= 128 and all(c.isalnum() or c in "-_" for c in value)
+    """A state of ours: URL-safe base64, optionally behind a geography tag (Table keys may not hold / \\ # ?)."""
+    return _is_token(value) or state_geography(value) is not None
+
+
+def _is_token(value: str) -> bool:
+    return 16 <= len(value) <= 128 and all(c in _TOKEN_CHARACTERS for c in value)
 
 
 def _as_datetime(value: Any) -> datetime:

@@ -1,9 +1,15 @@
 """Visit events: the queue message model and its identity.
 
 An event is a participant's state change in a visit (in the lobby, connected, disconnected),
-from a launch or from Graph ``meetingCallEvents``. It carries references and ids only — no
-names, no clinical content. Its id is derived from what it says, so the same fact delivered
-twice (Graph retries, at-least-once queues) has the same id and collapses downstream.
+from a launch or from Graph ``meetingCallEvents``. Its id is derived from what it says, so the same
+fact delivered twice (Graph retries, at-least-once queues) has the same id and collapses downstream.
+
+On the queue (the app's account, one connection for the trigger) an event carries no EHR identifier
+in clear: a Graph event names only the visit (an HMAC key) and the role, and the worker reads the EHR
+references from the visit's sealed context in the geography; a launch event carries its own launch's
+references (who launched, CSN, appointment, encounter) as one sealed value (``sealed``), bound to its
+geography, visit and event id. ``participant``/``csn``/``appointment``/``encounter`` live in memory only:
+the worker fills them before the EHR adapter is called.
 """
 
 from __future__ import annotations
@@ -17,8 +23,52 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.kernel.errors import InvalidEvent
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
+from shared.kernel.json_input import MalformedJson, parse_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LEGACY_VERSION = 1  # clear references; still read, so messages queued by an earlier release are not lost
+SEALED_PURPOSE = "writeback-event"
+
+_MESSAGE_FIELDS = (
+    Field("v", Classification.OPERATIONAL, Protection.CLEAR, "schema version"),
+    Field("id", Classification.OPERATIONAL, Protection.HASHED, "event id: SHA-256 of what the event says"),
+    Field("configurationId", Classification.TENANT, Protection.CLEAR),
+    Field("geography", Classification.OPERATIONAL, Protection.CLEAR),
+    Field("visitKey", Classification.EHR_ID, Protection.HMAC, "the visit's row key"),
+    *operational("kind", "role", "occurredAt", "source"),
+    Field(
+        "sealed",
+        Classification.EHR_ID,
+        Protection.SEALED,
+        "a launch event's references (who launched, CSN, appointment, encounter); absent on Graph events: the "
+        "worker reads the visit's context",
+    ),
+)
+# An unparseable message is kept in the poison queue only sealed whole (``FailureLog.record_invalid``).
+_INVALID_FIELD = Field("invalid", Classification.EHR_ID, Protection.SEALED, "an unparseable message, sealed whole")
+QUEUE_SETTING = "%WRITEBACK_QUEUE_NAME%"
+INVENTORY = (
+    Store(
+        QUEUE_SETTING,
+        Kind.QUEUE,
+        Account.APP,
+        "visit events from launches and Graph notifications, for the writeback worker (queue trigger binds here)",
+        _MESSAGE_FIELDS,
+        "seconds: until the writeback worker completes it (at most 7 days, the queue's message TTL)",
+        "the Functions host deletes it when writeback_events returns; after 5 failed attempts it moves it to "
+        "the poison queue",
+    ),
+    Store(
+        QUEUE_SETTING + "-poison",
+        Kind.QUEUE,
+        Account.APP,
+        "events that failed permanently or 5 times, kept for replay once the cause is fixed",
+        (*_MESSAGE_FIELDS, _INVALID_FIELD),
+        "until replayed, at most 7 days (the queue's message TTL)",
+        "python -m tools.requeue_poison moves them back; Azure Storage deletes them after 7 days",
+    ),
+)
 
 
 class EventKind(enum.StrEnum):
@@ -47,11 +97,12 @@ class VisitEvent:
     role: Role
     occurred_at: datetime
     source: Source
-    participant: str | None = None  # "Practitioner/123" | "Patient/456" from the launch context
+    participant: str | None = None  # "Practitioner/123" | "Patient/456": in memory only, never serialized
     csn: str | None = None
     appointment: str | None = None
     encounter: str | None = None
     id: str = ""
+    sealed: str | None = None  # launch events: their launch context, sealed (see ``shared.visits.sealed_context``)
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -59,35 +110,44 @@ class VisitEvent:
         if not self.id:
             object.__setattr__(self, "id", event_id(self))
 
+    @property
+    def references(self) -> dict[str, str]:
+        """The EHR references known in memory (launch context), without empty ones."""
+        values = {
+            "participant": self.participant,
+            "csn": self.csn,
+            "appointment": self.appointment,
+            "encounter": self.encounter,
+        }
+        return {k: v for k, v in values.items() if v}
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "id": self.id,
-                "configurationId": self.configuration_id,
-                "geography": self.geography,
-                "visitKey": self.visit_key,
-                "kind": self.kind.value,
-                "role": self.role.value,
-                "participant": self.participant,
-                "csn": self.csn,
-                "appointment": self.appointment,
-                "encounter": self.encounter,
-                "occurredAt": _iso(self.occurred_at),
-                "source": self.source.value,
-            },
-            separators=(",", ":"),
-        )
+        """The queue message: ids, the role, the time and (launch events) the sealed context; no clear reference."""
+        data: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "id": self.id,
+            "configurationId": self.configuration_id,
+            "geography": self.geography,
+            "visitKey": self.visit_key,
+            "kind": self.kind.value,
+            "role": self.role.value,
+            "occurredAt": _iso(self.occurred_at),
+            "source": self.source.value,
+        }
+        if self.sealed:
+            data["sealed"] = self.sealed
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> VisitEvent:
         """Parse and validate a queue message; anything malformed raises ``InvalidEvent``."""
         try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+            data = parse_json(text)
+        except MalformedJson:
             raise InvalidEvent("event is not JSON") from None
-        if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
+        if not isinstance(data, dict) or data.get("v") not in (SCHEMA_VERSION, LEGACY_VERSION):
             raise InvalidEvent("unsupported event version")
+        legacy = data["v"] == LEGACY_VERSION
         try:
             event = cls(
                 configuration_id=_required_text(data, "configurationId"),
@@ -97,10 +157,11 @@ class VisitEvent:
                 role=Role(data["role"]),
                 occurred_at=datetime.fromisoformat(_required_text(data, "occurredAt")),
                 source=Source(data["source"]),
-                participant=_optional_text(data, "participant"),
-                csn=_optional_text(data, "csn"),
-                appointment=_optional_text(data, "appointment"),
-                encounter=_optional_text(data, "encounter"),
+                participant=_optional_text(data, "participant") if legacy else None,
+                csn=_optional_text(data, "csn") if legacy else None,
+                appointment=_optional_text(data, "appointment") if legacy else None,
+                encounter=_optional_text(data, "encounter") if legacy else None,
+                sealed=None if legacy else _optional_text(data, "sealed", limit=4096),
             )
         except (KeyError, ValueError, TypeError):
             raise InvalidEvent("event is missing or has invalid fields") from None
@@ -136,10 +197,10 @@ def _required_text(data: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
+def _optional_text(data: Mapping[str, Any], key: str, *, limit: int = 512) -> str | None:
     value = data.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 512:
+    if not isinstance(value, str) or len(value) > limit:
         raise ValueError(key)
     return value

@@ -1,10 +1,11 @@
 """A visit: one per appointment, ephemeral (24 hours), and its pure transitions.
 
 The visit holds the meeting (id, join URL, organizer), the Graph subscription, live presence per role,
-and the launch context references needed for writeback (ids only, never names or clinical content). Each
-``with_*`` function is a change the repository applies in an etag-guarded read-modify-write. The per-event
-writeback claims live in their own rows (``shared.writeback.ledger``), not here: a busy visit's events
-must not race for this row's etag nor evict each other's done marks.
+and the launch context references needed for writeback (ids only, sealed at rest by the repository, released
+as soon as the meeting has ended and its writebacks are done: ``shared.visits.lifetime``). Each ``with_*``
+function is a change the repository applies in an etag-guarded read-modify-write. The per-event writeback
+claims live in their own rows (``shared.writeback.ledger``), not here: a busy visit's events must not race
+for this row's etag nor evict each other's done marks.
 """
 
 from __future__ import annotations
@@ -38,13 +39,44 @@ class Presence:
 
 @dataclass(frozen=True)
 class VisitContext:
-    """Launch-context references kept for writeback: ids only."""
+    """Launch-context references kept for writeback: ids only.
+
+    ``confirmed``: every value was asserted by the EHR in a launch (token response, id_token, reads
+    with the launch's token). Rows written before launches were confirmed lack it.
+    """
 
     csn: str | None = None
     appointment: str | None = None
     encounter: str | None = None
     patient: str | None = None  # "Patient/456"
     provider: str | None = None  # "Practitioner/123"
+    confirmed: bool = False
+
+
+def merged_context(current: VisitContext, new: VisitContext) -> VisitContext:
+    """The visit's context after a launch: what the EHR confirmed, whichever launch came first.
+
+    Confirmed facts replace unconfirmed ones wholesale and are never replaced by them; between two
+    confirmed contexts (the provider's and the patient's launch of one visit) a value once set is
+    kept and only missing ones are filled, so a patient launching first leaves the provider for the
+    clinician's launch to fill in.
+    """
+    if new.confirmed != current.confirmed:
+        return new if new.confirmed else current
+    return VisitContext(
+        **{name: getattr(current, name) or getattr(new, name) for name in VisitContext.__dataclass_fields__}
+    )
+
+
+def with_context(context: VisitContext) -> Callable[[Visit], Visit | None]:
+    """Merge a launch's context into the visit (``merged_context``); None when it adds nothing."""
+
+    def change(visit: Visit) -> Visit | None:
+        merged = merged_context(visit.context, context)
+        # A launch's fresh context also replaces a sealed one that cannot be opened (``unreadable_context``).
+        return None if merged == visit.context else replace(visit, context=merged, unreadable_context=None)
+
+    return change
 
 
 @dataclass(frozen=True)
@@ -62,6 +94,9 @@ class Visit:
     subscription_expires_at: datetime | None = None
     presence: dict[Role, Presence] = field(default_factory=dict)
     etag: str | None = None
+    # The stored sealed context when it cannot be opened (tampered with, or its key retired): kept as it is,
+    # so restoring a wrongly removed key brings it back; a launch's fresh context replaces it.
+    unreadable_context: str | None = None
 
     @property
     def has_meeting(self) -> bool:
@@ -127,5 +162,58 @@ def without_subscription(subscription_id: str) -> Callable[[Visit], Visit | None
         if visit.subscription_id != subscription_id:
             return None
         return replace(visit, subscription_id=None, subscription_expires_at=None)
+
+    return change
+
+
+def compose(*changes: Callable[[Visit], Visit | None]) -> Callable[[Visit], Visit | None]:
+    """Apply changes in order; None when none of them changed anything."""
+
+    def change(visit: Visit) -> Visit | None:
+        current, changed = visit, False
+        for step in changes:
+            result = step(current)
+            if result is not None:
+                current, changed = result, True
+        return current if changed else None
+
+    return change
+
+
+# --- the launch context, kept for writeback only while it is needed ------------------------------
+
+
+def has_context(visit: Visit) -> bool:
+    """The visit keeps an EHR reference (``confirmed`` alone names nothing)."""
+    context = visit.context
+    return any((context.csn, context.appointment, context.encounter, context.patient, context.provider))
+
+
+def with_launch_context(role: Role, references: dict[str, str], *, confirmed: bool) -> Callable[[Visit], Visit | None]:
+    """Merge a launch event's references into the visit's context (a relaunch restores a released one).
+
+    ``confirmed``: the event was sealed by a launch whose context the EHR confirmed (every sealed launch
+    event); a legacy event's clear references are not. The merge is ``merged_context``'s: the first
+    confirmed provider and patient stay the visit's, and a Graph event of that role is written for them.
+    """
+    participant = references.get("participant")
+    launched = VisitContext(
+        csn=references.get("csn"),
+        appointment=references.get("appointment"),
+        encounter=references.get("encounter"),
+        provider=participant if role is Role.PROVIDER else None,
+        patient=participant if role is Role.PATIENT else None,
+        confirmed=confirmed,
+    )
+    return with_context(launched)
+
+
+def without_context() -> Callable[[Visit], Visit | None]:
+    """Forget the launch context (the meeting has ended and its writebacks are done)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if not has_context(visit) and visit.unreadable_context is None:
+            return None
+        return replace(visit, context=VisitContext(), unreadable_context=None)
 
     return change

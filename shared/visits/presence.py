@@ -5,17 +5,19 @@ nothing, so a presence write needs no claim and may be retried freely. What it m
 the worker's threads racing for one visit's etag when a busy meeting produces a burst of events: here
 they queue per visit, and each one starts from the row the previous one wrote (its etag is current
 unless a launch or another instance wrote meanwhile), so an older fact costs no write at all and a
-newer one costs one. Across instances the repository's etag retry still applies.
+newer one costs one. Across instances the repository's etag retry still applies. A launch event's
+references ride along in the same write (``also``: ``with_launch_context``), so a launch costs one write too.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.visits.events import EventKind, Role
-from shared.visits.model import Visit, with_presence
+from shared.visits.model import Visit, compose, with_presence
 from shared.visits.repository import VisitRepository
 
 
@@ -32,8 +34,20 @@ class PresenceRecorder:
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._guard = threading.Lock()
 
-    def record(self, visit: Visit, role: Role, state: EventKind, at: datetime) -> Visit:
-        """Record ``role``'s ``state`` at ``at`` unless a newer fact is already there; the visit as stored."""
+    def record(
+        self,
+        visit: Visit,
+        role: Role,
+        state: EventKind,
+        at: datetime,
+        *,
+        also: Callable[[Visit], Visit | None] | None = None,
+    ) -> Visit:
+        """Record ``role``'s ``state`` at ``at`` unless a newer fact is already there; the visit as stored.
+
+        ``also``: a further change applied in the same etag-guarded write (a launch's context merge).
+        """
+        change = with_presence(role, state, at) if also is None else compose(with_presence(role, state, at), also)
         key = (visit.geography.value, visit.key)
         with self._guard:
             slot = self._slots.setdefault(key, _Slot())
@@ -41,7 +55,7 @@ class PresenceRecorder:
         try:
             with slot.lock:
                 base = slot.latest or visit
-                slot.latest = self._visits.update(base, with_presence(role, state, at))
+                slot.latest = self._visits.update(base, change)
                 return slot.latest
         finally:
             with self._guard:

@@ -1,8 +1,10 @@
 """Visit rows: table ``Visits`` in the configuration's geography, purged within 24 hours.
 
 PartitionKey = geography, RowKey = visit key = HMAC(configuration id, appointment key), so the key
-reveals no EHR identifier. Every change is an etag-guarded read-modify-write, retried on conflict, so
-concurrent launches and queue workers never lose each other's updates.
+reveals no EHR identifier. ``Context`` (the launch's EHR references) is sealed under ``SEALING_KEYS`` for
+``Visits/<geography>/<visit key>`` and sealed again with the active key on every write, so after a key
+rotation a row moves to the new key on its next change. Every change is an etag-guarded read-modify-write,
+retried on conflict, so concurrent launches and queue workers never lose each other's updates.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.kernel.clock import utcnow
-from shared.kernel.errors import Conflict
+from shared.kernel.errors import Conflict, SealedValueInvalid
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
 from shared.visits.events import EventKind, Role
-from shared.visits.model import Presence, Visit, VisitContext
+from shared.visits.model import Presence, Visit, VisitContext, has_context
+from shared.visits.sealed_context import open_context, seal_context
 
 TABLE = "Visits"
 LIFETIME = timedelta(hours=24)
@@ -32,10 +37,45 @@ _ATTEMPTS = 8
 _BACKOFF = 0.005  # seconds, doubling per retry up to _MAX_BACKOFF: at most 0.23 s in all
 _MAX_BACKOFF = 0.05
 
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.GEOGRAPHY,
+        "one row per appointment: meeting, subscription, presence, and what writeback needs",
+        (
+            key("PartitionKey", "geography"),
+            Field("RowKey", Classification.EHR_ID, Protection.HMAC, "HMAC(configuration id, appointment key)"),
+            Field("ConfigurationId", Classification.TENANT, Protection.CLEAR),
+            Field(
+                "Context",
+                Classification.EHR_ID,
+                Protection.SEALED,
+                "CSN, appointment, encounter, Patient/..., Practitioner/..., whether the EHR confirmed them; removed "
+                "once the meeting has ended and its writebacks are done",
+            ),
+            Field("Presence", Classification.OPERATIONAL, Protection.CLEAR, "role -> state, time"),
+            Field(
+                "MeetingId",
+                Classification.PERSONAL,
+                Protection.CLEAR,
+                "Teams meeting id (encodes the organizer's object id)",
+            ),
+            Field("JoinWebUrl", Classification.CREDENTIAL, Protection.CLEAR, "opens the meeting's lobby"),
+            Field("OrganizerTenantId", Classification.TENANT, Protection.CLEAR),
+            Field("OrganizerObjectId", Classification.PERSONAL, Protection.CLEAR, "Entra object id of the organizer"),
+            *operational("SubscriptionId", "SubscriptionExpiresAt", "ExpiresAt"),
+        ),
+        "24 hours; the context only until the meeting has ended and its writebacks are done",
+        "the writeback worker removes the context; the sweep timer deletes the row after ExpiresAt",
+    ),
+)
+
 
 class VisitRepository:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, sealer: Sealer) -> None:
         self._storage = storage
+        self._sealer = sealer
 
     def get(self, geography: Geography, key: str) -> Visit | None:
         account = self._storage.for_geography(geography)
@@ -44,7 +84,7 @@ class VisitRepository:
                 entity = account.table(TABLE).get_entity(geography.value, key)
             except ResourceNotFoundError:
                 return None
-        visit = _from_entity(geography, entity)
+        visit = self._from_entity(geography, entity)
         return None if visit.expires_at <= utcnow() else visit
 
     def live(self, geography: Geography) -> list[Visit]:
@@ -53,7 +93,7 @@ class VisitRepository:
         now = utcnow()
         with storage_errors(account.name):
             entities = account.table(TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": geography.value})
-            visits = [_from_entity(geography, entity) for entity in entities]
+            visits = [self._from_entity(geography, entity) for entity in entities]
         return [visit for visit in visits if visit.expires_at > now]
 
     def get_or_create(self, geography: Geography, key: str, configuration_id: str, context: VisitContext) -> Visit:
@@ -66,7 +106,7 @@ class VisitRepository:
         table = account.table(TABLE)
         with storage_errors(account.name):
             try:
-                metadata = table.create_entity(_to_entity(visit))
+                metadata = table.create_entity(self._to_entity(visit))
             except ResourceExistsError:
                 # Someone created it first, or an expired row is still waiting for the sweep.
                 current = self.get(geography, key)
@@ -85,14 +125,14 @@ class VisitRepository:
             stale = table.get_entity(geography.value, key)
         except ResourceNotFoundError:
             stale = None
-        if stale is not None and _from_entity(geography, stale).expires_at > utcnow():
+        if stale is not None and self._from_entity(geography, stale).expires_at > utcnow():
             return None  # another launch renewed it meanwhile: never replace a live visit
         try:
             if stale is None:
-                return dict(table.create_entity(_to_entity(visit)))
+                return dict(table.create_entity(self._to_entity(visit)))
             return dict(
                 table.update_entity(
-                    _to_entity(visit),
+                    self._to_entity(visit),
                     mode=UpdateMode.REPLACE,
                     etag=stale.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
@@ -119,7 +159,7 @@ class VisitRepository:
                 try:
                     # REPLACE, not the default MERGE: a field set to None must really be cleared.
                     metadata = table.update_entity(
-                        _to_entity(changed),
+                        self._to_entity(changed),
                         mode=UpdateMode.REPLACE,
                         etag=current.etag,
                         match_condition=MatchConditions.IfNotModified,
@@ -134,51 +174,60 @@ class VisitRepository:
                     current = self.get(visit.geography, visit.key)
         raise Conflict("The visit is changing too quickly; please try again.", code="visit_contention")
 
+    # --- entity mapping --------------------------------------------------------------------------
 
-# --- entity mapping --------------------------------------------------------------------------
+    def _to_entity(self, visit: Visit) -> dict[str, Any]:
+        entity: dict[str, Any] = {
+            "PartitionKey": visit.geography.value,
+            "RowKey": visit.key,
+            "ConfigurationId": visit.configuration_id,
+            "ExpiresAt": visit.expires_at,
+            "Context": self._context_value(visit),
+            "Presence": json.dumps(
+                {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
+                separators=(",", ":"),
+            ),
+        }
+        optional = {
+            "MeetingId": visit.meeting_id,
+            "JoinWebUrl": visit.join_web_url,
+            "OrganizerTenantId": visit.organizer_tenant_id,
+            "OrganizerObjectId": visit.organizer_object_id,
+            "SubscriptionId": visit.subscription_id,
+            "SubscriptionExpiresAt": visit.subscription_expires_at,
+        }
+        entity.update({k: v for k, v in optional.items() if v is not None})
+        return entity
 
+    def _from_entity(self, geography: Geography, entity: Any) -> Visit:
+        stored = entity.get("Context") or ""
+        unreadable = None
+        try:
+            context = open_context(self._sealer, stored, geography=geography.value, key=entity["RowKey"])
+        except SealedValueInvalid:
+            context, unreadable = VisitContext(), stored
+        presence = {
+            Role(role): Presence(EventKind(value["state"]), datetime.fromisoformat(value["at"]))
+            for role, value in json.loads(entity.get("Presence") or "{}").items()
+        }
+        return Visit(
+            geography=geography,
+            key=entity["RowKey"],
+            configuration_id=entity["ConfigurationId"],
+            expires_at=entity["ExpiresAt"],
+            context=context,
+            meeting_id=entity.get("MeetingId"),
+            join_web_url=entity.get("JoinWebUrl"),
+            organizer_tenant_id=entity.get("OrganizerTenantId"),
+            organizer_object_id=entity.get("OrganizerObjectId"),
+            subscription_id=entity.get("SubscriptionId"),
+            subscription_expires_at=entity.get("SubscriptionExpiresAt"),
+            presence=presence,
+            etag=entity.metadata.get("etag"),
+            unreadable_context=unreadable,
+        )
 
-def _to_entity(visit: Visit) -> dict[str, Any]:
-    entity: dict[str, Any] = {
-        "PartitionKey": visit.geography.value,
-        "RowKey": visit.key,
-        "ConfigurationId": visit.configuration_id,
-        "ExpiresAt": visit.expires_at,
-        "Context": json.dumps({k: v for k, v in vars(visit.context).items() if v}, separators=(",", ":")),
-        "Presence": json.dumps(
-            {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
-            separators=(",", ":"),
-        ),
-    }
-    optional = {
-        "MeetingId": visit.meeting_id,
-        "JoinWebUrl": visit.join_web_url,
-        "OrganizerTenantId": visit.organizer_tenant_id,
-        "OrganizerObjectId": visit.organizer_object_id,
-        "SubscriptionId": visit.subscription_id,
-        "SubscriptionExpiresAt": visit.subscription_expires_at,
-    }
-    entity.update({k: v for k, v in optional.items() if v is not None})
-    return entity
-
-
-def _from_entity(geography: Geography, entity: Any) -> Visit:
-    presence = {
-        Role(role): Presence(EventKind(value["state"]), datetime.fromisoformat(value["at"]))
-        for role, value in json.loads(entity.get("Presence") or "{}").items()
-    }
-    return Visit(
-        geography=geography,
-        key=entity["RowKey"],
-        configuration_id=entity["ConfigurationId"],
-        expires_at=entity["ExpiresAt"],
-        context=VisitContext(**json.loads(entity.get("Context") or "{}")),
-        meeting_id=entity.get("MeetingId"),
-        join_web_url=entity.get("JoinWebUrl"),
-        organizer_tenant_id=entity.get("OrganizerTenantId"),
-        organizer_object_id=entity.get("OrganizerObjectId"),
-        subscription_id=entity.get("SubscriptionId"),
-        subscription_expires_at=entity.get("SubscriptionExpiresAt"),
-        presence=presence,
-        etag=entity.metadata.get("etag"),
-    )
+    def _context_value(self, visit: Visit) -> str:
+        if visit.unreadable_context is not None and not has_context(visit):
+            return visit.unreadable_context
+        return seal_context(self._sealer, visit.context, geography=visit.geography.value, key=visit.key)

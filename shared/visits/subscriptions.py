@@ -37,7 +37,7 @@ LIFECYCLE_ROUTE = "/api/graph/lifecycle"
 
 
 class CallEventSubscriber(Protocol):
-    """What ``shared.teams.TeamsClient`` offers for subscriptions."""
+    """What ``shared.microsoft.teams.TeamsClient`` offers for subscriptions."""
 
     def subscribe_call_events(
         self,

@@ -3,5 +3,5 @@
 Owns the port every EHR writeback adapter implements (``model``), the lookup of a configuration's
 writeback target through the configuration repository (``targets``), the per-event claim/done rows
 (``ledger``) and the queue worker with its retries and failure log (``worker``). Entered by the
-``writeback`` queue trigger. Imports ``kernel``, adapters, ``configurations`` and ``visits``.
+``writeback_events`` queue trigger. Imports ``kernel``, adapters, ``configurations`` and ``visits``.
 """

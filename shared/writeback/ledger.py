@@ -11,13 +11,18 @@ A row is a lease, then a fact::
     claim:   create-if-absent {State: claimed, ClaimedAt}          → ours
              exists → read it: done                                → AlreadyWritten (complete, no EHR call)
                                claimed less than ``lease`` ago     → ClaimedElsewhere (retry later)
-                               claimed longer ago (a dead worker)  → take over: etag-guarded update → ours
+                               claimed longer ago (a dead worker),
+                               released or failed                  → take over: etag-guarded update → ours
     done:    etag-guarded update {State: done}, the first write after the EHR's answer
-    release: etag-guarded delete after a failed call, so the retry may claim at once
+    release: etag-guarded update {State: released} after a retryable failure: the retry may claim at once,
+             and the event is still pending (the visit keeps the launch context its retry needs)
+    failed:  etag-guarded update {State: failed} after a permanent failure: no longer pending (the message
+             is in the poison queue); a replayed message may claim it again
 
-Each event has a row of its own, so events of one visit never race for one etag and nothing is
-evicted. Rows expire with their visit (an event of a gone visit is refused before the ledger) and
-the ``sweep_expired_state`` timer deletes them.
+Pending (``is_pending``): claimed or released. The visit's launch context is released only once none of
+its rows is pending (``shared.visits.lifetime``). Each event has a row of its own, so events of one visit
+never race for one etag and nothing is evicted. Rows expire with their visit (an event of a gone visit is
+refused before the ledger) and the ``sweep_expired_state`` timer deletes them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from azure.data.tables import UpdateMode
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere
 from shared.kernel.identifiers import log_id
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
 
@@ -46,7 +52,27 @@ TABLE = "WritebackLedger"
 LEASE = timedelta(seconds=60)  # longer than a claim's worst case: 3 EHR attempts + a token request + back-off
 CLAIMED = "claimed"
 DONE = "done"
-_ATTEMPTS = 3  # a row released or swept between our create and our read: create again, a few times
+RELEASED = "released"  # a retryable failure: pending, claimable at once
+FAILED = "failed"  # a permanent failure: not pending; a replay may claim it
+PENDING = frozenset({CLAIMED, RELEASED})
+_ATTEMPTS = 3  # a row swept between our create and our read: create again, a few times
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.GEOGRAPHY,
+        "one row per writeback event id: claimed, then done, released (to retry) or failed (create-if-absent; "
+        "busy visits neither contend nor evict)",
+        (
+            Field("PartitionKey", Classification.EHR_ID, Protection.HMAC, "the visit key"),
+            Field("RowKey", Classification.OPERATIONAL, Protection.HASHED, "event id"),
+            *operational("State", "ClaimedAt", "Attempt", "DoneAt", "FailedAt", "ExpiresAt"),
+        ),
+        "until ExpiresAt (the visit's), as long as a redelivered event may still arrive",
+        "the sweep timer after ExpiresAt",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +81,7 @@ class LedgerEntry:
 
     visit_key: str
     event_id: str
-    state: str  # claimed | done
+    state: str  # claimed | done | released | failed
     claimed_at: datetime
     attempt: int  # 1 for the first claim, +1 per takeover
     expires_at: datetime
@@ -65,16 +91,21 @@ class LedgerEntry:
 class Decision(enum.StrEnum):
     DONE = "done"  # the effect is recorded: complete without calling the EHR
     HELD = "held"  # a live claim of another worker: retry after its lease
-    TAKE_OVER = "take_over"  # a claim older than the lease: its worker died (or overran); claim it
+    TAKE_OVER = "take_over"  # released, failed, or a claim older than the lease (its worker died): claim it
 
 
 def decide(entry: LedgerEntry, *, now: datetime, lease: timedelta) -> Decision:
     """What a worker that finds ``entry`` already present does. Done is final, whatever the clock says."""
     if entry.state == DONE:
         return Decision.DONE
-    if now - entry.claimed_at < lease:
+    if entry.state == CLAIMED and now - entry.claimed_at < lease:
         return Decision.HELD
     return Decision.TAKE_OVER
+
+
+def is_pending(entry: LedgerEntry) -> bool:
+    """The event may still be written: claimed, or released for its retry (done and failed are not)."""
+    return entry.state in PENDING
 
 
 @dataclass(frozen=True)
@@ -133,12 +164,20 @@ class WritebackLedger:
                     raise ClaimedElsewhere(event_id) from None  # another worker took it over first
                 except ResourceNotFoundError:
                     continue
-                logger.warning(
-                    "Event %s: took over a claim left for %d s (attempt %d); its worker died or overran its lease",
-                    log_id(event_id),
-                    int((now - entry.claimed_at).total_seconds()),
-                    taken.attempt,
-                )
+                if entry.state == CLAIMED:
+                    logger.warning(
+                        "Event %s: took over a claim left for %d s (attempt %d); its worker died or overran its lease",
+                        log_id(event_id),
+                        int((now - entry.claimed_at).total_seconds()),
+                        taken.attempt,
+                    )
+                else:
+                    logger.info(
+                        "Event %s: claimed again after it was %s (attempt %d)",
+                        log_id(event_id),
+                        entry.state,
+                        taken.attempt,
+                    )
                 return _with_etag(taken, metadata)
         raise ClaimedElsewhere(event_id)
 
@@ -166,12 +205,26 @@ class WritebackLedger:
         return False
 
     def release(self, claim: Claim) -> None:
-        """Give the claim back after a failed call, unless another worker holds it by now."""
+        """Give the claim back after a retryable failure, unless another worker holds it by now.
+
+        The row stays, pending: the retry may claim it at once, and the visit keeps its context meanwhile.
+        """
+        self._end(claim, _entity(claim, RELEASED))
+
+    def mark_failed(self, claim: Claim) -> None:
+        """Record a permanent failure, unless another worker holds the claim by now: no longer pending."""
+        self._end(claim, _entity(claim, FAILED) | {"FailedAt": self._clock()})
+
+    def _end(self, claim: Claim, entity: dict[str, Any]) -> None:
         account = self._storage.for_geography(claim.geography)
         with storage_errors(account.name), contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
-            account.table(TABLE).delete_entity(
-                claim.visit_key, claim.event_id, etag=claim.etag, match_condition=MatchConditions.IfNotModified
+            account.table(TABLE).update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=claim.etag, match_condition=MatchConditions.IfNotModified
             )
+
+    def pending(self, geography: Geography, visit_key: str) -> bool:
+        """Whether any event of the visit is still pending (``is_pending``): one partition query."""
+        return any(is_pending(entry) for entry in self.entries(geography, visit_key))
 
     def entries(self, geography: Geography, visit_key: str) -> list[LedgerEntry]:
         """Every row of a visit (one partition query): what is done, what is still claimed."""

@@ -9,10 +9,17 @@ For one queue message (Table operations in the normal case: 4)::
     claim the event in the ledger: create-if-absent (2) ──done──▶ presence, complete (duplicate)
       │                                                  └─live claim elsewhere──▶ raise (retry later)
     adapter call (retried inline a few times; Retry-After honoured up to a cap)
-      │  retryable failure ──▶ release the claim, raise: the host retries with back-off, then poisons
-      │  permanent failure ──▶ failure row + poison, release, presence, complete
+      │  retryable failure ──▶ release the claim (pending, claimable at once), raise: retried, then poisoned
+      │  permanent failure ──▶ mark failed (no longer pending), failure row + poison, presence, complete
     mark done: one etag-guarded write, the first thing after the EHR's answer (3)
     presence on the visit row, "newer fact wins", queued per visit in this process (4; none for an older fact)
+
+Events carry no EHR identifier in clear (``shared.visits.events``): a launch event's sealed references are
+opened here, a Graph event's come from the visit's sealed context; a value that does not open (tampered
+with, or sealed under a retired key) is a permanent failure. After an event is done the visit's context
+is released once its meeting has ended and no event of the visit is pending in the ledger (claimed, or
+released for its retry: ``shared.visits.lifetime``). Poison messages and ``WritebackFailures`` rows hold
+no clear identifier and expire after 7 days.
 
 A claim is a lease (``shared.writeback.ledger``): a worker that dies between claim and done leaves a claim
 that expires, so the redelivered message can claim again. The EHR effect is therefore at least once, and
@@ -27,12 +34,13 @@ plus one Table write.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from azure.core.exceptions import ResourceExistsError
@@ -44,18 +52,23 @@ from shared.kernel.errors import (
     ConnectorError,
     InvalidEvent,
     NotFound,
+    SealedValueInvalid,
     StorageUnavailable,
     UpstreamRejected,
     UpstreamThrottled,
     UpstreamUnavailable,
 )
 from shared.kernel.identifiers import log_id
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
-from shared.visits.model import Visit
+from shared.visits.lifetime import release_context_when_done
+from shared.visits.model import Visit, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event, seal_event
 from shared.writeback.ledger import Claim, WritebackLedger
 from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
 
@@ -65,6 +78,34 @@ FAILURES_TABLE = "WritebackFailures"
 # How long a done mark is retried through storage failures (well within the claim's 60 s lease): the EHR has
 # acted, so every second spent here is better than the repeated call that giving up would cause.
 DONE_MARK_PATIENCE = 20.0
+FAILURE_LIFETIME = timedelta(days=7)  # as long as the poison queue keeps a message (its default time to live)
+INVALID_PURPOSE = "writeback-invalid"
+
+INVENTORY = (
+    Store(
+        FAILURES_TABLE,
+        Kind.TABLE,
+        Account.APP,
+        "one row per permanently failed event, for operators (the message itself goes to the poison queue)",
+        (
+            key("PartitionKey", "UTC date"),
+            Field("RowKey", Classification.OPERATIONAL, Protection.HASHED, "event id, or a fingerprint of the message"),
+            Field("Code", Classification.OPERATIONAL, Protection.CLEAR, "why it failed"),
+            Field("Configuration", Classification.TENANT, Protection.HASHED, "fingerprint of the configuration id"),
+            *operational("At", "ExpiresAt"),
+        ),
+        "until ExpiresAt (as long as its poison message can be replayed)",
+        "the sweep timer after ExpiresAt",
+    ),
+)
+
+
+class ContextMissing(ConnectorError):
+    """A Graph event needs the visit's launch context, which was released (or not yet restored by a launch)."""
+
+    status = 503
+    code = "writeback_context_missing"
+    retryable = True
 
 
 class ClaimHeld(ConnectorError):
@@ -91,13 +132,24 @@ class Outcome:
 
 
 class FailureLog:
-    """Permanent failures: a small row (hashed ids, code) and the message copied to ``<queue>-poison``."""
+    """Permanent failures: a small row (hashed ids, code, ``ExpiresAt``: swept) and the message copied to
+    ``<queue>-poison``: an event as it was queued (no clear identifier; a legacy event's references sealed),
+    an unparseable body sealed whole, so nothing it might hold is readable there."""
 
-    def __init__(self, account: StorageAccount, queue_name: str) -> None:
+    def __init__(self, account: StorageAccount, queue_name: str, sealer: Sealer) -> None:
         self._account = account
+        self._sealer = sealer
         self.poison_queue = f"{queue_name}-poison"
 
-    def record(self, body: str, *, code: str, event_id: str | None, configuration_id: str | None) -> None:
+    def record_event(self, event: VisitEvent, *, code: str) -> None:
+        self._record(seal_event(self._sealer, event).to_json(), code, event.id, event.configuration_id)
+
+    def record_invalid(self, body: str) -> None:
+        if not _is_sealed_invalid(body):
+            body = json.dumps({"invalid": self._sealer.seal(body, purpose=INVALID_PURPOSE)}, separators=(",", ":"))
+        self._record(body, "invalid_event", None, None)
+
+    def _record(self, body: str, code: str, event_id: str | None, configuration_id: str | None) -> None:
         now = datetime.now(UTC)
         row_key = event_id or log_id(body) + "-" + now.strftime("%H%M%S%f")
         with storage_errors(self._account.name):
@@ -110,6 +162,7 @@ class FailureLog:
                         "Code": code,
                         "Configuration": log_id(configuration_id) if configuration_id else "",
                         "At": now,
+                        "ExpiresAt": now + FAILURE_LIFETIME,
                     }
                 )
 
@@ -132,6 +185,7 @@ class WritebackWorker:
         adapters: Mapping[WritebackMode, WritebackAdapter],
         failures: FailureLog,
         *,
+        sealer: Sealer,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -141,6 +195,7 @@ class WritebackWorker:
         self._resolver = resolver
         self._adapters = adapters
         self._failures = failures
+        self._sealer = sealer
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
 
@@ -150,45 +205,69 @@ class WritebackWorker:
             event = VisitEvent.from_json(body)
             geography = Geography(event.geography)
         except (InvalidEvent, ValueError):
-            logger.warning("Invalid writeback message %s moved to the poison queue", log_id(body))
-            self._failures.record(body, code="invalid_event", event_id=None, configuration_id=None)
+            logger.warning("Invalid writeback message %s moved to the poison queue (sealed)", log_id(body))
+            self._failures.record_invalid(body)
             return Outcome("failed", code="invalid_event")
+        queued = event
         visit = self._visits.get(geography, event.visit_key)
         if visit is None:
-            return self._fail(body, event, "visit_gone")
+            return self._fail(queued, "visit_gone")
+        try:
+            event = open_event(self._sealer, event)
+        except SealedValueInvalid:
+            return self._unopenable(queued, "the event's sealed launch context")
+        launch = event.source is Source.LAUNCH
+        needs_visit_context = not (queued.sealed or queued.references)  # Graph events: the visit names them
+        if needs_visit_context and visit.unreadable_context is not None:
+            return self._unopenable(queued, "the visit's sealed context")
         event = _with_visit_context(event, visit)
         try:
             target = self._resolver.target_for(event.configuration_id)
         except NotFound:
-            return self._fail(body, event, "configuration_gone")
-        launch = event.source is Source.LAUNCH
+            return self._fail(queued, "configuration_gone")
+        # A launch's references fill (or restore) the visit's context, in the same write as its presence.
+        # Sealed: from a launch the EHR confirmed; a legacy event's clear references are not.
+        also = with_launch_context(event.role, event.references, confirmed=bool(queued.sealed)) if launch else None
         if target.mode is WritebackMode.NONE:
-            visit = self._record_presence(visit, event)
+            visit = self._record_presence(visit, event, also)
+            visit = self._release_context_when_done(visit)
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
         try:
             claim = self._ledger.claim(geography, visit.key, event.id, expires_at=visit.expires_at)
         except AlreadyWritten:
             logger.info("Event %s already written; duplicate delivery completed", log_id(event.id))
-            visit = self._record_presence(visit, event)  # the first delivery may have died before its presence
+            # The first delivery may have died before its presence and the context's release.
+            visit = self._record_presence(visit, event, also)
+            visit = self._release_context_when_done(visit)
             return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
+        if needs_visit_context and not has_context(visit):
+            # Released after the meeting ended (someone rejoined without launching again): keep the presence,
+            # let the queue retry (a launch restores the context), then the poison queue keeps it for replay.
+            logger.info(
+                "Event %s: visit %s has no launch context (released); retry", log_id(event.id), log_id(visit.key)
+            )
+            self._ledger.release(claim)  # pending and claimable at once: the retry finds the context or not
+            self._record_presence(visit, event, also)
+            raise ContextMissing("The visit's launch context is not there; a launch restores it.")
         adapter = self._adapters[target.mode]
         try:
             written = self._call(adapter, event, target)
         except UpstreamRejected as exc:
-            self._ledger.release(claim)
-            self._record_presence(visit, event)
-            return self._fail(body, event, exc.code)
+            self._ledger.mark_failed(claim)
+            self._record_presence(visit, event, also)
+            return self._fail(queued, exc.code)
         except Exception as exc:
-            # Retryable (UpstreamUnavailable / UpstreamThrottled) or unexpected: give the claim back so the
-            # queue's retry may claim at once, rather than after the lease.
+            # Retryable (UpstreamUnavailable / UpstreamThrottled) or unexpected: give the claim back, pending,
+            # so the queue's retry may claim at once (rather than after the lease) and the context stays.
             code = exc.code if isinstance(exc, ConnectorError) else type(exc).__name__
             logger.info("Event %s: %s; the queue will retry", log_id(event.id), code)
             self._ledger.release(claim)
             raise
         self._mark_done(claim)  # first: the window of a repeated EHR effect ends here
-        visit = self._record_presence(visit, event)
+        visit = self._record_presence(visit, event, also)
+        visit = self._release_context_when_done(visit)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
 
@@ -207,8 +286,16 @@ class WritebackWorker:
                 logger.warning("Event %s: done mark not stored (attempt %d)", log_id(claim.event_id), attempt)
                 self._sleep(min(2.0, self._retry.base_delay * 2**attempt))
 
-    def _record_presence(self, visit: Visit, event: VisitEvent) -> Visit:
-        return self._presence.record(visit, event.role, event.kind, event.occurred_at)
+    def _record_presence(
+        self, visit: Visit, event: VisitEvent, also: Callable[[Visit], Visit | None] | None = None
+    ) -> Visit:
+        return self._presence.record(visit, event.role, event.kind, event.occurred_at, also=also)
+
+    def _release_context_when_done(self, visit: Visit) -> Visit:
+        """Release the launch context once the meeting has ended and none of the visit's events is pending."""
+        return release_context_when_done(
+            self._visits, visit, pending=lambda current: self._ledger.pending(current.geography, current.key)
+        )
 
     def _call(self, adapter: WritebackAdapter, event: VisitEvent, target: WritebackTarget) -> Written:
         for attempt in range(1, self._retry.attempts + 1):
@@ -228,15 +315,35 @@ class WritebackWorker:
     def _backoff(self, attempt: int) -> float:
         return float(self._retry.base_delay * (2 ** (attempt - 1)) * (0.5 + random.random()))  # noqa: S311
 
-    def _fail(self, body: str, event: VisitEvent, code: str) -> Outcome:
+    def _fail(self, event: VisitEvent, code: str) -> Outcome:
         logger.warning(
             "Event %s for visit %s failed permanently (%s); moved to the poison queue",
             log_id(event.id),
             log_id(event.visit_key),
             code,
         )
-        self._failures.record(body, code=code, event_id=event.id, configuration_id=event.configuration_id)
+        self._failures.record_event(event, code=code)
         return Outcome("failed", event.id, code)
+
+    def _unopenable(self, event: VisitEvent, what: str) -> Outcome:
+        logger.error(
+            "Event %s for visit %s: %s cannot be opened (tampered with, or sealed under a key no longer in "
+            "SEALING_KEYS); failed permanently, moved to the poison queue",
+            log_id(event.id),
+            log_id(event.visit_key),
+            what,
+        )
+        self._failures.record_event(event, code=SealedValueInvalid.code)
+        return Outcome("failed", event.id, SealedValueInvalid.code)
+
+
+def _is_sealed_invalid(body: str) -> bool:
+    """An unparseable body this log sealed before (replayed and refused again): kept as it is."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and set(data) == {"invalid"} and isinstance(data["invalid"], str)
 
 
 def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:

@@ -16,6 +16,7 @@ from shared.storage.accounts import Storage
 from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
 from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld
+from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -53,7 +54,7 @@ def expect_panel(panel: Page, role: str, state: str) -> None:
 
 
 def wait_for_subscription(world: LaunchWorld, visit_key: str) -> Visit:
-    repository = VisitRepository(Storage(world.settings))
+    repository = VisitRepository(Storage(world.settings), sealer_for(world.settings))
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while time.monotonic() < deadline:
         visit = repository.get(Geography.EMEA, visit_key)
@@ -69,10 +70,11 @@ def test_lobby_admit_leave_show_on_the_provider_panel_and_reach_the_ehr_once(
     clinic_visit = next(v for v in world.ehr.clinic.visits if v.practitioner_id == SMITH and v.patient_id == PATIENT)
     provider_context, patient_context = new_context(browser), new_context(browser)
     try:
-        # The clinician begins the visit: one-time Microsoft sign-in, then the provider page with its panel.
+        # The clinician begins the visit: one-time Microsoft sign-in, "Link my account", then the provider page.
         panel = begin_virtual_visit(provider_context, world, "hyperspace", SMITH)
         panel.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
         panel.locator(f"button[data-upn='{SMITH_UPN}']").click()
+        panel.locator("#confirm-link").click()
         panel.wait_for_url(f"{world.url}/api/visits/**")
         visit_key = urlsplit(panel.url).path.rsplit("/", 1)[-1]
         expect_panel(panel, "patient", "not_arrived")

@@ -23,6 +23,7 @@ from tests.support.launch_world import (
     SMITH_UPN,
     LaunchWorld,
 )
+from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -44,9 +45,20 @@ def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str
 
 
 def sign_in_once(page: Page, world: LaunchWorld, upn: str) -> None:
-    """The one-time Microsoft 365 sign-in: pick the account on the (sandbox) Entra ID page."""
+    """The one-time Microsoft 365 sign-in: pick the account on the (sandbox) Entra ID page, then confirm the link
+    on the connector's page that names the EHR user and the account (when the sign-in was not refused)."""
+    choose_account(page, world, upn)
+    if page.locator("#confirm-link").count():
+        expect(page.locator("#microsoft-account")).to_have_text(upn)
+        page.locator("#confirm-link").click()
+
+
+def choose_account(page: Page, world: LaunchWorld, upn: str) -> None:
+    """Pick the account on the (sandbox) Entra ID page and wait for the connector's answer."""
     page.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
     page.locator(f"button[data-upn='{upn}']").click()
+    page.wait_for_url(f"{world.url}/api/launch/signin/**")
+    page.wait_for_load_state()
 
 
 def provider_page(page: Page, world: LaunchWorld) -> str:
@@ -173,7 +185,7 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     provider_page(page, world)
     visit_key = page.url.split("/api/visits/")[1].split("?")[0]
     storage = Storage(world.settings)
-    visits = VisitRepository(storage)
+    visits = VisitRepository(storage, sealer_for(world.settings))
     visit = visits.get(world.configuration.geography, visit_key)
     assert visit is not None
     # What the writeback consumer records when Graph reports the patient in the lobby, then admitted.

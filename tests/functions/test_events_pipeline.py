@@ -21,13 +21,15 @@ import msal
 import pytest
 from azure.core.credentials import AccessToken
 
+from benchmarks.writeback_load import seed_configuration, visit_context
+from connector.services import reset as reset_services
 from connector.services import services
+from function_app import build_app
 from sandbox.ehr.__main__ import DEMO_PROVIDER_CLIENT_ID
 from sandbox.host import LocalHost
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.server import free_port
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
-from sandbox.writeback_load import fresh_function_app, reset_process_singletons, seed_configuration
 from shared.configurations.model import WritebackMode
 from shared.kernel.errors import UpstreamRejected
 from shared.kernel.settings import Geography, Settings
@@ -37,7 +39,10 @@ from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext, with_meeting, without_subscription
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import seal_event
 from shared.visits.subscriptions import CallEventSubscriptions
+from tests.support.outbound import LOCAL_POLICY
+from tests.support.sealing import sealer_for
 
 pytestmark = pytest.mark.azurite
 
@@ -101,7 +106,7 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         configuration_id = seed_configuration(
             storage, ehr.config.fhir_base, DEMO_PROVIDER_CLIENT_ID, WritebackMode.EPIC
         ).id
-        reset_process_singletons()
+        reset_services()
         host_json = {
             "version": "2.0",
             "extensions": {
@@ -112,13 +117,15 @@ def pipeline(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         trust = pytest.MonkeyPatch()
         for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # trust the sandbox CA, as the demo does
             trust.setenv(key, stand_ins.settings[key])
-        with LocalHost(fresh_function_app(), env, port=port, host_json=host_json) as host:
-            teams = TeamsClient(settings.graph_base_url, MsalCredential(settings.entra_authority_host))
+        with LocalHost(build_app(), env, port=port, host_json=host_json) as host:
+            teams = TeamsClient(
+                settings.graph_base_url, MsalCredential(settings.entra_authority_host), policy=LOCAL_POLICY
+            )
             subscriptions = services().subscriptions  # the production wiring, from the host's settings
             yield Pipeline(stand_ins, host, settings, storage, configuration_id, subscriptions, teams)
         trust.undo()
     finally:
-        reset_process_singletons()
+        reset_services()
         stand_ins.stop()
 
 
@@ -135,14 +142,8 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
 def open_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
     """A visit whose meeting exists in sandbox Graph (as the launch would leave it), subscribed."""
     clinic_visit = pipeline.stand_ins.ehr.clinic.visits[2]
-    context = VisitContext(
-        csn=clinic_visit.csn,
-        appointment=clinic_visit.appointment_id,
-        encounter=clinic_visit.encounter_id,
-        patient=f"Patient/{clinic_visit.patient_id}",
-        provider=f"Practitioner/{clinic_visit.practitioner_id}",
-    )
-    repository = VisitRepository(pipeline.storage)
+    context = visit_context(clinic_visit)
+    repository = VisitRepository(pipeline.storage, sealer_for(pipeline.settings))
     visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
     start = datetime.now(UTC)
     meeting = pipeline.teams.create_or_get_meeting(
@@ -207,7 +208,7 @@ def test_lobby_admit_leave_become_presence_and_epic_connect_disconnect(pipeline:
     assert visit.subscription_id and visit.subscription_expires_at
     subscription = graph.subscription(visit.subscription_id)
     assert subscription is not None and subscription.notification_url == pipeline.webhook
-    repository = VisitRepository(pipeline.storage)
+    repository = VisitRepository(pipeline.storage, sealer_for(pipeline.settings))
 
     def presence() -> dict[Role, EventKind]:
         current = repository.get(Geography.AMERICAS, visit.key)
@@ -261,7 +262,7 @@ def meeting_visit(pipeline: Pipeline) -> tuple[Visit, Any]:
         patient=f"Patient/{clinic_visit.patient_id}",
         provider=f"Practitioner/{clinic_visit.practitioner_id}",
     )
-    repository = VisitRepository(pipeline.storage)
+    repository = VisitRepository(pipeline.storage, sealer_for(pipeline.settings))
     visit = repository.get_or_create(Geography.AMERICAS, uuid.uuid4().hex, pipeline.configuration_id, context)
     start = datetime.now(UTC)
     meeting = pipeline.teams.create_or_get_meeting(
@@ -296,8 +297,9 @@ def test_provider_launch_event_subscribes_the_visits_meeting(pipeline: Pipeline)
         participant=f"Practitioner/{clinic_visit.practitioner_id}",
         csn=clinic_visit.csn,
     )
-    pipeline.storage.app.queue(pipeline.settings.writeback_queue_name).send_message(launch.to_json())
-    repository = VisitRepository(pipeline.storage)
+    sealed = seal_event(sealer_for(pipeline.settings), launch)  # as the launch queues it
+    pipeline.storage.app.queue(pipeline.settings.writeback_queue_name).send_message(sealed.to_json())
+    repository = VisitRepository(pipeline.storage, sealer_for(pipeline.settings))
     subscribed = wait_for(lambda: (v := repository.get(Geography.AMERICAS, visit.key)) and v.subscription_id and v)
     live = pipeline.stand_ins.graph.subscription(subscribed.subscription_id)
     assert live is not None and live.notification_url == pipeline.webhook
@@ -308,11 +310,13 @@ def test_a_subscription_graph_has_but_the_visit_lost_is_recorded_not_refused(pip
     """A worker crashed between Graph's 201 and recording the subscription: Graph now answers 409."""
     visit, _ = open_visit(pipeline)
     assert visit.subscription_id is not None
-    lost = VisitRepository(pipeline.storage).update(visit, without_subscription(visit.subscription_id))
+    lost = VisitRepository(pipeline.storage, sealer_for(pipeline.settings)).update(
+        visit, without_subscription(visit.subscription_id)
+    )
     assert lost.subscription_id is None
     again = pipeline.subscriptions.ensure(lost)
     assert again.subscription_id == visit.subscription_id
-    stored = VisitRepository(pipeline.storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(pipeline.storage, sealer_for(pipeline.settings)).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.subscription_id == visit.subscription_id
 
 
@@ -324,7 +328,9 @@ def test_an_unrecorded_subscription_encrypted_for_a_retired_certificate_is_repla
     assert old is not None
     current_certificate = old.encryption_certificate_id
     old.encryption_certificate_id = "retired-certificate"  # subscribed before a certificate rotation
-    lost = VisitRepository(pipeline.storage).update(visit, without_subscription(visit.subscription_id))
+    lost = VisitRepository(pipeline.storage, sealer_for(pipeline.settings)).update(
+        visit, without_subscription(visit.subscription_id)
+    )
     again = pipeline.subscriptions.ensure(lost)
     assert again.subscription_id not in (None, visit.subscription_id)
     assert graph.subscription(visit.subscription_id) is None  # the old one was deleted
@@ -347,7 +353,7 @@ def test_concurrent_subscribes_of_one_visit_end_with_one_recorded_subscription(p
     assert winners and all(w.subscription_id == winners[0].subscription_id for w in winners)
     for loser in (r for r in results if not isinstance(r, Visit)):  # still in Graph's handshake: upkeep retries
         assert isinstance(loser, UpstreamRejected) and loser.code == "graph_subscription_exists"
-    stored = VisitRepository(pipeline.storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(pipeline.storage, sealer_for(pipeline.settings)).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.subscription_id == winners[0].subscription_id
     live = [s for s in pipeline.stand_ins.graph.subscriptions.all() if s.meeting_id == visit.meeting_id]
     assert [s.id for s in live] == [stored.subscription_id]
@@ -360,7 +366,7 @@ def test_upkeep_subscribes_missing_and_deletes_finished(pipeline: Pipeline) -> N
     assert finished.meeting_id is not None and finished.subscription_id is not None
     doctor = graph.join_user(finished.meeting_id, SMITH)
     graph.leave(finished.meeting_id, doctor.id)
-    repository = VisitRepository(pipeline.storage)
+    repository = VisitRepository(pipeline.storage, sealer_for(pipeline.settings))
     wait_for(
         lambda: (
             (v := repository.get(Geography.AMERICAS, finished.key))

@@ -20,20 +20,23 @@ from connector.launch import (
     launch_patient,
     launch_provider,
     launch_signin_callback,
+    launch_signin_confirm,
     visit_page,
     visit_presence,
 )
 from connector.services import reset as reset_services
 from connector.services import services
 from shared.kernel.identifiers import random_token
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
-from shared.launch.service import LaunchService
+from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import Storage
-from shared.storage.state import AuthStateStore
+from shared.storage.state import GEOGRAPHY_TAGS, StateRouter, state_geography
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event
 from tests.support.launch_fakes import (
     Config,
     Configurations,
@@ -52,6 +55,12 @@ TENANT = "11111111-1111-4111-8111-111111111111"
 DR_SMITH = microsoft_user(TENANT, "b0000000-0000-4000-8000-000000000001")
 DR_LEE = microsoft_user(TENANT, "b0000000-0000-4000-8000-000000000002")
 FHIR = "https://ehr.example/interconnect/api/FHIR/R4"
+CSN_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.8"  # Epic's CSN OID (customer part 0.1)
+
+
+def encounter_of(csn: str | None) -> str:
+    """The Encounter the EHR names in the token response for the visit with this CSN."""
+    return "eE1" if csn in (None, "1853") else f"eE{csn}"
 
 
 class Out:
@@ -90,6 +99,15 @@ class World:
     sign_in: FakeSignIn = field(default_factory=FakeSignIn)
     graph: Graph = field(default_factory=Graph)
     events: list[VisitEvent] = field(default_factory=list)
+    cookie: str = ""
+
+    @property
+    def sealer(self) -> Sealer:
+        return Sealer.from_text(self.settings.sealing_keys.reveal())
+
+    @property
+    def user_map(self) -> UserMapRepository:
+        return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
 
     def service(self) -> LaunchService:
         return LaunchService(
@@ -97,14 +115,20 @@ class World:
             connector_secret=self.settings.connector_secret.reveal(),
             configurations=self.configurations,
             ehr=self.ehr,
-            states=AuthStateStore(self.storage.app),
-            user_map=UserMapRepository(self.storage, self.settings.connector_secret.reveal()),
-            visits=VisitRepository(self.storage),
+            states=StateRouter(self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS),
+            user_map=self.user_map,
+            visits=VisitRepository(self.storage, self.sealer),
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
             meetings_for=self.graph.meetings_for,
+            sealer=self.sealer,
         )
 
     # the EHR's side of a launch -----------------------------------------------------------------
+
+    def ehr_visit(self, csn: str, encounter: str) -> None:
+        """The EHR's Encounter for a visit carries its CSN as an identifier (any participants a test set stay)."""
+        resource = self.ehr.resources.setdefault(f"Encounter/{encounter}", {"resourceType": "Encounter"})
+        resource.update(id=encounter, identifier=[{"use": "usual", "system": CSN_SYSTEM, "value": csn}])
 
     def launch(
         self,
@@ -146,32 +170,58 @@ class World:
         fields: dict[str, Any] | None = None,
         microsoft: PortalIdentity = DR_SMITH,
     ) -> func.HttpResponse:
+        if csn:
+            self.ehr_visit(csn, encounter_of(csn))
         login = Login(
             claims={"sub": who, "fhirUser": f"{FHIR}/Practitioner/{who}"},
-            fields={"patient": "eP1", "encounter": "eE1", **(fields or {})},
+            fields={"patient": "eP1", "encounter": encounter_of(csn), **(fields or {})},
         )
         response = self.authorize_and_return(self.launch("provider", csn=csn), login)
         location = response.headers.get("Location", "")
         if response.status_code == 303 and location.startswith("https://login.example/"):
-            self.sign_in.user = microsoft
-            state = parse_qs(urlsplit(location).query)["state"][0]
-            binding = response.headers["Set-Cookie"].split(";", 1)[0]  # the browser keeps it for the callback
-            out = Out()
-            req = request(
-                "POST",
-                "http://localhost/api/launch/signin/callback",
-                body=f"code=abc&state={state}".encode(),
-                headers={"content-type": "application/x-www-form-urlencoded", "cookie": binding},
-            )
-            response = launch_signin_callback(req, events=out)
-            if out.value:
-                self.events.append(VisitEvent.from_json(out.value))
+            response = self.microsoft_sign_in(response, microsoft)
+            if response.status_code == 200 and "Link my account" in html(response):
+                response = self.confirm(response)
+        return response
+
+    def microsoft_sign_in(self, redirect: func.HttpResponse, microsoft: PortalIdentity) -> func.HttpResponse:
+        """Microsoft's form_post back to the connector, from the browser holding the sign-in cookie."""
+        self.sign_in.user = microsoft
+        state = parse_qs(urlsplit(redirect.headers["Location"]).query)["state"][0]
+        self.cookie = redirect.headers["Set-Cookie"].split(";", 1)[0]  # the browser keeps it for the callback
+        req = request(
+            "POST",
+            "http://localhost/api/launch/signin/callback",
+            body=f"code=abc&state={state}".encode(),
+            headers={"content-type": "application/x-www-form-urlencoded", "cookie": self.cookie},
+        )
+        response = launch_signin_callback(req)
+        if response.status_code == 200:
+            self.cookie = response.headers["Set-Cookie"].split(";", 1)[0]  # rotated for the confirmation
+        return response
+
+    def confirm(
+        self, page: func.HttpResponse, *, action: str = "link", cookie: str | None = None, csrf: str | None = None
+    ) -> func.HttpResponse:
+        """Press a button of the confirmation page (by default from the same browser, with the page's token)."""
+        fields = confirmation_fields(page)
+        body = f"state={fields['state']}&csrf={quote(fields['csrf'] if csrf is None else csrf)}&action={action}"
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        if (self.cookie if cookie is None else cookie) != "":
+            headers["cookie"] = self.cookie if cookie is None else cookie
+        out = Out()
+        req = request("POST", "http://localhost/api/launch/signin/confirm", body=body.encode(), headers=headers)
+        response = launch_signin_confirm(req, events=out)
+        if out.value:
+            self.events.append(VisitEvent.from_json(out.value))
         return response
 
     def patient(self, *, csn: str | None = "1853", fields: dict[str, Any] | None = None) -> func.HttpResponse:
+        if csn:
+            self.ehr_visit(csn, encounter_of(csn))
         login = Login(
             claims={"sub": "eP1", "fhirUser": f"{FHIR}/Patient/eP1"},
-            fields={"patient": "eP1", "encounter": "eE1", **(fields or {})},
+            fields={"patient": "eP1", "encounter": encounter_of(csn), **(fields or {})},
         )
         return self.authorize_and_return(self.launch("patient", csn=csn), login)
 
@@ -185,10 +235,16 @@ class World:
 
 @pytest.fixture
 def world(env: dict[str, str], settings: Settings, storage: Storage) -> Iterator[World]:
+    yield from installed_world(settings, storage)
+
+
+def installed_world(settings: Settings, storage: Storage) -> Iterator[World]:
+    """A ``World`` whose launch service is the one the blueprint uses, for the length of a test."""
     config = Config(id=str(uuid.uuid4()), tenant_id=TENANT, fhir_base_url=FHIR)
     pending = Config(id=str(uuid.uuid4()), tenant_id=TENANT, fhir_base_url=FHIR + "-pending", is_approved=False)
     w = World(settings=settings, storage=storage, config=config, configurations=Configurations(config, pending))
     w.ehr.base = FHIR
+    w.ehr_visit("1853", "eE1")
     reset_services()
     services().launch = w.service()
     yield w
@@ -197,6 +253,12 @@ def world(env: dict[str, str], settings: Settings, storage: Storage) -> Iterator
 
 def html(response: func.HttpResponse) -> str:
     return response.get_body().decode()
+
+
+def confirmation_fields(page: func.HttpResponse) -> dict[str, str]:
+    found = dict(re.findall(r'name="(state|csrf)" value="([^"]+)"', html(page)))
+    assert set(found) == {"state", "csrf"}, html(page)
+    return found
 
 
 def join_link(page: str) -> str:
@@ -222,14 +284,14 @@ def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(world: 
     assert 'target="_blank"' in html(page)
     assert "not arrived" in html(page)
 
-    [event] = world.events
+    [queued] = world.events
+    assert queued.references == {} and queued.sealed  # nothing in clear on the queue
+    event = open_event(world.sealer, queued)
     assert (event.kind, event.role, event.source) == (EventKind.CONNECTED, Role.PROVIDER, Source.LAUNCH)
     assert event.participant == "Practitioner/eDoc1" and event.csn == "1853" and event.encounter == "eE1"
     assert event.geography == "emea" and event.configuration_id == world.config.id
 
-    mapping = UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
-        Geography.EMEA, world.config.id, "Practitioner/eDoc1"
-    )
+    mapping = world.user_map.get(Geography.EMEA, world.config.id, "Practitioner/eDoc1")
     assert mapping is not None and mapping.object_id == DR_SMITH.object_id
 
 
@@ -265,7 +327,7 @@ def test_appointment_primary_provider_organizes_when_mapped(world: World) -> Non
 
 
 def test_unmapped_primary_provider_leaves_the_launching_provider_as_organizer(world: World) -> None:
-    world.ehr.resources["Encounter/eE1"] = {
+    world.ehr.resources["Encounter/eE3001"] = {
         "participant": [{"type": [{"coding": [{"code": "PPRF"}]}], "individual": {"reference": "Practitioner/x"}}]
     }
     world.provider("eDoc1", csn="3001")
@@ -295,9 +357,7 @@ def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_o
     assert response.status_code == 303
     assert response.headers["Location"].startswith(f"{world.settings.public_base_url}/api/visits/")
     assert list(world.graph.store) == [(FABRIKAM, DR_FABRIKAM.object_id, ANY)]  # organized in Fabrikam
-    mapping = UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
-        Geography.EMEA, world.config.id, "Practitioner/eDoc1"
-    )
+    mapping = world.user_map.get(Geography.EMEA, world.config.id, "Practitioner/eDoc1")
     assert mapping is not None and (mapping.tenant_id, mapping.object_id) == (FABRIKAM, DR_FABRIKAM.object_id)
 
 
@@ -327,12 +387,7 @@ def test_sharing_stopped_while_the_clinician_is_on_the_sign_in_page_refuses_them
     response = world.provider(csn="5101", microsoft=DR_FABRIKAM)
     assert response.status_code == 403 and "Wrong Microsoft 365 account" in html(response)
     assert world.graph.calls == []
-    assert (
-        UserMapRepository(world.storage, world.settings.connector_secret.reveal()).get(
-            Geography.EMEA, world.config.id, "Practitioner/eDoc1"
-        )
-        is None
-    )  # nothing stored for good
+    assert world.user_map.get(Geography.EMEA, world.config.id, "Practitioner/eDoc1") is None  # nothing stored for good
 
 
 def test_a_configuration_deleted_while_the_clinician_signs_in_stores_nothing(
@@ -378,7 +433,7 @@ def test_patient_after_the_provider_goes_to_the_same_meeting_lobby(world: World)
     response = world.patient()
     assert response.status_code == 303
     assert response.headers["Location"] == join_link(html(provider_page))
-    patient_event = world.events[-1]
+    patient_event = open_event(world.sealer, world.events[-1])
     assert patient_event.role is Role.PATIENT and patient_event.participant == "Patient/eP1"
     assert patient_event.kind is EventKind.LOBBY  # sent to the lobby: the panel must not say "in meeting"
 
@@ -458,7 +513,9 @@ def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world: World
     assert params["launch"] == "a+b" and params["aud"] == FHIR
     assert params["scope"] == "launch openid fhirUser patient/*.read"
     assert params["client_id"] == "patient-client"
-    assert len(base64.urlsafe_b64decode(params["state"] + "==")) >= 16
+    tag, _, random_part = params["state"].partition(".")  # the geography's tag, then 256 random bits
+    assert state_geography(params["state"]) is world.config.geography and tag == GEOGRAPHY_TAGS[world.config.geography]
+    assert len(base64.urlsafe_b64decode(random_part + "=")) == 32
     assert params["redirect_uri"] == f"{world.settings.public_base_url}/api/launch/callback"
 
 
@@ -505,7 +562,7 @@ def test_replayed_and_forged_state_are_refused(world: World) -> None:
     authorize = world.launch("provider")
     url = authorize.headers["Location"]
     state = parse_qs(urlsplit(url).query)["state"][0]
-    login = Login(claims={"sub": "eDoc1"}, fields={"encounter": "e"})
+    login = Login(claims={"sub": "eDoc1"}, fields={"encounter": "eE1"})
     code = world.ehr.authorize(url, None, login)
     world.sign_in.user = DR_SMITH
     first, _ = world.callback(f"code={code}&state={state}")
@@ -559,7 +616,7 @@ def test_unreachable_ehr(world: World) -> None:
 def test_launch_without_any_appointment_context_is_explained(world: World) -> None:
     login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1"})
     response = world.authorize_and_return(world.launch("patient", csn=None), login)
-    assert response.status_code == 400 and "sessionId=%CSN%" in html(response)
+    assert response.status_code == 400 and "encounter or appointment context" in html(response)
 
 
 # --- visit pages --------------------------------------------------------------------------------
@@ -618,8 +675,44 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
         body=f"code=abc&state={state}".encode(),
         headers={"content-type": "application/x-www-form-urlencoded"},  # the colleague's browser: no cookie
     )
-    out = Out()
-    refused = launch_signin_callback(req, events=out)
+    refused = launch_signin_callback(req)
     assert refused.status_code == 400
     assert "launch_signin=;" in refused.headers.get("Set-Cookie", "")
-    assert out.value is None
+    assert world.graph.calls == []
+
+
+# --- the launch context is the EHR's word -----------------------------------------------------------
+
+
+def test_a_url_csn_the_launchs_encounter_does_not_carry_is_refused_before_anything_happens(world: World) -> None:
+    world.ehr_visit("7001", "eE7001")
+    login = Login(claims={"sub": "eDoc1"}, fields={"patient": "eP1", "encounter": "eE7001"})
+    response = world.authorize_and_return(world.launch("provider", csn="7002"), login)
+    assert response.status_code == 403 and "This visit link does not match your appointment" in html(response)
+    assert world.sign_in.begun == 0 and world.graph.calls == [] and world.events == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"patient": "eP1"}, "names no encounter and no appointment"),
+        ({"patient": "eP1", "encounter": "eE-unknown"}, "could not be read"),
+    ],
+)
+def test_a_url_csn_nothing_confirms_is_refused_with_what_to_configure(
+    world: World, fields: dict[str, Any], reason: str
+) -> None:
+    login = Login(claims={"sub": "eP1"}, fields=fields)
+    response = world.authorize_and_return(world.launch("patient", csn="7003"), login)
+    assert response.status_code == 403 and "The EHR did not confirm this visit" in html(response)
+    assert reason in html(response) and "user/Encounter.read" in html(response)
+    assert world.graph.calls == [] and world.events == []
+
+
+def test_a_csn_field_in_the_token_response_confirms_the_url_without_a_read(world: World) -> None:
+    login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1", "csn": "7004"})
+    response = world.authorize_and_return(world.launch("patient", csn="7004"), login)
+    assert response.status_code == 303 and "/api/visits/" in response.headers["Location"]
+    assert not any(r.startswith("read") for r in world.ehr.requests)
+    assert world.events[-1].csn is None  # sealed on the queue
+    assert open_event(world.sealer, world.events[-1]).csn == "7004"

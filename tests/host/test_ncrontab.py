@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -55,6 +56,12 @@ def test_day_of_week_and_names() -> None:
     assert nexts("0 30 9 * * Mon-Fri", "2026-03-06T12:00:00", 1) == ["2026-03-09 09:30:00"]
     assert nexts("0 0 0 * * sun", "2026-03-02T00:00:00", 1) == ["2026-03-08 00:00:00"]
     assert nexts("0 0 0 1 jan,July *", "2026-03-02T00:00:00", 2) == ["2026-07-01 00:00:00", "2027-01-01 00:00:00"]
+    assert nexts("0 0 0 * * Monday-FRIDAY", "2026-03-06T12:00:00", 2) == ["2026-03-09 00:00:00", "2026-03-10 00:00:00"]
+    assert nexts("0 0 0 * 3 wed/2", "2026-03-02T00:00:00", 3) == [
+        "2026-03-04 00:00:00",
+        "2026-03-06 00:00:00",
+        "2026-03-11 00:00:00",
+    ]
 
 
 def test_day_of_month_and_day_of_week_must_both_match_as_in_ncrontab() -> None:
@@ -68,6 +75,16 @@ def test_day_of_month_and_day_of_week_must_both_match_as_in_ncrontab() -> None:
 
 def test_leap_day() -> None:
     assert nexts("0 0 12 29 2 *", "2026-01-01T00:00:00", 1) == ["2028-02-29 12:00:00"]
+    assert nexts("0 0 0 29 2 Mon", "2026-01-01T00:00:00", 1) == ["2044-02-29 00:00:00"]  # 18 years away
+
+
+def test_wall_clock_time_in_the_schedule_zone_across_a_dst_change() -> None:
+    rome = ZoneInfo("Europe/Rome")  # summer time starts on 2026-03-29
+    found = Schedule.parse("0 0 9 * * *").occurrences(datetime(2026, 3, 28, 10, 0, tzinfo=rome), 2)
+    assert [(d.isoformat(), d.tzinfo) for d in found] == [
+        ("2026-03-29T09:00:00+02:00", rome),
+        ("2026-03-30T09:00:00+02:00", rome),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -85,6 +102,15 @@ def test_leap_day() -> None:
         "a * * * * *",
         "1,,2 * * * * *",
         "* * * * Foo *",
+        "* * * * * 5-7",
+        "* * * * * sa",  # a name needs three letters at least
+        # croniter's extensions that NCrontab does not know
+        "0 0 0 L * *",
+        "0 0 0 1W * *",
+        "0 0 0 ? * *",
+        "0 0 0 * * 1#2",
+        "H * * * * *",
+        "0 0 0 1 1 * 2030",
     ],
 )
 def test_invalid_expressions_are_rejected(expression: str) -> None:
@@ -92,6 +118,7 @@ def test_invalid_expressions_are_rejected(expression: str) -> None:
         Schedule.parse(expression)
 
 
-def test_impossible_date_never_occurs() -> None:
+@pytest.mark.parametrize("expression", ["0 0 0 31 2 *", "0 0 0 30 2 Mon"])
+def test_impossible_date_never_occurs(expression: str) -> None:
     with pytest.raises(ScheduleError, match="never occurs"):
-        Schedule.parse("0 0 0 31 2 *").next_after(at("2026-01-01T00:00:00"))
+        Schedule.parse(expression).next_after(at("2026-01-01T00:00:00"))

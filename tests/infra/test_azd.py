@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.kernel.sealing import parse_keys
 from tests.infra.bicep import INFRA, MAIN, ROOT, parse
 
 HOOK = INFRA / "hooks" / "postprovision.sh"
@@ -109,7 +110,14 @@ def test_hook_prints_the_urls_and_seeds_missing_secrets(vault: Path) -> None:
     assert all(url in printed for url in REGISTERED_URLS), result.stdout
     assert "//api" not in result.stdout
     secrets = {p.name: p.read_text() for p in vault.iterdir()}
-    assert set(secrets) == {"connector-secret", "graph-client-state", "signing-keys", "graph-encryption-certificate"}
+    assert set(secrets) == {
+        "connector-secret",
+        "sealing-keys",
+        "graph-client-state",
+        "signing-keys",
+        "graph-encryption-certificate",
+    }
+    assert parse_keys(secrets["sealing-keys"]) and "," not in secrets["sealing-keys"]
     assert re.fullmatch(r"[0-9a-f]{64}", secrets["connector-secret"])
     assert re.fullmatch(r"[0-9a-f]{64}", secrets["graph-client-state"])
     assert secrets["connector-secret"] != secrets["graph-client-state"]

@@ -16,6 +16,7 @@ from sandbox.stand_ins import RunningStandIns, start_stand_ins
 from shared.kernel.errors import UpstreamRejected, UpstreamUnavailable
 from shared.microsoft.app_credentials import AppOnlyCredential, AppOnlyCredentials
 from shared.microsoft.teams import TeamsClient
+from tests.support.outbound import LOCAL_POLICY, local_http
 
 SMITH = "b0000000-0000-4000-8000-000000000001"
 
@@ -41,10 +42,12 @@ def trusted(clouds: Clouds, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_creates_a_meeting_with_an_msal_token_and_reuses_the_token(clouds: Clouds, trusted: None) -> None:
-    credentials = AppOnlyCredentials(clouds.authority_host, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET)
+    credentials = AppOnlyCredentials(
+        clouds.authority_host, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, http=local_http()
+    )
     credential = credentials.for_tenant(CONTOSO.id)
     assert credentials.for_tenant(CONTOSO.id.upper()) is credential
-    client = TeamsClient(clouds.graph_url, credential)
+    client = TeamsClient(clouds.graph_url, credential, policy=LOCAL_POLICY)
     start = datetime.now(UTC)
     meeting = client.create_or_get_meeting(
         organizer_object_id=SMITH,
@@ -62,14 +65,18 @@ def test_creates_a_meeting_with_an_msal_token_and_reuses_the_token(clouds: Cloud
 
 
 async def test_wrong_secret_is_a_clear_rejection(clouds: Clouds, trusted: None) -> None:
-    credential = AppOnlyCredentials(clouds.authority_host, CONNECTOR_CLIENT_ID, "wrong").for_tenant(CONTOSO.id)
+    credential = AppOnlyCredentials(clouds.authority_host, CONNECTOR_CLIENT_ID, "wrong", http=local_http()).for_tenant(
+        CONTOSO.id
+    )
     with pytest.raises(UpstreamRejected) as caught:
         await credential.get_token(f"{clouds.graph_url}/.default")
     assert caught.value.code == "invalid_client"
 
 
 async def test_unreachable_entra(trusted: None) -> None:
-    credential = AppOnlyCredentials("https://127.0.0.1:9", CONNECTOR_CLIENT_ID, "x").for_tenant(CONTOSO.id)
+    credential = AppOnlyCredentials("https://127.0.0.1:9", CONNECTOR_CLIENT_ID, "x", http=local_http()).for_tenant(
+        CONTOSO.id
+    )
     with pytest.raises(UpstreamUnavailable):
         await credential.get_token("https://graph.example/.default")
 

@@ -23,13 +23,16 @@ from shared.ehr.smart import SmartClient
 from shared.http.outbound import OutboundPolicy, SafeHttp
 from shared.jose.keys import SigningKeys
 from shared.kernel.errors import StateError, UpstreamRejected
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings
-from shared.launch.service import LaunchService, WaitForClinician
+from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService, WaitForClinician
 from shared.launch.user_map import UserMapRepository
 from shared.storage.accounts import Storage
-from shared.storage.state import AuthStateStore
+from shared.storage.state import StateRouter
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event
 from tests.support.launch_fakes import Config, Configurations, FakeSignIn, Graph
+from tests.support.sealing import sealer_for
 
 pytestmark = pytest.mark.azurite
 
@@ -82,16 +85,18 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
         patient_client_id=CLIENT_ID,
     )
     secret = settings.connector_secret.reveal()
+    sealer = Sealer.from_text(settings.sealing_keys.reveal())
     launch_service = LaunchService(
         public_base_url=BASE,
         connector_secret=secret,
         configurations=Configurations(config),  # type: ignore[arg-type]
         ehr=smart,
-        states=AuthStateStore(storage.app),
-        user_map=UserMapRepository(storage, secret),
-        visits=VisitRepository(storage),
+        states=StateRouter(storage, sealer, in_geography=LAUNCH_STATE_KINDS),
+        user_map=UserMapRepository(storage, secret, sealer),
+        visits=VisitRepository(storage, sealer),
         sign_in=lambda: FakeSignIn(),  # type: ignore[arg-type,return-value]
         meetings_for=Graph().meetings_for,
+        sealer=sealer,
     )
     record = stand_ins.ehr.add_record(
         name="integration patient", kind="patient", launch_url=f"{BASE}/api/launch/{config.id}/patient",
@@ -122,10 +127,11 @@ def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = None) 
     return AuthorizationResponse(state=returned["state"], code=returned["code"])
 
 
-def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service) -> None:  # type: ignore[no-untyped-def]
+def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     outcome = service[0].complete(authorize(stand_ins, service))
     assert isinstance(outcome, WaitForClinician)  # no organizer known yet
-    assert outcome.event is not None and outcome.event.csn == stand_ins.ehr.clinic.visits[0].csn
+    assert outcome.event is not None and outcome.event.csn is None  # sealed for the queue
+    assert open_event(sealer_for(settings), outcome.event).csn == stand_ins.ehr.clinic.visits[0].csn
 
 
 def _flip_signature(body: dict[str, object]) -> None:

@@ -15,6 +15,7 @@ from azure.core.credentials import AccessToken
 from sandbox.seed import CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONTOSO
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
 from shared.microsoft.teams import TeamsClient
+from tests.support.outbound import LOCAL_POLICY
 
 SMITH = "b0000000-0000-4000-8000-000000000001"
 
@@ -46,7 +47,7 @@ def test_graph_accepts_entra_app_tokens(stand_ins: RunningStandIns, monkeypatch:
         if key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
             monkeypatch.setenv(key, value)
     credential = MsalAppCredential(f"{stand_ins.settings['ENTRA_AUTHORITY_HOST']}/{CONTOSO.id}")
-    teams = TeamsClient(stand_ins.settings["GRAPH_BASE_URL"], credential)
+    teams = TeamsClient(stand_ins.settings["GRAPH_BASE_URL"], credential, policy=LOCAL_POLICY)
     start = datetime.now(UTC)
     meeting = teams.create_or_get_meeting(
         organizer_object_id=SMITH, external_id="wired", subject="Virtual visit", start=start,

@@ -11,6 +11,7 @@ from azure.core.exceptions import ResourceModifiedError
 
 from sandbox import azurite
 from shared.kernel.errors import BadRequest, StateError, StorageUnavailable
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Secret, Settings, StorageConnection
 from shared.launch.user_map import TABLE as USER_MAP_TABLE
 from shared.launch.user_map import UserMapRepository
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.azurite
 
 
 def test_mapping_written_for_emea_is_invisible_in_americas(storage: Storage, settings: Settings, unique: str) -> None:
-    repo = UserMapRepository(storage, settings.connector_secret.reveal())
+    repo = UserMapRepository(
+        storage, settings.connector_secret.reveal(), Sealer.from_text(settings.sealing_keys.reveal())
+    )
     repo.put(Geography.EMEA, f"cfg-{unique}", "Practitioner/123", tenant_id="t1", object_id="o1")
 
     found = repo.get(Geography.EMEA, f"cfg-{unique}", "Practitioner/123")
@@ -37,7 +40,9 @@ def test_mapping_written_for_emea_is_invisible_in_americas(storage: Storage, set
 
 
 def test_mapping_key_depends_on_configuration(storage: Storage, settings: Settings, unique: str) -> None:
-    repo = UserMapRepository(storage, settings.connector_secret.reveal())
+    repo = UserMapRepository(
+        storage, settings.connector_secret.reveal(), Sealer.from_text(settings.sealing_keys.reveal())
+    )
     repo.put(Geography.AMERICAS, f"a-{unique}", "Practitioner/1", tenant_id="t", object_id="o")
     assert repo.get(Geography.AMERICAS, f"b-{unique}", "Practitioner/1") is None
 
@@ -62,8 +67,8 @@ def test_stale_etag_update_is_rejected(storage: Storage, unique: str) -> None:
     assert table.get_entity(unique, "r")["Value"] == 2
 
 
-def test_state_is_consumed_exactly_once(storage: Storage) -> None:
-    store = AuthStateStore(storage.app)
+def test_state_is_consumed_exactly_once(storage: Storage, sealer: Sealer) -> None:
+    store = AuthStateStore(storage.app, sealer)
     state = store.create("test", {"verifier": "v"})
     assert len(state) >= 22  # >= 128 bits of URL-safe base64
     assert store.consume("test", state) == {"verifier": "v"}
@@ -72,8 +77,8 @@ def test_state_is_consumed_exactly_once(storage: Storage) -> None:
     assert caught.value.code == "state_reused"
 
 
-def test_concurrent_consumers_exactly_one_wins(storage: Storage) -> None:
-    store = AuthStateStore(storage.app)
+def test_concurrent_consumers_exactly_one_wins(storage: Storage, sealer: Sealer) -> None:
+    store = AuthStateStore(storage.app, sealer)
 
     def consume(state: str, barrier: threading.Barrier, wins: list[object], losses: list[str]) -> None:
         barrier.wait()
@@ -96,8 +101,8 @@ def test_concurrent_consumers_exactly_one_wins(storage: Storage) -> None:
         assert losses == ["state_reused"] * 7
 
 
-def test_expired_state_is_rejected(storage: Storage) -> None:
-    store = AuthStateStore(storage.app)
+def test_expired_state_is_rejected(storage: Storage, sealer: Sealer) -> None:
+    store = AuthStateStore(storage.app, sealer)
     state = store.create("test", {"x": 1}, ttl=timedelta(seconds=-1))
     with pytest.raises(StateError) as caught:
         store.consume("test", state)
@@ -105,14 +110,14 @@ def test_expired_state_is_rejected(storage: Storage) -> None:
 
 
 @pytest.mark.parametrize("forged", ["", "short", "a/b" * 10, "x" * 500, "../../etc/passwd-aaaaaaaaaaa"])
-def test_forged_or_malformed_state_is_unknown(storage: Storage, forged: str) -> None:
+def test_forged_or_malformed_state_is_unknown(storage: Storage, forged: str, sealer: Sealer) -> None:
     with pytest.raises(StateError) as caught:
-        AuthStateStore(storage.app).consume("test", forged)
+        AuthStateStore(storage.app, sealer).consume("test", forged)
     assert caught.value.code == "state_unknown"
 
 
-def test_sweep_deletes_only_expired_rows(storage: Storage, unique: str) -> None:
-    store = AuthStateStore(storage.app)
+def test_sweep_deletes_only_expired_rows(storage: Storage, unique: str, sealer: Sealer) -> None:
+    store = AuthStateStore(storage.app, sealer)
     kind = f"sweep{unique}"
     expired = store.create(kind, {}, ttl=timedelta(seconds=-5))
     live = store.create(kind, {}, ttl=timedelta(minutes=5))

@@ -1,4 +1,4 @@
-"""shared/teams.py against the sandbox Graph over real HTTP (real msgraph-sdk code paths)."""
+"""shared/microsoft/teams.py against the sandbox Graph over real HTTP (real msgraph-sdk code paths)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tests.sandbox.graph_support import (  # noqa: F401 - fixtures
     graph_fixture,
     receiver_fixture,
 )
+from tests.support.outbound import LOCAL_POLICY
 
 
 class MintedCredential:
@@ -43,7 +44,7 @@ def window() -> tuple[datetime, datetime]:
 
 
 def test_create_or_get_is_idempotent_and_lobby_is_secured(graph: RunningGraph) -> None:
-    client = TeamsClient(graph.url, MintedCredential(graph))
+    client = TeamsClient(graph.url, MintedCredential(graph), policy=LOCAL_POLICY)
     start, end = window()
     first = client.create_or_get_meeting(
         organizer_object_id=SMITH, external_id="visit-a", subject="Virtual visit", start=start, end=end
@@ -67,7 +68,7 @@ def test_create_or_get_is_idempotent_and_lobby_is_secured(graph: RunningGraph) -
 
 
 def test_organizer_without_access_policy_gets_the_powershell(graph: RunningGraph) -> None:
-    client = TeamsClient(graph.url, MintedCredential(graph))
+    client = TeamsClient(graph.url, MintedCredential(graph), policy=LOCAL_POLICY)
     start, end = window()
     with pytest.raises(UpstreamRejected) as caught:
         client.create_or_get_meeting(
@@ -78,7 +79,7 @@ def test_organizer_without_access_policy_gets_the_powershell(graph: RunningGraph
 
 
 def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver: Receiver, cert: Certificate) -> None:
-    client = TeamsClient(graph.url, MintedCredential(graph))
+    client = TeamsClient(graph.url, MintedCredential(graph), policy=LOCAL_POLICY)
     start, end = window()
     meeting = client.create_or_get_meeting(
         organizer_object_id=LEE, external_id="visit-sub", subject="s", start=start, end=end

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.storage.sweep import sweep_expired
@@ -23,10 +24,11 @@ from shared.visits.repository import TABLE, VisitRepository
 
 pytestmark = pytest.mark.azurite
 T0 = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+SEALER = Sealer.from_text(new_key_text())
 
 
 def new_visit(storage: Storage, unique: str, geography: Geography = Geography.EMEA):  # type: ignore[no-untyped-def]
-    repo = VisitRepository(storage)
+    repo = VisitRepository(storage, SEALER)
     key = visit_key("secret" * 6, f"cfg-{unique}", appointment_key(csn=unique, appointment=None, encounter=None))
     return repo, repo.get_or_create(geography, key, f"cfg-{unique}", VisitContext(csn=unique, patient="Patient/1"))
 

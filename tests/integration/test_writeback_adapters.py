@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from sandbox.ehr import EhrSandbox
@@ -24,7 +23,7 @@ from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys, assertion
 
 
 class KeysSigner:
-    """The test EHR client's keys in ``shared.keys.SigningKeys``' shape: RS384 assertions with kid, fresh jti."""
+    """The test EHR client's keys in ``shared.jose.keys.SigningKeys``' shape: RS384 assertions with kid, fresh jti."""
 
     def __init__(self, keys: ClientKeys) -> None:
         self.keys = keys
@@ -38,14 +37,20 @@ def smart_client(keys: ClientKeys, timeout: float = 5.0) -> SmartClient:
     return SmartClient(SafeHttp(policy), KeysSigner(keys))  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5) as client:
-        yield client
+def checked_http(timeout: float = 5.0) -> SafeHttp:
+    """The adapters' transport: the same checked SafeHttp production uses, allowing the sandbox on 127.0.0.1."""
+    return SafeHttp(OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=timeout))
 
 
 @pytest.fixture
-def backend(http: httpx.Client, client_keys: ClientKeys) -> BackendServices:
+def http() -> Iterator[SafeHttp]:
+    client = checked_http()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def backend(http: SafeHttp, client_keys: ClientKeys) -> BackendServices:
     return BackendServices(smart_client(client_keys))
 
 
@@ -81,7 +86,7 @@ def event(
 
 
 def test_epic_adapter_sends_connect_and_disconnect_for_both_roles(
-    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+    ehr: EhrSandbox, http: SafeHttp, backend: BackendServices
 ) -> None:
     adapter = EpicConnectionStatus(http, backend)
     visit = ehr.clinic.visits[0]
@@ -101,7 +106,7 @@ def test_epic_adapter_sends_connect_and_disconnect_for_both_roles(
     assert backend.requests == 1  # one Backend Services token, cached for every call
 
 
-def test_epic_adapter_skips_lobby_and_staff(ehr: EhrSandbox, http: httpx.Client, backend: BackendServices) -> None:
+def test_epic_adapter_skips_lobby_and_staff(ehr: EhrSandbox, http: SafeHttp, backend: BackendServices) -> None:
     adapter = EpicConnectionStatus(http, backend)
     before = ehr.count_status_changes()
     lobby = event(ehr, EventKind.LOBBY, Role.PATIENT)
@@ -112,7 +117,7 @@ def test_epic_adapter_skips_lobby_and_staff(ehr: EhrSandbox, http: httpx.Client,
 
 
 def test_epic_adapter_refused_when_the_web_service_is_not_enabled(
-    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+    ehr: EhrSandbox, http: SafeHttp, backend: BackendServices
 ) -> None:
     adapter = EpicConnectionStatus(http, backend)
     with pytest.raises(UpstreamRejected) as caught:
@@ -121,7 +126,7 @@ def test_epic_adapter_refused_when_the_web_service_is_not_enabled(
 
 
 def test_audit_event_conditional_create_is_idempotent_and_searchable_by_tag_and_identifier(
-    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+    ehr: EhrSandbox, http: SafeHttp, backend: BackendServices
 ) -> None:
     adapter = FhirAuditEvents(http, backend)
     connected = event(ehr, EventKind.CONNECTED, Role.PATIENT, seconds=7)
@@ -154,7 +159,7 @@ def test_audit_event_conditional_create_is_idempotent_and_searchable_by_tag_and_
 )
 def test_failures_are_classified_for_retry(
     ehr: EhrSandbox,
-    http: httpx.Client,
+    http: SafeHttp,
     backend: BackendServices,
     faults: dict[str, object],
     error: type[Exception],
@@ -170,7 +175,7 @@ def test_failures_are_classified_for_retry(
 
 
 def test_a_refused_token_is_forgotten_so_the_next_attempt_fetches_a_new_one(
-    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+    ehr: EhrSandbox, http: SafeHttp, backend: BackendServices
 ) -> None:
     for adapter, mode in ((FhirAuditEvents(http, backend), WritebackMode.FHIR_AUDIT_EVENT),
                           (EpicConnectionStatus(http, backend), WritebackMode.EPIC)):  # fmt: skip
@@ -186,7 +191,8 @@ def test_a_refused_token_is_forgotten_so_the_next_attempt_fetches_a_new_one(
 
 
 def test_timeouts_are_retryable(ehr: EhrSandbox, client_keys: ClientKeys) -> None:
-    with httpx.Client(timeout=0.3) as quick:
+    quick = checked_http(0.3)
+    try:
         backend = BackendServices(smart_client(client_keys))
         backend.access_token(ehr.config.fhir_base, BACKEND, "system/Encounter.write")
         ehr.faults.update({"timeout_rate": 1.0, "hang_seconds": 5})
@@ -194,10 +200,12 @@ def test_timeouts_are_retryable(ehr: EhrSandbox, client_keys: ClientKeys) -> Non
             EpicConnectionStatus(quick, backend).write(
                 event(ehr, EventKind.CONNECTED, Role.PROVIDER), target(ehr, WritebackMode.EPIC)
             )
+    finally:
+        quick.close()
 
 
 def test_epic_adapter_leaves_launch_events_to_teams_roster(
-    ehr: EhrSandbox, http: httpx.Client, backend: BackendServices
+    ehr: EhrSandbox, http: SafeHttp, backend: BackendServices
 ) -> None:
     from dataclasses import replace
 

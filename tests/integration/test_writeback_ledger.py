@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from sandbox.ehr import EhrSandbox
@@ -29,11 +28,12 @@ from shared.storage.sweep import sweep_expired
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
-from shared.writeback.ledger import CLAIMED, DONE, TABLE, Claim, WritebackLedger
+from shared.visits.sealed_context import seal_event
+from shared.writeback.ledger import CLAIMED, DONE, FAILED, RELEASED, TABLE, Claim, WritebackLedger
 from shared.writeback.model import WritebackAdapter
 from shared.writeback.worker import ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
-from tests.integration.test_writeback_adapters import smart_client
-from tests.integration.test_writeback_worker import Targets, open_visit
+from tests.integration.test_writeback_adapters import checked_http, smart_client
+from tests.integration.test_writeback_worker import SEALER, Targets, open_visit
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import ClientKeys
 
@@ -58,13 +58,13 @@ def epic(ehr: EhrSandbox, unique: str) -> Targets:
 
 @pytest.fixture
 def failure_log(storage: Storage, unique: str) -> FailureLog:
-    return FailureLog(storage.app, f"wb-{unique}")
+    return FailureLog(storage.app, f"wb-{unique}", SEALER)
 
 
 def new_worker(settings: Settings, targets: Targets, failures: FailureLog, client_keys: ClientKeys) -> WritebackWorker:
     """A worker as one Functions instance builds it: its own storage clients, ledger, HTTP client and caches."""
     storage = Storage(settings)
-    http = httpx.Client(timeout=5, limits=httpx.Limits(max_connections=32))
+    http = checked_http(5.0)  # the adapters' checked transport, as production builds it
     backend = BackendServices(smart_client(client_keys))
     adapters: dict[WritebackMode, WritebackAdapter] = {
         WritebackMode.EPIC: EpicConnectionStatus(http, backend),
@@ -72,30 +72,40 @@ def new_worker(settings: Settings, targets: Targets, failures: FailureLog, clien
         WritebackMode.NONE: NoWriteback(),
     }
     return WritebackWorker(
-        VisitRepository(storage),
+        VisitRepository(storage, SEALER),
         WritebackLedger(storage),
         targets,
         adapters,
         failures,
+        sealer=SEALER,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
 
 
-def events_of(visit: Visit, count: int, unique: str) -> list[VisitEvent]:
-    """``count`` roster facts of one visit, each with an ExternalID of its own (so the EHR counts each one)."""
+def events_of(ehr: EhrSandbox, visit: Visit, count: int, unique: str) -> list[VisitEvent]:
+    """``count`` roster facts of one visit, each with an ExternalID of its own (so the EHR counts each one).
+
+    Sealed as queued (no clear reference on the queue); each made-up participant is linked to the visit's
+    conference, as Epic requires of a status.
+    """
+    assert visit.context.csn is not None
     made = []
     for n in range(count):
         role = Role.PROVIDER if n % 3 else Role.PATIENT
+        ehr.state.link_launch({visit.context.csn}, f"ev-{unique}-{n}")
         made.append(
-            VisitEvent(
-                configuration_id=visit.configuration_id,
-                geography=visit.geography.value,
-                visit_key=visit.key,
-                kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
-                role=role,
-                occurred_at=T0 + timedelta(milliseconds=n),
-                source=Source.GRAPH,
-                participant=f"{'Practitioner' if role is Role.PROVIDER else 'Patient'}/ev-{unique}-{n}",
+            seal_event(
+                SEALER,
+                VisitEvent(
+                    configuration_id=visit.configuration_id,
+                    geography=visit.geography.value,
+                    visit_key=visit.key,
+                    kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
+                    role=role,
+                    occurred_at=T0 + timedelta(milliseconds=n),
+                    source=Source.GRAPH,
+                    participant=f"{'Practitioner' if role is Role.PROVIDER else 'Patient'}/ev-{unique}-{n}",
+                ),
             )
         )
     return made
@@ -196,13 +206,40 @@ def test_an_expired_claim_is_taken_over_once_and_the_late_worker_cannot_undo_it(
     assert entry.state == DONE
 
 
-def test_a_released_claim_can_be_claimed_again_at_once(storage: Storage, unique: str) -> None:
+def test_a_released_claim_stays_pending_and_can_be_claimed_again_at_once(storage: Storage, unique: str) -> None:
     ledger = WritebackLedger(storage)
     claim = ledger.claim(Geography.EMEA, f"v-{unique}", "e1", expires_at=expires())
     ledger.release(claim)
-    assert ledger.entries(Geography.EMEA, f"v-{unique}") == []
-    again = ledger.claim(Geography.EMEA, f"v-{unique}", "e1", expires_at=expires())
-    assert again.attempt == 1
+    [entry] = ledger.entries(Geography.EMEA, f"v-{unique}")
+    assert entry.state == RELEASED and ledger.pending(Geography.EMEA, f"v-{unique}")  # its retry still needs it
+    again = ledger.claim(Geography.EMEA, f"v-{unique}", "e1", expires_at=expires())  # no lease to wait out
+    assert again.attempt == 2
+    assert ledger.mark_done(again) is True
+    assert not ledger.pending(Geography.EMEA, f"v-{unique}")
+
+
+def test_a_failed_event_is_not_pending_and_a_replay_may_claim_it(storage: Storage, unique: str) -> None:
+    ledger = WritebackLedger(storage)
+    ledger.mark_done(ledger.claim(Geography.EMEA, f"v-{unique}", "e-done", expires_at=expires()))
+    ledger.mark_failed(ledger.claim(Geography.EMEA, f"v-{unique}", "e1", expires_at=expires()))
+    states = {entry.event_id: entry.state for entry in ledger.entries(Geography.EMEA, f"v-{unique}")}
+    assert states == {"e-done": DONE, "e1": FAILED}
+    assert not ledger.pending(Geography.EMEA, f"v-{unique}")
+    replay = ledger.claim(Geography.EMEA, f"v-{unique}", "e1", expires_at=expires())
+    assert replay.attempt == 2 and ledger.pending(Geography.EMEA, f"v-{unique}")
+
+
+def test_release_and_failure_marks_of_a_claim_taken_over_change_nothing(storage: Storage, unique: str) -> None:
+    crashed_at = datetime.now(UTC) - timedelta(minutes=5)
+    stale = WritebackLedger(storage, clock=lambda: crashed_at).claim(
+        Geography.EMEA, f"v-{unique}", "e1", expires_at=expires()
+    )
+    ledger = WritebackLedger(storage)
+    ledger.claim(Geography.EMEA, f"v-{unique}", "e1", expires_at=expires())
+    ledger.release(stale)
+    ledger.mark_failed(stale)
+    [entry] = ledger.entries(Geography.EMEA, f"v-{unique}")
+    assert (entry.state, entry.attempt) == (CLAIMED, 2)
 
 
 def test_rows_live_in_the_visits_geography_hold_no_identifiers_and_are_swept(storage: Storage, unique: str) -> None:
@@ -233,7 +270,7 @@ def test_a_busy_visit_writes_1000_events_once_each_without_contention_or_evictio
     unique: str,
 ) -> None:
     visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
-    events = events_of(visit, 1000, unique)
+    events = events_of(ehr, visit, 1000, unique)
     random.Random(5).shuffle(events)  # out of order, as Graph delivers them
     worker = new_worker(settings, epic, failure_log, client_keys)
 
@@ -244,7 +281,7 @@ def test_a_busy_visit_writes_1000_events_once_each_without_contention_or_evictio
     assert sorted(effects(ehr, unique).values()) == [1] * 1000  # every event once, none twice
     entries = WritebackLedger(storage).entries(visit.geography, visit.key)
     assert len(entries) == 1000 and {e.state for e in entries} == {DONE}  # no done mark evicted
-    stored = VisitRepository(storage).get(visit.geography, visit.key)
+    stored = VisitRepository(storage, SEALER).get(visit.geography, visit.key)
     assert stored is not None
     newest = {role: max((e for e in events if e.role is role), key=lambda e: e.occurred_at) for role in stored.presence}
     assert {role: p.state for role, p in stored.presence.items()} == {r: e.kind for r, e in newest.items()}
@@ -274,7 +311,7 @@ def test_concurrent_workers_on_the_same_events_write_each_once(
 ) -> None:
     """Two instances get every message of a burst (Graph retries, a redelivery): each effect happens once."""
     visits = [open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}-{n}") for n in range(4)]
-    events = [e for n, visit in enumerate(visits) for e in events_of(visit, 50, f"{unique}-{n}")]
+    events = [e for n, visit in enumerate(visits) for e in events_of(ehr, visit, 50, f"{unique}-{n}")]
     workers = [new_worker(settings, epic, failure_log, client_keys) for _ in range(2)]
     ehr.faults.update({"latency_ms": 30})  # claims stay in flight while the other instance arrives
     deliveries = [(worker, e.to_json()) for e in events for worker in workers]
@@ -296,7 +333,7 @@ def test_redelivery_after_done_completes_without_the_ehr_and_still_records_prese
     unique: str,
 ) -> None:
     visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
-    first, second = events_of(visit, 2, unique)
+    first, second = events_of(ehr, visit, 2, unique)
     worker = new_worker(settings, epic, failure_log, client_keys)
     assert worker.handle(first.to_json()).status == "written"
     assert worker.handle(first.to_json()).status == "duplicate"
@@ -322,7 +359,7 @@ def test_a_done_mark_that_fails_for_a_moment_is_stored_without_repeating_the_ehr
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
-    [event] = events_of(visit, 1, unique)
+    [event] = events_of(ehr, visit, 1, unique)
     worker = new_worker(settings, epic, failure_log, client_keys)
     ledger: WritebackLedger = worker._ledger  # noqa: SLF001 - the storage hiccup is injected at the ledger
     real = ledger.mark_done

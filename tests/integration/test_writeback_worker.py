@@ -2,33 +2,50 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
+from benchmarks.writeback_load import visit_context
 from sandbox.ehr import EhrSandbox
 from shared.configurations.model import WritebackMode
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
+from shared.http.outbound import SafeHttp
 from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.identifiers import log_id
+from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext
+from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
-from shared.writeback.ledger import DONE, WritebackLedger
+from shared.visits.sealed_context import open_event, seal_context, seal_event
+from shared.writeback.ledger import DONE, FAILED, RELEASED, WritebackLedger
 from shared.writeback.model import WritebackTarget
-from shared.writeback.worker import FAILURES_TABLE, ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
-from tests.integration.test_writeback_adapters import smart_client
+from shared.writeback.worker import (
+    FAILURES_TABLE,
+    INVALID_PURPOSE,
+    ClaimHeld,
+    ContextMissing,
+    FailureLog,
+    RetryPolicy,
+    WritebackWorker,
+)
+from tests.integration.test_writeback_adapters import checked_http, smart_client
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import BACKEND, NO_SCS, ClientKeys
+from tools.requeue_poison import requeue
 
 pytestmark = pytest.mark.azurite
+SEALER = Sealer.from_text(new_key_text())
 
 
 class Targets:
@@ -54,9 +71,10 @@ def no_faults(ehr: EhrSandbox) -> Iterator[None]:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=2) as client:
-        yield client
+def http() -> Iterator[SafeHttp]:
+    client = checked_http(2.0)
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -70,12 +88,12 @@ def targets(ehr: EhrSandbox, unique: str) -> Targets:
 
 @pytest.fixture
 def failures(storage: Storage, unique: str) -> FailureLog:
-    return FailureLog(storage.app, f"wb-{unique}")
+    return FailureLog(storage.app, f"wb-{unique}", SEALER)
 
 
 @pytest.fixture
 def worker(
-    storage: Storage, targets: Targets, failures: FailureLog, http: httpx.Client, client_keys: ClientKeys
+    storage: Storage, targets: Targets, failures: FailureLog, http: SafeHttp, client_keys: ClientKeys
 ) -> WritebackWorker:
     backend = BackendServices(smart_client(client_keys))
     adapters = {
@@ -84,11 +102,12 @@ def worker(
         WritebackMode.NONE: NoWriteback(),
     }
     return WritebackWorker(
-        VisitRepository(storage),
+        VisitRepository(storage, SEALER),
         WritebackLedger(storage),
         targets,
         adapters,
         failures,
+        sealer=SEALER,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
 
@@ -98,15 +117,8 @@ def ledger_state(storage: Storage, visit: Visit) -> dict[str, str]:
 
 
 def open_visit(storage: Storage, ehr: EhrSandbox, configuration_id: str, key: str) -> Visit:
-    seeded = ehr.clinic.visits[1]
-    context = VisitContext(
-        csn=seeded.csn,
-        appointment=seeded.appointment_id,
-        encounter=seeded.encounter_id,
-        patient=f"Patient/{seeded.patient_id}",
-        provider=f"Practitioner/{seeded.practitioner_id}",
-    )
-    return VisitRepository(storage).get_or_create(Geography.AMERICAS, key, configuration_id, context)
+    context = visit_context(ehr.clinic.visits[1])
+    return VisitRepository(storage, SEALER).get_or_create(Geography.AMERICAS, key, configuration_id, context)
 
 
 def graph_event(visit: Visit, kind: EventKind, role: Role, second: int = 0) -> VisitEvent:
@@ -136,7 +148,7 @@ def test_graph_event_gets_launch_context_and_is_written_once_under_duplicate_del
     assert [o.status for o in outcomes] == ["written", "duplicate", "duplicate"]
     after = ehr.count_status_changes(conference_id=seeded.csn, external_id=seeded.patient_id, status="1")
     assert after == before + 1
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PATIENT].state is EventKind.CONNECTED
     assert ledger_state(storage, visit) == {event.id: DONE}
 
@@ -179,9 +191,31 @@ def test_retryable_failure_releases_the_claim_and_raises_then_a_retry_writes(
     ehr.faults.update({"error_rate": 1.0})
     with pytest.raises(UpstreamUnavailable):
         worker.handle(event.to_json())
-    assert ledger_state(storage, visit) == {}  # released: the retry may claim at once
+    assert ledger_state(storage, visit) == {event.id: RELEASED}  # pending, and the retry may claim at once
     ehr.faults.reset()
     assert worker.handle(event.to_json()).status == "written"
+    assert ledger_state(storage, visit) == {event.id: DONE}
+
+
+def test_an_event_waiting_for_its_retry_keeps_the_context_until_it_is_written(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    repository = VisitRepository(storage, SEALER)
+    left = graph_event(visit, EventKind.DISCONNECTED, Role.PATIENT, 1)
+    ehr.faults.update({"error_rate": 1.0})
+    with pytest.raises(UpstreamUnavailable):
+        worker.handle(left.to_json())
+    ehr.faults.reset()
+    for kind, second in ((EventKind.CONNECTED, 2), (EventKind.DISCONNECTED, 3)):
+        assert worker.handle(graph_event(visit, kind, Role.PROVIDER, second).to_json()).status == "written"
+    waiting = repository.get(Geography.AMERICAS, visit.key)
+    assert waiting is not None and waiting.presence[Role.PROVIDER].state is EventKind.DISCONNECTED  # ended
+    assert waiting.context == visit.context  # kept: the patient's event still needs it
+    assert worker.handle(left.to_json()).status == "written"
+    released = repository.get(Geography.AMERICAS, visit.key)
+    assert released is not None and released.context == VisitContext()
+    assert set(ledger_state(storage, visit).values()) == {DONE}
 
 
 def test_long_retry_after_goes_back_to_the_queue(
@@ -212,8 +246,9 @@ def test_permanent_rejection_is_recorded_and_poisoned_without_retry(
     assert poisoned(storage, failures) == [event.to_json()]
     rows = list(storage.app.table(FAILURES_TABLE).query_entities("RowKey eq @id", parameters={"id": event.id}))
     assert [r["Code"] for r in rows] == ["http_403"]
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PROVIDER].state is EventKind.CONNECTED
+    assert ledger_state(storage, visit) == {event.id: FAILED}  # terminal: not pending, the context may go
 
 
 @pytest.mark.parametrize("body", ["not json", '{"v": 2}', '{"v": 1, "kind": "lobby"}'])
@@ -221,7 +256,9 @@ def test_invalid_messages_go_to_the_poison_queue(
     storage: Storage, worker: WritebackWorker, failures: FailureLog, body: str
 ) -> None:
     assert worker.handle(body).status == "failed"
-    assert body in poisoned(storage, failures)
+    (kept,) = poisoned(storage, failures)
+    assert body not in kept  # whatever it holds is unreadable there, and it is not lost
+    assert SEALER.open(json.loads(kept)["invalid"], purpose=INVALID_PURPOSE) == body
 
 
 def test_events_of_a_gone_visit_or_configuration_are_poisoned(
@@ -244,7 +281,7 @@ def test_mode_none_updates_presence_only_and_ignores_older_facts(
     earlier = graph_event(visit, EventKind.LOBBY, Role.PATIENT, 10)
     assert worker.handle(later.to_json()).status == "skipped"
     assert worker.handle(earlier.to_json()).status == "skipped"
-    stored = VisitRepository(storage).get(Geography.AMERICAS, visit.key)
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PATIENT].state is EventKind.CONNECTED
     assert ehr.count_status_changes() == before
 
@@ -272,3 +309,153 @@ def test_a_live_claim_of_another_worker_is_retried_later(
     with pytest.raises(ClaimHeld):
         worker.handle(event.to_json())
     assert len(ehr.audit_events()) == before
+
+
+# --- sealed references, the context's lifetime, unopenable values, replay of sealed poison ---------
+
+
+def launch_event(visit: Visit, role: Role, participant: str, second: int, **references: str) -> VisitEvent:
+    """A launch event as the launch service queues it: its references sealed."""
+    event = VisitEvent(
+        configuration_id=visit.configuration_id,
+        geography=visit.geography.value,
+        visit_key=visit.key,
+        kind=EventKind.CONNECTED if role is Role.PROVIDER else EventKind.LOBBY,
+        role=role,
+        occurred_at=datetime(2026, 11, 25, 15, 0, second, tzinfo=UTC),
+        source=Source.LAUNCH,
+        participant=participant,
+        **references,
+    )
+    return seal_event(SEALER, event)
+
+
+def test_the_context_is_released_once_the_meeting_ended_and_its_writebacks_are_done_and_a_launch_restores_it(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
+    seeded = ehr.clinic.visits[1]
+    repository = VisitRepository(storage, SEALER)
+    for role, kind, second in (
+        (Role.PROVIDER, EventKind.CONNECTED, 1),
+        (Role.PATIENT, EventKind.CONNECTED, 2),
+        (Role.PATIENT, EventKind.DISCONNECTED, 3),
+    ):
+        assert worker.handle(graph_event(visit, kind, role, second).to_json()).status == "written"
+        current = repository.get(Geography.AMERICAS, visit.key)
+        assert current is not None and current.context.csn == seeded.csn  # the provider is still in the call
+    caplog.set_level(logging.INFO, logger="shared.visits.lifetime")
+    assert worker.handle(graph_event(visit, EventKind.DISCONNECTED, Role.PROVIDER, 4).to_json()).status == "written"
+    ended = repository.get(Geography.AMERICAS, visit.key)
+    assert ended is not None and ended.context == VisitContext()  # released at once, not 24 h later
+    entity = storage.for_geography(Geography.AMERICAS).table(VISITS_TABLE).get_entity("americas", visit.key)
+    assert entity["Context"] == ""
+    assert f"Released the launch context of visit {log_id(visit.key)}" in caplog.text
+    assert visit.key not in caplog.text
+
+    # Someone rejoins through the Teams link without launching: the event waits (retry), then a launch restores.
+    rejoined = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 10)
+    with pytest.raises(ContextMissing):
+        worker.handle(rejoined.to_json())
+    assert ledger_state(storage, visit)[rejoined.id] == RELEASED  # pending, claimable by the retry at once
+    relaunch = launch_event(
+        visit, Role.PROVIDER, f"Practitioner/{seeded.practitioner_id}", 9, csn=seeded.csn, encounter="e-enc-x"
+    )
+    assert worker.handle(relaunch.to_json()).status == "skipped"  # Epic: launches are not written back
+    restored = repository.get(Geography.AMERICAS, visit.key)
+    assert restored is not None and restored.context.csn == seeded.csn
+    assert restored.context.provider == f"Practitioner/{seeded.practitioner_id}"
+    assert worker.handle(rejoined.to_json()).status == "written"
+
+
+def test_a_launch_event_is_written_for_the_provider_who_launched_it(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    covering = launch_event(visit, Role.PROVIDER, "Practitioner/e-prac-covering", 5, csn=ehr.clinic.visits[1].csn)
+    assert "e-prac-covering" not in covering.to_json()
+    assert worker.handle(covering.to_json()).status == "written"
+    [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == covering.id]
+    assert audit["agent"][0]["who"] == {"reference": "Practitioner/e-prac-covering"}
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    # The visit's provider stays the first one (Graph's organizer events are written for them).
+    assert stored is not None and stored.context.provider == f"Practitioner/{ehr.clinic.visits[1].practitioner_id}"
+
+
+def test_unopenable_sealed_values_are_permanent_failures_with_a_clear_log_line(
+    storage: Storage,
+    ehr: EhrSandbox,
+    worker: WritebackWorker,
+    failures: FailureLog,
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
+    table = storage.for_geography(Geography.AMERICAS).table(VISITS_TABLE)
+    # The row's context sealed under a key this deployment no longer has (retired too early).
+    retired = Sealer.from_text(new_key_text())
+    entity = table.get_entity("americas", visit.key)
+    entity["Context"] = seal_context(retired, visit.context, geography="americas", key=visit.key)
+    table.update_entity(entity)
+    caplog.set_level(logging.INFO)
+    event = graph_event(visit, EventKind.CONNECTED, Role.PATIENT, 11)
+    outcome = worker.handle(event.to_json())
+    assert (outcome.status, outcome.code) == ("failed", "sealed_value_invalid")
+    assert poisoned(storage, failures) == [event.to_json()]
+    line = next(r.getMessage() for r in caplog.records if "cannot be opened" in r.getMessage())
+    assert log_id(event.id) in line and log_id(visit.key) in line and visit.key not in line
+    kept = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    assert kept is not None and kept.unreadable_context is not None
+    assert table.get_entity("americas", visit.key)["Context"] == entity["Context"]  # kept: a restored key opens it
+
+    # A launch event whose sealed references were tampered with.
+    launch = launch_event(visit, Role.PATIENT, "Patient/e-pat-x", 12, csn="1")
+    assert launch.sealed is not None
+    forged = replace(launch, sealed=launch.sealed[:-4] + ("AAAA" if not launch.sealed.endswith("AAAA") else "BBBB"))
+    outcome = worker.handle(forged.to_json())
+    assert (outcome.status, outcome.code) == ("failed", "sealed_value_invalid")
+
+
+def test_failure_rows_expire_and_poison_messages_carry_no_clear_identifier(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, failures: FailureLog, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"noscs-{unique}", f"visit-{unique}")
+    legacy = json.dumps(  # queued by the release before sealing: clear references
+        {
+            **json.loads(graph_event(visit, EventKind.CONNECTED, Role.PATIENT, 13).to_json()),
+            "v": 1,
+            "participant": "Patient/e-pat-legacy",
+            "csn": "9999001",
+        }
+    )
+    assert worker.handle(legacy).code == "http_403"
+    (kept,) = poisoned(storage, failures)
+    assert "e-pat-legacy" not in kept and "9999001" not in kept
+    assert open_event(SEALER, VisitEvent.from_json(kept)).references == {
+        "participant": "Patient/e-pat-legacy",
+        "csn": "9999001",
+    }
+    [row] = storage.app.table(FAILURES_TABLE).query_entities(
+        "RowKey eq @id", parameters={"id": VisitEvent.from_json(kept).id}
+    )
+    assert timedelta(days=6, hours=23) < row["ExpiresAt"] - datetime.now(UTC) <= timedelta(days=7)
+
+
+def test_sealed_poison_messages_are_replayed_by_the_tool_and_written(
+    storage: Storage, ehr: EhrSandbox, targets: Targets, worker: WritebackWorker, failures: FailureLog, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"later-{unique}", f"visit-{unique}")  # its configuration is not there yet
+    seeded = ehr.clinic.visits[1]
+    launch = launch_event(visit, Role.PATIENT, f"Patient/{seeded.patient_id}", 14, csn=seeded.csn)
+    assert worker.handle(launch.to_json()).code == "configuration_gone"
+    assert poisoned(storage, failures) == [launch.to_json()]  # sealed as queued
+
+    targets.add(f"later-{unique}", WritebackMode.FHIR_AUDIT_EVENT)  # the cause is fixed
+    queue_name = failures.poison_queue.removesuffix("-poison")
+    assert requeue(storage.app, queue_name).moved == 1
+    [message] = storage.app.queue(queue_name).receive_messages()
+    assert message.content == launch.to_json()
+    assert worker.handle(message.content).status == "written"
+    [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == launch.id]
+    assert audit["agent"][0]["who"] == {"reference": f"Patient/{seeded.patient_id}"}
+    assert poisoned(storage, failures) == []

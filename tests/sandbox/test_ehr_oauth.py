@@ -119,7 +119,8 @@ def test_full_ehr_launch_with_private_key_jwt(http: httpx.Client, ehr: EhrSandbo
     assert body["location"] == "e-loc-virtual-care"
     assert body["loginDepartment"] == "e-loc-virtual-care"
     assert body["need_patient_banner"] == "false"  # a string, like Epic
-    assert body["sessionId"] == "1000001" and body["departmentId"] == "10501101"
+    # The launch URL's context tokens are not echoed: only fields the client's integration is configured for.
+    assert "sessionId" not in body and "departmentId" not in body and "csn" not in body
     assert body["__epic.dstu2.patient"]
     assert "refresh_token" not in body
 

@@ -56,12 +56,16 @@ def test_get_and_post_are_recorded_with_timestamps(http: httpx.Client, ehr: EhrS
 
 
 def test_group_conference_id_is_accepted(http: httpx.Client, ehr: EhrSandbox, writer: str) -> None:
-    assert http.get(SCS, params=params(conference="9000001"), headers=headers(writer)).status_code == 200
+    # Dr Lee runs the group session (the conference must be linked to the participant).
+    assert (
+        http.get(SCS, params=params(conference="9000001", external="e-prac-lee"), headers=headers(writer)).status_code
+        == 200
+    )
     assert ehr.count_status_changes(conference_id="9000001") == 1
 
 
 def test_parameter_names_are_case_insensitive(http: httpx.Client, ehr: EhrSandbox, writer: str) -> None:
-    lowered = {k.lower(): v for k, v in params(conference="1000005", status="3").items()}
+    lowered = {k.lower(): v for k, v in params(conference="1000005", external="e-prac-lee", status="3").items()}
     assert http.get(SCS, params=lowered, headers=headers(writer)).status_code == 200
     assert ehr.count_status_changes("1000005", status="3") == 1
 

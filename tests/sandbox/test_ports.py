@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
-from sandbox import azurite
+from sandbox import azurite, ports
 from sandbox.ports import can_bind, ephemeral_start, free_ports
 from sandbox.server import free_port
 
@@ -34,3 +35,23 @@ def test_azurite_that_cannot_start_says_why() -> None:
         held.listen()
         with pytest.raises(RuntimeError, match=rf"EADDRINUSE.*{base + 1}"):
             azurite.start(base)
+
+
+def test_a_port_handed_out_is_not_handed_out_again_while_reserved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port picked but not yet bound (its URL goes into settings first) is never given to another process."""
+    first = free_ports(2)
+    # The same base, then one overlapping it from below (its own first port must not stay reserved), then another.
+    candidates = iter([first, first - 1, first + 2])
+    monkeypatch.setattr(ports._random, "randrange", lambda low, high: next(candidates))
+    assert free_ports(2) == first + 2
+    assert not (ports.RESERVATIONS / str(first - 1)).exists()
+    assert all((ports.RESERVATIONS / str(p)).exists() for p in (first, first + 1, first + 2, first + 3))
+
+
+def test_an_old_reservation_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_ports(1)
+    path = ports.RESERVATIONS / str(port)
+    old = path.stat().st_mtime - ports.RESERVATION_SECONDS - 1
+    os.utime(path, (old, old))
+    monkeypatch.setattr(ports._random, "randrange", lambda low, high: port)
+    assert free_ports(1) == port

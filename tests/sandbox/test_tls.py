@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import subprocess
 import sys
@@ -11,13 +12,15 @@ import certifi
 import httpx
 import pytest
 import requests
+import trustme
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from sandbox.server import ServerThread
-from sandbox.tls import TlsFiles, ensure_tls, trust_env
+from sandbox.tls import SERVER_LIFETIME, TlsFiles, ensure_tls, trust_env
 
 
 def _hello_app() -> Starlette:
@@ -37,6 +40,30 @@ def test_server_certificate_names_loopback_and_chains_to_the_ca(tls_files: TlsFi
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert oct(tls_files.server_key.stat().st_mode & 0o777) == "0o600"
     assert oct(tls_files.ca_key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_server_certificate_is_for_tls_on_loopback_within_the_browser_lifetime(tls_files: TlsFiles) -> None:
+    server = x509.load_pem_x509_certificate(tls_files.server_cert.read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("::1") in names.get_values_for_type(x509.IPAddress)
+    assert ExtendedKeyUsageOID.SERVER_AUTH in server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert not server.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    lifetime = server.not_valid_after_utc - server.not_valid_before_utc
+    assert SERVER_LIFETIME <= lifetime <= SERVER_LIFETIME + dt.timedelta(minutes=5)
+    assert server.not_valid_before_utc <= dt.datetime.now(dt.UTC)
+
+
+def test_a_server_certificate_near_its_end_is_renewed(tmp_path: Path) -> None:
+    first = ensure_tls(tmp_path)
+    ca = trustme.CA.from_pem(first.ca_cert.read_bytes(), first.ca_key.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    ending = ca.issue_cert("localhost", "127.0.0.1", "::1", not_before=now, not_after=now + dt.timedelta(days=3))
+    first.server_cert.write_bytes(ending.cert_chain_pems[0].bytes())
+    first.server_key.write_bytes(ending.private_key_pem.bytes())
+    again = ensure_tls(tmp_path)  # three days left: less than the week it wants
+    renewed = x509.load_pem_x509_certificate(again.server_cert.read_bytes())
+    assert renewed.not_valid_after_utc > now + dt.timedelta(days=300)
+    renewed.verify_directly_issued_by(x509.load_pem_x509_certificate(again.ca_cert.read_bytes()))
 
 
 def test_bundle_is_certifi_plus_our_ca(tls_files: TlsFiles) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from playwright.sync_api import Browser, sync_playwright
 
-CHROMIUM_PATH = "/usr/bin/chromium"
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"  # scripts/chromium reads the same variable
 # Without the background-networking flags Chromium keeps reaching for Google's hosts, which this
 # closed network refuses many times over.
 CHROMIUM_ARGS = (
@@ -20,6 +21,22 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+
+
+def chromium_missing() -> str | None:
+    """One line saying what to do when Debian's chromium is not there (as scripts/chromium says it), else None."""
+    if os.access(CHROMIUM_PATH, os.X_OK):
+        return None
+    return (
+        f"Chromium: the browser tests need Debian's chromium at {CHROMIUM_PATH}; "
+        "install it with 'sudo apt-get install chromium' (scripts/test does so when run as root)."
+    )
+
+
+def is_browser_test_file(nodeid: str) -> bool:
+    """Tests that drive Chromium live in tests/browser/ or in a ``*_browser.py`` file (conftest enforces it)."""
+    path = nodeid.split("::", 1)[0]
+    return path.startswith("tests/browser/") or path.endswith("_browser.py")
 
 
 @contextmanager

@@ -1,6 +1,19 @@
-"""A minimal SMART 2 authorization server for tests of the portal's EHR sign-in (the sandbox EHR is richer).
+"""A small SMART 2 authorization server that can misbehave on purpose, for the portal's and SmartClient's tests.
 
-It checks what a real one checks: PKCE S256, redirect_uri, single-use codes, and the client
+Why it exists beside the sandbox EHR (``sandbox/ehr/``, which ``tests/integration/test_portal_ehr.py`` already
+drives through the portal's EHR sign-in): the sandbox must follow Epic's documented behaviour, and these tests
+need a server that does what no faithful EHR does, switched per test:
+
+- ``advertise_s256 = False``: a SMART configuration without PKCE S256 (the client must refuse it);
+- ``id_token_audience``: an id_token minted for another client (the proof must fail);
+- ``authorize_error`` / ``token_error``: any OAuth error code from either endpoint, on demand;
+- ``/redirecting/.well-known/smart-configuration``: discovery answered with a redirect to the cloud metadata
+  address (the outbound client must not follow it);
+- every path ending in ``FHIR/R4`` is a FHIR base, so one server serves a tenant's test and production URLs;
+- ``authorize`` signs the user in at once (no sign-in page to fill in), and ``token_requests`` records what the
+  client sent, so a test can read the client assertion's form fields.
+
+Everything else is checked as a real server checks it: PKCE S256, redirect_uri, single-use codes, and the client
 assertion's signature against the connector's JWKS (fetched through ``client_jwks``).
 """
 
@@ -10,7 +23,8 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +36,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from sandbox.server import ServerThread
 
 
 @dataclass
@@ -139,3 +155,12 @@ class FakeEhr:
     async def jwks(self, request: Request) -> Response:
         jwk = RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
         return JSONResponse({"keys": [{**jwk, "kid": "ehr-key-1", "use": "sig", "alg": "RS256"}]})
+
+
+@contextmanager
+def running_fake_ehr(client_jwks: Callable[[], dict[str, Any]]) -> Iterator[FakeEhr]:
+    """A ``FakeEhr`` serving on a free port of 127.0.0.1 for the ``with`` block."""
+    ehr = FakeEhr(client_jwks=client_jwks)
+    with ServerThread(ehr.app()) as server:
+        ehr.base = server.url
+        yield ehr

@@ -147,9 +147,10 @@ class FakeSignIn:
         browser_binding: str | None,
         login_hint: str | None = None,
         carry: Mapping[str, Any] | None = None,
+        state: str | None = None,
     ) -> str:
         self.begun += 1
-        state = random_token()
+        state = state or random_token()
         self.pending[state] = {"carry": dict(carry or {}), "redirect_uri": redirect_uri, "binding": browser_binding}
         return f"https://login.example/organizations/oauth2/v2.0/authorize?state={state}"
 
@@ -200,8 +201,10 @@ class Graph:
         return FakeMeetings(tenant_id, self.store, self.calls, self.fail_with)
 
 
-def microsoft_user(tenant_id: str, object_id: str) -> PortalIdentity:
-    return PortalIdentity(tenant_id=tenant_id, object_id=object_id, upn="someone@example.org", name="Someone")
+def microsoft_user(
+    tenant_id: str, object_id: str, *, upn: str = "someone@example.org", name: str = "Someone"
+) -> PortalIdentity:
+    return PortalIdentity(tenant_id=tenant_id, object_id=object_id, upn=upn, name=name)
 
 
 def access_policy_error() -> UpstreamRejected:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import runpy
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.services import reset as reset_services
+from function_app import build_app
 from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.app import EhrSandbox
@@ -110,7 +110,14 @@ class LaunchWorld:
         return visit.appointment_id
 
 
-def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment, approved: bool) -> Configuration:
+def _configuration(
+    tenant: str,
+    fhir_base_url: str,
+    *,
+    environment: Environment,
+    approved: bool,
+    writeback_mode: WritebackMode = WritebackMode.EPIC,
+) -> Configuration:
     data = ConfigurationInput(
         organization="Contoso Health" if tenant == CONTOSO.id else "Fabrikam Clinic",
         fhir_base_url=fhir_base_url,
@@ -120,7 +127,7 @@ def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment,
         vendor=Vendor.EPIC,
         provider_client_id=DEMO_PROVIDER_CLIENT_ID,
         patient_client_id=DEMO_PATIENT_CLIENT_ID,
-        writeback_mode=WritebackMode.EPIC,
+        writeback_mode=writeback_mode,
     )
     config = new_configuration(tenant, data, by="admin@contoso.example", now=utcnow())
     if approved:
@@ -131,7 +138,14 @@ def _configuration(tenant: str, fhir_base_url: str, *, environment: Environment,
 
 
 @contextmanager
-def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) -> Iterator[LaunchWorld]:
+def launch_world(
+    azurite_port_base: int,
+    state_dir: Path,
+    *,
+    app_account: str = "apac",
+    writeback_mode: WritebackMode = WritebackMode.EPIC,
+    **ehr_options: Any,
+) -> Iterator[LaunchWorld]:
     port = free_port()
     connector = f"http://127.0.0.1:{port}"
     stand_ins = start_stand_ins(state_dir, connector_url=connector, ehr_options=ehr_options or None)
@@ -141,18 +155,24 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
     server_config.loaded_app = counter
     environ = local_values(azurite_port_base, PUBLIC_BASE_URL=connector, **stand_ins.settings)
     # The app's own tables in an account no other test uses as its app account, so the configurations
-    # seeded here never show up in another test's tenant listing.
-    environ["AzureWebJobsStorage"] = azurite.connection_string("apac", azurite_port_base)
+    # seeded here never show up in another test's tenant listing (a private Azurite may keep the default).
+    environ["AzureWebJobsStorage"] = azurite.connection_string(app_account, azurite_port_base)
     settings = Settings.from_env(environ)
     storage = Storage(settings)
     configurations = ConfigurationRepository(storage.app)
     fhir = stand_ins.ehr.config.fhir_base
-    test_config = configurations.create(_configuration(CONTOSO.id, fhir, environment=Environment.TEST, approved=True))
-    # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration.
+    test_config = configurations.create(
+        _configuration(CONTOSO.id, fhir, environment=Environment.TEST, approved=True, writeback_mode=writeback_mode)
+    )
+    # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration (its URL is
+    # unique to this world: worlds of other test files may be alive at the same time in other xdist workers).
     pending = configurations.create(_configuration(FABRIKAM.id, fhir, environment=Environment.TEST, approved=False))
     production = configurations.create(
         _configuration(
-            CONTOSO.id, "https://epic.contoso.example/api/FHIR/R4", environment=Environment.PRODUCTION, approved=True
+            CONTOSO.id,
+            f"https://epic-{uuid.uuid4().hex[:12]}.contoso.example/api/FHIR/R4",
+            environment=Environment.PRODUCTION,
+            approved=True,
         )
     )
     records: dict[str, IntegrationRecord] = {}
@@ -174,11 +194,10 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
     saved = {key: os.environ.get(key) for key in environ}
     for key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # the host keeps values already set: trust this sandbox
         os.environ[key] = environ[key]
-    _reset_process_singletons()
-    # A fresh app object from function_app.py: the Functions library indexes an app object only once, and
-    # other tests index the imported ``function_app.app`` themselves.
-    app = runpy.run_path(str(ROOT / "function_app.py"), run_name="function_app_launch_world")["app"]
-    host = LocalHost(app, environ, port=port, app_dir=ROOT)
+    reset_services()
+    # A fresh app object: the Functions library indexes an app object only once, and other tests index the
+    # imported ``function_app.app`` themselves.
+    host = LocalHost(build_app(), environ, port=port, app_dir=ROOT)
     try:
         host.start()
         yield LaunchWorld(host, stand_ins, settings, environ, counter, test_config, records)
@@ -192,9 +211,4 @@ def launch_world(azurite_port_base: int, state_dir: Path, **ehr_options: Any) ->
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _reset_process_singletons()
-
-
-def _reset_process_singletons() -> None:
-    """The host imports the app into this process: forget settings and clients built by earlier tests."""
-    reset_services()
+        reset_services()

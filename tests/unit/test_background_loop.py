@@ -13,6 +13,7 @@ import pytest
 from shared.kernel.errors import UpstreamUnavailable
 from shared.microsoft.background_loop import BackgroundLoop
 from shared.microsoft.teams import TeamsClient, graph_deadline
+from tests.support.outbound import LOCAL_POLICY
 
 
 def test_starts_on_first_use_and_serves_every_thread_on_one_loop() -> None:
@@ -81,7 +82,7 @@ class SlowCredential:
 
 def test_graph_requests_inside_a_deadline_give_up_at_it() -> None:
     credential = SlowCredential()
-    client = TeamsClient("http://127.0.0.1:9", credential)
+    client = TeamsClient("http://127.0.0.1:9", credential, policy=LOCAL_POLICY)
     started = time.monotonic()
     with graph_deadline(0.3), pytest.raises(UpstreamUnavailable, match="did not answer in time"):
         client.renew_subscription("s1", datetime(2030, 1, 1, tzinfo=UTC))

@@ -59,8 +59,13 @@ def test_approval_without_ehr_signin_is_refused() -> None:
 
 
 def test_approval_needs_the_approvers_own_ehr_signin() -> None:
-    with pytest.raises(Conflict):
+    # The EHR sign-in bound the approver's name to their object id: someone else with that name is not the approver.
+    with pytest.raises(Forbidden):
         cfg.approved(proven(new()), upn="analyst@contoso.example", oid="someone-else", now=NOW)
+    # Without a binding (a row from before it existed) the EHR sign-in's own object id still has to match.
+    unbound = replace(proven(new()), approver_oid=None)
+    with pytest.raises(Conflict):
+        cfg.approved(unbound, upn="analyst@contoso.example", oid="someone-else", now=NOW)
 
 
 def test_an_ehr_signin_for_another_url_does_not_count() -> None:

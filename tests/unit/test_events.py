@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -15,12 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import padding as asymmetric_padd
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from shared.kernel.errors import BadRequest, InvalidEvent
+from shared.kernel.errors import BadRequest, InvalidEvent, SealedValueInvalid
+from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
 from shared.microsoft.notifications import ClientStates, SubscriptionTarget
 from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.sealed_context import open_event, seal_event
 
 ORGANIZER = "b0000000-0000-4000-8000-000000000001"
 WHEN = datetime(2026, 11, 25, 15, 0, 1, 250000, tzinfo=UTC)
@@ -42,21 +45,56 @@ def event(**changes: object) -> VisitEvent:
     return VisitEvent(**fields)  # type: ignore[arg-type]
 
 
-def test_event_round_trips_through_json() -> None:
-    original = event()
+def test_event_round_trips_through_json_with_no_clear_reference() -> None:
+    original = event(participant=None, csn=None)  # a Graph event: the worker reads the references from the visit
     parsed = VisitEvent.from_json(original.to_json())
     assert parsed == original
     body = json.loads(original.to_json())
-    assert body["v"] == 1 and body["occurredAt"] == "2026-11-25T15:00:01.250000Z"
+    assert body["v"] == 2 and body["occurredAt"] == "2026-11-25T15:00:01.250000Z"
     assert set(body) == {
-        "v", "id", "configurationId", "geography", "visitKey", "kind", "role", "participant",
-        "csn", "appointment", "encounter", "occurredAt", "source",
+        "v", "id", "configurationId", "geography", "visitKey", "kind", "role", "occurredAt", "source",
     }  # fmt: skip
 
 
+def test_references_in_memory_never_reach_the_message() -> None:
+    text = event().to_json()
+    assert "Patient/456" not in text and "1853" not in text
+    assert VisitEvent.from_json(text).references == {}
+
+
+def test_a_launch_events_references_travel_sealed_and_open_for_that_event_only() -> None:
+    sealer = Sealer.from_text(new_key_text())
+    launch = event(source=Source.LAUNCH, appointment="e-appt-1", encounter="e-enc-1")
+    sealed = seal_event(sealer, launch)
+    text = sealed.to_json()
+    for reference in ("Patient/456", "1853", "e-appt-1", "e-enc-1"):
+        assert reference not in text
+    parsed = VisitEvent.from_json(text)
+    assert parsed.references == {} and parsed.sealed
+    assert open_event(sealer, parsed).references == launch.references
+    # Moved onto another event (another visit, role or time), or opened under another key: refused.
+    other = event(source=Source.LAUNCH, role=Role.PROVIDER)
+    with pytest.raises(SealedValueInvalid):
+        open_event(sealer, dataclasses.replace(other, sealed=parsed.sealed))
+    with pytest.raises(SealedValueInvalid):
+        open_event(Sealer.from_text(new_key_text()), parsed)
+
+
+def test_a_legacy_message_with_clear_references_is_read_and_sealed_when_written_again() -> None:
+    legacy = json.dumps({**json.loads(OLD_MESSAGE), "csn": "1853"})
+    parsed = VisitEvent.from_json(legacy)
+    assert parsed.references == {"participant": "Patient/456", "csn": "1853"}
+    sealer = Sealer.from_text(new_key_text())
+    again = seal_event(sealer, parsed).to_json()
+    assert "Patient/456" not in again and "1853" not in again
+    assert open_event(sealer, VisitEvent.from_json(again)).references == parsed.references
+
+
 def test_a_join_and_a_leave_in_the_same_millisecond_keep_their_order_through_the_queue() -> None:
-    joined = event(occurred_at=WHEN + timedelta(microseconds=10))
-    left = event(kind=EventKind.DISCONNECTED, occurred_at=WHEN + timedelta(microseconds=900))
+    joined = event(participant=None, csn=None, occurred_at=WHEN + timedelta(microseconds=10))
+    left = event(
+        participant=None, csn=None, kind=EventKind.DISCONNECTED, occurred_at=WHEN + timedelta(microseconds=900)
+    )
     parsed = [VisitEvent.from_json(e.to_json()) for e in (left, joined)]
     assert sorted(parsed, key=lambda e: e.occurred_at) == [joined, left]
 
@@ -101,7 +139,7 @@ def test_different_facts_have_different_ids(change: dict[str, object]) -> None:
         json.dumps({**json.loads(event().to_json()), "kind": "exploded"}),
         json.dumps({**json.loads(event().to_json()), "occurredAt": "2026-11-25T15:00:00"}),
         json.dumps({**json.loads(event().to_json()), "id": "forged"}),
-        json.dumps({**json.loads(event().to_json()), "participant": 42}),
+        json.dumps({**json.loads(event().to_json()), "sealed": 42}),
     ],
 )
 def test_invalid_messages_are_permanent_errors(text: str) -> None:

@@ -34,7 +34,7 @@ def check(raw: str, cache: JwksCache | None = None, nonce: str | None = "n1") ->
     cache = cache or JwksCache(lambda url: jwks_of((KEY, "k1")))
     return validate_id_token(
         raw,
-        key_for=lambda kid: cache.key("https://issuer.example/keys", kid),
+        keys_for=lambda kid, alg: cache.keys_for("https://issuer.example/keys", kid, alg),
         issuer=ISSUER,
         audience="client",
         nonce=nonce,

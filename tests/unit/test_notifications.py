@@ -36,6 +36,7 @@ from shared.microsoft.notifications import (
     parse_body,
 )
 from shared.visits.events import EventKind, Role, Source
+from tests.support.outbound import local_http
 
 CLIENT_ID = "22222222-2222-4222-8222-222222222222"
 TENANT = "11111111-1111-4111-8111-111111111111"
@@ -84,7 +85,7 @@ def jwks_url(signer: Signer) -> Iterator[str]:
 
 
 def validation_tokens(jwks_uri: str) -> ValidationTokens:
-    return ValidationTokens(JwksCache(EntraDocuments().get), jwks_uri=jwks_uri, client_id=CLIENT_ID)
+    return ValidationTokens(JwksCache(EntraDocuments(local_http()).get), jwks_uri=jwks_uri, client_id=CLIENT_ID)
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +334,7 @@ def test_unreachable_entra_keys_are_an_outage_not_a_forgery(signer: Signer) -> N
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    documents = EntraDocuments(httpx.Client(transport=httpx.MockTransport(refuse)))
+    documents = EntraDocuments(local_http(transport=httpx.MockTransport(refuse)))
     tokens = ValidationTokens(JwksCache(documents.get), jwks_uri="https://entra.example/keys", client_id=CLIENT_ID)
     with pytest.raises(UpstreamUnavailable):
         tokens.vouched_tenants([signer.token()])

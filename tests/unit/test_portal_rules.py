@@ -104,7 +104,13 @@ def test_records_exist_only_for_approved_configurations() -> None:
     assert provider.launch_url == f"https://connector.example/api/launch/{config.id}/provider"
     assert patient.launch_url == f"https://connector.example/api/launch/{config.id}/patient"
     assert provider.context_tokens == "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
-    assert patient.scopes == "launch openid fhirUser patient/*.read" and provider.scopes == "launch openid fhirUser"
+    assert patient.scopes == "launch openid fhirUser patient/*.read"
+    # The provider app reads the launch's Encounter and Appointment (the CSN, the primary performer), the
+    # department and the clinician: without these scopes Epic answers every read with a 403.
+    assert provider.scopes == (
+        "launch openid fhirUser user/Encounter.read user/Appointment.read user/Location.read user/Practitioner.read"
+    )
+    assert "csn = %CSN%" in provider.token_context and "Token response context: " in records.as_text()
     assert records.redirect_uri == "https://connector.example/api/launch/callback"
     assert [uri for _, uri in provider.redirect_uris] == [
         "https://connector.example/api/launch/callback",

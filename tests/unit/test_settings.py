@@ -48,6 +48,7 @@ def test_empty_environment_names_every_required_key() -> None:
         "GRAPH_ENCRYPTION_CERTIFICATE",
         "SIGNING_KEYS",
         "CONNECTOR_SECRET",
+        "SEALING_KEYS",
         "WRITEBACK_QUEUE_NAME",
         "STORAGE_AMERICAS|STORAGE_EMEA|STORAGE_APAC",
     ):
@@ -62,6 +63,7 @@ def test_invalid_values_are_reported_together(base_env: dict[str, str]) -> None:
         "PUBLIC_BASE_URL": "http://connector.example.com",  # http only on localhost
         "CONNECTOR_SECRET": "short",
         "SIGNING_KEYS": "not a pem",
+        "SEALING_KEYS": "c2hvcnQ",  # base64 of 5 bytes, not 32
         "WRITEBACK_QUEUE_NAME": "Bad_Queue",
         "HTTP_TIMEOUT_SECONDS": "600",
     }
@@ -72,6 +74,7 @@ def test_invalid_values_are_reported_together(base_env: dict[str, str]) -> None:
         "PUBLIC_BASE_URL",
         "CONNECTOR_SECRET",
         "SIGNING_KEYS",
+        "SEALING_KEYS",
         "WRITEBACK_QUEUE_NAME",
         "HTTP_TIMEOUT_SECONDS",
     }

@@ -13,8 +13,7 @@ from shared.ehr.smart import DiscoveryError, OAuthError, Pkce, SmartClient
 from shared.http.outbound import OutboundPolicy, SafeHttp
 from shared.jose.keys import SigningKeys
 from shared.kernel.errors import InvalidIdToken, UnsafeUrl
-from tests.support.ehr_server import running_fake_ehr
-from tests.support.fake_ehr import FakeEhr
+from tests.support.fake_ehr import FakeEhr, running_fake_ehr
 
 KEYS = SigningKeys.from_pem(private_key_pem())
 POLICY = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=5)

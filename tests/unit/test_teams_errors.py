@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from email.utils import format_datetime
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
 from msgraph.generated.models.o_data_errors.main_error import MainError
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
+from shared.kernel.clock import utcnow
 from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.microsoft.teams import _graph_error, call_events_resource
 
@@ -25,7 +29,7 @@ def test_call_events_resource_encodes_the_join_url_once_more() -> None:
     assert unquote(inner) == JOIN
 
 
-def odata(status: int, code: str, headers: dict[str, str] | None = None) -> ODataError:
+def odata(status: int, code: str, headers: dict[str, Any] | None = None) -> ODataError:
     error = ODataError(error=MainError(code=code, message="m"))
     error.response_status_code = status
     error.response_headers = headers or {}
@@ -55,3 +59,25 @@ def test_statuses_map_to_retryable_or_permanent(status: int, headers: dict[str, 
     if isinstance(mapped, UpstreamThrottled) and status == 429:
         assert mapped.retry_after == 7.0
     assert mapped.retryable is (kind is not UpstreamRejected)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"RETRY-AFTER": ["3"]}, 3.0),  # a header's values as a list
+        ({"Retry-After": "-5"}, 0.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_graph_retry_after_is_read_by_the_one_parser(headers: dict[str, Any], seconds: float | None) -> None:
+    mapped = _graph_error(odata(429, "TooManyRequests", headers), "create_meeting")
+    assert isinstance(mapped, UpstreamThrottled) and mapped.retry_after == seconds
+
+
+def test_graph_retry_after_as_an_http_date() -> None:
+    when = format_datetime(utcnow() + timedelta(seconds=30), usegmt=True)
+    mapped = _graph_error(odata(503, "ServiceUnavailable", {"Retry-After": when}), "subscribe")
+    assert isinstance(mapped, UpstreamThrottled) and mapped.retry_after is not None
+    assert 25 <= mapped.retry_after <= 30

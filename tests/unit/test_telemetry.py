@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from azure.functions.extension.extension_meta import ExtensionMeta
@@ -56,7 +57,7 @@ def test_with_a_connection_string_azure_monitor_is_configured_once(azure_monitor
     environ = {"APPLICATIONINSIGHTS_CONNECTION_STRING": CONNECTION_STRING}
     assert telemetry.configure_telemetry(environ) is True
     assert telemetry.configure_telemetry(environ) is True
-    assert azure_monitor.calls == [{"connection_string": CONNECTION_STRING}]
+    assert azure_monitor.calls == [{"connection_string": CONNECTION_STRING, "span_processors": ANY}]
 
 
 def test_concurrent_first_invocations_configure_once(azure_monitor: Recorder) -> None:
@@ -90,7 +91,7 @@ def test_the_worker_extension_configures_before_an_invocation(
     # The worker calls the hook as (logger, context, function arguments) before every invocation.
     pre_invocation[0].ext_impl(logging.getLogger("worker"), object(), {})
     pre_invocation[0].ext_impl(logging.getLogger("worker"), object(), {})
-    assert azure_monitor.calls == [{"connection_string": CONNECTION_STRING}]
+    assert azure_monitor.calls == [{"connection_string": CONNECTION_STRING, "span_processors": ANY}]
 
 
 def test_function_app_registers_the_extension_without_configuring_at_import() -> None:
@@ -110,3 +111,93 @@ def test_function_app_registers_the_extension_without_configuring_at_import() ->
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# --- logs and traces carry no URLs of the HTTP client libraries -------------------------------------
+
+
+class Records(logging.Handler):
+    """A handler added to the root logger after the app's import, as the Functions worker adds its own."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append((record.name, self.format(record)))
+
+
+@pytest.fixture
+def root_at_debug() -> Iterator[Records]:
+    root, records = logging.getLogger(), Records()
+    level = root.level
+    root.setLevel(logging.DEBUG)  # what PYTHON_ENABLE_DEBUG_LOGGING does to the worker's root logger
+    root.addHandler(records)
+    yield records
+    root.removeHandler(records)
+    root.setLevel(level)
+
+
+def test_http_client_request_logging_is_off_even_with_the_root_logger_at_debug(root_at_debug: Records) -> None:
+    import function_app  # noqa: F401 - what the worker imports first
+
+    url = "http://ehr.example/api/FHIR/R4/Appointment/e-appt-002"
+    logging.getLogger("httpx").info('HTTP Request: GET %s "HTTP/1.1 200 OK"', url)
+    logging.getLogger("httpcore.http11").debug("send_request_headers.started request=%s", url)
+    logging.getLogger("urllib3.connectionpool").debug('%s "GET /x?ExternalID=e-pat-patel HTTP/1.1" 200', url)
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request URL: %r", url)
+    logging.getLogger("msal.token_cache").debug("event=%s", {"username": "dr.smith@contoso.example"})
+    assert root_at_debug.messages == []
+
+
+def test_what_the_http_libraries_still_log_loses_paths_and_queries(root_at_debug: Records) -> None:
+    telemetry.protect_logs()
+    logging.getLogger("urllib3.connectionpool").warning(
+        "Retrying (%r) after connection broken by '%r': %s",
+        "Retry(total=2)",
+        "ReadTimeoutError()",
+        "/api/epic/2018/Telehealth/ContextLinking/SetExternalConnectionStatus?ConferenceID=1000002&ExternalID=e-pat-patel",
+    )
+    logging.getLogger("httpx.child").error("Failed: https://ehr.example/api/FHIR/R4/Patient/e-pat-patel?x=1")
+    (_, retry), (_, failed) = root_at_debug.messages
+    assert "1000002" not in retry and "e-pat-patel" not in retry and "Retrying" in retry
+    assert failed == "Failed: https://ehr.example/[redacted]"
+
+
+def test_our_own_loggers_are_left_alone(root_at_debug: Records) -> None:
+    telemetry.protect_logs()
+    logging.getLogger("shared.writeback.worker").debug("Event %s written", "abc123")
+    assert root_at_debug.messages == [("shared.writeback.worker", "Event abc123 written")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET https://h.example:8443/a/b?c=d HTTP/1.1", "GET https://h.example:8443/[redacted] HTTP/1.1"),
+        ('"POST /oauth2/token HTTP/1.1" 200', '"POST /[redacted] HTTP/1.1" 200'),
+        ("no url here", "no url here"),
+        ("query only ?ConferenceID=1", "query only ?[redacted]"),
+    ],
+)
+def test_redact_urls(text: str, expected: str) -> None:
+    assert telemetry.redact_urls(text) == expected
+
+
+def test_dependency_spans_keep_only_scheme_and_host_of_their_url() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(telemetry.redacted_url_spans())
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    url = (
+        "https://ehr.example/api/epic/2018/Telehealth/ContextLinking/SetExternalConnectionStatus?ExternalID=e-pat-patel"
+    )
+    with provider.get_tracer("test").start_as_current_span("GET", attributes={"url.full": url, "url.query": "a=b"}):
+        pass
+    (span,) = exported.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["url.full"] == "https://ehr.example/[redacted]"
+    assert span.attributes["url.query"] == "[redacted]"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.writeback.ledger import CLAIMED, DONE, Decision, LedgerEntry, decide
+from shared.writeback.ledger import CLAIMED, DONE, FAILED, RELEASED, Decision, LedgerEntry, decide, is_pending
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -34,3 +34,16 @@ def test_a_claim_past_its_lease_is_taken_over(ago: timedelta) -> None:
 def test_a_claim_from_a_clock_ahead_of_ours_is_held() -> None:
     """Another instance's clock runs a little fast: its claim looks as if from the future; it is live."""
     assert decide(entry(CLAIMED, timedelta(seconds=-5)), now=NOW, lease=LEASE) is Decision.HELD
+
+
+@pytest.mark.parametrize("ago", [timedelta(seconds=-5), timedelta(0), timedelta(seconds=30), timedelta(hours=30)])
+def test_a_released_or_failed_row_is_claimable_at_once(ago: timedelta) -> None:
+    """Released after a retryable failure (its retry takes it over) or failed (a replay may): no lease to wait."""
+    assert decide(entry(RELEASED, ago), now=NOW, lease=LEASE) is Decision.TAKE_OVER
+    assert decide(entry(FAILED, ago), now=NOW, lease=LEASE) is Decision.TAKE_OVER
+
+
+@pytest.mark.parametrize(("state", "pending"), [(CLAIMED, True), (RELEASED, True), (DONE, False), (FAILED, False)])
+def test_claimed_and_released_rows_are_pending_done_and_failed_are_not(state: str, pending: bool) -> None:
+    """Pending keeps the visit's launch context: a released event still waits for its retry; failed is final."""
+    assert is_pending(entry(state, timedelta(0))) is pending

@@ -29,7 +29,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from connector.services import reset as reset_services
+from function_app import build_app
 from sandbox.ehr import EhrConfig, EhrSandbox, RegisteredClient
+from sandbox.ehr.clinic import Visit as ClinicVisit
 from sandbox.host import LocalHost
 from sandbox.server import ServerThread, free_port
 from shared.configurations.model import (
@@ -43,11 +45,13 @@ from shared.configurations.model import (
     with_ehr_signin,
 )
 from shared.configurations.repository import ConfigurationRepository
+from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import VisitContext
 from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import seal_event
 
 CLIENT_ID = "load-backend"
 
@@ -127,34 +131,27 @@ class WritebackLoad:
         self.settings = Settings.from_env(settings)
         self.storage = Storage(self.settings)
         self._seed()
-        reset_process_singletons()
-        self._stack.callback(reset_process_singletons)
+        reset_services()  # per-process objects are rebuilt from the host's settings
+        self._stack.callback(reset_services)
         # Faults start once the EHR is set up; the host starts last, so every event sees them.
         self.ehr.faults.update({"latency_ms": self.ehr_latency_ms, **self.faults})
-        self.host = self._stack.enter_context(
-            LocalHost(fresh_function_app(), settings, port=port, host_json=self.host_json)
-        )
+        self.host = self._stack.enter_context(LocalHost(build_app(), settings, port=port, host_json=self.host_json))
 
     def _seed(self) -> None:
         fhir = self.ehr.config.fhir_base
         self.configuration_id = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC).id
         self._pending = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC, approve=False)
         self.pending_configuration_id = self._pending.id
-        repository = VisitRepository(self.storage)
+        self.sealer = Sealer.from_text(self.settings.sealing_keys.reveal())
+        self._external_ids: dict[str, str] = {}
+        repository = VisitRepository(self.storage, self.sealer)
         seeded = self.ehr.clinic.visits
         self.visit_keys: list[tuple[str, str]] = []
         for n in range(self.visits):
             clinic_visit = seeded[n % len(seeded)]
-            context = VisitContext(
-                csn=clinic_visit.csn,
-                appointment=clinic_visit.appointment_id,
-                encounter=clinic_visit.encounter_id,
-                patient=f"Patient/{clinic_visit.patient_id}",
-                provider=f"Practitioner/{clinic_visit.practitioner_id}",
-            )
             key = f"load-{self.run}-{n}"
             configuration = self.pending_configuration_id if n == 0 else self.configuration_id
-            repository.get_or_create(Geography.AMERICAS, key, configuration, context)
+            repository.get_or_create(Geography.AMERICAS, key, configuration, visit_context(clinic_visit))
             self.visit_keys.append((key, clinic_visit.csn))
 
     def approve_pending_configuration(self) -> None:
@@ -168,20 +165,25 @@ class WritebackLoad:
         for n in range(count + pending):
             index = 0 if n >= count else 1 + n % (self.visits - 1)
             key, csn = self.visit_keys[index]
-            made.append(
-                VisitEvent(
-                    configuration_id=self.pending_configuration_id if index == 0 else self.configuration_id,
-                    geography=Geography.AMERICAS.value,
-                    visit_key=key,
-                    kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
-                    role=Role.PROVIDER if n % 3 else Role.PATIENT,
-                    occurred_at=base + timedelta(milliseconds=n),
-                    source=Source.GRAPH,
-                    # A participant of its own per event, so the EHR's record counts each event's effect.
-                    participant=f"{'Practitioner' if n % 3 else 'Patient'}/load-{self.run}-{n}",
-                    csn=csn,
-                )
+            external_id = f"load-{self.run}-{n}"
+            event = VisitEvent(
+                configuration_id=self.pending_configuration_id if index == 0 else self.configuration_id,
+                geography=Geography.AMERICAS.value,
+                visit_key=key,
+                kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
+                role=Role.PROVIDER if n % 3 else Role.PATIENT,
+                occurred_at=base + timedelta(milliseconds=n),
+                source=Source.GRAPH,
+                # A participant of its own per event, so the EHR's record counts each event's effect.
+                participant=f"{'Practitioner' if n % 3 else 'Patient'}/{external_id}",
+                csn=csn,
             )
+            # Epic accepts a status only for a participant linked to the conference: each made-up participant
+            # "launched" its visit, as a covering clinician would.
+            self.ehr.state.link_launch({csn}, external_id)
+            sealed = seal_event(self.sealer, event)  # as a launch event's references are: nothing in clear on the queue
+            self._external_ids[sealed.id] = external_id
+            made.append(sealed)
         return made
 
     def queue(self, name: str | None = None) -> QueueClient:
@@ -201,10 +203,6 @@ class WritebackLoad:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(queue.send_message, bodies))
 
-    def enqueue_raw(self, content: str) -> None:
-        """A message stored as is (e.g. not base64: the host cannot decode it)."""
-        QueueClient.from_connection_string(self.env["AzureWebJobsStorage"], self.queue_name).send_message(content)
-
     # --- observation ---------------------------------------------------------------------------
     def written(self) -> Counter[str]:
         """How many times the EHR recorded each ExternalID of this run."""
@@ -212,8 +210,7 @@ class WritebackLoad:
         return Counter(c.external_id for c in self.ehr.connection_status_changes() if c.external_id.startswith(prefix))
 
     def external_id(self, event: VisitEvent) -> str:
-        assert event.participant is not None
-        return event.participant.rsplit("/", 1)[-1]
+        return self._external_ids[event.id]
 
     def wait_until_written(self, events: list[VisitEvent], timeout: float) -> float:
         """Seconds until every event's effect is recorded; raises at the deadline."""
@@ -249,9 +246,16 @@ class WritebackLoad:
         return bodies
 
 
-def reset_process_singletons() -> None:
-    """Settings, storage and clients are per process: rebuild them from the host's settings."""
-    reset_services()
+def visit_context(clinic_visit: ClinicVisit) -> VisitContext:
+    """The launch context a launch of this sandbox clinic visit would leave on the visit row."""
+    return VisitContext(
+        csn=clinic_visit.csn,
+        appointment=clinic_visit.appointment_id,
+        encounter=clinic_visit.encounter_id,
+        patient=f"Patient/{clinic_visit.patient_id}",
+        provider=f"Practitioner/{clinic_visit.practitioner_id}",
+        confirmed=True,  # a launch's context is the one the EHR confirmed
+    )
 
 
 APPROVER = "approver@contoso.example"
@@ -288,10 +292,3 @@ def approve_configuration(storage: Storage, config: Configuration) -> Configurat
     return ConfigurationRepository(storage.app).update(
         config, approved(signed, upn=APPROVER, oid=APPROVER_OID, now=now), etag=config.etag
     )
-
-
-def fresh_function_app() -> Any:
-    """A new app object: the host indexes an app once, and a process may run several hosts."""
-    import function_app
-
-    return function_app.build_app()

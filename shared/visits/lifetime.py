@@ -1,0 +1,58 @@
+"""How long a visit keeps its launch context: until its meeting has ended and its writebacks are done.
+
+The context (CSN, appointment, encounter, Patient/…, Practitioner/…, sealed on the row) exists only so the
+writeback worker can name the visit and its participants to the EHR. Once everyone seen in the meeting has
+left (Graph's ``callEnded`` disconnects everyone listed; otherwise each ``removedState``) and no writeback of
+the visit is still in flight, nothing needs it: the worker calls ``release_context_when_done`` after each event
+it has marked done, and the context goes at once — not with the row, 24 hours later. The row itself (meeting,
+presence, subscription: no EHR identifier) stays until it expires.
+
+A later launch of the same appointment brings its own sealed context and restores it (``with_launch_context``).
+A Graph event that still needs the context after it was released (someone rejoined through the Teams link
+without launching again) is retried by the queue, then poisoned, and can be replayed after a launch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from shared.kernel.identifiers import log_id
+from shared.visits.events import EventKind
+from shared.visits.model import Visit, has_context, without_context
+from shared.visits.repository import VisitRepository
+
+logger = logging.getLogger(__name__)
+
+
+def meeting_ended(visit: Visit) -> bool:
+    """Everyone seen in the meeting has disconnected (no one seen: not ended, it has not begun)."""
+    return bool(visit.presence) and all(p.state is EventKind.DISCONNECTED for p in visit.presence.values())
+
+
+def release_context_when_done(
+    visits: VisitRepository,
+    visit: Visit,
+    *,
+    pending: Callable[[Visit], bool],
+) -> Visit:
+    """Remove the visit's launch context when its meeting has ended and nothing is pending for it.
+
+    ``pending`` says whether a writeback of the visit is still in flight: the worker reads its ledger rows
+    (``shared.writeback.ledger``), asked only once the meeting has ended.
+    The removal is etag-guarded and re-checks both conditions on the row it replaces, so an event that
+    arrives meanwhile (someone rejoins, a launch restores the context) wins.
+    """
+    if not (has_context(visit) or visit.unreadable_context) or not meeting_ended(visit) or pending(visit):
+        return visit
+    release = without_context()
+
+    def change(current: Visit) -> Visit | None:
+        if not meeting_ended(current) or pending(current):
+            return None
+        return release(current)
+
+    released = visits.update(visit, change)
+    if not has_context(released):
+        logger.info("Released the launch context of visit %s: the meeting ended, writebacks done", log_id(visit.key))
+    return released
