@@ -5,7 +5,7 @@
     Graph ──POST /api/graph/lifecycle──────▶ reauthorizationRequired ──▶ renew (≤ 2.5 s) ──▶ 202
     %WRITEBACK_QUEUE_NAME% ──trigger──▶ presence + EHR writeback, at least once (shared.writeback.worker);
                                         a launch event also subscribes the visit's meeting
-    timer (every 15 min) ──▶ create missing / renew / delete finished subscriptions
+    timer (every 15 min) ──▶ create missing / renew / delete finished subscriptions; release finished contexts
 
 The notification webhook makes no storage, EHR or Graph call: Graph's budget is 3 seconds per delivery.
 """
@@ -110,10 +110,12 @@ def writeback_events(msg: func.QueueMessage) -> None:
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
 def subscription_upkeep(timer: func.TimerRequest) -> None:
-    """Create missing subscriptions, renew those near expiry, delete those of finished visits."""
+    """Create missing subscriptions, renew those near expiry, delete those of finished visits; and release the
+    launch context of visits whose meeting ended and whose writebacks are over (in the same scan)."""
     service = services().subscriptions
+    worker = services().worker
     for geography in services().storage.geographies:
-        result = service.upkeep(geography)
+        result = service.upkeep(geography, also=worker.release_context_when_done)
         logger.info(
             "Subscription upkeep in %s: %d created, %d renewed, %d deleted, %d failed",
             geography.value,

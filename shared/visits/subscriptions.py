@@ -144,12 +144,20 @@ class CallEventSubscriptions:
             return
         self._renew(visit, utcnow())
 
-    def upkeep(self, geography: Geography, *, now: datetime | None = None) -> Upkeep:
-        """Create missing subscriptions, renew those near expiry, delete those of finished visits."""
+    def upkeep(
+        self, geography: Geography, *, now: datetime | None = None, also: Callable[[Visit], object] | None = None
+    ) -> Upkeep:
+        """Create missing subscriptions, renew those near expiry, delete those of finished visits.
+
+        ``also`` is called for every live visit in the same scan (the writeback worker's release of a finished
+        visit's launch context), so the timer reads each visit row once.
+        """
         now = now or utcnow()
         result = Upkeep()
         for visit in self._visits.live(geography):
             try:
+                if also is not None:
+                    also(visit)
                 if visit.subscription_id and _finished(visit, now):
                     self._delete(visit)
                     result.deleted += 1

@@ -19,10 +19,10 @@ A row is a lease, then a fact::
     failed:  etag-guarded update {State: failed} after a permanent failure: no longer pending (the message
              is in the poison queue); a replayed message may claim it again
 
-Pending (``is_pending``): claimed or released. The visit's launch context is released only once none of
-its rows is pending (``shared.visits.lifetime``). Each event has a row of its own, so events of one visit
-never race for one etag and nothing is evicted. Rows expire with their visit (an event of a gone visit is
-refused before the ledger) and the ``sweep_expired_state`` timer deletes them.
+Pending (``is_pending``): claimed or released, for at most ``RETRY_SPAN``. The visit's launch context is
+released only once none of its rows is pending (``shared.visits.lifetime``). Each event has a row of its
+own, so events of one visit never race for one etag and nothing is evicted. Rows expire with their visit
+(an event of a gone visit is refused before the ledger) and the ``sweep_expired_state`` timer deletes them.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ DONE = "done"
 RELEASED = "released"  # a retryable failure: pending, claimable at once
 FAILED = "failed"  # a permanent failure: not pending; a replay may claim it
 PENDING = frozenset({CLAIMED, RELEASED})
+# How long a claimed or released row keeps its event pending. The queue retries a message 5 times, 30 s apart
+# (host.json), and a killed host's messages stay locked for up to 10 minutes first; an event still claimed or
+# released after this was either taken over meanwhile (the row says so) or moved to the poison queue, and its
+# visit need not keep the launch context for it (a replay after a relaunch finds the context again).
+RETRY_SPAN = timedelta(minutes=20)
 _ATTEMPTS = 3  # a row swept between our create and our read: create again, a few times
 
 INVENTORY = (
@@ -103,9 +108,13 @@ def decide(entry: LedgerEntry, *, now: datetime, lease: timedelta) -> Decision:
     return Decision.TAKE_OVER
 
 
-def is_pending(entry: LedgerEntry) -> bool:
-    """The event may still be written: claimed, or released for its retry (done and failed are not)."""
-    return entry.state in PENDING
+def is_pending(entry: LedgerEntry, *, now: datetime) -> bool:
+    """The event may still be written: claimed, or released for its retry, within ``RETRY_SPAN``.
+
+    Done and failed are not; nor is a row its queue has given up on (poisoned after a retryable failure or a
+    dead worker), so that the visit's context does not wait for the row's expiry, 24 hours later.
+    """
+    return entry.state in PENDING and now - entry.claimed_at < RETRY_SPAN
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,8 @@ class WritebackLedger:
 
     def pending(self, geography: Geography, visit_key: str) -> bool:
         """Whether any event of the visit is still pending (``is_pending``): one partition query."""
-        return any(is_pending(entry) for entry in self.entries(geography, visit_key))
+        now = self._clock()
+        return any(is_pending(entry, now=now) for entry in self.entries(geography, visit_key))
 
     def entries(self, geography: Geography, visit_key: str) -> list[LedgerEntry]:
         """Every row of a visit (one partition query): what is done, what is still claimed."""

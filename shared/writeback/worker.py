@@ -230,7 +230,7 @@ class WritebackWorker:
         also = with_launch_context(event.role, event.references, confirmed=bool(queued.sealed)) if launch else None
         if target.mode is WritebackMode.NONE:
             visit = self._record_presence(visit, event, also)
-            visit = self._release_context_when_done(visit)
+            visit = self.release_context_when_done(visit)
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
         try:
             claim = self._ledger.claim(geography, visit.key, event.id, expires_at=visit.expires_at)
@@ -238,7 +238,7 @@ class WritebackWorker:
             logger.info("Event %s already written; duplicate delivery completed", log_id(event.id))
             # The first delivery may have died before its presence and the context's release.
             visit = self._record_presence(visit, event, also)
-            visit = self._release_context_when_done(visit)
+            visit = self.release_context_when_done(visit)
             return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
@@ -267,7 +267,7 @@ class WritebackWorker:
             raise
         self._mark_done(claim)  # first: the window of a repeated EHR effect ends here
         visit = self._record_presence(visit, event, also)
-        visit = self._release_context_when_done(visit)
+        visit = self.release_context_when_done(visit)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
 
@@ -291,8 +291,12 @@ class WritebackWorker:
     ) -> Visit:
         return self._presence.record(visit, event.role, event.kind, event.occurred_at, also=also)
 
-    def _release_context_when_done(self, visit: Visit) -> Visit:
-        """Release the launch context once the meeting has ended and none of the visit's events is pending."""
+    def release_context_when_done(self, visit: Visit) -> Visit:
+        """Release the launch context once the meeting has ended and none of the visit's events is pending.
+
+        Called after each event, and by the upkeep timer for every live visit (``shared.visits.subscriptions``):
+        an event that stopped being pending without an event after it (poisoned) still ends the context.
+        """
         return release_context_when_done(
             self._visits, visit, pending=lambda current: self._ledger.pending(current.geography, current.key)
         )

@@ -375,8 +375,10 @@ def test_upkeep_subscribes_missing_and_deletes_finished(pipeline: Pipeline) -> N
         )
     )
     later = datetime.now(UTC) + timedelta(minutes=11)
-    result = pipeline.subscriptions.upkeep(Geography.AMERICAS, now=later)
+    scanned: list[str] = []
+    result = pipeline.subscriptions.upkeep(Geography.AMERICAS, now=later, also=lambda v: scanned.append(v.key))
     assert result.created >= 1 and result.deleted >= 1  # other modules' visits may share the table
+    assert {missing.key, finished.key} <= set(scanned)  # every live visit is offered to the context release
     now_missing = repository.get(Geography.AMERICAS, missing.key)
     now_finished = repository.get(Geography.AMERICAS, finished.key)
     assert now_missing is not None and now_missing.subscription_id

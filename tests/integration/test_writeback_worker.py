@@ -28,7 +28,7 @@ from shared.visits.model import Visit, VisitContext
 from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_context, seal_event
-from shared.writeback.ledger import DONE, FAILED, RELEASED, WritebackLedger
+from shared.writeback.ledger import DONE, FAILED, RELEASED, RETRY_SPAN, WritebackLedger
 from shared.writeback.model import WritebackTarget
 from shared.writeback.worker import (
     FAILURES_TABLE,
@@ -216,6 +216,29 @@ def test_an_event_waiting_for_its_retry_keeps_the_context_until_it_is_written(
     released = repository.get(Geography.AMERICAS, visit.key)
     assert released is not None and released.context == VisitContext()
     assert set(ledger_state(storage, visit).values()) == {DONE}
+
+
+def test_an_event_the_queue_gave_up_on_no_longer_keeps_the_context_and_the_upkeep_scan_releases_it(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, targets: Targets, failures: FailureLog, unique: str
+) -> None:
+    """Poisoned after its retries, nothing comes after it: the timer's scan ends the context after RETRY_SPAN."""
+    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    repository = VisitRepository(storage, SEALER)
+    ehr.faults.update({"error_rate": 1.0})
+    with pytest.raises(UpstreamUnavailable):
+        worker.handle(graph_event(visit, EventKind.DISCONNECTED, Role.PATIENT, 1).to_json())
+    ehr.faults.reset()
+    for kind, second in ((EventKind.CONNECTED, 2), (EventKind.DISCONNECTED, 3)):
+        assert worker.handle(graph_event(visit, kind, Role.PROVIDER, second).to_json()).status == "written"
+    ended = repository.get(Geography.AMERICAS, visit.key)
+    assert ended is not None and worker.release_context_when_done(ended).context == visit.context  # still pending
+
+    # The patient's message is poisoned and never retried; the next upkeep scan comes after RETRY_SPAN.
+    later = WritebackLedger(storage, clock=lambda: datetime.now(UTC) + RETRY_SPAN)
+    scanning = WritebackWorker(VisitRepository(storage, SEALER), later, targets, {}, failures, sealer=SEALER)
+    released = scanning.release_context_when_done(ended)
+    assert released.context == VisitContext()
+    assert set(ledger_state(storage, visit).values()) == {DONE, RELEASED}
 
 
 def test_long_retry_after_goes_back_to_the_queue(

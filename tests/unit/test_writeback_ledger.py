@@ -6,7 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.writeback.ledger import CLAIMED, DONE, FAILED, RELEASED, Decision, LedgerEntry, decide, is_pending
+from shared.writeback.ledger import (
+    CLAIMED,
+    DONE,
+    FAILED,
+    RELEASED,
+    RETRY_SPAN,
+    Decision,
+    LedgerEntry,
+    decide,
+    is_pending,
+)
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -46,4 +56,12 @@ def test_a_released_or_failed_row_is_claimable_at_once(ago: timedelta) -> None:
 @pytest.mark.parametrize(("state", "pending"), [(CLAIMED, True), (RELEASED, True), (DONE, False), (FAILED, False)])
 def test_claimed_and_released_rows_are_pending_done_and_failed_are_not(state: str, pending: bool) -> None:
     """Pending keeps the visit's launch context: a released event still waits for its retry; failed is final."""
-    assert is_pending(entry(state, timedelta(0))) is pending
+    assert is_pending(entry(state, timedelta(0)), now=NOW) is pending
+    assert is_pending(entry(state, RETRY_SPAN - timedelta(seconds=1)), now=NOW) is pending
+
+
+@pytest.mark.parametrize("state", [CLAIMED, RELEASED])
+def test_a_row_its_queue_has_given_up_on_is_no_longer_pending(state: str) -> None:
+    """Poisoned after its retries (or its worker died and nothing took it over): the context need not wait 24 h."""
+    assert not is_pending(entry(state, RETRY_SPAN), now=NOW)
+    assert not is_pending(entry(state, timedelta(hours=3)), now=NOW)
