@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 TABLE = "EhrUserMap"
 LAST_USED_PRECISION = timedelta(days=1)
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_BATCH = 100  # Table Storage's limit of operations per transaction (one partition)
 
 INVENTORY = (
     Store(
@@ -60,8 +61,8 @@ INVENTORY = (
             ),
             *operational("CreatedAt", "LastUsedAt"),
         ),
-        "durable: until the clinician links another account or an admin removes the link",
-        "UserMapRepository.put replaces it; the portal's Clinician links page deletes it; nothing expires it",
+        "durable: until the clinician links another account, an admin removes the link or deletes the configuration",
+        "UserMapRepository.put replaces it; the portal deletes it (Clinician links, or the configuration's deletion)",
     ),
 )
 
@@ -208,6 +209,25 @@ class UserMapRepository:
             if _get(account, partition, key) is None:
                 raise NotFound("There is no such clinician link.", code="mapping_not_found")
             account.table(TABLE).delete_entity(partition, key)
+
+    def delete_configuration(self, geography: Geography, configuration_id: str) -> int:
+        """Remove every link of a deleted configuration (its partition), in batches; returns how many went."""
+        account = self._storage.for_geography(geography)
+        partition = self.partition_key(configuration_id)
+        table = account.table(TABLE)
+        removed = 0
+        with storage_errors(account.name):
+            keys = [
+                str(e["RowKey"])
+                for e in table.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": partition}, select=["PartitionKey", "RowKey"]
+                )
+            ]
+            for start in range(0, len(keys), _BATCH):
+                batch = keys[start : start + _BATCH]
+                table.submit_transaction([("delete", {"PartitionKey": partition, "RowKey": k}) for k in batch])
+                removed += len(batch)
+        return removed
 
     def delete(self, geography: Geography, configuration_id: str, ehr_user_id: str) -> None:
         self.delete_key(geography, configuration_id, self.row_key(configuration_id, ehr_user_id))

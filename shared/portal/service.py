@@ -434,7 +434,9 @@ class PortalService:
         require_admin(user)
         current = self.get_visible(user, configuration_id)
         self.repository.delete(current, etag=etag)
-        _audit("deleted", current, user)
+        # The clinicians' links go with it: deleted first, the configuration admits no new link meanwhile.
+        removed = self.user_map.delete_configuration(current.geography, current.id)
+        _audit(f"deleted (with {removed} clinician links)", current, user)
         return current
 
     # sharing

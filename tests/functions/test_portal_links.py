@@ -123,3 +123,24 @@ def test_removing_needs_the_form_token_and_the_owners_admin(tenants: tuple[Tenan
     other_key = user_map.row_key("another-configuration", "Practitioner/lee")
     assert remove(owner.admin, config, other_key).status_code == 404
     assert remove(owner.admin, config, "../../x").status_code == 404
+
+
+def test_deleting_a_configuration_removes_its_clinician_links_and_no_other(
+    tenants: tuple[Tenant, Tenant, Tenant],
+) -> None:
+    """A deleted configuration's links are unusable; they are deleted with it rather than left for nobody."""
+    owner, partner, _ = tenants
+    config = linked_config(owner, partner)
+    user_map = services().user_map
+    for number in range(105):  # more than one Table transaction's worth
+        user_map.put(config.geography, config.id, f"Practitioner/p{number}", tenant_id=owner.id, object_id="oid")
+    others = [c for c in ConfigurationRepository(services().storage.app).list_for_tenant(owner.id) if c.id != config.id]
+    etag = str(ConfigurationRepository(services().storage.app).get(owner.id, config.id).etag)
+    done = call(
+        portal.delete_configuration, "POST", "x", session=owner.admin, route={"id": config.id},  # type: ignore[arg-type]
+        form={"csrf": owner.admin.csrf_token, "confirm": "yes", "etag": etag},
+    )  # fmt: skip
+    assert done.status_code == 303
+    assert user_map.list_for_configuration(config.geography, config.id) == []
+    assert user_map.get(config.geography, config.id, "Practitioner/lee") is None
+    assert [len(user_map.list_for_configuration(c.geography, c.id)) for c in others] == [1]  # the other's link stays
