@@ -217,7 +217,9 @@ class WritebackWorker:
         except SealedValueInvalid:
             return self._unopenable(queued, "the event's sealed launch context")
         launch = event.source is Source.LAUNCH
-        needs_visit_context = not (queued.sealed or queued.references)  # Graph events: the visit names them
+        # The visit's context names what the event does not: a Graph event names no visit reference (and a sealed
+        # event may name only its participant). Without that context the event waits (ContextMissing), never fails.
+        needs_visit_context = not (event.csn or event.appointment or event.encounter)
         if needs_visit_context and visit.unreadable_context is not None:
             return self._unopenable(queued, "the visit's sealed context")
         event = _with_visit_context(event, visit)

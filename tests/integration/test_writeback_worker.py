@@ -380,6 +380,12 @@ def test_the_context_is_released_once_the_meeting_ended_and_its_writebacks_are_d
     rejoined = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 10)
     with pytest.raises(ContextMissing):
         worker.handle(rejoined.to_json())
+    # An event that names only its participant (sealed) needs the visit's CSN as much: it waits too, never fails.
+    named = seal_event(
+        SEALER, replace(graph_event(visit, EventKind.CONNECTED, Role.PATIENT, 11), participant="Patient/p")
+    )
+    with pytest.raises(ContextMissing):
+        worker.handle(named.to_json())
     assert ledger_state(storage, visit)[rejoined.id] == RELEASED  # pending, claimable by the retry at once
     relaunch = launch_event(
         visit, Role.PROVIDER, f"Practitioner/{seeded.practitioner_id}", 9, csn=seeded.csn, encounter="e-enc-x"
