@@ -26,7 +26,7 @@ from shared.kernel.settings import Geography, Settings
 from shared.storage.accounts import Storage
 from shared.storage.sweep import sweep_expired
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit
+from shared.visits.model import Visit, with_presence
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.writeback.ledger import CLAIMED, DONE, FAILED, RELEASED, TABLE, Claim, WritebackLedger
@@ -311,6 +311,10 @@ def test_concurrent_workers_on_the_same_events_write_each_once(
 ) -> None:
     """Two instances get every message of a burst (Graph retries, a redelivery): each effect happens once."""
     visits = [open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}-{n}") for n in range(4)]
+    for visit in visits:  # a colleague stays in the meeting: the shuffled roster facts never end it mid-burst
+        VisitRepository(storage, SEALER).update(
+            visit, with_presence(Role.STAFF, EventKind.CONNECTED, T0 + timedelta(1))
+        )
     events = [e for n, visit in enumerate(visits) for e in events_of(ehr, visit, 50, f"{unique}-{n}")]
     workers = [new_worker(settings, epic, failure_log, client_keys) for _ in range(2)]
     ehr.faults.update({"latency_ms": 30})  # claims stay in flight while the other instance arrives
