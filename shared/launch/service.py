@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -50,7 +49,6 @@ from shared.kernel.errors import (
     Forbidden,
     InvalidIdToken,
     NotFound,
-    SealedValueInvalid,
     StateError,
     UpstreamError,
     UpstreamRejected,
@@ -454,8 +452,8 @@ class LaunchService:
             # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
             binding = random_token()
             state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
-            sealed = {"sealed": self._seal(carry, SIGNIN_STATE_KIND, state)}
-            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=sealed, state=state)
+            # The state store seals the whole flow, this carry included, bound to its row (``shared.storage.state``).
+            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry, state=state)
             return SignInFirst(url, binding)
         return self._provider_meeting(pending, context, visit, mapping, primary)
 
@@ -465,7 +463,7 @@ class LaunchService:
         Read here, while the launch's access token is at hand, rather than on the confirmation page: the
         alternative would keep the EHR access token (a bearer credential for the clinician's EHR data) in
         the sign-in state for the whole Microsoft round trip. The name travels sealed in that state instead,
-        bound to its row (``_seal``), and the row is emptied when consumed; nothing keeps it afterwards.
+        bound to its row by the state store, and the row is emptied when consumed; nothing keeps it afterwards.
         A name that cannot be read (no scope, 403, EHR unreachable) is None: the page then names the
         reference type and the clinician can still confirm; a visit is never blocked by it.
         """
@@ -488,27 +486,26 @@ class LaunchService:
         to the page by a form token; ``confirm_link`` stores the mapping.
         """
         user, carry = self._sign_in().complete_with_carry(auth_response, browser_binding=browser_binding)
-        opened = self._open(carry, SIGNIN_STATE_KIND, auth_response.get("state", ""))
-        pending = self._current(PendingLaunch.from_json(opened["launch"]))
-        context = LaunchContext.from_json(opened["context"])
+        pending = self._current(PendingLaunch.from_json(carry["launch"]))
+        context = LaunchContext.from_json(carry["context"])
         if user.tenant_id.lower() not in pending.signin_tenants:
             raise WrongTenant()
         binding, csrf, state = random_token(), random_token(), self._states.new_state(pending.geography)
         confirmation = {
             "launch": pending.to_json(),
             "context": context.to_json(),
-            "primary": opened.get("primary"),
+            "primary": carry.get("primary"),
             "account": {"tenant_id": user.tenant_id, "object_id": user.object_id, "upn": user.upn},
             "binding": _digest(binding),
             "csrf": _digest(csrf),
         }
         self._states.create(
             CONFIRM_STATE_KIND,
-            {"sealed": self._seal(confirmation, CONFIRM_STATE_KIND, state)},
+            confirmation,
             ttl=CONFIRM_TTL,
             state=state,
         )
-        name = opened.get("ehr_user_name")
+        name = carry.get("ehr_user_name")
         return ConfirmLink(
             state=state,
             csrf=csrf,
@@ -529,7 +526,7 @@ class LaunchService:
         then is the mapping stored, and the launch continues as it would have with a stored mapping.
         """
         state = form.get("state", "")
-        opened = self._open(self._states.consume(CONFIRM_STATE_KIND, state), CONFIRM_STATE_KIND, state)
+        opened = self._states.consume(CONFIRM_STATE_KIND, state)
         if not _matches(browser_binding, opened.get("binding")):
             logger.info("Link confirmation refused: not the browser that signed in")
             raise ConfirmationNotBound()
@@ -570,21 +567,6 @@ class LaunchService:
     def forget_mapping(self, geography: Geography, configuration_id: str, key: str) -> None:
         """Forget a removed mapping in this process; other instances forget within ``MAPPING_MEMORY_SECONDS``."""
         self._mappings.forget((geography, configuration_id, key))
-
-    def _seal(self, data: Mapping[str, Any], kind: str, state: str) -> str:
-        return self._sealer.seal(json.dumps(data, separators=(",", ":")), purpose=_state_purpose(kind, state))
-
-    def _open(self, payload: Mapping[str, Any], kind: str, state: str) -> dict[str, Any]:
-        try:
-            opened = json.loads(self._sealer.open(str(payload.get("sealed", "")), purpose=_state_purpose(kind, state)))
-        except (SealedValueInvalid, ValueError):
-            # e.g. the sealing key was retired during the sign-in: the launch starts again, nothing is lost
-            raise StateError(
-                "This sign-in can no longer be completed. Please start again.", code="state_unreadable"
-            ) from None
-        if not isinstance(opened, dict):
-            raise StateError("This sign-in can no longer be completed. Please start again.", code="state_unreadable")
-        return opened
 
     def _current(self, pending: PendingLaunch) -> PendingLaunch:
         """The launch against its configuration as it is now, before a sign-in is stored for good.
@@ -776,11 +758,6 @@ class LaunchService:
             encounter=context.encounter,
         )
         return seal_event(self._sealer, event)
-
-
-def _state_purpose(kind: str, state: str) -> str:
-    """Sealed state payloads open only in the row they were written to."""
-    return f"AuthStates|{kind}|{state}"
 
 
 def _digest(value: str) -> str:
