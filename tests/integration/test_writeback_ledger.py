@@ -18,9 +18,6 @@ import pytest
 
 from sandbox.ehr import EhrSandbox
 from shared.configurations.model import WritebackMode
-from shared.ehr.backend_services import BackendServices
-from shared.ehr.epic_writeback import EpicConnectionStatus
-from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere, StorageUnavailable
 from shared.kernel.settings import Geography, Settings
 from shared.storage.accounts import Storage
@@ -30,10 +27,9 @@ from shared.visits.model import Visit, with_presence
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.writeback.ledger import CLAIMED, DONE, FAILED, RELEASED, TABLE, Claim, WritebackLedger
-from shared.writeback.model import WritebackAdapter
-from shared.writeback.worker import ClaimHeld, FailureLog, RetryPolicy, WritebackWorker
-from tests.integration.test_writeback_adapters import checked_http, smart_client
-from tests.integration.test_writeback_worker import SEALER, Targets, open_visit
+from shared.writeback.worker import ClaimHeld, FailureLog, WritebackWorker
+from tests.integration.test_writeback_adapters import checked_http
+from tests.integration.test_writeback_worker import SEALER, Targets, build_worker, open_visit
 from tests.sandbox.ehr_support import *  # noqa: F403 - fixtures
 from tests.sandbox.ehr_support import ClientKeys
 
@@ -63,23 +59,7 @@ def failure_log(storage: Storage, unique: str) -> FailureLog:
 
 def new_worker(settings: Settings, targets: Targets, failures: FailureLog, client_keys: ClientKeys) -> WritebackWorker:
     """A worker as one Functions instance builds it: its own storage clients, ledger, HTTP client and caches."""
-    storage = Storage(settings)
-    http = checked_http(5.0)  # the adapters' checked transport, as production builds it
-    backend = BackendServices(smart_client(client_keys))
-    adapters: dict[WritebackMode, WritebackAdapter] = {
-        WritebackMode.EPIC: EpicConnectionStatus(http, backend),
-        WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),
-        WritebackMode.NONE: NoWriteback(),
-    }
-    return WritebackWorker(
-        VisitRepository(storage, SEALER),
-        WritebackLedger(storage),
-        targets,
-        adapters,
-        failures,
-        sealer=SEALER,
-        retry=RetryPolicy(attempts=2, base_delay=0.01),
-    )
+    return build_worker(Storage(settings), targets, failures, checked_http(5.0), client_keys)
 
 
 def events_of(ehr: EhrSandbox, visit: Visit, count: int, unique: str) -> list[VisitEvent]:

@@ -29,7 +29,7 @@ from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_context, seal_event
 from shared.writeback.ledger import DONE, FAILED, RELEASED, RETRY_SPAN, WritebackLedger
-from shared.writeback.model import WritebackTarget
+from shared.writeback.model import WritebackAdapter, WritebackTarget
 from shared.writeback.worker import (
     FAILURES_TABLE,
     INVALID_PURPOSE,
@@ -91,12 +91,12 @@ def failures(storage: Storage, unique: str) -> FailureLog:
     return FailureLog(storage.app, f"wb-{unique}", SEALER)
 
 
-@pytest.fixture
-def worker(
+def build_worker(
     storage: Storage, targets: Targets, failures: FailureLog, http: SafeHttp, client_keys: ClientKeys
 ) -> WritebackWorker:
+    """A worker wired as the composition root wires it, with the sandbox EHR's Backend Services client."""
     backend = BackendServices(smart_client(client_keys))
-    adapters = {
+    adapters: dict[WritebackMode, WritebackAdapter] = {
         WritebackMode.EPIC: EpicConnectionStatus(http, backend),
         WritebackMode.FHIR_AUDIT_EVENT: FhirAuditEvents(http, backend),
         WritebackMode.NONE: NoWriteback(),
@@ -110,6 +110,13 @@ def worker(
         sealer=SEALER,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
+
+
+@pytest.fixture
+def worker(
+    storage: Storage, targets: Targets, failures: FailureLog, http: SafeHttp, client_keys: ClientKeys
+) -> WritebackWorker:
+    return build_worker(storage, targets, failures, http, client_keys)
 
 
 def ledger_state(storage: Storage, visit: Visit) -> dict[str, str]:
