@@ -17,11 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from azure.core.credentials import AccessToken
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -29,7 +26,6 @@ from starlette.routing import Route
 
 from benchmarks.writeback_load import seed_configuration
 from connector.services import services
-from sandbox.certificates import certificate_pem, private_key_pem
 from sandbox.server import ServerThread
 from shared.configurations.model import WritebackMode
 from shared.ehr.smart import TokenResponse
@@ -203,26 +199,16 @@ class Internal:
 
 
 def certificate_for(host: str, folder: Path) -> tuple[str, str]:
-    """A self-signed certificate naming ``host`` (so TLS itself would let the request through)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "rebind.pem", folder / "rebind-key.pem"
-    cert_file.write_text(certificate_pem(certificate))
-    key_file.write_text(private_key_pem(key))
-    return str(cert_file), str(key_file)
+    """A CA (trustme, as the sandbox's) and a server certificate naming ``host``: TLS itself lets the request through.
+
+    Returns (CA bundle, server certificate chain + key file).
+    """
+    ca = trustme.CA()
+    issued = ca.issue_cert(host)
+    ca_file, server_file = folder / "rebind-ca.pem", folder / "rebind.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    issued.private_key_and_cert_chain_pem.write_to_path(str(server_file))
+    return str(ca_file), str(server_file)
 
 
 class Resolver:
@@ -241,10 +227,10 @@ class Resolver:
 @pytest.fixture
 def internal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Internal, ServerThread]]:
     service = Internal()
-    cert, key = certificate_for(REBINDING_HOST, tmp_path)
+    ca, server_pem = certificate_for(REBINDING_HOST, tmp_path)
     for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):  # every client trusts it: only the address rules refuse
-        monkeypatch.setenv(variable, cert)
-    with ServerThread(service.app(), ssl_certfile=cert, ssl_keyfile=key) as server:
+        monkeypatch.setenv(variable, ca)
+    with ServerThread(service.app(), ssl_certfile=server_pem, ssl_keyfile=server_pem) as server:
         yield service, server
 
 
