@@ -1,10 +1,16 @@
 """Provider and patient launches in headless Chromium, from the Hyperspace and MyChart stand-ins to the Teams
-meeting, through the real function app in the local host, Azurite, and the sandbox EHR, Entra ID and Graph."""
+meeting, through the real function app in the local host, Azurite, and the sandbox EHR, Entra ID and Graph.
+
+The whole suite runs once per flavour of the sandbox EHR (``sandbox/ehr/flavours.py``): Epic; Oracle Health
+(tenant id in the FHIR path, Millennium's discovery and token response, no appointment field: PowerChart and the
+patient portal); and a plain SMART 2 server (kid-less id_tokens, relative ``fhirUser``, the Appointment in
+``fhirContext``), each with a configuration of the matching vendor and the records its profile lists."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,15 +23,28 @@ from shared.visits.repository import VisitRepository
 from shared.writeback.ledger import DONE, WritebackLedger
 from tests.browser.conftest import TIMEOUT_MS
 from tests.support.launch_world import (
+    FLAVOUR_VENDORS,
     LEE,
     LEE_UPN,
     SMITH,
     SMITH_UPN,
     LaunchWorld,
+    launch_world,
 )
 from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+
+
+@pytest.fixture(scope="module", params=sorted(FLAVOUR_VENDORS))
+def world(
+    request: pytest.FixtureRequest, azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LaunchWorld]:
+    """One sandbox per EHR flavour: every test below runs against Epic, Oracle Health and a plain SMART server."""
+    with launch_world(
+        azurite_port_base, tmp_path_factory.mktemp(f"launch-{request.param}"), flavour=request.param
+    ) as running:
+        yield running
 
 
 def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str, user: str, row: str) -> Page:
