@@ -224,3 +224,26 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     assert current is not None and current.presence[Role.PROVIDER].state is EventKind.CONNECTED
     entries = ledger.entries(world.configuration.geography, visit_key)
     assert entries and {entry.state for entry in entries} == {DONE}
+
+
+def test_the_patients_email_or_sms_join_link_opens_the_same_lobby_without_an_account(
+    world: LaunchWorld, context: BrowserContext, browser: Browser
+) -> None:
+    provider = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    if world.stand_ins.entra.browser_host in provider.url:
+        sign_in_once(provider, world, SMITH_UPN)
+    join_url = provider_page(provider, world)
+    link = provider.locator("#patient-join-link").input_value()
+    assert link.startswith(f"{world.url}/api/visits/")
+
+    phone = browser.new_context()  # the patient's phone, opening the link from an email or SMS: no account
+    phone.set_default_timeout(TIMEOUT_MS)
+    try:
+        patient = phone.new_page()
+        patient.goto(link)
+        patient.wait_for_url(join_url)
+        patient.fill("#display-name", "Alex Rivera")
+        patient.click("#join-guest")
+        expect(patient.locator("#status")).to_have_attribute("data-status", "lobby")
+    finally:
+        phone.close()
