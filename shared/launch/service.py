@@ -40,7 +40,7 @@ from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.human_name import display_name
 from shared.ehr.launch_context import PATIENT_SCOPES as PATIENT_LAUNCH_SCOPES
 from shared.ehr.launch_context import PROVIDER_SCOPES as PROVIDER_LAUNCH_SCOPES
-from shared.ehr.launch_context import LaunchContext, asserted_context, primary_performer
+from shared.ehr.launch_context import SUBJECT_USER_TYPE, LaunchContext, asserted_context, primary_performer
 from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
 from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
 from shared.ehr.vendors import profile_for
@@ -521,7 +521,8 @@ class LaunchService:
             state=state,
             csrf=csrf,
             browser_binding=binding,
-            ehr_user_type=context.user.split("/", 1)[0],
+            # A user the EHR names by its OpenID subject alone has no FHIR type to show: "the EHR user".
+            ehr_user_type=context.user.split("/", 1)[0].replace(SUBJECT_USER_TYPE, "EHR"),
             ehr_user_name=name if isinstance(name, str) and name else None,
             account_upn=user.upn,
             account_name=user.name,
