@@ -16,7 +16,9 @@
   ES384); the token response carries ``patient``, ``encounter``, ``need_patient_banner`` as a JSON boolean,
   ``smart_style_url``, ``tenant``, ``username``, ``user`` and ``expires_in`` 570, and **no** appointment; the
   id_token's ``sub`` is an opaque id, ``fhirUser`` the absolute Practitioner/Patient URL. (In production the
-  authorization server is another host, ``authorization.cerner.com``; here one origin serves both.)
+  authorization server is another host, ``authorization.cerner.com``; here one origin serves both. Oracle's
+  separate patient-persona service root, ``fhir-myrecord.cerner.com/r4/{tenant}``, is not modelled: patient
+  launches use the same root here; docs/setup.md names the gap.)
 * **smart** (a plain SMART App Launch 2 server, as the spec allows it to be): ``/fhir``, ``/auth/authorize``,
   ``/auth/token``; id_tokens **without** ``kid`` (one key in the JWKS), ``fhirUser`` **relative**
   (``Practitioner/123``), no ``appointment`` field: the Appointment travels in SMART 2.1 ``fhirContext``.
