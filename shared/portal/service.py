@@ -16,8 +16,8 @@ from typing import Any
 from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, ConfigurationInput, Environment, Vendor, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
-from shared.ehr.launch_context import PATIENT_SCOPES, PROVIDER_SCOPES
 from shared.ehr.smart import OAuthError, Pkce, SmartClient
+from shared.ehr.vendors import VendorProfile, profile_for
 from shared.http.outbound import check_url
 from shared.jose.keys import signing_keys_from
 from shared.kernel.clock import utcnow
@@ -45,15 +45,15 @@ EHR_STATE_KIND = "portal-ehr-signin"
 EHR_STATE_TTL = timedelta(minutes=10)
 EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
 EHR_SIGNIN_SCOPE = "openid fhirUser"
-# Epic's FDI context tokens: substituted by Epic, confirmed by the connector against the token response
-# and the launch's Encounter before use. Other vendors have no such tokens: their records carry none.
-PROVIDER_CONTEXT_TOKENS = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
-PATIENT_CONTEXT_TOKENS = "sessionId=%CSN%"
-# What the token response must carry for the connector to trust the launch's visit (README "Trusted launch
-# context"): Epic returns encounter, appointment, location and loginDepartment with the launch context, and
-# extra fields as the integration is configured.
-EPIC_LAUNCH_CONTEXT = "encounter, appointment (launch context); recommended extra field: csn = %CSN%"
-SMART_LAUNCH_CONTEXT = "encounter, or fhirContext with the Appointment"
+# Patients without a portal account (Oracle Health: "join from email or SMS notifications").
+JOIN_LINKS_NOTE = (
+    "Once the clinician has launched the visit, their visit page offers the patient's join link: a signed "
+    "connector URL for this one appointment, valid 12 hours, that leads to the same lobby without an account. "
+    "Paste it into the EHR's email or SMS notification."
+)
+# FHIR versions the connector speaks (the launch's reads and the AuditEvent it writes are R4).
+SUPPORTED_FHIR_VERSIONS = {"4.0": "R4"}
+FHIR_RELEASES = {"1.0": "DSTU2", "3.0": "STU3", "4.0": "R4", "4.3": "R4B", "5.0": "R5", "6.0": "R6"}
 MAX_ORGANIZATION = 120
 _UPN_RE = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -131,6 +131,10 @@ def parse_fields(form: Mapping[str, str], geographies: tuple[Geography, ...]) ->
     _choice(values, errors, "geography", [g.value for g in geographies], "Choose a geography offered here.")
     _choice(values, errors, "vendor", [v.value for v in Vendor], "Choose the EHR vendor.")
     _choice(values, errors, "writeback_mode", [w.value for w in WritebackMode], "Choose a writeback mode.")
+    if "vendor" not in errors and "writeback_mode" not in errors:
+        refusal = profile_for(values["vendor"]).writeback_refusal(WritebackMode(values["writeback_mode"]))
+        if refusal is not None:
+            errors["writeback_mode"] = refusal
     for name in ("provider_client_id", "patient_client_id"):
         if not _CLIENT_ID_RE.match(values[name]):
             errors[name] = "Enter the client id the EHR issued (letters, digits, . _ : -, up to 128)."
@@ -170,6 +174,7 @@ class IntegrationRecord:
     scopes: str
     redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
     token_context: str = ""  # what the EHR's token response must carry
+    launch_point: str = ""  # where in the EHR users press the button (the vendor's own words)
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ class IntegrationRecords:
     records: tuple[IntegrationRecord, ...] = field(default_factory=tuple)
     signing_algorithm: str = "RS384"
     shared_view: bool = False  # read by another tenant's admin: the owner's staff are not named
+    approval_proof: str = ""  # what the approver's EHR sign-in proved, for this vendor
+    join_links: str = JOIN_LINKS_NOTE
 
     def as_text(self) -> str:
         """The plain-text export (``records.txt``): every value on its own labelled line."""
@@ -200,6 +207,7 @@ class IntegrationRecords:
             lines += [
                 "",
                 f"[{record.title}]",
+                f"Where: {record.launch_point}",
                 f"Launch URL: {record.launch_url}",
                 *([f"Context tokens: {record.context_tokens}"] if record.context_tokens else []),
                 f"Client id: {record.client_id}",
@@ -214,6 +222,9 @@ class IntegrationRecords:
             f"JWKS URL: {self.jwks_url}",
             f"Backend scopes: {self.backend_scopes}",
         ]
+        if self.approval_proof:
+            lines += ["", "[Approval]", f"The approver proved: {self.approval_proof}"]
+        lines += ["", "[Email/SMS join links]", self.join_links]
         return "\n".join(lines) + "\n"
 
 
@@ -225,8 +236,7 @@ def integration_records(
         raise NotFound("This configuration is not approved yet, so it has no integration records.")
     base = public_base_url.rstrip("/")
     launch_callback = ("launches", f"{base}/api/launch/callback")
-    epic = config.vendor is Vendor.EPIC
-    token_context = EPIC_LAUNCH_CONTEXT if epic else SMART_LAUNCH_CONTEXT
+    profile = profile_for(config.vendor)
     backend = {
         WritebackMode.EPIC: "Epic SetExternalConnectionStatus web service (client mapped to an Epic user)",
         WritebackMode.FHIR_AUDIT_EVENT: "system/AuditEvent.write",
@@ -238,15 +248,17 @@ def integration_records(
         jwks_url=f"{base}/api/.well-known/jwks.json",
         backend_scopes=backend,
         signing_algorithm=signing_algorithm,
+        approval_proof=profile.approval_proof,
         records=(
             IntegrationRecord(
                 kind="provider",
                 title="Provider launch",
                 launch_url=f"{base}/api/launch/{config.id}/provider",
-                context_tokens=PROVIDER_CONTEXT_TOKENS if epic else "",
+                context_tokens=profile.provider_context_tokens,
                 client_id=config.provider_client_id,
-                scopes=PROVIDER_SCOPES,
-                token_context=token_context,
+                scopes=profile.provider_scopes,
+                token_context=profile.context_fields,
+                launch_point=profile.provider_launch_point,
                 # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
                 redirect_uris=(launch_callback, ("approver's EHR sign-in in the portal", f"{base}{EHR_CALLBACK_PATH}")),
             ),
@@ -254,10 +266,11 @@ def integration_records(
                 kind="patient",
                 title="Patient launch",
                 launch_url=f"{base}/api/launch/{config.id}/patient",
-                context_tokens=PATIENT_CONTEXT_TOKENS if epic else "",
+                context_tokens=profile.patient_context_tokens,
                 client_id=config.patient_client_id,
-                scopes=PATIENT_SCOPES,
-                token_context=token_context,
+                scopes=profile.patient_scopes,
+                token_context=profile.context_fields,
+                launch_point=profile.patient_launch_point,
                 redirect_uris=(launch_callback,),
             ),
         ),
@@ -321,15 +334,24 @@ class PortalService:
 
     # validation
 
-    def validate_fhir_url(self, raw: str, *, client_id: str | None) -> str:
-        """Normalised FHIR URL that passed the URL rules and SMART discovery, or ``UnsafeUrl`` with a reason."""
+    def validate_fhir_url(self, raw: str, *, client_id: str | None, vendor: VendorProfile | None = None) -> str:
+        """Normalised FHIR URL that passed the URL rules, SMART discovery and the FHIR version check (R4), or
+        ``UnsafeUrl`` with a reason."""
         checked = check_url(raw, self.smart.http.policy, base_url=True)
+        profile = vendor or profile_for(Vendor.SMART)
         try:
-            self.smart.discover(checked.url, client_id=client_id)
+            smart = self.smart.discover(checked.url, client_id=client_id, vendor=profile.vendor)
+            version = self.smart.fhir_version(checked.url, headers=dict(smart.client_headers))
         except UnsafeUrl:
             raise
         except UpstreamError as exc:
             raise UnsafeUrl(_lower_first(exc.message.rstrip("."))) from None
+        release = ".".join(version.split(".")[:2])
+        if release not in SUPPORTED_FHIR_VERSIONS:
+            named = FHIR_RELEASES.get(release)
+            served = f"FHIR {version}" + (f" ({named})" if named else "")
+            supported = ", ".join(f"{name} ({v}.x)" for v, name in SUPPORTED_FHIR_VERSIONS.items())
+            raise UnsafeUrl(f"it serves {served}; the connector supports {supported} only")
         return checked.url
 
     def validated_input(self, form: Mapping[str, str]) -> ConfigurationInput:
@@ -337,7 +359,9 @@ class PortalService:
         if "fhir_base_url" not in errors:
             try:
                 values["fhir_base_url"] = self.validate_fhir_url(
-                    values["fhir_base_url"], client_id=values["provider_client_id"] or None
+                    values["fhir_base_url"],
+                    client_id=values["provider_client_id"] or None,
+                    vendor=profile_for(values["vendor"]) if "vendor" not in errors else None,
                 )
             except UnsafeUrl as exc:
                 errors["fhir_base_url"] = f"FHIR URL isn't valid: {exc.message}"
@@ -489,7 +513,9 @@ class PortalService:
         if config.is_approved:
             raise BadRequest("This configuration is already approved.")
         try:
-            smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
+            smart_config = self.smart.discover(
+                config.fhir_base_url, client_id=config.provider_client_id, vendor=config.vendor
+            )
         except (UnsafeUrl, UpstreamError) as exc:
             raise EhrSignInFailed(
                 config.id,
@@ -539,7 +565,9 @@ class PortalService:
         if not code:
             raise StateError("The EHR's answer had no authorization code. Please start again.")
         try:
-            smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
+            smart_config = self.smart.discover(
+                config.fhir_base_url, client_id=config.provider_client_id, vendor=config.vendor
+            )
             tokens = self.smart.exchange_code(
                 smart_config,
                 client_id=config.provider_client_id,
