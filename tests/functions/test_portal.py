@@ -183,6 +183,7 @@ def test_a_non_admin_cannot_submit(tenant: Tenant, ehr: FakeEhr) -> None:
         ("http://127.0.0.2/api/FHIR/R4", "only https"),
         ("file:///etc/passwd", "only https"),
         ("https://user:secret@ehr.example.org/fhir", "user name or password"),
+        ("ehr.example.org/api/FHIR/R4", "the scheme is missing: start the address with https://"),
     ],
 )
 def test_unsafe_fhir_urls_are_rejected_in_the_users_words(tenant: Tenant, url: str, reason: str) -> None:
