@@ -610,6 +610,10 @@ class PortalService:
         result = cfg.approved(config, upn=user.upn, oid=user.object_id, now=utcnow())
         saved = self.repository.update(config, result, etag=str(config.etag))
         _audit("edit approved (now in use)" if config.is_approved else "approved", saved, user)
+        if config.is_approved and saved.geography != config.geography:
+            # Launches now keep links in the new geography: the old one's are used by nothing and may not stay.
+            removed = self.user_map.delete_configuration(config.geography, config.id)
+            _audit(f"moved geography (its {removed} clinician links in the old one removed)", saved, user)
         return saved
 
     def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:

@@ -24,6 +24,7 @@ from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, Status
 from shared.configurations.repository import ConfigurationRepository
 from shared.jose.keys import signing_keys_from
+from shared.kernel.settings import Geography
 from shared.portal.service import to_input
 from shared.portal.sessions import PortalSession
 from tests.functions.portal_support import (
@@ -536,6 +537,20 @@ def test_editing_an_approved_configuration_keeps_launches_on_the_approved_versio
     create(tenant, old_url)  # the old URL is free again
 
 
+def test_approving_an_edit_that_moves_the_geography_removes_the_links_kept_in_the_old_one(
+    tenant: Tenant, ehr: FakeEhr
+) -> None:
+    url = f"{ehr.base}/geo/api/FHIR/R4"
+    config_id = approved_one(tenant, url)
+    user_map = services().user_map
+    user_map.put(Geography.AMERICAS, config_id, "Practitioner/lee", tenant_id=tenant.id, object_id="oid-lee")
+    edit(tenant, config_id, url, geography="emea")
+    assert len(user_map.list_for_configuration(Geography.AMERICAS, config_id)) == 1  # still in use meanwhile
+    approve(tenant, config_id)
+    assert repository().get(tenant.id, config_id).geography is Geography.EMEA
+    assert user_map.list_for_configuration(Geography.AMERICAS, config_id) == []
+
+
 def test_an_edit_of_the_display_name_is_approved_without_a_new_ehr_signin(tenant: Tenant, ehr: FakeEhr) -> None:
     url = f"{ehr.base}/rename/api/FHIR/R4"
     config_id = approved_one(tenant, url)
@@ -559,6 +574,11 @@ def test_rejecting_or_withdrawing_an_edit_keeps_the_approved_version(tenant: Ten
     session = tenant.approver if who == "approver" else tenant.admin
     label = "Reject the edit" if who == "approver" else "Withdraw the edit"
     assert label in page_of(tenant, config_id, session=session)
+    etag = str(repository().get(tenant.id, config_id).etag)
+    forged = call(
+        portal.discard_edit, "POST", "x", session=session, route={"id": config_id}, form={"csrf": "x", "etag": etag}
+    )
+    assert forged.status_code == 403 and repository().get(tenant.id, config_id).edit is not None
     stale = call(
         portal.discard_edit, "POST", "x", session=session, route={"id": config_id}, form={"csrf": session.csrf_token}
     )
