@@ -33,7 +33,7 @@ from sandbox.entra import RunningEntra, start_entra
 from sandbox.seed import CONTOSO, FABRIKAM
 from sandbox.server import ServerThread, free_port
 from sandbox.tls import TlsFiles, ensure_tls, trust_env
-from tests.support.accessibility import assert_accessible
+from tests.support.accessibility import assert_checked
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -117,36 +117,6 @@ def sign_in(browser: Browser, world: World, upn: str) -> Page:
     page.locator(f'button[data-upn="{upn}"]').click()  # the sandbox Entra account picker
     expect(page.get_by_role("heading", name="Configurations")).to_be_visible()
     return page
-
-
-def sideways_overflow(page: Page) -> int:
-    """How many CSS pixels the page is wider than its viewport (0: no horizontal scroll)."""
-    overflow: int = page.evaluate(
-        "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
-        " - document.documentElement.clientWidth"
-    )
-    return overflow
-
-
-def assert_checked(page: Page) -> None:
-    """axe-core finds nothing, and the page reflows at 390 px and at 200 % zoom without scrolling sideways.
-
-    The page is resized in place (a page that answered a POST cannot be reloaded). Browser zoom at 200 % of a
-    1280 px window lays the page out in 640 CSS px, media queries included; CSS zoom 2 on the 1280 px page keeps
-    the wide layout and doubles it, the harder case for tables.
-    """
-    assert_accessible(page)
-    size = page.viewport_size or {"width": 1280, "height": 720}
-    try:
-        for width in (390, 640, 320):
-            page.set_viewport_size({"width": width, "height": 800})
-            assert sideways_overflow(page) <= 0, f"{page.url} scrolls sideways at {width} px"
-        page.set_viewport_size({"width": 1280, "height": 800})
-        page.evaluate("() => { document.documentElement.style.zoom = '2'; }")
-        assert sideways_overflow(page) <= 0, f"{page.url} scrolls sideways at CSS zoom 200 % of 1280 px"
-    finally:
-        page.evaluate("() => { document.documentElement.style.zoom = ''; }")
-        page.set_viewport_size(size)
 
 
 def fill_configuration(page: Page, index: int, *, organization: str, url: str, environment: str) -> None:
