@@ -191,11 +191,16 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
             signed_out=notice == "signed-out",
         )
     svc = services().portal
+    configurations = svc.visible_configurations(session.user)
     return _page(
         "portal/dashboard.html",
         session,
         title="Configurations",
-        configurations=svc.visible_configurations(session.user),
+        configurations=configurations,
+        # What awaits approval: all of it for admins; for an approver, what they are the one to approve.
+        awaiting=[
+            c for c in configurations if c.awaits_approval and (session.user.is_admin or can_approve(session.user, c))
+        ],
         shared_configurations=svc.shared_configurations(session.user),
         notice=NOTICES.get(notice),
     )

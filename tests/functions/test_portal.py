@@ -551,6 +551,20 @@ def test_approving_an_edit_that_moves_the_geography_removes_the_links_kept_in_th
     assert user_map.list_for_configuration(Geography.AMERICAS, config_id) == []
 
 
+def test_an_edit_naming_another_approver_awaits_that_approver_only(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/handover/api/FHIR/R4"
+    config_id = approved_one(tenant, url)
+    edit(tenant, config_id, url, approver_upn="Dr.Smith@contoso.example")
+    named = text(call(portal.dashboard, "GET", "portal", session=tenant.member))
+    assert "Awaiting approval" in named and "dr.smith@contoso.example" in named
+    assert "Sign in to EHR" in page_of(tenant, config_id, session=tenant.member)  # a new approver proves it anew
+    previous = text(call(portal.dashboard, "GET", "portal", session=tenant.approver))
+    assert f"/api/portal/configurations/{config_id}" in previous  # still the approver of the version in use...
+    assert "Awaiting approval" not in previous  # ...but not the one to approve the edit
+    refused = approve(tenant, config_id)
+    assert refused.status_code == 403  # type: ignore[attr-defined]
+
+
 def test_an_edit_of_the_display_name_is_approved_without_a_new_ehr_signin(tenant: Tenant, ehr: FakeEhr) -> None:
     url = f"{ehr.base}/rename/api/FHIR/R4"
     config_id = approved_one(tenant, url)
