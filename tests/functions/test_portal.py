@@ -579,6 +579,16 @@ def test_an_edit_of_the_display_name_is_approved_without_a_new_ehr_signin(tenant
     assert applied is not None and applied.organization == "Contoso Health System" and applied.edit is None
 
 
+def test_a_display_name_edit_of_a_configuration_approved_without_a_sign_in_on_record_offers_one(
+    tenant: Tenant, ehr: FakeEhr
+) -> None:
+    config = approved_in_storage(tenant)  # e.g. approved before EHR sign-ins were kept: none on record
+    renamed = replace(config.input(), organization="Renamed")  # the portal's save, minus discovery
+    repository().update(config, cfg.edited(config, renamed, by="admin", now=datetime.now(UTC)), etag=str(config.etag))
+    page = page_of(tenant, config.id, session=tenant.approver)
+    assert "no EHR sign-in is on record" in page and ">Sign in to EHR<" in page
+
+
 @pytest.mark.parametrize("who", ["approver", "admin"])
 def test_rejecting_or_withdrawing_an_edit_keeps_the_approved_version(tenant: Tenant, ehr: FakeEhr, who: str) -> None:
     old_url, new_url = f"{ehr.base}/keep-{who}/api/FHIR/R4", f"{ehr.base}/drop-{who}/api/FHIR/R4"
