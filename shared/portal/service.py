@@ -89,8 +89,13 @@ def can_edit(user: PortalIdentity, config: Configuration) -> bool:
 
 
 def can_view(user: PortalIdentity, config: Configuration) -> bool:
+    """Admins of the owning tenant, and the approver of the approved version or of the edit awaiting approval."""
     same_tenant = user.tenant_id == config.tenant_id
-    return same_tenant and (user.is_admin or config.is_approver(user.upn, user.object_id))
+    return same_tenant and (user.is_admin or is_an_approver(user, config))
+
+
+def is_an_approver(user: PortalIdentity, config: Configuration) -> bool:
+    return config.is_approver(user.upn, user.object_id) or config.proposed.is_approver(user.upn, user.object_id)
 
 
 def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
@@ -99,7 +104,8 @@ def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
 
 
 def can_approve(user: PortalIdentity, config: Configuration) -> bool:
-    return user.tenant_id == config.tenant_id and config.is_approver(user.upn, user.object_id)
+    """The approver named on what awaits approval (the edit's approver while an edit awaits)."""
+    return user.tenant_id == config.tenant_id and config.proposed.is_approver(user.upn, user.object_id)
 
 
 def require_admin(user: PortalIdentity) -> None:
@@ -391,7 +397,7 @@ class PortalService:
         if user.is_admin:
             return self.repository.list_for_tenant(user.tenant_id)
         named = self.repository.list_for_approver(user.tenant_id, user.upn)
-        return [config for config in named if config.is_approver(user.upn, user.object_id)]
+        return [config for config in named if is_an_approver(user, config)]
 
     def bind_approver(self, user: PortalIdentity) -> None:
         """At sign-in: bind each configuration naming the user, and bound to nobody yet, to their object id.
@@ -401,15 +407,14 @@ class PortalService:
         at the approver's EHR sign-in.
         """
         for config in self.repository.list_for_approver(user.tenant_id, user.upn):
-            if config.approver_oid is None:
+            bound = cfg.bound_approver(config, upn=user.upn, oid=user.object_id)
+            if bound != config:
                 try:
-                    self.repository.update(
-                        config, cfg.bound_approver(config, upn=user.upn, oid=user.object_id), etag=str(config.etag)
-                    )
+                    self.repository.update(config, bound, etag=str(config.etag))
                 except Conflict:
                     continue
                 _audit("bound to its approver's object id", config, user)
-            elif config.approver_oid != user.object_id.lower():
+            elif not is_an_approver(user, config):
                 logger.warning(
                     "Configuration %s names user %s's user name but is bound to another object id; not their approver",
                     config.id,
@@ -446,12 +451,31 @@ class PortalService:
         return config
 
     def update(self, user: PortalIdentity, configuration_id: str, data: ConfigurationInput, etag: str) -> Configuration:
+        """Save an edit: a pending configuration changes; an approved one stays live and the edit awaits approval."""
         require_admin(user)
         current = self.get_visible(user, configuration_id)
         updated = cfg.edited(current, data, by=user.upn, now=utcnow())
-        self.smart.forget(current.fhir_base_url)
+        self.smart.forget(current.proposed.fhir_base_url)
         saved = self.repository.update(current, updated, etag=etag)
-        _audit("edited (pending again)", saved, user)
+        if not saved.is_approved:
+            action = "edited (pending approval)"
+        elif saved.edit is not None:
+            action = "edited; the edit awaits approval, the approved version stays in use"
+        else:
+            action = "edited back to its approved version; nothing awaits approval"
+        _audit(action, saved, user)
+        return saved
+
+    def discard_edit(self, user: PortalIdentity, configuration_id: str, etag: str) -> Configuration:
+        """Reject (the approver) or withdraw (an admin of its tenant) the edit awaiting approval.
+
+        The approved version stays as it was, launches never noticed; the edited URL is released.
+        """
+        current = self.get_visible(user, configuration_id)
+        if not (can_edit(user, current) or can_approve(user, current)):
+            raise Forbidden("Only the approver named on this edit or an administrator can reject or withdraw it.")
+        saved = self.repository.update(current, cfg.edit_discarded(current), etag=etag)
+        _audit("edit withdrawn" if can_edit(user, current) else "edit rejected", saved, user)
         return saved
 
     def delete(self, user: PortalIdentity, configuration_id: str, etag: str) -> Configuration:
@@ -507,11 +531,12 @@ class PortalService:
     def start_ehr_signin(self, session: PortalSession, configuration_id: str) -> str:
         """URL of the EHR's authorize endpoint for a standalone SMART launch that proves the FHIR URL."""
         user = session.user
-        config = self.get_visible(user, configuration_id)
-        if not can_approve(user, config):
+        stored = self.get_visible(user, configuration_id)
+        if not can_approve(user, stored):
             raise Forbidden("Only the approver named on this configuration can sign in to the EHR for it.")
-        if config.is_approved:
+        if not stored.awaits_approval:
             raise BadRequest("This configuration is already approved.")
+        config = stored.proposed  # the version awaiting approval: its URL and client are the ones to prove
         try:
             smart_config = self.smart.discover(
                 config.fhir_base_url, client_id=config.provider_client_id, vendor=config.vendor
@@ -556,7 +581,8 @@ class PortalService:
         user = session.user
         if payload.get("session") != session.binding or payload.get("oid") != user.object_id:
             raise StateError("This EHR sign-in was started in another browser session. Please start again.")
-        config = self.get_visible(user, str(payload["configurationId"]))
+        stored = self.get_visible(user, str(payload["configurationId"]))
+        config = stored.proposed
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
             raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
         if query.get("error"):
@@ -600,8 +626,8 @@ class PortalService:
                     help=("The EHR's token endpoint is reachable from the connector.",),
                 ),
             ) from None
-        proven = cfg.with_ehr_signin(config, upn=user.upn, oid=user.object_id, now=utcnow())
-        saved = self.repository.update(config, proven, etag=str(config.etag))
+        proven = cfg.with_ehr_signin(stored, upn=user.upn, oid=user.object_id, now=utcnow())
+        saved = self.repository.update(stored, proven, etag=str(stored.etag))
         _audit("proven by EHR sign-in", saved, user)
         return saved
 
@@ -611,7 +637,11 @@ class PortalService:
             raise Forbidden("Only the approver named on this configuration can approve it.")
         result = cfg.approved(config, upn=user.upn, oid=user.object_id, now=utcnow())
         saved = self.repository.update(config, result, etag=str(config.etag))
-        _audit("approved", saved, user)
+        _audit("edit approved (now in use)" if config.is_approved else "approved", saved, user)
+        if config.is_approved and saved.geography != config.geography:
+            # Launches now keep links in the new geography: the old one's are used by nothing and may not stay.
+            removed = self.user_map.delete_configuration(config.geography, config.id)
+            _audit(f"moved geography (its {removed} clinician links in the old one removed)", saved, user)
         return saved
 
     def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:
