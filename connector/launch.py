@@ -24,6 +24,7 @@ import azure.functions as func
 
 from connector.services import services
 from connector.web import (
+    Audiences,
     ErrorPages,
     api,
     cookie_header,
@@ -39,10 +40,14 @@ from connector.web import (
 )
 from shared.ehr.launch_params import LaunchKind, parse_authorization_response, parse_launch
 from shared.kernel.errors import (
+    Audience,
     BadRequest,
+    ConfigurationError,
+    Conflict,
     ConnectorError,
     ErrorPage,
     Forbidden,
+    NotFound,
     StateError,
     UpstreamError,
     UpstreamRejected,
@@ -61,6 +66,7 @@ from shared.launch.service import (
     SignInFirst,
     WaitForClinician,
 )
+from shared.microsoft.teams import AccessPolicyMissing, access_policy_commands
 from shared.visits.events import Role
 from shared.visits.tokens import VisitGrant
 
@@ -74,7 +80,8 @@ WAITING_POLL_SECONDS = 5
 
 # --- error pages ------------------------------------------------------------------------------
 # Errors that mean one thing wherever they surface carry their own page (TenantConfigNotFound,
-# ConfigurationPending, WrongTenant, AccessPolicyMissing); these are the launch's words for the rest.
+# ConfigurationPending, WrongTenant); these are the launch's words for the rest. Clinicians' pages say
+# what failed and what to check; patients' pages (further below) never show either.
 
 RELAUNCH = ErrorPage(
     "Please launch again from Epic",
@@ -115,9 +122,33 @@ def _rejected_page(exc: UpstreamRejected) -> ErrorPage:
     )
 
 
+def _access_policy_page(exc: AccessPolicyMissing) -> ErrorPage:
+    """For the clinician and the Teams administrator they call: the commands with the real ids, to copy."""
+    return ErrorPage(
+        "Teams meeting could not be created",
+        "Microsoft Teams refused to create the meeting: no Teams application access policy allows this connector "
+        "to create meetings for the clinician who organizes this visit.",
+        help=(
+            "A Teams administrator runs the PowerShell below (MicrosoftTeams module). If the policy already exists, "
+            "only the last command is needed.",
+            "To allow every clinician of the organization at once, grant the policy with -Global instead of -Identity.",
+            "The change can take up to 30 minutes to apply; then start the visit again.",
+        ),
+        code_block=access_policy_commands(_connector_app_id(), exc.organizer_object_id),
+    )
+
+
+def _connector_app_id() -> str | None:
+    try:
+        return get_settings().entra_client_id
+    except ConfigurationError:  # cannot happen after Graph answered; an error page must render regardless
+        return None
+
+
 LAUNCH_PAGES = ErrorPages(
     "launch/error.html",
     {
+        AccessPolicyMissing: _access_policy_page,
         StateError: lambda exc: RELAUNCH,
         UpstreamThrottled: lambda exc: TEAMS_BUSY,
         UpstreamRejected: _rejected_page,
@@ -125,8 +156,60 @@ LAUNCH_PAGES = ErrorPages(
         BadRequest: lambda exc: ErrorPage("This launch could not be read", exc.message),
         ConnectorError: lambda exc: ErrorPage("The visit could not start", exc.message),
     },
+    audience=Audience.CLINICIAN,
 )
-launch_page = page_with(LAUNCH_PAGES)  # like ``web.page``, with the launch's explanatory error pages
+launch_page = page_with(LAUNCH_PAGES)  # clinicians' routes: the launch's technical pages
+
+# A patient's words: what happened in one line, what to do next, never a configuration detail. Whoever
+# can fix the cause finds it in the log under the correlation id the page shows.
+CANNOT_START = "We can't start your video visit right now"
+START_AGAIN = "Please open your visit again from the app or website where you started it."
+PATIENT_CALL_CLINIC = ErrorPage(CANNOT_START, "Please call your clinic. They can help you with your visit.")
+PATIENT_LINK_EXPIRED = ErrorPage(
+    "This link has expired",
+    "For your safety, the link to a video visit works only once and only for a short time.",
+    help=(START_AGAIN, "If it still doesn't work, please call your clinic."),
+)
+PATIENT_VISIT_ENDED = ErrorPage(
+    "This video visit has ended",
+    "The visit is over, or its link is no longer valid.",
+    help=("If you still need to see your clinician, please call your clinic.",),
+)
+PATIENT_LAUNCH_LATER = ErrorPage(
+    CANNOT_START,
+    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
+    help=("Please wait a minute. " + START_AGAIN, "If it still doesn't work, please call your clinic."),
+)
+PATIENT_RELOAD_LATER = ErrorPage(
+    CANNOT_START,
+    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
+    help=("Please try again in a minute. If it still doesn't work, please call your clinic.",),
+    retry=True,
+)
+
+
+def _patient_book(*, later: ErrorPage) -> ErrorPages:
+    """A patients' book: ``later`` for what passes by itself (on a launch, reloading a used link cannot help)."""
+    return ErrorPages(
+        "launch/patient_error.html",
+        {
+            StateError: lambda exc: PATIENT_LINK_EXPIRED,
+            Forbidden: lambda exc: PATIENT_LINK_EXPIRED if exc.code.startswith("visit_token") else PATIENT_CALL_CLINIC,
+            NotFound: lambda exc: PATIENT_VISIT_ENDED if exc.code == "visit_gone" else PATIENT_CALL_CLINIC,
+            Conflict: lambda exc: PATIENT_VISIT_ENDED if exc.code == "visit_gone" else later,
+            ConnectorError: lambda exc: later if exc.retryable else PATIENT_CALL_CLINIC,
+        },
+        audience=Audience.PATIENT,
+    )
+
+
+PATIENT_LAUNCH_PAGES = _patient_book(later=PATIENT_LAUNCH_LATER)
+PATIENT_VISIT_PAGES = _patient_book(later=PATIENT_RELOAD_LATER)
+patient_launch_page = page_with(PATIENT_LAUNCH_PAGES)
+# The callback serves both: the launch state's kind says whose launch failed (``LaunchService.complete``).
+callback_page = page_with(Audiences({Audience.PATIENT: PATIENT_LAUNCH_PAGES, Audience.CLINICIAN: LAUNCH_PAGES}))
+# A visit page: the signed token's role says whose page it is; a link that is not valid gets a patient's words.
+visit_page_errors = page_with(Audiences({Audience.PATIENT: PATIENT_VISIT_PAGES, Audience.CLINICIAN: LAUNCH_PAGES}))
 
 
 SIGNIN_COOKIE_PATH = "/api/launch/signin"  # sent only to the one-time sign-in's callback and its confirmation
@@ -191,7 +274,7 @@ def launch_provider(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="launch/{configurationId}/patient", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@launch_page
+@patient_launch_page
 def launch_patient(req: func.HttpRequest) -> func.HttpResponse:
     return _begin(req, LaunchKind.PATIENT)
 
@@ -213,7 +296,7 @@ def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse
 
 @bp.route(route="launch/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
-@launch_page
+@callback_page
 def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
     outcome = services().launch.complete(parse_authorization_response(_raw_query(req)))
     return _respond(outcome, events)
@@ -303,23 +386,13 @@ def _visit_grant(req: func.HttpRequest, service: LaunchService) -> tuple[str, Vi
 
 
 @bp.route(route="visits/{visitKey}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@launch_page
+@visit_page_errors
 def visit_page(req: func.HttpRequest) -> func.HttpResponse:
     service = services().launch
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
-        patient = service.patient_view(grant, token)
-        if patient.join_web_url:
-            return redirect(patient.join_web_url)
-        return render(
-            "launch/waiting.html",
-            {
-                "refresh_url": patient.refresh_url,
-                "status_url": f"{patient.refresh_url.split('?', 1)[0]}/presence?t={_quote(token)}",
-                "poll_seconds": WAITING_POLL_SECONDS,
-            },
-        )
-    view = service.provider_view(grant)
+        return _waiting_page(service, grant, token)
+    view = service.provider_view(grant)  # its errors are a clinician's (``speaking_to`` in the service)
     return render(
         "launch/provider.html",
         {
@@ -343,6 +416,20 @@ def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
     else:
         body = service.presence(grant)
     return json_response(body)
+
+
+def _waiting_page(service: LaunchService, grant: VisitGrant, token: str) -> func.HttpResponse:
+    patient = service.patient_view(grant, token)
+    if patient.join_web_url:
+        return redirect(patient.join_web_url)
+    return render(
+        "launch/waiting.html",
+        {
+            "refresh_url": patient.refresh_url,
+            "status_url": f"{patient.refresh_url.split('?', 1)[0]}/presence?t={_quote(token)}",
+            "poll_seconds": WAITING_POLL_SECONDS,
+        },
+    )
 
 
 def _quote(value: str) -> str:

@@ -44,6 +44,7 @@ from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchPa
 from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
+    Audience,
     BadRequest,
     ErrorPage,
     Forbidden,
@@ -52,6 +53,7 @@ from shared.kernel.errors import (
     StateError,
     UpstreamError,
     UpstreamRejected,
+    speaking_to,
 )
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
@@ -60,7 +62,7 @@ from shared.kernel.settings import Geography
 from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
-from shared.microsoft.teams import Meeting
+from shared.microsoft.teams import AccessPolicyMissing, Meeting
 from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
@@ -396,8 +398,13 @@ class LaunchService:
     # step 2 ------------------------------------------------------------------------------------
 
     def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
+        """The EHR's answer. An unknown ``state`` names no audience; after it, the launch's kind says whose it is."""
         payload = self._states.consume(STATE_KIND, response.state)
         pending = PendingLaunch.from_json(payload)
+        with speaking_to(audience_of(pending.kind)):
+            return self._complete(pending, response)
+
+    def _complete(self, pending: PendingLaunch, response: AuthorizationResponse) -> LaunchOutcome:
         if response.error:
             raise EhrSignInRejected(response.error)
         if not response.code:
@@ -605,7 +612,12 @@ class LaunchService:
             primary = self._primary_performer(context, reads)
             organizer = self._mapping(pending, primary) if primary else None
             if organizer is not None:
-                visit = self._ensure_meeting(pending, context, visit, organizer)
+                try:
+                    visit = self._ensure_meeting(pending, context, visit, organizer)
+                except UpstreamError as exc:
+                    # Nothing a patient can fix: they wait for their clinician, whose launch tries again and
+                    # shows what to fix; the waiting room tells them what to do if nobody comes.
+                    logger.warning("Meeting not created on a patient launch (%s): the patient waits", exc.code)
         event = self._event(pending, context, visit.key, Role.PATIENT)
         if visit.has_meeting and visit.join_web_url:
             return JoinMeeting(visit.join_web_url, event=event)
@@ -621,14 +633,17 @@ class LaunchService:
             return visit
         meetings = self._meetings_for(organizer.tenant_id)
         now = utcnow()
-        meeting = meetings.create_or_get_meeting(
-            organizer_object_id=organizer.object_id,
-            external_id=self.external_id(pending.configuration_id, context),
-            subject=MEETING_SUBJECT,
-            start=now,
-            end=now + MEETING_LENGTH,
-        )
-        meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        try:
+            meeting = meetings.create_or_get_meeting(
+                organizer_object_id=organizer.object_id,
+                external_id=self.external_id(pending.configuration_id, context),
+                subject=MEETING_SUBJECT,
+                start=now,
+                end=now + MEETING_LENGTH,
+            )
+            meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        except AccessPolicyMissing:
+            raise AccessPolicyMissing(organizer.object_id) from None  # the administrator's commands name them
         updated = self._visits.update(
             visit,
             with_meeting(
@@ -701,7 +716,8 @@ class LaunchService:
     def provider_view(self, grant: VisitGrant) -> ProviderView:
         if grant.role is Role.PATIENT:
             raise Forbidden("This page is for clinicians.", code="visit_role")
-        visit = self._visit(grant)
+        with speaking_to(Audience.CLINICIAN):
+            visit = self._visit(grant)
         return ProviderView(
             visit_key=visit.key,
             join_web_url=visit.join_web_url,
@@ -716,7 +732,8 @@ class LaunchService:
         return {"meeting": visit.has_meeting, **presence_summary(visit)}
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
-        visit = self._visit(grant)
+        with speaking_to(Audience.PATIENT):
+            visit = self._visit(grant)
         return PatientView(
             join_web_url=visit.join_web_url if visit.has_meeting else None, refresh_url=self.visit_url(visit.key, token)
         )
@@ -758,6 +775,10 @@ class LaunchService:
             encounter=context.encounter,
         )
         return seal_event(self._sealer, event)
+
+
+def audience_of(kind: LaunchKind) -> Audience:
+    return Audience.PATIENT if kind is LaunchKind.PATIENT else Audience.CLINICIAN
 
 
 def _digest(value: str) -> str:

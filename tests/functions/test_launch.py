@@ -37,6 +37,7 @@ from shared.storage.state import GEOGRAPHY_TAGS, StateRouter, state_geography
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
+from tests.support.audience import assert_patient_words
 from tests.support.launch_fakes import (
     Config,
     Configurations,
@@ -480,7 +481,7 @@ def test_patient_first_with_a_mapped_primary_provider_creates_the_meeting(world:
     [
         ("unknown configuration", 404, "Tenant config not found"),
         ("other iss", 404, "Tenant config not found"),
-        ("pending", 403, "Configuration pending approval"),
+        ("pending", 403, "start your video visit right now"),  # a patient launch: a patient's words
     ],
 )
 def test_launches_that_match_no_approved_configuration_send_nothing(
@@ -495,7 +496,7 @@ def test_launches_that_match_no_approved_configuration_send_nothing(
         response = world.launch("patient", configuration_id=pending.id, iss=pending.fhir_base_url)
     assert response.status_code == status
     assert text in html(response)
-    assert re.search(r"correlation id <code>[0-9a-f-]{36}</code>", html(response))
+    assert re.search(r"(correlation id|this reference:) <code>[0-9a-f-]{36}</code>", html(response))
     assert world.ehr.requests == []
 
 
@@ -568,10 +569,11 @@ def test_replayed_and_forged_state_are_refused(world: World) -> None:
     first, _ = world.callback(f"code={code}&state={state}")
     assert first.status_code == 303
     replay, out = world.callback(f"code={code}&state={state}")
-    assert replay.status_code == 400 and "Please launch again from Epic" in html(replay)
+    # A used or unknown state names no launch kind: words a patient may read, and that fit a clinician too.
+    assert replay.status_code == 400 and "This link has expired" in html(replay)
     assert out.value is None
     forged, _ = world.callback(f"code={code}&state={random_token()}")
-    assert forged.status_code == 400 and "Please launch again from Epic" in html(forged)
+    assert forged.status_code == 400 and "This link has expired" in html(forged)
 
 
 def test_wrong_nonce_and_tampered_id_token_are_refused(world: World) -> None:
@@ -616,7 +618,8 @@ def test_unreachable_ehr(world: World) -> None:
 def test_launch_without_any_appointment_context_is_explained(world: World) -> None:
     login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1"})
     response = world.authorize_and_return(world.launch("patient", csn=None), login)
-    assert response.status_code == 400 and "encounter or appointment context" in html(response)
+    assert response.status_code == 400 and "Please call your clinic" in html(response)
+    assert_patient_words(html(response))
 
 
 # --- visit pages --------------------------------------------------------------------------------
@@ -693,19 +696,21 @@ def test_a_url_csn_the_launchs_encounter_does_not_carry_is_refused_before_anythi
 
 
 @pytest.mark.parametrize(
-    ("fields", "reason"),
+    ("fields", "code"),
     [
-        ({"patient": "eP1"}, "names no encounter and no appointment"),
-        ({"patient": "eP1", "encounter": "eE-unknown"}, "could not be read"),
+        ({"patient": "eP1"}, "launch_context_unverifiable"),
+        ({"patient": "eP1", "encounter": "eE-unknown"}, "launch_context_unverifiable"),
     ],
 )
 def test_a_url_csn_nothing_confirms_is_refused_with_what_to_configure(
-    world: World, fields: dict[str, Any], reason: str
+    world: World, fields: dict[str, Any], code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     login = Login(claims={"sub": "eP1"}, fields=fields)
     response = world.authorize_and_return(world.launch("patient", csn="7003"), login)
-    assert response.status_code == 403 and "The EHR did not confirm this visit" in html(response)
-    assert reason in html(response) and "user/Encounter.read" in html(response)
+    # The patient is asked to call; what to configure is the analyst's, in the log under the correlation id.
+    assert response.status_code == 403 and "Please call your clinic" in html(response)
+    assert_patient_words(html(response))
+    assert code in caplog.text
     assert world.graph.calls == [] and world.events == []
 
 
