@@ -17,6 +17,7 @@ with the page's form token, to confirm the link. Every failure is its own page w
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -410,9 +411,9 @@ def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
     service = services().launch
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
-        # The waiting page learns only whether its meeting exists, nothing about who is there.
+        # The waiting page learns only whether its meeting exists and whether to give up, nothing about who is there.
         patient = service.patient_view(grant, token)
-        body: dict[str, Any] = {"meeting": patient.join_web_url is not None}
+        body: dict[str, Any] = {"meeting": patient.join_web_url is not None, "overdue": patient.overdue}
     else:
         body = service.presence(grant)
     return json_response(body)
@@ -422,14 +423,28 @@ def _waiting_page(service: LaunchService, grant: VisitGrant, token: str) -> func
     patient = service.patient_view(grant, token)
     if patient.join_web_url:
         return redirect(patient.join_web_url)
+    start = patient.appointment_start
     return render(
         "launch/waiting.html",
         {
             "refresh_url": patient.refresh_url,
             "status_url": f"{patient.refresh_url.split('?', 1)[0]}/presence?t={_quote(token)}",
             "poll_seconds": WAITING_POLL_SECONDS,
+            "recheck_seconds": patient.recheck_seconds,
+            "overdue": patient.overdue,
+            "organization": patient.organization,
+            "appointment_start": start,
+            "appointment_iso": start.isoformat() if start else None,
+            "appointment_text": _clock_time(start) if start else None,
         },
     )
+
+
+def _clock_time(moment: datetime) -> str:
+    """The time as the EHR gave it (its own UTC offset); the page's script shows it in the patient's zone."""
+    offset = moment.utcoffset()
+    zone = "UTC" if not offset else f"UTC{moment.strftime('%z')[:3]}:{moment.strftime('%z')[3:]}"
+    return f"{moment.strftime('%H:%M')} ({zone})"
 
 
 def _quote(value: str) -> str:

@@ -31,7 +31,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -65,7 +65,15 @@ from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import AccessPolicyMissing, Meeting
 from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
+from shared.visits.model import (
+    Visit,
+    VisitContext,
+    WaitingRoom,
+    merged_context,
+    with_context,
+    with_meeting,
+    with_waiting_room,
+)
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.visits.tokens import VisitGrant, VisitTokens
@@ -263,8 +271,23 @@ class ProviderView:
 
 @dataclass(frozen=True)
 class PatientView:
+    """The waiting page: where to go once the meeting exists, and what to say meanwhile."""
+
     join_web_url: str | None
     refresh_url: str
+    organization: str | None = None
+    appointment_start: datetime | None = None
+    overdue: bool = False  # nobody came in time: the page tells the patient to call their clinic
+    recheck_seconds: int = 10  # when a page without JavaScript reloads itself
+
+
+def recheck_seconds(waited: timedelta, *, overdue: bool) -> int:
+    """How soon a waiting page checks again: often at first, then less (each check is a billed execution)."""
+    if overdue:
+        return 60
+    if waited < timedelta(minutes=2):
+        return 10
+    return 20 if waited < timedelta(minutes=10) else 30
 
 
 PATIENT_STATES = {None: "not_arrived", "lobby": "in_lobby", "connected": "in_meeting", "disconnected": "left"}
@@ -285,6 +308,7 @@ class PendingLaunch:
     session_id: str | None = None
     department_id: str | None = None
     shared_with: tuple[str, ...] = ()  # other tenants whose clinicians may use the configuration
+    organization: str | None = None  # the configuration's display name, for the patient's waiting page
 
     @property
     def signin_tenants(self) -> frozenset[str]:
@@ -309,6 +333,7 @@ class PendingLaunch:
             session_id=data.get("session_id"),
             department_id=data.get("department_id"),
             shared_with=tuple(str(t) for t in data.get("shared_with") or ()),
+            organization=str(data["organization"]) if data.get("organization") else None,
         )
 
 
@@ -329,6 +354,7 @@ class LaunchService:
         sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
         sealer: Sealer,
+        waiting_room_give_up: timedelta = timedelta(minutes=15),
     ) -> None:
         if not LAUNCH_STATE_KINDS.issubset(states.in_geography):
             raise ValueError("a launch's states carry its context: they must live in the configuration's geography")
@@ -342,6 +368,7 @@ class LaunchService:
         self._sign_in = sign_in
         self._meetings_for = meetings_for
         self._sealer = sealer
+        self._give_up = waiting_room_give_up
         self._tokens = VisitTokens(connector_secret)
         self._context_check = ContextCheck()
         # keyed by (geography, configuration id, mapping row key), so a removal by key can forget it
@@ -381,6 +408,7 @@ class LaunchService:
             session_id=params.session_id,
             department_id=params.department_id,
             shared_with=config.shared_with,
+            organization=config.organization if kind is LaunchKind.PATIENT else None,
         )
         state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
@@ -621,8 +649,14 @@ class LaunchService:
         event = self._event(pending, context, visit.key, Role.PATIENT)
         if visit.has_meeting and visit.join_web_url:
             return JoinMeeting(visit.join_web_url, event=event)
+        room = WaitingRoom(pending.organization or "", _appointment_start(context, reads))
+        visit = self._visits.update(visit, with_waiting_room(room))
         token = self._tokens.issue(
-            geography=visit.geography, key=visit.key, role=Role.PATIENT, configuration_id=pending.configuration_id
+            geography=visit.geography,
+            key=visit.key,
+            role=Role.PATIENT,
+            configuration_id=pending.configuration_id,
+            now=utcnow().timestamp(),
         )
         return WaitForClinician(self.visit_url(visit.key, token), event=event)
 
@@ -732,10 +766,25 @@ class LaunchService:
         return {"meeting": visit.has_meeting, **presence_summary(visit)}
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
+        """The waiting page's facts. It gives up ``waiting_room_give_up`` after the appointment's start, or after
+        the patient's arrival (the token's issue) when that is later or the start is unknown: a patient whose
+        clinician never gets a meeting going is told what to do, and the page keeps checking."""
         with speaking_to(Audience.PATIENT):
             visit = self._visit(grant)
+        url = self.visit_url(visit.key, token)
+        if visit.has_meeting:
+            return PatientView(join_web_url=visit.join_web_url, refresh_url=url)
+        room = visit.waiting_room or WaitingRoom("")
+        now, arrived = utcnow(), datetime.fromtimestamp(grant.issued_at, UTC)
+        since = max(arrived, room.appointment_start) if room.appointment_start else arrived
+        overdue = now >= since + self._give_up
         return PatientView(
-            join_web_url=visit.join_web_url if visit.has_meeting else None, refresh_url=self.visit_url(visit.key, token)
+            join_web_url=None,
+            refresh_url=url,
+            organization=room.organization or None,
+            appointment_start=room.appointment_start,
+            overdue=overdue,
+            recheck_seconds=recheck_seconds(now - arrived, overdue=overdue),
         )
 
     def _visit(self, grant: VisitGrant) -> Visit:
@@ -775,6 +824,37 @@ class LaunchService:
             encounter=context.encounter,
         )
         return seal_event(self._sealer, event)
+
+
+def _appointment_start(context: LaunchContext, reads: LaunchReads) -> datetime | None:
+    """The appointment's start, from the launch's Appointment (named by the EHR, or by its Encounter).
+
+    Read with the launch's own token, mostly from reads this launch made already. No Appointment, or
+    no readable ``start``: None, and the page says nothing about time rather than guessing.
+    """
+    reference = f"Appointment/{context.appointment}" if context.appointment else None
+    if reference is None and context.encounter:
+        encounter = _quietly(reads, f"Encounter/{context.encounter}")
+        linked = (encounter or {}).get("appointment") or []
+        first = linked[0].get("reference") if linked and isinstance(linked[0], Mapping) else None
+        reference = first if isinstance(first, str) and first.startswith("Appointment/") else None
+    appointment = _quietly(reads, reference) if reference else None
+    start = appointment.get("start") if appointment else None
+    if not isinstance(start, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None  # FHIR instants carry a zone; a time without one is a guess
+
+
+def _quietly(reads: LaunchReads, reference: str) -> Mapping[str, Any] | None:
+    try:
+        return reads.resource(reference)
+    except (UpstreamError, BadRequest) as exc:
+        logger.info("Waiting room: %s unavailable (%s)", reference.split("/", 1)[0], exc.code)
+        return None
 
 
 def audience_of(kind: LaunchKind) -> Audience:

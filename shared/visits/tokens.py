@@ -34,6 +34,7 @@ class VisitGrant:
     role: Role
     configuration_id: str
     expires_at: int
+    issued_at: int = 0  # when the launch issued it: for a patient, when they started waiting
 
 
 class VisitTokens:
@@ -93,6 +94,7 @@ class VisitTokens:
                 role=Role(claims["r"]),
                 configuration_id=str(claims["c"]),
                 expires_at=int(claims["exp"]),
+                issued_at=int(claims["iat"]),
             )
         except (ValueError, TypeError):
             raise _denied() from None

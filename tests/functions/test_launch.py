@@ -453,11 +453,11 @@ def test_patient_before_the_provider_waits_then_moves_on(world: World) -> None:
     status_url = re.search(r'data-status="([^"]+)"', body)
     assert status_url
     status = world.open(status_url.group(1).replace("&amp;", "&"))
-    assert json.loads(status.get_body()) == {"meeting": False}
+    assert json.loads(status.get_body()) == {"meeting": False, "overdue": False}
 
     world.provider(csn="4001")
     status = world.open(status_url.group(1).replace("&amp;", "&"))
-    assert json.loads(status.get_body()) == {"meeting": True}
+    assert json.loads(status.get_body()) == {"meeting": True, "overdue": False}
     moved = world.open(waiting_url)
     assert moved.status_code == 303 and moved.headers["Location"].startswith("https://teams.example/")
 

@@ -34,6 +34,7 @@ class Config:
     patient_client_id: str = "patient-client"
     is_approved: bool = True
     shared_with: tuple[str, ...] = ()
+    organization: str = "Contoso Health"
 
 
 class Configurations:
