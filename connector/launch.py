@@ -3,7 +3,8 @@ sign-in, and the visit pages (provider page + live panel, patient waiting page).
 
     GET|POST /api/launch/{configurationId}/provider   → EHR authorize (GET redirect or POST form)
     GET|POST /api/launch/{configurationId}/patient    → EHR authorize
-    GET      /api/launch/callback                     → provider page | Microsoft sign-in | lobby | waiting
+    GET      /api/launch/callback                     → provider page | "Link … once" page | lobby | waiting
+    POST     /api/launch/signin/start                 → Microsoft sign-in (the "Continue" of that page)
     GET|POST /api/launch/signin/callback              → "Link your Microsoft 365 account?" page
     POST     /api/launch/signin/confirm               → provider page (link stored) | "nothing was linked"
     GET      /api/visits/{visitKey}?t=…               → provider page | patient waiting page / lobby
@@ -58,7 +59,9 @@ from shared.kernel.settings import LOCAL_HOSTS, get_settings
 from shared.launch.service import (
     CONFIRM_TTL,
     EHR,
+    INTRO_TTL,
     ConfirmLink,
+    ExplainSignIn,
     JoinMeeting,
     LaunchOutcome,
     LaunchService,
@@ -280,9 +283,24 @@ def launch_patient(req: func.HttpRequest) -> func.HttpResponse:
     return _begin(req, LaunchKind.PATIENT)
 
 
-def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse:
-    if isinstance(outcome, ShowProviderPage | JoinMeeting | WaitForClinician) and outcome.event is not None:
-        events.set(outcome.event.to_json())  # the launch's connected event, for writeback
+def _respond(outcome: LaunchOutcome | SignInFirst, events: func.Out[str] | None = None) -> func.HttpResponse:
+    event = outcome.event if isinstance(outcome, ShowProviderPage | JoinMeeting | WaitForClinician) else None
+    if event is not None and events is not None:
+        events.set(event.to_json())  # the launch's connected event, for writeback
+    if isinstance(outcome, ExplainSignIn):
+        binding = sign_in_binding_cookie(
+            signin_cookie_name(), outcome.browser_binding, path=SIGNIN_COOKIE_PATH, max_age=SIGNIN_COOKIE_MAX_AGE
+        )
+        return render(
+            "launch/signin_intro.html",
+            {
+                "title": "Link your EHR account to Microsoft 365 once",
+                "state": outcome.state,
+                "csrf": outcome.csrf,
+                "minutes": int(INTRO_TTL.total_seconds() // 60),
+            },
+            headers={"Set-Cookie": binding},
+        )
     if isinstance(outcome, SignInFirst):
         binding = sign_in_binding_cookie(
             signin_cookie_name(), outcome.browser_binding, path=SIGNIN_COOKIE_PATH, max_age=SIGNIN_COOKIE_MAX_AGE
@@ -301,6 +319,39 @@ def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse
 def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
     outcome = services().launch.complete(parse_authorization_response(_raw_query(req)))
     return _respond(outcome, events)
+
+
+class ContinueWithTheButton(ConnectorError):
+    """A GET of the sign-in start (a link, an image, a prefetch): it never starts a sign-in."""
+
+    status = 405
+    code = "signin_by_post"
+    page = ErrorPage(
+        "Please use the Continue button",
+        "The Microsoft 365 sign-in starts only from the page that explains it, with its Continue button.",
+        help=("Start the visit again from Epic if you no longer have that page open.",),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("The sign-in start was opened as a link. Nothing was started.")
+
+
+@bp.route(route="launch/signin/start", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@launch_page
+def launch_signin_start(req: func.HttpRequest) -> func.HttpResponse:
+    """The clinician pressed "Continue" on the page explaining the one-time sign-in: a POST with the page's token,
+    from the browser the page was shown in. Anything else starts nothing (and uses that page up)."""
+    if req.method != "POST":
+        response = error_response(ContinueWithTheButton(), correlation_id(req), html=True, pages=LAUNCH_PAGES)
+        response.headers["Allow"] = "POST"
+        return response
+    try:
+        outcome = services().launch.start_sign_in(
+            read_form(req), browser_binding=read_cookie(req, signin_cookie_name())
+        )
+    except ConnectorError as exc:
+        return _with_cleared_cookie(error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES))
+    return _respond(outcome)
 
 
 @bp.route(route="launch/signin/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -81,10 +81,12 @@ from shared.visits.tokens import VisitGrant, VisitTokens
 logger = logging.getLogger(__name__)
 
 STATE_KIND = "ehr-launch"
+INTRO_STATE_KIND = "launch-signin-intro"
 SIGNIN_STATE_KIND = "launch-signin"
 CONFIRM_STATE_KIND = "launch-confirm"
 # They carry launch context, so they live in the configuration's geography (``StateRouter``).
-LAUNCH_STATE_KINDS = frozenset({STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+LAUNCH_STATE_KINDS = frozenset({STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+INTRO_TTL = timedelta(minutes=10)  # from the explanation page to the press of "Continue"
 CONFIRM_TTL = timedelta(minutes=5)  # from the Microsoft sign-in's return to the press of "Link my account"
 PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
 PATIENT_SCOPES = PATIENT_LAUNCH_SCOPES
@@ -181,6 +183,24 @@ class ConfirmationForged(Forbidden):
         super().__init__("This confirmation did not come from the confirmation page. Nothing was linked.")
 
 
+class SignInStartRefused(Forbidden):
+    """A "Continue" to the one-time sign-in from another browser, or without the explaining page's form token."""
+
+    code = "signin_start_refused"
+    page = ErrorPage(
+        "Please start the sign-in from your own visit",
+        "This sign-in was not started from the page the connector showed in this browser, so nothing was started "
+        "and nothing was linked.",
+        help=(
+            "Start the visit again from Epic on your own computer and press Continue on the page that explains "
+            "the one-time sign-in.",
+        ),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("This sign-in was not started from the connector's page. Nothing was started.")
+
+
 # --- what the launch needs from Graph ------------------------------------------------------------
 
 
@@ -207,6 +227,19 @@ class ShowProviderPage:
 class SignInFirst:
     url: str
     browser_binding: str  # the caller gives it to the browser (a cookie) and hands it back on return
+
+
+@dataclass(frozen=True)
+class ExplainSignIn:
+    """A clinician's first launch: a page says why they sign in to Microsoft 365 once, then "Continue" starts it.
+
+    ``state`` and ``csrf`` go into the page's form (posted to ``start_sign_in``); ``browser_binding`` to the
+    browser as a cookie, which the Microsoft sign-in and the confirmation then require too.
+    """
+
+    state: str
+    csrf: str
+    browser_binding: str
 
 
 @dataclass(frozen=True)
@@ -258,7 +291,7 @@ class WaitForClinician:
     event: VisitEvent | None = None
 
 
-LaunchOutcome = ShowProviderPage | SignInFirst | JoinMeeting | WaitForClinician
+LaunchOutcome = ShowProviderPage | ExplainSignIn | JoinMeeting | WaitForClinician
 
 
 @dataclass(frozen=True)
@@ -483,14 +516,40 @@ class LaunchService:
                 "primary": primary,
                 "ehr_user_name": self._ehr_user_name(context, reads),
             }
-            # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
-            # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
-            binding = random_token()
-            state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
-            # The state store seals the whole flow, this carry included, bound to its row (``shared.storage.state``).
-            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry, state=state)
-            return SignInFirst(url, binding)
+            # Bound to this browser from here on: otherwise a provider could send the sign-in link of *their*
+            # launch to a colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
+            binding, csrf = random_token(), random_token()
+            state = self._states.new_state(pending.geography)
+            # The state store seals the payload, this carry included, bound to its row (``shared.storage.state``).
+            self._states.create(
+                INTRO_STATE_KIND,
+                {"carry": carry, "binding": _digest(binding), "csrf": _digest(csrf)},
+                ttl=INTRO_TTL,
+                state=state,
+            )
+            return ExplainSignIn(state=state, csrf=csrf, browser_binding=binding)
         return self._provider_meeting(pending, context, visit, mapping, primary)
+
+    def start_sign_in(self, form: Mapping[str, str], *, browser_binding: str | None) -> SignInFirst:
+        """The clinician pressed "Continue" on the page explaining the one-time sign-in: off to Microsoft.
+
+        Used once whatever happens; the browser must hold the page's binding cookie and the form its token,
+        so another site's form (or a forwarded page) starts nothing. The binding stays the same: the
+        Microsoft sign-in's return and the confirmation require it too.
+        """
+        opened = self._states.consume(INTRO_STATE_KIND, form.get("state", ""))
+        if not _matches(browser_binding, opened.get("binding")):
+            logger.info("One-time sign-in refused: not the browser the launch explained it to")
+            raise SignInStartRefused()
+        if not _matches(form.get("csrf"), opened.get("csrf")):
+            logger.info("One-time sign-in refused: no form token")
+            raise SignInStartRefused()
+        carry = opened["carry"]
+        pending = self._current(PendingLaunch.from_json(carry["launch"]))
+        binding = str(browser_binding)
+        state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
+        url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry, state=state)
+        return SignInFirst(url, binding)
 
     def _ehr_user_name(self, context: LaunchContext, reads: LaunchReads) -> str | None:
         """The launching user's display name, read from the EHR with the launch's own token, for the confirmation.

@@ -21,6 +21,7 @@ from connector.launch import (
     launch_provider,
     launch_signin_callback,
     launch_signin_confirm,
+    launch_signin_start,
     visit_page,
     visit_presence,
 )
@@ -155,13 +156,32 @@ class World:
             self.events.append(VisitEvent.from_json(out.value))
         return response, out
 
-    def authorize_and_return(self, authorize: func.HttpResponse, login: Login) -> func.HttpResponse:
+    def authorize_and_return(
+        self, authorize: func.HttpResponse, login: Login, *, press_continue: bool = True
+    ) -> func.HttpResponse:
+        """The EHR's sign-in and its redirect back; on a clinician's first launch, "Continue" on the page that
+        explains the one-time Microsoft sign-in is pressed too (unless ``press_continue`` is off)."""
         assert authorize.status_code == 303, authorize.get_body()
         url = authorize.headers["Location"]
         code = self.ehr.authorize(url, None, login)
         state = parse_qs(urlsplit(url).query)["state"][0]
         response, _ = self.callback(f"code={code}&state={state}")
+        if press_continue and response.status_code == 200 and 'id="continue-signin"' in html(response):
+            response = self.press_continue(response)
         return response
+
+    def press_continue(
+        self, page: func.HttpResponse, *, cookie: str | None = None, csrf: str | None = None
+    ) -> func.HttpResponse:
+        """ "Continue" on the page explaining the one-time sign-in (by default from its browser, with its token)."""
+        fields = confirmation_fields(page)
+        sent_cookie = page.headers["Set-Cookie"].split(";", 1)[0] if cookie is None else cookie
+        body = f"state={fields['state']}&csrf={quote(fields['csrf'] if csrf is None else csrf)}"
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        if sent_cookie:
+            headers["cookie"] = sent_cookie
+        req = request("POST", "http://localhost/api/launch/signin/start", body=body.encode(), headers=headers)
+        return launch_signin_start(req)
 
     def provider(
         self,
@@ -567,7 +587,7 @@ def test_replayed_and_forged_state_are_refused(world: World) -> None:
     code = world.ehr.authorize(url, None, login)
     world.sign_in.user = DR_SMITH
     first, _ = world.callback(f"code={code}&state={state}")
-    assert first.status_code == 303
+    assert first.status_code == 200 and "Link your EHR account to Microsoft 365 once" in html(first)
     replay, out = world.callback(f"code={code}&state={state}")
     # A used or unknown state names no launch kind: words a patient may read, and that fit a clinician too.
     assert replay.status_code == 400 and "This link has expired" in html(replay)
@@ -668,7 +688,7 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
         claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"patient": "eP1", "encounter": "eE1"}
     )
     response = world.authorize_and_return(world.launch("provider"), login)
-    assert response.headers["Set-Cookie"].startswith("launch_signin=")
+    assert response.headers["Set-Cookie"].startswith("launch_signin=")  # refreshed on "Continue"
     assert "SameSite=None" in response.headers["Set-Cookie"] and "Secure" in response.headers["Set-Cookie"]
     world.sign_in.user = DR_SMITH
     state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
@@ -682,6 +702,52 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
     assert refused.status_code == 400
     assert "launch_signin=;" in refused.headers.get("Set-Cookie", "")
     assert world.graph.calls == []
+
+
+# --- the one-time sign-in, explained first -----------------------------------------------------------
+
+
+def first_launch_page(world: World) -> func.HttpResponse:
+    login = Login(
+        claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"patient": "eP1", "encounter": "eE1"}
+    )
+    return world.authorize_and_return(world.launch("provider"), login, press_continue=False)
+
+
+def test_a_clinicians_first_launch_explains_the_one_time_sign_in_before_microsoft(world: World) -> None:
+    page = first_launch_page(world)
+    body = html(page)
+    assert page.status_code == 200 and world.sign_in.begun == 0  # Microsoft is not reached before "Continue"
+    assert "Link your EHR account to Microsoft 365 once" in body
+    assert 'aria-current="step"><span class="step-number">1</span> Sign in to Microsoft 365' in body
+    assert 'method="post" action="/api/launch/signin/start"' in body
+    cookie = page.headers["Set-Cookie"]
+    assert cookie.startswith("launch_signin=") and "SameSite=None" in cookie and "Secure" in cookie
+
+    started = world.press_continue(page)
+    assert started.status_code == 303 and started.headers["Location"].startswith("https://login.example/")
+    assert world.sign_in.begun == 1
+    confirm = world.microsoft_sign_in(started, DR_SMITH)
+    assert 'aria-current="step"><span class="step-number">2</span> Check and confirm the link' in html(confirm)
+    assert world.confirm(confirm).status_code == 303
+
+
+@pytest.mark.parametrize("attack", ["no cookie", "other cookie", "no token", "wrong token"])
+def test_continue_from_another_browser_or_without_the_pages_token_starts_nothing(world: World, attack: str) -> None:
+    page = first_launch_page(world)
+    cookie = {"no cookie": "", "other cookie": "launch_signin=" + random_token()}.get(attack)
+    csrf = {"no token": "", "wrong token": random_token()}.get(attack)
+    refused = world.press_continue(page, cookie=cookie, csrf=csrf)
+    assert refused.status_code == 403 and "Please start the sign-in from your own visit" in html(refused)
+    assert world.sign_in.begun == 0
+    assert world.press_continue(page).status_code == 400  # the page is used up: a second try starts nothing
+
+
+def test_opening_the_sign_in_start_as_a_link_starts_nothing(world: World) -> None:
+    first_launch_page(world)
+    response = launch_signin_start(request("GET", "http://localhost/api/launch/signin/start?state=x&csrf=y"))
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert "Please use the Continue button" in html(response) and world.sign_in.begun == 0
 
 
 # --- the launch context is the EHR's word -----------------------------------------------------------

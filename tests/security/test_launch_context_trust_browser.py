@@ -120,7 +120,9 @@ def open_in_browser(context: BrowserContext, url: str) -> Page:
 def provider_launch(context: BrowserContext, world: LaunchWorld, appointment: str, user: str, upn: str) -> Page:
     """A clinician's launch, with the one-time Microsoft 365 sign-in and its "Link my account" when they come."""
     page = open_in_browser(context, world.launch_url("provider", appointment, user))
-    if page.url.startswith(world.stand_ins.entra.browser_host):
+    if page.locator("#continue-signin").count():  # the page explaining the one-time sign-in
+        page.locator("#continue-signin").click()
+        page.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
         page.locator(f"button[data-upn='{upn}']").click()
         page.locator("#confirm-link").click()
     page.wait_for_url(f"{world.url}/api/visits/**")
