@@ -180,10 +180,10 @@ def test_replayed_and_forged_state_are_refused(world: LaunchWorld, context: Brow
     assert callbacks, "the EHR redirected back"
     replay = context.new_page()
     replay.goto(callbacks[0])
-    expect(replay.locator("h1")).to_have_text("Please launch again from Epic")
+    expect(replay.locator("h1")).to_have_text("This link has expired")  # an unknown state names no audience
     forged = context.new_page()
     forged.goto(re.sub(r"state=[^&]+", "state=" + "A" * 43, callbacks[0]))
-    expect(forged.locator("h1")).to_have_text("Please launch again from Epic")
+    expect(forged.locator("h1")).to_have_text("This link has expired")
 
 
 def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
