@@ -182,7 +182,10 @@ PATIENT_VISIT_ENDED = ErrorPage(
 PATIENT_LAUNCH_LATER = ErrorPage(
     CANNOT_START,
     "Something is busy or briefly unavailable. This usually passes within a minute or two.",
-    help=("Please wait a minute. " + START_AGAIN, "If it still doesn't work, please call your clinic."),
+    help=(
+        "Please wait a minute, then open your visit again from the app or website where you started it.",
+        "If it still doesn't work, please call your clinic.",
+    ),
 )
 PATIENT_RELOAD_LATER = ErrorPage(
     CANNOT_START,

@@ -13,13 +13,16 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
+from connector.launch import PATIENT_LAUNCH_PAGES, PATIENT_VISIT_PAGES
+from connector.web import error_response
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID
 from sandbox.seed import DIRECTORY
 from shared.kernel.clock import FakeClock, use_clock
+from shared.kernel.errors import ConnectorError
 from tests.browser.conftest import TIMEOUT_MS
 from tests.browser.test_launch_browser import begin_virtual_visit, choose_account, sign_in_once
 from tests.support.accessibility import assert_accessible
-from tests.support.audience import technical_words
+from tests.support.audience import PATIENT_CASES, technical_words
 from tests.support.launch_world import NOPOLICY, NOPOLICY_UPN, PATIENT_CONTEXT, SMITH, LaunchWorld
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
@@ -184,6 +187,22 @@ def test_the_waiting_room_shows_the_appointment_works_without_javascript_and_giv
     expect(again.locator("h1")).to_have_text("Your clinician will start the visit shortly")
     assert "Grant-CsApplicationAccessPolicy" not in again.content()
     assert_for_a_patient(again)
+
+
+@pytest.mark.parametrize(
+    ("book", "error"),
+    [(book, error) for book in ("visit", "launch") for error, _ in PATIENT_CASES],
+    ids=[f"{book}-{i}" for book in ("visit", "launch") for i in range(len(PATIENT_CASES))],
+)
+def test_every_patient_error_page_is_plain_and_accessible(
+    patient: BrowserContext, book: str, error: ConnectorError
+) -> None:
+    pages = PATIENT_VISIT_PAGES if book == "visit" else PATIENT_LAUNCH_PAGES
+    response = error_response(error, "c0ffee00-0000-4000-8000-000000000000", html=True, pages=pages)
+    page = patient.new_page()
+    page.set_content(response.get_body().decode())
+    expect(page.locator("#retry")).to_have_count(1 if book == "visit" and error.retryable else 0)
+    assert_for_a_patient(page)
 
 
 # --- clinicians ----------------------------------------------------------------------------------

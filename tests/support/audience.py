@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import re
 
+from shared.kernel.errors import (
+    BadRequest,
+    ConnectorError,
+    Forbidden,
+    NotFound,
+    StateError,
+    StorageUnavailable,
+    UpstreamThrottled,
+    UpstreamUnavailable,
+)
+from shared.launch.service import ConfigurationPending, EhrSignInRejected, TenantConfigNotFound, WrongTenant
+from shared.microsoft.teams import AccessPolicyMissing
+
 # Configuration and integration vocabulary a patient must never meet (the page's visible text, whole words).
 TECHNICAL_WORDS = re.compile(
     r"\b(EHR|FHIR|FDI|iss|configuration|config|tenant|PowerShell|OAuth2?|SMART|client id|scope|token|Epic|"
@@ -27,3 +40,20 @@ def technical_words(text: str) -> list[str]:
 def assert_patient_words(html: str) -> None:
     found = technical_words(visible_text(html))
     assert not found, f"a patient's page says {found}"
+
+
+# Every error a launch can end with, as a patient would meet it.
+PATIENT_CASES: list[tuple[ConnectorError, str]] = [
+    (TenantConfigNotFound(), "Please call your clinic"),
+    (ConfigurationPending(), "Please call your clinic"),
+    (AccessPolicyMissing("b0000000-0000-4000-8000-000000000001"), "Please call your clinic"),
+    (EhrSignInRejected("unauthorized_client"), "Please call your clinic"),
+    (WrongTenant(), "Please call your clinic"),
+    (StateError("used"), "This link has expired"),
+    (Forbidden("x", code="visit_token_expired"), "This link has expired"),
+    (NotFound("gone", code="visit_gone"), "This video visit has ended"),
+    (UpstreamUnavailable("The EHR could not be reached.", system="EHR"), "try again in a minute"),
+    (UpstreamThrottled("busy", system="Microsoft Graph"), "try again in a minute"),
+    (StorageUnavailable("down"), "try again in a minute"),
+    (BadRequest("The launch request could not be read."), "Please call your clinic"),
+]

@@ -20,21 +20,17 @@ from connector.launch import (
 from connector.web import PAGES, Audiences, ErrorPages, api, page
 from shared.kernel.errors import (
     Audience,
-    BadRequest,
     ConnectorError,
     ErrorPage,
-    Forbidden,
     NotFound,
     StateError,
-    StorageUnavailable,
     UpstreamRejected,
-    UpstreamThrottled,
     UpstreamUnavailable,
     speaking_to,
 )
-from shared.launch.service import ConfigurationPending, EhrSignInRejected, TenantConfigNotFound, WrongTenant
+from shared.launch.service import EhrSignInRejected, TenantConfigNotFound
 from shared.microsoft.teams import AccessPolicyMissing
-from tests.support.audience import technical_words, visible_text
+from tests.support.audience import PATIENT_CASES, technical_words, visible_text
 
 CORRELATION = "c0ffee00-pages"
 
@@ -103,23 +99,6 @@ def test_an_access_policy_page_without_a_known_value_leaves_its_command_out_rath
     monkeypatch.setattr("connector.launch._connector_app_id", lambda: None)
     shown = LAUNCH_PAGES.page_for(AccessPolicyMissing())
     assert shown.code_block == "Connect-MicrosoftTeams"
-
-
-# Every error a launch can end with, as a patient would meet it.
-PATIENT_CASES: list[tuple[ConnectorError, str]] = [
-    (TenantConfigNotFound(), "Please call your clinic"),
-    (ConfigurationPending(), "Please call your clinic"),
-    (AccessPolicyMissing("b0000000-0000-4000-8000-000000000001"), "Please call your clinic"),
-    (EhrSignInRejected("unauthorized_client"), "Please call your clinic"),
-    (WrongTenant(), "Please call your clinic"),
-    (StateError("used"), "This link has expired"),
-    (Forbidden("x", code="visit_token_expired"), "This link has expired"),
-    (NotFound("gone", code="visit_gone"), "This video visit has ended"),
-    (UpstreamUnavailable("The EHR could not be reached.", system="EHR"), "try again in a minute"),
-    (UpstreamThrottled("busy", system="Microsoft Graph"), "try again in a minute"),
-    (StorageUnavailable("down"), "try again in a minute"),
-    (BadRequest("The launch request could not be read."), "Please call your clinic"),
-]
 
 
 @pytest.mark.parametrize(
