@@ -98,14 +98,19 @@ class Launcher:
         started = time.perf_counter()
         callback = self.client.get(authorized.headers["location"])
         connector += time.perf_counter() - started
+        if callback.status_code == 200:  # a first launch: the page explaining the one-time sign-in
+            assert sign_in_as, "a sign-in was not expected"
+            # A browser sends the Secure binding cookie to http://127.0.0.1 (a secure context); httpx's cookie
+            # jar does not, so carry it by hand.
+            binding = callback.headers["set-cookie"].split(";", 1)[0]
+            intro = dict(re.findall(r'name="(state|csrf)" value="([^"]+)"', callback.text))
+            callback = self.client.post(f"{world.url}/api/launch/signin/start", data=intro, headers={"cookie": binding})
         assert callback.status_code == 303, callback.text
         location = callback.headers["location"]
         if location.startswith(world.stand_ins.entra.browser_host):
             assert sign_in_as, "a sign-in was not expected"
             with httpx.Client(timeout=30) as browser:
                 response = authorization_response(choose_account(browser, location, sign_in_as))
-            # A browser sends the Secure binding cookie to http://127.0.0.1 (a secure context); httpx's cookie
-            # jar does not, so carry it by hand.
             binding = callback.headers["set-cookie"].split(";", 1)[0]
             signed_in = self.client.post(
                 f"{world.url}/api/launch/signin/callback", data=response, headers={"cookie": binding}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 import msal
@@ -243,6 +244,7 @@ class Services:
             sign_in=self.launch_sign_in,
             meetings_for=self.teams.for_tenant,
             sealer=self.sealer,
+            waiting_room_give_up=timedelta(minutes=settings.waiting_room_give_up_minutes),
         )
 
     @once

@@ -37,6 +37,11 @@ param writebackQueueName string
 @maxValue(60)
 param httpTimeoutSeconds int = 10
 
+@description('Minutes past the appointment start (or the patient\'s arrival, if later) after which the waiting room tells the patient to call their clinic.')
+@minValue(1)
+@maxValue(240)
+param waitingRoomGiveUpMinutes int = 15
+
 @description('URL of a ready-to-run release package (zip) to deploy with the infrastructure; empty = deploy with azd.')
 param packageUri string = ''
 
@@ -178,6 +183,7 @@ var connectorSettings = {
   WRITEBACK_QUEUE_NAME: writebackQueueName
   OUTBOUND_ALLOWED_HOSTS: ''
   HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)
+  WAITING_ROOM_GIVE_UP_MINUTES: string(waitingRoomGiveUpMinutes)
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
 }
 

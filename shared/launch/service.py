@@ -31,7 +31,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -46,6 +46,7 @@ from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
 from shared.ehr.vendors import profile_for
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
+    Audience,
     BadRequest,
     ErrorPage,
     Forbidden,
@@ -54,6 +55,7 @@ from shared.kernel.errors import (
     StateError,
     UpstreamError,
     UpstreamRejected,
+    speaking_to,
 )
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
@@ -62,10 +64,18 @@ from shared.kernel.settings import Geography
 from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
-from shared.microsoft.teams import Meeting
+from shared.microsoft.teams import AccessPolicyMissing, Meeting
 from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
+from shared.visits.model import (
+    Visit,
+    VisitContext,
+    WaitingRoom,
+    merged_context,
+    with_context,
+    with_meeting,
+    with_waiting_room,
+)
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.visits.tokens import JOIN_LINK_LIFETIME, VisitGrant, VisitTokens
@@ -73,10 +83,12 @@ from shared.visits.tokens import JOIN_LINK_LIFETIME, VisitGrant, VisitTokens
 logger = logging.getLogger(__name__)
 
 STATE_KIND = "ehr-launch"
+INTRO_STATE_KIND = "launch-signin-intro"
 SIGNIN_STATE_KIND = "launch-signin"
 CONFIRM_STATE_KIND = "launch-confirm"
 # They carry launch context, so they live in the configuration's geography (``StateRouter``).
-LAUNCH_STATE_KINDS = frozenset({STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+LAUNCH_STATE_KINDS = frozenset({STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+INTRO_TTL = timedelta(minutes=10)  # from the explanation page to the press of "Continue"
 CONFIRM_TTL = timedelta(minutes=5)  # from the Microsoft sign-in's return to the press of "Link my account"
 PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
 PATIENT_SCOPES = PATIENT_LAUNCH_SCOPES
@@ -173,6 +185,24 @@ class ConfirmationForged(Forbidden):
         super().__init__("This confirmation did not come from the confirmation page. Nothing was linked.")
 
 
+class SignInStartRefused(Forbidden):
+    """A "Continue" to the one-time sign-in from another browser, or without the explaining page's form token."""
+
+    code = "signin_start_refused"
+    page = ErrorPage(
+        "Please start the sign-in from your own visit",
+        "This sign-in was not started from the page the connector showed in this browser, so nothing was started "
+        "and nothing was linked.",
+        help=(
+            "Start the visit again from Epic on your own computer and press Continue on the page that explains "
+            "the one-time sign-in.",
+        ),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("This sign-in was not started from the connector's page. Nothing was started.")
+
+
 # --- what the launch needs from Graph ------------------------------------------------------------
 
 
@@ -199,6 +229,19 @@ class ShowProviderPage:
 class SignInFirst:
     url: str
     browser_binding: str  # the caller gives it to the browser (a cookie) and hands it back on return
+
+
+@dataclass(frozen=True)
+class ExplainSignIn:
+    """A clinician's first launch: a page says why they sign in to Microsoft 365 once, then "Continue" starts it.
+
+    ``state`` and ``csrf`` go into the page's form (posted to ``start_sign_in``); ``browser_binding`` to the
+    browser as a cookie, which the Microsoft sign-in and the confirmation then require too.
+    """
+
+    state: str
+    csrf: str
+    browser_binding: str
 
 
 @dataclass(frozen=True)
@@ -250,7 +293,7 @@ class WaitForClinician:
     event: VisitEvent | None = None
 
 
-LaunchOutcome = ShowProviderPage | SignInFirst | JoinMeeting | WaitForClinician
+LaunchOutcome = ShowProviderPage | ExplainSignIn | JoinMeeting | WaitForClinician
 
 
 @dataclass(frozen=True)
@@ -263,8 +306,23 @@ class ProviderView:
 
 @dataclass(frozen=True)
 class PatientView:
+    """The waiting page: where to go once the meeting exists, and what to say meanwhile."""
+
     join_web_url: str | None
     refresh_url: str
+    organization: str | None = None
+    appointment_start: datetime | None = None
+    overdue: bool = False  # nobody came in time: the page tells the patient to call their clinic
+    recheck_seconds: int = 10  # when a page without JavaScript reloads itself
+
+
+def recheck_seconds(waited: timedelta, *, overdue: bool) -> int:
+    """How soon a waiting page checks again: often at first, then less (each check is a billed execution)."""
+    if overdue:
+        return 60
+    if waited < timedelta(minutes=2):
+        return 10
+    return 20 if waited < timedelta(minutes=10) else 30
 
 
 PATIENT_STATES = {None: "not_arrived", "lobby": "in_lobby", "connected": "in_meeting", "disconnected": "left"}
@@ -286,6 +344,7 @@ class PendingLaunch:
     department_id: str | None = None
     shared_with: tuple[str, ...] = ()  # other tenants whose clinicians may use the configuration
     vendor: Vendor = Vendor.EPIC  # the configuration's EHR vendor (``shared.ehr.vendors``)
+    organization: str | None = None  # the configuration's display name, for the patient's waiting page
 
     @property
     def signin_tenants(self) -> frozenset[str]:
@@ -311,6 +370,7 @@ class PendingLaunch:
             department_id=data.get("department_id"),
             shared_with=tuple(str(t) for t in data.get("shared_with") or ()),
             vendor=Vendor(data.get("vendor") or Vendor.EPIC),  # states written before vendors were kept: Epic
+            organization=str(data["organization"]) if data.get("organization") else None,
         )
 
 
@@ -331,6 +391,7 @@ class LaunchService:
         sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
         sealer: Sealer,
+        waiting_room_give_up: timedelta = timedelta(minutes=15),
     ) -> None:
         if not LAUNCH_STATE_KINDS.issubset(states.in_geography):
             raise ValueError("a launch's states carry its context: they must live in the configuration's geography")
@@ -344,6 +405,7 @@ class LaunchService:
         self._sign_in = sign_in
         self._meetings_for = meetings_for
         self._sealer = sealer
+        self._give_up = waiting_room_give_up
         self._tokens = VisitTokens(connector_secret)
         self._context_check = ContextCheck()
         # keyed by (geography, configuration id, mapping row key), so a removal by key can forget it
@@ -385,6 +447,7 @@ class LaunchService:
             department_id=params.department_id,
             shared_with=config.shared_with,
             vendor=profile.vendor,
+            organization=config.organization if kind is LaunchKind.PATIENT else None,
         )
         state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
@@ -402,8 +465,13 @@ class LaunchService:
     # step 2 ------------------------------------------------------------------------------------
 
     def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
+        """The EHR's answer. An unknown ``state`` names no audience; after it, the launch's kind says whose it is."""
         payload = self._states.consume(STATE_KIND, response.state)
         pending = PendingLaunch.from_json(payload)
+        with speaking_to(audience_of(pending.kind)):
+            return self._complete(pending, response)
+
+    def _complete(self, pending: PendingLaunch, response: AuthorizationResponse) -> LaunchOutcome:
         if response.error:
             raise EhrSignInRejected(response.error)
         if not response.code:
@@ -459,14 +527,40 @@ class LaunchService:
                 "primary": primary,
                 "ehr_user_name": self._ehr_user_name(context, reads),
             }
-            # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
-            # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
-            binding = random_token()
-            state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
-            # The state store seals the whole flow, this carry included, bound to its row (``shared.storage.state``).
-            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry, state=state)
-            return SignInFirst(url, binding)
+            # Bound to this browser from here on: otherwise a provider could send the sign-in link of *their*
+            # launch to a colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
+            binding, csrf = random_token(), random_token()
+            state = self._states.new_state(pending.geography)
+            # The state store seals the payload, this carry included, bound to its row (``shared.storage.state``).
+            self._states.create(
+                INTRO_STATE_KIND,
+                {"carry": carry, "binding": _digest(binding), "csrf": _digest(csrf)},
+                ttl=INTRO_TTL,
+                state=state,
+            )
+            return ExplainSignIn(state=state, csrf=csrf, browser_binding=binding)
         return self._provider_meeting(pending, context, visit, mapping, primary)
+
+    def start_sign_in(self, form: Mapping[str, str], *, browser_binding: str | None) -> SignInFirst:
+        """The clinician pressed "Continue" on the page explaining the one-time sign-in: off to Microsoft.
+
+        Used once whatever happens; the browser must hold the page's binding cookie and the form its token,
+        so another site's form (or a forwarded page) starts nothing. The binding stays the same: the
+        Microsoft sign-in's return and the confirmation require it too.
+        """
+        opened = self._states.consume(INTRO_STATE_KIND, form.get("state", ""))
+        if not _matches(browser_binding, opened.get("binding")):
+            logger.info("One-time sign-in refused: not the browser the launch explained it to")
+            raise SignInStartRefused()
+        if not _matches(form.get("csrf"), opened.get("csrf")):
+            logger.info("One-time sign-in refused: no form token")
+            raise SignInStartRefused()
+        carry = opened["carry"]
+        pending = self._current(PendingLaunch.from_json(carry["launch"]))
+        binding = str(browser_binding)
+        state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
+        url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry, state=state)
+        return SignInFirst(url, binding)
 
     def _ehr_user_name(self, context: LaunchContext, reads: LaunchReads) -> str | None:
         """The launching user's display name, read from the EHR with the launch's own token, for the confirmation.
@@ -617,12 +711,23 @@ class LaunchService:
             primary = self._primary_performer(context, reads)
             organizer = self._mapping(pending, primary) if primary else None
             if organizer is not None:
-                visit = self._ensure_meeting(pending, context, visit, organizer)
+                try:
+                    visit = self._ensure_meeting(pending, context, visit, organizer)
+                except UpstreamError as exc:
+                    # Nothing a patient can fix: they wait for their clinician, whose launch tries again and
+                    # shows what to fix; the waiting room tells them what to do if nobody comes.
+                    logger.warning("Meeting not created on a patient launch (%s): the patient waits", exc.code)
         event = self._event(pending, context, visit.key, Role.PATIENT)
         if visit.has_meeting and visit.join_web_url:
             return JoinMeeting(visit.join_web_url, event=event)
+        room = WaitingRoom(pending.organization or "", _appointment_start(context, reads))
+        visit = self._visits.update(visit, with_waiting_room(room))
         token = self._tokens.issue(
-            geography=visit.geography, key=visit.key, role=Role.PATIENT, configuration_id=pending.configuration_id
+            geography=visit.geography,
+            key=visit.key,
+            role=Role.PATIENT,
+            configuration_id=pending.configuration_id,
+            now=utcnow().timestamp(),
         )
         return WaitForClinician(self.visit_url(visit.key, token), event=event)
 
@@ -633,14 +738,17 @@ class LaunchService:
             return visit
         meetings = self._meetings_for(organizer.tenant_id)
         now = utcnow()
-        meeting = meetings.create_or_get_meeting(
-            organizer_object_id=organizer.object_id,
-            external_id=self.external_id(pending.configuration_id, context),
-            subject=MEETING_SUBJECT,
-            start=now,
-            end=now + MEETING_LENGTH,
-        )
-        meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        try:
+            meeting = meetings.create_or_get_meeting(
+                organizer_object_id=organizer.object_id,
+                external_id=self.external_id(pending.configuration_id, context),
+                subject=MEETING_SUBJECT,
+                start=now,
+                end=now + MEETING_LENGTH,
+            )
+            meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        except AccessPolicyMissing:
+            raise AccessPolicyMissing(organizer.object_id) from None  # the administrator's commands name them
         updated = self._visits.update(
             visit,
             with_meeting(
@@ -713,7 +821,8 @@ class LaunchService:
     def provider_view(self, grant: VisitGrant) -> ProviderView:
         if grant.role is Role.PATIENT:
             raise Forbidden("This page is for clinicians.", code="visit_role")
-        visit = self._visit(grant)
+        with speaking_to(Audience.CLINICIAN):
+            visit = self._visit(grant)
         return ProviderView(
             visit_key=visit.key,
             join_web_url=visit.join_web_url,
@@ -748,9 +857,25 @@ class LaunchService:
         return {"meeting": visit.has_meeting, **presence_summary(visit)}
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
-        visit = self._visit(grant)
+        """The waiting page's facts. It gives up ``waiting_room_give_up`` after the appointment's start, or after
+        the patient's arrival (the token's issue) when that is later or the start is unknown: a patient whose
+        clinician never gets a meeting going is told what to do, and the page keeps checking."""
+        with speaking_to(Audience.PATIENT):
+            visit = self._visit(grant)
+        url = self.visit_url(visit.key, token)
+        if visit.has_meeting:
+            return PatientView(join_web_url=visit.join_web_url, refresh_url=url)
+        room = visit.waiting_room or WaitingRoom("")
+        now, arrived = utcnow(), datetime.fromtimestamp(grant.issued_at, UTC)
+        since = max(arrived, room.appointment_start) if room.appointment_start else arrived
+        overdue = now >= since + self._give_up
         return PatientView(
-            join_web_url=visit.join_web_url if visit.has_meeting else None, refresh_url=self.visit_url(visit.key, token)
+            join_web_url=None,
+            refresh_url=url,
+            organization=room.organization or None,
+            appointment_start=room.appointment_start,
+            overdue=overdue,
+            recheck_seconds=recheck_seconds(now - arrived, overdue=overdue),
         )
 
     def _visit(self, grant: VisitGrant) -> Visit:
@@ -790,6 +915,41 @@ class LaunchService:
             encounter=context.encounter,
         )
         return seal_event(self._sealer, event)
+
+
+def _appointment_start(context: LaunchContext, reads: LaunchReads) -> datetime | None:
+    """The appointment's start, from the launch's Appointment (named by the EHR, or by its Encounter).
+
+    Read with the launch's own token, mostly from reads this launch made already. No Appointment, or
+    no readable ``start``: None, and the page says nothing about time rather than guessing.
+    """
+    reference = f"Appointment/{context.appointment}" if context.appointment else None
+    if reference is None and context.encounter:
+        encounter = _quietly(reads, f"Encounter/{context.encounter}")
+        linked = (encounter or {}).get("appointment") or []
+        first = linked[0].get("reference") if linked and isinstance(linked[0], Mapping) else None
+        reference = first if isinstance(first, str) and first.startswith("Appointment/") else None
+    appointment = _quietly(reads, reference) if reference else None
+    start = appointment.get("start") if appointment else None
+    if not isinstance(start, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None  # FHIR instants carry a zone; a time without one is a guess
+
+
+def _quietly(reads: LaunchReads, reference: str) -> Mapping[str, Any] | None:
+    try:
+        return reads.resource(reference)
+    except (UpstreamError, BadRequest) as exc:
+        logger.info("Waiting room: %s unavailable (%s)", reference.split("/", 1)[0], exc.code)
+        return None
+
+
+def audience_of(kind: LaunchKind) -> Audience:
+    return Audience.PATIENT if kind is LaunchKind.PATIENT else Audience.CLINICIAN
 
 
 def _digest(value: str) -> str:

@@ -28,34 +28,47 @@ import httpx
 
 from shared.http.outbound import OutboundPolicy, checked_async_client
 from shared.http.upstream import retry_after_seconds
-from shared.kernel.errors import ErrorPage, UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.microsoft.background_loop import BackgroundLoop
 
 SYSTEM = "Microsoft Graph"
-ACCESS_POLICY_HELP = (
-    "A Teams administrator must allow the connector to create meetings for this organizer: "
-    "New-CsApplicationAccessPolicy -Identity TeamsEhrConnector -AppIds <connector client id>; "
-    "Grant-CsApplicationAccessPolicy -PolicyName TeamsEhrConnector -Identity <organizer object id> "
-    "(or -Global). Changes can take up to 30 minutes."
-)
+ACCESS_POLICY_NAME = "Teams-EHR-Connector"  # the name docs/setup.md gives the policy
 
 
 class AccessPolicyMissing(UpstreamRejected):
-    """Graph refused a meeting: no Teams application access policy lets the connector act for its organizer."""
+    """Graph refused a meeting: no Teams application access policy lets the connector act for its organizer.
+
+    ``organizer_object_id`` is set once the launch knows whom it asked for (``LaunchService``); the
+    clinician's page then names the exact commands (``access_policy_commands``).
+    """
 
     code = "graph_access_policy"
-    page = ErrorPage(
-        "Teams meeting could not be created",
-        "Microsoft Teams refused to create the meeting for this organizer: the connector has no "
-        "application access policy for them.",
-        help=("A Teams administrator runs the PowerShell below; the change can take up to 30 minutes.",),
-        code_block=ACCESS_POLICY_HELP,
-    )
 
-    def __init__(self) -> None:
+    def __init__(self, organizer_object_id: str | None = None) -> None:
         super().__init__(
-            "Microsoft Teams refused to create the meeting for this organizer. " + ACCESS_POLICY_HELP, system=SYSTEM
+            "Microsoft Teams refused to create the meeting for this organizer: no Teams application access policy "
+            "(New-CsApplicationAccessPolicy, Grant-CsApplicationAccessPolicy) lets the connector act for them.",
+            system=SYSTEM,
         )
+        self.organizer_object_id = organizer_object_id
+
+
+def access_policy_commands(app_id: str | None, organizer_object_id: str | None) -> str:
+    """The PowerShell a Teams administrator runs, with the connector's app id and the organizer filled in.
+
+    A command whose value is unknown is left out rather than shown with a placeholder.
+    """
+    lines = ["Connect-MicrosoftTeams"]
+    if app_id:
+        lines.append(
+            f'New-CsApplicationAccessPolicy -Identity "{ACCESS_POLICY_NAME}" -AppIds "{app_id}" '
+            '-Description "Teams EHR connector: visit meetings on behalf of clinicians"'
+        )
+    if organizer_object_id:
+        lines.append(
+            f'Grant-CsApplicationAccessPolicy -PolicyName "{ACCESS_POLICY_NAME}" -Identity "{organizer_object_id}"'
+        )
+    return "\n".join(lines)
 
 
 class AppTokenCredential(Protocol):

@@ -6,9 +6,9 @@ carried through the Microsoft sign-in) is sealed (AES-256-GCM, ``Sealer``) for `
 
 Where a row lives (``StateRouter``, the one store every flow uses):
 
-* the EHR launch's kinds (``ehr-launch``, ``launch-signin``, ``launch-confirm``) carry launch context, so
-  they live in ``AuthStates`` of the **configuration's geography** account. The browser brings back only the
-  state, so the state names its geography: ``<tag>.<256-bit random>`` with a fixed two-letter tag
+* the EHR launch's kinds (``ehr-launch``, ``launch-signin-intro``, ``launch-signin``, ``launch-confirm``) carry
+  launch context, so they live in ``AuthStates`` of the **configuration's geography** account. The browser
+  brings back only the state, so the state names its geography: ``<tag>.<256-bit random>`` with a fixed two-letter tag
   (``GEOGRAPHY_TAGS``: ``am.``, ``eu.``, ``ap.``), e.g. ``eu.Qm9…`` (46 characters, URL-safe: letters, digits,
   ``-``, ``_`` and one ``.``, all unreserved in RFC 3986, so neither Epic nor Entra ID re-encodes it). The
   callback routes by the tag before reading anything; a missing or unknown tag, or one naming a geography this
@@ -89,7 +89,7 @@ INVENTORY = (
         "single-use OAuth state of the EHR launches, which carry launch context: in the configuration's geography, "
         "named by the state's tag",
         (
-            key("PartitionKey", "kind: ehr-launch, launch-signin, launch-confirm"),
+            key("PartitionKey", "kind: ehr-launch, launch-signin-intro, launch-signin, launch-confirm"),
             Field(
                 "RowKey",
                 Classification.CREDENTIAL,
@@ -100,8 +100,9 @@ INVENTORY = (
                 "Payload",
                 Classification.EHR_ID,
                 Protection.SEALED,
-                "PKCE verifier, nonce, the launch URL's context tokens; launch-signin: the msal flow and the pending "
-                "launch with its confirmed context (CSN, encounter, patient, EHR user) and the EHR user's name; "
+                "PKCE verifier, nonce, the launch URL's context tokens; launch-signin-intro: the pending launch with "
+                "its confirmed context (CSN, encounter, patient, EHR user) and the EHR user's name, until the "
+                "clinician presses Continue; launch-signin: the msal flow and that carry; "
                 "launch-confirm: that context and the Microsoft 365 account; emptied when consumed",
             ),
             *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),

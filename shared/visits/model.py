@@ -80,6 +80,18 @@ def with_context(context: VisitContext) -> Callable[[Visit], Visit | None]:
 
 
 @dataclass(frozen=True)
+class WaitingRoom:
+    """What a waiting patient's page shows, read from the EHR at their launch: kept only until the meeting exists.
+
+    ``appointment_start`` keeps the EHR's own UTC offset; None when no Appointment was available to the launch
+    (the page then says nothing about time rather than guessing).
+    """
+
+    organization: str
+    appointment_start: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Visit:
     geography: Geography
     key: str
@@ -97,6 +109,7 @@ class Visit:
     # The stored sealed context when it cannot be opened (tampered with, or its key retired): kept as it is,
     # so restoring a wrongly removed key brings it back; a launch's fresh context replaces it.
     unreadable_context: str | None = None
+    waiting_room: WaitingRoom | None = None  # sealed at rest; cleared once the meeting exists or the context goes
 
     @property
     def has_meeting(self) -> bool:
@@ -135,11 +148,23 @@ def with_meeting(
             return None
         return replace(
             visit,
+            waiting_room=None,  # nobody waits for a meeting that exists: the patient's page sends them in
             meeting_id=meeting_id,
             join_web_url=join_web_url,
             organizer_tenant_id=organizer_tenant_id,
             organizer_object_id=organizer_object_id,
         )
+
+    return change
+
+
+def with_waiting_room(waiting_room: WaitingRoom) -> Callable[[Visit], Visit | None]:
+    """What a waiting patient's page shows; nothing once the meeting exists (the patient is sent in)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.has_meeting or visit.waiting_room == waiting_room:
+            return None
+        return replace(visit, waiting_room=waiting_room)
 
     return change
 
@@ -209,11 +234,11 @@ def with_launch_context(role: Role, references: dict[str, str], *, confirmed: bo
 
 
 def without_context() -> Callable[[Visit], Visit | None]:
-    """Forget the launch context (the meeting has ended and its writebacks are done)."""
+    """Forget the launch context and what the waiting room showed (the meeting has ended, writebacks done)."""
 
     def change(visit: Visit) -> Visit | None:
-        if not has_context(visit) and visit.unreadable_context is None:
+        if not has_context(visit) and visit.unreadable_context is None and visit.waiting_room is None:
             return None
-        return replace(visit, context=VisitContext(), unreadable_context=None)
+        return replace(visit, context=VisitContext(), unreadable_context=None, waiting_room=None)
 
     return change

@@ -28,8 +28,8 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
 from shared.visits.events import EventKind, Role
-from shared.visits.model import Presence, Visit, VisitContext, has_context
-from shared.visits.sealed_context import open_context, seal_context
+from shared.visits.model import Presence, Visit, VisitContext, WaitingRoom, has_context
+from shared.visits.sealed_context import open_context, open_waiting_room, seal_context, seal_waiting_room
 
 TABLE = "Visits"
 LIFETIME = timedelta(hours=24)
@@ -55,6 +55,13 @@ INVENTORY = (
                 "once the meeting has ended and its writebacks are done",
             ),
             Field("Presence", Classification.OPERATIONAL, Protection.CLEAR, "role -> state, time"),
+            Field(
+                "WaitingRoom",
+                Classification.PERSONAL,
+                Protection.SEALED,
+                "the organization's display name and the appointment's start, read from the EHR at a patient's "
+                "launch for their waiting page; removed when the meeting is created, or with the context",
+            ),
             Field(
                 "MeetingId",
                 Classification.PERSONAL,
@@ -195,6 +202,7 @@ class VisitRepository:
             "OrganizerObjectId": visit.organizer_object_id,
             "SubscriptionId": visit.subscription_id,
             "SubscriptionExpiresAt": visit.subscription_expires_at,
+            "WaitingRoom": self._waiting_room_value(visit),
         }
         entity.update({k: v for k, v in optional.items() if v is not None})
         return entity
@@ -225,7 +233,22 @@ class VisitRepository:
             presence=presence,
             etag=entity.metadata.get("etag"),
             unreadable_context=unreadable,
+            waiting_room=self._waiting_room(geography, entity),
         )
+
+    def _waiting_room_value(self, visit: Visit) -> str | None:
+        if visit.waiting_room is None:
+            return None
+        return seal_waiting_room(self._sealer, visit.waiting_room, geography=visit.geography.value, key=visit.key)
+
+    def _waiting_room(self, geography: Geography, entity: Any) -> WaitingRoom | None:
+        stored = entity.get("WaitingRoom")
+        if not stored:
+            return None
+        try:
+            return open_waiting_room(self._sealer, stored, geography=geography.value, key=entity["RowKey"])
+        except SealedValueInvalid:
+            return None  # what a page shows, nothing more: a value that does not open is shown as nothing
 
     def _context_value(self, visit: Visit) -> str:
         if visit.unreadable_context is not None and not has_context(visit):

@@ -72,6 +72,7 @@ def test_lobby_admit_leave_show_on_the_provider_panel_and_reach_the_ehr_once(
     try:
         # The clinician begins the visit: one-time Microsoft sign-in, "Link my account", then the provider page.
         panel = begin_virtual_visit(provider_context, world, "hyperspace", SMITH)
+        panel.locator("#continue-signin").click()  # the page explaining the one-time sign-in
         panel.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
         panel.locator(f"button[data-upn='{SMITH_UPN}']").click()
         panel.locator("#confirm-link").click()

@@ -45,7 +45,13 @@ from shared.configurations.model import Configuration, Status, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
 from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography
-from shared.launch.service import CONFIRM_STATE_KIND, LAUNCH_STATE_KINDS, SIGNIN_STATE_KIND, STATE_KIND
+from shared.launch.service import (
+    CONFIRM_STATE_KIND,
+    INTRO_STATE_KIND,
+    LAUNCH_STATE_KINDS,
+    SIGNIN_STATE_KIND,
+    STATE_KIND,
+)
 from shared.storage.accounts import Storage
 from shared.storage.state import TABLE as STATES
 from shared.storage.state import state_geography
@@ -398,8 +404,9 @@ def test_launch_states_live_only_in_their_configurations_geography(
         assert row.payload.startswith("s1."), row.kind  # the context travels sealed
         counts = created.setdefault(row.account, {})
         counts[row.kind] = counts.get(row.kind, 0) + 1
-    # Per configuration: the provider's launch, its one-time sign-in and link confirmation, the patient's launch.
-    one_visit = {STATE_KIND: 2, SIGNIN_STATE_KIND: 1, CONFIRM_STATE_KIND: 1}
+    # Per configuration: the provider's launch, its one-time sign-in (explained, then started) and link
+    # confirmation, the patient's launch.
+    one_visit = {STATE_KIND: 2, INTRO_STATE_KIND: 1, SIGNIN_STATE_KIND: 1, CONFIRM_STATE_KIND: 1}
     assert created == {geography.value: one_visit for geography in keys}
     assert not [row for row in state_rows if row.account == APP and row.kind in LAUNCH_STATE_KINDS]
 
