@@ -64,6 +64,7 @@ from shared.microsoft.teams import Meeting
 from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
+from shared.visits.panel import Panel, panel_of
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.visits.tokens import VisitGrant, VisitTokens
@@ -256,16 +257,13 @@ class ProviderView:
     visit_key: str
     join_web_url: str | None
     presence_url: str
-    presence: dict[str, str]
+    panel: Panel
 
 
 @dataclass(frozen=True)
 class PatientView:
     join_web_url: str | None
     refresh_url: str
-
-
-PATIENT_STATES = {None: "not_arrived", "lobby": "in_lobby", "connected": "in_meeting", "disconnected": "left"}
 
 
 @dataclass(frozen=True)
@@ -706,14 +704,14 @@ class LaunchService:
             visit_key=visit.key,
             join_web_url=visit.join_web_url,
             presence_url=f"{self._base}/api/visits/{visit.key}/presence",
-            presence=presence_summary(visit),
+            panel=panel_of(visit),
         )
 
-    def presence(self, grant: VisitGrant) -> dict[str, Any]:
+    def panel(self, grant: VisitGrant) -> Panel:
+        """The provider's live panel (``shared.visits.panel``): one Table read."""
         if grant.role is Role.PATIENT:
             raise Forbidden("This page is for clinicians.", code="visit_role")
-        visit = self._visit(grant)
-        return {"meeting": visit.has_meeting, **presence_summary(visit)}
+        return panel_of(self._visit(grant))
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
         visit = self._visit(grant)
@@ -772,12 +770,3 @@ def _matches(supplied: str | None, expected: Any) -> bool:
 
 def _hashed(*values: str) -> tuple[str, ...]:
     return tuple(log_id(value) for value in values)
-
-
-def presence_summary(visit: Visit) -> dict[str, str]:
-    """Per role: not_arrived / in_lobby / in_meeting / left."""
-    summary = {}
-    for role in (Role.PATIENT, Role.PROVIDER, Role.STAFF):
-        current = visit.presence.get(role)
-        summary[role.value] = PATIENT_STATES[current.state.value if current else None]
-    return summary
