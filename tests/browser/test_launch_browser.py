@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role
-from shared.visits.model import with_presence
+from shared.visits.model import compose, with_presence, with_roster_fact
 from shared.visits.repository import VisitRepository
 from shared.writeback.ledger import DONE, WritebackLedger
 from tests.browser.conftest import TIMEOUT_MS
@@ -188,11 +189,16 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     visits = VisitRepository(storage, sealer_for(world.settings))
     visit = visits.get(world.configuration.geography, visit_key)
     assert visit is not None
+
     # What the writeback consumer records when Graph reports the patient in the lobby, then admitted.
-    visit = visits.update(visit, with_presence(Role.PATIENT, EventKind.LOBBY, datetime.now(UTC)))
-    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_lobby")
-    visits.update(visit, with_presence(Role.PATIENT, EventKind.CONNECTED, datetime.now(UTC) + timedelta(seconds=1)))
-    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_meeting")
+    def roster(state: EventKind, at: datetime) -> Any:
+        return compose(with_presence(Role.PATIENT, state, at), with_roster_fact(Role.PATIENT, state, at))
+
+    visit = visits.update(visit, roster(EventKind.LOBBY, datetime.now(UTC)))
+    panel_ms = 65_000  # the panel looks again at most 60 s after its last look (shared.visits.panel.MAX_POLL)
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_lobby", timeout=panel_ms)
+    visits.update(visit, roster(EventKind.CONNECTED, datetime.now(UTC) + timedelta(seconds=1)))
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_meeting", timeout=panel_ms)
 
     # The launch queued its connected event; the writeback queue trigger consumed it: the provider's presence
     # comes from it and the event is marked written (Epic takes connects from Teams' roster, not from launches).
@@ -205,3 +211,34 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     assert current is not None and current.presence[Role.PROVIDER].state is EventKind.CONNECTED
     entries = ledger.entries(world.configuration.geography, visit_key)
     assert entries and {entry.state for entry in entries} == {DONE}
+
+
+def test_the_panel_stops_polling_while_hidden_and_looks_at_once_when_shown_again(
+    world: LaunchWorld, context: BrowserContext
+) -> None:
+    page = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    if world.stand_ins.entra.browser_host in page.url:
+        sign_in_once(page, world, SMITH_UPN)
+    provider_page(page, world)
+    expect(page.locator("#panel-live")).to_be_visible()  # the script runs and polls
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/presence" in r.url else None)
+
+    page.evaluate(HIDE)  # another window or tab on top: the browser reports the page hidden
+    page.wait_for_timeout(12_000)  # longer than the panel's next few polls would be
+    assert polls == [], "the panel polled while hidden"
+
+    with page.expect_request(lambda r: "/presence" in r.url, timeout=3_000):
+        page.evaluate(SHOW)
+
+
+HIDE = """() => {
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  delete document.hidden;
+  delete document.visibilityState;
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
