@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -106,7 +106,19 @@ def panel_of(visit: Visit) -> Panel:
 
 
 def row_of(visit: Visit, role: Role) -> PanelRow:
-    """Teams' roster when it knows the role, unless the role launched again after leaving; else its launch."""
+    """Teams' roster when it knows the role, unless the role launched again after leaving; else its launch.
+
+    Times are in UTC (Graph may state another offset), so the page's ``<time>`` elements all read alike.
+    """
+    row = _row_of(visit, role)
+    return replace(
+        row,
+        since=row.since.astimezone(UTC) if row.since else None,
+        lobby_since=row.lobby_since.astimezone(UTC) if row.lobby_since else None,
+    )
+
+
+def _row_of(visit: Visit, role: Role) -> PanelRow:
     roster = visit.roster.get(role)
     launched = visit.launched.get(role)
     if roster is not None and not (roster.state is EventKind.DISCONNECTED and launched and launched > roster.at):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -215,3 +215,10 @@ def test_a_new_visit_with_no_fact_yet_backs_off_from_its_opening() -> None:
     panel = panel_of(new_visit())
     assert poll_after(panel, T0) == 5
     assert poll_after(panel, T0 + timedelta(seconds=30)) == 30
+
+
+def test_times_from_another_offset_are_shown_in_utc() -> None:
+    rome = timezone(timedelta(hours=1))
+    visit = roster(new_visit(), Role.PATIENT, LOBBY, datetime(2026, 12, 5, 16, 0, tzinfo=rome))
+    since = panel_of(visit).rows[0].since
+    assert since is not None and since.utcoffset() == timedelta(0) and since == T0
