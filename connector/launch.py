@@ -8,7 +8,8 @@ sign-in, and the visit pages (provider page + live panel, patient waiting page).
     GET|POST /api/launch/signin/callback              → "Link your Microsoft 365 account?" page
     POST     /api/launch/signin/confirm               → provider page (link stored) | "nothing was linked"
     GET      /api/visits/{visitKey}?t=…               → provider page | patient waiting page / lobby
-    GET      /api/visits/{visitKey}/presence?t=…      → live panel JSON
+    GET      /api/visits/{visitKey}/presence?t=…      → live panel: JSON, or its HTML fragment (Accept: text/html);
+                                                         ETag / If-None-Match → 304, X-Poll-After: when to look again
 
 All anonymous: ``state`` rows and signed visit tokens carry the authority, because Epic's
 embedded browsers drop cookies. The one-time sign-in is the exception: it is bound to the browser
@@ -26,6 +27,7 @@ import azure.functions as func
 
 from connector.services import services
 from connector.web import (
+    SECURITY_HEADERS,
     Audiences,
     ErrorPages,
     api,
@@ -41,6 +43,7 @@ from connector.web import (
     sign_in_binding_cookie,
 )
 from shared.ehr.launch_params import LaunchKind, parse_authorization_response, parse_launch
+from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
     Audience,
     BadRequest,
@@ -72,6 +75,7 @@ from shared.launch.service import (
 )
 from shared.microsoft.teams import AccessPolicyMissing, access_policy_commands
 from shared.visits.events import Role
+from shared.visits.panel import Panel, poll_after
 from shared.visits.tokens import VisitGrant
 
 bp = func.Blueprint()
@@ -79,7 +83,7 @@ bp = func.Blueprint()
 QUEUE = "%WRITEBACK_QUEUE_NAME%"
 QUEUE_CONNECTION = "AzureWebJobsStorage"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-PRESENCE_POLL_SECONDS = 4
+POLL_AFTER_HEADER = "X-Poll-After"  # seconds until the panel should look again; absent: stop (shared.visits.panel)
 WAITING_POLL_SECONDS = 5
 
 # --- error pages ------------------------------------------------------------------------------
@@ -448,14 +452,17 @@ def visit_page(req: func.HttpRequest) -> func.HttpResponse:
     if grant.role is Role.PATIENT:
         return _waiting_page(service, grant, token)
     view = service.provider_view(grant)  # its errors are a clinician's (``speaking_to`` in the service)
+    panel = view.panel
     return render(
         "launch/provider.html",
         {
             "join_web_url": view.join_web_url,
-            "presence": view.presence,
+            "panel": panel,
+            "panel_etag": _panel_etag(panel, html=True),
             "presence_url": f"{view.presence_url}?t={_quote(token)}",
-            "poll_seconds": PRESENCE_POLL_SECONDS,
             "patient_join_link": service.patient_join_link(grant),
+            "page_url": service.visit_url(view.visit_key, token),
+            "poll_seconds": poll_after(panel, utcnow()) or 0,
         },
     )
 
@@ -469,9 +476,35 @@ def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
         # The waiting page learns only whether its meeting exists and whether to give up, nothing about who is there.
         patient = service.patient_view(grant, token)
         body: dict[str, Any] = {"meeting": patient.join_web_url is not None, "overdue": patient.overdue}
-    else:
-        body = service.presence(grant)
-    return json_response(body)
+        return json_response(body)
+    return _panel_response(req, service.panel(grant))
+
+
+def _panel_response(req: func.HttpRequest, panel: Panel) -> func.HttpResponse:
+    """The panel as JSON or as the page's HTML fragment; 304 without a body when the caller has this version."""
+    html = "text/html" in (req.headers.get("accept") or "")
+    etag = _panel_etag(panel, html=html)
+    headers = {"ETag": etag, "Vary": "Accept"}
+    delay = poll_after(panel, utcnow())
+    if delay is not None:
+        headers[POLL_AFTER_HEADER] = str(delay)
+    if _matches(req.headers.get("if-none-match"), etag):
+        return func.HttpResponse(status_code=304, headers={**SECURITY_HEADERS, **headers})
+    if html:
+        return render("launch/_panel.html", {"panel": panel}, headers=headers)
+    return json_response(panel.to_json(), headers=headers)
+
+
+def _panel_etag(panel: Panel, *, html: bool) -> str:
+    return f'"{"panel" if html else "presence"}-{panel.version}"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: a list of entity tags (weak comparison) or ``*``."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
 
 
 def _waiting_page(service: LaunchService, grant: VisitGrant, token: str) -> func.HttpResponse:

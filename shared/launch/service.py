@@ -76,6 +76,7 @@ from shared.visits.model import (
     with_meeting,
     with_waiting_room,
 )
+from shared.visits.panel import Panel, panel_of
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.visits.tokens import JOIN_LINK_LIFETIME, VisitGrant, VisitTokens
@@ -301,7 +302,7 @@ class ProviderView:
     visit_key: str
     join_web_url: str | None
     presence_url: str
-    presence: dict[str, str]
+    panel: Panel
 
 
 @dataclass(frozen=True)
@@ -323,9 +324,6 @@ def recheck_seconds(waited: timedelta, *, overdue: bool) -> int:
     if waited < timedelta(minutes=2):
         return 10
     return 20 if waited < timedelta(minutes=10) else 30
-
-
-PATIENT_STATES = {None: "not_arrived", "lobby": "in_lobby", "connected": "in_meeting", "disconnected": "left"}
 
 
 @dataclass(frozen=True)
@@ -827,7 +825,7 @@ class LaunchService:
             visit_key=visit.key,
             join_web_url=visit.join_web_url,
             presence_url=f"{self._base}/api/visits/{visit.key}/presence",
-            presence=presence_summary(visit),
+            panel=panel_of(visit),
         )
 
     def patient_join_link(self, grant: VisitGrant, *, now: float | None = None) -> str:
@@ -850,11 +848,11 @@ class LaunchService:
         )
         return self.visit_url(grant.key, token)
 
-    def presence(self, grant: VisitGrant) -> dict[str, Any]:
+    def panel(self, grant: VisitGrant) -> Panel:
+        """The provider's live panel (``shared.visits.panel``): one Table read."""
         if grant.role is Role.PATIENT:
             raise Forbidden("This page is for clinicians.", code="visit_role")
-        visit = self._visit(grant)
-        return {"meeting": visit.has_meeting, **presence_summary(visit)}
+        return panel_of(self._visit(grant))
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
         """The waiting page's facts. It gives up ``waiting_room_give_up`` after the appointment's start, or after
@@ -964,12 +962,3 @@ def _matches(supplied: str | None, expected: Any) -> bool:
 
 def _hashed(*values: str) -> tuple[str, ...]:
     return tuple(log_id(value) for value in values)
-
-
-def presence_summary(visit: Visit) -> dict[str, str]:
-    """Per role: not_arrived / in_lobby / in_meeting / left."""
-    summary = {}
-    for role in (Role.PATIENT, Role.PROVIDER, Role.STAFF):
-        current = visit.presence.get(role)
-        summary[role.value] = PATIENT_STATES[current.state.value if current else None]
-    return summary

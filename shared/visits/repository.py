@@ -28,7 +28,7 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
 from shared.visits.events import EventKind, Role
-from shared.visits.model import Presence, Visit, VisitContext, WaitingRoom, has_context
+from shared.visits.model import Presence, RosterEntry, Visit, VisitContext, WaitingRoom, has_context
 from shared.visits.sealed_context import open_context, open_waiting_room, seal_context, seal_waiting_room
 
 TABLE = "Visits"
@@ -62,6 +62,13 @@ INVENTORY = (
                 "the organization's display name and the appointment's start, read from the EHR at a patient's "
                 "launch for their waiting page; removed when the meeting is created, or with the context",
             ),
+            Field(
+                "Roster",
+                Classification.OPERATIONAL,
+                Protection.CLEAR,
+                "role -> Teams roster state, since when, lobby wait start (the provider's panel)",
+            ),
+            Field("Launched", Classification.OPERATIONAL, Protection.CLEAR, "role -> time of its latest launch"),
             Field(
                 "MeetingId",
                 Classification.PERSONAL,
@@ -194,6 +201,12 @@ class VisitRepository:
                 {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
                 separators=(",", ":"),
             ),
+            "Roster": json.dumps(
+                {role.value: _roster_value(entry) for role, entry in visit.roster.items()}, separators=(",", ":")
+            ),
+            "Launched": json.dumps(
+                {role.value: at.isoformat() for role, at in visit.launched.items()}, separators=(",", ":")
+            ),
         }
         optional = {
             "MeetingId": visit.meeting_id,
@@ -218,6 +231,11 @@ class VisitRepository:
             Role(role): Presence(EventKind(value["state"]), datetime.fromisoformat(value["at"]))
             for role, value in json.loads(entity.get("Presence") or "{}").items()
         }
+        # Rows written before the panel told launches from Teams facts have neither (they read as empty).
+        roster = {Role(role): _roster_entry(value) for role, value in json.loads(entity.get("Roster") or "{}").items()}
+        launched = {
+            Role(role): datetime.fromisoformat(at) for role, at in json.loads(entity.get("Launched") or "{}").items()
+        }
         return Visit(
             geography=geography,
             key=entity["RowKey"],
@@ -231,6 +249,8 @@ class VisitRepository:
             subscription_id=entity.get("SubscriptionId"),
             subscription_expires_at=entity.get("SubscriptionExpiresAt"),
             presence=presence,
+            roster=roster,
+            launched=launched,
             etag=entity.metadata.get("etag"),
             unreadable_context=unreadable,
             waiting_room=self._waiting_room(geography, entity),
@@ -254,3 +274,20 @@ class VisitRepository:
         if visit.unreadable_context is not None and not has_context(visit):
             return visit.unreadable_context
         return seal_context(self._sealer, visit.context, geography=visit.geography.value, key=visit.key)
+
+
+def _roster_value(entry: RosterEntry) -> dict[str, str]:
+    value = {"state": entry.state.value, "since": entry.since.isoformat(), "at": entry.at.isoformat()}
+    if entry.lobby_since is not None:
+        value["lobby"] = entry.lobby_since.isoformat()
+    return value
+
+
+def _roster_entry(value: dict[str, str]) -> RosterEntry:
+    lobby = value.get("lobby")
+    return RosterEntry(
+        EventKind(value["state"]),
+        since=datetime.fromisoformat(value["since"]),
+        at=datetime.fromisoformat(value["at"]),
+        lobby_since=datetime.fromisoformat(lobby) if lobby else None,
+    )

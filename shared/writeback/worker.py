@@ -291,7 +291,7 @@ class WritebackWorker:
     def _record_presence(
         self, visit: Visit, event: VisitEvent, also: Callable[[Visit], Visit | None] | None = None
     ) -> Visit:
-        return self._presence.record(visit, event.role, event.kind, event.occurred_at, also=also)
+        return self._presence.record(visit, event.role, event.kind, event.occurred_at, source=event.source, also=also)
 
     def release_context_when_done(self, visit: Visit) -> Visit:
         """Release the launch context once the meeting has ended and none of the visit's events is pending.

@@ -12,13 +12,14 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role
-from shared.visits.model import with_presence
+from shared.visits.model import compose, with_presence, with_roster_fact
 from shared.visits.repository import VisitRepository
 from shared.writeback.ledger import DONE, WritebackLedger
 from tests.browser.conftest import TIMEOUT_MS
@@ -217,11 +218,16 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     visits = VisitRepository(storage, sealer_for(world.settings))
     visit = visits.get(world.configuration.geography, visit_key)
     assert visit is not None
+
     # What the writeback consumer records when Graph reports the patient in the lobby, then admitted.
-    visit = visits.update(visit, with_presence(Role.PATIENT, EventKind.LOBBY, datetime.now(UTC)))
-    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_lobby")
-    visits.update(visit, with_presence(Role.PATIENT, EventKind.CONNECTED, datetime.now(UTC) + timedelta(seconds=1)))
-    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_meeting")
+    def roster(state: EventKind, at: datetime) -> Any:
+        return compose(with_presence(Role.PATIENT, state, at), with_roster_fact(Role.PATIENT, state, at))
+
+    visit = visits.update(visit, roster(EventKind.LOBBY, datetime.now(UTC)))
+    panel_ms = 65_000  # the panel looks again at most 60 s after its last look (shared.visits.panel.MAX_POLL)
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_lobby", timeout=panel_ms)
+    visits.update(visit, roster(EventKind.CONNECTED, datetime.now(UTC) + timedelta(seconds=1)))
+    expect(page.locator("#presence-patient")).to_have_attribute("data-state", "in_meeting", timeout=panel_ms)
 
     # The launch queued its connected event; the writeback queue trigger consumed it: the provider's presence
     # comes from it and the event is marked written (Epic takes connects from Teams' roster, not from launches).
@@ -240,7 +246,7 @@ def test_the_patients_email_or_sms_join_link_opens_the_same_lobby_without_an_acc
     world: LaunchWorld, context: BrowserContext, browser: Browser
 ) -> None:
     provider = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
-    if world.stand_ins.entra.browser_host in provider.url:
+    if "/api/visits/" not in provider.url:  # a first launch: the one-time sign-in
         sign_in_once(provider, world, SMITH_UPN)
     join_url = provider_page(provider, world)
     link = provider.locator("#patient-join-link").input_value()
@@ -257,3 +263,34 @@ def test_the_patients_email_or_sms_join_link_opens_the_same_lobby_without_an_acc
         expect(patient.locator("#status")).to_have_attribute("data-status", "lobby")
     finally:
         phone.close()
+
+
+def test_the_panel_stops_polling_while_hidden_and_looks_at_once_when_shown_again(
+    world: LaunchWorld, context: BrowserContext
+) -> None:
+    page = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    if "/api/visits/" not in page.url:  # a first launch: the one-time sign-in
+        sign_in_once(page, world, SMITH_UPN)
+    provider_page(page, world)
+    expect(page.locator("#panel-live")).to_be_visible()  # the script runs and polls
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/presence" in r.url else None)
+
+    page.evaluate(HIDE)  # another window or tab on top: the browser reports the page hidden
+    page.wait_for_timeout(12_000)  # longer than the panel's next few polls would be
+    assert polls == [], "the panel polled while hidden"
+
+    with page.expect_request(lambda r: "/presence" in r.url, timeout=3_000):
+        page.evaluate(SHOW)
+
+
+HIDE = """() => {
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  delete document.hidden;
+  delete document.visibilityState;
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""

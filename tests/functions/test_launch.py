@@ -303,7 +303,7 @@ def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(world: 
     assert page.status_code == 200
     assert join_link(html(page)) == "https://teams.example/l/meetup-join/1"
     assert 'target="_blank"' in html(page)
-    assert "not arrived" in html(page)
+    assert "Not here yet" in html(page)
 
     [queued] = world.events
     assert queued.references == {} and queued.sealed  # nothing in clear on the queue
@@ -651,11 +651,12 @@ def test_presence_panel_json_and_token_checks(world: World) -> None:
     token = parse_qs(urlsplit(visit_url).query)["t"][0]
     presence = world.open(f"http://localhost/api/visits/{key}/presence?t={quote(token, safe='')}")
     assert presence.status_code == 200
+    nobody = {"state": "not_arrived", "since": None, "lobbyWaitSeconds": None}
     assert json.loads(presence.get_body()) == {
         "meeting": True,
-        "patient": "not_arrived",
-        "provider": "not_arrived",
-        "staff": "not_arrived",
+        "ended": False,
+        "endedAt": None,
+        "participants": {"patient": nobody, "provider": nobody, "staff": nobody},
     }
     denied = world.open(f"http://localhost/api/visits/{key}/presence?t=forged")
     assert denied.status_code == 403 and denied.mimetype == "application/problem+json"
