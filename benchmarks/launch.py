@@ -239,7 +239,7 @@ def fresh_process(world: LaunchWorld, launch_url: str) -> dict[str, float]:
 
 
 async def concurrent_patient_launches(world: LaunchWorld, count: int) -> tuple[int, list[float], Counter[str]]:
-    patients = [(v.appointment_id, v.patient_id) for v in world.ehr.clinic.visits]
+    patients = [(v.appointment_id, v.patient_id) for v in world.ehr.clinic.visits if v.patient_id]  # not consults
     urls = [world.launch_url("patient", *patients[i % len(patients)]) for i in range(count)]
     errors: Counter[str] = Counter()
     durations: list[float] = []

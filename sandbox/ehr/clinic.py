@@ -17,6 +17,9 @@ MRN_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14"
 EPIC_USER_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.2.697780"
 DEPARTMENT_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.2.686980"
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+# Epic does not publish the identifier system of a group visit's conference id; this one is the sandbox's own
+# (the connector requires no system: any identifier of the launch's Appointment but its CSN).
+CONFERENCE_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.99"
 VIRTUAL_SERVICE_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.virtualService"
 
 
@@ -60,13 +63,19 @@ class Visit:
     appointment_id: str
     encounter_id: str
     csn: str
-    patient_id: str
+    patient_id: str | None  # None: a clinician-to-clinician consult (practitioners only)
     practitioner_id: str
     department_id: str
     start: dt.datetime
     minutes: int
     conference_id: str  # = CSN, or a shared id for a group visit
     reason: str
+    consultant_id: str | None = None  # a consult's second practitioner
+    interpreter_id: str | None = None  # a staff interpreter booked on the visit (launches it with their own account)
+
+    @property
+    def is_group(self) -> bool:
+        return self.conference_id != self.csn
 
     @property
     def end(self) -> dt.datetime:
@@ -92,6 +101,9 @@ PRACTITIONERS = (
     # An affiliate's clinician: same Epic, but a Microsoft 365 account in another tenant (Fabrikam).
     EhrUser("e-prac-garcia", "Practitioner", "Quinn", "Garcia", "Dr.", "QGARCIA", "Physician", "1234567802",
             "e-loc-family-medicine", "other"),
+    # A staff interpreter with an Epic account: joins a visit by their own launch.
+    EhrUser("e-prac-souza", "Practitioner", "Ana", "Souza", "", "ASOUZA", "Interpreter", "",
+            "e-loc-virtual-care", "female"),
 )  # fmt: skip
 
 PATIENTS = (
@@ -123,9 +135,17 @@ _SCHEDULE = (
     ("e-prac-kim", "e-pat-chen", 8, 30, 15, "Nurse intake"),
     ("e-prac-kim", "e-pat-novak", 12, 0, 15, "Vaccination counselling"),
     ("e-prac-garcia", "e-pat-okafor", 16, 0, 20, "Affiliate clinic follow-up"),
+    ("e-prac-lee", "e-pat-chen", 15, 0, 30, "Group session: diabetes education"),
+    ("e-prac-smith", None, 17, 0, 20, "Clinician consult: cardiology"),
 )
 GROUP_CONFERENCE_ID = "9000001"
-GROUP_CSNS = frozenset({"1000006", "1000007"})
+GROUP_CSNS = frozenset({"1000006", "1000007", "1000013"})
+# A clinician-to-clinician consult (no patient): Dr. Smith's appointment, with Dr. Lee as the consultant.
+CONSULT_CSN = "1000014"
+CONSULTANT = "e-prac-lee"
+# The group visit's third patient needs an interpreter: the staff interpreter is booked on their appointment.
+INTERPRETED_CSN = "1000013"
+INTERPRETER = "e-prac-souza"
 
 
 def _schedule(today: dt.date) -> tuple[Visit, ...]:
@@ -145,6 +165,8 @@ def _schedule(today: dt.date) -> tuple[Visit, ...]:
                 minutes=minutes,
                 conference_id=GROUP_CONFERENCE_ID if csn in GROUP_CSNS else csn,
                 reason=reason,
+                consultant_id=CONSULTANT if csn == CONSULT_CSN else None,
+                interpreter_id=INTERPRETER if csn == INTERPRETED_CSN else None,
             )
         )
     return tuple(visits)
@@ -174,7 +196,7 @@ class Clinic:
     def practitioner(self, practitioner_id: str) -> EhrUser | None:
         return next((p for p in self.practitioners if p.id == practitioner_id), None)
 
-    def patient(self, patient_id: str) -> EhrUser | None:
+    def patient(self, patient_id: str | None) -> EhrUser | None:
         return next((p for p in self.patients if p.id == patient_id), None)
 
     def department(self, location_id: str) -> Department | None:
@@ -184,7 +206,8 @@ class Clinic:
         return next((v for v in self.visits if v.appointment_id == appointment_id), None)
 
     def visits_for_practitioner(self, practitioner_id: str) -> list[Visit]:
-        return sorted((v for v in self.visits if v.practitioner_id == practitioner_id), key=lambda v: v.start)
+        booked = (v for v in self.visits if practitioner_id in (v.practitioner_id, v.consultant_id, v.interpreter_id))
+        return sorted(booked, key=lambda v: v.start)
 
     def visits_for_patient(self, patient_id: str) -> list[Visit]:
         return sorted((v for v in self.visits if v.patient_id == patient_id), key=lambda v: v.start)
@@ -196,7 +219,8 @@ class Clinic:
     def participants(self, conference_id: str) -> frozenset[str]:
         """The practitioners and patients on the visits a conference id (CSN or group conference id) names."""
         visits = [v for v in self.visits if conference_id in (v.csn, v.conference_id)]
-        return frozenset({v.practitioner_id for v in visits} | {v.patient_id for v in visits})
+        people = {v.practitioner_id for v in visits} | {v.patient_id for v in visits if v.patient_id}
+        return frozenset(people | {p for v in visits for p in (v.consultant_id, v.interpreter_id) if p})
 
     def fhir_user_url(self, user: EhrUser) -> str:
         return f"{self.fhir_base}/{user.reference}"
@@ -271,10 +295,13 @@ class Clinic:
         return {"reference": f"{resource_type}/{resource_id}", "display": display}
 
     def _appointment(self, visit: Visit) -> dict[str, Any]:
-        return {
+        identifiers = [{"use": "usual", "system": self.visit_number_system, "value": visit.csn}]
+        if visit.is_group:
+            identifiers.append({"use": "secondary", "system": CONFERENCE_SYSTEM, "value": visit.conference_id})
+        appointment: dict[str, Any] = {
             "resourceType": "Appointment",
             "id": visit.appointment_id,
-            "identifier": [{"use": "usual", "system": self.visit_number_system, "value": visit.csn}],
+            "identifier": identifiers,
             "status": "booked",
             "serviceType": [{"text": "Video visit"}],
             "appointmentType": {"text": "Video Visit"},
@@ -285,7 +312,7 @@ class Clinic:
             "minutesDuration": visit.minutes,
             "extension": [{"url": VIRTUAL_SERVICE_EXTENSION, "valueString": "Microsoft Teams"}],
             "participant": [
-                {"actor": self._ref("Patient", visit.patient_id), "required": "required", "status": "accepted"},
+                {"actor": self._ref("Patient", visit.patient_id or ""), "required": "required", "status": "accepted"},
                 {
                     "type": [{"coding": [{
                         "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
@@ -298,9 +325,27 @@ class Clinic:
                 {"actor": self._ref("Location", visit.department_id), "required": "required", "status": "accepted"},
             ],
         }  # fmt: skip
+        participants: list[dict[str, Any]] = appointment["participant"]
+        if visit.patient_id is None:
+            participants.pop(0)
+        for practitioner, code, display in (
+            (visit.consultant_id, "CON", "consultant"),
+            (visit.interpreter_id, "TRANSLATOR", "translator"),
+        ):
+            if practitioner:
+                participants.insert(-1, {
+                    "type": [{"coding": [{
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                        "code": code, "display": display,
+                    }]}],
+                    "actor": self._ref("Practitioner", practitioner),
+                    "required": "required",
+                    "status": "accepted",
+                })  # fmt: skip
+        return appointment
 
     def _encounter(self, visit: Visit) -> dict[str, Any]:
-        return {
+        encounter: dict[str, Any] = {
             "resourceType": "Encounter",
             "id": visit.encounter_id,
             "identifier": [{"use": "usual", "system": self.visit_number_system, "value": visit.csn}],
@@ -311,7 +356,7 @@ class Clinic:
                 "display": "virtual",
             },
             "type": [{"text": "Video Visit"}],
-            "subject": self._ref("Patient", visit.patient_id),
+            "subject": self._ref("Patient", visit.patient_id or ""),
             "participant": [
                 {
                     "type": [{"coding": [{
@@ -326,3 +371,6 @@ class Clinic:
             "period": {"start": _iso(visit.start), "end": _iso(visit.end)},
             "location": [{"location": self._ref("Location", visit.department_id)}],
         }  # fmt: skip
+        if visit.patient_id is None:
+            del encounter["subject"]  # a consult between clinicians is about no patient's encounter of their own
+        return encounter

@@ -19,7 +19,7 @@ URL and in the token response alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +50,9 @@ SUBJECT_USER_TYPE = "OpenIdSubject"
 # (Epic: "additional fields ... based on the integration configuration"); ``csn`` is the one the
 # integration records ask for.
 TOKEN_CSN_FIELDS = ("csn", "sessionId")
+# The token response field that carries a group visit's conference id when the integration returns it
+# (the group-visit records ask for ``conferenceId`` = ``%CONFERENCEID%``).
+TOKEN_CONFERENCE_FIELDS = ("conferenceId",)
 
 # Epic identifier systems are OIDs under Epic's root, with a customer-specific part in the middle and
 # the item that identifies the kind of id at the end: the CSN is ``….698084.8`` (public Epic payloads:
@@ -70,6 +73,12 @@ class LaunchContext:
     patient: str | None = None
     login_department: str | None = None
     department: str | None = None
+    conference: str | None = None  # a group visit's conference id, confirmed by the EHR (one meeting per id)
+
+    @property
+    def group_key(self) -> str | None:
+        """What decides a group visit's meeting: its confirmed conference id (None: a visit of its own)."""
+        return f"conference:{self.conference}" if self.conference else None
 
     @property
     def appointment_key(self) -> str:
@@ -107,6 +116,7 @@ class AssertedContext:
     patient: str | None = None
     location: str | None = None  # the encounter's department, a FHIR Location id
     login_department: str | None = None
+    conference: str | None = None  # an extra token field ``conferenceId`` (group-visit records)
 
     @property
     def names_a_visit(self) -> bool:
@@ -117,6 +127,11 @@ class AssertedContext:
         """The launch's Encounter and Appointment, the resources whose identifiers confirm a CSN."""
         found = [f"Encounter/{self.encounter}"] if self.encounter else []
         return (*found, *([f"Appointment/{self.appointment}"] if self.appointment else []))
+
+    @property
+    def names_a_conference(self) -> bool:
+        """Something the EHR named could confirm a conference id: the field itself, or a launch resource."""
+        return bool(self.conference or self.references)
 
 
 # --- errors with their own pages ---------------------------------------------------------------------
@@ -147,6 +162,8 @@ class LaunchContextMismatch(Forbidden):
             "sessionId": "the CSN the EHR returned, or the identifiers of the launch's Encounter and Appointment "
             "read with the launch's own access token",
             "departmentId": "the identifiers of the department (Location) the EHR returned for the launch",
+            "conferenceId": "the conferenceId the EHR returned, or the identifiers of the launch's Appointment "
+            "(named by the token response or by the launch's Encounter) read with the launch's own access token",
         }[token]
         self.page = ErrorPage(
             "This visit link does not match your appointment",
@@ -175,6 +192,12 @@ class UnverifiableLaunchContext(Forbidden):
             "token, so the CSN in the launch URL (sessionId) cannot be confirmed.",
             "no_csn_identifier": "The launch's Encounter and Appointment carry no CSN identifier (an Epic OID "
             "ending in .698084.8), so the CSN in the launch URL (sessionId) cannot be confirmed.",
+            "no_conference_source": "The EHR's token response carries no conferenceId field and names no "
+            "encounter or appointment, so the group visit's conference id in the launch URL (conferenceId) "
+            "cannot be confirmed.",
+            "no_conference_identifier": "The launch's Appointment could not be read, or carries no identifier "
+            "other than its CSN, so the group visit's conference id in the launch URL (conferenceId) cannot be "
+            "confirmed.",
         }[reason]
         self.page = ErrorPage(
             "The EHR did not confirm this visit",
@@ -214,6 +237,7 @@ def asserted_context(
         patient=_bare_id(text_field(fields, "patient"), "Patient"),
         location=_bare_id(text_field(fields, "location"), "Location"),
         login_department=_bare_id(text_field(fields, "loginDepartment"), "Location"),
+        conference=next((v for v in (text_field(fields, k) for k in TOKEN_CONFERENCE_FIELDS) if v), None),
     )
 
 
@@ -244,6 +268,16 @@ def _is_csn_system(system: str) -> bool:
     return system.startswith(EPIC_OID_ROOT) and system.endswith(CSN_OID_SUFFIX)
 
 
+def conference_identifiers(appointment: Mapping[str, Any]) -> frozenset[str]:
+    """The values an Appointment's identifiers could give a group visit's conference id: all but its CSNs.
+
+    Epic does not publish the identifier system of a group visit's conference id, so no system is required;
+    each value is the EHR's own word about this patient's (or clinician's) appointment. A CSN names one
+    visit, never a group, so it is not taken for a conference id.
+    """
+    return frozenset(value for system, value in _identifiers(appointment) if not _is_csn_system(system))
+
+
 def identifier_values(resource: Mapping[str, Any]) -> frozenset[str]:
     """Every identifier value of a resource (a Location's: its department ids, whatever their system)."""
     return frozenset(value for _, value in _identifiers(resource))
@@ -266,6 +300,8 @@ def confirmed_context(
     department_id: str | None,
     csns: frozenset[str] | None,
     department_ids: frozenset[str] | None,
+    conference_id: str | None = None,
+    conference_ids: frozenset[str] | None = None,
 ) -> LaunchContext:
     """The launch's context, with each URL context token kept only when the EHR's word confirms it.
 
@@ -297,15 +333,48 @@ def confirmed_context(
         if department_id not in department_ids:
             raise LaunchContextMismatch("departmentId")
         department = department_id
-    return LaunchContext(
-        user=asserted.user,
-        csn=csn,
-        appointment=asserted.appointment,
-        encounter=asserted.encounter,
-        patient=asserted.patient,
-        login_department=asserted.login_department,
-        department=department,
+    return _with_conference(
+        LaunchContext(
+            user=asserted.user,
+            csn=csn,
+            appointment=asserted.appointment,
+            encounter=asserted.encounter,
+            patient=asserted.patient,
+            login_department=asserted.login_department,
+            department=department,
+        ),
+        asserted,
+        conference_id=conference_id,
+        conference_ids=conference_ids,
     )
+
+
+def _with_conference(
+    context: LaunchContext,
+    asserted: AssertedContext,
+    *,
+    conference_id: str | None,
+    conference_ids: frozenset[str] | None,
+) -> LaunchContext:
+    """The launch's group visit: the URL's conferenceId only when the EHR confirms it, else the EHR's own one.
+
+    Two people are put in one meeting only on the EHR's word: the token response's ``conferenceId``, or an
+    identifier of the launch's Appointment read with the launch's own token (``conference_ids``; None: not
+    read or not readable). A URL conference id the EHR contradicts is refused like an edited CSN.
+    """
+    if conference_id is None:
+        return replace(context, conference=asserted.conference)
+    if asserted.conference is not None:
+        if conference_id != asserted.conference:
+            raise LaunchContextMismatch("conferenceId")
+        return replace(context, conference=conference_id)
+    if not asserted.names_a_conference:
+        raise UnverifiableLaunchContext("no_conference_source")
+    if not conference_ids:
+        raise UnverifiableLaunchContext("no_conference_identifier")
+    if conference_id not in conference_ids:
+        raise LaunchContextMismatch("conferenceId")
+    return replace(context, conference=conference_id)
 
 
 def user_reference(claims: Mapping[str, Any], *, provider_launch: bool, sub_is_fhir_id: bool = True) -> str:

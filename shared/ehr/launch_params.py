@@ -24,7 +24,7 @@ MAX_LAUNCH = 8192
 MAX_CONTEXT = 256
 MAX_BODY = 64 * 1024
 # Parameters we read; any other parameter an EHR appends is ignored.
-_LAUNCH_NAMES = frozenset({"iss", "launch", "sessionId", "departmentId"})
+_LAUNCH_NAMES = frozenset({"iss", "launch", "sessionId", "departmentId", "conferenceId"})
 # ``%CSN%``, ``%PERFDEPID;;; ; ;;NONE;%``: a context token Epic did not substitute.
 _UNSUBSTITUTED = re.compile(r"%[A-Za-z][A-Za-z0-9_]*(?:;[^%]*)?%")
 _CALLBACK_NAMES = frozenset({"code", "state", "error", "error_description", "error_uri", "iss"})
@@ -43,8 +43,9 @@ class InvalidLaunch(BadRequest):
 class LaunchParams:
     iss: str
     launch: str
-    session_id: str | None = None  # the CSN (or CONFERENCEID for group visits)
+    session_id: str | None = None  # the CSN
     department_id: str | None = None
+    conference_id: str | None = None  # a group visit's %CONFERENCEID% (group-visit records only)
 
     def __repr__(self) -> str:  # the launch token never reaches logs
         return f"LaunchParams(iss={self.iss!r}, session_id={'set' if self.session_id else None})"
@@ -82,6 +83,7 @@ def parse_launch(query: str, body: str | None = None) -> LaunchParams:
         launch=launch,
         session_id=context_value(values.get("sessionId")),
         department_id=context_value(values.get("departmentId")),
+        conference_id=context_value(values.get("conferenceId")),
     )
 
 

@@ -52,6 +52,10 @@ class VendorProfile:
     approval_proof: str  # what the approver's EHR sign-in proves, in the vendor's own terms
     sends_client_id_header: bool = False
     sub_is_fhir_id: bool = False  # the id_token's ``sub`` is the user's FHIR resource id (Epic documents it)
+    # Group visits (Epic only: %CONFERENCEID%): separate records whose tokens add the conference id ("": none).
+    group_provider_context_tokens: str = ""
+    group_patient_context_tokens: str = ""
+    group_context_fields: str = ""
 
     @property
     def label(self) -> str:
@@ -97,6 +101,12 @@ PROFILES: dict[Vendor, VendorProfile] = {
         approval_proof=_SMART_APPROVAL + "; Epic also checks the client id is activated for this instance",
         sends_client_id_header=True,
         sub_is_fhir_id=True,
+        group_provider_context_tokens=(
+            "sessionId=%CSN%&conferenceId=%CONFERENCEID%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
+        ),
+        group_patient_context_tokens="sessionId=%CSN%&conferenceId=%CONFERENCEID%",
+        group_context_fields="encounter, appointment (launch context); recommended extra fields: csn = %CSN%, "
+        "conferenceId = %CONFERENCEID% (else the Appointment's identifiers must carry the conference id)",
     ),
     Vendor.ORACLE: VendorProfile(
         vendor=Vendor.ORACLE,

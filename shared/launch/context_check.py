@@ -21,6 +21,7 @@ from shared.ehr.launch_context import (
     LaunchContext,
     LaunchContextMismatch,
     UnverifiableLaunchContext,
+    conference_identifiers,
     confirmed_context,
     csn_identifiers,
     identifier_values,
@@ -75,9 +76,11 @@ class ContextCheck:
         session_id: str | None,
         department_id: str | None,
         configuration_id: str,
+        conference_id: str | None = None,
     ) -> LaunchContext:
         csns = None if asserted.csn else self._csns(asserted, reads)
         department_ids = self._department_ids(asserted, reads) if department_id else None
+        conference_ids = self._conference_ids(asserted, reads) if conference_id and not asserted.conference else None
         try:
             return confirmed_context(
                 asserted,
@@ -85,17 +88,20 @@ class ContextCheck:
                 department_id=department_id,
                 csns=csns,
                 department_ids=department_ids,
+                conference_id=conference_id,
+                conference_ids=conference_ids,
             )
         except (LaunchContextMismatch, UnverifiableLaunchContext) as exc:
             # Hashed ids only: enough to correlate with the EHR's audit trail, nothing to read back.
             logger.warning(
                 "Launch refused (%s): configuration %s, user %s, URL sessionId %s, departmentId %s, "
-                "EHR encounter %s, appointment %s",
+                "conferenceId %s, EHR encounter %s, appointment %s",
                 exc.code,
                 log_id(configuration_id),
                 log_id(asserted.user),
                 log_id(session_id) if session_id else "-",
                 log_id(department_id) if department_id else "-",
+                log_id(conference_id) if conference_id else "-",
                 log_id(asserted.encounter) if asserted.encounter else "-",
                 log_id(asserted.appointment) if asserted.appointment else "-",
             )
@@ -115,6 +121,17 @@ class ContextCheck:
             if found:
                 break
         return found
+
+    def _conference_ids(self, asserted: AssertedContext, reads: LaunchReads) -> frozenset[str] | None:
+        """Identifiers of the launch's Appointment (named by the token response, else by its Encounter)
+        that could be a group visit's conference id; None when no Appointment could be read."""
+        appointment = f"Appointment/{asserted.appointment}" if asserted.appointment else None
+        if appointment is None and asserted.encounter:
+            encounter = reads.resource(f"Encounter/{asserted.encounter}")
+            appointment = _first_appointment(encounter) if encounter is not None else None
+        if appointment is None:
+            return None
+        return self._remembered(reads, "conference", appointment, conference_identifiers)
 
     def _department_ids(self, asserted: AssertedContext, reads: LaunchReads) -> frozenset[str] | None:
         """Identifiers of the department the EHR named (token ``location``, else the Encounter's first)."""
@@ -143,6 +160,14 @@ class ContextCheck:
         values = extract(resource)
         self._identifiers.put(key, values)
         return values
+
+
+def _first_appointment(encounter: Mapping[str, Any]) -> str | None:
+    for entry in encounter.get("appointment") or ():
+        reference = entry.get("reference") if isinstance(entry, Mapping) else None
+        if isinstance(reference, str) and reference.startswith("Appointment/") and len(reference) > 12:
+            return reference
+    return None
 
 
 def _first_location(encounter: Mapping[str, Any]) -> str | None:

@@ -62,6 +62,7 @@ from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.launch.context_check import ContextCheck, LaunchReads
+from shared.launch.groups import GroupVisits
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import AccessPolicyMissing, Meeting
@@ -343,6 +344,7 @@ class PendingLaunch:
     shared_with: tuple[str, ...] = ()  # other tenants whose clinicians may use the configuration
     vendor: Vendor = Vendor.EPIC  # the configuration's EHR vendor (``shared.ehr.vendors``)
     organization: str | None = None  # the configuration's display name, for the patient's waiting page
+    conference_id: str | None = None  # the launch URL's conferenceId (group visits), confirmed at the callback
 
     @property
     def signin_tenants(self) -> frozenset[str]:
@@ -369,6 +371,7 @@ class PendingLaunch:
             shared_with=tuple(str(t) for t in data.get("shared_with") or ()),
             vendor=Vendor(data.get("vendor") or Vendor.EPIC),  # states written before vendors were kept: Epic
             organization=str(data["organization"]) if data.get("organization") else None,
+            conference_id=str(data["conference_id"]) if data.get("conference_id") else None,
         )
 
 
@@ -405,6 +408,7 @@ class LaunchService:
         self._sealer = sealer
         self._give_up = waiting_room_give_up
         self._tokens = VisitTokens(connector_secret)
+        self._groups = GroupVisits(visits, connector_secret)
         self._context_check = ContextCheck()
         # keyed by (geography, configuration id, mapping row key), so a removal by key can forget it
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
@@ -446,6 +450,7 @@ class LaunchService:
             shared_with=config.shared_with,
             vendor=profile.vendor,
             organization=config.organization if kind is LaunchKind.PATIENT else None,
+            conference_id=params.conference_id,
         )
         state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
@@ -508,6 +513,7 @@ class LaunchService:
             session_id=pending.session_id,
             department_id=pending.department_id,
             configuration_id=pending.configuration_id,
+            conference_id=pending.conference_id,
         )
         key = self.visit_key(pending.configuration_id, context)
         if pending.kind is LaunchKind.PROVIDER:
@@ -516,7 +522,7 @@ class LaunchService:
 
     def _provider(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
         mapping = self._mapping(pending, context.user)
-        visit = self._open_visit(pending, key, context.visit_context(provider=context.user))
+        visit = self._open_visit(pending, key, context.visit_context(provider=context.user), context.group_key)
         primary = None if visit.has_meeting else self._primary_performer(context, reads)
         if mapping is None:
             carry = {
@@ -664,7 +670,7 @@ class LaunchService:
         )
         self._mappings.put(self._mapping_key(pending, context.user), mapping)
         key = self.visit_key(pending.configuration_id, context)
-        visit = self._open_visit(pending, key, context.visit_context(provider=context.user))
+        visit = self._open_visit(pending, key, context.visit_context(provider=context.user), context.group_key)
         primary = opened.get("primary")
         return self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
 
@@ -704,7 +710,7 @@ class LaunchService:
         return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
 
     def _patient(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
-        visit = self._open_visit(pending, key, context.visit_context(provider=None))
+        visit = self._open_visit(pending, key, context.visit_context(provider=None), context.group_key)
         if not visit.has_meeting:
             primary = self._primary_performer(context, reads)
             organizer = self._mapping(pending, primary) if primary else None
@@ -734,12 +740,23 @@ class LaunchService:
     ) -> Visit:
         if visit.has_meeting:
             return visit
+        if context.group_key is None:
+            return self._create_meeting(pending, visit, organizer, self.external_id(pending.configuration_id, context))
+        # A group visit: the conference's one meeting, on the group's row; the participant's visit joins it.
+        group = self._groups.row(pending.geography, pending.configuration_id, context.group_key)
+        if not group.has_meeting:
+            group = self._create_meeting(pending, group, organizer, self.external_id(pending.configuration_id, context))
+        joined = self._groups.join(visit, group)
+        self._remember(joined)
+        return joined
+
+    def _create_meeting(self, pending: PendingLaunch, visit: Visit, organizer: UserMapping, external_id: str) -> Visit:
         meetings = self._meetings_for(organizer.tenant_id)
         now = utcnow()
         try:
             meeting = meetings.create_or_get_meeting(
                 organizer_object_id=organizer.object_id,
-                external_id=self.external_id(pending.configuration_id, context),
+                external_id=external_id,
                 subject=MEETING_SUBJECT,
                 start=now,
                 end=now + MEETING_LENGTH,
@@ -778,14 +795,19 @@ class LaunchService:
             return None  # mapped while the configuration was shared with that tenant; it no longer is
         return found
 
-    def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext) -> Visit:
-        """The visit row, its context merged with this launch's confirmed one (``merged_context``)."""
+    def _open_visit(self, pending: PendingLaunch, key: str, context: VisitContext, group_key: str | None) -> Visit:
+        """The visit row, its context merged with this launch's confirmed one (``merged_context``).
+
+        In a group visit (``group_key``) the row joins the group's meeting when the group has one already.
+        """
         visit = self._visits_with_meeting.get((pending.geography, key))
         if visit is None:
             visit = self._visits.get_or_create(pending.geography, key, pending.configuration_id, context)
         if merged_context(visit.context, context) != visit.context:
             # E.g. the clinician after their patient: the provider the writeback names is filled in now.
             visit = self._visits.update(visit, with_context(context))
+        if group_key is not None and not visit.has_meeting:
+            visit = self._groups.join(visit, self._groups.row(pending.geography, pending.configuration_id, group_key))
         self._remember(visit)
         return visit
 
@@ -825,7 +847,7 @@ class LaunchService:
             visit_key=visit.key,
             join_web_url=visit.join_web_url,
             presence_url=f"{self._base}/api/visits/{visit.key}/presence",
-            panel=panel_of(visit),
+            panel=panel_of(self._panel_source(visit)),
         )
 
     def patient_join_link(self, grant: VisitGrant, *, now: float | None = None) -> str:
@@ -852,7 +874,14 @@ class LaunchService:
         """The provider's live panel (``shared.visits.panel``): one Table read."""
         if grant.role is Role.PATIENT:
             raise Forbidden("This page is for clinicians.", code="visit_role")
-        return panel_of(self._visit(grant))
+        return panel_of(self._panel_source(self._visit(grant)))
+
+    def _panel_source(self, visit: Visit) -> Visit:
+        """A group visit's Teams roster is on the group's row; the participant's own launches on theirs."""
+        group = self._groups.find(visit)
+        if group is None:
+            return visit
+        return replace(group, launched={**group.launched, **visit.launched})
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
         """The waiting page's facts. It gives up ``waiting_room_give_up`` after the appointment's start, or after
@@ -861,6 +890,9 @@ class LaunchService:
         with speaking_to(Audience.PATIENT):
             visit = self._visit(grant)
         url = self.visit_url(visit.key, token)
+        group = None if visit.has_meeting else self._groups.find(visit)
+        if group is not None and group.has_meeting:  # a clinician opened the group's meeting meanwhile
+            visit = self._groups.join(visit, group)
         if visit.has_meeting:
             return PatientView(join_web_url=visit.join_web_url, refresh_url=url)
         room = visit.waiting_room or WaitingRoom("")
@@ -888,7 +920,8 @@ class LaunchService:
         return keyed_id(self._secret, "visit", configuration_id, context.appointment_key)
 
     def external_id(self, configuration_id: str, context: LaunchContext) -> str:
-        return keyed_id(self._secret, "meeting", configuration_id, context.appointment_key)
+        """The meeting's externalId: one per appointment, or one per conference id for a group visit."""
+        return keyed_id(self._secret, "meeting", configuration_id, context.group_key or context.appointment_key)
 
     def visit_url(self, visit_key: str, token: str) -> str:
         return f"{self._base}/api/visits/{visit_key}?t={quote(token, safe='')}"

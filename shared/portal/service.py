@@ -181,6 +181,7 @@ class IntegrationRecord:
     redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
     token_context: str = ""  # what the EHR's token response must carry
     launch_point: str = ""  # where in the EHR users press the button (the vendor's own words)
+    group: bool = False  # a group-visit record (%CONFERENCEID%): built beside the individual ones
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,44 @@ def integration_records(
                 launch_point=profile.patient_launch_point,
                 redirect_uris=(launch_callback,),
             ),
+            *_group_records(config, base, launch_callback),
+        ),
+    )
+
+
+def _group_records(config: Configuration, base: str, launch_callback: tuple[str, str]) -> tuple[IntegrationRecord, ...]:
+    """Epic's group-visit records: the same launch URLs and clients, with the conference id appended.
+
+    Separate FDI records, as Epic's group visits need them; one meeting per conference id, each participant
+    launching with their own CSN (README "Group visits, consults and interpreters").
+    """
+    profile = profile_for(config.vendor)
+    if not profile.group_provider_context_tokens:
+        return ()
+    return (
+        IntegrationRecord(
+            kind="group-provider",
+            title="Group visit: provider launch",
+            launch_url=f"{base}/api/launch/{config.id}/provider",
+            context_tokens=profile.group_provider_context_tokens,
+            client_id=config.provider_client_id,
+            scopes=profile.provider_scopes,
+            token_context=profile.group_context_fields,
+            launch_point=profile.provider_launch_point,
+            redirect_uris=(launch_callback,),
+            group=True,
+        ),
+        IntegrationRecord(
+            kind="group-patient",
+            title="Group visit: patient launch",
+            launch_url=f"{base}/api/launch/{config.id}/patient",
+            context_tokens=profile.group_patient_context_tokens,
+            client_id=config.patient_client_id,
+            scopes=profile.patient_scopes,
+            token_context=profile.group_context_fields,
+            launch_point=profile.patient_launch_point,
+            redirect_uris=(launch_callback,),
+            group=True,
         ),
     )
 

@@ -129,10 +129,23 @@ class Visit:
     # so restoring a wrongly removed key brings it back; a launch's fresh context replaces it.
     unreadable_context: str | None = None
     waiting_room: WaitingRoom | None = None  # sealed at rest; cleared once the meeting exists or the context goes
+    # Group visits (``shared.launch.groups``): a participant's own visit row names its group's row, which holds
+    # the one meeting of the conference id and its Teams subscription; the group's row names itself.
+    group_key: str | None = None
 
     @property
     def has_meeting(self) -> bool:
         return bool(self.meeting_id and self.join_web_url)
+
+    @property
+    def is_group(self) -> bool:
+        """The row of a group visit's meeting (one per conference id), not a participant's own visit."""
+        return self.group_key is not None and self.group_key == self.key
+
+    @property
+    def in_group(self) -> bool:
+        """A participant's own visit (their CSN) within a group visit."""
+        return self.group_key is not None and self.group_key != self.key
 
 
 # --- pure changes, applied through VisitRepository.update -----------------------------------
@@ -230,6 +243,29 @@ def with_meeting(
         )
 
     return change
+
+
+def with_group(group_key: str) -> Callable[[Visit], Visit | None]:
+    """Mark the row as part of a group visit (a participant's own) or as the group's row (its own key)."""
+
+    def change(visit: Visit) -> Visit | None:
+        return None if visit.group_key == group_key else replace(visit, group_key=group_key)
+
+    return change
+
+
+def with_group_meeting(group: Visit) -> Callable[[Visit], Visit | None]:
+    """A participant's visit joins its group's meeting (the group's row holds it, its first organizer wins)."""
+    assert group.meeting_id and group.join_web_url and group.organizer_tenant_id and group.organizer_object_id
+    return compose(
+        with_group(group.key),
+        with_meeting(
+            meeting_id=group.meeting_id,
+            join_web_url=group.join_web_url,
+            organizer_tenant_id=group.organizer_tenant_id,
+            organizer_object_id=group.organizer_object_id,
+        ),
+    )
 
 
 def with_waiting_room(waiting_room: WaitingRoom) -> Callable[[Visit], Visit | None]:

@@ -78,6 +78,13 @@ INVENTORY = (
             Field("JoinWebUrl", Classification.CREDENTIAL, Protection.CLEAR, "opens the meeting's lobby"),
             Field("OrganizerTenantId", Classification.TENANT, Protection.CLEAR),
             Field("OrganizerObjectId", Classification.PERSONAL, Protection.CLEAR, "Entra object id of the organizer"),
+            Field(
+                "GroupKey",
+                Classification.EHR_ID,
+                Protection.HMAC,
+                "group visits: RowKey of the group's row, HMAC(configuration id, conference id); on the group's "
+                "own row its RowKey",
+            ),
             *operational("SubscriptionId", "SubscriptionExpiresAt", "ExpiresAt"),
         ),
         "24 hours; the context only until the meeting has ended and its writebacks are done",
@@ -216,6 +223,7 @@ class VisitRepository:
             "SubscriptionId": visit.subscription_id,
             "SubscriptionExpiresAt": visit.subscription_expires_at,
             "WaitingRoom": self._waiting_room_value(visit),
+            "GroupKey": visit.group_key,
         }
         entity.update({k: v for k, v in optional.items() if v is not None})
         return entity
@@ -254,6 +262,7 @@ class VisitRepository:
             etag=entity.metadata.get("etag"),
             unreadable_context=unreadable,
             waiting_room=self._waiting_room(geography, entity),
+            group_key=entity.get("GroupKey") or None,
         )
 
     def _waiting_room_value(self, visit: Visit) -> str | None:

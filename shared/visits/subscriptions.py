@@ -82,8 +82,16 @@ class CallEventSubscriptions:
         self._base = public_base_url.rstrip("/")
 
     def ensure(self, visit: Visit, *, now: datetime | None = None) -> Visit:
-        """Subscribe to the visit's meeting unless it already has a live subscription."""
+        """Subscribe to the visit's meeting unless it already has a live subscription.
+
+        A participant's visit within a group visit subscribes its group's row, which owns the shared meeting.
+        """
         now = now or utcnow()
+        if visit.in_group and visit.group_key is not None:
+            group = self._visits.get(visit.geography, visit.group_key)
+            if group is not None:
+                self.ensure(group, now=now)
+            return visit
         if not visit.has_meeting or not visit.organizer_tenant_id or not visit.organizer_object_id:
             return visit
         if visit.subscription_id and visit.subscription_expires_at and visit.subscription_expires_at > now:
@@ -171,7 +179,9 @@ class CallEventSubscriptions:
                 ):
                     self._renew(visit, now)
                     result.renewed += 1
-                elif not visit.subscription_id and visit.has_meeting and not _finished(visit, now):
+                elif (
+                    not visit.subscription_id and visit.has_meeting and not visit.in_group and not _finished(visit, now)
+                ):
                     self.ensure(visit, now=now)
                     result.created += 1
             except ConnectorError as exc:

@@ -193,7 +193,8 @@ def test_searches(http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys) 
         return entries(http.get(f"{FHIR}/{resource}", params=params, headers=bearer(token)))
 
     smith_today = search("Appointment", practitioner="Practitioner/e-prac-smith", date=today)
-    assert [a["id"] for a in smith_today] == ["e-appt-001", "e-appt-002", "e-appt-003"]
+    # e-appt-014: Dr. Smith's consult with Dr. Lee, about no patient of its own.
+    assert [a["id"] for a in smith_today] == ["e-appt-001", "e-appt-002", "e-appt-003", "e-appt-014"]
     assert search("Appointment", actor="e-prac-smith", date=tomorrow) == []
     window = search("Appointment", actor="e-prac-smith", date=[f"ge{today}T09:30:00Z", f"le{today}T12:00:00Z"])  # type: ignore[arg-type]
     assert [a["id"] for a in window] == ["e-appt-002"]
@@ -207,7 +208,7 @@ def test_searches(http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys) 
     assert [p["id"] for p in search("Patient", family="riv")] == ["e-pat-rivera"]
     assert [p["id"] for p in search("Practitioner", name="Morgan")] == ["e-prac-lee"]
     post = http.post(f"{FHIR}/Encounter/_search", data={"patient": "e-pat-chen"}, headers=bearer(token))
-    assert {e["id"] for e in entries(post)} == {"e-enc-003", "e-enc-010"}
+    assert {e["id"] for e in entries(post)} == {"e-enc-003", "e-enc-010", "e-enc-013"}  # e-enc-013: the group visit
     bad = http.get(f"{FHIR}/Appointment", params={"date": "yesterday"}, headers=bearer(token))
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
     unknown = http.get(f"{FHIR}/Appointment", params={"colour": "red"}, headers=bearer(token))

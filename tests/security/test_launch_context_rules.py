@@ -233,14 +233,18 @@ def test_context_tokens_are_epic_only_and_every_record_lists_the_read_scopes(ven
     now = datetime(2026, 12, 5, tzinfo=UTC)
     config = replace(cfg.new_configuration("t", data, by="a", now=now), status=cfg.Status.APPROVED, approved_at=now)
     records = integration_records(config, "https://connector.example")
-    provider, patient = records.records
+    provider, patient, *group = records.records
     text = records.as_text()
     if vendor is Vendor.EPIC:
         assert provider.context_tokens.startswith("sessionId=%CSN%") and patient.context_tokens == "sessionId=%CSN%"
         assert "csn = %CSN%" in provider.token_context
-        assert text.count("Context tokens: ") == 2
+        # Group visits (%CONFERENCEID%) are Epic's: their own records, the conference id beside each CSN.
+        assert [r.context_tokens.split("&")[:2] for r in group] == [
+            ["sessionId=%CSN%", "conferenceId=%CONFERENCEID%"]
+        ] * 2
+        assert text.count("Context tokens: ") == 4
     else:
-        assert provider.context_tokens == patient.context_tokens == ""
+        assert provider.context_tokens == patient.context_tokens == "" and group == []
         assert "Context tokens" not in text and "%CSN%" not in text
     for scope in ("user/Encounter.read", "user/Appointment.read", "user/Practitioner.read"):
         assert scope in provider.scopes.split()

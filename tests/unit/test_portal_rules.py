@@ -100,7 +100,16 @@ def test_records_exist_only_for_approved_configurations() -> None:
         integration_records(config, "https://connector.example")
     approved = replace(config, status=cfg.Status.APPROVED, approved_by="analyst@contoso.example", approved_at=NOW)
     records = integration_records(approved, "https://connector.example/")
-    provider, patient = records.records
+    provider, patient, group_provider, group_patient = records.records
+    # Epic's group visits: separate records beside the individual ones, the same launch URLs and clients,
+    # each participant's own CSN and the conference id that decides the meeting.
+    assert (group_provider.kind, group_patient.kind) == ("group-provider", "group-patient")
+    assert group_provider.group and group_patient.group and not provider.group
+    assert group_provider.launch_url == provider.launch_url and group_patient.launch_url == patient.launch_url
+    assert group_provider.client_id == provider.client_id and group_patient.client_id == patient.client_id
+    assert group_patient.context_tokens == "sessionId=%CSN%&conferenceId=%CONFERENCEID%"
+    assert group_provider.context_tokens.startswith("sessionId=%CSN%&conferenceId=%CONFERENCEID%&departmentId=")
+    assert "conferenceId = %CONFERENCEID%" in group_patient.token_context
     assert provider.launch_url == f"https://connector.example/api/launch/{config.id}/provider"
     assert patient.launch_url == f"https://connector.example/api/launch/{config.id}/patient"
     assert provider.context_tokens == "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
@@ -120,12 +129,12 @@ def test_records_exist_only_for_approved_configurations() -> None:
     assert records.backend_scopes == "none (writeback off)"
     text = records.as_text()
     assert "Environment: TEST" in text and "Approved by analyst@contoso.example at 2026-11-25 12:00 UTC" in text
-    assert text.count("Launch URL: ") == 2
+    assert text.count("Launch URL: ") == 4 and "[Group visit: patient launch]" in text
     ehr_signin = (
         "Redirect URI (approver's EHR sign-in in the portal): https://connector.example/api/portal/ehr/callback"
     )
     assert ehr_signin in text
-    assert text.count("Redirect URI (launches): https://connector.example/api/launch/callback") == 2
+    assert text.count("Redirect URI (launches): https://connector.example/api/launch/callback") == 4
 
 
 def test_records_name_the_algorithm_of_the_active_signing_key() -> None:

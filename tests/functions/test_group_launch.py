@@ -1,0 +1,152 @@
+"""Group visits, consults and several clinicians, launched as the host calls them, on Azurite with in-process fakes.
+
+A group visit is one meeting per EHR-confirmed conference id; each participant launches with their own CSN and
+keeps a visit (context, events, writeback) of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import azure.functions as func
+import pytest
+
+from connector.launch import launch_patient, launch_provider
+from shared.kernel.settings import Geography, Settings
+from shared.storage.accounts import Storage
+from shared.visits.events import EventKind, Role
+from shared.visits.repository import VisitRepository
+from shared.visits.sealed_context import open_event
+from tests.functions.test_launch import (
+    CSN_SYSTEM,
+    DR_LEE,
+    DR_SMITH,
+    FHIR,
+    World,
+    html,
+    installed_world,
+    join_link,
+    request,
+)
+from tests.support.launch_fakes import Login
+
+pytestmark = pytest.mark.azurite
+
+CONFERENCE_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.99"  # not published by Epic: any system is taken
+PATIENTS = {"8001": "eP81", "8002": "eP82", "8003": "eP83"}
+
+
+@pytest.fixture
+def world(env: dict[str, str], settings: Settings, storage: Storage) -> Iterator[World]:
+    yield from installed_world(settings, storage)
+
+
+def group_visit(world: World, csn: str, conference: str | None) -> None:
+    """The EHR's Encounter (with its CSN) and Appointment (with its CSN and, in a group, the conference id)."""
+    identifiers = [{"system": CSN_SYSTEM, "value": csn}]
+    world.ehr.resources[f"Encounter/eE{csn}"] = {
+        "resourceType": "Encounter",
+        "id": f"eE{csn}",
+        "identifier": list(identifiers),
+        "appointment": [{"reference": f"Appointment/eA{csn}"}],
+    }
+    if conference:
+        identifiers.append({"system": CONFERENCE_SYSTEM, "value": conference})
+    world.ehr.resources[f"Appointment/eA{csn}"] = {
+        "resourceType": "Appointment",
+        "id": f"eA{csn}",
+        "identifier": identifiers,
+    }
+
+
+def launch(world: World, kind: str, csn: str, conference: str | None) -> func.HttpResponse:
+    query = f"iss={quote(FHIR, safe='')}&launch=opaque&sessionId={csn}"
+    if conference:
+        query += f"&conferenceId={conference}"
+    cid = world.config.id
+    req = request("GET", f"http://localhost/api/launch/{cid}/{kind}?{query}", route_params={"configurationId": cid})
+    return (launch_provider if kind == "provider" else launch_patient)(req)
+
+
+def provider(world: World, who: str, csn: str, conference: str | None, microsoft: Any = DR_SMITH) -> str:
+    """A clinician's launch (their one-time sign-in included); the provider page's URL."""
+    login = Login(claims={"sub": who, "fhirUser": f"{FHIR}/Practitioner/{who}"}, fields={"encounter": f"eE{csn}"})
+    response = world.authorize_and_return(launch(world, "provider", csn, conference), login)
+    if response.status_code == 303 and response.headers["Location"].startswith("https://login.example/"):
+        response = world.confirm(world.microsoft_sign_in(response, microsoft))
+    assert response.status_code == 303 and "/api/visits/" in response.headers["Location"], html(response)
+    return response.headers["Location"]
+
+
+def patient(world: World, csn: str, conference: str | None) -> func.HttpResponse:
+    who = PATIENTS.get(csn, "eP1")
+    login = Login(
+        claims={"sub": who, "fhirUser": f"{FHIR}/Patient/{who}"}, fields={"patient": who, "encounter": f"eE{csn}"}
+    )
+    return world.authorize_and_return(launch(world, "patient", csn, conference), login)
+
+
+def test_three_patients_with_their_own_csns_wait_in_one_meeting_of_the_conference(world: World) -> None:
+    for csn in PATIENTS:
+        group_visit(world, csn, "9100")
+    page = world.open(provider(world, "eDoc1", "8001", "9100"))
+    lobby = join_link(html(page))
+    keys: set[str] = set()
+    for csn, who in PATIENTS.items():
+        response = patient(world, csn, "9100")
+        assert response.status_code == 303 and response.headers["Location"] == lobby  # the same lobby for all
+        event = open_event(world.sealer, world.events[-1])
+        # Each patient's event is their own: their CSN, their encounter, themselves (written for their own visit).
+        assert (event.csn, event.encounter, event.participant) == (csn, f"eE{csn}", f"Patient/{who}")
+        assert event.kind is EventKind.LOBBY and event.role is Role.PATIENT
+        keys.add(event.visit_key)
+    assert len(keys) == 3  # a visit row per participant...
+    assert len(set(world.graph.store.values())) == 1  # ...and one meeting, created once
+    visits = VisitRepository(world.storage, world.sealer)
+    rows = [visits.get(Geography(world.config.geography), key) for key in keys]
+    assert all(row is not None and row.in_group and row.context.csn for row in rows)
+    assert {row.context.csn for row in rows if row} == set(PATIENTS)
+    group = visits.get(Geography(world.config.geography), rows[0].group_key or "") if rows[0] else None
+    assert group is not None and group.is_group and group.context.csn is None  # the group's row names nobody
+
+
+def test_a_second_group_visit_gets_another_meeting(world: World) -> None:
+    group_visit(world, "8001", "9100")
+    group_visit(world, "8002", "9200")
+    provider(world, "eDoc1", "8001", "9100")
+    provider(world, "eDoc1", "8002", "9200")
+    one, two = (patient(world, csn, conference) for csn, conference in (("8001", "9100"), ("8002", "9200")))
+    assert one.headers["Location"] != two.headers["Location"]
+    assert len(set(world.graph.store.values())) == 2
+
+
+def test_a_patient_who_comes_first_is_sent_in_once_a_clinician_opens_the_groups_meeting(world: World) -> None:
+    for csn in ("8001", "8002"):
+        group_visit(world, csn, "9100")
+    waiting = patient(world, "8002", "9100")
+    assert waiting.status_code == 303 and "/api/visits/" in waiting.headers["Location"]
+    assert world.graph.calls == []
+    lobby = join_link(html(world.open(provider(world, "eDoc1", "8001", "9100"))))  # another patient's CSN
+    page = world.open(waiting.headers["Location"])
+    assert page.status_code == 303 and page.headers["Location"] == lobby  # the waiting page sends them in
+
+
+def test_an_edited_conference_id_puts_nobody_in_another_groups_meeting(world: World) -> None:
+    group_visit(world, "8001", "9100")
+    response = patient(world, "8001", "9999")
+    assert response.status_code == 403 and world.graph.calls == [] and world.events == []
+    group_visit(world, "8002", None)  # an appointment of no group: its conference id cannot be confirmed
+    assert patient(world, "8002", "9100").status_code == 403
+
+
+def test_two_clinicians_in_a_consult_without_a_patient_share_one_meeting(world: World) -> None:
+    group_visit(world, "8500", None)
+    first = join_link(html(world.open(provider(world, "eDoc1", "8500", None))))
+    second = join_link(html(world.open(provider(world, "eDoc2", "8500", None, microsoft=DR_LEE))))
+    assert first == second and len(world.graph.store) == 1
+    consultant = open_event(world.sealer, world.events[-1])
+    assert (
+        consultant.participant == "Practitioner/eDoc2" and consultant.csn == "8500" and consultant.role is Role.PROVIDER
+    )
