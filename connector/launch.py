@@ -461,10 +461,29 @@ def visit_page(req: func.HttpRequest) -> func.HttpResponse:
             "panel_etag": _panel_etag(panel, html=True),
             "presence_url": f"{view.presence_url}?t={_quote(token)}",
             "patient_join_link": service.patient_join_link(grant),
+            "interpreter_link_url": f"{view.presence_url.rsplit('/', 1)[0]}/interpreter-link?t={_quote(token)}",
             "page_url": service.visit_url(view.visit_key, token),
             "poll_seconds": poll_after(panel, utcnow()) or 0,
         },
     )
+
+
+@bp.route(route="visits/{visitKey}/interpreter-link", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@launch_page
+def visit_interpreter_link(req: func.HttpRequest) -> func.HttpResponse:
+    """The clinician's "Create an interpreter link" (a POST: a prefetch or a link never makes one)."""
+    service = services().launch
+    _, grant = _visit_grant(req, service)
+    link = service.interpreter_link(grant)
+    return render("launch/interpreter_link.html", {"title": "Interpreter link", "link": link})
+
+
+@bp.route(route="visits/{visitKey}/interpreter", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@launch_page
+def visit_interpreter(req: func.HttpRequest) -> func.HttpResponse:
+    """An interpreter opens their guest link: used up now, it shows the way to the meeting's lobby."""
+    lobby = services().launch.interpreter_lobby(req.route_params.get("visitKey", ""), req.params.get("t", ""))
+    return render("launch/interpreter.html", {"title": "Join as the interpreter", "join_web_url": lobby})
 
 
 @bp.route(route="visits/{visitKey}/presence", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

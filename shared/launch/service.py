@@ -48,6 +48,7 @@ from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
     Audience,
     BadRequest,
+    Conflict,
     ErrorPage,
     Forbidden,
     InvalidIdToken,
@@ -63,6 +64,7 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.groups import GroupVisits
+from shared.launch.interpreters import INTERPRETER_LINK_KIND, InterpreterLinks
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import AccessPolicyMissing, Meeting
@@ -89,7 +91,9 @@ INTRO_STATE_KIND = "launch-signin-intro"
 SIGNIN_STATE_KIND = "launch-signin"
 CONFIRM_STATE_KIND = "launch-confirm"
 # They carry launch context, so they live in the configuration's geography (``StateRouter``).
-LAUNCH_STATE_KINDS = frozenset({STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+LAUNCH_STATE_KINDS = frozenset(
+    {STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND, INTERPRETER_LINK_KIND}
+)
 INTRO_TTL = timedelta(minutes=10)  # from the explanation page to the press of "Continue"
 CONFIRM_TTL = timedelta(minutes=5)  # from the Microsoft sign-in's return to the press of "Link my account"
 PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
@@ -409,6 +413,7 @@ class LaunchService:
         self._give_up = waiting_room_give_up
         self._tokens = VisitTokens(connector_secret)
         self._groups = GroupVisits(visits, connector_secret)
+        self._interpreters = InterpreterLinks(connector_secret, states)
         self._context_check = ContextCheck()
         # keyed by (geography, configuration id, mapping row key), so a removal by key can forget it
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
@@ -869,6 +874,30 @@ class LaunchService:
             now=now,
         )
         return self.visit_url(grant.key, token)
+
+    def interpreter_link(self, grant: VisitGrant) -> str:
+        """A single-use, time-bound, signed guest link for an interpreter (``shared.launch.interpreters``).
+
+        Issued only to a clinician's page, and only once the visit has its meeting (the link is used up on opening).
+        """
+        if grant.role is Role.PATIENT:
+            raise Forbidden("This page is for clinicians.", code="visit_role")
+        with speaking_to(Audience.CLINICIAN):
+            visit = self._visit(grant)
+        if not visit.has_meeting:
+            raise Conflict("The Teams meeting is not ready yet: create the interpreter link in a moment.")
+        token = self._interpreters.issue(
+            geography=grant.geography, key=grant.key, configuration_id=grant.configuration_id
+        )
+        return f"{self._base}/api/visits/{grant.key}/interpreter?t={quote(token, safe='')}"
+
+    def interpreter_lobby(self, visit_key: str, token: str) -> str:
+        """Use an interpreter link up (refused when used, expired or forged); the meeting's lobby to send them to."""
+        held = self._interpreters.redeem(visit_key, token)
+        visit = self._visits.get(held.geography, held.key)
+        if visit is None or not visit.join_web_url:
+            raise NotFound("This visit has ended. Ask the clinician for a new link.", code="visit_gone")
+        return visit.join_web_url
 
     def panel(self, grant: VisitGrant) -> Panel:
         """The provider's live panel (``shared.visits.panel``): one Table read."""

@@ -7,7 +7,8 @@ carried through the Microsoft sign-in) is sealed (AES-256-GCM, ``Sealer``) for `
 Where a row lives (``StateRouter``, the one store every flow uses):
 
 * the EHR launch's kinds (``ehr-launch``, ``launch-signin-intro``, ``launch-signin``, ``launch-confirm``) carry
-  launch context, so they live in ``AuthStates`` of the **configuration's geography** account. The browser
+  launch context, and an interpreter's guest link (``interpreter-link``) belongs to a visit, so they live in
+  ``AuthStates`` of the **configuration's geography** account. The browser
   brings back only the state, so the state names its geography: ``<tag>.<256-bit random>`` with a fixed two-letter tag
   (``GEOGRAPHY_TAGS``: ``am.``, ``eu.``, ``ap.``), e.g. ``eu.Qm9…`` (46 characters, URL-safe: letters, digits,
   ``-``, ``_`` and one ``.``, all unreserved in RFC 3986, so neither Epic nor Entra ID re-encodes it). The
@@ -89,7 +90,9 @@ INVENTORY = (
         "single-use OAuth state of the EHR launches, which carry launch context: in the configuration's geography, "
         "named by the state's tag",
         (
-            key("PartitionKey", "kind: ehr-launch, launch-signin-intro, launch-signin, launch-confirm"),
+            key(
+                "PartitionKey", "kind: ehr-launch, launch-signin-intro, launch-signin, launch-confirm, interpreter-link"
+            ),
             Field(
                 "RowKey",
                 Classification.CREDENTIAL,
@@ -103,11 +106,12 @@ INVENTORY = (
                 "PKCE verifier, nonce, the launch URL's context tokens; launch-signin-intro: the pending launch with "
                 "its confirmed context (CSN, encounter, patient, EHR user) and the EHR user's name, until the "
                 "clinician presses Continue; launch-signin: the msal flow and that carry; "
-                "launch-confirm: that context and the Microsoft 365 account; emptied when consumed",
+                "launch-confirm: that context and the Microsoft 365 account; interpreter-link: the visit's key "
+                "(HMAC) only, until an interpreter's guest link is opened; emptied when consumed",
             ),
             *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
         ),
-        "10 minutes (launch-confirm 5); the payload only until consumed",
+        "10 minutes (launch-confirm 5, interpreter-link 2 hours); the payload only until consumed",
         "consumption empties it; the sweep timer deletes it after ExpiresAt",
     ),
 )

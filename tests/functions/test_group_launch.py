@@ -6,15 +6,19 @@ keeps a visit (context, events, writeback) of their own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import azure.functions as func
 import pytest
 
-from connector.launch import launch_patient, launch_provider
+from connector.launch import launch_patient, launch_provider, visit_interpreter, visit_interpreter_link
+from shared.kernel.clock import FakeClock, use_clock
 from shared.kernel.settings import Geography, Settings
+from shared.launch.interpreters import LINK_LIFETIME
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role
 from shared.visits.repository import VisitRepository
@@ -150,3 +154,67 @@ def test_two_clinicians_in_a_consult_without_a_patient_share_one_meeting(world: 
     assert (
         consultant.participant == "Practitioner/eDoc2" and consultant.csn == "8500" and consultant.role is Role.PROVIDER
     )
+
+
+# --- interpreters: a guest link from the clinician's page ------------------------------------------------
+
+
+def interpreter_link(world: World, provider_url: str) -> str:
+    parts = urlsplit(provider_url)
+    key = parts.path.split("/")[3]
+    url = f"http://localhost/api/visits/{key}/interpreter-link?{parts.query}"
+    page = visit_interpreter_link(request("POST", url, route_params={"visitKey": key}))
+    assert page.status_code == 200, html(page)
+    [link] = re.findall(r'id="interpreter-link" type="text" readonly value="([^"]+)"', html(page))
+    return link.replace("&amp;", "&")
+
+
+def open_interpreter_link(link: str) -> func.HttpResponse:
+    key = urlsplit(link).path.split("/")[3]
+    return visit_interpreter(request("GET", link, route_params={"visitKey": key}))
+
+
+def test_an_interpreter_link_opens_the_lobby_once_then_is_refused(world: World) -> None:
+    group_visit(world, "8001", "9100")
+    provider_url = provider(world, "eDoc1", "8001", "9100")
+    lobby = join_link(html(world.open(provider_url)))
+    link = interpreter_link(world, provider_url)
+    assert "Patient" not in link and "8001" not in link and "9100" not in link  # it names nobody
+    first = open_interpreter_link(link)
+    assert first.status_code == 200 and lobby.replace("&", "&amp;") in html(first)
+    assert 'id="interpreter-name">Interpreter<' in html(first)
+    again = open_interpreter_link(link)
+    assert again.status_code == 403 and "This interpreter link cannot be used" in html(again)
+    assert lobby not in html(again) and lobby.replace("&", "&amp;") not in html(again)
+
+
+def test_an_interpreter_link_is_refused_after_its_expiry_and_when_forged(world: World) -> None:
+    group_visit(world, "8001", "9100")
+    provider_url = provider(world, "eDoc1", "8001", "9100")
+    clock = FakeClock()
+    with use_clock(clock):
+        link = interpreter_link(world, provider_url)
+        clock.advance(LINK_LIFETIME + timedelta(seconds=1))
+        late = open_interpreter_link(link)
+    assert late.status_code == 403 and "This interpreter link cannot be used" in html(late)
+    fresh = interpreter_link(world, provider_url)
+    token = parse_qs(urlsplit(fresh).query)["t"][0]
+    forged = fresh.replace(quote(token, safe=""), quote(token[:-4] + "AAAA", safe=""))
+    assert open_interpreter_link(forged).status_code == 403
+    other = fresh.replace(urlsplit(fresh).path.split("/")[3], "0" * 64)  # another visit's route
+    assert open_interpreter_link(other).status_code == 403
+    assert open_interpreter_link(fresh).status_code == 200  # neither refusal used the real link up
+
+
+def test_only_a_clinicians_page_creates_interpreter_links(world: World) -> None:
+    group_visit(world, "8001", "9100")
+    provider(world, "eDoc1", "8001", "9100")
+    waiting = patient(world, "8001", "9100").headers["Location"]  # the patient's lobby link: not a visit page
+    assert "/api/visits/" not in waiting
+    group_visit(world, "8002", "9300")
+    patient_page = patient(world, "8002", "9300").headers["Location"]  # no meeting yet: the waiting page's token
+    parts = urlsplit(patient_page)
+    key = parts.path.split("/")[3]
+    url = f"http://localhost/api/visits/{key}/interpreter-link?{parts.query}"
+    refused = visit_interpreter_link(request("POST", url, route_params={"visitKey": key}))
+    assert refused.status_code == 403

@@ -16,6 +16,7 @@ from sandbox.local_settings import local_values
 from shared.kernel.errors import BadRequest, StateError, StorageUnavailable
 from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography, Settings
+from shared.launch.interpreters import INTERPRETER_LINK_KIND
 from shared.launch.service import (
     CONFIRM_STATE_KIND,
     INTRO_STATE_KIND,
@@ -127,7 +128,7 @@ def test_a_tagged_state_offered_as_a_portal_sign_in_is_unknown_and_nothing_is_re
 
 
 def test_the_launch_kinds_are_the_geography_kinds_and_the_portals_are_not(router: StateRouter) -> None:
-    kinds = {STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND}
+    kinds = {STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND, INTERPRETER_LINK_KIND}
     assert kinds == LAUNCH_STATE_KINDS == router.in_geography
     assert PORTAL_SIGNIN_KIND not in router.in_geography
 
