@@ -19,6 +19,7 @@ class ParticipantChange:
     kind: EventKind
     role: Role
     occurred_at: datetime
+    interpreter: bool = False  # an anonymous joiner named "Interpreter" (what an interpreter's guest link asks)
 
 
 def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: str) -> list[ParticipantChange]:
@@ -44,8 +45,24 @@ def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: s
             kind = EventKind.LOBBY if participant.get("isInLobby") else EventKind.CONNECTED
         else:
             continue
-        changes.append(ParticipantChange(str(participant.get("id", "")), kind, role, occurred_at))
+        interpreter = role is Role.PATIENT and _display_name(participant).casefold() == INTERPRETER_NAME
+        changes.append(ParticipantChange(str(participant.get("id", "")), kind, role, occurred_at, interpreter))
     return changes
+
+
+INTERPRETER_NAME = "interpreter"
+
+
+def _display_name(participant: Mapping[str, Any]) -> str:
+    """A guest's display name, read only to recognise "Interpreter" (it is never kept)."""
+    info = participant.get("info")
+    identity = info.get("identity") if isinstance(info, Mapping) else None
+    for kind in ("guest", "anonymous", "acsUser", "phone"):
+        who = identity.get(kind) if isinstance(identity, Mapping) else None
+        name = who.get("displayName") if isinstance(who, Mapping) else None
+        if isinstance(name, str):
+            return name.strip()
+    return ""
 
 
 def _role_of(participant: Mapping[str, Any], organizer_object_id: str) -> Role:

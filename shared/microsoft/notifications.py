@@ -240,6 +240,13 @@ def parse_body(body: bytes) -> Mapping[str, Any]:
     return data
 
 
+def attendee_of(graph_participant_id: str) -> str | None:
+    """A Teams call participant, told apart from the others of its meeting by a fingerprint of its call-leg id."""
+    if not graph_participant_id:
+        return None
+    return hashlib.sha256(graph_participant_id.encode()).hexdigest()[:16]
+
+
 class NotificationDecoder:
     def __init__(
         self,
@@ -281,6 +288,8 @@ class NotificationDecoder:
                         role=change.role,
                         occurred_at=change.occurred_at,
                         source=Source.GRAPH,
+                        attendee=attendee_of(change.graph_participant_id),
+                        interpreter=change.interpreter,
                     )
                 )
         return result

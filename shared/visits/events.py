@@ -44,6 +44,13 @@ _MESSAGE_FIELDS = (
         "a launch event's references (who launched, CSN, appointment, encounter); absent on Graph events: the "
         "worker reads the visit's context",
     ),
+    Field(
+        "attendee",
+        Classification.OPERATIONAL,
+        Protection.HASHED,
+        "Graph events: SHA-256 fingerprint of the Teams call participant's id (tells a group's participants apart)",
+    ),
+    Field("interpreter", Classification.OPERATIONAL, Protection.CLEAR, 'the participant joined as "Interpreter"'),
 )
 # An unparseable message is kept in the poison queue only sealed whole (``FailureLog.record_invalid``).
 _INVALID_FIELD = Field("invalid", Classification.EHR_ID, Protection.SEALED, "an unparseable message, sealed whole")
@@ -103,6 +110,10 @@ class VisitEvent:
     encounter: str | None = None
     id: str = ""
     sealed: str | None = None  # launch events: their launch context, sealed (see ``shared.visits.sealed_context``)
+    # Graph facts of a group meeting: which Teams participant (a fingerprint of its call-leg id, never a name),
+    # and whether they joined under the name "Interpreter" (an interpreter's guest link asks them to).
+    attendee: str | None = None
+    interpreter: bool = False
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -136,6 +147,10 @@ class VisitEvent:
         }
         if self.sealed:
             data["sealed"] = self.sealed
+        if self.attendee:
+            data["attendee"] = self.attendee
+        if self.interpreter:
+            data["interpreter"] = True
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -162,6 +177,8 @@ class VisitEvent:
                 appointment=_optional_text(data, "appointment") if legacy else None,
                 encounter=_optional_text(data, "encounter") if legacy else None,
                 sealed=None if legacy else _optional_text(data, "sealed", limit=4096),
+                attendee=_optional_text(data, "attendee", limit=64),
+                interpreter=data.get("interpreter") is True,
             )
         except (KeyError, ValueError, TypeError):
             raise InvalidEvent("event is missing or has invalid fields") from None
@@ -177,7 +194,9 @@ class VisitEvent:
 def event_id(event: VisitEvent) -> str:
     """Deterministic id from (visit, role, kind, occurredAt, source): duplicates collapse."""
     moment = _iso(event.occurred_at, "milliseconds")
-    material = "\x1f".join((event.visit_key, event.role.value, event.kind.value, moment, event.source.value))
+    parts = (event.visit_key, event.role.value, event.kind.value, moment, event.source.value)
+    # A group meeting's participants of one role are told apart by their attendee (none: ids as they always were).
+    material = "\x1f".join((*parts, event.attendee) if event.attendee else parts)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 

@@ -53,6 +53,19 @@ class RosterEntry:
 
 
 @dataclass(frozen=True)
+class Attendee:
+    """One Teams participant of a group meeting (Graph facts only): its role, roster entry, and order of arrival.
+
+    ``interpreter``: an anonymous joiner who gave the name "Interpreter" (kept as this flag, never the name).
+    """
+
+    role: Role
+    entry: RosterEntry
+    first_seen: datetime
+    interpreter: bool = False
+
+
+@dataclass(frozen=True)
 class VisitContext:
     """Launch-context references kept for writeback: ids only.
 
@@ -132,6 +145,7 @@ class Visit:
     # Group visits (``shared.launch.groups``): a participant's own visit row names its group's row, which holds
     # the one meeting of the conference id and its Teams subscription; the group's row names itself.
     group_key: str | None = None
+    attendees: dict[str, Attendee] = field(default_factory=dict)  # the group's row: each Teams participant
 
     @property
     def has_meeting(self) -> bool:
@@ -211,6 +225,21 @@ def next_roster_entry(current: RosterEntry | None, state: EventKind, at: datetim
     if current.state is EventKind.LOBBY:
         return replace(current, since=at, lobby_since=at)
     return replace(current, lobby_since=at)
+
+
+def with_attendee_fact(
+    attendee: str, role: Role, state: EventKind, at: datetime, *, interpreter: bool = False
+) -> Callable[[Visit], Visit | None]:
+    """Record a Teams fact of one participant of a group meeting (``next_roster_entry`` per participant)."""
+
+    def change(visit: Visit) -> Visit | None:
+        current = visit.attendees.get(attendee)
+        entry = next_roster_entry(current.entry if current else None, state, at)
+        first_seen = min(current.first_seen, at) if current else at
+        updated = Attendee(role, entry, first_seen, interpreter or bool(current and current.interpreter))
+        return None if updated == current else replace(visit, attendees={**visit.attendees, attendee: updated})
+
+    return change
 
 
 def with_launch(role: Role, at: datetime) -> Callable[[Visit], Visit | None]:

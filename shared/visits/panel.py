@@ -59,11 +59,37 @@ class PanelRow:
 
 
 @dataclass(frozen=True)
+class AttendeeRow:
+    """One participant of a group meeting, by role and arrival order ("Clinician 2", "Patient 3"), never by name."""
+
+    label: str  # "clinician" | "interpreter" | "patient"
+    number: int  # 1-based within its label, in order of first arrival
+    state: PanelState
+    since: datetime
+    lobby_since: datetime | None = None
+
+    @property
+    def waits(self) -> bool:
+        return self.state is PanelState.IN_LOBBY
+
+
+@dataclass(frozen=True)
 class Panel:
     rows: tuple[PanelRow, ...]
     meeting: bool
     ended_at: datetime | None
     opened_at: datetime  # the visit's start: the quiet time before any fact counts from here
+    group: bool = False  # a group visit: one row per Teams participant (``attendees``)
+    attendees: tuple[AttendeeRow, ...] = ()
+
+    @property
+    def lobby_count(self) -> int:
+        return sum(1 for row in self.attendees if row.waits)
+
+    @property
+    def admit_reminder(self) -> bool:
+        """Someone other than a clinician waits in the lobby: they are admitted one by one in Teams."""
+        return any(row.waits and row.label != "clinician" for row in self.attendees)
 
     @property
     def ended(self) -> bool:
@@ -72,7 +98,8 @@ class Panel:
     @property
     def last_change(self) -> datetime:
         """The latest moment anything shown began (the visit's start when nothing has happened yet)."""
-        return max((row.since for row in self.rows if row.since is not None), default=self.opened_at)
+        moments = [row.since for row in self.rows if row.since is not None] + [a.since for a in self.attendees]
+        return max(moments, default=self.opened_at)
 
     @property
     def version(self) -> str:
@@ -81,8 +108,15 @@ class Panel:
         return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
     def to_json(self) -> dict[str, Any]:
-        """The API form: states, ISO 8601 times, the lobby wait in seconds."""
-        return {
+        """The API form: states, ISO 8601 times, the lobby wait in seconds (a group: each participant too)."""
+        group = {
+            "attendees": [
+                {"label": a.label, "number": a.number, "state": a.state.value, "since": _iso(a.since)}
+                for a in self.attendees
+            ],
+            "lobbyCount": self.lobby_count,
+        }
+        return ({**group} if self.group else {}) | {
             "meeting": self.meeting,
             "ended": self.ended,
             "endedAt": _iso(self.ended_at),
@@ -102,7 +136,43 @@ def panel_of(visit: Visit) -> Panel:
     seen = [row for row in rows if row.state is not PanelState.NOT_ARRIVED]
     ended = bool(seen) and all(row.state is PanelState.LEFT for row in seen)
     ended_at = max(row.since for row in seen if row.since is not None) if ended else None
-    return Panel(rows, meeting=visit.has_meeting, ended_at=ended_at, opened_at=visit.expires_at - LIFETIME)
+    attendees = attendee_rows(visit)
+    if visit.is_group:
+        # Per role, the roster mixes a group's participants: the meeting has ended when each of them has left.
+        ended = bool(attendees) and all(a.state is PanelState.LEFT for a in attendees)
+        ended_at = max(a.since for a in attendees) if ended else None
+    return Panel(
+        rows,
+        meeting=visit.has_meeting,
+        ended_at=ended_at,
+        opened_at=visit.expires_at - LIFETIME,
+        group=visit.is_group,
+        attendees=attendees,
+    )
+
+
+def attendee_rows(visit: Visit) -> tuple[AttendeeRow, ...]:
+    """A group meeting's participants in order of arrival, numbered within their label; the organizer first."""
+    ordered = sorted(
+        visit.attendees.items(), key=lambda item: (item[1].role is not Role.PROVIDER, item[1].first_seen, item[0])
+    )
+    counts: dict[str, int] = {}
+    rows = []
+    for _, attendee in ordered:
+        label = "interpreter" if attendee.interpreter else ("patient" if attendee.role is Role.PATIENT else "clinician")
+        counts[label] = counts.get(label, 0) + 1
+        entry = attendee.entry
+        state = _ROSTER_STATES[entry.state]
+        rows.append(
+            AttendeeRow(
+                label,
+                counts[label],
+                state,
+                entry.since.astimezone(UTC),
+                entry.lobby_since.astimezone(UTC) if entry.lobby_since and state is PanelState.IN_LOBBY else None,
+            )
+        )
+    return tuple(rows)
 
 
 def row_of(visit: Visit, role: Role) -> PanelRow:

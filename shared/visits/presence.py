@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.visits.events import EventKind, Role, Source
-from shared.visits.model import Visit, compose, with_launch, with_presence, with_roster_fact
+from shared.visits.model import Visit, compose, with_attendee_fact, with_launch, with_presence, with_roster_fact
 from shared.visits.repository import VisitRepository
 
 
@@ -45,6 +45,8 @@ class PresenceRecorder:
         *,
         source: Source = Source.GRAPH,
         also: Callable[[Visit], Visit | None] | None = None,
+        attendee: str | None = None,
+        interpreter: bool = False,
     ) -> Visit:
         """Record ``role``'s ``state`` at ``at`` unless a newer fact is already there; the visit as stored.
 
@@ -52,7 +54,9 @@ class PresenceRecorder:
         ``also``: a further change applied in the same etag-guarded write (a launch's context merge).
         """
         told = with_launch(role, at) if source is Source.LAUNCH else with_roster_fact(role, state, at)
-        change = compose(with_presence(role, state, at), told, *((also,) if also is not None else ()))
+        # A group meeting's rows tell its participants apart (``attendee``); the per-role roster stays as it is.
+        each = (with_attendee_fact(attendee, role, state, at, interpreter=interpreter),) if attendee else ()
+        change = compose(with_presence(role, state, at), told, *each, *((also,) if also is not None else ()))
         key = (visit.geography.value, visit.key)
         with self._guard:
             slot = self._slots.setdefault(key, _Slot())

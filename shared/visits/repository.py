@@ -28,7 +28,7 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
 from shared.visits.events import EventKind, Role
-from shared.visits.model import Presence, RosterEntry, Visit, VisitContext, WaitingRoom, has_context
+from shared.visits.model import Attendee, Presence, RosterEntry, Visit, VisitContext, WaitingRoom, has_context
 from shared.visits.sealed_context import open_context, open_waiting_room, seal_context, seal_waiting_room
 
 TABLE = "Visits"
@@ -69,6 +69,13 @@ INVENTORY = (
                 "role -> Teams roster state, since when, lobby wait start (the provider's panel)",
             ),
             Field("Launched", Classification.OPERATIONAL, Protection.CLEAR, "role -> time of its latest launch"),
+            Field(
+                "Attendees",
+                Classification.OPERATIONAL,
+                Protection.CLEAR,
+                "group visits' rows: a fingerprint of each Teams call participant -> role, roster state, since when, "
+                'first seen, whether they joined as "Interpreter" (no name)',
+            ),
             Field(
                 "MeetingId",
                 Classification.PERSONAL,
@@ -224,6 +231,7 @@ class VisitRepository:
             "SubscriptionExpiresAt": visit.subscription_expires_at,
             "WaitingRoom": self._waiting_room_value(visit),
             "GroupKey": visit.group_key,
+            "Attendees": _attendees_value(visit) if visit.attendees else None,
         }
         entity.update({k: v for k, v in optional.items() if v is not None})
         return entity
@@ -263,6 +271,7 @@ class VisitRepository:
             unreadable_context=unreadable,
             waiting_room=self._waiting_room(geography, entity),
             group_key=entity.get("GroupKey") or None,
+            attendees=_attendees(entity.get("Attendees")),
         )
 
     def _waiting_room_value(self, visit: Visit) -> str | None:
@@ -300,3 +309,32 @@ def _roster_entry(value: dict[str, str]) -> RosterEntry:
         at=datetime.fromisoformat(value["at"]),
         lobby_since=datetime.fromisoformat(lobby) if lobby else None,
     )
+
+
+def _attendees_value(visit: Visit) -> str:
+    return json.dumps(
+        {
+            key: {
+                "role": a.role.value,
+                "entry": _roster_value(a.entry),
+                "first": a.first_seen.isoformat(),
+                **({"interpreter": True} if a.interpreter else {}),
+            }
+            for key, a in visit.attendees.items()
+        },
+        separators=(",", ":"),
+    )
+
+
+def _attendees(stored: Any) -> dict[str, Attendee]:
+    if not stored:
+        return {}
+    return {
+        key: Attendee(
+            Role(value["role"]),
+            _roster_entry(value["entry"]),
+            datetime.fromisoformat(value["first"]),
+            value.get("interpreter") is True,
+        )
+        for key, value in json.loads(stored).items()
+    }

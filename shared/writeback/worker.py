@@ -220,7 +220,15 @@ class WritebackWorker:
         if visit.is_group:
             # A group meeting's Teams roster tells no patient from another (anonymous joiners): there is no CSN
             # to write it for. It feeds the panel; each participant's own launch is written for their own visit.
-            visit = self._record_presence(visit, event)
+            visit = self._presence.record(
+                visit,
+                event.role,
+                event.kind,
+                event.occurred_at,
+                source=event.source,
+                attendee=event.attendee,
+                interpreter=event.interpreter,
+            )
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
         # The visit's context names what the event does not: a Graph event names no visit reference (and a sealed
         # event may name only its participant). Without that context the event waits (ContextMissing), never fails.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -137,11 +138,15 @@ def test_queue_messages_carry_exactly_the_declared_fields() -> None:
     launch = set(json.loads(seal_event(sealer, event(Source.LAUNCH)).to_json()))
     graph = set(json.loads(event(Source.GRAPH).to_json()))  # references in memory only: none serialized
     assert graph == launch - {"sealed"}
+    # A group meeting's Graph fact also tells its participant apart (a fingerprint) and flags an interpreter.
+    attendee = replace(event(Source.GRAPH), attendee="0123456789abcdef", interpreter=True)
+    group = set(json.loads(attendee.to_json()))
+    assert group == graph | {"attendee", "interpreter"}
     invalid = {"invalid"}  # an unparseable message, sealed whole in the poison queue (FailureLog.record_invalid)
     queues = {store.name: store for _, store in declared().values() if store.kind is Kind.QUEUE}
     assert set(queues) == {events_blueprint.QUEUE, events_blueprint.QUEUE + "-poison"}
-    assert {f.name for f in queues[events_blueprint.QUEUE].fields} == launch
-    assert {f.name for f in queues[events_blueprint.QUEUE + "-poison"].fields} == launch | invalid
+    assert {f.name for f in queues[events_blueprint.QUEUE].fields} == launch | group
+    assert {f.name for f in queues[events_blueprint.QUEUE + "-poison"].fields} == launch | group | invalid
 
 
 def test_every_table_with_an_expiry_is_swept_in_its_account() -> None:

@@ -1,0 +1,97 @@
+"""The provider's panel of a group visit: one row per Teams participant, by role and arrival, never by name; how
+many wait in the lobby, and a reminder to admit patients; the meeting ends when each participant has left."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from shared.kernel.settings import Geography
+from shared.microsoft.call_events import participant_changes
+from shared.microsoft.notifications import attendee_of
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.model import Visit, compose, with_attendee_fact
+from shared.visits.panel import PanelState, panel_of
+
+T0 = datetime(2026, 12, 5, 15, 0, tzinfo=UTC)
+ORGANIZER = "b0000000-0000-4000-8000-000000000002"
+
+
+def group(*facts: tuple[str, Role, EventKind, int, bool]) -> Visit:
+    visit = Visit(Geography.EMEA, "g", "c", T0 + timedelta(hours=23), group_key="g", meeting_id="m", join_web_url="u")
+    change = compose(
+        *(with_attendee_fact(a, role, kind, T0 + timedelta(seconds=s), interpreter=i) for a, role, kind, s, i in facts)
+    )
+    return change(visit) or visit
+
+
+def test_three_patients_an_interpreter_and_two_clinicians_each_have_a_row() -> None:
+    visit = group(
+        ("lee", Role.PROVIDER, EventKind.CONNECTED, 0, False),
+        ("p1", Role.PATIENT, EventKind.LOBBY, 10, False),
+        ("p2", Role.PATIENT, EventKind.LOBBY, 20, False),
+        ("int", Role.PATIENT, EventKind.LOBBY, 25, True),
+        ("p3", Role.PATIENT, EventKind.LOBBY, 30, False),
+        ("kim", Role.STAFF, EventKind.CONNECTED, 40, False),
+        ("p1", Role.PATIENT, EventKind.CONNECTED, 50, False),  # admitted one by one
+    )
+    panel = panel_of(visit)
+    shown = [(a.label, a.number, a.state) for a in panel.attendees]
+    assert shown == [
+        ("clinician", 1, PanelState.IN_MEETING),
+        ("patient", 1, PanelState.IN_MEETING),
+        ("patient", 2, PanelState.IN_LOBBY),
+        ("interpreter", 1, PanelState.IN_LOBBY),
+        ("patient", 3, PanelState.IN_LOBBY),
+        ("clinician", 2, PanelState.IN_MEETING),
+    ]
+    assert panel.group and panel.lobby_count == 3 and panel.admit_reminder and not panel.ended
+    data = panel.to_json()
+    assert data["lobbyCount"] == 3 and len(data["attendees"]) == 6
+
+
+def test_only_clinicians_waiting_is_no_reminder_and_everyone_gone_ends_the_meeting() -> None:
+    waiting = group(
+        ("lee", Role.PROVIDER, EventKind.CONNECTED, 0, False), ("kim", Role.STAFF, EventKind.LOBBY, 5, False)
+    )
+    assert panel_of(waiting).lobby_count == 1 and not panel_of(waiting).admit_reminder
+    # One patient leaving while another stays is no end of the meeting (per role, the roster would mix them).
+    visit = group(
+        ("lee", Role.PROVIDER, EventKind.CONNECTED, 0, False),
+        ("p1", Role.PATIENT, EventKind.CONNECTED, 10, False),
+        ("p2", Role.PATIENT, EventKind.CONNECTED, 20, False),
+        ("p1", Role.PATIENT, EventKind.DISCONNECTED, 30, False),
+    )
+    assert not panel_of(visit).ended
+    done = compose(
+        with_attendee_fact("p2", Role.PATIENT, EventKind.DISCONNECTED, T0 + timedelta(seconds=40)),
+        with_attendee_fact("lee", Role.PROVIDER, EventKind.DISCONNECTED, T0 + timedelta(seconds=50)),
+    )(visit)
+    assert done is not None and panel_of(done).ended and panel_of(done).ended_at == T0 + timedelta(seconds=50)
+
+
+def test_a_single_visits_panel_has_no_group_rows() -> None:
+    visit = Visit(Geography.EMEA, "v", "c", T0 + timedelta(hours=23))
+    panel = panel_of(visit)
+    assert not panel.group and panel.attendees == () and "attendees" not in panel.to_json()
+
+
+def test_teams_facts_tell_participants_apart_and_recognise_the_interpreter_by_the_name_only() -> None:
+    event = {
+        "eventType": "rosterUpdated",
+        "eventDateTime": "2026-12-05T15:00:00Z",
+        "participants": [
+            {"id": "leg-1", "isInLobby": True, "info": {"identity": {"guest": {"id": "g1", "displayName": "Sam"}}}},
+            {"id": "leg-2", "isInLobby": True, "info": {"identity": {"guest": {"displayName": " interpreter "}}}},
+        ],
+    }
+    one, two = participant_changes(event, organizer_object_id=ORGANIZER)
+    assert (one.interpreter, two.interpreter) == (False, True) and one.role is two.role is Role.PATIENT
+    assert attendee_of("leg-1") != attendee_of("leg-2") and "leg" not in (attendee_of("leg-1") or "")
+
+    def fact(attendee: str) -> VisitEvent:
+        return VisitEvent("c", "emea", "g", EventKind.LOBBY, Role.PATIENT, T0, Source.GRAPH, attendee=attendee)
+
+    # Two patients in the lobby at the same instant are two events (a single visit's ids are unchanged).
+    assert fact("a").id != fact("b").id
+    plain = VisitEvent("c", "emea", "g", EventKind.LOBBY, Role.PATIENT, T0, Source.GRAPH)
+    assert VisitEvent.from_json(fact("a").to_json()) == fact("a") and plain.id not in (fact("a").id, fact("b").id)
