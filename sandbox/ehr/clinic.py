@@ -137,9 +137,14 @@ _SCHEDULE = (
     ("e-prac-garcia", "e-pat-okafor", 16, 0, 20, "Affiliate clinic follow-up"),
     ("e-prac-lee", "e-pat-chen", 15, 0, 30, "Group session: diabetes education"),
     ("e-prac-smith", None, 17, 0, 20, "Clinician consult: cardiology"),
+    ("e-prac-smith", "e-pat-okafor", 18, 0, 30, "Group session: heart health"),
+    ("e-prac-smith", "e-pat-novak", 18, 0, 30, "Group session: heart health"),
 )
 GROUP_CONFERENCE_ID = "9000001"
 GROUP_CSNS = frozenset({"1000006", "1000007", "1000013"})
+# A second group visit (another conference id, so another meeting): Dr. Smith's heart health session.
+SECOND_CONFERENCE_ID = "9000002"
+SECOND_GROUP_CSNS = frozenset({"1000015", "1000016"})
 # A clinician-to-clinician consult (no patient): Dr. Smith's appointment, with Dr. Lee as the consultant.
 CONSULT_CSN = "1000014"
 CONSULTANT = "e-prac-lee"
@@ -163,7 +168,13 @@ def _schedule(today: dt.date) -> tuple[Visit, ...]:
                 department_id=practitioner_user.login_department,
                 start=dt.datetime.combine(today, dt.time(hour, minute), tzinfo=dt.UTC),
                 minutes=minutes,
-                conference_id=GROUP_CONFERENCE_ID if csn in GROUP_CSNS else csn,
+                conference_id=(
+                    GROUP_CONFERENCE_ID
+                    if csn in GROUP_CSNS
+                    else SECOND_CONFERENCE_ID
+                    if csn in SECOND_GROUP_CSNS
+                    else csn
+                ),
                 reason=reason,
                 consultant_id=CONSULTANT if csn == CONSULT_CSN else None,
                 interpreter_id=INTERPRETER if csn == INTERPRETED_CSN else None,

@@ -194,7 +194,8 @@ def test_searches(http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys) 
 
     smith_today = search("Appointment", practitioner="Practitioner/e-prac-smith", date=today)
     # e-appt-014: Dr. Smith's consult with Dr. Lee, about no patient of its own.
-    assert [a["id"] for a in smith_today] == ["e-appt-001", "e-appt-002", "e-appt-003", "e-appt-014"]
+    expected = ["e-appt-001", "e-appt-002", "e-appt-003", "e-appt-014", "e-appt-015", "e-appt-016"]
+    assert [a["id"] for a in smith_today] == expected  # 015, 016: the heart health group session
     assert search("Appointment", actor="e-prac-smith", date=tomorrow) == []
     window = search("Appointment", actor="e-prac-smith", date=[f"ge{today}T09:30:00Z", f"le{today}T12:00:00Z"])  # type: ignore[arg-type]
     assert [a["id"] for a in window] == ["e-appt-002"]

@@ -148,6 +148,7 @@ def launch_world(
     *,
     app_account: str = "apac",
     writeback_mode: WritebackMode | None = None,
+    group_records: bool = False,
     **ehr_options: Any,
 ) -> Iterator[LaunchWorld]:
     """``flavour`` (an EHR option) picks the sandbox EHR's vendor; the configurations and the EHR's records follow
@@ -200,6 +201,15 @@ def launch_world(
         ("pending provider", pending, "provider", provider_context),
         ("production provider", production, "provider", provider_context),
         ("unknown provider", None, "provider", provider_context),
+        # Epic's separate group-visit records (``group_records``): the conference id beside each CSN.
+        *(
+            (
+                ("group provider", test_config, "provider", profile.group_provider_context_tokens),
+                ("group patient", test_config, "patient", profile.group_patient_context_tokens),
+            )
+            if group_records
+            else ()
+        ),
     ):
         configuration_id = config.id if config else str(uuid.uuid4())
         records[name] = stand_ins.ehr.add_record(

@@ -1,0 +1,240 @@
+"""Group visits, interpreters and consults in headless Chromium, through the real function app on the local host,
+the sandbox EHR (Epic's group-visit records: ``sessionId=%CSN%&conferenceId=%CONFERENCEID%``) and sandbox Teams.
+
+Three patients, each launching from MyChart with their own CSN, and an interpreter with a guest link wait in one
+meeting's lobby and are admitted one by one; the clinician's panel shows a row per participant by role, the lobby
+count and the reminder to admit; each CSN gets its own writeback (FHIR AuditEvent here). A second group visit gets
+another meeting; two clinicians share a consult's meeting; a guest interpreter link is refused after use and after
+its expiry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from shared.configurations.model import WritebackMode
+from shared.kernel.clock import FakeClock, use_clock
+from shared.kernel.identifiers import keyed_id
+from shared.kernel.settings import Geography
+from shared.launch.interpreters import LINK_LIFETIME
+from shared.storage.accounts import Storage
+from shared.visits.repository import VisitRepository
+from tests.browser.test_launch_browser import provider_page, sign_in_once
+from tests.support.accessibility import assert_accessible
+from tests.support.launch_world import LEE, LEE_UPN, SMITH, SMITH_UPN, LaunchWorld, launch_world
+from tests.support.sealing import sealer_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+
+TIMEOUT_MS = 30_000
+PANEL_MS = 65_000  # the panel looks again at most 60 s after its last look
+LEE_OID = "b0000000-0000-4000-8000-000000000002"
+GROUP = {"e-appt-006": "e-pat-rivera", "e-appt-007": "e-pat-whitfield", "e-appt-013": "e-pat-chen"}
+CSNS = {"e-appt-006": "1000006", "e-appt-007": "1000007", "e-appt-013": "1000013"}
+
+
+@pytest.fixture(scope="module")
+def world(azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchWorld]:
+    with launch_world(
+        azurite_port_base,
+        tmp_path_factory.mktemp("group-visits"),
+        writeback_mode=WritebackMode.FHIR_AUDIT_EVENT,
+        group_records=True,
+    ) as running:
+        yield running
+
+
+def new_context(browser: Browser) -> BrowserContext:
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+def open_launch(context: BrowserContext, world: LaunchWorld, record: str, appointment: str, user: str) -> Page:
+    """What Epic opens when the user presses the group record's button (a fresh single-use launch)."""
+    page = context.new_page()
+    page.goto(world.launch_url(record, appointment, user))
+    return page
+
+
+def clinician(context: BrowserContext, world: LaunchWorld, record: str, appointment: str, who: str, upn: str) -> Page:
+    page = open_launch(context, world, record, appointment, who)
+    if "/api/visits/" not in page.url:
+        sign_in_once(page, world, upn)
+    provider_page(page, world)
+    return page
+
+
+def join_as_guest(page: Page, name: str) -> Page:
+    """Join from the sandbox Teams page as an anonymous guest named ``name``: into the lobby."""
+    page.fill("#display-name", name)
+    page.click("#join-guest")
+    expect(page.locator("#status")).to_have_attribute("data-status", "lobby", timeout=TIMEOUT_MS)
+    return page
+
+
+def group_row_key(world: LaunchWorld, conference: str) -> str:
+    return keyed_id(
+        world.settings.connector_secret.reveal(), "visit", world.configuration.id, f"conference:{conference}"
+    )
+
+
+def wait_for_subscription(world: LaunchWorld, key: str) -> None:
+    repository = VisitRepository(Storage(world.settings), sealer_for(world.settings))
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        visit = repository.get(Geography.EMEA, key)
+        if visit is not None and visit.subscription_id:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the group's meeting was not subscribed to")
+
+
+def expect_attendee(panel: Page, label: str, number: int, state: str) -> None:
+    expect(panel.locator(f"#attendee-{label}-{number}")).to_have_attribute("data-state", state, timeout=PANEL_MS)
+
+
+def create_interpreter_link(context: BrowserContext, panel: Page) -> str:
+    with context.expect_page() as opened:
+        panel.locator("#create-interpreter-link").click()
+    page = opened.value
+    page.wait_for_load_state()
+    assert_accessible(page)
+    link = page.locator("#interpreter-link").input_value()
+    page.close()
+    return link
+
+
+def test_three_patients_and_an_interpreter_wait_in_one_lobby_and_are_admitted_one_by_one(
+    world: LaunchWorld, browser: Browser
+) -> None:
+    contexts = [new_context(browser) for _ in range(5)]
+    provider_context, guests = contexts[0], contexts[1:]
+    try:
+        # Dr. Lee begins the group visit from the first patient's appointment with the group record.
+        panel = clinician(provider_context, world, "group provider", "e-appt-006", LEE, LEE_UPN)
+        join_url = provider_page(panel, world)
+        wait_for_subscription(world, group_row_key(world, "9000001"))
+        expect(panel.locator("#attendees-none")).to_be_visible()
+        assert_accessible(panel)
+        with provider_context.expect_page() as opened:
+            panel.locator("#join").click()
+        teams = opened.value
+        teams.select_option("#user-id", LEE_OID)
+        teams.click("#join-user")
+        expect(teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
+        expect_attendee(panel, "clinician", 1, "in_meeting")
+
+        # Each patient launches from MyChart with their own CSN and lands in the same meeting's lobby.
+        patients = []
+        for n, (appointment, patient) in enumerate(GROUP.items(), start=1):
+            page = open_launch(guests[n - 1], world, "group patient", appointment, patient)
+            page.wait_for_url(join_url)
+            page.fill("#display-name", f"Group patient {n}")
+            page.click("#join-guest")
+            expect(page.locator("#status")).to_have_attribute("data-status", "lobby", timeout=TIMEOUT_MS)
+            patients.append(page)
+            expect_attendee(panel, "patient", n, "in_lobby")
+
+        # The interpreter's guest link, from the clinician's page: once to the lobby, as "Interpreter".
+        link = create_interpreter_link(provider_context, panel)
+        interpreter_page = guests[3].new_page()
+        interpreter_page.goto(link)
+        expect(interpreter_page.locator("#interpreter-name")).to_have_text("Interpreter")
+        assert_accessible(interpreter_page)
+        interpreter_page.locator("#join-as-interpreter").click()
+        interpreter_page.wait_for_url(join_url)  # the same meeting's lobby
+        interpreter = join_as_guest(interpreter_page, "Interpreter")
+        expect_attendee(panel, "interpreter", 1, "in_lobby")
+        expect(panel.locator("#lobby-count")).to_have_attribute("data-count", "4", timeout=PANEL_MS)
+        expect(panel.locator("#admit-reminder")).to_be_visible()
+        assert_accessible(panel)
+
+        # Used once: the same link is refused, and shows no way in.
+        again = guests[3].new_page()
+        again.goto(link)
+        expect(again.locator("h1")).to_have_text("This interpreter link cannot be used")
+        assert again.locator("#join-as-interpreter").count() == 0
+
+        # Admitted one by one: each admission shows on its own row, and the lobby empties.
+        for waiting in (3, 2, 1, 0):
+            teams.locator("button.admit").first.click()
+            expect(panel.locator("#lobby-count")).to_have_attribute("data-count", str(waiting), timeout=PANEL_MS)
+        for page in (*patients, interpreter):
+            expect(page.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
+        for n in (1, 2, 3):
+            expect_attendee(panel, "patient", n, "in_meeting")
+        expect_attendee(panel, "interpreter", 1, "in_meeting")
+        expect(panel.locator("#admit-reminder")).to_have_count(0)
+        assert_accessible(panel)
+    finally:
+        for context in contexts:
+            context.close()
+
+    # Each patient's arrival is written for their own CSN, the clinician's for the CSN they launched from.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(csns_written(world)) < 3:
+        time.sleep(0.2)
+    written = csns_written(world)
+    for appointment, patient in GROUP.items():
+        assert ("Patient/" + patient, CSNS[appointment]) in written
+    assert (f"Practitioner/{LEE}", CSNS["e-appt-006"]) in written
+    assert not any(csn == "9000001" for _, csn in written)  # the conference id is no CSN of anyone's
+
+
+def csns_written(world: LaunchWorld) -> set[tuple[str, str]]:
+    """(who, CSN) of each AuditEvent the connector wrote to the sandbox EHR."""
+    found = set()
+    for event in world.ehr.audit_events():
+        who = event["agent"][0]["who"].get("reference", "")
+        for entity in event.get("entity", []):
+            if entity.get("name") == "CSN":
+                found.add((who, entity["what"]["identifier"]["value"]))
+    return found
+
+
+def test_a_second_group_visit_gets_another_meeting(world: LaunchWorld, browser: Browser) -> None:
+    first_context, second_context = new_context(browser), new_context(browser)
+    try:
+        first = provider_page(clinician(first_context, world, "group provider", "e-appt-007", LEE, LEE_UPN), world)
+        smith = clinician(second_context, world, "group provider", "e-appt-015", SMITH, SMITH_UPN)
+        second = provider_page(smith, world)
+        assert first != second
+        patient = open_launch(second_context, world, "group patient", "e-appt-016", "e-pat-novak")
+        patient.wait_for_url(second)  # the heart health group's meeting, not the diabetes group's
+    finally:
+        first_context.close()
+        second_context.close()
+
+
+def test_two_clinicians_share_the_meeting_of_a_consult_without_a_patient(world: LaunchWorld, browser: Browser) -> None:
+    smith_context, lee_context = new_context(browser), new_context(browser)
+    try:
+        smith = clinician(smith_context, world, "provider", "e-appt-014", SMITH, SMITH_UPN)
+        lee = clinician(lee_context, world, "provider", "e-appt-014", LEE, LEE_UPN)
+        assert provider_page(smith, world) == provider_page(lee, world)
+        assert_accessible(lee)
+    finally:
+        smith_context.close()
+        lee_context.close()
+
+
+def test_an_interpreter_link_is_refused_after_its_expiry(world: LaunchWorld, browser: Browser) -> None:
+    context = new_context(browser)
+    try:
+        panel = clinician(context, world, "provider", world.appointment_of(SMITH, "e-pat-chen"), SMITH, SMITH_UPN)
+        clock = FakeClock()
+        with use_clock(clock):  # the local host serves on threads of this process: it reads this clock too
+            link = create_interpreter_link(context, panel)
+            clock.advance(LINK_LIFETIME + timedelta(seconds=1))
+            late = context.new_page()
+            late.goto(link)
+            expect(late.locator("h1")).to_have_text("This interpreter link cannot be used")
+            assert late.locator("#join-as-interpreter").count() == 0
+            assert_accessible(late)
+    finally:
+        context.close()
