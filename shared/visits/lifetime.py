@@ -26,7 +26,13 @@ logger = logging.getLogger(__name__)
 
 
 def meeting_ended(visit: Visit) -> bool:
-    """Everyone seen in the meeting has disconnected (no one seen: not ended, it has not begun)."""
+    """Everyone seen in the meeting has disconnected (no one seen: not ended, it has not begun).
+
+    A group meeting's row tells its participants apart (``attendees``): per role, one patient's leaving would
+    look like all patients' leaving.
+    """
+    if visit.attendees:
+        return all(a.entry.state is EventKind.DISCONNECTED for a in visit.attendees.values())
     return bool(visit.presence) and all(p.state is EventKind.DISCONNECTED for p in visit.presence.values())
 
 
@@ -35,6 +41,7 @@ def release_context_when_done(
     visit: Visit,
     *,
     pending: Callable[[Visit], bool],
+    ended: bool | None = None,
 ) -> Visit:
     """Remove the visit's launch context when its meeting has ended and nothing is pending for it.
 
@@ -42,13 +49,19 @@ def release_context_when_done(
     (``shared.writeback.ledger``), asked only once the meeting has ended.
     The removal is etag-guarded and re-checks both conditions on the row it replaces, so an event that
     arrives meanwhile (someone rejoins, a launch restores the context) wins.
+    ``ended``: whether the meeting has ended, when another row knows (a group visit's participant: the group's
+    row holds the Teams facts); None: this row's own presence says.
     """
-    if not (has_context(visit) or visit.unreadable_context) or not meeting_ended(visit) or pending(visit):
+
+    def over(current: Visit) -> bool:
+        return meeting_ended(current) if ended is None else ended
+
+    if not (has_context(visit) or visit.unreadable_context) or not over(visit) or pending(visit):
         return visit
     release = without_context()
 
     def change(current: Visit) -> Visit | None:
-        if not meeting_ended(current) or pending(current):
+        if not over(current) or pending(current):
             return None
         return release(current)
 

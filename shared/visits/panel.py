@@ -109,14 +109,7 @@ class Panel:
 
     def to_json(self) -> dict[str, Any]:
         """The API form: states, ISO 8601 times, the lobby wait in seconds (a group: each participant too)."""
-        group = {
-            "attendees": [
-                {"label": a.label, "number": a.number, "state": a.state.value, "since": _iso(a.since)}
-                for a in self.attendees
-            ],
-            "lobbyCount": self.lobby_count,
-        }
-        return ({**group} if self.group else {}) | {
+        data: dict[str, Any] = {
             "meeting": self.meeting,
             "ended": self.ended,
             "endedAt": _iso(self.ended_at),
@@ -129,6 +122,13 @@ class Panel:
                 for row in self.rows
             },
         }
+        if self.group:
+            data["attendees"] = [
+                {"label": a.label, "number": a.number, "state": a.state.value, "since": _iso(a.since)}
+                for a in self.attendees
+            ]
+            data["lobbyCount"] = self.lobby_count
+        return data
 
 
 def panel_of(visit: Visit) -> Panel:

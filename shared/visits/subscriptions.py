@@ -217,6 +217,11 @@ def _expiry(visit: Visit, now: datetime) -> datetime:
 
 def _finished(visit: Visit, now: datetime) -> bool:
     """Everyone seen has disconnected, the last of them at least ``FINISHED_AFTER`` ago."""
+    if visit.attendees:  # a group meeting: each participant, not each role
+        entries = [a.entry for a in visit.attendees.values()]
+        return all(e.state is EventKind.DISCONNECTED for e in entries) and max(e.at for e in entries) < now - (
+            FINISHED_AFTER
+        )
     if not visit.presence:
         return False
     states = visit.presence.values()

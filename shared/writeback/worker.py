@@ -64,7 +64,7 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
-from shared.visits.lifetime import release_context_when_done
+from shared.visits.lifetime import meeting_ended, release_context_when_done
 from shared.visits.model import Visit, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
@@ -312,8 +312,16 @@ class WritebackWorker:
         Called after each event, and by the upkeep timer for every live visit (``shared.visits.subscriptions``):
         an event that stopped being pending without an event after it (poisoned) still ends the context.
         """
+        ended = None
+        if visit.in_group and visit.group_key and (has_context(visit) or visit.unreadable_context):
+            # A group visit's participant: the group's row holds the Teams facts that say the meeting has ended.
+            group = self._visits.get(visit.geography, visit.group_key)
+            ended = group is None or meeting_ended(group)
         return release_context_when_done(
-            self._visits, visit, pending=lambda current: self._ledger.pending(current.geography, current.key)
+            self._visits,
+            visit,
+            pending=lambda current: self._ledger.pending(current.geography, current.key),
+            ended=ended,
         )
 
     def _call(self, adapter: WritebackAdapter, event: VisitEvent, target: WritebackTarget) -> Written:

@@ -24,7 +24,7 @@ from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit, VisitContext
+from shared.visits.model import Visit, VisitContext, with_group
 from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_context, seal_event
@@ -495,3 +495,55 @@ def test_sealed_poison_messages_are_replayed_by_the_tool_and_written(
     [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == launch.id]
     assert audit["agent"][0]["who"] == {"reference": f"Patient/{seeded.patient_id}"}
     assert poisoned(storage, failures) == []
+
+
+# --- group visits: the group's row takes Teams facts per participant and writes them for nobody; each
+# participant's own visit keeps its context until the group's meeting has ended -----------------------------
+
+
+def group_fact(key: str, configuration_id: str, attendee: str, kind: EventKind, role: Role, second: int) -> VisitEvent:
+    return VisitEvent(
+        configuration_id=configuration_id,
+        geography=Geography.AMERICAS.value,
+        visit_key=key,
+        kind=kind,
+        role=role,
+        occurred_at=datetime(2026, 12, 5, 15, 0, second, tzinfo=UTC),
+        source=Source.GRAPH,
+        attendee=attendee,
+        interpreter=attendee == "int",
+    )
+
+
+def test_a_groups_teams_facts_are_kept_per_participant_and_written_for_nobody_then_members_release(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    configuration = f"epic-{unique}"
+    repository = VisitRepository(storage, SEALER)
+    group = repository.get_or_create(Geography.AMERICAS, f"group-{unique}", configuration, VisitContext())
+    group = repository.update(group, with_group(group.key))
+    member = open_visit(storage, ehr, configuration, f"member-{unique}")
+    member = repository.update(member, with_group(group.key))
+    assert member.in_group and member.context.csn
+
+    for attendee, kind, role, second in (
+        ("lee", EventKind.CONNECTED, Role.PROVIDER, 1),
+        ("p1", EventKind.LOBBY, Role.PATIENT, 2),
+        ("int", EventKind.LOBBY, Role.PATIENT, 3),
+        ("p1", EventKind.CONNECTED, Role.PATIENT, 4),
+    ):
+        outcome = worker.handle(group_fact(group.key, configuration, attendee, kind, role, second).to_json())
+        assert outcome.status == "skipped"  # nothing written: no CSN is this participant's for sure
+    stored = repository.get(Geography.AMERICAS, group.key)
+    assert stored is not None and set(stored.attendees) == {"lee", "p1", "int"}
+    assert stored.attendees["int"].interpreter and stored.attendees["p1"].entry.state is EventKind.CONNECTED
+    assert ledger_state(storage, stored) == {}  # no claim, no EHR call
+
+    # The member keeps its context while the group's meeting goes on...
+    assert worker.release_context_when_done(member).context.csn
+    for attendee, role, second in (("p1", Role.PATIENT, 5), ("int", Role.PATIENT, 6), ("lee", Role.PROVIDER, 7)):
+        worker.handle(group_fact(group.key, configuration, attendee, EventKind.DISCONNECTED, role, second).to_json())
+    # ...and releases it once everyone in the group's meeting has left (the upkeep scan does this for each row).
+    released = worker.release_context_when_done(repository.get(Geography.AMERICAS, member.key) or member)
+    assert released.context == VisitContext()
+    assert replace(released, etag=None).group_key == group.key
