@@ -1,0 +1,62 @@
+"""Report retention and upkeep, run by the timers (``connector/maintenance.py``).
+
+Rows carry ``ExpiresAt`` (their day plus the retention in force when written), which the sweep timer
+deletes. A configuration whose retention was shortened since also has its older days deleted here, and the
+summaries of the days still open (today, yesterday and the day before) are computed again, so pages read
+them rather than the facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from shared.kernel.settings import Geography
+from shared.reports.days import ReportDays, usable
+from shared.reports.preferences import DEFAULT_RETENTION_DAYS, ReportPreferenceStore
+from shared.reports.store import ReportFacts
+
+
+@dataclass(frozen=True)
+class UpkeepResult:
+    deleted: int = 0
+    computed: int = 0
+
+
+def enforce_retention(
+    geographies: tuple[Geography, ...],
+    preferences: ReportPreferenceStore,
+    facts: ReportFacts,
+    days: ReportDays,
+    *,
+    today: date,
+) -> int:
+    """Delete the days of configurations with a shorter retention than their rows' ``ExpiresAt`` promised."""
+    deleted = 0
+    for configuration_id, settings in preferences.all().items():
+        if settings.retention_days >= DEFAULT_RETENTION_DAYS:
+            continue  # rows never outlive ExpiresAt, set from the retention of their time (at most the default)
+        cutoff = today - timedelta(days=settings.retention_days - 1)
+        for geography in geographies:
+            deleted += facts.delete_days_before(geography, configuration_id, cutoff)
+            deleted += days.delete_days_before(geography, configuration_id, cutoff)
+    return deleted
+
+
+def refresh_open_days(
+    geographies: tuple[Geography, ...], preferences: ReportPreferenceStore, days: ReportDays, *, now: datetime
+) -> int:
+    """Compute the summaries of the days that may still change, for every configuration with facts on them."""
+    computed = 0
+    today = now.date()
+    for geography in geographies:
+        for offset in (0, 1, 2):
+            day = today - timedelta(days=offset)
+            for configuration_id in days.active(geography, day):
+                stored = days.stored(geography, configuration_id, day, day)[day]
+                if offset == 2 and usable(*stored, now=now):
+                    continue  # closed and computed since it closed
+                settings = preferences.cached(configuration_id)
+                days.compute(geography, configuration_id, day, now=now, retention_days=settings.retention_days)
+                computed += 1
+    return computed
