@@ -111,18 +111,25 @@ def total(parts: Iterable[Totals]) -> Totals:
 
 
 def quantile(histogram: Mapping[int, int], q: float) -> timedelta | None:
-    """The ``q`` quantile (0..1) read from a histogram: the middle of the bucket it falls in."""
+    """The ``q`` quantile (0..1) read from a histogram: each value taken as the middle of its bucket, and
+    interpolated between the two nearest ranks (as ``statistics.quantiles`` does with exact values)."""
     n = sum(histogram.values())
     if n == 0:
         return None
     rank = q * (n - 1)
+    low, high = int(rank), min(int(rank) + 1, n - 1)
+    a, b = _value_at(histogram, low), _value_at(histogram, high)
+    return timedelta(seconds=a + (b - a) * (rank - low))
+
+
+def _value_at(histogram: Mapping[int, int], index: int) -> float:
     seen = 0
     for lower in sorted(histogram):
         seen += histogram[lower]
-        if seen > rank:
-            return timedelta(seconds=lower + bucket_width(lower) / 2)
+        if seen > index:
+            return lower + bucket_width(lower) / 2
     last = max(histogram)
-    return timedelta(seconds=last + bucket_width(last) / 2)
+    return last + bucket_width(last) / 2
 
 
 def roles_in_order() -> list[str]:
