@@ -18,12 +18,14 @@ from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, Status
 from shared.configurations.repository import ConfigurationRepository
 from shared.portal.service import to_input
-from tests.browser.test_portal_journey import World, entra, sign_in, tls, world  # noqa: F401 - fixtures
+from tests.browser import test_portal_journey as journey
+from tests.browser.test_portal_journey import World, sign_in
 from tests.functions.test_portal import configuration_form
 from tests.support.accessibility import assert_accessible
 from tests.support.report_events import visit_messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+tls, entra, world = journey.tls, journey.entra, journey.world  # the journey's fixtures: Entra, the local host
 
 
 def contoso_configuration_with_visits(env: dict[str, str]) -> Configuration:
