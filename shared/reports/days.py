@@ -258,6 +258,15 @@ class ReportDays:
             )
             return [str(row["RowKey"]) for row in rows]
 
+    def forget_active(self, geography: Geography, configuration_id: str, today: date) -> None:
+        """Take a deleted configuration off the recent days' lists (the timer then computes nothing for it)."""
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        with storage_errors(account.name):
+            for offset in range(-1, 4):
+                table.delete_entity(f"~{today - timedelta(days=offset):{DAY_FORMAT}}", configuration_id)
+        self._active.clear()
+
     def delete_days_before(self, geography: Geography, configuration_id: str, cutoff: date) -> int:
         account = self._storage.for_geography(geography)
         table = account.table(TABLE)

@@ -34,10 +34,11 @@ INVENTORY = (
         (
             Field("PartitionKey", Classification.TENANT, Protection.CLEAR, "configuration id"),
             key("RowKey", "constant 'report'"),
-            *operational("Analytics", "RetentionDays", "ShowCsn", "UpdatedAt"),
+            *operational("Analytics", "RetentionDays", "ShowCsn", "UpdatedAt", "Deleted", "Geography"),
         ),
-        "while the configuration exists",
-        "deleted with the configuration's report data by the sweep timer once the configuration is gone",
+        "while the configuration exists; then until its report data is deleted",
+        "deleting the configuration marks it (Deleted, Geography); report_upkeep then deletes the configuration's "
+        "report rows and this row",
     ),
 )
 
@@ -48,6 +49,8 @@ class ReportPreferences:
     retention_days: int = DEFAULT_RETENTION_DAYS
     show_csn: bool = False
     updated_at: datetime | None = None
+    deleted: bool = False  # the configuration was deleted: its report data is being removed
+    geography: str | None = None  # where that data lives (set with ``deleted``)
 
 
 class ReportPreferenceStore:
@@ -93,9 +96,25 @@ class ReportPreferenceStore:
             rows = list(self._account.table(TABLE).query_entities("RowKey eq @row", parameters={"row": ROW}))
         return {str(row["PartitionKey"]): _from_row(row) for row in rows}
 
+    def mark_deleted(self, configuration_id: str, geography: str) -> None:
+        """The configuration is gone: record nothing more, and let the upkeep delete its report data."""
+        with storage_errors(self._account.name):
+            self._account.table(TABLE).upsert_entity(
+                {
+                    "PartitionKey": configuration_id,
+                    "RowKey": ROW,
+                    "Analytics": False,
+                    "Deleted": True,
+                    "Geography": geography,
+                    "UpdatedAt": utcnow(),
+                },
+                mode=UpdateMode.MERGE,
+            )
+        self._memory.forget(configuration_id)
+
     def delete(self, configuration_id: str) -> None:
         with storage_errors(self._account.name):
-            self._account.table(TABLE).delete_entity(configuration_id, ROW)
+            self._account.table(TABLE).delete_entity(configuration_id, ROW)  # absent: nothing to do
         self._memory.forget(configuration_id)
 
     def _read(self, configuration_id: str) -> ReportPreferences:
@@ -118,4 +137,6 @@ def _from_row(row: object) -> ReportPreferences:
         retention_days=int(retention) if isinstance(retention, int) and retention > 0 else DEFAULT_RETENTION_DAYS,
         show_csn=data.get("ShowCsn") is True,
         updated_at=data.get("UpdatedAt") if isinstance(data.get("UpdatedAt"), datetime) else None,
+        deleted=data.get("Deleted") is True,
+        geography=str(data["Geography"]) if data.get("Geography") else None,
     )

@@ -1,26 +1,23 @@
 """Report retention and upkeep, run by the timers (``connector/maintenance.py``).
 
 Rows carry ``ExpiresAt`` (their day plus the retention in force when written), which the sweep timer
-deletes. A configuration whose retention was shortened since also has its older days deleted here, and the
+deletes. A configuration whose retention was shortened since also has its older days deleted here, a deleted
+configuration all of its report rows (5,000 per run), and the
 summaries of the days still open (today, yesterday and the day before) are computed again, so pages read
 them rather than the facts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography
 from shared.reports.days import ReportDays, usable
-from shared.reports.preferences import DEFAULT_RETENTION_DAYS, ReportPreferenceStore
+from shared.reports.preferences import DEFAULT_RETENTION_DAYS, ReportPreferences, ReportPreferenceStore
 from shared.reports.store import ReportFacts
 
-
-@dataclass(frozen=True)
-class UpkeepResult:
-    deleted: int = 0
-    computed: int = 0
+TOMBSTONE = timedelta(hours=1)
 
 
 def enforce_retention(
@@ -34,12 +31,42 @@ def enforce_retention(
     """Delete the days of configurations with a shorter retention than their rows' ``ExpiresAt`` promised."""
     deleted = 0
     for configuration_id, settings in preferences.all().items():
+        if settings.deleted:
+            deleted += _forget(configuration_id, settings, geographies, preferences, facts, days, today)
+            continue
         if settings.retention_days >= DEFAULT_RETENTION_DAYS:
             continue  # rows never outlive ExpiresAt, set from the retention of their time (at most the default)
         cutoff = today - timedelta(days=settings.retention_days - 1)
         for geography in geographies:
             deleted += facts.delete_days_before(geography, configuration_id, cutoff)
             deleted += days.delete_days_before(geography, configuration_id, cutoff)
+    return deleted
+
+
+def _forget(
+    configuration_id: str,
+    settings: ReportPreferences,
+    geographies: tuple[Geography, ...],
+    preferences: ReportPreferenceStore,
+    facts: ReportFacts,
+    days: ReportDays,
+    today: date,
+    *,
+    limit: int = 5000,
+) -> int:
+    """A deleted configuration's report rows, ``limit`` at a time. Its settings row (the mark) stays until a run
+    finds nothing left an hour after the deletion: other instances may record a late event meanwhile (their
+    configuration cache lasts 5 minutes)."""
+    where = tuple(g for g in geographies if g.value == settings.geography) or geographies
+    after = today + timedelta(days=2)
+    deleted = 0
+    for g in where:
+        deleted += facts.delete_days_before(g, configuration_id, after, limit=limit)
+        deleted += days.delete_days_before(g, configuration_id, after)
+        days.forget_active(g, configuration_id, today)
+    marked = settings.updated_at
+    if deleted == 0 and (marked is None or utcnow() - marked > TOMBSTONE):
+        preferences.delete(configuration_id)
     return deleted
 
 
@@ -56,7 +83,9 @@ def refresh_open_days(
                 stored = days.stored(geography, configuration_id, day, day)[day]
                 if offset == 2 and usable(*stored, now=now):
                     continue  # closed and computed since it closed
-                settings = preferences.cached(configuration_id)
+                settings = preferences.get(configuration_id)
+                if settings.deleted:
+                    continue
                 days.compute(geography, configuration_id, day, now=now, retention_days=settings.retention_days)
                 computed += 1
     return computed

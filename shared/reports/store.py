@@ -128,7 +128,7 @@ class ReportFacts:
             if known is None:
                 try:
                     self.operations += 1
-                    metadata = table.create_entity(self._entity(geography, pk, visit, facts, expires_at))
+                    metadata = table.create_entity(self.entity(geography, pk, visit, facts, expires_at))
                     self._known.put(memory, _Known(facts, str(metadata.get("etag"))))
                     return True
                 except ResourceExistsError:
@@ -137,7 +137,7 @@ class ReportFacts:
                 if known is None:  # swept meanwhile: start again
                     try:
                         self.operations += 1
-                        metadata = table.create_entity(self._entity(geography, pk, visit, facts, expires_at))
+                        metadata = table.create_entity(self.entity(geography, pk, visit, facts, expires_at))
                         self._known.put(memory, _Known(facts, str(metadata.get("etag"))))
                         return True
                     except ResourceExistsError:
@@ -150,7 +150,7 @@ class ReportFacts:
                 try:
                     self.operations += 1
                     metadata = table.update_entity(
-                        self._entity(geography, pk, visit, combined, expires_at),
+                        self.entity(geography, pk, visit, combined, expires_at),
                         mode=UpdateMode.REPLACE,
                         etag=known.etag,
                         match_condition=MatchConditions.IfNotModified,
@@ -225,7 +225,7 @@ class ReportFacts:
 
     # --- entity mapping ----------------------------------------------------------------------------------
 
-    def _entity(
+    def entity(
         self, geography: Geography, pk: str, visit: str, facts: VisitFacts, expires_at: datetime
     ) -> dict[str, Any]:
         entity: dict[str, Any] = {

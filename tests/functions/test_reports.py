@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.functions.timer import TimerRequest
 
-from connector import maintenance, reports
+from connector import maintenance, portal, reports
 from connector.services import reset as reset_services
 from connector.services import services
 from shared.configurations.model import Configuration
@@ -253,3 +253,40 @@ def test_summaries_computed_by_the_timer_are_what_the_page_reads(tenants: tuple[
     assert svc.report(config, {"days": "7"}).totals.visits == 1
     maintenance.report_upkeep(TimerRequest(past_due=False))
     assert svc.report(config, {"days": "7"}).totals.visits == 2
+
+
+def test_deleting_the_configuration_deletes_its_report(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    record(config, today_at(4))
+    services().report_days.compute(config.geography, config.id, today_at(4).date(), now=datetime.now(UTC),
+                                   retention_days=90)  # fmt: skip
+    response = call(
+        portal.delete_configuration, "POST", "d", session=owner.admin, route={"id": config.id},
+        form={"csrf": owner.admin.csrf_token, "confirm": "yes", "etag": str(config.etag)},
+    )  # fmt: skip
+    assert response.status_code == 303
+    record(config, today_at(4) + timedelta(minutes=1))  # a late event of the deleted configuration: not recorded
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    account = services().storage.for_geography(config.geography)
+    facts = account.table(report_store.TABLE).query_entities(
+        "PartitionKey ge @a and PartitionKey lt @b", parameters={"a": f"{config.id}_", "b": f"{config.id}_~"}
+    )
+    assert not list(facts)
+
+    def summaries() -> list[object]:
+        return list(
+            account.table(report_days.TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": config.id})
+        )
+
+    assert not summaries()
+    assert services().report_preferences.all()[config.id].deleted  # the mark stays an hour (late events elsewhere)
+    maintenance.report_upkeep(TimerRequest(past_due=False))  # the timer computes nothing for it any more
+    assert not list(
+        account.table(report_days.TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": config.id})
+    )
+    settings_table = services().storage.app.table("ReportSettings")
+    settings_table.update_entity({"PartitionKey": config.id, "RowKey": "report",
+                                  "UpdatedAt": datetime.now(UTC) - timedelta(hours=2)})  # fmt: skip
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    assert config.id not in services().report_preferences.all()
