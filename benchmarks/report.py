@@ -260,9 +260,10 @@ def run(args: argparse.Namespace, base: int) -> int:
           f"{-(-args.days * (args.departments + 1) // 1000)} query page(s) whatever the visits a day; the "
           f"appointments table reads one page of 50 rows: the page above is the 50,000-a-day page")  # fmt: skip
     full_read = 3 * full_pages + 2  # three partitions of 50,000 rows, the summary rows' query, the batch
+    open_days = 5 * full_pages + 3 * 3  # the 3 open days read 5 partitions once; per day a query, a batch, a marker
     print(f"  timer: among days of 50,000 visits a day reads 3 partitions, {full_read} transactions (measured here "
-          f"{full.requests} with smaller neighbours) and about {3 * full.wall:.0f} s; the 3 open days are "
-          f"recomputed every 15 minutes: ~{3 * full_read} transactions, ~{9 * full.wall:.0f} s per run and "
+          f"{full.requests} with smaller neighbours, {full.wall:.0f} s); the 3 open days, oldest first, read 5 "
+          f"partitions: ~{open_days} transactions, ~{5 * full.wall:.0f} s per 15-minute run and "
           f"configuration")  # fmt: skip
     print(f"  recording: 50,000 visits x {len(events)} events = {50_000 * len(events):,} events a day, each one "
           f"etag-guarded write at most (a duplicate none)")  # fmt: skip

@@ -68,6 +68,9 @@ INVENTORY = (
 )
 
 
+PartitionCache = dict[date, list[StoredFacts]]
+
+
 def department_row(day: date, department: str) -> str:
     return f"{day:{DAY_FORMAT}}_{hashlib.sha256(department.encode()).hexdigest()[:16]}"
 
@@ -136,10 +139,13 @@ class ReportDays:
 
     # --- the visits of a day --------------------------------------------------------------------------
 
-    def visits(self, geography: Geography, configuration_id: str, day: date) -> list[ReportVisit]:
-        """The visits whose first fact falls on ``day``, each with all its facts (three partitions)."""
+    def visits(
+        self, geography: Geography, configuration_id: str, day: date, *, read: PartitionCache | None = None
+    ) -> list[ReportVisit]:
+        """The visits whose first fact falls on ``day``, each with all its facts (three partitions; ``read``
+        keeps partitions for the next day's call, so consecutive days read each partition once)."""
         rows: dict[str, VisitFacts] = {}
-        for stored in self._neighbourhood(geography, configuration_id, day):
+        for stored in self._neighbourhood(geography, configuration_id, day, read):
             current = rows.get(stored.visit)
             rows[stored.visit] = stored.facts if current is None else merged(current, stored.facts)
         found = []
@@ -150,18 +156,35 @@ class ReportDays:
         found.sort(key=lambda v: (v.summary.first_seen or day_start(day), v.id))
         return found
 
-    def _neighbourhood(self, geography: Geography, configuration_id: str, day: date) -> Iterable[StoredFacts]:
+    def _neighbourhood(
+        self, geography: Geography, configuration_id: str, day: date, read: PartitionCache | None
+    ) -> Iterable[StoredFacts]:
         for offset in (-1, 0, 1):
-            yield from self._facts.day(geography, configuration_id, day + timedelta(days=offset))
+            other = day + timedelta(days=offset)
+            if read is None:
+                yield from self._facts.day(geography, configuration_id, other)
+                continue
+            if other not in read:
+                read[other] = list(self._facts.day(geography, configuration_id, other))
+            yield from read[other]
+        if read is not None:
+            read.pop(day - timedelta(days=1), None)  # the next day (ascending) no longer needs it
 
     # --- summaries ------------------------------------------------------------------------------------
 
     def compute(
-        self, geography: Geography, configuration_id: str, day: date, *, now: datetime, retention_days: int
+        self,
+        geography: Geography,
+        configuration_id: str,
+        day: date,
+        *,
+        now: datetime,
+        retention_days: int,
+        read: PartitionCache | None = None,
     ) -> DaySummary:
         """Summarize ``day`` from its facts and store the summary (one transaction) with its marker."""
         departments: dict[str, Totals] = defaultdict(Totals)
-        for visit in self.visits(geography, configuration_id, day):
+        for visit in self.visits(geography, configuration_id, day, read=read):
             departments[visit.summary.department or ""].add(visit.summary)
         summary = DaySummary(day, dict(departments), now)
         account = self._storage.for_geography(geography)

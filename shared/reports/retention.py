@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 
 from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography
-from shared.reports.days import ReportDays, usable
+from shared.reports.days import PartitionCache, ReportDays, usable
 from shared.reports.preferences import DEFAULT_RETENTION_DAYS, ReportPreferences, ReportPreferenceStore
 from shared.reports.store import ReportFacts
 
@@ -77,15 +77,19 @@ def refresh_open_days(
     computed = 0
     today = now.date()
     for geography in geographies:
-        for offset in (0, 1, 2):
-            day = today - timedelta(days=offset)
-            for configuration_id in days.active(geography, day):
+        configurations = {c for offset in (0, 1, 2) for c in days.active(geography, today - timedelta(days=offset))}
+        for configuration_id in sorted(configurations):
+            read: PartitionCache = {}  # the three days in ascending order read five partitions, not nine
+            for offset in (2, 1, 0):
+                day = today - timedelta(days=offset)
                 stored = days.stored(geography, configuration_id, day, day)[day]
                 if offset == 2 and usable(*stored, now=now):
                     continue  # closed and computed since it closed
                 settings = preferences.get(configuration_id)
                 if settings.deleted:
-                    continue
-                days.compute(geography, configuration_id, day, now=now, retention_days=settings.retention_days)
+                    break
+                days.compute(
+                    geography, configuration_id, day, now=now, retention_days=settings.retention_days, read=read
+                )
                 computed += 1
     return computed

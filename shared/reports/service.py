@@ -21,7 +21,7 @@ from shared.kernel.clock import utcnow
 from shared.kernel.errors import BadRequest, Forbidden, NotFound
 from shared.microsoft.entra import PortalIdentity
 from shared.portal.service import can_edit
-from shared.reports.days import DaySummary, ReportDays, ReportVisit, usable
+from shared.reports.days import DaySummary, PartitionCache, ReportDays, ReportVisit, usable
 from shared.reports.facts import VisitFacts, merged, summarize
 from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
 from shared.reports.store import ReportFacts
@@ -169,11 +169,12 @@ class ReportService:
         departments: set[str] = set()
         computed = 0
         oldest: datetime | None = None
+        read: PartitionCache = {}  # days computed here read each partition once (oldest day first)
         for day in span.days:
             summary, changed = stored[day]
             if not usable(summary, changed, now=now):
                 summary = self._days.compute(
-                    config.geography, config.id, day, now=now, retention_days=preferences.retention_days
+                    config.geography, config.id, day, now=now, retention_days=preferences.retention_days, read=read
                 )
                 computed += 1
             departments.update(d for d in summary.departments if d)

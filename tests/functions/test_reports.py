@@ -290,3 +290,19 @@ def test_deleting_the_configuration_deletes_its_report(tenants: tuple[Tenant, Te
                                   "UpdatedAt": datetime.now(UTC) - timedelta(hours=2)})  # fmt: skip
     maintenance.report_upkeep(TimerRequest(past_due=False))
     assert config.id not in services().report_preferences.all()
+
+
+def test_a_visit_across_midnight_counts_once_on_its_first_day_with_all_its_facts(
+    tenants: tuple[Tenant, Tenant],
+) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    record(config, midnight - timedelta(minutes=10))  # launched 23:50, admitted 23:53:30, ends 00:11
+    report = services().reports.report(config, {"days": "7"})
+    assert report.totals.visits == 1
+    by_day = {day: totals.visits for day, totals in report.per_day}
+    assert by_day[(midnight - timedelta(days=1)).date()] == 1 and by_day[midnight.date()] == 0
+    [row] = rows_of(export(owner.admin, config, days="7"))
+    assert row["day"] == (midnight - timedelta(days=1)).date().isoformat()
+    assert row["duration_seconds"] == str(int((21 - 3.5) * 60)) and row["status"] == "completed"
