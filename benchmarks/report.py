@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import azure.functions as func
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
 
@@ -43,6 +42,7 @@ from shared.reports.recorder import report_visit_id
 from shared.reports.store import TABLE, partition
 from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
 from shared.visits.sealed_context import seal_event
+from tests.functions.portal_support import call
 
 TENANT = "11111111-1111-4111-8111-111111111111"
 
@@ -167,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, base: int) -> int:
     os.environ.update(local_values(base))
     from connector import reports as report_functions
-    from connector.portal import cookie_name
     from connector.services import reset, services
 
     reset()
@@ -209,14 +208,11 @@ def run(args: argparse.Namespace, base: int) -> int:
             PortalIdentity(tenant_id=TENANT, object_id=str(uuid.uuid4()), upn="admin@contoso.example",
                            name="Avery Admin", wids=(GLOBAL_ADMINISTRATOR,))
         )  # fmt: skip
-        cookie = f"{cookie_name(svc.settings)}={session.id}"
 
-        def open_page(params: dict[str, str]) -> func.HttpResponse:
-            request = func.HttpRequest(
-                "GET", "http://localhost:7071/api/portal/configurations/x/report", headers={"cookie": cookie},
-                params=params, route_params={"id": config.id}, body=b"",
-            )  # fmt: skip
-            response: func.HttpResponse = report_functions.report_page(request)
+        def open_page(params: dict[str, str]) -> Any:
+            # As the host calls it: the request with the session cookie, the function, its HTML response.
+            response = call(report_functions.report_page, "GET", "r", session=session, params=params,
+                            route={"id": config.id})  # fmt: skip
             assert response.status_code == 200, response.get_body()[:500]
             return response
 
@@ -226,7 +222,7 @@ def run(args: argparse.Namespace, base: int) -> int:
             with measured(requests) as one:
                 body = open_page({"days": "90", "day": full_day.isoformat()}).get_body()
             pages.append(one)
-        print(f"\n90-day report page (median of {args.repeats}; {len(body) // 1024} KiB of HTML)")
+        print(f"\n{args.days}-day report page (median of {args.repeats}; {len(body) // 1024} KiB of HTML)")
         print(f"  Table transactions: {pages[0].requests} (session 1, configuration 1, settings 1, summaries "
               f"{pages[0].requests - 4} query page(s) for {args.days} days x {args.departments} departments + "
               f"{args.days} markers, appointments 1)")  # fmt: skip

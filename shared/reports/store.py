@@ -13,6 +13,9 @@ one insert; a conflict or a cold cache costs a read first.
 from __future__ import annotations
 
 import json
+import random
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -33,7 +36,7 @@ from shared.visits.events import Role
 
 TABLE = "ReportVisits"
 CSN_PURPOSE = "ReportVisits"
-_ATTEMPTS = 6
+_ATTEMPTS = 10
 MEMORY_SECONDS = 900.0  # a visit's events arrive within minutes of each other
 
 INVENTORY = (
@@ -106,6 +109,7 @@ class ReportFacts:
         self._storage = storage
         self._sealer = sealer
         self._known: Memo[tuple[str, str, str], _Known] = Memo(MEMORY_SECONDS, max_items=50_000)
+        self._locks = tuple(threading.Lock() for _ in range(64))
         self.operations = 0  # Table calls made (benchmarks and tests read it)
 
     def record(
@@ -123,8 +127,24 @@ class ReportFacts:
         table = account.table(TABLE)
         pk = partition(configuration_id, day)
         memory = (geography.value, pk, visit)
+        # One writer per row at a time in this process (a busy visit's burst queues here, each write starting
+        # from the etag the previous one got); across instances the etag retry below applies.
+        with self._locks[hash(memory) % len(self._locks)]:
+            return self._record(table, account.name, geography, pk, visit, memory, facts, expires_at)
+
+    def _record(
+        self,
+        table: Any,
+        account: str,
+        geography: Geography,
+        pk: str,
+        visit: str,
+        memory: tuple[str, str, str],
+        facts: VisitFacts,
+        expires_at: datetime,
+    ) -> bool:
         known = self._known.get(memory)
-        with storage_errors(account.name):
+        with storage_errors(account):
             if known is None:
                 try:
                     self.operations += 1
@@ -158,6 +178,7 @@ class ReportFacts:
                     self._known.put(memory, _Known(combined, str(metadata.get("etag"))))
                     return True
                 except (ResourceModifiedError, ResourceNotFoundError):
+                    time.sleep(random.uniform(0, 0.05))  # noqa: S311 - jitter, so colliding instances spread out
                     known = self._read(table, geography, pk, visit)
         raise Conflict("A visit's report row is changing too quickly; the event is retried.", code="report_contention")
 

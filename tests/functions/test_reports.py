@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -306,3 +308,23 @@ def test_a_visit_across_midnight_counts_once_on_its_first_day_with_all_its_facts
     [row] = rows_of(export(owner.admin, config, days="7"))
     assert row["day"] == (midnight - timedelta(days=1)).date().isoformat()
     assert row["duration_seconds"] == str(int((21 - 3.5) * 60)) and row["status"] == "completed"
+
+
+def test_a_burst_of_one_visits_events_on_many_threads_records_once_without_contention(
+    tenants: tuple[Tenant, Tenant],
+) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    start = today_at(3)
+    messages = []
+    for n in range(40):  # one visit: 40 patients of a group visit, each through the lobby
+        messages += visit_messages(
+            services().sealer, configuration_id=config.id, geography=config.geography.value, visit_key="group-visit",
+            start=start + timedelta(seconds=n), wait_minutes=1 + n / 10, first_patient=n,
+        )  # fmt: skip
+    random.Random(3).shuffle(messages)
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        list(pool.map(services().report_recorder.record, messages))  # raises if any recording failed
+    [row] = rows_of(export(owner.admin, config, days="7"))
+    assert row["status"] == "completed" and row["providers"] == "1" and row["patients"] == "40"
+    assert len(row["lobby_waits"].split()) == 40

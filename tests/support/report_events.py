@@ -23,6 +23,7 @@ def visit_messages(
     department: str | None = "10501101",
     wait_minutes: float = 2.0,
     patients: int = 1,
+    first_patient: int = 0,
 ) -> list[str]:
     """The queue bodies of one visit: both launches (sealed references), then the roster as Graph reports it."""
 
@@ -45,7 +46,7 @@ def visit_messages(
     if outcome != "no_show":
         events.append(launch(Role.PATIENT, 1, "Patient/pat-456"))
     events.append(graph(Role.PROVIDER, C, 0.5, "leg-provider"))
-    for n in range(patients if outcome != "no_show" else 0):
+    for n in range(first_patient, first_patient + (patients if outcome != "no_show" else 0)):
         events.append(graph(Role.PATIENT, L, 1.5, f"leg-patient-{n}"))
         if outcome == "completed":
             events.append(graph(Role.PATIENT, C, 1.5 + wait_minutes, f"leg-patient-{n}"))
