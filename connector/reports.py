@@ -11,7 +11,7 @@ Same portal session and CSRF rules as ``connector/portal.py``.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -54,6 +54,10 @@ def _params(req: func.HttpRequest) -> dict[str, str]:
 @page
 def report_index(req: func.HttpRequest) -> func.HttpResponse:
     session = _session(req)
+    chosen = req.params.get("configuration")
+    if chosen:  # the report page's configuration switch
+        config = services().reports.configuration(session.user, chosen)
+        return redirect(portal_url(f"/configurations/{config.id}/report"), status=303)
     configurations = services().reports.readable(session.user)
     return render(
         "portal/reports.html", {**_chrome(session), "title": "Usage reports", "configurations": configurations}
@@ -68,7 +72,8 @@ def report_page(req: func.HttpRequest) -> func.HttpResponse:
     config = svc.configuration(session.user, req.route_params.get("id", ""))
     params = _params(req)
     report = svc.report(config, params)
-    day = _day(req.params.get("day"), default=report.range.last)
+    busy = [d for d, t in report.per_day if t.visits]
+    day = _day(req.params.get("day"), default=busy[-1] if busy else report.range.last)
     if not report.range.first <= day <= report.range.last:
         day = report.range.last
     visits, after = svc.appointments(config, day, department=report.department, after=req.params.get("after", ""))
@@ -79,20 +84,21 @@ def report_page(req: func.HttpRequest) -> func.HttpResponse:
         **_chrome(session),
         "title": "Usage report",
         "config": config,
+        "configurations": svc.readable(session.user),
         "report": report,
         "presets": PRESETS,
         "params": params,
         "query": urlencode(params),
-        "statuses": [(s.value, charts.STATUS_LABELS[s]) for s in charts.STATUS_ORDER],
+        "statuses": [s.value for s in charts.STATUS_ORDER],
         "figures": {
             "visits": totals.visits,
             "completed": totals.count(Status.COMPLETED),
             "no_show": totals.count(Status.NO_SHOW),
             "abandoned": totals.count(Status.ABANDONED),
             "in_progress": totals.count(Status.IN_PROGRESS),
-            "median_wait": _duration(quantile(totals.waits, 0.5)),
-            "p90_wait": _duration(quantile(totals.waits, 0.9)),
-            "median_duration": _duration(quantile(totals.durations, 0.5)),
+            "median_wait": _seconds(quantile(totals.waits, 0.5)),
+            "p90_wait": _seconds(quantile(totals.waits, 0.9)),
+            "median_duration": _seconds(quantile(totals.durations, 0.5)),
         },
         "per_day_chart": charts.visits_per_day(report.per_day),
         "wait_rows": wait_rows,
@@ -109,32 +115,22 @@ def report_page(req: func.HttpRequest) -> func.HttpResponse:
     return render("portal/report.html", context, headers={"Cache-Control": "no-store"})
 
 
-def _duration(delta: timedelta | None) -> str:
-    """ "4 min 05 s", "1 h 02 min", or an em dash when unknown."""
-    if delta is None:
-        return "—"
-    seconds = round(delta.total_seconds())
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+def _seconds(delta: timedelta | None) -> int | None:
+    return None if delta is None else round(delta.total_seconds())
 
 
-def _time(moment: datetime | None) -> str:
-    return "—" if moment is None else f"{moment:%H:%M:%S}"
-
-
-def _row(visit: ReportVisit, *, show_csn: bool) -> dict[str, str]:
+def _row(visit: ReportVisit, *, show_csn: bool) -> dict[str, Any]:
+    """A table row: values only; the template words them (times UTC, durations in seconds)."""
     s = visit.summary
     return {
         "id": appointment_id(visit, show_csn=show_csn),
         "status": s.status.value,
-        "status_label": charts.STATUS_LABELS[s.status],
-        "department": s.department or "—",
-        "organizer": s.organizer or "—",
-        "start": _time(s.start or s.first_seen),
-        "duration": _duration(s.duration),
-        "wait": _duration(s.median_wait),
-        "attendants": ", ".join(f"{n} {role.value}" for role, n in s.attendants.items() if n) or "—",
+        "department": s.department,
+        "organizer": s.organizer,
+        "start": s.start or s.first_seen,
+        "duration": _seconds(s.duration),
+        "wait": _seconds(s.median_wait),
+        "attendants": {role.value: n for role, n in s.attendants.items() if n},
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,8 @@ def test_the_report_page_is_accessible_and_its_csv_round_trips(
     page.get_by_text("Visits per day as a table").click()
     expect(page.locator("#per-day-table")).to_be_visible()
     assert page.evaluate("document.scripts.length") == 0  # nothing to run: charts are drawn by the server
+    if os.environ.get("REPORT_SCREENSHOT"):
+        page.screenshot(path=os.environ["REPORT_SCREENSHOT"], full_page=True)
     assert_accessible(page)
 
     page.select_option("#days", "30")

@@ -328,3 +328,14 @@ def test_a_burst_of_one_visits_events_on_many_threads_records_once_without_conte
     [row] = rows_of(export(owner.admin, config, days="7"))
     assert row["status"] == "completed" and row["providers"] == "1" and row["patients"] == "40"
     assert len(row["lobby_waits"].split()) == 40
+
+
+def test_the_configuration_switch_opens_only_readable_reports(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, stranger = tenants
+    first, second = approved_in_storage(owner), approved_in_storage(owner)
+    html = text(page(owner.admin, first))
+    assert 'id="switch-configuration"' in html and second.id in html
+    switched = call(reports.report_index, "GET", "r", session=owner.admin, params={"configuration": second.id})
+    assert switched.status_code == 303 and switched.headers["Location"].endswith(f"/configurations/{second.id}/report")
+    refused = call(reports.report_index, "GET", "r", session=stranger.admin, params={"configuration": second.id})
+    assert refused.status_code == 404
