@@ -78,8 +78,10 @@ class FactRecorder:
         organizer = None
         if event.role is Role.PROVIDER and event.participant:
             organizer = organizer_id(self._secret, event.configuration_id, event.participant)
-        facts = facts_from_event(event, organizer=organizer, keep_csn=keep_csn)
         day = day_of(event.occurred_at)
+        if day < utcnow().date() - timedelta(days=retention_days - 1):
+            return False  # older than the report keeps (a message replayed from the poison queue long after)
+        facts = facts_from_event(event, organizer=organizer, keep_csn=keep_csn)
         expires_at = datetime.combine(day, time(), tzinfo=UTC) + timedelta(days=retention_days + 1)
         visit = report_visit_id(self._secret, event.configuration_id, event.visit_key)
         changed = self._facts.record(geography, event.configuration_id, visit, day, facts, expires_at=expires_at)

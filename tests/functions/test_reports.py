@@ -339,3 +339,13 @@ def test_the_configuration_switch_opens_only_readable_reports(tenants: tuple[Ten
     assert switched.status_code == 303 and switched.headers["Location"].endswith(f"/configurations/{second.id}/report")
     refused = call(reports.report_index, "GET", "r", session=stranger.admin, params={"configuration": second.id})
     assert refused.status_code == 404
+
+
+def test_an_event_older_than_the_retention_is_not_recorded(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    services().report_preferences.save(config.id, ReportPreferences(retention_days=30))
+    record(config, datetime.now(UTC) - timedelta(days=31))
+    table = services().storage.for_geography(config.geography).table(report_store.TABLE)
+    assert not list(table.query_entities("PartitionKey ge @a and PartitionKey lt @b", parameters={
+        "a": f"{config.id}_", "b": f"{config.id}_~"}))  # fmt: skip
