@@ -349,3 +349,29 @@ def test_an_event_older_than_the_retention_is_not_recorded(tenants: tuple[Tenant
     table = services().storage.for_geography(config.geography).table(report_store.TABLE)
     assert not list(table.query_entities("PartitionKey ge @a and PartitionKey lt @b", parameters={
         "a": f"{config.id}_", "b": f"{config.id}_~"}))  # fmt: skip
+
+
+def test_report_rows_hold_no_ehr_identifier_name_or_free_text(tenants: tuple[Tenant, Tenant]) -> None:
+    """A privacy scan of the report tables: every column of every row the report wrote for a configuration."""
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    messages = record(config, today_at(10), csn="CSN-424242", department="10501101")
+    services().report_days.compute(config.geography, config.id, today_at(10).date(), now=datetime.now(UTC),
+                                   retention_days=90)  # fmt: skip
+    account = services().storage.for_geography(config.geography)
+    rows = [
+        dict(r)
+        for r in account.table(report_store.TABLE).query_entities(
+            "PartitionKey ge @a and PartitionKey lt @b", parameters={"a": f"{config.id}_", "b": f"{config.id}_~"}
+        )
+    ]
+    rows += [dict(r) for r in account.table(report_days.TABLE).query_entities(
+        "PartitionKey eq @pk", parameters={"pk": config.id})]  # fmt: skip
+    assert rows
+    dump = json.dumps(rows, default=str)
+    for secret in ("CSN-424242", "dr-smith-123", "pat-456", "Practitioner/", "Patient/", "Smith", "leg-patient"):
+        assert secret not in dump, secret
+    declared = {f.name for store in (*report_store.INVENTORY, *report_days.INVENTORY) for f in store.fields}
+    assert {column for row in rows for column in row} <= declared
+    visit_key = json.loads(messages[0])["visitKey"]
+    assert visit_key not in dump  # the report's visit id is keyed apart from the visit's own key
