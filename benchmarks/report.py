@@ -130,7 +130,6 @@ def seed_day(
     facts_store = services.report_facts
     table: TableClient = services.storage.for_geography(config.geography).table(TABLE)
     pk = partition(config.id, day)
-    expires = datetime.combine(day, datetime.min.time(), UTC) + timedelta(days=91)
     batch: list[tuple[str, dict[str, Any]]] = []
     for _ in range(visits):
         events = visit_events(rng, config.id, config.geography.value, day, f"{rng.randrange(departments):04d}")
@@ -138,7 +137,7 @@ def seed_day(
         for e in events:
             facts = merged(facts, facts_from_event(e, organizer="o" if e.role is Role.PROVIDER else None))
         row = report_visit_id(secret, config.id, events[0].visit_key)
-        batch.append(("create", facts_store.entity(config.geography, pk, row, facts, expires)))
+        batch.append(("create", facts_store.entity(config.geography, pk, row, facts)))
         if len(batch) == 100:
             table.submit_transaction(batch)
             batch = []
@@ -191,14 +190,14 @@ def run(args: argparse.Namespace, base: int) -> int:
         # The upkeep timer's job: each day's summary (the page reads these, never the facts of a closed day).
         print("\nSummaries (the report upkeep timer, every 15 minutes for the open days; once for a closed day)")
         with measured(requests) as full:
-            svc.report_days.compute(config.geography, config.id, full_day, now=now, retention_days=90)
+            svc.report_days.compute(config.geography, config.id, full_day, now=now)
         print(f"  one day of {args.full_day:,} visits: {full.requests} Table transactions, "
               f"{full.wall:.1f} s wall, {full.cpu:.1f} s CPU")  # fmt: skip
         with measured(requests) as small:
             for offset in range(args.days):
                 day = today - timedelta(days=offset)
                 if day != full_day:
-                    svc.report_days.compute(config.geography, config.id, day, now=now, retention_days=90)
+                    svc.report_days.compute(config.geography, config.id, day, now=now)
         per_small = small.requests / max(1, args.days - 1)
         print(f"  the other {args.days - 1} days ({args.visits_per_day} visits each): {per_small:.1f} transactions "
               f"and {small.wall / max(1, args.days - 1) * 1000:.0f} ms per day")  # fmt: skip

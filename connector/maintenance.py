@@ -11,8 +11,6 @@ from connector.services import services
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import ConnectorError
 from shared.portal import sessions
-from shared.reports import days as report_days
-from shared.reports import store as report_store
 from shared.reports.retention import enforce_retention, refresh_open_days
 from shared.storage import state as auth_state
 from shared.storage.sweep import sweep_expired
@@ -26,7 +24,7 @@ logger = logging.getLogger(__name__)
 # Tables whose rows carry ExpiresAt: in the app's account, and in every geography's account (AuthStates in
 # both: the portal's sign-ins in the app's, the launches' in their configuration's geography).
 APP_SHORT_LIVED_TABLES = (auth_state.TABLE, sessions.TABLE, FAILURES_TABLE)
-GEOGRAPHY_SHORT_LIVED_TABLES = (auth_state.TABLE, visits.TABLE, ledger.TABLE, report_store.TABLE, report_days.TABLE)
+GEOGRAPHY_SHORT_LIVED_TABLES = (auth_state.TABLE, visits.TABLE, ledger.TABLE)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *", run_on_startup=False, use_monitor=False)
@@ -55,7 +53,8 @@ def sweep_expired_state(timer: func.TimerRequest) -> None:
 
 @bp.timer_trigger(arg_name="timer", schedule="0 5-59/15 * * * *", run_on_startup=False, use_monitor=False)
 def report_upkeep(timer: func.TimerRequest) -> None:
-    """Usage report: delete days past a shortened retention, and compute the open days' summaries."""
+    """Usage report: delete days past each configuration's retention (by key range; the report tables are not
+    swept by ``ExpiresAt``, which would scan them), and compute the open days' summaries."""
     svc = services()
     geographies = svc.storage.geographies
     now = utcnow()

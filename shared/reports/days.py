@@ -29,13 +29,13 @@ from shared.kernel.inventory import Account, Classification, Field, Kind, Protec
 from shared.kernel.memo import Memo
 from shared.kernel.settings import Geography
 from shared.reports.facts import VisitFacts, VisitSummary, merged, summarize
-from shared.reports.store import ReportFacts, StoredFacts
+from shared.reports.store import ReportFacts, StoredFacts, delete_rows
 from shared.reports.totals import Totals
 from shared.storage.accounts import Storage, storage_errors
 
 TABLE = "ReportDays"
 FRESH = timedelta(minutes=20)
-ACTIVE_LIFETIME = timedelta(days=3)
+LIST_DAYS = 4  # a day's list of configurations is kept this many days (the timer reads the last three)
 DAY_FORMAT = "%Y%m%d"
 
 INVENTORY = (
@@ -60,10 +60,11 @@ INVENTORY = (
                 Protection.CLEAR,
                 "counts by status, wait/duration buckets, visits per hour, attendants by role",
             ),
-            *operational("Computed", "Changed", "ExpiresAt"),
+            *operational("Computed", "Changed"),
         ),
         "the configuration's report retention (default 90 days); a day's list of configurations 3 days",
-        "the sweep timer after ExpiresAt, or sooner when the retention is shortened (shared.reports.retention)",
+        "the report upkeep timer once past the retention (a key-range query per configuration), or all of a "
+        "deleted configuration's; a day's list after 4 days",
     ),
 )
 
@@ -122,11 +123,7 @@ class ReportDays:
             if self._active.get(memory) is None:
                 self.operations += 1
                 table.upsert_entity(
-                    {
-                        "PartitionKey": f"~{day:{DAY_FORMAT}}",
-                        "RowKey": configuration_id,
-                        "ExpiresAt": day_start(day) + ACTIVE_LIFETIME,
-                    },
+                    {"PartitionKey": f"~{day:{DAY_FORMAT}}", "RowKey": configuration_id},
                     mode=UpdateMode.REPLACE,
                 )
                 self._active.put(memory, True)
@@ -179,7 +176,6 @@ class ReportDays:
         day: date,
         *,
         now: datetime,
-        retention_days: int,
         read: PartitionCache | None = None,
     ) -> DaySummary:
         """Summarize ``day`` from its facts and store the summary (one transaction) with its marker."""
@@ -189,7 +185,6 @@ class ReportDays:
         summary = DaySummary(day, dict(departments), now)
         account = self._storage.for_geography(geography)
         table = account.table(TABLE)
-        expires_at = day_start(day) + timedelta(days=retention_days + 1)
         prefix = f"{day:{DAY_FORMAT}}_"
         with storage_errors(account.name):
             self.operations += 1
@@ -211,7 +206,6 @@ class ReportDays:
                     "RowKey": row,
                     "Department": department,
                     "Totals": totals.to_json(),
-                    "ExpiresAt": expires_at,
                 }
                 operations.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
             for row in existing - written:
@@ -219,12 +213,7 @@ class ReportDays:
             operations.append(
                 (
                     "upsert",
-                    {
-                        "PartitionKey": configuration_id,
-                        "RowKey": f"{day:{DAY_FORMAT}}",
-                        "Computed": now,
-                        "ExpiresAt": expires_at,
-                    },
+                    {"PartitionKey": configuration_id, "RowKey": f"{day:{DAY_FORMAT}}", "Computed": now},
                     {"mode": UpdateMode.MERGE},
                 )
             )
@@ -291,19 +280,26 @@ class ReportDays:
         self._active.clear()
 
     def delete_days_before(self, geography: Geography, configuration_id: str, cutoff: date) -> int:
+        """The configuration's summaries and markers of days before ``cutoff`` (one partition, a key range)."""
         account = self._storage.for_geography(geography)
-        table = account.table(TABLE)
-        deleted = 0
-        with storage_errors(account.name):
-            rows = table.query_entities(
-                "PartitionKey eq @pk and RowKey lt @high",
-                parameters={"pk": configuration_id, "high": f"{cutoff:{DAY_FORMAT}}"},
-                select=["PartitionKey", "RowKey"],
-            )
-            for row in rows:
-                table.delete_entity(row["PartitionKey"], row["RowKey"])
-                deleted += 1
-        return deleted
+        return delete_rows(
+            account.table(TABLE),
+            account.name,
+            "PartitionKey eq @pk and RowKey lt @high",
+            {"pk": configuration_id, "high": f"{cutoff:{DAY_FORMAT}}"},
+            limit=100_000,
+        )
+
+    def delete_lists_before(self, geography: Geography, cutoff: date) -> int:
+        """The days' lists of configurations before ``cutoff`` (partitions ``~<day>``)."""
+        account = self._storage.for_geography(geography)
+        return delete_rows(
+            account.table(TABLE),
+            account.name,
+            "PartitionKey ge @low and PartitionKey lt @high",
+            {"low": "~", "high": f"~{cutoff:{DAY_FORMAT}}"},
+            limit=100_000,
+        )
 
 
 def usable(summary: DaySummary, changed: datetime | None, *, now: datetime) -> bool:

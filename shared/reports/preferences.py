@@ -8,10 +8,11 @@ within that time (and at once in the process that saved it).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from shared.kernel.clock import utcnow
@@ -36,7 +37,8 @@ INVENTORY = (
             key("RowKey", "constant 'report'"),
             *operational("Analytics", "RetentionDays", "ShowCsn", "UpdatedAt", "Deleted", "Geography"),
         ),
-        "while the configuration exists; then until its report data is deleted",
+        "while the configuration exists (written with the defaults on its first recorded visit); then until its "
+        "report data is deleted",
         "deleting the configuration marks it (Deleted, Geography); report_upkeep then deletes the configuration's "
         "report rows and this row",
     ),
@@ -61,11 +63,14 @@ class ReportPreferenceStore:
     def get(self, configuration_id: str) -> ReportPreferences:
         return self._read(configuration_id)
 
-    def cached(self, configuration_id: str) -> ReportPreferences:
-        """The settings as this process last read them (at most ``MEMORY_SECONDS`` old): the worker's read."""
+    def cached(self, configuration_id: str, *, geography: str | None = None) -> ReportPreferences:
+        """The settings as this process last read them (at most ``MEMORY_SECONDS`` old): the worker's read.
+
+        A configuration without a row gets one with the defaults (and its ``geography``), so the retention
+        timer finds every configuration with report data."""
         found = self._memory.get(configuration_id)
         if found is None:
-            found = self._read(configuration_id)
+            found = self._read(configuration_id, create_in=geography)
         return found
 
     def save(self, configuration_id: str, preferences: ReportPreferences) -> ReportPreferences:
@@ -74,19 +79,10 @@ class ReportPreferenceStore:
             retention_days=max(1, min(MAX_RETENTION_DAYS, preferences.retention_days)),
             show_csn=preferences.show_csn,
             updated_at=utcnow(),
+            geography=preferences.geography,
         )
         with storage_errors(self._account.name):
-            self._account.table(TABLE).upsert_entity(
-                {
-                    "PartitionKey": configuration_id,
-                    "RowKey": ROW,
-                    "Analytics": saved.analytics,
-                    "RetentionDays": saved.retention_days,
-                    "ShowCsn": saved.show_csn,
-                    "UpdatedAt": saved.updated_at,
-                },
-                mode=UpdateMode.REPLACE,
-            )
+            self._account.table(TABLE).upsert_entity(_row(configuration_id, saved), mode=UpdateMode.REPLACE)
         self._memory.put(configuration_id, saved)
         return saved
 
@@ -117,16 +113,33 @@ class ReportPreferenceStore:
             self._account.table(TABLE).delete_entity(configuration_id, ROW)  # absent: nothing to do
         self._memory.forget(configuration_id)
 
-    def _read(self, configuration_id: str) -> ReportPreferences:
+    def _read(self, configuration_id: str, *, create_in: str | None = None) -> ReportPreferences:
         with storage_errors(self._account.name):
             try:
                 row = self._account.table(TABLE).get_entity(configuration_id, ROW)
             except ResourceNotFoundError:
-                found = ReportPreferences()
+                found = ReportPreferences(geography=create_in)
+                if create_in is not None:
+                    with suppress(ResourceExistsError):
+                        self._account.table(TABLE).create_entity(_row(configuration_id, found))
             else:
                 found = _from_row(row)
         self._memory.put(configuration_id, found)
         return found
+
+
+def _row(configuration_id: str, preferences: ReportPreferences) -> dict[str, object]:
+    row: dict[str, object] = {
+        "PartitionKey": configuration_id,
+        "RowKey": ROW,
+        "Analytics": preferences.analytics,
+        "RetentionDays": preferences.retention_days,
+        "ShowCsn": preferences.show_csn,
+        "UpdatedAt": preferences.updated_at or utcnow(),
+    }
+    if preferences.geography:
+        row["Geography"] = preferences.geography
+    return row
 
 
 def _from_row(row: object) -> ReportPreferences:

@@ -10,7 +10,7 @@ harmless (facts merge idempotently).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import InvalidEvent, NotFound, SealedValueInvalid
@@ -67,7 +67,7 @@ class FactRecorder:
             self._configurations.target_for(event.configuration_id)
         except NotFound:
             return False
-        preferences = self._preferences.cached(event.configuration_id)
+        preferences = self._preferences.cached(event.configuration_id, geography=geography.value)
         if not preferences.analytics:
             return False
         return self.record_event(
@@ -82,9 +82,8 @@ class FactRecorder:
         if day < utcnow().date() - timedelta(days=retention_days - 1):
             return False  # older than the report keeps (a message replayed from the poison queue long after)
         facts = facts_from_event(event, organizer=organizer, keep_csn=keep_csn)
-        expires_at = datetime.combine(day, time(), tzinfo=UTC) + timedelta(days=retention_days + 1)
         visit = report_visit_id(self._secret, event.configuration_id, event.visit_key)
-        changed = self._facts.record(geography, event.configuration_id, visit, day, facts, expires_at=expires_at)
+        changed = self._facts.record(geography, event.configuration_id, visit, day, facts)
         if changed:
             self._days.touched(geography, event.configuration_id, day, now=utcnow())
             logger.debug("Report facts of visit %s changed", log_id(visit))

@@ -1,8 +1,9 @@
 """Report retention and upkeep, run by the timers (``connector/maintenance.py``).
 
-Rows carry ``ExpiresAt`` (their day plus the retention in force when written), which the sweep timer
-deletes. A configuration whose retention was shortened since also has its older days deleted here, a deleted
-configuration all of its report rows (5,000 per run), and the
+Every configuration that ever recorded a visit has a ``ReportSettings`` row (defaults written on its first
+fact), so this timer knows them all: each one's days past its retention are deleted by key range (the report
+tables are never scanned, unlike the ``ExpiresAt`` sweep of the short-lived tables), a deleted configuration's
+rows all of them, and the
 summaries of the days still open (today, yesterday and the day before) are computed again, so pages read
 them rather than the facts.
 """
@@ -13,8 +14,8 @@ from datetime import date, datetime, timedelta
 
 from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography
-from shared.reports.days import PartitionCache, ReportDays, usable
-from shared.reports.preferences import DEFAULT_RETENTION_DAYS, ReportPreferences, ReportPreferenceStore
+from shared.reports.days import LIST_DAYS, PartitionCache, ReportDays, usable
+from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
 from shared.reports.store import ReportFacts
 
 TOMBSTONE = timedelta(hours=1)
@@ -28,18 +29,19 @@ def enforce_retention(
     *,
     today: date,
 ) -> int:
-    """Delete the days of configurations with a shorter retention than their rows' ``ExpiresAt`` promised."""
+    """Delete every configuration's days past its retention: key-range queries, whole partitions, no table scan."""
     deleted = 0
     for configuration_id, settings in preferences.all().items():
         if settings.deleted:
             deleted += _forget(configuration_id, settings, geographies, preferences, facts, days, today)
             continue
-        if settings.retention_days >= DEFAULT_RETENTION_DAYS:
-            continue  # rows never outlive ExpiresAt, set from the retention of their time (at most the default)
         cutoff = today - timedelta(days=settings.retention_days - 1)
-        for geography in geographies:
+        where = tuple(g for g in geographies if g.value == settings.geography) or geographies
+        for geography in where:
             deleted += facts.delete_days_before(geography, configuration_id, cutoff)
             deleted += days.delete_days_before(geography, configuration_id, cutoff)
+    for geography in geographies:
+        days.delete_lists_before(geography, today - timedelta(days=LIST_DAYS - 1))
     return deleted
 
 
@@ -88,8 +90,6 @@ def refresh_open_days(
                 settings = preferences.get(configuration_id)
                 if settings.deleted:
                     break
-                days.compute(
-                    geography, configuration_id, day, now=now, retention_days=settings.retention_days, read=read
-                )
+                days.compute(geography, configuration_id, day, now=now, read=read)
                 computed += 1
     return computed

@@ -154,6 +154,7 @@ class ReportService:
                 analytics=form.get("analytics") == "on",
                 retention_days=retention,
                 show_csn=form.get("show_csn") == "on",
+                geography=config.geography.value,
             ),
         )
 
@@ -173,9 +174,7 @@ class ReportService:
         for day in span.days:
             summary, changed = stored[day]
             if not usable(summary, changed, now=now):
-                summary = self._days.compute(
-                    config.geography, config.id, day, now=now, retention_days=preferences.retention_days, read=read
-                )
+                summary = self._days.compute(config.geography, config.id, day, now=now, read=read)
                 computed += 1
             departments.update(d for d in summary.departments if d)
             per_day.append((day, _filtered(summary, department)))

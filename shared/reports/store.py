@@ -75,10 +75,10 @@ INVENTORY = (
                 Protection.SEALED,
                 "the visit's CSN, only when the configuration's admin opted in to show it",
             ),
-            Field("ExpiresAt", Classification.OPERATIONAL, Protection.CLEAR, "the UTC day + the retention days"),
         ),
         "the configuration's report retention (default 90 days, 1-730)",
-        "the sweep timer after ExpiresAt, or sooner when the retention is shortened (shared.reports.retention)",
+        "the report upkeep timer, a whole day (partition) at a time once it is past the retention "
+        "(shared.reports.retention), or all of them once the configuration is deleted",
     ),
 )
 
@@ -119,8 +119,6 @@ class ReportFacts:
         visit: str,
         day: date,
         facts: VisitFacts,
-        *,
-        expires_at: datetime,
     ) -> bool:
         """Merge ``facts`` into the visit's row of ``day``; True when something was written."""
         account = self._storage.for_geography(geography)
@@ -130,7 +128,7 @@ class ReportFacts:
         # One writer per row at a time in this process (a busy visit's burst queues here, each write starting
         # from the etag the previous one got); across instances the etag retry below applies.
         with self._locks[hash(memory) % len(self._locks)]:
-            return self._record(table, account.name, geography, pk, visit, memory, facts, expires_at)
+            return self._record(table, account.name, geography, pk, visit, memory, facts)
 
     def _record(
         self,
@@ -141,14 +139,13 @@ class ReportFacts:
         visit: str,
         memory: tuple[str, str, str],
         facts: VisitFacts,
-        expires_at: datetime,
     ) -> bool:
         known = self._known.get(memory)
         with storage_errors(account):
             if known is None:
                 try:
                     self.operations += 1
-                    metadata = table.create_entity(self.entity(geography, pk, visit, facts, expires_at))
+                    metadata = table.create_entity(self.entity(geography, pk, visit, facts))
                     self._known.put(memory, _Known(facts, str(metadata.get("etag"))))
                     return True
                 except ResourceExistsError:
@@ -157,7 +154,7 @@ class ReportFacts:
                 if known is None:  # swept meanwhile: start again
                     try:
                         self.operations += 1
-                        metadata = table.create_entity(self.entity(geography, pk, visit, facts, expires_at))
+                        metadata = table.create_entity(self.entity(geography, pk, visit, facts))
                         self._known.put(memory, _Known(facts, str(metadata.get("etag"))))
                         return True
                     except ResourceExistsError:
@@ -170,7 +167,7 @@ class ReportFacts:
                 try:
                     self.operations += 1
                     metadata = table.update_entity(
-                        self.entity(geography, pk, visit, combined, expires_at),
+                        self.entity(geography, pk, visit, combined),
                         mode=UpdateMode.REPLACE,
                         etag=known.etag,
                         match_condition=MatchConditions.IfNotModified,
@@ -222,33 +219,26 @@ class ReportFacts:
         return rows, (rows[-1].visit if rows and has_more else None)
 
     def delete_days_before(
-        self, geography: Geography, configuration_id: str, cutoff: date, *, limit: int = 5000
+        self, geography: Geography, configuration_id: str, cutoff: date, *, limit: int = 20_000
     ) -> int:
-        """Delete the configuration's rows of days before ``cutoff`` (its retention was shortened)."""
+        """Delete the configuration's rows of days before ``cutoff`` (past the retention, or all of a deleted
+        configuration's): a key-range query, deletes in transactions of 100 per partition; at most ``limit``."""
         account = self._storage.for_geography(geography)
         table = account.table(TABLE)
-        deleted = 0
-        with storage_errors(account.name):
-            rows = table.query_entities(
-                "PartitionKey ge @low and PartitionKey lt @high",
-                parameters={"low": f"{configuration_id}_", "high": partition(configuration_id, cutoff)},
-                select=["PartitionKey", "RowKey"],
-            )
-            for row in rows:
-                table.delete_entity(row["PartitionKey"], row["RowKey"])
-                deleted += 1
-                if deleted >= limit:
-                    break
-        return deleted
+        return delete_rows(
+            table,
+            account.name,
+            "PartitionKey ge @low and PartitionKey lt @high",
+            {"low": f"{configuration_id}_", "high": partition(configuration_id, cutoff)},
+            limit=limit,
+        )
 
     def forget_memory(self) -> None:
         self._known.clear()
 
     # --- entity mapping ----------------------------------------------------------------------------------
 
-    def entity(
-        self, geography: Geography, pk: str, visit: str, facts: VisitFacts, expires_at: datetime
-    ) -> dict[str, Any]:
+    def entity(self, geography: Geography, pk: str, visit: str, facts: VisitFacts) -> dict[str, Any]:
         entity: dict[str, Any] = {
             "PartitionKey": pk,
             "RowKey": visit,
@@ -263,7 +253,6 @@ class ReportFacts:
                     for name, a in facts.attendees.items()
                 }
             ),
-            "ExpiresAt": expires_at,
         }
         if facts.csn:
             entity["Csn"] = self._sealer.seal(facts.csn, purpose=_csn_purpose(geography, pk, visit))
@@ -295,6 +284,26 @@ class ReportFacts:
             except SealedValueInvalid:
                 csn = None  # a retired key: the report shows the pseudonymous id instead
         return VisitFacts(launches=launches, attendees=attendees, csn=csn)
+
+
+def delete_rows(table: Any, account: str, query: str, parameters: dict[str, Any], *, limit: int) -> int:
+    """Delete what ``query`` finds, in transactions of up to 100 rows of one partition; at most ``limit``."""
+    deleted = 0
+    batch: list[tuple[str, dict[str, Any]]] = []
+    with storage_errors(account):
+        rows = table.query_entities(query, parameters=parameters, select=["PartitionKey", "RowKey"])
+        for row in rows:
+            key = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
+            if batch and (len(batch) == 100 or batch[0][1]["PartitionKey"] != key["PartitionKey"]):
+                table.submit_transaction(batch)
+                batch = []
+            batch.append(("delete", key))
+            deleted += 1
+            if deleted >= limit:
+                break
+        if batch:
+            table.submit_transaction(batch)
+    return deleted
 
 
 def _csn_purpose(geography: Geography, pk: str, visit: str) -> str:
