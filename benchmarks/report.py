@@ -222,8 +222,8 @@ def run(args: argparse.Namespace, base: int) -> int:
                 body = open_page({"days": "90", "day": full_day.isoformat()}).get_body()
             pages.append(one)
         print(f"\n{args.days}-day report page (median of {args.repeats}; {len(body) // 1024} KiB of HTML)")
-        print(f"  Table transactions: {pages[0].requests} (session 1, configuration 1, settings 1, summaries "
-              f"{pages[0].requests - 4} query page(s) for {args.days} days x {args.departments} departments + "
+        print(f"  Table transactions: {pages[0].requests} (session 1, configuration 1, the user's configurations 1, "
+              f"settings 1, summaries {pages[0].requests - 5} query page(s) for {args.days} days x {args.departments} departments + "
               f"{args.days} markers, appointments 1)")  # fmt: skip
         print(f"  time: {statistics.median(p.wall for p in pages) * 1000:.0f} ms wall, "
               f"{statistics.median(p.cpu for p in pages) * 1000:.0f} ms CPU")  # fmt: skip
