@@ -223,8 +223,8 @@ def run(args: argparse.Namespace, base: int) -> int:
             pages.append(one)
         print(f"\n{args.days}-day report page (median of {args.repeats}; {len(body) // 1024} KiB of HTML)")
         print(f"  Table transactions: {pages[0].requests} (session 1, configuration 1, the user's configurations 1, "
-              f"settings 1, summaries {pages[0].requests - 5} query page(s) for {args.days} days x {args.departments} departments + "
-              f"{args.days} markers, appointments 1)")  # fmt: skip
+              f"settings 1, summaries {pages[0].requests - 5} query page(s) for {args.days} days x "
+              f"{args.departments} departments + {args.days} markers, appointments 1)")  # fmt: skip
         print(f"  time: {statistics.median(p.wall for p in pages) * 1000:.0f} ms wall, "
               f"{statistics.median(p.cpu for p in pages) * 1000:.0f} ms CPU")  # fmt: skip
         with measured(requests) as dept:
