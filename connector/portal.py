@@ -448,7 +448,8 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
     etag = form.get("etag", "")
     if not etag:  # like an edit: only the version the admin looked at may be deleted
         raise BadRequest("This form could not be read. Please reload the page and try again.")
-    services().portal.delete(session.user, req.route_params.get("id", ""), etag)
+    deleted = services().portal.delete(session.user, req.route_params.get("id", ""), etag)
+    services().report_preferences.mark_deleted(deleted.id, deleted.geography.value)  # its usage report goes too
     return redirect(portal_url(notice="deleted"))
 
 

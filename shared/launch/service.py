@@ -911,6 +911,7 @@ class LaunchService:
             csn=context.csn,
             appointment=context.appointment,
             encounter=context.encounter,
+            department=context.department,  # the usage report's department (sealed with the references)
         )
         return seal_event(self._sealer, event)
 

@@ -130,6 +130,17 @@ def _decoded(content: str) -> str:
         return content
 
 
+def report_configuration(item: Item) -> str | None:
+    """The configuration a usage report row belongs to (its partition names it)."""
+    entity = item.entity or {}
+    if item.place == "table ReportVisits":
+        return str(entity["PartitionKey"]).rsplit("_", 1)[0]
+    if item.place == "table ReportDays":
+        pk = str(entity["PartitionKey"])
+        return str(entity["RowKey"]) if pk.startswith("~") else pk
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class StateRow:
     """An ``AuthStates`` row as it was created (before its consumption emptied it)."""
@@ -340,6 +351,7 @@ def test_the_flow_left_rows_and_messages_to_scan(scanned: tuple[list[Item], dict
     assert any(place.endswith("-poison") for account, place in places if account == APP)
     assert ("emea", "table Visits") in places and ("americas", "table Visits") in places
     assert ("emea", "table EhrUserMap") in places and ("americas", "table EhrUserMap") in places
+    assert ("emea", "table ReportVisits") in places and ("americas", "table ReportVisits") in places  # usage report
     assert all(any(key in i.text for i in items) for key in keys.values())
 
 
@@ -377,7 +389,7 @@ def test_personal_data_stays_in_its_configurations_geography(
     misplaced = []
     for item in items:
         entity = item.entity or {}
-        configuration = entity.get("ConfigurationId")
+        configuration = entity.get("ConfigurationId") or report_configuration(item)
         wrong = geography_of.get(configuration) if configuration else item.account
         if item.account in azurite.GEOGRAPHY_ACCOUNTS and wrong != item.account:
             misplaced.append(f"{item.account} {item.place}: a row of a {wrong} configuration's visit")
