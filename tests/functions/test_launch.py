@@ -33,7 +33,7 @@ from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import Storage
-from shared.storage.state import GEOGRAPHY_TAGS, StateRouter, state_geography
+from shared.storage.state import GEOGRAPHY_TAGS, StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
@@ -349,6 +349,8 @@ DR_FABRIKAM = microsoft_user(FABRIKAM, "c0000000-0000-4000-8000-000000000009")
 def share_with(world: World, *tenants: str) -> None:
     world.config = replace(world.config, shared_with=tenants)
     world.configurations.configs[world.config.id] = world.config
+    # As the portal's change does in its own process; other instances see it within CONFIGURATION_MEMORY_SECONDS.
+    services().launch.forget_configuration(world.config.id)
 
 
 def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_own_tenant(world: World) -> None:
@@ -513,9 +515,12 @@ def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world: World
     assert params["launch"] == "a+b" and params["aud"] == FHIR
     assert params["scope"] == "launch openid fhirUser patient/*.read"
     assert params["client_id"] == "patient-client"
-    tag, _, random_part = params["state"].partition(".")  # the geography's tag, then 256 random bits
-    assert state_geography(params["state"]) is world.config.geography and tag == GEOGRAPHY_TAGS[world.config.geography]
-    assert len(base64.urlsafe_b64decode(random_part + "=")) == 32
+    tag, _, sealed = params["state"].partition(".")  # the geography's tag, then the launch sealed (AES-256-GCM)
+    assert tag == GEOGRAPHY_TAGS[world.config.geography] and sealed.startswith("s1.")
+    assert len(params["state"]) < 600  # fits a GET authorize URL
+    body = sealed.split(".")[2]
+    assert len(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))) > 12 + 32 + 16  # nonce, payload, tag
+    assert FHIR not in params["state"] and "ehr.example" not in params["state"]  # nothing in clear
     assert params["redirect_uri"] == f"{world.settings.public_base_url}/api/launch/callback"
 
 
