@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -332,6 +333,7 @@ class LaunchService:
         sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
         sealer: Sealer,
+        memory_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not LAUNCH_STATE_KINDS.issubset(states.in_geography):
             raise ValueError("a launch's states carry its context: they must live in the configuration's geography")
@@ -351,7 +353,7 @@ class LaunchService:
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
         # by configuration id, with the iss it was found for, so ``forget_configuration`` can drop it
-        self._approved: Memo[str, tuple[str, Configuration]] = Memo(CONFIGURATION_MEMORY_SECONDS)
+        self._approved: Memo[str, tuple[str, Configuration]] = Memo(CONFIGURATION_MEMORY_SECONDS, clock=memory_clock)
 
     @property
     def redirect_uri(self) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 from unittest.mock import ANY
@@ -29,7 +30,7 @@ from connector.services import services
 from shared.kernel.identifiers import random_token
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
-from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService
+from shared.launch.service import CONFIGURATION_MEMORY_SECONDS, LAUNCH_STATE_KINDS, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import Storage
@@ -109,7 +110,7 @@ class World:
     def user_map(self) -> UserMapRepository:
         return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
 
-    def service(self) -> LaunchService:
+    def service(self, memory_clock: Callable[[], float] = time.monotonic) -> LaunchService:
         return LaunchService(
             public_base_url=self.settings.public_base_url,
             connector_secret=self.settings.connector_secret.reveal(),
@@ -121,6 +122,7 @@ class World:
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
             meetings_for=self.graph.meetings_for,
             sealer=self.sealer,
+            memory_clock=memory_clock,
         )
 
     # the EHR's side of a launch -----------------------------------------------------------------
@@ -721,3 +723,36 @@ def test_a_csn_field_in_the_token_response_confirms_the_url_without_a_read(world
     assert not any(r.startswith("read") for r in world.ehr.requests)
     assert world.events[-1].csn is None  # sealed on the queue
     assert open_event(world.sealer, world.events[-1]).csn == "7004"
+
+
+def test_a_configuration_sent_back_to_approval_stops_launches_once_its_memory_lapses(world: World) -> None:
+    now = [1000.0]
+    services().launch = world.service(memory_clock=lambda: now[0])
+    assert world.launch("provider").status_code == 303
+    world.config = replace(world.config, is_approved=False)
+    world.configurations.configs[world.config.id] = world.config
+    now[0] += CONFIGURATION_MEMORY_SECONDS - 1
+    assert world.launch("provider").status_code == 303  # this instance still remembers it approved
+    now[0] += 2
+    response = world.launch("provider")
+    assert response.status_code == 403 and "pending approval" in html(response)
+
+
+def test_a_deleted_configuration_stops_launches_once_its_memory_lapses(world: World) -> None:
+    now = [1000.0]
+    services().launch = world.service(memory_clock=lambda: now[0])
+    assert world.launch("patient").status_code == 303
+    del world.configurations.configs[world.config.id]
+    now[0] += CONFIGURATION_MEMORY_SECONDS + 1
+    response = world.launch("patient")
+    assert response.status_code == 404 and "Tenant config not found" in html(response)
+
+
+def test_a_launch_in_flight_meets_its_configuration_as_it_is_at_the_callback(world: World) -> None:
+    begun = world.launch("provider")
+    world.config = replace(world.config, is_approved=False)
+    world.configurations.configs[world.config.id] = world.config
+    services().launch.forget_configuration(world.config.id)  # as after the memory's lifetime
+    login = Login(claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"encounter": "eE1"})
+    response = world.authorize_and_return(begun, login)
+    assert response.status_code == 403 and "pending approval" in html(response)
