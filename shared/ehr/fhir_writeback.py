@@ -13,9 +13,14 @@ FHIR_JSON = "application/fhir+json"
 
 
 class FhirAuditEvents:
+    idempotent = True  # If-None-Exist on the event's tag: a repeated delivery finds the first AuditEvent
+
     def __init__(self, http: SafeHttp, backend: BackendServices) -> None:
         self._http = http
         self._backend = backend
+
+    def skips(self, event: VisitEvent) -> bool:
+        return False
 
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
         body = build_audit_event(event).model_dump_json(exclude_none=True)
@@ -39,5 +44,10 @@ class FhirAuditEvents:
 
 
 class NoWriteback:
+    idempotent = True
+
+    def skips(self, event: VisitEvent) -> bool:
+        return True
+
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
         return Written.SKIPPED
