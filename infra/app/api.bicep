@@ -47,6 +47,9 @@ param maximumInstanceCount int = 100
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
+@description('Share of traces exported to Application Insights (0 to 1, as text): 0.1 keeps whole traces of one request in ten (connector/telemetry.py).')
+param telemetrySamplingRatio string = '0.1'
+
 @description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT): the functions are synchronous and each invocation holds one while it waits on the EHR, Graph or storage, so keep it above the invocations an instance runs at once.')
 @minValue(1)
 @maxValue(256)
@@ -179,6 +182,7 @@ var connectorSettings = {
   OUTBOUND_ALLOWED_HOSTS: ''
   HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  TELEMETRY_SAMPLING_RATIO: telemetrySamplingRatio
 }
 
 // Telemetry: the app exports through connector/telemetry.py (azure-monitor-opentelemetry); the
