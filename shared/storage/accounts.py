@@ -7,10 +7,9 @@ what still fails surfaces as ``StorageUnavailable``.
 
 Tables are created on first use, once per process.
 
-Every client of every account shares one HTTP transport per process (``shared_transport``): one
-``requests`` session, its connection pools sized for the worker's threads, and ``trust_env`` off, so no
-call scans the environment for proxies and certificate bundles (requests does that on every call
-otherwise, ~15 % of a point read's CPU). Storage is reached directly, never through a proxy.
+Every client of every account shares one HTTP transport per process (``shared.http.outbound.storage_transport``):
+one ``requests`` session, its connection pools sized for the worker's threads, and no per-call scan of the
+environment for proxies and certificate bundles.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -29,11 +27,9 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
+from shared.http.outbound import storage_transport as shared_transport
 from shared.kernel.errors import BadRequest, StorageUnavailable
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store
 from shared.kernel.settings import Geography, Settings, StorageConnection
@@ -71,31 +67,6 @@ INVENTORY = (
         "azd deploy; azd down",
     ),
 )
-
-# Connections kept per storage host: the worker's threads (PYTHON_THREADPOOL_THREAD_COUNT) plus the queue output.
-POOL_SIZE = 64
-_transport_lock = threading.Lock()
-_transport: RequestsTransport | None = None
-
-
-def shared_transport() -> RequestsTransport:
-    """The process's one storage transport (see the module docstring); never closed, like the process's clients."""
-    global _transport
-    with _transport_lock:
-        if _transport is None:
-            session = requests.Session()
-            session.trust_env = False  # no per-call environment scan; storage is never reached through a proxy
-            # Retries belong to the SDK's retry policy (``_CLIENT_OPTIONS``), never to urllib3 underneath it.
-            adapter = HTTPAdapter(
-                pool_connections=8,
-                pool_maxsize=POOL_SIZE,
-                max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-            )
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            _transport = RequestsTransport(session=session, session_owner=False, use_env_settings=False)
-        return _transport
-
 
 # SDK retry policy: a few quick exponential retries keep a request within its budget.
 _CLIENT_OPTIONS: dict[str, Any] = {

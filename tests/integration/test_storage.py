@@ -10,12 +10,13 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
 
 from sandbox import azurite
+from shared.http.outbound import storage_transport as shared_transport
 from shared.kernel.errors import BadRequest, StateError, StorageUnavailable
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Secret, Settings, StorageConnection
 from shared.launch.user_map import TABLE as USER_MAP_TABLE
 from shared.launch.user_map import UserMapRepository
-from shared.storage.accounts import Storage, StorageAccount, shared_transport
+from shared.storage.accounts import Storage, StorageAccount
 from shared.storage.state import AuthStateStore
 from shared.storage.sweep import sweep_expired
 

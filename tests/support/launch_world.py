@@ -12,7 +12,7 @@ import dataclasses
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +77,7 @@ class RequestCounter:
 
 @dataclass
 class LaunchWorld:
-    host: LocalHost
+    host: Any  # LocalHost, or a host in another process (``benchmarks.host_process.HostProcess``)
     stand_ins: RunningStandIns
     settings: Settings
     environ: dict[str, str]
@@ -91,7 +91,7 @@ class LaunchWorld:
 
     @property
     def url(self) -> str:
-        return self.host.url
+        return str(self.host.url)
 
     @property
     def ehr_url(self) -> str:
@@ -144,8 +144,11 @@ def launch_world(
     *,
     app_account: str = "apac",
     writeback_mode: WritebackMode = WritebackMode.EPIC,
+    host_factory: Callable[[dict[str, str], int], Any] | None = None,
     **ehr_options: Any,
 ) -> Iterator[LaunchWorld]:
+    """``host_factory(settings, port)``: a host of the caller's (e.g. one in a process of its own, for the
+    launch benchmark) instead of the local host in this process."""
     port = free_port()
     connector = f"http://127.0.0.1:{port}"
     stand_ins = start_stand_ins(state_dir, connector_url=connector, ehr_options=ehr_options or None)
@@ -197,7 +200,7 @@ def launch_world(
     reset_services()
     # A fresh app object: the Functions library indexes an app object only once, and other tests index the
     # imported ``function_app.app`` themselves.
-    host = LocalHost(build_app(), environ, port=port, app_dir=ROOT)
+    host = host_factory(environ, port) if host_factory else LocalHost(build_app(), environ, port=port, app_dir=ROOT)
     try:
         host.start()
         yield LaunchWorld(host, stand_ins, settings, environ, counter, test_config, records)
