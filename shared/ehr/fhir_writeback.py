@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.ehr.audit_event import build_audit_event, if_none_exist
+from shared.ehr.audit_event import audit_event_json, if_none_exist
 from shared.ehr.backend_services import BackendServices
 from shared.http.outbound import HttpResult, SafeHttp
 from shared.visits.events import VisitEvent
@@ -23,7 +23,7 @@ class FhirAuditEvents:
         return False
 
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
-        body = build_audit_event(event).model_dump_json(exclude_none=True)
+        body = audit_event_json(event)
 
         def request(token: str) -> HttpResult:
             return self._http.post_json(
