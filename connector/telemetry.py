@@ -38,6 +38,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import azure.functions as func
@@ -46,6 +47,11 @@ logger = logging.getLogger(__name__)
 
 CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 SAMPLING_SETTING = "TELEMETRY_SAMPLING_RATIO"
+# Storage calls are traced once, by azure-core (``azure_sdk``); the requests / urllib3 / urllib instrumentations
+# would trace each of them again underneath (only msal's rare token calls are theirs alone).
+INSTRUMENTATIONS: Mapping[str, Mapping[str, bool]] = MappingProxyType(
+    {name: MappingProxyType({"enabled": False}) for name in ("requests", "urllib", "urllib3")}
+)
 DEFAULT_SAMPLING_RATIO = 0.1
 
 _lock = threading.Lock()
@@ -159,6 +165,7 @@ def _configure(environ: Mapping[str, str], configure: Callable[..., None] | None
             connection_string=connection_string,
             sampling_ratio=sampling_ratio(environ),
             span_processors=[redacted_url_spans()],
+            instrumentation_options=INSTRUMENTATIONS,
         )
     except Exception as exc:  # noqa: BLE001 - telemetry must never break an invocation
         # The type only: the message could carry the connection string.
