@@ -50,10 +50,23 @@ param instanceMemoryMB int = 2048
 @description('Share of traces exported to Application Insights (0 to 1, as text): 0.1 keeps whole traces of one request in ten (connector/telemetry.py).')
 param telemetrySamplingRatio string = '0.1'
 
-@description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT): the functions are synchronous and each invocation holds one while it waits on the EHR, Graph or storage, so keep it above the invocations an instance runs at once.')
+// Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT). Every function is a plain def, so each running
+// invocation holds a thread while it waits on the EHR, Graph or storage. Flex Consumption scales HTTP functions
+// together and every queue or timer function on instances of its own, so one worker runs at most:
+//   HTTP instances: httpPerInstanceConcurrency (16) invocations, plus as many requests for our JWKS, which the
+//     EHR fetches while a launch's token request is in flight (a cache miss at the EHR): 32;
+//   the writeback queue's instances: batchSize 16 + newBatchThreshold 8 (host.json) = 24 messages in flight.
+// 48 leaves a margin of half again over the larger (32), and each idle thread costs only its stack. The local
+// host runs every function in one process, so local.settings.sample.json keeps 64 (16 + 16 + 24 + timers).
+@description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT): at least the invocations an instance runs at once (see the comment above).')
 @minValue(1)
 @maxValue(256)
-param workerThreadCount int = 64
+param workerThreadCount int = 48
+
+@description('HTTP invocations one instance runs at once before Flex Consumption adds an instance (its default for 2048 MB instances is 16); the worker thread count above is sized from it.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
 
 resource appStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: appStorageName
@@ -111,6 +124,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
