@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -97,3 +99,20 @@ def test_graph_times_are_read_with_seven_fractional_digits(text: str | None, exp
 
 def test_graph_times_are_written_in_utc() -> None:
     assert _graph_time(datetime(2026, 12, 7, 18, 30, tzinfo=timezone(timedelta(hours=1)))) == "2026-12-07T17:30:00Z"
+
+
+def test_no_product_module_imports_msgraph_sdk() -> None:
+    """Only msgraph-core ships (requirements.txt): msgraph-sdk's generated models are a development dependency."""
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "function_app.py", *(root / "shared").rglob("*.py"), *(root / "connector").rglob("*.py")]
+    importing = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name == "msgraph" or name.startswith("msgraph.") for name in names):
+                importing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(files) > 40 and importing == []
+    pins = [line.split("#")[0].strip() for line in (root / "requirements.txt").read_text().splitlines()]
+    assert "msgraph-core==1.5.2" in pins and not [pin for pin in pins if pin.startswith("msgraph-sdk")]
