@@ -16,9 +16,10 @@ forgery risk. The rules:
 and ``SafeHttp`` is the one HTTP client of the connector (its transport re-applies the address
 rules on every connection): EHR discovery, JWKS, tokens, FHIR reads and writeback, and the
 documents and tokens of Microsoft Entra ID (msal's ``http_client`` is a ``SafeHttp`` adapter).
-msgraph-sdk needs an ``httpx.AsyncClient``: ``checked_async_client`` builds it on the same
-address checks. This module is the only place in ``shared/`` that constructs an HTTP client
-(tests/security/test_outbound.py enforces it).
+msgraph-core's Graph client needs an ``httpx.AsyncClient``: ``checked_async_client`` builds it on the
+same address checks. The storage SDKs get ``storage_transport`` (their endpoints come from settings).
+This module is the only place in ``shared/`` that constructs an HTTP client (tests/security/test_outbound.py
+enforces it).
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ class _CheckedTransport(httpx.HTTPTransport):
 
 
 class _CheckedAsyncBackend(httpcore.AsyncNetworkBackend):
-    """The async twin of ``_CheckedBackend`` (msgraph-sdk's client runs on an event loop)."""
+    """The async twin of ``_CheckedBackend`` (msgraph-core's Graph client runs on an event loop)."""
 
     def __init__(self, policy: OutboundPolicy) -> None:
         self._policy = policy
