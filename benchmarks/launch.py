@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Host in its own process; EHR, Graph and Entra stand-ins in another; Azurite in Node. "
                   f"Latency L on every EHR and Graph call: {args.latency_ms:.0f} ms")  # fmt: skip
             steps = ", ".join(f"{k} {v:.2f} ms" for k, v in floor_figures["steps_ms"].items())
-            print(f"Floor (fresh process, same libraries, median-free mean of {floor_figures['runs']}): {steps}; "
+            print(f"Floor (fresh process, same libraries, mean of {floor_figures['runs']}): {steps}; "
                   f"+ 2 minimal requests through the host ({ms(served)} each) = {ms(floor_cpu)}")  # fmt: skip
             print(f"Host idle CPU: {idle * 1000:.2f} ms per second (background, not subtracted)")
             for kind, values in warm.cpu.items():
@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             for instances in INSTANCE_COUNTS:
                 burst = args.concurrency * cpu_each / instances
                 utilisation = peak * cpu_each / instances
-                print(f"  {instances:>2} instance(s): {args.concurrency} launches at once take >= {burst:.1f} s of "
-                      f"CPU each; peak utilisation {utilisation:.0%}"
+                print(f"  {instances:>2} instance(s): {args.concurrency} launches at once need >= {burst:.1f} s of CPU "
+                      f"per instance; peak utilisation {utilisation:.0%}"
                       f"{' (over capacity)' if utilisation > 1 else ''}")  # fmt: skip
             print(f"  Instances for the peak at 70 % utilisation: {math.ceil(peak * cpu_each / 0.7)}")
     finally:
