@@ -129,6 +129,16 @@ class HostProcess:
         assert isinstance(counts, dict)
         return {str(name): int(count) for name, count in counts.items()}
 
+    def log_tail(self, characters: int = 3000) -> str:
+        """The end of what the host wrote to stderr (warnings and errors: no logging is configured in it)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        text = str(self._log.read())[-characters:]
+        self._log.seek(0, 2)
+        return text
+
     def stop(self) -> None:
         if self._process is not None:
             with contextlib.suppress(BrokenPipeError, OSError):
