@@ -450,7 +450,14 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest("This form could not be read. Please reload the page and try again.")
     deleted = services().portal.delete(session.user, req.route_params.get("id", ""), etag)
     services().report_preferences.mark_deleted(deleted.id, deleted.geography.value)  # its usage report goes too
+    _launches_forget(deleted.id)
     return redirect(portal_url(notice="deleted"))
+
+
+def _launches_forget(configuration_id: str) -> None:
+    """Launches in this process see a changed or deleted configuration at once; other instances within
+    ``CONFIGURATION_MEMORY_SECONDS`` (README "Performance and cost")."""
+    services().launch.forget_configuration(configuration_id)
 
 
 # --- sharing with other tenants -------------------------------------------------------------
@@ -467,6 +474,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
     except (BadRequest, Conflict) as exc:
         current = svc.get_visible(session.user, req.route_params.get("id", ""))
         return _detail(session, current, status=exc.status, share_error=exc.message, share_value=tenant_id[:64])
+    _launches_forget(config.id)
     return redirect(portal_url(f"/configurations/{config.id}", notice="shared"))
 
 
@@ -475,6 +483,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
 def unshare(req: func.HttpRequest) -> func.HttpResponse:
     session, _ = _signed_in_form(req, admin=True)
     config = services().portal.unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
+    _launches_forget(config.id)
     return redirect(portal_url(f"/configurations/{config.id}", notice="unshared"))
 
 
@@ -539,6 +548,7 @@ def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
 def approve(req: func.HttpRequest) -> func.HttpResponse:
     session, _ = _signed_in_form(req)
     config = services().portal.approve(session.user, req.route_params.get("id", ""))
+    _launches_forget(config.id)  # an approved edit replaces the version launches remember
     return redirect(portal_url(f"/configurations/{config.id}", notice="approved"))
 
 
