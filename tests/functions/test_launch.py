@@ -817,7 +817,8 @@ def test_a_deleted_configuration_stops_launches_once_its_memory_lapses(world: Wo
     del world.configurations.configs[world.config.id]
     now[0] += CONFIGURATION_MEMORY_SECONDS + 1
     response = world.launch("patient")
-    assert response.status_code == 404 and "Tenant config not found" in html(response)
+    assert response.status_code == 404 and "Please call your clinic" in html(response)  # a patient's words
+    assert "Tenant config not found" not in html(response)
 
 
 def test_a_launch_in_flight_meets_its_configuration_as_it_is_at_the_callback(world: World) -> None:
