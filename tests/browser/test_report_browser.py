@@ -7,6 +7,7 @@ import csv
 import io
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +28,16 @@ from tests.support.report_events import visit_messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 tls, entra, world = journey.tls, journey.entra, journey.world  # the journey's fixtures: Entra, the local host
+
+
+@pytest.fixture(autouse=True)
+def removed_afterwards(world: World, env: dict[str, str]) -> Iterator[None]:
+    """Delete what a test stored: the portal journey, sharing this Azurite, starts from an empty dashboard."""
+    yield
+    repository = ConfigurationRepository(services().storage.app)
+    for config in repository.list_for_tenant(CONTOSO.id):
+        if config.fhir_base_url.startswith("https://ehr-") and ".contoso.example/" in config.fhir_base_url:
+            repository.delete(config)
 
 
 def contoso_configuration_with_visits(env: dict[str, str]) -> Configuration:
