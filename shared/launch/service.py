@@ -422,22 +422,24 @@ class LaunchService:
 
     def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
         # The allow-list check comes first: an unknown iss makes no request leave this process.
-        config = self._configurations.find_for_launch(configuration_id, params.iss)
-        if config is None:
+        patient = kind is LaunchKind.PATIENT  # only a patient launch may name the patient-side FHIR URL
+        config = self._configurations.find_for_launch(configuration_id, params.iss, patient=patient)
+        base = config.launch_base(params.iss, patient=patient) if config is not None else None
+        if config is None or base is None:
             logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(params.iss))
             raise TenantConfigNotFound()
         if not config.is_approved:
             raise ConfigurationPending()
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
         profile = profile_for(config.vendor)
-        smart = self._ehr.discover(config.fhir_base_url, client_id=client_id, vendor=profile.vendor)
+        smart = self._ehr.discover(base, client_id=client_id, vendor=profile.vendor)
         pkce = Pkce.new()
         pending = PendingLaunch(
             kind=kind,
             configuration_id=config.id,
             tenant_id=config.tenant_id,
             geography=config.geography,
-            fhir_base_url=config.fhir_base_url,
+            fhir_base_url=base,
             client_id=client_id,
             code_verifier=pkce.verifier,
             nonce=random_token(),
@@ -678,7 +680,9 @@ class LaunchService:
         Minutes may pass on the Microsoft sign-in page: meanwhile the configuration may have been
         deleted, sent back to approval, or stopped being shared with the clinician's tenant.
         """
-        config = self._configurations.find_for_launch(pending.configuration_id, pending.fhir_base_url)
+        config = self._configurations.find_for_launch(
+            pending.configuration_id, pending.fhir_base_url, patient=pending.kind is LaunchKind.PATIENT
+        )
         if config is None:
             raise TenantConfigNotFound()
         if not config.is_approved:
