@@ -420,10 +420,10 @@ class PortalService:
                 errors.append({})
             except FormErrors as exc:
                 errors.append(exc.errors)
+        # Every URL once: a patient-side FHIR URL is reserved like a FHIR URL, so it may not repeat either.
         urls = [url for data in inputs for url in (data.fhir_base_url, data.patient_fhir_base_url) if url]
         if not any(errors) and len(set(urls)) != len(urls):
-            twice = {"fhir_base_url": "This FHIR URL appears twice in this form."}
-            errors = [dict(twice) if urls.count(url) > 1 else {} for url in urls]
+            errors = [_repeated(data, urls) for data in inputs]
         return inputs, errors
 
     # configurations
@@ -709,6 +709,16 @@ class PortalService:
         algorithm = signing_keys_from(self.settings.signing_keys.reveal()).active.algorithm
         records = integration_records(config, self.settings.public_base_url, signing_algorithm=algorithm)
         return replace(records, shared_view=config.tenant_id != user.tenant_id)
+
+
+def _repeated(data: ConfigurationInput, urls: list[str]) -> dict[str, str]:
+    """The errors of one row whose URLs appear more than once among ``urls`` (every row's URLs)."""
+    errors = {}
+    if urls.count(data.fhir_base_url) > 1:
+        errors["fhir_base_url"] = "This FHIR URL appears twice in this form."
+    if data.patient_fhir_base_url and urls.count(data.patient_fhir_base_url) > 1:
+        errors["patient_fhir_base_url"] = "This URL appears twice in this form."
+    return errors
 
 
 def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:

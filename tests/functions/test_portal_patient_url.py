@@ -140,3 +140,16 @@ def test_the_approver_proves_it_an_edit_of_it_waits_and_the_records_name_it(tena
     assert approve(tenant, config.id).status_code == 303  # type: ignore[attr-defined]
     assert repository().find_for_launch(config.id, moved, patient=True) is not None
     assert repository().find_for_launch(config.id, patient, patient=True) is None
+
+
+def test_a_patient_url_may_not_repeat_another_rows_url_in_one_form(tenant: Tenant, ehr: FakeEhr) -> None:
+    main, patient = roots(ehr, "twice")
+    other, _ = roots(ehr, "twice-b")
+    form = {"csrf": tenant.admin.csrf_token, "rows": "2", "action": "save"}
+    form |= configuration_form(main, prefix="c0-", patient_fhir_base_url=patient, **ORACLE)
+    form |= configuration_form(other, prefix="c1-", patient_fhir_base_url=patient, environment="production", **ORACLE)
+    response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
+    assert response.status_code == 400
+    assert text(response).count("This URL appears twice in this form.") >= 2
+    assert "This FHIR URL appears twice" not in text(response)  # the FHIR URLs differ
+    assert repository().list_for_tenant(tenant.id) == []
