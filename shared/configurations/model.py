@@ -317,12 +317,11 @@ def _kept_signin(values: Mapping[str, Any], *versions: Configuration) -> EhrSign
     for version in versions:
         signin = version.ehr_signin
         unchanged = all(values[name] == getattr(version, name) for name in PROOF_FIELDS)
-        proves = signin is not None and signin.fhir_base_url == values["fhir_base_url"]
-        if (
-            signin is not None
-            and unchanged
-            and proves
-            and signin.patient_fhir_base_url == values["patient_fhir_base_url"]
+        if signin is None or not unchanged:
+            continue
+        if (signin.fhir_base_url, signin.patient_fhir_base_url) == (
+            values["fhir_base_url"],
+            values["patient_fhir_base_url"],
         ):
             return signin
     return None
