@@ -11,22 +11,13 @@ import pytest
 
 from connector import portal
 from connector.services import reset as reset_services
-from connector.services import services
-from shared.configurations.repository import ConfigurationRepository
-from shared.jose.keys import signing_keys_from
-from tests.functions.portal_support import Tenant, call, configuration_form, new_tenant, text
+from tests.functions.portal_support import Tenant, call, configuration_form, new_tenant, repository, submit, text
 from tests.functions.test_portal import approve, callback, edit, ehr_signin, page_of
-from tests.support.fake_ehr import FakeEhr, running_fake_ehr
+from tests.support.fake_ehr import FakeEhr
 
 pytestmark = pytest.mark.azurite
 TENANT_ID = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
 ORACLE = {"vendor": "oracle", "writeback_mode": "fhir-auditevent"}
-
-
-@pytest.fixture(scope="module")
-def ehr(base_env: dict[str, str]) -> Iterator[FakeEhr]:
-    with running_fake_ehr(signing_keys_from(base_env["SIGNING_KEYS"]).jwks) as server:
-        yield server
 
 
 @pytest.fixture
@@ -37,18 +28,9 @@ def tenant(env: dict[str, str], ehr: FakeEhr) -> Iterator[Tenant]:
     reset_services()
 
 
-def repository() -> ConfigurationRepository:
-    return ConfigurationRepository(services().storage.app)
-
-
 def roots(ehr: FakeEhr, name: str, tenant_id: str = TENANT_ID) -> tuple[str, str]:
     """(provider root, patient-access root) of one Millennium tenant, as Oracle's "Service Root URL" page lists."""
     return f"{ehr.base}/{name}-ehr/r4/{TENANT_ID}", f"{ehr.base}/{name}-myrecord/r4/{tenant_id}"
-
-
-def submit(tenant: Tenant, url: str, **overrides: str):  # type: ignore[no-untyped-def]
-    form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(url, prefix="c0-", **overrides)}
-    return call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
 
 
 def test_an_oracle_patient_url_of_the_same_tenant_is_accepted_and_normalised(tenant: Tenant, ehr: FakeEhr) -> None:
