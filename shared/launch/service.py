@@ -4,11 +4,12 @@ The steps, each a method below (``connector/launch.py`` maps routes onto them):
 
     begin(kind, configuration id, iss + launch)
         configuration named by the launch URL, ``iss`` = its FHIR URL, approved — before any
-        outbound request → discovery (cached) → state row in the configuration's geography,
-        its state tagged with it (PKCE verifier, nonce, launch context tokens)
-        → authorization request (GET, or POST when advertised and long)
+        outbound request (remembered 30 s per instance) → discovery (cached) → a state tagged with
+        the configuration's geography, sealing the PKCE verifier, nonce and launch context tokens
+        (nothing is written) → authorization request (GET, or POST when advertised and long)
     complete(authorization response)
-        consume state once (its tag names the account) → code exchange (private_key_jwt)
+        consume the state once (one conditional write in its tag's geography) → its configuration
+        as it is now → code exchange (private_key_jwt)
         → id_token (signature, iss, aud, exp, nonce) → launch context: what the EHR asserted (user,
         encounter / appointment / CSN, patient), the launch URL's sessionId / departmentId only when
         the EHR's records confirm them (``context_check``)
@@ -29,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from shared.configurations.model import Vendor
+from shared.configurations.model import Configuration, Vendor
 from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.human_name import display_name
 from shared.ehr.launch_context import PATIENT_SCOPES as PATIENT_LAUNCH_SCOPES
@@ -68,7 +70,7 @@ from shared.launch.interpreters import INTERPRETER_LINK_KIND, InterpreterLinks
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import AccessPolicyMissing, Meeting
-from shared.storage.state import StateRouter
+from shared.storage.state import GEOGRAPHY_TAGS, TAG_SEPARATOR, StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import (
     Visit,
@@ -103,6 +105,9 @@ MEETING_LENGTH = timedelta(hours=1)
 EHR = "EHR"
 MAPPING_MEMORY_SECONDS = 600.0
 VISIT_MEMORY_SECONDS = 3600.0
+# An approved configuration is remembered this long per instance: its deletion, or its return to approval,
+# stops new launches on this instance within this time (on the next read after it, at once).
+CONFIGURATION_MEMORY_SECONDS = 30.0
 
 
 # --- errors with their own pages ------------------------------------------------------------
@@ -397,6 +402,7 @@ class LaunchService:
         meetings_for: Callable[[str], Meetings],
         sealer: Sealer,
         waiting_room_give_up: timedelta = timedelta(minutes=15),
+        memory_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not LAUNCH_STATE_KINDS.issubset(states.in_geography):
             raise ValueError("a launch's states carry its context: they must live in the configuration's geography")
@@ -418,6 +424,8 @@ class LaunchService:
         # keyed by (geography, configuration id, mapping row key), so a removal by key can forget it
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
+        # by configuration id, with the iss it was found for, so ``forget_configuration`` can drop it
+        self._approved: Memo[str, Configuration] = Memo(CONFIGURATION_MEMORY_SECONDS, clock=memory_clock)
 
     @property
     def redirect_uri(self) -> str:
@@ -431,33 +439,20 @@ class LaunchService:
 
     def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
         # The allow-list check comes first: an unknown iss makes no request leave this process.
-        config = self._configurations.find_for_launch(configuration_id, params.iss)
-        if config is None:
-            logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(params.iss))
-            raise TenantConfigNotFound()
-        if not config.is_approved:
-            raise ConfigurationPending()
+        config, base = self._launch_configuration(configuration_id, params.iss, patient=kind is LaunchKind.PATIENT)
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
         profile = profile_for(config.vendor)
-        smart = self._ehr.discover(config.fhir_base_url, client_id=client_id, vendor=profile.vendor)
+        smart = self._ehr.discover(base, client_id=client_id, vendor=profile.vendor)
         pkce = Pkce.new()
-        pending = PendingLaunch(
-            kind=kind,
-            configuration_id=config.id,
-            tenant_id=config.tenant_id,
-            geography=config.geography,
-            fhir_base_url=config.fhir_base_url,
-            client_id=client_id,
-            code_verifier=pkce.verifier,
-            nonce=random_token(),
-            session_id=params.session_id,
-            department_id=params.department_id,
-            shared_with=config.shared_with,
-            vendor=profile.vendor,
-            organization=config.organization if kind is LaunchKind.PATIENT else None,
-            conference_id=params.conference_id,
+        nonce = random_token()
+        # Sealed into the state itself, so starting a launch writes nothing (``StateRouter.seal``); what the
+        # configuration holds is read again at the callback, as it is then.
+        carried: dict[str, str | None] = {"k": kind.value, "c": config.id, "u": params.iss, "v": pkce.verifier}
+        carried["n"] = nonce
+        carried |= {"s": params.session_id, "d": params.department_id, "g": params.conference_id}
+        state = self._states.seal(
+            STATE_KIND, {k: v for k, v in carried.items() if v is not None}, geography=config.geography
         )
-        state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
             smart,
             client_id=client_id,
@@ -466,18 +461,67 @@ class LaunchService:
             state=state,
             pkce=pkce,
             launch=params.launch,
-            nonce=pending.nonce,
+            nonce=nonce,
             aud=params.iss,
+        )
+
+    def _launch_configuration(self, configuration_id: str, iss: str, *, patient: bool) -> tuple[Configuration, str]:
+        """The launch URL's configuration, approved, and the FHIR URL of it that ``iss`` names
+        (``CONFIGURATION_MEMORY_SECONDS``). Only a patient launch may name the patient-side FHIR URL.
+
+        Only an approved configuration is remembered: a new or newly approved one works at once, a deleted or
+        un-approved one stops within the memory's lifetime.
+        """
+        remembered = self._approved.get(configuration_id)
+        base = remembered.launch_base(iss, patient=patient) if remembered is not None else None
+        if remembered is not None and base is not None:
+            return remembered, base
+        config = self._configurations.find_for_launch(configuration_id, iss, patient=patient)
+        base = config.launch_base(iss, patient=patient) if config is not None else None
+        if config is None or base is None:
+            logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(iss))
+            raise TenantConfigNotFound()
+        if not config.is_approved:
+            raise ConfigurationPending()
+        self._approved.put(configuration_id, config)
+        return config, base
+
+    def forget_configuration(self, configuration_id: str) -> None:
+        """Forget a changed or deleted configuration in this process; other instances within 30 s."""
+        self._approved.forget(configuration_id)
+
+    def _pending(self, state: str, carried: Mapping[str, Any]) -> PendingLaunch:
+        """The launch a consumed state stands for, against its configuration as it is now."""
+        kind = LaunchKind(carried["k"])
+        config, base = self._launch_configuration(
+            str(carried["c"]), str(carried["u"]), patient=kind is LaunchKind.PATIENT
+        )
+        if not state.startswith(f"{GEOGRAPHY_TAGS[config.geography]}{TAG_SEPARATOR}"):
+            raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown")
+        return PendingLaunch(
+            kind=kind,
+            configuration_id=config.id,
+            tenant_id=config.tenant_id,
+            geography=config.geography,
+            fhir_base_url=base,
+            client_id=config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id,
+            code_verifier=str(carried["v"]),
+            nonce=str(carried["n"]),
+            session_id=carried.get("s"),
+            department_id=carried.get("d"),
+            conference_id=carried.get("g"),
+            shared_with=config.shared_with,
+            vendor=config.vendor,
+            organization=config.organization if kind is LaunchKind.PATIENT else None,
         )
 
     # step 2 ------------------------------------------------------------------------------------
 
     def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
         """The EHR's answer. An unknown ``state`` names no audience; after it, the launch's kind says whose it is."""
-        payload = self._states.consume(STATE_KIND, response.state)
-        pending = PendingLaunch.from_json(payload)
-        with speaking_to(audience_of(pending.kind)):
-            return self._complete(pending, response)
+        carried = self._states.consume_sealed(STATE_KIND, response.state)
+        with speaking_to(audience_of(LaunchKind(carried["k"]))):
+            return self._complete(self._pending(response.state, carried), response)
 
     def _complete(self, pending: PendingLaunch, response: AuthorizationResponse) -> LaunchOutcome:
         if response.error:
@@ -689,7 +733,9 @@ class LaunchService:
         Minutes may pass on the Microsoft sign-in page: meanwhile the configuration may have been
         deleted, sent back to approval, or stopped being shared with the clinician's tenant.
         """
-        config = self._configurations.find_for_launch(pending.configuration_id, pending.fhir_base_url)
+        config = self._configurations.find_for_launch(
+            pending.configuration_id, pending.fhir_base_url, patient=pending.kind is LaunchKind.PATIENT
+        )
         if config is None:
             raise TenantConfigNotFound()
         if not config.is_approved:
@@ -973,6 +1019,7 @@ class LaunchService:
             csn=context.csn,
             appointment=context.appointment,
             encounter=context.encounter,
+            department=context.department,  # the usage report's department (sealed with the references)
         )
         return seal_event(self._sealer, event)
 

@@ -39,7 +39,7 @@ from shared.kernel.json_input import MalformedJson, parse_json
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
-from shared.visits.events import Source, VisitEvent
+from shared.visits.events import Source, VisitEvent, attendee_key
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +240,6 @@ def parse_body(body: bytes) -> Mapping[str, Any]:
     return data
 
 
-def attendee_of(graph_participant_id: str) -> str | None:
-    """A Teams call participant, told apart from the others of its meeting by a fingerprint of its call-leg id."""
-    if not graph_participant_id:
-        return None
-    return hashlib.sha256(graph_participant_id.encode()).hexdigest()[:16]
-
-
 class NotificationDecoder:
     def __init__(
         self,
@@ -288,7 +281,7 @@ class NotificationDecoder:
                         role=change.role,
                         occurred_at=change.occurred_at,
                         source=Source.GRAPH,
-                        attendee=attendee_of(change.graph_participant_id),
+                        attendee=attendee_key(change.graph_participant_id),
                         interpreter=change.interpreter,
                     )
                 )

@@ -38,17 +38,19 @@ _MESSAGE_FIELDS = (
     Field("visitKey", Classification.EHR_ID, Protection.HMAC, "the visit's row key"),
     *operational("kind", "role", "occurredAt", "source"),
     Field(
+        "attendee",
+        Classification.OPERATIONAL,
+        Protection.HASHED,
+        "Graph events: SHA-256 of the call participant's id (a random call-leg id), so the usage report and a "
+        "group visit's panel tell the participants of one meeting apart; part of the event id (two call legs "
+        "at one instant are two facts)",
+    ),
+    Field(
         "sealed",
         Classification.EHR_ID,
         Protection.SEALED,
         "a launch event's references (who launched, CSN, appointment, encounter); absent on Graph events: the "
         "worker reads the visit's context",
-    ),
-    Field(
-        "attendee",
-        Classification.OPERATIONAL,
-        Protection.HASHED,
-        "Graph events: SHA-256 fingerprint of the Teams call participant's id (tells a group's participants apart)",
     ),
     Field("interpreter", Classification.OPERATIONAL, Protection.CLEAR, 'the participant joined as "Interpreter"'),
 )
@@ -108,10 +110,12 @@ class VisitEvent:
     csn: str | None = None
     appointment: str | None = None
     encounter: str | None = None
+    department: str | None = None  # a launch's confirmed departmentId: in memory only, sealed like the references
     id: str = ""
     sealed: str | None = None  # launch events: their launch context, sealed (see ``shared.visits.sealed_context``)
-    # Graph facts of a group meeting: which Teams participant (a fingerprint of its call-leg id, never a name),
-    # and whether they joined under the name "Interpreter" (an interpreter's guest link asks them to).
+    # Graph events: ``attendee_key`` of the Teams call participant (a fingerprint of its call-leg id, never a
+    # name): the report's per-person facts and a group meeting's panel rows; ``interpreter``: they joined under the
+    # name "Interpreter" (an interpreter's guest link asks them to).
     attendee: str | None = None
     interpreter: bool = False
 
@@ -129,6 +133,7 @@ class VisitEvent:
             "csn": self.csn,
             "appointment": self.appointment,
             "encounter": self.encounter,
+            "department": self.department,
         }
         return {k: v for k, v in values.items() if v}
 
@@ -192,12 +197,17 @@ class VisitEvent:
 
 
 def event_id(event: VisitEvent) -> str:
-    """Deterministic id from (visit, role, kind, occurredAt, source): duplicates collapse."""
+    """Deterministic id from (visit, role, kind, occurredAt, source[, attendee]): duplicates collapse."""
     moment = _iso(event.occurred_at, "milliseconds")
     parts = (event.visit_key, event.role.value, event.kind.value, moment, event.source.value)
     # A group meeting's participants of one role are told apart by their attendee (none: ids as they always were).
     material = "\x1f".join((*parts, event.attendee) if event.attendee else parts)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def attendee_key(participant_id: str) -> str | None:
+    """An event's ``attendee``: a short SHA-256 of a Graph call participant's id (random per call leg)."""
+    return hashlib.sha256(participant_id.encode()).hexdigest()[:16] if participant_id else None
 
 
 def _iso(moment: datetime, timespec: str = "microseconds") -> str:

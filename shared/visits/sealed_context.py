@@ -24,7 +24,7 @@ from shared.visits.events import SEALED_PURPOSE, VisitEvent
 from shared.visits.model import VisitContext, WaitingRoom
 
 VISITS_PURPOSE = "Visits"
-_REFERENCE_FIELDS = ("participant", "csn", "appointment", "encounter")
+_REFERENCE_FIELDS = ("participant", "csn", "appointment", "encounter", "department")
 _CONTEXT_FIELDS = tuple(f.name for f in fields(VisitContext) if f.name != "confirmed")  # the references
 
 
@@ -77,7 +77,7 @@ def seal_event(sealer: Sealer, event: VisitEvent) -> VisitEvent:
     references = event.references
     if not references:
         return event  # nothing in memory: an already sealed event stays as it is
-    cleared = replace(event, participant=None, csn=None, appointment=None, encounter=None)
+    cleared = replace(event, participant=None, csn=None, appointment=None, encounter=None, department=None)
     sealed = sealer.seal(json.dumps(references, separators=(",", ":")), purpose=event_purpose(event))
     return replace(cleared, sealed=sealed)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 from unittest.mock import ANY
@@ -30,11 +31,11 @@ from connector.services import services
 from shared.kernel.identifiers import random_token
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
-from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService
+from shared.launch.service import CONFIGURATION_MEMORY_SECONDS, LAUNCH_STATE_KINDS, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import Storage
-from shared.storage.state import GEOGRAPHY_TAGS, StateRouter, state_geography
+from shared.storage.state import GEOGRAPHY_TAGS, StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
@@ -111,7 +112,7 @@ class World:
     def user_map(self) -> UserMapRepository:
         return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
 
-    def service(self) -> LaunchService:
+    def service(self, memory_clock: Callable[[], float] = time.monotonic) -> LaunchService:
         return LaunchService(
             public_base_url=self.settings.public_base_url,
             connector_secret=self.settings.connector_secret.reveal(),
@@ -123,6 +124,7 @@ class World:
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
             meetings_for=self.graph.meetings_for,
             sealer=self.sealer,
+            memory_clock=memory_clock,
         )
 
     # the EHR's side of a launch -----------------------------------------------------------------
@@ -370,6 +372,8 @@ DR_FABRIKAM = microsoft_user(FABRIKAM, "c0000000-0000-4000-8000-000000000009")
 def share_with(world: World, *tenants: str) -> None:
     world.config = replace(world.config, shared_with=tenants)
     world.configurations.configs[world.config.id] = world.config
+    # As the portal's change does in its own process; other instances see it within CONFIGURATION_MEMORY_SECONDS.
+    services().launch.forget_configuration(world.config.id)
 
 
 def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_own_tenant(world: World) -> None:
@@ -534,9 +538,12 @@ def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world: World
     assert params["launch"] == "a+b" and params["aud"] == FHIR
     assert params["scope"] == "launch openid fhirUser patient/*.read"
     assert params["client_id"] == "patient-client"
-    tag, _, random_part = params["state"].partition(".")  # the geography's tag, then 256 random bits
-    assert state_geography(params["state"]) is world.config.geography and tag == GEOGRAPHY_TAGS[world.config.geography]
-    assert len(base64.urlsafe_b64decode(random_part + "=")) == 32
+    tag, _, sealed = params["state"].partition(".")  # the geography's tag, then the launch sealed (AES-256-GCM)
+    assert tag == GEOGRAPHY_TAGS[world.config.geography] and sealed.startswith("s1.")
+    assert len(params["state"]) < 600  # fits a GET authorize URL
+    body = sealed.split(".")[2]
+    assert len(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))) > 12 + 32 + 16  # nonce, payload, tag
+    assert FHIR not in params["state"] and "ehr.example" not in params["state"]  # nothing in clear
     assert params["redirect_uri"] == f"{world.settings.public_base_url}/api/launch/callback"
 
 
@@ -788,3 +795,37 @@ def test_a_csn_field_in_the_token_response_confirms_the_url_without_a_read(world
     assert not any(r.startswith("read") for r in world.ehr.requests)
     assert world.events[-1].csn is None  # sealed on the queue
     assert open_event(world.sealer, world.events[-1]).csn == "7004"
+
+
+def test_a_configuration_sent_back_to_approval_stops_launches_once_its_memory_lapses(world: World) -> None:
+    now = [1000.0]
+    services().launch = world.service(memory_clock=lambda: now[0])
+    assert world.launch("provider").status_code == 303
+    world.config = replace(world.config, is_approved=False)
+    world.configurations.configs[world.config.id] = world.config
+    now[0] += CONFIGURATION_MEMORY_SECONDS - 1
+    assert world.launch("provider").status_code == 303  # this instance still remembers it approved
+    now[0] += 2
+    response = world.launch("provider")
+    assert response.status_code == 403 and "pending approval" in html(response)
+
+
+def test_a_deleted_configuration_stops_launches_once_its_memory_lapses(world: World) -> None:
+    now = [1000.0]
+    services().launch = world.service(memory_clock=lambda: now[0])
+    assert world.launch("patient").status_code == 303
+    del world.configurations.configs[world.config.id]
+    now[0] += CONFIGURATION_MEMORY_SECONDS + 1
+    response = world.launch("patient")
+    assert response.status_code == 404 and "Please call your clinic" in html(response)  # a patient's words
+    assert "Tenant config not found" not in html(response)
+
+
+def test_a_launch_in_flight_meets_its_configuration_as_it_is_at_the_callback(world: World) -> None:
+    begun = world.launch("provider")
+    world.config = replace(world.config, is_approved=False)
+    world.configurations.configs[world.config.id] = world.config
+    services().launch.forget_configuration(world.config.id)  # as after the memory's lifetime
+    login = Login(claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"encounter": "eE1"})
+    response = world.authorize_and_return(begun, login)
+    assert response.status_code == 403 and "pending approval" in html(response)

@@ -40,7 +40,7 @@ from shared.launch.service import LAUNCH_STATE_KINDS
 from shared.microsoft import entra
 from shared.portal import service as portal
 from shared.storage import state
-from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
 from shared.visits.sealed_context import seal_event
 from tests.privacy.inventory import AWAITING_MERGE, declared, declaring_module, product, render_fields, render_stores
 
@@ -119,7 +119,7 @@ def test_each_module_writes_exactly_the_fields_it_declares() -> None:
 
 
 def test_queue_messages_carry_exactly_the_declared_fields() -> None:
-    def event(source: Source) -> VisitEvent:
+    def event(source: Source, attendee: str | None = None) -> VisitEvent:
         return VisitEvent(
             configuration_id="c",
             geography="emea",
@@ -132,16 +132,19 @@ def test_queue_messages_carry_exactly_the_declared_fields() -> None:
             csn="1",
             appointment="a",
             encounter="e",
+            department="d",
+            attendee=attendee,
         )
 
     sealer = Sealer.from_text(new_key_text())
     launch = set(json.loads(seal_event(sealer, event(Source.LAUNCH)).to_json()))
-    graph = set(json.loads(event(Source.GRAPH).to_json()))  # references in memory only: none serialized
-    assert graph == launch - {"sealed"}
-    # A group meeting's Graph fact also tells its participant apart (a fingerprint) and flags an interpreter.
-    attendee = replace(event(Source.GRAPH), attendee="0123456789abcdef", interpreter=True)
-    group = set(json.loads(attendee.to_json()))
-    assert group == graph | {"attendee", "interpreter"}
+    # References in memory only: none serialized; a Graph event names its (hashed) call participant.
+    graph = set(json.loads(event(Source.GRAPH, attendee=attendee_key("leg-1")).to_json()))
+    assert graph == launch - {"sealed"} | {"attendee"}
+    # A group meeting's Graph fact also flags an interpreter (they joined under that name).
+    group = set(json.loads(replace(event(Source.GRAPH, attendee=attendee_key("leg-1")), interpreter=True).to_json()))
+    assert group == graph | {"interpreter"}
+    launch |= {"attendee"}
     invalid = {"invalid"}  # an unparseable message, sealed whole in the poison queue (FailureLog.record_invalid)
     queues = {store.name: store for _, store in declared().values() if store.kind is Kind.QUEUE}
     assert set(queues) == {events_blueprint.QUEUE, events_blueprint.QUEUE + "-poison"}

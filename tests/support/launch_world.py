@@ -12,7 +12,7 @@ import dataclasses
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +80,7 @@ class RequestCounter:
 
 @dataclass
 class LaunchWorld:
-    host: LocalHost
+    host: Any  # LocalHost, or a host in another process (``benchmarks.host_process.HostProcess``)
     stand_ins: RunningStandIns
     settings: Settings
     environ: dict[str, str]
@@ -94,7 +94,7 @@ class LaunchWorld:
 
     @property
     def url(self) -> str:
-        return self.host.url
+        return str(self.host.url)
 
     @property
     def ehr_url(self) -> str:
@@ -121,6 +121,7 @@ def _configuration(
     approved: bool,
     writeback_mode: WritebackMode = WritebackMode.EPIC,
     vendor: Vendor = Vendor.EPIC,
+    patient_fhir_base_url: str = "",
 ) -> Configuration:
     data = ConfigurationInput(
         organization="Contoso Health" if tenant == CONTOSO.id else "Fabrikam Clinic",
@@ -132,6 +133,7 @@ def _configuration(
         provider_client_id=DEMO_PROVIDER_CLIENT_ID,
         patient_client_id=DEMO_PATIENT_CLIENT_ID,
         writeback_mode=writeback_mode,
+        patient_fhir_base_url=patient_fhir_base_url,
     )
     config = new_configuration(tenant, data, by="admin@contoso.example", now=utcnow())
     if approved:
@@ -149,10 +151,13 @@ def launch_world(
     app_account: str = "apac",
     writeback_mode: WritebackMode | None = None,
     group_records: bool = False,
+    host_factory: Callable[[dict[str, str], int], Any] | None = None,
     **ehr_options: Any,
 ) -> Iterator[LaunchWorld]:
     """``flavour`` (an EHR option) picks the sandbox EHR's vendor; the configurations and the EHR's records follow
-    that vendor's profile (its context tokens, and its writeback: Epic's by default, else FHIR AuditEvent)."""
+    that vendor's profile (its context tokens, and its writeback: Epic's by default, else FHIR AuditEvent).
+    ``host_factory(settings, port)``: a host of the caller's (e.g. one in a process of its own, for the launch
+    benchmark) instead of the local host in this process."""
     vendor = FLAVOUR_VENDORS[ehr_options.get("flavour", "epic")]
     profile = profile_for(vendor)
     if writeback_mode is None:
@@ -172,9 +177,17 @@ def launch_world(
     storage = Storage(settings)
     configurations = ConfigurationRepository(storage.app)
     fhir = stand_ins.ehr.config.fhir_base
+    # Oracle's patient-access service root (the flavour's patient-side base), where the EHR has one.
+    patient_fhir = stand_ins.ehr.config.patient_fhir_base if profile.patient_fhir_base else ""
     test_config = configurations.create(
         _configuration(
-            CONTOSO.id, fhir, environment=Environment.TEST, approved=True, writeback_mode=writeback_mode, vendor=vendor
+            CONTOSO.id,
+            fhir,
+            environment=Environment.TEST,
+            approved=True,
+            writeback_mode=writeback_mode,
+            vendor=vendor,
+            patient_fhir_base_url=patient_fhir,
         )
     )
     # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration (its URL is
@@ -225,7 +238,7 @@ def launch_world(
     reset_services()
     # A fresh app object: the Functions library indexes an app object only once, and other tests index the
     # imported ``function_app.app`` themselves.
-    host = LocalHost(build_app(), environ, port=port, app_dir=ROOT)
+    host = host_factory(environ, port) if host_factory else LocalHost(build_app(), environ, port=port, app_dir=ROOT)
     try:
         host.start()
         yield LaunchWorld(host, stand_ins, settings, environ, counter, test_config, records)
