@@ -81,6 +81,8 @@ class Panel:
     opened_at: datetime  # the visit's start: the quiet time before any fact counts from here
     group: bool = False  # a group visit: one row per Teams participant (``attendees``)
     attendees: tuple[AttendeeRow, ...] = ()
+    # A single visit's further clinicians (the organizer's colleagues in Teams), one row each: "Clinician 2", ...
+    colleagues: tuple[AttendeeRow, ...] = ()
 
     @property
     def lobby_count(self) -> int:
@@ -98,7 +100,8 @@ class Panel:
     @property
     def last_change(self) -> datetime:
         """The latest moment anything shown began (the visit's start when nothing has happened yet)."""
-        moments = [row.since for row in self.rows if row.since is not None] + [a.since for a in self.attendees]
+        moments = [row.since for row in self.rows if row.since is not None]
+        moments += [a.since for a in (*self.attendees, *self.colleagues)]
         return max(moments, default=self.opened_at)
 
     @property
@@ -128,14 +131,25 @@ class Panel:
                 for a in self.attendees
             ]
             data["lobbyCount"] = self.lobby_count
+        if self.colleagues:
+            data["colleagues"] = [
+                {"label": a.label, "number": a.number, "state": a.state.value, "since": _iso(a.since)}
+                for a in self.colleagues
+            ]
         return data
 
 
 def panel_of(visit: Visit) -> Panel:
     rows = tuple(row_of(visit, role) for role in ROLES)
-    seen = [row for row in rows if row.state is not PanelState.NOT_ARRIVED]
-    ended = bool(seen) and all(row.state is PanelState.LEFT for row in seen)
-    ended_at = max(row.since for row in seen if row.since is not None) if ended else None
+    colleagues = () if visit.is_group else colleague_rows(visit)
+    # With each colleague told apart, the per-role staff row (the latest fact of any of them) is not shown.
+    shown = [row for row in rows if not (colleagues and row.role is Role.STAFF)]
+    seen: list[tuple[PanelState, datetime | None]] = [
+        (row.state, row.since) for row in shown if row.state is not PanelState.NOT_ARRIVED
+    ]
+    seen += [(c.state, c.since) for c in colleagues]
+    ended = bool(seen) and all(state is PanelState.LEFT for state, _ in seen)
+    ended_at = max(since for _, since in seen if since is not None) if ended else None
     attendees = attendee_rows(visit)
     if visit.is_group:
         # Per role, the roster mixes a group's participants: the meeting has ended when each of them has left.
@@ -148,7 +162,27 @@ def panel_of(visit: Visit) -> Panel:
         opened_at=visit.expires_at - LIFETIME,
         group=visit.is_group,
         attendees=attendees,
+        colleagues=colleagues,
     )
+
+
+def colleague_rows(visit: Visit) -> tuple[AttendeeRow, ...]:
+    """A single visit's other clinicians in Teams (tenant users who are not the organizer), by arrival.
+
+    Numbered from 2: the organizer is "Clinician". Teams tells them apart by call leg (``attendee``), never by
+    name; a colleague who rejoins gets a new call leg, so a rejoin may show as a further row that arrived later.
+    """
+    staff = sorted(
+        ((key, a) for key, a in visit.attendees.items() if a.role is Role.STAFF),
+        key=lambda item: (item[1].first_seen, item[0]),
+    )
+    rows = []
+    for number, (_, attendee) in enumerate(staff, start=2):
+        entry = attendee.entry
+        state = _ROSTER_STATES[entry.state]
+        lobby_since = entry.lobby_since.astimezone(UTC) if entry.lobby_since and state is PanelState.IN_LOBBY else None
+        rows.append(AttendeeRow("clinician", number, state, entry.since.astimezone(UTC), lobby_since))
+    return tuple(rows)
 
 
 def attendee_rows(visit: Visit) -> tuple[AttendeeRow, ...]:

@@ -73,8 +73,9 @@ INVENTORY = (
                 "Attendees",
                 Classification.OPERATIONAL,
                 Protection.CLEAR,
-                "group visits' rows: a fingerprint of each Teams call participant -> role, roster state, since when, "
-                'first seen, whether they joined as "Interpreter" (no name)',
+                "group visits' rows, and a single visit's further clinicians: a fingerprint of each Teams call "
+                'participant -> role, roster state, since when, first seen, whether they joined as "Interpreter" '
+                "(no name)",
             ),
             Field(
                 "MeetingId",

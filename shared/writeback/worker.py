@@ -349,7 +349,12 @@ class WritebackWorker:
     def _record_presence(
         self, visit: Visit, event: VisitEvent, also: Callable[[Visit], Visit | None] | None = None
     ) -> Visit:
-        return self._presence.record(visit, event.role, event.kind, event.occurred_at, source=event.source, also=also)
+        # A single visit keeps its further clinicians apart (the panel's "Clinician 2"); patients need no more
+        # than their role there, and each rejoin is a new call leg, so only staff call legs are kept.
+        colleague = event.attendee if event.source is Source.GRAPH and event.role is Role.STAFF else None
+        return self._presence.record(
+            visit, event.role, event.kind, event.occurred_at, source=event.source, also=also, attendee=colleague
+        )
 
     def release_context_when_done(self, visit: Visit, *, mode: WritebackMode | None = None) -> Visit:
         """Release the launch context once the meeting has ended and none of the visit's events is pending.

@@ -24,8 +24,9 @@ from shared.kernel.identifiers import log_id
 from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
-from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
 from shared.visits.model import Visit, VisitContext, with_group
+from shared.visits.panel import panel_of
 from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_context, seal_event
@@ -632,3 +633,17 @@ def test_a_groups_teams_facts_are_kept_per_participant_and_written_for_nobody_th
     released = worker.release_context_when_done(repository.get(Geography.AMERICAS, member.key) or member)
     assert released.context == VisitContext()
     assert replace(released, etag=None).group_key == group.key
+
+
+def test_a_single_visits_colleagues_are_kept_apart_by_call_leg_and_patients_by_role_only(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-c-{unique}")
+    for leg, role, second in (("kim", Role.STAFF, 1), ("ray", Role.STAFF, 1), ("sam", Role.PATIENT, 2)):
+        event = replace(graph_event(visit, EventKind.CONNECTED, role, second), id="", attendee=attendee_key(leg))
+        worker.handle(event.to_json())
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    assert stored is not None and not stored.is_group
+    # Two colleagues at one instant are two facts (two call legs); the patient's call leg is not kept.
+    assert set(stored.attendees) == {attendee_key("kim"), attendee_key("ray")}
+    assert [(c.label, c.number) for c in panel_of(stored).colleagues] == [("clinician", 2), ("clinician", 3)]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from connector.web import templates
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
-from shared.visits.model import Visit, compose, with_attendee_fact
-from shared.visits.panel import PanelState, panel_of
+from shared.visits.model import Visit, compose, with_attendee_fact, with_roster_fact
+from shared.visits.panel import Panel, PanelState, panel_of
 
 T0 = datetime(2026, 12, 5, 15, 0, tzinfo=UTC)
 ORGANIZER = "b0000000-0000-4000-8000-000000000002"
@@ -94,3 +95,53 @@ def test_teams_facts_tell_participants_apart_and_recognise_the_interpreter_by_th
     assert fact("a").id != fact("b").id
     plain = VisitEvent("c", "emea", "g", EventKind.LOBBY, Role.PATIENT, T0, Source.GRAPH)
     assert VisitEvent.from_json(fact("a").to_json()) == fact("a") and plain.id not in (fact("a").id, fact("b").id)
+
+
+def single(*facts: tuple[str, Role, EventKind, int]) -> Visit:
+    """A single (non-group) visit whose organizer's colleagues are told apart by their call legs."""
+    visit = Visit(Geography.EMEA, "v", "c", T0 + timedelta(hours=23), meeting_id="m", join_web_url="u")
+    change = compose(
+        *(with_roster_fact(role, kind, T0 + timedelta(seconds=s)) for _, role, kind, s in facts),
+        *(with_attendee_fact(a, role, kind, T0 + timedelta(seconds=s)) for a, role, kind, s in facts if a),
+    )
+    return change(visit) or visit
+
+
+def test_a_single_visits_second_and_third_clinicians_are_clinician_2_and_3_never_other_staff() -> None:
+    visit = single(
+        ("", Role.PROVIDER, EventKind.CONNECTED, 0),
+        ("", Role.PATIENT, EventKind.CONNECTED, 5),
+        ("kim", Role.STAFF, EventKind.CONNECTED, 10),
+        ("ray", Role.STAFF, EventKind.LOBBY, 20),
+        ("kim", Role.STAFF, EventKind.DISCONNECTED, 30),
+    )
+    panel = panel_of(visit)
+    assert [(c.label, c.number, c.state) for c in panel.colleagues] == [
+        ("clinician", 2, PanelState.LEFT),
+        ("clinician", 3, PanelState.IN_LOBBY),
+    ]
+    # The per-role staff row says "left" (its latest fact), but one colleague still waits: not ended.
+    assert not panel.group and not panel.ended and panel.to_json()["colleagues"][1]["number"] == 3
+    html = render_panel(panel)
+    assert "Clinician 2" in html and "Clinician 3" in html and "Other staff" not in html
+    assert 'id="presence-staff"' not in html  # each colleague has their own row instead
+    everyone_left = compose(
+        with_attendee_fact("ray", Role.STAFF, EventKind.DISCONNECTED, T0 + timedelta(seconds=40)),
+        with_roster_fact(Role.STAFF, EventKind.DISCONNECTED, T0 + timedelta(seconds=40)),
+        with_roster_fact(Role.PATIENT, EventKind.DISCONNECTED, T0 + timedelta(seconds=41)),
+        with_roster_fact(Role.PROVIDER, EventKind.DISCONNECTED, T0 + timedelta(seconds=42)),
+    )(visit)
+    assert everyone_left is not None and panel_of(everyone_left).ended_at == T0 + timedelta(seconds=42)
+
+
+def test_a_colleague_known_only_by_role_is_clinician_2() -> None:
+    # A row from before colleagues were told apart: the staff role row, labelled as the second clinician.
+    visit = single(("", Role.PROVIDER, EventKind.CONNECTED, 0), ("", Role.STAFF, EventKind.CONNECTED, 10))
+    panel = panel_of(visit)
+    assert panel.colleagues == () and "colleagues" not in panel.to_json()
+    html = render_panel(panel)
+    assert 'id="presence-staff"' in html and "Clinician 2" in html and "Other staff" not in html
+
+
+def render_panel(panel: Panel) -> str:
+    return templates().get_template("launch/_panel.html").render(panel=panel)
