@@ -2,7 +2,8 @@
 
 Each visit event becomes one AuditEvent (fhir.resources R4B models): subtype participant
 in lobby / connected / disconnected, agent = the participant's reference from the launch
-context, entity = the Encounter and Appointment. R4 AuditEvent has no ``identifier``, so the
+context (a guest interpreter: participant type ``translator``, no reference), entity = the
+Encounter and Appointment. R4 AuditEvent has no ``identifier``, so the
 event id travels twice: as a ``meta.tag`` (``_tag`` is a standard search parameter on every
 resource) and as an ``entity.what.identifier`` (searchable as ``entity-identifier`` / Epic-style
 ``identifier``). The create is conditional on the tag (``If-None-Exist: _tag=<system>|<id>``):
@@ -32,6 +33,10 @@ AGENT_ROLES = {
     Role.STAFF: ("SPRF", "secondary performer"),
     Role.PATIENT: ("PAT", "patient"),
 }
+# A guest interpreter (joined as "Interpreter" through the clinician's link): FHIR's participant type for one who
+# "is facilitating communication with the patient" (agent.type's binding is extensible). They have no EHR
+# reference: ``who`` says what they are, never the patient's reference.
+INTERPRETER_TYPE = ("http://terminology.hl7.org/CodeSystem/participant-type", "translator", "Translator")
 OBSERVER = "Microsoft Teams EHR connector"
 
 
@@ -57,8 +62,17 @@ def audit_event_body(event: VisitEvent) -> dict[str, Any]:
     """The AuditEvent resource for ``event`` as JSON data."""
     code, display = SUBTYPES[event.kind]
     role_code, role_display = AGENT_ROLES[event.role]
+    agent_type = {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+        "code": role_code,
+        "display": role_display,
+    }
     who: dict[str, Any] = {"display": f"{event.role.value} participant"}
-    if event.participant:
+    if event.interpreter:
+        system, code, display = INTERPRETER_TYPE
+        agent_type = {"system": system, "code": code, "display": display}
+        who = {"display": "interpreter (guest)"}
+    elif event.participant:
         who = {"reference": event.participant}
     entities: list[dict[str, Any]] = []
     if event.encounter:
@@ -88,17 +102,9 @@ def audit_event_body(event: VisitEvent) -> dict[str, Any]:
         "outcome": "0",
         "agent": [
             {
-                "type": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                            "code": role_code,
-                            "display": role_display,
-                        }
-                    ]
-                },
+                "type": {"coding": [agent_type]},
                 "who": who,
-                "requestor": event.role is not Role.PATIENT,
+                "requestor": event.role is not Role.PATIENT and not event.interpreter,
             }
         ],
         "source": {"observer": {"display": OBSERVER}},

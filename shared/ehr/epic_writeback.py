@@ -18,8 +18,11 @@ ExternalIDType      2      ExternalID is the patient's FHIR Patient id (the samp
 
 ConferenceID is the CSN. Only what Teams reports is sent: launch events are not (Epic launched the
 app, so it knows; the connect follows when Teams' roster shows the person in the call), lobby events
-are not (no public "waiting" status), staff events have no EHR participant. Customers whose Epic
-build uses other values change only this table.
+are not (no public "waiting" status), staff events have no EHR participant. A guest interpreter's events
+are not sent either: the call's public shape has no participant role, and a guest interpreter has no Epic id,
+so the only ids at hand (the patient's) would record the interpreter as the patient. A staff interpreter who
+launches from Epic is written like any clinician, under their own Practitioner id (``ExternalIDType`` 1): Epic
+knows who they are. Customers whose Epic build uses other values change only this table.
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ class EpicConnectionStatus:
         self._backend = backend
 
     def skips(self, event: VisitEvent) -> bool:
-        """Launch, lobby and staff events, and events naming no participant: nothing to send."""
+        """Launch, lobby, staff and guest-interpreter events, and events naming no participant: nothing to send."""
         return (
             event.source is not Source.GRAPH
+            or event.interpreter
             or event.kind not in CONNECTION_STATUS
             or event.role not in EXTERNAL_ID_TYPE
             or not event.participant

@@ -143,7 +143,7 @@ def panel_of(visit: Visit) -> Panel:
     rows = tuple(row_of(visit, role) for role in ROLES)
     colleagues = () if visit.is_group else colleague_rows(visit)
     # With each colleague told apart, the per-role staff row (the latest fact of any of them) is not shown.
-    shown = [row for row in rows if not (colleagues and row.role is Role.STAFF)]
+    shown = [row for row in rows if not (row.role is Role.STAFF and any(c.label == "clinician" for c in colleagues))]
     seen: list[tuple[PanelState, datetime | None]] = [
         (row.state, row.since) for row in shown if row.state is not PanelState.NOT_ARRIVED
     ]
@@ -167,21 +167,27 @@ def panel_of(visit: Visit) -> Panel:
 
 
 def colleague_rows(visit: Visit) -> tuple[AttendeeRow, ...]:
-    """A single visit's other clinicians in Teams (tenant users who are not the organizer), by arrival.
+    """A single visit's other clinicians in Teams (tenant users who are not the organizer) and guest
+    interpreters, by arrival.
 
-    Numbered from 2: the organizer is "Clinician". Teams tells them apart by call leg (``attendee``), never by
-    name; a colleague who rejoins gets a new call leg, so a rejoin may show as a further row that arrived later.
+    Clinicians are numbered from 2 (the organizer is "Clinician"), interpreters from 1. Teams tells them apart by
+    call leg (``attendee``), never by name; someone who rejoins gets a new call leg, so a further row.
     """
-    staff = sorted(
-        ((key, a) for key, a in visit.attendees.items() if a.role is Role.STAFF),
-        key=lambda item: (item[1].first_seen, item[0]),
-    )
+    kept = sorted(visit.attendees.items(), key=lambda item: (item[1].first_seen, item[0]))
+    counts = {"clinician": 1, "interpreter": 0}
     rows = []
-    for number, (_, attendee) in enumerate(staff, start=2):
+    for _, attendee in kept:
+        if attendee.interpreter:
+            label = "interpreter"
+        elif attendee.role is Role.STAFF:
+            label = "clinician"
+        else:
+            continue
+        counts[label] += 1
         entry = attendee.entry
         state = _ROSTER_STATES[entry.state]
         lobby_since = entry.lobby_since.astimezone(UTC) if entry.lobby_since and state is PanelState.IN_LOBBY else None
-        rows.append(AttendeeRow("clinician", number, state, entry.since.astimezone(UTC), lobby_since))
+        rows.append(AttendeeRow(label, counts[label], state, entry.since.astimezone(UTC), lobby_since))
     return tuple(rows)
 
 

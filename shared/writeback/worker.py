@@ -349,11 +349,21 @@ class WritebackWorker:
     def _record_presence(
         self, visit: Visit, event: VisitEvent, also: Callable[[Visit], Visit | None] | None = None
     ) -> Visit:
-        # A single visit keeps its further clinicians apart (the panel's "Clinician 2"); patients need no more
-        # than their role there, and each rejoin is a new call leg, so only staff call legs are kept.
-        colleague = event.attendee if event.source is Source.GRAPH and event.role is Role.STAFF else None
+        # A single visit keeps its further clinicians and a guest interpreter apart (the panel's "Clinician 2",
+        # "Interpreter"); patients need no more than their role there, and each rejoin is a new call leg, so only
+        # those call legs are kept. An interpreter's facts are not the patient's: the patient's row ignores them.
+        graph = event.source is Source.GRAPH
+        kept = graph and (event.role is Role.STAFF or event.interpreter)
         return self._presence.record(
-            visit, event.role, event.kind, event.occurred_at, source=event.source, also=also, attendee=colleague
+            visit,
+            event.role,
+            event.kind,
+            event.occurred_at,
+            source=event.source,
+            also=also,
+            attendee=event.attendee if kept else None,
+            interpreter=graph and event.interpreter,
+            role_facts=not (graph and event.interpreter),
         )
 
     def release_context_when_done(self, visit: Visit, *, mode: WritebackMode | None = None) -> Visit:
@@ -449,7 +459,7 @@ def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
     """Fill the EHR references a Graph event cannot know from the visit's launch context (ids only)."""
     context = visit.context
     participant = event.participant
-    if participant is None:
+    if participant is None and not event.interpreter:  # a guest interpreter is not the visit's patient
         participant = {Role.PROVIDER: context.provider, Role.PATIENT: context.patient}.get(event.role)
     return event.with_context(
         participant=participant,

@@ -647,3 +647,34 @@ def test_a_single_visits_colleagues_are_kept_apart_by_call_leg_and_patients_by_r
     # Two colleagues at one instant are two facts (two call legs); the patient's call leg is not kept.
     assert set(stored.attendees) == {attendee_key("kim"), attendee_key("ray")}
     assert [(c.label, c.number) for c in panel_of(stored).colleagues] == [("clinician", 2), ("clinician", 3)]
+
+
+def test_a_guest_interpreter_in_a_single_visit_is_written_as_an_interpreter_never_as_the_patient(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    seeded = ehr.clinic.visits[1]
+
+    def interpreting(visit: Visit, kind: EventKind, second: int) -> VisitEvent:
+        base = graph_event(visit, kind, Role.PATIENT, second)
+        return replace(base, id="", attendee=attendee_key("guest-leg"), interpreter=True)
+
+    # Epic: SetExternalConnectionStatus has no participant role and the guest no Epic id: nothing is sent.
+    epic = open_visit(storage, ehr, f"epic-{unique}", f"visit-ie-{unique}")
+    before = ehr.count_status_changes(conference_id=seeded.csn, external_id=seeded.patient_id, status="1")
+    assert worker.handle(interpreting(epic, EventKind.CONNECTED, 1).to_json()).status == "skipped"
+    assert ehr.count_status_changes(conference_id=seeded.csn, external_id=seeded.patient_id, status="1") == before
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, epic.key)
+    assert stored is not None and Role.PATIENT not in stored.roster  # the patient's row knows nothing of it
+    assert [(c.label, c.number, c.state.value) for c in panel_of(stored).colleagues] == [
+        ("interpreter", 1, "in_meeting")
+    ]
+
+    # FHIR: an AuditEvent whose agent is of type translator, naming no patient.
+    fhir = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-if-{unique}")
+    connected = interpreting(fhir, EventKind.CONNECTED, 2)
+    assert worker.handle(connected.to_json()).status == "written"
+    [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == connected.id]
+    assert audit["agent"][0]["type"]["coding"][0]["code"] == "translator"
+    assert audit["agent"][0]["who"] == {"display": "interpreter (guest)"}
+    assert f"Patient/{seeded.patient_id}" not in json.dumps(audit)
+    assert any(e.get("name") == "CSN" for e in audit["entity"])  # written for the visit it happened in

@@ -121,3 +121,25 @@ def _normalised(resource: dict[str, object]) -> str:
     recorded = str(data.pop("recorded"))
     data["recorded"] = datetime.fromisoformat(recorded.replace("Z", "+00:00")).isoformat()
     return json.dumps(data, sort_keys=True)
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_a_guest_interpreter_is_an_agent_of_type_translator_never_the_patients_reference(kind: EventKind) -> None:
+    interpreting = VisitEvent(
+        "cfg", "americas", "k" * 64, kind, Role.PATIENT, datetime(2026, 11, 25, 15, 0, tzinfo=UTC), Source.GRAPH,
+        participant="Patient/456", csn="1853", attendee="0123456789abcdef", interpreter=True,
+    )  # fmt: skip
+    posted = json.loads(audit_event_json(interpreting))
+    agent = posted["agent"][0]
+    assert agent["type"]["coding"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/participant-type",
+            "code": "translator",
+            "display": "Translator",
+        }
+    ]
+    assert agent["who"] == {"display": "interpreter (guest)"} and agent["requestor"] is False
+    assert "Patient/456" not in json.dumps(posted)  # the visit's CSN still names the visit, as for anyone
+    assert _normalised(posted) == _normalised(
+        json.loads(build_audit_event(interpreting).model_dump_json(exclude_none=True))
+    )

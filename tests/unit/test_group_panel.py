@@ -145,3 +145,14 @@ def test_a_colleague_known_only_by_role_is_clinician_2() -> None:
 
 def render_panel(panel: Panel) -> str:
     return templates().get_template("launch/_panel.html").render(panel=panel)
+
+
+def test_a_single_visits_guest_interpreter_has_their_own_row_and_is_not_the_patient() -> None:
+    visit = single(("", Role.PROVIDER, EventKind.CONNECTED, 0), ("", Role.PATIENT, EventKind.LOBBY, 5))
+    joined = with_attendee_fact("int", Role.PATIENT, EventKind.CONNECTED, T0 + timedelta(seconds=9), interpreter=True)
+    visit = joined(visit) or visit
+    panel = panel_of(visit)
+    assert [(c.label, c.number, c.state) for c in panel.colleagues] == [("interpreter", 1, PanelState.IN_MEETING)]
+    assert [r.state for r in panel.rows if r.role is Role.PATIENT] == [PanelState.IN_LOBBY]
+    html = render_panel(panel)
+    assert 'id="interpreter-1"' in html and ">Interpreter<" in html and 'id="presence-staff"' in html
