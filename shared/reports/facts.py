@@ -4,7 +4,8 @@ A visit's facts are milestones, each kept as the earliest or the latest of what 
 
 - per role, its earliest launch (and for the provider's launch the organizer and department it names);
 - per attendee (a Graph call participant, or the role when events name no participant): the first time in
-  the lobby, the first time in the meeting, the last time present and the last time gone.
+  the lobby, the first time in the meeting, the last time present and the last time gone (a guest interpreter
+  is not an attendee here: they are no patient).
 
 ``merged`` is commutative, associative and idempotent (a join-semilattice), so duplicated and out-of-order
 events give the same facts; ``summarize`` derives the report's columns from them (pure, no clock).
@@ -62,6 +63,10 @@ def facts_from_event(event: VisitEvent, *, organizer: str | None = None, keep_cs
     if event.source is Source.LAUNCH:
         launch = LaunchFacts(at, organizer if event.role is Role.PROVIDER else None, event.department)
         return VisitFacts(launches={event.role: launch}, csn=csn)
+    if event.interpreter:
+        # A guest interpreter joins as an anonymous "patient" in Teams' terms: counted as one, a clinician and an
+        # interpreter alone would make a completed visit and the interpreter's wait a patient's. Not counted.
+        return VisitFacts(csn=csn)
     attendee = f"{event.role.value}:{event.attendee}" if event.attendee else event.role.value
     if event.kind is EventKind.DISCONNECTED:
         facts = AttendeeFacts(event.role, left=at)

@@ -157,3 +157,15 @@ def test_department_comes_from_the_earliest_provider_launch_naming_one() -> None
     events = [launch(PATIENT, 0, department="patient-dept"), launch(PROVIDER, 1), launch(PROVIDER, 2, department="d2")]
     assert summarize(facts_of(events)).department == "d2"
     assert summarize(facts_of(events[:2])).department == "patient-dept"
+
+
+def test_a_guest_interpreter_is_no_patient_a_clinician_and_an_interpreter_alone_are_a_no_show() -> None:
+    def interpreting(kind: EventKind, minutes: float) -> VisitEvent:
+        return VisitEvent(
+            "cfg", "americas", "visit", kind, PATIENT, at(minutes), Source.GRAPH, attendee="i", interpreter=True
+        )
+
+    events = [graph(PROVIDER, C, 0.2), interpreting(L, 1), interpreting(C, 2), interpreting(D, 14)]
+    summary = summarize(facts_of([*events, graph(PROVIDER, D, 15)]))
+    assert summary.status is Status.NO_SHOW and summary.lobby_waits == () and summary.attendants[PATIENT] == 0
+    assert facts_from_event(interpreting(C, 2)) == VisitFacts()
