@@ -48,6 +48,7 @@ from shared.kernel.errors import (
     UpstreamRejected,
     UpstreamThrottled,
 )
+from shared.kernel.i18n import N_
 from shared.kernel.settings import LOCAL_HOSTS, get_settings
 from shared.launch.service import (
     CONFIRM_TTL,
@@ -77,30 +78,37 @@ WAITING_POLL_SECONDS = 5
 # ConfigurationPending, WrongTenant, AccessPolicyMissing); these are the launch's words for the rest.
 
 RELAUNCH = ErrorPage(
-    "Please launch again from Epic",
-    "This launch link has expired or was already used. Launches are single-use and valid for 10 minutes.",
-    help=("Start the visit again from Epic (Hyperspace, Haiku or MyChart).",),
+    N_("Please launch again from Epic"),
+    N_("This launch link has expired or was already used. Launches are single-use and valid for 10 minutes."),
+    help=(N_("Start the visit again from Epic (Hyperspace, Haiku or MyChart)."),),
 )
 TEAMS_BUSY = ErrorPage(
-    "Microsoft Teams is busy",
-    "Microsoft Teams is receiving too many requests right now, even after retrying.",
-    help=("Wait a minute, then launch the visit again.",),
+    N_("Microsoft Teams is busy"),
+    N_("Microsoft Teams is receiving too many requests right now, even after retrying."),
+    help=(N_("Wait a minute, then launch the visit again."),),
 )
 EHR_SIGNIN_CHECKS = (
-    "The EHR's client id for this launch is active in this EHR environment and its public key "
-    "(the connector's JWKS URL) is synchronised.",
-    "The FDI record matches the integration records shown in the configuration portal.",
+    N_(
+        "The EHR's client id for this launch is active in this EHR environment and its public key "
+        "(the connector's JWKS URL) is synchronised."
+    ),
+    N_("The FDI record matches the integration records shown in the configuration portal."),
 )
 EHR_UNUSABLE_TITLES = {
-    "invalid_id_token": "EHR sign-in could not be verified",
-    "smart_discovery": "EHR configuration unusable",
+    "invalid_id_token": N_("EHR sign-in could not be verified"),
+    "smart_discovery": N_("EHR configuration unusable"),
 }
-LAUNCH_AGAIN = ("Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id.",)
-TRY_AGAIN = ("Try again in a moment. If it keeps happening, tell your IT support the correlation id below.",)
+LAUNCH_AGAIN = (
+    N_("Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id."),
+)
+TRY_AGAIN = (N_("Try again in a moment. If it keeps happening, tell your IT support the correlation id below."),)
 
 
 def _upstream_page(exc: UpstreamError) -> ErrorPage:
-    title = f"{exc.system} is unreachable" if exc.retryable else f"{exc.system} returned an error"
+    if exc.retryable:
+        title = N_("%(system)s is unreachable", system=exc.system)
+    else:
+        title = N_("%(system)s returned an error", system=exc.system)
     return ErrorPage(title, exc.message, TRY_AGAIN)
 
 
@@ -111,7 +119,9 @@ def _rejected_page(exc: UpstreamRejected) -> ErrorPage:
     if exc.code in EHR_UNUSABLE_TITLES:
         return ErrorPage(EHR_UNUSABLE_TITLES[exc.code], exc.message, LAUNCH_AGAIN)
     return ErrorPage(
-        "EHR sign-in failed", f"The EHR refused the sign-in (OAuth2 error: {exc.code}).", EHR_SIGNIN_CHECKS
+        N_("EHR sign-in failed"),
+        N_("The EHR refused the sign-in (OAuth2 error: %(code)s).", code=exc.code),
+        EHR_SIGNIN_CHECKS,
     )
 
 
@@ -122,8 +132,8 @@ LAUNCH_PAGES = ErrorPages(
         UpstreamThrottled: lambda exc: TEAMS_BUSY,
         UpstreamRejected: _rejected_page,
         UpstreamError: _upstream_page,
-        BadRequest: lambda exc: ErrorPage("This launch could not be read", exc.message),
-        ConnectorError: lambda exc: ErrorPage("The visit could not start", exc.message),
+        BadRequest: lambda exc: ErrorPage(N_("This launch could not be read"), exc.message),
+        ConnectorError: lambda exc: ErrorPage(N_("The visit could not start"), exc.message),
     },
 )
 launch_page = page_with(LAUNCH_PAGES)  # like ``web.page``, with the launch's explanatory error pages
@@ -140,10 +150,12 @@ class ConfirmWithTheButton(ConnectorError):
     status = 405
     code = "confirm_by_post"
     page = ErrorPage(
-        "Please use the button on the confirmation page",
-        "Nothing was linked. Your Microsoft 365 account is linked only when you press "
-        '"Link my account" on the page that shows who is being linked.',
-        help=("Start the visit again from Epic if you no longer have that page open.",),
+        N_("Please use the button on the confirmation page"),
+        N_(
+            "Nothing was linked. Your Microsoft 365 account is linked only when you press "
+            '"Link my account" on the page that shows who is being linked.'
+        ),
+        help=(N_("Start the visit again from Epic if you no longer have that page open."),),
     )
 
     def __init__(self) -> None:
@@ -169,11 +181,11 @@ def _form_body(req: func.HttpRequest) -> str | None:
         return None
     content_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
-        raise BadRequest("The launch was sent in an unexpected format.", code="invalid_launch")
+        raise BadRequest(N_("The launch was sent in an unexpected format."), code="invalid_launch")
     try:
         return (req.get_body() or b"").decode("ascii")
     except UnicodeDecodeError:
-        raise BadRequest("The launch request could not be read.", code="invalid_launch") from None
+        raise BadRequest(N_("The launch request could not be read."), code="invalid_launch") from None
 
 
 def _begin(req: func.HttpRequest, kind: LaunchKind) -> func.HttpResponse:
@@ -248,7 +260,7 @@ def _confirmation_page(link: ConfirmLink, cookie: str) -> func.HttpResponse:
     return render(
         "launch/confirm.html",
         {
-            "title": "Link your Microsoft 365 account",
+            "title": N_("Link your Microsoft 365 account"),
             "state": link.state,
             "csrf": link.csrf,
             "ehr_user_name": link.ehr_user_name,
@@ -279,14 +291,14 @@ def launch_signin_confirm(req: func.HttpRequest, events: func.Out[str]) -> func.
         form = read_form(req)
         decline = CONFIRM_ACTIONS.get(form.get("action", ""))
         if decline is None:
-            raise Forbidden("This confirmation could not be read. Nothing was linked.", code="confirm_action")
+            raise Forbidden(N_("This confirmation could not be read. Nothing was linked."), code="confirm_action")
         outcome = services().launch.confirm_link(
             form, browser_binding=read_cookie(req, signin_cookie_name()), decline=decline
         )
     except ConnectorError as exc:
         return _with_cleared_cookie(error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES))
     if isinstance(outcome, LinkDeclined):
-        return _with_cleared_cookie(render("launch/declined.html", {"title": "Nothing was linked"}))
+        return _with_cleared_cookie(render("launch/declined.html", {"title": N_("Nothing was linked")}))
     return _with_cleared_cookie(_respond(outcome, events))
 
 

@@ -45,6 +45,7 @@ from connector.web import (
 )
 from shared.configurations.model import Configuration, Environment, Vendor, WritebackMode
 from shared.kernel.errors import BadRequest, Conflict, Forbidden, SignInRequired
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
 from shared.launch.service import MAPPING_MEMORY_SECONDS
@@ -68,15 +69,22 @@ SIGNIN_COOKIE_MAX_AGE = 600
 REPLACES = "replacesSession"  # carried with the sign-in state: the binding of the session a successful sign-in ends
 MAX_ROWS = 10
 NOTICES = {
-    "created": "Saved. Each new configuration is pending approval by its approver.",
-    "saved": "Saved. The configuration is pending approval again.",
-    "deleted": "The configuration was deleted; launches for its FHIR URL stopped.",
-    "ehr-signin": "EHR sign-in succeeded: the FHIR URL is proven. You can approve it now.",
-    "approved": "Approved. The integration records are ready.",
-    "shared": "Shared. Clinicians of that tenant can now launch visits with this configuration.",
-    "unshared": "No longer shared. Launches by that tenant's clinicians are refused from now on.",
-    "signed-out": "You are signed out.",
-    "link-removed": "Link removed. That clinician confirms their Microsoft 365 account again at their next launch.",
+    "created": N_("Saved. Each new configuration is pending approval by its approver."),
+    "saved": N_("Saved. The configuration is pending approval again."),
+    "deleted": N_("The configuration was deleted; launches for its FHIR URL stopped."),
+    "ehr-signin": N_("EHR sign-in succeeded: the FHIR URL is proven. You can approve it now."),
+    "approved": N_("Approved. The integration records are ready."),
+    "shared": N_("Shared. Clinicians of that tenant can now launch visits with this configuration."),
+    "unshared": N_("No longer shared. Launches by that tenant's clinicians are refused from now on."),
+    "signed-out": N_("You are signed out."),
+    "link-removed": N_("Link removed. That clinician confirms their Microsoft 365 account again at their next launch."),
+}
+
+
+GEOGRAPHY_NAMES = {
+    "americas": N_("Americas"),
+    "emea": N_("Europe, Middle East, Africa"),
+    "apac": N_("Asia Pacific"),
 }
 
 
@@ -112,7 +120,7 @@ def _csrf_form(req: func.HttpRequest, session: PortalSession) -> dict[str, str]:
     form = read_form(req)
     if not session.csrf_matches(form.get("csrf")):
         raise Forbidden(
-            "This form has expired or did not come from this site. Reload the page and try again.", code="csrf"
+            N_("This form has expired or did not come from this site. Reload the page and try again."), code="csrf"
         )
     return form
 
@@ -139,16 +147,13 @@ def _page(template: str, session: PortalSession | None, *, status: int = 200, **
 def _choices() -> dict[str, Any]:
     settings = get_settings()
     return {
-        "environments": [(e.value, e.value.capitalize()) for e in Environment],
-        "geographies": [
-            (g.value, {"americas": "Americas", "emea": "Europe, Middle East, Africa", "apac": "Asia Pacific"}[g.value])
-            for g in settings.geographies
-        ],
+        "environments": [(Environment.TEST.value, N_("Test")), (Environment.PRODUCTION.value, N_("Production"))],
+        "geographies": [(g.value, GEOGRAPHY_NAMES[g.value]) for g in settings.geographies],
         "vendors": [(v.value, v.label) for v in Vendor],
         "writeback_modes": [
             (WritebackMode.EPIC.value, "Epic (SetExternalConnectionStatus)"),
             (WritebackMode.FHIR_AUDIT_EVENT.value, "FHIR AuditEvent"),
-            (WritebackMode.NONE.value, "None"),
+            (WritebackMode.NONE.value, N_("None")),
         ],
     }
 
@@ -165,7 +170,7 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
         return _page(
             "portal/signin.html",
             None,
-            title="Sign in",
+            title=N_("Sign in"),
             signin_required=notice == "signin-required",
             signed_out=notice == "signed-out",
         )
@@ -173,7 +178,7 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     return _page(
         "portal/dashboard.html",
         session,
-        title="Configurations",
+        title=N_("Configurations"),
         configurations=svc.visible_configurations(session.user),
         shared_configurations=svc.shared_configurations(session.user),
         notice=NOTICES.get(notice),
@@ -285,9 +290,9 @@ def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
     try:
         count = int(form.get("rows", "1"))
     except ValueError:
-        raise BadRequest("This form could not be read. Please reload the page and try again.") from None
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again.")) from None
     if not 1 <= count <= MAX_ROWS:
-        raise BadRequest(f"Add between 1 and {MAX_ROWS} configurations at a time.")
+        raise BadRequest(N_("Add between 1 and %(max_rows)s configurations at a time.", max_rows=MAX_ROWS))
     rows = [_row_values(form, i) for i in range(count)]
     action = form.get("action", "save")
     if action == "add-row" and count < MAX_ROWS:
@@ -321,7 +326,7 @@ def _new_form(
         "portal/new.html",
         session,
         status=status,
-        title="Add configurations",
+        title=N_("Add configurations"),
         rows=list(zip(rows, errors, strict=True)),
         saved_count=saved_count,
         **_choices(),
@@ -378,7 +383,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
     values = {name: form.get(name, "") for name in FIELDS}
     etag = form.get("etag", "")
     if not etag:
-        raise BadRequest("This form could not be read. Please reload the page and try again.")
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
     try:
         data = svc.validated_input(values)
         svc.update(session.user, current.id, data, etag)
@@ -398,7 +403,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
 def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
     session = _signed_in(req, admin=True)
     config = services().portal.get_visible(session.user, req.route_params.get("id", ""))
-    return _page("portal/delete.html", session, title="Delete configuration", config=config)
+    return _page("portal/delete.html", session, title=N_("Delete configuration"), config=config)
 
 
 @bp.route(route="portal/configurations/{id}/delete", methods=["POST"], auth_level=ANON)
@@ -406,10 +411,10 @@ def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
 def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
     session, form = _signed_in_form(req, admin=True)
     if form.get("confirm") != "yes":
-        raise BadRequest("Tick the confirmation box to delete this configuration.")
+        raise BadRequest(N_("Tick the confirmation box to delete this configuration."))
     etag = form.get("etag", "")
     if not etag:  # like an edit: only the version the admin looked at may be deleted
-        raise BadRequest("This form could not be read. Please reload the page and try again.")
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
     services().portal.delete(session.user, req.route_params.get("id", ""), etag)
     return redirect(portal_url(notice="deleted"))
 
@@ -513,11 +518,11 @@ def records(req: func.HttpRequest) -> func.HttpResponse:
     svc = services().portal
     config = svc.get_viewable(session.user, req.route_params.get("id", ""))
     if not config.is_approved:
-        return _page("portal/records.html", session, title="Integration records", config=config, records=None)
+        return _page("portal/records.html", session, title=N_("Integration records"), config=config, records=None)
     return _page(
         "portal/records.html",
         session,
-        title="Integration records",
+        title=N_("Integration records"),
         config=config,
         records=svc.records(session.user, config.id),
     )
@@ -552,7 +557,7 @@ def links(req: func.HttpRequest) -> func.HttpResponse:
     return _page(
         "portal/links.html",
         session,
-        title="Clinician links",
+        title=N_("Clinician links"),
         config=config,
         mappings=mappings,
         memory_minutes=int(MAPPING_MEMORY_SECONDS // 60),

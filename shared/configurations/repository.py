@@ -44,6 +44,7 @@ from shared.configurations.model import (
 from shared.http.outbound import normalise_base_url
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
+from shared.kernel.i18n import N_
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
@@ -258,8 +259,10 @@ class ConfigurationRepository:
             )
             if stale:
                 raise Conflict(
-                    "Someone else changed or deleted this configuration while you were working on it. "
-                    "Nothing was saved; review the current version and apply your changes again.",
+                    N_(
+                        "Someone else changed or deleted this configuration while you were working on it. "
+                        "Nothing was saved; review the current version and apply your changes again."
+                    ),
                     code="edit_conflict",
                 ) from None
             raise
@@ -285,7 +288,9 @@ class ConfigurationRepository:
                     self._table().delete_entity(config.tenant_id, config.id)
             except ResourceModifiedError:
                 raise Conflict(
-                    "Someone else changed this configuration just now; it was not deleted. Review it and try again.",
+                    N_(
+                        "Someone else changed this configuration just now; it was not deleted. Review it and try again."
+                    ),
                     code="edit_conflict",
                 ) from None
         self._release(config.fhir_base_url, config.tenant_id, config.id)
@@ -331,7 +336,9 @@ class ConfigurationRepository:
                     if attempt == 0 and self._reclaim_orphaned_guard(partition, tenant_id):
                         continue
                     raise Conflict(
-                        "This FHIR URL is already configured in your organization. Edit that configuration instead.",
+                        N_(
+                            "This FHIR URL is already configured in your organization. Edit that configuration instead."
+                        ),
                         code="duplicate_fhir_url",
                     ) from None
 
@@ -451,4 +458,4 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             etag=metadata.get("etag"),
         )
     except (KeyError, ValueError, TypeError) as exc:
-        raise StoredDataError("A stored configuration could not be read.") from exc
+        raise StoredDataError(N_("A stored configuration could not be read.")) from exc

@@ -53,6 +53,7 @@ from shared.kernel.errors import (
     UpstreamError,
     UpstreamRejected,
 )
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
@@ -93,13 +94,15 @@ class TenantConfigNotFound(NotFound):
 
     code = "tenant_config_not_found"
     page = ErrorPage(
-        "Tenant config not found",
-        "The connector has no configuration for this launch.",
+        N_("Tenant config not found"),
+        N_("The connector has no configuration for this launch."),
         help=(
-            "The FDI record's launch URL and the EHR environment match: test records in the test "
-            "environment, production records in production.",
-            "The configuration's FHIR base URL is exactly the FHIR base URL this EHR environment sends (iss).",
-            "The configuration still exists in the configuration portal.",
+            N_(
+                "The FDI record's launch URL and the EHR environment match: test records in the test "
+                "environment, production records in production."
+            ),
+            N_("The configuration's FHIR base URL is exactly the FHIR base URL this EHR environment sends (iss)."),
+            N_("The configuration still exists in the configuration portal."),
         ),
     )
 
@@ -110,9 +113,11 @@ class TenantConfigNotFound(NotFound):
 class ConfigurationPending(Forbidden):
     code = "configuration_pending"
     page = ErrorPage(
-        "Configuration pending approval",
-        "This EHR configuration exists but has not been approved yet, so visits cannot start.",
-        help=("The approver named in the configuration portal signs in, validates the EHR sign-in and approves it.",),
+        N_("Configuration pending approval"),
+        N_("This EHR configuration exists but has not been approved yet, so visits cannot start."),
+        help=(
+            N_("The approver named in the configuration portal signs in, validates the EHR sign-in and approves it."),
+        ),
     )
 
     def __init__(self) -> None:
@@ -135,7 +140,7 @@ class WrongTenant(Forbidden):
             "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
             "of the organization that set up this EHR connection, or of one it shares the connection with."
         )
-        self.page = ErrorPage("Wrong Microsoft 365 account", self.message)
+        self.page = ErrorPage(N_("Wrong Microsoft 365 account"), self.message)
 
 
 class ConfirmationNotBound(StateError):
@@ -143,13 +148,17 @@ class ConfirmationNotBound(StateError):
 
     code = "confirm_not_bound"
     page = ErrorPage(
-        "Please confirm in your own browser",
-        "This confirmation belongs to a sign-in made in another browser, so nothing was linked. If you did not "
-        "start this yourself, you can close this window: your account is not affected.",
+        N_("Please confirm in your own browser"),
+        N_(
+            "This confirmation belongs to a sign-in made in another browser, so nothing was linked. If you did not "
+            "start this yourself, you can close this window: your account is not affected."
+        ),
         help=(
-            "To use virtual visits, start the visit again from Epic on your own computer and sign in there.",
-            "If someone sent you this link, tell your IT support: only the clinician who starts a visit may link "
-            "their Microsoft 365 account.",
+            N_("To use virtual visits, start the visit again from Epic on your own computer and sign in there."),
+            N_(
+                "If someone sent you this link, tell your IT support: only the clinician who starts a visit may link "
+                "their Microsoft 365 account."
+            ),
         ),
     )
 
@@ -162,9 +171,9 @@ class ConfirmationForged(Forbidden):
 
     code = "csrf"
     page = ErrorPage(
-        "Please confirm on the confirmation page",
-        "This request did not come from the confirmation page, so nothing was linked.",
-        help=("Start the visit again from Epic and press the button on the page that asks you to confirm.",),
+        N_("Please confirm on the confirmation page"),
+        N_("This request did not come from the confirmation page, so nothing was linked."),
+        help=(N_("Start the visit again from Epic and press the button on the page that asks you to confirm."),),
     )
 
     def __init__(self) -> None:
@@ -412,7 +421,7 @@ class LaunchService:
         )
         if not tokens.id_token:
             raise UpstreamRejected(
-                "The EHR returned no identity (id_token); the app's client must be allowed the openid scope.",
+                N_("The EHR returned no identity (id_token); the app's client must be allowed the openid scope."),
                 system=EHR,
                 code="missing_id_token",
             )
@@ -421,7 +430,9 @@ class LaunchService:
             claims = self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
         except InvalidIdToken as exc:
             raise UpstreamRejected(
-                f"The EHR's identity token could not be verified: {exc.reason}.", system=EHR, code="invalid_id_token"
+                N_("The EHR's identity token could not be verified: %(reason)s.", reason=exc.reason),
+                system=EHR,
+                code="invalid_id_token",
             ) from None
         asserted = asserted_context(tokens.fields, claims, provider_launch=pending.kind is LaunchKind.PROVIDER)
         reads = LaunchReads(self._ehr, smart, access_token=tokens.access_token, client_id=pending.client_id)
@@ -700,7 +711,7 @@ class LaunchService:
 
     def provider_view(self, grant: VisitGrant) -> ProviderView:
         if grant.role is Role.PATIENT:
-            raise Forbidden("This page is for clinicians.", code="visit_role")
+            raise Forbidden(N_("This page is for clinicians."), code="visit_role")
         visit = self._visit(grant)
         return ProviderView(
             visit_key=visit.key,
@@ -711,7 +722,7 @@ class LaunchService:
 
     def presence(self, grant: VisitGrant) -> dict[str, Any]:
         if grant.role is Role.PATIENT:
-            raise Forbidden("This page is for clinicians.", code="visit_role")
+            raise Forbidden(N_("This page is for clinicians."), code="visit_role")
         visit = self._visit(grant)
         return {"meeting": visit.has_meeting, **presence_summary(visit)}
 
@@ -724,7 +735,7 @@ class LaunchService:
     def _visit(self, grant: VisitGrant) -> Visit:
         visit = self._visits.get(grant.geography, grant.key)  # presence is live: no memo
         if visit is None:
-            raise NotFound("This visit has ended. Please launch it again from Epic or MyChart.", code="visit_gone")
+            raise NotFound(N_("This visit has ended. Please launch it again from Epic or MyChart."), code="visit_gone")
         return visit
 
     # identifiers ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import httpx
 from shared.http.outbound import OutboundPolicy, checked_async_client
 from shared.http.upstream import retry_after_seconds
 from shared.kernel.errors import ErrorPage, UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.i18n import N_
 from shared.microsoft.background_loop import BackgroundLoop
 
 SYSTEM = "Microsoft Graph"
@@ -45,10 +46,12 @@ class AccessPolicyMissing(UpstreamRejected):
 
     code = "graph_access_policy"
     page = ErrorPage(
-        "Teams meeting could not be created",
-        "Microsoft Teams refused to create the meeting for this organizer: the connector has no "
-        "application access policy for them.",
-        help=("A Teams administrator runs the PowerShell below; the change can take up to 30 minutes.",),
+        N_("Teams meeting could not be created"),
+        N_(
+            "Microsoft Teams refused to create the meeting for this organizer: the connector has no "
+            "application access policy for them."
+        ),
+        help=(N_("A Teams administrator runs the PowerShell below; the change can take up to 30 minutes."),),
         code_block=ACCESS_POLICY_HELP,
     )
 
@@ -135,7 +138,7 @@ class TeamsClient:
             graph.users.by_user_id(organizer_object_id).online_meetings.create_or_get.post(body), "create_meeting"
         )
         if meeting is None or not meeting.id or not meeting.join_web_url:
-            raise UpstreamUnavailable("Microsoft Graph returned an incomplete meeting.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft Graph returned an incomplete meeting."), system=SYSTEM)
         return Meeting(id=meeting.id, join_web_url=meeting.join_web_url)
 
     def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
@@ -183,7 +186,7 @@ class TeamsClient:
         )
         created = self._send(self._graph("beta").subscriptions.post(body), "subscribe")
         if created is None or not created.id or created.expiration_date_time is None:
-            raise UpstreamUnavailable("Microsoft Graph returned an incomplete subscription.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft Graph returned an incomplete subscription."), system=SYSTEM)
         return Subscription(id=created.id, expires_at=created.expiration_date_time)
 
     def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
@@ -227,11 +230,11 @@ class TeamsClient:
         wait = self._longest_wait()
         if wait <= 0:
             request.close()
-            raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM)
         try:
             return _LOOP.run(_call(request, operation), timeout=wait)
         except TimeoutError:
-            raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM) from None
+            raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM) from None
 
     def _longest_wait(self) -> float:
         """Until this thread's ``graph_deadline``; without one, kiota's own worst case (every attempt, and
@@ -280,11 +283,11 @@ async def _call(awaitable: Any, operation: str) -> Any:
     except APIError as exc:
         raise _graph_error(exc, operation) from None
     except UnsafeUrl:  # GRAPH_BASE_URL resolved to an address the outbound rules refuse
-        raise UpstreamUnavailable("Microsoft Graph's address is not allowed.", system=SYSTEM) from None
+        raise UpstreamUnavailable(N_("Microsoft Graph's address is not allowed."), system=SYSTEM) from None
     except httpx.TimeoutException:
-        raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM) from None
+        raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM) from None
     except httpx.TransportError:
-        raise UpstreamUnavailable("Microsoft Graph could not be reached.", system=SYSTEM) from None
+        raise UpstreamUnavailable(N_("Microsoft Graph could not be reached."), system=SYSTEM) from None
 
 
 def _graph_error(exc: Any, operation: str) -> Exception:
@@ -293,27 +296,33 @@ def _graph_error(exc: Any, operation: str) -> Exception:
     code = str(getattr(error, "code", "") or "")
     if status == 429 or (status == 503 and _retry_after(exc) is not None):
         return UpstreamThrottled(
-            "Microsoft Graph is busy (throttled). Please try again in a moment.",
+            N_("Microsoft Graph is busy (throttled). Please try again in a moment."),
             system=SYSTEM,
             retry_after=_retry_after(exc),
             code="graph_throttled",
         )
     if status >= 500 or status == 0:
-        return UpstreamUnavailable("Microsoft Graph is temporarily unavailable.", system=SYSTEM)
+        return UpstreamUnavailable(N_("Microsoft Graph is temporarily unavailable."), system=SYSTEM)
     if status == 403 and operation in ("create_meeting", "update_meeting"):
         return AccessPolicyMissing()
     if status == 404:
-        return UpstreamRejected("Microsoft Graph could not find that resource.", system=SYSTEM, code="graph_not_found")
+        return UpstreamRejected(
+            N_("Microsoft Graph could not find that resource."), system=SYSTEM, code="graph_not_found"
+        )
     if status == 409 and operation == "subscribe":
         return UpstreamRejected(
-            "This meeting's call events already have a subscription.", system=SYSTEM, code="graph_subscription_exists"
+            N_("This meeting's call events already have a subscription."),
+            system=SYSTEM,
+            code="graph_subscription_exists",
         )
     if status == 401:
         return UpstreamRejected(
-            "Microsoft Graph rejected the connector's credentials.", system=SYSTEM, code="graph_unauthorized"
+            N_("Microsoft Graph rejected the connector's credentials."), system=SYSTEM, code="graph_unauthorized"
         )
     return UpstreamRejected(
-        f"Microsoft Graph rejected the request ({code or status}).", system=SYSTEM, code="graph_rejected"
+        N_("Microsoft Graph rejected the request (%(code_or_status)s).", code_or_status=code or status),
+        system=SYSTEM,
+        code="graph_rejected",
     )
 
 

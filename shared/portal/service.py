@@ -33,6 +33,7 @@ from shared.kernel.errors import (
     UpstreamError,
     UpstreamRejected,
 )
+from shared.kernel.i18n import N_, Text
 from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.settings import Geography, Settings
 from shared.launch.user_map import ListedMapping, UserMapRepository
@@ -105,8 +106,10 @@ def can_approve(user: PortalIdentity, config: Configuration) -> bool:
 def require_admin(user: PortalIdentity) -> None:
     if not user.is_admin:
         raise Forbidden(
-            "Only a Global Administrator, a Teams Administrator or a user with the Connector.Admin role "
-            "can add or change configurations."
+            N_(
+                "Only a Global Administrator, a Teams Administrator or a user with the Connector.Admin role "
+                "can add or change configurations."
+            )
         )
 
 
@@ -119,21 +122,21 @@ def parse_fields(form: Mapping[str, str], geographies: tuple[Geography, ...]) ->
     errors: dict[str, str] = {}
     organization = values["organization"]
     if not organization:
-        errors["organization"] = "Enter the organization's name."
+        errors["organization"] = N_("Enter the organization's name.")
     elif len(organization) > MAX_ORGANIZATION or any(ord(c) < 0x20 for c in organization):
-        errors["organization"] = f"Use up to {MAX_ORGANIZATION} printable characters."
+        errors["organization"] = N_("Use up to %(count)s printable characters.", count=MAX_ORGANIZATION)
     if not values["fhir_base_url"]:
-        errors["fhir_base_url"] = "FHIR URL isn't valid: enter the full https:// address of the FHIR server"
-    _choice(values, errors, "environment", [e.value for e in Environment], "Choose test or production.")
+        errors["fhir_base_url"] = N_("FHIR URL isn't valid: enter the full https:// address of the FHIR server")
+    _choice(values, errors, "environment", [e.value for e in Environment], N_("Choose test or production."))
     values["approver_upn"] = values["approver_upn"].lower()
     if not _UPN_RE.match(values["approver_upn"]):
-        errors["approver_upn"] = "Enter the approver's Microsoft 365 user name, like analyst@contoso.com."
-    _choice(values, errors, "geography", [g.value for g in geographies], "Choose a geography offered here.")
-    _choice(values, errors, "vendor", [v.value for v in Vendor], "Choose the EHR vendor.")
-    _choice(values, errors, "writeback_mode", [w.value for w in WritebackMode], "Choose a writeback mode.")
+        errors["approver_upn"] = N_("Enter the approver's Microsoft 365 user name, like analyst@contoso.com.")
+    _choice(values, errors, "geography", [g.value for g in geographies], N_("Choose a geography offered here."))
+    _choice(values, errors, "vendor", [v.value for v in Vendor], N_("Choose the EHR vendor."))
+    _choice(values, errors, "writeback_mode", [w.value for w in WritebackMode], N_("Choose a writeback mode."))
     for name in ("provider_client_id", "patient_client_id"):
         if not _CLIENT_ID_RE.match(values[name]):
-            errors[name] = "Enter the client id the EHR issued (letters, digits, . _ : -, up to 128)."
+            errors[name] = N_("Enter the client id the EHR issued (letters, digits, . _ : -, up to 128).")
     return values, errors
 
 
@@ -222,9 +225,9 @@ def integration_records(
 ) -> IntegrationRecords:
     """The values to enter in the EHR; ``signing_algorithm`` is the active signing key's (``SigningKeys.active``)."""
     if not config.is_approved:
-        raise NotFound("This configuration is not approved yet, so it has no integration records.")
+        raise NotFound(N_("This configuration is not approved yet, so it has no integration records."))
     base = public_base_url.rstrip("/")
-    launch_callback = ("launches", f"{base}/api/launch/callback")
+    launch_callback = (N_("launches"), f"{base}/api/launch/callback")
     epic = config.vendor is Vendor.EPIC
     token_context = EPIC_LAUNCH_CONTEXT if epic else SMART_LAUNCH_CONTEXT
     backend = {
@@ -241,18 +244,21 @@ def integration_records(
         records=(
             IntegrationRecord(
                 kind="provider",
-                title="Provider launch",
+                title=N_("Provider launch"),
                 launch_url=f"{base}/api/launch/{config.id}/provider",
                 context_tokens=PROVIDER_CONTEXT_TOKENS if epic else "",
                 client_id=config.provider_client_id,
                 scopes=PROVIDER_SCOPES,
                 token_context=token_context,
                 # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
-                redirect_uris=(launch_callback, ("approver's EHR sign-in in the portal", f"{base}{EHR_CALLBACK_PATH}")),
+                redirect_uris=(
+                    launch_callback,
+                    (N_("approver's EHR sign-in in the portal"), f"{base}{EHR_CALLBACK_PATH}"),
+                ),
             ),
             IntegrationRecord(
                 kind="patient",
-                title="Patient launch",
+                title=N_("Patient launch"),
                 launch_url=f"{base}/api/launch/{config.id}/patient",
                 context_tokens=PATIENT_CONTEXT_TOKENS if epic else "",
                 client_id=config.patient_client_id,
@@ -293,10 +299,10 @@ class EhrSignInFailed(UpstreamRejected):
 
 
 OAUTH_CHECKS = (
-    "The provider client id on this configuration is the one the EHR issued for this environment.",
-    "The client is activated in this EHR instance and our JWKS URL is registered for it.",
-    "The redirect URI below is registered for the client exactly as shown.",
-    "Your EHR user account may use this app.",
+    N_("The provider client id on this configuration is the one the EHR issued for this environment."),
+    N_("The client is activated in this EHR instance and our JWKS URL is registered for it."),
+    N_("The redirect URI below is registered for the client exactly as shown."),
+    N_("Your EHR user account may use this app."),
 )
 
 
@@ -329,7 +335,7 @@ class PortalService:
         except UnsafeUrl:
             raise
         except UpstreamError as exc:
-            raise UnsafeUrl(_lower_first(exc.message.rstrip("."))) from None
+            raise UnsafeUrl(_lower_first(exc.message)) from None
         return checked.url
 
     def validated_input(self, form: Mapping[str, str]) -> ConfigurationInput:
@@ -340,7 +346,7 @@ class PortalService:
                     values["fhir_base_url"], client_id=values["provider_client_id"] or None
                 )
             except UnsafeUrl as exc:
-                errors["fhir_base_url"] = f"FHIR URL isn't valid: {exc.message}"
+                errors["fhir_base_url"] = N_("FHIR URL isn't valid: %(reason)s", reason=exc.message)
         if errors:
             raise FormErrors(errors)
         return to_input(values)
@@ -396,7 +402,7 @@ class PortalService:
         """A configuration the user may see; anything else (incl. other tenants') is ``NotFound``."""
         config = self.repository.get(user.tenant_id, configuration_id)
         if not can_view(user, config):
-            raise NotFound("There is no such configuration.")
+            raise NotFound(N_("There is no such configuration."))
         return config
 
     def shared_configurations(self, user: PortalIdentity) -> list[Configuration]:
@@ -412,7 +418,7 @@ class PortalService:
                 raise
         config = self.repository.get_shared(user.tenant_id, configuration_id)
         if not can_view_shared(user, config):
-            raise NotFound("There is no such configuration.")
+            raise NotFound(N_("There is no such configuration."))
         return config
 
     def create(self, user: PortalIdentity, data: ConfigurationInput) -> Configuration:
@@ -464,7 +470,7 @@ class PortalService:
         require_admin(user)
         config = self.get_visible(user, configuration_id)  # another tenant's (even shared) → NotFound
         if not can_edit(user, config):
-            raise Forbidden("Only administrators of the organization that owns this configuration see its links.")
+            raise Forbidden(N_("Only administrators of the organization that owns this configuration see its links."))
         return config
 
     def mappings(self, user: PortalIdentity, configuration_id: str) -> tuple[Configuration, list[ListedMapping]]:
@@ -485,18 +491,18 @@ class PortalService:
         user = session.user
         config = self.get_visible(user, configuration_id)
         if not can_approve(user, config):
-            raise Forbidden("Only the approver named on this configuration can sign in to the EHR for it.")
+            raise Forbidden(N_("Only the approver named on this configuration can sign in to the EHR for it."))
         if config.is_approved:
-            raise BadRequest("This configuration is already approved.")
+            raise BadRequest(N_("This configuration is already approved."))
         try:
             smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
         except (UnsafeUrl, UpstreamError) as exc:
             raise EhrSignInFailed(
                 config.id,
                 ErrorPage(
-                    title="The EHR could not be reached",
-                    message=f"FHIR URL isn't valid: {_lower_first(exc.message.rstrip('.'))}",
-                    help=("The FHIR base URL is the one your EHR technical specialist gave you.",),
+                    title=N_("The EHR could not be reached"),
+                    message=N_("FHIR URL isn't valid: %(reason)s", reason=_lower_first(exc.message)),
+                    help=(N_("The FHIR base URL is the one your EHR technical specialist gave you."),),
                 ),
             ) from None
         pkce, nonce = Pkce.new(), random_token()
@@ -529,15 +535,15 @@ class PortalService:
         payload = self.states.consume(EHR_STATE_KIND, query.get("state", ""))
         user = session.user
         if payload.get("session") != session.binding or payload.get("oid") != user.object_id:
-            raise StateError("This EHR sign-in was started in another browser session. Please start again.")
+            raise StateError(N_("This EHR sign-in was started in another browser session. Please start again."))
         config = self.get_visible(user, str(payload["configurationId"]))
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
-            raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
+            raise StateError(N_("The configuration changed during the EHR sign-in. Please sign in to the EHR again."))
         if query.get("error"):
             raise _oauth_failure(config.id, OAuthError(query["error"], query.get("error_description")))
         code = query.get("code")
         if not code:
-            raise StateError("The EHR's answer had no authorization code. Please start again.")
+            raise StateError(N_("The EHR's answer had no authorization code. Please start again."))
         try:
             smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
             tokens = self.smart.exchange_code(
@@ -558,18 +564,18 @@ class PortalService:
             raise EhrSignInFailed(
                 config.id,
                 ErrorPage(
-                    title="The EHR's sign-in could not be verified",
-                    message=f"The EHR's id_token is not valid: {exc.reason}.",
-                    help=("The EHR publishes its signing keys (jwks_uri or OpenID configuration).",),
+                    title=N_("The EHR's sign-in could not be verified"),
+                    message=N_("The EHR's id_token is not valid: %(reason)s.", reason=exc.reason),
+                    help=(N_("The EHR publishes its signing keys (jwks_uri or OpenID configuration)."),),
                 ),
             ) from None
         except (UnsafeUrl, UpstreamError) as exc:
             raise EhrSignInFailed(
                 config.id,
                 ErrorPage(
-                    title="The EHR could not complete the sign-in",
+                    title=N_("The EHR could not complete the sign-in"),
                     message=exc.message,
-                    help=("The EHR's token endpoint is reachable from the connector.",),
+                    help=(N_("The EHR's token endpoint is reachable from the connector."),),
                 ),
             ) from None
         proven = cfg.with_ehr_signin(config, upn=user.upn, oid=user.object_id, now=utcnow())
@@ -580,7 +586,7 @@ class PortalService:
     def approve(self, user: PortalIdentity, configuration_id: str) -> Configuration:
         config = self.get_visible(user, configuration_id)
         if not can_approve(user, config):
-            raise Forbidden("Only the approver named on this configuration can approve it.")
+            raise Forbidden(N_("Only the approver named on this configuration can approve it."))
         result = cfg.approved(config, upn=user.upn, oid=user.object_id, now=utcnow())
         saved = self.repository.update(config, result, etag=str(config.etag))
         _audit("approved", saved, user)
@@ -602,13 +608,21 @@ def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
 def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailed:
     """The page for an OAuth error answer; the code is in the message whatever the description holds."""
     page = ErrorPage(
-        title="The EHR refused the sign-in", message=f"OAuth2 error from the EHR: {exc.error}", help=OAUTH_CHECKS
+        title=N_("The EHR refused the sign-in"),
+        message=N_("OAuth2 error from the EHR: %(error)s", error=exc.error),
+        help=OAUTH_CHECKS,
     )
     return EhrSignInFailed(configuration_id, page, ehr_error=exc.error, ehr_description=exc.description)
 
 
 def _lower_first(text: str) -> str:
-    """ "The EHR did not answer" → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays."""
+    """ "The EHR did not answer." → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays.
+
+    Marked text stays as it is: it is translated whole, as a sentence of its own.
+    """
+    if isinstance(text, Text):
+        return text
+    text = text.rstrip(".")
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 import jwt
 
 from shared.kernel.errors import Forbidden
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id
 from shared.kernel.settings import Geography
 from shared.visits.events import Role
@@ -79,7 +80,7 @@ class VisitTokens:
             )
         except jwt.ExpiredSignatureError:
             raise Forbidden(
-                "This visit link has expired. Please launch the visit again from Epic or MyChart.",
+                N_("This visit link has expired. Please launch the visit again from Epic or MyChart."),
                 code="visit_token_expired",
             ) from None
         except jwt.PyJWTError:
@@ -100,5 +101,6 @@ class VisitTokens:
 
 def _denied() -> Forbidden:
     return Forbidden(
-        "This visit link is not valid. Please launch the visit again from Epic or MyChart.", code="visit_token_invalid"
+        N_("This visit link is not valid. Please launch the visit again from Epic or MyChart."),
+        code="visit_token_invalid",
     )

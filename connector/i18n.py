@@ -1,0 +1,309 @@
+"""The reader's language: choosing it, translating into it, and keeping an explicit choice on our own links.
+
+Catalogues are gettext ``.po`` files under ``connector/locales/<lang>/LC_MESSAGES/messages.po``, read
+with Babel and compiled in memory once per process (no ``.mo`` files, no build step). ``tools/i18n.py``
+updates them from the templates and the ``N_`` marks in Python.
+
+A page's language is, in order: a supported ``?lang=`` on the request (the switch's links; an explicit
+choice that our own links, forms and redirects then carry on), the browser's ``Accept-Language``, English.
+No cookie is involved, because Epic's embedded browsers drop them.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel.core import Locale, negotiate_locale
+from babel.dates import format_date as babel_format_date
+from babel.dates import format_datetime as babel_format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+from markupsafe import Markup
+
+from shared.kernel.i18n import Text
+
+LOCALES_DIR = Path(__file__).parent / "locales"
+DOMAIN = "messages"
+SOURCE_LANGUAGE = "en"
+# The languages offered, in the order the switch lists them, each named in its own language.
+LANGUAGES: Mapping[str, str] = {
+    "en": "English",
+    "it": "Italiano",
+    "es": "Español",
+    "fr": "Français",
+    "de": "Deutsch",
+}
+LANG_PARAM = "lang"
+TZ_PARAM = "tz"
+MAX_ACCEPT_LANGUAGE = 512  # longer headers are read up to here; no real browser sends more
+_Q_RE = re.compile(r"^q=(0(\.\d{0,3})?|1(\.0{0,3})?)$")
+
+
+def supported(code: str | None) -> str | None:
+    """``code`` when it names an offered language (case-insensitive), else None."""
+    lowered = (code or "").strip().lower()
+    return lowered if lowered in LANGUAGES else None
+
+
+def preferred_languages(accept_language: str | None) -> list[str]:
+    """The language tags of an ``Accept-Language`` header, most preferred first (RFC 9110 §12.5.4).
+
+    Malformed entries are skipped; ``q=0`` means "not this one"; ties keep the header's order.
+    """
+    weighted: list[tuple[float, int, str]] = []
+    for index, item in enumerate((accept_language or "")[:MAX_ACCEPT_LANGUAGE].split(",")):
+        tag, *params = (part.strip() for part in item.split(";"))
+        if not tag or not re.fullmatch(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*|\*", tag):
+            continue
+        quality = 1.0
+        for param in params:
+            if _Q_RE.match(param.replace(" ", "")):
+                quality = float(param.split("=", 1)[1])
+        if quality > 0:
+            weighted.append((-quality, index, tag))
+    return [tag for _, _, tag in sorted(weighted)]
+
+
+def negotiate(accept_language: str | None) -> str:
+    """The offered language that best matches ``Accept-Language`` (``it-IT`` → ``it``), else English."""
+    tags = [tag for tag in preferred_languages(accept_language) if tag != "*"]
+    chosen = negotiate_locale(tags, list(LANGUAGES), sep="-")
+    return supported(chosen) or SOURCE_LANGUAGE
+
+
+@dataclass(frozen=True)
+class Language:
+    """The language of one request, and whether the reader chose it (then our links carry ``?lang=``)."""
+
+    code: str = SOURCE_LANGUAGE
+    explicit: bool = False
+    time_zone: str | None = None  # an IANA zone the page was given (``?tz=``), else times are shown in UTC
+    page: str | None = None  # this page's path and query when it may be fetched again (the switch's target)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone or "UTC")
+
+
+def valid_time_zone(name: str | None) -> str | None:
+    """``name`` when it is an IANA time zone this machine knows, else None."""
+    if not name or len(name) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", name):
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
+
+
+# Pages whose URL must not be fetched again: single-use OAuth returns and form posts.
+_NOT_REFETCHABLE = re.compile(r"/callback$|/signin/confirm$")
+
+
+def language_for(method: str, url: str, accept_language: str | None) -> Language:
+    """The language of a ``method`` request for ``url`` with this ``Accept-Language`` header."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    zone = valid_time_zone(query.get(TZ_PARAM))
+    refetchable = method.upper() == "GET" and not _NOT_REFETCHABLE.search(parts.path)
+    page = urlunsplit(("", "", parts.path, parts.query, "")) if refetchable else None
+    chosen = supported(query.get(LANG_PARAM))
+    if chosen:
+        return Language(chosen, explicit=True, time_zone=zone, page=page)
+    return Language(negotiate(accept_language), time_zone=zone, page=page)
+
+
+# --- the current request's language ---------------------------------------------------------------
+
+_current: ContextVar[Language | None] = ContextVar("language", default=None)
+_OUTSIDE_A_REQUEST = Language()
+
+
+def current() -> Language:
+    """The language of the request being handled on this thread (English outside a request)."""
+    return _current.get() or _OUTSIDE_A_REQUEST
+
+
+@contextmanager
+def speaking(language: Language) -> Iterator[None]:
+    """Handle a request in ``language``: every render and redirect inside sees it."""
+    token = _current.set(language)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+# --- catalogues -------------------------------------------------------------------------------------
+
+
+def catalogue_path(code: str) -> Path:
+    return LOCALES_DIR / code / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+@functools.cache
+def translations(code: str) -> Translations:
+    """The catalogue of ``code``, compiled in memory on first use (fuzzy entries are left out, as msgfmt does)."""
+    if code == SOURCE_LANGUAGE or supported(code) is None:
+        return Translations()  # the msgids are the English text
+    with catalogue_path(code).open("rb") as po:
+        catalog = read_po(po, locale=code, domain=DOMAIN)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog, use_fuzzy=False)
+    compiled.seek(0)
+    return Translations(compiled, domain=DOMAIN)
+
+
+def gettext(message: str) -> str:
+    return translations(current().code).ugettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    return translations(current().code).ungettext(singular, plural, n)
+
+
+def pgettext(context: str, message: str) -> str:
+    return translations(current().code).upgettext(context, message)
+
+
+def npgettext(context: str, singular: str, plural: str, n: int) -> str:
+    return translations(current().code).unpgettext(context, singular, plural, n)
+
+
+def translate(value: Any) -> Any:
+    """``value`` in the current language when it is marked text (a ``Text``), inside containers too.
+
+    Anything else is returned as it is: plain strings are data (an organization's name, a URL),
+    never looked up in the catalogue.
+    """
+    if isinstance(value, Text):
+        translated = gettext(value.msgid)
+        if not value.params:
+            return translated
+        return translated % {name: translate(param) for name, param in value.params.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(translate(item) for item in value)
+    if isinstance(value, dict):
+        return {key: translate(item) for key, item in value.items()}
+    return value
+
+
+# --- dates and times ----------------------------------------------------------------------------------
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def format_datetime(moment: datetime | None, width: str = "medium") -> str:
+    """``moment`` in the reader's language and time zone, with the zone named (``UTC`` when none was given)."""
+    if moment is None:
+        return ""
+    language = current()
+    text = babel_format_datetime(_aware(moment), width, tzinfo=language.zone, locale=Locale.parse(language.code))
+    return f"{text} {language.time_zone or 'UTC'}"
+
+
+def format_date(moment: datetime | None, width: str = "medium") -> str:
+    """The date of ``moment`` in the reader's time zone, written the reader's way."""
+    if moment is None:
+        return ""
+    language = current()
+    return babel_format_date(_aware(moment).astimezone(language.zone), width, locale=Locale.parse(language.code))
+
+
+def time_element(moment: datetime | None, width: str = "medium") -> Markup:
+    """A ``<time>`` element: the server's rendering, which the page's script re-renders in the browser's zone."""
+    if moment is None:
+        return Markup("")
+    iso = _aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return Markup('<time datetime="{}" data-local="{}">{}</time>').format(iso, width, format_datetime(moment, width))
+
+
+# --- the language switch and keeping the choice on our links ---------------------------------------
+
+
+@dataclass(frozen=True)
+class SwitchLink:
+    code: str
+    name: str
+    url: str
+    current: bool
+
+
+def with_language(url: str, code: str) -> str:
+    """``url`` with its ``lang`` parameter set to ``code`` (every other parameter kept, in order)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != LANG_PARAM]
+    query.append((LANG_PARAM, code))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def switch_links() -> list[SwitchLink]:
+    """The switch's links: the current page in each language.
+
+    None for a page that cannot be fetched again (a POST's answer, an OAuth callback): following such
+    a link would repeat a used sign-in, so those pages stay in the language they were rendered in.
+    """
+    language = current()
+    if language.page is None:
+        return []
+    return [
+        SwitchLink(code, name, with_language(language.page, code), code == language.code)
+        for code, name in LANGUAGES.items()
+    ]
+
+
+_OWN_URL_ATTR = re.compile(r'(\s(?:href|action|data-next|data-status|data-url)=")([^"]*)(")')
+_REFRESH = re.compile(r'(<meta http-equiv="refresh" content="\d+;url=)([^"]*)(")')
+
+
+def keeps_language(url: str, public_base_url: str | None) -> bool:
+    """Whether ``url`` is one of our own pages (relative to the site root, or under the public base URL)."""
+    if url.startswith("/") and not url.startswith("//"):
+        return url.startswith("/api/")
+    base = (public_base_url or "").rstrip("/")
+    return bool(base) and url.startswith(base + "/api/")
+
+
+def carry_language(url: str, public_base_url: str | None) -> str:
+    """``url`` carrying the reader's explicit language choice when it is one of our pages; else unchanged."""
+    language = current()
+    if not language.explicit or not keeps_language(url, public_base_url):
+        return url
+    return with_language(url, language.code)
+
+
+def carry_language_in_html(html: str, public_base_url: str | None) -> str:
+    """Every link, form action and re-check URL of ours in ``html`` carrying the explicit language choice.
+
+    Attributes are as our autoescaping templates write them (double-quoted, ``&amp;`` for ``&``).
+    """
+    if not current().explicit:
+        return html
+
+    def carry(match: re.Match[str]) -> str:
+        raw = match.group(2).replace("&amp;", "&")
+        if not keeps_language(raw, public_base_url) or "{" in raw:
+            return match.group(0)
+        carried = carry_language(raw, public_base_url).replace("&", "&amp;")
+        return f"{match.group(1)}{carried}{match.group(3)}"
+
+    return _REFRESH.sub(carry, _OWN_URL_ATTR.sub(carry, html))
+
+
+def jinja_globals() -> dict[str, Callable[..., Any]]:
+    """What templates call besides ``_``: dates and times in the reader's language and zone."""
+    return {"format_datetime": format_datetime, "format_date": format_date, "time_element": time_element}
