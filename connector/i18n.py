@@ -91,6 +91,7 @@ class Language:
     explicit: bool = False
     time_zone: str | None = None  # an IANA zone the page was given (``?tz=``), else times are shown in UTC
     page: str | None = None  # this page's path and query when it may be fetched again (the switch's target)
+    origin: str | None = None  # scheme://host[:port] the request came to: absolute URLs there are ours too
 
     @property
     def zone(self) -> ZoneInfo:
@@ -119,10 +120,11 @@ def language_for(method: str, url: str, accept_language: str | None) -> Language
     zone = valid_time_zone(query.get(TZ_PARAM))
     refetchable = method.upper() == "GET" and not _NOT_REFETCHABLE.search(parts.path)
     page = urlunsplit(("", "", parts.path, parts.query, "")) if refetchable else None
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
     chosen = supported(query.get(LANG_PARAM))
     if chosen:
-        return Language(chosen, explicit=True, time_zone=zone, page=page)
-    return Language(negotiate(accept_language), time_zone=zone, page=page)
+        return Language(chosen, explicit=True, time_zone=zone, page=page, origin=origin)
+    return Language(negotiate(accept_language), time_zone=zone, page=page, origin=origin)
 
 
 # --- the current request's language ---------------------------------------------------------------
@@ -271,17 +273,22 @@ _REFRESH = re.compile(r'(<meta http-equiv="refresh" content="\d+;url=)([^"]*)(")
 
 
 def keeps_language(url: str, public_base_url: str | None) -> bool:
-    """Whether ``url`` is one of our own pages (relative to the site root, or under the public base URL)."""
+    """Whether ``url`` is one of our own pages: under ``/api/`` of this site, its public base URL or its origin."""
     if url.startswith("/") and not url.startswith("//"):
         return url.startswith("/api/")
-    base = (public_base_url or "").rstrip("/")
-    return bool(base) and url.startswith(base + "/api/")
+    bases = {(public_base_url or "").rstrip("/"), current().origin or ""} - {""}
+    return any(url.startswith(base + "/api/") for base in bases)
 
 
 def carry_language(url: str, public_base_url: str | None) -> str:
-    """``url`` carrying the reader's explicit language choice when it is one of our pages; else unchanged."""
+    """``url`` carrying the reader's explicit language choice when it is one of our pages; else unchanged.
+
+    A URL that names a language already (the switch's links) keeps its own.
+    """
     language = current()
     if not language.explicit or not keeps_language(url, public_base_url):
+        return url
+    if any(name == LANG_PARAM for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)):
         return url
     return with_language(url, language.code)
 
@@ -296,8 +303,6 @@ def carry_language_in_html(html: str, public_base_url: str | None) -> str:
 
     def carry(match: re.Match[str]) -> str:
         raw = match.group(2).replace("&amp;", "&")
-        if not keeps_language(raw, public_base_url) or "{" in raw:
-            return match.group(0)
         carried = carry_language(raw, public_base_url).replace("&", "&amp;")
         return f"{match.group(1)}{carried}{match.group(3)}"
 

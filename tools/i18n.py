@@ -110,7 +110,7 @@ class Problem:
     what: str
 
     def __str__(self) -> str:
-        where = ", ".join(f"{path}:{line}" for path, line in self.message.locations[:2])
+        where = ", ".join(path for path, _ in self.message.locations[:2])
         msgid = self.message.id if isinstance(self.message.id, str) else self.message.id[0]
         return f"{self.code}: {self.what}: {msgid!r}" + (f" ({where})" if where else "")
 

@@ -122,8 +122,10 @@ class NoAppointment(BadRequest):
 
     def __init__(self) -> None:
         super().__init__(
-            "This launch does not say which appointment it is for. The EHR must send encounter or appointment "
-            "context in its token response (Epic: launch from the appointment or encounter)."
+            N_(
+                "This launch does not say which appointment it is for. The EHR must send encounter or appointment "
+                "context in its token response (Epic: launch from the appointment or encounter)."
+            )
         )
 
 

@@ -137,8 +137,10 @@ class WrongTenant(Forbidden):
 
     def __init__(self) -> None:
         super().__init__(
-            "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
-            "of the organization that set up this EHR connection, or of one it shares the connection with."
+            N_(
+                "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
+                "of the organization that set up this EHR connection, or of one it shares the connection with."
+            )
         )
         self.page = ErrorPage(N_("Wrong Microsoft 365 account"), self.message)
 

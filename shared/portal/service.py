@@ -78,7 +78,7 @@ class FormErrors(BadRequest):
     code = "invalid_form"
 
     def __init__(self, errors: Mapping[str, str]) -> None:
-        super().__init__("Some fields need your attention.")
+        super().__init__(N_("Some fields need your attention."))
         self.errors = dict(errors)
 
 

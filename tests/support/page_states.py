@@ -1,0 +1,411 @@
+"""Every state of every connector page, rendered by the real templates and error books, with fixed sample data.
+
+``PAGE_STATES`` maps a state's name to a function that renders it through ``connector.web`` (the same
+``render``, ``error_response`` and ``error_page`` the blueprints call) in the current request language, so
+the catalogue tests and the browser tests (axe in every language) walk the same pages. The sample data is
+in ``DATA``: text that is the reader's own (names, URLs, ids), never translated.
+
+A page that gains a state should gain an entry here; ``test_every_template_has_a_page_state`` fails on a
+template no state renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+
+from connector import web
+from connector.launch import LAUNCH_PAGES, ConfirmWithTheButton
+from connector.portal import GEOGRAPHY_NAMES, NOTICES
+from shared.configurations.model import (
+    Configuration,
+    EhrSignIn,
+    Environment,
+    Status,
+    Vendor,
+    WritebackMode,
+)
+from shared.ehr.launch_context import LaunchContextMismatch, NoAppointment, UnverifiableLaunchContext
+from shared.kernel.errors import (
+    BadRequest,
+    ConfigurationError,
+    ConnectorError,
+    ErrorPage,
+    Forbidden,
+    NotFound,
+    StateError,
+    UpstreamRejected,
+    UpstreamThrottled,
+    UpstreamUnavailable,
+)
+from shared.kernel.i18n import N_
+from shared.kernel.settings import Geography
+from shared.launch.service import (
+    ConfigurationPending,
+    ConfirmationForged,
+    ConfirmationNotBound,
+    TenantConfigNotFound,
+    WrongTenant,
+)
+from shared.launch.user_map import ListedMapping
+from shared.microsoft.entra import GLOBAL_ADMINISTRATOR, PortalIdentity
+from shared.microsoft.teams import AccessPolicyMissing
+from shared.portal.service import OAUTH_CHECKS, EhrSignInFailed, FormErrors, describe, integration_records
+from shared.portal.sessions import PortalSession
+
+PUBLIC = "https://connector.example.org"
+CORRELATION = "0f3e2d1c-aaaa-4bbb-8ccc-123456789abc"
+WHEN = datetime(2026, 3, 14, 15, 9, tzinfo=UTC)
+OWN_TENANT = "11111111-1111-4111-8111-111111111111"
+OTHER_TENANT = "33333333-3333-4333-8333-333333333333"
+
+ADMIN = PortalIdentity(
+    tenant_id=OWN_TENANT,
+    object_id="aaaaaaaa-0000-4000-8000-000000000001",
+    upn="avery@contoso.example",
+    name="Avery Admin",
+    wids=(GLOBAL_ADMINISTRATOR,),
+)
+APPROVER = PortalIdentity(
+    tenant_id=OWN_TENANT, object_id="aaaaaaaa-0000-4000-8000-000000000002", upn="erin@contoso.example", name="Erin"
+)
+FOREIGN_ADMIN = PortalIdentity(
+    tenant_id=OTHER_TENANT,
+    object_id="aaaaaaaa-0000-4000-8000-000000000003",
+    upn="fabian@fabrikam.example",
+    name="Fabian",
+    wids=(GLOBAL_ADMINISTRATOR,),
+)
+
+
+def _session(user: PortalIdentity) -> PortalSession:
+    return PortalSession(id="s", user=user, csrf_token="csrf-token", expires_at=WHEN)
+
+
+def _configuration(*, approved: bool, environment: Environment = Environment.TEST, **changes: Any) -> Configuration:
+    values: dict[str, Any] = {
+        "id": "cfg-0001",
+        "tenant_id": OWN_TENANT,
+        "organization": "Contoso Health",
+        "fhir_base_url": "https://fhir.contoso.example/api/FHIR/R4",
+        "environment": environment,
+        "approver_upn": APPROVER.upn,
+        "geography": Geography.EMEA,
+        "vendor": Vendor.SMART,
+        "provider_client_id": "provider-client-0001",
+        "patient_client_id": "patient-client-0001",
+        "writeback_mode": WritebackMode.EPIC,
+        "status": Status.APPROVED if approved else Status.PENDING,
+        "created_by": ADMIN.upn,
+        "created_at": WHEN,
+        "updated_by": ADMIN.upn,
+        "updated_at": WHEN,
+        "etag": "etag-1",
+    }
+    if approved:
+        values |= {
+            "ehr_signin": EhrSignIn(by_upn=APPROVER.upn, by_oid=APPROVER.object_id, at=WHEN, fhir_base_url="x"),
+            "approved_by": APPROVER.upn,
+            "approved_at": WHEN,
+            "shared_with": (OTHER_TENANT,),
+        }
+    return Configuration(**(values | changes))
+
+
+PENDING = _configuration(approved=False)
+APPROVED = _configuration(approved=True, environment=Environment.PRODUCTION)
+SIGNED_IN = _configuration(
+    approved=False, ehr_signin=EhrSignIn(by_upn=APPROVER.upn, by_oid=APPROVER.object_id, at=WHEN, fhir_base_url="x")
+)
+MAPPINGS = [
+    ListedMapping(
+        "3f9a0c1d2e4b5a6978", OWN_TENANT, "bbbbbbbb-0000-4000-8000-000000000001", "dr.smith@contoso.example", WHEN, WHEN
+    ),
+    ListedMapping("8e7d6c5b4a39281706", OTHER_TENANT, "bbbbbbbb-0000-4000-8000-000000000002", None, WHEN, WHEN),
+]
+# The reader's own text on these pages: never looked up in a catalogue.
+DATA = frozenset(
+    {
+        "Teams EHR Connector",
+        *(name for name in ("English", "Italiano", "Español", "Français", "Deutsch")),
+        "Contoso Health",
+        "Fabrikam",
+        "Client is not activated",  # the EHR's own error description, shown as it said it
+        # Codes the configuration page shows as they are stored (issue 13 item 8 turns them into words).
+        *(g.value for g in Geography),
+        *(w.value for w in WritebackMode),
+        "Avery Admin",
+        "Erin",
+        "Fabian",
+        "Dr. Jordan Smith",
+        "Jordan Smith",
+        "Epic",
+        "Oracle Health",
+        "Epic (SetExternalConnectionStatus)",
+        "FHIR AuditEvent",
+    }
+)
+
+
+def _choices() -> dict[str, Any]:
+    return {
+        "environments": [(Environment.TEST.value, N_("Test")), (Environment.PRODUCTION.value, N_("Production"))],
+        "geographies": [(g.value, GEOGRAPHY_NAMES[g.value]) for g in (Geography.AMERICAS, Geography.EMEA)],
+        "vendors": [(v.value, v.label) for v in Vendor],
+        "writeback_modes": [
+            (WritebackMode.EPIC.value, "Epic (SetExternalConnectionStatus)"),
+            (WritebackMode.FHIR_AUDIT_EVENT.value, "FHIR AuditEvent"),
+            (WritebackMode.NONE.value, N_("None")),
+        ],
+    }
+
+
+def _portal(template: str, user: PortalIdentity | None, **context: Any) -> func.HttpResponse:
+    session = _session(user) if user else None
+    chrome = {"session": session, "user": user, "csrf": session.csrf_token if session else ""}
+    return web.render(template, {**chrome, **context})
+
+
+def _detail(user: PortalIdentity, config: Configuration, **context: Any) -> func.HttpResponse:
+    values = {
+        "title": config.organization,
+        "config": config,
+        "notice": None,
+        "values": describe(config.input().__dict__),
+        "errors": {},
+        "conflict": None,
+        "etag": config.etag,
+        "can_edit": user.is_admin and config.tenant_id == user.tenant_id,
+        "can_approve": config.is_approver(user.upn, user.object_id),
+        "shared_view": config.tenant_id != user.tenant_id,
+        "share_error": None,
+        "share_value": "",
+        **_choices(),
+    }
+    return _portal("portal/configuration.html", user, **(values | context))
+
+
+def _launch_error(exc: ConnectorError) -> func.HttpResponse:
+    return web.error_response(exc, CORRELATION, html=True, pages=LAUNCH_PAGES)
+
+
+def _ehr_failure() -> func.HttpResponse:
+    exc = EhrSignInFailed(
+        PENDING.id,
+        ErrorPage(
+            N_("The EHR refused the sign-in"),
+            N_("OAuth2 error from the EHR: %(error)s", error="invalid_client"),
+            OAUTH_CHECKS,
+        ),
+        ehr_error="invalid_client",
+        ehr_description="Client is not activated",
+    )
+    session = _session(APPROVER)
+    return web.error_page(
+        "portal/ehr_failure.html",
+        exc,
+        exc.page,
+        CORRELATION,
+        context={
+            "session": session,
+            "user": APPROVER,
+            "csrf": session.csrf_token,
+            "configuration_id": PENDING.id,
+            "ehr_error": exc.ehr_error,
+            "ehr_description": exc.ehr_description,
+            "redirect_uri": f"{PUBLIC}/api/portal/ehr/callback",
+            "jwks_url": f"{PUBLIC}/api/.well-known/jwks.json",
+        },
+    )
+
+
+def _new_with_errors() -> func.HttpResponse:
+    rows = [
+        {"organization": "", "fhir_base_url": "fhir.contoso.example", "environment": "test"},
+        {"organization": "Contoso Health", "fhir_base_url": "https://fhir.contoso.example/api/FHIR/R4"},
+    ]
+    first = FormErrors(
+        {
+            "organization": N_("Enter the organization's name."),
+            "fhir_base_url": N_("FHIR URL isn't valid: %(reason)s", reason=N_("only https:// addresses are accepted")),
+            "approver_upn": N_("Enter the approver's Microsoft 365 user name, like analyst@contoso.com."),
+        }
+    )
+    blank = describe({})
+    return _portal(
+        "portal/new.html",
+        ADMIN,
+        title=N_("Add configurations"),
+        rows=[({**blank, **rows[0]}, first.errors), ({**blank, **rows[1]}, {})],
+        saved_count=2,
+        **_choices(),
+    )
+
+
+PageState = Callable[[], func.HttpResponse]
+
+PAGE_STATES: Mapping[str, PageState] = {
+    # --- the launch: clinicians and patients -------------------------------------------------
+    "launch/authorize_post": lambda: web.render(
+        "launch/authorize_post.html",
+        {"action": "https://ehr.example.org/oauth2/authorize", "fields": {"state": "s", "code_challenge": "c"}},
+    ),
+    "launch/confirm": lambda: web.render(
+        "launch/confirm.html",
+        {
+            "title": N_("Link your Microsoft 365 account"),
+            "state": "state",
+            "csrf": "csrf",
+            "ehr_user_name": "Dr. Jordan Smith",
+            "ehr_user_type": "Practitioner",
+            "account_upn": "dr.smith@contoso.example",
+            "account_name": "Jordan Smith",
+            "names_differ": True,
+            "minutes": 10,
+        },
+    ),
+    "launch/confirm-without-a-name": lambda: web.render(
+        "launch/confirm.html",
+        {
+            "title": N_("Link your Microsoft 365 account"),
+            "state": "state",
+            "csrf": "csrf",
+            "ehr_user_name": None,
+            "ehr_user_type": "Practitioner",
+            "account_upn": "dr.smith@contoso.example",
+            "account_name": "Jordan Smith",
+            "names_differ": False,
+            "minutes": 1,
+        },
+    ),
+    "launch/declined": lambda: web.render("launch/declined.html", {"title": N_("Nothing was linked")}),
+    "launch/provider": lambda: web.render(
+        "launch/provider.html",
+        {
+            "join_web_url": "https://teams.example.org/l/meetup-join/1",
+            "presence": {"patient": "in_lobby", "provider": "in_meeting", "staff": "not_arrived"},
+            "presence_url": "/api/visits/v1/presence?t=token",
+            "poll_seconds": 4,
+        },
+    ),
+    "launch/provider-preparing": lambda: web.render(
+        "launch/provider.html",
+        {
+            "join_web_url": None,
+            "presence": {"patient": "left", "provider": "not_arrived", "staff": "not_arrived"},
+            "presence_url": "/api/visits/v1/presence?t=token",
+            "poll_seconds": 4,
+        },
+    ),
+    "launch/waiting": lambda: web.render(
+        "launch/waiting.html",
+        {"refresh_url": "/api/visits/v1?t=token", "status_url": "/api/visits/v1/presence?t=token", "poll_seconds": 5},
+    ),
+    "launch/error-relaunch": lambda: _launch_error(
+        StateError(N_("This sign-in link has expired. Please start again."))
+    ),
+    "launch/error-teams-busy": lambda: _launch_error(UpstreamThrottled("busy", system="Microsoft Graph")),
+    "launch/error-unreachable": lambda: _launch_error(
+        UpstreamUnavailable(N_("The %(system)s did not answer in time.", system="EHR"), system="EHR")
+    ),
+    "launch/error-ehr-refused": lambda: _launch_error(UpstreamRejected("no", system="EHR", code="access_denied")),
+    "launch/error-unreadable": lambda: _launch_error(NoAppointment()),
+    "launch/error-no-configuration": lambda: _launch_error(TenantConfigNotFound()),
+    "launch/error-pending": lambda: _launch_error(ConfigurationPending()),
+    "launch/error-wrong-tenant": lambda: _launch_error(WrongTenant()),
+    "launch/error-other-browser": lambda: _launch_error(ConfirmationNotBound()),
+    "launch/error-forged": lambda: _launch_error(ConfirmationForged()),
+    "launch/error-confirm-by-link": lambda: _launch_error(ConfirmWithTheButton()),
+    "launch/error-access-policy": lambda: _launch_error(AccessPolicyMissing()),
+    "launch/error-context-mismatch": lambda: _launch_error(LaunchContextMismatch("sessionId")),
+    "launch/error-context-unverifiable": lambda: _launch_error(UnverifiableLaunchContext("no_ehr_context")),
+    "launch/error-visit-ended": lambda: _launch_error(
+        NotFound(N_("This visit has ended. Please launch it again from Epic or MyChart."))
+    ),
+    # --- the general error page ----------------------------------------------------------------
+    "error/not-found": lambda: web.error_response(
+        NotFound(N_("There is no such configuration.")), CORRELATION, html=True
+    ),
+    "error/not-configured": lambda: web.error_response(ConfigurationError({"X": "missing"}), CORRELATION, html=True),
+    "error/bad-form": lambda: web.error_response(
+        BadRequest(N_("This form could not be read. Please reload the page and try again.")), CORRELATION, html=True
+    ),
+    "error/forbidden": lambda: web.error_response(
+        Forbidden(N_("Only the approver named on this configuration can approve it.")), CORRELATION, html=True
+    ),
+    "error/bug": lambda: web.error_response(RuntimeError("boom"), CORRELATION, html=True),
+    # --- the portal ------------------------------------------------------------------------------
+    "portal/signin": lambda: _portal("portal/signin.html", None, title=N_("Sign in")),
+    "portal/signin-signed-out": lambda: _portal("portal/signin.html", None, title=N_("Sign in"), signed_out=True),
+    "portal/signin-required": lambda: _portal("portal/signin.html", None, title=N_("Sign in"), signin_required=True),
+    "portal/dashboard": lambda: _portal(
+        "portal/dashboard.html",
+        ADMIN,
+        title=N_("Configurations"),
+        configurations=[PENDING, APPROVED],
+        shared_configurations=[_configuration(approved=True, tenant_id=OTHER_TENANT, organization="Fabrikam")],
+        notice=NOTICES["created"],
+    ),
+    "portal/dashboard-empty-admin": lambda: _portal(
+        "portal/dashboard.html", ADMIN, title=N_("Configurations"), configurations=[], shared_configurations=[]
+    ),
+    "portal/dashboard-empty-approver": lambda: _portal(
+        "portal/dashboard.html", APPROVER, title=N_("Configurations"), configurations=[], shared_configurations=[]
+    ),
+    "portal/new": lambda: _portal(
+        "portal/new.html",
+        ADMIN,
+        title=N_("Add configurations"),
+        rows=[(describe({}), {})],
+        saved_count=0,
+        **_choices(),
+    ),
+    "portal/new-with-errors": _new_with_errors,
+    "portal/configuration-pending-admin": lambda: _detail(ADMIN, PENDING, notice=NOTICES["saved"]),
+    "portal/configuration-pending-approver": lambda: _detail(APPROVER, PENDING),
+    "portal/configuration-signed-in-approver": lambda: _detail(APPROVER, SIGNED_IN, notice=NOTICES["ehr-signin"]),
+    "portal/configuration-approved": lambda: _detail(ADMIN, APPROVED, notice=NOTICES["approved"]),
+    "portal/configuration-shared-view": lambda: _detail(FOREIGN_ADMIN, APPROVED),
+    "portal/configuration-with-errors": lambda: _detail(
+        ADMIN,
+        APPROVED,
+        errors={"organization": N_("Use up to %(count)s printable characters.", count=120)},
+        conflict=N_("Someone else changed this configuration just now; it was not deleted. Review it and try again."),
+        share_error=N_("This configuration is already shared with tenant %(tenant)s.", tenant=OTHER_TENANT),
+        share_value=OTHER_TENANT,
+    ),
+    "portal/delete": lambda: _portal("portal/delete.html", ADMIN, title=N_("Delete configuration"), config=APPROVED),
+    "portal/ehr-failure": _ehr_failure,
+    "portal/links": lambda: _portal(
+        "portal/links.html",
+        ADMIN,
+        title=N_("Clinician links"),
+        config=APPROVED,
+        mappings=MAPPINGS,
+        memory_minutes=5,
+        notice=NOTICES["link-removed"],
+    ),
+    "portal/links-empty": lambda: _portal(
+        "portal/links.html", ADMIN, title=N_("Clinician links"), config=PENDING, mappings=[], memory_minutes=5
+    ),
+    "portal/records": lambda: _portal(
+        "portal/records.html",
+        ADMIN,
+        title=N_("Integration records"),
+        config=APPROVED,
+        records=integration_records(APPROVED, PUBLIC),
+    ),
+    "portal/records-test": lambda: _portal(
+        "portal/records.html",
+        ADMIN,
+        title=N_("Integration records"),
+        config=_configuration(approved=True),
+        records=integration_records(_configuration(approved=True), PUBLIC),
+    ),
+    "portal/records-not-approved": lambda: _portal(
+        "portal/records.html", ADMIN, title=N_("Integration records"), config=PENDING, records=None
+    ),
+}
