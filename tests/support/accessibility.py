@@ -1,4 +1,4 @@
-"""axe-core over a page in the test browser: every page a person sees must pass its WCAG 2.x A/AA rules.
+"""axe-core over a page in the test browser: every page a person sees must pass its WCAG 2.0–2.2 A/AA rules.
 
 axe-core's script comes with ``axe-playwright-python`` (a dev dependency, no download at run time); it is
 evaluated through Playwright's DevTools channel, so the pages' Content-Security-Policy stays as served.
@@ -11,7 +11,7 @@ from typing import Any
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page
 
-WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 _axe = Axe()
 
 
