@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.core import Locale, negotiate_locale
 from babel.dates import format_date as babel_format_date
-from babel.dates import format_datetime as babel_format_datetime
+from babel.dates import format_time as babel_format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -104,7 +104,7 @@ def valid_time_zone(name: str | None) -> str | None:
         return None
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("Europe")
         return None
     return name
 
@@ -195,9 +195,9 @@ def translate(value: Any) -> Any:
         if not value.params:
             return translated
         return translated % {name: translate(param) for name, param in value.params.items()}
-    if isinstance(value, tuple | list):
+    if type(value) in (tuple, list):  # exactly: a named tuple or another sequence type is data, left alone
         return type(value)(translate(item) for item in value)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return {key: translate(item) for key, item in value.items()}
     return value
 
@@ -210,12 +210,19 @@ def _aware(moment: datetime) -> datetime:
 
 
 def format_datetime(moment: datetime | None, width: str = "medium") -> str:
-    """``moment`` in the reader's language and time zone, with the zone named (``UTC`` when none was given)."""
+    """``moment`` in the reader's language and time zone, to the minute, the zone named (``UTC`` when none was given).
+
+    The date is written at ``width``, the time short, joined as the locale joins them ("14 mar 2026, 16:09").
+    """
     if moment is None:
         return ""
     language = current()
-    text = babel_format_datetime(_aware(moment), width, tzinfo=language.zone, locale=Locale.parse(language.code))
-    return f"{text} {language.time_zone or 'UTC'}"
+    locale = Locale.parse(language.code)
+    local = _aware(moment).astimezone(language.zone)
+    joined = str(locale.datetime_formats[width]).format(
+        babel_format_time(local, "short", locale=locale), babel_format_date(local, width, locale=locale)
+    )
+    return f"{joined} {language.time_zone or 'UTC'}"
 
 
 def format_date(moment: datetime | None, width: str = "medium") -> str:
