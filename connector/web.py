@@ -177,7 +177,11 @@ def render(
     )
     html = i18n.carry_language_in_html(html, _public_base_url())
     return func.HttpResponse(
-        html, status_code=status, mimetype="text/html", charset="utf-8", headers=html_headers(headers)
+        html,
+        status_code=status,
+        mimetype="text/html",
+        charset="utf-8",
+        headers=html_headers({"Content-Language": i18n.current().code, **(headers or {})}),
     )
 
 

@@ -65,7 +65,7 @@ def write_catalogue(code: str, catalog: Catalog) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as po:
         # No line numbers: branches that edit the same file then do not all rewrite every catalogue.
-        write_po(po, catalog, width=WIDTH, include_lineno=False, include_previous=True)
+        write_po(po, catalog, width=WIDTH, include_lineno=False, include_previous=True, ignore_obsolete=True)
 
 
 def translated_languages() -> list[str]:

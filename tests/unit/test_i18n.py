@@ -161,7 +161,9 @@ def test_an_unknown_time_zone_is_ignored(zone: str) -> None:
 
 def test_a_rendered_page_names_its_language_and_offers_the_switch() -> None:
     with i18n.speaking(i18n.language_for("GET", "https://c.example/api/portal?lang=fr", "de")):
-        body = web.render("portal/signin.html", {"title": N_("Sign in")}).get_body().decode()
+        response = web.render("portal/signin.html", {"title": N_("Sign in")})
+    body = response.get_body().decode()
+    assert response.headers["Content-Language"] == "fr"
     assert '<html lang="fr">' in body
     assert "<title>Connexion · Teams EHR Connector</title>" in body
     assert 'href="/api/portal?lang=de" lang="de" hreflang="de">Deutsch</a>' in body
