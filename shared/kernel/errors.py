@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.kernel.i18n import N_
+
 
 @dataclass(frozen=True)
 class ErrorPage:
@@ -178,7 +180,7 @@ class SealedValueInvalid(StoredDataError):
     code = "sealed_value_invalid"
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"A stored value could not be opened ({reason}).")
+        super().__init__(N_("A stored value could not be opened (%(reason)s).", reason=reason))
         self.reason = reason
 
 
