@@ -339,6 +339,7 @@ def visit_page(req: func.HttpRequest) -> func.HttpResponse:
             "presence": view.presence,
             "presence_url": f"{view.presence_url}?t={_quote(token)}",
             "poll_seconds": PRESENCE_POLL_SECONDS,
+            "patient_join_link": service.patient_join_link(grant),
         },
     )
 

@@ -11,7 +11,9 @@ the session's CSRF token. The rules themselves live in ``shared/portal/service.p
     GET  /portal/configurations/new                form for one or many configurations
     POST /portal/configurations                    create (admin)
     GET  /portal/configurations/{id}               details, actions, edit form (admin)
-    POST /portal/configurations/{id}               edit (admin, etag) → pending again
+    POST /portal/configurations/{id}               edit (admin, etag): a pending one changes; an approved
+                                                   one stays in use, the edit awaits approval beside it
+    POST /portal/configurations/{id}/edit/discard  reject (approver) or withdraw (admin) the pending edit
     GET,POST /portal/configurations/{id}/delete    confirm, delete (admin)
     POST /portal/configurations/{id}/ehr-signin    → EHR authorize (standalone SMART launch; approver)
     GET  /portal/ehr/callback                      EHR redirect: code → token + id_token → recorded
@@ -47,7 +49,7 @@ from shared.configurations.model import Configuration, Environment, Vendor, Writ
 from shared.kernel.errors import BadRequest, Conflict, Forbidden, SignInRequired
 from shared.kernel.i18n import N_
 from shared.kernel.identifiers import random_token
-from shared.kernel.settings import LOCAL_HOSTS, Settings, get_settings
+from shared.kernel.settings import LOCAL_HOSTS, Geography, Settings, get_settings
 from shared.launch.service import MAPPING_MEMORY_SECONDS
 from shared.portal.service import (
     FIELDS,
@@ -70,7 +72,10 @@ REPLACES = "replacesSession"  # carried with the sign-in state: the binding of t
 MAX_ROWS = 10
 NOTICES = {
     "created": N_("Saved. Each new configuration is pending approval by its approver."),
-    "saved": N_("Saved. The configuration is pending approval again."),
+    "saved": N_("Saved. The configuration is pending approval."),
+    "edit-saved": N_("Saved. The edit awaits approval; until then launches keep using the approved version."),
+    "edit-unchanged": N_("Saved. Nothing differs from the approved version any more, so nothing awaits approval."),
+    "edit-discarded": N_("The edit was discarded. The approved version stays in use, unchanged."),
     "deleted": N_("The configuration was deleted; launches for its FHIR URL stopped."),
     "ehr-signin": N_("EHR sign-in succeeded: the FHIR URL is proven. You can approve it now."),
     "approved": N_("Approved. The integration records are ready."),
@@ -81,10 +86,11 @@ NOTICES = {
 }
 
 
+# Every geography's words, also one no longer offered here (an older configuration may still name it).
 GEOGRAPHY_NAMES = {
-    "americas": N_("Americas"),
-    "emea": N_("Europe, Middle East, Africa"),
-    "apac": N_("Asia Pacific"),
+    Geography.AMERICAS.value: N_("Americas"),
+    Geography.EMEA.value: N_("Europe, Middle East, Africa"),
+    Geography.APAC.value: N_("Asia Pacific"),
 }
 
 
@@ -141,7 +147,7 @@ def _chrome(session: PortalSession | None) -> dict[str, Any]:
 
 
 def _page(template: str, session: PortalSession | None, *, status: int = 200, **context: Any) -> func.HttpResponse:
-    return render(template, {**_chrome(session), **context}, status=status)
+    return render(template, {**_chrome(session), "words": _words(), **context}, status=status)
 
 
 def _choices() -> dict[str, Any]:
@@ -155,6 +161,17 @@ def _choices() -> dict[str, Any]:
             (WritebackMode.FHIR_AUDIT_EVENT.value, "FHIR AuditEvent"),
             (WritebackMode.NONE.value, N_("None")),
         ],
+    }
+
+
+def _words() -> dict[str, dict[str, str]]:
+    """Each coded field's value → the words the portal shows for it (the same words as the form's choices)."""
+    choices = _choices()
+    return {
+        "environment": dict(choices["environments"]),
+        "geography": dict(GEOGRAPHY_NAMES),  # every one, also a geography no longer offered here
+        "vendor": dict(choices["vendors"]),
+        "writeback_mode": dict(choices["writeback_modes"]),
     }
 
 
@@ -175,11 +192,16 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
             signed_out=notice == "signed-out",
         )
     svc = services().portal
+    configurations = svc.visible_configurations(session.user)
     return _page(
         "portal/dashboard.html",
         session,
         title=N_("Configurations"),
-        configurations=svc.visible_configurations(session.user),
+        configurations=configurations,
+        # What awaits approval: all of it for admins; for an approver, what they are the one to approve.
+        awaiting=[
+            c for c in configurations if c.awaits_approval and (session.user.is_admin or can_approve(session.user, c))
+        ],
         shared_configurations=svc.shared_configurations(session.user),
         notice=NOTICES.get(notice),
     )
@@ -361,7 +383,7 @@ def _detail(
         title=config.organization,
         config=config,
         notice=notice,
-        values=values or describe(config.input().__dict__),
+        values=values or describe(config.proposed.input().__dict__),
         errors=errors or {},
         conflict=conflict,
         etag=etag or config.etag,
@@ -386,7 +408,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
     try:
         data = svc.validated_input(values)
-        svc.update(session.user, current.id, data, etag)
+        saved = svc.update(session.user, current.id, data, etag)
     except FormErrors as exc:
         return _detail(session, current, status=400, values=values, errors=exc.errors, etag=etag)
     except Conflict as exc:
@@ -395,7 +417,19 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
             return _detail(session, latest, status=409, values=values, errors={"fhir_base_url": exc.message}, etag=etag)
         # Keep what the user typed on screen, against the newest version's etag, with a clear message.
         return _detail(session, latest, status=409, values=values, conflict=exc.message, etag=latest.etag)
-    return redirect(portal_url(f"/configurations/{current.id}", notice="saved"))
+    notice = "saved" if not saved.is_approved else "edit-saved" if saved.edit is not None else "edit-unchanged"
+    return redirect(portal_url(f"/configurations/{current.id}", notice=notice))
+
+
+@bp.route(route="portal/configurations/{id}/edit/discard", methods=["POST"], auth_level=ANON)
+@page
+def discard_edit(req: func.HttpRequest) -> func.HttpResponse:
+    session, form = _signed_in_form(req)
+    etag = form.get("etag", "")
+    if not etag:  # only the edit the user looked at may be discarded
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
+    config = services().portal.discard_edit(session.user, req.route_params.get("id", ""), etag)
+    return redirect(portal_url(f"/configurations/{config.id}", notice="edit-discarded"))
 
 
 @bp.route(route="portal/configurations/{id}/delete", methods=["GET"], auth_level=ANON)

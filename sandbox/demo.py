@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox import azurite
+from sandbox.ehr.flavours import FLAVOURS
 from sandbox.host import LocalHost
 from sandbox.host.config import read_local_settings
 from sandbox.local_settings import add_missing_values, local_values, write_local_settings
@@ -51,6 +52,7 @@ class DemoContext:
     entra_http_port: int = 7200
     graph_port: int = 7401
     ehr_port: int = 7300
+    ehr_flavour: str = "epic"  # which vendor the sandbox EHR plays (sandbox/ehr/flavours.py)
 
 
 @dataclass
@@ -119,6 +121,7 @@ def start_sandbox_stand_ins(context: DemoContext) -> Started:
         graph_port=context.graph_port,
         ehr_port=context.ehr_port,
         persist=True,
+        ehr_options={"flavour": context.ehr_flavour},
     )
     # The connector in this process must trust the sandbox CA. The machine may already name a CA
     # bundle in these variables, and the local host (like `func start`) lets the environment win
@@ -129,7 +132,7 @@ def start_sandbox_stand_ins(context: DemoContext) -> Started:
     portal = f"http://localhost:{context.functions_port}/api/portal"
     urls = {
         "admin portal": portal,
-        "Hyperspace + MyChart": f"{ehr.origin}/",
+        f"EHR ({ehr.spec.product}): {ehr.spec.provider_app} + {ehr.spec.patient_app}": f"{ehr.origin}/",
         "EHR FHIR base (iss)": ehr.fhir_base,
         "EHR provider client": DEMO_PROVIDER_CLIENT_ID,
         "EHR patient client": DEMO_PATIENT_CLIENT_ID,
@@ -191,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entra-ports", default="7201,7200", help="sandbox Entra ID https,http ports")
     parser.add_argument("--graph-port", type=int, default=7401, help="sandbox Graph/Teams port")
     parser.add_argument("--ehr-port", type=int, default=7300, help="sandbox EHR port")
+    parser.add_argument(
+        "--ehr-flavour", choices=sorted(FLAVOURS), default="epic", help="the vendor the sandbox EHR plays"
+    )
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".sandbox", help="Azurite data, host keys")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", stream=sys.stdout)
@@ -208,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         entra_http_port=int(args.entra_ports.split(",")[1]),
         graph_port=args.graph_port,
         ehr_port=args.ehr_port,
+        ehr_flavour=args.ehr_flavour,
     )
     try:
         run(context, SERVICES, stop)

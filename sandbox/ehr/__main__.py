@@ -14,6 +14,7 @@ import uvicorn
 
 from sandbox.ehr.app import create_app
 from sandbox.ehr.config import EhrConfig, RegisteredClient
+from sandbox.ehr.flavours import FLAVOURS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECTOR = "http://localhost:7071"
@@ -41,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connector", default=CONNECTOR, help="the connector's public base URL")
     parser.add_argument("--environment", default="test")
     parser.add_argument("--no-demo-clients", action="store_true")
+    parser.add_argument("--flavour", choices=sorted(FLAVOURS), default="epic", help="the vendor this EHR plays")
     args = parser.parse_args(argv)
     config = EhrConfig(
         base_url=f"http://127.0.0.1:{args.port}",
         clients=() if args.no_demo_clients else demo_clients(args.connector.rstrip("/")),
         environment=args.environment,
         state_file=args.state_file,
+        flavour=args.flavour,
     )
     print(f"Sandbox EHR: FHIR base {config.fhir_base}; Hyperspace/MyChart/analyst at {config.origin}/")
     uvicorn.run(create_app(config), host="127.0.0.1", port=args.port, log_level="info")

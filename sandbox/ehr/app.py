@@ -19,16 +19,8 @@ from starlette.routing import Route
 
 from sandbox.ehr import admin, fhir, launcher, oauth, telehealth
 from sandbox.ehr.client_auth import JwksCache
-from sandbox.ehr.clinic import Clinic, EhrUser, Visit
-from sandbox.ehr.config import (
-    AUTHORIZE_PATH,
-    FHIR_PATH,
-    JWKS_PATH,
-    LAUNCH_CONTEXT_FIELDS,
-    SCS_PATH,
-    TOKEN_PATH,
-    EhrConfig,
-)
+from sandbox.ehr.clinic import CSN_SYSTEM, Clinic, EhrUser, Visit
+from sandbox.ehr.config import LAUNCH_CONTEXT_FIELDS, SCS_PATH, EhrConfig
 from sandbox.ehr.faults import FaultInjector, FaultMiddleware
 from sandbox.ehr.keys import SigningKey
 from sandbox.ehr.launch_urls import LaunchError, build_launch_url, expand_context_tokens
@@ -40,14 +32,18 @@ TEMPLATES = Path(__file__).parent / "templates"
 class EhrSandbox:
     def __init__(self, config: EhrConfig) -> None:
         self.config = config
-        self.clinic = Clinic(config.today or dt.datetime.now(dt.UTC).date(), config.fhir_base)
+        spec = config.spec
+        visit_numbers = CSN_SYSTEM if spec.epic_extras else f"{config.origin}/visit-number"
+        self.clinic = Clinic(
+            config.today or dt.datetime.now(dt.UTC).date(), config.fhir_base, visit_number_system=visit_numbers
+        )
         self.state = EhrState(config.clients, config.state_file)
         self.key = SigningKey(self.state.signing_key_pem)
         if self.state.signing_key_pem is None:
             self.state.signing_key_pem = self.key.private_pem()
             self.state.save()
         self.jwks_cache = JwksCache()
-        self.faults = FaultInjector(config.faults)
+        self.faults = FaultInjector(config.faults, api_prefixes=spec.api_prefixes)
         self.templates = Environment(
             loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False
         )
@@ -55,17 +51,21 @@ class EhrSandbox:
         self.app.state.ehr = self
 
     def _routes(self) -> list[Route]:
-        fhir_base = FHIR_PATH
+        spec = self.config.spec
+        fhir_base = spec.fhir_path
+        vendor_apis = [  # Epic's non-FHIR web services and the FHIR-base OpenID configuration (Aug 2021+)
+            Route(f"{fhir_base}/.well-known/openid-configuration", fhir.openid_configuration, methods=["GET"]),
+            Route(SCS_PATH, telehealth.set_external_connection_status, methods=["GET", "POST"]),
+        ]
         return [
             Route(f"{fhir_base}/metadata", fhir.metadata, methods=["GET"]),
             Route(f"{fhir_base}/.well-known/smart-configuration", fhir.smart_configuration, methods=["GET"]),
-            Route(f"{fhir_base}/.well-known/openid-configuration", fhir.openid_configuration, methods=["GET"]),
-            Route("/oauth2/.well-known/openid-configuration", fhir.openid_configuration, methods=["GET"]),
-            Route(JWKS_PATH, fhir.jwks, methods=["GET"]),
-            Route(AUTHORIZE_PATH, oauth.authorize, methods=["GET", "POST"]),
-            Route(AUTHORIZE_PATH + "/signin", oauth.sign_in, methods=["POST"]),
-            Route(TOKEN_PATH, oauth.token, methods=["POST"]),
-            Route(SCS_PATH, telehealth.set_external_connection_status, methods=["GET", "POST"]),
+            Route(f"{spec.issuer_path}/.well-known/openid-configuration", fhir.openid_configuration, methods=["GET"]),
+            Route(spec.jwks_path, fhir.jwks, methods=["GET"]),
+            Route(spec.authorize_path, oauth.authorize, methods=["GET", "POST"]),
+            Route(spec.authorize_path + "/signin", oauth.sign_in, methods=["POST"]),
+            Route(spec.token_path, oauth.token, methods=["POST"]),
+            *(vendor_apis if spec.epic_extras else []),
             Route(f"{fhir_base}/{{type}}/_search", fhir.search_type, methods=["POST"]),
             Route(f"{fhir_base}/{{type}}/{{id}}", fhir.read, methods=["GET"]),
             Route(f"{fhir_base}/{{type}}/{{id}}", fhir.not_allowed, methods=["PUT", "PATCH", "DELETE", "POST"]),
@@ -117,7 +117,8 @@ class EhrSandbox:
         pairs = expand_context_tokens(record.context_tokens, values)
         # The token response carries what the client's integration is configured to return, nothing from the URL.
         client = self.state.client(record.client_id)
-        returned = client.launch_context if client else LAUNCH_CONTEXT_FIELDS
+        configured = client.launch_context if client else LAUNCH_CONTEXT_FIELDS
+        returned = tuple(name for name in configured if name in self.config.spec.launch_context)
         extra = dict(expand_context_tokens(client.token_fields, values)) if client else {}
         context = LaunchContext(
             user_id=user.id,

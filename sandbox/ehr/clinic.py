@@ -157,9 +157,11 @@ def _iso(moment: dt.datetime) -> str:
 class Clinic:
     """Today's clinic, with FHIR R4 renderings. Immutable once built."""
 
-    def __init__(self, today: dt.date, fhir_base: str) -> None:
+    def __init__(self, today: dt.date, fhir_base: str, *, visit_number_system: str = CSN_SYSTEM) -> None:
         self.today = today
         self.fhir_base = fhir_base
+        # Epic names a visit's contact by its CSN under Epic's OID; other vendors number visits their own way.
+        self.visit_number_system = visit_number_system
         self.departments = DEPARTMENTS
         self.practitioners = PRACTITIONERS
         self.patients = PATIENTS
@@ -272,7 +274,7 @@ class Clinic:
         return {
             "resourceType": "Appointment",
             "id": visit.appointment_id,
-            "identifier": [{"use": "usual", "system": CSN_SYSTEM, "value": visit.csn}],
+            "identifier": [{"use": "usual", "system": self.visit_number_system, "value": visit.csn}],
             "status": "booked",
             "serviceType": [{"text": "Video visit"}],
             "appointmentType": {"text": "Video Visit"},
@@ -301,7 +303,7 @@ class Clinic:
         return {
             "resourceType": "Encounter",
             "id": visit.encounter_id,
-            "identifier": [{"use": "usual", "system": CSN_SYSTEM, "value": visit.csn}],
+            "identifier": [{"use": "usual", "system": self.visit_number_system, "value": visit.csn}],
             "status": "planned",
             "class": {
                 "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",

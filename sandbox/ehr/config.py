@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.ehr.flavours import EPIC, Flavour, flavour
+
 FHIR_PATH = "/api/FHIR/R4"
 AUTHORIZE_PATH = "/oauth2/authorize"
 TOKEN_PATH = "/oauth2/token"
@@ -164,6 +166,15 @@ class EhrConfig:
     launch_seconds: int = 300
     code_seconds: int = 300
     connection_statuses: frozenset[str] | None = None  # None: any non-empty value is accepted
+    flavour: str = EPIC  # which vendor's documented behaviour to follow (``sandbox.ehr.flavours``)
+    fhir_version: str = "4.0.1"  # the CapabilityStatement's fhirVersion (R4)
+
+    def __post_init__(self) -> None:
+        flavour(self.flavour)  # an unknown flavour fails at once
+
+    @property
+    def spec(self) -> Flavour:
+        return flavour(self.flavour)
 
     @property
     def origin(self) -> str:
@@ -171,21 +182,21 @@ class EhrConfig:
 
     @property
     def fhir_base(self) -> str:
-        return self.origin + FHIR_PATH
+        return self.origin + self.spec.fhir_path
 
     @property
     def issuer(self) -> str:
-        """The id_token ``iss``: ``https://<Interconnect>/oauth2`` (Epic, May 2020+)."""
-        return self.origin + "/oauth2"
+        """The id_token ``iss``: ``https://<Interconnect>/oauth2`` for Epic (May 2020+), the flavour's otherwise."""
+        return self.origin + self.spec.issuer_path
 
     @property
     def authorize_url(self) -> str:
-        return self.origin + AUTHORIZE_PATH
+        return self.origin + self.spec.authorize_path
 
     @property
     def token_url(self) -> str:
-        return self.origin + TOKEN_PATH
+        return self.origin + self.spec.token_path
 
     @property
     def jwks_url(self) -> str:
-        return self.origin + JWKS_PATH
+        return self.origin + self.spec.jwks_path

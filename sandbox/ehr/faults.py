@@ -21,8 +21,12 @@ from sandbox.ehr.config import Faults
 
 
 class FaultInjector:
-    def __init__(self, faults: Faults) -> None:
+    def __init__(self, faults: Faults, *, api_prefixes: tuple[str, ...] | None = None) -> None:
         self._lock = threading.Lock()
+        # The flavour's API prefixes replace the default (Epic's) ones; explicit paths stay as given.
+        self._default_paths = api_prefixes or Faults().paths
+        if api_prefixes and faults.paths == Faults().paths:
+            faults = replace(faults, paths=api_prefixes)
         self.faults = faults
         self._random = random.Random(faults.seed)  # noqa: S311 - reproducible chaos, not security
         self.injected = 0
@@ -62,7 +66,7 @@ class FaultInjector:
 
     def reset(self) -> Faults:
         with self._lock:
-            self.faults = Faults()
+            self.faults = Faults(paths=self._default_paths)
             self._random = random.Random(0)  # noqa: S311
             return self.faults
 

@@ -75,21 +75,22 @@ def _ehr(request: Request) -> EhrSandbox:
 
 def smart_configuration(request: Request) -> Response:
     config = _ehr(request).config
-    return JSONResponse(
-        {
-            "issuer": config.issuer,
-            "jwks_uri": config.jwks_url,
-            "authorization_endpoint": config.authorize_url,
-            "token_endpoint": config.token_url,
-            "grant_types_supported": [GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "private_key_jwt"],
-            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "RS512", "ES256", "ES384"],
-            "scopes_supported": SCOPES_SUPPORTED,
-            "response_types_supported": ["code"],
-            "code_challenge_methods_supported": ["S256"],
-            "capabilities": CAPABILITIES,
-        }
-    )
+    spec = config.spec
+    body: dict[str, Any] = {
+        "authorization_endpoint": config.authorize_url,
+        "token_endpoint": config.token_url,
+        "grant_types_supported": [GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS],
+        "token_endpoint_auth_methods_supported": list(spec.auth_methods),
+        "token_endpoint_auth_signing_alg_values_supported": list(spec.signing_algs),
+        "scopes_supported": SCOPES_SUPPORTED,
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": list(spec.capabilities),
+        "jwks_uri": config.jwks_url,
+    }
+    if spec.discovery_names_issuer:  # Oracle's names none: clients find it in the id_token and its OpenID config
+        body = {"issuer": config.issuer, **body}
+    return JSONResponse(body)
 
 
 def openid_configuration(request: Request) -> Response:
@@ -106,13 +107,14 @@ def openid_configuration(request: Request) -> Response:
             "scopes_supported": ["openid", "fhirUser", "profile"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser", "preferred_username"],
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "private_key_jwt"],
+            "token_endpoint_auth_methods_supported": list(config.spec.auth_methods),
         }
     )
 
 
 def jwks(request: Request) -> Response:
-    return JSONResponse(_ehr(request).key.jwks())
+    ehr = _ehr(request)
+    return JSONResponse(ehr.key.jwks(with_kid=ehr.config.spec.id_token_kid))
 
 
 def _wants_json(request: Request) -> bool:
@@ -138,9 +140,9 @@ def metadata(request: Request) -> Response:
         "date": ehr.clinic.today.isoformat(),
         "publisher": "Teams EHR Connector sandbox",
         "kind": "instance",
-        "software": {"name": "Epic (sandbox stand-in)", "version": "November 2025"},
+        "software": {"name": f"{config.spec.product} (sandbox stand-in)", "version": "November 2025"},
         "implementation": {"description": f"{config.organization} ({config.environment})", "url": config.fhir_base},
-        "fhirVersion": "4.0.1",
+        "fhirVersion": config.fhir_version,
         "format": ["json"],
         "rest": [
             {

@@ -32,10 +32,12 @@ class SigningKey:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self, *, with_kid: bool = True) -> dict[str, Any]:
         jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self._key.public_key()))
-        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        jwk.update({"use": "sig", "alg": "RS256", **({"kid": self.kid} if with_kid else {})})
         return {"keys": [jwk]}
 
-    def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
+    def sign(self, claims: dict[str, Any], *, with_kid: bool = True) -> str:
+        """RS256; without ``kid`` as servers with one key may sign (the client then tries the JWKS's only key)."""
+        headers = {"typ": "JWT", **({"kid": self.kid} if with_kid else {})}
+        return jwt.encode(claims, self._key, algorithm="RS256", headers=headers)

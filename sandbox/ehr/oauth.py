@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -142,6 +143,7 @@ async def authorize(request: Request) -> Response:
         return ehr.render("signin.html", status=200, client=client, pending=pending.value,
                           practitioners=ehr.clinic.practitioners, patients=ehr.clinic.patients,
                           pick_patient="launch/patient" in granted,
+                          signin_action=ehr.config.spec.authorize_path + "/signin",
                           headers=NO_STORE)  # fmt: skip
     return _issue_code(ehr, request_params, context)
 
@@ -195,10 +197,17 @@ def _pkce_ok(verifier: str, challenge: str) -> bool:
 
 def _id_token(ehr: EhrSandbox, client_id: str, context: LaunchContext, code: AuthorizationCode) -> str:
     user = ehr.clinic.user(context.user_id)
+    spec = ehr.config.spec
     now = int(time.time())
+    # Epic's sub is the user's FHIR id; Oracle's is an opaque id "locally unique within the issuer".
+    subject = (
+        context.user_id
+        if spec.epic_extras
+        else str(uuid.uuid5(uuid.NAMESPACE_URL, ehr.config.issuer + "/" + context.user_id))
+    )
     claims: dict[str, Any] = {
         "iss": ehr.config.issuer,
-        "sub": context.user_id,
+        "sub": subject,
         "aud": client_id,
         "iat": now,
         "exp": now + ID_TOKEN_SECONDS,
@@ -207,30 +216,42 @@ def _id_token(ehr: EhrSandbox, client_id: str, context: LaunchContext, code: Aut
     if code.nonce:
         claims["nonce"] = code.nonce
     if "fhirUser" in code.scopes and user is not None:
-        claims["fhirUser"] = ehr.clinic.fhir_user_url(user)
+        claims["fhirUser"] = user.reference if spec.relative_fhir_user else ehr.clinic.fhir_user_url(user)
     if "profile" in code.scopes and user is not None:
         claims["preferred_username"] = user.username
-    return ehr.key.sign(claims)
+    return ehr.key.sign(claims, with_kid=spec.id_token_kid)
 
 
 def _context_fields(ehr: EhrSandbox, context: LaunchContext, ehr_launch: bool) -> dict[str, Any]:
+    spec = ehr.config.spec
     fields: dict[str, Any] = {}
     for key, value in context.extra.items():  # per-integration extras first; standard keys win
         fields[key] = value
     if context.patient_id:
         fields["patient"] = context.patient_id
-        fields["__epic.dstu2.patient"] = "T" + context.patient_id.replace("-", "")
+        if spec.epic_extras:
+            fields["__epic.dstu2.patient"] = "T" + context.patient_id.replace("-", "")
     if context.encounter_id:
         fields["encounter"] = context.encounter_id
     if context.location_id:
         fields["location"] = context.location_id
     if context.appointment_id:
-        fields["appointment"] = context.appointment_id
+        if spec.appointment_in_fhir_context:  # SMART 2.1: other resources travel as fhirContext objects
+            fields["fhirContext"] = [{"reference": f"Appointment/{context.appointment_id}"}]
+        else:
+            fields["appointment"] = context.appointment_id
     if context.login_department_id:
         fields["loginDepartment"] = context.login_department_id
-    fields["need_patient_banner"] = "false" if ehr_launch else "true"
+    banner = not ehr_launch
+    fields["need_patient_banner"] = ("true" if banner else "false") if spec.banner_as_string else banner
     if ehr_launch:
-        fields["smart_style_url"] = ehr.config.origin + STYLE_URL_PATH
+        style = STYLE_URL_PATH if spec.epic_extras else "/styles/smart-v1.json"
+        fields["smart_style_url"] = ehr.config.origin + style
+    if spec.oracle_extras:  # Millennium's token response names the tenant and the signed-in user
+        user = ehr.clinic.user(context.user_id)
+        fields["tenant"] = spec.fhir_path.rsplit("/", 1)[-1]
+        fields["username"] = user.username if user else context.user_id
+        fields["user"] = context.user_id
     return fields
 
 
@@ -319,10 +340,11 @@ def _code_token(ehr: EhrSandbox, client: RegisteredClient, form: dict[str, str])
     body: dict[str, Any] = {
         "access_token": access.value,
         "token_type": "Bearer",
-        "expires_in": ehr.config.access_token_seconds,
+        "expires_in": ehr.config.spec.expires_in or ehr.config.access_token_seconds,
         "scope": " ".join(code.scopes),
-        "state": code.state,
     }
+    if ehr.config.spec.epic_extras:  # Epic echoes the state in the token response
+        body["state"] = code.state
     if "openid" in code.scopes:
         body["id_token"] = _id_token(ehr, client.client_id, context, code)
     return _token_response({**_context_fields(ehr, context, context.ehr_launch), **body})

@@ -3,11 +3,18 @@
 Lifecycle (pure functions below, unit-tested)::
 
     pending ──EHR sign-in recorded──▶ pending (proven) ──approve──▶ approved
-       ▲                                                               │
-       └────────────────────────── edit ───────────────────────────────┘
+                                                                      │ ▲
+                              edit (stored beside the approved version) │ │ approve the edit
+                                                                      ▼ │
+                                          approved + edit awaiting approval ──reject/withdraw──▶ approved
 
-Editing anything resets to pending and forgets the EHR sign-in. Writes are guarded by etags:
-a stale edit fails with ``Conflict`` and changes nothing.
+Editing an approved configuration does not take production down: the edit is kept beside it
+(``PendingEdit``) and launches keep using the approved version until the approver approves the
+edit; rejecting or withdrawing it leaves the approved version as it was. An edit that changes
+nothing the EHR sign-in proves (``PROOF_FIELDS``: e.g. only the organization's display name)
+keeps that sign-in, so approving it needs no new one. A configuration never approved is simply
+changed (still pending). Writes are guarded by etags: a stale edit fails with ``Conflict`` and
+changes nothing.
 
 The approver is named by Microsoft 365 user name (``approver_upn``), which Microsoft documents as
 mutable: another person may hold that name tomorrow. So the first time the named user signs in
@@ -17,8 +24,8 @@ then on only that object id is the approver. Renaming the approver in an edit un
 Sharing: the owning tenant's admin may share an approved configuration with other Microsoft 365
 tenants (one Epic, several tenants). Their clinicians may then complete the launch's Microsoft
 sign-in, and their meetings are organized in their own tenant; their admins see the
-configuration and its integration records, read-only. Shares outlive an edit but, like every
-launch, take effect only while the configuration is approved.
+configuration and its integration records, read-only. Shares belong to the configuration, not to
+a version: they keep working with the approved version while an edit awaits approval.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
+import typing
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +46,9 @@ from shared.kernel.i18n import N_
 from shared.kernel.settings import Geography
 
 MAX_SHARES = 25
+# What the approver's EHR sign-in proves: this user can sign in to this FHIR URL with this provider client
+# of this vendor. An edit that changes none of these keeps the sign-in; any other field needs approval only.
+PROOF_FIELDS = ("fhir_base_url", "vendor", "provider_client_id", "approver_upn")
 
 
 class Environment(enum.StrEnum):
@@ -89,6 +101,26 @@ class EhrSignIn:
 
 
 @dataclass(frozen=True)
+class PendingEdit:
+    """An admin's edit of an approved configuration, awaiting approval; the approved version stays live."""
+
+    data: ConfigurationInput  # normalised as stored
+    by: str
+    at: datetime
+    approver_oid: str | None = None  # the edit's approver, once bound (the live one's if the name is the same)
+    ehr_signin: EhrSignIn | None = None  # kept from the approved version when no PROOF_FIELDS changed
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field of a pending edit: its approved value and the proposed one."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
 class Configuration:
     id: str
     tenant_id: str
@@ -111,11 +143,53 @@ class Configuration:
     approved_at: datetime | None = None
     shared_with: tuple[str, ...] = ()  # other Entra tenant ids, lower case
     approver_oid: str | None = None  # the approver's Entra object id, bound at their first sign-in
+    edit: PendingEdit | None = None  # an edit awaiting approval (only ever beside an approved version)
     etag: str | None = None
 
     @property
     def is_approved(self) -> bool:
+        """The configuration's live version is approved: launches may use it (even while an edit awaits)."""
         return self.status is Status.APPROVED
+
+    @property
+    def awaits_approval(self) -> bool:
+        """Something awaits the approver: a configuration never approved, or an edit of an approved one."""
+        return not self.is_approved or self.edit is not None
+
+    @property
+    def proposed(self) -> Configuration:
+        """The version awaiting approval (the edit applied), or the configuration itself when there is no edit.
+
+        For showing and checking only: what is stored is always this configuration, with its edit beside it.
+        """
+        edit = self.edit
+        if edit is None:
+            return self
+        return replace(
+            self,
+            **input_values(edit.data),
+            approver_oid=edit.approver_oid,
+            status=Status.PENDING,
+            updated_by=edit.by,
+            updated_at=edit.at,
+            ehr_signin=edit.ehr_signin,
+            approved_by=None,
+            approved_at=None,
+            edit=None,
+        )
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        """What the pending edit changes, field by field in form order (empty without an edit)."""
+        if self.edit is None:
+            return ()
+        old, new = input_values(self.input()), input_values(self.edit.data)
+        return tuple(Change(name, old[name], new[name]) for name in old if old[name] != new[name])
+
+    @property
+    def edit_needs_ehr_signin(self) -> bool:
+        """The pending edit changes something the EHR sign-in proves (FHIR URL, vendor, client id, approver)."""
+        return any(change.field in PROOF_FIELDS for change in self.changes)
 
     @property
     def signin_tenants(self) -> frozenset[str]:
@@ -134,17 +208,28 @@ class Configuration:
         return self.names_approver(upn) and (self.approver_oid is None or self.approver_oid == oid.lower())
 
     def input(self) -> ConfigurationInput:
-        return ConfigurationInput(
-            organization=self.organization,
-            fhir_base_url=self.fhir_base_url,
-            environment=self.environment,
-            approver_upn=self.approver_upn,
-            geography=self.geography,
-            vendor=self.vendor,
-            provider_client_id=self.provider_client_id,
-            patient_client_id=self.patient_client_id,
-            writeback_mode=self.writeback_mode,
-        )
+        return ConfigurationInput(**{f.name: getattr(self, f.name) for f in fields(ConfigurationInput)})
+
+
+def input_values(data: ConfigurationInput) -> dict[str, Any]:
+    """The typed fields of ``data`` by name, in form order."""
+    return {f.name: getattr(data, f.name) for f in fields(ConfigurationInput)}
+
+
+def input_to_plain(data: ConfigurationInput) -> dict[str, str]:
+    """``data`` as strings (enums by value), e.g. to store a pending edit as JSON."""
+    values = input_values(data).items()
+    return {name: str(value.value if isinstance(value, enum.Enum) else value) for name, value in values}
+
+
+def input_from_plain(plain: Mapping[str, Any]) -> ConfigurationInput:
+    """The inverse of ``input_to_plain``; ``KeyError``/``ValueError`` on a missing field or an unknown code."""
+    hints = typing.get_type_hints(ConfigurationInput)
+    values: dict[str, Any] = {}
+    for f in fields(ConfigurationInput):
+        kind, raw = hints[f.name], plain[f.name]
+        values[f.name] = kind(raw) if isinstance(kind, type) and issubclass(kind, enum.Enum) else str(raw)
+    return ConfigurationInput(**values)
 
 
 # --- the state machine: pure functions ------------------------------------------------------
@@ -152,17 +237,10 @@ class Configuration:
 
 def _input_fields(data: ConfigurationInput) -> dict[str, Any]:
     """The fields an admin types, normalised as stored."""
-    return {
-        "organization": data.organization,
-        "fhir_base_url": normalise_base_url(data.fhir_base_url),
-        "environment": data.environment,
-        "approver_upn": data.approver_upn.lower(),
-        "geography": data.geography,
-        "vendor": data.vendor,
-        "provider_client_id": data.provider_client_id,
-        "patient_client_id": data.patient_client_id,
-        "writeback_mode": data.writeback_mode,
-    }
+    values = input_values(data)
+    values["fhir_base_url"] = normalise_base_url(data.fhir_base_url)
+    values["approver_upn"] = data.approver_upn.lower()
+    return values
 
 
 def new_configuration(tenant_id: str, data: ConfigurationInput, *, by: str, now: datetime) -> Configuration:
@@ -179,57 +257,106 @@ def new_configuration(tenant_id: str, data: ConfigurationInput, *, by: str, now:
 
 
 def edited(config: Configuration, data: ConfigurationInput, *, by: str, now: datetime) -> Configuration:
-    """Any edit sends the configuration back to pending and forgets the EHR sign-in and approval.
+    """Apply an admin's edit.
 
-    Naming another approver also forgets whom the old name was bound to.
+    A configuration never approved is changed in place (still pending). An approved one keeps its
+    approved version live and carries the edit beside it until the approver approves it; an edit that
+    restores every approved value leaves nothing awaiting approval. Either way the EHR sign-in is kept
+    only if no ``PROOF_FIELDS`` changed, and naming another approver forgets whom the old name was bound to.
     """
-    fields = _input_fields(data)
-    same_approver = fields["approver_upn"] == config.approver_upn.lower()
-    return replace(
-        config,
-        **fields,
-        approver_oid=config.approver_oid if same_approver else None,
-        status=Status.PENDING,
-        updated_by=by,
-        updated_at=now,
-        ehr_signin=None,
-        approved_by=None,
-        approved_at=None,
+    values = _input_fields(data)
+    if not config.is_approved:
+        return replace(
+            config,
+            **values,
+            approver_oid=_kept_approver_oid(values, config),
+            updated_by=by,
+            updated_at=now,
+            ehr_signin=_kept_signin(values, config),
+        )
+    if values == _input_fields(config.input()):
+        return replace(config, edit=None)
+    base = config.proposed  # the edit so far (or the approved version): its sign-in and binding may still hold
+    edit = PendingEdit(
+        data=ConfigurationInput(**values),
+        by=by,
+        at=now,
+        approver_oid=_kept_approver_oid(values, base, config),
+        ehr_signin=_kept_signin(values, base, config),
     )
+    return replace(config, edit=edit)
+
+
+def _kept_signin(values: Mapping[str, Any], *versions: Configuration) -> EhrSignIn | None:
+    """The first version's EHR sign-in that still proves ``values`` (no ``PROOF_FIELDS`` changed), if any."""
+    for version in versions:
+        signin = version.ehr_signin
+        unchanged = all(values[name] == getattr(version, name) for name in PROOF_FIELDS)
+        if signin is not None and unchanged and signin.fhir_base_url == values["fhir_base_url"]:
+            return signin
+    return None
+
+
+def _kept_approver_oid(values: Mapping[str, Any], *versions: Configuration) -> str | None:
+    """The object id the approver's name is bound to in a version naming the same approver, if any."""
+    for version in versions:
+        if version.approver_upn.lower() == values["approver_upn"] and version.approver_oid is not None:
+            return version.approver_oid
+    return None
+
+
+def edit_discarded(config: Configuration) -> Configuration:
+    """Reject or withdraw the pending edit: the approved version stays exactly as it was."""
+    if config.edit is None:
+        raise Conflict(N_("No edit of this configuration awaits approval."), code="no_pending_edit")
+    return replace(config, edit=None)
 
 
 def bound_approver(config: Configuration, *, upn: str, oid: str) -> Configuration:
     """Bind the approver's name to the object id of the user holding it now (their first sign-in).
 
     A configuration already bound stays as it is: a later holder of the name is not its approver.
+    The pending edit's approver (when it names one) is bound the same way.
     """
-    if not config.names_approver(upn) or config.approver_oid is not None:
-        return config
-    return replace(config, approver_oid=oid.lower())
+    if config.names_approver(upn) and config.approver_oid is None:
+        config = replace(config, approver_oid=oid.lower())
+    edit = config.edit
+    if edit is not None and edit.data.approver_upn == upn.lower() and edit.approver_oid is None:
+        config = replace(config, edit=replace(edit, approver_oid=oid.lower()))
+    return config
 
 
 def with_ehr_signin(config: Configuration, *, upn: str, oid: str, now: datetime) -> Configuration:
-    """Record that the named approver proved the FHIR URL by signing in to the EHR (binding them if not yet)."""
-    if not config.is_approver(upn, oid):
+    """Record that the named approver proved the FHIR URL awaiting approval by signing in to the EHR."""
+    target = config.proposed
+    if not target.is_approver(upn, oid):
         raise Forbidden(N_("Only the approver named on this configuration can sign in to the EHR for it."))
-    if config.is_approved:
+    if not config.awaits_approval:
         raise Conflict(N_("This configuration is already approved."), code="already_approved")
-    signin = EhrSignIn(by_upn=upn.lower(), by_oid=oid.lower(), at=now, fhir_base_url=config.fhir_base_url)
-    return replace(bound_approver(config, upn=upn, oid=oid), ehr_signin=signin)
+    signin = EhrSignIn(by_upn=upn.lower(), by_oid=oid.lower(), at=now, fhir_base_url=target.fhir_base_url)
+    bound = bound_approver(config, upn=upn, oid=oid)
+    if bound.edit is not None:
+        return replace(bound, edit=replace(bound.edit, ehr_signin=signin))
+    return replace(bound, ehr_signin=signin)
 
 
 def approved(config: Configuration, *, upn: str, oid: str, now: datetime) -> Configuration:
-    """Approve: only the named approver, only after their own EHR sign-in for this very FHIR URL."""
-    if not config.is_approver(upn, oid):
+    """Approve what awaits approval (a new configuration, or an edit, which then replaces the approved version).
+
+    Only the named approver, and only with their own EHR sign-in for this very FHIR URL (for an edit that
+    changes nothing the sign-in proves, the approved version's sign-in still counts).
+    """
+    target = config.proposed
+    if not target.is_approver(upn, oid):
         raise Forbidden(N_("Only the approver named on this configuration can approve it."))
-    if config.is_approved:
+    if not config.awaits_approval:
         raise Conflict(N_("This configuration is already approved."), code="already_approved")
-    signin = config.ehr_signin
-    if signin is None or signin.fhir_base_url != config.fhir_base_url:
+    signin = target.ehr_signin
+    if signin is None or signin.fhir_base_url != target.fhir_base_url:
         raise Conflict(N_("Sign in to the EHR for this FHIR URL before approving it."), code="ehr_signin_required")
     if signin.by_oid != oid.lower():
         raise Conflict(N_("Sign in to the EHR yourself before approving."), code="ehr_signin_required")
-    return replace(config, status=Status.APPROVED, approved_by=upn.lower(), approved_at=now)
+    return replace(target, status=Status.APPROVED, approved_by=upn.lower(), approved_at=now)
 
 
 _GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # lower case

@@ -2,11 +2,16 @@
 
 Tables (app account):
 
-* ``Configurations`` — PartitionKey = Entra tenant id, RowKey = configuration id.
+* ``Configurations`` — PartitionKey = Entra tenant id, RowKey = configuration id. Its columns are the
+  live version (what launches and writeback read); an edit awaiting approval is kept beside it, as
+  JSON in ``PendingEdit``, and replaces those columns only when approved.
 * ``ConfigurationIndex`` — PartitionKey = SHA-256 of the normalised FHIR URL. Two rows per
   configuration, written and deleted together in one transaction: RowKey = configuration id
   (the launch's lookup: launch URL id + ``iss`` → tenant), and RowKey = ``tenant-{tid}`` (the
   guard that makes "one FHIR URL once per tenant" hold even under concurrent submissions).
+  While an edit awaits approval, the configuration holds two URLs (the approved one and the
+  edited one), each with its rows; launches still only accept the approved URL (``find_for_launch``
+  compares it with ``iss``), so an edited URL is allowed from the moment it is approved, not before.
 * ``ConfigurationShares`` — PartitionKey = a tenant the configuration is shared with, RowKey =
   configuration id: how that tenant's admins find it. The configuration's own ``SharedWith``
   list is the truth; an index row it does not confirm (a share withdrawn or a write that
@@ -15,6 +20,7 @@ Tables (app account):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from contextlib import suppress
@@ -35,9 +41,12 @@ from shared.configurations.model import (
     Configuration,
     EhrSignIn,
     Environment,
+    PendingEdit,
     Status,
     Vendor,
     WritebackMode,
+    input_from_plain,
+    input_to_plain,
     is_configuration_id,
     url_key,
 )
@@ -54,7 +63,7 @@ TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
 SHARES_TABLE = "ConfigurationShares"
 RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
-NO_SUCH_CONFIGURATION = "There is no such configuration."
+NO_SUCH_CONFIGURATION = N_("There is no such configuration.")
 
 _UNTIL_DELETED = "until an admin deletes the configuration"
 _DELETE = "ConfigurationRepository.delete (portal: Delete)"
@@ -89,6 +98,13 @@ INVENTORY = (
             Field("ApprovedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
             Field("EhrSigninFhirUrl", Classification.TENANT, Protection.CLEAR, "the FHIR URL the approver proved"),
             Field("SharedWith", Classification.TENANT, Protection.CLEAR, "tenant ids"),
+            Field(
+                "PendingEdit",
+                Classification.PERSONAL,
+                Protection.CLEAR,
+                "an edit awaiting approval, as JSON: the edited fields above (approver UPN included), who edited "
+                "it and when, the approver's object id and EHR sign-in for it; emptied when approved or rejected",
+            ),
             *operational("CreatedAt", "UpdatedAt", "EhrSigninAt", "ApprovedAt"),
         ),
         _UNTIL_DELETED,
@@ -106,7 +122,7 @@ INVENTORY = (
             Field("ConfigurationId", Classification.TENANT, Protection.CLEAR),
         ),
         _UNTIL_DELETED,
-        "ConfigurationRepository.delete and edits of the FHIR URL",
+        "ConfigurationRepository.delete, edits of the FHIR URL once approved, rejected or withdrawn",
     ),
     Store(
         SHARES_TABLE,
@@ -147,9 +163,9 @@ class ConfigurationRepository:
         return self._listed("PartitionKey eq @pk", {"pk": tenant_id.lower()})
 
     def list_for_approver(self, tenant_id: str, upn: str) -> list[Configuration]:
-        return self._listed(
-            "PartitionKey eq @pk and ApproverUpn eq @upn", {"pk": tenant_id.lower(), "upn": upn.lower()}
-        )
+        """Configurations naming ``upn`` as approver, of the approved version or of the edit awaiting approval."""
+        found = self.list_for_tenant(tenant_id)  # one partition: the approver named in an edit is inside JSON
+        return [c for c in found if c.names_approver(upn) or c.proposed.names_approver(upn)]
 
     def get_shared(self, tenant_id: str, configuration_id: str) -> Configuration:
         """A configuration another tenant shares with ``tenant_id``, or ``NotFound``."""
@@ -188,7 +204,11 @@ class ConfigurationRepository:
         return _in_portal_order(found)
 
     def find_for_launch(self, configuration_id: str, iss: str) -> Configuration | None:
-        """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides)."""
+        """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides).
+
+        The configuration's live version: while an edit awaits approval, that is the approved version, so
+        only the approved FHIR URL matches ``iss`` (the edited one is reserved, not allowed).
+        """
         if not is_configuration_id(configuration_id):
             return None
         try:
@@ -235,9 +255,17 @@ class ConfigurationRepository:
         A new share's index row is written before the configuration and a withdrawn one's deleted
         after it, so a failure in between leaves only an index row that readers ignore.
         """
-        url_changed = previous.fhir_base_url != updated.fhir_base_url
-        if url_changed:
-            self._reserve(updated.fhir_base_url, updated.tenant_id, updated.id)
+        gained = held_urls(updated) - held_urls(previous)
+        lost = held_urls(previous) - held_urls(updated)
+        reserved: list[str] = []
+        try:
+            for url in sorted(gained):
+                self._reserve(url, updated.tenant_id, updated.id)
+                reserved.append(url)
+        except Exception:
+            for url in reserved:
+                self._release(url, updated.tenant_id, updated.id)
+            raise
         for tenant in set(updated.shared_with) - set(previous.shared_with):
             with storage_errors(self._account.name):
                 self._shares().upsert_entity(
@@ -252,8 +280,8 @@ class ConfigurationRepository:
                     match_condition=MatchConditions.IfNotModified,
                 )
         except Exception as exc:
-            if url_changed:  # whatever failed, the new URL must not stay reserved for an edit that never landed
-                self._release(updated.fhir_base_url, updated.tenant_id, updated.id)
+            for url in reserved:  # whatever failed, a new URL must not stay reserved for an edit that never landed
+                self._release(url, updated.tenant_id, updated.id)
             stale = isinstance(exc, ResourceModifiedError | ResourceNotFoundError) or (
                 isinstance(exc, HttpResponseError) and exc.status_code in (409, 412)
             )
@@ -266,8 +294,8 @@ class ConfigurationRepository:
                     code="edit_conflict",
                 ) from None
             raise
-        if url_changed:
-            self._release(previous.fhir_base_url, previous.tenant_id, previous.id)
+        for url in lost:
+            self._release(url, previous.tenant_id, previous.id)
         self._forget_shares(updated.tenant_id, updated.id, set(previous.shared_with) - set(updated.shared_with))
         return replace(updated, etag=metadata.get("etag"))
 
@@ -293,7 +321,8 @@ class ConfigurationRepository:
                     ),
                     code="edit_conflict",
                 ) from None
-        self._release(config.fhir_base_url, config.tenant_id, config.id)
+        for url in held_urls(config):
+            self._release(url, config.tenant_id, config.id)
         self._forget_shares(config.tenant_id, config.id, set(config.shared_with))
 
     def _forget_shares(self, owner_tenant_id: str, configuration_id: str, tenants: set[str]) -> None:
@@ -357,10 +386,13 @@ class ConfigurationRepository:
         if isinstance(written, datetime) and utcnow() - written < RESERVATION_GRACE:
             return False
         try:
-            self._table().get_entity(tenant_id, owner)
-            return False  # the owner exists: a real duplicate
+            holder = _from_entity(self._table().get_entity(tenant_id, owner))
         except ResourceNotFoundError:
             pass
+        else:
+            if partition in {url_key(url) for url in held_urls(holder)}:
+                return False  # the owner holds this URL: a real duplicate
+            # else: left behind by an edit rejected, withdrawn or moved on whose release failed
         try:
             self._index().delete_entity(
                 partition,
@@ -385,6 +417,58 @@ class ConfigurationRepository:
             if guard is not None and guard.get("ConfigurationId") == configuration_id:
                 self._index().delete_entity(partition, f"tenant-{tenant_id}")
             self._index().delete_entity(partition, configuration_id)
+
+
+def held_urls(config: Configuration) -> set[str]:
+    """The FHIR URLs a configuration keeps reserved: its live one and, while an edit awaits approval, the edit's."""
+    urls = {config.fhir_base_url}
+    if config.edit is not None:
+        urls.add(config.edit.data.fhir_base_url)
+    return urls
+
+
+def _signin_to_json(signin: EhrSignIn | None) -> dict[str, str] | None:
+    if signin is None:
+        return None
+    return {"by": signin.by_upn, "oid": signin.by_oid, "at": signin.at.isoformat(), "fhirBaseUrl": signin.fhir_base_url}
+
+
+def _signin_from_json(value: Any) -> EhrSignIn | None:
+    if value is None:
+        return None
+    return EhrSignIn(
+        by_upn=str(value["by"]),
+        by_oid=str(value["oid"]),
+        at=datetime.fromisoformat(str(value["at"])),
+        fhir_base_url=str(value["fhirBaseUrl"]),
+    )
+
+
+def _edit_to_json(edit: PendingEdit | None) -> str:
+    if edit is None:
+        return ""
+    document = {
+        "fields": input_to_plain(edit.data),
+        "by": edit.by,
+        "at": edit.at.isoformat(),
+        "approverOid": edit.approver_oid,
+        "ehrSignin": _signin_to_json(edit.ehr_signin),
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+def _edit_from_json(text: str) -> PendingEdit | None:
+    if not text:
+        return None
+    document = json.loads(text)
+    oid = document.get("approverOid")
+    return PendingEdit(
+        data=input_from_plain(document["fields"]),
+        by=str(document["by"]),
+        at=datetime.fromisoformat(str(document["at"])),
+        approver_oid=str(oid) if oid else None,
+        ehr_signin=_signin_from_json(document.get("ehrSignin")),
+    )
 
 
 def _to_entity(config: Configuration) -> dict[str, Any]:
@@ -414,6 +498,7 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
         "ApprovedBy": config.approved_by or "",
         "ApprovedAt": config.approved_at,
         "SharedWith": ",".join(config.shared_with),
+        "PendingEdit": _edit_to_json(config.edit),
     }
 
 
@@ -455,7 +540,8 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             approved_by=entity.get("ApprovedBy") or None,
             approved_at=entity.get("ApprovedAt") if entity.get("ApprovedBy") else None,
             shared_with=tuple(t for t in str(entity.get("SharedWith") or "").split(",") if t),
+            edit=_edit_from_json(str(entity.get("PendingEdit") or "")),
             etag=metadata.get("etag"),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise StoredDataError(N_("A stored configuration could not be read.")) from exc

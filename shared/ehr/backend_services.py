@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from shared.configurations.model import Vendor
 from shared.ehr.smart import SYSTEM, TokenResponse
 from shared.http.outbound import HttpResult
 from shared.http.upstream import error_for_status
@@ -26,7 +27,9 @@ DEFAULT_LIFETIME = 300  # SMART recommends (and Epic uses) 5 minutes when expire
 
 
 class BackendTokenSource(Protocol):
-    def backend_services_token(self, fhir_base_url: str, *, client_id: str, scope: str) -> TokenResponse: ...
+    def backend_services_token(
+        self, fhir_base_url: str, *, client_id: str, scope: str, vendor: Vendor | None = None
+    ) -> TokenResponse: ...
 
 
 class BackendServices:
@@ -37,13 +40,13 @@ class BackendServices:
         self._lock = threading.Lock()
         self.requests = 0  # token requests made (tests, benchmark)
 
-    def access_token(self, fhir_base_url: str, client_id: str, scope: str) -> str:
+    def access_token(self, fhir_base_url: str, client_id: str, scope: str, *, vendor: Vendor | None = None) -> str:
         key = (fhir_base_url.rstrip("/"), client_id, scope)
         with self._lock:
             cached = self._tokens.get(key)
         if cached is not None and cached[1] - EXPIRY_MARGIN > self._clock():
             return cached[0]
-        response = self._source.backend_services_token(fhir_base_url, client_id=client_id, scope=scope)
+        response = self._source.backend_services_token(fhir_base_url, client_id=client_id, scope=scope, vendor=vendor)
         self.requests += 1
         try:
             lifetime = float(response.fields.get("expires_in", DEFAULT_LIFETIME))
@@ -64,6 +67,8 @@ class BackendServices:
         client_id: str,
         scope: str,
         request: Callable[[str], HttpResult],
+        *,
+        vendor: Vendor | None = None,
     ) -> HttpResult:
         """One attempt of ``request(access_token)`` with the token for ``scope``; any failure raises.
 
@@ -73,7 +78,7 @@ class BackendServices:
         is a permanent ``UpstreamRejected``: nothing, least of all the token, was sent there.
         """
         try:
-            token = self.access_token(fhir_base_url, client_id, scope)
+            token = self.access_token(fhir_base_url, client_id, scope, vendor=vendor)
             response = request(token)
         except UnsafeUrl as exc:
             raise UpstreamRejected(

@@ -81,5 +81,5 @@ class EpicConnectionStatus:
                 },
             )
 
-        self._backend.send(target.fhir_base_url, target.client_id, SCOPE, request)
+        self._backend.send(target.fhir_base_url, target.client_id, SCOPE, request, vendor=target.ehr_vendor)
         return Written.WRITTEN

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.ehr.audit_event import build_audit_event, if_none_exist
 from shared.ehr.backend_services import BackendServices
+from shared.ehr.vendors import profile_for
 from shared.http.outbound import HttpResult, SafeHttp
 from shared.visits.events import VisitEvent
 from shared.writeback.model import WritebackTarget, Written
@@ -29,12 +30,12 @@ class FhirAuditEvents:
                     "Authorization": f"Bearer {token}",
                     "Accept": FHIR_JSON,
                     "If-None-Exist": if_none_exist(event),
-                    "Epic-Client-ID": target.client_id,
                     "Prefer": "return=minimal",
+                    **profile_for(target.ehr_vendor).client_headers(target.client_id),
                 },
             )
 
-        self._backend.send(target.fhir_base_url, target.client_id, SCOPE, request)
+        self._backend.send(target.fhir_base_url, target.client_id, SCOPE, request, vendor=target.ehr_vendor)
         return Written.WRITTEN  # 201 created, or 200: an earlier delivery already created it
 
 

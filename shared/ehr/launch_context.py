@@ -24,6 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.ehr.launch_params import context_value
+from shared.ehr.vendors import EPIC_PROVIDER_SCOPES
+from shared.ehr.vendors import PATIENT_SCOPES as VENDOR_PATIENT_SCOPES
 from shared.kernel.errors import BadRequest, ErrorPage, Forbidden
 from shared.kernel.i18n import N_
 from shared.visits.model import VisitContext, appointment_key
@@ -32,14 +34,18 @@ USER_TYPES_FOR_PROVIDERS = frozenset({"Practitioner", "PractitionerRole"})
 PRIMARY_PERFORMER = "PPRF"
 _MAX_ID = 256
 
-# Scopes of the launches. A provider reads the launch's Encounter and Appointment (the CSN that
-# confirms the launch URL, the primary performer who organizes the meeting), the Location (the
-# department that confirms departmentId) and Practitioners (the clinician's name); a patient's
-# patient/*.read reaches the same resources in their own compartment.
-PROVIDER_SCOPES = (
-    "launch openid fhirUser user/Encounter.read user/Appointment.read user/Location.read user/Practitioner.read"
-)
-PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+# Scopes of Epic's launches (each vendor's are in ``shared.ehr.vendors``). A provider reads the launch's
+# Encounter and Appointment (the CSN that confirms the launch URL, the primary performer who organizes the
+# meeting), the Location (the department that confirms departmentId) and Practitioners (the clinician's
+# name); a patient's patient/*.read reaches the same resources in their own compartment.
+PROVIDER_SCOPES = EPIC_PROVIDER_SCOPES
+PATIENT_SCOPES = VENDOR_PATIENT_SCOPES
+
+# An EHR whose id_token names the user by ``sub`` alone, where ``sub`` is not documented as a FHIR id
+# (OpenID: "locally unique within the issuer"; Oracle: a username or an opaque id): the user key is this
+# pseudo-type and the subject. Stable for as long as the EHR keeps the subject; the issuer is implied by the
+# configuration (one FHIR URL, one authorization server), so (configuration, key) is globally unique.
+SUBJECT_USER_TYPE = "OpenIdSubject"
 
 # Token response fields that carry the CSN when the integration is configured to return it
 # (Epic: "additional fields ... based on the integration configuration"); ``csn`` is the one the
@@ -219,10 +225,12 @@ def text_field(fields: Mapping[str, Any], key: str) -> str | None:
     return text if text and len(text) <= _MAX_ID else None
 
 
-def asserted_context(fields: Mapping[str, Any], claims: Mapping[str, Any], *, provider_launch: bool) -> AssertedContext:
+def asserted_context(
+    fields: Mapping[str, Any], claims: Mapping[str, Any], *, provider_launch: bool, sub_is_fhir_id: bool = True
+) -> AssertedContext:
     """The token response (read leniently: string booleans, ``__epic.*`` keys, extras) and the id_token."""
     return AssertedContext(
-        user=user_reference(claims, provider_launch=provider_launch),
+        user=user_reference(claims, provider_launch=provider_launch, sub_is_fhir_id=sub_is_fhir_id),
         csn=next((v for v in (text_field(fields, k) for k in TOKEN_CSN_FIELDS) if v), None),
         appointment=_bare_id(text_field(fields, "appointment"), "Appointment")
         or _from_fhir_context(fields, "Appointment"),
@@ -324,8 +332,14 @@ def confirmed_context(
     )
 
 
-def user_reference(claims: Mapping[str, Any], *, provider_launch: bool) -> str:
-    """``Type/id`` of the EHR user, from ``fhirUser`` (absolute or relative URL) or ``sub``."""
+def user_reference(claims: Mapping[str, Any], *, provider_launch: bool, sub_is_fhir_id: bool = True) -> str:
+    """``Type/id`` of the EHR user, from ``fhirUser`` (absolute or relative URL) or ``sub``.
+
+    Without ``fhirUser``, ``sub`` is a FHIR id only where the vendor documents it (Epic: the user's Practitioner
+    or Patient id); elsewhere the key is ``OpenIdSubject/<sub>``: it names no FHIR resource (nothing is read
+    with it) and is not refused as a non-provider, as the EHR's provider client registration decides who may
+    launch the provider app.
+    """
     reference: str | None = None
     fhir_user = claims.get("fhirUser")
     if isinstance(fhir_user, str) and fhir_user:
@@ -336,10 +350,14 @@ def user_reference(claims: Mapping[str, Any], *, provider_launch: bool) -> str:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise BadRequest(N_("The EHR did not say who launched the visit."), code="launch_without_user")
-        reference = f"{'Practitioner' if provider_launch else 'Patient'}/{sub}"
+        if sub_is_fhir_id:
+            reference = f"{'Practitioner' if provider_launch else 'Patient'}/{sub}"
+        else:
+            reference = f"{SUBJECT_USER_TYPE}/{sub}"
     if len(reference) > _MAX_ID:
         raise BadRequest(N_("The EHR user id is too long."), code="launch_without_user")
-    if provider_launch and reference.split("/", 1)[0] not in USER_TYPES_FOR_PROVIDERS:
+    kind = reference.split("/", 1)[0]
+    if provider_launch and kind not in USER_TYPES_FOR_PROVIDERS and kind != SUBJECT_USER_TYPE:
         raise Forbidden(
             N_(
                 "This launch is for clinicians, but the EHR signed in a patient or proxy. Patients launch from MyChart."

@@ -1,6 +1,8 @@
 """SMART App Launch 2 client: the explicit steps of a launch, reusable by the portal and the launch.
 
-    discover(fhir_base_url)            .well-known/smart-configuration, fallback {base}/metadata
+    discover(fhir_base_url, vendor=)   .well-known/smart-configuration, fallback {base}/metadata; the
+                                       vendor profile (``shared.ehr.vendors``) decides extra headers
+    fhir_version(fhir_base_url)        the CapabilityStatement's fhirVersion (the portal accepts R4 only)
     Pkce.new(), authorize_url(...)     PKCE S256, state, aud = FHIR base, optional launch + nonce
     authorization_request(...)         the EHR launch's request: GET, or a POST form when the EHR
                                        advertises ``authorize-post`` and the URL would be long
@@ -21,10 +23,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from shared.configurations.model import Vendor
+from shared.ehr.vendors import CLIENT_AUTH_METHOD, profile_for
 from shared.http.outbound import HttpResult, SafeHttp, check_url_syntax, normalise_base_url, outbound_policy
 from shared.http.upstream import retry_after_seconds, sanitise_oauth_error
 from shared.jose.id_tokens import unverified_claims, validate_id_token
@@ -71,6 +75,9 @@ class SmartConfiguration:
     token_endpoint_auth_methods: tuple[str, ...] = ()
     capabilities: tuple[str, ...] = ()
     source: str = "smart-configuration"
+    # Headers naming our client on this EHR's APIs (``Epic-Client-ID`` for Epic only), decided by the
+    # configuration's vendor profile when it was discovered; sent again on reads with this configuration.
+    client_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,25 +131,30 @@ class SmartClient:
         self._keys = keys
         self._ttl = discovery_ttl_seconds
         self._clock = clock
-        self._discovery: dict[tuple[str, str | None], tuple[float, SmartConfiguration]] = {}
+        self._discovery: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, SmartConfiguration]] = {}
         self._lock = threading.Lock()
         self._jwks = JwksCache(self._fetch_json_document)
 
     # --- step 1: discover ------------------------------------------------------------
 
-    def discover(self, fhir_base_url: str, *, client_id: str | None = None) -> SmartConfiguration:
-        """SMART configuration of a FHIR base URL.
+    def discover(
+        self, fhir_base_url: str, *, client_id: str | None = None, vendor: Vendor | None = None
+    ) -> SmartConfiguration:
+        """SMART configuration of a FHIR base URL, for ``client_id`` of a configuration of ``vendor``.
 
-        Raises ``UnsafeUrl``, ``DiscoveryError`` or ``UpstreamUnavailable``.
+        The vendor decides only which headers name the client (``shared.ehr.vendors``); without one
+        (or for any vendor but Epic) no vendor header is sent. Raises ``UnsafeUrl``, ``DiscoveryError``
+        or ``UpstreamUnavailable``.
         """
         base = check_url_syntax(fhir_base_url, self.http.policy, base_url=True).url
-        cache_key = (base, client_id)
+        headers = profile_for(vendor).client_headers(client_id) if vendor is not None else {}
+        cache_key = (base, tuple(sorted(headers.items())))
         with self._lock:
             cached = self._discovery.get(cache_key)
             if cached is not None and self._clock() - cached[0] < self._ttl:
                 return cached[1]
-        headers = {"Epic-Client-ID": client_id} if client_id else {}
-        config = self._from_well_known(base, headers) or self._from_metadata(base, headers)
+        found = self._from_well_known(base, headers) or self._from_metadata(base, headers)
+        config = replace(found, client_headers=cache_key[1])
         with self._lock:
             self._discovery[cache_key] = (self._clock(), config)
         return config
@@ -168,6 +180,18 @@ class SmartClient:
         methods = _strings(document.get("code_challenge_methods_supported"))
         if "S256" not in methods:
             raise DiscoveryError(N_("its SMART configuration does not offer PKCE with S256"))
+        auth_methods = _strings(document.get("token_endpoint_auth_methods_supported"))
+        if "token_endpoint_auth_methods_supported" in document and CLIENT_AUTH_METHOD not in auth_methods:
+            # The connector authenticates only with a signed assertion (no client secret to leak):
+            # an EHR that does not accept one would refuse every code we redeem.
+            raise DiscoveryError(
+                N_(
+                    "its token endpoint does not accept %(method)s client authentication, the only one the "
+                    "connector uses (token_endpoint_auth_methods_supported: %(offered)s)",
+                    method=CLIENT_AUTH_METHOD,
+                    offered=", ".join(auth_methods) or N_("none"),
+                )
+            )
         return self._configuration(
             base,
             authorize,
@@ -175,10 +199,33 @@ class SmartClient:
             issuer=document.get("issuer"),
             jwks_uri=document.get("jwks_uri"),
             methods=methods,
-            auth_methods=_strings(document.get("token_endpoint_auth_methods_supported")),
+            auth_methods=auth_methods,
             capabilities=_strings(document.get("capabilities")),
             source="smart-configuration",
         )
+
+    def fhir_version(self, fhir_base_url: str, *, headers: Mapping[str, str] | None = None) -> str:
+        """``CapabilityStatement.fhirVersion`` of ``{base}/metadata`` (e.g. ``4.0.1``), read once, not cached.
+
+        Raises ``DiscoveryError`` when the server publishes no CapabilityStatement with a version,
+        ``UpstreamUnavailable`` / ``UpstreamThrottled`` when it cannot answer now.
+        """
+        base = check_url_syntax(fhir_base_url, self.http.policy, base_url=True).url
+        result = self.http.get(f"{base}/metadata", headers={**(headers or {}), "Accept": "application/fhir+json"})
+        _raise_if_transient(result, N_("The EHR's metadata"))
+        document = result.json()
+        if (
+            result.status != 200
+            or not isinstance(document, dict)
+            or document.get("resourceType") != "CapabilityStatement"
+        ):
+            raise DiscoveryError(
+                N_("its metadata (CapabilityStatement) could not be read, so its FHIR version is unknown")
+            )
+        version = document.get("fhirVersion")
+        if not isinstance(version, str) or not version.strip():
+            raise DiscoveryError(N_("its CapabilityStatement names no fhirVersion"))
+        return version.strip()[:20]
 
     def _from_metadata(self, base: str, headers: Mapping[str, str]) -> SmartConfiguration:
         # SMART 1 servers publish the OAuth URIs on the CapabilityStatement only; PKCE is still
@@ -303,7 +350,9 @@ class SmartClient:
             raise UpstreamUnavailable(N_("The EHR's token endpoint is unavailable right now."), system=SYSTEM)
         return _token_response(result.status, body)
 
-    def backend_services_token(self, fhir_base_url: str, *, client_id: str, scope: str) -> TokenResponse:
+    def backend_services_token(
+        self, fhir_base_url: str, *, client_id: str, scope: str, vendor: Vendor | None = None
+    ) -> TokenResponse:
         """SMART Backend Services: ``client_credentials`` with a ``private_key_jwt`` assertion, no user present.
 
         Retryable failures (5xx, 408, 429 with Retry-After, timeouts) raise ``UpstreamUnavailable`` /
@@ -311,14 +360,14 @@ class SmartClient:
         """
         if self._keys is None:
             raise RuntimeError("SmartClient needs signing keys for Backend Services")
-        config = self.discover(fhir_base_url, client_id=client_id)
+        config = self.discover(fhir_base_url, client_id=client_id, vendor=vendor)
         form = {
             "grant_type": "client_credentials",
             "scope": scope,
             "client_assertion_type": CLIENT_ASSERTION_TYPE,
             "client_assertion": self._keys.client_assertion(client_id, config.token_endpoint),
         }
-        headers = {"Accept": "application/json", "Epic-Client-ID": client_id}
+        headers = {"Accept": "application/json", **dict(config.client_headers)}
         result = self.http.post_form(config.token_endpoint, form, headers=headers)
         _raise_if_transient(result, N_("The EHR's token endpoint"))
         return _token_response(result.status, result.json())
@@ -338,15 +387,17 @@ class SmartClient:
 
     # --- step 4: use the access token ------------------------------------------------------
 
-    def read(self, config: SmartConfiguration, reference: str, *, access_token: str, client_id: str) -> dict[str, Any]:
-        """``GET {FHIR base}/{Type}/{id}`` with the launch's token; 4xx → ``UpstreamRejected``, 5xx → unavailable."""
+    def read(self, config: SmartConfiguration, reference: str, *, access_token: str) -> dict[str, Any]:
+        """``GET {FHIR base}/{Type}/{id}`` with the launch's token; 4xx → ``UpstreamRejected``, 5xx → unavailable.
+
+        The headers that name our client are the ones ``config`` was discovered with (its vendor's)."""
         resource_type, _, resource_id = reference.partition("/")
         if not resource_type.isalpha() or not resource_id or not all(c.isalnum() or c in "-." for c in resource_id):
             raise UpstreamRejected(N_("The EHR named an invalid resource."), system=SYSTEM, code="invalid_reference")
         headers = {
             "Authorization": f"Bearer {access_token}",
             "Accept": "application/fhir+json",
-            "Epic-Client-ID": client_id,
+            **dict(config.client_headers),
         }
         result = self.http.get(f"{config.fhir_base_url}/{resource_type}/{resource_id}", headers=headers)
         if result.status >= 500 or result.status in (408, 429):

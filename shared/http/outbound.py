@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_BYTES = 1024 * 1024  # Epic R4 CapabilityStatements run to a few hundred KB
 MAX_URL_LENGTH = 2048
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ def check_url_syntax(raw: str, policy: OutboundPolicy, *, base_url: bool = False
         raise UnsafeUrl(N_("it is longer than %(max_url_length)s characters", max_url_length=MAX_URL_LENGTH))
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         raise UnsafeUrl(N_("it contains spaces or control characters"))
+    if not _SCHEME_RE.match(text):  # "ehr.example.org/fhir", "ehr.example.org:443/fhir" (read as a scheme)
+        raise UnsafeUrl(N_("the scheme is missing: start the address with https://"))
     try:
         parts = urlsplit(text)
         port = parts.port

@@ -53,9 +53,7 @@ class LaunchReads:
         """The resource, or None when the EHR refuses it (scope, not found); unavailable EHRs raise."""
         if reference not in self._read:
             try:
-                found: Any = self._ehr.read(
-                    self._smart, reference, access_token=self._access_token, client_id=self._client_id
-                )
+                found: Any = self._ehr.read(self._smart, reference, access_token=self._access_token)
             except UpstreamRejected as exc:
                 logger.info("Launch read of %s refused: %s", reference.split("/", 1)[0], exc.code)
                 found = None

@@ -35,13 +35,15 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from shared.configurations.model import Vendor
 from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.human_name import display_name
 from shared.ehr.launch_context import PATIENT_SCOPES as PATIENT_LAUNCH_SCOPES
 from shared.ehr.launch_context import PROVIDER_SCOPES as PROVIDER_LAUNCH_SCOPES
-from shared.ehr.launch_context import LaunchContext, asserted_context, primary_performer
+from shared.ehr.launch_context import SUBJECT_USER_TYPE, LaunchContext, asserted_context, primary_performer
 from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
 from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
+from shared.ehr.vendors import profile_for
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
     BadRequest,
@@ -67,7 +69,7 @@ from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
-from shared.visits.tokens import VisitGrant, VisitTokens
+from shared.visits.tokens import JOIN_LINK_LIFETIME, VisitGrant, VisitTokens
 
 logger = logging.getLogger(__name__)
 
@@ -294,13 +296,14 @@ class PendingLaunch:
     session_id: str | None = None
     department_id: str | None = None
     shared_with: tuple[str, ...] = ()  # other tenants whose clinicians may use the configuration
+    vendor: Vendor = Vendor.EPIC  # the configuration's EHR vendor (``shared.ehr.vendors``)
 
     @property
     def signin_tenants(self) -> frozenset[str]:
         return frozenset(t.lower() for t in (self.tenant_id, *self.shared_with))
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: (v.value if isinstance(v, LaunchKind | Geography) else v) for k, v in vars(self).items()}
+        data = {k: (v.value if isinstance(v, LaunchKind | Geography | Vendor) else v) for k, v in vars(self).items()}
         data["shared_with"] = list(self.shared_with) or None
         return {k: v for k, v in data.items() if v is not None}
 
@@ -318,6 +321,7 @@ class PendingLaunch:
             session_id=data.get("session_id"),
             department_id=data.get("department_id"),
             shared_with=tuple(str(t) for t in data.get("shared_with") or ()),
+            vendor=Vendor(data.get("vendor") or Vendor.EPIC),  # states written before vendors were kept: Epic
         )
 
 
@@ -376,7 +380,8 @@ class LaunchService:
         if not config.is_approved:
             raise ConfigurationPending()
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
-        smart = self._ehr.discover(config.fhir_base_url, client_id=client_id)
+        profile = profile_for(config.vendor)
+        smart = self._ehr.discover(config.fhir_base_url, client_id=client_id, vendor=profile.vendor)
         pkce = Pkce.new()
         pending = PendingLaunch(
             kind=kind,
@@ -390,13 +395,14 @@ class LaunchService:
             session_id=params.session_id,
             department_id=params.department_id,
             shared_with=config.shared_with,
+            vendor=profile.vendor,
         )
         state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
             smart,
             client_id=client_id,
             redirect_uri=self.redirect_uri,
-            scope=PROVIDER_SCOPES if kind is LaunchKind.PROVIDER else PATIENT_SCOPES,
+            scope=profile.provider_scopes if kind is LaunchKind.PROVIDER else profile.patient_scopes,
             state=state,
             pkce=pkce,
             launch=params.launch,
@@ -413,7 +419,7 @@ class LaunchService:
             raise EhrSignInRejected(response.error)
         if not response.code:
             raise EhrSignInRejected("invalid_response")
-        smart = self._ehr.discover(pending.fhir_base_url, client_id=pending.client_id)
+        smart = self._ehr.discover(pending.fhir_base_url, client_id=pending.client_id, vendor=pending.vendor)
         tokens = self._ehr.exchange_code(
             smart,
             client_id=pending.client_id,
@@ -436,7 +442,12 @@ class LaunchService:
                 system=EHR,
                 code="invalid_id_token",
             ) from None
-        asserted = asserted_context(tokens.fields, claims, provider_launch=pending.kind is LaunchKind.PROVIDER)
+        asserted = asserted_context(
+            tokens.fields,
+            claims,
+            provider_launch=pending.kind is LaunchKind.PROVIDER,
+            sub_is_fhir_id=profile_for(pending.vendor).sub_is_fhir_id,
+        )
         reads = LaunchReads(self._ehr, smart, access_token=tokens.access_token, client_id=pending.client_id)
         context = self._context_check.confirm(
             asserted,
@@ -523,7 +534,8 @@ class LaunchService:
             state=state,
             csrf=csrf,
             browser_binding=binding,
-            ehr_user_type=context.user.split("/", 1)[0],
+            # A user the EHR names by its OpenID subject alone has no FHIR type to show: "the EHR user".
+            ehr_user_type=context.user.split("/", 1)[0].replace(SUBJECT_USER_TYPE, "EHR"),
             ehr_user_name=name if isinstance(name, str) and name else None,
             account_upn=user.upn,
             account_name=user.name,
@@ -721,6 +733,26 @@ class LaunchService:
             presence_url=f"{self._base}/api/visits/{visit.key}/presence",
             presence=presence_summary(visit),
         )
+
+    def patient_join_link(self, grant: VisitGrant, *, now: float | None = None) -> str:
+        """The patient's email/SMS join link for the clinician's visit (README "Email and SMS join links").
+
+        Issued only to a clinician's page, whose own token the EHR vouched for at the provider launch: a
+        patient token for this one visit, signed with our key (``VisitTokens``), valid ``JOIN_LINK_LIFETIME``.
+        It opens the same lobby as a patient launch (or the waiting page), with no account and no EHR sign-in,
+        and can see nothing but whether the meeting exists.
+        """
+        if grant.role is Role.PATIENT:
+            raise Forbidden(N_("This page is for clinicians."), code="visit_role")
+        token = self._tokens.issue(
+            geography=grant.geography,
+            key=grant.key,
+            role=Role.PATIENT,
+            configuration_id=grant.configuration_id,
+            lifetime=JOIN_LINK_LIFETIME,
+            now=now,
+        )
+        return self.visit_url(grant.key, token)
 
     def presence(self, grant: VisitGrant) -> dict[str, Any]:
         if grant.role is Role.PATIENT:

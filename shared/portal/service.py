@@ -16,8 +16,8 @@ from typing import Any
 from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, ConfigurationInput, Environment, Vendor, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
-from shared.ehr.launch_context import PATIENT_SCOPES, PROVIDER_SCOPES
 from shared.ehr.smart import OAuthError, Pkce, SmartClient
+from shared.ehr.vendors import VendorProfile, profile_for
 from shared.http.outbound import check_url
 from shared.jose.keys import signing_keys_from
 from shared.kernel.clock import utcnow
@@ -46,15 +46,15 @@ EHR_STATE_KIND = "portal-ehr-signin"
 EHR_STATE_TTL = timedelta(minutes=10)
 EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
 EHR_SIGNIN_SCOPE = "openid fhirUser"
-# Epic's FDI context tokens: substituted by Epic, confirmed by the connector against the token response
-# and the launch's Encounter before use. Other vendors have no such tokens: their records carry none.
-PROVIDER_CONTEXT_TOKENS = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
-PATIENT_CONTEXT_TOKENS = "sessionId=%CSN%"
-# What the token response must carry for the connector to trust the launch's visit (README "Trusted launch
-# context"): Epic returns encounter, appointment, location and loginDepartment with the launch context, and
-# extra fields as the integration is configured.
-EPIC_LAUNCH_CONTEXT = "encounter, appointment (launch context); recommended extra field: csn = %CSN%"
-SMART_LAUNCH_CONTEXT = "encounter, or fhirContext with the Appointment"
+# Patients without a portal account (Oracle Health: "join from email or SMS notifications").
+JOIN_LINKS_NOTE = N_(
+    "Once the clinician has launched the visit, their visit page offers the patient's join link: a signed "
+    "connector URL for this one appointment, valid 12 hours, that leads to the same lobby without an account. "
+    "Paste it into the EHR's email or SMS notification."
+)
+# FHIR versions the connector speaks (the launch's reads and the AuditEvent it writes are R4).
+SUPPORTED_FHIR_VERSIONS = {"4.0": "R4"}
+FHIR_RELEASES = {"1.0": "DSTU2", "3.0": "STU3", "4.0": "R4", "4.3": "R4B", "5.0": "R5", "6.0": "R6"}
 MAX_ORGANIZATION = 120
 _UPN_RE = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -90,8 +90,13 @@ def can_edit(user: PortalIdentity, config: Configuration) -> bool:
 
 
 def can_view(user: PortalIdentity, config: Configuration) -> bool:
+    """Admins of the owning tenant, and the approver of the approved version or of the edit awaiting approval."""
     same_tenant = user.tenant_id == config.tenant_id
-    return same_tenant and (user.is_admin or config.is_approver(user.upn, user.object_id))
+    return same_tenant and (user.is_admin or is_an_approver(user, config))
+
+
+def is_an_approver(user: PortalIdentity, config: Configuration) -> bool:
+    return config.is_approver(user.upn, user.object_id) or config.proposed.is_approver(user.upn, user.object_id)
 
 
 def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
@@ -100,7 +105,8 @@ def can_view_shared(user: PortalIdentity, config: Configuration) -> bool:
 
 
 def can_approve(user: PortalIdentity, config: Configuration) -> bool:
-    return user.tenant_id == config.tenant_id and config.is_approver(user.upn, user.object_id)
+    """The approver named on what awaits approval (the edit's approver while an edit awaits)."""
+    return user.tenant_id == config.tenant_id and config.proposed.is_approver(user.upn, user.object_id)
 
 
 def require_admin(user: PortalIdentity) -> None:
@@ -134,6 +140,10 @@ def parse_fields(form: Mapping[str, str], geographies: tuple[Geography, ...]) ->
     _choice(values, errors, "geography", [g.value for g in geographies], N_("Choose a geography offered here."))
     _choice(values, errors, "vendor", [v.value for v in Vendor], N_("Choose the EHR vendor."))
     _choice(values, errors, "writeback_mode", [w.value for w in WritebackMode], N_("Choose a writeback mode."))
+    if "vendor" not in errors and "writeback_mode" not in errors:
+        refusal = profile_for(values["vendor"]).writeback_refusal(WritebackMode(values["writeback_mode"]))
+        if refusal is not None:
+            errors["writeback_mode"] = refusal
     for name in ("provider_client_id", "patient_client_id"):
         if not _CLIENT_ID_RE.match(values[name]):
             errors[name] = N_("Enter the client id the EHR issued (letters, digits, . _ : -, up to 128).")
@@ -173,6 +183,7 @@ class IntegrationRecord:
     scopes: str
     redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
     token_context: str = ""  # what the EHR's token response must carry
+    launch_point: str = ""  # where in the EHR users press the button (the vendor's own words)
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,8 @@ class IntegrationRecords:
     records: tuple[IntegrationRecord, ...] = field(default_factory=tuple)
     signing_algorithm: str = "RS384"
     shared_view: bool = False  # read by another tenant's admin: the owner's staff are not named
+    approval_proof: str = ""  # what the approver's EHR sign-in proved, for this vendor
+    join_links: str = JOIN_LINKS_NOTE
 
     def as_text(self) -> str:
         """The plain-text export (``records.txt``): every value on its own labelled line."""
@@ -203,6 +216,7 @@ class IntegrationRecords:
             lines += [
                 "",
                 f"[{record.title}]",
+                f"Where: {record.launch_point}",
                 f"Launch URL: {record.launch_url}",
                 *([f"Context tokens: {record.context_tokens}"] if record.context_tokens else []),
                 f"Client id: {record.client_id}",
@@ -217,6 +231,9 @@ class IntegrationRecords:
             f"JWKS URL: {self.jwks_url}",
             f"Backend scopes: {self.backend_scopes}",
         ]
+        if self.approval_proof:
+            lines += ["", "[Approval]", f"The approver proved: {self.approval_proof}"]
+        lines += ["", "[Email/SMS join links]", self.join_links]
         return "\n".join(lines) + "\n"
 
 
@@ -228,8 +245,7 @@ def integration_records(
         raise NotFound(N_("This configuration is not approved yet, so it has no integration records."))
     base = public_base_url.rstrip("/")
     launch_callback = (N_("launches"), f"{base}/api/launch/callback")
-    epic = config.vendor is Vendor.EPIC
-    token_context = EPIC_LAUNCH_CONTEXT if epic else SMART_LAUNCH_CONTEXT
+    profile = profile_for(config.vendor)
     backend = {
         WritebackMode.EPIC: "Epic SetExternalConnectionStatus web service (client mapped to an Epic user)",
         WritebackMode.FHIR_AUDIT_EVENT: "system/AuditEvent.write",
@@ -241,15 +257,17 @@ def integration_records(
         jwks_url=f"{base}/api/.well-known/jwks.json",
         backend_scopes=backend,
         signing_algorithm=signing_algorithm,
+        approval_proof=profile.approval_proof,
         records=(
             IntegrationRecord(
                 kind="provider",
                 title=N_("Provider launch"),
                 launch_url=f"{base}/api/launch/{config.id}/provider",
-                context_tokens=PROVIDER_CONTEXT_TOKENS if epic else "",
+                context_tokens=profile.provider_context_tokens,
                 client_id=config.provider_client_id,
-                scopes=PROVIDER_SCOPES,
-                token_context=token_context,
+                scopes=profile.provider_scopes,
+                token_context=profile.context_fields,
+                launch_point=profile.provider_launch_point,
                 # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
                 redirect_uris=(
                     launch_callback,
@@ -260,10 +278,11 @@ def integration_records(
                 kind="patient",
                 title=N_("Patient launch"),
                 launch_url=f"{base}/api/launch/{config.id}/patient",
-                context_tokens=PATIENT_CONTEXT_TOKENS if epic else "",
+                context_tokens=profile.patient_context_tokens,
                 client_id=config.patient_client_id,
-                scopes=PATIENT_SCOPES,
-                token_context=token_context,
+                scopes=profile.patient_scopes,
+                token_context=profile.context_fields,
+                launch_point=profile.patient_launch_point,
                 redirect_uris=(launch_callback,),
             ),
         ),
@@ -327,15 +346,27 @@ class PortalService:
 
     # validation
 
-    def validate_fhir_url(self, raw: str, *, client_id: str | None) -> str:
-        """Normalised FHIR URL that passed the URL rules and SMART discovery, or ``UnsafeUrl`` with a reason."""
+    def validate_fhir_url(self, raw: str, *, client_id: str | None, vendor: VendorProfile | None = None) -> str:
+        """Normalised FHIR URL that passed the URL rules, SMART discovery and the FHIR version check (R4), or
+        ``UnsafeUrl`` with a reason."""
         checked = check_url(raw, self.smart.http.policy, base_url=True)
+        profile = vendor or profile_for(Vendor.SMART)
         try:
-            self.smart.discover(checked.url, client_id=client_id)
+            smart = self.smart.discover(checked.url, client_id=client_id, vendor=profile.vendor)
+            version = self.smart.fhir_version(checked.url, headers=dict(smart.client_headers))
         except UnsafeUrl:
             raise
         except UpstreamError as exc:
             raise UnsafeUrl(_lower_first(exc.message)) from None
+        release = ".".join(version.split(".")[:2])
+        if release not in SUPPORTED_FHIR_VERSIONS:
+            named = FHIR_RELEASES.get(release)
+            served = f"FHIR {version}" + (f" ({named})" if named else "")
+            supported = ", ".join(f"{name} ({v}.x)" for v, name in SUPPORTED_FHIR_VERSIONS.items())
+            message = N_(
+                "it serves %(served)s; the connector supports %(supported)s only", served=served, supported=supported
+            )
+            raise UnsafeUrl(message)
         return checked.url
 
     def validated_input(self, form: Mapping[str, str]) -> ConfigurationInput:
@@ -343,7 +374,9 @@ class PortalService:
         if "fhir_base_url" not in errors:
             try:
                 values["fhir_base_url"] = self.validate_fhir_url(
-                    values["fhir_base_url"], client_id=values["provider_client_id"] or None
+                    values["fhir_base_url"],
+                    client_id=values["provider_client_id"] or None,
+                    vendor=profile_for(values["vendor"]) if "vendor" not in errors else None,
                 )
             except UnsafeUrl as exc:
                 errors["fhir_base_url"] = N_("FHIR URL isn't valid: %(reason)s", reason=exc.message)
@@ -373,7 +406,7 @@ class PortalService:
         if user.is_admin:
             return self.repository.list_for_tenant(user.tenant_id)
         named = self.repository.list_for_approver(user.tenant_id, user.upn)
-        return [config for config in named if config.is_approver(user.upn, user.object_id)]
+        return [config for config in named if is_an_approver(user, config)]
 
     def bind_approver(self, user: PortalIdentity) -> None:
         """At sign-in: bind each configuration naming the user, and bound to nobody yet, to their object id.
@@ -383,15 +416,14 @@ class PortalService:
         at the approver's EHR sign-in.
         """
         for config in self.repository.list_for_approver(user.tenant_id, user.upn):
-            if config.approver_oid is None:
+            bound = cfg.bound_approver(config, upn=user.upn, oid=user.object_id)
+            if bound != config:
                 try:
-                    self.repository.update(
-                        config, cfg.bound_approver(config, upn=user.upn, oid=user.object_id), etag=str(config.etag)
-                    )
+                    self.repository.update(config, bound, etag=str(config.etag))
                 except Conflict:
                     continue
                 _audit("bound to its approver's object id", config, user)
-            elif config.approver_oid != user.object_id.lower():
+            elif not is_an_approver(user, config):
                 logger.warning(
                     "Configuration %s names user %s's user name but is bound to another object id; not their approver",
                     config.id,
@@ -428,12 +460,31 @@ class PortalService:
         return config
 
     def update(self, user: PortalIdentity, configuration_id: str, data: ConfigurationInput, etag: str) -> Configuration:
+        """Save an edit: a pending configuration changes; an approved one stays live and the edit awaits approval."""
         require_admin(user)
         current = self.get_visible(user, configuration_id)
         updated = cfg.edited(current, data, by=user.upn, now=utcnow())
-        self.smart.forget(current.fhir_base_url)
+        self.smart.forget(current.proposed.fhir_base_url)
         saved = self.repository.update(current, updated, etag=etag)
-        _audit("edited (pending again)", saved, user)
+        if not saved.is_approved:
+            action = "edited (pending approval)"
+        elif saved.edit is not None:
+            action = "edited; the edit awaits approval, the approved version stays in use"
+        else:
+            action = "edited back to its approved version; nothing awaits approval"
+        _audit(action, saved, user)
+        return saved
+
+    def discard_edit(self, user: PortalIdentity, configuration_id: str, etag: str) -> Configuration:
+        """Reject (the approver) or withdraw (an admin of its tenant) the edit awaiting approval.
+
+        The approved version stays as it was, launches never noticed; the edited URL is released.
+        """
+        current = self.get_visible(user, configuration_id)
+        if not (can_edit(user, current) or can_approve(user, current)):
+            raise Forbidden(N_("Only the approver named on this edit or an administrator can reject or withdraw it."))
+        saved = self.repository.update(current, cfg.edit_discarded(current), etag=etag)
+        _audit("edit withdrawn" if can_edit(user, current) else "edit rejected", saved, user)
         return saved
 
     def delete(self, user: PortalIdentity, configuration_id: str, etag: str) -> Configuration:
@@ -489,13 +540,16 @@ class PortalService:
     def start_ehr_signin(self, session: PortalSession, configuration_id: str) -> str:
         """URL of the EHR's authorize endpoint for a standalone SMART launch that proves the FHIR URL."""
         user = session.user
-        config = self.get_visible(user, configuration_id)
-        if not can_approve(user, config):
+        stored = self.get_visible(user, configuration_id)
+        if not can_approve(user, stored):
             raise Forbidden(N_("Only the approver named on this configuration can sign in to the EHR for it."))
-        if config.is_approved:
+        if not stored.awaits_approval:
             raise BadRequest(N_("This configuration is already approved."))
+        config = stored.proposed  # the version awaiting approval: its URL and client are the ones to prove
         try:
-            smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
+            smart_config = self.smart.discover(
+                config.fhir_base_url, client_id=config.provider_client_id, vendor=config.vendor
+            )
         except (UnsafeUrl, UpstreamError) as exc:
             raise EhrSignInFailed(
                 config.id,
@@ -536,7 +590,8 @@ class PortalService:
         user = session.user
         if payload.get("session") != session.binding or payload.get("oid") != user.object_id:
             raise StateError(N_("This EHR sign-in was started in another browser session. Please start again."))
-        config = self.get_visible(user, str(payload["configurationId"]))
+        stored = self.get_visible(user, str(payload["configurationId"]))
+        config = stored.proposed
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
             raise StateError(N_("The configuration changed during the EHR sign-in. Please sign in to the EHR again."))
         if query.get("error"):
@@ -545,7 +600,9 @@ class PortalService:
         if not code:
             raise StateError(N_("The EHR's answer had no authorization code. Please start again."))
         try:
-            smart_config = self.smart.discover(config.fhir_base_url, client_id=config.provider_client_id)
+            smart_config = self.smart.discover(
+                config.fhir_base_url, client_id=config.provider_client_id, vendor=config.vendor
+            )
             tokens = self.smart.exchange_code(
                 smart_config,
                 client_id=config.provider_client_id,
@@ -578,8 +635,8 @@ class PortalService:
                     help=(N_("The EHR's token endpoint is reachable from the connector."),),
                 ),
             ) from None
-        proven = cfg.with_ehr_signin(config, upn=user.upn, oid=user.object_id, now=utcnow())
-        saved = self.repository.update(config, proven, etag=str(config.etag))
+        proven = cfg.with_ehr_signin(stored, upn=user.upn, oid=user.object_id, now=utcnow())
+        saved = self.repository.update(stored, proven, etag=str(stored.etag))
         _audit("proven by EHR sign-in", saved, user)
         return saved
 
@@ -589,7 +646,11 @@ class PortalService:
             raise Forbidden(N_("Only the approver named on this configuration can approve it."))
         result = cfg.approved(config, upn=user.upn, oid=user.object_id, now=utcnow())
         saved = self.repository.update(config, result, etag=str(config.etag))
-        _audit("approved", saved, user)
+        _audit("edit approved (now in use)" if config.is_approved else "approved", saved, user)
+        if config.is_approved and saved.geography != config.geography:
+            # Launches now keep links in the new geography: the old one's are used by nothing and may not stay.
+            removed = self.user_map.delete_configuration(config.geography, config.id)
+            _audit(f"moved geography (its {removed} clinician links in the old one removed)", saved, user)
         return saved
 
     def records(self, user: PortalIdentity, configuration_id: str) -> IntegrationRecords:

@@ -23,6 +23,9 @@ AUDIENCE = "teams-ehr-connector/visit"
 ALGORITHM = "HS256"
 PROVIDER_LIFETIME = timedelta(hours=12)
 PATIENT_LIFETIME = timedelta(hours=2)
+# A patient's email/SMS join link (Oracle Health: patients join "from email or SMS notifications"): a patient
+# token for one visit, issued from the clinician's page, valid long enough to be sent ahead of the call.
+JOIN_LINK_LIFETIME = timedelta(hours=12)
 LEEWAY_SECONDS = 30
 
 

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.configurations.model import WritebackMode
+from shared.configurations.model import Vendor, WritebackMode
 from shared.visits.events import VisitEvent
 
 
@@ -25,6 +25,7 @@ class WritebackTarget:
     fhir_base_url: str
     client_id: str  # the backend-services client id registered with the EHR
     vendor_name: str = "Microsoft Teams"
+    ehr_vendor: Vendor = Vendor.EPIC  # decides the headers that name our client (``shared.ehr.vendors``)
 
 
 class Written(enum.StrEnum):

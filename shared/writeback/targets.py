@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.vendors import profile_for
 from shared.kernel.errors import NotFound, StoredDataError
 from shared.writeback.model import WritebackTarget
 
@@ -41,8 +42,14 @@ class ConfigurationTargets:
             raise NotFound("The configuration has no usable writeback settings.") from None
         if config is None:
             raise NotFound("There is no approved configuration for this event.")
+        refusal = profile_for(config.vendor).writeback_refusal(config.writeback_mode)
+        if refusal is not None:  # stored before the portal checked it: never sent to an EHR that has no such API
+            raise NotFound(f"The configuration's writeback mode is not offered for its EHR. {refusal}")
         target = WritebackTarget(
-            mode=config.writeback_mode, fhir_base_url=config.fhir_base_url, client_id=config.provider_client_id
+            mode=config.writeback_mode,
+            fhir_base_url=config.fhir_base_url,
+            client_id=config.provider_client_id,
+            ehr_vendor=config.vendor,
         )
         with self._lock:
             self._cache[configuration_id] = (self._clock(), target)

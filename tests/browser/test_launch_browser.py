@@ -1,10 +1,16 @@
 """Provider and patient launches in headless Chromium, from the Hyperspace and MyChart stand-ins to the Teams
-meeting, through the real function app in the local host, Azurite, and the sandbox EHR, Entra ID and Graph."""
+meeting, through the real function app in the local host, Azurite, and the sandbox EHR, Entra ID and Graph.
+
+The whole suite runs once per flavour of the sandbox EHR (``sandbox/ehr/flavours.py``): Epic; Oracle Health
+(tenant id in the FHIR path, Millennium's discovery and token response, no appointment field: PowerChart and the
+patient portal); and a plain SMART 2 server (kid-less id_tokens, relative ``fhirUser``, the Appointment in
+``fhirContext``), each with a configuration of the matching vendor and the records its profile lists."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,15 +23,28 @@ from shared.visits.repository import VisitRepository
 from shared.writeback.ledger import DONE, WritebackLedger
 from tests.browser.conftest import TIMEOUT_MS
 from tests.support.launch_world import (
+    FLAVOUR_VENDORS,
     LEE,
     LEE_UPN,
     SMITH,
     SMITH_UPN,
     LaunchWorld,
+    launch_world,
 )
 from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
+
+
+@pytest.fixture(scope="module", params=sorted(FLAVOUR_VENDORS))
+def world(
+    request: pytest.FixtureRequest, azurite_port_base: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LaunchWorld]:
+    """One sandbox per EHR flavour: every test below runs against Epic, Oracle Health and a plain SMART server."""
+    with launch_world(
+        azurite_port_base, tmp_path_factory.mktemp(f"launch-{request.param}"), flavour=request.param
+    ) as running:
+        yield running
 
 
 def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str, user: str, row: str) -> Page:
@@ -205,3 +224,26 @@ def test_the_live_panel_follows_presence_and_each_launch_queues_its_event(
     assert current is not None and current.presence[Role.PROVIDER].state is EventKind.CONNECTED
     entries = ledger.entries(world.configuration.geography, visit_key)
     assert entries and {entry.state for entry in entries} == {DONE}
+
+
+def test_the_patients_email_or_sms_join_link_opens_the_same_lobby_without_an_account(
+    world: LaunchWorld, context: BrowserContext, browser: Browser
+) -> None:
+    provider = begin_virtual_visit(context, world, "hyperspace", SMITH, "Follow-up: hypertension")
+    if world.stand_ins.entra.browser_host in provider.url:
+        sign_in_once(provider, world, SMITH_UPN)
+    join_url = provider_page(provider, world)
+    link = provider.locator("#patient-join-link").input_value()
+    assert link.startswith(f"{world.url}/api/visits/")
+
+    phone = browser.new_context()  # the patient's phone, opening the link from an email or SMS: no account
+    phone.set_default_timeout(TIMEOUT_MS)
+    try:
+        patient = phone.new_page()
+        patient.goto(link)
+        patient.wait_for_url(join_url)
+        patient.fill("#display-name", "Alex Rivera")
+        patient.click("#join-guest")
+        expect(patient.locator("#status")).to_have_attribute("data-status", "lobby")
+    finally:
+        phone.close()

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import ANY
 
+import azure.functions as func
 import httpx
 import pytest
 
@@ -22,7 +24,9 @@ from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, Status
 from shared.configurations.repository import ConfigurationRepository
 from shared.jose.keys import signing_keys_from
+from shared.kernel.settings import Geography
 from shared.portal.service import to_input
+from shared.portal.sessions import PortalSession
 from tests.functions.portal_support import (
     Tenant,
     call,
@@ -180,6 +184,7 @@ def test_a_non_admin_cannot_submit(tenant: Tenant, ehr: FakeEhr) -> None:
         ("http://127.0.0.2/api/FHIR/R4", "only https"),
         ("file:///etc/passwd", "only https"),
         ("https://user:secret@ehr.example.org/fhir", "user name or password"),
+        ("ehr.example.org/api/FHIR/R4", "the scheme is missing: start the address with https://"),
     ],
 )
 def test_unsafe_fhir_urls_are_rejected_in_the_users_words(tenant: Tenant, url: str, reason: str) -> None:
@@ -477,22 +482,181 @@ def test_the_ehr_callback_state_is_single_use_and_bound_to_the_session(tenant: T
 # --- edit and delete -----------------------------------------------------------------------
 
 
-def test_editing_an_approved_configuration_makes_it_pending_again(tenant: Tenant, ehr: FakeEhr) -> None:
-    [config_id] = create(tenant, f"{ehr.base}/edit/api/FHIR/R4")
+def edit(tenant: Tenant, config_id: str, url: str, **overrides: str) -> func.HttpResponse:
+    """Press "Save changes" on the configuration's page, against the version stored now."""
+    current = repository().get(tenant.id, config_id)
+    form = {"csrf": tenant.admin.csrf_token, "etag": str(current.etag), **configuration_form(url, **overrides)}
+    return call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id}, form=form)
+
+
+def page_of(tenant: Tenant, config_id: str, *, session: PortalSession | None = None) -> str:
+    return text(call(portal.configuration, "GET", "x", session=session or tenant.admin, route={"id": config_id}))
+
+
+def approved_one(tenant: Tenant, url: str) -> str:
+    [config_id] = create(tenant, url)
     callback(tenant, ehr_signin(tenant, config_id))
     approve(tenant, config_id)
-    current = repository().get(tenant.id, config_id)
-    form = {
-        "csrf": tenant.admin.csrf_token,
-        "etag": str(current.etag),
-        **configuration_form(f"{ehr.base}/edit/api/FHIR/R4", organization="Contoso Health System"),
-    }
-    response = call(portal.update_configuration, "POST", "x", session=tenant.admin, route={"id": config_id}, form=form)
-    assert response.status_code == 303, text(response)
-    edited = repository().get(tenant.id, config_id)
-    assert edited.status is Status.PENDING and edited.ehr_signin is None
-    assert edited.organization == "Contoso Health System"
-    assert "Not approved" in text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": config_id}))
+    assert repository().get(tenant.id, config_id).is_approved
+    return config_id
+
+
+def test_editing_an_approved_configuration_keeps_launches_on_the_approved_version(tenant: Tenant, ehr: FakeEhr) -> None:
+    old_url, new_url = f"{ehr.base}/live/api/FHIR/R4", f"{ehr.base}/moved/api/FHIR/R4"
+    config_id = approved_one(tenant, old_url)
+    response = edit(tenant, config_id, new_url, organization="Contoso Health System", geography="americas")
+    assert response.status_code == 303 and "notice=edit-saved" in response.headers["Location"]
+
+    # Launches: the approved URL and values, as before; the edited URL is reserved but not allowed.
+    live = repository().find_for_launch(config_id, old_url)
+    assert live is not None and live.is_approved and live.organization == "Contoso Health"
+    assert repository().find_for_launch(config_id, new_url) is None
+    assert repository().find_approved(config_id) == replace(live, etag=ANY)  # writeback too
+    duplicate = {"csrf": tenant.admin.csrf_token, "rows": "1", "action": "save"}
+    duplicate |= configuration_form(new_url, prefix="c0-")
+    taken = call(portal.create_configurations, "POST", "x", session=tenant.admin, form=duplicate)
+    assert taken.status_code == 409  # nobody else may take the edited URL while the edit waits
+
+    # The records stay those of the approved version; the page shows what awaits approval, old → new.
+    records = text(call(portal.records, "GET", "r", session=tenant.admin, route={"id": config_id}))
+    assert f"/api/launch/{config_id}/provider" in records and old_url in records
+    for page in (page_of(tenant, config_id), page_of(tenant, config_id, session=tenant.approver)):
+        assert "Edit awaiting approval" in page and "Contoso Health System" in page and new_url in page
+        assert "signs in to the EHR again" in page
+    dashboard = text(call(portal.dashboard, "GET", "portal", session=tenant.approver))
+    assert "Awaiting approval" in dashboard and "Contoso Health System" in dashboard and new_url in dashboard
+
+    # The approver proves the new URL and approves: from now on only the new URL launches.
+    callback(tenant, ehr_signin(tenant, config_id))
+    assert repository().find_for_launch(config_id, new_url) is None  # proven is not approved
+    assert approve(tenant, config_id).status_code == 303  # type: ignore[attr-defined]
+    moved = repository().find_for_launch(config_id, new_url)
+    assert moved is not None and moved.is_approved and moved.edit is None
+    assert moved.organization == "Contoso Health System" and moved.ehr_signin is not None
+    assert repository().find_for_launch(config_id, old_url) is None
+    create(tenant, old_url)  # the old URL is free again
+
+
+def test_approving_an_edit_that_moves_the_geography_removes_the_links_kept_in_the_old_one(
+    tenant: Tenant, ehr: FakeEhr
+) -> None:
+    url = f"{ehr.base}/geo/api/FHIR/R4"
+    config_id = approved_one(tenant, url)
+    user_map = services().user_map
+    user_map.put(Geography.AMERICAS, config_id, "Practitioner/lee", tenant_id=tenant.id, object_id="oid-lee")
+    edit(tenant, config_id, url, geography="emea")
+    assert len(user_map.list_for_configuration(Geography.AMERICAS, config_id)) == 1  # still in use meanwhile
+    approve(tenant, config_id)
+    assert repository().get(tenant.id, config_id).geography is Geography.EMEA
+    assert user_map.list_for_configuration(Geography.AMERICAS, config_id) == []
+
+
+def test_an_edit_naming_another_approver_awaits_that_approver_only(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/handover/api/FHIR/R4"
+    config_id = approved_one(tenant, url)
+    edit(tenant, config_id, url, approver_upn="Dr.Smith@contoso.example")
+    named = text(call(portal.dashboard, "GET", "portal", session=tenant.member))
+    assert "Awaiting approval" in named and "dr.smith@contoso.example" in named
+    assert "Sign in to EHR" in page_of(tenant, config_id, session=tenant.member)  # a new approver proves it anew
+    previous = text(call(portal.dashboard, "GET", "portal", session=tenant.approver))
+    assert f"/api/portal/configurations/{config_id}" in previous  # still the approver of the version in use...
+    assert "Awaiting approval" not in previous  # ...but not the one to approve the edit
+    refused = approve(tenant, config_id)
+    assert refused.status_code == 403  # type: ignore[attr-defined]
+
+
+def test_an_edit_of_the_display_name_is_approved_without_a_new_ehr_signin(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/rename/api/FHIR/R4"
+    config_id = approved_one(tenant, url)
+    assert edit(tenant, config_id, url, organization="Contoso Health System").status_code == 303
+    stored = repository().get(tenant.id, config_id)
+    assert stored.is_approved and stored.edit is not None and not stored.edit_needs_ehr_signin
+    page = page_of(tenant, config_id, session=tenant.approver)
+    assert "without signing in to the EHR again" in page and "Approve the edit" in page
+    assert ">Sign in to EHR<" not in page
+    assert approve(tenant, config_id).status_code == 303  # type: ignore[attr-defined]
+    applied = repository().find_for_launch(config_id, url)
+    assert applied is not None and applied.organization == "Contoso Health System" and applied.edit is None
+
+
+def test_a_display_name_edit_of_a_configuration_approved_without_a_sign_in_on_record_offers_one(
+    tenant: Tenant, ehr: FakeEhr
+) -> None:
+    config = approved_in_storage(tenant)  # e.g. approved before EHR sign-ins were kept: none on record
+    renamed = replace(config.input(), organization="Renamed")  # the portal's save, minus discovery
+    repository().update(config, cfg.edited(config, renamed, by="admin", now=datetime.now(UTC)), etag=str(config.etag))
+    page = page_of(tenant, config.id, session=tenant.approver)
+    assert "no EHR sign-in is on record" in page and ">Sign in to EHR<" in page
+
+
+@pytest.mark.parametrize("who", ["approver", "admin"])
+def test_rejecting_or_withdrawing_an_edit_keeps_the_approved_version(tenant: Tenant, ehr: FakeEhr, who: str) -> None:
+    old_url, new_url = f"{ehr.base}/keep-{who}/api/FHIR/R4", f"{ehr.base}/drop-{who}/api/FHIR/R4"
+    config_id = approved_one(tenant, old_url)
+    before = repository().get(tenant.id, config_id)
+    edit(tenant, config_id, new_url, patient_client_id="another-patient-client")
+    session = tenant.approver if who == "approver" else tenant.admin
+    label = "Reject the edit" if who == "approver" else "Withdraw the edit"
+    assert label in page_of(tenant, config_id, session=session)
+    etag = str(repository().get(tenant.id, config_id).etag)
+    forged = call(
+        portal.discard_edit, "POST", "x", session=session, route={"id": config_id}, form={"csrf": "x", "etag": etag}
+    )
+    assert forged.status_code == 403 and repository().get(tenant.id, config_id).edit is not None
+    stale = call(
+        portal.discard_edit, "POST", "x", session=session, route={"id": config_id}, form={"csrf": session.csrf_token}
+    )
+    assert stale.status_code == 400  # the form names the version it was shown
+    etag = str(repository().get(tenant.id, config_id).etag)
+    done = call(
+        portal.discard_edit,
+        "POST",
+        "x",
+        session=session,
+        route={"id": config_id},
+        form={"csrf": session.csrf_token, "etag": etag},
+    )
+    assert done.status_code == 303 and "notice=edit-discarded" in done.headers["Location"]
+    after = repository().get(tenant.id, config_id)
+    assert replace(after, etag=None) == replace(before, etag=None)
+    assert repository().find_for_launch(config_id, old_url) is not None
+    create(tenant, new_url)  # the edited URL is free again
+    member = call(
+        portal.discard_edit,
+        "POST",
+        "x",
+        session=tenant.member,
+        route={"id": config_id},
+        form={"csrf": tenant.member.csrf_token, "etag": str(after.etag)},
+    )
+    assert member.status_code == 404
+
+
+def test_deleting_a_configuration_with_an_edit_awaiting_approval_frees_both_urls(tenant: Tenant, ehr: FakeEhr) -> None:
+    old_url, new_url = f"{ehr.base}/gone/api/FHIR/R4", f"{ehr.base}/gone-too/api/FHIR/R4"
+    config_id = approved_one(tenant, old_url)
+    edit(tenant, config_id, new_url)
+    etag = str(repository().get(tenant.id, config_id).etag)
+    done = call(
+        portal.delete_configuration,
+        "POST",
+        "x",
+        session=tenant.admin,
+        route={"id": config_id},
+        form={"csrf": tenant.admin.csrf_token, "confirm": "yes", "etag": etag},
+    )
+    assert done.status_code == 303
+    assert repository().find_for_launch(config_id, old_url) is None
+    create(tenant, old_url, new_url)  # both free again
+
+
+def test_editing_back_to_the_approved_values_leaves_nothing_awaiting(tenant: Tenant, ehr: FakeEhr) -> None:
+    url = f"{ehr.base}/back/api/FHIR/R4"
+    config_id = approved_one(tenant, url)
+    edit(tenant, config_id, url, organization="Renamed")
+    response = edit(tenant, config_id, url)
+    assert "notice=edit-unchanged" in response.headers["Location"]
+    assert repository().get(tenant.id, config_id).edit is None
 
 
 def test_a_concurrent_edit_gets_a_conflict_and_keeps_what_the_user_typed(tenant: Tenant, ehr: FakeEhr) -> None:
@@ -605,7 +769,7 @@ def test_the_same_url_twice_in_one_form_is_refused(tenant: Tenant, ehr: FakeEhr)
         **configuration_form(url + "/", prefix="c1-"),
     }
     response = call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
-    assert response.status_code == 400 and text(response).count("appears twice in this form") == 2
+    assert response.status_code == 400 and text(response).count("appears twice in this form.</p>") == 2
     assert repository().list_for_tenant(tenant.id) == []
 
 

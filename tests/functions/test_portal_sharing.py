@@ -172,19 +172,34 @@ def test_bad_share_requests_are_explained_and_change_nothing(
     assert repository().get(owner.id, config.id).shared_with == (partner.id,)
 
 
-def test_only_an_approved_configuration_can_be_shared_and_an_edit_pauses_it(
-    tenants: tuple[Tenant, Tenant, Tenant],
-) -> None:
+def test_shares_keep_working_while_an_edit_awaits_approval(tenants: tuple[Tenant, Tenant, Tenant]) -> None:
     owner, partner, stranger = tenants
     config = shared_config(owner, partner)
     renamed = replace(config.input(), organization="Contoso Health (renamed)")  # the portal's edit, minus discovery
     repository().update(config, cfg.edited(config, renamed, by="admin@x", now=datetime.now(UTC)), etag=str(config.etag))
-    pending = repository().get(owner.id, config.id)
-    assert not pending.is_approved and pending.shared_with == (partner.id,)  # kept, inactive until approved
-    response = share(owner, config.id, stranger.id)
-    assert response.status_code == 409 and "Approve this configuration before sharing it" in text(response)
+    edited = repository().get(owner.id, config.id)
+    assert edited.is_approved and edited.edit is not None and edited.shared_with == (partner.id,)
+    # The partner's clinicians keep launching: the launch lookup finds the approved version, still shared.
+    live = repository().find_for_launch(config.id, config.fhir_base_url)
+    assert live is not None and live.is_approved and live.is_shared_with(partner.id)
+    assert live.organization == config.organization
+    # The partner's admins see the approved version and its records; the owner's edit is the owner's business.
+    page = text(call(portal.configuration, "GET", "c", session=partner.admin, route={"id": config.id}))
+    assert "Edit awaiting approval" not in page and "(renamed)" not in page
     records = call(portal.records, "GET", "r", session=partner.admin, route={"id": config.id})
-    assert records.status_code == 200 and "Not approved" in text(records)
+    assert records.status_code == 200 and f"/api/launch/{config.id}/provider" in text(records)
+    # Sharing goes on meanwhile.
+    assert share(owner, config.id, stranger.id).status_code == 303
+    assert repository().get(owner.id, config.id).shared_with == (partner.id, stranger.id)
+
+
+def test_a_configuration_never_approved_cannot_be_shared(tenants: tuple[Tenant, Tenant, Tenant]) -> None:
+    owner, partner, _ = tenants
+    data = replace(approved_in_storage(owner).input(), fhir_base_url="https://pending.contoso.example/fhir")
+    config = repository().create(cfg.new_configuration(owner.id, data, by="admin@x", now=datetime.now(UTC)))
+    response = share(owner, config.id, partner.id)
+    assert response.status_code == 409 and "Approve this configuration before sharing it" in text(response)
+    assert repository().get(owner.id, config.id).shared_with == ()
 
 
 def test_stopping_a_share_hides_the_configuration_from_the_partner(tenants: tuple[Tenant, Tenant, Tenant]) -> None:

@@ -139,6 +139,46 @@ def test_an_edit_that_fails_for_any_reason_releases_the_new_url(
     assert repository.find_for_launch(config.id, old_url) is not None
 
 
+def test_an_edit_awaiting_approval_round_trips_and_holds_both_urls(
+    repository: ConfigurationRepository, tenant: str, unique: str
+) -> None:
+    old_url, new_url = f"https://ehr-{unique}.example.org/live", f"https://ehr-{unique}.example.org/edited"
+    config = _approved(repository, tenant, old_url)
+    assert config.etag is not None
+    changed = cfg.edited(config, _input(new_url), by="admin@contoso.example", now=NOW)
+    saved = repository.update(config, changed, etag=config.etag)
+    stored = repository.get(tenant, config.id)
+    assert stored.edit == changed.edit and stored.fhir_base_url == old_url  # the edit, as JSON, beside the live row
+    assert repository.find_for_launch(config.id, old_url) == stored  # launches: the approved version
+    assert repository.find_for_launch(config.id, new_url) is None  # the edited URL: reserved, not allowed
+    with pytest.raises(Conflict):
+        repository.create(cfg.new_configuration(tenant, _input(new_url), by="admin@contoso.example", now=NOW))
+    assert saved.etag is not None
+    repository.delete(saved, etag=saved.etag)  # deleting removes both
+    for url in (old_url, new_url):
+        repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))
+
+
+def test_a_guard_left_by_a_discarded_edit_is_reclaimed(
+    repository: ConfigurationRepository, tenant: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rejecting an edit releases its URL after the row is written; if that release fails, the guard is an orphan."""
+    old_url, new_url = f"https://ehr-{unique}.example.org/kept", f"https://ehr-{unique}.example.org/dropped"
+    config = _approved(repository, tenant, old_url)
+    assert config.etag is not None
+    pending = repository.update(config, cfg.edited(config, _input(new_url), by="x", now=NOW), etag=config.etag)
+    assert pending.etag is not None
+    with monkeypatch.context() as patched:
+        patched.setattr(repository, "_release", _failing)
+        with pytest.raises(StorageUnavailable):
+            repository.update(pending, cfg.edit_discarded(pending), etag=pending.etag)
+    assert repository.get(tenant, config.id).edit is None  # the rejection itself landed
+    monkeypatch.setattr(configuration_store, "RESERVATION_GRACE", timedelta(0))
+    other = repository.create(cfg.new_configuration(tenant, _input(new_url), by="admin@contoso.example", now=NOW))
+    assert repository.find_for_launch(other.id, new_url) is not None
+    assert repository.find_for_launch(config.id, old_url) is not None
+
+
 def test_an_unreadable_stored_row_is_a_server_fault(repository: ConfigurationRepository, tenant: str) -> None:
     row_id = str(uuid.uuid4())
     repository._table().create_entity({"PartitionKey": tenant, "RowKey": row_id, "Organization": "Broken"})

@@ -1,5 +1,7 @@
-"""The launch's SMART steps with the real SMART client against the sandbox EHR: a valid launch completes;
-a tampered id_token, an id_token for another nonce and a replayed code are all refused."""
+"""The launch's SMART steps with the real SMART client against the sandbox EHR, in each of its vendor flavours
+(Epic, Oracle Health, a plain SMART 2 server): a valid launch completes with the vendor's token response; a
+tampered id_token, an id_token for another nonce and a replayed code are all refused; ``Epic-Client-ID`` goes
+to Epic only."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from sandbox.local_settings import private_key_pem
 from sandbox.stand_ins import RunningStandIns, start_stand_ins
 from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
 from shared.ehr.smart import SmartClient
+from shared.ehr.vendors import profile_for
 from shared.http.outbound import OutboundPolicy, SafeHttp
 from shared.jose.keys import SigningKeys
 from shared.kernel.errors import StateError, UpstreamRejected
@@ -32,6 +35,7 @@ from shared.storage.state import StateRouter
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
 from tests.support.launch_fakes import Config, Configurations, FakeSignIn, Graph
+from tests.support.launch_world import FLAVOUR_VENDORS
 from tests.support.sealing import sealer_for
 
 pytestmark = pytest.mark.azurite
@@ -42,32 +46,43 @@ Tamper = Callable[[dict[str, object]], None]
 
 
 class TamperingTransport(httpx.HTTPTransport):
-    """Lets a test rewrite the token endpoint's JSON answer (what a man in the middle or a bad EHR could send)."""
+    """Lets a test rewrite the token endpoint's JSON answer (what a man in the middle or a bad EHR could send),
+    and keeps every request's headers and the token endpoint's last answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, token_path: str) -> None:
         super().__init__()
         self.tamper: Tamper | None = None
+        self.token_path = token_path
+        self.sent: list[tuple[str, httpx.Headers]] = []
+        self.token_response: dict[str, object] = {}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((str(request.url), request.headers))
         response = super().handle_request(request)
-        if self.tamper is None or not request.url.path.endswith("/oauth2/token"):
+        if request.url.path != self.token_path:
             return response
         response.read()
+        self.token_response = response.json()
+        if self.tamper is None:
+            return httpx.Response(
+                response.status_code, headers={"content-type": "application/json"}, content=response.content
+            )
         body = response.json()
         self.tamper(body)
         return httpx.Response(response.status_code, headers={"content-type": "application/json"}, json=body)
 
 
-@pytest.fixture(scope="module")
-def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStandIns]:
-    running = start_stand_ins(Path(tmp_path_factory.mktemp("sandbox")))
+@pytest.fixture(scope="module", params=sorted(FLAVOUR_VENDORS))
+def stand_ins(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStandIns]:
+    folder = Path(tmp_path_factory.mktemp(f"sandbox-{request.param}"))
+    running = start_stand_ins(folder, ehr_options={"flavour": request.param})
     yield running
     running.stop()
 
 
 @pytest.fixture
-def transport() -> TamperingTransport:
-    return TamperingTransport()
+def transport(stand_ins: RunningStandIns) -> TamperingTransport:
+    return TamperingTransport(stand_ins.ehr.config.spec.token_path)
 
 
 @pytest.fixture
@@ -78,11 +93,13 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
     )
     policy = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}))
     smart = SmartClient(SafeHttp(policy, transport=transport), keys)
+    vendor = FLAVOUR_VENDORS[stand_ins.ehr.config.flavour]
     config = Config(
         id=str(uuid.uuid4()),
         tenant_id="11111111-1111-4111-8111-111111111111",
         fhir_base_url=stand_ins.ehr.config.fhir_base,
         patient_client_id=CLIENT_ID,
+        vendor=vendor,
     )
     secret = settings.connector_secret.reveal()
     sealer = Sealer.from_text(settings.sealing_keys.reveal())
@@ -100,7 +117,7 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
     )
     record = stand_ins.ehr.add_record(
         name="integration patient", kind="patient", launch_url=f"{BASE}/api/launch/{config.id}/patient",
-        context_tokens="sessionId=%CSN%", client_id=CLIENT_ID,
+        context_tokens=profile_for(vendor).patient_context_tokens, client_id=CLIENT_ID,
     )  # fmt: skip
     return launch_service, config, record
 
@@ -110,7 +127,7 @@ def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = None) 
     visit = stand_ins.ehr.clinic.visits[0]
     url = stand_ins.ehr.create_launch(record.id, visit.appointment_id, visit.patient_id)
     query = parse_qs(urlsplit(url).query)
-    params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query["sessionId"][0])
+    params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query.get("sessionId", [None])[0])
     request = launch_service.begin(LaunchKind.PATIENT, config.id, params)
     assert request.method == "GET"
     if nonce is not None:  # a code obtained for another sign-in, injected into this one
@@ -127,11 +144,55 @@ def authorize(stand_ins: RunningStandIns, service, *, nonce: str | None = None) 
     return AuthorizationResponse(state=returned["state"], code=returned["code"])
 
 
-def test_a_valid_patient_launch_completes(stand_ins: RunningStandIns, service, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_valid_patient_launch_completes(  # type: ignore[no-untyped-def]
+    stand_ins: RunningStandIns, service, settings: Settings, transport: TamperingTransport
+) -> None:
     outcome = service[0].complete(authorize(stand_ins, service))
     assert isinstance(outcome, WaitForClinician)  # no organizer known yet
     assert outcome.event is not None and outcome.event.csn is None  # sealed for the queue
-    assert open_event(sealer_for(settings), outcome.event).csn == stand_ins.ehr.clinic.visits[0].csn
+    event = open_event(sealer_for(settings), outcome.event)
+    visit = stand_ins.ehr.clinic.visits[0]
+    body = transport.token_response
+    flavour = stand_ins.ehr.config.flavour
+    if flavour == "epic":  # the CSN (Epic's OID) names the visit; Epic's string boolean and extras
+        assert event.csn == visit.csn and event.appointment == visit.appointment_id
+        assert body["need_patient_banner"] == "false" and "__epic.dstu2.patient" in body
+    elif flavour == "oracle":  # no appointment: the encounter names the visit; Millennium's fields
+        assert event.csn is None and event.appointment is None and event.encounter == visit.encounter_id
+        assert body["need_patient_banner"] is False and body["tenant"] in stand_ins.ehr.config.fhir_base
+        assert "appointment" not in body and body["expires_in"] == 570 and "username" in body
+    else:  # plain SMART: the Appointment in fhirContext
+        assert event.csn is None and event.appointment == visit.appointment_id
+        assert "appointment" not in body and body["fhirContext"] == [
+            {"reference": f"Appointment/{visit.appointment_id}"}
+        ]
+        assert body["need_patient_banner"] is False
+    assert event.participant == f"Patient/{visit.patient_id}"  # the patient the token response names
+
+
+def test_epic_client_id_goes_to_epic_only(  # type: ignore[no-untyped-def]
+    stand_ins: RunningStandIns, service, transport: TamperingTransport
+) -> None:
+    service[0].complete(authorize(stand_ins, service))
+    base = stand_ins.ehr.config.fhir_base
+    on_fhir = [headers.get("epic-client-id") for url, headers in transport.sent if url.startswith(base)]
+    elsewhere = [headers.get("epic-client-id") for url, headers in transport.sent if not url.startswith(base)]
+    assert on_fhir, "discovery and reads went to the FHIR base"
+    if stand_ins.ehr.config.flavour == "epic":  # Epic: on its API calls (discovery, FHIR reads)
+        assert set(on_fhir) == {CLIENT_ID}
+    else:  # nobody else is told about Epic
+        assert set(on_fhir) == set(elsewhere) == {None}
+
+
+def test_the_id_tokens_kid_follows_the_vendor(  # type: ignore[no-untyped-def]
+    stand_ins: RunningStandIns, service, transport: TamperingTransport
+) -> None:
+    service[0].complete(authorize(stand_ins, service))
+    header = jwt.get_unverified_header(str(transport.token_response["id_token"]))
+    claims = jwt.decode(str(transport.token_response["id_token"]), options={"verify_signature": False})
+    assert ("kid" in header) is (stand_ins.ehr.config.flavour != "smart")  # the plain server signs kid-less
+    relative = stand_ins.ehr.config.flavour == "smart"
+    assert str(claims["fhirUser"]).startswith("Patient/") is relative
 
 
 def _flip_signature(body: dict[str, object]) -> None:
@@ -151,7 +212,8 @@ def _signed_by_someone_else(body: dict[str, object]) -> None:
     header = jwt.get_unverified_header(str(body["id_token"]))
     claims = jwt.decode(str(body["id_token"]), options={"verify_signature": False})
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    body["id_token"] = jwt.encode(claims, key, algorithm="RS256", headers={"kid": header.get("kid")})
+    kid = {"kid": header["kid"]} if "kid" in header else {}  # the same kid, or none as the EHR signed it
+    body["id_token"] = jwt.encode(claims, key, algorithm="RS256", headers=kid)
 
 
 def _unsigned(body: dict[str, object]) -> None:
@@ -189,16 +251,15 @@ def test_long_authorization_requests_are_posted_and_the_ehr_accepts_them(  # typ
 ) -> None:
     from shared.ehr import smart
 
-    assert (
-        "authorize-post"
-        in httpx.get(f"{stand_ins.ehr.config.fhir_base}/.well-known/smart-configuration").json()["capabilities"]
-    )
+    capabilities = httpx.get(f"{stand_ins.ehr.config.fhir_base}/.well-known/smart-configuration").json()["capabilities"]
+    if "authorize-post" not in capabilities:  # the plain SMART server does not offer it
+        pytest.skip("this EHR flavour does not advertise authorize-post")
     monkeypatch.setattr(smart, "MAX_AUTHORIZE_GET_URL", 100)  # as if the launch token were a long JWT
     launch_service, config, record = service
     visit = stand_ins.ehr.clinic.visits[1]
     url = stand_ins.ehr.create_launch(record.id, visit.appointment_id, visit.patient_id)
     query = parse_qs(urlsplit(url).query)
-    params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query["sessionId"][0])
+    params = LaunchParams(iss=query["iss"][0], launch=query["launch"][0], session_id=query.get("sessionId", [None])[0])
     request = launch_service.begin(LaunchKind.PATIENT, config.id, params)
     assert request.method == "POST" and "?" not in request.url
     answer = httpx.post(request.url, data=dict(request.fields), follow_redirects=False)

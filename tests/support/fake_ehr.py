@@ -5,6 +5,8 @@ drives through the portal's EHR sign-in): the sandbox must follow Epic's documen
 need a server that does what no faithful EHR does, switched per test:
 
 - ``advertise_s256 = False``: a SMART configuration without PKCE S256 (the client must refuse it);
+- ``fhir_version``: the CapabilityStatement's version (an STU3 or R5 server must be refused at entry);
+- ``auth_methods``: the token endpoint's advertised client authentications (without ``private_key_jwt``: refused);
 - ``id_token_audience``: an id_token minted for another client (the proof must fail);
 - ``authorize_error`` / ``token_error``: any OAuth error code from either endpoint, on demand;
 - ``/redirecting/.well-known/smart-configuration``: discovery answered with a redirect to the cloud metadata
@@ -52,6 +54,8 @@ class FakeEhr:
     authorize_error: str | None = None
     token_error: str | None = None
     id_token_audience: str | None = None  # override to mint a token for another client
+    fhir_version: str = "4.0.1"  # the CapabilityStatement's fhirVersion (e.g. "3.0.2": an STU3 server)
+    auth_methods: tuple[str, ...] = ("private_key_jwt",)  # token_endpoint_auth_methods_supported
 
     @property
     def fhir_base(self) -> str:
@@ -66,6 +70,7 @@ class FakeEhr:
             routes=[
                 Route("/redirecting/.well-known/smart-configuration", self.redirect_away),
                 Route("/{fhir:path}/.well-known/smart-configuration", self.smart_configuration),
+                Route("/{fhir:path}/metadata", self.metadata),
                 Route("/oauth2/authorize", self.authorize),
                 Route("/oauth2/token", self.token, methods=["POST"]),
                 Route("/oauth2/jwks", self.jwks),
@@ -82,12 +87,18 @@ class FakeEhr:
                 "jwks_uri": f"{self.base}/oauth2/jwks",
                 "authorization_endpoint": f"{self.base}/oauth2/authorize",
                 "token_endpoint": f"{self.base}/oauth2/token",
-                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                "token_endpoint_auth_methods_supported": list(self.auth_methods),
                 "grant_types_supported": ["authorization_code"],
                 "code_challenge_methods_supported": ["S256"] if self.advertise_s256 else [],
                 "capabilities": ["launch-standalone", "client-confidential-asymmetric", "sso-openid-connect"],
             }
         )
+
+    async def metadata(self, request: Request) -> Response:
+        if not request.path_params["fhir"].endswith("FHIR/R4"):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        body = {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance"}
+        return JSONResponse({**body, "fhirVersion": self.fhir_version}, media_type="application/fhir+json")
 
     async def redirect_away(self, request: Request) -> Response:
         return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=302)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from shared.configurations.model import Vendor
 from shared.kernel.errors import InvalidIdToken, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import Geography
@@ -34,6 +35,7 @@ class Config:
     patient_client_id: str = "patient-client"
     is_approved: bool = True
     shared_with: tuple[str, ...] = ()
+    vendor: Vendor = Vendor.EPIC
 
 
 class Configurations:
@@ -72,7 +74,9 @@ class FakeEhr:
     advertise_post: bool = True
     unreachable: bool = False
 
-    def discover(self, fhir_base_url: str, *, client_id: str | None = None) -> SmartConfig:
+    def discover(
+        self, fhir_base_url: str, *, client_id: str | None = None, vendor: Vendor | None = None
+    ) -> SmartConfig:
         self.requests.append("discover")
         if self.unreachable:
             raise UpstreamUnavailable("The EHR could not be reached.", system="EHR")
@@ -114,7 +118,7 @@ class FakeEhr:
             raise InvalidIdToken("its nonce does not match this sign-in")
         return claims
 
-    def read(self, config: SmartConfig, reference: str, *, access_token: str, client_id: str) -> Any:
+    def read(self, config: SmartConfig, reference: str, *, access_token: str) -> Any:
         self.requests.append(f"read {reference.split('/')[0]}")
         if reference not in self.resources:
             raise UpstreamRejected("not found", system="EHR", code="http_404")

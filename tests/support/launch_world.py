@@ -39,6 +39,7 @@ from shared.configurations.model import (
     new_configuration,
 )
 from shared.configurations.repository import ConfigurationRepository
+from shared.ehr.vendors import profile_for
 from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography, Settings
 from shared.storage.accounts import Storage
@@ -46,6 +47,8 @@ from shared.storage.accounts import Storage
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_CONTEXT = "sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%"
 PATIENT_CONTEXT = "sessionId=%CSN%"
+# The sandbox EHR's flavours (``sandbox/ehr/flavours.py``) and the configuration vendor each stands for.
+FLAVOUR_VENDORS = {"epic": Vendor.EPIC, "oracle": Vendor.ORACLE, "smart": Vendor.SMART}
 
 # Seeded EHR users and their Microsoft 365 accounts (sandbox/seed.py).
 SMITH = "e-prac-smith"
@@ -99,7 +102,7 @@ class LaunchWorld:
 
     def ehr_requests(self) -> int:
         """Requests that reached the EHR's APIs (FHIR, OAuth, keys), not its Hyperspace/MyChart pages."""
-        return self.counter.count("/api/") + self.counter.count("/oauth2/")
+        return sum(self.counter.count(prefix) for prefix in self.ehr.config.spec.api_prefixes)
 
     def launch_url(self, record: str, appointment_id: str, user_id: str) -> str:
         """What Epic opens when a user presses Begin virtual visit (a fresh single-use ``launch``)."""
@@ -117,6 +120,7 @@ def _configuration(
     environment: Environment,
     approved: bool,
     writeback_mode: WritebackMode = WritebackMode.EPIC,
+    vendor: Vendor = Vendor.EPIC,
 ) -> Configuration:
     data = ConfigurationInput(
         organization="Contoso Health" if tenant == CONTOSO.id else "Fabrikam Clinic",
@@ -124,7 +128,7 @@ def _configuration(
         environment=environment,
         approver_upn="analyst@contoso.example",
         geography=Geography.EMEA,
-        vendor=Vendor.EPIC,
+        vendor=vendor,
         provider_client_id=DEMO_PROVIDER_CLIENT_ID,
         patient_client_id=DEMO_PATIENT_CLIENT_ID,
         writeback_mode=writeback_mode,
@@ -143,9 +147,15 @@ def launch_world(
     state_dir: Path,
     *,
     app_account: str = "apac",
-    writeback_mode: WritebackMode = WritebackMode.EPIC,
+    writeback_mode: WritebackMode | None = None,
     **ehr_options: Any,
 ) -> Iterator[LaunchWorld]:
+    """``flavour`` (an EHR option) picks the sandbox EHR's vendor; the configurations and the EHR's records follow
+    that vendor's profile (its context tokens, and its writeback: Epic's by default, else FHIR AuditEvent)."""
+    vendor = FLAVOUR_VENDORS[ehr_options.get("flavour", "epic")]
+    profile = profile_for(vendor)
+    if writeback_mode is None:
+        writeback_mode = WritebackMode.EPIC if vendor is Vendor.EPIC else WritebackMode.FHIR_AUDIT_EVENT
     port = free_port()
     connector = f"http://127.0.0.1:{port}"
     stand_ins = start_stand_ins(state_dir, connector_url=connector, ehr_options=ehr_options or None)
@@ -162,26 +172,34 @@ def launch_world(
     configurations = ConfigurationRepository(storage.app)
     fhir = stand_ins.ehr.config.fhir_base
     test_config = configurations.create(
-        _configuration(CONTOSO.id, fhir, environment=Environment.TEST, approved=True, writeback_mode=writeback_mode)
+        _configuration(
+            CONTOSO.id, fhir, environment=Environment.TEST, approved=True, writeback_mode=writeback_mode, vendor=vendor
+        )
     )
     # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration (its URL is
     # unique to this world: worlds of other test files may be alive at the same time in other xdist workers).
-    pending = configurations.create(_configuration(FABRIKAM.id, fhir, environment=Environment.TEST, approved=False))
+    pending = configurations.create(
+        _configuration(FABRIKAM.id, fhir, environment=Environment.TEST, approved=False, vendor=vendor)
+    )
     production = configurations.create(
         _configuration(
             CONTOSO.id,
             f"https://epic-{uuid.uuid4().hex[:12]}.contoso.example/api/FHIR/R4",
             environment=Environment.PRODUCTION,
             approved=True,
+            writeback_mode=writeback_mode,
+            vendor=vendor,
         )
     )
     records: dict[str, IntegrationRecord] = {}
+    # What the portal's integration records tell the analyst to build (Epic's FDI context tokens; none elsewhere).
+    provider_context, patient_context = profile.provider_context_tokens, profile.patient_context_tokens
     for name, config, kind, context in (
-        ("provider", test_config, "provider", PROVIDER_CONTEXT),
-        ("patient", test_config, "patient", PATIENT_CONTEXT),
-        ("pending provider", pending, "provider", PROVIDER_CONTEXT),
-        ("production provider", production, "provider", PROVIDER_CONTEXT),
-        ("unknown provider", None, "provider", PROVIDER_CONTEXT),
+        ("provider", test_config, "provider", provider_context),
+        ("patient", test_config, "patient", patient_context),
+        ("pending provider", pending, "provider", provider_context),
+        ("production provider", production, "provider", provider_context),
+        ("unknown provider", None, "provider", provider_context),
     ):
         configuration_id = config.id if config else str(uuid.uuid4())
         records[name] = stand_ins.ehr.add_record(

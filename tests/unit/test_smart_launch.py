@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -58,10 +59,13 @@ def test_read_sends_the_token_and_returns_the_resource() -> None:
         seen.append(req)
         return httpx.Response(200, json={"resourceType": "Appointment", "id": "a1"})
 
-    resource = client(handler).read(config(), "Appointment/a1", access_token="tok", client_id="cid")
+    epic = replace(config(), client_headers=(("Epic-Client-ID", "cid"),))  # as discovered for an Epic configuration
+    resource = client(handler).read(epic, "Appointment/a1", access_token="tok")
     assert resource["id"] == "a1"
     assert str(seen[0].url) == f"{FHIR}/Appointment/a1"
     assert seen[0].headers["authorization"] == "Bearer tok" and seen[0].headers["epic-client-id"] == "cid"
+    client(handler).read(config(), "Appointment/a1", access_token="tok")  # any other vendor: no Epic header
+    assert "epic-client-id" not in seen[1].headers
 
 
 @pytest.mark.parametrize(
@@ -76,12 +80,10 @@ def test_read_sends_the_token_and_returns_the_resource() -> None:
 )
 def test_read_failures(status: int, body: dict[str, str], error: type[Exception]) -> None:
     with pytest.raises(error):
-        client(lambda req: httpx.Response(status, json=body)).read(
-            config(), "Appointment/a1", access_token="t", client_id="c"
-        )
+        client(lambda req: httpx.Response(status, json=body)).read(config(), "Appointment/a1", access_token="t")
 
 
 @pytest.mark.parametrize("reference", ["Appointment/../x", "Appointment/", "../metadata", "Appointment/a?b"])
 def test_read_refuses_odd_references(reference: str) -> None:
     with pytest.raises(UpstreamRejected):
-        client(lambda req: httpx.Response(200, json={})).read(config(), reference, access_token="t", client_id="c")
+        client(lambda req: httpx.Response(200, json={})).read(config(), reference, access_token="t")

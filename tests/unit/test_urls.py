@@ -55,6 +55,9 @@ def no_connect(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         ("https:///fhir", "no host"),
         ("https://ehr .example.org/fhir", "spaces"),
         ("", "enter the full"),
+        ("ehr.example.org/api/FHIR/R4", "the scheme is missing: start the address with https://"),
+        ("ehr.example.org:443/api/FHIR/R4", "the scheme is missing"),
+        ("//ehr.example.org/api/FHIR/R4", "the scheme is missing"),
     ],
 )
 def test_refused_urls_say_why_without_connecting(url: str, reason: str, no_connect: list[object]) -> None:

@@ -1,0 +1,146 @@
+"""Per-vendor behaviour, in one place: what differs between Epic, Oracle Health and any other SMART 2.x EHR.
+
+Everything else (discovery, PKCE, ``private_key_jwt``, id_token checks, the trusted launch context) is
+SMART App Launch and the same for every vendor. A profile says only what the vendor's documentation
+makes different (docs/setup.md has a chapter per vendor):
+
+* **Epic** (fhir.epic.com OAuth 2.0 docs; ``shared/reference/smart-and-epic.md`` §9): FDI context tokens
+  on the launch URL (``%CSN%``, ``%PERFDEPID%``), the ``Epic-Client-ID`` header on every call,
+  ``SetExternalConnectionStatus`` writeback, id_token ``sub`` = the user's FHIR id.
+* **Oracle Health** (Millennium; docs.oracle.com "Millennium Authorization Framework", fhir.cerner.com):
+  the FHIR base carries the tenant id in its path (``https://fhir-ehr.cerner.com/r4/{tenant}``),
+  PowerChart and the patient portal launch with ``iss`` + ``launch`` only (no context tokens), the token
+  response carries ``patient``, ``encounter``, ``need_patient_banner`` (a JSON boolean), ``tenant``,
+  ``username`` and no appointment; ``sub`` is a username or an opaque id, the user's FHIR id is
+  ``fhirUser``; writeback by FHIR ``AuditEvent`` (or off).
+* **Other SMART 2.x**: the specification only; ``fhirContext`` may carry the Appointment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.configurations.model import Vendor, WritebackMode
+from shared.kernel.i18n import N_, Text
+
+EPIC_CLIENT_ID_HEADER = "Epic-Client-ID"
+# The one client authentication the connector uses (README "Configuration portal"): an EHR whose SMART
+# configuration lists token_endpoint_auth_methods_supported without it cannot redeem our codes.
+CLIENT_AUTH_METHOD = "private_key_jwt"
+
+# Scopes. A provider reads the launch's Encounter and Appointment (the visit, its primary performer) and
+# the clinician's Practitioner (their name); on Epic also the Location that confirms departmentId.
+_PROVIDER_BASE = "launch openid fhirUser user/Encounter.read user/Appointment.read user/Practitioner.read"
+EPIC_PROVIDER_SCOPES = (
+    "launch openid fhirUser user/Encounter.read user/Appointment.read user/Location.read user/Practitioner.read"
+)
+# Oracle grants only scopes named resource by resource (no patient/*.read wildcard in its scope list).
+ORACLE_PATIENT_SCOPES = "launch openid fhirUser patient/Patient.read patient/Encounter.read patient/Appointment.read"
+PATIENT_SCOPES = "launch openid fhirUser patient/*.read"
+
+
+@dataclass(frozen=True)
+class VendorProfile:
+    vendor: Vendor
+    provider_context_tokens: str  # what the provider launch record appends to the launch URL ("" = nothing)
+    patient_context_tokens: str
+    provider_scopes: str
+    patient_scopes: str
+    writeback_modes: tuple[WritebackMode, ...]
+    context_fields: str  # what the EHR's token response must carry for the connector to trust the visit
+    provider_launch_point: str  # where clinicians press the button
+    patient_launch_point: str
+    approval_proof: str  # what the approver's EHR sign-in proves, in the vendor's own terms
+    sends_client_id_header: bool = False
+    sub_is_fhir_id: bool = False  # the id_token's ``sub`` is the user's FHIR resource id (Epic documents it)
+
+    @property
+    def label(self) -> str:
+        return self.vendor.label
+
+    def client_headers(self, client_id: str | None) -> dict[str, str]:
+        """Headers that name our client on the EHR's APIs: ``Epic-Client-ID`` for Epic only."""
+        return {EPIC_CLIENT_ID_HEADER: client_id} if self.sends_client_id_header and client_id else {}
+
+    def allows_writeback(self, mode: WritebackMode) -> bool:
+        return mode in self.writeback_modes
+
+    def writeback_refusal(self, mode: WritebackMode) -> str | None:
+        """Why ``mode`` is not offered for this vendor, in an admin's words (None: it is)."""
+        if self.allows_writeback(mode):
+            return None
+        return N_(
+            "%(vendor)s has no %(mode)s writeback: choose %(offered)s.",
+            vendor=self.label,
+            mode=_MODE_LABELS[mode],
+            offered=_either([_MODE_LABELS[m] for m in self.writeback_modes]),
+        )
+
+
+def _either(choices: list[str]) -> str:
+    """The choices joined the reader's way ("A or B", "A, B or C"); each may be marked text."""
+    if len(choices) == 1:
+        return choices[0]
+    if len(choices) == 2:
+        return N_("%(first)s or %(second)s", first=choices[0], second=choices[1])
+    return N_("%(first)s, %(second)s or %(third)s", first=choices[0], second=choices[1], third=_either(choices[2:]))
+
+
+_MODE_LABELS = {
+    WritebackMode.EPIC: "Epic SetExternalConnectionStatus",
+    WritebackMode.FHIR_AUDIT_EVENT: "FHIR AuditEvent",
+    WritebackMode.NONE: N_("no writeback (off)"),
+}
+
+_SMART_APPROVAL: Text = N_(
+    "the approver signed in to this EHR's SMART authorization server with the provider client id: the FHIR "
+    "URL answers SMART discovery, redeems a code with our private_key_jwt and signs a valid id_token"
+)
+
+PROFILES: dict[Vendor, VendorProfile] = {
+    Vendor.EPIC: VendorProfile(
+        vendor=Vendor.EPIC,
+        provider_context_tokens="sessionId=%CSN%&departmentId=%PERFDEPID;;; ; ;;NONE;%",
+        patient_context_tokens="sessionId=%CSN%",
+        provider_scopes=EPIC_PROVIDER_SCOPES,
+        patient_scopes=PATIENT_SCOPES,
+        writeback_modes=(WritebackMode.EPIC, WritebackMode.FHIR_AUDIT_EVENT, WritebackMode.NONE),
+        context_fields="encounter, appointment (launch context); recommended extra field: csn = %CSN%",
+        provider_launch_point=N_("Hyperspace / Haiku / Canto (FDI record of the provider app)"),
+        patient_launch_point=N_("MyChart (FDI record of the patient app)"),
+        approval_proof=N_(
+            "%(smart)s; Epic also checks the client id is activated for this instance", smart=_SMART_APPROVAL
+        ),
+        sends_client_id_header=True,
+        sub_is_fhir_id=True,
+    ),
+    Vendor.ORACLE: VendorProfile(
+        vendor=Vendor.ORACLE,
+        provider_context_tokens="",
+        patient_context_tokens="",
+        provider_scopes=_PROVIDER_BASE,
+        patient_scopes=ORACLE_PATIENT_SCOPES,
+        writeback_modes=(WritebackMode.FHIR_AUDIT_EVENT, WritebackMode.NONE),
+        context_fields="patient, encounter (PowerChart launches from the appointment's encounter)",
+        provider_launch_point=N_("PowerChart (SMART application activity: table of contents or MPage component)"),
+        patient_launch_point=N_("the patient portal, and email/SMS join links (no account)"),
+        approval_proof=N_("%(smart)s for this tenant (the tenant id in the FHIR URL's path)", smart=_SMART_APPROVAL),
+    ),
+    Vendor.SMART: VendorProfile(
+        vendor=Vendor.SMART,
+        provider_context_tokens="",
+        patient_context_tokens="",
+        provider_scopes=_PROVIDER_BASE,
+        patient_scopes=PATIENT_SCOPES,
+        writeback_modes=(WritebackMode.FHIR_AUDIT_EVENT, WritebackMode.NONE),
+        context_fields="encounter, or fhirContext with the Appointment",
+        provider_launch_point=N_("the EHR's clinician app (SMART EHR launch)"),
+        patient_launch_point=N_("the EHR's patient portal (SMART EHR launch)"),
+        approval_proof=_SMART_APPROVAL,
+    ),
+}
+
+
+def profile_for(vendor: Vendor | str) -> VendorProfile:
+    """The profile of a configuration's vendor (an unknown name is a ``ValueError``)."""
+    return PROFILES[Vendor(vendor)]
