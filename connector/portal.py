@@ -165,8 +165,11 @@ def _choices() -> dict[str, Any]:
 
 
 def _words() -> dict[str, dict[str, str]]:
-    """Each coded field's value → the words the portal shows for it (the same words as the form's choices)."""
-    choices = _choices()
+    return coded_words(_choices())
+
+
+def coded_words(choices: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Each coded field's value → the words the portal shows for it (the same words as the form's ``choices``)."""
     return {
         "environment": dict(choices["environments"]),
         "geography": dict(GEOGRAPHY_NAMES),  # every one, also a geography no longer offered here

@@ -12,6 +12,7 @@ template no state renders.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,16 +20,19 @@ import azure.functions as func
 
 from connector import web
 from connector.launch import LAUNCH_PAGES, ConfirmWithTheButton
-from connector.portal import GEOGRAPHY_NAMES, NOTICES
+from connector.portal import GEOGRAPHY_NAMES, NOTICES, coded_words
 from shared.configurations.model import (
     Configuration,
+    ConfigurationInput,
     EhrSignIn,
     Environment,
+    PendingEdit,
     Status,
     Vendor,
     WritebackMode,
 )
 from shared.ehr.launch_context import LaunchContextMismatch, NoAppointment, UnverifiableLaunchContext
+from shared.ehr.vendors import profile_for
 from shared.kernel.errors import (
     BadRequest,
     ConfigurationError,
@@ -120,6 +124,38 @@ APPROVED = _configuration(approved=True, environment=Environment.PRODUCTION)
 SIGNED_IN = _configuration(
     approved=False, ehr_signin=EhrSignIn(by_upn=APPROVER.upn, by_oid=APPROVER.object_id, at=WHEN, fhir_base_url="x")
 )
+
+
+def _edited(config: Configuration, *, signed_in: bool = False, **changes: Any) -> Configuration:
+    """``config`` with an admin's edit awaiting approval beside it (``changes``: the fields the edit changes)."""
+    data = ConfigurationInput(**(config.input().__dict__ | changes))
+    proof = {"fhir_base_url", "vendor", "provider_client_id", "approver_upn"}
+    kept = config.ehr_signin if not proof & changes.keys() else None
+    signin = EhrSignIn(by_upn=APPROVER.upn, by_oid=APPROVER.object_id, at=WHEN, fhir_base_url=data.fhir_base_url)
+    edit = PendingEdit(data=data, by=ADMIN.upn, at=WHEN, ehr_signin=signin if signed_in else kept)
+    return replace(config, edit=edit)
+
+
+# An edit that changes what the EHR sign-in proves (URL, vendor), before and after the approver's sign-in for it.
+EDIT_OF_PROOF = _edited(
+    APPROVED,
+    fhir_base_url="https://fhir.contoso.example/r4/ec2458f2",
+    vendor=Vendor.ORACLE,
+    writeback_mode=WritebackMode.FHIR_AUDIT_EVENT,
+    geography=Geography.AMERICAS,
+)
+EDIT_OF_PROOF_SIGNED_IN = _edited(
+    APPROVED,
+    signed_in=True,
+    fhir_base_url="https://fhir.contoso.example/r4/ec2458f2",
+    vendor=Vendor.ORACLE,
+    writeback_mode=WritebackMode.NONE,
+)
+# An edit of the name only: the approved version's sign-in still proves it; and one with no sign-in on record.
+EDIT_OF_NAME = _edited(APPROVED, organization="Contoso Health Network", environment=Environment.PRODUCTION)
+EDIT_WITHOUT_SIGNIN = _edited(
+    replace(APPROVED, ehr_signin=None), organization="Contoso Health Network", patient_client_id="patient-client-0002"
+)
 MAPPINGS = [
     ListedMapping(
         "3f9a0c1d2e4b5a6978", OWN_TENANT, "bbbbbbbb-0000-4000-8000-000000000001", "dr.smith@contoso.example", WHEN, WHEN
@@ -131,12 +167,10 @@ DATA = frozenset(
     {
         "Teams EHR Connector",
         *(name for name in ("English", "Italiano", "Español", "Français", "Deutsch")),
+        "Contoso Health Network",
         "Contoso Health",
         "Fabrikam",
         "Client is not activated",  # the EHR's own error description, shown as it said it
-        # Codes the configuration page shows as they are stored (issue 13 item 8 turns them into words).
-        *(g.value for g in Geography),
-        *(w.value for w in WritebackMode),
         "Avery Admin",
         "Erin",
         "Fabian",
@@ -166,7 +200,7 @@ def _choices() -> dict[str, Any]:
 def _portal(template: str, user: PortalIdentity | None, **context: Any) -> func.HttpResponse:
     session = _session(user) if user else None
     chrome = {"session": session, "user": user, "csrf": session.csrf_token if session else ""}
-    return web.render(template, {**chrome, **context})
+    return web.render(template, {**chrome, "words": coded_words(_choices()), **context})
 
 
 def _detail(user: PortalIdentity, config: Configuration, **context: Any) -> func.HttpResponse:
@@ -174,7 +208,7 @@ def _detail(user: PortalIdentity, config: Configuration, **context: Any) -> func
         "title": config.organization,
         "config": config,
         "notice": None,
-        "values": describe(config.input().__dict__),
+        "values": describe(config.proposed.input().__dict__),
         "errors": {},
         "conflict": None,
         "etag": config.etag,
@@ -245,6 +279,16 @@ def _new_with_errors() -> func.HttpResponse:
     )
 
 
+def _records(config: Configuration) -> func.HttpResponse:
+    return _portal(
+        "portal/records.html",
+        ADMIN,
+        title=N_("Integration records"),
+        config=config,
+        records=integration_records(config, PUBLIC),
+    )
+
+
 PageState = Callable[[], func.HttpResponse]
 
 PAGE_STATES: Mapping[str, PageState] = {
@@ -289,6 +333,16 @@ PAGE_STATES: Mapping[str, PageState] = {
             "presence": {"patient": "in_lobby", "provider": "in_meeting", "staff": "not_arrived"},
             "presence_url": "/api/visits/v1/presence?t=token",
             "poll_seconds": 4,
+        },
+    ),
+    "launch/provider-with-join-link": lambda: web.render(
+        "launch/provider.html",
+        {
+            "join_web_url": "https://teams.example.org/l/meetup-join/1",
+            "presence": {"patient": "not_arrived", "provider": "in_meeting", "staff": "not_arrived"},
+            "presence_url": "/api/visits/v1/presence?t=token",
+            "poll_seconds": 4,
+            "patient_join_link": f"{PUBLIC}/api/visits/v1?t=patient-token",
         },
     ),
     "launch/provider-preparing": lambda: web.render(
@@ -346,8 +400,35 @@ PAGE_STATES: Mapping[str, PageState] = {
         ADMIN,
         title=N_("Configurations"),
         configurations=[PENDING, APPROVED],
+        awaiting=[PENDING],
         shared_configurations=[_configuration(approved=True, tenant_id=OTHER_TENANT, organization="Fabrikam")],
         notice=NOTICES["created"],
+    ),
+    "portal/dashboard-awaiting-admin": lambda: _portal(
+        "portal/dashboard.html",
+        ADMIN,
+        title=N_("Configurations"),
+        configurations=[PENDING, EDIT_OF_PROOF, EDIT_OF_NAME],
+        awaiting=[PENDING, EDIT_OF_PROOF, EDIT_OF_NAME],
+        shared_configurations=[],
+        notice=NOTICES["edit-saved"],
+    ),
+    "portal/dashboard-awaiting-approver": lambda: _portal(
+        "portal/dashboard.html",
+        APPROVER,
+        title=N_("Configurations"),
+        configurations=[SIGNED_IN, EDIT_WITHOUT_SIGNIN],
+        awaiting=[SIGNED_IN, EDIT_WITHOUT_SIGNIN],
+        shared_configurations=[],
+        notice=NOTICES["edit-discarded"],
+    ),
+    "portal/dashboard-one-awaiting": lambda: _portal(
+        "portal/dashboard.html",
+        APPROVER,
+        title=N_("Configurations"),
+        configurations=[EDIT_OF_PROOF_SIGNED_IN],
+        awaiting=[EDIT_OF_PROOF_SIGNED_IN],
+        shared_configurations=[],
     ),
     "portal/dashboard-empty-admin": lambda: _portal(
         "portal/dashboard.html", ADMIN, title=N_("Configurations"), configurations=[], shared_configurations=[]
@@ -369,6 +450,32 @@ PAGE_STATES: Mapping[str, PageState] = {
     "portal/configuration-signed-in-approver": lambda: _detail(APPROVER, SIGNED_IN, notice=NOTICES["ehr-signin"]),
     "portal/configuration-approved": lambda: _detail(ADMIN, APPROVED, notice=NOTICES["approved"]),
     "portal/configuration-shared-view": lambda: _detail(FOREIGN_ADMIN, APPROVED),
+    "portal/configuration-shared-view-with-edit": lambda: _detail(FOREIGN_ADMIN, EDIT_OF_NAME),
+    "portal/configuration-edit-unchanged": lambda: _detail(ADMIN, APPROVED, notice=NOTICES["edit-unchanged"]),
+    "portal/configuration-edit-awaiting-admin": lambda: _detail(ADMIN, EDIT_OF_PROOF, notice=NOTICES["edit-saved"]),
+    "portal/configuration-edit-awaiting-approver": lambda: _detail(APPROVER, EDIT_OF_PROOF),
+    "portal/configuration-edit-signed-in-approver": lambda: _detail(
+        APPROVER, EDIT_OF_PROOF_SIGNED_IN, notice=NOTICES["ehr-signin"]
+    ),
+    "portal/configuration-edit-of-name-approver": lambda: _detail(APPROVER, EDIT_OF_NAME),
+    "portal/configuration-edit-without-signin-admin": lambda: _detail(ADMIN, EDIT_WITHOUT_SIGNIN),
+    "portal/configuration-with-vendor-errors": lambda: _detail(
+        ADMIN,
+        PENDING,
+        values=describe(PENDING.input().__dict__) | {"vendor": Vendor.ORACLE.value},
+        errors={
+            "fhir_base_url": N_(
+                "FHIR URL isn't valid: %(reason)s",
+                reason=N_(
+                    "it serves %(served)s; the connector supports %(supported)s only",
+                    served="FHIR 3.0.2 (STU3)",
+                    supported="R4 (4.0.x)",
+                ),
+            ),
+            "writeback_mode": profile_for(Vendor.ORACLE).writeback_refusal(WritebackMode.EPIC),
+            "provider_client_id": N_("Enter the client id the EHR issued (letters, digits, . _ : -, up to 128)."),
+        },
+    ),
     "portal/configuration-with-errors": lambda: _detail(
         ADMIN,
         APPROVED,
@@ -378,6 +485,9 @@ PAGE_STATES: Mapping[str, PageState] = {
         share_value=OTHER_TENANT,
     ),
     "portal/delete": lambda: _portal("portal/delete.html", ADMIN, title=N_("Delete configuration"), config=APPROVED),
+    "portal/delete-with-edit": lambda: _portal(
+        "portal/delete.html", ADMIN, title=N_("Delete configuration"), config=EDIT_OF_PROOF
+    ),
     "portal/ehr-failure": _ehr_failure,
     "portal/links": lambda: _portal(
         "portal/links.html",
@@ -405,6 +515,11 @@ PAGE_STATES: Mapping[str, PageState] = {
         config=_configuration(approved=True),
         records=integration_records(_configuration(approved=True), PUBLIC),
     ),
+    "portal/records-epic": lambda: _records(_configuration(approved=True, vendor=Vendor.EPIC)),
+    "portal/records-oracle": lambda: _records(
+        _configuration(approved=True, vendor=Vendor.ORACLE, writeback_mode=WritebackMode.FHIR_AUDIT_EVENT)
+    ),
+    "portal/records-edit-awaiting": lambda: _records(EDIT_OF_PROOF),
     "portal/records-not-approved": lambda: _portal(
         "portal/records.html", ADMIN, title=N_("Integration records"), config=PENDING, records=None
     ),

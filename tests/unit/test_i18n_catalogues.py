@@ -32,7 +32,7 @@ _HIDDEN = re.compile(r"<(script|style)\b.*?</\1>", re.DOTALL)
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _NOT_PROSE = re.compile(r"\S*(?:://|@|/|_|\d|\.\w)\S*")  # URLs, e-mail addresses, paths, ids, codes
 LABELS = ("aria-label", "alt", "title", "placeholder")
-MESSAGE_DATA = re.compile(r"^data-(label-.*|updated|reconnecting|no-devices|ready|unavailable|copied|failed)$")
+MESSAGE_DATA = re.compile(r"^data-(label|label-.*|updated|reconnecting|no-devices|ready|unavailable|copied|failed)$")
 SOURCE_ALLOWED = {"Teams EHR Connector"}
 _ATTRIBUTES = re.compile(r'[\w-]+="[^"]*"')  # a macro that writes attributes (portal/_fields.html)
 
