@@ -169,3 +169,18 @@ def test_a_rendered_page_names_its_language_and_offers_the_switch() -> None:
     assert 'href="/api/portal?lang=de" lang="de" hreflang="de">Deutsch</a>' in body
     assert 'aria-current="true">Français</a>' in body
     assert 'href="/api/portal/signin?lang=fr"' in body  # the page's own link keeps the choice
+
+
+def test_an_imported_macro_library_speaks_each_readers_language_not_the_first_ones() -> None:
+    """``portal/_changes.html`` is imported by two pages; Jinja builds an imported template's module once per
+    process, so text translated at its top level would stay in the first reader's language."""
+    from tests.support.page_states import PAGE_STATES
+
+    headings = {}
+    for code in ("it", "de", "it"):
+        with i18n.speaking(i18n.language_for("GET", f"https://connector.example.org/api/portal?lang={code}", None)):
+            body = PAGE_STATES["portal/configuration-edit-awaiting-admin"]().get_body().decode()
+        row = body.split('<table class="reflow changes" id="pending-changes">', 1)[1].split("</table>", 1)[0]
+        headings[code] = row
+    assert "Area geografica" in headings["it"] and "Campo" in headings["it"]
+    assert "Region" in headings["de"] and "Feld" in headings["de"] and "Campo" not in headings["de"]
