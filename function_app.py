@@ -12,11 +12,12 @@ from connector import (
     launch,
     maintenance,
     portal,
+    reports,
     telemetry,  # noqa: F401 - telemetry registers its worker extension
     wellknown,
 )
 
-BLUEPRINTS = (health.bp, launch.bp, maintenance.bp, portal.bp, wellknown.bp, events.bp)
+BLUEPRINTS = (health.bp, launch.bp, maintenance.bp, portal.bp, reports.bp, wellknown.bp, events.bp)
 
 
 def build_app() -> func.FunctionApp:

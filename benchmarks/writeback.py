@@ -3,6 +3,9 @@
     python -m benchmarks.writeback [--events 2000] [--latency-ms 50] [--burst 1000] [--reliability 10000]
 
 Prints:
+0. host CPU per event against the floor measured in the same run (``benchmarks.writeback_floor``, target
+   <= 1.1), with Table operations per event, for Epic (through the ledger) and FHIR AuditEvents (idempotent):
+   the host in a process of its own with the production host.json (batchSize 16, newBatchThreshold 8);
 1. drain rate: events per second one worker process (one host) writes into the sandbox EHR answering
    every call after a fixed latency L;
 2. storage transactions per event: Table operations the worker makes per event (Visits + WritebackLedger),
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -32,11 +37,12 @@ from typing import Any
 import httpx
 
 from benchmarks.table_operations import TableOperations
-from benchmarks.writeback_load import WritebackLoad
+from benchmarks.writeback_load import CLIENT_ID, WritebackLoad
 from sandbox import azurite
 from sandbox.entra.signing import graph_validation_token
 from sandbox.graph.crypto import EncryptionCertificate, encrypt_content
 from sandbox.local_settings import local_values
+from shared.configurations.model import WritebackMode
 from shared.kernel.settings import Geography
 from shared.microsoft.notifications import ClientStates, NotificationCertificate, SubscriptionTarget
 
@@ -60,6 +66,64 @@ def azurite_env() -> Iterator[dict[str, str]]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def cpu_per_event(env: dict[str, str], events: int, latency_ms: int) -> None:
+    for mode in (WritebackMode.FHIR_AUDIT_EVENT, WritebackMode.EPIC):
+        with WritebackLoad(env, visits=200, ehr_latency_ms=latency_ms, mode=mode, separate_host=True) as load:
+            host = load.host
+            warm = load.events(50)
+            load.enqueue([e.to_json() for e in warm])  # tokens, discovery and configuration cache warm up
+            load.wait_until_written(warm, timeout=120)
+            load.wait_until_queue_empty(timeout=60)
+            idle = _idle_cpu(host)
+            batch = load.events(events)
+            host.ops()
+            before = host.cpu()
+            load.enqueue([e.to_json() for e in batch])
+            load.wait_until_written(batch, timeout=max(180, events))
+            load.wait_until_queue_empty(timeout=60)
+            cpu = (host.cpu() - before) / events
+            ops = host.ops()
+            worker = {name: n / events for name, n in sorted(ops.items())}
+            floor = _floor(load, mode, runs=min(events, 300))
+            steps = ", ".join(f"{k} {v:.2f} ms" for k, v in floor["steps_ms"].items())
+            print(f"0. {mode.value}: host CPU per event {cpu * 1000:.2f} ms (host idle {idle * 1000:.2f} ms/s, "
+                  f"not subtracted); floor {floor['total_ms']:.2f} ms ({steps}); ratio "
+                  f"{cpu * 1000 / floor['total_ms']:.2f} (target <= 1.1)")  # fmt: skip
+            print(f"   Table operations per event: {sum(worker.values()):.2f} {worker} "
+                  "(+ the host's queue receive and delete)")  # fmt: skip
+
+
+def _idle_cpu(host: Any, seconds: float = 4.0) -> float:
+    before = host.cpu()
+    time.sleep(seconds)
+    return float(host.cpu() - before) / seconds
+
+
+def _floor(load: WritebackLoad, mode: WritebackMode, runs: int) -> dict[str, Any]:
+    """``benchmarks.writeback_floor`` in a fresh process, on a queue of its own filled with ``runs`` messages."""
+    queue_name = f"{load.queue_name}-floor"
+    queue = load.queue(queue_name)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(queue.send_message, [e.to_json() for e in load.events(runs + 20)]))
+    key, csn = load.visit_keys[1]
+    external_id = f"floor-{load.run}"
+    load.ehr.state.link_launch({csn}, external_id)
+    row = load.storage.for_geography(Geography.AMERICAS).table("Visits").get_entity(Geography.AMERICAS.value, key)
+    command = [
+        sys.executable, "-m", "benchmarks.writeback_floor", "--queue", queue_name,
+        "--visit", Geography.AMERICAS.value, str(row["PartitionKey"]), str(row["RowKey"]),
+        "--fhir", load.ehr.config.fhir_base, "--client-id", CLIENT_ID,
+        "--mode", "epic" if mode is WritebackMode.EPIC else "fhir-auditevent",
+        "--call-args", csn, external_id, "--runs", str(runs),
+    ]  # fmt: skip
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **load.environ}
+    out = subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True, check=False)  # noqa: S603
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def drain(env: dict[str, str], events: int, latency_ms: int) -> None:
@@ -189,7 +253,8 @@ def reliability(env: dict[str, str], events: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.writeback", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2000, help="events for the drain-rate figure")
+    parser.add_argument("--cpu-events", type=int, default=500, help="events for the CPU-per-event figure")
+    parser.add_argument("--events", type=int, default=2000, help="events for the drain-rate figure (0: stop)")
     parser.add_argument("--latency-ms", type=int, default=50, help="fixed EHR latency L")
     parser.add_argument("--burst", type=int, default=1000, help="notifications in the webhook burst")
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent webhook requests")
@@ -199,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.CRITICAL)  # the faults make the host log every retry with its traceback
     with azurite_env() as env:
+        cpu_per_event(env, args.cpu_events, args.latency_ms)
+        if not args.events:
+            return 0
         drain(env, args.events, args.latency_ms)
         webhook_burst(env, args.burst, args.concurrency)
         if args.reliability:

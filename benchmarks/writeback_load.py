@@ -81,6 +81,12 @@ class WritebackLoad:
     http_timeout: float = 1.0  # seconds; HTTP_TIMEOUT_SECONDS, so hung EHR calls fail fast
     ehr_latency_ms: int = 0
     extra_settings: dict[str, str] = field(default_factory=dict)
+    # The configuration's writeback: Epic's SetExternalConnectionStatus (through the ledger) or FHIR AuditEvents
+    # (idempotent: no ledger).
+    mode: WritebackMode = WritebackMode.EPIC
+    # The host in a process of its own with the app's production host.json (``benchmarks.host_process``), so
+    # its CPU and Table operations are measurable alone; ``host_json`` then does not apply.
+    separate_host: bool = False
 
     def __post_init__(self) -> None:
         run = uuid.uuid4().hex[:10]
@@ -128,6 +134,7 @@ class WritebackLoad:
             "AzureWebJobs.sweep_expired_state.Disabled": "true",
             **self.extra_settings,
         }
+        self.environ = settings
         self.settings = Settings.from_env(settings)
         self.storage = Storage(self.settings)
         self._seed()
@@ -135,12 +142,19 @@ class WritebackLoad:
         self._stack.callback(reset_services)
         # Faults start once the EHR is set up; the host starts last, so every event sees them.
         self.ehr.faults.update({"latency_ms": self.ehr_latency_ms, **self.faults})
-        self.host = self._stack.enter_context(LocalHost(build_app(), settings, port=port, host_json=self.host_json))
+        self.host: Any
+        if self.separate_host:
+            from benchmarks.host_process import HostProcess
+
+            self.host = HostProcess(settings, port).start()
+            self._stack.callback(self.host.stop)
+        else:
+            self.host = self._stack.enter_context(LocalHost(build_app(), settings, port=port, host_json=self.host_json))
 
     def _seed(self) -> None:
         fhir = self.ehr.config.fhir_base
-        self.configuration_id = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC).id
-        self._pending = seed_configuration(self.storage, fhir, CLIENT_ID, WritebackMode.EPIC, approve=False)
+        self.configuration_id = seed_configuration(self.storage, fhir, CLIENT_ID, self.mode).id
+        self._pending = seed_configuration(self.storage, fhir, CLIENT_ID, self.mode, approve=False)
         self.pending_configuration_id = self._pending.id
         self.sealer = Sealer.from_text(self.settings.sealing_keys.reveal())
         self._external_ids: dict[str, str] = {}
@@ -205,8 +219,15 @@ class WritebackLoad:
 
     # --- observation ---------------------------------------------------------------------------
     def written(self) -> Counter[str]:
-        """How many times the EHR recorded each ExternalID of this run."""
+        """How many times the EHR recorded each ExternalID of this run (an AuditEvent: its agent's reference)."""
         prefix = f"load-{self.run}-"
+        if self.mode is WritebackMode.FHIR_AUDIT_EVENT:
+            agents = (
+                str((agent.get("who") or {}).get("reference") or "").rsplit("/", 1)[-1]
+                for audit in self.ehr.audit_events()
+                for agent in audit.get("agent") or []
+            )
+            return Counter(agent for agent in agents if agent.startswith(prefix))
         return Counter(c.external_id for c in self.ehr.connection_status_changes() if c.external_id.startswith(prefix))
 
     def external_id(self, event: VisitEvent) -> str:

@@ -209,6 +209,19 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _local(moment: datetime) -> tuple[datetime, str]:
+    """``moment`` in the reader's zone (``?tz=``) and that zone's name; without one, in the offset the moment
+    carries (an EHR's appointment time, "UTC-05:00"), which is UTC for every time the connector stores."""
+    language, aware = current(), _aware(moment)
+    if language.time_zone:
+        return aware.astimezone(language.zone), language.time_zone
+    offset = aware.utcoffset()
+    if not offset:
+        return aware.astimezone(UTC), "UTC"
+    sign, minutes = ("+" if offset.total_seconds() >= 0 else "-"), abs(int(offset.total_seconds())) // 60
+    return aware, f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 def format_datetime(moment: datetime | None, width: str = "medium") -> str:
     """``moment`` in the reader's language and time zone, to the minute, the zone named (``UTC`` when none was given).
 
@@ -216,29 +229,41 @@ def format_datetime(moment: datetime | None, width: str = "medium") -> str:
     """
     if moment is None:
         return ""
-    language = current()
-    locale = Locale.parse(language.code)
-    local = _aware(moment).astimezone(language.zone)
+    locale = Locale.parse(current().code)
+    local, zone = _local(moment)
     joined = str(locale.datetime_formats[width]).format(
         babel_format_time(local, "short", locale=locale), babel_format_date(local, width, locale=locale)
     )
-    return f"{joined} {language.time_zone or 'UTC'}"
+    return f"{joined} {zone}"
+
+
+def format_clock(moment: datetime | None) -> str:
+    """The time of day of ``moment`` (to the minute) in the reader's language and time zone, the zone named."""
+    if moment is None:
+        return ""
+    local, zone = _local(moment)
+    return f"{babel_format_time(local, 'short', locale=Locale.parse(current().code))} {zone}"
 
 
 def format_date(moment: datetime | None, width: str = "medium") -> str:
     """The date of ``moment`` in the reader's time zone, written the reader's way."""
     if moment is None:
         return ""
-    language = current()
-    return babel_format_date(_aware(moment).astimezone(language.zone), width, locale=Locale.parse(language.code))
+    return babel_format_date(_local(moment)[0], width, locale=Locale.parse(current().code))
 
 
-def time_element(moment: datetime | None, width: str = "medium") -> Markup:
-    """A ``<time>`` element: the server's rendering, which the page's script re-renders in the browser's zone."""
+def time_element(moment: datetime | None, width: str = "medium", id: str | None = None) -> Markup:  # noqa: A002
+    """A ``<time>`` element: the server's rendering, which the page's script re-renders in the browser's zone.
+
+    ``width`` is a date width ("short", "medium", "long"), or "time" for the time of day alone; ``id`` the
+    element's id, if it needs one.
+    """
     if moment is None:
         return Markup("")
-    iso = _aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return Markup('<time datetime="{}" data-local="{}">{}</time>').format(iso, width, format_datetime(moment, width))
+    iso = _aware(moment).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    text = format_clock(moment) if width == "time" else format_datetime(moment, width)
+    element_id = Markup(' id="{}"').format(id) if id else Markup("")
+    return Markup('<time datetime="{}" data-local="{}"{}>{}</time>').format(iso, width, element_id, text)
 
 
 # --- the language switch and keeping the choice on our links ---------------------------------------
@@ -318,4 +343,9 @@ def carry_language_in_html(html: str, public_base_url: str | None) -> str:
 
 def jinja_globals() -> dict[str, Callable[..., Any]]:
     """What templates call besides ``_``: dates and times in the reader's language and zone."""
-    return {"format_datetime": format_datetime, "format_date": format_date, "time_element": time_element}
+    return {
+        "format_datetime": format_datetime,
+        "format_date": format_date,
+        "format_clock": format_clock,
+        "time_element": time_element,
+    }

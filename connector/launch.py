@@ -3,11 +3,13 @@ sign-in, and the visit pages (provider page + live panel, patient waiting page).
 
     GET|POST /api/launch/{configurationId}/provider   → EHR authorize (GET redirect or POST form)
     GET|POST /api/launch/{configurationId}/patient    → EHR authorize
-    GET      /api/launch/callback                     → provider page | Microsoft sign-in | lobby | waiting
+    GET      /api/launch/callback                     → provider page | "Link … once" page | lobby | waiting
+    POST     /api/launch/signin/start                 → Microsoft sign-in (the "Continue" of that page)
     GET|POST /api/launch/signin/callback              → "Link your Microsoft 365 account?" page
     POST     /api/launch/signin/confirm               → provider page (link stored) | "nothing was linked"
     GET      /api/visits/{visitKey}?t=…               → provider page | patient waiting page / lobby
-    GET      /api/visits/{visitKey}/presence?t=…      → live panel JSON
+    GET      /api/visits/{visitKey}/presence?t=…      → live panel: JSON, or its HTML fragment (Accept: text/html);
+                                                         ETag / If-None-Match → 304, X-Poll-After: when to look again
 
 All anonymous: ``state`` rows and signed visit tokens carry the authority, because Epic's
 embedded browsers drop cookies. The one-time sign-in is the exception: it is bound to the browser
@@ -22,8 +24,11 @@ from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
+from connector import i18n
 from connector.services import services
 from connector.web import (
+    SECURITY_HEADERS,
+    Audiences,
     ErrorPages,
     api,
     cookie_header,
@@ -38,11 +43,16 @@ from connector.web import (
     sign_in_binding_cookie,
 )
 from shared.ehr.launch_params import LaunchKind, parse_authorization_response, parse_launch
+from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
+    Audience,
     BadRequest,
+    ConfigurationError,
+    Conflict,
     ConnectorError,
     ErrorPage,
     Forbidden,
+    NotFound,
     StateError,
     UpstreamError,
     UpstreamRejected,
@@ -53,7 +63,9 @@ from shared.kernel.settings import LOCAL_HOSTS, get_settings
 from shared.launch.service import (
     CONFIRM_TTL,
     EHR,
+    INTRO_TTL,
     ConfirmLink,
+    ExplainSignIn,
     JoinMeeting,
     LaunchOutcome,
     LaunchService,
@@ -62,7 +74,9 @@ from shared.launch.service import (
     SignInFirst,
     WaitForClinician,
 )
+from shared.microsoft.teams import AccessPolicyMissing, access_policy_commands
 from shared.visits.events import Role
+from shared.visits.panel import Panel, poll_after
 from shared.visits.tokens import VisitGrant
 
 bp = func.Blueprint()
@@ -70,12 +84,13 @@ bp = func.Blueprint()
 QUEUE = "%WRITEBACK_QUEUE_NAME%"
 QUEUE_CONNECTION = "AzureWebJobsStorage"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-PRESENCE_POLL_SECONDS = 4
+POLL_AFTER_HEADER = "X-Poll-After"  # seconds until the panel should look again; absent: stop (shared.visits.panel)
 WAITING_POLL_SECONDS = 5
 
 # --- error pages ------------------------------------------------------------------------------
 # Errors that mean one thing wherever they surface carry their own page (TenantConfigNotFound,
-# ConfigurationPending, WrongTenant, AccessPolicyMissing); these are the launch's words for the rest.
+# ConfigurationPending, WrongTenant); these are the launch's words for the rest. Clinicians' pages say
+# what failed and what to check; patients' pages (further below) never show either.
 
 RELAUNCH = ErrorPage(
     N_("Please launch again from Epic"),
@@ -125,9 +140,33 @@ def _rejected_page(exc: UpstreamRejected) -> ErrorPage:
     )
 
 
+def _access_policy_page(exc: AccessPolicyMissing) -> ErrorPage:
+    """For the clinician and the Teams administrator they call: the commands with the real ids, to copy."""
+    return ErrorPage(
+        "Teams meeting could not be created",
+        "Microsoft Teams refused to create the meeting: no Teams application access policy allows this connector "
+        "to create meetings for the clinician who organizes this visit.",
+        help=(
+            "A Teams administrator runs the PowerShell below (MicrosoftTeams module). If the policy already exists, "
+            "only the last command is needed.",
+            "To allow every clinician of the organization at once, grant the policy with -Global instead of -Identity.",
+            "The change can take up to 30 minutes to apply; then start the visit again.",
+        ),
+        code_block=access_policy_commands(_connector_app_id(), exc.organizer_object_id),
+    )
+
+
+def _connector_app_id() -> str | None:
+    try:
+        return get_settings().entra_client_id
+    except ConfigurationError:  # cannot happen after Graph answered; an error page must render regardless
+        return None
+
+
 LAUNCH_PAGES = ErrorPages(
     "launch/error.html",
     {
+        AccessPolicyMissing: _access_policy_page,
         StateError: lambda exc: RELAUNCH,
         UpstreamThrottled: lambda exc: TEAMS_BUSY,
         UpstreamRejected: _rejected_page,
@@ -135,8 +174,63 @@ LAUNCH_PAGES = ErrorPages(
         BadRequest: lambda exc: ErrorPage(N_("This launch could not be read"), exc.message),
         ConnectorError: lambda exc: ErrorPage(N_("The visit could not start"), exc.message),
     },
+    audience=Audience.CLINICIAN,
 )
-launch_page = page_with(LAUNCH_PAGES)  # like ``web.page``, with the launch's explanatory error pages
+launch_page = page_with(LAUNCH_PAGES)  # clinicians' routes: the launch's technical pages
+
+# A patient's words: what happened in one line, what to do next, never a configuration detail. Whoever
+# can fix the cause finds it in the log under the correlation id the page shows.
+CANNOT_START = "We can't start your video visit right now"
+START_AGAIN = "Please open your visit again from the app or website where you started it."
+PATIENT_CALL_CLINIC = ErrorPage(CANNOT_START, "Please call your clinic. They can help you with your visit.")
+PATIENT_LINK_EXPIRED = ErrorPage(
+    "This link has expired",
+    "For your safety, the link to a video visit works only once and only for a short time.",
+    help=(START_AGAIN, "If it still doesn't work, please call your clinic."),
+)
+PATIENT_VISIT_ENDED = ErrorPage(
+    "This video visit has ended",
+    "The visit is over, or its link is no longer valid.",
+    help=("If you still need to see your clinician, please call your clinic.",),
+)
+PATIENT_LAUNCH_LATER = ErrorPage(
+    CANNOT_START,
+    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
+    help=(
+        "Please wait a minute, then open your visit again from the app or website where you started it.",
+        "If it still doesn't work, please call your clinic.",
+    ),
+)
+PATIENT_RELOAD_LATER = ErrorPage(
+    CANNOT_START,
+    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
+    help=("Please try again in a minute. If it still doesn't work, please call your clinic.",),
+    retry=True,
+)
+
+
+def _patient_book(*, later: ErrorPage) -> ErrorPages:
+    """A patients' book: ``later`` for what passes by itself (on a launch, reloading a used link cannot help)."""
+    return ErrorPages(
+        "launch/patient_error.html",
+        {
+            StateError: lambda exc: PATIENT_LINK_EXPIRED,
+            Forbidden: lambda exc: PATIENT_LINK_EXPIRED if exc.code.startswith("visit_token") else PATIENT_CALL_CLINIC,
+            NotFound: lambda exc: PATIENT_VISIT_ENDED if exc.code == "visit_gone" else PATIENT_CALL_CLINIC,
+            Conflict: lambda exc: PATIENT_VISIT_ENDED if exc.code == "visit_gone" else later,
+            ConnectorError: lambda exc: later if exc.retryable else PATIENT_CALL_CLINIC,
+        },
+        audience=Audience.PATIENT,
+    )
+
+
+PATIENT_LAUNCH_PAGES = _patient_book(later=PATIENT_LAUNCH_LATER)
+PATIENT_VISIT_PAGES = _patient_book(later=PATIENT_RELOAD_LATER)
+patient_launch_page = page_with(PATIENT_LAUNCH_PAGES)
+# The callback serves both: the launch state's kind says whose launch failed (``LaunchService.complete``).
+callback_page = page_with(Audiences({Audience.PATIENT: PATIENT_LAUNCH_PAGES, Audience.CLINICIAN: LAUNCH_PAGES}))
+# A visit page: the signed token's role says whose page it is; a link that is not valid gets a patient's words.
+visit_page_errors = page_with(Audiences({Audience.PATIENT: PATIENT_VISIT_PAGES, Audience.CLINICIAN: LAUNCH_PAGES}))
 
 
 SIGNIN_COOKIE_PATH = "/api/launch/signin"  # sent only to the one-time sign-in's callback and its confirmation
@@ -203,14 +297,29 @@ def launch_provider(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="launch/{configurationId}/patient", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@launch_page
+@patient_launch_page
 def launch_patient(req: func.HttpRequest) -> func.HttpResponse:
     return _begin(req, LaunchKind.PATIENT)
 
 
-def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse:
-    if isinstance(outcome, ShowProviderPage | JoinMeeting | WaitForClinician) and outcome.event is not None:
-        events.set(outcome.event.to_json())  # the launch's connected event, for writeback
+def _respond(outcome: LaunchOutcome | SignInFirst, events: func.Out[str] | None = None) -> func.HttpResponse:
+    event = outcome.event if isinstance(outcome, ShowProviderPage | JoinMeeting | WaitForClinician) else None
+    if event is not None and events is not None:
+        events.set(event.to_json())  # the launch's connected event, for writeback
+    if isinstance(outcome, ExplainSignIn):
+        binding = sign_in_binding_cookie(
+            signin_cookie_name(), outcome.browser_binding, path=SIGNIN_COOKIE_PATH, max_age=SIGNIN_COOKIE_MAX_AGE
+        )
+        return render(
+            "launch/signin_intro.html",
+            {
+                "title": "Link your EHR account to Microsoft 365 once",
+                "state": outcome.state,
+                "csrf": outcome.csrf,
+                "minutes": int(INTRO_TTL.total_seconds() // 60),
+            },
+            headers={"Set-Cookie": binding},
+        )
     if isinstance(outcome, SignInFirst):
         binding = sign_in_binding_cookie(
             signin_cookie_name(), outcome.browser_binding, path=SIGNIN_COOKIE_PATH, max_age=SIGNIN_COOKIE_MAX_AGE
@@ -225,10 +334,43 @@ def _respond(outcome: LaunchOutcome, events: func.Out[str]) -> func.HttpResponse
 
 @bp.route(route="launch/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="events", queue_name=QUEUE, connection=QUEUE_CONNECTION)
-@launch_page
+@callback_page
 def launch_callback(req: func.HttpRequest, events: func.Out[str]) -> func.HttpResponse:
     outcome = services().launch.complete(parse_authorization_response(_raw_query(req)))
     return _respond(outcome, events)
+
+
+class ContinueWithTheButton(ConnectorError):
+    """A GET of the sign-in start (a link, an image, a prefetch): it never starts a sign-in."""
+
+    status = 405
+    code = "signin_by_post"
+    page = ErrorPage(
+        "Please use the Continue button",
+        "The Microsoft 365 sign-in starts only from the page that explains it, with its Continue button.",
+        help=("Start the visit again from Epic if you no longer have that page open.",),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("The sign-in start was opened as a link. Nothing was started.")
+
+
+@bp.route(route="launch/signin/start", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@launch_page
+def launch_signin_start(req: func.HttpRequest) -> func.HttpResponse:
+    """The clinician pressed "Continue" on the page explaining the one-time sign-in: a POST with the page's token,
+    from the browser the page was shown in. Anything else starts nothing (and uses that page up)."""
+    if req.method != "POST":
+        response = error_response(ContinueWithTheButton(), correlation_id(req), html=True, pages=LAUNCH_PAGES)
+        response.headers["Allow"] = "POST"
+        return response
+    try:
+        outcome = services().launch.start_sign_in(
+            read_form(req), browser_binding=read_cookie(req, signin_cookie_name())
+        )
+    except ConnectorError as exc:
+        return _with_cleared_cookie(error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES))
+    return _respond(outcome)
 
 
 @bp.route(route="launch/signin/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -315,31 +457,24 @@ def _visit_grant(req: func.HttpRequest, service: LaunchService) -> tuple[str, Vi
 
 
 @bp.route(route="visits/{visitKey}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@launch_page
+@visit_page_errors
 def visit_page(req: func.HttpRequest) -> func.HttpResponse:
     service = services().launch
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
-        patient = service.patient_view(grant, token)
-        if patient.join_web_url:
-            return redirect(patient.join_web_url)
-        return render(
-            "launch/waiting.html",
-            {
-                "refresh_url": patient.refresh_url,
-                "status_url": f"{patient.refresh_url.split('?', 1)[0]}/presence?t={_quote(token)}",
-                "poll_seconds": WAITING_POLL_SECONDS,
-            },
-        )
-    view = service.provider_view(grant)
+        return _waiting_page(service, grant, token)
+    view = service.provider_view(grant)  # its errors are a clinician's (``speaking_to`` in the service)
+    panel = view.panel
     return render(
         "launch/provider.html",
         {
             "join_web_url": view.join_web_url,
-            "presence": view.presence,
+            "panel": panel,
+            "panel_etag": _panel_etag(panel, html=True),
             "presence_url": f"{view.presence_url}?t={_quote(token)}",
-            "poll_seconds": PRESENCE_POLL_SECONDS,
             "patient_join_link": service.patient_join_link(grant),
+            "page_url": service.visit_url(view.visit_key, token),
+            "poll_seconds": poll_after(panel, utcnow()) or 0,
         },
     )
 
@@ -350,12 +485,61 @@ def visit_presence(req: func.HttpRequest) -> func.HttpResponse:
     service = services().launch
     token, grant = _visit_grant(req, service)
     if grant.role is Role.PATIENT:
-        # The waiting page learns only whether its meeting exists, nothing about who is there.
+        # The waiting page learns only whether its meeting exists and whether to give up, nothing about who is there.
         patient = service.patient_view(grant, token)
-        body: dict[str, Any] = {"meeting": patient.join_web_url is not None}
-    else:
-        body = service.presence(grant)
-    return json_response(body)
+        body: dict[str, Any] = {"meeting": patient.join_web_url is not None, "overdue": patient.overdue}
+        return json_response(body)
+    return _panel_response(req, service.panel(grant))
+
+
+def _panel_response(req: func.HttpRequest, panel: Panel) -> func.HttpResponse:
+    """The panel as JSON or as the page's HTML fragment; 304 without a body when the caller has this version."""
+    html = "text/html" in (req.headers.get("accept") or "")
+    etag = _panel_etag(panel, html=html)
+    headers = {"ETag": etag, "Vary": "Accept, Accept-Language"}
+    delay = poll_after(panel, utcnow())
+    if delay is not None:
+        headers[POLL_AFTER_HEADER] = str(delay)
+    if _matches(req.headers.get("if-none-match"), etag):
+        return func.HttpResponse(status_code=304, headers={**SECURITY_HEADERS, **headers})
+    if html:
+        return render("launch/_panel.html", {"panel": panel}, headers=headers)
+    return json_response(panel.to_json(), headers=headers)
+
+
+def _panel_etag(panel: Panel, *, html: bool) -> str:
+    """The HTML fragment is in the reader's language and zone, so its tag names them; the JSON is the same for all."""
+    if not html:
+        return f'"presence-{panel.version}"'
+    language = i18n.current()
+    return f'"panel-{language.code}-{language.time_zone or "UTC"}-{panel.version}"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: a list of entity tags (weak comparison) or ``*``."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
+
+
+def _waiting_page(service: LaunchService, grant: VisitGrant, token: str) -> func.HttpResponse:
+    patient = service.patient_view(grant, token)
+    if patient.join_web_url:
+        return redirect(patient.join_web_url)
+    start = patient.appointment_start
+    return render(
+        "launch/waiting.html",
+        {
+            "refresh_url": patient.refresh_url,
+            "status_url": f"{patient.refresh_url.split('?', 1)[0]}/presence?t={_quote(token)}",
+            "poll_seconds": WAITING_POLL_SECONDS,
+            "recheck_seconds": patient.recheck_seconds,
+            "overdue": patient.overdue,
+            "organization": patient.organization,
+            "appointment_start": start,
+        },
+    )
 
 
 def _quote(value: str) -> str:

@@ -8,8 +8,10 @@ import azure.functions as func
 from azure.core.exceptions import HttpResponseError
 
 from connector.services import services
+from shared.kernel.clock import utcnow
 from shared.kernel.errors import ConnectorError
 from shared.portal import sessions
+from shared.reports.retention import enforce_retention, refresh_open_days
 from shared.storage import state as auth_state
 from shared.storage.sweep import sweep_expired
 from shared.visits import repository as visits
@@ -47,3 +49,21 @@ def sweep_expired_state(timer: func.TimerRequest) -> None:
         logger.info("Swept %d expired rows from %s in %s", result.deleted, result.table, account.name)
     if failed:
         logger.error("The sweep skipped %d of %d tables; they are retried on the next run", failed, len(targets))
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 5-59/15 * * * *", run_on_startup=False, use_monitor=False)
+def report_upkeep(timer: func.TimerRequest) -> None:
+    """Usage report: delete days past each configuration's retention (by key range; the report tables are not
+    swept by ``ExpiresAt``, which would scan them), and compute the open days' summaries."""
+    svc = services()
+    geographies = svc.storage.geographies
+    now = utcnow()
+    try:
+        deleted = enforce_retention(
+            geographies, svc.report_preferences, svc.report_facts, svc.report_days, today=now.date()
+        )
+        computed = refresh_open_days(geographies, svc.report_preferences, svc.report_days, now=now)
+    except (ConnectorError, HttpResponseError) as exc:
+        logger.error("Report upkeep failed: %s; retried on the next run", type(exc).__name__)
+        return
+    logger.info("Report upkeep: %d rows past retention deleted, %d day summaries computed", deleted, computed)

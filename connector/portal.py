@@ -452,8 +452,16 @@ def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
     etag = form.get("etag", "")
     if not etag:  # like an edit: only the version the admin looked at may be deleted
         raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
-    services().portal.delete(session.user, req.route_params.get("id", ""), etag)
+    deleted = services().portal.delete(session.user, req.route_params.get("id", ""), etag)
+    services().report_preferences.mark_deleted(deleted.id, deleted.geography.value)  # its usage report goes too
+    _launches_forget(deleted.id)
     return redirect(portal_url(notice="deleted"))
+
+
+def _launches_forget(configuration_id: str) -> None:
+    """Launches in this process see a changed or deleted configuration at once; other instances within
+    ``CONFIGURATION_MEMORY_SECONDS`` (README "Performance and cost")."""
+    services().launch.forget_configuration(configuration_id)
 
 
 # --- sharing with other tenants -------------------------------------------------------------
@@ -470,6 +478,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
     except (BadRequest, Conflict) as exc:
         current = svc.get_visible(session.user, req.route_params.get("id", ""))
         return _detail(session, current, status=exc.status, share_error=exc.message, share_value=tenant_id[:64])
+    _launches_forget(config.id)
     return redirect(portal_url(f"/configurations/{config.id}", notice="shared"))
 
 
@@ -478,6 +487,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
 def unshare(req: func.HttpRequest) -> func.HttpResponse:
     session, _ = _signed_in_form(req, admin=True)
     config = services().portal.unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
+    _launches_forget(config.id)
     return redirect(portal_url(f"/configurations/{config.id}", notice="unshared"))
 
 
@@ -542,6 +552,7 @@ def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
 def approve(req: func.HttpRequest) -> func.HttpResponse:
     session, _ = _signed_in_form(req)
     config = services().portal.approve(session.user, req.route_params.get("id", ""))
+    _launches_forget(config.id)  # an approved edit replaces the version launches remember
     return redirect(portal_url(f"/configurations/{config.id}", notice="approved"))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 import msal
@@ -51,6 +52,11 @@ from shared.microsoft.notifications import (
 from shared.microsoft.teams import TeamsClients
 from shared.portal.service import PortalService
 from shared.portal.sessions import SessionStore
+from shared.reports.days import ReportDays
+from shared.reports.preferences import ReportPreferenceStore
+from shared.reports.recorder import FactRecorder
+from shared.reports.service import ReportService
+from shared.reports.store import ReportFacts
 from shared.storage.accounts import Storage
 from shared.storage.state import StateRouter
 from shared.visits.repository import VisitRepository
@@ -243,6 +249,7 @@ class Services:
             sign_in=self.launch_sign_in,
             meetings_for=self.teams.for_tenant,
             sealer=self.sealer,
+            waiting_room_give_up=timedelta(minutes=settings.waiting_room_give_up_minutes),
         )
 
     @once
@@ -254,6 +261,39 @@ class Services:
             self.notification_certificates[0],
             self.settings.public_base_url,
         )
+
+    @once
+    def targets(self) -> ConfigurationTargets:
+        return ConfigurationTargets(self.configurations)
+
+    # --- the usage report -----------------------------------------------------------------------------
+
+    @once
+    def report_facts(self) -> ReportFacts:
+        return ReportFacts(self.storage, self.sealer)
+
+    @once
+    def report_days(self) -> ReportDays:
+        return ReportDays(self.storage, self.report_facts)
+
+    @once
+    def report_preferences(self) -> ReportPreferenceStore:
+        return ReportPreferenceStore(self.storage.app)
+
+    @once
+    def report_recorder(self) -> FactRecorder:
+        return FactRecorder(
+            self.report_facts,
+            self.report_days,
+            self.report_preferences,
+            self.targets,
+            secret=self.settings.connector_secret.reveal(),
+            sealer=self.sealer,
+        )
+
+    @once
+    def reports(self) -> ReportService:
+        return ReportService(self.configurations, self.report_preferences, self.report_facts, self.report_days)
 
     @once
     def worker(self) -> WritebackWorker:
@@ -268,7 +308,7 @@ class Services:
         return WritebackWorker(
             self.visits,
             WritebackLedger(self.storage),
-            ConfigurationTargets(self.configurations),
+            self.targets,
             adapters,
             FailureLog(self.storage.app, settings.writeback_queue_name, self.sealer),
             sealer=self.sealer,

@@ -11,6 +11,14 @@ authenticates with the app's managed identity named by ``APPLICATIONINSIGHTS_AUT
 the host's trace context (``PYTHON_ENABLE_OPENTELEMETRY``); it is not asked to configure a second
 exporter. Telemetry never breaks a request: a failure to configure is logged once and ignored.
 
+Sampling (``TELEMETRY_SAMPLING_RATIO``, default 0.1): a fixed share of traces is kept, chosen by trace id
+with Application Insights' own sampler, so a kept request keeps all its dependencies and logs and the
+portal scales its counts back up. At 50,000 visits a day and ~80 spans a visit, every trace would be ~4 GB
+a day of ingestion; 10 % keeps thousands of whole launches a day for diagnosis. Without it the distro
+would rate-limit to 5 traces a second, dropping more at the morning peak and less at night. Live Metrics
+stays on (it costs a ping every few seconds when no one watches). ``benchmarks/telemetry.py`` measures
+what export costs per launch.
+
 Logs and traces carry no EHR identifiers and no user names (see "Logs" in the README). The HTTP
 client libraries log every request's URL (httpx at INFO: ``.../Appointment/e-appt-002``,
 ``SetExternalConnectionStatus?ConferenceID=...&ExternalID=...``; urllib3, under msal and the
@@ -30,6 +38,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import azure.functions as func
@@ -37,6 +46,13 @@ import azure.functions as func
 logger = logging.getLogger(__name__)
 
 CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+SAMPLING_SETTING = "TELEMETRY_SAMPLING_RATIO"
+# Storage calls are traced once, by azure-core (``azure_sdk``); the requests / urllib3 / urllib instrumentations
+# would trace each of them again underneath (only msal's rare token calls are theirs alone).
+INSTRUMENTATIONS: Mapping[str, Mapping[str, bool]] = MappingProxyType(
+    {name: MappingProxyType({"enabled": False}) for name in ("requests", "urllib", "urllib3")}
+)
+DEFAULT_SAMPLING_RATIO = 0.1
 
 _lock = threading.Lock()
 _state: str | None = None  # None until the first call, then "configured", "disabled" or "failed"
@@ -145,12 +161,26 @@ def _configure(environ: Mapping[str, str], configure: Callable[..., None] | None
             from azure.monitor.opentelemetry import configure_azure_monitor
 
             configure = configure_azure_monitor
-        configure(connection_string=connection_string, span_processors=[redacted_url_spans()])
+        configure(
+            connection_string=connection_string,
+            sampling_ratio=sampling_ratio(environ),
+            span_processors=[redacted_url_spans()],
+            instrumentation_options=INSTRUMENTATIONS,
+        )
     except Exception as exc:  # noqa: BLE001 - telemetry must never break an invocation
         # The type only: the message could carry the connection string.
         logger.warning("Telemetry export is off: configuring Azure Monitor failed (%s)", type(exc).__name__)
         return "failed"
     return "configured"
+
+
+def sampling_ratio(environ: Mapping[str, str]) -> float:
+    """The share of traces kept, 0 to 1 (``Settings.telemetry_sampling_ratio`` reports a bad value at start)."""
+    try:
+        ratio = float(environ.get(SAMPLING_SETTING) or DEFAULT_SAMPLING_RATIO)
+    except ValueError:
+        return DEFAULT_SAMPLING_RATIO
+    return ratio if 0.0 <= ratio <= 1.0 else DEFAULT_SAMPLING_RATIO
 
 
 def reset_telemetry_state() -> None:

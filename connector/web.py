@@ -28,7 +28,14 @@ import azure.functions as func
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from connector import i18n
-from shared.kernel.errors import BadRequest, ConfigurationError, ConnectorError, ErrorPage, SignInRequired
+from shared.kernel.errors import (
+    Audience,
+    BadRequest,
+    ConfigurationError,
+    ConnectorError,
+    ErrorPage,
+    SignInRequired,
+)
 from shared.kernel.i18n import N_
 from shared.kernel.settings import get_settings
 
@@ -202,6 +209,7 @@ def error_page(
             "message": page.message,
             "help": page.help,
             "code_block": page.code_block,
+            "retry": page.retry,
             "error_code": exc.code,
             "correlation_id": correlation,
         },
@@ -217,22 +225,43 @@ def error_page(
 class ErrorPages:
     """How one kind of page explains the errors that end it.
 
-    An error carrying its own ``page`` shows that; any other is explained by the entry for
-    the most specific of its classes in ``explain``, which must cover ``ConnectorError``.
-    ``template`` renders the result.
+    An error carrying its own ``page`` shows that, except in a patients' book (``audience``
+    PATIENT): own pages are written for whoever can fix the cause. Any other is explained by the
+    entry for the most specific of its classes in ``explain``, which must cover ``ConnectorError``;
+    a patients' book explains the connector's own faults too. ``template`` renders the result.
     """
 
     template: str
     explain: Mapping[type[ConnectorError], Callable[[Any], ErrorPage]]
+    audience: Audience | None = None
 
     def __post_init__(self) -> None:
         if ConnectorError not in self.explain:
             raise ValueError("an ErrorPages must explain every ConnectorError")
 
     def page_for(self, exc: ConnectorError) -> ErrorPage:
-        if exc.page is not None:
+        if exc.page is not None and self.audience is not Audience.PATIENT:
             return exc.page
         return next(self.explain[cls](exc) for cls in type(exc).__mro__ if cls in self.explain)
+
+    def book_for(self, exc: ConnectorError) -> ErrorPages:
+        return self
+
+
+@dataclass(frozen=True)
+class Audiences:
+    """The books of a route that serves more than one audience, chosen by the error's ``audience``.
+
+    The audience is never read from the request: the code that raised the error knew it (a launch
+    state's kind, a visit token's role) and said so with ``speaking_to``. When nobody could tell
+    (an unknown ``state``), ``unknown`` speaks, which must be a book a patient may read.
+    """
+
+    books: Mapping[Audience, ErrorPages]
+    unknown: Audience = Audience.PATIENT
+
+    def book_for(self, exc: ConnectorError) -> ErrorPages:
+        return self.books[exc.audience or self.unknown]
 
 
 _TITLES = {
@@ -280,15 +309,20 @@ def _log(exc: BaseException, correlation: str) -> None:
         logger.error("Unhandled %s at %s (correlation %s)", type(exc).__name__, where, correlation)
 
 
-def error_response(exc: BaseException, correlation: str, *, html: bool, pages: ErrorPages = PAGES) -> func.HttpResponse:
-    """The response for any exception: an HTML page explained by ``pages``, or a JSON problem."""
+def error_response(
+    exc: BaseException, correlation: str, *, html: bool, pages: ErrorPages | Audiences = PAGES
+) -> func.HttpResponse:
+    """The response for any exception: an HTML page explained by ``pages`` (its audience's book), or a problem."""
     _log(exc, correlation)
     if html and isinstance(exc, SignInRequired):
         return redirect(exc.signin_url)
     if isinstance(exc, ConnectorError):
-        error, book = exc, pages
+        error, book = exc, pages.book_for(exc)
     else:  # a bug, not an error we raised: the same terse page on every blueprint; where it was is in the log
-        error, book = ConnectorError(N_("The connector could not complete this request.")), PAGES
+        error = ConnectorError(N_("The connector could not complete this request."))
+        # ... except to a patient, who is never shown another audience's words.
+        book = pages.book_for(error)
+        book = book if book.audience is Audience.PATIENT else PAGES
     page = book.page_for(error)
     if html:
         return error_page(book.template, error, page, correlation)
@@ -298,7 +332,7 @@ def error_response(exc: BaseException, correlation: str, *, html: bool, pages: E
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _edge(*, html: bool, pages: ErrorPages = PAGES) -> Callable[[F], F]:
+def _edge(*, html: bool, pages: ErrorPages | Audiences = PAGES) -> Callable[[F], F]:
     def decorate(handler: F) -> F:
         if inspect.iscoroutinefunction(handler):
             # One model: the worker runs plain functions on its threads; only the Graph adapter is async inside.
@@ -325,8 +359,8 @@ api = _edge(html=False)
 page = _edge(html=True)
 
 
-def page_with(pages: ErrorPages) -> Callable[[F], F]:
-    """Like ``page``, for a blueprint that explains errors in its own words."""
+def page_with(pages: ErrorPages | Audiences) -> Callable[[F], F]:
+    """Like ``page``, for a blueprint that explains errors in its own words (or per audience)."""
     return _edge(html=True, pages=pages)
 
 

@@ -68,6 +68,8 @@ DIRECTORY = Directory(
              wids=(TEAMS_ADMINISTRATOR,), description="Teams Administrator"),
         User("a0000000-0000-4000-8000-000000000004", CONTOSO.id, "appadmin@contoso.example", "Ari Approle",
              app_roles=("Connector.Admin",), description="Connector.Admin app role"),
+        User("a0000000-0000-4000-8000-000000000005", CONTOSO.id, "reports@contoso.example", "Riley Reports",
+             app_roles=("Connector.Reports",), description="Connector.Reports app role (usage reports only)"),
         User("b0000000-0000-4000-8000-000000000001", CONTOSO.id, "dr.smith@contoso.example", "Dr. Jordan Smith",
              description="Provider"),
         User("b0000000-0000-4000-8000-000000000002", CONTOSO.id, "dr.lee@contoso.example", "Dr. Morgan Lee",

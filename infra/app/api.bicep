@@ -37,6 +37,11 @@ param writebackQueueName string
 @maxValue(60)
 param httpTimeoutSeconds int = 10
 
+@description('Minutes past the appointment start (or the patient\'s arrival, if later) after which the waiting room tells the patient to call their clinic.')
+@minValue(1)
+@maxValue(240)
+param waitingRoomGiveUpMinutes int = 15
+
 @description('URL of a ready-to-run release package (zip) to deploy with the infrastructure; empty = deploy with azd.')
 param packageUri string = ''
 
@@ -47,10 +52,26 @@ param maximumInstanceCount int = 100
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
-@description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT): the functions are synchronous and each invocation holds one while it waits on the EHR, Graph or storage, so keep it above the invocations an instance runs at once.')
+@description('Share of traces exported to Application Insights (0 to 1, as text): 0.1 keeps whole traces of one request in ten (connector/telemetry.py).')
+param telemetrySamplingRatio string = '0.1'
+
+// Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT). Every function is a plain def, so each running
+// invocation holds a thread while it waits on the EHR, Graph or storage. Flex Consumption scales HTTP functions
+// together and every queue or timer function on instances of its own, so one worker runs at most:
+//   HTTP instances: httpPerInstanceConcurrency (16) invocations, plus as many requests for our JWKS, which the
+//     EHR fetches while a launch's token request is in flight (a cache miss at the EHR): 32;
+//   the writeback queue's instances: batchSize 16 + newBatchThreshold 8 (host.json) = 24 messages in flight.
+// 48 leaves a margin of half again over the larger (32), and each idle thread costs only its stack. The local
+// host runs every function in one process, so local.settings.sample.json keeps 64 (16 + 16 + 24 + timers).
+@description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT): at least the invocations an instance runs at once (see the comment above).')
 @minValue(1)
 @maxValue(256)
-param workerThreadCount int = 64
+param workerThreadCount int = 48
+
+@description('HTTP invocations one instance runs at once before Flex Consumption adds an instance (its default for 2048 MB instances is 16); the worker thread count above is sized from it.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
 
 resource appStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: appStorageName
@@ -108,6 +129,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
@@ -178,7 +204,9 @@ var connectorSettings = {
   WRITEBACK_QUEUE_NAME: writebackQueueName
   OUTBOUND_ALLOWED_HOSTS: ''
   HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)
+  WAITING_ROOM_GIVE_UP_MINUTES: string(waitingRoomGiveUpMinutes)
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  TELEMETRY_SAMPLING_RATIO: telemetrySamplingRatio
 }
 
 // Telemetry: the app exports through connector/telemetry.py (azure-monitor-opentelemetry); the

@@ -27,7 +27,7 @@ DEFAULT_CONNECTOR_REDIRECT_URIS = tuple(
 # Sign-out landing pages registered as redirect URIs too (Entra checks post_logout_redirect_uri against them).
 DEFAULT_CONNECTOR_LOGOUT_URIS = ("http://localhost:7071/api/portal", "http://127.0.0.1:7071/api/portal")
 CONNECTOR_APPLICATION_PERMISSIONS = {GRAPH_RESOURCE: ("OnlineMeetings.ReadWrite.All", "User.Read.All")}
-CONNECTOR_APP_ROLES = ("Connector.Admin",)
+CONNECTOR_APP_ROLES = ("Connector.Admin", "Connector.Reports")
 
 
 @dataclass(frozen=True)

@@ -50,15 +50,26 @@ def participant_id(reference: str) -> str:
 
 
 class EpicConnectionStatus:
+    idempotent = False  # SetExternalConnectionStatus has no idempotency key: the worker's ledger guards it
+
     def __init__(self, http: SafeHttp, backend: BackendServices) -> None:
         self._http = http
         self._backend = backend
 
+    def skips(self, event: VisitEvent) -> bool:
+        """Launch, lobby and staff events, and events naming no participant: nothing to send."""
+        return (
+            event.source is not Source.GRAPH
+            or event.kind not in CONNECTION_STATUS
+            or event.role not in EXTERNAL_ID_TYPE
+            or not event.participant
+        )
+
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
-        status = CONNECTION_STATUS.get(event.kind)
-        id_type = EXTERNAL_ID_TYPE.get(event.role)
-        if event.source is not Source.GRAPH or status is None or id_type is None or not event.participant:
+        if self.skips(event) or event.participant is None:
             return Written.SKIPPED
+        status = CONNECTION_STATUS[event.kind]
+        id_type = EXTERNAL_ID_TYPE[event.role]
         if not event.csn:
             raise UpstreamRejected("The visit has no CSN to use as ConferenceID.", system=SYSTEM, code="no_csn")
         params = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.ehr.audit_event import build_audit_event, if_none_exist
+from shared.ehr.audit_event import audit_event_json, if_none_exist
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.vendors import profile_for
 from shared.http.outbound import HttpResult, SafeHttp
@@ -14,12 +14,17 @@ FHIR_JSON = "application/fhir+json"
 
 
 class FhirAuditEvents:
+    idempotent = True  # If-None-Exist on the event's tag: a repeated delivery finds the first AuditEvent
+
     def __init__(self, http: SafeHttp, backend: BackendServices) -> None:
         self._http = http
         self._backend = backend
 
+    def skips(self, event: VisitEvent) -> bool:
+        return False
+
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
-        body = build_audit_event(event).model_dump_json(exclude_none=True)
+        body = audit_event_json(event)
 
         def request(token: str) -> HttpResult:
             return self._http.post_json(
@@ -40,5 +45,10 @@ class FhirAuditEvents:
 
 
 class NoWriteback:
+    idempotent = True
+
+    def skips(self, event: VisitEvent) -> bool:
+        return True
+
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written:
         return Written.SKIPPED

@@ -16,9 +16,10 @@ forgery risk. The rules:
 and ``SafeHttp`` is the one HTTP client of the connector (its transport re-applies the address
 rules on every connection): EHR discovery, JWKS, tokens, FHIR reads and writeback, and the
 documents and tokens of Microsoft Entra ID (msal's ``http_client`` is a ``SafeHttp`` adapter).
-msgraph-sdk needs an ``httpx.AsyncClient``: ``checked_async_client`` builds it on the same
-address checks. This module is the only place in ``shared/`` that constructs an HTTP client
-(tests/security/test_outbound.py enforces it).
+msgraph-core's Graph client needs an ``httpx.AsyncClient``: ``checked_async_client`` builds it on the
+same address checks. The storage SDKs get ``storage_transport`` (their endpoints come from settings).
+This module is the only place in ``shared/`` that constructs an HTTP client (tests/security/test_outbound.py
+enforces it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ from shared.kernel.i18n import N_
 from shared.kernel.json_input import MalformedJson, parse_json
 
 if TYPE_CHECKING:
+    from azure.core.pipeline.transport import RequestsTransport
+
     from shared.kernel.settings import Settings
 
 DEFAULT_MAX_BYTES = 1024 * 1024  # Epic R4 CapabilityStatements run to a few hundred KB
@@ -94,6 +98,9 @@ def normalise_base_url(raw: str) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, path, parts.query, ""))
 
 
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")  # one C-level scan (non-ASCII spaces: str.isspace)
+
+
 def check_url_syntax(raw: str, policy: OutboundPolicy, *, base_url: bool = False) -> CheckedUrl:
     """Apply the rules that need no network. Raises ``UnsafeUrl`` with a reason users can act on."""
     text = raw.strip() if isinstance(raw, str) else ""
@@ -101,7 +108,7 @@ def check_url_syntax(raw: str, policy: OutboundPolicy, *, base_url: bool = False
         raise UnsafeUrl(N_("enter the full https:// address of the FHIR server"))
     if len(text) > MAX_URL_LENGTH:
         raise UnsafeUrl(N_("it is longer than %(max_url_length)s characters", max_url_length=MAX_URL_LENGTH))
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _SPACE_OR_CONTROL.search(text) or (not text.isascii() and any(ch.isspace() for ch in text)):
         raise UnsafeUrl(N_("it contains spaces or control characters"))
     if not _SCHEME_RE.match(text):  # "ehr.example.org/fhir", "ehr.example.org:443/fhir" (read as a scheme)
         raise UnsafeUrl(N_("the scheme is missing: start the address with https://"))
@@ -249,7 +256,7 @@ class _CheckedTransport(httpx.HTTPTransport):
 
 
 class _CheckedAsyncBackend(httpcore.AsyncNetworkBackend):
-    """The async twin of ``_CheckedBackend`` (msgraph-sdk's client runs on an event loop)."""
+    """The async twin of ``_CheckedBackend`` (msgraph-core's Graph client runs on an event loop)."""
 
     def __init__(self, policy: OutboundPolicy) -> None:
         self._policy = policy
@@ -425,3 +432,40 @@ class SafeHttp:
 
     def close(self) -> None:
         self._client.close()
+
+
+# --- the storage SDKs' transport ------------------------------------------------------------------------
+
+# Connections kept per storage host: the worker's threads (PYTHON_THREADPOOL_THREAD_COUNT) plus the queue output.
+POOL_SIZE = 64
+_transport_lock = threading.Lock()
+_transport: RequestsTransport | None = None  # imported lazily: only storage users pay for requests
+
+
+def storage_transport() -> RequestsTransport:
+    """The storage SDKs' one transport per process, for every account's Table and Queue clients; never closed.
+
+    Not a checked transport: storage endpoints come from settings (the app's own accounts), never from a user
+    or an EHR. ``trust_env`` is off, so requests does not scan the environment for proxies and certificate
+    bundles on every call (~15 % of a point read's CPU); storage is reached directly, never through a proxy.
+    """
+    global _transport
+    with _transport_lock:
+        if _transport is None:
+            import requests
+            from azure.core.pipeline.transport import RequestsTransport
+            from requests.adapters import HTTPAdapter
+            from urllib3.util.retry import Retry
+
+            session = requests.Session()
+            session.trust_env = False  # no per-call environment scan; storage is never reached through a proxy
+            # Retries belong to the SDK's retry policy (``shared.storage.accounts``), never to urllib3 underneath it.
+            adapter = HTTPAdapter(
+                pool_connections=8,
+                pool_maxsize=POOL_SIZE,
+                max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+            )
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            _transport = RequestsTransport(session=session, session_owner=False, use_env_settings=False)
+        return _transport

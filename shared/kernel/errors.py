@@ -26,13 +26,27 @@ rendered in one place (``connector/web.py``); nothing else decides what a user s
         └── SealedValueInvalid      a sealed value does not open (tampered, moved, or its key retired)
 
 ``message`` is always safe to show a user: it never holds secrets, tokens or patient data.
+
+Who reads the page is the error's ``audience`` when the code that raised it knew (a launch state's
+kind, a visit token's role: ``speaking_to``); otherwise the route decides. A patient is never shown
+an error's own page: those are written for whoever can fix the cause.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from shared.kernel.i18n import N_
+
+
+class Audience(enum.StrEnum):
+    """Who is at the screen when a request fails: a patient gets plain, kind words; a clinician the details."""
+
+    PATIENT = "patient"
+    CLINICIAN = "clinician"
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class ErrorPage:
     message: str
     help: tuple[str, ...] = ()
     code_block: str | None = None
+    retry: bool = False  # the page offers "Try again" (reloading the same address can help)
 
 
 class ConnectorError(Exception):
@@ -58,12 +73,24 @@ class ConnectorError(Exception):
     code: str = "internal_error"
     retryable: bool = False
     page: ErrorPage | None = None
+    audience: Audience | None = None  # set by ``speaking_to`` where the code knows who is at the screen
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+
+
+@contextmanager
+def speaking_to(audience: Audience) -> Iterator[None]:
+    """Errors raised inside are for ``audience`` (unless an inner block already said whose they are)."""
+    try:
+        yield
+    except ConnectorError as exc:
+        if exc.audience is None:
+            exc.audience = audience
+        raise
 
 
 class ConfigurationError(ConnectorError):

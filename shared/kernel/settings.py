@@ -106,6 +106,10 @@ class Settings:
     outbound_allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     http_timeout_seconds: float = 10.0
     applicationinsights_connection_string: Secret | None = None
+    # How long past the appointment's start (or the patient's arrival, if later) the waiting room waits
+    # before telling the patient to call their clinic; it keeps checking afterwards.
+    waiting_room_give_up_minutes: float = 15.0
+    telemetry_sampling_ratio: float = 0.1  # read by connector/telemetry.py before the settings exist
 
     @property
     def geographies(self) -> tuple[Geography, ...]:
@@ -146,6 +150,8 @@ class Settings:
             outbound_allowed_hosts=frozenset(h.lower() for h in reader.csv("OUTBOUND_ALLOWED_HOSTS")),
             http_timeout_seconds=reader.number("HTTP_TIMEOUT_SECONDS", default=10.0, low=1, high=60),
             applicationinsights_connection_string=reader.optional_secret("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+            waiting_room_give_up_minutes=reader.number("WAITING_ROOM_GIVE_UP_MINUTES", default=15.0, low=1, high=240),
+            telemetry_sampling_ratio=reader.number("TELEMETRY_SAMPLING_RATIO", default=0.1, low=0, high=1),
         )
         reader.raise_if_problems()
         return settings
@@ -173,6 +179,8 @@ SETTING_KEYS: frozenset[str] = frozenset(
         "OUTBOUND_ALLOWED_HOSTS",
         "HTTP_TIMEOUT_SECONDS",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "WAITING_ROOM_GIVE_UP_MINUTES",
+        "TELEMETRY_SAMPLING_RATIO",
     }
 )
 HOST_KEYS: frozenset[str] = frozenset(

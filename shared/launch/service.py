@@ -4,11 +4,12 @@ The steps, each a method below (``connector/launch.py`` maps routes onto them):
 
     begin(kind, configuration id, iss + launch)
         configuration named by the launch URL, ``iss`` = its FHIR URL, approved — before any
-        outbound request → discovery (cached) → state row in the configuration's geography,
-        its state tagged with it (PKCE verifier, nonce, launch context tokens)
-        → authorization request (GET, or POST when advertised and long)
+        outbound request (remembered 30 s per instance) → discovery (cached) → a state tagged with
+        the configuration's geography, sealing the PKCE verifier, nonce and launch context tokens
+        (nothing is written) → authorization request (GET, or POST when advertised and long)
     complete(authorization response)
-        consume state once (its tag names the account) → code exchange (private_key_jwt)
+        consume the state once (one conditional write in its tag's geography) → its configuration
+        as it is now → code exchange (private_key_jwt)
         → id_token (signature, iss, aud, exp, nonce) → launch context: what the EHR asserted (user,
         encounter / appointment / CSN, patient), the launch URL's sessionId / departmentId only when
         the EHR's records confirm them (``context_check``)
@@ -29,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from shared.configurations.model import Vendor
+from shared.configurations.model import Configuration, Vendor
 from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.human_name import display_name
 from shared.ehr.launch_context import PATIENT_SCOPES as PATIENT_LAUNCH_SCOPES
@@ -46,6 +48,7 @@ from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
 from shared.ehr.vendors import profile_for
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
+    Audience,
     BadRequest,
     ErrorPage,
     Forbidden,
@@ -54,6 +57,7 @@ from shared.kernel.errors import (
     StateError,
     UpstreamError,
     UpstreamRejected,
+    speaking_to,
 )
 from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id, log_id, random_token
@@ -63,10 +67,19 @@ from shared.kernel.settings import Geography
 from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
-from shared.microsoft.teams import Meeting
-from shared.storage.state import StateRouter
+from shared.microsoft.teams import AccessPolicyMissing, Meeting
+from shared.storage.state import GEOGRAPHY_TAGS, TAG_SEPARATOR, StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.model import Visit, VisitContext, merged_context, with_context, with_meeting
+from shared.visits.model import (
+    Visit,
+    VisitContext,
+    WaitingRoom,
+    merged_context,
+    with_context,
+    with_meeting,
+    with_waiting_room,
+)
+from shared.visits.panel import Panel, panel_of
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
 from shared.visits.tokens import JOIN_LINK_LIFETIME, VisitGrant, VisitTokens
@@ -74,10 +87,12 @@ from shared.visits.tokens import JOIN_LINK_LIFETIME, VisitGrant, VisitTokens
 logger = logging.getLogger(__name__)
 
 STATE_KIND = "ehr-launch"
+INTRO_STATE_KIND = "launch-signin-intro"
 SIGNIN_STATE_KIND = "launch-signin"
 CONFIRM_STATE_KIND = "launch-confirm"
 # They carry launch context, so they live in the configuration's geography (``StateRouter``).
-LAUNCH_STATE_KINDS = frozenset({STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+LAUNCH_STATE_KINDS = frozenset({STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND})
+INTRO_TTL = timedelta(minutes=10)  # from the explanation page to the press of "Continue"
 CONFIRM_TTL = timedelta(minutes=5)  # from the Microsoft sign-in's return to the press of "Link my account"
 PROVIDER_SCOPES = PROVIDER_LAUNCH_SCOPES
 PATIENT_SCOPES = PATIENT_LAUNCH_SCOPES
@@ -86,6 +101,9 @@ MEETING_LENGTH = timedelta(hours=1)
 EHR = "EHR"
 MAPPING_MEMORY_SECONDS = 600.0
 VISIT_MEMORY_SECONDS = 3600.0
+# An approved configuration is remembered this long per instance: its deletion, or its return to approval,
+# stops new launches on this instance within this time (on the next read after it, at once).
+CONFIGURATION_MEMORY_SECONDS = 30.0
 
 
 # --- errors with their own pages ------------------------------------------------------------
@@ -184,6 +202,24 @@ class ConfirmationForged(Forbidden):
         super().__init__("This confirmation did not come from the confirmation page. Nothing was linked.")
 
 
+class SignInStartRefused(Forbidden):
+    """A "Continue" to the one-time sign-in from another browser, or without the explaining page's form token."""
+
+    code = "signin_start_refused"
+    page = ErrorPage(
+        "Please start the sign-in from your own visit",
+        "This sign-in was not started from the page the connector showed in this browser, so nothing was started "
+        "and nothing was linked.",
+        help=(
+            "Start the visit again from Epic on your own computer and press Continue on the page that explains "
+            "the one-time sign-in.",
+        ),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("This sign-in was not started from the connector's page. Nothing was started.")
+
+
 # --- what the launch needs from Graph ------------------------------------------------------------
 
 
@@ -210,6 +246,19 @@ class ShowProviderPage:
 class SignInFirst:
     url: str
     browser_binding: str  # the caller gives it to the browser (a cookie) and hands it back on return
+
+
+@dataclass(frozen=True)
+class ExplainSignIn:
+    """A clinician's first launch: a page says why they sign in to Microsoft 365 once, then "Continue" starts it.
+
+    ``state`` and ``csrf`` go into the page's form (posted to ``start_sign_in``); ``browser_binding`` to the
+    browser as a cookie, which the Microsoft sign-in and the confirmation then require too.
+    """
+
+    state: str
+    csrf: str
+    browser_binding: str
 
 
 @dataclass(frozen=True)
@@ -261,7 +310,7 @@ class WaitForClinician:
     event: VisitEvent | None = None
 
 
-LaunchOutcome = ShowProviderPage | SignInFirst | JoinMeeting | WaitForClinician
+LaunchOutcome = ShowProviderPage | ExplainSignIn | JoinMeeting | WaitForClinician
 
 
 @dataclass(frozen=True)
@@ -269,16 +318,28 @@ class ProviderView:
     visit_key: str
     join_web_url: str | None
     presence_url: str
-    presence: dict[str, str]
+    panel: Panel
 
 
 @dataclass(frozen=True)
 class PatientView:
+    """The waiting page: where to go once the meeting exists, and what to say meanwhile."""
+
     join_web_url: str | None
     refresh_url: str
+    organization: str | None = None
+    appointment_start: datetime | None = None
+    overdue: bool = False  # nobody came in time: the page tells the patient to call their clinic
+    recheck_seconds: int = 10  # when a page without JavaScript reloads itself
 
 
-PATIENT_STATES = {None: "not_arrived", "lobby": "in_lobby", "connected": "in_meeting", "disconnected": "left"}
+def recheck_seconds(waited: timedelta, *, overdue: bool) -> int:
+    """How soon a waiting page checks again: often at first, then less (each check is a billed execution)."""
+    if overdue:
+        return 60
+    if waited < timedelta(minutes=2):
+        return 10
+    return 20 if waited < timedelta(minutes=10) else 30
 
 
 @dataclass(frozen=True)
@@ -297,6 +358,7 @@ class PendingLaunch:
     department_id: str | None = None
     shared_with: tuple[str, ...] = ()  # other tenants whose clinicians may use the configuration
     vendor: Vendor = Vendor.EPIC  # the configuration's EHR vendor (``shared.ehr.vendors``)
+    organization: str | None = None  # the configuration's display name, for the patient's waiting page
 
     @property
     def signin_tenants(self) -> frozenset[str]:
@@ -322,6 +384,7 @@ class PendingLaunch:
             department_id=data.get("department_id"),
             shared_with=tuple(str(t) for t in data.get("shared_with") or ()),
             vendor=Vendor(data.get("vendor") or Vendor.EPIC),  # states written before vendors were kept: Epic
+            organization=str(data["organization"]) if data.get("organization") else None,
         )
 
 
@@ -342,6 +405,8 @@ class LaunchService:
         sign_in: Callable[[], EntraSignIn],
         meetings_for: Callable[[str], Meetings],
         sealer: Sealer,
+        waiting_room_give_up: timedelta = timedelta(minutes=15),
+        memory_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not LAUNCH_STATE_KINDS.issubset(states.in_geography):
             raise ValueError("a launch's states carry its context: they must live in the configuration's geography")
@@ -355,11 +420,14 @@ class LaunchService:
         self._sign_in = sign_in
         self._meetings_for = meetings_for
         self._sealer = sealer
+        self._give_up = waiting_room_give_up
         self._tokens = VisitTokens(connector_secret)
         self._context_check = ContextCheck()
         # keyed by (geography, configuration id, mapping row key), so a removal by key can forget it
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
+        # by configuration id, with the iss it was found for, so ``forget_configuration`` can drop it
+        self._approved: Memo[str, tuple[str, Configuration]] = Memo(CONFIGURATION_MEMORY_SECONDS, clock=memory_clock)
 
     @property
     def redirect_uri(self) -> str:
@@ -373,31 +441,20 @@ class LaunchService:
 
     def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
         # The allow-list check comes first: an unknown iss makes no request leave this process.
-        config = self._configurations.find_for_launch(configuration_id, params.iss)
-        if config is None:
-            logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(params.iss))
-            raise TenantConfigNotFound()
-        if not config.is_approved:
-            raise ConfigurationPending()
+        config = self._launch_configuration(configuration_id, params.iss)
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
         profile = profile_for(config.vendor)
         smart = self._ehr.discover(config.fhir_base_url, client_id=client_id, vendor=profile.vendor)
         pkce = Pkce.new()
-        pending = PendingLaunch(
-            kind=kind,
-            configuration_id=config.id,
-            tenant_id=config.tenant_id,
-            geography=config.geography,
-            fhir_base_url=config.fhir_base_url,
-            client_id=client_id,
-            code_verifier=pkce.verifier,
-            nonce=random_token(),
-            session_id=params.session_id,
-            department_id=params.department_id,
-            shared_with=config.shared_with,
-            vendor=profile.vendor,
+        nonce = random_token()
+        # Sealed into the state itself, so starting a launch writes nothing (``StateRouter.seal``); what the
+        # configuration holds is read again at the callback, as it is then.
+        carried: dict[str, str | None] = {"k": kind.value, "c": config.id, "u": params.iss, "v": pkce.verifier}
+        carried["n"] = nonce
+        carried |= {"s": params.session_id, "d": params.department_id}
+        state = self._states.seal(
+            STATE_KIND, {k: v for k, v in carried.items() if v is not None}, geography=config.geography
         )
-        state = self._states.create(STATE_KIND, pending.to_json(), geography=pending.geography)
         return SmartClient.authorization_request(
             smart,
             client_id=client_id,
@@ -406,15 +463,63 @@ class LaunchService:
             state=state,
             pkce=pkce,
             launch=params.launch,
-            nonce=pending.nonce,
+            nonce=nonce,
             aud=params.iss,
+        )
+
+    def _launch_configuration(self, configuration_id: str, iss: str) -> Configuration:
+        """The launch URL's configuration, approved, with ``iss`` its FHIR URL (``CONFIGURATION_MEMORY_SECONDS``).
+
+        Only an approved configuration is remembered: a new or newly approved one works at once, a deleted or
+        un-approved one stops within the memory's lifetime.
+        """
+        remembered = self._approved.get(configuration_id)
+        if remembered is not None and remembered[0] == iss:
+            return remembered[1]
+        config = self._configurations.find_for_launch(configuration_id, iss)
+        if config is None:
+            logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(iss))
+            raise TenantConfigNotFound()
+        if not config.is_approved:
+            raise ConfigurationPending()
+        self._approved.put(configuration_id, (iss, config))
+        return config
+
+    def forget_configuration(self, configuration_id: str) -> None:
+        """Forget a changed or deleted configuration in this process; other instances within 30 s."""
+        self._approved.forget(configuration_id)
+
+    def _pending(self, state: str, carried: Mapping[str, Any]) -> PendingLaunch:
+        """The launch a consumed state stands for, against its configuration as it is now."""
+        config = self._launch_configuration(str(carried["c"]), str(carried["u"]))
+        if not state.startswith(f"{GEOGRAPHY_TAGS[config.geography]}{TAG_SEPARATOR}"):
+            raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown")
+        kind = LaunchKind(carried["k"])
+        return PendingLaunch(
+            kind=kind,
+            configuration_id=config.id,
+            tenant_id=config.tenant_id,
+            geography=config.geography,
+            fhir_base_url=config.fhir_base_url,
+            client_id=config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id,
+            code_verifier=str(carried["v"]),
+            nonce=str(carried["n"]),
+            session_id=carried.get("s"),
+            department_id=carried.get("d"),
+            shared_with=config.shared_with,
+            vendor=config.vendor,
+            organization=config.organization if kind is LaunchKind.PATIENT else None,
         )
 
     # step 2 ------------------------------------------------------------------------------------
 
     def complete(self, response: AuthorizationResponse) -> LaunchOutcome:
-        payload = self._states.consume(STATE_KIND, response.state)
-        pending = PendingLaunch.from_json(payload)
+        """The EHR's answer. An unknown ``state`` names no audience; after it, the launch's kind says whose it is."""
+        carried = self._states.consume_sealed(STATE_KIND, response.state)
+        with speaking_to(audience_of(LaunchKind(carried["k"]))):
+            return self._complete(self._pending(response.state, carried), response)
+
+    def _complete(self, pending: PendingLaunch, response: AuthorizationResponse) -> LaunchOutcome:
         if response.error:
             raise EhrSignInRejected(response.error)
         if not response.code:
@@ -472,14 +577,40 @@ class LaunchService:
                 "primary": primary,
                 "ehr_user_name": self._ehr_user_name(context, reads),
             }
-            # Bound to this browser: otherwise a provider could send the sign-in link of *their* launch to a
-            # colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
-            binding = random_token()
-            state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
-            # The state store seals the whole flow, this carry included, bound to its row (``shared.storage.state``).
-            url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry, state=state)
-            return SignInFirst(url, binding)
+            # Bound to this browser from here on: otherwise a provider could send the sign-in link of *their*
+            # launch to a colleague, whose Microsoft sign-in would then be mapped to the sender's EHR user.
+            binding, csrf = random_token(), random_token()
+            state = self._states.new_state(pending.geography)
+            # The state store seals the payload, this carry included, bound to its row (``shared.storage.state``).
+            self._states.create(
+                INTRO_STATE_KIND,
+                {"carry": carry, "binding": _digest(binding), "csrf": _digest(csrf)},
+                ttl=INTRO_TTL,
+                state=state,
+            )
+            return ExplainSignIn(state=state, csrf=csrf, browser_binding=binding)
         return self._provider_meeting(pending, context, visit, mapping, primary)
+
+    def start_sign_in(self, form: Mapping[str, str], *, browser_binding: str | None) -> SignInFirst:
+        """The clinician pressed "Continue" on the page explaining the one-time sign-in: off to Microsoft.
+
+        Used once whatever happens; the browser must hold the page's binding cookie and the form its token,
+        so another site's form (or a forwarded page) starts nothing. The binding stays the same: the
+        Microsoft sign-in's return and the confirmation require it too.
+        """
+        opened = self._states.consume(INTRO_STATE_KIND, form.get("state", ""))
+        if not _matches(browser_binding, opened.get("binding")):
+            logger.info("One-time sign-in refused: not the browser the launch explained it to")
+            raise SignInStartRefused()
+        if not _matches(form.get("csrf"), opened.get("csrf")):
+            logger.info("One-time sign-in refused: no form token")
+            raise SignInStartRefused()
+        carry = opened["carry"]
+        pending = self._current(PendingLaunch.from_json(carry["launch"]))
+        binding = str(browser_binding)
+        state = self._states.new_state(pending.geography)  # the sign-in's row lives in the geography too
+        url = self._sign_in().begin(self.signin_redirect_uri, browser_binding=binding, carry=carry, state=state)
+        return SignInFirst(url, binding)
 
     def _ehr_user_name(self, context: LaunchContext, reads: LaunchReads) -> str | None:
         """The launching user's display name, read from the EHR with the launch's own token, for the confirmation.
@@ -630,12 +761,23 @@ class LaunchService:
             primary = self._primary_performer(context, reads)
             organizer = self._mapping(pending, primary) if primary else None
             if organizer is not None:
-                visit = self._ensure_meeting(pending, context, visit, organizer)
+                try:
+                    visit = self._ensure_meeting(pending, context, visit, organizer)
+                except UpstreamError as exc:
+                    # Nothing a patient can fix: they wait for their clinician, whose launch tries again and
+                    # shows what to fix; the waiting room tells them what to do if nobody comes.
+                    logger.warning("Meeting not created on a patient launch (%s): the patient waits", exc.code)
         event = self._event(pending, context, visit.key, Role.PATIENT)
         if visit.has_meeting and visit.join_web_url:
             return JoinMeeting(visit.join_web_url, event=event)
+        room = WaitingRoom(pending.organization or "", _appointment_start(context, reads))
+        visit = self._visits.update(visit, with_waiting_room(room))
         token = self._tokens.issue(
-            geography=visit.geography, key=visit.key, role=Role.PATIENT, configuration_id=pending.configuration_id
+            geography=visit.geography,
+            key=visit.key,
+            role=Role.PATIENT,
+            configuration_id=pending.configuration_id,
+            now=utcnow().timestamp(),
         )
         return WaitForClinician(self.visit_url(visit.key, token), event=event)
 
@@ -646,14 +788,17 @@ class LaunchService:
             return visit
         meetings = self._meetings_for(organizer.tenant_id)
         now = utcnow()
-        meeting = meetings.create_or_get_meeting(
-            organizer_object_id=organizer.object_id,
-            external_id=self.external_id(pending.configuration_id, context),
-            subject=MEETING_SUBJECT,
-            start=now,
-            end=now + MEETING_LENGTH,
-        )
-        meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        try:
+            meeting = meetings.create_or_get_meeting(
+                organizer_object_id=organizer.object_id,
+                external_id=self.external_id(pending.configuration_id, context),
+                subject=MEETING_SUBJECT,
+                start=now,
+                end=now + MEETING_LENGTH,
+            )
+            meetings.secure_lobby(organizer_object_id=organizer.object_id, meeting_id=meeting.id)
+        except AccessPolicyMissing:
+            raise AccessPolicyMissing(organizer.object_id) from None  # the administrator's commands name them
         updated = self._visits.update(
             visit,
             with_meeting(
@@ -726,12 +871,13 @@ class LaunchService:
     def provider_view(self, grant: VisitGrant) -> ProviderView:
         if grant.role is Role.PATIENT:
             raise Forbidden(N_("This page is for clinicians."), code="visit_role")
-        visit = self._visit(grant)
+        with speaking_to(Audience.CLINICIAN):
+            visit = self._visit(grant)
         return ProviderView(
             visit_key=visit.key,
             join_web_url=visit.join_web_url,
             presence_url=f"{self._base}/api/visits/{visit.key}/presence",
-            presence=presence_summary(visit),
+            panel=panel_of(visit),
         )
 
     def patient_join_link(self, grant: VisitGrant, *, now: float | None = None) -> str:
@@ -754,16 +900,32 @@ class LaunchService:
         )
         return self.visit_url(grant.key, token)
 
-    def presence(self, grant: VisitGrant) -> dict[str, Any]:
+    def panel(self, grant: VisitGrant) -> Panel:
+        """The provider's live panel (``shared.visits.panel``): one Table read."""
         if grant.role is Role.PATIENT:
             raise Forbidden(N_("This page is for clinicians."), code="visit_role")
-        visit = self._visit(grant)
-        return {"meeting": visit.has_meeting, **presence_summary(visit)}
+        return panel_of(self._visit(grant))
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
-        visit = self._visit(grant)
+        """The waiting page's facts. It gives up ``waiting_room_give_up`` after the appointment's start, or after
+        the patient's arrival (the token's issue) when that is later or the start is unknown: a patient whose
+        clinician never gets a meeting going is told what to do, and the page keeps checking."""
+        with speaking_to(Audience.PATIENT):
+            visit = self._visit(grant)
+        url = self.visit_url(visit.key, token)
+        if visit.has_meeting:
+            return PatientView(join_web_url=visit.join_web_url, refresh_url=url)
+        room = visit.waiting_room or WaitingRoom("")
+        now, arrived = utcnow(), datetime.fromtimestamp(grant.issued_at, UTC)
+        since = max(arrived, room.appointment_start) if room.appointment_start else arrived
+        overdue = now >= since + self._give_up
         return PatientView(
-            join_web_url=visit.join_web_url if visit.has_meeting else None, refresh_url=self.visit_url(visit.key, token)
+            join_web_url=None,
+            refresh_url=url,
+            organization=room.organization or None,
+            appointment_start=room.appointment_start,
+            overdue=overdue,
+            recheck_seconds=recheck_seconds(now - arrived, overdue=overdue),
         )
 
     def _visit(self, grant: VisitGrant) -> Visit:
@@ -801,8 +963,44 @@ class LaunchService:
             csn=context.csn,
             appointment=context.appointment,
             encounter=context.encounter,
+            department=context.department,  # the usage report's department (sealed with the references)
         )
         return seal_event(self._sealer, event)
+
+
+def _appointment_start(context: LaunchContext, reads: LaunchReads) -> datetime | None:
+    """The appointment's start, from the launch's Appointment (named by the EHR, or by its Encounter).
+
+    Read with the launch's own token, mostly from reads this launch made already. No Appointment, or
+    no readable ``start``: None, and the page says nothing about time rather than guessing.
+    """
+    reference = f"Appointment/{context.appointment}" if context.appointment else None
+    if reference is None and context.encounter:
+        encounter = _quietly(reads, f"Encounter/{context.encounter}")
+        linked = (encounter or {}).get("appointment") or []
+        first = linked[0].get("reference") if linked and isinstance(linked[0], Mapping) else None
+        reference = first if isinstance(first, str) and first.startswith("Appointment/") else None
+    appointment = _quietly(reads, reference) if reference else None
+    start = appointment.get("start") if appointment else None
+    if not isinstance(start, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None  # FHIR instants carry a zone; a time without one is a guess
+
+
+def _quietly(reads: LaunchReads, reference: str) -> Mapping[str, Any] | None:
+    try:
+        return reads.resource(reference)
+    except (UpstreamError, BadRequest) as exc:
+        logger.info("Waiting room: %s unavailable (%s)", reference.split("/", 1)[0], exc.code)
+        return None
+
+
+def audience_of(kind: LaunchKind) -> Audience:
+    return Audience.PATIENT if kind is LaunchKind.PATIENT else Audience.CLINICIAN
 
 
 def _digest(value: str) -> str:
@@ -817,12 +1015,3 @@ def _matches(supplied: str | None, expected: Any) -> bool:
 
 def _hashed(*values: str) -> tuple[str, ...]:
     return tuple(log_id(value) for value in values)
-
-
-def presence_summary(visit: Visit) -> dict[str, str]:
-    """Per role: not_arrived / in_lobby / in_meeting / left."""
-    summary = {}
-    for role in (Role.PATIENT, Role.PROVIDER, Role.STAFF):
-        current = visit.presence.get(role)
-        summary[role.value] = PATIENT_STATES[current.state.value if current else None]
-    return summary

@@ -21,9 +21,8 @@ from shared.kernel.i18n import N_
 from shared.microsoft.entra import SYSTEM, MsalHttp
 
 # --- app-only Microsoft Graph tokens (client credentials) ----------------------------------------
-# TeamsClient hands its credential to kiota's AzureIdentityAuthenticationProvider, which calls
-# ``get_token(*scopes, claims=..., enable_cae=...)`` and awaits the result when it is awaitable, on the
-# Graph adapter's event loop. msal is synchronous and may do network I/O, so it runs in a thread of
+# TeamsClient calls ``get_token(scope)`` and awaits the result when it is awaitable, on the Graph
+# adapter's event loop. msal is synchronous and may do network I/O, so it runs in a thread of
 # that loop's executor rather than on the loop, which serves every Graph call; a token is kept until five
 # minutes before it expires, so a warm launch never waits for Entra ID. One msal application per
 # tenant (client credentials need a tenant-specific authority), built on first use.

@@ -1,9 +1,10 @@
-"""An asyncio event loop on a daemon thread, so synchronous code can use an async-only SDK.
+"""An asyncio event loop on a daemon thread, so synchronous code can use an async-only client.
 
-msgraph-sdk has no synchronous API, while the connector's functions are synchronous: the Functions
-worker runs them on its own thread pool. The Graph adapter submits its coroutines here and waits
-for their results, so no caller ever sees a coroutine. One loop serves every thread of the process
-(its httpx connections are pooled on it); a thread waiting for a result releases the GIL.
+msgraph-core's Graph client (httpx with Graph's middleware) is async, while the connector's
+functions are synchronous: the Functions worker runs them on its own thread pool. The Graph
+adapter submits its coroutines here and waits for their results, so no caller ever sees a
+coroutine. One loop serves every thread of the process (its httpx connections are pooled on
+it); a thread waiting for a result releases the GIL.
 """
 
 from __future__ import annotations

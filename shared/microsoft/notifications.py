@@ -39,7 +39,7 @@ from shared.kernel.json_input import MalformedJson, parse_json
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
-from shared.visits.events import Source, VisitEvent
+from shared.visits.events import Source, VisitEvent, attendee_key
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +281,7 @@ class NotificationDecoder:
                         role=change.role,
                         occurred_at=change.occurred_at,
                         source=Source.GRAPH,
+                        attendee=attendee_key(change.graph_participant_id),
                     )
                 )
         return result

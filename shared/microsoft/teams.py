@@ -1,10 +1,16 @@
 """Microsoft Graph adapter for Teams meetings and their call-event subscriptions.
 
-The only module that talks to Graph. msgraph-sdk is large (hundreds of modules), so it is
-imported on first use, never at import time: the webhook and health paths never pay for it.
+The only module that talks to Graph. It uses the Graph SDK family's transport, msgraph-core's
+``GraphClientFactory``: an httpx client with Graph's middleware (retry honouring Retry-After,
+redirect, parameter-name decoding, URL replacement, user agent, SDK telemetry headers) on our checked
+transport. The handful of calls it makes (createOrGet, the lobby PATCH, subscriptions) are written
+as plain JSON: msgraph-sdk's generated models and kiota's parsing would cost ~1,200 module imports
+(2.7 s of CPU on the first meeting, on the loop every Graph call shares) and ~25 ms of CPU per call,
+for bodies of five fields. Neither the launch nor the webhook path imports ``msgraph``.
 
-Its methods are synchronous, like every caller: msgraph-sdk is async-only, so each Graph request
-runs on one event loop in a background thread (``background_loop``) and the calling thread waits.
+Its methods are synchronous, like every caller: the httpx client is async (Graph's middleware is),
+so each request runs on one event loop in a background thread (``background_loop``) and the calling
+thread waits. Nothing CPU-heavy runs on that loop: a token is fetched in a worker thread when not cached.
 
 One meeting per visit with no stored mapping: ``createOrGet`` is idempotent per
 (tenant, organizer, externalId), and externalId is an HMAC of the visit. createOrGet cannot
@@ -14,9 +20,11 @@ organizer presents, joins and leaves are announced.
 
 from __future__ import annotations
 
+import inspect
+import json
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,37 +36,52 @@ import httpx
 
 from shared.http.outbound import OutboundPolicy, checked_async_client
 from shared.http.upstream import retry_after_seconds
-from shared.kernel.errors import ErrorPage, UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.kernel.i18n import N_
+from shared.kernel.json_input import MalformedJson, parse_json
 from shared.microsoft.background_loop import BackgroundLoop
 
 SYSTEM = "Microsoft Graph"
-ACCESS_POLICY_HELP = (
-    "A Teams administrator must allow the connector to create meetings for this organizer: "
-    "New-CsApplicationAccessPolicy -Identity TeamsEhrConnector -AppIds <connector client id>; "
-    "Grant-CsApplicationAccessPolicy -PolicyName TeamsEhrConnector -Identity <organizer object id> "
-    "(or -Global). Changes can take up to 30 minutes."
-)
+ACCESS_POLICY_NAME = "Teams-EHR-Connector"  # the name docs/setup.md gives the policy
 
 
 class AccessPolicyMissing(UpstreamRejected):
-    """Graph refused a meeting: no Teams application access policy lets the connector act for its organizer."""
+    """Graph refused a meeting: no Teams application access policy lets the connector act for its organizer.
+
+    ``organizer_object_id`` is set once the launch knows whom it asked for (``LaunchService``); the
+    clinician's page then names the exact commands (``access_policy_commands``).
+    """
 
     code = "graph_access_policy"
-    page = ErrorPage(
-        N_("Teams meeting could not be created"),
-        N_(
-            "Microsoft Teams refused to create the meeting for this organizer: the connector has no "
-            "application access policy for them."
-        ),
-        help=(N_("A Teams administrator runs the PowerShell below; the change can take up to 30 minutes."),),
-        code_block=ACCESS_POLICY_HELP,
-    )
 
-    def __init__(self) -> None:
+    def __init__(self, organizer_object_id: str | None = None) -> None:
         super().__init__(
-            "Microsoft Teams refused to create the meeting for this organizer. " + ACCESS_POLICY_HELP, system=SYSTEM
+            N_(
+                "Microsoft Teams refused to create the meeting for this organizer: no Teams application access "
+                "policy (New-CsApplicationAccessPolicy, Grant-CsApplicationAccessPolicy) lets the connector act "
+                "for them."
+            ),
+            system=SYSTEM,
         )
+        self.organizer_object_id = organizer_object_id
+
+
+def access_policy_commands(app_id: str | None, organizer_object_id: str | None) -> str:
+    """The PowerShell a Teams administrator runs, with the connector's app id and the organizer filled in.
+
+    A command whose value is unknown is left out rather than shown with a placeholder.
+    """
+    lines = ["Connect-MicrosoftTeams"]
+    if app_id:
+        lines.append(
+            f'New-CsApplicationAccessPolicy -Identity "{ACCESS_POLICY_NAME}" -AppIds "{app_id}" '
+            '-Description "Teams EHR connector: visit meetings on behalf of clinicians"'
+        )
+    if organizer_object_id:
+        lines.append(
+            f'Grant-CsApplicationAccessPolicy -PolicyName "{ACCESS_POLICY_NAME}" -Identity "{organizer_object_id}"'
+        )
+    return "\n".join(lines)
 
 
 class AppTokenCredential(Protocol):
@@ -92,6 +115,7 @@ def _resource_key(resource: str) -> str:
 
 MAX_SUBSCRIPTION_PAGES = 100  # Graph pages subscriptions by 100; the organization quota is 10,000
 MAX_RETRIES = 2  # of 429/503/504, honouring Retry-After: a waiting clinician beats a perfect retry
+MAX_RETRY_DELAY = 180.0  # the longest wait the retry middleware takes (kiota's RetryHandlerOption.MAX_DELAY)
 
 _LOOP = BackgroundLoop("graph")
 _deadline: ContextVar[float | None] = ContextVar("graph_deadline", default=None)
@@ -120,44 +144,35 @@ class TeamsClient:
         self._credential = credential
         self._policy = policy
         self._timeout = timeout
-        self._clients: dict[str, Any] = {}  # per Graph version; their httpx clients live on the Graph loop
+        self._scope = f"{self._base}/.default"
+        self._http: httpx.AsyncClient | None = None  # lives on the Graph loop
         self._lock = threading.Lock()
 
     def create_or_get_meeting(
         self, *, organizer_object_id: str, external_id: str, subject: str, start: datetime, end: datetime
     ) -> Meeting:
-        from msgraph.generated.users.item.online_meetings.create_or_get.create_or_get_post_request_body import (
-            CreateOrGetPostRequestBody,
-        )
-
-        body = CreateOrGetPostRequestBody(
-            external_id=external_id, subject=subject, start_date_time=start, end_date_time=end
-        )
-        graph = self._graph("v1.0")
-        meeting = self._send(
-            graph.users.by_user_id(organizer_object_id).online_meetings.create_or_get.post(body), "create_meeting"
-        )
-        if meeting is None or not meeting.id or not meeting.join_web_url:
+        body = {
+            "externalId": external_id,
+            "subject": subject,
+            "startDateTime": _graph_time(start),
+            "endDateTime": _graph_time(end),
+        }
+        path = f"v1.0/users/{_segment(organizer_object_id)}/onlineMeetings/createOrGet"
+        meeting = self._send("POST", path, body, "create_meeting")
+        meeting_id, join_web_url = _text(meeting, "id"), _text(meeting, "joinWebUrl")
+        if not meeting_id or not join_web_url:
             raise UpstreamUnavailable(N_("Microsoft Graph returned an incomplete meeting."), system=SYSTEM)
-        return Meeting(id=meeting.id, join_web_url=meeting.join_web_url)
+        return Meeting(id=meeting_id, join_web_url=join_web_url)
 
     def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
         """Patients always wait in the lobby; only the organizer presents; joins are announced."""
-        from msgraph.generated.models.lobby_bypass_scope import LobbyBypassScope
-        from msgraph.generated.models.lobby_bypass_settings import LobbyBypassSettings
-        from msgraph.generated.models.online_meeting import OnlineMeeting
-        from msgraph.generated.models.online_meeting_presenters import OnlineMeetingPresenters
-
-        patch = OnlineMeeting(
-            lobby_bypass_settings=LobbyBypassSettings(
-                scope=LobbyBypassScope.Organizer, is_dial_in_bypass_enabled=False
-            ),
-            allowed_presenters=OnlineMeetingPresenters.Organizer,
-            is_entry_exit_announced=True,
-        )
-        graph = self._graph("v1.0")
-        request = graph.users.by_user_id(organizer_object_id).online_meetings.by_online_meeting_id(meeting_id)
-        self._send(request.patch(patch), "update_meeting")
+        patch = {
+            "lobbyBypassSettings": {"scope": "organizer", "isDialInBypassEnabled": False},
+            "allowedPresenters": "organizer",
+            "isEntryExitAnnounced": True,
+        }
+        path = f"v1.0/users/{_segment(organizer_object_id)}/onlineMeetings/{_segment(meeting_id)}"
+        self._send("PATCH", path, patch, "update_meeting")
 
     def subscribe_call_events(
         self,
@@ -171,134 +186,177 @@ class TeamsClient:
         expires_at: datetime,
     ) -> Subscription:
         """Rich (encrypted) meetingCallEvents notifications; beta only, application permission only."""
-        from msgraph.generated.models.subscription import Subscription as GraphSubscription
-
-        body = GraphSubscription(
-            change_type="updated",
-            notification_url=notification_url,
-            lifecycle_notification_url=lifecycle_url,
-            resource=call_events_resource(join_web_url),
-            include_resource_data=True,
-            encryption_certificate=certificate_base64,
-            encryption_certificate_id=certificate_id,
-            expiration_date_time=expires_at,
-            client_state=client_state,
-        )
-        created = self._send(self._graph("beta").subscriptions.post(body), "subscribe")
-        if created is None or not created.id or created.expiration_date_time is None:
+        body = {
+            "changeType": "updated",
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_url,
+            "resource": call_events_resource(join_web_url),
+            "includeResourceData": True,
+            "encryptionCertificate": certificate_base64,
+            "encryptionCertificateId": certificate_id,
+            "expirationDateTime": _graph_time(expires_at),
+            "clientState": client_state,
+        }
+        created = self._send("POST", "beta/subscriptions", body, "subscribe")
+        subscription_id, expires = _text(created, "id"), _parse_time(_text(created, "expirationDateTime"))
+        if not subscription_id or expires is None:
             raise UpstreamUnavailable(N_("Microsoft Graph returned an incomplete subscription."), system=SYSTEM)
-        return Subscription(id=created.id, expires_at=created.expiration_date_time)
+        return Subscription(id=subscription_id, expires_at=expires)
 
     def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
         """This app's live meetingCallEvents subscription of a meeting, if Graph has one (pages followed)."""
         wanted = _resource_key(call_events_resource(join_web_url))
         now = datetime.now(UTC)
-        subscriptions = self._graph("beta").subscriptions
-        page = self._send(subscriptions.get(), "list_subscriptions")
+        page = self._send("GET", "beta/subscriptions", None, "list_subscriptions")
         for pages_read in range(1, MAX_SUBSCRIPTION_PAGES + 1):
-            for found in (page.value if page else None) or []:
+            values = page.get("value") if isinstance(page, dict) else None
+            for found in values if isinstance(values, list) else []:
+                if not isinstance(found, dict):
+                    continue
+                found_id, expires = _text(found, "id"), _parse_time(_text(found, "expirationDateTime"))
                 if (
-                    found.id
-                    and found.expiration_date_time
-                    and found.expiration_date_time > now
-                    and _resource_key(found.resource or "") == wanted
-                    and (found.notification_url or "") == notification_url
+                    found_id
+                    and expires is not None
+                    and expires > now
+                    and _resource_key(_text(found, "resource") or "") == wanted
+                    and (_text(found, "notificationUrl") or "") == notification_url
                 ):
-                    return Subscription(found.id, found.expiration_date_time, found.encryption_certificate_id)
-            next_link = page.odata_next_link if page else None
+                    return Subscription(found_id, expires, _text(found, "encryptionCertificateId"))
+            next_link = _text(page, "@odata.nextLink")
             if not next_link or pages_read == MAX_SUBSCRIPTION_PAGES:
                 break
-            page = self._send(subscriptions.with_url(next_link).get(), "list_subscriptions")
+            page = self._send("GET", next_link, None, "list_subscriptions")
         return None
 
     def renew_subscription(self, subscription_id: str, expires_at: datetime) -> Subscription:
-        from msgraph.generated.models.subscription import Subscription as GraphSubscription
-
-        request = self._graph("beta").subscriptions.by_subscription_id(subscription_id)
-        renewed = self._send(request.patch(GraphSubscription(expiration_date_time=expires_at)), "renew")
-        return Subscription(id=subscription_id, expires_at=(renewed and renewed.expiration_date_time) or expires_at)
+        path = f"beta/subscriptions/{_segment(subscription_id)}"
+        renewed = self._send("PATCH", path, {"expirationDateTime": _graph_time(expires_at)}, "renew")
+        return Subscription(
+            id=subscription_id, expires_at=_parse_time(_text(renewed, "expirationDateTime")) or expires_at
+        )
 
     def delete_subscription(self, subscription_id: str) -> None:
         try:
-            self._send(self._graph("beta").subscriptions.by_subscription_id(subscription_id).delete(), "unsubscribe")
+            self._send("DELETE", f"beta/subscriptions/{_segment(subscription_id)}", None, "unsubscribe")
         except UpstreamRejected as exc:
             if exc.code != "graph_not_found":  # already gone is fine
                 raise
 
-    def _send(self, request: Coroutine[Any, Any, Any], operation: str) -> Any:
-        """One Graph request, run on the Graph loop and waited for here, its failures as the connector's errors."""
+    def _send(self, method: str, path: str, body: dict[str, Any] | None, operation: str) -> Any:
+        """One Graph request, run on the Graph loop and waited for here, its failures as the connector's errors.
+
+        ``path`` is relative to the Graph base URL, or an absolute ``@odata.nextLink`` Graph handed out, which
+        must stay on the Graph base URL. The answer is the response's JSON (None for an empty body).
+        """
+        url = path if path.startswith(self._base + "/") else f"{self._base}/{path}"
+        if not url.startswith(self._base + "/"):
+            raise UpstreamUnavailable(N_("Microsoft Graph pointed to an address outside Graph."), system=SYSTEM)
+        content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         wait = self._longest_wait()
         if wait <= 0:
-            request.close()
             raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM)
         try:
-            return _LOOP.run(_call(request, operation), timeout=wait)
+            return _LOOP.run(self._request(method, url, content, operation), timeout=wait)
         except TimeoutError:
             raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM) from None
 
-    def _longest_wait(self) -> float:
-        """Until this thread's ``graph_deadline``; without one, kiota's own worst case (every attempt, and
-        the longest wait before each retry), beyond which only a stuck loop would keep the caller waiting."""
-        from kiota_http.middleware.options import RetryHandlerOption
+    async def _request(self, method: str, url: str, content: bytes | None, operation: str) -> Any:
+        headers = {"Authorization": f"Bearer {await self._token()}", "Accept": "application/json"}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = await self._client().request(method, url, content=content, headers=headers)
+        except UnsafeUrl:  # GRAPH_BASE_URL resolved to an address the outbound rules refuse
+            raise UpstreamUnavailable(N_("Microsoft Graph's address is not allowed."), system=SYSTEM) from None
+        except httpx.TimeoutException:
+            raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM) from None
+        except httpx.TransportError:
+            raise UpstreamUnavailable(N_("Microsoft Graph could not be reached."), system=SYSTEM) from None
+        payload = _json_or_none(response.content)
+        if response.status_code >= 400:
+            error = payload.get("error") if isinstance(payload, dict) else None
+            code = _text(error, "code") or ""
+            raise _graph_error(response.status_code, code, response.headers, operation)
+        return payload
 
-        wait = (MAX_RETRIES + 1) * self._timeout + MAX_RETRIES * RetryHandlerOption.MAX_DELAY
+    async def _token(self) -> str:
+        """The app-only token: the credential keeps it, and fetches a new one off the loop (``app_credentials``)."""
+        result = self._credential.get_token(self._scope)
+        if inspect.isawaitable(result):
+            result = await result
+        token = getattr(result, "token", None)
+        if not isinstance(token, str) or not token:
+            raise UpstreamUnavailable(N_("No app-only token for Microsoft Graph."), system=SYSTEM)
+        return token
+
+    def _longest_wait(self) -> float:
+        """Until this thread's ``graph_deadline``; without one, the retry middleware's own worst case (every
+        attempt, and the longest wait before each retry), beyond which only a stuck loop keeps the caller waiting."""
+        wait = (MAX_RETRIES + 1) * self._timeout + MAX_RETRIES * MAX_RETRY_DELAY
         deadline = _deadline.get()
         return wait if deadline is None else min(wait, deadline - time.monotonic())
 
-    def _graph(self, version: str) -> Any:
+    def _client(self) -> httpx.AsyncClient:
         with self._lock:
-            if version not in self._clients:
-                self._clients[version] = self._build(version)
-            return self._clients[version]
+            if self._http is None:
+                from kiota_http.middleware.options import RetryHandlerOption
+                from msgraph_core import GraphClientFactory
 
-    def _build(self, version: str) -> Any:
-        from kiota_authentication_azure.azure_identity_authentication_provider import (
-            AzureIdentityAuthenticationProvider,
-        )
-        from kiota_http.middleware.options import RetryHandlerOption
-        from msgraph.graph_request_adapter import GraphRequestAdapter
-        from msgraph.graph_service_client import GraphServiceClient
-        from msgraph_core import GraphClientFactory
-
-        base = f"{self._base}/{version}"
-        retry = RetryHandlerOption(delay=0.5, max_retries=MAX_RETRIES)
-        http = GraphClientFactory.create_with_default_middleware(
-            client=checked_async_client(self._policy, base_url=base, timeout=self._timeout),
-            options={RetryHandlerOption.get_key(): retry},
-        )
-        auth = AzureIdentityAuthenticationProvider(
-            self._credential, scopes=[f"{self._base}/.default"], is_cae_enabled=False
-        )
-        adapter = GraphRequestAdapter(auth, client=http)
-        adapter.base_url = base  # the setter strips the trailing slash httpx adds
-        return GraphServiceClient(request_adapter=adapter)
+                retry = RetryHandlerOption(delay=0.5, max_retries=MAX_RETRIES)
+                self._http = GraphClientFactory.create_with_default_middleware(
+                    client=checked_async_client(self._policy, base_url=self._base, timeout=self._timeout),
+                    options={RetryHandlerOption.get_key(): retry},
+                )
+            return self._http
 
 
-async def _call(awaitable: Any, operation: str) -> Any:
-    """Await a Graph call, turning its failures into the connector's error hierarchy."""
-    from kiota_abstractions.api_error import APIError
+def _segment(value: str) -> str:
+    """One path segment: an id Graph or Entra ID gave us, escaped so it can never add a segment or a query."""
+    return quote(value, safe="")
 
+
+def _graph_time(value: datetime) -> str:
+    """ISO 8601 in UTC, as Graph's DateTimeOffset properties take it."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """Graph's DateTimeOffset (up to seven fractional digits, ``Z`` or an offset); None when absent or unreadable."""
+    if not value:
+        return None
+    head, dot, rest = value.partition(".")
+    if dot:  # Python takes at most six fractional digits
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        rest = rest[:digits][:6] + rest[digits:]
+        value = f"{head}.{rest}"
     try:
-        return await awaitable
-    except APIError as exc:
-        raise _graph_error(exc, operation) from None
-    except UnsafeUrl:  # GRAPH_BASE_URL resolved to an address the outbound rules refuse
-        raise UpstreamUnavailable(N_("Microsoft Graph's address is not allowed."), system=SYSTEM) from None
-    except httpx.TimeoutException:
-        raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM) from None
-    except httpx.TransportError:
-        raise UpstreamUnavailable(N_("Microsoft Graph could not be reached."), system=SYSTEM) from None
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _graph_error(exc: Any, operation: str) -> Exception:
-    status = int(getattr(exc, "response_status_code", 0) or 0)
-    error = getattr(exc, "error", None)
-    code = str(getattr(error, "code", "") or "")
-    if status == 429 or (status == 503 and _retry_after(exc) is not None):
+def _json_or_none(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return parse_json(body)
+    except MalformedJson:
+        return None
+
+
+def _text(data: Any, name: str) -> str | None:
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _graph_error(status: int, code: str, headers: Mapping[str, str], operation: str) -> Exception:
+    """A Graph error answer (its status, its JSON ``error.code`` if any, its headers) as the connector's error."""
+    if status == 429 or (status == 503 and retry_after_seconds(headers) is not None):
         return UpstreamThrottled(
             N_("Microsoft Graph is busy (throttled). Please try again in a moment."),
             system=SYSTEM,
-            retry_after=_retry_after(exc),
+            retry_after=retry_after_seconds(headers),
             code="graph_throttled",
         )
     if status >= 500 or status == 0:
@@ -319,21 +377,12 @@ def _graph_error(exc: Any, operation: str) -> Exception:
         return UpstreamRejected(
             N_("Microsoft Graph rejected the connector's credentials."), system=SYSTEM, code="graph_unauthorized"
         )
+    safe = "".join(c for c in code if c.isalnum())[:64]
     return UpstreamRejected(
-        N_("Microsoft Graph rejected the request (%(code_or_status)s).", code_or_status=code or status),
+        N_("Microsoft Graph rejected the request (%(code_or_status)s).", code_or_status=safe or status),
         system=SYSTEM,
         code="graph_rejected",
     )
-
-
-def _retry_after(exc: Any) -> float | None:
-    """Graph's ``Retry-After``, read by the one parser; kiota may hand a header's values over as a list."""
-    headers = getattr(exc, "response_headers", None) or {}
-    flat = {
-        str(name): str(next(iter(value), "")) if isinstance(value, list | tuple | set) else str(value)
-        for name, value in dict(headers).items()
-    }
-    return retry_after_seconds(flat)
 
 
 class TeamsClients:

@@ -6,6 +6,10 @@ Transient failures are retried by the SDK's exponential retry policy, never by h
 what still fails surfaces as ``StorageUnavailable``.
 
 Tables are created on first use, once per process.
+
+Every client of every account shares one HTTP transport per process (``shared.http.outbound.storage_transport``):
+one ``requests`` session, its connection pools sized for the worker's threads, and no per-call scan of the
+environment for proxies and certificate bundles.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient
 
+from shared.http.outbound import storage_transport as shared_transport
 from shared.kernel.errors import BadRequest, StorageUnavailable
 from shared.kernel.i18n import N_
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store
@@ -95,11 +100,14 @@ class StorageAccount:
             conn = self.connection
             if conn.connection_string is not None:
                 self._table_service = TableServiceClient.from_connection_string(
-                    conn.connection_string.reveal(), **_CLIENT_OPTIONS
+                    conn.connection_string.reveal(), transport=shared_transport(), **_CLIENT_OPTIONS
                 )
             else:
                 self._table_service = TableServiceClient(
-                    endpoint=str(conn.table_endpoint), credential=self._identity(), **_CLIENT_OPTIONS
+                    endpoint=str(conn.table_endpoint),
+                    credential=self._identity(),
+                    transport=shared_transport(),
+                    **_CLIENT_OPTIONS,
                 )
         return self._table_service
 
@@ -109,7 +117,11 @@ class StorageAccount:
 
             conn = self.connection
             # The Functions queue extension decodes base64 by default (host.json messageEncoding).
-            options: dict[str, Any] = {**_CLIENT_OPTIONS, "message_encode_policy": TextBase64EncodePolicy()}
+            options: dict[str, Any] = {
+                **_CLIENT_OPTIONS,
+                "message_encode_policy": TextBase64EncodePolicy(),
+                "transport": shared_transport(),
+            }
             if conn.connection_string is not None:
                 self._queue_service = QueueServiceClient.from_connection_string(
                     conn.connection_string.reveal(), **options

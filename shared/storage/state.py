@@ -6,9 +6,9 @@ carried through the Microsoft sign-in) is sealed (AES-256-GCM, ``Sealer``) for `
 
 Where a row lives (``StateRouter``, the one store every flow uses):
 
-* the EHR launch's kinds (``ehr-launch``, ``launch-signin``, ``launch-confirm``) carry launch context, so
-  they live in ``AuthStates`` of the **configuration's geography** account. The browser brings back only the
-  state, so the state names its geography: ``<tag>.<256-bit random>`` with a fixed two-letter tag
+* the EHR launch's kinds (``ehr-launch``, ``launch-signin-intro``, ``launch-signin``, ``launch-confirm``) carry
+  launch context, so they live in ``AuthStates`` of the **configuration's geography** account. The browser
+  brings back only the state, so the state names its geography: ``<tag>.<256-bit random>`` with a fixed two-letter tag
   (``GEOGRAPHY_TAGS``: ``am.``, ``eu.``, ``ap.``), e.g. ``eu.Qm9…`` (46 characters, URL-safe: letters, digits,
   ``-``, ``_`` and one ``.``, all unreserved in RFC 3986, so neither Epic nor Entra ID re-encodes it). The
   callback routes by the tag before reading anything; a missing or unknown tag, or one naming a geography this
@@ -20,7 +20,16 @@ Where a row lives (``StateRouter``, the one store every flow uses):
   ``portal-ehr-signin``) holds no EHR context: untagged states in the **app's** account, next to the portal's
   sessions they belong to.
 
-Consumption marks the row used with an etag-guarded update that also empties the payload: Table
+**Sealed states** (``seal`` / ``consume_sealed``, the EHR launch's ``ehr-launch``): the payload is not stored at
+all but sealed into the state value itself, ``<tag>.s1.<key id>.<sealed payload>`` (AES-256-GCM, bound to the
+kind and the tag, carrying its own expiry), so starting a launch writes nothing. Single use is one conditional
+write: consuming creates the row ``AuthStates/<kind>/<SHA-256 of the state>`` in the tag's geography, and
+Table Storage refuses a second create of the same key (``ResourceExistsError``) for every consumer but the
+first. The row keeps only what single use needs (kind, digest, ``Consumed``, times) until the sweep removes it
+after ``ExpiresAt``. A sealed state is ~350 characters; the authorization request switches to POST when the
+EHR advertises it and the URL grows long (``shared.ehr.smart``).
+
+Consumption of a stored row marks the row used with an etag-guarded update that also empties the payload: Table
 Storage ignores a delete of a missing row, so a delete cannot tell two consumers apart, but an update
 with ``IfNotModified`` fails for every consumer but the first. A consumed row keeps only what single
 use needs (kind, state, ``Consumed``, times) until the sweep removes it after ``ExpiresAt``, in every account.
@@ -28,16 +37,17 @@ use needs (kind, state, ``Consumed``, times) until the sweep removes it after ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import string
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import BadRequest, SealedValueInvalid, StateError
@@ -59,6 +69,9 @@ GEOGRAPHY_TAGS: Mapping[Geography, str] = MappingProxyType(
 )
 _GEOGRAPHY_BY_TAG = {tag: geography for geography, tag in GEOGRAPHY_TAGS.items()}
 TAG_SEPARATOR = "."  # never in a random token (URL-safe base64), so a state has at most one tag
+SEALED_PREFIX = "s1."  # a sealed state: the tag, then a ``Sealer`` value (its version, key id and body)
+MAX_SEALED_STATE = 1024  # far above any payload we seal; anything longer is not ours
+_SEALED_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.")
 _TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_")
 
 INVENTORY = (
@@ -90,19 +103,22 @@ INVENTORY = (
         "single-use OAuth state of the EHR launches, which carry launch context: in the configuration's geography, "
         "named by the state's tag",
         (
-            key("PartitionKey", "kind: ehr-launch, launch-signin, launch-confirm"),
+            key("PartitionKey", "kind: ehr-launch, launch-signin-intro, launch-signin, launch-confirm"),
             Field(
                 "RowKey",
                 Classification.CREDENTIAL,
                 Protection.CLEAR,
-                "the state: the geography's tag (am., eu., ap.) and 256 random bits, single use",
+                "the state: the geography's tag (am., eu., ap.) and 256 random bits, single use; ehr-launch: the "
+                "SHA-256 of its sealed state, written when it is consumed",
             ),
             Field(
                 "Payload",
                 Classification.EHR_ID,
                 Protection.SEALED,
-                "PKCE verifier, nonce, the launch URL's context tokens; launch-signin: the msal flow and the pending "
-                "launch with its confirmed context (CSN, encounter, patient, EHR user) and the EHR user's name; "
+                "ehr-launch: none (its PKCE verifier, nonce and launch URL context tokens travel sealed in the state "
+                "itself); launch-signin-intro: the pending launch with its confirmed context (CSN, encounter, "
+                "patient, EHR user) and the EHR user's name, until the clinician presses Continue; launch-signin: "
+                "the msal flow and that carry; "
                 "launch-confirm: that context and the Microsoft 365 account; emptied when consumed",
             ),
             *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
@@ -139,6 +155,7 @@ class StateRouter:
 
     def __init__(self, storage: Storage, sealer: Sealer, *, in_geography: Iterable[str]) -> None:
         self.in_geography = frozenset(in_geography)
+        self._sealer = sealer
         self._app = AuthStateStore(storage.app, sealer)
         self._geographies = {g: AuthStateStore(storage.for_geography(g), sealer) for g in storage.geographies}
 
@@ -194,6 +211,46 @@ class StateRouter:
             raise _unknown()
         return store.consume(kind, state)
 
+    def seal(self, kind: str, payload: Mapping[str, Any], *, geography: Geography, ttl: timedelta = DEFAULT_TTL) -> str:
+        """A state that carries ``payload`` sealed in itself (nothing is written): see "Sealed states" above."""
+        if kind not in self.in_geography:
+            raise ValueError(f"{kind} states live in the app's account: only a geography's kinds are sealed")
+        if geography not in self._geographies:
+            raise BadRequest(f"Geography {geography.value!r} is not configured in this deployment.")
+        tag = GEOGRAPHY_TAGS[geography]
+        body = {"p": dict(payload), "x": (utcnow() + ttl).timestamp()}
+        sealed = self._sealer.seal(json.dumps(body, separators=(",", ":")), purpose=_sealed_purpose(kind, tag))
+        return f"{tag}{TAG_SEPARATOR}{sealed}"
+
+    def consume_sealed(self, kind: str, state: str) -> dict[str, Any]:
+        """A sealed state's payload, exactly once: one conditional create in the tag's geography.
+
+        Unknown (malformed, tampered with, sealed for another kind or tag, or its key retired), expired or
+        used state raises ``StateError``, as ``consume`` does; only a state that opens and is live is written.
+        """
+        tag, _, sealed = state.partition(TAG_SEPARATOR)
+        geography = _GEOGRAPHY_BY_TAG.get(tag)
+        store = self._geographies.get(geography) if geography is not None else None
+        if (
+            kind not in self.in_geography
+            or store is None
+            or not sealed.startswith(SEALED_PREFIX)
+            or len(state) > MAX_SEALED_STATE
+            or not set(sealed) <= _SEALED_CHARACTERS
+        ):
+            logger.info("Sealed state of kind %s refused: not a sealed state of this deployment", kind)
+            raise _unknown()
+        try:
+            body = json.loads(self._sealer.open(sealed, purpose=_sealed_purpose(kind, tag)))
+            payload, expires = body["p"], datetime.fromtimestamp(float(body["x"]), UTC)
+        except (SealedValueInvalid, ValueError, KeyError, TypeError):
+            logger.info("Sealed state %s of kind %s cannot be opened", log_id(state), kind)
+            raise _unknown() from None
+        if expires <= utcnow():
+            raise StateError("This sign-in link has expired. Please start again.", code="state_expired")
+        store.mark_used(kind, _digest(state), expires)
+        return dict(payload)
+
 
 class AuthStateStore:
     """``AuthStates`` of one account (``StateRouter`` picks the account)."""
@@ -226,6 +283,25 @@ class AuthStateStore:
         with storage_errors(self._account.name):
             self._account.table(TABLE).create_entity(entity)
         return value
+
+    def mark_used(self, kind: str, key: str, expires_at: datetime) -> None:
+        """Single use of a sealed state in one write: the first create of its key wins, any other is a reuse."""
+        now = utcnow()
+        entity = {
+            "PartitionKey": kind,
+            "RowKey": key,
+            "CreatedAt": now,
+            "ExpiresAt": expires_at,
+            "Consumed": True,
+            "ConsumedAt": now,
+        }
+        with storage_errors(self._account.name):
+            try:
+                self._account.table(TABLE).create_entity(entity)
+            except ResourceExistsError:
+                raise StateError(
+                    "This sign-in link was already used. Please start again.", code="state_reused"
+                ) from None
 
     def consume(self, kind: str, state: str) -> dict[str, Any]:
         """Return the payload exactly once; unknown, expired or used state raises ``StateError``."""
@@ -263,6 +339,15 @@ class AuthStateStore:
 
 def _purpose(kind: str, state: str) -> str:
     return f"{TABLE}/{kind}/{state}"
+
+
+def _sealed_purpose(kind: str, tag: str) -> str:
+    return f"{TABLE}/{kind}/sealed/{tag}"
+
+
+def _digest(state: str) -> str:
+    """The row key of a consumed sealed state: its SHA-256 (a state is too long, and not ours to keep)."""
+    return hashlib.sha256(state.encode()).hexdigest()
 
 
 def _looks_like_state(value: str) -> bool:

@@ -38,6 +38,13 @@ _MESSAGE_FIELDS = (
     Field("visitKey", Classification.EHR_ID, Protection.HMAC, "the visit's row key"),
     *operational("kind", "role", "occurredAt", "source"),
     Field(
+        "attendee",
+        Classification.OPERATIONAL,
+        Protection.HASHED,
+        "Graph events: SHA-256 of the call participant's id (a random call-leg id), so the usage report tells the "
+        "patients of one visit apart; not part of the event id",
+    ),
+    Field(
         "sealed",
         Classification.EHR_ID,
         Protection.SEALED,
@@ -101,8 +108,12 @@ class VisitEvent:
     csn: str | None = None
     appointment: str | None = None
     encounter: str | None = None
+    department: str | None = None  # a launch's confirmed departmentId: in memory only, sealed like the references
     id: str = ""
     sealed: str | None = None  # launch events: their launch context, sealed (see ``shared.visits.sealed_context``)
+    attendee: str | None = (
+        None  # Graph events: ``attendee_key`` of the call participant (the report's per-person facts)
+    )
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -118,6 +129,7 @@ class VisitEvent:
             "csn": self.csn,
             "appointment": self.appointment,
             "encounter": self.encounter,
+            "department": self.department,
         }
         return {k: v for k, v in values.items() if v}
 
@@ -136,6 +148,8 @@ class VisitEvent:
         }
         if self.sealed:
             data["sealed"] = self.sealed
+        if self.attendee:
+            data["attendee"] = self.attendee
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -162,6 +176,7 @@ class VisitEvent:
                 appointment=_optional_text(data, "appointment") if legacy else None,
                 encounter=_optional_text(data, "encounter") if legacy else None,
                 sealed=None if legacy else _optional_text(data, "sealed", limit=4096),
+                attendee=_optional_text(data, "attendee", limit=64),
             )
         except (KeyError, ValueError, TypeError):
             raise InvalidEvent("event is missing or has invalid fields") from None
@@ -179,6 +194,11 @@ def event_id(event: VisitEvent) -> str:
     moment = _iso(event.occurred_at, "milliseconds")
     material = "\x1f".join((event.visit_key, event.role.value, event.kind.value, moment, event.source.value))
     return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def attendee_key(participant_id: str) -> str | None:
+    """An event's ``attendee``: a short SHA-256 of a Graph call participant's id (random per call leg)."""
+    return hashlib.sha256(participant_id.encode()).hexdigest()[:16] if participant_id else None
 
 
 def _iso(moment: datetime, timespec: str = "microseconds") -> str:

@@ -38,6 +38,21 @@ class Presence:
 
 
 @dataclass(frozen=True)
+class RosterEntry:
+    """A role's state in the Teams roster (Graph facts only, never a launch): what the panel shows.
+
+    ``since``: when this state began (a repeated fact of the same state does not move it); ``at``: the newest
+    fact applied (orders facts delivered out of order); ``lobby_since``: when the lobby wait that led here began
+    (None: no lobby seen, e.g. the organizer, who bypasses it).
+    """
+
+    state: EventKind
+    since: datetime
+    at: datetime
+    lobby_since: datetime | None = None
+
+
+@dataclass(frozen=True)
 class VisitContext:
     """Launch-context references kept for writeback: ids only.
 
@@ -80,6 +95,18 @@ def with_context(context: VisitContext) -> Callable[[Visit], Visit | None]:
 
 
 @dataclass(frozen=True)
+class WaitingRoom:
+    """What a waiting patient's page shows, read from the EHR at their launch: kept only until the meeting exists.
+
+    ``appointment_start`` keeps the EHR's own UTC offset; None when no Appointment was available to the launch
+    (the page then says nothing about time rather than guessing).
+    """
+
+    organization: str
+    appointment_start: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Visit:
     geography: Geography
     key: str
@@ -93,10 +120,15 @@ class Visit:
     subscription_id: str | None = None
     subscription_expires_at: datetime | None = None
     presence: dict[Role, Presence] = field(default_factory=dict)
+    # What the provider's panel tells apart (``shared.visits.panel``): Teams roster facts, and the latest launch
+    # per role. ``presence`` above is the newest fact of either kind (writeback and the meeting's end read it).
+    roster: dict[Role, RosterEntry] = field(default_factory=dict)
+    launched: dict[Role, datetime] = field(default_factory=dict)
     etag: str | None = None
     # The stored sealed context when it cannot be opened (tampered with, or its key retired): kept as it is,
     # so restoring a wrongly removed key brings it back; a launch's fresh context replaces it.
     unreadable_context: str | None = None
+    waiting_room: WaitingRoom | None = None  # sealed at rest; cleared once the meeting exists or the context goes
 
     @property
     def has_meeting(self) -> bool:
@@ -125,6 +157,61 @@ def with_presence(role: Role, state: EventKind, at: datetime) -> Callable[[Visit
     return change
 
 
+def with_roster_fact(role: Role, state: EventKind, at: datetime) -> Callable[[Visit], Visit | None]:
+    """Record a Teams roster fact for ``role`` (``next_roster_entry``); None when it changes nothing."""
+
+    def change(visit: Visit) -> Visit | None:
+        current = visit.roster.get(role)
+        updated = next_roster_entry(current, state, at)
+        return None if updated == current else replace(visit, roster={**visit.roster, role: updated})
+
+    return change
+
+
+def next_roster_entry(current: RosterEntry | None, state: EventKind, at: datetime) -> RosterEntry:
+    """The roster entry after one more fact, in whatever order the queue delivers facts.
+
+    A newer fact of another state starts a new ``since``; a newer fact of the same state only moves ``at``.
+    Admission keeps the lobby's start, so the wait stays known. An older fact changes the state of nothing;
+    an older lobby entry still dates the current lobby wait (the queue delivered the admission first).
+    """
+    if current is None:
+        return RosterEntry(state, at, at, at if state is EventKind.LOBBY else None)
+    if (at, _STATE_ORDER[state]) > (current.at, _STATE_ORDER[current.state]):
+        if state is current.state:
+            return replace(current, at=at)
+        if state is EventKind.LOBBY:
+            lobby_since: datetime | None = at
+        elif state is EventKind.CONNECTED:
+            lobby_since = current.lobby_since if current.state is EventKind.LOBBY else None
+        else:
+            lobby_since = current.lobby_since
+        return RosterEntry(state, at, at, lobby_since)
+    late_lobby = (
+        state is EventKind.LOBBY
+        and current.state in (EventKind.LOBBY, EventKind.CONNECTED)
+        and at <= current.since
+        and (current.lobby_since is None or at < current.lobby_since)
+    )
+    if not late_lobby:
+        return current
+    if current.state is EventKind.LOBBY:
+        return replace(current, since=at, lobby_since=at)
+    return replace(current, lobby_since=at)
+
+
+def with_launch(role: Role, at: datetime) -> Callable[[Visit], Visit | None]:
+    """Record that ``role`` launched the visit at ``at`` (the newest launch wins)."""
+
+    def change(visit: Visit) -> Visit | None:
+        current = visit.launched.get(role)
+        if current is not None and current >= at:
+            return None
+        return replace(visit, launched={**visit.launched, role: at})
+
+    return change
+
+
 def with_meeting(
     *, meeting_id: str, join_web_url: str, organizer_tenant_id: str, organizer_object_id: str
 ) -> Callable[[Visit], Visit | None]:
@@ -135,11 +222,23 @@ def with_meeting(
             return None
         return replace(
             visit,
+            waiting_room=None,  # nobody waits for a meeting that exists: the patient's page sends them in
             meeting_id=meeting_id,
             join_web_url=join_web_url,
             organizer_tenant_id=organizer_tenant_id,
             organizer_object_id=organizer_object_id,
         )
+
+    return change
+
+
+def with_waiting_room(waiting_room: WaitingRoom) -> Callable[[Visit], Visit | None]:
+    """What a waiting patient's page shows; nothing once the meeting exists (the patient is sent in)."""
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.has_meeting or visit.waiting_room == waiting_room:
+            return None
+        return replace(visit, waiting_room=waiting_room)
 
     return change
 
@@ -209,11 +308,11 @@ def with_launch_context(role: Role, references: dict[str, str], *, confirmed: bo
 
 
 def without_context() -> Callable[[Visit], Visit | None]:
-    """Forget the launch context (the meeting has ended and its writebacks are done)."""
+    """Forget the launch context and what the waiting room showed (the meeting has ended, writebacks done)."""
 
     def change(visit: Visit) -> Visit | None:
-        if not has_context(visit) and visit.unreadable_context is None:
+        if not has_context(visit) and visit.unreadable_context is None and visit.waiting_room is None:
             return None
-        return replace(visit, context=VisitContext(), unreadable_context=None)
+        return replace(visit, context=VisitContext(), unreadable_context=None, waiting_room=None)
 
     return change

@@ -7,6 +7,8 @@ they queue per visit, and each one starts from the row the previous one wrote (i
 unless a launch or another instance wrote meanwhile), so an older fact costs no write at all and a
 newer one costs one. Across instances the repository's etag retry still applies. A launch event's
 references ride along in the same write (``also``: ``with_launch_context``), so a launch costs one write too.
+The same write records what the provider's panel tells apart: a Graph fact in the roster, a launch as a launch
+(``with_roster_fact`` / ``with_launch``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.visits.events import EventKind, Role
-from shared.visits.model import Visit, compose, with_presence
+from shared.visits.events import EventKind, Role, Source
+from shared.visits.model import Visit, compose, with_launch, with_presence, with_roster_fact
 from shared.visits.repository import VisitRepository
 
 
@@ -41,13 +43,16 @@ class PresenceRecorder:
         state: EventKind,
         at: datetime,
         *,
+        source: Source = Source.GRAPH,
         also: Callable[[Visit], Visit | None] | None = None,
     ) -> Visit:
         """Record ``role``'s ``state`` at ``at`` unless a newer fact is already there; the visit as stored.
 
+        ``source``: a launch's fact is recorded as a launch, a Graph fact in the roster (the panel's truth).
         ``also``: a further change applied in the same etag-guarded write (a launch's context merge).
         """
-        change = with_presence(role, state, at) if also is None else compose(with_presence(role, state, at), also)
+        told = with_launch(role, at) if source is Source.LAUNCH else with_roster_fact(role, state, at)
+        change = compose(with_presence(role, state, at), told, *((also,) if also is not None else ()))
         key = (visit.geography.value, visit.key)
         with self._guard:
             slot = self._slots.setdefault(key, _Slot())

@@ -28,8 +28,8 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, storage_errors
 from shared.visits.events import EventKind, Role
-from shared.visits.model import Presence, Visit, VisitContext, has_context
-from shared.visits.sealed_context import open_context, seal_context
+from shared.visits.model import Presence, RosterEntry, Visit, VisitContext, WaitingRoom, has_context
+from shared.visits.sealed_context import open_context, open_waiting_room, seal_context, seal_waiting_room
 
 TABLE = "Visits"
 LIFETIME = timedelta(hours=24)
@@ -55,6 +55,20 @@ INVENTORY = (
                 "once the meeting has ended and its writebacks are done",
             ),
             Field("Presence", Classification.OPERATIONAL, Protection.CLEAR, "role -> state, time"),
+            Field(
+                "WaitingRoom",
+                Classification.PERSONAL,
+                Protection.SEALED,
+                "the organization's display name and the appointment's start, read from the EHR at a patient's "
+                "launch for their waiting page; removed when the meeting is created, or with the context",
+            ),
+            Field(
+                "Roster",
+                Classification.OPERATIONAL,
+                Protection.CLEAR,
+                "role -> Teams roster state, since when, lobby wait start (the provider's panel)",
+            ),
+            Field("Launched", Classification.OPERATIONAL, Protection.CLEAR, "role -> time of its latest launch"),
             Field(
                 "MeetingId",
                 Classification.PERSONAL,
@@ -187,6 +201,12 @@ class VisitRepository:
                 {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
                 separators=(",", ":"),
             ),
+            "Roster": json.dumps(
+                {role.value: _roster_value(entry) for role, entry in visit.roster.items()}, separators=(",", ":")
+            ),
+            "Launched": json.dumps(
+                {role.value: at.isoformat() for role, at in visit.launched.items()}, separators=(",", ":")
+            ),
         }
         optional = {
             "MeetingId": visit.meeting_id,
@@ -195,6 +215,7 @@ class VisitRepository:
             "OrganizerObjectId": visit.organizer_object_id,
             "SubscriptionId": visit.subscription_id,
             "SubscriptionExpiresAt": visit.subscription_expires_at,
+            "WaitingRoom": self._waiting_room_value(visit),
         }
         entity.update({k: v for k, v in optional.items() if v is not None})
         return entity
@@ -210,6 +231,11 @@ class VisitRepository:
             Role(role): Presence(EventKind(value["state"]), datetime.fromisoformat(value["at"]))
             for role, value in json.loads(entity.get("Presence") or "{}").items()
         }
+        # Rows written before the panel told launches from Teams facts have neither (they read as empty).
+        roster = {Role(role): _roster_entry(value) for role, value in json.loads(entity.get("Roster") or "{}").items()}
+        launched = {
+            Role(role): datetime.fromisoformat(at) for role, at in json.loads(entity.get("Launched") or "{}").items()
+        }
         return Visit(
             geography=geography,
             key=entity["RowKey"],
@@ -223,11 +249,45 @@ class VisitRepository:
             subscription_id=entity.get("SubscriptionId"),
             subscription_expires_at=entity.get("SubscriptionExpiresAt"),
             presence=presence,
+            roster=roster,
+            launched=launched,
             etag=entity.metadata.get("etag"),
             unreadable_context=unreadable,
+            waiting_room=self._waiting_room(geography, entity),
         )
+
+    def _waiting_room_value(self, visit: Visit) -> str | None:
+        if visit.waiting_room is None:
+            return None
+        return seal_waiting_room(self._sealer, visit.waiting_room, geography=visit.geography.value, key=visit.key)
+
+    def _waiting_room(self, geography: Geography, entity: Any) -> WaitingRoom | None:
+        stored = entity.get("WaitingRoom")
+        if not stored:
+            return None
+        try:
+            return open_waiting_room(self._sealer, stored, geography=geography.value, key=entity["RowKey"])
+        except SealedValueInvalid:
+            return None  # what a page shows, nothing more: a value that does not open is shown as nothing
 
     def _context_value(self, visit: Visit) -> str:
         if visit.unreadable_context is not None and not has_context(visit):
             return visit.unreadable_context
         return seal_context(self._sealer, visit.context, geography=visit.geography.value, key=visit.key)
+
+
+def _roster_value(entry: RosterEntry) -> dict[str, str]:
+    value = {"state": entry.state.value, "since": entry.since.isoformat(), "at": entry.at.isoformat()}
+    if entry.lobby_since is not None:
+        value["lobby"] = entry.lobby_since.isoformat()
+    return value
+
+
+def _roster_entry(value: dict[str, str]) -> RosterEntry:
+    lobby = value.get("lobby")
+    return RosterEntry(
+        EventKind(value["state"]),
+        since=datetime.fromisoformat(value["since"]),
+        at=datetime.fromisoformat(value["at"]),
+        lobby_since=datetime.fromisoformat(lobby) if lobby else None,
+    )

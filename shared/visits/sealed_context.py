@@ -4,6 +4,7 @@ Both are AES-256-GCM sealed values (``shared.kernel.sealing``) whose purpose bin
 value copied elsewhere does not open:
 
 - the visit row's ``Context`` column: ``Visits/<geography>/<visit key>``;
+- the visit row's ``WaitingRoom`` column (organization, appointment start): ``Visits/<geography>/<visit key>/waiting``;
 - a launch event's ``sealed`` field: ``writeback-event/<geography>/<visit key>/<event id>`` (the event id
   is derived from the visit, role, kind, time and source, so a blob cannot be moved to another event).
 
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields, replace
+from datetime import datetime
 from typing import Any
 
 from shared.kernel.errors import SealedValueInvalid
 from shared.kernel.sealing import Sealer
 from shared.visits.events import SEALED_PURPOSE, VisitEvent
-from shared.visits.model import VisitContext
+from shared.visits.model import VisitContext, WaitingRoom
 
 VISITS_PURPOSE = "Visits"
-_REFERENCE_FIELDS = ("participant", "csn", "appointment", "encounter")
+_REFERENCE_FIELDS = ("participant", "csn", "appointment", "encounter", "department")
 _CONTEXT_FIELDS = tuple(f.name for f in fields(VisitContext) if f.name != "confirmed")  # the references
 
 
@@ -51,12 +53,31 @@ def open_context(sealer: Sealer, stored: str, *, geography: str, key: str) -> Vi
     return VisitContext(**_strings(data, _CONTEXT_FIELDS), confirmed=data.get("confirmed") is True)
 
 
+def seal_waiting_room(sealer: Sealer, room: WaitingRoom, *, geography: str, key: str) -> str:
+    start = room.appointment_start.isoformat() if room.appointment_start else None
+    data = {"organization": room.organization, "start": start}
+    return sealer.seal(json.dumps(data, separators=(",", ":")), purpose=f"{visit_purpose(geography, key)}/waiting")
+
+
+def open_waiting_room(sealer: Sealer, stored: str, *, geography: str, key: str) -> WaitingRoom:
+    data = _object(sealer.open(stored, purpose=f"{visit_purpose(geography, key)}/waiting"))
+    start = data.get("start")
+    try:
+        appointment_start = datetime.fromisoformat(start) if isinstance(start, str) and start else None
+    except ValueError:
+        raise SealedValueInvalid("the waiting room's appointment start is not a time") from None
+    if appointment_start is not None and appointment_start.tzinfo is None:
+        raise SealedValueInvalid("the waiting room's appointment start has no time zone")
+    organization = data.get("organization")
+    return WaitingRoom(organization if isinstance(organization, str) else "", appointment_start)
+
+
 def seal_event(sealer: Sealer, event: VisitEvent) -> VisitEvent:
     """The event with its in-memory references sealed into ``sealed`` and cleared (before it is queued)."""
     references = event.references
     if not references:
         return event  # nothing in memory: an already sealed event stays as it is
-    cleared = replace(event, participant=None, csn=None, appointment=None, encounter=None)
+    cleared = replace(event, participant=None, csn=None, appointment=None, encounter=None, department=None)
     sealed = sealer.seal(json.dumps(references, separators=(",", ":")), purpose=event_purpose(event))
     return replace(cleared, sealed=sealed)
 

@@ -7,12 +7,12 @@ naming the visit (geography + key), the role and an expiry. Pages send it back a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import jwt
 
+from shared.kernel.clock import utcnow
 from shared.kernel.errors import Forbidden
 from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id
@@ -38,6 +38,7 @@ class VisitGrant:
     role: Role
     configuration_id: str
     expires_at: int
+    issued_at: int = 0  # when the launch issued it: for a patient, when they started waiting
 
 
 class VisitTokens:
@@ -55,7 +56,7 @@ class VisitTokens:
         lifetime: timedelta | None = None,
         now: float | None = None,
     ) -> str:
-        issued = int(now if now is not None else time.time())
+        issued = int(now if now is not None else utcnow().timestamp())
         ttl = lifetime or (PROVIDER_LIFETIME if role is not Role.PATIENT else PATIENT_LIFETIME)
         claims = {
             "aud": AUDIENCE,
@@ -73,21 +74,29 @@ class VisitTokens:
         if not token or len(token) > 2048:
             raise _denied()
         try:
+            # Times are checked below against the connector's one clock (``shared.kernel.clock``), not PyJWT's.
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["aud", "exp", "iat", "g", "v", "r", "c"]},
+                options={
+                    "require": ["aud", "exp", "iat", "g", "v", "r", "c"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError:
+            issued, expires = int(claims["iat"]), int(claims["exp"])
+        except (jwt.PyJWTError, TypeError, ValueError):
+            raise _denied() from None
+        now = utcnow().timestamp()
+        if issued > now + LEEWAY_SECONDS:
+            raise _denied()
+        if expires <= now - LEEWAY_SECONDS:
             raise Forbidden(
                 N_("This visit link has expired. Please launch the visit again from Epic or MyChart."),
                 code="visit_token_expired",
-            ) from None
-        except jwt.PyJWTError:
-            raise _denied() from None
+            )
         if claims["v"] != visit_key:
             raise _denied()
         try:
@@ -97,6 +106,7 @@ class VisitTokens:
                 role=Role(claims["r"]),
                 configuration_id=str(claims["c"]),
                 expires_at=int(claims["exp"]),
+                issued_at=int(claims["iat"]),
             )
         except (ValueError, TypeError):
             raise _denied() from None

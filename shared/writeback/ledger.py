@@ -136,6 +136,10 @@ class WritebackLedger:
         self.lease = lease
         self._clock = clock
 
+    def now(self) -> datetime:
+        """The ledger's clock: what "pending" is measured against (``is_pending``)."""
+        return self._clock()
+
     def claim(self, geography: Geography, visit_key: str, event_id: str, *, expires_at: datetime) -> Claim:
         """Claim ``event_id`` of a visit. Raises ``AlreadyWritten`` or ``ClaimedElsewhere`` when it is not ours.
 

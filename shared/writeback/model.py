@@ -35,3 +35,25 @@ class Written(enum.StrEnum):
 
 class WritebackAdapter(Protocol):
     def write(self, event: VisitEvent, target: WritebackTarget) -> Written: ...
+
+
+class LedgerFree(Protocol):
+    """What an adapter may add so the worker can leave the ledger out (``shared.writeback.worker``).
+
+    ``idempotent``: writing an event twice has the effect of writing it once (a FHIR conditional create), so
+    no claim or done mark is needed. ``skips(event)``: the adapter would answer ``Written.SKIPPED`` without a
+    call, so the event needs neither. An adapter without these attributes goes through the ledger.
+    """
+
+    idempotent: bool
+
+    def skips(self, event: VisitEvent) -> bool: ...
+
+
+def is_idempotent(adapter: object) -> bool:
+    return getattr(adapter, "idempotent", False) is True
+
+
+def skips(adapter: object, event: VisitEvent) -> bool:
+    check = getattr(adapter, "skips", None)
+    return bool(check(event)) if callable(check) else False

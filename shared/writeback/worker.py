@@ -1,10 +1,13 @@
 """The writeback queue worker: at-least-once delivery in, an EHR effect per event out.
 
-For one queue message (Table operations in the normal case: 4)::
+For one queue message, when the adapter needs the ledger (Epic's SetExternalConnectionStatus: Table
+operations in the normal case: 4)::
 
     parse ──invalid──▶ failure row + copy to <queue>-poison, complete
       │
     read the visit row (1) ──gone──▶ failure row + poison, complete
+      │
+    the adapter skips it (a launch, lobby or staff event for Epic) ──▶ presence (2), complete
       │
     claim the event in the ledger: create-if-absent (2) ──done──▶ presence, complete (duplicate)
       │                                                  └─live claim elsewhere──▶ raise (retry later)
@@ -14,11 +17,18 @@ For one queue message (Table operations in the normal case: 4)::
     mark done: one etag-guarded write, the first thing after the EHR's answer (3)
     presence on the visit row, "newer fact wins", queued per visit in this process (4; none for an older fact)
 
+When the adapter is idempotent (FHIR AuditEvent, a conditional create on the event's tag) or skips the
+event, there is nothing for a claim to guard: a repeated delivery repeats a call that has the effect of one.
+Such an event costs **2** Table operations: the visit read (1) and its presence write (2). Its retries then
+need no ledger row to keep the visit's context either: in those modes the context is kept until
+``RETRY_SPAN`` after the meeting ended (longer than the queue's retries last, ``is_pending`` below), then
+released by the next event or the upkeep timer's scan — never a query per event.
+
 Events carry no EHR identifier in clear (``shared.visits.events``): a launch event's sealed references are
 opened here, a Graph event's come from the visit's sealed context; a value that does not open (tampered
 with, or sealed under a retired key) is a permanent failure. After an event is done the visit's context
-is released once its meeting has ended and no event of the visit is pending in the ledger (claimed, or
-released for its retry: ``shared.visits.lifetime``). Poison messages and ``WritebackFailures`` rows hold
+is released once its meeting has ended and no event of the visit is pending (in the ledger: claimed, or
+released for its retry; ``shared.visits.lifetime``). Poison messages and ``WritebackFailures`` rows hold
 no clear identifier and expire after 7 days.
 
 A claim is a lease (``shared.writeback.ledger``): a worker that dies between claim and done leaves a claim
@@ -69,8 +79,8 @@ from shared.visits.model import Visit, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_event
-from shared.writeback.ledger import Claim, WritebackLedger
-from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
+from shared.writeback.ledger import RETRY_SPAN, Claim, WritebackLedger
+from shared.writeback.model import WritebackAdapter, WritebackTarget, Written, is_idempotent, skips
 
 logger = logging.getLogger(__name__)
 
@@ -230,21 +240,25 @@ class WritebackWorker:
         # A launch's references fill (or restore) the visit's context, in the same write as its presence.
         # Sealed: from a launch the EHR confirmed; a legacy event's clear references are not.
         also = with_launch_context(event.role, event.references, confirmed=bool(queued.sealed)) if launch else None
-        if target.mode is WritebackMode.NONE:
+        adapter = self._adapters[target.mode]
+        context_missing = needs_visit_context and not has_context(visit)
+        if target.mode is WritebackMode.NONE or (not context_missing and skips(adapter, event)):
             visit = self._record_presence(visit, event, also)
-            visit = self.release_context_when_done(visit)
+            visit = self.release_context_when_done(visit, mode=target.mode)
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
+        if is_idempotent(adapter):
+            return self._write_idempotent(adapter, queued, event, visit, target, also, launch=launch)
         try:
             claim = self._ledger.claim(geography, visit.key, event.id, expires_at=visit.expires_at)
         except AlreadyWritten:
             logger.info("Event %s already written; duplicate delivery completed", log_id(event.id))
             # The first delivery may have died before its presence and the context's release.
             visit = self._record_presence(visit, event, also)
-            visit = self.release_context_when_done(visit)
+            visit = self.release_context_when_done(visit, mode=target.mode)
             return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
-        if needs_visit_context and not has_context(visit):
+        if context_missing:
             # Released after the meeting ended (someone rejoined without launching again): keep the presence,
             # let the queue retry (a launch restores the context), then the poison queue keeps it for replay.
             logger.info(
@@ -253,7 +267,6 @@ class WritebackWorker:
             self._ledger.release(claim)  # pending and claimable at once: the retry finds the context or not
             self._record_presence(visit, event, also)
             raise ContextMissing("The visit's launch context is not there; a launch restores it.")
-        adapter = self._adapters[target.mode]
         try:
             written = self._call(adapter, event, target)
         except UpstreamRejected as exc:
@@ -269,7 +282,39 @@ class WritebackWorker:
             raise
         self._mark_done(claim)  # first: the window of a repeated EHR effect ends here
         visit = self._record_presence(visit, event, also)
-        visit = self.release_context_when_done(visit)
+        visit = self.release_context_when_done(visit, mode=target.mode)
+        logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
+        return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
+
+    def _write_idempotent(
+        self,
+        adapter: WritebackAdapter,
+        queued: VisitEvent,
+        event: VisitEvent,
+        visit: Visit,
+        target: WritebackTarget,
+        also: Callable[[Visit], Visit | None] | None,
+        *,
+        launch: bool,
+    ) -> Outcome:
+        """An idempotent adapter's event: no claim, no done mark; the visit read and its presence write."""
+        if not (event.csn or event.appointment or event.encounter) and not has_context(visit):
+            logger.info(
+                "Event %s: visit %s has no launch context (released); retry", log_id(event.id), log_id(visit.key)
+            )
+            self._record_presence(visit, event, also)
+            raise ContextMissing("The visit's launch context is not there; a launch restores it.")
+        try:
+            written = self._call(adapter, event, target)
+        except UpstreamRejected as exc:
+            self._record_presence(visit, event, also)
+            return self._fail(queued, exc.code)
+        except Exception as exc:
+            code = exc.code if isinstance(exc, ConnectorError) else type(exc).__name__
+            logger.info("Event %s: %s; the queue will retry", log_id(event.id), code)
+            raise
+        visit = self._record_presence(visit, event, also)
+        visit = self.release_context_when_done(visit, mode=target.mode)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
 
@@ -291,17 +336,31 @@ class WritebackWorker:
     def _record_presence(
         self, visit: Visit, event: VisitEvent, also: Callable[[Visit], Visit | None] | None = None
     ) -> Visit:
-        return self._presence.record(visit, event.role, event.kind, event.occurred_at, also=also)
+        return self._presence.record(visit, event.role, event.kind, event.occurred_at, source=event.source, also=also)
 
-    def release_context_when_done(self, visit: Visit) -> Visit:
+    def release_context_when_done(self, visit: Visit, *, mode: WritebackMode | None = None) -> Visit:
         """Release the launch context once the meeting has ended and none of the visit's events is pending.
 
         Called after each event, and by the upkeep timer for every live visit (``shared.visits.subscriptions``):
         an event that stopped being pending without an event after it (poisoned) still ends the context.
+        Pending: in the ledger when the configuration's adapter uses it; with no writeback, never; with an
+        idempotent adapter, for ``RETRY_SPAN`` after the meeting ended (its retries keep no ledger rows).
         """
-        return release_context_when_done(
-            self._visits, visit, pending=lambda current: self._ledger.pending(current.geography, current.key)
-        )
+        if mode is None:
+            try:
+                mode = self._resolver.target_for(visit.configuration_id).mode
+            except NotFound:
+                mode = None  # no approved configuration: ask the ledger, as for any adapter that uses it
+        adapter = self._adapters.get(mode) if mode is not None else None
+        pending: Callable[[Visit], bool]
+        if mode is WritebackMode.NONE:
+            pending = _never
+        elif adapter is not None and is_idempotent(adapter):
+            now = self._ledger.now()
+            pending = lambda current: _within_retry_span(current, now)  # noqa: E731
+        else:
+            pending = lambda current: self._ledger.pending(current.geography, current.key)  # noqa: E731
+        return release_context_when_done(self._visits, visit, pending=pending)
 
     def _call(self, adapter: WritebackAdapter, event: VisitEvent, target: WritebackTarget) -> Written:
         for attempt in range(1, self._retry.attempts + 1):
@@ -341,6 +400,16 @@ class WritebackWorker:
         )
         self._failures.record_event(event, code=SealedValueInvalid.code)
         return Outcome("failed", event.id, SealedValueInvalid.code)
+
+
+def _never(visit: Visit) -> bool:
+    return False
+
+
+def _within_retry_span(visit: Visit, now: datetime) -> bool:
+    """The meeting ended less than ``RETRY_SPAN`` ago: an idempotent event's retry may still need the context."""
+    ended_at = max((p.at for p in visit.presence.values()), default=None)
+    return ended_at is not None and now - ended_at < RETRY_SPAN
 
 
 def _is_sealed_invalid(body: str) -> bool:

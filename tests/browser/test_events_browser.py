@@ -1,6 +1,8 @@
 """Live presence and EHR writeback in headless Chromium: the patient waits in the sandbox meeting's lobby, is
-admitted, leaves; the provider's panel shows each state while the sandbox EHR records connect and disconnect
-for both — through the real function app on the local host (launch, Graph webhook, writeback queue trigger)."""
+admitted, leaves; the provider's panel shows each state truthfully (a launch is not a join), with since-when, the
+lobby wait and the meeting's end, passes axe-core in each, and stops polling once the meeting has ended, while the
+sandbox EHR records connect and disconnect for both — through the real function app on the local host (launch,
+Graph webhook, writeback queue trigger)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage
 from shared.visits.model import Visit
 from shared.visits.repository import VisitRepository
+from tests.support.accessibility import assert_accessible
 from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld
 from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
 TIMEOUT_MS = 30_000
+PANEL_MS = 65_000  # the panel looks again at most 60 s after its last look (shared.visits.panel.MAX_POLL)
 PATIENT = "e-pat-patel"
 ROW = "Medication review"
 SMITH_OID = "b0000000-0000-4000-8000-000000000001"
@@ -49,8 +53,16 @@ def begin_virtual_visit(context: BrowserContext, world: LaunchWorld, portal: str
 
 
 def expect_panel(panel: Page, role: str, state: str) -> None:
-    """The provider page's live panel (polling /presence) shows ``state`` for ``role``."""
-    expect(panel.locator(f"#presence-{role}")).to_have_attribute("data-state", state, timeout=TIMEOUT_MS)
+    """The provider page's live panel (polling /presence) shows ``state`` for ``role``, and passes axe-core."""
+    expect(panel.locator(f"#presence-{role}")).to_have_attribute("data-state", state, timeout=PANEL_MS)
+    assert_accessible(panel)
+
+
+def since_of(panel: Page, role: str) -> str:
+    """The ISO time the panel shows ``role``'s state since."""
+    since = panel.locator(f"tr:has(#presence-{role}) time").get_attribute("datetime")
+    assert since is not None
+    return since
 
 
 def wait_for_subscription(world: LaunchWorld, visit_key: str) -> Visit:
@@ -72,12 +84,17 @@ def test_lobby_admit_leave_show_on_the_provider_panel_and_reach_the_ehr_once(
     try:
         # The clinician begins the visit: one-time Microsoft sign-in, "Link my account", then the provider page.
         panel = begin_virtual_visit(provider_context, world, "hyperspace", SMITH)
+        panel.locator("#continue-signin").click()  # the page explaining the one-time sign-in
         panel.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
         panel.locator(f"button[data-upn='{SMITH_UPN}']").click()
         panel.locator("#confirm-link").click()
         panel.wait_for_url(f"{world.url}/api/visits/**")
         visit_key = urlsplit(panel.url).path.rsplit("/", 1)[-1]
         expect_panel(panel, "patient", "not_arrived")
+        expect(panel.locator("#presence-patient")).to_contain_text("Not here yet")
+        expect(panel.locator("#panel-reload")).to_have_attribute("href", panel.url)
+        # The launch is a launch, not a join: the clinician is not in Teams yet.
+        expect_panel(panel, "provider", "launched")
         wait_for_subscription(world, visit_key)
 
         # The clinician joins the Teams meeting as themselves.
@@ -88,6 +105,7 @@ def test_lobby_admit_leave_show_on_the_provider_panel_and_reach_the_ehr_once(
         teams.click("#join-user")
         expect(teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
         expect_panel(panel, "provider", "in_meeting")
+        expect(panel.locator("#presence-provider")).to_contain_text("In the meeting")
 
         # The patient launches from MyChart, lands in the meeting and waits in the lobby.
         patient = begin_virtual_visit(patient_context, world, "mychart", PATIENT)
@@ -96,15 +114,44 @@ def test_lobby_admit_leave_show_on_the_provider_panel_and_reach_the_ehr_once(
         patient.click("#join-guest")
         expect(patient.locator("#status")).to_have_attribute("data-status", "lobby", timeout=TIMEOUT_MS)
         expect_panel(panel, "patient", "in_lobby")
+        in_lobby_since = since_of(panel, "patient")
+        with panel.expect_response(lambda r: "/presence" in r.url and r.status == 304, timeout=PANEL_MS):
+            pass  # nothing changes until the admission: the next poll is answered 304, without a body
+        expect(panel.locator("#presence-patient")).to_contain_text("In the lobby")
 
-        # Admitted by the clinician, the patient is connected; then the patient and the clinician leave.
+        # Admitted by the clinician, the patient is connected, with the lobby wait; then the patient leaves.
         teams.locator("button.admit").click()
         expect(patient.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
         expect_panel(panel, "patient", "in_meeting")
+        expect(panel.locator("#lobby-wait-patient")).to_contain_text("in the lobby")
+        assert since_of(panel, "patient") >= in_lobby_since
         patient.click("#leave")
         expect_panel(panel, "patient", "left")
+        expect(panel.locator("#meeting-ended")).to_have_count(0)
+
+        # The clinician leaves: the meeting has ended, and the panel says so and stops asking.
+        presence_requests: list[str] = []
+        panel.on("request", lambda r: presence_requests.append(r.url) if "/presence" in r.url else None)
         teams.click("#leave")
         expect_panel(panel, "provider", "left")
+        expect(panel.locator("#meeting-ended")).to_contain_text("The meeting has ended")
+        expect(panel.locator("#panel-live")).to_be_hidden()
+        asked = len(presence_requests)
+        panel.wait_for_timeout(7_000)  # longer than the shortest poll delay
+        assert len(presence_requests) == asked, "the panel kept polling after the meeting ended"
+
+        # Without JavaScript, the page still tells the truth, and its reload link is the way to update it.
+        no_script = browser.new_context(java_script_enabled=False)
+        try:
+            static = no_script.new_page()
+            static.goto(panel.url)
+            expect(static.locator("#presence-patient")).to_have_attribute("data-state", "left")
+            expect(static.locator("#meeting-ended")).to_be_visible()
+            expect(
+                static.locator("#panel-reload")
+            ).to_be_visible()  # (axe needs JavaScript: it ran on this state above)
+        finally:
+            no_script.close()
     finally:
         patient_context.close()
         provider_context.close()

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
 
+from connector.services import services
 from sandbox.seed import FABRIKAM
 from shared.configurations import model as cfg
 from shared.configurations.repository import ConfigurationRepository
@@ -39,6 +40,8 @@ def set_shares(world: LaunchWorld, *tenants: str) -> None:
     if not tenants:
         updated = replace(current, shared_with=())
     repository.update(current, updated, etag=str(current.etag))
+    # The host (in this process) remembers an approved configuration for 30 s: forget it now, as that lapse would.
+    services().launch.forget_configuration(world.configuration.id)
 
 
 def test_the_affiliates_clinician_meets_in_their_tenant_until_sharing_stops(

@@ -12,6 +12,7 @@ import azure.functions as func
 
 from connector import portal
 from connector.services import services
+from shared.kernel.settings import get_settings
 from shared.microsoft.entra import GLOBAL_ADMINISTRATOR, PortalIdentity
 from shared.portal.sessions import PortalSession, SessionStore
 
@@ -60,7 +61,7 @@ def call(
 ) -> func.HttpResponse:
     all_headers = dict(headers or {})
     if session is not None:
-        all_headers["cookie"] = f"{portal.cookie_name(portal.get_settings())}={session.id}"
+        all_headers["cookie"] = f"{portal.cookie_name(get_settings())}={session.id}"
     if form is not None:
         body = urlencode(form).encode()
         all_headers.setdefault("content-type", "application/x-www-form-urlencoded")

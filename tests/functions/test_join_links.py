@@ -62,7 +62,7 @@ def test_the_clinicians_page_offers_a_signed_link_that_opens_the_same_lobby(worl
     assert grant.expires_at - time.time() == pytest.approx(JOIN_LINK_LIFETIME.total_seconds(), abs=60)
 
     presence = world.open(link.replace("?t=", "/presence?t="))  # it learns whether the meeting exists, nothing else
-    assert json.loads(presence.get_body()) == {"meeting": True}
+    assert json.loads(presence.get_body()) == {"meeting": True, "overdue": False}
 
 
 def test_a_link_for_one_appointment_opens_no_other(world: World) -> None:
@@ -71,7 +71,7 @@ def test_a_link_for_one_appointment_opens_no_other(world: World) -> None:
     other_key = urlsplit(other_url).path.split("/")[3]
     moved = f"{world.settings.public_base_url}/api/visits/{other_key}?t={quote(token_of(patient_link(first)))}"
     refused = world.open(moved)
-    assert refused.status_code == 403 and "This visit link is not valid" in html(refused)
+    assert refused.status_code == 403 and "This link has expired" in html(refused)  # a patient's words
 
 
 def test_an_expired_link_is_refused_with_its_own_words(world: World, settings: Settings) -> None:
@@ -81,7 +81,7 @@ def test_an_expired_link_is_refused_with_its_own_words(world: World, settings: S
     issued = time.time() - JOIN_LINK_LIFETIME.total_seconds() - 120  # issued a lifetime (and 2 minutes) ago
     old = services().launch.patient_join_link(grant, now=issued)
     refused = world.open(old)
-    assert refused.status_code == 403 and "This visit link has expired" in html(refused)
+    assert refused.status_code == 403 and "This link has expired" in html(refused)
     fresh = world.open(services().launch.patient_join_link(grant))
     assert fresh.status_code == 303
 

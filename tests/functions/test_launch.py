@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 from unittest.mock import ANY
@@ -21,6 +22,7 @@ from connector.launch import (
     launch_provider,
     launch_signin_callback,
     launch_signin_confirm,
+    launch_signin_start,
     visit_page,
     visit_presence,
 )
@@ -29,14 +31,15 @@ from connector.services import services
 from shared.kernel.identifiers import random_token
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
-from shared.launch.service import LAUNCH_STATE_KINDS, LaunchService
+from shared.launch.service import CONFIGURATION_MEMORY_SECONDS, LAUNCH_STATE_KINDS, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.entra import PortalIdentity
 from shared.storage.accounts import Storage
-from shared.storage.state import GEOGRAPHY_TAGS, StateRouter, state_geography
+from shared.storage.state import GEOGRAPHY_TAGS, StateRouter
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
+from tests.support.audience import assert_patient_words
 from tests.support.launch_fakes import (
     Config,
     Configurations,
@@ -109,7 +112,7 @@ class World:
     def user_map(self) -> UserMapRepository:
         return UserMapRepository(self.storage, self.settings.connector_secret.reveal(), self.sealer)
 
-    def service(self) -> LaunchService:
+    def service(self, memory_clock: Callable[[], float] = time.monotonic) -> LaunchService:
         return LaunchService(
             public_base_url=self.settings.public_base_url,
             connector_secret=self.settings.connector_secret.reveal(),
@@ -121,6 +124,7 @@ class World:
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
             meetings_for=self.graph.meetings_for,
             sealer=self.sealer,
+            memory_clock=memory_clock,
         )
 
     # the EHR's side of a launch -----------------------------------------------------------------
@@ -154,13 +158,32 @@ class World:
             self.events.append(VisitEvent.from_json(out.value))
         return response, out
 
-    def authorize_and_return(self, authorize: func.HttpResponse, login: Login) -> func.HttpResponse:
+    def authorize_and_return(
+        self, authorize: func.HttpResponse, login: Login, *, press_continue: bool = True
+    ) -> func.HttpResponse:
+        """The EHR's sign-in and its redirect back; on a clinician's first launch, "Continue" on the page that
+        explains the one-time Microsoft sign-in is pressed too (unless ``press_continue`` is off)."""
         assert authorize.status_code == 303, authorize.get_body()
         url = authorize.headers["Location"]
         code = self.ehr.authorize(url, None, login)
         state = parse_qs(urlsplit(url).query)["state"][0]
         response, _ = self.callback(f"code={code}&state={state}")
+        if press_continue and response.status_code == 200 and 'id="continue-signin"' in html(response):
+            response = self.press_continue(response)
         return response
+
+    def press_continue(
+        self, page: func.HttpResponse, *, cookie: str | None = None, csrf: str | None = None
+    ) -> func.HttpResponse:
+        """ "Continue" on the page explaining the one-time sign-in (by default from its browser, with its token)."""
+        fields = confirmation_fields(page)
+        sent_cookie = page.headers["Set-Cookie"].split(";", 1)[0] if cookie is None else cookie
+        body = f"state={fields['state']}&csrf={quote(fields['csrf'] if csrf is None else csrf)}"
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        if sent_cookie:
+            headers["cookie"] = sent_cookie
+        req = request("POST", "http://localhost/api/launch/signin/start", body=body.encode(), headers=headers)
+        return launch_signin_start(req)
 
     def provider(
         self,
@@ -282,7 +305,7 @@ def test_provider_first_launch_signs_in_once_then_shows_the_meeting_page(world: 
     assert page.status_code == 200
     assert join_link(html(page)) == "https://teams.example/l/meetup-join/1"
     assert 'target="_blank"' in html(page)
-    assert "not arrived" in html(page)
+    assert "Not here yet" in html(page)
 
     [queued] = world.events
     assert queued.references == {} and queued.sealed  # nothing in clear on the queue
@@ -349,6 +372,8 @@ DR_FABRIKAM = microsoft_user(FABRIKAM, "c0000000-0000-4000-8000-000000000009")
 def share_with(world: World, *tenants: str) -> None:
     world.config = replace(world.config, shared_with=tenants)
     world.configurations.configs[world.config.id] = world.config
+    # As the portal's change does in its own process; other instances see it within CONFIGURATION_MEMORY_SECONDS.
+    services().launch.forget_configuration(world.config.id)
 
 
 def test_clinician_of_a_tenant_the_configuration_is_shared_with_meets_in_their_own_tenant(world: World) -> None:
@@ -452,11 +477,11 @@ def test_patient_before_the_provider_waits_then_moves_on(world: World) -> None:
     status_url = re.search(r'data-status="([^"]+)"', body)
     assert status_url
     status = world.open(status_url.group(1).replace("&amp;", "&"))
-    assert json.loads(status.get_body()) == {"meeting": False}
+    assert json.loads(status.get_body()) == {"meeting": False, "overdue": False}
 
     world.provider(csn="4001")
     status = world.open(status_url.group(1).replace("&amp;", "&"))
-    assert json.loads(status.get_body()) == {"meeting": True}
+    assert json.loads(status.get_body()) == {"meeting": True, "overdue": False}
     moved = world.open(waiting_url)
     assert moved.status_code == 303 and moved.headers["Location"].startswith("https://teams.example/")
 
@@ -480,7 +505,7 @@ def test_patient_first_with_a_mapped_primary_provider_creates_the_meeting(world:
     [
         ("unknown configuration", 404, "Tenant config not found"),
         ("other iss", 404, "Tenant config not found"),
-        ("pending", 403, "Configuration pending approval"),
+        ("pending", 403, "start your video visit right now"),  # a patient launch: a patient's words
     ],
 )
 def test_launches_that_match_no_approved_configuration_send_nothing(
@@ -495,7 +520,7 @@ def test_launches_that_match_no_approved_configuration_send_nothing(
         response = world.launch("patient", configuration_id=pending.id, iss=pending.fhir_base_url)
     assert response.status_code == status
     assert text in html(response)
-    assert re.search(r"correlation id <code>[0-9a-f-]{36}</code>", html(response))
+    assert re.search(r"(correlation id|this reference:) <code>[0-9a-f-]{36}</code>", html(response))
     assert world.ehr.requests == []
 
 
@@ -513,9 +538,12 @@ def test_authorize_request_carries_pkce_state_aud_launch_and_scopes(world: World
     assert params["launch"] == "a+b" and params["aud"] == FHIR
     assert params["scope"] == "launch openid fhirUser patient/*.read"
     assert params["client_id"] == "patient-client"
-    tag, _, random_part = params["state"].partition(".")  # the geography's tag, then 256 random bits
-    assert state_geography(params["state"]) is world.config.geography and tag == GEOGRAPHY_TAGS[world.config.geography]
-    assert len(base64.urlsafe_b64decode(random_part + "=")) == 32
+    tag, _, sealed = params["state"].partition(".")  # the geography's tag, then the launch sealed (AES-256-GCM)
+    assert tag == GEOGRAPHY_TAGS[world.config.geography] and sealed.startswith("s1.")
+    assert len(params["state"]) < 600  # fits a GET authorize URL
+    body = sealed.split(".")[2]
+    assert len(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))) > 12 + 32 + 16  # nonce, payload, tag
+    assert FHIR not in params["state"] and "ehr.example" not in params["state"]  # nothing in clear
     assert params["redirect_uri"] == f"{world.settings.public_base_url}/api/launch/callback"
 
 
@@ -566,12 +594,13 @@ def test_replayed_and_forged_state_are_refused(world: World) -> None:
     code = world.ehr.authorize(url, None, login)
     world.sign_in.user = DR_SMITH
     first, _ = world.callback(f"code={code}&state={state}")
-    assert first.status_code == 303
+    assert first.status_code == 200 and "Link your EHR account to Microsoft 365 once" in html(first)
     replay, out = world.callback(f"code={code}&state={state}")
-    assert replay.status_code == 400 and "Please launch again from Epic" in html(replay)
+    # A used or unknown state names no launch kind: words a patient may read, and that fit a clinician too.
+    assert replay.status_code == 400 and "This link has expired" in html(replay)
     assert out.value is None
     forged, _ = world.callback(f"code={code}&state={random_token()}")
-    assert forged.status_code == 400 and "Please launch again from Epic" in html(forged)
+    assert forged.status_code == 400 and "This link has expired" in html(forged)
 
 
 def test_wrong_nonce_and_tampered_id_token_are_refused(world: World) -> None:
@@ -616,7 +645,8 @@ def test_unreachable_ehr(world: World) -> None:
 def test_launch_without_any_appointment_context_is_explained(world: World) -> None:
     login = Login(claims={"sub": "eP1"}, fields={"patient": "eP1"})
     response = world.authorize_and_return(world.launch("patient", csn=None), login)
-    assert response.status_code == 400 and "encounter or appointment context" in html(response)
+    assert response.status_code == 400 and "Please call your clinic" in html(response)
+    assert_patient_words(html(response))
 
 
 # --- visit pages --------------------------------------------------------------------------------
@@ -628,11 +658,12 @@ def test_presence_panel_json_and_token_checks(world: World) -> None:
     token = parse_qs(urlsplit(visit_url).query)["t"][0]
     presence = world.open(f"http://localhost/api/visits/{key}/presence?t={quote(token, safe='')}")
     assert presence.status_code == 200
+    nobody = {"state": "not_arrived", "since": None, "lobbyWaitSeconds": None}
     assert json.loads(presence.get_body()) == {
         "meeting": True,
-        "patient": "not_arrived",
-        "provider": "not_arrived",
-        "staff": "not_arrived",
+        "ended": False,
+        "endedAt": None,
+        "participants": {"patient": nobody, "provider": nobody, "staff": nobody},
     }
     denied = world.open(f"http://localhost/api/visits/{key}/presence?t=forged")
     assert denied.status_code == 403 and denied.mimetype == "application/problem+json"
@@ -665,7 +696,7 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
         claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"patient": "eP1", "encounter": "eE1"}
     )
     response = world.authorize_and_return(world.launch("provider"), login)
-    assert response.headers["Set-Cookie"].startswith("launch_signin=")
+    assert response.headers["Set-Cookie"].startswith("launch_signin=")  # refreshed on "Continue"
     assert "SameSite=None" in response.headers["Set-Cookie"] and "Secure" in response.headers["Set-Cookie"]
     world.sign_in.user = DR_SMITH
     state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
@@ -681,6 +712,52 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
     assert world.graph.calls == []
 
 
+# --- the one-time sign-in, explained first -----------------------------------------------------------
+
+
+def first_launch_page(world: World) -> func.HttpResponse:
+    login = Login(
+        claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"patient": "eP1", "encounter": "eE1"}
+    )
+    return world.authorize_and_return(world.launch("provider"), login, press_continue=False)
+
+
+def test_a_clinicians_first_launch_explains_the_one_time_sign_in_before_microsoft(world: World) -> None:
+    page = first_launch_page(world)
+    body = html(page)
+    assert page.status_code == 200 and world.sign_in.begun == 0  # Microsoft is not reached before "Continue"
+    assert "Link your EHR account to Microsoft 365 once" in body
+    assert 'aria-current="step"><span class="step-number">1</span> Sign in to Microsoft 365' in body
+    assert 'method="post" action="/api/launch/signin/start"' in body
+    cookie = page.headers["Set-Cookie"]
+    assert cookie.startswith("launch_signin=") and "SameSite=None" in cookie and "Secure" in cookie
+
+    started = world.press_continue(page)
+    assert started.status_code == 303 and started.headers["Location"].startswith("https://login.example/")
+    assert world.sign_in.begun == 1
+    confirm = world.microsoft_sign_in(started, DR_SMITH)
+    assert 'aria-current="step"><span class="step-number">2</span> Check and confirm the link' in html(confirm)
+    assert world.confirm(confirm).status_code == 303
+
+
+@pytest.mark.parametrize("attack", ["no cookie", "other cookie", "no token", "wrong token"])
+def test_continue_from_another_browser_or_without_the_pages_token_starts_nothing(world: World, attack: str) -> None:
+    page = first_launch_page(world)
+    cookie = {"no cookie": "", "other cookie": "launch_signin=" + random_token()}.get(attack)
+    csrf = {"no token": "", "wrong token": random_token()}.get(attack)
+    refused = world.press_continue(page, cookie=cookie, csrf=csrf)
+    assert refused.status_code == 403 and "Please start the sign-in from your own visit" in html(refused)
+    assert world.sign_in.begun == 0
+    assert world.press_continue(page).status_code == 400  # the page is used up: a second try starts nothing
+
+
+def test_opening_the_sign_in_start_as_a_link_starts_nothing(world: World) -> None:
+    first_launch_page(world)
+    response = launch_signin_start(request("GET", "http://localhost/api/launch/signin/start?state=x&csrf=y"))
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert "Please use the Continue button" in html(response) and world.sign_in.begun == 0
+
+
 # --- the launch context is the EHR's word -----------------------------------------------------------
 
 
@@ -693,19 +770,21 @@ def test_a_url_csn_the_launchs_encounter_does_not_carry_is_refused_before_anythi
 
 
 @pytest.mark.parametrize(
-    ("fields", "reason"),
+    ("fields", "code"),
     [
-        ({"patient": "eP1"}, "names no encounter and no appointment"),
-        ({"patient": "eP1", "encounter": "eE-unknown"}, "could not be read"),
+        ({"patient": "eP1"}, "launch_context_unverifiable"),
+        ({"patient": "eP1", "encounter": "eE-unknown"}, "launch_context_unverifiable"),
     ],
 )
 def test_a_url_csn_nothing_confirms_is_refused_with_what_to_configure(
-    world: World, fields: dict[str, Any], reason: str
+    world: World, fields: dict[str, Any], code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     login = Login(claims={"sub": "eP1"}, fields=fields)
     response = world.authorize_and_return(world.launch("patient", csn="7003"), login)
-    assert response.status_code == 403 and "The EHR did not confirm this visit" in html(response)
-    assert reason in html(response) and "user/Encounter.read" in html(response)
+    # The patient is asked to call; what to configure is the analyst's, in the log under the correlation id.
+    assert response.status_code == 403 and "Please call your clinic" in html(response)
+    assert_patient_words(html(response))
+    assert code in caplog.text
     assert world.graph.calls == [] and world.events == []
 
 
@@ -716,3 +795,37 @@ def test_a_csn_field_in_the_token_response_confirms_the_url_without_a_read(world
     assert not any(r.startswith("read") for r in world.ehr.requests)
     assert world.events[-1].csn is None  # sealed on the queue
     assert open_event(world.sealer, world.events[-1]).csn == "7004"
+
+
+def test_a_configuration_sent_back_to_approval_stops_launches_once_its_memory_lapses(world: World) -> None:
+    now = [1000.0]
+    services().launch = world.service(memory_clock=lambda: now[0])
+    assert world.launch("provider").status_code == 303
+    world.config = replace(world.config, is_approved=False)
+    world.configurations.configs[world.config.id] = world.config
+    now[0] += CONFIGURATION_MEMORY_SECONDS - 1
+    assert world.launch("provider").status_code == 303  # this instance still remembers it approved
+    now[0] += 2
+    response = world.launch("provider")
+    assert response.status_code == 403 and "pending approval" in html(response)
+
+
+def test_a_deleted_configuration_stops_launches_once_its_memory_lapses(world: World) -> None:
+    now = [1000.0]
+    services().launch = world.service(memory_clock=lambda: now[0])
+    assert world.launch("patient").status_code == 303
+    del world.configurations.configs[world.config.id]
+    now[0] += CONFIGURATION_MEMORY_SECONDS + 1
+    response = world.launch("patient")
+    assert response.status_code == 404 and "Please call your clinic" in html(response)  # a patient's words
+    assert "Tenant config not found" not in html(response)
+
+
+def test_a_launch_in_flight_meets_its_configuration_as_it_is_at_the_callback(world: World) -> None:
+    begun = world.launch("provider")
+    world.config = replace(world.config, is_approved=False)
+    world.configurations.configs[world.config.id] = world.config
+    services().launch.forget_configuration(world.config.id)  # as after the memory's lifetime
+    login = Login(claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"encounter": "eE1"})
+    response = world.authorize_and_return(begun, login)
+    assert response.status_code == 403 and "pending approval" in html(response)

@@ -57,7 +57,7 @@ def test_creates_a_meeting_with_an_msal_token_and_reuses_the_token(clouds: Cloud
         end=start + timedelta(hours=1),
     )
     client.secure_lobby(organizer_object_id=SMITH, meeting_id=meeting.id)
-    # kiota awaits the credential on the Graph adapter's loop; asked again here, it hands out the same token.
+    # The Graph adapter awaits the credential on its loop; asked again here, it hands out the same token.
     token = asyncio.run(credential.get_token(f"{clouds.graph_url}/.default"))
     assert token.expires_on > time.time() + 3000
     assert asyncio.run(credential.get_token(f"{clouds.graph_url}/.default")) is token  # kept until near expiry

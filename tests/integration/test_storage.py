@@ -10,6 +10,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
 
 from sandbox import azurite
+from shared.http.outbound import storage_transport as shared_transport
 from shared.kernel.errors import BadRequest, StateError, StorageUnavailable
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Secret, Settings, StorageConnection
@@ -134,3 +135,23 @@ def test_unreachable_storage_is_storage_unavailable() -> None:
     )
     with pytest.raises(StorageUnavailable, match="STORAGE_DEAD"):
         StorageAccount(dead).check()
+
+
+def test_every_account_shares_one_transport_that_reads_no_proxy_from_the_environment(
+    storage: Storage, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One storage transport per process, and no per-call environment scan: a proxy setting is never used."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there: using it would fail the call
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    transport = shared_transport()
+    assert transport.session is not None and transport.session.trust_env is False
+    accounts = [storage.app, *(storage.for_geography(g) for g in storage.geographies)]
+    for account in accounts:
+        table = account.table("TransportCheck")
+        table.upsert_entity({"PartitionKey": unique, "RowKey": "r", "V": 1})
+        assert table.get_entity(unique, "r")["V"] == 1
+        pipeline_transport = table._client._client._pipeline._transport  # the SDK wraps the service's transport
+        assert getattr(pipeline_transport, "_transport", pipeline_transport) is transport
+    assert shared_transport() is transport

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +129,37 @@ def test_subscription_handshake_renew_delete(graph: RunningGraph, receiver: Rece
     client.delete_subscription(subscription.id)
     client.delete_subscription(subscription.id)  # already gone is fine
     assert graph.sandbox.subscription(subscription.id) is None
+
+
+NO_MODELS = """
+import sys, time
+from datetime import UTC, datetime, timedelta
+from azure.core.credentials import AccessToken
+from shared.microsoft.teams import TeamsClient
+from tests.support.outbound import LOCAL_POLICY
+
+class Token:
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken(sys.argv[2], int(time.time()) + 3600)
+
+client = TeamsClient(sys.argv[1], Token(), policy=LOCAL_POLICY)
+start = datetime.now(UTC)
+cpu = time.process_time()
+meeting = client.create_or_get_meeting(
+    organizer_object_id=sys.argv[3], external_id="fresh", subject="s", start=start, end=start + timedelta(hours=1)
+)
+client.secure_lobby(organizer_object_id=sys.argv[3], meeting_id=meeting.id)
+print(sorted(m for m in sys.modules if m == "msgraph" or m.startswith(("msgraph.", "kiota_serialization"))))
+"""
+
+
+def test_meetings_need_no_msgraph_models_or_kiota_parsing(graph: RunningGraph) -> None:
+    """The first meeting of a fresh process imports none of msgraph-sdk's generated modules (the 2.7 s stall)."""
+    out = subprocess.run(  # noqa: S603 - our interpreter, our code
+        [sys.executable, "-c", NO_MODELS, graph.url, graph.tokens.app_token(), SMITH],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

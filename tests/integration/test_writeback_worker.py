@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from benchmarks.table_operations import TableOperations
 from benchmarks.writeback_load import visit_context
 from sandbox.ehr import EhrSandbox
 from shared.configurations.model import WritebackMode
@@ -29,7 +30,7 @@ from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_context, seal_event
 from shared.writeback.ledger import DONE, FAILED, RELEASED, RETRY_SPAN, WritebackLedger
-from shared.writeback.model import WritebackAdapter, WritebackTarget
+from shared.writeback.model import WritebackAdapter, WritebackTarget, Written
 from shared.writeback.worker import (
     FAILURES_TABLE,
     INVALID_PURPOSE,
@@ -128,14 +129,16 @@ def open_visit(storage: Storage, ehr: EhrSandbox, configuration_id: str, key: st
     return VisitRepository(storage, SEALER).get_or_create(Geography.AMERICAS, key, configuration_id, context)
 
 
-def graph_event(visit: Visit, kind: EventKind, role: Role, second: int = 0) -> VisitEvent:
+def graph_event(
+    visit: Visit, kind: EventKind, role: Role, second: int = 0, *, at: datetime | None = None
+) -> VisitEvent:
     return VisitEvent(
         configuration_id=visit.configuration_id,
         geography=visit.geography.value,
         visit_key=visit.key,
         kind=kind,
         role=role,
-        occurred_at=datetime(2026, 11, 25, 15, 0, second, tzinfo=UTC),
+        occurred_at=at or datetime(2026, 11, 25, 15, 0, second, tzinfo=UTC),
         source=Source.GRAPH,
     )
 
@@ -193,8 +196,8 @@ def test_concurrent_duplicates_write_once(
 def test_retryable_failure_releases_the_claim_and_raises_then_a_retry_writes(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
-    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
-    event = graph_event(visit, EventKind.LOBBY, Role.PATIENT, 5)
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
+    event = graph_event(visit, EventKind.CONNECTED, Role.PATIENT, 5)
     ehr.faults.update({"error_rate": 1.0})
     with pytest.raises(UpstreamUnavailable):
         worker.handle(event.to_json())
@@ -204,10 +207,25 @@ def test_retryable_failure_releases_the_claim_and_raises_then_a_retry_writes(
     assert ledger_state(storage, visit) == {event.id: DONE}
 
 
-def test_an_event_waiting_for_its_retry_keeps_the_context_until_it_is_written(
+def test_an_idempotent_adapters_events_keep_no_ledger_and_a_retry_writes_once(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
     visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    event = graph_event(visit, EventKind.LOBBY, Role.PATIENT, 5)
+    before = len(ehr.audit_events())
+    ehr.faults.update({"error_rate": 1.0})
+    with pytest.raises(UpstreamUnavailable):
+        worker.handle(event.to_json())
+    ehr.faults.reset()
+    assert [worker.handle(event.to_json()).status for _ in range(2)] == ["written", "written"]
+    assert len(ehr.audit_events()) == before + 1  # the conditional create: a repeated delivery finds the first
+    assert ledger_state(storage, visit) == {}
+
+
+def test_an_event_waiting_for_its_retry_keeps_the_context_until_it_is_written(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
     repository = VisitRepository(storage, SEALER)
     left = graph_event(visit, EventKind.DISCONNECTED, Role.PATIENT, 1)
     ehr.faults.update({"error_rate": 1.0})
@@ -225,11 +243,57 @@ def test_an_event_waiting_for_its_retry_keeps_the_context_until_it_is_written(
     assert set(ledger_state(storage, visit).values()) == {DONE}
 
 
+def test_an_idempotent_adapters_visit_keeps_its_context_for_the_retry_span_after_the_meeting_ended(
+    storage: Storage,
+    ehr: EhrSandbox,
+    worker: WritebackWorker,
+    targets: Targets,
+    failures: FailureLog,
+    unique: str,
+) -> None:
+    """No ledger rows say an AuditEvent is waiting for its retry: the context stays RETRY_SPAN after the end."""
+    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    repository = VisitRepository(storage, SEALER)
+    now = datetime.now(UTC)
+    left = graph_event(visit, EventKind.DISCONNECTED, Role.PATIENT, at=now - timedelta(seconds=3))
+    ehr.faults.update({"error_rate": 1.0})
+    with pytest.raises(UpstreamUnavailable):
+        worker.handle(left.to_json())
+    ehr.faults.reset()
+    for kind, ago in ((EventKind.CONNECTED, 2), (EventKind.DISCONNECTED, 1)):
+        event = graph_event(visit, kind, Role.PROVIDER, at=now - timedelta(seconds=ago))
+        assert worker.handle(event.to_json()).status == "written"
+    ended = repository.get(Geography.AMERICAS, visit.key)
+    assert ended is not None and ended.presence[Role.PROVIDER].state is EventKind.DISCONNECTED
+    assert ended.context == visit.context  # within RETRY_SPAN of the end: a retry may still need it
+    assert worker.handle(left.to_json()).status == "written"  # the retry finds it
+    assert ledger_state(storage, visit) == {}
+
+    # The next upkeep scan after RETRY_SPAN releases it (as would the next event).
+    later = WritebackLedger(storage, clock=lambda: datetime.now(UTC) + RETRY_SPAN)
+    adapters: dict[WritebackMode, WritebackAdapter] = {WritebackMode.FHIR_AUDIT_EVENT: NoAuditEvents()}
+    scanning = WritebackWorker(VisitRepository(storage, SEALER), later, targets, adapters, failures, sealer=SEALER)
+    current = repository.get(Geography.AMERICAS, visit.key)
+    assert current is not None and scanning.release_context_when_done(current).context == VisitContext()
+
+
+class NoAuditEvents:
+    """An idempotent adapter that is never called (the scan only asks how pending is measured)."""
+
+    idempotent = True
+
+    def skips(self, event: VisitEvent) -> bool:
+        return False
+
+    def write(self, event: VisitEvent, target: object) -> Written:
+        raise AssertionError("the upkeep scan writes nothing back")
+
+
 def test_an_event_the_queue_gave_up_on_no_longer_keeps_the_context_and_the_upkeep_scan_releases_it(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, targets: Targets, failures: FailureLog, unique: str
 ) -> None:
     """Poisoned after its retries, nothing comes after it: the timer's scan ends the context after RETRY_SPAN."""
-    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
     repository = VisitRepository(storage, SEALER)
     ehr.faults.update({"error_rate": 1.0})
     with pytest.raises(UpstreamUnavailable):
@@ -319,7 +383,7 @@ def test_mode_none_updates_presence_only_and_ignores_older_facts(
 def test_a_stale_claim_of_a_crashed_worker_can_be_taken_over(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
-    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
     event = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 40)
     crashed_at = datetime.now(UTC) - timedelta(minutes=5)
     crashed = WritebackLedger(storage, clock=lambda: crashed_at)
@@ -332,13 +396,15 @@ def test_a_stale_claim_of_a_crashed_worker_can_be_taken_over(
 def test_a_live_claim_of_another_worker_is_retried_later(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
-    visit = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-{unique}")
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
     event = graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 41)
-    before = len(ehr.audit_events())
+    seeded = ehr.clinic.visits[1]
+    before = ehr.count_status_changes(conference_id=seeded.csn, external_id=seeded.practitioner_id, status="1")
     WritebackLedger(storage).claim(visit.geography, visit.key, event.id, expires_at=visit.expires_at)
     with pytest.raises(ClaimHeld):
         worker.handle(event.to_json())
-    assert len(ehr.audit_events()) == before
+    after = ehr.count_status_changes(conference_id=seeded.csn, external_id=seeded.practitioner_id, status="1")
+    assert after == before
 
 
 # --- sealed references, the context's lifetime, unopenable values, replay of sealed poison ---------
@@ -495,3 +561,22 @@ def test_sealed_poison_messages_are_replayed_by_the_tool_and_written(
     [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == launch.id]
     assert audit["agent"][0]["who"] == {"reference": f"Patient/{seeded.patient_id}"}
     assert poisoned(storage, failures) == []
+
+
+def test_table_operations_per_event_two_when_idempotent_or_skipped_four_through_the_ledger(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    fhir = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-f-{unique}")
+    epic = open_visit(storage, ehr, f"epic-{unique}", f"visit-e-{unique}")
+    with TableOperations().installed() as ops:
+        assert worker.handle(graph_event(fhir, EventKind.CONNECTED, Role.PROVIDER, 1).to_json()).status == "written"
+        assert ops.take() == {"Visits.get_entity": 1, "Visits.update_entity": 1}
+        assert worker.handle(graph_event(epic, EventKind.LOBBY, Role.PATIENT, 2).to_json()).status == "skipped"
+        assert ops.take() == {"Visits.get_entity": 1, "Visits.update_entity": 1}
+        assert worker.handle(graph_event(epic, EventKind.CONNECTED, Role.PATIENT, 3).to_json()).status == "written"
+        assert ops.take() == {
+            "Visits.get_entity": 1,
+            "WritebackLedger.create_entity": 1,
+            "WritebackLedger.update_entity": 1,
+            "Visits.update_entity": 1,
+        }

@@ -39,7 +39,7 @@ from shared.launch.service import LAUNCH_STATE_KINDS
 from shared.microsoft import entra
 from shared.portal import service as portal
 from shared.storage import state
-from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
 from shared.visits.sealed_context import seal_event
 from tests.privacy.inventory import AWAITING_MERGE, declared, declaring_module, product, render_fields, render_stores
 
@@ -118,7 +118,7 @@ def test_each_module_writes_exactly_the_fields_it_declares() -> None:
 
 
 def test_queue_messages_carry_exactly_the_declared_fields() -> None:
-    def event(source: Source) -> VisitEvent:
+    def event(source: Source, attendee: str | None = None) -> VisitEvent:
         return VisitEvent(
             configuration_id="c",
             geography="emea",
@@ -131,12 +131,16 @@ def test_queue_messages_carry_exactly_the_declared_fields() -> None:
             csn="1",
             appointment="a",
             encounter="e",
+            department="d",
+            attendee=attendee,
         )
 
     sealer = Sealer.from_text(new_key_text())
     launch = set(json.loads(seal_event(sealer, event(Source.LAUNCH)).to_json()))
-    graph = set(json.loads(event(Source.GRAPH).to_json()))  # references in memory only: none serialized
-    assert graph == launch - {"sealed"}
+    # References in memory only: none serialized; a Graph event names its (hashed) call participant.
+    graph = set(json.loads(event(Source.GRAPH, attendee=attendee_key("leg-1")).to_json()))
+    assert graph == launch - {"sealed"} | {"attendee"}
+    launch |= {"attendee"}
     invalid = {"invalid"}  # an unparseable message, sealed whole in the poison queue (FailureLog.record_invalid)
     queues = {store.name: store for _, store in declared().values() if store.kind is Kind.QUEUE}
     assert set(queues) == {events_blueprint.QUEUE, events_blueprint.QUEUE + "-poison"}

@@ -45,7 +45,13 @@ from shared.configurations.model import Configuration, Status, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
 from shared.kernel.clock import utcnow
 from shared.kernel.settings import Geography
-from shared.launch.service import CONFIRM_STATE_KIND, LAUNCH_STATE_KINDS, SIGNIN_STATE_KIND, STATE_KIND
+from shared.launch.service import (
+    CONFIRM_STATE_KIND,
+    INTRO_STATE_KIND,
+    LAUNCH_STATE_KINDS,
+    SIGNIN_STATE_KIND,
+    STATE_KIND,
+)
 from shared.storage.accounts import Storage
 from shared.storage.state import TABLE as STATES
 from shared.storage.state import state_geography
@@ -124,6 +130,17 @@ def _decoded(content: str) -> str:
         return content
 
 
+def report_configuration(item: Item) -> str | None:
+    """The configuration a usage report row belongs to (its partition names it)."""
+    entity = item.entity or {}
+    if item.place == "table ReportVisits":
+        return str(entity["PartitionKey"]).rsplit("_", 1)[0]
+    if item.place == "table ReportDays":
+        pk = str(entity["PartitionKey"])
+        return str(entity["RowKey"]) if pk.startswith("~") else pk
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class StateRow:
     """An ``AuthStates`` row as it was created (before its consumption emptied it)."""
@@ -143,7 +160,9 @@ def created_states() -> Iterator[list[StateRow]]:
     def recorded(client: TableClient, entity: Any = None, *args: Any, **kwargs: Any) -> Any:
         entity = entity if entity is not None else kwargs.pop("entity")
         if client.table_name == STATES:
-            rows.append(StateRow(client.account_name, entity["PartitionKey"], entity["RowKey"], entity["Payload"]))
+            rows.append(
+                StateRow(client.account_name, entity["PartitionKey"], entity["RowKey"], entity.get("Payload", ""))
+            )
         return original(client, entity, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -334,6 +353,7 @@ def test_the_flow_left_rows_and_messages_to_scan(scanned: tuple[list[Item], dict
     assert any(place.endswith("-poison") for account, place in places if account == APP)
     assert ("emea", "table Visits") in places and ("americas", "table Visits") in places
     assert ("emea", "table EhrUserMap") in places and ("americas", "table EhrUserMap") in places
+    assert ("emea", "table ReportVisits") in places and ("americas", "table ReportVisits") in places  # usage report
     assert all(any(key in i.text for i in items) for key in keys.values())
 
 
@@ -371,7 +391,7 @@ def test_personal_data_stays_in_its_configurations_geography(
     misplaced = []
     for item in items:
         entity = item.entity or {}
-        configuration = entity.get("ConfigurationId")
+        configuration = entity.get("ConfigurationId") or report_configuration(item)
         wrong = geography_of.get(configuration) if configuration else item.account
         if item.account in azurite.GEOGRAPHY_ACCOUNTS and wrong != item.account:
             misplaced.append(f"{item.account} {item.place}: a row of a {wrong} configuration's visit")
@@ -393,13 +413,20 @@ def test_launch_states_live_only_in_their_configurations_geography(
     launches = [row for row in state_rows if row.kind in LAUNCH_STATE_KINDS]
     created: dict[str, dict[str, int]] = {}
     for row in launches:
-        tagged = state_geography(row.state)
-        assert tagged is not None and row.account == tagged.value, f"a {row.kind} state of {tagged} in {row.account}"
-        assert row.payload.startswith("s1."), row.kind  # the context travels sealed
+        if row.kind == STATE_KIND:  # sealed in the state itself: its row is written when used, keyed by its digest
+            assert row.account in {g.value for g in keys} and row.payload == "", row
+            assert re.fullmatch("[0-9a-f]{64}", row.state), row
+        else:
+            tagged = state_geography(row.state)
+            assert tagged is not None and row.account == tagged.value, (
+                f"a {row.kind} state of {tagged} in {row.account}"
+            )
+            assert row.payload.startswith("s1."), row.kind  # the context travels sealed
         counts = created.setdefault(row.account, {})
         counts[row.kind] = counts.get(row.kind, 0) + 1
-    # Per configuration: the provider's launch, its one-time sign-in and link confirmation, the patient's launch.
-    one_visit = {STATE_KIND: 2, SIGNIN_STATE_KIND: 1, CONFIRM_STATE_KIND: 1}
+    # Per configuration: the provider's launch, its one-time sign-in (explained, then started) and link
+    # confirmation, the patient's launch.
+    one_visit = {STATE_KIND: 2, INTRO_STATE_KIND: 1, SIGNIN_STATE_KIND: 1, CONFIRM_STATE_KIND: 1}
     assert created == {geography.value: one_visit for geography in keys}
     assert not [row for row in state_rows if row.account == APP and row.kind in LAUNCH_STATE_KINDS]
 
@@ -412,7 +439,7 @@ def test_launch_states_live_only_in_their_configurations_geography(
     assert not [(k, s) for k, s in in_app if k in LAUNCH_STATE_KINDS or state_geography(s)], "launch states in app"
     for row in launches:
         entity = at_rest[row.account, row.kind, row.state]  # still there (until the sweep), in that account only
-        assert (entity["Consumed"], entity["Payload"]) == ("True", ""), row.kind  # used, and nothing kept
+        assert (entity["Consumed"], entity.get("Payload", "")) == ("True", ""), row.kind  # used, and nothing kept
     assert len({(account, state) for account, _, state in at_rest}) == len({state for _, _, state in at_rest})
 
 

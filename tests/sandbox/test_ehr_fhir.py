@@ -133,6 +133,23 @@ def test_patient_scope_is_confined_to_the_launch_patient(
     assert http.get(f"{FHIR}/Practitioner/e-prac-lee", headers=bearer(token)).status_code == 200
 
 
+def test_a_patient_launch_reads_its_appointments_start_as_epic_serves_it(
+    http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys
+) -> None:
+    """What the waiting room reads: the launch's Appointment (named in the token response, or by its Encounter's
+    ``appointment`` reference), whose ``start`` is a FHIR instant in UTC ("Z"), readable with patient scopes."""
+    body = user_token(http, ehr, client_keys, "launch openid fhirUser patient/*.read")
+    token, appointment_id = body["access_token"], body["appointment"]
+    appointment = http.get(f"{FHIR}/Appointment/{appointment_id}", headers=bearer(token))
+    assert appointment.status_code == 200
+    start = appointment.json()["start"]
+    assert start.endswith("Z") and dt.datetime.fromisoformat(start).tzinfo is not None
+    visit = ehr.clinic.visit_by_appointment(appointment_id)
+    assert visit is not None and dt.datetime.fromisoformat(start) == visit.start
+    encounter = http.get(f"{FHIR}/Encounter/{body['encounter']}", headers=bearer(token)).json()
+    assert encounter["appointment"] == [{"reference": f"Appointment/{appointment_id}"}]
+
+
 def test_user_scope_of_a_patient_user_reaches_only_their_own_record(
     http: httpx.Client, ehr: EhrSandbox, client_keys: ClientKeys
 ) -> None:

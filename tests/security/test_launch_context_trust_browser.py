@@ -29,6 +29,7 @@ from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, visit_key
 from shared.visits.repository import VisitRepository
 from shared.writeback.model import WritebackTarget, Written
+from tests.support.audience import technical_words
 from tests.support.launch_world import LEE, LEE_UPN, SMITH, SMITH_UPN, LaunchWorld, launch_world
 from tests.support.sealing import sealer_for
 
@@ -38,6 +39,8 @@ TIMEOUT_MS = 20_000
 SMITH_OID = "b0000000-0000-4000-8000-000000000001"
 MISMATCH = "This visit link does not match your appointment"
 UNCONFIRMED = "The EHR did not confirm this visit"
+# A patient's launch is refused in a patient's words; what to configure is the analyst's (the log, by correlation id).
+PATIENT_REFUSED = "We can't start your video visit right now"
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,9 @@ def open_in_browser(context: BrowserContext, url: str) -> Page:
 def provider_launch(context: BrowserContext, world: LaunchWorld, appointment: str, user: str, upn: str) -> Page:
     """A clinician's launch, with the one-time Microsoft 365 sign-in and its "Link my account" when they come."""
     page = open_in_browser(context, world.launch_url("provider", appointment, user))
-    if page.url.startswith(world.stand_ins.entra.browser_host):
+    if page.locator("#continue-signin").count():  # the page explaining the one-time sign-in
+        page.locator("#continue-signin").click()
+        page.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
         page.locator(f"button[data-upn='{upn}']").click()
         page.locator("#confirm-link").click()
     page.wait_for_url(f"{world.url}/api/visits/**")
@@ -152,9 +157,12 @@ def test_editing_session_id_to_another_appointments_csn_is_refused(
     assert f"sessionId={csn_of(appointment)}" in launch
     with caplog.at_level(logging.INFO):
         page = open_in_browser(context, with_param(launch, "sessionId", victim_csn))
-        expect(page.locator("h1")).to_have_text(MISMATCH)
+        expect(page.locator("h1")).to_have_text(PATIENT_REFUSED if record == "patient" else MISMATCH)
     body = page.locator("body").inner_text()
-    assert "sessionId" in body and "correlation id" in body  # the analyst's detail
+    if record == "patient":
+        assert not technical_words(body) and "sessionId" not in body  # plain words, a reference to quote
+    else:
+        assert "sessionId" in body and "correlation id" in body  # the analyst's detail
     assert victim_csn not in body
     assert row(world, victim_csn) is None  # no visit, no meeting, no writeback context for the victim's CSN
     refusals = [r.getMessage() for r in caplog.records if "launch_context_mismatch" in r.getMessage()]
@@ -200,7 +208,7 @@ def test_a_first_launch_with_an_edited_link_cannot_poison_the_visit(
     # Jamie Okafor edits their link to Riley Novak's CSN and launches before anyone else on that visit.
     attacker = with_param(world.launch_url("patient", "e-appt-004", "e-pat-okafor"), "sessionId", "1000005")
     page = open_in_browser(context, attacker)
-    expect(page.locator("h1")).to_have_text(MISMATCH)
+    expect(page.locator("h1")).to_have_text(PATIENT_REFUSED)
     assert row(world, "1000005") is None
     # Riley Novak's own launch then sets the visit's writeback context from what the EHR confirmed.
     visit_key_reached(follow(world, world.launch_url("patient", "e-appt-005", "e-pat-novak")))
@@ -236,13 +244,13 @@ def test_only_a_url_csn_is_refused_unless_the_token_response_carries_it(
     # The EHR returns no encounter or appointment: only the browser says which visit this is.
     patient_client(launch_context=("location",))
     page = open_in_browser(context, launch())
-    expect(page.locator("h1")).to_have_text(UNCONFIRMED)
-    expect(page.locator("body")).to_contain_text("csn = %CSN%")  # what the analyst configures
+    expect(page.locator("h1")).to_have_text(PATIENT_REFUSED)  # what the analyst configures is not for the patient
+    expect(page.locator("body")).not_to_contain_text("%CSN%")
     assert row(world, "1000008") is None
     # The same integration returning the CSN itself: the token response decides, the URL must agree with it.
     patient_client(launch_context=("location",), token_fields="csn=%CSN%")
     edited = open_in_browser(context, with_param(launch(), "sessionId", "1000009"))
-    expect(edited.locator("h1")).to_have_text(MISMATCH)
+    expect(edited.locator("h1")).to_have_text(PATIENT_REFUSED)
     assert visit_key_reached(follow(world, launch())) == key_of(world, "1000008")
 
 

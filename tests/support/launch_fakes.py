@@ -36,6 +36,7 @@ class Config:
     is_approved: bool = True
     shared_with: tuple[str, ...] = ()
     vendor: Vendor = Vendor.EPIC
+    organization: str = "Contoso Health"
 
 
 class Configurations:

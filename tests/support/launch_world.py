@@ -12,7 +12,7 @@ import dataclasses
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +80,7 @@ class RequestCounter:
 
 @dataclass
 class LaunchWorld:
-    host: LocalHost
+    host: Any  # LocalHost, or a host in another process (``benchmarks.host_process.HostProcess``)
     stand_ins: RunningStandIns
     settings: Settings
     environ: dict[str, str]
@@ -94,7 +94,7 @@ class LaunchWorld:
 
     @property
     def url(self) -> str:
-        return self.host.url
+        return str(self.host.url)
 
     @property
     def ehr_url(self) -> str:
@@ -148,10 +148,13 @@ def launch_world(
     *,
     app_account: str = "apac",
     writeback_mode: WritebackMode | None = None,
+    host_factory: Callable[[dict[str, str], int], Any] | None = None,
     **ehr_options: Any,
 ) -> Iterator[LaunchWorld]:
     """``flavour`` (an EHR option) picks the sandbox EHR's vendor; the configurations and the EHR's records follow
-    that vendor's profile (its context tokens, and its writeback: Epic's by default, else FHIR AuditEvent)."""
+    that vendor's profile (its context tokens, and its writeback: Epic's by default, else FHIR AuditEvent).
+    ``host_factory(settings, port)``: a host of the caller's (e.g. one in a process of its own, for the launch
+    benchmark) instead of the local host in this process."""
     vendor = FLAVOUR_VENDORS[ehr_options.get("flavour", "epic")]
     profile = profile_for(vendor)
     if writeback_mode is None:
@@ -215,7 +218,7 @@ def launch_world(
     reset_services()
     # A fresh app object: the Functions library indexes an app object only once, and other tests index the
     # imported ``function_app.app`` themselves.
-    host = LocalHost(build_app(), environ, port=port, app_dir=ROOT)
+    host = host_factory(environ, port) if host_factory else LocalHost(build_app(), environ, port=port, app_dir=ROOT)
     try:
         host.start()
         yield LaunchWorld(host, stand_ins, settings, environ, counter, test_config, records)

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from shared.ehr.audit_event import EVENT_TAG_SYSTEM, build_audit_event, if_none_exist
+from shared.ehr.audit_event import EVENT_TAG_SYSTEM, audit_event_json, build_audit_event, if_none_exist
 from shared.http.upstream import error_for_response, error_for_transport, retry_after_seconds
 from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.visits.events import EventKind, Role, Source, VisitEvent
@@ -96,3 +96,28 @@ def test_retry_after_accepts_every_rfc_9110_form_and_refuses_nonsense() -> None:
 def test_transport_errors_are_retryable() -> None:
     assert error_for_transport(httpx.ReadTimeout("t"), system="EHR").retryable
     assert "reached" in error_for_transport(httpx.ConnectError("c"), system="EHR").message
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize(
+    "references",
+    [{}, {"participant": "Practitioner/eP1"}, {"participant": "Patient/p-1", "encounter": "E1", "appointment": "A1",
+                                              "csn": "1853"}],
+)  # fmt: skip
+def test_the_json_the_worker_posts_is_a_valid_r4b_audit_event_of_the_same_content(
+    kind: EventKind, role: Role, references: dict[str, str]
+) -> None:
+    """The worker posts plain JSON (no per-event pydantic cost): every shape it sends validates as R4B."""
+    built = event(kind, role, **references)
+    posted = json.loads(audit_event_json(built))
+    validated = json.loads(build_audit_event(built).model_dump_json(exclude_none=True))
+    assert posted["resourceType"] == "AuditEvent"
+    assert _normalised(posted) == _normalised(validated)
+
+
+def _normalised(resource: dict[str, object]) -> str:
+    data = dict(resource)
+    recorded = str(data.pop("recorded"))
+    data["recorded"] = datetime.fromisoformat(recorded.replace("Z", "+00:00")).isoformat()
+    return json.dumps(data, sort_keys=True)

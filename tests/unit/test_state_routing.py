@@ -16,7 +16,14 @@ from sandbox.local_settings import local_values
 from shared.kernel.errors import BadRequest, StateError, StorageUnavailable
 from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography, Settings
-from shared.launch.service import CONFIRM_STATE_KIND, LAUNCH_STATE_KINDS, SIGNIN_STATE_KIND, STATE_KIND, LaunchService
+from shared.launch.service import (
+    CONFIRM_STATE_KIND,
+    INTRO_STATE_KIND,
+    LAUNCH_STATE_KINDS,
+    SIGNIN_STATE_KIND,
+    STATE_KIND,
+    LaunchService,
+)
 from shared.microsoft.entra import STATE_KIND as PORTAL_SIGNIN_KIND
 from shared.storage.accounts import Storage
 from shared.storage.state import GEOGRAPHY_TAGS, StateRouter, geography_state, state_geography
@@ -120,7 +127,8 @@ def test_a_tagged_state_offered_as_a_portal_sign_in_is_unknown_and_nothing_is_re
 
 
 def test_the_launch_kinds_are_the_geography_kinds_and_the_portals_are_not(router: StateRouter) -> None:
-    assert {STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND} == LAUNCH_STATE_KINDS == router.in_geography
+    kinds = {STATE_KIND, INTRO_STATE_KIND, SIGNIN_STATE_KIND, CONFIRM_STATE_KIND}
+    assert kinds == LAUNCH_STATE_KINDS == router.in_geography
     assert PORTAL_SIGNIN_KIND not in router.in_geography
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -47,6 +48,15 @@ def azure_monitor(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return recorder
 
 
+def configured(ratio: float) -> dict[str, object]:
+    return {
+        "connection_string": CONNECTION_STRING,
+        "sampling_ratio": ratio,
+        "span_processors": ANY,
+        "instrumentation_options": telemetry.INSTRUMENTATIONS,
+    }
+
+
 def test_without_a_connection_string_nothing_is_configured(azure_monitor: Recorder) -> None:
     assert telemetry.configure_telemetry({}) is False
     assert telemetry.configure_telemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": "  "}) is False
@@ -57,7 +67,42 @@ def test_with_a_connection_string_azure_monitor_is_configured_once(azure_monitor
     environ = {"APPLICATIONINSIGHTS_CONNECTION_STRING": CONNECTION_STRING}
     assert telemetry.configure_telemetry(environ) is True
     assert telemetry.configure_telemetry(environ) is True
-    assert azure_monitor.calls == [{"connection_string": CONNECTION_STRING, "span_processors": ANY}]
+    assert azure_monitor.calls == [configured(0.1)]
+
+
+@pytest.mark.parametrize(("text", "ratio"), [("0.25", 0.25), ("1", 1.0), ("0", 0.0), ("", 0.1), ("2", 0.1), ("x", 0.1)])
+def test_the_sampling_ratio_is_the_setting_or_one_trace_in_ten(
+    azure_monitor: Recorder, text: str, ratio: float
+) -> None:
+    environ = {"APPLICATIONINSIGHTS_CONNECTION_STRING": CONNECTION_STRING, "TELEMETRY_SAMPLING_RATIO": text}
+    assert telemetry.configure_telemetry(environ) is True
+    assert azure_monitor.calls == [configured(ratio)]
+
+
+def test_the_configured_ratio_reaches_the_real_distro_as_its_application_insights_sampler() -> None:
+    """Run in a child process: the distro installs global providers and starts exporter threads."""
+    code = (
+        "import json, sys\n"
+        "from connector import telemetry\n"
+        "environ = {'APPLICATIONINSIGHTS_CONNECTION_STRING': 'InstrumentationKey=00000000-0000-4000-8000-000000000000;"
+        "IngestionEndpoint=http://127.0.0.1:9/;LiveEndpoint=http://127.0.0.1:9/', 'TELEMETRY_SAMPLING_RATIO': '0.25'}\n"
+        "assert telemetry.configure_telemetry(environ)\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.instrumentation.requests import RequestsInstrumentor\n"
+        "from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor\n"
+        "sampler = trace.get_tracer_provider().sampler\n"
+        "doubled = [RequestsInstrumentor().is_instrumented_by_opentelemetry,"
+        " URLLib3Instrumentor().is_instrumented_by_opentelemetry]\n"
+        "print(json.dumps([type(sampler).__name__, sampler._ratio, doubled]))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    environ = {"PATH": "/usr/bin:/bin", "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"}
+    result = subprocess.run(  # noqa: S603 - the test's own interpreter and code
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=False, env=environ
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Storage calls traced once (azure-core), not again by requests / urllib3 underneath.
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["ApplicationInsightsSampler", 0.25, [False, False]]
 
 
 def test_concurrent_first_invocations_configure_once(azure_monitor: Recorder) -> None:
@@ -91,7 +136,7 @@ def test_the_worker_extension_configures_before_an_invocation(
     # The worker calls the hook as (logger, context, function arguments) before every invocation.
     pre_invocation[0].ext_impl(logging.getLogger("worker"), object(), {})
     pre_invocation[0].ext_impl(logging.getLogger("worker"), object(), {})
-    assert azure_monitor.calls == [{"connection_string": CONNECTION_STRING, "span_processors": ANY}]
+    assert azure_monitor.calls == [configured(0.1)]
 
 
 def test_function_app_registers_the_extension_without_configuring_at_import() -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import jwt
 import pytest
 
+from shared.kernel.clock import FakeClock, use_clock
 from shared.kernel.errors import Forbidden
 from shared.kernel.settings import Geography
 from shared.visits.events import Role
@@ -78,3 +79,25 @@ def test_patient_tokens_live_shorter() -> None:
     provider = jwt.decode(issue(tokens, now=now), options={"verify_signature": False})
     patient = jwt.decode(issue(tokens, role=Role.PATIENT, now=now), options={"verify_signature": False})
     assert patient["exp"] < provider["exp"]
+
+
+def test_token_times_follow_the_connectors_clock() -> None:
+    """Issue and expiry read ``shared.kernel.clock``, so a waiting room on a fake clock ages its token too."""
+    tokens = VisitTokens(SECRET)
+    with use_clock(FakeClock()) as clock:
+        assert isinstance(clock, FakeClock)
+        token = issue(tokens, role=Role.PATIENT)
+        grant = tokens.verify(token, visit_key="k1")
+        assert grant.issued_at == int(clock().timestamp())
+        clock.advance(timedelta(hours=2, seconds=31))  # PATIENT_LIFETIME + leeway
+        with pytest.raises(Forbidden) as caught:
+            tokens.verify(token, visit_key="k1")
+        assert caught.value.code == "visit_token_expired"
+
+
+def test_a_token_issued_in_the_future_is_refused() -> None:
+    tokens = VisitTokens(SECRET)
+    future = issue(tokens, now=time.time() + 3600)
+    with pytest.raises(Forbidden) as caught:
+        tokens.verify(future, visit_key="k1")
+    assert caught.value.code == "visit_token_invalid"

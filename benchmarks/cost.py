@@ -1,0 +1,174 @@
+"""What 1,000 visits cost in Azure: Functions (Flex Consumption) and Storage, from measured counts and list prices.
+
+    python -m benchmarks.cost [--presence-executions 30] [--instance-memory-mb 2048] [--writeback epic] ...
+
+Arithmetic, not a measurement: every input is a flag whose default is a figure measured by the other
+benchmarks in this folder (stated below with its source) or an assumption stated as one. It prints the
+inputs, then the cost per 1,000 visits for 50,000 visits a day with an 8 a.m. peak of 2,000 launches a minute.
+
+How Flex Consumption bills (on demand): executions ($ per million), and GB-s = the instance memory times the
+time each instance is actively executing at least one function — concurrent executions on one instance share
+it. HTTP functions scale together on their own instances; every queue or timer function on instances of its
+own. So GB-s are modelled per hour of the day: concurrent executions = arrival rate x wall time (Little's law);
+an instance is active for the share of the hour it has work (1 - e^-concurrency for the first instance);
+instances = max(HTTP concurrency / per-instance concurrency, CPU demand / 70 % of the instance's vCPU).
+The free monthly grants (100,000 GB-s, 250,000 executions) are left out: at this volume they are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+
+# Share of the day's visits per hour (clinic hours); the 8 a.m. hour holds the peak.
+HOURLY_SHARE = {7: 0.04, 8: 0.14, 9: 0.12, 10: 0.11, 11: 0.10, 12: 0.06, 13: 0.09, 14: 0.10, 15: 0.09, 16: 0.08,
+                17: 0.05, 18: 0.02}  # fmt: skip
+# vCPU of a Flex Consumption instance by memory size (MB).
+VCPU = {512: 0.25, 2048: 1.0, 4096: 2.0}
+# Default HTTP concurrency per instance by memory size (Flex Consumption's defaults).
+HTTP_CONCURRENCY = {512: 4, 2048: 16, 4096: 32}
+QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of execution: how many per visit, wall seconds each, host CPU seconds each, storage per each."""
+
+    name: str
+    group: str  # "http" (scaled together) or the function's own name (queue, timer)
+    per_visit: float
+    wall: float
+    cpu: float
+    table_ops: float
+    queue_ops: float
+
+
+def kinds(args: argparse.Namespace) -> list[Kind]:
+    writeback_ops = args.writeback_table_ops
+    return [
+        Kind("launch URL hop", "http", args.launches_per_visit, 0.03, args.launch_cpu_ms / 2000, 0, 0),
+        Kind(
+            "launch callback",
+            "http",
+            args.launches_per_visit,
+            args.callback_wall,
+            args.launch_cpu_ms / 2000,
+            args.launch_table_ops,
+            1,
+        ),  # fmt: skip
+        Kind("first launch of a visit (extra)", "http", 1, 0.0, 0.0, args.first_launch_extra_table_ops, 0),
+        Kind("provider page", "http", args.provider_pages_per_visit, 0.03, 0.003, 1, 0),
+        Kind("presence", "http", args.presence_executions, 0.02, args.presence_cpu_ms / 1000, 1, 0),
+        Kind("Graph webhook", "http", args.notifications_per_visit, 0.03, 0.004, 0, 1),
+        Kind(
+            "writeback event",
+            "writeback_events",
+            args.events_per_visit,
+            args.writeback_wall,
+            args.writeback_cpu_ms / 1000,
+            writeback_ops,
+            2 + 1 / 16,
+        ),  # fmt: skip
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--visits-per-day", type=float, default=50_000)
+    add("--peak-launches-per-minute", type=float, default=2_000)
+    add("--instance-memory-mb", type=int, choices=sorted(VCPU), default=2048)
+    # counts and CPU, measured (benchmarks.launch / .writeback) unless said otherwise
+    add("--launches-per-visit", type=float, default=2.0, help="assumed: the clinician's and the patient's")
+    add("--provider-pages-per-visit", type=float, default=1.0, help="the provider page after a provider launch")
+    add("--launch-cpu-ms", type=float, default=7.0, help="measured: host CPU per warm launch (benchmarks.launch)")
+    add("--launch-table-ops", type=float, default=1.0, help="measured: Table operations per warm launch")
+    add("--first-launch-extra-table-ops", type=float, default=4.0,
+        help="assumed: the visit row's creation, meeting and context writes, the configuration read")  # fmt: skip
+    add("--callback-wall", type=float, default=0.4, help="assumed: seconds, mostly the EHR's token endpoint")
+    add("--presence-executions", type=float, default=30.0,
+        help="presence executions per visit: the figure benchmarks/presence.py prints (panel slice); "
+             "30 = its target, assumed while that benchmark is not in this branch")  # fmt: skip
+    add("--presence-cpu-ms", type=float, default=3.0, help="assumed: one point read and a small JSON answer")
+    add("--notifications-per-visit", type=float, default=6.0,
+        help="assumed: Graph rosterUpdated/callEnded deliveries (joins, lobby, admission, leaves, end)")  # fmt: skip
+    add("--events-per-visit", type=float, default=8.0, help="assumed: 2 launch events + 6 Graph events")
+    add("--writeback", choices=("fhir", "epic"), default="fhir")
+    add("--writeback-wall", type=float, default=0.3, help="assumed: seconds, mostly the EHR call")
+    add("--subscription-table-ops", type=float, default=2.0, help="assumed: subscription create + renewals")
+    # list prices (USD, East US, pay as you go), stated as assumptions: check the pricing pages
+    add("--price-gb-s", type=float, default=0.000026, help="Flex Consumption on demand, per GB-s")
+    add("--price-million-executions", type=float, default=0.40, help="Flex Consumption, per million executions")
+    add("--price-table-10k", type=float, default=0.00036, help="Table storage, per 10,000 transactions")
+    add("--price-queue-10k", type=float, default=0.004, help="Queue storage (GPv2), per 10,000 operations")
+    args = parser.parse_args(argv)
+    measured_writeback = {"fhir": (4.6, 2.0), "epic": (7.5, 4.8)}  # benchmarks.writeback: CPU ms, Table ops
+    args.writeback_cpu_ms, args.writeback_table_ops = measured_writeback[args.writeback]
+
+    gb = args.instance_memory_mb / 1024
+    vcpu = VCPU[args.instance_memory_mb]
+    http_per_instance = HTTP_CONCURRENCY[args.instance_memory_mb]
+    rows = kinds(args)
+    per_visit_executions = sum(k.per_visit for k in rows if k.wall > 0)
+    table_ops = sum(k.per_visit * k.table_ops for k in rows) + args.subscription_table_ops
+    queue_ops = sum(k.per_visit * k.queue_ops for k in rows)
+
+    print("Inputs per visit (flags; measured ones from benchmarks.launch and benchmarks.writeback):")
+    for k in rows:
+        print(f"  {k.name:<32} {k.per_visit:>5g} x  wall {k.wall * 1000:>4.0f} ms, host CPU {k.cpu * 1000:>4.1f} ms, "
+              f"Table {k.table_ops:g}, Queue {k.queue_ops:.2f}")  # fmt: skip
+    print(f"  presence executions per visit: {args.presence_executions:g} "
+          "(benchmarks/presence.py's figure when given; 30 = the panel slice's target, assumed here)")  # fmt: skip
+    print(f"  writeback: {args.writeback} ({args.writeback_cpu_ms} ms CPU, {args.writeback_table_ops} Table operations "
+          "per event, measured)")  # fmt: skip
+    print(f"  instance: {args.instance_memory_mb} MB, {vcpu:g} vCPU, HTTP concurrency {http_per_instance}")
+
+    # GB-s per day, hour by hour, per scaling group.
+    gb_seconds = 0.0
+    peak_instances = 0
+    for hour, share in HOURLY_SHARE.items():
+        visits_per_second = args.visits_per_day * share / 3600
+        for group in sorted({k.group for k in rows}):
+            members = [k for k in rows if k.group == group and k.wall > 0]
+            concurrency = sum(visits_per_second * k.per_visit * k.wall for k in members)
+            cpu = sum(visits_per_second * k.per_visit * k.cpu for k in members)
+            slots = http_per_instance if group == "http" else QUEUE_IN_FLIGHT
+            instances = max(concurrency / slots, cpu / (0.7 * vcpu))
+            busy = (1 - math.exp(-concurrency)) + max(0.0, instances - 1)  # first instance idles between arrivals
+            gb_seconds += busy * 3600 * gb
+            if hour == 8:
+                peak_instances = max(peak_instances, math.ceil(instances))
+    # The peak minute: 2,000 launches a minute on the HTTP group alone.
+    peak_rate = args.peak_launches_per_minute / 60
+    launch_rows = [k for k in rows if k.name.startswith("launch")]
+    peak_concurrency = sum(peak_rate * k.wall for k in launch_rows)
+    peak_cpu = sum(peak_rate * k.cpu for k in launch_rows)
+    peak_http = math.ceil(max(peak_concurrency / http_per_instance, peak_cpu / (0.7 * vcpu)))
+
+    per_1000 = 1000 / args.visits_per_day
+    compute_gb_s = gb_seconds * args.price_gb_s * per_1000
+    executions = per_visit_executions * 1000 * args.price_million_executions / 1e6
+    tables = table_ops * 1000 * args.price_table_10k / 1e4
+    queues = queue_ops * 1000 * args.price_queue_10k / 1e4
+    total = compute_gb_s + executions + tables + queues
+    print(f"\nPer visit: {per_visit_executions:.0f} executions, {table_ops:.1f} Table operations, "
+          f"{queue_ops:.1f} queue operations")  # fmt: skip
+    peak = f"{args.peak_launches_per_minute:,.0f} launches"
+    print(f"Per day: {gb_seconds:,.0f} GB-s ({args.instance_memory_mb} MB instances); 8 a.m. hour needs "
+          f"{peak_instances} instance(s) per group; the peak minute ({peak}) {peak_http} HTTP instance(s) "
+          f"({peak_concurrency:.0f} launches in flight, {peak_cpu:.2f} cores)")  # fmt: skip
+    print(f"Prices (assumed list prices, USD, East US): ${args.price_gb_s}/GB-s, "
+          f"${args.price_million_executions}/million executions, ${args.price_table_10k}/10k Table transactions, "
+          f"${args.price_queue_10k}/10k queue operations")  # fmt: skip
+    print("Per 1,000 visits:")
+    for label, value in (("Functions GB-s", compute_gb_s), ("Functions executions", executions),
+                         ("Table transactions", tables), ("Queue operations", queues)):  # fmt: skip
+        print(f"  {label:<22} ${value:.4f}")
+    print(f"  {'total':<22} ${total:.4f} (target <= $0.05)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The floor of one writeback event: the work no event can avoid, done with the same libraries, in a fresh process.
+
+    python -m benchmarks.writeback_floor --queue NAME --visit GEOGRAPHY PK RK --fhir URL --client-id ID
+        --mode epic|fhir-auditevent --call-args CSN EXTERNAL_ID [--runs 200]
+
+Run by ``benchmarks.writeback`` as a child process with the app's settings in its environment. Per event:
+
+* the queue message: received in batches of 16 (production host.json ``batchSize``) and deleted, with
+  azure-storage-queue (the local host's queue listener does the same in the host process);
+* one Table point read of the visit row and one etag-guarded Table update of it (its presence);
+* the EHR call through the checked transport with the Backend Services token kept (``BackendServices``):
+  Epic's ``SetExternalConnectionStatus`` GET, or a FHIR ``AuditEvent`` conditional-create POST.
+
+Prints one JSON line: CPU milliseconds per event, per step and in total (``time.process_time``, after a warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+BATCH = 16
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.writeback_floor")
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--visit", nargs=3, metavar=("GEOGRAPHY", "PK", "RK"), required=True)
+    parser.add_argument("--fhir", required=True)
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--mode", choices=("epic", "fhir-auditevent"), required=True)
+    parser.add_argument("--call-args", nargs=2, metavar=("CSN", "EXTERNAL_ID"), required=True)
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args(argv)
+
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+    from azure.storage.queue import QueueMessage
+
+    from shared.ehr.backend_services import BackendServices
+    from shared.ehr.epic_writeback import PATH, interconnect_base
+    from shared.ehr.smart import smart_client_for
+    from shared.http.outbound import HttpResult, SafeHttp, outbound_policy
+    from shared.kernel.settings import Geography, get_settings
+    from shared.storage.accounts import Storage
+
+    settings = get_settings()
+    storage = Storage(settings)
+    queue = storage.app.queue(args.queue)
+    table = storage.for_geography(Geography(args.visit[0])).table("Visits")
+    http = SafeHttp(outbound_policy(settings))
+    backend = BackendServices(smart_client_for(settings))
+    csn, external_id = args.call_args
+    scope = "system/Encounter.write" if args.mode == "epic" else "system/AuditEvent.write"
+
+    def epic(token: str) -> HttpResult:
+        params = {"ConferenceID": csn, "ExternalID": external_id, "ExternalIDType": "1",
+                  "VendorName": "Microsoft Teams", "ConnectionStatus": "1"}  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}", "Epic-Client-ID": args.client_id, "Accept": "application/json"}
+        return http.request("GET", interconnect_base(args.fhir) + PATH, params=params, headers=headers)
+
+    def audit_event(token: str) -> HttpResult:
+        tag = uuid.uuid4().hex
+        body = json.dumps(
+            {
+                "resourceType": "AuditEvent",
+                "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110100"},
+                "recorded": "2026-11-25T15:00:00Z",
+                "agent": [{"who": {"reference": f"Practitioner/{external_id}"}, "requestor": True}],
+                "source": {"observer": {"display": "Microsoft Teams"}},
+                "meta": {"tag": [{"system": "urn:floor", "code": tag}]},
+            }
+        )
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/fhir+json",
+            "If-None-Exist": f"_tag=urn:floor|{tag}",
+            "Epic-Client-ID": args.client_id,
+            "Prefer": "return=minimal",
+        }
+        return http.post_json(f"{args.fhir}/AuditEvent", body, content_type="application/fhir+json", headers=headers)
+
+    call = epic if args.mode == "epic" else audit_event
+    received: list[QueueMessage] = []
+
+    def queue_message() -> None:
+        if not received:
+            received.extend(queue.receive_messages(messages_per_page=BATCH, max_messages=BATCH))
+        if received:
+            queue.delete_message(received.pop())
+
+    def visit_read_and_write() -> None:
+        row = table.get_entity(args.visit[1], args.visit[2])
+        row["FloorAt"] = time.time()
+        table.update_entity(
+            row, mode=UpdateMode.REPLACE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified
+        )
+
+    def ehr_call() -> None:
+        try:
+            backend.send(args.fhir, args.client_id, scope, call)
+        except Exception as exc:  # noqa: BLE001 - the floor counts the call's CPU, whatever the EHR answers
+            failures.append(type(exc).__name__)
+
+    failures: list[str] = []
+    steps: dict[str, Callable[[], None]] = {
+        "queue receive + delete": queue_message,
+        "visit read + presence write": visit_read_and_write,
+        "EHR call": ehr_call,
+    }
+    for step in steps.values():  # warm-up: connections, the Backend Services token
+        for _ in range(3):
+            step()
+    figures: dict[str, float] = {}
+    for name, step in steps.items():
+        started = time.process_time()
+        for _ in range(args.runs):
+            step()
+        figures[name] = (time.process_time() - started) / args.runs * 1000
+    print(
+        json.dumps(
+            {"runs": args.runs, "steps_ms": figures, "total_ms": sum(figures.values()), "failures": failures[:3]}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

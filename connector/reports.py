@@ -1,0 +1,190 @@
+"""Usage report pages of the configuration portal (rules in ``shared/reports/service.py``).
+
+    GET  /portal/reports                                   the configurations whose report the user may read
+    GET  /portal/configurations/{id}/report                totals, charts (SVG), appointments of a day
+    GET  /portal/configurations/{id}/report.csv            one row per visit (UTF-8, ISO 8601 UTC)
+    GET  /portal/configurations/{id}/report.json           the same rows as JSON (Power BI)
+    POST /portal/configurations/{id}/report/settings       analytics on/off, retention, CSN (admins)
+
+Same portal session and CSRF rules as ``connector/portal.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import azure.functions as func
+
+from connector.portal import current_session, portal_url
+from connector.services import services
+from connector.web import page, read_form, redirect, render
+from shared.kernel.clock import utcnow
+from shared.kernel.errors import BadRequest, Forbidden, SignInRequired
+from shared.portal.service import can_edit
+from shared.portal.sessions import PortalSession
+from shared.reports import charts
+from shared.reports.days import ReportVisit
+from shared.reports.facts import Status
+from shared.reports.service import PRESETS, appointment_id, to_csv, to_json
+from shared.reports.totals import quantile
+
+bp = func.Blueprint()
+ANON = func.AuthLevel.ANONYMOUS
+QUERY_KEYS = ("days", "from", "to", "department")
+
+
+def _session(req: func.HttpRequest) -> PortalSession:
+    session = current_session(req)
+    if session is None:
+        raise SignInRequired(portal_url(notice="signin-required"))
+    return session
+
+
+def _chrome(session: PortalSession) -> dict[str, Any]:
+    return {"session": session, "user": session.user, "csrf": session.csrf_token}
+
+
+def _params(req: func.HttpRequest) -> dict[str, str]:
+    return {k: req.params[k] for k in QUERY_KEYS if req.params.get(k)}
+
+
+@bp.route(route="portal/reports", methods=["GET"], auth_level=ANON)
+@page
+def report_index(req: func.HttpRequest) -> func.HttpResponse:
+    session = _session(req)
+    chosen = req.params.get("configuration")
+    if chosen:  # the report page's configuration switch
+        config = services().reports.configuration(session.user, chosen)
+        return redirect(portal_url(f"/configurations/{config.id}/report"), status=303)
+    configurations = services().reports.readable(session.user)
+    return render(
+        "portal/reports.html", {**_chrome(session), "title": "Usage reports", "configurations": configurations}
+    )
+
+
+@bp.route(route="portal/configurations/{id}/report", methods=["GET"], auth_level=ANON)
+@page
+def report_page(req: func.HttpRequest) -> func.HttpResponse:
+    session = _session(req)
+    svc = services().reports
+    config = svc.configuration(session.user, req.route_params.get("id", ""))
+    params = _params(req)
+    report = svc.report(config, params)
+    busy = [d for d, t in report.per_day if t.visits]
+    day = _day(req.params.get("day"), default=busy[-1] if busy else report.range.last)
+    if not report.range.first <= day <= report.range.last:
+        day = report.range.last
+    visits, after = svc.appointments(config, day, department=report.department, after=req.params.get("after", ""))
+    totals = report.totals
+    wait_rows = charts.wait_bands(totals)
+    hour_rows = charts.busiest_hours(totals)
+    context = {
+        **_chrome(session),
+        "title": "Usage report",
+        "config": config,
+        "configurations": svc.readable(session.user),
+        "report": report,
+        "presets": PRESETS,
+        "params": params,
+        "query": urlencode(params),
+        "statuses": [s.value for s in charts.STATUS_ORDER],
+        "figures": {
+            "visits": totals.visits,
+            "completed": totals.count(Status.COMPLETED),
+            "no_show": totals.count(Status.NO_SHOW),
+            "abandoned": totals.count(Status.ABANDONED),
+            "in_progress": totals.count(Status.IN_PROGRESS),
+            "median_wait": _seconds(quantile(totals.waits, 0.5)),
+            "p90_wait": _seconds(quantile(totals.waits, 0.9)),
+            "median_duration": _seconds(quantile(totals.durations, 0.5)),
+        },
+        "per_day_chart": charts.visits_per_day(report.per_day),
+        "wait_rows": wait_rows,
+        "wait_chart": charts.histogram(wait_rows, "wait"),
+        "hour_rows": hour_rows,
+        "hour_chart": charts.histogram(hour_rows, "hour"),
+        "chart": {"width": charts.WIDTH, "height": charts.HEIGHT},
+        "day": day,
+        "visits": [_row(v, show_csn=report.preferences.show_csn) for v in visits],
+        "after": after,
+        "can_edit": can_edit(session.user, config),
+        "notice": "Report settings saved." if req.params.get("notice") == "saved" else None,
+    }
+    return render("portal/report.html", context, headers={"Cache-Control": "no-store"})
+
+
+def _seconds(delta: timedelta | None) -> int | None:
+    return None if delta is None else round(delta.total_seconds())
+
+
+def _row(visit: ReportVisit, *, show_csn: bool) -> dict[str, Any]:
+    """A table row: values only; the template words them (times UTC, durations in seconds)."""
+    s = visit.summary
+    return {
+        "id": appointment_id(visit, show_csn=show_csn),
+        "status": s.status.value,
+        "department": s.department,
+        "organizer": s.organizer,
+        "start": s.start or s.first_seen,
+        "duration": _seconds(s.duration),
+        "wait": _seconds(s.median_wait),
+        "attendants": {role.value: n for role, n in s.attendants.items() if n},
+    }
+
+
+def _day(value: str | None, *, default: date) -> date:
+    if not value:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest("Dates must look like 2026-12-31.", code="report_range") from None
+
+
+def _download(body: bytes, mimetype: str, filename: str) -> func.HttpResponse:
+    return func.HttpResponse(
+        body,
+        mimetype=mimetype,
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@bp.route(route="portal/configurations/{id}/report.csv", methods=["GET"], auth_level=ANON)
+@page
+def report_csv(req: func.HttpRequest) -> func.HttpResponse:
+    session = _session(req)
+    svc = services().reports
+    config = svc.configuration(session.user, req.route_params.get("id", ""))
+    body = to_csv(svc.export_rows(config, _params(req)))
+    return _download(body, "text/csv", f"visits-{config.id}-{utcnow():%Y%m%d}.csv")
+
+
+@bp.route(route="portal/configurations/{id}/report.json", methods=["GET"], auth_level=ANON)
+@page
+def report_json(req: func.HttpRequest) -> func.HttpResponse:
+    session = _session(req)
+    svc = services().reports
+    config = svc.configuration(session.user, req.route_params.get("id", ""))
+    body = to_json(config, svc.export_rows(config, _params(req)), now=utcnow())
+    return _download(body, "application/json", f"visits-{config.id}-{utcnow():%Y%m%d}.json")
+
+
+@bp.route(route="portal/configurations/{id}/report/settings", methods=["POST"], auth_level=ANON)
+@page
+def report_settings(req: func.HttpRequest) -> func.HttpResponse:
+    session = _session(req)
+    form = read_form(req)
+    if not session.csrf_matches(form.get("csrf")):
+        raise Forbidden(
+            "This form has expired or did not come from this site. Reload the page and try again.", code="csrf"
+        )
+    config_id = req.route_params.get("id", "")
+    services().reports.save_preferences(session.user, config_id, form)
+    return redirect(portal_url(f"/configurations/{config_id}/report", notice="saved"))

@@ -1,0 +1,313 @@
+"""Daily summaries, table ``ReportDays`` in the configuration's geography: what a report page reads.
+
+A visit belongs to the UTC day of its first fact; its facts may lie in the next day's partition too (a visit
+across midnight), so a day is computed from the facts of the day before, the day and the day after. Rows:
+
+- ``PK=<configuration id>, RK=<YYYYMMDD>``: the day's marker: ``Computed`` (when its summaries were last
+  computed) and ``Changed`` (when a fact of that day was last written after the day had closed);
+- ``PK=<configuration id>, RK=<YYYYMMDD>_<department hash>``: one summary per department (``Totals``);
+- ``PK=~<YYYYMMDD>, RK=<configuration id>``: the configurations with facts that day (the timer's list).
+
+A summary is used as it is when it was computed after the day closed (two days after its start, when no
+visit of it can still be going) and after the last late fact of it or its neighbours, or when it is less
+than ``FRESH`` old; otherwise it is computed again from the facts (three partitions) and stored. The upkeep
+timer (``connector/maintenance.py``) computes the open days every 15 minutes, so pages rarely do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from azure.data.tables import UpdateMode
+
+from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
+from shared.kernel.memo import Memo
+from shared.kernel.settings import Geography
+from shared.reports.facts import VisitFacts, VisitSummary, merged, summarize
+from shared.reports.store import ReportFacts, StoredFacts, delete_rows
+from shared.reports.totals import Totals
+from shared.storage.accounts import Storage, storage_errors
+
+TABLE = "ReportDays"
+FRESH = timedelta(minutes=20)
+LIST_DAYS = 4  # a day's list of configurations is kept this many days (the timer reads the last three)
+DAY_FORMAT = "%Y%m%d"
+
+INVENTORY = (
+    Store(
+        TABLE,
+        Kind.TABLE,
+        Account.GEOGRAPHY,
+        "usage report summaries per configuration, day and department (counts and histograms, no visit), and "
+        "the list of configurations with facts per day",
+        (
+            Field("PartitionKey", Classification.TENANT, Protection.CLEAR, "configuration id, or ~ and a UTC day"),
+            Field(
+                "RowKey",
+                Classification.TENANT,
+                Protection.CLEAR,
+                "day and SHA-256 of the department, or a configuration id",
+            ),
+            Field("Department", Classification.TENANT, Protection.CLEAR, "departmentId (a department, not a person)"),
+            Field(
+                "Totals",
+                Classification.OPERATIONAL,
+                Protection.CLEAR,
+                "counts by status, wait/duration buckets, visits per hour, attendants by role",
+            ),
+            *operational("Computed", "Changed"),
+        ),
+        "the configuration's report retention (default 90 days); a day's list of configurations 3 days",
+        "the report upkeep timer once past the retention (a key-range query per configuration), or all of a "
+        "deleted configuration's; a day's list after 4 days",
+    ),
+)
+
+
+PartitionCache = dict[date, list[StoredFacts]]
+
+
+def department_row(day: date, department: str) -> str:
+    return f"{day:{DAY_FORMAT}}_{hashlib.sha256(department.encode()).hexdigest()[:16]}"
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReportVisit:
+    """One visit as the report shows it."""
+
+    id: str  # the keyed report id (the pseudonymous appointment id)
+    day: date
+    facts: VisitFacts
+    summary: VisitSummary
+
+
+@dataclass
+class DaySummary:
+    day: date
+    departments: dict[str, Totals] = field(default_factory=dict)  # "" = no department known
+    computed: datetime | None = None
+
+
+def first_fact(facts: VisitFacts) -> datetime | None:
+    times = [launch.at for launch in facts.launches.values()]
+    for a in facts.attendees.values():
+        times += [t for t in (a.lobby, a.joined, a.present, a.left) if t is not None]
+    return min(times) if times else None
+
+
+class ReportDays:
+    def __init__(self, storage: Storage, facts: ReportFacts) -> None:
+        self._storage = storage
+        self._facts = facts
+        self._active: Memo[tuple[str, str, date], bool] = Memo(3600.0, max_items=10_000)
+        self.operations = 0
+
+    # --- writes from the recorder ----------------------------------------------------------------------
+
+    def touched(self, geography: Geography, configuration_id: str, day: date, *, now: datetime) -> None:
+        """A fact of ``day`` was written: list the configuration for the day (once per process), and mark a
+        closed day changed so its summary is computed again."""
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        memory = (geography.value, configuration_id, day)
+        with storage_errors(account.name):
+            if self._active.get(memory) is None:
+                self.operations += 1
+                table.upsert_entity(
+                    {"PartitionKey": f"~{day:{DAY_FORMAT}}", "RowKey": configuration_id},
+                    mode=UpdateMode.REPLACE,
+                )
+                self._active.put(memory, True)
+            if now >= day_start(day) + timedelta(days=2):
+                self.operations += 1
+                table.upsert_entity(
+                    {"PartitionKey": configuration_id, "RowKey": f"{day:{DAY_FORMAT}}", "Changed": now},
+                    mode=UpdateMode.MERGE,
+                )
+
+    # --- the visits of a day --------------------------------------------------------------------------
+
+    def visits(
+        self, geography: Geography, configuration_id: str, day: date, *, read: PartitionCache | None = None
+    ) -> list[ReportVisit]:
+        """The visits whose first fact falls on ``day``, each with all its facts (three partitions; ``read``
+        keeps partitions for the next day's call, so consecutive days read each partition once)."""
+        rows: dict[str, VisitFacts] = {}
+        for stored in self._neighbourhood(geography, configuration_id, day, read):
+            current = rows.get(stored.visit)
+            rows[stored.visit] = stored.facts if current is None else merged(current, stored.facts)
+        found = []
+        for visit, facts in rows.items():
+            first = first_fact(facts)
+            if first is not None and first.date() == day:
+                found.append(ReportVisit(visit, day, facts, summarize(facts)))
+        found.sort(key=lambda v: (v.summary.first_seen or day_start(day), v.id))
+        return found
+
+    def _neighbourhood(
+        self, geography: Geography, configuration_id: str, day: date, read: PartitionCache | None
+    ) -> Iterable[StoredFacts]:
+        for offset in (-1, 0, 1):
+            other = day + timedelta(days=offset)
+            if read is None:
+                yield from self._facts.day(geography, configuration_id, other)
+                continue
+            if other not in read:
+                read[other] = list(self._facts.day(geography, configuration_id, other))
+            yield from read[other]
+        if read is not None:
+            read.pop(day - timedelta(days=1), None)  # the next day (ascending) no longer needs it
+
+    # --- summaries ------------------------------------------------------------------------------------
+
+    def compute(
+        self,
+        geography: Geography,
+        configuration_id: str,
+        day: date,
+        *,
+        now: datetime,
+        read: PartitionCache | None = None,
+    ) -> DaySummary:
+        """Summarize ``day`` from its facts and store the summary (one transaction) with its marker."""
+        departments: dict[str, Totals] = defaultdict(Totals)
+        for visit in self.visits(geography, configuration_id, day, read=read):
+            departments[visit.summary.department or ""].add(visit.summary)
+        summary = DaySummary(day, dict(departments), now)
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        prefix = f"{day:{DAY_FORMAT}}_"
+        with storage_errors(account.name):
+            self.operations += 1
+            existing = {
+                str(row["RowKey"])
+                for row in table.query_entities(
+                    "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+                    parameters={"pk": configuration_id, "low": prefix, "high": prefix + "~"},
+                    select=["RowKey"],
+                )
+            }
+            operations: list[tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]] = []
+            written = set()
+            for department, totals in summary.departments.items():
+                row = department_row(day, department)
+                written.add(row)
+                entity = {
+                    "PartitionKey": configuration_id,
+                    "RowKey": row,
+                    "Department": department,
+                    "Totals": totals.to_json(),
+                }
+                operations.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+            for row in existing - written:
+                operations.append(("delete", {"PartitionKey": configuration_id, "RowKey": row}))
+            operations.append(
+                (
+                    "upsert",
+                    {"PartitionKey": configuration_id, "RowKey": f"{day:{DAY_FORMAT}}", "Computed": now},
+                    {"mode": UpdateMode.MERGE},
+                )
+            )
+            for start in range(0, len(operations), 100):
+                self.operations += 1
+                table.submit_transaction(operations[start : start + 100])
+        return summary
+
+    def stored(
+        self, geography: Geography, configuration_id: str, first: date, last: date
+    ) -> dict[date, tuple[DaySummary, datetime | None]]:
+        """The stored summaries of ``first``..``last`` with each day's last late change (one query per 1,000 rows)."""
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        found: dict[date, tuple[DaySummary, datetime | None]] = {}
+        markers: dict[date, dict[str, Any]] = {}
+        with storage_errors(account.name):
+            pages = table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                parameters={
+                    "pk": configuration_id,
+                    "low": f"{first - timedelta(days=1):{DAY_FORMAT}}",
+                    "high": f"{last + timedelta(days=1):{DAY_FORMAT}}~",
+                },
+            ).by_page()
+            for page in pages:
+                self.operations += 1
+                for row in page:
+                    rk = str(row["RowKey"])
+                    day = datetime.strptime(rk[:8], DAY_FORMAT).replace(tzinfo=UTC).date()
+                    if len(rk) == 8:
+                        markers[day] = dict(row)
+                    elif first <= day <= last and isinstance(row.get("Totals"), str):
+                        summary = found.setdefault(day, (DaySummary(day), None))[0]
+                        summary.departments[str(row.get("Department") or "")] = Totals.from_json(row["Totals"])
+        result: dict[date, tuple[DaySummary, datetime | None]] = {}
+        day = first
+        while day <= last:
+            marker = markers.get(day, {})
+            summary = found.get(day, (DaySummary(day), None))[0]
+            summary.computed = marker.get("Computed") if isinstance(marker.get("Computed"), datetime) else None
+            changes = [markers.get(day + timedelta(days=o), {}).get("Changed") for o in (-1, 0, 1)]
+            changed = max((c for c in changes if isinstance(c, datetime)), default=None)
+            result[day] = (summary, changed)
+            day += timedelta(days=1)
+        return result
+
+    def active(self, geography: Geography, day: date) -> list[str]:
+        """The configurations with facts on ``day``."""
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            rows = account.table(TABLE).query_entities(
+                "PartitionKey eq @pk", parameters={"pk": f"~{day:{DAY_FORMAT}}"}, select=["RowKey"]
+            )
+            return [str(row["RowKey"]) for row in rows]
+
+    def forget_active(self, geography: Geography, configuration_id: str, today: date) -> None:
+        """Take a deleted configuration off the recent days' lists (the timer then computes nothing for it)."""
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        with storage_errors(account.name):
+            for offset in range(-1, 4):
+                table.delete_entity(f"~{today - timedelta(days=offset):{DAY_FORMAT}}", configuration_id)
+        self._active.clear()
+
+    def delete_days_before(self, geography: Geography, configuration_id: str, cutoff: date) -> int:
+        """The configuration's summaries and markers of days before ``cutoff`` (one partition, a key range)."""
+        account = self._storage.for_geography(geography)
+        return delete_rows(
+            account.table(TABLE),
+            account.name,
+            "PartitionKey eq @pk and RowKey lt @high",
+            {"pk": configuration_id, "high": f"{cutoff:{DAY_FORMAT}}"},
+            limit=100_000,
+        )
+
+    def delete_lists_before(self, geography: Geography, cutoff: date) -> int:
+        """The days' lists of configurations before ``cutoff`` (partitions ``~<day>``)."""
+        account = self._storage.for_geography(geography)
+        return delete_rows(
+            account.table(TABLE),
+            account.name,
+            "PartitionKey ge @low and PartitionKey lt @high",
+            {"low": "~", "high": f"~{cutoff:{DAY_FORMAT}}"},
+            limit=100_000,
+        )
+
+
+def usable(summary: DaySummary, changed: datetime | None, *, now: datetime) -> bool:
+    """Whether a stored summary can be shown as it is (see the module's docstring)."""
+    computed = summary.computed
+    if computed is None:
+        return False
+    if changed is not None and changed > computed:
+        return False
+    closed = computed >= day_start(summary.day) + timedelta(days=2)
+    return closed or now - computed < FRESH

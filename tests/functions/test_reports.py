@@ -1,0 +1,378 @@
+"""The usage report through the functions, on Azurite: recording from queue messages, who may read it, the
+page's figures, CSV/JSON exports, analytics off, the CSN opt-in, retention."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.functions.timer import TimerRequest
+
+from connector import maintenance, portal, reports
+from connector.services import reset as reset_services
+from connector.services import services
+from shared.configurations.model import Configuration
+from shared.microsoft.entra import PortalIdentity
+from shared.portal.sessions import PortalSession, SessionStore
+from shared.reports import days as report_days
+from shared.reports import store as report_store
+from shared.reports.facts import VisitFacts
+from shared.reports.preferences import ReportPreferences
+from tests.functions.portal_support import Tenant, call, new_tenant, text
+from tests.functions.test_portal import approved_in_storage
+from tests.support.report_events import visit_messages
+
+pytestmark = pytest.mark.azurite
+
+
+@pytest.fixture
+def tenants(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Tenant, Tenant]]:
+    owner, stranger = new_tenant(), new_tenant()
+    monkeypatch.setenv("ENTRA_ALLOWED_TENANT_IDS", ",".join(t.id for t in (owner, stranger)))
+    reset_services()
+    yield owner, stranger
+    reset_services()
+
+
+def reader(tenant: Tenant, *roles: str) -> PortalSession:
+    identity = PortalIdentity(
+        tenant_id=tenant.id, object_id=str(uuid.uuid4()), upn="reports@contoso.example", name="Riley Reports",
+        roles=roles,
+    )  # fmt: skip
+    return SessionStore(services().storage.app).create(identity)
+
+
+def record(config: Configuration, start: datetime, **kwargs: object) -> list[str]:
+    messages = visit_messages(
+        services().sealer, configuration_id=config.id, geography=config.geography.value,
+        visit_key=uuid.uuid4().hex, start=start, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+    for body in messages:
+        services().report_recorder.record(body)
+    return messages
+
+
+def page(session: PortalSession, config: Configuration, **params: str):  # type: ignore[no-untyped-def]
+    return call(reports.report_page, "GET", "r", session=session, route={"id": config.id}, params=params)
+
+
+def export(session: PortalSession, config: Configuration, kind: str = "csv", **params: str) -> bytes:
+    handler = reports.report_csv if kind == "csv" else reports.report_json
+    response = call(handler, "GET", "x", session=session, route={"id": config.id}, params=params)
+    assert response.status_code == 200, text(response)
+    body: bytes = response.get_body()
+    return body
+
+
+def rows_of(body: bytes) -> list[dict[str, str]]:
+    assert body.startswith("\ufeff".encode())
+    return list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
+
+
+def today_at(hour: int) -> datetime:
+    now = datetime.now(UTC)
+    return min(now - timedelta(hours=1), now.replace(hour=hour, minute=0, second=0, microsecond=0))
+
+
+def test_visits_recorded_from_the_queue_show_on_the_page_and_in_the_exports(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    start = today_at(9) - timedelta(days=1)
+    record(config, start, wait_minutes=2)
+    record(config, start + timedelta(minutes=30), wait_minutes=4)
+    record(config, start + timedelta(hours=1), outcome="no_show")
+    record(config, start + timedelta(hours=2), outcome="abandoned", department="20200")
+
+    response = page(owner.admin, config, days="7")
+    assert response.status_code == 200
+    html = text(response)
+    assert 'id="total-visits">4<' in html
+    assert 'id="total-completed">2<' in html
+    assert 'id="total-no-shows">1<' in html
+    assert 'id="total-abandoned">1<' in html
+    assert 'id="median-wait">3 min 02 s<' in html  # the middle of the 5-second steps holding 2 and 4 minutes
+    assert "<svg" in html and 'role="img"' in html and "<script" not in html.split("<main", 1)[-1]
+    assert "CSN-1001" not in html and "dr-smith" not in html and "pat-456" not in html
+
+    rows = rows_of(export(owner.admin, config, days="7"))
+    assert sorted(r["status"] for r in rows) == ["abandoned", "completed", "completed", "no_show"]
+    completed = [r for r in rows if r["status"] == "completed"]
+    assert sorted(r["lobby_wait_seconds"] for r in completed) == ["120", "240"]
+    first = min(completed, key=lambda r: r["start"])
+    assert first["start"] == (start + timedelta(minutes=3.5)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    assert datetime.fromisoformat(first["end"].replace("Z", "+00:00")) == start + timedelta(minutes=21)
+    assert first["duration_seconds"] == str(int((21 - 3.5) * 60))
+    assert first["department"] == "10501101" and first["providers"] == "1" and first["patients"] == "1"
+    assert len(first["appointment_id"]) == 32 and first["organizer"]
+    assert all("CSN" not in value for r in rows for value in r.values())
+
+    document = json.loads(export(owner.admin, config, "json", days="7"))
+    assert document["timeZone"] == "UTC"
+    assert sorted(v["status"] for v in document["visits"]) == sorted(r["status"] for r in rows)
+    assert {json.dumps(v, sort_keys=True) for v in document["visits"]} == {json.dumps(r, sort_keys=True) for r in rows}
+
+    only = rows_of(export(owner.admin, config, days="7", department="20200"))
+    assert [r["status"] for r in only] == ["abandoned"]
+
+
+def test_duplicated_and_reordered_messages_record_the_same_report(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    start = today_at(8)
+    messages = record(config, start)
+    once = rows_of(export(owner.admin, config, days="7"))
+    writes = services().report_facts.operations
+    for body in reversed(messages * 2):  # again, backwards, twice
+        services().report_recorder.record(body)
+    assert services().report_facts.operations == writes  # nothing new: no Table call at all
+    services().report_facts.forget_memory()  # another instance: reads, finds nothing new, writes nothing
+    for body in messages:
+        services().report_recorder.record(body)
+    assert rows_of(export(owner.admin, config, days="7")) == once
+
+
+def test_who_may_read_the_report(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, stranger = tenants
+    config = approved_in_storage(owner)
+    assert page(owner.admin, config).status_code == 200
+    assert page(owner.approver, config).status_code == 200
+    assert page(reader(owner, "Connector.Reports"), config).status_code == 200
+    assert page(owner.member, config).status_code == 404  # a clinician of the same tenant
+    assert page(reader(owner, "Some.Other.Role"), config).status_code == 404
+    assert page(stranger.admin, config).status_code == 404  # another tenant's admin
+    assert page(reader(stranger, "Connector.Reports"), config).status_code == 404
+    anonymous = call(reports.report_page, "GET", "r", route={"id": config.id})
+    assert anonymous.status_code in (302, 303)
+    for session in (owner.member, stranger.admin):
+        response = call(reports.report_csv, "GET", "x", session=session, route={"id": config.id})
+        assert response.status_code == 404
+    listed = text(call(reports.report_index, "GET", "r", session=reader(owner, "Connector.Reports")))
+    assert config.organization in listed and config.id in listed
+    assert config.id not in text(call(reports.report_index, "GET", "r", session=owner.member))
+
+
+def test_analytics_off_records_nothing(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    saved = call(
+        reports.report_settings, "POST", "s", session=owner.admin, route={"id": config.id},
+        form={"csrf": owner.admin.csrf_token, "retention_days": "90"},
+    )  # fmt: skip
+    assert saved.status_code == 303
+    assert services().report_preferences.get(config.id).analytics is False
+    record(config, today_at(7))
+    table = services().storage.for_geography(config.geography).table(report_store.TABLE)
+    assert not list(table.query_entities("PartitionKey ge @a and PartitionKey lt @b", parameters={
+        "a": f"{config.id}_", "b": f"{config.id}_~"}))  # fmt: skip
+    assert 'id="analytics-off"' in text(page(owner.admin, config))
+
+
+def test_only_the_configurations_admins_change_the_settings_with_csrf(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    form = {"retention_days": "30", "analytics": "on"}
+    forged = call(reports.report_settings, "POST", "s", session=owner.admin, route={"id": config.id},
+                  form={**form, "csrf": "forged"})  # fmt: skip
+    assert forged.status_code == 403
+    approver = call(reports.report_settings, "POST", "s", session=owner.approver, route={"id": config.id},
+                    form={**form, "csrf": owner.approver.csrf_token})  # fmt: skip
+    assert approver.status_code == 403
+    bad = call(reports.report_settings, "POST", "s", session=owner.admin, route={"id": config.id},
+               form={**form, "retention_days": "0", "csrf": owner.admin.csrf_token})  # fmt: skip
+    assert bad.status_code == 400
+    assert services().report_preferences.get(config.id) == ReportPreferences()
+
+
+def test_the_csn_is_shown_only_when_opted_in_and_sealed_at_rest(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    services().report_preferences.save(config.id, ReportPreferences(show_csn=True))
+    record(config, today_at(6), csn="CSN-777001")
+    rows = rows_of(export(owner.admin, config, days="7"))
+    assert [r["appointment_id"] for r in rows] == ["CSN-777001"]
+    assert "CSN-777001" in text(page(owner.admin, config, days="7"))
+    table = services().storage.for_geography(config.geography).table(report_store.TABLE)
+    raw = list(table.query_entities("PartitionKey ge @a and PartitionKey lt @b", parameters={
+        "a": f"{config.id}_", "b": f"{config.id}_~"}))  # fmt: skip
+    assert raw and all("CSN-777001" not in str(dict(row)) for row in raw)
+    assert all(row["Csn"] for row in raw)
+    services().report_preferences.save(config.id, ReportPreferences(show_csn=False))
+    assert rows_of(export(owner.admin, config, days="7"))[0]["appointment_id"] != "CSN-777001"
+
+
+def test_retention_the_timer_deletes_days_past_it_and_a_shortened_one_at_once(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=20), now - timedelta(days=2)
+    record(config, old)
+    record(config, recent)
+    assert services().report_preferences.all()[config.id].geography == config.geography.value  # its first fact
+    # A day past the default 90 (written straight to the store: the recorder refuses facts that old).
+    ancient = (now - timedelta(days=95)).date()
+    services().report_facts.record(config.geography, config.id, "ancient-visit", ancient, VisitFacts())
+    assert len(rows_of(export(owner.admin, config, days="30"))) == 2
+    facts = services().storage.for_geography(config.geography).table(report_store.TABLE)
+
+    def days_stored() -> set[str]:
+        rows = facts.query_entities("PartitionKey ge @a and PartitionKey lt @b", parameters={
+            "a": f"{config.id}_", "b": f"{config.id}_~"})  # fmt: skip
+        return {str(r["PartitionKey"]).rsplit("_", 1)[1] for r in rows}
+
+    assert days_stored() == {f"{ancient:%Y%m%d}", f"{old:%Y%m%d}", f"{recent:%Y%m%d}"}
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    assert days_stored() == {f"{old:%Y%m%d}", f"{recent:%Y%m%d}"}  # 90 days by default
+
+    saved = call(
+        reports.report_settings, "POST", "s", session=owner.admin, route={"id": config.id},
+        form={"csrf": owner.admin.csrf_token, "retention_days": "7", "analytics": "on"},
+    )  # fmt: skip
+    assert saved.status_code == 303
+    assert services().report_preferences.get(config.id).retention_days == 7
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    assert days_stored() == {f"{recent:%Y%m%d}"}
+    summaries = services().storage.for_geography(config.geography).table(report_days.TABLE)
+    kept = {str(r["RowKey"])[:8] for r in summaries.query_entities("PartitionKey eq @pk", parameters={"pk": config.id})}
+    assert f"{old:%Y%m%d}" not in kept
+    assert len(rows_of(export(owner.admin, config, days="30"))) == 1  # and the range stops at the retention
+
+
+def test_summaries_computed_by_the_timer_are_what_the_page_reads(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    record(config, today_at(5))
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    svc = services().reports
+    report = svc.report(config, {"days": "7"})
+    assert report.computed_days <= 6  # the days the timer did not compute are computed once, then stored
+    again = svc.report(config, {"days": "7"})
+    assert again.computed_days == 0 and again.totals.visits == 1
+    record(config, today_at(5) + timedelta(minutes=5))  # a new visit today: within FRESH the summary stands
+    assert svc.report(config, {"days": "7"}).totals.visits == 1
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    assert svc.report(config, {"days": "7"}).totals.visits == 2
+
+
+def test_deleting_the_configuration_deletes_its_report(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    record(config, today_at(4))
+    services().report_days.compute(config.geography, config.id, today_at(4).date(), now=datetime.now(UTC))  # fmt: skip
+    response = call(
+        portal.delete_configuration, "POST", "d", session=owner.admin, route={"id": config.id},
+        form={"csrf": owner.admin.csrf_token, "confirm": "yes", "etag": str(config.etag)},
+    )  # fmt: skip
+    assert response.status_code == 303
+    record(config, today_at(4) + timedelta(minutes=1))  # a late event of the deleted configuration: not recorded
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    account = services().storage.for_geography(config.geography)
+    facts = account.table(report_store.TABLE).query_entities(
+        "PartitionKey ge @a and PartitionKey lt @b", parameters={"a": f"{config.id}_", "b": f"{config.id}_~"}
+    )
+    assert not list(facts)
+
+    def summaries() -> list[object]:
+        return list(
+            account.table(report_days.TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": config.id})
+        )
+
+    assert not summaries()
+    assert services().report_preferences.all()[config.id].deleted  # the mark stays an hour (late events elsewhere)
+    maintenance.report_upkeep(TimerRequest(past_due=False))  # the timer computes nothing for it any more
+    assert not list(
+        account.table(report_days.TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": config.id})
+    )
+    settings_table = services().storage.app.table("ReportSettings")
+    settings_table.update_entity({"PartitionKey": config.id, "RowKey": "report",
+                                  "UpdatedAt": datetime.now(UTC) - timedelta(hours=2)})  # fmt: skip
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    assert config.id not in services().report_preferences.all()
+
+
+def test_a_visit_across_midnight_counts_once_on_its_first_day_with_all_its_facts(
+    tenants: tuple[Tenant, Tenant],
+) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    record(config, midnight - timedelta(minutes=10))  # launched 23:50, admitted 23:53:30, ends 00:11
+    report = services().reports.report(config, {"days": "7"})
+    assert report.totals.visits == 1
+    by_day = {day: totals.visits for day, totals in report.per_day}
+    assert by_day[(midnight - timedelta(days=1)).date()] == 1 and by_day[midnight.date()] == 0
+    [row] = rows_of(export(owner.admin, config, days="7"))
+    assert row["day"] == (midnight - timedelta(days=1)).date().isoformat()
+    assert row["duration_seconds"] == str(int((21 - 3.5) * 60)) and row["status"] == "completed"
+
+
+def test_a_burst_of_one_visits_events_on_many_threads_records_once_without_contention(
+    tenants: tuple[Tenant, Tenant],
+) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    start = today_at(3)
+    messages = []
+    for n in range(40):  # one visit: 40 patients of a group visit, each through the lobby
+        messages += visit_messages(
+            services().sealer, configuration_id=config.id, geography=config.geography.value, visit_key="group-visit",
+            start=start + timedelta(seconds=n), wait_minutes=1 + n / 10, first_patient=n,
+        )  # fmt: skip
+    random.Random(3).shuffle(messages)
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        list(pool.map(services().report_recorder.record, messages))  # raises if any recording failed
+    [row] = rows_of(export(owner.admin, config, days="7"))
+    assert row["status"] == "completed" and row["providers"] == "1" and row["patients"] == "40"
+    assert len(row["lobby_waits"].split()) == 40
+
+
+def test_the_configuration_switch_opens_only_readable_reports(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, stranger = tenants
+    first, second = approved_in_storage(owner), approved_in_storage(owner)
+    html = text(page(owner.admin, first))
+    assert 'id="switch-configuration"' in html and second.id in html
+    switched = call(reports.report_index, "GET", "r", session=owner.admin, params={"configuration": second.id})
+    assert switched.status_code == 303 and switched.headers["Location"].endswith(f"/configurations/{second.id}/report")
+    refused = call(reports.report_index, "GET", "r", session=stranger.admin, params={"configuration": second.id})
+    assert refused.status_code == 404
+
+
+def test_an_event_older_than_the_retention_is_not_recorded(tenants: tuple[Tenant, Tenant]) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    services().report_preferences.save(config.id, ReportPreferences(retention_days=30))
+    record(config, datetime.now(UTC) - timedelta(days=31))
+    table = services().storage.for_geography(config.geography).table(report_store.TABLE)
+    assert not list(table.query_entities("PartitionKey ge @a and PartitionKey lt @b", parameters={
+        "a": f"{config.id}_", "b": f"{config.id}_~"}))  # fmt: skip
+
+
+def test_report_rows_hold_no_ehr_identifier_name_or_free_text(tenants: tuple[Tenant, Tenant]) -> None:
+    """A privacy scan of the report tables: every column of every row the report wrote for a configuration."""
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    messages = record(config, today_at(10), csn="CSN-424242", department="10501101")
+    services().report_days.compute(config.geography, config.id, today_at(10).date(), now=datetime.now(UTC))  # fmt: skip
+    account = services().storage.for_geography(config.geography)
+    rows = [
+        dict(r)
+        for r in account.table(report_store.TABLE).query_entities(
+            "PartitionKey ge @a and PartitionKey lt @b", parameters={"a": f"{config.id}_", "b": f"{config.id}_~"}
+        )
+    ]
+    rows += [dict(r) for r in account.table(report_days.TABLE).query_entities(
+        "PartitionKey eq @pk", parameters={"pk": config.id})]  # fmt: skip
+    assert rows
+    dump = json.dumps(rows, default=str)
+    for secret in ("CSN-424242", "dr-smith-123", "pat-456", "Practitioner/", "Patient/", "Smith", "leg-patient"):
+        assert secret not in dump, secret
+    declared = {f.name for store in (*report_store.INVENTORY, *report_days.INVENTORY) for f in store.fields}
+    assert {column for row in rows for column in row} <= declared
+    visit_key = json.loads(messages[0])["visitKey"]
+    assert visit_key not in dump  # the report's visit id is keyed apart from the visit's own key
