@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,9 +26,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.core import Locale, negotiate_locale
 from babel.dates import format_date as babel_format_date
+from babel.dates import format_skeleton as babel_format_skeleton
 from babel.dates import format_time as babel_format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 from babel.support import Translations
 from markupsafe import Markup
 
@@ -252,6 +254,21 @@ def format_date(moment: datetime | None, width: str = "medium") -> str:
     return babel_format_date(_local(moment)[0], width, locale=Locale.parse(current().code))
 
 
+def format_day(day: date | None, skeleton: str = "yMMMd") -> str:
+    """A calendar day (no time, no zone: a report's UTC day) the reader's way; ``skeleton`` says which fields."""
+    if day is None:
+        return ""
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return babel_format_skeleton(skeleton, moment, tzinfo=UTC, locale=Locale.parse(current().code))
+
+
+def format_number(value: float | None) -> str:
+    """A count or figure with the reader's digit grouping and decimal sign ("1,234" / "1.234")."""
+    if value is None:
+        return ""
+    return format_decimal(value, locale=Locale.parse(current().code))
+
+
 def time_element(moment: datetime | None, width: str = "medium", id: str | None = None) -> Markup:  # noqa: A002
     """A ``<time>`` element: the server's rendering, which the page's script re-renders in the browser's zone.
 
@@ -347,5 +364,7 @@ def jinja_globals() -> dict[str, Callable[..., Any]]:
         "format_datetime": format_datetime,
         "format_date": format_date,
         "format_clock": format_clock,
+        "format_day": format_day,
+        "format_number": format_number,
         "time_element": time_element,
     }

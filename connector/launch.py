@@ -143,14 +143,21 @@ def _rejected_page(exc: UpstreamRejected) -> ErrorPage:
 def _access_policy_page(exc: AccessPolicyMissing) -> ErrorPage:
     """For the clinician and the Teams administrator they call: the commands with the real ids, to copy."""
     return ErrorPage(
-        "Teams meeting could not be created",
-        "Microsoft Teams refused to create the meeting: no Teams application access policy allows this connector "
-        "to create meetings for the clinician who organizes this visit.",
+        N_("Teams meeting could not be created"),
+        N_(
+            "Microsoft Teams refused to create the meeting: no Teams application access policy allows this "
+            "connector to create meetings for the clinician who organizes this visit."
+        ),
         help=(
-            "A Teams administrator runs the PowerShell below (MicrosoftTeams module). If the policy already exists, "
-            "only the last command is needed.",
-            "To allow every clinician of the organization at once, grant the policy with -Global instead of -Identity.",
-            "The change can take up to 30 minutes to apply; then start the visit again.",
+            N_(
+                "A Teams administrator runs the PowerShell below (MicrosoftTeams module). If the policy already "
+                "exists, only the last command is needed."
+            ),
+            N_(
+                "To allow every clinician of the organization at once, grant the policy with -Global instead of "
+                "-Identity."
+            ),
+            N_("The change can take up to 30 minutes to apply; then start the visit again."),
         ),
         code_block=access_policy_commands(_connector_app_id(), exc.organizer_object_id),
     )
@@ -180,31 +187,33 @@ launch_page = page_with(LAUNCH_PAGES)  # clinicians' routes: the launch's techni
 
 # A patient's words: what happened in one line, what to do next, never a configuration detail. Whoever
 # can fix the cause finds it in the log under the correlation id the page shows.
-CANNOT_START = "We can't start your video visit right now"
-START_AGAIN = "Please open your visit again from the app or website where you started it."
-PATIENT_CALL_CLINIC = ErrorPage(CANNOT_START, "Please call your clinic. They can help you with your visit.")
+CANNOT_START = N_("We can't start your video visit right now")
+START_AGAIN = N_("Please open your visit again from the app or website where you started it.")
+STILL_NOT_WORKING = N_("If it still doesn't work, please call your clinic.")
+BRIEFLY_UNAVAILABLE = N_("Something is busy or briefly unavailable. This usually passes within a minute or two.")
+PATIENT_CALL_CLINIC = ErrorPage(CANNOT_START, N_("Please call your clinic. They can help you with your visit."))
 PATIENT_LINK_EXPIRED = ErrorPage(
-    "This link has expired",
-    "For your safety, the link to a video visit works only once and only for a short time.",
-    help=(START_AGAIN, "If it still doesn't work, please call your clinic."),
+    N_("This link has expired"),
+    N_("For your safety, the link to a video visit works only once and only for a short time."),
+    help=(START_AGAIN, STILL_NOT_WORKING),
 )
 PATIENT_VISIT_ENDED = ErrorPage(
-    "This video visit has ended",
-    "The visit is over, or its link is no longer valid.",
-    help=("If you still need to see your clinician, please call your clinic.",),
+    N_("This video visit has ended"),
+    N_("The visit is over, or its link is no longer valid."),
+    help=(N_("If you still need to see your clinician, please call your clinic."),),
 )
 PATIENT_LAUNCH_LATER = ErrorPage(
     CANNOT_START,
-    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
+    BRIEFLY_UNAVAILABLE,
     help=(
-        "Please wait a minute, then open your visit again from the app or website where you started it.",
-        "If it still doesn't work, please call your clinic.",
+        N_("Please wait a minute, then open your visit again from the app or website where you started it."),
+        STILL_NOT_WORKING,
     ),
 )
 PATIENT_RELOAD_LATER = ErrorPage(
     CANNOT_START,
-    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
-    help=("Please try again in a minute. If it still doesn't work, please call your clinic.",),
+    BRIEFLY_UNAVAILABLE,
+    help=(N_("Please try again in a minute. If it still doesn't work, please call your clinic."),),
     retry=True,
 )
 
@@ -313,7 +322,7 @@ def _respond(outcome: LaunchOutcome | SignInFirst, events: func.Out[str] | None 
         return render(
             "launch/signin_intro.html",
             {
-                "title": "Link your EHR account to Microsoft 365 once",
+                "title": N_("Link your EHR account to Microsoft 365 once"),
                 "state": outcome.state,
                 "csrf": outcome.csrf,
                 "minutes": int(INTRO_TTL.total_seconds() // 60),
@@ -346,13 +355,13 @@ class ContinueWithTheButton(ConnectorError):
     status = 405
     code = "signin_by_post"
     page = ErrorPage(
-        "Please use the Continue button",
-        "The Microsoft 365 sign-in starts only from the page that explains it, with its Continue button.",
-        help=("Start the visit again from Epic if you no longer have that page open.",),
+        N_("Please use the Continue button"),
+        N_("The Microsoft 365 sign-in starts only from the page that explains it, with its Continue button."),
+        help=(N_("Start the visit again from Epic if you no longer have that page open."),),
     )
 
     def __init__(self) -> None:
-        super().__init__("The sign-in start was opened as a link. Nothing was started.")
+        super().__init__(N_("The sign-in start was opened as a link. Nothing was started."))
 
 
 @bp.route(route="launch/signin/start", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -147,7 +147,7 @@ def _chrome(session: PortalSession | None) -> dict[str, Any]:
 
 
 def _page(template: str, session: PortalSession | None, *, status: int = 200, **context: Any) -> func.HttpResponse:
-    return render(template, {**_chrome(session), "words": _words(), **context}, status=status)
+    return render(template, {**_chrome(session), "words": portal_words(), **context}, status=status)
 
 
 def _choices() -> dict[str, Any]:
@@ -164,7 +164,8 @@ def _choices() -> dict[str, Any]:
     }
 
 
-def _words() -> dict[str, dict[str, str]]:
+def portal_words() -> dict[str, dict[str, str]]:
+    """The words the portal shows for each coded value (environments, geographies, vendors, …)."""
     return coded_words(_choices())
 
 
