@@ -13,14 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import azure.functions as func
 
-from connector import web
-from connector.launch import LAUNCH_PAGES, ConfirmWithTheButton
+from connector import i18n, web
+from connector.launch import (
+    LAUNCH_PAGES,
+    PATIENT_LAUNCH_PAGES,
+    PATIENT_VISIT_PAGES,
+    ConfirmWithTheButton,
+    ContinueWithTheButton,
+)
 from connector.portal import GEOGRAPHY_NAMES, NOTICES, coded_words
+from connector.reports import report_context
 from shared.configurations.model import (
     Configuration,
     ConfigurationInput,
@@ -59,6 +66,11 @@ from shared.microsoft.entra import GLOBAL_ADMINISTRATOR, PortalIdentity
 from shared.microsoft.teams import AccessPolicyMissing
 from shared.portal.service import OAUTH_CHECKS, EhrSignInFailed, FormErrors, describe, integration_records
 from shared.portal.sessions import PortalSession
+from shared.reports.preferences import ReportPreferences
+from shared.reports.service import Range, Report
+from shared.reports.totals import Totals
+from shared.visits.events import Role
+from shared.visits.panel import Panel, PanelRow, PanelState
 
 PUBLIC = "https://connector.example.org"
 CORRELATION = "0f3e2d1c-aaaa-4bbb-8ccc-123456789abc"
@@ -180,6 +192,8 @@ DATA = frozenset(
         "Oracle Health",
         "Epic (SetExternalConnectionStatus)",
         "FHIR AuditEvent",
+        "Cardiology",  # report departments: the EHR's own names
+        "Dermatology",
     }
 )
 
@@ -289,6 +303,167 @@ def _records(config: Configuration) -> func.HttpResponse:
     )
 
 
+def _patient_error(exc: Exception, pages: web.ErrorPages = PATIENT_VISIT_PAGES) -> func.HttpResponse:
+    return web.error_response(exc, CORRELATION, html=True, pages=pages)
+
+
+# --- the provider's live panel -------------------------------------------------------------------------------
+
+
+def _panel(*rows: PanelRow, ended: bool = False) -> Panel:
+    by_role = {row.role: row for row in rows}
+    every = tuple(
+        by_role.get(role, PanelRow(role, PanelState.NOT_ARRIVED)) for role in (Role.PATIENT, Role.PROVIDER, Role.STAFF)
+    )
+    return Panel(rows=every, meeting=True, ended_at=WHEN if ended else None, opened_at=WHEN - timedelta(minutes=20))
+
+
+PANELS: Mapping[str, Panel] = {
+    "launched": _panel(
+        PanelRow(Role.PROVIDER, PanelState.LAUNCHED, WHEN), PanelRow(Role.PATIENT, PanelState.WAITING_TO_JOIN, WHEN)
+    ),
+    "lobby": _panel(
+        PanelRow(Role.PATIENT, PanelState.IN_LOBBY, WHEN, lobby_since=WHEN),
+        PanelRow(Role.PROVIDER, PanelState.LAUNCHED, WHEN),
+    ),
+    "in-meeting": _panel(
+        PanelRow(Role.PATIENT, PanelState.IN_MEETING, WHEN, lobby_wait=timedelta(minutes=3, seconds=10)),
+        PanelRow(Role.PROVIDER, PanelState.IN_MEETING, WHEN),
+        PanelRow(Role.STAFF, PanelState.IN_MEETING, WHEN, lobby_wait=timedelta(seconds=40)),
+    ),
+    "left": _panel(
+        PanelRow(Role.PATIENT, PanelState.LEFT, WHEN, lobby_wait=timedelta(minutes=1, seconds=5)),
+        PanelRow(Role.PROVIDER, PanelState.IN_MEETING, WHEN),
+    ),
+    "ended": _panel(
+        PanelRow(Role.PATIENT, PanelState.LEFT, WHEN, lobby_wait=timedelta(minutes=2)),
+        PanelRow(Role.PROVIDER, PanelState.LEFT, WHEN),
+        ended=True,
+    ),
+}
+
+
+def _provider(panel: str, **context: Any) -> func.HttpResponse:
+    values = {
+        "join_web_url": "https://teams.example.org/l/meetup-join/1",
+        "panel": PANELS[panel],
+        "panel_etag": '"panel-1"',
+        "presence_url": "/api/visits/v1/presence?t=token",
+        "page_url": "/api/visits/v1?t=token",
+        "poll_seconds": 0 if PANELS[panel].ended else 5,
+    }
+    return web.render("launch/provider.html", values | context)
+
+
+# --- the patient's waiting room ------------------------------------------------------------------------------
+
+# As the EHR gives it: its own UTC offset (shown in it until the browser's script shows the patient's zone).
+APPOINTMENT = WHEN.astimezone(timezone(timedelta(hours=1)))
+
+
+def _waiting(**context: Any) -> func.HttpResponse:
+    values = {
+        "refresh_url": "/api/visits/v1?t=token",
+        "status_url": "/api/visits/v1/presence?t=token",
+        "poll_seconds": 5,
+        "recheck_seconds": 10,
+        "overdue": False,
+        "organization": None,
+        "appointment_start": None,
+    }
+    return web.render("launch/waiting.html", values | context)
+
+
+# --- usage reports -------------------------------------------------------------------------------------------
+
+REPORT_DAYS = [WHEN.date() - timedelta(days=n) for n in range(6, -1, -1)]
+
+
+def _day_totals(n: int) -> Totals:
+    hours = [0] * 24
+    hours[15] = n
+    statuses = {"completed": n, "no_show": 1, "abandoned": 1 if n > 1 else 0, "in_progress": 1 if n > 2 else 0}
+    return Totals(
+        statuses={k: v for k, v in statuses.items() if v},
+        waits={20: 1, 125: n, 1900: 1},
+        durations={900: n, 4200: 1},
+        hours=hours,
+        attendants={"patient": n, "provider": n},
+    )
+
+
+def _report(*, analytics: bool = True, show_csn: bool = False, empty: bool = False) -> Report:
+    per_day = [(day, Totals() if empty else _day_totals(i % 4)) for i, day in enumerate(REPORT_DAYS)]
+    totals = Totals()
+    for _, day_totals in per_day:
+        totals = totals.plus(day_totals)
+    return Report(
+        config=APPROVED,
+        preferences=ReportPreferences(analytics=analytics, show_csn=show_csn),
+        range=Range(REPORT_DAYS[0], REPORT_DAYS[-1], None if empty else 7),
+        department="",
+        departments=[] if empty else ["Cardiology", "Dermatology"],
+        per_day=per_day,
+        totals=totals,
+        computed_days=0,
+        as_of=None if empty else WHEN,
+    )
+
+
+REPORT_ROWS = [
+    {
+        "id": "r-7f3a9c",
+        "status": "completed",
+        "department": "Cardiology",
+        "organizer": "o-19be",
+        "start": WHEN,
+        "duration": 1260,
+        "wait": 95,
+        "attendants": {"patient": 1, "provider": 1, "staff": 2},
+    },
+    {
+        "id": "r-c01d44",
+        "status": "no_show",
+        "department": "",
+        "organizer": None,
+        "start": WHEN + timedelta(hours=1),
+        "duration": 4000,
+        "wait": None,
+        "attendants": {"provider": 2},
+    },
+    {
+        "id": "r-99aa01",
+        "status": "abandoned",
+        "department": "Dermatology",
+        "organizer": "o-2c4d",
+        "start": None,
+        "duration": None,
+        "wait": 700,
+        "attendants": {"patient": 2},
+    },
+]
+
+
+def _report_page(user: PortalIdentity, report: Report, **context: Any) -> func.HttpResponse:
+    values: dict[str, Any] = {
+        "configurations": [APPROVED, _configuration(approved=True, id="cfg-0002", environment=Environment.PRODUCTION)],
+        "params": {"days": "7"},
+        "day": WHEN.date(),
+        "rows": REPORT_ROWS,
+        "after": None,
+        "notice": None,
+    }
+    page = report_context(_session(user), report, **(values | context))
+    return web.render("portal/report.html", {**page, "words": coded_words(_choices())})
+
+
+def formatted_dates() -> frozenset[str]:
+    """How the sample dates and times read in the current language: Babel's words, not the catalogue's."""
+    days = {i18n.format_day(day) for day in REPORT_DAYS} | {i18n.format_day(day, "MMMd") for day in REPORT_DAYS}
+    clocks = {i18n.format_clock(WHEN), i18n.format_clock(APPOINTMENT), i18n.format_datetime(WHEN)}
+    return frozenset(days | clocks | {i18n.format_date(WHEN)})
+
+
 PageState = Callable[[], func.HttpResponse]
 
 PAGE_STATES: Mapping[str, PageState] = {
@@ -326,38 +501,38 @@ PAGE_STATES: Mapping[str, PageState] = {
         },
     ),
     "launch/declined": lambda: web.render("launch/declined.html", {"title": N_("Nothing was linked")}),
-    "launch/provider": lambda: web.render(
-        "launch/provider.html",
-        {
-            "join_web_url": "https://teams.example.org/l/meetup-join/1",
-            "presence": {"patient": "in_lobby", "provider": "in_meeting", "staff": "not_arrived"},
-            "presence_url": "/api/visits/v1/presence?t=token",
-            "poll_seconds": 4,
-        },
+    "launch/signin-intro": lambda: web.render(
+        "launch/signin_intro.html",
+        {"title": N_("Link your EHR account to Microsoft 365 once"), "state": "state", "csrf": "csrf", "minutes": 10},
     ),
-    "launch/provider-with-join-link": lambda: web.render(
-        "launch/provider.html",
-        {
-            "join_web_url": "https://teams.example.org/l/meetup-join/1",
-            "presence": {"patient": "not_arrived", "provider": "in_meeting", "staff": "not_arrived"},
-            "presence_url": "/api/visits/v1/presence?t=token",
-            "poll_seconds": 4,
-            "patient_join_link": f"{PUBLIC}/api/visits/v1?t=patient-token",
-        },
+    "launch/provider": lambda: _provider("in-meeting"),
+    "launch/provider-launched": lambda: _provider("launched"),
+    "launch/provider-lobby": lambda: _provider("lobby"),
+    "launch/provider-left": lambda: _provider("left"),
+    "launch/provider-ended": lambda: _provider("ended"),
+    "launch/provider-with-join-link": lambda: _provider(
+        "lobby", patient_join_link=f"{PUBLIC}/api/visits/v1?t=patient-token"
     ),
-    "launch/provider-preparing": lambda: web.render(
-        "launch/provider.html",
-        {
-            "join_web_url": None,
-            "presence": {"patient": "left", "provider": "not_arrived", "staff": "not_arrived"},
-            "presence_url": "/api/visits/v1/presence?t=token",
-            "poll_seconds": 4,
-        },
+    "launch/provider-preparing": lambda: _provider("launched", join_web_url=None),
+    "launch/panel-fragment": lambda: web.render("launch/_panel.html", {"panel": PANELS["in-meeting"]}),
+    "launch/waiting": lambda: _waiting(),
+    "launch/waiting-with-appointment": lambda: _waiting(organization="Contoso Health", appointment_start=APPOINTMENT),
+    "launch/waiting-organization-only": lambda: _waiting(organization="Contoso Health", recheck_seconds=1),
+    "launch/waiting-time-only": lambda: _waiting(appointment_start=WHEN),
+    "launch/waiting-overdue": lambda: _waiting(
+        overdue=True, organization="Contoso Health", appointment_start=APPOINTMENT, recheck_seconds=60
     ),
-    "launch/waiting": lambda: web.render(
-        "launch/waiting.html",
-        {"refresh_url": "/api/visits/v1?t=token", "status_url": "/api/visits/v1/presence?t=token", "poll_seconds": 5},
+    "launch/waiting-overdue-organization-only": lambda: _waiting(overdue=True, organization="Contoso Health"),
+    "launch/waiting-overdue-time-only": lambda: _waiting(overdue=True, appointment_start=WHEN),
+    "launch/waiting-overdue-nothing-known": lambda: _waiting(overdue=True),
+    "launch/patient-link-expired": lambda: _patient_error(StateError(N_("This sign-in link has expired."))),
+    "launch/patient-visit-ended": lambda: _patient_error(NotFound(N_("There is no such visit."), code="visit_gone")),
+    "launch/patient-call-clinic": lambda: _patient_error(Forbidden(N_("This page is for clinicians."))),
+    "launch/patient-reload-later": lambda: _patient_error(UpstreamUnavailable("down", system="Microsoft Graph")),
+    "launch/patient-launch-later": lambda: _patient_error(
+        UpstreamUnavailable("down", system="EHR"), PATIENT_LAUNCH_PAGES
     ),
+    "launch/patient-bug": lambda: _patient_error(RuntimeError("boom")),
     "launch/error-relaunch": lambda: _launch_error(
         StateError(N_("This sign-in link has expired. Please start again."))
     ),
@@ -374,6 +549,10 @@ PAGE_STATES: Mapping[str, PageState] = {
     "launch/error-forged": lambda: _launch_error(ConfirmationForged()),
     "launch/error-confirm-by-link": lambda: _launch_error(ConfirmWithTheButton()),
     "launch/error-access-policy": lambda: _launch_error(AccessPolicyMissing()),
+    "launch/error-access-policy-with-organizer": lambda: _launch_error(
+        AccessPolicyMissing("bbbbbbbb-0000-4000-8000-000000000001")
+    ),
+    "launch/error-signin-by-link": lambda: _launch_error(ContinueWithTheButton()),
     "launch/error-context-mismatch": lambda: _launch_error(LaunchContextMismatch("sessionId")),
     "launch/error-context-unverifiable": lambda: _launch_error(UnverifiableLaunchContext("no_ehr_context")),
     "launch/error-visit-ended": lambda: _launch_error(
@@ -522,5 +701,22 @@ PAGE_STATES: Mapping[str, PageState] = {
     "portal/records-edit-awaiting": lambda: _records(EDIT_OF_PROOF),
     "portal/records-not-approved": lambda: _portal(
         "portal/records.html", ADMIN, title=N_("Integration records"), config=PENDING, records=None
+    ),
+    # --- usage reports -------------------------------------------------------------------------------------
+    "portal/reports": lambda: _portal(
+        "portal/reports.html",
+        ADMIN,
+        title=N_("Usage reports"),
+        configurations=[APPROVED, _configuration(approved=True, id="cfg-0002", environment=Environment.PRODUCTION)],
+    ),
+    "portal/reports-empty": lambda: _portal(
+        "portal/reports.html", APPROVER, title=N_("Usage reports"), configurations=[]
+    ),
+    "portal/report": lambda: _report_page(ADMIN, _report(), notice=N_("Report settings saved.")),
+    "portal/report-more-appointments": lambda: _report_page(
+        ADMIN, _report(show_csn=True), params={"from": "2026-03-08", "to": "2026-03-14"}, after="row-key"
+    ),
+    "portal/report-empty-analytics-off": lambda: _report_page(
+        APPROVER, _report(analytics=False, empty=True), configurations=[APPROVED], params={}, rows=[]
     ),
 }

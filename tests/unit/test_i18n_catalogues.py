@@ -23,7 +23,7 @@ from babel.support import Translations
 
 from connector import i18n, web
 from connector.web import TEMPLATES_DIR
-from tests.support.page_states import DATA, PAGE_STATES, WHEN
+from tests.support.page_states import DATA, PAGE_STATES, formatted_dates
 from tools.i18n import problems, template, translated_languages
 
 OPEN, CLOSE = "⟦", "⟧"
@@ -119,9 +119,9 @@ def pseudo(monkeypatch: pytest.MonkeyPatch) -> None:
     catalog = Catalog(locale="en", domain=i18n.DOMAIN)
     for message in template():
         if isinstance(message.id, tuple):
-            catalog.add(message.id, tuple(f"{OPEN}{form}{CLOSE}" for form in message.id))
+            catalog.add(message.id, tuple(f"{OPEN}{form}{CLOSE}" for form in message.id), context=message.context)
         elif message.id:
-            catalog.add(message.id, f"{OPEN}{message.id}{CLOSE}")
+            catalog.add(message.id, f"{OPEN}{message.id}{CLOSE}", context=message.context)
     compiled = io.BytesIO()
     write_mo(compiled, catalog)
     compiled.seek(0)
@@ -133,7 +133,7 @@ def pseudo(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_rendered_page_has_no_untranslated_text(name: str, pseudo: None) -> None:
     with i18n.speaking(i18n.language_for("GET", "https://connector.example.org/api/page", "en")):
         body = PAGE_STATES[name]().get_body().decode()
-        dates = frozenset({i18n.format_datetime(WHEN), i18n.format_date(WHEN)})
+        dates = formatted_dates()
     body = without_translated(body)
     untranslated = {text: words for text in readable_text(body) if (words := prose(text, DATA | dates))}
     assert not untranslated, f"{name}: text that is not in the catalogue: {untranslated}"
