@@ -514,7 +514,6 @@ PAGE_STATES: Mapping[str, PageState] = {
         "lobby", patient_join_link=f"{PUBLIC}/api/visits/v1?t=patient-token"
     ),
     "launch/provider-preparing": lambda: _provider("launched", join_web_url=None),
-    "launch/panel-fragment": lambda: web.render("launch/_panel.html", {"panel": PANELS["in-meeting"]}),
     "launch/waiting": lambda: _waiting(),
     "launch/waiting-with-appointment": lambda: _waiting(organization="Contoso Health", appointment_start=APPOINTMENT),
     "launch/waiting-organization-only": lambda: _waiting(organization="Contoso Health", recheck_seconds=1),
