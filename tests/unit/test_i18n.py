@@ -4,7 +4,7 @@ on our own links and redirects (never on the EHR's or Microsoft's), marked text,
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -152,6 +152,31 @@ def test_dates_and_times_are_written_the_readers_way_in_their_zone_or_in_labelle
         assert i18n.format_datetime(moment.replace(tzinfo=None)) == "Mar 14, 2026, 3:09\u202fPM UTC"
     with i18n.speaking(i18n.Language("fr")):
         assert i18n.format_datetime(moment, "long") == "14 mars 2026, 15:09 UTC"
+
+
+def test_a_time_of_day_keeps_the_offset_it_came_with_unless_the_reader_named_a_zone() -> None:
+    appointment = datetime(2026, 12, 5, 9, 30, tzinfo=timezone(timedelta(hours=-5)))  # as an EHR gives it
+    with i18n.speaking(i18n.Language("it")):
+        assert i18n.format_clock(appointment) == "09:30 UTC-05:00"
+        assert i18n.format_clock(appointment.astimezone(UTC)) == "14:30 UTC"
+        element = str(i18n.time_element(appointment, "time", id="appointment-time"))
+    assert element == (
+        '<time datetime="2026-12-05T14:30:00Z" data-local="time" id="appointment-time">09:30 UTC-05:00</time>'
+    )
+    with i18n.speaking(i18n.language_for("GET", "https://c.example/api/x?tz=Europe/Berlin&lang=de", None)):
+        assert i18n.format_clock(appointment) == "15:30 Europe/Berlin"
+        assert i18n.format_datetime(appointment) == "05.12.2026, 15:30 Europe/Berlin"
+
+
+def test_report_days_and_figures_are_written_the_readers_way() -> None:
+    with i18n.speaking(i18n.Language("de")):
+        assert i18n.format_day(date(2026, 3, 14)) == "14. März 2026"
+        assert i18n.format_day(date(2026, 3, 14), "MMMd") == "14. März"
+        assert i18n.format_number(12345) == "12.345"
+    with i18n.speaking(i18n.Language("en")):
+        assert i18n.format_day(date(2026, 3, 14), "MMMd") == "Mar 14"
+        assert i18n.format_number(12345) == "12,345"
+    assert i18n.format_day(None) == "" and i18n.format_number(None) == ""
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "../../etc/passwd", "Europe/Rome; x", "Europe", "x" * 80, ""])
