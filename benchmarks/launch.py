@@ -93,8 +93,12 @@ def host_settings(world_environ: dict[str, str], **extra: str) -> dict[str, str]
     return {**world_environ, **disabled, **extra}
 
 
+PHASES: list[bool] = []  # --phases: the main host times a warm launch's phases
+PROFILE: list[Path] = []  # --profile: where the main host writes its cProfile of the warm launches
+
+
 def separate_host(environ: dict[str, str], port: int) -> HostProcess:
-    return HostProcess(host_settings(environ), port)
+    return HostProcess(host_settings(environ), port, profile=PROFILE[0] if PROFILE else None, phases=bool(PHASES))
 
 
 class Launcher:
@@ -282,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--warm-runs", type=int, default=30)
+    parser.add_argument("--phases", action="store_true", help="print where a warm launch's CPU goes, phase by phase")
+    parser.add_argument("--profile", type=Path, help="cProfile the host's invocations into this file (pstats)")
     args = parser.parse_args(argv)
+    if args.profile:
+        PROFILE.append(args.profile.resolve())
+    if args.phases:
+        PHASES.append(True)
     latency = args.latency_ms / 1000
 
     base = azurite.free_port_base()
@@ -308,8 +318,16 @@ def main(argv: list[str] | None = None) -> int:
             floors: list[dict[str, Any]] = []
             served_each: list[float] = []
             visit_row = any_visit_row(world)
+            by_thread: Counter[str] = Counter()
+            phase_cpu: Counter[str] = Counter()
+            if args.phases:
+                host.phases()
             for batch in split(args.warm_runs, ROUNDS):
+                threads_before = host.threads()
                 done = warm_launches(world, host, batch, smith_visit)
+                by_thread.update({k: v - threads_before.get(k, 0.0) for k, v in host.threads().items()})
+                if args.phases:
+                    phase_cpu.update({label: spent for label, (spent, _) in host.phases().items()})
                 for kind in warm.cpu:
                     warm.cpu[kind] += done.cpu[kind]
                     warm.ops[kind].update(done.ops[kind])
@@ -340,6 +358,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"floor {ms(floor_cpu)}; ratio {median / floor_cpu:.2f} (target <= 1.5); with the launch "
                       f"event's queue message in the floor ({ms(queue_cpu)}): "
                       f"{median / (floor_cpu + queue_cpu):.2f}")  # fmt: skip
+            launches = 2 * args.warm_runs
+            print(
+                "  Where the host's CPU of a warm launch goes, by thread (mean of both kinds, 10 ms ticks): "
+                + ", ".join(f"{name} {v / launches * 1000:.2f} ms" for name, v in by_thread.most_common())
+            )
+            if args.phases:
+                print("  Phases of a warm launch (host CPU per launch, mean of both kinds, inclusive; --phases adds "
+                      "its own timing):")  # fmt: skip
+                for label in sorted(phase_cpu):
+                    print(f"    {label}: {phase_cpu[label] / launches * 1000:.3f} ms")
             for kind, counts in warm.ops.items():
                 per = per_launch(counts, args.warm_runs)
                 print(f"Table operations per warm {kind} launch: {sum(per.values()):g} {per} (target <= 2)")
@@ -364,13 +392,15 @@ def main(argv: list[str] | None = None) -> int:
             error_count, durations, errors = asyncio.run(concurrent_patient_launches(world, args.concurrency, host.url))
             wall = time.perf_counter() - started
             cpu_each = (host.cpu() - before) / args.concurrency
+            memory = host.rss()
             if error_count:
                 print("  The host's log, last lines:\n" + host.log_tail())
             p50 = percentile(durations, 0.5) if durations else float("nan")
             p99 = percentile(durations, 0.99) if durations else float("nan")
             print(f"{args.concurrency} concurrent patient launches against one host process: {error_count} errors "
                   f"{dict(errors) or ''} (target 0); wall p50 {ms(p50)}, p99 {ms(p99)}, all in {wall:.1f} s; "
-                  f"host CPU {ms(cpu_each)} per launch")  # fmt: skip
+                  f"host CPU {ms(cpu_each)} per launch; host resident memory {memory['rss_mb']:.0f} MB, "
+                  f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
             peak = PEAK_LAUNCHES_PER_MINUTE / 60
             print(f"  Arithmetic (one Python worker process uses at most one core; {ms(cpu_each)} CPU per launch): "
                   f"one instance serves at most {1 / cpu_each:.0f} launches/s; the peak is {peak:.0f}/s, "
