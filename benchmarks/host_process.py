@@ -160,6 +160,25 @@ LAUNCH_PHASES = {
     "3 queue output sent (local host)": "invoker:_flush",
     "4 error edge + correlation id": "connector.web:correlation_id",
 }
+# A writeback event's phases (benchmarks.writeback --phases).
+WRITEBACK_PHASES = {
+    "W queue message processed (local host: decode, invoke, delete)": "sandbox.host.queues:QueueListener.process",
+    "W0 invocation (thread hand-off to the worker pool and back)": "invoker:invoke",
+    "W1 the function": "function:writeback_events",
+    "W2 usage-report recorder": "shared.reports.recorder:FactRecorder.record",
+    "W3 writeback worker": "shared.writeback.worker:WritebackWorker.handle",
+    "W3a event parsed (recorder and worker)": "shared.visits.events:VisitEvent.from_json",
+    "W2b event opened by the recorder": "shared.reports.recorder:open_event",
+    "W3b event opened by the worker": "shared.writeback.worker:open_event",
+    "W3c visit read": "shared.visits.repository:VisitRepository.get",
+    "W3d configuration (memo)": "shared.writeback.targets:ConfigurationTargets.target_for",
+    "W3e ledger claim": "shared.writeback.ledger:WritebackLedger.claim",
+    "W3f EHR call": "shared.writeback.worker:WritebackWorker._call",
+    "W3g done mark": "shared.writeback.ledger:WritebackLedger.mark_done",
+    "W3h presence write": "shared.writeback.worker:WritebackWorker._record_presence",
+    "W3i context release check": "shared.writeback.worker:WritebackWorker.release_context_when_done",
+    "W3j ledger pending query": "shared.writeback.ledger:WritebackLedger.pending",
+}
 
 
 class PhaseTimes:
@@ -198,7 +217,7 @@ def time_phases(host: Any) -> PhaseTimes:
     import importlib
 
     phases = PhaseTimes()
-    for label, target in LAUNCH_PHASES.items():
+    for label, target in {**LAUNCH_PHASES, **WRITEBACK_PHASES}.items():
         module_name, path = target.split(":")
         if module_name == "function":  # an indexed function: the host holds the callable itself
             for entry in host.functions:
@@ -208,7 +227,9 @@ def time_phases(host: Any) -> PhaseTimes:
         owner: Any = host._invoker if module_name == "invoker" else importlib.import_module(module_name)
         *parents, name = path.split(".")
         for parent in parents:
-            owner = getattr(owner, parent)
+            owner = getattr(owner, parent, None)
+        if owner is None or not hasattr(owner, name):
+            continue  # not in this app (e.g. a class renamed): the phase is not shown
         setattr(owner, name, phases.wrap(label, getattr(owner, name)))
     return phases
 
