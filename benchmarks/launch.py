@@ -206,11 +206,17 @@ def request_cpu(host: HostProcess, path: str = "/api/health", runs: int = 100) -
         return (host.cpu() - before) / runs
 
 
+IDLE_BY_THREAD: Counter[str] = Counter()
+
+
 def idle_cpu(host: HostProcess, seconds: float = 3.0) -> float:
     """Host CPU per second with nothing to do (its HTTP server, the disabled listeners): background noise."""
+    threads = host.threads()
     before = host.cpu()
     time.sleep(seconds)
-    return (host.cpu() - before) / seconds
+    spent = (host.cpu() - before) / seconds
+    IDLE_BY_THREAD.update({k: (v - threads.get(k, 0.0)) / seconds for k, v in host.threads().items()})
+    return spent
 
 
 def floor(world: LaunchWorld, appointment_visit: tuple[str, str, str], runs: int) -> dict[str, Any]:
@@ -237,6 +243,10 @@ def any_visit_row(world: LaunchWorld) -> tuple[str, str, str]:
     return geography.value, str(row["PartitionKey"]), str(row["RowKey"])
 
 
+CALLBACK_WALLS: list[float] = []  # wall seconds of each concurrent launch's callback hop (its token POST inside)
+FAILED_CORRELATIONS: list[str] = []  # of the failed concurrent launches, to find their lines in the host's log
+
+
 async def concurrent_patient_launches(
     world: LaunchWorld, count: int, base: str
 ) -> tuple[int, list[float], Counter[str]]:
@@ -256,13 +266,17 @@ async def concurrent_patient_launches(
                 begin = await client.get(url)
                 if begin.status_code != 303:
                     errors[f"launch HTTP {begin.status_code}"] += 1
+                    FAILED_CORRELATIONS.append(begin.headers.get("x-correlation-id", "?"))
                     return
                 hop = "EHR authorize"
                 authorized = await client.get(begin.headers["location"])
                 hop = "callback"
+                callback_started = time.perf_counter()
                 callback = await client.get(urljoin(str(authorized.url), authorized.headers["location"]))
+                CALLBACK_WALLS.append(time.perf_counter() - callback_started)
                 if callback.status_code != 303:
                     errors[f"callback HTTP {callback.status_code}"] += 1
+                    FAILED_CORRELATIONS.append(callback.headers.get("x-correlation-id", "?"))
                     return
             except httpx.HTTPError as exc:
                 errors[f"{hop} {type(exc).__name__}"] += 1
@@ -350,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Floor (fresh processes, same libraries, median of {ROUNDS} rounds, {floor_figures['runs']} runs): "
                   f"{steps}; "
                   f"+ 2 minimal requests through the host ({ms(served)} each) = {ms(floor_cpu)}")  # fmt: skip
-            print(f"Host idle CPU: {idle * 1000:.2f} ms per second (background, not subtracted)")
+            print(
+                f"Host idle CPU: {idle * 1000:.2f} ms per second (background, not subtracted; by thread: "
+                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in IDLE_BY_THREAD.most_common(4))
+                + ")"
+            )
             for kind, values in warm.cpu.items():
                 median = statistics.median(values)
                 p90 = ms(percentile(values, 0.9))
@@ -394,7 +412,15 @@ def main(argv: list[str] | None = None) -> int:
             cpu_each = (host.cpu() - before) / args.concurrency
             memory = host.rss()
             if error_count:
+                log = host.log_tail(200_000)
+                lines = [line for line in log.splitlines() if any(c in line for c in FAILED_CORRELATIONS)]
+                print(f"  Failed launches' correlation ids: {FAILED_CORRELATIONS}; their lines in the host's log:")
+                print("\n".join(f"    {line}" for line in lines) or "    (none)")
                 print("  The host's log, last lines:\n" + host.log_tail())
+            if CALLBACK_WALLS:
+                print(f"  Callback hop wall time (the host's token POST to the EHR inside; the host's read timeout "
+                      f"is HTTP_TIMEOUT_SECONDS, 10 s): p50 {ms(percentile(CALLBACK_WALLS, 0.5))}, p99 "
+                      f"{ms(percentile(CALLBACK_WALLS, 0.99))}, max {ms(max(CALLBACK_WALLS))}")  # fmt: skip
             p50 = percentile(durations, 0.5) if durations else float("nan")
             p99 = percentile(durations, 0.99) if durations else float("nan")
             print(f"{args.concurrency} concurrent patient launches against one host process: {error_count} errors "
