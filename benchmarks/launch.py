@@ -54,7 +54,7 @@ from tests.support.launch_world import LEE, LEE_UPN, SMITH, SMITH_UPN, LaunchWor
 ROOT = Path(__file__).resolve().parent.parent
 SMITH_OID = "b0000000-0000-4000-8000-000000000001"
 # The host's queue and timer functions: a launch's CPU is the launch's alone.
-BACKGROUND_FUNCTIONS = ("writeback_events", "sweep_expired_state", "subscription_upkeep")
+BACKGROUND_FUNCTIONS = ("writeback_events", "sweep_expired_state", "subscription_upkeep", "report_upkeep")
 PEAK_LAUNCHES_PER_MINUTE = 2000
 ROUNDS = 3  # warm launches and floor measurements alternate in this many rounds
 INSTANCE_COUNTS = (1, 4, 20)

@@ -78,12 +78,18 @@ CPU_CASES = (
 )
 
 
-def cpu_per_event(env: dict[str, str], events: int, latency_ms: int, *, phases: bool = False) -> None:
+def cpu_per_event(
+    env: dict[str, str], events: int, latency_ms: int, *, per_visit: float = 8.0, phases: bool = False
+) -> None:
+    """Host CPU per event. ``per_visit`` events land on each visit (benchmarks.cost assumes 8: two launches and six
+    Graph facts), so the once-per-visit work at a meeting's end (the ledger's pending query, the context's release)
+    weighs on each event as it does in a real visit."""
     from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
 
+    visits = 1 + max(1, round(events / per_visit))  # visit 0 belongs to the pending configuration
     for mode, analytics in CPU_CASES:
         with WritebackLoad(
-            env, visits=200, ehr_latency_ms=latency_ms, mode=mode, separate_host=True, phases=phases
+            env, visits=visits, ehr_latency_ms=latency_ms, mode=mode, separate_host=True, phases=phases
         ) as load:
             ReportPreferenceStore(load.storage.app).save(load.configuration_id, ReportPreferences(analytics=analytics))
             host = load.host
@@ -108,7 +114,8 @@ def cpu_per_event(env: dict[str, str], events: int, latency_ms: int, *, phases: 
             floor = _floor(load, mode, runs=min(events, 300))
             steps = ", ".join(f"{k} {v:.2f} ms" for k, v in floor["steps_ms"].items())
             report = "usage report on" if analytics else "usage report off"
-            print(f"0. {mode.value}, {report}: host CPU per event {cpu * 1000:.2f} ms "
+            print(f"0. {mode.value}, {report}, {events} events over {visits - 1} visits: host CPU per event "
+                  f"{cpu * 1000:.2f} ms "
                   f"(host idle {idle * 1000:.2f} ms/s, not subtracted); floor {floor['total_ms']:.2f} ms ({steps}); "
                   "ratio "
                   f"{cpu * 1000 / floor['total_ms']:.2f} (target <= 1.1)")  # fmt: skip
@@ -288,12 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent webhook requests")
     parser.add_argument("--reliability", type=int, default=10_000, help="events for the reliability figure (0: skip)")
     parser.add_argument("--phases", action="store_true", help="print where an event's CPU goes, phase by phase")
+    parser.add_argument("--events-per-visit", type=float, default=8.0, help="events per visit in the CPU figure")
     args = parser.parse_args(argv)
     import logging
 
     logging.disable(logging.CRITICAL)  # the faults make the host log every retry with its traceback
     with azurite_env() as env:
-        cpu_per_event(env, args.cpu_events, args.latency_ms, phases=args.phases)
+        cpu_per_event(env, args.cpu_events, args.latency_ms, per_visit=args.events_per_visit, phases=args.phases)
         if not args.events:
             return 0
         drain(env, args.events, args.latency_ms)

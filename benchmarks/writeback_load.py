@@ -133,6 +133,7 @@ class WritebackLoad:
             "HTTP_TIMEOUT_SECONDS": str(self.http_timeout),
             "AzureWebJobs.subscription_upkeep.Disabled": "true",
             "AzureWebJobs.sweep_expired_state.Disabled": "true",
+            "AzureWebJobs.report_upkeep.Disabled": "true",  # a timer: its work is no event's
             **self.extra_settings,
         }
         self.environ = settings
