@@ -33,10 +33,10 @@ HTTP_CONCURRENCY = {512: 8, 2048: 16, 4096: 32}
 # Measured by benchmarks.writeback (host CPU ms per event, Table operations per event), 8 events per visit:
 # (writeback mode, usage report analytics on). Overridable: --writeback-cpu-ms, --writeback-table-ops.
 MEASURED_WRITEBACK = {
-    ("fhir", False): (3.9, 2.0),
-    ("fhir", True): (5.0, 3.0),
-    ("epic", False): (6.3, 4.3),
-    ("epic", True): (7.4, 5.3),
+    ("fhir", False): (4.06, 2.0),
+    ("fhir", True): (5.00, 3.0),
+    ("epic", False): (5.76, 4.0),
+    ("epic", True): (6.86, 5.0),
 }
 QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
 
