@@ -55,20 +55,17 @@ def roster(at: float, role: Role, state: EventKind) -> Fact:
 
 
 MIN = 60
+TYPICAL_VISIT = (  # also the facts of the "panel hidden" scenario: the same visit, watched from Teams
+    launch(0, C),
+    roster(45, C, IN),
+    launch(120, P),
+    roster(150, P, LOBBY),
+    roster(240, P, IN),
+    roster(14 * MIN, P, LEFT),
+    roster(14 * MIN + 30, C, LEFT),
+)
 SCENARIOS = (
-    Scenario(
-        "typical 15-min visit",
-        (
-            launch(0, C),
-            roster(45, C, IN),
-            launch(120, P),
-            roster(150, P, LOBBY),
-            roster(240, P, IN),
-            roster(14 * MIN, P, LEFT),
-            roster(14 * MIN + 30, C, LEFT),
-        ),
-        closed_at=16 * MIN,
-    ),
+    Scenario("typical 15-min visit", TYPICAL_VISIT, closed_at=16 * MIN),
     Scenario(
         "patient waiting first",
         (
@@ -99,15 +96,7 @@ SCENARIOS = (
     ),
     Scenario(
         "panel hidden while in Teams",
-        (
-            launch(0, C),
-            roster(45, C, IN),
-            launch(120, P),
-            roster(150, P, LOBBY),
-            roster(240, P, IN),
-            roster(14 * MIN, P, LEFT),
-            roster(14 * MIN + 30, C, LEFT),
-        ),
+        TYPICAL_VISIT,
         closed_at=16 * MIN,
         hidden=((50, 13 * MIN), (13 * MIN + 20, 14 * MIN + 40)),
     ),

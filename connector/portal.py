@@ -112,7 +112,7 @@ def portal_url(path: str = "", **query: str) -> str:
     return f"/api/portal{path}" + (f"?{suffix}" if suffix else "")
 
 
-def _signed_in(req: func.HttpRequest, *, admin: bool = False) -> PortalSession:
+def signed_in(req: func.HttpRequest, *, admin: bool = False) -> PortalSession:
     """The request's portal session (an administrator's, if ``admin``); without one, a redirect to sign in."""
     session = current_session(req)
     if session is None:
@@ -131,9 +131,9 @@ def _csrf_form(req: func.HttpRequest, session: PortalSession) -> dict[str, str]:
     return form
 
 
-def _signed_in_form(req: func.HttpRequest, *, admin: bool = False) -> tuple[PortalSession, dict[str, str]]:
-    """A state-changing POST: the signed-in user's session (see ``_signed_in``) and their CSRF-checked form."""
-    session = _signed_in(req, admin=admin)
+def signed_in_form(req: func.HttpRequest, *, admin: bool = False) -> tuple[PortalSession, dict[str, str]]:
+    """A state-changing POST: the signed-in user's session (see ``signed_in``) and their CSRF-checked form."""
+    session = signed_in(req, admin=admin)
     return session, _csrf_form(req, session)
 
 
@@ -305,14 +305,14 @@ def _blank_row() -> dict[str, str]:
 @bp.route(route="portal/configurations/new", methods=["GET"], auth_level=ANON)
 @page
 def new_configurations(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req, admin=True)
+    session = signed_in(req, admin=True)
     return _new_form(session, [_blank_row()])
 
 
 @bp.route(route="portal/configurations", methods=["POST"], auth_level=ANON)
 @page
 def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
-    session, form = _signed_in_form(req, admin=True)
+    session, form = signed_in_form(req, admin=True)
     try:
         count = int(form.get("rows", "1"))
     except ValueError:
@@ -362,7 +362,7 @@ def _new_form(
 @bp.route(route="portal/configurations/{id}", methods=["GET"], auth_level=ANON)
 @page
 def configuration(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
+    session = signed_in(req)
     config = services().portal.get_viewable(session.user, req.route_params.get("id", ""))
     return _detail(session, config, notice=NOTICES.get(req.params.get("notice", "")))
 
@@ -403,7 +403,7 @@ def _detail(
 @bp.route(route="portal/configurations/{id}", methods=["POST"], auth_level=ANON)
 @page
 def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
-    session, form = _signed_in_form(req, admin=True)
+    session, form = signed_in_form(req, admin=True)
     svc = services().portal
     current = svc.get_visible(session.user, req.route_params.get("id", ""))
     values = {name: form.get(name, "") for name in FIELDS}
@@ -428,7 +428,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/edit/discard", methods=["POST"], auth_level=ANON)
 @page
 def discard_edit(req: func.HttpRequest) -> func.HttpResponse:
-    session, form = _signed_in_form(req)
+    session, form = signed_in_form(req)
     etag = form.get("etag", "")
     if not etag:  # only the edit the user looked at may be discarded
         raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
@@ -439,7 +439,7 @@ def discard_edit(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/delete", methods=["GET"], auth_level=ANON)
 @page
 def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req, admin=True)
+    session = signed_in(req, admin=True)
     config = services().portal.get_visible(session.user, req.route_params.get("id", ""))
     return _page("portal/delete.html", session, title=N_("Delete configuration"), config=config)
 
@@ -447,7 +447,7 @@ def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/delete", methods=["POST"], auth_level=ANON)
 @page
 def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
-    session, form = _signed_in_form(req, admin=True)
+    session, form = signed_in_form(req, admin=True)
     if form.get("confirm") != "yes":
         raise BadRequest(N_("Tick the confirmation box to delete this configuration."))
     etag = form.get("etag", "")
@@ -471,7 +471,7 @@ def _launches_forget(configuration_id: str) -> None:
 @bp.route(route="portal/configurations/{id}/shares", methods=["POST"], auth_level=ANON)
 @page
 def share(req: func.HttpRequest) -> func.HttpResponse:
-    session, form = _signed_in_form(req, admin=True)
+    session, form = signed_in_form(req, admin=True)
     svc = services().portal
     tenant_id = form.get("tenant_id", "").strip()
     try:
@@ -486,7 +486,7 @@ def share(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/shares/{tenant}/delete", methods=["POST"], auth_level=ANON)
 @page
 def unshare(req: func.HttpRequest) -> func.HttpResponse:
-    session, _ = _signed_in_form(req, admin=True)
+    session, _ = signed_in_form(req, admin=True)
     config = services().portal.unshare(session.user, req.route_params.get("id", ""), req.route_params.get("tenant", ""))
     _launches_forget(config.id)
     return redirect(portal_url(f"/configurations/{config.id}", notice="unshared"))
@@ -528,7 +528,7 @@ def _ehr_failure(session: PortalSession, exc: EhrSignInFailed, correlation: str)
 @bp.route(route="portal/configurations/{id}/ehr-signin", methods=["POST"], auth_level=ANON)
 @page
 def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
-    session, _ = _signed_in_form(req)
+    session, _ = signed_in_form(req)
     try:
         location = services().portal.start_ehr_signin(session, req.route_params.get("id", ""))
     except EhrSignInFailed as exc:
@@ -539,7 +539,7 @@ def start_ehr_signin(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/ehr/callback", methods=["GET"], auth_level=ANON)
 @page
 def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
+    session = signed_in(req)
     query = {key: req.params.get(key, "") for key in ("state", "code", "error", "error_description")}
     try:
         config = services().portal.complete_ehr_signin(session, query)
@@ -551,7 +551,7 @@ def ehr_callback(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/approve", methods=["POST"], auth_level=ANON)
 @page
 def approve(req: func.HttpRequest) -> func.HttpResponse:
-    session, _ = _signed_in_form(req)
+    session, _ = signed_in_form(req)
     config = services().portal.approve(session.user, req.route_params.get("id", ""))
     _launches_forget(config.id)  # an approved edit replaces the version launches remember
     return redirect(portal_url(f"/configurations/{config.id}", notice="approved"))
@@ -563,7 +563,7 @@ def approve(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/records", methods=["GET"], auth_level=ANON)
 @page
 def records(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
+    session = signed_in(req)
     svc = services().portal
     config = svc.get_viewable(session.user, req.route_params.get("id", ""))
     if not config.is_approved:
@@ -580,12 +580,17 @@ def records(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/records.txt", methods=["GET"], auth_level=ANON)
 @page
 def records_text(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req)
+    session = signed_in(req)
     records = services().portal.records(session.user, req.route_params.get("id", ""))
     filename = f"integration-records-{records.configuration.environment.value}-{records.configuration.id}.txt"
+    return download(records.as_text(), "text/plain", filename)
+
+
+def download(body: str | bytes, mimetype: str, filename: str) -> func.HttpResponse:
+    """A file the browser saves (UTF-8), never caches, and never sniffs into something else."""
     return func.HttpResponse(
-        records.as_text(),
-        mimetype="text/plain",
+        body,
+        mimetype=mimetype,
         charset="utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
@@ -601,7 +606,7 @@ def records_text(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/links", methods=["GET"], auth_level=ANON)
 @page
 def links(req: func.HttpRequest) -> func.HttpResponse:
-    session = _signed_in(req, admin=True)
+    session = signed_in(req, admin=True)
     config, mappings = services().portal.mappings(session.user, req.route_params.get("id", ""))
     return _page(
         "portal/links.html",
@@ -617,7 +622,7 @@ def links(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/links/{key}/delete", methods=["POST"], auth_level=ANON)
 @page
 def remove_link(req: func.HttpRequest) -> func.HttpResponse:
-    session, _ = _signed_in_form(req, admin=True)
+    session, _ = signed_in_form(req, admin=True)
     key = req.route_params.get("key", "")
     config = services().portal.remove_mapping(session.user, req.route_params.get("id", ""), key)
     # This instance forgets it now; the others within MAPPING_MEMORY_SECONDS (their per-process memory).

@@ -17,31 +17,24 @@ from urllib.parse import urlencode
 
 import azure.functions as func
 
-from connector.portal import current_session, portal_url, portal_words
+from connector.portal import download, portal_url, portal_words, signed_in, signed_in_form
 from connector.services import services
-from connector.web import page, read_form, redirect, render
+from connector.web import page, redirect, render
 from shared.configurations.model import Configuration
 from shared.kernel.clock import utcnow
-from shared.kernel.errors import BadRequest, Forbidden, SignInRequired
+from shared.kernel.errors import BadRequest
 from shared.kernel.i18n import N_
 from shared.portal.service import can_edit
 from shared.portal.sessions import PortalSession
 from shared.reports import charts
 from shared.reports.days import ReportVisit
 from shared.reports.facts import Status
-from shared.reports.service import PRESETS, Report, appointment_id, to_csv, to_json
+from shared.reports.service import PRESETS, Report, ReportService, appointment_id, to_csv, to_json
 from shared.reports.totals import quantile
 
 bp = func.Blueprint()
 ANON = func.AuthLevel.ANONYMOUS
 QUERY_KEYS = ("days", "from", "to", "department")
-
-
-def _session(req: func.HttpRequest) -> PortalSession:
-    session = current_session(req)
-    if session is None:
-        raise SignInRequired(portal_url(notice="signin-required"))
-    return session
 
 
 def _chrome(session: PortalSession) -> dict[str, Any]:
@@ -55,7 +48,7 @@ def _params(req: func.HttpRequest) -> dict[str, str]:
 @bp.route(route="portal/reports", methods=["GET"], auth_level=ANON)
 @page
 def report_index(req: func.HttpRequest) -> func.HttpResponse:
-    session = _session(req)
+    session = signed_in(req)
     chosen = req.params.get("configuration")
     if chosen:  # the report page's configuration switch
         config = services().reports.configuration(session.user, chosen)
@@ -70,9 +63,7 @@ def report_index(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/configurations/{id}/report", methods=["GET"], auth_level=ANON)
 @page
 def report_page(req: func.HttpRequest) -> func.HttpResponse:
-    session = _session(req)
-    svc = services().reports
-    config = svc.configuration(session.user, req.route_params.get("id", ""))
+    session, svc, config = _readable(req)
     params = _params(req)
     report = svc.report(config, params)
     busy = [d for d, t in report.per_day if t.visits]
@@ -171,48 +162,33 @@ def _day(value: str | None, *, default: date) -> date:
         raise BadRequest(N_("Dates must look like 2026-12-31."), code="report_range") from None
 
 
-def _download(body: bytes, mimetype: str, filename: str) -> func.HttpResponse:
-    return func.HttpResponse(
-        body,
-        mimetype=mimetype,
-        charset="utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "no-store",
-        },
-    )
+def _readable(req: func.HttpRequest) -> tuple[PortalSession, ReportService, Configuration]:
+    """The signed-in user, the report rules, and the route's configuration if its report is theirs to read."""
+    session = signed_in(req)
+    svc = services().reports
+    return session, svc, svc.configuration(session.user, req.route_params.get("id", ""))
 
 
 @bp.route(route="portal/configurations/{id}/report.csv", methods=["GET"], auth_level=ANON)
 @page
 def report_csv(req: func.HttpRequest) -> func.HttpResponse:
-    session = _session(req)
-    svc = services().reports
-    config = svc.configuration(session.user, req.route_params.get("id", ""))
+    _, svc, config = _readable(req)
     body = to_csv(svc.export_rows(config, _params(req)))
-    return _download(body, "text/csv", f"visits-{config.id}-{utcnow():%Y%m%d}.csv")
+    return download(body, "text/csv", f"visits-{config.id}-{utcnow():%Y%m%d}.csv")
 
 
 @bp.route(route="portal/configurations/{id}/report.json", methods=["GET"], auth_level=ANON)
 @page
 def report_json(req: func.HttpRequest) -> func.HttpResponse:
-    session = _session(req)
-    svc = services().reports
-    config = svc.configuration(session.user, req.route_params.get("id", ""))
+    _, svc, config = _readable(req)
     body = to_json(config, svc.export_rows(config, _params(req)), now=utcnow())
-    return _download(body, "application/json", f"visits-{config.id}-{utcnow():%Y%m%d}.json")
+    return download(body, "application/json", f"visits-{config.id}-{utcnow():%Y%m%d}.json")
 
 
 @bp.route(route="portal/configurations/{id}/report/settings", methods=["POST"], auth_level=ANON)
 @page
 def report_settings(req: func.HttpRequest) -> func.HttpResponse:
-    session = _session(req)
-    form = read_form(req)
-    if not session.csrf_matches(form.get("csrf")):
-        raise Forbidden(
-            N_("This form has expired or did not come from this site. Reload the page and try again."), code="csrf"
-        )
+    session, form = signed_in_form(req)
     config_id = req.route_params.get("id", "")
     services().reports.save_preferences(session.user, config_id, form)
     return redirect(portal_url(f"/configurations/{config_id}/report", notice="saved"))

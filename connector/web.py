@@ -35,6 +35,7 @@ from shared.kernel.errors import (
     ConnectorError,
     ErrorPage,
     SignInRequired,
+    UpstreamError,
 )
 from shared.kernel.i18n import N_
 from shared.kernel.settings import get_settings
@@ -302,11 +303,19 @@ def _log(exc: BaseException, correlation: str) -> None:
             _reported_configuration_error = True
     elif isinstance(exc, ConnectorError):
         log = logger.warning if exc.status >= 500 else logger.info
-        log("%s %s (correlation %s)", type(exc).__name__, exc.code, correlation)
+        log("%s %s%s (correlation %s)", type(exc).__name__, exc.code, _upstream_detail(exc), correlation)
     else:
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?"
         logger.error("Unhandled %s at %s (correlation %s)", type(exc).__name__, where, correlation)
+
+
+def _upstream_detail(exc: ConnectorError) -> str:
+    """Which system failed and how (e.g. " from EHR after ReadTimeout"): type names only, never values."""
+    if not isinstance(exc, UpstreamError):
+        return ""
+    cause = exc.__cause__ or exc.__context__
+    return f" from {exc.system}" + (f" after {type(cause).__name__}" if cause is not None else "")
 
 
 def error_response(

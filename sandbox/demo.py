@@ -134,6 +134,7 @@ def start_sandbox_stand_ins(context: DemoContext) -> Started:
         "admin portal": portal,
         f"EHR ({ehr.spec.product}): {ehr.spec.provider_app} + {ehr.spec.patient_app}": f"{ehr.origin}/",
         "EHR FHIR base (iss)": ehr.fhir_base,
+        **({"EHR patient-side FHIR base": ehr.patient_fhir_base} if ehr.patient_fhir_base != ehr.fhir_base else {}),
         "EHR provider client": DEMO_PROVIDER_CLIENT_ID,
         "EHR patient client": DEMO_PATIENT_CLIENT_ID,
         "Entra ID sign-in": running.entra.browser_host,

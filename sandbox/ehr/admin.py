@@ -125,6 +125,7 @@ def clinic(request: Request) -> Response:
         {
             "today": seeded.today.isoformat(),
             "fhir_base": ehr.config.fhir_base,
+            "patient_fhir_base": ehr.config.patient_fhir_base,
             "practitioners": [{"id": p.id, "name": p.display, "username": p.username} for p in seeded.practitioners],
             "patients": [{"id": p.id, "name": p.display, "mrn": p.mrn} for p in seeded.patients],
             "departments": [dataclasses.asdict(d) for d in seeded.departments],

@@ -71,8 +71,24 @@ class EhrSandbox:
             Route(f"{fhir_base}/{{type}}/{{id}}", fhir.not_allowed, methods=["PUT", "PATCH", "DELETE", "POST"]),
             Route(f"{fhir_base}/{{type}}", fhir.search_type, methods=["GET"]),
             Route(f"{fhir_base}/{{type}}", fhir.create, methods=["POST"]),
+            *(self._patient_routes() if spec.patient_fhir_path else []),
             *launcher.routes(),
             *admin.routes(),
+        ]
+
+    def _patient_routes(self) -> list[Route]:
+        """The patient-side FHIR base (Oracle's patient access): discovery, reads and searches, and its persona's
+        authorize endpoint."""
+        spec = self.config.spec
+        base = spec.patient_fhir_path
+        return [
+            Route(f"{base}/metadata", fhir.metadata, methods=["GET"]),
+            Route(f"{base}/.well-known/smart-configuration", fhir.smart_configuration, methods=["GET"]),
+            Route(spec.patient_authorize_path, oauth.authorize, methods=["GET", "POST"]),
+            Route(f"{base}/{{type}}/_search", fhir.search_type, methods=["POST"]),
+            Route(f"{base}/{{type}}/{{id}}", fhir.read, methods=["GET"]),
+            Route(f"{base}/{{type}}/{{id}}", fhir.not_allowed, methods=["PUT", "PATCH", "DELETE", "POST"]),
+            Route(f"{base}/{{type}}", fhir.search_type, methods=["GET"]),
         ]
 
     # --- HTML -----------------------------------------------------------------------------------
@@ -136,12 +152,14 @@ class EhrSandbox:
             extra=extra,
             ehr_launch=True,
         )
-        launch = Launch(new_token(), record.client_id, record.id, context, time.time() + self.config.launch_seconds)
+        iss = self.config.patient_fhir_base if record.kind == "patient" else self.config.fhir_base
+        expires = time.time() + self.config.launch_seconds
+        launch = Launch(new_token(), record.client_id, record.id, context, expires, fhir_base=iss)
         with self.state.lock:
             self.state.launches[launch.value] = launch
         # Epic links the visit's conference to the launching user (a covering clinician, say).
         self.state.link_launch({visit.csn, visit.conference_id}, user.id)
-        return build_launch_url(record.launch_url, pairs, self.config.fhir_base, launch.value)
+        return build_launch_url(record.launch_url, pairs, iss, launch.value)
 
     def linked_participants(self, conference_id: str) -> frozenset[str]:
         """Who may be reported on a conference: the visit's practitioner and patient, and whoever launched it."""

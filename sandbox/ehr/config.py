@@ -185,6 +185,26 @@ class EhrConfig:
         return self.origin + self.spec.fhir_path
 
     @property
+    def patient_fhir_base(self) -> str:
+        """The FHIR base patient launches carry as ``iss``: the flavour's patient-side one, else the FHIR base."""
+        return self.origin + self.spec.patient_fhir_path if self.spec.patient_fhir_path else self.fhir_base
+
+    @property
+    def fhir_bases(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.fhir_base, self.patient_fhir_base)))
+
+    def base_of(self, path: str) -> str:
+        """The FHIR base a request path is under (the patient-side one or the FHIR base)."""
+        patient = self.spec.patient_fhir_path
+        return self.patient_fhir_base if patient and (path + "/").startswith(patient + "/") else self.fhir_base
+
+    def authorize_url_for(self, fhir_base: str) -> str:
+        """The authorize endpoint a FHIR base's discovery names (Oracle: the patient persona's for patients)."""
+        if fhir_base != self.fhir_base and self.spec.patient_authorize_path:
+            return self.origin + self.spec.patient_authorize_path
+        return self.authorize_url
+
+    @property
     def issuer(self) -> str:
         """The id_token ``iss``: ``https://<Interconnect>/oauth2`` for Epic (May 2020+), the flavour's otherwise."""
         return self.origin + self.spec.issuer_path

@@ -77,7 +77,7 @@ def smart_configuration(request: Request) -> Response:
     config = _ehr(request).config
     spec = config.spec
     body: dict[str, Any] = {
-        "authorization_endpoint": config.authorize_url,
+        "authorization_endpoint": config.authorize_url_for(config.base_of(request.url.path)),
         "token_endpoint": config.token_url,
         "grant_types_supported": [GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS],
         "token_endpoint_auth_methods_supported": list(spec.auth_methods),
@@ -141,7 +141,10 @@ def metadata(request: Request) -> Response:
         "publisher": "Teams EHR Connector sandbox",
         "kind": "instance",
         "software": {"name": f"{config.spec.product} (sandbox stand-in)", "version": "November 2025"},
-        "implementation": {"description": f"{config.organization} ({config.environment})", "url": config.fhir_base},
+        "implementation": {
+            "description": f"{config.organization} ({config.environment})",
+            "url": config.base_of(request.url.path),
+        },
         "fhirVersion": config.fhir_version,
         "format": ["json"],
         "rest": [
@@ -152,7 +155,10 @@ def metadata(request: Request) -> Response:
                         {
                             "url": OAUTH_URIS,
                             "extension": [
-                                {"url": "authorize", "valueUri": config.authorize_url},
+                                {
+                                    "url": "authorize",
+                                    "valueUri": config.authorize_url_for(config.base_of(request.url.path)),
+                                },
                                 {"url": "token", "valueUri": config.token_url},
                             ],
                         }
@@ -271,7 +277,7 @@ async def search_type(request: Request) -> Response:
     except SearchError as exc:
         return operation_outcome(400, str(exc))
     matches = [r for r in matches if _visible(r, patient)]
-    base = ehr.config.fhir_base
+    base = ehr.config.base_of(request.url.path)
     return FhirJSONResponse(
         {
             "resourceType": "Bundle",

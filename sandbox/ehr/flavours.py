@@ -16,9 +16,12 @@
   ES384); the token response carries ``patient``, ``encounter``, ``need_patient_banner`` as a JSON boolean,
   ``smart_style_url``, ``tenant``, ``username``, ``user`` and ``expires_in`` 570, and **no** appointment; the
   id_token's ``sub`` is an opaque id, ``fhirUser`` the absolute Practitioner/Patient URL. (In production the
-  authorization server is another host, ``authorization.cerner.com``; here one origin serves both. Oracle's
-  separate patient-persona service root, ``fhir-myrecord.cerner.com/r4/{tenant}``, is not modelled: patient
-  launches use the same root here; docs/setup.md names the gap.)
+  authorization server is another host, ``authorization.cerner.com``; here one origin serves both.) Patients
+  have a service root of their own, as docs.oracle.com "Service Root URL" lists it (Non-Patient
+  ``fhir-ehr-code.cerner.com/r4/{tenant}``, Patient Access ``fhir-myrecord.cerner.com/r4/{tenant}``): another
+  host in production, here the path ``/myrecord/r4/{tenant}`` of the same origin, with the **same tenant id**,
+  its own SMART discovery (the patient persona's authorize endpoint) and CapabilityStatement; patient
+  records launch with it as ``iss``, and a launch's ``aud`` must be the root it was issued with.
 * **smart** (a plain SMART App Launch 2 server, as the spec allows it to be): ``/fhir``, ``/auth/authorize``,
   ``/auth/token``; id_tokens **without** ``kid`` (one key in the JWKS), ``fhirUser`` **relative**
   (``Practitioner/123``), no ``appointment`` field: the Appointment travels in SMART 2.1 ``fhirContext``.
@@ -76,6 +79,8 @@ class Flavour:
     appointment_in_fhir_context: bool = False
     expires_in: int | None = None  # fixed access token lifetime (Oracle: 570 s); None: the config's
     api_prefixes: tuple[str, ...] = ()  # request paths that count as the EHR's APIs (faults, request counts)
+    patient_fhir_path: str = ""  # a separate patient-side FHIR base (Oracle's patient access); "": the FHIR base
+    patient_authorize_path: str = ""  # the patient persona's authorize endpoint, named by that base's discovery
 
 
 FLAVOURS: dict[str, Flavour] = {
@@ -115,7 +120,9 @@ FLAVOURS: dict[str, Flavour] = {
         launch_context=("encounter",),
         oracle_extras=True,
         expires_in=570,
-        api_prefixes=("/r4/", "/tenants/", "/jwk"),
+        api_prefixes=("/r4/", "/myrecord/r4/", "/tenants/", "/jwk"),
+        patient_fhir_path=f"/myrecord/r4/{ORACLE_TENANT}",
+        patient_authorize_path=f"/tenants/{ORACLE_TENANT}/protocols/oauth2/profiles/smart-v1/personas/patient/authorize",
     ),
     SMART: Flavour(
         name=SMART,

@@ -101,7 +101,7 @@ async def authorize(request: Request) -> Response:
     aud = params.get("aud") or params.get("resource")
     if not aud:
         return fail("invalid_request", "aud is required (the FHIR base URL)")
-    if normalise_url(aud) != normalise_url(ehr.config.fhir_base):
+    if normalise_url(aud) not in {normalise_url(base) for base in ehr.config.fhir_bases}:
         return fail("invalid_request", "aud does not match this FHIR server's base URL")
     challenge = params.get("code_challenge", "")
     method = params.get("code_challenge_method", "")
@@ -121,6 +121,8 @@ async def authorize(request: Request) -> Response:
             return fail("invalid_request", why)
         if launch.client_id != client.client_id:
             return fail("invalid_request", "the launch was issued for another application")
+        if launch.fhir_base and normalise_url(aud) != normalise_url(launch.fhir_base):
+            return fail("invalid_request", "aud is not the FHIR base URL this launch was issued with (its iss)")
         granted = _grantable(client, requested, ("patient", "user"))
         context: LaunchContext | None = launch.context
     else:

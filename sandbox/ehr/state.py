@@ -46,6 +46,7 @@ class Launch:
     context: LaunchContext
     expires_at: float
     used: bool = False
+    fhir_base: str = ""  # the iss the launch URL carried: the authorize request's aud must name it
 
 
 @dataclass

@@ -36,7 +36,7 @@ import re
 import typing
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +48,8 @@ from shared.kernel.settings import Geography
 MAX_SHARES = 25
 # What the approver's EHR sign-in proves: this user can sign in to this FHIR URL with this provider client
 # of this vendor. An edit that changes none of these keeps the sign-in; any other field needs approval only.
-PROOF_FIELDS = ("fhir_base_url", "vendor", "provider_client_id", "approver_upn")
+# The patient-side FHIR URL (Oracle Health) is proven with it: see ``with_ehr_signin``.
+PROOF_FIELDS = ("fhir_base_url", "patient_fhir_base_url", "vendor", "provider_client_id", "approver_upn")
 
 
 class Environment(enum.StrEnum):
@@ -90,6 +91,9 @@ class ConfigurationInput:
     provider_client_id: str
     patient_client_id: str
     writeback_mode: WritebackMode
+    # The EHR's patient-side FHIR base, where it has one (Oracle Health's patient-access service root,
+    # ``https://fhir-myrecord.cerner.com/r4/{tenant}``): patient launches carry it as ``iss``. "" = none.
+    patient_fhir_base_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class EhrSignIn:
     by_oid: str
     at: datetime
     fhir_base_url: str
+    # The patient-side FHIR URL checked when the sign-in was recorded ("" = none): no patient signs in, so
+    # what is proven for it is SMART discovery, R4 and the same tenant id (``shared.ehr.vendors``).
+    patient_fhir_base_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,7 @@ class Configuration:
     shared_with: tuple[str, ...] = ()  # other Entra tenant ids, lower case
     approver_oid: str | None = None  # the approver's Entra object id, bound at their first sign-in
     edit: PendingEdit | None = None  # an edit awaiting approval (only ever beside an approved version)
+    patient_fhir_base_url: str = ""  # see ConfigurationInput
     etag: str | None = None
 
     @property
@@ -196,6 +204,21 @@ class Configuration:
         """Tenants whose users may use this configuration: its own and those it is shared with."""
         return frozenset({self.tenant_id, *self.shared_with})
 
+    def launch_base(self, iss: str, *, patient: bool) -> str | None:
+        """The FHIR URL of this version that ``iss`` names, if a launch of this kind may use it, else None.
+
+        Provider launches only ever accept the FHIR URL; patient launches also the patient-side one.
+        """
+        try:
+            wanted = normalise_base_url(iss)
+        except ValueError:
+            return None
+        if wanted == self.fhir_base_url:
+            return wanted
+        if patient and self.patient_fhir_base_url and wanted == self.patient_fhir_base_url:
+            return wanted
+        return None
+
     def is_shared_with(self, tenant_id: str) -> bool:
         return tenant_id.lower() in self.shared_with
 
@@ -227,7 +250,8 @@ def input_from_plain(plain: Mapping[str, Any]) -> ConfigurationInput:
     hints = typing.get_type_hints(ConfigurationInput)
     values: dict[str, Any] = {}
     for f in fields(ConfigurationInput):
-        kind, raw = hints[f.name], plain[f.name]
+        # a field added later (with a default) may be missing from an edit stored before it existed
+        kind, raw = hints[f.name], plain[f.name] if f.name in plain or f.default is MISSING else f.default
         values[f.name] = kind(raw) if isinstance(kind, type) and issubclass(kind, enum.Enum) else str(raw)
     return ConfigurationInput(**values)
 
@@ -240,6 +264,8 @@ def _input_fields(data: ConfigurationInput) -> dict[str, Any]:
     values = input_values(data)
     values["fhir_base_url"] = normalise_base_url(data.fhir_base_url)
     values["approver_upn"] = data.approver_upn.lower()
+    if data.patient_fhir_base_url:
+        values["patient_fhir_base_url"] = normalise_base_url(data.patient_fhir_base_url)
     return values
 
 
@@ -292,7 +318,12 @@ def _kept_signin(values: Mapping[str, Any], *versions: Configuration) -> EhrSign
     for version in versions:
         signin = version.ehr_signin
         unchanged = all(values[name] == getattr(version, name) for name in PROOF_FIELDS)
-        if signin is not None and unchanged and signin.fhir_base_url == values["fhir_base_url"]:
+        if signin is None or not unchanged:
+            continue
+        if (signin.fhir_base_url, signin.patient_fhir_base_url) == (
+            values["fhir_base_url"],
+            values["patient_fhir_base_url"],
+        ):
             return signin
     return None
 
@@ -333,7 +364,13 @@ def with_ehr_signin(config: Configuration, *, upn: str, oid: str, now: datetime)
         raise Forbidden(N_("Only the approver named on this configuration can sign in to the EHR for it."))
     if not config.awaits_approval:
         raise Conflict(N_("This configuration is already approved."), code="already_approved")
-    signin = EhrSignIn(by_upn=upn.lower(), by_oid=oid.lower(), at=now, fhir_base_url=target.fhir_base_url)
+    signin = EhrSignIn(
+        by_upn=upn.lower(),
+        by_oid=oid.lower(),
+        at=now,
+        fhir_base_url=target.fhir_base_url,
+        patient_fhir_base_url=target.patient_fhir_base_url,
+    )
     bound = bound_approver(config, upn=upn, oid=oid)
     if bound.edit is not None:
         return replace(bound, edit=replace(bound.edit, ehr_signin=signin))
@@ -352,7 +389,8 @@ def approved(config: Configuration, *, upn: str, oid: str, now: datetime) -> Con
     if not config.awaits_approval:
         raise Conflict(N_("This configuration is already approved."), code="already_approved")
     signin = target.ehr_signin
-    if signin is None or signin.fhir_base_url != target.fhir_base_url:
+    proven = signin is not None and signin.patient_fhir_base_url == target.patient_fhir_base_url
+    if signin is None or signin.fhir_base_url != target.fhir_base_url or not proven:
         raise Conflict(N_("Sign in to the EHR for this FHIR URL before approving it."), code="ehr_signin_required")
     if signin.by_oid != oid.lower():
         raise Conflict(N_("Sign in to the EHR yourself before approving."), code="ehr_signin_required")

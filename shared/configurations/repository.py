@@ -12,6 +12,8 @@ Tables (app account):
   While an edit awaits approval, the configuration holds two URLs (the approved one and the
   edited one), each with its rows; launches still only accept the approved URL (``find_for_launch``
   compares it with ``iss``), so an edited URL is allowed from the moment it is approved, not before.
+  A configuration's patient-side FHIR URL (Oracle Health) has rows of its own, the same way: it is
+  reserved in the tenant like the main URL, and the launch lookup accepts it for patient launches only.
 * ``ConfigurationShares`` — PartitionKey = a tenant the configuration is shared with, RowKey =
   configuration id: how that tenant's admins find it. The configuration's own ``SharedWith``
   list is the truth; an index row it does not confirm (a share withdrawn or a write that
@@ -79,7 +81,7 @@ INVENTORY = (
             Field("RowKey", Classification.TENANT, Protection.CLEAR, "configuration id (random UUID)"),
             *(
                 Field(name, Classification.TENANT, Protection.CLEAR)
-                for name in ("Organization", "FhirBaseUrl", "Environment", "Geography", "Vendor")
+                for name in ("Organization", "FhirBaseUrl", "PatientFhirBaseUrl", "Environment", "Geography", "Vendor")
             ),
             *(Field(name, Classification.TENANT, Protection.CLEAR) for name in ("ProviderClientId", "PatientClientId")),
             Field("WritebackMode", Classification.TENANT, Protection.CLEAR),
@@ -97,6 +99,12 @@ INVENTORY = (
             Field("EhrSigninOid", Classification.PERSONAL, Protection.CLEAR, "Entra object id of the approver"),
             Field("ApprovedBy", Classification.PERSONAL, Protection.CLEAR, _WHO),
             Field("EhrSigninFhirUrl", Classification.TENANT, Protection.CLEAR, "the FHIR URL the approver proved"),
+            Field(
+                "EhrSigninPatientFhirUrl",
+                Classification.TENANT,
+                Protection.CLEAR,
+                "the patient-side FHIR URL checked with that sign-in (discovery, R4, same tenant id)",
+            ),
             Field("SharedWith", Classification.TENANT, Protection.CLEAR, "tenant ids"),
             Field(
                 "PendingEdit",
@@ -203,11 +211,12 @@ class ConfigurationRepository:
                     found.append(config)
         return _in_portal_order(found)
 
-    def find_for_launch(self, configuration_id: str, iss: str) -> Configuration | None:
+    def find_for_launch(self, configuration_id: str, iss: str, *, patient: bool = False) -> Configuration | None:
         """The configuration a launch URL names, if ``iss`` is its FHIR URL (approved or not: the caller decides).
 
         The configuration's live version: while an edit awaits approval, that is the approved version, so
-        only the approved FHIR URL matches ``iss`` (the edited one is reserved, not allowed).
+        only the approved FHIR URL matches ``iss`` (the edited one is reserved, not allowed). A patient
+        launch (``patient``) may also name the patient-side FHIR URL; a provider launch never.
         """
         if not is_configuration_id(configuration_id):
             return None
@@ -224,7 +233,7 @@ class ConfigurationRepository:
             config = self.get(row["TenantId"], configuration_id)
         except NotFound:
             return None
-        return config if config.fhir_base_url == wanted else None
+        return config if config.launch_base(wanted, patient=patient) else None
 
     def find_approved(self, configuration_id: str) -> Configuration | None:
         """The approved configuration with this id in any tenant (a visit event names no tenant), else None."""
@@ -240,12 +249,16 @@ class ConfigurationRepository:
 
     def create(self, config: Configuration) -> Configuration:
         """Store a new configuration; the same FHIR URL twice in one tenant → ``Conflict``."""
-        self._reserve(config.fhir_base_url, config.tenant_id, config.id)
+        reserved: list[str] = []
         try:
+            for url in sorted(held_urls(config)):
+                self._reserve(url, config.tenant_id, config.id)
+                reserved.append(url)
             with storage_errors(self._account.name):
                 metadata = self._table().create_entity(_to_entity(config))
         except Exception:
-            self._release(config.fhir_base_url, config.tenant_id, config.id)
+            for url in reserved:
+                self._release(url, config.tenant_id, config.id)
             raise
         return replace(config, etag=metadata.get("etag"))
 
@@ -420,17 +433,22 @@ class ConfigurationRepository:
 
 
 def held_urls(config: Configuration) -> set[str]:
-    """The FHIR URLs a configuration keeps reserved: its live one and, while an edit awaits approval, the edit's."""
-    urls = {config.fhir_base_url}
-    if config.edit is not None:
-        urls.add(config.edit.data.fhir_base_url)
-    return urls
+    """The FHIR URLs a configuration keeps reserved: its live ones (the patient-side one too) and, while an edit
+    awaits approval, the edit's."""
+    versions = [config.input()] + ([config.edit.data] if config.edit is not None else [])
+    return {url for data in versions for url in (data.fhir_base_url, data.patient_fhir_base_url) if url}
 
 
 def _signin_to_json(signin: EhrSignIn | None) -> dict[str, str] | None:
     if signin is None:
         return None
-    return {"by": signin.by_upn, "oid": signin.by_oid, "at": signin.at.isoformat(), "fhirBaseUrl": signin.fhir_base_url}
+    return {
+        "by": signin.by_upn,
+        "oid": signin.by_oid,
+        "at": signin.at.isoformat(),
+        "fhirBaseUrl": signin.fhir_base_url,
+        "patientFhirBaseUrl": signin.patient_fhir_base_url,
+    }
 
 
 def _signin_from_json(value: Any) -> EhrSignIn | None:
@@ -441,6 +459,7 @@ def _signin_from_json(value: Any) -> EhrSignIn | None:
         by_oid=str(value["oid"]),
         at=datetime.fromisoformat(str(value["at"])),
         fhir_base_url=str(value["fhirBaseUrl"]),
+        patient_fhir_base_url=str(value.get("patientFhirBaseUrl") or ""),
     )
 
 
@@ -478,6 +497,7 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
         "RowKey": config.id,
         "Organization": config.organization,
         "FhirBaseUrl": config.fhir_base_url,
+        "PatientFhirBaseUrl": config.patient_fhir_base_url,
         "Environment": config.environment.value,
         "ApproverUpn": config.approver_upn,
         "ApproverOid": config.approver_oid or "",
@@ -495,6 +515,7 @@ def _to_entity(config: Configuration) -> dict[str, Any]:
         "EhrSigninOid": signin.by_oid if signin else "",
         "EhrSigninAt": signin.at if signin else None,
         "EhrSigninFhirUrl": signin.fhir_base_url if signin else "",
+        "EhrSigninPatientFhirUrl": signin.patient_fhir_base_url if signin else "",
         "ApprovedBy": config.approved_by or "",
         "ApprovedAt": config.approved_at,
         "SharedWith": ",".join(config.shared_with),
@@ -515,6 +536,7 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             by_oid=entity.get("EhrSigninOid", ""),
             at=entity["EhrSigninAt"],
             fhir_base_url=entity.get("EhrSigninFhirUrl", ""),
+            patient_fhir_base_url=entity.get("EhrSigninPatientFhirUrl") or "",
         )
     metadata = getattr(entity, "metadata", {}) or {}
     try:
@@ -523,6 +545,7 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             tenant_id=entity["PartitionKey"],
             organization=entity["Organization"],
             fhir_base_url=entity["FhirBaseUrl"],
+            patient_fhir_base_url=entity.get("PatientFhirBaseUrl") or "",  # rows written before it existed: none
             environment=Environment(entity["Environment"]),
             approver_upn=entity["ApproverUpn"],
             approver_oid=entity.get("ApproverOid") or None,  # rows written before binding: bound at first sign-in

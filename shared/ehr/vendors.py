@@ -12,13 +12,17 @@ makes different (docs/setup.md has a chapter per vendor):
   PowerChart and the patient portal launch with ``iss`` + ``launch`` only (no context tokens), the token
   response carries ``patient``, ``encounter``, ``need_patient_banner`` (a JSON boolean), ``tenant``,
   ``username`` and no appointment; ``sub`` is a username or an opaque id, the user's FHIR id is
-  ``fhirUser``; writeback by FHIR ``AuditEvent`` (or off).
+  ``fhirUser``; writeback by FHIR ``AuditEvent`` (or off). Patients are served from a separate
+  patient-access service root of the same tenant (docs.oracle.com "Service Root URL": Non-Patient
+  ``https://fhir-ehr-code.cerner.com/r4/{tenant}``, Patient Access ``https://fhir-myrecord.cerner.com/r4/{tenant}``),
+  with its own SMART discovery: a patient-portal launch carries that root as ``iss``.
 * **Other SMART 2.x**: the specification only; ``fhirContext`` may carry the Appointment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from shared.configurations.model import Vendor, WritebackMode
 from shared.kernel.i18n import N_, Text
@@ -53,6 +57,8 @@ class VendorProfile:
     approval_proof: str  # what the approver's EHR sign-in proves, in the vendor's own terms
     sends_client_id_header: bool = False
     sub_is_fhir_id: bool = False  # the id_token's ``sub`` is the user's FHIR resource id (Epic documents it)
+    # A separate patient-side FHIR base per tenant (Oracle Health's patient-access service root) is offered.
+    patient_fhir_base: bool = False
 
     @property
     def label(self) -> str:
@@ -61,6 +67,31 @@ class VendorProfile:
     def client_headers(self, client_id: str | None) -> dict[str, str]:
         """Headers that name our client on the EHR's APIs: ``Epic-Client-ID`` for Epic only."""
         return {EPIC_CLIENT_ID_HEADER: client_id} if self.sends_client_id_header and client_id else {}
+
+    def patient_fhir_base_refusal(self, fhir_base_url: str, patient_fhir_base_url: str) -> Text | None:
+        """Why ``patient_fhir_base_url`` cannot be this configuration's patient-side FHIR URL (None: it can).
+
+        Both normalised. Only a vendor that has one offers it, it differs from the FHIR URL, and it names the
+        same tenant: Oracle puts the tenant id in the last path segment of both service roots. The reason
+        follows "Patient-side FHIR URL isn't valid: " (no full stop).
+        """
+        if not self.patient_fhir_base:
+            return N_(
+                "%(vendor)s serves patients from the FHIR URL itself: leave the patient-side FHIR URL empty",
+                vendor=self.label,
+            )
+        if patient_fhir_base_url == fhir_base_url:
+            return N_("it is the FHIR URL itself: leave it empty, or enter the patient-access service root")
+        tenant, patient_tenant = tenant_segment(fhir_base_url), tenant_segment(patient_fhir_base_url)
+        if not tenant or tenant != patient_tenant:
+            none = N_("(none)")
+            return N_(
+                "it names tenant %(patient_tenant)s in its path, the FHIR URL tenant %(tenant)s: both must be service "
+                "roots of the same tenant",
+                patient_tenant=patient_tenant or none,
+                tenant=tenant or none,
+            )
+        return None
 
     def allows_writeback(self, mode: WritebackMode) -> bool:
         return mode in self.writeback_modes
@@ -91,6 +122,20 @@ _MODE_LABELS = {
     WritebackMode.FHIR_AUDIT_EVENT: "FHIR AuditEvent",
     WritebackMode.NONE: N_("no writeback (off)"),
 }
+
+
+def tenant_segment(fhir_base_url: str) -> str:
+    """The last path segment of a FHIR base (Oracle Health: the tenant id, ``/r4/{tenant}``), lower case."""
+    return urlsplit(fhir_base_url).path.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+# No patient signs in when the approver proves a configuration, so the patient-side URL is proven by what the
+# connector itself can check, again at the approver's sign-in: docs/setup.md "Oracle Health".
+PATIENT_BASE_PROOF: Text = N_(
+    "the patient-side FHIR URL was checked by the connector, not signed in to: it answers SMART discovery with "
+    "private_key_jwt for the patient client id, serves FHIR R4 and names the same tenant id in its path; the first "
+    "patient launch through it is its first sign-in"
+)
 
 _SMART_APPROVAL: Text = N_(
     "the approver signed in to this EHR's SMART authorization server with the provider client id: the FHIR "
@@ -125,6 +170,7 @@ PROFILES: dict[Vendor, VendorProfile] = {
         provider_launch_point=N_("PowerChart (SMART application activity: table of contents or MPage component)"),
         patient_launch_point=N_("the patient portal, and email/SMS join links (no account)"),
         approval_proof=N_("%(smart)s for this tenant (the tenant id in the FHIR URL's path)", smart=_SMART_APPROVAL),
+        patient_fhir_base=True,
     ),
     Vendor.SMART: VendorProfile(
         vendor=Vendor.SMART,

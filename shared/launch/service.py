@@ -427,7 +427,7 @@ class LaunchService:
         self._mappings: Memo[tuple[Geography, str, str], UserMapping] = Memo(MAPPING_MEMORY_SECONDS)
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
         # by configuration id, with the iss it was found for, so ``forget_configuration`` can drop it
-        self._approved: Memo[str, tuple[str, Configuration]] = Memo(CONFIGURATION_MEMORY_SECONDS, clock=memory_clock)
+        self._approved: Memo[str, Configuration] = Memo(CONFIGURATION_MEMORY_SECONDS, clock=memory_clock)
 
     @property
     def redirect_uri(self) -> str:
@@ -441,10 +441,10 @@ class LaunchService:
 
     def begin(self, kind: LaunchKind, configuration_id: str, params: LaunchParams) -> AuthorizationRequest:
         # The allow-list check comes first: an unknown iss makes no request leave this process.
-        config = self._launch_configuration(configuration_id, params.iss)
+        config, base = self._launch_configuration(configuration_id, params.iss, patient=kind is LaunchKind.PATIENT)
         client_id = config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id
         profile = profile_for(config.vendor)
-        smart = self._ehr.discover(config.fhir_base_url, client_id=client_id, vendor=profile.vendor)
+        smart = self._ehr.discover(base, client_id=client_id, vendor=profile.vendor)
         pkce = Pkce.new()
         nonce = random_token()
         # Sealed into the state itself, so starting a launch writes nothing (``StateRouter.seal``); what the
@@ -467,23 +467,26 @@ class LaunchService:
             aud=params.iss,
         )
 
-    def _launch_configuration(self, configuration_id: str, iss: str) -> Configuration:
-        """The launch URL's configuration, approved, with ``iss`` its FHIR URL (``CONFIGURATION_MEMORY_SECONDS``).
+    def _launch_configuration(self, configuration_id: str, iss: str, *, patient: bool) -> tuple[Configuration, str]:
+        """The launch URL's configuration, approved, and the FHIR URL of it that ``iss`` names
+        (``CONFIGURATION_MEMORY_SECONDS``). Only a patient launch may name the patient-side FHIR URL.
 
         Only an approved configuration is remembered: a new or newly approved one works at once, a deleted or
         un-approved one stops within the memory's lifetime.
         """
         remembered = self._approved.get(configuration_id)
-        if remembered is not None and remembered[0] == iss:
-            return remembered[1]
-        config = self._configurations.find_for_launch(configuration_id, iss)
-        if config is None:
+        base = remembered.launch_base(iss, patient=patient) if remembered is not None else None
+        if remembered is not None and base is not None:
+            return remembered, base
+        config = self._configurations.find_for_launch(configuration_id, iss, patient=patient)
+        base = config.launch_base(iss, patient=patient) if config is not None else None
+        if config is None or base is None:
             logger.info("Launch refused: no configuration %s for iss %s", log_id(configuration_id), log_id(iss))
             raise TenantConfigNotFound()
         if not config.is_approved:
             raise ConfigurationPending()
-        self._approved.put(configuration_id, (iss, config))
-        return config
+        self._approved.put(configuration_id, config)
+        return config, base
 
     def forget_configuration(self, configuration_id: str) -> None:
         """Forget a changed or deleted configuration in this process; other instances within 30 s."""
@@ -491,16 +494,18 @@ class LaunchService:
 
     def _pending(self, state: str, carried: Mapping[str, Any]) -> PendingLaunch:
         """The launch a consumed state stands for, against its configuration as it is now."""
-        config = self._launch_configuration(str(carried["c"]), str(carried["u"]))
+        kind = LaunchKind(carried["k"])
+        config, base = self._launch_configuration(
+            str(carried["c"]), str(carried["u"]), patient=kind is LaunchKind.PATIENT
+        )
         if not state.startswith(f"{GEOGRAPHY_TAGS[config.geography]}{TAG_SEPARATOR}"):
             raise StateError("This sign-in link is not valid. Please start again.", code="state_unknown")
-        kind = LaunchKind(carried["k"])
         return PendingLaunch(
             kind=kind,
             configuration_id=config.id,
             tenant_id=config.tenant_id,
             geography=config.geography,
-            fhir_base_url=config.fhir_base_url,
+            fhir_base_url=base,
             client_id=config.provider_client_id if kind is LaunchKind.PROVIDER else config.patient_client_id,
             code_verifier=str(carried["v"]),
             nonce=str(carried["n"]),
@@ -730,7 +735,9 @@ class LaunchService:
         Minutes may pass on the Microsoft sign-in page: meanwhile the configuration may have been
         deleted, sent back to approval, or stopped being shared with the clinician's tenant.
         """
-        config = self._configurations.find_for_launch(pending.configuration_id, pending.fhir_base_url)
+        config = self._configurations.find_for_launch(
+            pending.configuration_id, pending.fhir_base_url, patient=pending.kind is LaunchKind.PATIENT
+        )
         if config is None:
             raise TenantConfigNotFound()
         if not config.is_approved:

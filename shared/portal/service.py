@@ -17,8 +17,8 @@ from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, ConfigurationInput, Environment, Vendor, WritebackMode
 from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.smart import OAuthError, Pkce, SmartClient
-from shared.ehr.vendors import VendorProfile, profile_for
-from shared.http.outbound import check_url
+from shared.ehr.vendors import PATIENT_BASE_PROOF, VendorProfile, profile_for
+from shared.http.outbound import check_url, check_url_syntax, normalise_base_url
 from shared.jose.keys import signing_keys_from
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import (
@@ -69,6 +69,7 @@ FIELDS = (
     "provider_client_id",
     "patient_client_id",
     "writeback_mode",
+    "patient_fhir_base_url",
 )
 
 
@@ -167,6 +168,7 @@ def to_input(values: Mapping[str, str]) -> ConfigurationInput:
         provider_client_id=values["provider_client_id"],
         patient_client_id=values["patient_client_id"],
         writeback_mode=WritebackMode(values["writeback_mode"]),
+        patient_fhir_base_url=values.get("patient_fhir_base_url", ""),
     )
 
 
@@ -184,6 +186,7 @@ class IntegrationRecord:
     redirect_uris: tuple[tuple[str, str], ...] = ()  # (what it is for, URI): every one must be registered
     token_context: str = ""  # what the EHR's token response must carry
     launch_point: str = ""  # where in the EHR users press the button (the vendor's own words)
+    iss: str = ""  # the FHIR base the EHR sends as ``iss`` on this launch
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class IntegrationRecords:
     signing_algorithm: str = "RS384"
     shared_view: bool = False  # read by another tenant's admin: the owner's staff are not named
     approval_proof: str = ""  # what the approver's EHR sign-in proved, for this vendor
+    patient_base_proof: str = ""  # what was proven of the patient-side FHIR URL, when there is one
     join_links: str = JOIN_LINKS_NOTE
 
     def as_text(self) -> str:
@@ -206,6 +210,7 @@ class IntegrationRecords:
             f"Organization: {c.organization}",
             f"Environment: {c.environment.value.upper()}",
             f"FHIR base URL: {c.fhir_base_url}",
+            *([f"Patient-side FHIR URL: {c.patient_fhir_base_url}"] if c.patient_fhir_base_url else []),
             f"EHR vendor: {c.vendor.label}",
             f"Configuration id: {c.id}",
         ]
@@ -218,6 +223,7 @@ class IntegrationRecords:
                 f"[{record.title}]",
                 f"Where: {record.launch_point}",
                 f"Launch URL: {record.launch_url}",
+                f"FHIR base URL (iss): {record.iss}",
                 *([f"Context tokens: {record.context_tokens}"] if record.context_tokens else []),
                 f"Client id: {record.client_id}",
                 f"Scopes: {record.scopes}",
@@ -233,6 +239,8 @@ class IntegrationRecords:
         ]
         if self.approval_proof:
             lines += ["", "[Approval]", f"The approver proved: {self.approval_proof}"]
+            if self.patient_base_proof:
+                lines.append(f"Patient-side FHIR URL: {self.patient_base_proof}")
         lines += ["", "[Email/SMS join links]", self.join_links]
         return "\n".join(lines) + "\n"
 
@@ -258,6 +266,7 @@ def integration_records(
         backend_scopes=backend,
         signing_algorithm=signing_algorithm,
         approval_proof=profile.approval_proof,
+        patient_base_proof=PATIENT_BASE_PROOF if config.patient_fhir_base_url else "",
         records=(
             IntegrationRecord(
                 kind="provider",
@@ -268,6 +277,7 @@ def integration_records(
                 scopes=profile.provider_scopes,
                 token_context=profile.context_fields,
                 launch_point=profile.provider_launch_point,
+                iss=config.fhir_base_url,
                 # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
                 redirect_uris=(
                     launch_callback,
@@ -283,6 +293,7 @@ def integration_records(
                 scopes=profile.patient_scopes,
                 token_context=profile.context_fields,
                 launch_point=profile.patient_launch_point,
+                iss=config.patient_fhir_base_url or config.fhir_base_url,
                 redirect_uris=(launch_callback,),
             ),
         ),
@@ -369,6 +380,20 @@ class PortalService:
             raise UnsafeUrl(message)
         return checked.url
 
+    def validate_patient_fhir_url(
+        self, raw: str, *, fhir_base_url: str, client_id: str | None, vendor: VendorProfile
+    ) -> str:
+        """Normalised patient-side FHIR URL (Oracle Health), checked like the FHIR URL (outbound rules, SMART
+        discovery with ``private_key_jwt`` for the patient client, R4) and as a root of the same tenant; or
+        ``UnsafeUrl`` with a reason. What it proves is ``PATIENT_BASE_PROOF`` (no patient signs in here)."""
+        if not vendor.patient_fhir_base:  # before any request leaves: nothing to check against
+            raise UnsafeUrl(vendor.patient_fhir_base_refusal(fhir_base_url, raw) or "")
+        syntax = check_url_syntax(raw, self.smart.http.policy, base_url=True)
+        refusal = vendor.patient_fhir_base_refusal(normalise_base_url(fhir_base_url), syntax.url)
+        if refusal is not None:
+            raise UnsafeUrl(refusal)
+        return self.validate_fhir_url(syntax.url, client_id=client_id, vendor=vendor)
+
     def validated_input(self, form: Mapping[str, str]) -> ConfigurationInput:
         values, errors = parse_fields(form, self.settings.geographies)
         if "fhir_base_url" not in errors:
@@ -380,6 +405,18 @@ class PortalService:
                 )
             except UnsafeUrl as exc:
                 errors["fhir_base_url"] = N_("FHIR URL isn't valid: %(reason)s", reason=exc.message)
+        if values["patient_fhir_base_url"] and not {"fhir_base_url", "vendor"} & errors.keys():
+            try:
+                values["patient_fhir_base_url"] = self.validate_patient_fhir_url(
+                    values["patient_fhir_base_url"],
+                    fhir_base_url=values["fhir_base_url"],
+                    client_id=values["patient_client_id"] or None,
+                    vendor=profile_for(values["vendor"]),
+                )
+            except UnsafeUrl as exc:
+                errors["patient_fhir_base_url"] = N_(
+                    "Patient-side FHIR URL isn't valid: %(reason)s", reason=exc.message
+                )
         if errors:
             raise FormErrors(errors)
         return to_input(values)
@@ -394,10 +431,10 @@ class PortalService:
                 errors.append({})
             except FormErrors as exc:
                 errors.append(exc.errors)
-        urls = [data.fhir_base_url for data in inputs]
+        # Every URL once: a patient-side FHIR URL is reserved like a FHIR URL, so it may not repeat either.
+        urls = [url for data in inputs for url in (data.fhir_base_url, data.patient_fhir_base_url) if url]
         if not any(errors) and len(set(urls)) != len(urls):
-            twice = {"fhir_base_url": "This FHIR URL appears twice in this form."}
-            errors = [dict(twice) if urls.count(url) > 1 else {} for url in urls]
+            errors = [_repeated(data, urls) for data in inputs]
         return inputs, errors
 
     # configurations
@@ -635,10 +672,38 @@ class PortalService:
                     help=(N_("The EHR's token endpoint is reachable from the connector."),),
                 ),
             ) from None
+        if config.patient_fhir_base_url:
+            self._recheck_patient_fhir_url(config)
         proven = cfg.with_ehr_signin(stored, upn=user.upn, oid=user.object_id, now=utcnow())
         saved = self.repository.update(stored, proven, etag=str(stored.etag))
         _audit("proven by EHR sign-in", saved, user)
         return saved
+
+    def _recheck_patient_fhir_url(self, config: Configuration) -> None:
+        """Check the patient-side FHIR URL again as the sign-in is recorded: the sign-in proves it as it is now."""
+        self.smart.forget(config.patient_fhir_base_url)
+        try:
+            self.validate_patient_fhir_url(
+                config.patient_fhir_base_url,
+                fhir_base_url=config.fhir_base_url,
+                client_id=config.patient_client_id,
+                vendor=profile_for(config.vendor),
+            )
+        except UnsafeUrl as exc:
+            raise EhrSignInFailed(
+                config.id,
+                ErrorPage(
+                    title=N_("The patient-side FHIR URL could not be proven"),
+                    message=N_("Patient-side FHIR URL isn't valid: %(reason)s", reason=exc.message),
+                    help=(
+                        N_(
+                            "Your EHR sign-in worked; the patient-side FHIR URL is the tenant's patient-access "
+                            "service root, which must answer SMART discovery for the patient client id and serve "
+                            "FHIR R4."
+                        ),
+                    ),
+                ),
+            ) from None
 
     def approve(self, user: PortalIdentity, configuration_id: str) -> Configuration:
         config = self.get_visible(user, configuration_id)
@@ -658,6 +723,16 @@ class PortalService:
         algorithm = signing_keys_from(self.settings.signing_keys.reveal()).active.algorithm
         records = integration_records(config, self.settings.public_base_url, signing_algorithm=algorithm)
         return replace(records, shared_view=config.tenant_id != user.tenant_id)
+
+
+def _repeated(data: ConfigurationInput, urls: list[str]) -> dict[str, str]:
+    """The errors of one row whose URLs appear more than once among ``urls`` (every row's URLs)."""
+    errors: dict[str, str] = {}
+    if urls.count(data.fhir_base_url) > 1:
+        errors["fhir_base_url"] = N_("This FHIR URL appears twice in this form.")
+    if data.patient_fhir_base_url and urls.count(data.patient_fhir_base_url) > 1:
+        errors["patient_fhir_base_url"] = N_("This URL appears twice in this form.")
+    return errors
 
 
 def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:

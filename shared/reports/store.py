@@ -143,23 +143,15 @@ class ReportFacts:
         known = self._known.get(memory)
         with storage_errors(account):
             if known is None:
-                try:
-                    self.operations += 1
-                    metadata = table.create_entity(self.entity(geography, pk, visit, facts))
-                    self._known.put(memory, _Known(facts, str(metadata.get("etag"))))
+                if self._inserted(table, geography, pk, visit, memory, facts):
                     return True
-                except ResourceExistsError:
-                    known = self._read(table, geography, pk, visit)
+                known = self._read(table, geography, pk, visit)
             for _ in range(_ATTEMPTS):
                 if known is None:  # swept meanwhile: start again
-                    try:
-                        self.operations += 1
-                        metadata = table.create_entity(self.entity(geography, pk, visit, facts))
-                        self._known.put(memory, _Known(facts, str(metadata.get("etag"))))
+                    if self._inserted(table, geography, pk, visit, memory, facts):
                         return True
-                    except ResourceExistsError:
-                        known = self._read(table, geography, pk, visit)
-                        continue
+                    known = self._read(table, geography, pk, visit)
+                    continue
                 combined = merged(known.facts, facts)
                 if combined == known.facts:
                     self._known.put(memory, known)
@@ -178,6 +170,24 @@ class ReportFacts:
                     time.sleep(random.uniform(0, 0.05))  # noqa: S311 - jitter, so colliding instances spread out
                     known = self._read(table, geography, pk, visit)
         raise Conflict("A visit's report row is changing too quickly; the event is retried.", code="report_contention")
+
+    def _inserted(
+        self,
+        table: Any,
+        geography: Geography,
+        pk: str,
+        visit: str,
+        memory: tuple[str, str, str],
+        facts: VisitFacts,
+    ) -> bool:
+        """Insert the visit-day's row holding ``facts``; False when a row is there already."""
+        try:
+            self.operations += 1
+            metadata = table.create_entity(self.entity(geography, pk, visit, facts))
+        except ResourceExistsError:
+            return False
+        self._known.put(memory, _Known(facts, str(metadata.get("etag"))))
+        return True
 
     def _read(self, table: Any, geography: Geography, pk: str, visit: str) -> _Known | None:
         self.operations += 1

@@ -4,7 +4,9 @@ meeting, through the real function app in the local host, Azurite, and the sandb
 The whole suite runs once per flavour of the sandbox EHR (``sandbox/ehr/flavours.py``): Epic; Oracle Health
 (tenant id in the FHIR path, Millennium's discovery and token response, no appointment field: PowerChart and the
 patient portal); and a plain SMART 2 server (kid-less id_tokens, relative ``fhirUser``, the Appointment in
-``fhirContext``), each with a configuration of the matching vendor and the records its profile lists."""
+``fhirContext``), each with a configuration of the matching vendor and the records its profile lists. Oracle's
+patient portal launches through the tenant's patient-access FHIR base (``/myrecord/r4/{tenant}``), which the
+Oracle configuration names as its patient-side FHIR URL."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -134,6 +137,8 @@ def test_patient_launch_from_mychart_lands_in_the_same_meetings_lobby(
 
     patient_context = browser.new_context()
     patient_context.set_default_timeout(TIMEOUT_MS)
+    requested: list[str] = []
+    patient_context.on("request", lambda r: requested.append(r.url))
     try:
         patient = begin_virtual_visit(patient_context, world, "mychart", "e-pat-patel", "Medication review")
         patient.wait_for_url(join_url)
@@ -142,6 +147,34 @@ def test_patient_launch_from_mychart_lands_in_the_same_meetings_lobby(
         expect(patient.locator("#status")).to_have_attribute("data-status", "lobby")
     finally:
         patient_context.close()
+    # Oracle: the patient portal sends the patient-access base as iss, and the connector authorizes against it
+    # (its own discovery names the patient persona's authorize endpoint); other EHRs: the one FHIR base.
+    config = world.ehr.config
+    patient_base = config.patient_fhir_base
+    assert (patient_base != config.fhir_base) is (world.configuration.patient_fhir_base_url != "")
+    launch = next(u for u in requested if "/api/launch/" in u and "iss=" in u)
+    assert parse_qs(urlsplit(launch).query)["iss"] == [patient_base]
+    authorize = next(u for u in requested if u.startswith(config.authorize_url_for(patient_base)))
+    assert parse_qs(urlsplit(authorize).query)["aud"] == [patient_base]
+
+
+def test_a_provider_launch_naming_the_patient_side_fhir_url_is_refused_before_any_request(
+    world: LaunchWorld, context: BrowserContext
+) -> None:
+    """The patient-side FHIR URL is on the allow-list of patient launches only."""
+    config = world.ehr.config
+    if config.patient_fhir_base == config.fhir_base:
+        pytest.skip(f"the {config.spec.product} flavour has no patient-side FHIR base")
+    launch_url = world.launch_url("provider", world.appointment_of(SMITH, "e-pat-rivera"), SMITH)
+    forged = launch_url.replace(
+        f"iss={quote(config.fhir_base, safe='')}", f"iss={quote(config.patient_fhir_base, safe='')}"
+    )
+    assert forged != launch_url
+    before = world.ehr_requests()
+    page = context.new_page()
+    page.goto(forged)
+    expect(page.locator("h1")).to_have_text("Tenant config not found")
+    assert world.ehr_requests() == before
 
 
 def test_patient_before_the_provider_waits_then_joins_when_the_provider_starts(

@@ -12,6 +12,7 @@ import azure.functions as func
 
 from connector import portal
 from connector.services import services
+from shared.configurations.repository import ConfigurationRepository
 from shared.kernel.settings import get_settings
 from shared.microsoft.entra import GLOBAL_ADMINISTRATOR, PortalIdentity
 from shared.portal.sessions import PortalSession, SessionStore
@@ -99,3 +100,13 @@ def configuration_form(fhir_base_url: str, *, prefix: str = "", **overrides: str
         **overrides,
     }
     return {f"{prefix}{k}": v for k, v in values.items()}
+
+
+def repository() -> ConfigurationRepository:
+    return ConfigurationRepository(services().storage.app)
+
+
+def submit(tenant: Tenant, url: str, **overrides: str) -> func.HttpResponse:
+    """One configuration through the admin's "Add configurations" form (``overrides``: its fields)."""
+    form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(url, prefix="c0-", **overrides)}
+    return call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)

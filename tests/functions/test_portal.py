@@ -22,8 +22,6 @@ from connector.services import reset as reset_services
 from connector.services import services
 from shared.configurations import model as cfg
 from shared.configurations.model import Configuration, Status
-from shared.configurations.repository import ConfigurationRepository
-from shared.jose.keys import signing_keys_from
 from shared.kernel.settings import Geography
 from shared.portal.service import to_input
 from shared.portal.sessions import PortalSession
@@ -32,17 +30,12 @@ from tests.functions.portal_support import (
     call,
     configuration_form,
     new_tenant,
+    repository,
     text,
 )
-from tests.support.fake_ehr import FakeEhr, running_fake_ehr
+from tests.support.fake_ehr import FakeEhr
 
 pytestmark = pytest.mark.azurite
-
-
-@pytest.fixture(scope="module")
-def ehr(base_env: dict[str, str]) -> Iterator[FakeEhr]:
-    with running_fake_ehr(signing_keys_from(base_env["SIGNING_KEYS"]).jwks) as server:
-        yield server
 
 
 @pytest.fixture
@@ -50,10 +43,6 @@ def tenant(env: dict[str, str]) -> Iterator[Tenant]:
     reset_services()
     yield new_tenant()
     reset_services()
-
-
-def repository() -> ConfigurationRepository:
-    return ConfigurationRepository(services().storage.app)
 
 
 def create(tenant: Tenant, *urls: str, **overrides: str) -> list[str]:

@@ -14,17 +14,10 @@ from connector.services import reset as reset_services
 from connector.services import services
 from shared.configurations.model import Status
 from shared.configurations.repository import ConfigurationRepository
-from shared.jose.keys import signing_keys_from
-from tests.functions.portal_support import Tenant, call, configuration_form, new_tenant, text
-from tests.support.fake_ehr import FakeEhr, running_fake_ehr
+from tests.functions.portal_support import Tenant, call, new_tenant, submit, text
+from tests.support.fake_ehr import FakeEhr
 
 pytestmark = pytest.mark.azurite
-
-
-@pytest.fixture(scope="module")
-def ehr(base_env: dict[str, str]) -> Iterator[FakeEhr]:
-    with running_fake_ehr(signing_keys_from(base_env["SIGNING_KEYS"]).jwks) as server:
-        yield server
 
 
 @pytest.fixture
@@ -33,11 +26,6 @@ def tenant(env: dict[str, str], ehr: FakeEhr) -> Iterator[Tenant]:
     yield new_tenant()
     ehr.fhir_version, ehr.auth_methods = "4.0.1", ("private_key_jwt",)
     reset_services()
-
-
-def submit(tenant: Tenant, url: str, **overrides: str):  # type: ignore[no-untyped-def]
-    form = {"csrf": tenant.admin.csrf_token, "rows": "1", **configuration_form(url, prefix="c0-", **overrides)}
-    return call(portal.create_configurations, "POST", "portal/configurations", session=tenant.admin, form=form)
 
 
 def stored(tenant: Tenant) -> list[str]:

@@ -212,3 +212,29 @@ def test_writeback_targets_come_from_approved_configurations_by_id_alone(
     ticks[0] = 61.0
     with pytest.raises(NotFound, match="no approved configuration"):
         targets.target_for(approved.id)
+
+
+def test_a_patient_side_url_is_reserved_in_the_tenant_and_matches_patient_launches_only(
+    repository: ConfigurationRepository, tenant: str, unique: str
+) -> None:
+    ehr = f"https://fhir-ehr-{unique}.example.org/r4/{tenant}"
+    myrecord = f"https://fhir-myrecord-{unique}.example.org/r4/{tenant}"
+    data = cfg.ConfigurationInput(
+        **{**cfg.input_values(_input(ehr)), "vendor": Vendor.ORACLE, "patient_fhir_base_url": myrecord}
+    )
+    config = repository.create(cfg.new_configuration(tenant, data, by="admin@contoso.example", now=NOW))
+    stored = repository.get(tenant, config.id)
+    assert stored.patient_fhir_base_url == myrecord
+    assert repository.find_for_launch(config.id, myrecord, patient=True) == stored
+    assert repository.find_for_launch(config.id, myrecord) is None  # a provider launch: refused
+    assert repository.find_for_launch(config.id, ehr) == stored
+    with pytest.raises(Conflict):  # the patient-side URL is taken in this tenant, like the FHIR URL
+        repository.create(cfg.new_configuration(tenant, _input(myrecord), by="admin@contoso.example", now=NOW))
+    proven = cfg.with_ehr_signin(stored, upn="analyst@contoso.example", oid="oid-1", now=NOW)
+    assert stored.etag is not None
+    signed = repository.update(stored, proven, etag=stored.etag)
+    assert repository.get(tenant, config.id).ehr_signin == proven.ehr_signin  # the proven patient URL round-trips
+    assert signed.etag is not None
+    repository.delete(signed, etag=signed.etag)
+    for url in (ehr, myrecord):  # both released
+        repository.create(cfg.new_configuration(tenant, _input(url), by="admin@contoso.example", now=NOW))

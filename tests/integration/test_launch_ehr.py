@@ -100,6 +100,8 @@ def service(stand_ins: RunningStandIns, settings: Settings, storage: Storage, tr
         fhir_base_url=stand_ins.ehr.config.fhir_base,
         patient_client_id=CLIENT_ID,
         vendor=vendor,
+        # Oracle: the patient-access root its patient launches carry as iss (the FHIR base elsewhere)
+        patient_fhir_base_url=stand_ins.ehr.config.patient_fhir_base,
     )
     secret = settings.connector_secret.reveal()
     sealer = Sealer.from_text(settings.sealing_keys.reveal())
@@ -174,7 +176,7 @@ def test_epic_client_id_goes_to_epic_only(  # type: ignore[no-untyped-def]
     stand_ins: RunningStandIns, service, transport: TamperingTransport
 ) -> None:
     service[0].complete(authorize(stand_ins, service))
-    base = stand_ins.ehr.config.fhir_base
+    base = stand_ins.ehr.config.patient_fhir_base  # a patient launch's FHIR base (Oracle: its patient-access root)
     on_fhir = [headers.get("epic-client-id") for url, headers in transport.sent if url.startswith(base)]
     elsewhere = [headers.get("epic-client-id") for url, headers in transport.sent if not url.startswith(base)]
     assert on_fhir, "discovery and reads went to the FHIR base"

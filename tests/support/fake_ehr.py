@@ -11,7 +11,9 @@ need a server that does what no faithful EHR does, switched per test:
 - ``authorize_error`` / ``token_error``: any OAuth error code from either endpoint, on demand;
 - ``/redirecting/.well-known/smart-configuration``: discovery answered with a redirect to the cloud metadata
   address (the outbound client must not follow it);
-- every path ending in ``FHIR/R4`` is a FHIR base, so one server serves a tenant's test and production URLs;
+- every path ending in ``FHIR/R4``, or in ``r4/{tenant}`` as Oracle Health's service roots do, is a FHIR base, so
+  one server serves a tenant's test and production URLs (and Oracle's provider and patient-access roots);
+- ``fhir_versions``: the CapabilityStatement's version per FHIR base path (overrides ``fhir_version``);
 - ``authorize`` signs the user in at once (no sign-in page to fill in), and ``token_requests`` records what the
   client sent, so a test can read the client assertion's form fields.
 
@@ -55,6 +57,7 @@ class FakeEhr:
     token_error: str | None = None
     id_token_audience: str | None = None  # override to mint a token for another client
     fhir_version: str = "4.0.1"  # the CapabilityStatement's fhirVersion (e.g. "3.0.2": an STU3 server)
+    fhir_versions: dict[str, str] = field(default_factory=dict)  # per FHIR base path (no leading slash)
     auth_methods: tuple[str, ...] = ("private_key_jwt",)  # token_endpoint_auth_methods_supported
 
     @property
@@ -79,7 +82,7 @@ class FakeEhr:
 
     async def smart_configuration(self, request: Request) -> Response:
         """Any path ending in FHIR/R4 is a FHIR server here (so tests can use a test and a production URL)."""
-        if not request.path_params["fhir"].endswith("FHIR/R4"):
+        if not _is_fhir_base(request.path_params["fhir"]):
             return JSONResponse({"error": "not found"}, status_code=404)
         return JSONResponse(
             {
@@ -95,10 +98,11 @@ class FakeEhr:
         )
 
     async def metadata(self, request: Request) -> Response:
-        if not request.path_params["fhir"].endswith("FHIR/R4"):
+        if not _is_fhir_base(request.path_params["fhir"]):
             return JSONResponse({"error": "not found"}, status_code=404)
         body = {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance"}
-        return JSONResponse({**body, "fhirVersion": self.fhir_version}, media_type="application/fhir+json")
+        version = self.fhir_versions.get(request.path_params["fhir"], self.fhir_version)
+        return JSONResponse({**body, "fhirVersion": version}, media_type="application/fhir+json")
 
     async def redirect_away(self, request: Request) -> Response:
         return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=302)
@@ -175,3 +179,9 @@ def running_fake_ehr(client_jwks: Callable[[], dict[str, Any]]) -> Iterator[Fake
     with ServerThread(ehr.app()) as server:
         ehr.base = server.url
         yield ehr
+
+
+def _is_fhir_base(path: str) -> bool:
+    """``…/FHIR/R4`` (Epic-style) or ``…/r4/{tenant}`` (Oracle Health's service roots)."""
+    parts = path.rstrip("/").split("/")
+    return path.endswith("FHIR/R4") or (len(parts) >= 2 and parts[-2] == "r4" and bool(parts[-1]))

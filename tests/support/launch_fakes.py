@@ -37,6 +37,15 @@ class Config:
     shared_with: tuple[str, ...] = ()
     vendor: Vendor = Vendor.EPIC
     organization: str = "Contoso Health"
+    patient_fhir_base_url: str = ""
+
+    def launch_base(self, iss: str, *, patient: bool) -> str | None:
+        wanted = iss.rstrip("/")
+        if wanted == self.fhir_base_url.rstrip("/"):
+            return wanted
+        if patient and self.patient_fhir_base_url and wanted == self.patient_fhir_base_url.rstrip("/"):
+            return wanted
+        return None
 
 
 class Configurations:
@@ -44,10 +53,10 @@ class Configurations:
         self.configs = {c.id: c for c in configs}
         self.lookups = 0
 
-    def find_for_launch(self, configuration_id: str, iss: str) -> Config | None:
+    def find_for_launch(self, configuration_id: str, iss: str, *, patient: bool = False) -> Config | None:
         self.lookups += 1
         config = self.configs.get(configuration_id)
-        if config is None or config.fhir_base_url.rstrip("/") != iss.rstrip("/"):
+        if config is None or config.launch_base(iss, patient=patient) is None:
             return None
         return config
 

@@ -121,6 +121,7 @@ def _configuration(
     approved: bool,
     writeback_mode: WritebackMode = WritebackMode.EPIC,
     vendor: Vendor = Vendor.EPIC,
+    patient_fhir_base_url: str = "",
 ) -> Configuration:
     data = ConfigurationInput(
         organization="Contoso Health" if tenant == CONTOSO.id else "Fabrikam Clinic",
@@ -132,6 +133,7 @@ def _configuration(
         provider_client_id=DEMO_PROVIDER_CLIENT_ID,
         patient_client_id=DEMO_PATIENT_CLIENT_ID,
         writeback_mode=writeback_mode,
+        patient_fhir_base_url=patient_fhir_base_url,
     )
     config = new_configuration(tenant, data, by="admin@contoso.example", now=utcnow())
     if approved:
@@ -174,9 +176,17 @@ def launch_world(
     storage = Storage(settings)
     configurations = ConfigurationRepository(storage.app)
     fhir = stand_ins.ehr.config.fhir_base
+    # Oracle's patient-access service root (the flavour's patient-side base), where the EHR has one.
+    patient_fhir = stand_ins.ehr.config.patient_fhir_base if profile.patient_fhir_base else ""
     test_config = configurations.create(
         _configuration(
-            CONTOSO.id, fhir, environment=Environment.TEST, approved=True, writeback_mode=writeback_mode, vendor=vendor
+            CONTOSO.id,
+            fhir,
+            environment=Environment.TEST,
+            approved=True,
+            writeback_mode=writeback_mode,
+            vendor=vendor,
+            patient_fhir_base_url=patient_fhir,
         )
     )
     # The same FHIR URL in another tenant, not yet approved; and Contoso's production configuration (its URL is
