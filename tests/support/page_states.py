@@ -29,6 +29,7 @@ from connector.launch import (
 from connector.portal import GEOGRAPHY_NAMES, NOTICES, coded_words
 from connector.reports import report_context
 from shared.configurations.model import (
+    PROOF_FIELDS,
     Configuration,
     ConfigurationInput,
     EhrSignIn,
@@ -141,9 +142,14 @@ SIGNED_IN = _configuration(
 def _edited(config: Configuration, *, signed_in: bool = False, **changes: Any) -> Configuration:
     """``config`` with an admin's edit awaiting approval beside it (``changes``: the fields the edit changes)."""
     data = ConfigurationInput(**(config.input().__dict__ | changes))
-    proof = {"fhir_base_url", "vendor", "provider_client_id", "approver_upn"}
-    kept = config.ehr_signin if not proof & changes.keys() else None
-    signin = EhrSignIn(by_upn=APPROVER.upn, by_oid=APPROVER.object_id, at=WHEN, fhir_base_url=data.fhir_base_url)
+    kept = config.ehr_signin if not set(PROOF_FIELDS) & changes.keys() else None
+    signin = EhrSignIn(
+        by_upn=APPROVER.upn,
+        by_oid=APPROVER.object_id,
+        at=WHEN,
+        fhir_base_url=data.fhir_base_url,
+        patient_fhir_base_url=data.patient_fhir_base_url,
+    )
     edit = PendingEdit(data=data, by=ADMIN.upn, at=WHEN, ehr_signin=signin if signed_in else kept)
     return replace(config, edit=edit)
 
@@ -168,6 +174,18 @@ EDIT_OF_NAME = _edited(APPROVED, organization="Contoso Health Network", environm
 EDIT_WITHOUT_SIGNIN = _edited(
     replace(APPROVED, ehr_signin=None), organization="Contoso Health Network", patient_client_id="patient-client-0002"
 )
+# Oracle Health with its patient-side FHIR URL (the tenant's patient-access service root): pending, approved,
+# and an approved one without it whose edit adds it.
+ORACLE_EHR_URL = "https://fhir-ehr-code.cerner.com/r4/ec2458f2"
+ORACLE_PATIENT_URL = "https://fhir-myrecord.cerner.com/r4/ec2458f2"
+ORACLE: dict[str, Any] = {
+    "vendor": Vendor.ORACLE,
+    "writeback_mode": WritebackMode.FHIR_AUDIT_EVENT,
+    "fhir_base_url": ORACLE_EHR_URL,
+}
+ORACLE_PATIENT_PENDING = _configuration(approved=False, patient_fhir_base_url=ORACLE_PATIENT_URL, **ORACLE)
+ORACLE_PATIENT_APPROVED = _configuration(approved=True, patient_fhir_base_url=ORACLE_PATIENT_URL, **ORACLE)
+EDIT_OF_PATIENT_URL = _edited(_configuration(approved=True, **ORACLE), patient_fhir_base_url=ORACLE_PATIENT_URL)
 MAPPINGS = [
     ListedMapping(
         "3f9a0c1d2e4b5a6978", OWN_TENANT, "bbbbbbbb-0000-4000-8000-000000000001", "dr.smith@contoso.example", WHEN, WHEN
@@ -240,8 +258,8 @@ def _launch_error(exc: ConnectorError) -> func.HttpResponse:
     return web.error_response(exc, CORRELATION, html=True, pages=LAUNCH_PAGES)
 
 
-def _ehr_failure() -> func.HttpResponse:
-    exc = EhrSignInFailed(
+def _ehr_failure(exc: EhrSignInFailed | None = None) -> func.HttpResponse:
+    exc = exc or EhrSignInFailed(
         PENDING.id,
         ErrorPage(
             N_("The EHR refused the sign-in"),
@@ -289,6 +307,58 @@ def _new_with_errors() -> func.HttpResponse:
         title=N_("Add configurations"),
         rows=[({**blank, **rows[0]}, first.errors), ({**blank, **rows[1]}, {})],
         saved_count=2,
+        **_choices(),
+    )
+
+
+def _patient_url_failure() -> func.HttpResponse:
+    """The approver's EHR sign-in worked, but the patient-side FHIR URL no longer passes its checks."""
+    reason = profile_for(Vendor.ORACLE).patient_fhir_base_refusal(ORACLE_EHR_URL, ORACLE_EHR_URL)
+    return _ehr_failure(
+        EhrSignInFailed(
+            ORACLE_PATIENT_PENDING.id,
+            ErrorPage(
+                N_("The patient-side FHIR URL could not be proven"),
+                N_("Patient-side FHIR URL isn't valid: %(reason)s", reason=reason),
+                (
+                    N_(
+                        "Your EHR sign-in worked; the patient-side FHIR URL is the tenant's patient-access "
+                        "service root, which must answer SMART discovery for the patient client id and serve "
+                        "FHIR R4."
+                    ),
+                ),
+            ),
+        )
+    )
+
+
+def _new_with_patient_url_errors() -> func.HttpResponse:
+    """Two Oracle Health rows: a patient-side FHIR URL of another tenant, and one URL entered twice."""
+    oracle = {"organization": "Contoso Health", "environment": "test", "vendor": Vendor.ORACLE.value}
+    rows = [
+        {**oracle, "fhir_base_url": ORACLE_EHR_URL, "patient_fhir_base_url": "https://fhir-myrecord.cerner.com/r4/x1"},
+        {**oracle, "fhir_base_url": "https://fhir-ehr-code.cerner.com/r4/x2", "patient_fhir_base_url": ORACLE_EHR_URL},
+    ]
+    refusal = profile_for(Vendor.ORACLE).patient_fhir_base_refusal(ORACLE_EHR_URL, rows[0]["patient_fhir_base_url"])
+    blank = describe({})
+    return _portal(
+        "portal/new.html",
+        ADMIN,
+        title=N_("Add configurations"),
+        rows=[
+            (
+                {**blank, **rows[0]},
+                {"patient_fhir_base_url": N_("Patient-side FHIR URL isn't valid: %(reason)s", reason=refusal)},
+            ),
+            (
+                {**blank, **rows[1]},
+                {
+                    "fhir_base_url": N_("This FHIR URL appears twice in this form."),
+                    "patient_fhir_base_url": N_("This URL appears twice in this form."),
+                },
+            ),
+        ],
+        saved_count=0,
         **_choices(),
     )
 
@@ -623,6 +693,7 @@ PAGE_STATES: Mapping[str, PageState] = {
         **_choices(),
     ),
     "portal/new-with-errors": _new_with_errors,
+    "portal/new-with-patient-url-errors": _new_with_patient_url_errors,
     "portal/configuration-pending-admin": lambda: _detail(ADMIN, PENDING, notice=NOTICES["saved"]),
     "portal/configuration-pending-approver": lambda: _detail(APPROVER, PENDING),
     "portal/configuration-signed-in-approver": lambda: _detail(APPROVER, SIGNED_IN, notice=NOTICES["ehr-signin"]),
@@ -654,6 +725,20 @@ PAGE_STATES: Mapping[str, PageState] = {
             "provider_client_id": N_("Enter the client id the EHR issued (letters, digits, . _ : -, up to 128)."),
         },
     ),
+    "portal/configuration-oracle-patient-url-approver": lambda: _detail(APPROVER, ORACLE_PATIENT_PENDING),
+    "portal/configuration-oracle-patient-url-approved": lambda: _detail(ADMIN, ORACLE_PATIENT_APPROVED),
+    "portal/configuration-edit-of-patient-url-approver": lambda: _detail(APPROVER, EDIT_OF_PATIENT_URL),
+    "portal/configuration-with-patient-url-errors": lambda: _detail(
+        ADMIN,
+        PENDING,
+        values=describe(PENDING.input().__dict__) | {"patient_fhir_base_url": ORACLE_PATIENT_URL},
+        errors={
+            "patient_fhir_base_url": N_(
+                "Patient-side FHIR URL isn't valid: %(reason)s",
+                reason=profile_for(Vendor.SMART).patient_fhir_base_refusal(PENDING.fhir_base_url, ORACLE_PATIENT_URL),
+            ),
+        },
+    ),
     "portal/configuration-with-errors": lambda: _detail(
         ADMIN,
         APPROVED,
@@ -667,6 +752,7 @@ PAGE_STATES: Mapping[str, PageState] = {
         "portal/delete.html", ADMIN, title=N_("Delete configuration"), config=EDIT_OF_PROOF
     ),
     "portal/ehr-failure": _ehr_failure,
+    "portal/ehr-failure-patient-url": _patient_url_failure,
     "portal/links": lambda: _portal(
         "portal/links.html",
         ADMIN,
@@ -698,6 +784,8 @@ PAGE_STATES: Mapping[str, PageState] = {
         _configuration(approved=True, vendor=Vendor.ORACLE, writeback_mode=WritebackMode.FHIR_AUDIT_EVENT)
     ),
     "portal/records-edit-awaiting": lambda: _records(EDIT_OF_PROOF),
+    "portal/records-oracle-patient-url": lambda: _records(ORACLE_PATIENT_APPROVED),
+    "portal/records-oracle-patient-url-edit-awaiting": lambda: _records(EDIT_OF_PATIENT_URL),
     "portal/records-not-approved": lambda: _portal(
         "portal/records.html", ADMIN, title=N_("Integration records"), config=PENDING, records=None
     ),
