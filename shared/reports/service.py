@@ -19,6 +19,7 @@ from shared.configurations.model import Configuration
 from shared.configurations.repository import ConfigurationRepository
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import BadRequest, Forbidden, NotFound
+from shared.kernel.i18n import N_
 from shared.microsoft.entra import PortalIdentity
 from shared.portal.service import can_edit
 from shared.reports.days import DaySummary, PartitionCache, ReportDays, ReportVisit, usable
@@ -80,11 +81,11 @@ def parse_range(params: dict[str, str], *, today: date, retention_days: int) -> 
             first = date.fromisoformat(params.get("from") or "")
             last = date.fromisoformat(params.get("to") or today.isoformat())
         except ValueError:
-            raise BadRequest("Dates must look like 2026-12-31.", code="report_range") from None
+            raise BadRequest(N_("Dates must look like 2026-12-31."), code="report_range") from None
         if first > last:
-            raise BadRequest("The start date is after the end date.", code="report_range")
+            raise BadRequest(N_("The start date is after the end date."), code="report_range")
         if (last - first).days >= MAX_RANGE_DAYS:
-            raise BadRequest(f"Choose at most {MAX_RANGE_DAYS} days.", code="report_range")
+            raise BadRequest(N_("Choose at most %(days)s days.", days=MAX_RANGE_DAYS), code="report_range")
         return Range(max(first, earliest), min(last, today), None)
     try:
         preset = int(params.get("days") or 30)
@@ -130,9 +131,9 @@ class ReportService:
         try:
             config = self._configurations.get(user.tenant_id, configuration_id)
         except NotFound:
-            raise NotFound("There is no such report.") from None
+            raise NotFound(N_("There is no such report.")) from None
         if not can_read_report(user, config):
-            raise NotFound("There is no such report.")
+            raise NotFound(N_("There is no such report."))
         return config
 
     def preferences(self, config: Configuration) -> ReportPreferences:
@@ -141,13 +142,13 @@ class ReportService:
     def save_preferences(self, user: PortalIdentity, configuration_id: str, form: dict[str, str]) -> ReportPreferences:
         config = self.configuration(user, configuration_id)
         if not can_edit(user, config):
-            raise Forbidden("Only the configuration's administrators can change its report settings.")
+            raise Forbidden(N_("Only the configuration's administrators can change its report settings."))
         try:
             retention = int(form.get("retention_days", ""))
         except ValueError:
             retention = 0
         if not 1 <= retention <= 730:
-            raise BadRequest("Keep report data for 1 to 730 days.", code="report_retention")
+            raise BadRequest(N_("Keep report data for 1 to 730 days."), code="report_retention")
         return self._preferences.save(
             config.id,
             ReportPreferences(
@@ -220,7 +221,10 @@ class ReportService:
             count += 1
             if count > MAX_EXPORT_ROWS:
                 raise BadRequest(
-                    f"The range holds more than {MAX_EXPORT_ROWS:,} visits; export fewer days at a time.",
+                    N_(
+                        "The range holds more than %(limit)s visits; export fewer days at a time.",
+                        limit=MAX_EXPORT_ROWS,
+                    ),
                     code="report_export_too_large",
                 )
             yield export_row(visit, show_csn=preferences.show_csn)
