@@ -33,6 +33,7 @@ REPORTS_APP_ROLE = "Connector.Reports"
 PRESETS = (7, 30, 90)
 MAX_RANGE_DAYS = 366
 PAGE_ROWS = 50
+MAX_PAGE_QUERIES = 20  # a department's page of a busy day: at most this many queries per request
 MAX_EXPORT_ROWS = 200_000
 CSV_COLUMNS = (
     "appointment_id",
@@ -196,13 +197,26 @@ class ReportService:
     def appointments(
         self, config: Configuration, day: date, *, department: str = "", after: str = ""
     ) -> tuple[list[ReportVisit], str | None]:
-        """One page of a day's visit rows (one query); the row key to continue after, if there are more."""
-        rows, next_after = self._facts.page(config.geography, config.id, day, after=after, size=PAGE_ROWS)
-        visits = [ReportVisit(r.visit, day, r.facts, summarize(r.facts)) for r in rows]
-        if department:
-            visits = [v for v in visits if v.summary.department == department]
-        visits.sort(key=lambda v: (v.summary.first_seen or datetime.min.replace(tzinfo=UTC), v.id))
-        return visits, next_after
+        """One page of a day's visits (``PAGE_ROWS``, of ``department`` if given), and the row key to continue after.
+
+        Rows are read ``PAGE_ROWS`` at a time in row-key order: one query without a department filter; with one,
+        as many as fill the page, at most ``MAX_PAGE_QUERIES`` (the department is inside each row, not in its key).
+        """
+        found: list[ReportVisit] = []
+        cursor: str | None = after
+        for _ in range(MAX_PAGE_QUERIES):
+            rows, cursor = self._facts.page(config.geography, config.id, day, after=cursor or "", size=PAGE_ROWS)
+            for n, row in enumerate(rows):
+                visit = ReportVisit(row.visit, day, row.facts, summarize(row.facts))
+                if department and visit.summary.department != department:
+                    continue
+                found.append(visit)
+                if len(found) == PAGE_ROWS:
+                    more = n < len(rows) - 1 or cursor is not None
+                    return _by_start(found), (row.visit if more else None)
+            if cursor is None:
+                break
+        return _by_start(found), cursor
 
     # --- export --------------------------------------------------------------------------------------
 
@@ -314,3 +328,8 @@ def to_json(config: Configuration, rows: Iterator[dict[str, Any]], *, now: datet
 def _inert(value: Any) -> str:
     text = str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _by_start(visits: list[ReportVisit]) -> list[ReportVisit]:
+    """A page's visits in the order they began (rows without a time first, then by id)."""
+    return sorted(visits, key=lambda v: (v.summary.first_seen or datetime.min.replace(tzinfo=UTC), v.id))
