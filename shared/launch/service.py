@@ -207,17 +207,21 @@ class SignInStartRefused(Forbidden):
 
     code = "signin_start_refused"
     page = ErrorPage(
-        "Please start the sign-in from your own visit",
-        "This sign-in was not started from the page the connector showed in this browser, so nothing was started "
-        "and nothing was linked.",
+        N_("Please start the sign-in from your own visit"),
+        N_(
+            "This sign-in was not started from the page the connector showed in this browser, so nothing was "
+            "started and nothing was linked."
+        ),
         help=(
-            "Start the visit again from Epic on your own computer and press Continue on the page that explains "
-            "the one-time sign-in.",
+            N_(
+                "Start the visit again from Epic on your own computer and press Continue on the page that explains "
+                "the one-time sign-in."
+            ),
         ),
     )
 
     def __init__(self) -> None:
-        super().__init__("This sign-in was not started from the connector's page. Nothing was started.")
+        super().__init__(N_("This sign-in was not started from the connector's page. Nothing was started."))
 
 
 # --- what the launch needs from Graph ------------------------------------------------------------
@@ -738,7 +742,9 @@ class LaunchService:
         config = self._configurations.find_for_launch(
             pending.configuration_id, pending.fhir_base_url, patient=pending.kind is LaunchKind.PATIENT
         )
-        if config is None:
+        if config is None or config.geography is not pending.geography:
+            # A configuration moved to another geography meanwhile: its links live there now, not where this
+            # launch began (the approval of the move deleted the old geography's links).
             raise TenantConfigNotFound()
         if not config.is_approved:
             raise ConfigurationPending()

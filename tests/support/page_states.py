@@ -59,6 +59,7 @@ from shared.launch.service import (
     ConfigurationPending,
     ConfirmationForged,
     ConfirmationNotBound,
+    SignInStartRefused,
     TenantConfigNotFound,
     WrongTenant,
 )
@@ -622,6 +623,7 @@ PAGE_STATES: Mapping[str, PageState] = {
         AccessPolicyMissing("bbbbbbbb-0000-4000-8000-000000000001")
     ),
     "launch/error-signin-by-link": lambda: _launch_error(ContinueWithTheButton()),
+    "launch/error-signin-start-refused": lambda: _launch_error(SignInStartRefused()),
     "launch/error-context-mismatch": lambda: _launch_error(LaunchContextMismatch("sessionId")),
     "launch/error-context-unverifiable": lambda: _launch_error(UnverifiableLaunchContext("no_ehr_context")),
     "launch/error-visit-ended": lambda: _launch_error(
