@@ -25,10 +25,19 @@ from dataclasses import dataclass
 # Share of the day's visits per hour (clinic hours); the 8 a.m. hour holds the peak.
 HOURLY_SHARE = {7: 0.04, 8: 0.14, 9: 0.12, 10: 0.11, 11: 0.10, 12: 0.06, 13: 0.09, 14: 0.10, 15: 0.09, 16: 0.08,
                 17: 0.05, 18: 0.02}  # fmt: skip
-# vCPU of a Flex Consumption instance by memory size (MB).
+# vCPU of a Flex Consumption instance by memory size (MB): "CPU and network bandwidth are allocated proportionally"
+# to the instance memory (FunctionsScaleAndConcurrency.instance_memory_mb, azure-mgmt-web reference), 2048 MB ~ 1 vCPU.
 VCPU = {512: 0.25, 2048: 1.0, 4096: 2.0}
-# Default HTTP concurrency per instance by memory size (Flex Consumption's defaults).
-HTTP_CONCURRENCY = {512: 4, 2048: 16, 4096: 32}
+# HTTP invocations per instance: infra/app/api.bicep's httpPerInstanceConcurrency for each size (--http-concurrency).
+HTTP_CONCURRENCY = {512: 8, 2048: 16, 4096: 32}
+# Measured by benchmarks.writeback (host CPU ms per event, Table operations per event), 8 events per visit:
+# (writeback mode, usage report analytics on). Overridable: --writeback-cpu-ms, --writeback-table-ops.
+MEASURED_WRITEBACK = {
+    ("fhir", False): (4.06, 2.0),
+    ("fhir", True): (5.00, 3.0),
+    ("epic", False): (5.76, 4.0),
+    ("epic", True): (6.86, 5.0),
+}
 QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
 
 
@@ -79,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     add = parser.add_argument
     add("--visits-per-day", type=float, default=50_000)
     add("--peak-launches-per-minute", type=float, default=2_000)
-    add("--instance-memory-mb", type=int, choices=sorted(VCPU), default=2048)
+    add(
+        "--instance-memory-mb",
+        type=int,
+        choices=sorted(VCPU),
+        default=512,
+        help="infra/app/api.bicep's instanceMemoryMB (512: the host's measured peak RSS fits, see the README)",
+    )
+    add("--http-concurrency", type=int, default=None, help="HTTP invocations per instance (default: infra's)")
     # counts and CPU, measured (benchmarks.launch / .writeback) unless said otherwise
     add("--launches-per-visit", type=float, default=2.0, help="assumed: the clinician's and the patient's")
     add("--provider-pages-per-visit", type=float, default=1.0, help="the provider page after a provider launch")
@@ -88,28 +104,37 @@ def main(argv: list[str] | None = None) -> int:
     add("--first-launch-extra-table-ops", type=float, default=4.0,
         help="assumed: the visit row's creation, meeting and context writes, the configuration read")  # fmt: skip
     add("--callback-wall", type=float, default=0.4, help="assumed: seconds, mostly the EHR's token endpoint")
-    add("--presence-executions", type=float, default=30.0,
-        help="presence executions per visit: the figure benchmarks/presence.py prints (panel slice); "
-             "30 = its target, assumed while that benchmark is not in this branch")  # fmt: skip
+    add("--presence-executions", type=float, default=19.6,
+        help="measured: presence executions per visit, mean of the typical visits benchmarks.presence replays "
+             "(29 at most)")  # fmt: skip
     add("--presence-cpu-ms", type=float, default=3.0, help="assumed: one point read and a small JSON answer")
     add("--notifications-per-visit", type=float, default=6.0,
         help="assumed: Graph rosterUpdated/callEnded deliveries (joins, lobby, admission, leaves, end)")  # fmt: skip
     add("--events-per-visit", type=float, default=8.0, help="assumed: 2 launch events + 6 Graph events")
     add("--writeback", choices=("fhir", "epic"), default="fhir")
+    add("--usage-report", choices=("on", "off"), default="on", help="analytics (on by default for a configuration)")
+    add("--writeback-cpu-ms", type=float, default=None, help="host CPU per event (default: measured, see above)")
+    add("--writeback-table-ops", type=float, default=None, help="Table operations per event (default: measured)")
     add("--writeback-wall", type=float, default=0.3, help="assumed: seconds, mostly the EHR call")
     add("--subscription-table-ops", type=float, default=2.0, help="assumed: subscription create + renewals")
-    # list prices (USD, East US, pay as you go), stated as assumptions: check the pricing pages
+    # List prices (USD, East US, pay as you go); each a flag, to be checked against the pricing pages:
+    #   GB-s: $0.000026 "Flex Consumption ... Execution Time: $0.000026 per GB-second" (modal.com, "Azure Functions
+    #     pricing: Consumption vs. Flex Consumption", May 2025; azure.microsoft.com/pricing/details/functions);
+    #   executions: $0.40 per million, the same pricing page (not confirmed by the sources searched here);
+    #   Table: $0.00036 per 10,000 transactions, Queue (GPv2): $0.004 per 10,000 operations
+    #     (azure.microsoft.com/pricing/details/storage/tables and .../storage/queues; not confirmed here either).
     add("--price-gb-s", type=float, default=0.000026, help="Flex Consumption on demand, per GB-s")
     add("--price-million-executions", type=float, default=0.40, help="Flex Consumption, per million executions")
     add("--price-table-10k", type=float, default=0.00036, help="Table storage, per 10,000 transactions")
     add("--price-queue-10k", type=float, default=0.004, help="Queue storage (GPv2), per 10,000 operations")
     args = parser.parse_args(argv)
-    measured_writeback = {"fhir": (4.6, 2.0), "epic": (7.5, 4.8)}  # benchmarks.writeback: CPU ms, Table ops
-    args.writeback_cpu_ms, args.writeback_table_ops = measured_writeback[args.writeback]
+    cpu_ms, table_ops = MEASURED_WRITEBACK[(args.writeback, args.usage_report == "on")]
+    args.writeback_cpu_ms = cpu_ms if args.writeback_cpu_ms is None else args.writeback_cpu_ms
+    args.writeback_table_ops = table_ops if args.writeback_table_ops is None else args.writeback_table_ops
 
     gb = args.instance_memory_mb / 1024
     vcpu = VCPU[args.instance_memory_mb]
-    http_per_instance = HTTP_CONCURRENCY[args.instance_memory_mb]
+    http_per_instance = args.http_concurrency or HTTP_CONCURRENCY[args.instance_memory_mb]
     rows = kinds(args)
     per_visit_executions = sum(k.per_visit for k in rows if k.wall > 0)
     table_ops = sum(k.per_visit * k.table_ops for k in rows) + args.subscription_table_ops
@@ -119,10 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in rows:
         print(f"  {k.name:<32} {k.per_visit:>5g} x  wall {k.wall * 1000:>4.0f} ms, host CPU {k.cpu * 1000:>4.1f} ms, "
               f"Table {k.table_ops:g}, Queue {k.queue_ops:.2f}")  # fmt: skip
-    print(f"  presence executions per visit: {args.presence_executions:g} "
-          "(benchmarks/presence.py's figure when given; 30 = the panel slice's target, assumed here)")  # fmt: skip
-    print(f"  writeback: {args.writeback} ({args.writeback_cpu_ms} ms CPU, {args.writeback_table_ops} Table operations "
-          "per event, measured)")  # fmt: skip
+    print(f"  presence executions per visit: {args.presence_executions:g} (benchmarks.presence)")
+    print(f"  writeback: {args.writeback}, usage report {args.usage_report} ({args.writeback_cpu_ms} ms CPU, "
+          f"{args.writeback_table_ops} Table operations per event)")  # fmt: skip
     print(f"  instance: {args.instance_memory_mb} MB, {vcpu:g} vCPU, HTTP concurrency {http_per_instance}")
 
     # GB-s per day, hour by hour, per scaling group.
@@ -159,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Per day: {gb_seconds:,.0f} GB-s ({args.instance_memory_mb} MB instances); 8 a.m. hour needs "
           f"{peak_instances} instance(s) per group; the peak minute ({peak}) {peak_http} HTTP instance(s) "
           f"({peak_concurrency:.0f} launches in flight, {peak_cpu:.2f} cores)")  # fmt: skip
-    print(f"Prices (assumed list prices, USD, East US): ${args.price_gb_s}/GB-s, "
+    print(f"Prices (list prices, USD, East US; sources in the code): ${args.price_gb_s}/GB-s, "
           f"${args.price_million_executions}/million executions, ${args.price_table_10k}/10k Table transactions, "
           f"${args.price_queue_10k}/10k queue operations")  # fmt: skip
     print("Per 1,000 visits:")

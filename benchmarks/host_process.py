@@ -8,11 +8,15 @@ each on stdout:
 
     cpu     {"cpu": seconds of CPU this process used so far (all threads), "threads": n}
     ops     {"ops": {"Table.operation": count, ...}} since the last ``ops`` (this process's Table calls)
+    threads {"threads": {"thread name": CPU seconds, ...}} per live thread (where the host's CPU goes)
+    rss     {"rss_mb": resident memory now, "peak_rss_mb": its peak (VmHWM)}
     quit    stops the host and exits
 
 ``--telemetry`` turns OpenTelemetry export on as in Azure (``connector.telemetry.configure_telemetry``,
 which the real worker runs before the first invocation; the local host runs no worker extensions), against
 whatever ``APPLICATIONINSIGHTS_CONNECTION_STRING`` names, e.g. ``benchmarks.telemetry_stub``.
+``--profile FILE`` runs every invocation (and every queue output it sends) under one cProfile, written to FILE
+(pstats) at ``quit``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--settings", type=Path, required=True, help="a JSON object of app settings")
     parser.add_argument("--telemetry", action="store_true")
+    parser.add_argument("--phases", action="store_true", help="time the launch's phases (``phases`` command)")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of every invocation (pstats) here at quit")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings.read_text())
 
@@ -46,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     with TableOperations().installed() as ops:
         host = LocalHost("function_app", settings, port=args.port, app_dir=ROOT)
         host.start()  # imports function_app and indexes it, as the worker does
+        profiler = profile_invocations(host) if args.profile else None
+        phases = time_phases(host) if args.phases else None
         telemetry = 0.0
         if args.telemetry:
             from connector.telemetry import configure_telemetry
@@ -63,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
                     import threading
 
                     reply: dict[str, object] = {"cpu": time.process_time(), "threads": threading.active_count()}
+                elif command == "threads":
+                    reply = {"threads": thread_cpu()}
+                elif command == "phases":
+                    reply = {"phases": phases.take() if phases else {}}
+                elif command == "rss":
+                    reply = memory()
                 elif command == "ops":
                     reply = {"ops": dict(ops.take())}
                 elif command == "quit":
@@ -72,7 +86,176 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(reply), flush=True)
         finally:
             host.stop()
+            if profiler is not None:
+                profiler.dump_stats(str(args.profile))
     return 0
+
+
+def profile_invocations(host: Any) -> Any:
+    """One cProfile around every invocation (in whichever worker thread runs it) and every queue output sent.
+
+    Meant for sequential launches (``benchmarks.launch --profile``): overlapping invocations would share it.
+    """
+    import cProfile
+    import functools
+    import pstats
+    import threading
+
+    local = threading.local()
+    profilers: list[cProfile.Profile] = []
+
+    def profiler_of_thread() -> cProfile.Profile:
+        if not hasattr(local, "profiler"):  # one per thread: a profiler's call stack is its thread's
+            local.profiler = cProfile.Profile(time.thread_time)  # CPU of the thread, not wall time
+            profilers.append(local.profiler)
+        return local.profiler  # type: ignore[no-any-return]
+
+    def profiled(function: Any) -> Any:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            profiler = profiler_of_thread()
+            profiler.enable()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                profiler.disable()
+
+        return run
+
+    class Merged:
+        def dump_stats(self, path: str) -> None:
+            if profilers:
+                stats = pstats.Stats(profilers[0])
+                for other in profilers[1:]:
+                    stats.add(other)
+                stats.dump_stats(path)
+
+    for entry in host.functions:
+        if not entry.is_async:
+            entry.function = profiled(entry.function)
+    invoker = host._invoker
+    invoker._flush = profiled(invoker._flush)
+    return Merged()
+
+
+# A warm launch's phases (inclusive: a phase's CPU includes the phases it calls): "label": "module:attribute path".
+LAUNCH_PHASES = {
+    "1 launch URL hop (the function)": "connector.launch:_begin",
+    "1a allow-list + configuration memo": "shared.launch.service:LaunchService._launch_configuration",
+    "1b SMART discovery (memo)": "shared.ehr.smart:SmartClient.discover",
+    "1c state sealed": "shared.storage.state:StateRouter.seal",
+    "1d authorization URL": "shared.ehr.smart:SmartClient.authorization_request",
+    "2 callback hop (the function)": "function:launch_callback",
+    "2a state opened + conditional create": "shared.storage.state:StateRouter.consume_sealed",
+    "2a' of which the Table create": "shared.storage.state:AuthStateStore.mark_used",
+    "2b token POST": "shared.ehr.smart:SmartClient.exchange_code",
+    "2c id_token check": "shared.ehr.smart:SmartClient.validate_id_token",
+    "2d context check": "shared.launch.context_check:ContextCheck.confirm",
+    "2e visit (memo)": "shared.launch.service:LaunchService._open_visit",
+    "2f mapping (memo)": "shared.launch.service:LaunchService._mapping",
+    "2g createOrGet": "shared.microsoft.teams:TeamsClient.create_or_get_meeting",
+    "2h visit token": "shared.visits.tokens:VisitTokens.issue",
+    "2i launch event sealed": "shared.launch.service:seal_event",
+    "2j response built": "connector.launch:_respond",
+    "3 queue output sent (local host)": "invoker:_flush",
+    "4 error edge + correlation id": "connector.web:correlation_id",
+}
+# A writeback event's phases (benchmarks.writeback --phases).
+WRITEBACK_PHASES = {
+    "W queue message processed (local host: decode, invoke, delete)": "sandbox.host.queues:QueueListener.process",
+    "W0 invocation (thread hand-off to the worker pool and back)": "invoker:invoke",
+    "W1 the function": "function:writeback_events",
+    "W2 usage-report recorder": "shared.reports.recorder:FactRecorder.record",
+    "W3 writeback worker": "shared.writeback.worker:WritebackWorker.handle",
+    "W3a event parsed (recorder and worker)": "shared.visits.events:VisitEvent.from_json",
+    "W2b event opened by the recorder": "shared.reports.recorder:open_event",
+    "W3b event opened by the worker": "shared.writeback.worker:open_event",
+    "W3c visit read": "shared.visits.repository:VisitRepository.get",
+    "W3d configuration (memo)": "shared.writeback.targets:ConfigurationTargets.target_for",
+    "W3e ledger claim": "shared.writeback.ledger:WritebackLedger.claim",
+    "W3f EHR call": "shared.writeback.worker:WritebackWorker._call",
+    "W3g done mark": "shared.writeback.ledger:WritebackLedger.mark_done",
+    "W3h presence write": "shared.writeback.worker:WritebackWorker._record_presence",
+    "W3i context release check": "shared.writeback.worker:WritebackWorker.release_context_when_done",
+    "W3j ledger pending query": "shared.writeback.ledger:WritebackLedger.pending",
+}
+
+
+class PhaseTimes:
+    """CPU (``time.thread_time``) spent inside each wrapped callable, and how often it ran, since the last take."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._spent: dict[str, list[float]] = {}
+
+    def wrap(self, label: str, function: Any) -> Any:
+        import functools
+
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - started
+                with self._lock:
+                    entry = self._spent.setdefault(label, [0.0, 0])
+                    entry[0] += spent
+                    entry[1] += 1
+
+        return timed
+
+    def take(self) -> dict[str, list[float]]:
+        with self._lock:
+            spent, self._spent = self._spent, {}
+        return spent
+
+
+def time_phases(host: Any) -> PhaseTimes:
+    import importlib
+
+    phases = PhaseTimes()
+    for label, target in {**LAUNCH_PHASES, **WRITEBACK_PHASES}.items():
+        module_name, path = target.split(":")
+        if module_name == "function":  # an indexed function: the host holds the callable itself
+            for entry in host.functions:
+                if entry.name == path:
+                    entry.function = phases.wrap(label, entry.function)
+            continue
+        owner: Any = host._invoker if module_name == "invoker" else importlib.import_module(module_name)
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent, None)
+        if owner is None or not hasattr(owner, name):
+            continue  # not in this app (e.g. a class renamed): the phase is not shown
+        setattr(owner, name, phases.wrap(label, getattr(owner, name)))
+    return phases
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread, by name (the HTTP server's event loop, the worker pool, SDK threads)."""
+    import threading
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = thread.name.split("_")[0].rstrip("0123456789-")
+        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return spent
+
+
+def memory() -> dict[str, object]:
+    """This process's resident memory now and at its peak (VmHWM), in MB."""
+    status = dict(
+        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Vm")
+    )
+    return {name: int(status[key].split()[0]) / 1024 for name, key in (("rss_mb", "VmRSS"), ("peak_rss_mb", "VmHWM"))}
 
 
 if __name__ == "__main__":
@@ -89,7 +272,11 @@ class HostProcess:
         *,
         telemetry: bool = False,
         environ: dict[str, str] | None = None,
+        profile: Path | None = None,
+        phases: bool = False,
     ) -> None:
+        self.profile = profile
+        self.timed_phases = phases
         self.settings = settings
         self.port = port
         self.telemetry = telemetry
@@ -109,6 +296,8 @@ class HostProcess:
         self._file.close()
         command = [sys.executable, "-m", "benchmarks.host_process", "--port", str(self.port)]
         command += ["--settings", self._file.name] + (["--telemetry"] if self.telemetry else [])
+        command += ["--profile", str(self.profile)] if self.profile else []
+        command += ["--phases"] if self.timed_phases else []
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.settings, **self.environ}
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the host's own log, shown if it fails
         self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
@@ -123,6 +312,19 @@ class HostProcess:
         value = self._ask("cpu")["cpu"]
         assert isinstance(value, int | float)
         return float(value)
+
+    def threads(self) -> dict[str, float]:
+        spent = self._ask("threads")["threads"]
+        assert isinstance(spent, dict)
+        return {str(name): float(value) for name, value in spent.items()}
+
+    def phases(self) -> dict[str, list[float]]:
+        spent = self._ask("phases")["phases"]
+        assert isinstance(spent, dict)
+        return spent
+
+    def rss(self) -> dict[str, float]:
+        return {str(k): float(v) for k, v in self._ask("rss").items()}  # type: ignore[arg-type]
 
     def ops(self) -> dict[str, int]:
         counts = self._ask("ops")["ops"]

@@ -54,7 +54,7 @@ from tests.support.launch_world import LEE, LEE_UPN, SMITH, SMITH_UPN, LaunchWor
 ROOT = Path(__file__).resolve().parent.parent
 SMITH_OID = "b0000000-0000-4000-8000-000000000001"
 # The host's queue and timer functions: a launch's CPU is the launch's alone.
-BACKGROUND_FUNCTIONS = ("writeback_events", "sweep_expired_state", "subscription_upkeep")
+BACKGROUND_FUNCTIONS = ("writeback_events", "sweep_expired_state", "subscription_upkeep", "report_upkeep")
 PEAK_LAUNCHES_PER_MINUTE = 2000
 ROUNDS = 3  # warm launches and floor measurements alternate in this many rounds
 INSTANCE_COUNTS = (1, 4, 20)
@@ -93,8 +93,12 @@ def host_settings(world_environ: dict[str, str], **extra: str) -> dict[str, str]
     return {**world_environ, **disabled, **extra}
 
 
+PHASES: list[bool] = []  # --phases: the main host times a warm launch's phases
+PROFILE: list[Path] = []  # --profile: where the main host writes its cProfile of the warm launches
+
+
 def separate_host(environ: dict[str, str], port: int) -> HostProcess:
-    return HostProcess(host_settings(environ), port)
+    return HostProcess(host_settings(environ), port, profile=PROFILE[0] if PROFILE else None, phases=bool(PHASES))
 
 
 class Launcher:
@@ -202,11 +206,17 @@ def request_cpu(host: HostProcess, path: str = "/api/health", runs: int = 100) -
         return (host.cpu() - before) / runs
 
 
+IDLE_BY_THREAD: Counter[str] = Counter()
+
+
 def idle_cpu(host: HostProcess, seconds: float = 3.0) -> float:
     """Host CPU per second with nothing to do (its HTTP server, the disabled listeners): background noise."""
+    threads = host.threads()
     before = host.cpu()
     time.sleep(seconds)
-    return (host.cpu() - before) / seconds
+    spent = (host.cpu() - before) / seconds
+    IDLE_BY_THREAD.update({k: (v - threads.get(k, 0.0)) / seconds for k, v in host.threads().items()})
+    return spent
 
 
 def floor(world: LaunchWorld, appointment_visit: tuple[str, str, str], runs: int) -> dict[str, Any]:
@@ -233,6 +243,10 @@ def any_visit_row(world: LaunchWorld) -> tuple[str, str, str]:
     return geography.value, str(row["PartitionKey"]), str(row["RowKey"])
 
 
+CALLBACK_WALLS: list[float] = []  # wall seconds of each concurrent launch's callback hop (its token POST inside)
+FAILED_CORRELATIONS: list[str] = []  # of the failed concurrent launches, to find their lines in the host's log
+
+
 async def concurrent_patient_launches(
     world: LaunchWorld, count: int, base: str
 ) -> tuple[int, list[float], Counter[str]]:
@@ -252,13 +266,17 @@ async def concurrent_patient_launches(
                 begin = await client.get(url)
                 if begin.status_code != 303:
                     errors[f"launch HTTP {begin.status_code}"] += 1
+                    FAILED_CORRELATIONS.append(begin.headers.get("x-correlation-id", "?"))
                     return
                 hop = "EHR authorize"
                 authorized = await client.get(begin.headers["location"])
                 hop = "callback"
+                callback_started = time.perf_counter()
                 callback = await client.get(urljoin(str(authorized.url), authorized.headers["location"]))
+                CALLBACK_WALLS.append(time.perf_counter() - callback_started)
                 if callback.status_code != 303:
                     errors[f"callback HTTP {callback.status_code}"] += 1
+                    FAILED_CORRELATIONS.append(callback.headers.get("x-correlation-id", "?"))
                     return
             except httpx.HTTPError as exc:
                 errors[f"{hop} {type(exc).__name__}"] += 1
@@ -282,7 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--warm-runs", type=int, default=30)
+    parser.add_argument("--phases", action="store_true", help="print where a warm launch's CPU goes, phase by phase")
+    parser.add_argument("--profile", type=Path, help="cProfile the host's invocations into this file (pstats)")
     args = parser.parse_args(argv)
+    if args.profile:
+        PROFILE.append(args.profile.resolve())
+    if args.phases:
+        PHASES.append(True)
     latency = args.latency_ms / 1000
 
     base = azurite.free_port_base()
@@ -308,8 +332,16 @@ def main(argv: list[str] | None = None) -> int:
             floors: list[dict[str, Any]] = []
             served_each: list[float] = []
             visit_row = any_visit_row(world)
+            by_thread: Counter[str] = Counter()
+            phase_cpu: Counter[str] = Counter()
+            if args.phases:
+                host.phases()
             for batch in split(args.warm_runs, ROUNDS):
+                threads_before = host.threads()
                 done = warm_launches(world, host, batch, smith_visit)
+                by_thread.update({k: v - threads_before.get(k, 0.0) for k, v in host.threads().items()})
+                if args.phases:
+                    phase_cpu.update({label: spent for label, (spent, _) in host.phases().items()})
                 for kind in warm.cpu:
                     warm.cpu[kind] += done.cpu[kind]
                     warm.ops[kind].update(done.ops[kind])
@@ -332,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Floor (fresh processes, same libraries, median of {ROUNDS} rounds, {floor_figures['runs']} runs): "
                   f"{steps}; "
                   f"+ 2 minimal requests through the host ({ms(served)} each) = {ms(floor_cpu)}")  # fmt: skip
-            print(f"Host idle CPU: {idle * 1000:.2f} ms per second (background, not subtracted)")
+            print(
+                f"Host idle CPU: {idle * 1000:.2f} ms per second (background, not subtracted; by thread: "
+                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in IDLE_BY_THREAD.most_common(4))
+                + ")"
+            )
             for kind, values in warm.cpu.items():
                 median = statistics.median(values)
                 p90 = ms(percentile(values, 0.9))
@@ -340,6 +376,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"floor {ms(floor_cpu)}; ratio {median / floor_cpu:.2f} (target <= 1.5); with the launch "
                       f"event's queue message in the floor ({ms(queue_cpu)}): "
                       f"{median / (floor_cpu + queue_cpu):.2f}")  # fmt: skip
+            launches = 2 * args.warm_runs
+            print(
+                "  Where the host's CPU of a warm launch goes, by thread (mean of both kinds, 10 ms ticks): "
+                + ", ".join(f"{name} {v / launches * 1000:.2f} ms" for name, v in by_thread.most_common())
+            )
+            if args.phases:
+                print("  Phases of a warm launch (host CPU per launch, mean of both kinds, inclusive; --phases adds "
+                      "its own timing):")  # fmt: skip
+                for label in sorted(phase_cpu):
+                    print(f"    {label}: {phase_cpu[label] / launches * 1000:.3f} ms")
             for kind, counts in warm.ops.items():
                 per = per_launch(counts, args.warm_runs)
                 print(f"Table operations per warm {kind} launch: {sum(per.values()):g} {per} (target <= 2)")
@@ -364,13 +410,23 @@ def main(argv: list[str] | None = None) -> int:
             error_count, durations, errors = asyncio.run(concurrent_patient_launches(world, args.concurrency, host.url))
             wall = time.perf_counter() - started
             cpu_each = (host.cpu() - before) / args.concurrency
+            memory = host.rss()
             if error_count:
+                log = host.log_tail(200_000)
+                lines = [line for line in log.splitlines() if any(c in line for c in FAILED_CORRELATIONS)]
+                print(f"  Failed launches' correlation ids: {FAILED_CORRELATIONS}; their lines in the host's log:")
+                print("\n".join(f"    {line}" for line in lines) or "    (none)")
                 print("  The host's log, last lines:\n" + host.log_tail())
+            if CALLBACK_WALLS:
+                print(f"  Callback hop wall time (the host's token POST to the EHR inside; the host's read timeout "
+                      f"is HTTP_TIMEOUT_SECONDS, 10 s): p50 {ms(percentile(CALLBACK_WALLS, 0.5))}, p99 "
+                      f"{ms(percentile(CALLBACK_WALLS, 0.99))}, max {ms(max(CALLBACK_WALLS))}")  # fmt: skip
             p50 = percentile(durations, 0.5) if durations else float("nan")
             p99 = percentile(durations, 0.99) if durations else float("nan")
             print(f"{args.concurrency} concurrent patient launches against one host process: {error_count} errors "
                   f"{dict(errors) or ''} (target 0); wall p50 {ms(p50)}, p99 {ms(p99)}, all in {wall:.1f} s; "
-                  f"host CPU {ms(cpu_each)} per launch")  # fmt: skip
+                  f"host CPU {ms(cpu_each)} per launch; host resident memory {memory['rss_mb']:.0f} MB, "
+                  f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
             peak = PEAK_LAUNCHES_PER_MINUTE / 60
             print(f"  Arithmetic (one Python worker process uses at most one core; {ms(cpu_each)} CPU per launch): "
                   f"one instance serves at most {1 / cpu_each:.0f} launches/s; the peak is {peak:.0f}/s, "

@@ -9,7 +9,11 @@ Run by ``benchmarks.writeback`` as a child process with the app's settings in it
   azure-storage-queue (the local host's queue listener does the same in the host process);
 * one Table point read of the visit row and one etag-guarded Table update of it (its presence);
 * the EHR call through the checked transport with the Backend Services token kept (``BackendServices``):
-  Epic's ``SetExternalConnectionStatus`` GET, or a FHIR ``AuditEvent`` conditional-create POST.
+  Epic's ``SetExternalConnectionStatus`` GET, or a FHIR ``AuditEvent`` conditional-create POST;
+* for Epic only, the ledger's claim and done mark: one conditional Table create and one etag-guarded Table
+  update of a small row. ``SetExternalConnectionStatus`` has no idempotency key, so without them a redelivered
+  message (at least once, whatever the queue) calls Epic twice: for a non-idempotent adapter they are part of
+  the unavoidable work (README "Performance and cost"). An idempotent adapter (AuditEvent) has none.
 
 Prints one JSON line: CPU milliseconds per event, per step and in total (``time.process_time``, after a warm-up).
 """
@@ -106,12 +110,24 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - the floor counts the call's CPU, whatever the EHR answers
             failures.append(type(exc).__name__)
 
+    ledger = storage.for_geography(Geography(args.visit[0])).table(f"FloorLedger{uuid.uuid4().hex[:12]}")
+
+    def claim_and_done_mark() -> None:
+        entity = {"PartitionKey": args.visit[1], "RowKey": uuid.uuid4().hex, "State": "claimed", "Attempt": 1}
+        metadata = ledger.create_entity(entity)
+        entity["State"] = "done"
+        ledger.update_entity(
+            entity, mode=UpdateMode.REPLACE, etag=metadata["etag"], match_condition=MatchConditions.IfNotModified
+        )
+
     failures: list[str] = []
     steps: dict[str, Callable[[], None]] = {
         "queue receive + delete": queue_message,
         "visit read + presence write": visit_read_and_write,
         "EHR call": ehr_call,
     }
+    if args.mode == "epic":
+        steps["ledger claim + done mark"] = claim_and_done_mark
     for step in steps.values():  # warm-up: connections, the Backend Services token
         for _ in range(3):
             step()
@@ -121,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             step()
         figures[name] = (time.process_time() - started) / args.runs * 1000
+    ledger.delete_table()
     print(
         json.dumps(
             {"runs": args.runs, "steps_ms": figures, "total_ms": sum(figures.values()), "failures": failures[:3]}

@@ -87,6 +87,7 @@ class WritebackLoad:
     # The host in a process of its own with the app's production host.json (``benchmarks.host_process``), so
     # its CPU and Table operations are measurable alone; ``host_json`` then does not apply.
     separate_host: bool = False
+    phases: bool = False  # the separate host times each event's phases (``HostProcess.phases``)
 
     def __post_init__(self) -> None:
         run = uuid.uuid4().hex[:10]
@@ -132,6 +133,7 @@ class WritebackLoad:
             "HTTP_TIMEOUT_SECONDS": str(self.http_timeout),
             "AzureWebJobs.subscription_upkeep.Disabled": "true",
             "AzureWebJobs.sweep_expired_state.Disabled": "true",
+            "AzureWebJobs.report_upkeep.Disabled": "true",  # a timer: its work is no event's
             **self.extra_settings,
         }
         self.environ = settings
@@ -146,7 +148,7 @@ class WritebackLoad:
         if self.separate_host:
             from benchmarks.host_process import HostProcess
 
-            self.host = HostProcess(settings, port).start()
+            self.host = HostProcess(settings, port, phases=self.phases).start()
             self._stack.callback(self.host.stop)
         else:
             self.host = self._stack.enter_context(LocalHost(build_app(), settings, port=port, host_json=self.host_json))

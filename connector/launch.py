@@ -19,12 +19,12 @@ with the page's form token, to confirm the link. Every failure is its own page w
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
+from connector import i18n
 from connector.services import services
 from connector.web import (
     SECURITY_HEADERS,
@@ -58,6 +58,7 @@ from shared.kernel.errors import (
     UpstreamRejected,
     UpstreamThrottled,
 )
+from shared.kernel.i18n import N_
 from shared.kernel.settings import LOCAL_HOSTS, get_settings
 from shared.launch.service import (
     CONFIRM_TTL,
@@ -92,30 +93,37 @@ WAITING_POLL_SECONDS = 5
 # what failed and what to check; patients' pages (further below) never show either.
 
 RELAUNCH = ErrorPage(
-    "Please launch again from Epic",
-    "This launch link has expired or was already used. Launches are single-use and valid for 10 minutes.",
-    help=("Start the visit again from Epic (Hyperspace, Haiku or MyChart).",),
+    N_("Please launch again from Epic"),
+    N_("This launch link has expired or was already used. Launches are single-use and valid for 10 minutes."),
+    help=(N_("Start the visit again from Epic (Hyperspace, Haiku or MyChart)."),),
 )
 TEAMS_BUSY = ErrorPage(
-    "Microsoft Teams is busy",
-    "Microsoft Teams is receiving too many requests right now, even after retrying.",
-    help=("Wait a minute, then launch the visit again.",),
+    N_("Microsoft Teams is busy"),
+    N_("Microsoft Teams is receiving too many requests right now, even after retrying."),
+    help=(N_("Wait a minute, then launch the visit again."),),
 )
 EHR_SIGNIN_CHECKS = (
-    "The EHR's client id for this launch is active in this EHR environment and its public key "
-    "(the connector's JWKS URL) is synchronised.",
-    "The FDI record matches the integration records shown in the configuration portal.",
+    N_(
+        "The EHR's client id for this launch is active in this EHR environment and its public key "
+        "(the connector's JWKS URL) is synchronised."
+    ),
+    N_("The FDI record matches the integration records shown in the configuration portal."),
 )
 EHR_UNUSABLE_TITLES = {
-    "invalid_id_token": "EHR sign-in could not be verified",
-    "smart_discovery": "EHR configuration unusable",
+    "invalid_id_token": N_("EHR sign-in could not be verified"),
+    "smart_discovery": N_("EHR configuration unusable"),
 }
-LAUNCH_AGAIN = ("Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id.",)
-TRY_AGAIN = ("Try again in a moment. If it keeps happening, tell your IT support the correlation id below.",)
+LAUNCH_AGAIN = (
+    N_("Launch the visit again from Epic. If it keeps happening, tell your IT support the correlation id."),
+)
+TRY_AGAIN = (N_("Try again in a moment. If it keeps happening, tell your IT support the correlation id below."),)
 
 
 def _upstream_page(exc: UpstreamError) -> ErrorPage:
-    title = f"{exc.system} is unreachable" if exc.retryable else f"{exc.system} returned an error"
+    if exc.retryable:
+        title = N_("%(system)s is unreachable", system=exc.system)
+    else:
+        title = N_("%(system)s returned an error", system=exc.system)
     return ErrorPage(title, exc.message, TRY_AGAIN)
 
 
@@ -126,21 +134,30 @@ def _rejected_page(exc: UpstreamRejected) -> ErrorPage:
     if exc.code in EHR_UNUSABLE_TITLES:
         return ErrorPage(EHR_UNUSABLE_TITLES[exc.code], exc.message, LAUNCH_AGAIN)
     return ErrorPage(
-        "EHR sign-in failed", f"The EHR refused the sign-in (OAuth2 error: {exc.code}).", EHR_SIGNIN_CHECKS
+        N_("EHR sign-in failed"),
+        N_("The EHR refused the sign-in (OAuth2 error: %(code)s).", code=exc.code),
+        EHR_SIGNIN_CHECKS,
     )
 
 
 def _access_policy_page(exc: AccessPolicyMissing) -> ErrorPage:
     """For the clinician and the Teams administrator they call: the commands with the real ids, to copy."""
     return ErrorPage(
-        "Teams meeting could not be created",
-        "Microsoft Teams refused to create the meeting: no Teams application access policy allows this connector "
-        "to create meetings for the clinician who organizes this visit.",
+        N_("Teams meeting could not be created"),
+        N_(
+            "Microsoft Teams refused to create the meeting: no Teams application access policy allows this "
+            "connector to create meetings for the clinician who organizes this visit."
+        ),
         help=(
-            "A Teams administrator runs the PowerShell below (MicrosoftTeams module). If the policy already exists, "
-            "only the last command is needed.",
-            "To allow every clinician of the organization at once, grant the policy with -Global instead of -Identity.",
-            "The change can take up to 30 minutes to apply; then start the visit again.",
+            N_(
+                "A Teams administrator runs the PowerShell below (MicrosoftTeams module). If the policy already "
+                "exists, only the last command is needed."
+            ),
+            N_(
+                "To allow every clinician of the organization at once, grant the policy with -Global instead of "
+                "-Identity."
+            ),
+            N_("The change can take up to 30 minutes to apply; then start the visit again."),
         ),
         code_block=access_policy_commands(_connector_app_id(), exc.organizer_object_id),
     )
@@ -161,8 +178,8 @@ LAUNCH_PAGES = ErrorPages(
         UpstreamThrottled: lambda exc: TEAMS_BUSY,
         UpstreamRejected: _rejected_page,
         UpstreamError: _upstream_page,
-        BadRequest: lambda exc: ErrorPage("This launch could not be read", exc.message),
-        ConnectorError: lambda exc: ErrorPage("The visit could not start", exc.message),
+        BadRequest: lambda exc: ErrorPage(N_("This launch could not be read"), exc.message),
+        ConnectorError: lambda exc: ErrorPage(N_("The visit could not start"), exc.message),
     },
     audience=Audience.CLINICIAN,
 )
@@ -170,31 +187,33 @@ launch_page = page_with(LAUNCH_PAGES)  # clinicians' routes: the launch's techni
 
 # A patient's words: what happened in one line, what to do next, never a configuration detail. Whoever
 # can fix the cause finds it in the log under the correlation id the page shows.
-CANNOT_START = "We can't start your video visit right now"
-START_AGAIN = "Please open your visit again from the app or website where you started it."
-PATIENT_CALL_CLINIC = ErrorPage(CANNOT_START, "Please call your clinic. They can help you with your visit.")
+CANNOT_START = N_("We can't start your video visit right now")
+START_AGAIN = N_("Please open your visit again from the app or website where you started it.")
+STILL_NOT_WORKING = N_("If it still doesn't work, please call your clinic.")
+BRIEFLY_UNAVAILABLE = N_("Something is busy or briefly unavailable. This usually passes within a minute or two.")
+PATIENT_CALL_CLINIC = ErrorPage(CANNOT_START, N_("Please call your clinic. They can help you with your visit."))
 PATIENT_LINK_EXPIRED = ErrorPage(
-    "This link has expired",
-    "For your safety, the link to a video visit works only once and only for a short time.",
-    help=(START_AGAIN, "If it still doesn't work, please call your clinic."),
+    N_("This link has expired"),
+    N_("For your safety, the link to a video visit works only once and only for a short time."),
+    help=(START_AGAIN, STILL_NOT_WORKING),
 )
 PATIENT_VISIT_ENDED = ErrorPage(
-    "This video visit has ended",
-    "The visit is over, or its link is no longer valid.",
-    help=("If you still need to see your clinician, please call your clinic.",),
+    N_("This video visit has ended"),
+    N_("The visit is over, or its link is no longer valid."),
+    help=(N_("If you still need to see your clinician, please call your clinic."),),
 )
 PATIENT_LAUNCH_LATER = ErrorPage(
     CANNOT_START,
-    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
+    BRIEFLY_UNAVAILABLE,
     help=(
-        "Please wait a minute, then open your visit again from the app or website where you started it.",
-        "If it still doesn't work, please call your clinic.",
+        N_("Please wait a minute, then open your visit again from the app or website where you started it."),
+        STILL_NOT_WORKING,
     ),
 )
 PATIENT_RELOAD_LATER = ErrorPage(
     CANNOT_START,
-    "Something is busy or briefly unavailable. This usually passes within a minute or two.",
-    help=("Please try again in a minute. If it still doesn't work, please call your clinic.",),
+    BRIEFLY_UNAVAILABLE,
+    help=(N_("Please try again in a minute. If it still doesn't work, please call your clinic."),),
     retry=True,
 )
 
@@ -234,10 +253,12 @@ class ConfirmWithTheButton(ConnectorError):
     status = 405
     code = "confirm_by_post"
     page = ErrorPage(
-        "Please use the button on the confirmation page",
-        "Nothing was linked. Your Microsoft 365 account is linked only when you press "
-        '"Link my account" on the page that shows who is being linked.',
-        help=("Start the visit again from Epic if you no longer have that page open.",),
+        N_("Please use the button on the confirmation page"),
+        N_(
+            "Nothing was linked. Your Microsoft 365 account is linked only when you press "
+            '"Link my account" on the page that shows who is being linked.'
+        ),
+        help=(N_("Start the visit again from Epic if you no longer have that page open."),),
     )
 
     def __init__(self) -> None:
@@ -263,11 +284,11 @@ def _form_body(req: func.HttpRequest) -> str | None:
         return None
     content_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
-        raise BadRequest("The launch was sent in an unexpected format.", code="invalid_launch")
+        raise BadRequest(N_("The launch was sent in an unexpected format."), code="invalid_launch")
     try:
         return (req.get_body() or b"").decode("ascii")
     except UnicodeDecodeError:
-        raise BadRequest("The launch request could not be read.", code="invalid_launch") from None
+        raise BadRequest(N_("The launch request could not be read."), code="invalid_launch") from None
 
 
 def _begin(req: func.HttpRequest, kind: LaunchKind) -> func.HttpResponse:
@@ -301,7 +322,7 @@ def _respond(outcome: LaunchOutcome | SignInFirst, events: func.Out[str] | None 
         return render(
             "launch/signin_intro.html",
             {
-                "title": "Link your EHR account to Microsoft 365 once",
+                "title": N_("Link your EHR account to Microsoft 365 once"),
                 "state": outcome.state,
                 "csrf": outcome.csrf,
                 "minutes": int(INTRO_TTL.total_seconds() // 60),
@@ -334,13 +355,13 @@ class ContinueWithTheButton(ConnectorError):
     status = 405
     code = "signin_by_post"
     page = ErrorPage(
-        "Please use the Continue button",
-        "The Microsoft 365 sign-in starts only from the page that explains it, with its Continue button.",
-        help=("Start the visit again from Epic if you no longer have that page open.",),
+        N_("Please use the Continue button"),
+        N_("The Microsoft 365 sign-in starts only from the page that explains it, with its Continue button."),
+        help=(N_("Start the visit again from Epic if you no longer have that page open."),),
     )
 
     def __init__(self) -> None:
-        super().__init__("The sign-in start was opened as a link. Nothing was started.")
+        super().__init__(N_("The sign-in start was opened as a link. Nothing was started."))
 
 
 @bp.route(route="launch/signin/start", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -390,7 +411,7 @@ def _confirmation_page(link: ConfirmLink, cookie: str) -> func.HttpResponse:
     return render(
         "launch/confirm.html",
         {
-            "title": "Link your Microsoft 365 account",
+            "title": N_("Link your Microsoft 365 account"),
             "state": link.state,
             "csrf": link.csrf,
             "ehr_user_name": link.ehr_user_name,
@@ -421,14 +442,14 @@ def launch_signin_confirm(req: func.HttpRequest, events: func.Out[str]) -> func.
         form = read_form(req)
         decline = CONFIRM_ACTIONS.get(form.get("action", ""))
         if decline is None:
-            raise Forbidden("This confirmation could not be read. Nothing was linked.", code="confirm_action")
+            raise Forbidden(N_("This confirmation could not be read. Nothing was linked."), code="confirm_action")
         outcome = services().launch.confirm_link(
             form, browser_binding=read_cookie(req, signin_cookie_name()), decline=decline
         )
     except ConnectorError as exc:
         return _with_cleared_cookie(error_response(exc, correlation_id(req), html=True, pages=LAUNCH_PAGES))
     if isinstance(outcome, LinkDeclined):
-        return _with_cleared_cookie(render("launch/declined.html", {"title": "Nothing was linked"}))
+        return _with_cleared_cookie(render("launch/declined.html", {"title": N_("Nothing was linked")}))
     return _with_cleared_cookie(_respond(outcome, events))
 
 
@@ -503,7 +524,7 @@ def _panel_response(req: func.HttpRequest, panel: Panel) -> func.HttpResponse:
     """The panel as JSON or as the page's HTML fragment; 304 without a body when the caller has this version."""
     html = "text/html" in (req.headers.get("accept") or "")
     etag = _panel_etag(panel, html=html)
-    headers = {"ETag": etag, "Vary": "Accept"}
+    headers = {"ETag": etag, "Vary": "Accept, Accept-Language"}
     delay = poll_after(panel, utcnow())
     if delay is not None:
         headers[POLL_AFTER_HEADER] = str(delay)
@@ -515,7 +536,11 @@ def _panel_response(req: func.HttpRequest, panel: Panel) -> func.HttpResponse:
 
 
 def _panel_etag(panel: Panel, *, html: bool) -> str:
-    return f'"{"panel" if html else "presence"}-{panel.version}"'
+    """The HTML fragment is in the reader's language and zone, so its tag names them; the JSON is the same for all."""
+    if not html:
+        return f'"presence-{panel.version}"'
+    language = i18n.current()
+    return f'"panel-{language.code}-{language.time_zone or "UTC"}-{panel.version}"'
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -541,17 +566,8 @@ def _waiting_page(service: LaunchService, grant: VisitGrant, token: str) -> func
             "overdue": patient.overdue,
             "organization": patient.organization,
             "appointment_start": start,
-            "appointment_iso": start.isoformat() if start else None,
-            "appointment_text": _clock_time(start) if start else None,
         },
     )
-
-
-def _clock_time(moment: datetime) -> str:
-    """The time as the EHR gave it (its own UTC offset); the page's script shows it in the patient's zone."""
-    offset = moment.utcoffset()
-    zone = "UTC" if not offset else f"UTC{moment.strftime('%z')[:3]}:{moment.strftime('%z')[3:]}"
-    return f"{moment.strftime('%H:%M')} ({zone})"
 
 
 def _quote(value: str) -> str:

@@ -47,6 +47,7 @@ from connector.web import (
 )
 from shared.configurations.model import Configuration, Environment, Vendor, WritebackMode
 from shared.kernel.errors import BadRequest, Conflict, Forbidden, SignInRequired
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import LOCAL_HOSTS, Geography, Settings, get_settings
 from shared.launch.service import MAPPING_MEMORY_SECONDS
@@ -70,18 +71,26 @@ SIGNIN_COOKIE_MAX_AGE = 600
 REPLACES = "replacesSession"  # carried with the sign-in state: the binding of the session a successful sign-in ends
 MAX_ROWS = 10
 NOTICES = {
-    "created": "Saved. Each new configuration is pending approval by its approver.",
-    "saved": "Saved. The configuration is pending approval.",
-    "edit-saved": "Saved. The edit awaits approval; until then launches keep using the approved version.",
-    "edit-unchanged": "Saved. Nothing differs from the approved version any more, so nothing awaits approval.",
-    "edit-discarded": "The edit was discarded. The approved version stays in use, unchanged.",
-    "deleted": "The configuration was deleted; launches for its FHIR URL stopped.",
-    "ehr-signin": "EHR sign-in succeeded: the FHIR URL is proven. You can approve it now.",
-    "approved": "Approved. The integration records are ready.",
-    "shared": "Shared. Clinicians of that tenant can now launch visits with this configuration.",
-    "unshared": "No longer shared. Launches by that tenant's clinicians are refused from now on.",
-    "signed-out": "You are signed out.",
-    "link-removed": "Link removed. That clinician confirms their Microsoft 365 account again at their next launch.",
+    "created": N_("Saved. Each new configuration is pending approval by its approver."),
+    "saved": N_("Saved. The configuration is pending approval."),
+    "edit-saved": N_("Saved. The edit awaits approval; until then launches keep using the approved version."),
+    "edit-unchanged": N_("Saved. Nothing differs from the approved version any more, so nothing awaits approval."),
+    "edit-discarded": N_("The edit was discarded. The approved version stays in use, unchanged."),
+    "deleted": N_("The configuration was deleted; launches for its FHIR URL stopped."),
+    "ehr-signin": N_("EHR sign-in succeeded: the FHIR URL is proven. You can approve it now."),
+    "approved": N_("Approved. The integration records are ready."),
+    "shared": N_("Shared. Clinicians of that tenant can now launch visits with this configuration."),
+    "unshared": N_("No longer shared. Launches by that tenant's clinicians are refused from now on."),
+    "signed-out": N_("You are signed out."),
+    "link-removed": N_("Link removed. That clinician confirms their Microsoft 365 account again at their next launch."),
+}
+
+
+# Every geography's words, also one no longer offered here (an older configuration may still name it).
+GEOGRAPHY_NAMES = {
+    Geography.AMERICAS.value: N_("Americas"),
+    Geography.EMEA.value: N_("Europe, Middle East, Africa"),
+    Geography.APAC.value: N_("Asia Pacific"),
 }
 
 
@@ -117,7 +126,7 @@ def _csrf_form(req: func.HttpRequest, session: PortalSession) -> dict[str, str]:
     form = read_form(req)
     if not session.csrf_matches(form.get("csrf")):
         raise Forbidden(
-            "This form has expired or did not come from this site. Reload the page and try again.", code="csrf"
+            N_("This form has expired or did not come from this site. Reload the page and try again."), code="csrf"
         )
     return form
 
@@ -138,37 +147,33 @@ def _chrome(session: PortalSession | None) -> dict[str, Any]:
 
 
 def _page(template: str, session: PortalSession | None, *, status: int = 200, **context: Any) -> func.HttpResponse:
-    return render(template, {**_chrome(session), "words": _words(), **context}, status=status)
+    return render(template, {**_chrome(session), "words": portal_words(), **context}, status=status)
 
 
 def _choices() -> dict[str, Any]:
     settings = get_settings()
     return {
-        "environments": [(e.value, e.value.capitalize()) for e in Environment],
-        "geographies": [(g.value, _geography_words()[g.value]) for g in settings.geographies],
+        "environments": [(Environment.TEST.value, N_("Test")), (Environment.PRODUCTION.value, N_("Production"))],
+        "geographies": [(g.value, GEOGRAPHY_NAMES[g.value]) for g in settings.geographies],
         "vendors": [(v.value, v.label) for v in Vendor],
         "writeback_modes": [
             (WritebackMode.EPIC.value, "Epic (SetExternalConnectionStatus)"),
             (WritebackMode.FHIR_AUDIT_EVENT.value, "FHIR AuditEvent"),
-            (WritebackMode.NONE.value, "None"),
+            (WritebackMode.NONE.value, N_("None")),
         ],
     }
 
 
-def _geography_words() -> dict[str, str]:
-    return {
-        Geography.AMERICAS.value: "Americas",
-        Geography.EMEA.value: "Europe, Middle East, Africa",
-        Geography.APAC.value: "Asia Pacific",
-    }
+def portal_words() -> dict[str, dict[str, str]]:
+    """The words the portal shows for each coded value (environments, geographies, vendors, …)."""
+    return coded_words(_choices())
 
 
-def _words() -> dict[str, dict[str, str]]:
-    """Each coded field's value → the words the portal shows for it (the same words as the form's choices)."""
-    choices = _choices()
+def coded_words(choices: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Each coded field's value → the words the portal shows for it (the same words as the form's ``choices``)."""
     return {
         "environment": dict(choices["environments"]),
-        "geography": _geography_words(),  # every one, also a geography no longer offered here
+        "geography": dict(GEOGRAPHY_NAMES),  # every one, also a geography no longer offered here
         "vendor": dict(choices["vendors"]),
         "writeback_mode": dict(choices["writeback_modes"]),
     }
@@ -186,7 +191,7 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
         return _page(
             "portal/signin.html",
             None,
-            title="Sign in",
+            title=N_("Sign in"),
             signin_required=notice == "signin-required",
             signed_out=notice == "signed-out",
         )
@@ -195,7 +200,7 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     return _page(
         "portal/dashboard.html",
         session,
-        title="Configurations",
+        title=N_("Configurations"),
         configurations=configurations,
         # What awaits approval: all of it for admins; for an approver, what they are the one to approve.
         awaiting=[
@@ -311,9 +316,9 @@ def create_configurations(req: func.HttpRequest) -> func.HttpResponse:
     try:
         count = int(form.get("rows", "1"))
     except ValueError:
-        raise BadRequest("This form could not be read. Please reload the page and try again.") from None
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again.")) from None
     if not 1 <= count <= MAX_ROWS:
-        raise BadRequest(f"Add between 1 and {MAX_ROWS} configurations at a time.")
+        raise BadRequest(N_("Add between 1 and %(max_rows)s configurations at a time.", max_rows=MAX_ROWS))
     rows = [_row_values(form, i) for i in range(count)]
     action = form.get("action", "save")
     if action == "add-row" and count < MAX_ROWS:
@@ -347,7 +352,7 @@ def _new_form(
         "portal/new.html",
         session,
         status=status,
-        title="Add configurations",
+        title=N_("Add configurations"),
         rows=list(zip(rows, errors, strict=True)),
         saved_count=saved_count,
         **_choices(),
@@ -404,7 +409,7 @@ def update_configuration(req: func.HttpRequest) -> func.HttpResponse:
     values = {name: form.get(name, "") for name in FIELDS}
     etag = form.get("etag", "")
     if not etag:
-        raise BadRequest("This form could not be read. Please reload the page and try again.")
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
     try:
         data = svc.validated_input(values)
         saved = svc.update(session.user, current.id, data, etag)
@@ -426,7 +431,7 @@ def discard_edit(req: func.HttpRequest) -> func.HttpResponse:
     session, form = signed_in_form(req)
     etag = form.get("etag", "")
     if not etag:  # only the edit the user looked at may be discarded
-        raise BadRequest("This form could not be read. Please reload the page and try again.")
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
     config = services().portal.discard_edit(session.user, req.route_params.get("id", ""), etag)
     return redirect(portal_url(f"/configurations/{config.id}", notice="edit-discarded"))
 
@@ -436,7 +441,7 @@ def discard_edit(req: func.HttpRequest) -> func.HttpResponse:
 def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
     session = signed_in(req, admin=True)
     config = services().portal.get_visible(session.user, req.route_params.get("id", ""))
-    return _page("portal/delete.html", session, title="Delete configuration", config=config)
+    return _page("portal/delete.html", session, title=N_("Delete configuration"), config=config)
 
 
 @bp.route(route="portal/configurations/{id}/delete", methods=["POST"], auth_level=ANON)
@@ -444,10 +449,10 @@ def confirm_delete(req: func.HttpRequest) -> func.HttpResponse:
 def delete_configuration(req: func.HttpRequest) -> func.HttpResponse:
     session, form = signed_in_form(req, admin=True)
     if form.get("confirm") != "yes":
-        raise BadRequest("Tick the confirmation box to delete this configuration.")
+        raise BadRequest(N_("Tick the confirmation box to delete this configuration."))
     etag = form.get("etag", "")
     if not etag:  # like an edit: only the version the admin looked at may be deleted
-        raise BadRequest("This form could not be read. Please reload the page and try again.")
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
     deleted = services().portal.delete(session.user, req.route_params.get("id", ""), etag)
     services().report_preferences.mark_deleted(deleted.id, deleted.geography.value)  # its usage report goes too
     _launches_forget(deleted.id)
@@ -562,11 +567,11 @@ def records(req: func.HttpRequest) -> func.HttpResponse:
     svc = services().portal
     config = svc.get_viewable(session.user, req.route_params.get("id", ""))
     if not config.is_approved:
-        return _page("portal/records.html", session, title="Integration records", config=config, records=None)
+        return _page("portal/records.html", session, title=N_("Integration records"), config=config, records=None)
     return _page(
         "portal/records.html",
         session,
-        title="Integration records",
+        title=N_("Integration records"),
         config=config,
         records=svc.records(session.user, config.id),
     )
@@ -606,7 +611,7 @@ def links(req: func.HttpRequest) -> func.HttpResponse:
     return _page(
         "portal/links.html",
         session,
-        title="Clinician links",
+        title=N_("Clinician links"),
         config=config,
         mappings=mappings,
         memory_minutes=int(MAPPING_MEMORY_SECONDS // 60),

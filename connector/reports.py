@@ -17,18 +17,19 @@ from urllib.parse import urlencode
 
 import azure.functions as func
 
-from connector.portal import download, portal_url, signed_in, signed_in_form
+from connector.portal import download, portal_url, portal_words, signed_in, signed_in_form
 from connector.services import services
 from connector.web import page, redirect, render
 from shared.configurations.model import Configuration
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import BadRequest
+from shared.kernel.i18n import N_
 from shared.portal.service import can_edit
 from shared.portal.sessions import PortalSession
 from shared.reports import charts
 from shared.reports.days import ReportVisit
 from shared.reports.facts import Status
-from shared.reports.service import PRESETS, ReportService, appointment_id, to_csv, to_json
+from shared.reports.service import PRESETS, Report, ReportService, appointment_id, to_csv, to_json
 from shared.reports.totals import quantile
 
 bp = func.Blueprint()
@@ -54,7 +55,8 @@ def report_index(req: func.HttpRequest) -> func.HttpResponse:
         return redirect(portal_url(f"/configurations/{config.id}/report"), status=303)
     configurations = services().reports.readable(session.user)
     return render(
-        "portal/reports.html", {**_chrome(session), "title": "Usage reports", "configurations": configurations}
+        "portal/reports.html",
+        {**_chrome(session), "title": N_("Usage reports"), "words": portal_words(), "configurations": configurations},
     )
 
 
@@ -69,14 +71,40 @@ def report_page(req: func.HttpRequest) -> func.HttpResponse:
     if not report.range.first <= day <= report.range.last:
         day = report.range.last
     visits, after = svc.appointments(config, day, department=report.department, after=req.params.get("after", ""))
+    context = report_context(
+        session,
+        report,
+        configurations=svc.readable(session.user),
+        params=params,
+        day=day,
+        rows=[_row(v, show_csn=report.preferences.show_csn) for v in visits],
+        after=after,
+        notice=N_("Report settings saved.") if req.params.get("notice") == "saved" else None,
+    )
+    return render("portal/report.html", {**context, "words": portal_words()}, headers={"Cache-Control": "no-store"})
+
+
+def report_context(
+    session: PortalSession,
+    report: Report,
+    *,
+    configurations: list[Configuration],
+    params: dict[str, str],
+    day: date,
+    rows: list[dict[str, Any]],
+    after: str | None,
+    notice: str | None,
+) -> dict[str, Any]:
+    """What ``portal/report.html`` shows: the report's figures and charts, and one day's appointment ``rows``
+    (besides the portal's ``words``, which the route adds)."""
     totals = report.totals
     wait_rows = charts.wait_bands(totals)
     hour_rows = charts.busiest_hours(totals)
-    context = {
+    return {
         **_chrome(session),
-        "title": "Usage report",
-        "config": config,
-        "configurations": svc.readable(session.user),
+        "title": N_("Usage report"),
+        "config": report.config,
+        "configurations": configurations,
         "report": report,
         "presets": PRESETS,
         "params": params,
@@ -99,12 +127,11 @@ def report_page(req: func.HttpRequest) -> func.HttpResponse:
         "hour_chart": charts.histogram(hour_rows, "hour"),
         "chart": {"width": charts.WIDTH, "height": charts.HEIGHT},
         "day": day,
-        "visits": [_row(v, show_csn=report.preferences.show_csn) for v in visits],
+        "visits": rows,
         "after": after,
-        "can_edit": can_edit(session.user, config),
-        "notice": "Report settings saved." if req.params.get("notice") == "saved" else None,
+        "can_edit": can_edit(session.user, report.config),
+        "notice": notice,
     }
-    return render("portal/report.html", context, headers={"Cache-Control": "no-store"})
 
 
 def _seconds(delta: timedelta | None) -> int | None:
@@ -132,7 +159,7 @@ def _day(value: str | None, *, default: date) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise BadRequest("Dates must look like 2026-12-31.", code="report_range") from None
+        raise BadRequest(N_("Dates must look like 2026-12-31."), code="report_range") from None
 
 
 def _readable(req: func.HttpRequest) -> tuple[PortalSession, ReportService, Configuration]:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from connector import i18n
 from shared.kernel.errors import (
     Audience,
     BadRequest,
@@ -34,7 +35,9 @@ from shared.kernel.errors import (
     ConnectorError,
     ErrorPage,
     SignInRequired,
+    UpstreamError,
 )
+from shared.kernel.i18n import N_
 from shared.kernel.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -104,16 +107,35 @@ _templates: Environment | None = None
 
 
 def templates() -> Environment:
-    """The Jinja2 environment (autoescape on for every template), built on first use."""
+    """The Jinja2 environment (autoescape on for every template, gettext in the request's language), built once.
+
+    The gettext callables read the language of the request being handled (``connector/i18n.py``), so
+    one environment serves every thread; ``{% trans %}`` blocks are trimmed, as the extractor reads them.
+    """
     global _templates
     if _templates is None:
-        _templates = Environment(
+        env = Environment(
             loader=FileSystemLoader(TEMPLATES_DIR),
             autoescape=select_autoescape(default=True, default_for_string=True),
             trim_blocks=True,
             lstrip_blocks=True,
+            extensions=["jinja2.ext.i18n"],
         )
+        env.policies["ext.i18n.trimmed"] = True
+        env.install_gettext_callables(  # type: ignore[attr-defined]  # added by the i18n extension
+            i18n.gettext, i18n.ngettext, newstyle=True, pgettext=i18n.pgettext, npgettext=i18n.npgettext
+        )
+        env.globals.update(i18n.jinja_globals())
+        env.filters["t"] = i18n.translate  # marked text reached through an object (``record.title|t``)
+        _templates = env
     return _templates
+
+
+def _public_base_url() -> str | None:
+    try:
+        return get_settings().public_base_url
+    except ConfigurationError:
+        return None
 
 
 def correlation_id(req: func.HttpRequest) -> str:
@@ -152,9 +174,22 @@ def render(
     status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> func.HttpResponse:
-    html = templates().get_template(template).render(**(context or {}))
+    html = (
+        templates()
+        .get_template(template)
+        .render(
+            **i18n.translate(dict(context or {})),
+            language=i18n.current().code,
+            language_links=i18n.switch_links(),
+        )
+    )
+    html = i18n.carry_language_in_html(html, _public_base_url())
     return func.HttpResponse(
-        html, status_code=status, mimetype="text/html", charset="utf-8", headers=html_headers(headers)
+        html,
+        status_code=status,
+        mimetype="text/html",
+        charset="utf-8",
+        headers=html_headers({"Content-Language": i18n.current().code, **(headers or {})}),
     )
 
 
@@ -231,28 +266,28 @@ class Audiences:
 
 
 _TITLES = {
-    400: "Bad request",
-    401: "Sign-in required",
-    403: "Not allowed",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    413: "Request too large",
-    500: "Something went wrong",
-    502: "An external system returned an error",
-    503: "Temporarily unavailable",
+    400: N_("Bad request"),
+    401: N_("Sign-in required"),
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    405: N_("Method not allowed"),
+    409: N_("Conflict"),
+    413: N_("Request too large"),
+    500: N_("Something went wrong"),
+    502: N_("An external system returned an error"),
+    503: N_("Temporarily unavailable"),
 }
 NOT_CONFIGURED = ErrorPage(
-    "Temporarily unavailable",
-    "The connector is not configured correctly yet.",
-    help=("An administrator must fix its settings.",),
+    N_("Temporarily unavailable"),
+    N_("The connector is not configured correctly yet."),
+    help=(N_("An administrator must fix its settings."),),
 )
 # The pages, and the problem titles and details, of every blueprint without a book of its own.
 PAGES = ErrorPages(
     "error.html",
     {
         ConfigurationError: lambda exc: NOT_CONFIGURED,  # the settings' keys go to the log, not to the page
-        ConnectorError: lambda exc: ErrorPage(_TITLES.get(exc.status, "Error"), exc.message),
+        ConnectorError: lambda exc: ErrorPage(_TITLES.get(exc.status, N_("Error")), exc.message),
     },
 )
 _reported_configuration_error = False
@@ -268,11 +303,19 @@ def _log(exc: BaseException, correlation: str) -> None:
             _reported_configuration_error = True
     elif isinstance(exc, ConnectorError):
         log = logger.warning if exc.status >= 500 else logger.info
-        log("%s %s (correlation %s)", type(exc).__name__, exc.code, correlation)
+        log("%s %s%s (correlation %s)", type(exc).__name__, exc.code, _upstream_detail(exc), correlation)
     else:
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?"
         logger.error("Unhandled %s at %s (correlation %s)", type(exc).__name__, where, correlation)
+
+
+def _upstream_detail(exc: ConnectorError) -> str:
+    """Which system failed and how (e.g. " from EHR after ReadTimeout"): type names only, never values."""
+    if not isinstance(exc, UpstreamError):
+        return ""
+    cause = exc.__cause__ or exc.__context__
+    return f" from {exc.system}" + (f" after {type(cause).__name__}" if cause is not None else "")
 
 
 def error_response(
@@ -285,7 +328,7 @@ def error_response(
     if isinstance(exc, ConnectorError):
         error, book = exc, pages.book_for(exc)
     else:  # a bug, not an error we raised: the same terse page on every blueprint; where it was is in the log
-        error = ConnectorError("The connector could not complete this request.")
+        error = ConnectorError(N_("The connector could not complete this request."))
         # ... except to a patient, who is never shown another audience's words.
         book = pages.book_for(error)
         book = book if book.audience is Audience.PATIENT else PAGES
@@ -307,10 +350,12 @@ def _edge(*, html: bool, pages: ErrorPages | Audiences = PAGES) -> Callable[[F],
         @functools.wraps(handler)
         def wrapper(req: func.HttpRequest, *args: Any, **kwargs: Any) -> func.HttpResponse:
             correlation = correlation_id(req)
-            try:
-                response = handler(req, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - the one place errors become responses
-                return error_response(exc, correlation, html=html, pages=pages)
+            language = i18n.language_for(req.method, str(req.url), req.headers.get("accept-language"))
+            with i18n.speaking(language):
+                try:
+                    response = handler(req, *args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - the one place errors become responses
+                    return error_response(exc, correlation, html=html, pages=pages)
             response.headers.setdefault(CORRELATION_HEADER, correlation)
             return cast(func.HttpResponse, response)
 
@@ -339,19 +384,19 @@ def read_form(req: func.HttpRequest) -> dict[str, str]:
     """The urlencoded body as a dict; oversized, repeated, binary or malformed bodies → ``BadRequest`` (400 page)."""
     content_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
-        raise BadRequest("This form was sent in an unexpected format. Please reload the page and try again.")
+        raise BadRequest(N_("This form was sent in an unexpected format. Please reload the page and try again."))
     body = req.get_body() or b""
     if len(body) > MAX_FORM_BYTES:
-        raise BadRequest("This form is too large. Please send fewer or shorter values.", code="form_too_large")
+        raise BadRequest(N_("This form is too large. Please send fewer or shorter values."), code="form_too_large")
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):
-        raise BadRequest("This form could not be read. Please reload the page and try again.") from None
+        raise BadRequest(N_("This form could not be read. Please reload the page and try again.")) from None
     form: dict[str, str] = {}
     for name, value in pairs:
         if name in form or any(ord(c) < 0x20 and c not in "\t\r\n" for c in value):
-            raise BadRequest("This form could not be read. Please reload the page and try again.")
+            raise BadRequest(N_("This form could not be read. Please reload the page and try again."))
         form[name] = value
     return form
 
@@ -396,4 +441,6 @@ def sign_in_binding_cookie(name: str, value: str, *, path: str, max_age: int) ->
 
 
 def redirect(location: str, *, status: int = 303, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    """A browser redirect; to one of our own pages it carries the reader's explicit language choice."""
+    location = i18n.carry_language(location, _public_base_url())
     return func.HttpResponse(status_code=status, headers=html_headers({"Location": location, **(headers or {})}))

@@ -49,8 +49,16 @@ param packageUri string = ''
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+// Instance memory: 512 MB. Flex Consumption bills the whole instance memory (GB-s) while any function runs, and at
+// 50,000 visits a day both scaling groups (HTTP, the writeback queue) are busy most of clinic hours, so the size is
+// the largest lever on cost (benchmarks/cost.py: ~$0.046 per 1,000 visits at 512 MB, ~$0.10 at 2048 MB). Measured
+// (README "Performance and cost"): the Python worker's peak resident memory is ~105 MB under 500 concurrent launches
+// and ~85 MB draining the writeback queue with 24 messages in flight, leaving ~400 MB for the Functions host and the
+// OS. CPU scales with memory (~0.25 vCPU at 512 MB): a warm launch's ~7 ms of CPU is ~28 ms there, and the 8 a.m.
+// peak (2,000 launches a minute) needs ~0.25 cores, i.e. about two instances. Raise it if the instances' memory
+// working set (Azure Monitor) runs close to the limit.
 @allowed([512, 2048, 4096])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 @description('Share of traces exported to Application Insights (0 to 1, as text): 0.1 keeps whole traces of one request in ten (connector/telemetry.py).')
 param telemetrySamplingRatio string = '0.1'
@@ -58,20 +66,22 @@ param telemetrySamplingRatio string = '0.1'
 // Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT). Every function is a plain def, so each running
 // invocation holds a thread while it waits on the EHR, Graph or storage. Flex Consumption scales HTTP functions
 // together and every queue or timer function on instances of its own, so one worker runs at most:
-//   HTTP instances: httpPerInstanceConcurrency (16) invocations, plus as many requests for our JWKS, which the
-//     EHR fetches while a launch's token request is in flight (a cache miss at the EHR): 32;
+//   HTTP instances: httpPerInstanceConcurrency (8; 16 on 2048 MB) invocations, plus as many requests for our JWKS,
+//     which the EHR fetches while a launch's token request is in flight (a cache miss at the EHR): 16 (32);
 //   the writeback queue's instances: batchSize 16 + newBatchThreshold 8 (host.json) = 24 messages in flight.
-// 48 leaves a margin of half again over the larger (32), and each idle thread costs only its stack. The local
+// 48 leaves a margin of half again over the larger (32, at 2048 MB), and each idle thread costs only its stack. The local
 // host runs every function in one process, so local.settings.sample.json keeps 64 (16 + 16 + 24 + timers).
 @description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT): at least the invocations an instance runs at once (see the comment above).')
 @minValue(1)
 @maxValue(256)
 param workerThreadCount int = 48
 
-@description('HTTP invocations one instance runs at once before Flex Consumption adds an instance (its default for 2048 MB instances is 16); the worker thread count above is sized from it.')
+// 8 on a 512 MB instance (~0.25 vCPU): 8 launches in flight, each ~0.4 s long and ~7 ms of CPU, keep about a quarter
+// of that vCPU busy, so a burst scales out rather than queueing on one small instance (16 suits 2048 MB).
+@description('HTTP invocations one instance runs at once before Flex Consumption adds an instance (8 for 512 MB instances, 16 for 2048 MB); the worker thread count above is sized from it.')
 @minValue(1)
 @maxValue(1000)
-param httpPerInstanceConcurrency int = 16
+param httpPerInstanceConcurrency int = 8
 
 resource appStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: appStorageName

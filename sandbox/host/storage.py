@@ -67,6 +67,7 @@ class QueueClients:
         self._services: dict[str, QueueServiceClient] = {}
         self._created: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self._shared_transport: Any = None
         self.on_enqueue: list[Callable[[str, str], None]] = []
 
     def service(self, connection: str) -> QueueServiceClient:
@@ -75,10 +76,30 @@ class QueueClients:
                 self._services[connection] = self._build(connection)
             return self._services[connection]
 
+    def _transport(self) -> Any:
+        """One requests session for every connection, with ``trust_env`` off.
+
+        The Functions host is a .NET process: it does not scan the Python environment for proxies and certificate
+        bundles on every queue call, as requests does by default (~10 % of a message's CPU). The app's own storage
+        clients do not either (``shared.http.outbound.storage_transport``).
+        """
+        if self._shared_transport is None:
+            import requests
+            from azure.core.pipeline.transport import RequestsTransport
+
+            session = requests.Session()
+            session.trust_env = False
+            # Every function's output and every queue listener share it: a pool as large as the invocations in flight.
+            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._shared_transport = RequestsTransport(session=session, session_owner=False)
+        return self._shared_transport
+
     def _build(self, connection: str) -> QueueServiceClient:
         value = self._environ.get(connection)
         if value:
-            return QueueServiceClient.from_connection_string(value)
+            return QueueServiceClient.from_connection_string(value, transport=self._transport())
         account_url = self._environ.get(f"{connection}__queueServiceUri") or self._environ.get(
             f"{connection}__serviceUri"
         )
@@ -87,7 +108,7 @@ class QueueClients:
 
             client_id = self._environ.get(f"{connection}__clientId")
             credential: Any = ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
-            return QueueServiceClient(account_url, credential=credential)
+            return QueueServiceClient(account_url, credential=credential, transport=self._transport())
         raise HostConfigurationError(
             f"connection '{connection}' has no connection string and no {connection}__queueServiceUri setting"
         )

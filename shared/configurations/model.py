@@ -42,6 +42,7 @@ from typing import Any
 
 from shared.http.outbound import normalise_base_url
 from shared.kernel.errors import BadRequest, Conflict, Forbidden, NotFound
+from shared.kernel.i18n import N_
 from shared.kernel.settings import Geography
 
 MAX_SHARES = 25
@@ -63,7 +64,7 @@ class Vendor(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"epic": "Epic", "oracle": "Oracle Health", "smart": "Other SMART 2.x EHR"}[self.value]
+        return {"epic": "Epic", "oracle": "Oracle Health", "smart": N_("Other SMART 2.x EHR")}[self.value]
 
 
 class WritebackMode(enum.StrEnum):
@@ -338,7 +339,7 @@ def _kept_approver_oid(values: Mapping[str, Any], *versions: Configuration) -> s
 def edit_discarded(config: Configuration) -> Configuration:
     """Reject or withdraw the pending edit: the approved version stays exactly as it was."""
     if config.edit is None:
-        raise Conflict("No edit of this configuration awaits approval.", code="no_pending_edit")
+        raise Conflict(N_("No edit of this configuration awaits approval."), code="no_pending_edit")
     return replace(config, edit=None)
 
 
@@ -360,9 +361,9 @@ def with_ehr_signin(config: Configuration, *, upn: str, oid: str, now: datetime)
     """Record that the named approver proved the FHIR URL awaiting approval by signing in to the EHR."""
     target = config.proposed
     if not target.is_approver(upn, oid):
-        raise Forbidden("Only the approver named on this configuration can sign in to the EHR for it.")
+        raise Forbidden(N_("Only the approver named on this configuration can sign in to the EHR for it."))
     if not config.awaits_approval:
-        raise Conflict("This configuration is already approved.", code="already_approved")
+        raise Conflict(N_("This configuration is already approved."), code="already_approved")
     signin = EhrSignIn(
         by_upn=upn.lower(),
         by_oid=oid.lower(),
@@ -384,15 +385,15 @@ def approved(config: Configuration, *, upn: str, oid: str, now: datetime) -> Con
     """
     target = config.proposed
     if not target.is_approver(upn, oid):
-        raise Forbidden("Only the approver named on this configuration can approve it.")
+        raise Forbidden(N_("Only the approver named on this configuration can approve it."))
     if not config.awaits_approval:
-        raise Conflict("This configuration is already approved.", code="already_approved")
+        raise Conflict(N_("This configuration is already approved."), code="already_approved")
     signin = target.ehr_signin
     proven = signin is not None and signin.patient_fhir_base_url == target.patient_fhir_base_url
     if signin is None or signin.fhir_base_url != target.fhir_base_url or not proven:
-        raise Conflict("Sign in to the EHR for this FHIR URL before approving it.", code="ehr_signin_required")
+        raise Conflict(N_("Sign in to the EHR for this FHIR URL before approving it."), code="ehr_signin_required")
     if signin.by_oid != oid.lower():
-        raise Conflict("Sign in to the EHR yourself before approving.", code="ehr_signin_required")
+        raise Conflict(N_("Sign in to the EHR yourself before approving."), code="ehr_signin_required")
     return replace(target, status=Status.APPROVED, approved_by=upn.lower(), approved_at=now)
 
 
@@ -404,22 +405,32 @@ def shared(config: Configuration, tenant_id: str, *, allowed_tenants: frozenset[
     tenant = tenant_id.strip().lower()
     if not _GUID_RE.match(tenant):
         raise BadRequest(
-            "A tenant id looks like 00000000-0000-0000-0000-000000000000 "
-            "(Microsoft Entra admin center → Overview → Tenant ID)."
+            N_(
+                "A tenant id looks like 00000000-0000-0000-0000-000000000000 "
+                "(Microsoft Entra admin center → Overview → Tenant ID)."
+            )
         )
     if tenant == config.tenant_id:
-        raise BadRequest("That is your own tenant: its users can already use this configuration.")
+        raise BadRequest(N_("That is your own tenant: its users can already use this configuration."))
     if tenant not in {t.lower() for t in allowed_tenants}:
         raise BadRequest(
-            f"Users of tenant {tenant} cannot sign in to this connector. Ask whoever deployed it to add the "
-            "tenant id to ENTRA_ALLOWED_TENANT_IDS, then share again."
+            N_(
+                "Users of tenant %(tenant)s cannot sign in to this connector. Ask whoever deployed it to add the "
+                "tenant id to ENTRA_ALLOWED_TENANT_IDS, then share again.",
+                tenant=tenant,
+            )
         )
     if not config.is_approved:
-        raise Conflict("Approve this configuration before sharing it.", code="not_approved")
+        raise Conflict(N_("Approve this configuration before sharing it."), code="not_approved")
     if tenant in config.shared_with:
-        raise Conflict(f"This configuration is already shared with tenant {tenant}.", code="already_shared")
+        raise Conflict(
+            N_("This configuration is already shared with tenant %(tenant)s.", tenant=tenant), code="already_shared"
+        )
     if len(config.shared_with) >= MAX_SHARES:
-        raise Conflict(f"A configuration can be shared with at most {MAX_SHARES} tenants.", code="too_many_shares")
+        raise Conflict(
+            N_("A configuration can be shared with at most %(max_shares)s tenants.", max_shares=MAX_SHARES),
+            code="too_many_shares",
+        )
     return replace(config, shared_with=(*config.shared_with, tenant))
 
 
@@ -427,7 +438,7 @@ def unshared(config: Configuration, tenant_id: str) -> Configuration:
     """Stop sharing with a tenant; its clinicians' launches are refused from now on."""
     tenant = tenant_id.strip().lower()
     if tenant not in config.shared_with:
-        raise NotFound("This configuration is not shared with that tenant.")
+        raise NotFound(N_("This configuration is not shared with that tenant."))
     return replace(config, shared_with=tuple(t for t in config.shared_with if t != tenant))
 
 

@@ -55,6 +55,7 @@ from shared.configurations.model import (
 from shared.http.outbound import normalise_base_url
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredDataError
+from shared.kernel.i18n import N_
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
@@ -64,7 +65,7 @@ TABLE = "Configurations"
 INDEX_TABLE = "ConfigurationIndex"
 SHARES_TABLE = "ConfigurationShares"
 RESERVATION_GRACE = timedelta(minutes=2)  # a URL guard younger than this may belong to a create in flight
-NO_SUCH_CONFIGURATION = "There is no such configuration."
+NO_SUCH_CONFIGURATION = N_("There is no such configuration.")
 
 _UNTIL_DELETED = "until an admin deletes the configuration"
 _DELETE = "ConfigurationRepository.delete (portal: Delete)"
@@ -299,8 +300,10 @@ class ConfigurationRepository:
             )
             if stale:
                 raise Conflict(
-                    "Someone else changed or deleted this configuration while you were working on it. "
-                    "Nothing was saved; review the current version and apply your changes again.",
+                    N_(
+                        "Someone else changed or deleted this configuration while you were working on it. "
+                        "Nothing was saved; review the current version and apply your changes again."
+                    ),
                     code="edit_conflict",
                 ) from None
             raise
@@ -326,7 +329,9 @@ class ConfigurationRepository:
                     self._table().delete_entity(config.tenant_id, config.id)
             except ResourceModifiedError:
                 raise Conflict(
-                    "Someone else changed this configuration just now; it was not deleted. Review it and try again.",
+                    N_(
+                        "Someone else changed this configuration just now; it was not deleted. Review it and try again."
+                    ),
                     code="edit_conflict",
                 ) from None
         for url in held_urls(config):
@@ -373,7 +378,9 @@ class ConfigurationRepository:
                     if attempt == 0 and self._reclaim_orphaned_guard(partition, tenant_id):
                         continue
                     raise Conflict(
-                        "This FHIR URL is already configured in your organization. Edit that configuration instead.",
+                        N_(
+                            "This FHIR URL is already configured in your organization. Edit that configuration instead."
+                        ),
                         code="duplicate_fhir_url",
                     ) from None
 
@@ -560,4 +567,4 @@ def _from_entity(entity: Mapping[str, Any]) -> Configuration:
             etag=metadata.get("etag"),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise StoredDataError("A stored configuration could not be read.") from exc
+        raise StoredDataError(N_("A stored configuration could not be read.")) from exc

@@ -27,6 +27,7 @@ from shared.ehr.launch_params import context_value
 from shared.ehr.vendors import EPIC_PROVIDER_SCOPES
 from shared.ehr.vendors import PATIENT_SCOPES as VENDOR_PATIENT_SCOPES
 from shared.kernel.errors import BadRequest, ErrorPage, Forbidden
+from shared.kernel.i18n import N_
 from shared.visits.model import VisitContext, appointment_key
 
 USER_TYPES_FOR_PROVIDERS = frozenset({"Practitioner", "PractitionerRole"})
@@ -142,12 +143,14 @@ class NoAppointment(BadRequest):
 
     def __init__(self) -> None:
         super().__init__(
-            "This launch does not say which appointment it is for. The EHR must send encounter or appointment "
-            "context in its token response (Epic: launch from the appointment or encounter)."
+            N_(
+                "This launch does not say which appointment it is for. The EHR must send encounter or appointment "
+                "context in its token response (Epic: launch from the appointment or encounter)."
+            )
         )
 
 
-_RELAUNCH = "Please start the visit again from Epic or MyChart. If this keeps happening, tell your IT support."
+_RELAUNCH = N_("Please start the visit again from Epic or MyChart. If this keeps happening, tell your IT support.")
 
 
 class LaunchContextMismatch(Forbidden):
@@ -159,20 +162,31 @@ class LaunchContextMismatch(Forbidden):
         super().__init__(f"The launch link's {token} does not match the visit the EHR signed you in for.")
         self.token = token
         asserted = {
-            "sessionId": "the CSN the EHR returned, or the identifiers of the launch's Encounter and Appointment "
-            "read with the launch's own access token",
-            "departmentId": "the identifiers of the department (Location) the EHR returned for the launch",
-            "conferenceId": "the conferenceId the EHR returned, or the identifiers of the launch's Appointment "
-            "(named by the token response or by the launch's Encounter) read with the launch's own access token",
+            "sessionId": N_(
+                "the CSN the EHR returned, or the identifiers of the launch's Encounter and Appointment "
+                "read with the launch's own access token"
+            ),
+            "departmentId": N_("the identifiers of the department (Location) the EHR returned for the launch"),
+            "conferenceId": N_(
+                "the conferenceId the EHR returned, or the identifiers of the launch's Appointment "
+                "(named by the token response or by the launch's Encounter) read with the launch's own access token"
+            ),
         }[token]
         self.page = ErrorPage(
-            "This visit link does not match your appointment",
-            f"This link does not match the visit you signed in for, so it was not opened. {_RELAUNCH}",
+            N_("This visit link does not match your appointment"),
+            N_(
+                "This link does not match the visit you signed in for, so it was not opened. %(relaunch)s",
+                relaunch=_RELAUNCH,
+            ),
             help=(
-                f"For the analyst: the launch URL's {token} context token is not among {asserted}. "
-                "Either the link was edited in the browser, or the FDI record's context tokens do not match "
-                "the integration records in the configuration portal.",
-                "The refusal is logged with hashed identifiers under the correlation id below.",
+                N_(
+                    "For the analyst: the launch URL's %(token)s context token is not among %(asserted)s. "
+                    "Either the link was edited in the browser, or the FDI record's context tokens do not match "
+                    "the integration records in the configuration portal.",
+                    token=token,
+                    asserted=asserted,
+                ),
+                N_("The refusal is logged with hashed identifiers under the correlation id below."),
             ),
         )
 
@@ -186,28 +200,44 @@ class UnverifiableLaunchContext(Forbidden):
         super().__init__("The EHR did not confirm which visit this launch is for.")
         self.reason = reason
         why = {
-            "no_ehr_context": "The EHR's token response names no encounter and no appointment, and carries no CSN "
-            "field, so the CSN in the launch URL (sessionId) cannot be confirmed.",
-            "unreadable": "The launch's Encounter and Appointment could not be read with the launch's own access "
-            "token, so the CSN in the launch URL (sessionId) cannot be confirmed.",
-            "no_csn_identifier": "The launch's Encounter and Appointment carry no CSN identifier (an Epic OID "
-            "ending in .698084.8), so the CSN in the launch URL (sessionId) cannot be confirmed.",
-            "no_conference_source": "The EHR's token response carries no conferenceId field and names no "
-            "encounter or appointment, so the group visit's conference id in the launch URL (conferenceId) "
-            "cannot be confirmed.",
-            "no_conference_identifier": "The launch's Appointment could not be read, or carries no identifier "
-            "other than its CSN, so the group visit's conference id in the launch URL (conferenceId) cannot be "
-            "confirmed.",
+            "no_ehr_context": N_(
+                "The EHR's token response names no encounter and no appointment, and carries no CSN "
+                "field, so the CSN in the launch URL (sessionId) cannot be confirmed."
+            ),
+            "unreadable": N_(
+                "The launch's Encounter and Appointment could not be read with the launch's own access "
+                "token, so the CSN in the launch URL (sessionId) cannot be confirmed."
+            ),
+            "no_csn_identifier": N_(
+                "The launch's Encounter and Appointment carry no CSN identifier (an Epic OID "
+                "ending in .698084.8), so the CSN in the launch URL (sessionId) cannot be confirmed."
+            ),
+            "no_conference_source": N_(
+                "The EHR's token response carries no conferenceId field and names no "
+                "encounter or appointment, so the group visit's conference id in the launch URL (conferenceId) "
+                "cannot be confirmed."
+            ),
+            "no_conference_identifier": N_(
+                "The launch's Appointment could not be read, or carries no identifier "
+                "other than its CSN, so the group visit's conference id in the launch URL (conferenceId) cannot be "
+                "confirmed."
+            ),
         }[reason]
         self.page = ErrorPage(
-            "The EHR did not confirm this visit",
-            f"The visit could not be started because the EHR did not confirm which appointment it is for. {_RELAUNCH}",
+            N_("The EHR did not confirm this visit"),
+            N_(
+                "The visit could not be started because the EHR did not confirm which appointment it is for. "
+                "%(relaunch)s",
+                relaunch=_RELAUNCH,
+            ),
             help=(
-                f"For the analyst: {why}",
-                "Configure one trusted source: launch from the appointment or encounter so that the token response "
-                "carries encounter (and appointment) context, and grant the provider app user/Encounter.read and "
-                "user/Appointment.read (the patient app patient/*.read), as the integration records list them; "
-                "or add the extra token response field csn = %CSN% to the integration.",
+                N_("For the analyst: %(why)s", why=why),
+                N_(
+                    "Configure one trusted source: launch from the appointment or encounter so that the token response "
+                    "carries encounter (and appointment) context, and grant the provider app user/Encounter.read and "
+                    "user/Appointment.read (the patient app patient/*.read), as the integration records list them; "
+                    "or add the extra token response field csn = %CSN% to the integration."
+                ),
             ),
         )
 
@@ -394,17 +424,19 @@ def user_reference(claims: Mapping[str, Any], *, provider_launch: bool, sub_is_f
     if reference is None:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
-            raise BadRequest("The EHR did not say who launched the visit.", code="launch_without_user")
+            raise BadRequest(N_("The EHR did not say who launched the visit."), code="launch_without_user")
         if sub_is_fhir_id:
             reference = f"{'Practitioner' if provider_launch else 'Patient'}/{sub}"
         else:
             reference = f"{SUBJECT_USER_TYPE}/{sub}"
     if len(reference) > _MAX_ID:
-        raise BadRequest("The EHR user id is too long.", code="launch_without_user")
+        raise BadRequest(N_("The EHR user id is too long."), code="launch_without_user")
     kind = reference.split("/", 1)[0]
     if provider_launch and kind not in USER_TYPES_FOR_PROVIDERS and kind != SUBJECT_USER_TYPE:
         raise Forbidden(
-            "This launch is for clinicians, but the EHR signed in a patient or proxy. Patients launch from MyChart.",
+            N_(
+                "This launch is for clinicians, but the EHR signed in a patient or proxy. Patients launch from MyChart."
+            ),
             code="provider_launch_by_non_provider",
         )
     return reference

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, unquote_plus
 
 from shared.kernel.errors import BadRequest
+from shared.kernel.i18n import N_
 
 MAX_ISS = 2048
 MAX_LAUNCH = 8192
@@ -66,19 +67,22 @@ class AuthorizationResponse:
 def parse_launch(query: str, body: str | None = None) -> LaunchParams:
     """The launch parameters from the raw query string and, for POST, the raw form body."""
     if body is not None and len(body) > MAX_BODY:
-        raise InvalidLaunch("The launch request is too large.")
+        raise InvalidLaunch(N_("The launch request is too large."))
     values = _collect(_LAUNCH_NAMES, query, body, keep_plus={"launch"}, what="launch")
     iss = values.get("iss", "").strip()
     launch = values.get("launch", "").strip().replace(" ", "+")
     missing = [name for name, value in (("iss", iss), ("launch", launch)) if not value]
     if missing:
         raise InvalidLaunch(
-            f"The launch request is missing {' and '.join(missing)}. Start the visit from the EHR "
-            "(the launch URL must be opened by Epic, which adds these parameters).",
+            N_(
+                "The launch request is missing %(names)s. Start the visit from the EHR "
+                "(the launch URL must be opened by Epic, which adds these parameters).",
+                names=", ".join(missing),
+            ),
             code="launch_parameter_missing",
         )
     if len(iss) > MAX_ISS or len(launch) > MAX_LAUNCH:
-        raise InvalidLaunch("The launch request has an over-long parameter.")
+        raise InvalidLaunch(N_("The launch request has an over-long parameter."))
     return LaunchParams(
         iss=iss,
         launch=launch,
@@ -93,12 +97,13 @@ def parse_authorization_response(query: str) -> AuthorizationResponse:
     state = values.get("state", "")
     if not state:
         raise InvalidLaunch(
-            "The EHR's response is missing its state. Please launch the visit again from Epic.", code="state_missing"
+            N_("The EHR's response is missing its state. Please launch the visit again from Epic."),
+            code="state_missing",
         )
     error = values.get("error") or None
     code = values.get("code") or None
     if error is None and code is None:
-        raise InvalidLaunch("The EHR's response carries neither a code nor an error.", code="code_missing")
+        raise InvalidLaunch(N_("The EHR's response carries neither a code nor an error."), code="code_missing")
     return AuthorizationResponse(
         state=state, code=code, error=error, error_description=(values.get("error_description") or None)
     )
@@ -110,13 +115,18 @@ def _collect(names: frozenset[str], query: str, body: str | None, *, keep_plus: 
         if name not in names:
             continue
         if name in found:
-            raise InvalidLaunch(f"The {what} repeats the parameter {name!r}.", code="parameter_repeated")
+            raise InvalidLaunch(
+                N_("The %(what)s repeats the parameter %(name)s.", what=what, name=repr(name)),
+                code="parameter_repeated",
+            )
         try:
             value = unquote(raw, errors="strict") if name in keep_plus else unquote_plus(raw, errors="strict")
         except UnicodeDecodeError:
-            raise InvalidLaunch(f"The {what} has an unreadable {name!r} parameter.") from None
+            raise InvalidLaunch(
+                N_("The %(what)s has an unreadable %(name)s parameter.", what=what, name=repr(name))
+            ) from None
         if _CONTROL.search(value):
-            raise InvalidLaunch(f"The {what} has an invalid {name!r} parameter.")
+            raise InvalidLaunch(N_("The %(what)s has an invalid %(name)s parameter.", what=what, name=repr(name)))
         found[name] = value
     return found
 
@@ -130,7 +140,7 @@ def _pairs(*sources: str) -> Iterable[tuple[str, str]]:
             try:
                 yield unquote_plus(name, errors="strict"), raw
             except UnicodeDecodeError:
-                raise InvalidLaunch("The request could not be read.") from None
+                raise InvalidLaunch(N_("The request could not be read.")) from None
 
 
 def context_value(value: str | None) -> str | None:

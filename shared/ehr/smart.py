@@ -35,6 +35,7 @@ from shared.jose.id_tokens import unverified_claims, validate_id_token
 from shared.jose.jwks import JwksCache
 from shared.jose.keys import CLIENT_ASSERTION_TYPE, SigningKeys, signing_keys_from
 from shared.kernel.errors import InvalidIdToken, UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.i18n import N_
 from shared.kernel.settings import Settings
 
 SYSTEM = "EHR"
@@ -169,24 +170,27 @@ class SmartClient:
         result = self.http.get(url, headers={**headers, "Accept": "application/json"})
         if result.status in (404, 410, 406):
             return None
-        _raise_if_transient(result, "The EHR's SMART configuration")
+        _raise_if_transient(result, N_("The EHR's SMART configuration"))
         document = result.json()
         if result.status != 200 or not isinstance(document, dict):
             return None
         authorize, token = document.get("authorization_endpoint"), document.get("token_endpoint")
         if not isinstance(authorize, str) or not isinstance(token, str) or not authorize or not token:
-            raise DiscoveryError("its SMART configuration lacks an authorization or token endpoint")
+            raise DiscoveryError(N_("its SMART configuration lacks an authorization or token endpoint"))
         methods = _strings(document.get("code_challenge_methods_supported"))
         if "S256" not in methods:
-            raise DiscoveryError("its SMART configuration does not offer PKCE with S256")
+            raise DiscoveryError(N_("its SMART configuration does not offer PKCE with S256"))
         auth_methods = _strings(document.get("token_endpoint_auth_methods_supported"))
         if "token_endpoint_auth_methods_supported" in document and CLIENT_AUTH_METHOD not in auth_methods:
             # The connector authenticates only with a signed assertion (no client secret to leak):
             # an EHR that does not accept one would refuse every code we redeem.
-            offered = ", ".join(auth_methods) or "none"
             raise DiscoveryError(
-                f"its token endpoint does not accept {CLIENT_AUTH_METHOD} client authentication, the only one the "
-                f"connector uses (token_endpoint_auth_methods_supported: {offered})"
+                N_(
+                    "its token endpoint does not accept %(method)s client authentication, the only one the "
+                    "connector uses (token_endpoint_auth_methods_supported: %(offered)s)",
+                    method=CLIENT_AUTH_METHOD,
+                    offered=", ".join(auth_methods) or N_("none"),
+                )
             )
         return self._configuration(
             base,
@@ -208,28 +212,30 @@ class SmartClient:
         """
         base = check_url_syntax(fhir_base_url, self.http.policy, base_url=True).url
         result = self.http.get(f"{base}/metadata", headers={**(headers or {}), "Accept": "application/fhir+json"})
-        _raise_if_transient(result, "The EHR's metadata")
+        _raise_if_transient(result, N_("The EHR's metadata"))
         document = result.json()
         if (
             result.status != 200
             or not isinstance(document, dict)
             or document.get("resourceType") != "CapabilityStatement"
         ):
-            raise DiscoveryError("its metadata (CapabilityStatement) could not be read, so its FHIR version is unknown")
+            raise DiscoveryError(
+                N_("its metadata (CapabilityStatement) could not be read, so its FHIR version is unknown")
+            )
         version = document.get("fhirVersion")
         if not isinstance(version, str) or not version.strip():
-            raise DiscoveryError("its CapabilityStatement names no fhirVersion")
+            raise DiscoveryError(N_("its CapabilityStatement names no fhirVersion"))
         return version.strip()[:20]
 
     def _from_metadata(self, base: str, headers: Mapping[str, str]) -> SmartConfiguration:
         # SMART 1 servers publish the OAuth URIs on the CapabilityStatement only; PKCE is still
         # always sent, and the approver's EHR sign-in proves the server accepts it.
         result = self.http.get(f"{base}/metadata", headers={**headers, "Accept": "application/fhir+json"})
-        _raise_if_transient(result, "The EHR's metadata")
+        _raise_if_transient(result, N_("The EHR's metadata"))
         document = result.json()
         is_capability = isinstance(document, dict) and document.get("resourceType") == "CapabilityStatement"
         if result.status != 200 or not is_capability:
-            raise DiscoveryError("no SMART configuration was found (.well-known/smart-configuration or metadata)")
+            raise DiscoveryError(N_("no SMART configuration was found (.well-known/smart-configuration or metadata)"))
         uris: dict[str, str] = {}
         # The document is the server's to shape: every level may be the wrong JSON type.
         for rest in _dicts(document.get("rest")):
@@ -240,7 +246,7 @@ class SmartClient:
                         if isinstance(item.get("url"), str) and isinstance(item.get("valueUri"), str):
                             uris[item["url"]] = item["valueUri"]
         if "authorize" not in uris or "token" not in uris:
-            raise DiscoveryError("its metadata names no OAuth authorize and token endpoints")
+            raise DiscoveryError(N_("its metadata names no OAuth authorize and token endpoints"))
         return self._configuration(base, uris["authorize"], uris["token"], source="metadata")
 
     def _configuration(
@@ -260,7 +266,9 @@ class SmartClient:
             try:
                 check_url_syntax(url, self.http.policy)
             except UnsafeUrl as exc:
-                raise DiscoveryError(f"its {name} endpoint is not acceptable: {exc.message}") from None
+                raise DiscoveryError(
+                    N_("its %(name)s endpoint is not acceptable: %(message)s", name=name, message=exc.message)
+                ) from None
         return SmartConfiguration(
             fhir_base_url=base,
             authorization_endpoint=authorize,
@@ -339,7 +347,7 @@ class SmartClient:
         result = self.http.post_form(config.token_endpoint, form, headers={"Accept": "application/json"})
         body = result.json()
         if result.status >= 500 and not (isinstance(body, dict) and "error" in body):
-            raise UpstreamUnavailable("The EHR's token endpoint is unavailable right now.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("The EHR's token endpoint is unavailable right now."), system=SYSTEM)
         return _token_response(result.status, body)
 
     def backend_services_token(
@@ -361,7 +369,7 @@ class SmartClient:
         }
         headers = {"Accept": "application/json", **dict(config.client_headers)}
         result = self.http.post_form(config.token_endpoint, form, headers=headers)
-        _raise_if_transient(result, "The EHR's token endpoint")
+        _raise_if_transient(result, N_("The EHR's token endpoint"))
         return _token_response(result.status, result.json())
 
     def validate_id_token(
@@ -385,7 +393,7 @@ class SmartClient:
         The headers that name our client are the ones ``config`` was discovered with (its vendor's)."""
         resource_type, _, resource_id = reference.partition("/")
         if not resource_type.isalpha() or not resource_id or not all(c.isalnum() or c in "-." for c in resource_id):
-            raise UpstreamRejected("The EHR named an invalid resource.", system=SYSTEM, code="invalid_reference")
+            raise UpstreamRejected(N_("The EHR named an invalid resource."), system=SYSTEM, code="invalid_reference")
         headers = {
             "Authorization": f"Bearer {access_token}",
             "Accept": "application/fhir+json",
@@ -393,11 +401,15 @@ class SmartClient:
         }
         result = self.http.get(f"{config.fhir_base_url}/{resource_type}/{resource_id}", headers=headers)
         if result.status >= 500 or result.status in (408, 429):
-            raise UpstreamUnavailable("The EHR's FHIR API is unavailable right now.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("The EHR's FHIR API is unavailable right now."), system=SYSTEM)
         document = result.json()
         if result.status != 200 or not isinstance(document, dict) or document.get("resourceType") != resource_type:
             raise UpstreamRejected(
-                f"The EHR did not return the {resource_type} (HTTP {result.status}).",
+                N_(
+                    "The EHR did not return the %(resource_type)s (HTTP %(status)s).",
+                    resource_type=resource_type,
+                    status=result.status,
+                ),
                 system=SYSTEM,
                 code=f"http_{result.status}",
             )
@@ -457,9 +469,11 @@ def _raise_if_transient(result: HttpResult, what: str) -> None:
     """5xx and 408 are ``UpstreamUnavailable``, 429 is ``UpstreamThrottled`` (with Retry-After): worth a retry."""
     if result.status == 429:
         retry_after = retry_after_seconds(result.headers)
-        raise UpstreamThrottled(f"{what} is throttling requests.", system=SYSTEM, retry_after=retry_after)
+        raise UpstreamThrottled(
+            N_("%(what)s is throttling requests.", what=what), system=SYSTEM, retry_after=retry_after
+        )
     if result.status >= 500 or result.status == 408:
-        raise UpstreamUnavailable(f"{what} is unavailable right now.", system=SYSTEM)
+        raise UpstreamUnavailable(N_("%(what)s is unavailable right now.", what=what), system=SYSTEM)
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared.configurations.model import Vendor, WritebackMode
+from shared.kernel.i18n import N_, Text
 
 EPIC_CLIENT_ID_HEADER = "Epic-Client-ID"
 # The one client authentication the connector uses (README "Configuration portal"): an EHR whose SMART
@@ -71,21 +72,28 @@ class VendorProfile:
         """Headers that name our client on the EHR's APIs: ``Epic-Client-ID`` for Epic only."""
         return {EPIC_CLIENT_ID_HEADER: client_id} if self.sends_client_id_header and client_id else {}
 
-    def patient_fhir_base_refusal(self, fhir_base_url: str, patient_fhir_base_url: str) -> str | None:
+    def patient_fhir_base_refusal(self, fhir_base_url: str, patient_fhir_base_url: str) -> Text | None:
         """Why ``patient_fhir_base_url`` cannot be this configuration's patient-side FHIR URL (None: it can).
 
         Both normalised. Only a vendor that has one offers it, it differs from the FHIR URL, and it names the
-        same tenant: Oracle puts the tenant id in the last path segment of both service roots.
+        same tenant: Oracle puts the tenant id in the last path segment of both service roots. The reason
+        follows "Patient-side FHIR URL isn't valid: " (no full stop).
         """
         if not self.patient_fhir_base:
-            return f"{self.label} serves patients from the FHIR URL itself: leave the patient-side FHIR URL empty."
+            return N_(
+                "%(vendor)s serves patients from the FHIR URL itself: leave the patient-side FHIR URL empty",
+                vendor=self.label,
+            )
         if patient_fhir_base_url == fhir_base_url:
-            return "it is the FHIR URL itself: leave it empty, or enter the patient-access service root."
+            return N_("it is the FHIR URL itself: leave it empty, or enter the patient-access service root")
         tenant, patient_tenant = tenant_segment(fhir_base_url), tenant_segment(patient_fhir_base_url)
         if not tenant or tenant != patient_tenant:
-            return (
-                f"it names tenant {patient_tenant or '(none)'} in its path, the FHIR URL tenant {tenant or '(none)'}: "
-                "both must be service roots of the same tenant."
+            none = N_("(none)")
+            return N_(
+                "it names tenant %(patient_tenant)s in its path, the FHIR URL tenant %(tenant)s: both must be service "
+                "roots of the same tenant",
+                patient_tenant=patient_tenant or none,
+                tenant=tenant or none,
             )
         return None
 
@@ -96,14 +104,27 @@ class VendorProfile:
         """Why ``mode`` is not offered for this vendor, in an admin's words (None: it is)."""
         if self.allows_writeback(mode):
             return None
-        offered = " or ".join(_MODE_LABELS[m] for m in self.writeback_modes)
-        return f"{self.label} has no {_MODE_LABELS[mode]} writeback: choose {offered}."
+        return N_(
+            "%(vendor)s has no %(mode)s writeback: choose %(offered)s.",
+            vendor=self.label,
+            mode=_MODE_LABELS[mode],
+            offered=_either([_MODE_LABELS[m] for m in self.writeback_modes]),
+        )
+
+
+def _either(choices: list[str]) -> str:
+    """The choices joined the reader's way ("A or B", "A, B or C"); each may be marked text."""
+    if len(choices) == 1:
+        return choices[0]
+    if len(choices) == 2:
+        return N_("%(first)s or %(second)s", first=choices[0], second=choices[1])
+    return N_("%(first)s, %(second)s or %(third)s", first=choices[0], second=choices[1], third=_either(choices[2:]))
 
 
 _MODE_LABELS = {
     WritebackMode.EPIC: "Epic SetExternalConnectionStatus",
     WritebackMode.FHIR_AUDIT_EVENT: "FHIR AuditEvent",
-    WritebackMode.NONE: "no writeback (off)",
+    WritebackMode.NONE: N_("no writeback (off)"),
 }
 
 
@@ -114,13 +135,13 @@ def tenant_segment(fhir_base_url: str) -> str:
 
 # No patient signs in when the approver proves a configuration, so the patient-side URL is proven by what the
 # connector itself can check, again at the approver's sign-in: docs/setup.md "Oracle Health".
-PATIENT_BASE_PROOF = (
+PATIENT_BASE_PROOF: Text = N_(
     "the patient-side FHIR URL was checked by the connector, not signed in to: it answers SMART discovery with "
     "private_key_jwt for the patient client id, serves FHIR R4 and names the same tenant id in its path; the first "
     "patient launch through it is its first sign-in"
 )
 
-_SMART_APPROVAL = (
+_SMART_APPROVAL: Text = N_(
     "the approver signed in to this EHR's SMART authorization server with the provider client id: the FHIR "
     "URL answers SMART discovery, redeems a code with our private_key_jwt and signs a valid id_token"
 )
@@ -134,9 +155,11 @@ PROFILES: dict[Vendor, VendorProfile] = {
         patient_scopes=PATIENT_SCOPES,
         writeback_modes=(WritebackMode.EPIC, WritebackMode.FHIR_AUDIT_EVENT, WritebackMode.NONE),
         context_fields="encounter, appointment (launch context); recommended extra field: csn = %CSN%",
-        provider_launch_point="Hyperspace / Haiku / Canto (FDI record of the provider app)",
-        patient_launch_point="MyChart (FDI record of the patient app)",
-        approval_proof=_SMART_APPROVAL + "; Epic also checks the client id is activated for this instance",
+        provider_launch_point=N_("Hyperspace / Haiku / Canto (FDI record of the provider app)"),
+        patient_launch_point=N_("MyChart (FDI record of the patient app)"),
+        approval_proof=N_(
+            "%(smart)s; Epic also checks the client id is activated for this instance", smart=_SMART_APPROVAL
+        ),
         sends_client_id_header=True,
         sub_is_fhir_id=True,
         group_provider_context_tokens=(
@@ -154,9 +177,9 @@ PROFILES: dict[Vendor, VendorProfile] = {
         patient_scopes=ORACLE_PATIENT_SCOPES,
         writeback_modes=(WritebackMode.FHIR_AUDIT_EVENT, WritebackMode.NONE),
         context_fields="patient, encounter (PowerChart launches from the appointment's encounter)",
-        provider_launch_point="PowerChart (SMART application activity: table of contents or MPage component)",
-        patient_launch_point="the patient portal, and email/SMS join links (no account)",
-        approval_proof=_SMART_APPROVAL + " for this tenant (the tenant id in the FHIR URL's path)",
+        provider_launch_point=N_("PowerChart (SMART application activity: table of contents or MPage component)"),
+        patient_launch_point=N_("the patient portal, and email/SMS join links (no account)"),
+        approval_proof=N_("%(smart)s for this tenant (the tenant id in the FHIR URL's path)", smart=_SMART_APPROVAL),
         patient_fhir_base=True,
     ),
     Vendor.SMART: VendorProfile(
@@ -167,8 +190,8 @@ PROFILES: dict[Vendor, VendorProfile] = {
         patient_scopes=PATIENT_SCOPES,
         writeback_modes=(WritebackMode.FHIR_AUDIT_EVENT, WritebackMode.NONE),
         context_fields="encounter, or fhirContext with the Appointment",
-        provider_launch_point="the EHR's clinician app (SMART EHR launch)",
-        patient_launch_point="the EHR's patient portal (SMART EHR launch)",
+        provider_launch_point=N_("the EHR's clinician app (SMART EHR launch)"),
+        patient_launch_point=N_("the EHR's patient portal (SMART EHR launch)"),
         approval_proof=_SMART_APPROVAL,
     ),
 }

@@ -40,6 +40,7 @@ import httpcore
 import httpx
 
 from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamUnavailable
+from shared.kernel.i18n import N_
 from shared.kernel.json_input import MalformedJson, parse_json
 
 if TYPE_CHECKING:
@@ -104,37 +105,37 @@ def check_url_syntax(raw: str, policy: OutboundPolicy, *, base_url: bool = False
     """Apply the rules that need no network. Raises ``UnsafeUrl`` with a reason users can act on."""
     text = raw.strip() if isinstance(raw, str) else ""
     if not text:
-        raise UnsafeUrl("enter the full https:// address of the FHIR server")
+        raise UnsafeUrl(N_("enter the full https:// address of the FHIR server"))
     if len(text) > MAX_URL_LENGTH:
-        raise UnsafeUrl(f"it is longer than {MAX_URL_LENGTH} characters")
+        raise UnsafeUrl(N_("it is longer than %(max_url_length)s characters", max_url_length=MAX_URL_LENGTH))
     if _SPACE_OR_CONTROL.search(text) or (not text.isascii() and any(ch.isspace() for ch in text)):
-        raise UnsafeUrl("it contains spaces or control characters")
+        raise UnsafeUrl(N_("it contains spaces or control characters"))
     if not _SCHEME_RE.match(text):  # "ehr.example.org/fhir", "ehr.example.org:443/fhir" (read as a scheme)
-        raise UnsafeUrl("the scheme is missing: start the address with https://")
+        raise UnsafeUrl(N_("the scheme is missing: start the address with https://"))
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        raise UnsafeUrl("it is not a well-formed URL") from None
+        raise UnsafeUrl(N_("it is not a well-formed URL")) from None
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
-        raise UnsafeUrl("only https:// addresses are accepted")
+        raise UnsafeUrl(N_("only https:// addresses are accepted"))
     host = (parts.hostname or "").lower()
     if not host:
-        raise UnsafeUrl("it has no host name")
+        raise UnsafeUrl(N_("it has no host name"))
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise UnsafeUrl("it must not contain a user name or password")
+        raise UnsafeUrl(N_("it must not contain a user name or password"))
     if parts.fragment or text.endswith("#"):
-        raise UnsafeUrl("it must not contain a #fragment")
+        raise UnsafeUrl(N_("it must not contain a #fragment"))
     if base_url and (parts.query or text.endswith("?")):
-        raise UnsafeUrl("a base URL must not contain a ?query")
+        raise UnsafeUrl(N_("a base URL must not contain a ?query"))
     if scheme == "http" and not policy.is_allow_listed(host):
-        raise UnsafeUrl("only https:// addresses are accepted")
+        raise UnsafeUrl(N_("only https:// addresses are accepted"))
     if not _valid_host(host):
-        raise UnsafeUrl("its host name is not valid")
+        raise UnsafeUrl(N_("its host name is not valid"))
     literal = _ip_literal(host)
     if literal is not None and not policy.is_allow_listed(host) and not _is_public(literal):
-        raise UnsafeUrl(f"it points to a non-public address ({literal})")
+        raise UnsafeUrl(N_("it points to a non-public address (%(literal)s)", literal=literal))
     resolved_port = port if port is not None else _DEFAULT_PORTS[scheme]
     url = normalise_base_url(text) if base_url else text
     return CheckedUrl(url=url, scheme=scheme, host=host, port=resolved_port, path=parts.path)
@@ -153,7 +154,7 @@ def resolve_checked(host: str, port: int, policy: OutboundPolicy) -> list[str]:
     literal = _ip_literal(bare)
     # For a host name, "not found" and "resolves to a private address" get one message: telling them apart
     # (or echoing the resolved address) would let a portal user map internal DNS names and addresses.
-    unreachable = UnsafeUrl(f"the host name {host} does not resolve to a public internet address")
+    unreachable = UnsafeUrl(N_("the host name %(host)s does not resolve to a public internet address", host=host))
     try:
         infos = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -169,7 +170,7 @@ def resolve_checked(host: str, port: int, policy: OutboundPolicy) -> list[str]:
         for address in addresses:
             if not _is_public(ipaddress.ip_address(address)):
                 if literal is not None:  # the address the user typed themselves may be named
-                    raise UnsafeUrl(f"it points to a non-public address ({literal})")
+                    raise UnsafeUrl(N_("it points to a non-public address (%(literal)s)", literal=literal))
                 raise unreachable
     return addresses
 
@@ -393,31 +394,41 @@ class SafeHttp:
             ) as response:
                 if response.is_redirect:
                     raise UpstreamRejected(
-                        f"The {self.system} answered with a redirect, which is not followed.",
+                        N_("The %(system)s answered with a redirect, which is not followed.", system=self.system),
                         system=self.system,
                         code="redirect",
                     )
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.policy.max_bytes:
                     raise UpstreamRejected(
-                        f"The {self.system}'s response is too large.", system=self.system, code="too_large"
+                        N_("The %(system)s's response is too large.", system=self.system),
+                        system=self.system,
+                        code="too_large",
                     )
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     if time.monotonic() > deadline:
                         raise UpstreamUnavailable(
-                            f"The {self.system} did not answer in time.", system=self.system, code="too_slow"
+                            N_("The %(system)s did not answer in time.", system=self.system),
+                            system=self.system,
+                            code="too_slow",
                         )
                     body.extend(chunk)
                     if len(body) > self.policy.max_bytes:
                         raise UpstreamRejected(
-                            f"The {self.system}'s response is too large.", system=self.system, code="too_large"
+                            N_("The %(system)s's response is too large.", system=self.system),
+                            system=self.system,
+                            code="too_large",
                         )
                 return HttpResult(status=response.status_code, headers=dict(response.headers), body=bytes(body))
         except httpx.TimeoutException:
-            raise UpstreamUnavailable(f"The {self.system} did not answer in time.", system=self.system) from None
+            raise UpstreamUnavailable(
+                N_("The %(system)s did not answer in time.", system=self.system), system=self.system
+            ) from None
         except httpx.TransportError:
-            raise UpstreamUnavailable(f"The {self.system} could not be reached.", system=self.system) from None
+            raise UpstreamUnavailable(
+                N_("The %(system)s could not be reached.", system=self.system), system=self.system
+            ) from None
 
     def close(self) -> None:
         self._client.close()

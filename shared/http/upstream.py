@@ -18,6 +18,7 @@ import httpx
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import UpstreamError, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.i18n import N_
 
 OAUTH_ERROR_MAX = 64
 OAUTH_DESCRIPTION_MAX = 300
@@ -54,17 +55,25 @@ def error_for_status(status: int, headers: Mapping[str, str], *, system: str) ->
         return None
     if status == 429:
         return UpstreamThrottled(
-            f"{system} is throttling requests.", system=system, retry_after=retry_after_seconds(headers)
+            N_("%(system)s is throttling requests.", system=system),
+            system=system,
+            retry_after=retry_after_seconds(headers),
         )
     if status == 408 or status >= 500:
-        return UpstreamUnavailable(f"{system} is temporarily unavailable (HTTP {status}).", system=system)
-    return UpstreamRejected(f"{system} rejected the request (HTTP {status}).", system=system, code=f"http_{status}")
+        return UpstreamUnavailable(
+            N_("%(system)s is temporarily unavailable (HTTP %(status)s).", system=system, status=status), system=system
+        )
+    return UpstreamRejected(
+        N_("%(system)s rejected the request (HTTP %(status)s).", system=system, status=status),
+        system=system,
+        code=f"http_{status}",
+    )
 
 
 def error_for_transport(exc: httpx.TransportError, *, system: str) -> UpstreamUnavailable:
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamUnavailable(f"{system} did not answer in time.", system=system)
-    return UpstreamUnavailable(f"{system} could not be reached.", system=system)
+        return UpstreamUnavailable(N_("%(system)s did not answer in time.", system=system), system=system)
+    return UpstreamUnavailable(N_("%(system)s could not be reached.", system=system), system=system)
 
 
 @dataclass(frozen=True)

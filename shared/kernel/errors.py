@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from shared.kernel.i18n import N_
+
 
 class Audience(enum.StrEnum):
     """Who is at the screen when a request fails: a patient gets plain, kind words; a clinician the details."""
@@ -205,7 +207,7 @@ class SealedValueInvalid(StoredDataError):
     code = "sealed_value_invalid"
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"A stored value could not be opened ({reason}).")
+        super().__init__(N_("A stored value could not be opened (%(reason)s).", reason=reason))
         self.reason = reason
 
 

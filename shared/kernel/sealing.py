@@ -95,6 +95,10 @@ class Sealer:
             raise SealedValueInvalid("sealed under a key no longer configured")
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            if base64.urlsafe_b64encode(raw).decode().rstrip("=") != body:
+                # Only the one spelling ``seal`` writes opens: base64 ignores a last character's unused bits, and
+                # a value used once (a launch state) is marked used by its text, so no other spelling may open.
+                raise ValueError("not the canonical spelling")
             plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], purpose.encode())
         except (binascii.Error, ValueError, InvalidTag):
             raise SealedValueInvalid("tampered with, or stored in another place") from None

@@ -60,6 +60,7 @@ from shared.kernel.errors import (
     UpstreamRejected,
     speaking_to,
 )
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
@@ -118,13 +119,15 @@ class TenantConfigNotFound(NotFound):
 
     code = "tenant_config_not_found"
     page = ErrorPage(
-        "Tenant config not found",
-        "The connector has no configuration for this launch.",
+        N_("Tenant config not found"),
+        N_("The connector has no configuration for this launch."),
         help=(
-            "The FDI record's launch URL and the EHR environment match: test records in the test "
-            "environment, production records in production.",
-            "The configuration's FHIR base URL is exactly the FHIR base URL this EHR environment sends (iss).",
-            "The configuration still exists in the configuration portal.",
+            N_(
+                "The FDI record's launch URL and the EHR environment match: test records in the test "
+                "environment, production records in production."
+            ),
+            N_("The configuration's FHIR base URL is exactly the FHIR base URL this EHR environment sends (iss)."),
+            N_("The configuration still exists in the configuration portal."),
         ),
     )
 
@@ -135,9 +138,11 @@ class TenantConfigNotFound(NotFound):
 class ConfigurationPending(Forbidden):
     code = "configuration_pending"
     page = ErrorPage(
-        "Configuration pending approval",
-        "This EHR configuration exists but has not been approved yet, so visits cannot start.",
-        help=("The approver named in the configuration portal signs in, validates the EHR sign-in and approves it.",),
+        N_("Configuration pending approval"),
+        N_("This EHR configuration exists but has not been approved yet, so visits cannot start."),
+        help=(
+            N_("The approver named in the configuration portal signs in, validates the EHR sign-in and approves it."),
+        ),
     )
 
     def __init__(self) -> None:
@@ -157,10 +162,12 @@ class WrongTenant(Forbidden):
 
     def __init__(self) -> None:
         super().__init__(
-            "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
-            "of the organization that set up this EHR connection, or of one it shares the connection with."
+            N_(
+                "You signed in with a Microsoft 365 account of another organization. Sign in with your work account "
+                "of the organization that set up this EHR connection, or of one it shares the connection with."
+            )
         )
-        self.page = ErrorPage("Wrong Microsoft 365 account", self.message)
+        self.page = ErrorPage(N_("Wrong Microsoft 365 account"), self.message)
 
 
 class ConfirmationNotBound(StateError):
@@ -168,13 +175,17 @@ class ConfirmationNotBound(StateError):
 
     code = "confirm_not_bound"
     page = ErrorPage(
-        "Please confirm in your own browser",
-        "This confirmation belongs to a sign-in made in another browser, so nothing was linked. If you did not "
-        "start this yourself, you can close this window: your account is not affected.",
+        N_("Please confirm in your own browser"),
+        N_(
+            "This confirmation belongs to a sign-in made in another browser, so nothing was linked. If you did not "
+            "start this yourself, you can close this window: your account is not affected."
+        ),
         help=(
-            "To use virtual visits, start the visit again from Epic on your own computer and sign in there.",
-            "If someone sent you this link, tell your IT support: only the clinician who starts a visit may link "
-            "their Microsoft 365 account.",
+            N_("To use virtual visits, start the visit again from Epic on your own computer and sign in there."),
+            N_(
+                "If someone sent you this link, tell your IT support: only the clinician who starts a visit may link "
+                "their Microsoft 365 account."
+            ),
         ),
     )
 
@@ -187,9 +198,9 @@ class ConfirmationForged(Forbidden):
 
     code = "csrf"
     page = ErrorPage(
-        "Please confirm on the confirmation page",
-        "This request did not come from the confirmation page, so nothing was linked.",
-        help=("Start the visit again from Epic and press the button on the page that asks you to confirm.",),
+        N_("Please confirm on the confirmation page"),
+        N_("This request did not come from the confirmation page, so nothing was linked."),
+        help=(N_("Start the visit again from Epic and press the button on the page that asks you to confirm."),),
     )
 
     def __init__(self) -> None:
@@ -201,17 +212,21 @@ class SignInStartRefused(Forbidden):
 
     code = "signin_start_refused"
     page = ErrorPage(
-        "Please start the sign-in from your own visit",
-        "This sign-in was not started from the page the connector showed in this browser, so nothing was started "
-        "and nothing was linked.",
+        N_("Please start the sign-in from your own visit"),
+        N_(
+            "This sign-in was not started from the page the connector showed in this browser, so nothing was "
+            "started and nothing was linked."
+        ),
         help=(
-            "Start the visit again from Epic on your own computer and press Continue on the page that explains "
-            "the one-time sign-in.",
+            N_(
+                "Start the visit again from Epic on your own computer and press Continue on the page that explains "
+                "the one-time sign-in."
+            ),
         ),
     )
 
     def __init__(self) -> None:
-        super().__init__("This sign-in was not started from the connector's page. Nothing was started.")
+        super().__init__(N_("This sign-in was not started from the connector's page. Nothing was started."))
 
 
 # --- what the launch needs from Graph ------------------------------------------------------------
@@ -538,7 +553,7 @@ class LaunchService:
         )
         if not tokens.id_token:
             raise UpstreamRejected(
-                "The EHR returned no identity (id_token); the app's client must be allowed the openid scope.",
+                N_("The EHR returned no identity (id_token); the app's client must be allowed the openid scope."),
                 system=EHR,
                 code="missing_id_token",
             )
@@ -547,7 +562,9 @@ class LaunchService:
             claims = self._ehr.validate_id_token(smart, id_token, client_id=pending.client_id, nonce=pending.nonce)
         except InvalidIdToken as exc:
             raise UpstreamRejected(
-                f"The EHR's identity token could not be verified: {exc.reason}.", system=EHR, code="invalid_id_token"
+                N_("The EHR's identity token could not be verified: %(reason)s.", reason=exc.reason),
+                system=EHR,
+                code="invalid_id_token",
             ) from None
         asserted = asserted_context(
             tokens.fields,
@@ -736,7 +753,9 @@ class LaunchService:
         config = self._configurations.find_for_launch(
             pending.configuration_id, pending.fhir_base_url, patient=pending.kind is LaunchKind.PATIENT
         )
-        if config is None:
+        if config is None or config.geography is not pending.geography:
+            # A configuration moved to another geography meanwhile: its links live there now, not where this
+            # launch began (the approval of the move deleted the old geography's links).
             raise TenantConfigNotFound()
         if not config.is_approved:
             raise ConfigurationPending()
@@ -891,7 +910,7 @@ class LaunchService:
 
     def provider_view(self, grant: VisitGrant) -> ProviderView:
         if grant.role is Role.PATIENT:
-            raise Forbidden("This page is for clinicians.", code="visit_role")
+            raise Forbidden(N_("This page is for clinicians."), code="visit_role")
         with speaking_to(Audience.CLINICIAN):
             visit = self._visit(grant)
         return ProviderView(
@@ -910,7 +929,7 @@ class LaunchService:
         and can see nothing but whether the meeting exists.
         """
         if grant.role is Role.PATIENT:
-            raise Forbidden("This page is for clinicians.", code="visit_role")
+            raise Forbidden(N_("This page is for clinicians."), code="visit_role")
         token = self._tokens.issue(
             geography=grant.geography,
             key=grant.key,
@@ -927,7 +946,7 @@ class LaunchService:
         Issued only to a clinician's page, and only once the visit has its meeting (the link is used up on opening).
         """
         if grant.role is Role.PATIENT:
-            raise Forbidden("This page is for clinicians.", code="visit_role")
+            raise Forbidden(N_("This page is for clinicians."), code="visit_role")
         with speaking_to(Audience.CLINICIAN):
             visit = self._visit(grant)
         if not visit.has_meeting:
@@ -948,7 +967,7 @@ class LaunchService:
     def panel(self, grant: VisitGrant) -> Panel:
         """The provider's live panel (``shared.visits.panel``): one Table read."""
         if grant.role is Role.PATIENT:
-            raise Forbidden("This page is for clinicians.", code="visit_role")
+            raise Forbidden(N_("This page is for clinicians."), code="visit_role")
         return panel_of(self._panel_source(self._visit(grant)))
 
     def _panel_source(self, visit: Visit) -> Visit:
@@ -986,7 +1005,7 @@ class LaunchService:
     def _visit(self, grant: VisitGrant) -> Visit:
         visit = self._visits.get(grant.geography, grant.key)  # presence is live: no memo
         if visit is None:
-            raise NotFound("This visit has ended. Please launch it again from Epic or MyChart.", code="visit_gone")
+            raise NotFound(N_("This visit has ended. Please launch it again from Epic or MyChart."), code="visit_gone")
         return visit
 
     # identifiers ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import NotFound, SealedValueInvalid
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.sealing import Sealer
@@ -202,12 +203,12 @@ class UserMapRepository:
     def delete_key(self, geography: Geography, configuration_id: str, key: str) -> None:
         """Remove the row ``key`` of this configuration; an unknown key (or another configuration's) → NotFound."""
         if not _KEY_RE.match(key):
-            raise NotFound("There is no such clinician link.", code="mapping_not_found")
+            raise NotFound(N_("There is no such clinician link."), code="mapping_not_found")
         account = self._storage.for_geography(geography)
         partition = self.partition_key(configuration_id)
         with storage_errors(account.name):
             if _get(account, partition, key) is None:
-                raise NotFound("There is no such clinician link.", code="mapping_not_found")
+                raise NotFound(N_("There is no such clinician link."), code="mapping_not_found")
             account.table(TABLE).delete_entity(partition, key)
 
     def delete_configuration(self, geography: Geography, configuration_id: str) -> int:

@@ -17,6 +17,7 @@ from shared.kernel.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from shared.kernel.i18n import N_
 from shared.microsoft.entra import SYSTEM, MsalHttp
 
 # --- app-only Microsoft Graph tokens (client credentials) ----------------------------------------
@@ -54,16 +55,18 @@ class AppOnlyCredential:
                 result = self._app.acquire_token_for_client(list(scopes))
             except ValueError:
                 raise UpstreamUnavailable(
-                    "Microsoft Entra ID's configuration could not be read.", system=SYSTEM
+                    N_("Microsoft Entra ID's configuration could not be read."), system=SYSTEM
                 ) from None
             except Exception:  # noqa: BLE001 - requests' connection errors from inside msal
-                raise UpstreamUnavailable("Microsoft Entra ID could not be reached.", system=SYSTEM) from None
+                raise UpstreamUnavailable(N_("Microsoft Entra ID could not be reached."), system=SYSTEM) from None
             token = result.get("access_token") if isinstance(result, dict) else None
             if not isinstance(token, str) or not token:
                 error = result.get("error") if isinstance(result, dict) else None
                 code = sanitise_oauth_error(error or "no_token").code
                 raise UpstreamRejected(
-                    f"Microsoft Entra ID refused the connector's app-only token ({code}).", system=SYSTEM, code=code
+                    N_("Microsoft Entra ID refused the connector's app-only token (%(code)s).", code=code),
+                    system=SYSTEM,
+                    code=code,
                 )
             expires_in = int(result.get("expires_in") or 0)
             access = AccessToken(token, int(self._clock()) + max(expires_in, 0))

@@ -49,6 +49,7 @@ from shared.kernel.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import random_token
 from shared.kernel.settings import Settings
 from shared.storage.state import StateRouter
@@ -110,10 +111,10 @@ class EntraDocuments:
         try:
             response = self._http.get(url, headers={"Accept": "application/json"})
         except (UpstreamError, UnsafeUrl):
-            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
+            raise UpstreamUnavailable(N_("Microsoft sign-in is unreachable right now."), system=SYSTEM) from None
         document = response.json()
         if response.status != 200 or not isinstance(document, dict):
-            raise UpstreamUnavailable("Microsoft sign-in is unavailable right now.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft sign-in is unavailable right now."), system=SYSTEM)
         return document
 
 
@@ -127,7 +128,9 @@ class _MsalResponse:
 
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
-            raise UpstreamUnavailable(f"Microsoft Entra ID answered HTTP {self.status_code}.", system=SYSTEM)
+            raise UpstreamUnavailable(
+                N_("Microsoft Entra ID answered HTTP %(status_code)s.", status_code=self.status_code), system=SYSTEM
+            )
 
 
 class MsalHttp:
@@ -193,8 +196,10 @@ class EntraIdTokenValidator:
                 raise InvalidIdToken("it names no tenant")
             if tenant not in self._allowed:
                 raise Forbidden(
-                    "Your organization is not enabled for this connector. Ask your administrator to add its "
-                    "tenant to the allowed list.",
+                    N_(
+                        "Your organization is not enabled for this connector. Ask your administrator to add its "
+                        "tenant to the allowed list."
+                    ),
                     code="tenant_not_allowed",
                 )
             discovery = self._tenant_discovery(tenant)
@@ -211,11 +216,11 @@ class EntraIdTokenValidator:
             )
         except InvalidIdToken as exc:
             raise Unauthenticated(
-                f"Microsoft sign-in could not be verified: {exc.reason}. Please sign in again.",
+                N_("Microsoft sign-in could not be verified: %(reason)s. Please sign in again.", reason=exc.reason),
                 code="invalid_id_token",
             ) from None
         if str(claims.get("tid", "")).lower() != tenant or not claims.get("oid"):
-            raise Unauthenticated("Microsoft sign-in could not be verified. Please sign in again.")
+            raise Unauthenticated(N_("Microsoft sign-in could not be verified. Please sign in again."))
         return claims
 
     def _tenant_discovery(self, tenant: str) -> dict[str, Any]:
@@ -235,7 +240,7 @@ def identity_from_claims(claims: Mapping[str, Any]) -> PortalIdentity:
     upn = claims.get("preferred_username") or claims.get("upn")
     if not isinstance(upn, str) or not upn:
         raise Unauthenticated(
-            "Your Microsoft account has no user name this portal can use. Sign in with a work account.",
+            N_("Your Microsoft account has no user name this portal can use. Sign in with a work account."),
             code="no_user_name",
         )
     return PortalIdentity(
@@ -299,7 +304,7 @@ class EntraSignIn:
             prompt="select_account",
         )
         if "auth_uri" not in flow:
-            raise UpstreamUnavailable("Microsoft sign-in could not be started.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft sign-in could not be started."), system=SYSTEM)
         payload: dict[str, Any] = {**flow}
         if browser_binding is not None:
             payload[BINDING_KEY] = _binding_hash(browser_binding)
@@ -323,34 +328,36 @@ class EntraSignIn:
             if not isinstance(expected, str) or not hmac.compare_digest(supplied.encode(), expected.encode()):
                 # A valid code and state from someone else's browser (login CSRF) or a lost cookie.
                 raise StateError(
-                    "This sign-in was not started in this browser, or took too long. Please start again.",
+                    N_("This sign-in was not started in this browser, or took too long. Please start again."),
                     code="state_not_bound",
                 )
         error = auth_response.get("error")
         if error:
             raise _entra_rejected(error)
         if not auth_response.get("code"):
-            raise StateError("The sign-in response was incomplete. Please start again.", code="missing_code")
+            raise StateError(N_("The sign-in response was incomplete. Please start again."), code="missing_code")
         try:
             result = self._app.acquire_token_by_auth_code_flow(flow, dict(auth_response))
         except ValueError:
-            raise StateError("This sign-in response does not match its request. Please start again.") from None
+            raise StateError(N_("This sign-in response does not match its request. Please start again.")) from None
         except RuntimeError:  # msal's nonce check
-            raise Unauthenticated("Microsoft sign-in could not be verified. Please sign in again.") from None
+            raise Unauthenticated(N_("Microsoft sign-in could not be verified. Please sign in again.")) from None
         except Exception:  # noqa: BLE001 - requests' connection errors from inside msal
-            raise UpstreamUnavailable("Microsoft sign-in is unreachable right now.", system=SYSTEM) from None
+            raise UpstreamUnavailable(N_("Microsoft sign-in is unreachable right now."), system=SYSTEM) from None
         if "error" in result:
             raise _entra_rejected(str(result["error"]))
         id_token = result.get("id_token")
         if not isinstance(id_token, str):
-            raise Unauthenticated("Microsoft sign-in returned no identity. Please sign in again.")
+            raise Unauthenticated(N_("Microsoft sign-in returned no identity. Please sign in again."))
         claims = self._validator.validate(id_token, nonce=nonce_hash(str(flow["nonce"])))
         return identity_from_claims(claims), carry
 
 
 def _entra_rejected(error: str) -> UpstreamRejected:
     code = sanitise_oauth_error(error).code
-    return UpstreamRejected(f"Microsoft sign-in failed: {code}. Please try again.", system=SYSTEM, code=code)
+    return UpstreamRejected(
+        N_("Microsoft sign-in failed: %(code)s. Please try again.", code=code), system=SYSTEM, code=code
+    )
 
 
 # --- builders (the composition root, connector/services.py, builds each once per process) -------------
@@ -368,9 +375,9 @@ def build_msal_app(settings: Settings, http: SafeHttp) -> msal.ConfidentialClien
             http_client=MsalHttp(http),
         )
     except ValueError:
-        raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
+        raise UpstreamUnavailable(N_("Microsoft sign-in is not reachable right now."), system=SYSTEM) from None
     except Exception:  # noqa: BLE001 - requests' connection errors during authority discovery
-        raise UpstreamUnavailable("Microsoft sign-in is not reachable right now.", system=SYSTEM) from None
+        raise UpstreamUnavailable(N_("Microsoft sign-in is not reachable right now."), system=SYSTEM) from None
 
 
 def build_validator(settings: Settings, http: SafeHttp) -> EntraIdTokenValidator:

@@ -37,6 +37,7 @@ import httpx
 from shared.http.outbound import OutboundPolicy, checked_async_client
 from shared.http.upstream import retry_after_seconds
 from shared.kernel.errors import UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.i18n import N_
 from shared.kernel.json_input import MalformedJson, parse_json
 from shared.microsoft.background_loop import BackgroundLoop
 
@@ -55,8 +56,11 @@ class AccessPolicyMissing(UpstreamRejected):
 
     def __init__(self, organizer_object_id: str | None = None) -> None:
         super().__init__(
-            "Microsoft Teams refused to create the meeting for this organizer: no Teams application access policy "
-            "(New-CsApplicationAccessPolicy, Grant-CsApplicationAccessPolicy) lets the connector act for them.",
+            N_(
+                "Microsoft Teams refused to create the meeting for this organizer: no Teams application access "
+                "policy (New-CsApplicationAccessPolicy, Grant-CsApplicationAccessPolicy) lets the connector act "
+                "for them."
+            ),
             system=SYSTEM,
         )
         self.organizer_object_id = organizer_object_id
@@ -157,7 +161,7 @@ class TeamsClient:
         meeting = self._send("POST", path, body, "create_meeting")
         meeting_id, join_web_url = _text(meeting, "id"), _text(meeting, "joinWebUrl")
         if not meeting_id or not join_web_url:
-            raise UpstreamUnavailable("Microsoft Graph returned an incomplete meeting.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft Graph returned an incomplete meeting."), system=SYSTEM)
         return Meeting(id=meeting_id, join_web_url=join_web_url)
 
     def secure_lobby(self, *, organizer_object_id: str, meeting_id: str) -> None:
@@ -196,7 +200,7 @@ class TeamsClient:
         created = self._send("POST", "beta/subscriptions", body, "subscribe")
         subscription_id, expires = _text(created, "id"), _parse_time(_text(created, "expirationDateTime"))
         if not subscription_id or expires is None:
-            raise UpstreamUnavailable("Microsoft Graph returned an incomplete subscription.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft Graph returned an incomplete subscription."), system=SYSTEM)
         return Subscription(id=subscription_id, expires_at=expires)
 
     def find_call_events_subscription(self, *, join_web_url: str, notification_url: str) -> Subscription | None:
@@ -246,15 +250,15 @@ class TeamsClient:
         """
         url = path if path.startswith(self._base + "/") else f"{self._base}/{path}"
         if not url.startswith(self._base + "/"):
-            raise UpstreamUnavailable("Microsoft Graph pointed to an address outside Graph.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft Graph pointed to an address outside Graph."), system=SYSTEM)
         content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         wait = self._longest_wait()
         if wait <= 0:
-            raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM)
         try:
             return _LOOP.run(self._request(method, url, content, operation), timeout=wait)
         except TimeoutError:
-            raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM) from None
+            raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM) from None
 
     async def _request(self, method: str, url: str, content: bytes | None, operation: str) -> Any:
         headers = {"Authorization": f"Bearer {await self._token()}", "Accept": "application/json"}
@@ -263,11 +267,11 @@ class TeamsClient:
         try:
             response = await self._client().request(method, url, content=content, headers=headers)
         except UnsafeUrl:  # GRAPH_BASE_URL resolved to an address the outbound rules refuse
-            raise UpstreamUnavailable("Microsoft Graph's address is not allowed.", system=SYSTEM) from None
+            raise UpstreamUnavailable(N_("Microsoft Graph's address is not allowed."), system=SYSTEM) from None
         except httpx.TimeoutException:
-            raise UpstreamUnavailable("Microsoft Graph did not answer in time.", system=SYSTEM) from None
+            raise UpstreamUnavailable(N_("Microsoft Graph did not answer in time."), system=SYSTEM) from None
         except httpx.TransportError:
-            raise UpstreamUnavailable("Microsoft Graph could not be reached.", system=SYSTEM) from None
+            raise UpstreamUnavailable(N_("Microsoft Graph could not be reached."), system=SYSTEM) from None
         payload = _json_or_none(response.content)
         if response.status_code >= 400:
             error = payload.get("error") if isinstance(payload, dict) else None
@@ -282,7 +286,7 @@ class TeamsClient:
             result = await result
         token = getattr(result, "token", None)
         if not isinstance(token, str) or not token:
-            raise UpstreamUnavailable("No app-only token for Microsoft Graph.", system=SYSTEM)
+            raise UpstreamUnavailable(N_("No app-only token for Microsoft Graph."), system=SYSTEM)
         return token
 
     def _longest_wait(self) -> float:
@@ -350,28 +354,34 @@ def _graph_error(status: int, code: str, headers: Mapping[str, str], operation: 
     """A Graph error answer (its status, its JSON ``error.code`` if any, its headers) as the connector's error."""
     if status == 429 or (status == 503 and retry_after_seconds(headers) is not None):
         return UpstreamThrottled(
-            "Microsoft Graph is busy (throttled). Please try again in a moment.",
+            N_("Microsoft Graph is busy (throttled). Please try again in a moment."),
             system=SYSTEM,
             retry_after=retry_after_seconds(headers),
             code="graph_throttled",
         )
     if status >= 500 or status == 0:
-        return UpstreamUnavailable("Microsoft Graph is temporarily unavailable.", system=SYSTEM)
+        return UpstreamUnavailable(N_("Microsoft Graph is temporarily unavailable."), system=SYSTEM)
     if status == 403 and operation in ("create_meeting", "update_meeting"):
         return AccessPolicyMissing()
     if status == 404:
-        return UpstreamRejected("Microsoft Graph could not find that resource.", system=SYSTEM, code="graph_not_found")
+        return UpstreamRejected(
+            N_("Microsoft Graph could not find that resource."), system=SYSTEM, code="graph_not_found"
+        )
     if status == 409 and operation == "subscribe":
         return UpstreamRejected(
-            "This meeting's call events already have a subscription.", system=SYSTEM, code="graph_subscription_exists"
+            N_("This meeting's call events already have a subscription."),
+            system=SYSTEM,
+            code="graph_subscription_exists",
         )
     if status == 401:
         return UpstreamRejected(
-            "Microsoft Graph rejected the connector's credentials.", system=SYSTEM, code="graph_unauthorized"
+            N_("Microsoft Graph rejected the connector's credentials."), system=SYSTEM, code="graph_unauthorized"
         )
     safe = "".join(c for c in code if c.isalnum())[:64]
     return UpstreamRejected(
-        f"Microsoft Graph rejected the request ({safe or status}).", system=SYSTEM, code="graph_rejected"
+        N_("Microsoft Graph rejected the request (%(code_or_status)s).", code_or_status=safe or status),
+        system=SYSTEM,
+        code="graph_rejected",
     )
 
 

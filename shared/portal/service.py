@@ -33,6 +33,7 @@ from shared.kernel.errors import (
     UpstreamError,
     UpstreamRejected,
 )
+from shared.kernel.i18n import N_, Text
 from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.settings import Geography, Settings
 from shared.launch.user_map import ListedMapping, UserMapRepository
@@ -46,7 +47,7 @@ EHR_STATE_TTL = timedelta(minutes=10)
 EHR_CALLBACK_PATH = "/api/portal/ehr/callback"
 EHR_SIGNIN_SCOPE = "openid fhirUser"
 # Patients without a portal account (Oracle Health: "join from email or SMS notifications").
-JOIN_LINKS_NOTE = (
+JOIN_LINKS_NOTE = N_(
     "Once the clinician has launched the visit, their visit page offers the patient's join link: a signed "
     "connector URL for this one appointment, valid 12 hours, that leads to the same lobby without an account. "
     "Paste it into the EHR's email or SMS notification."
@@ -78,7 +79,7 @@ class FormErrors(BadRequest):
     code = "invalid_form"
 
     def __init__(self, errors: Mapping[str, str]) -> None:
-        super().__init__("Some fields need your attention.")
+        super().__init__(N_("Some fields need your attention."))
         self.errors = dict(errors)
 
 
@@ -112,8 +113,10 @@ def can_approve(user: PortalIdentity, config: Configuration) -> bool:
 def require_admin(user: PortalIdentity) -> None:
     if not user.is_admin:
         raise Forbidden(
-            "Only a Global Administrator, a Teams Administrator or a user with the Connector.Admin role "
-            "can add or change configurations."
+            N_(
+                "Only a Global Administrator, a Teams Administrator or a user with the Connector.Admin role "
+                "can add or change configurations."
+            )
         )
 
 
@@ -126,25 +129,25 @@ def parse_fields(form: Mapping[str, str], geographies: tuple[Geography, ...]) ->
     errors: dict[str, str] = {}
     organization = values["organization"]
     if not organization:
-        errors["organization"] = "Enter the organization's name."
+        errors["organization"] = N_("Enter the organization's name.")
     elif len(organization) > MAX_ORGANIZATION or any(ord(c) < 0x20 for c in organization):
-        errors["organization"] = f"Use up to {MAX_ORGANIZATION} printable characters."
+        errors["organization"] = N_("Use up to %(count)s printable characters.", count=MAX_ORGANIZATION)
     if not values["fhir_base_url"]:
-        errors["fhir_base_url"] = "FHIR URL isn't valid: enter the full https:// address of the FHIR server"
-    _choice(values, errors, "environment", [e.value for e in Environment], "Choose test or production.")
+        errors["fhir_base_url"] = N_("FHIR URL isn't valid: enter the full https:// address of the FHIR server")
+    _choice(values, errors, "environment", [e.value for e in Environment], N_("Choose test or production."))
     values["approver_upn"] = values["approver_upn"].lower()
     if not _UPN_RE.match(values["approver_upn"]):
-        errors["approver_upn"] = "Enter the approver's Microsoft 365 user name, like analyst@contoso.com."
-    _choice(values, errors, "geography", [g.value for g in geographies], "Choose a geography offered here.")
-    _choice(values, errors, "vendor", [v.value for v in Vendor], "Choose the EHR vendor.")
-    _choice(values, errors, "writeback_mode", [w.value for w in WritebackMode], "Choose a writeback mode.")
+        errors["approver_upn"] = N_("Enter the approver's Microsoft 365 user name, like analyst@contoso.com.")
+    _choice(values, errors, "geography", [g.value for g in geographies], N_("Choose a geography offered here."))
+    _choice(values, errors, "vendor", [v.value for v in Vendor], N_("Choose the EHR vendor."))
+    _choice(values, errors, "writeback_mode", [w.value for w in WritebackMode], N_("Choose a writeback mode."))
     if "vendor" not in errors and "writeback_mode" not in errors:
         refusal = profile_for(values["vendor"]).writeback_refusal(WritebackMode(values["writeback_mode"]))
         if refusal is not None:
             errors["writeback_mode"] = refusal
     for name in ("provider_client_id", "patient_client_id"):
         if not _CLIENT_ID_RE.match(values[name]):
-            errors[name] = "Enter the client id the EHR issued (letters, digits, . _ : -, up to 128)."
+            errors[name] = N_("Enter the client id the EHR issued (letters, digits, . _ : -, up to 128).")
     return values, errors
 
 
@@ -248,9 +251,9 @@ def integration_records(
 ) -> IntegrationRecords:
     """The values to enter in the EHR; ``signing_algorithm`` is the active signing key's (``SigningKeys.active``)."""
     if not config.is_approved:
-        raise NotFound("This configuration is not approved yet, so it has no integration records.")
+        raise NotFound(N_("This configuration is not approved yet, so it has no integration records."))
     base = public_base_url.rstrip("/")
-    launch_callback = ("launches", f"{base}/api/launch/callback")
+    launch_callback = (N_("launches"), f"{base}/api/launch/callback")
     profile = profile_for(config.vendor)
     backend = {
         WritebackMode.EPIC: "Epic SetExternalConnectionStatus web service (client mapped to an Epic user)",
@@ -268,7 +271,7 @@ def integration_records(
         records=(
             IntegrationRecord(
                 kind="provider",
-                title="Provider launch",
+                title=N_("Provider launch"),
                 launch_url=f"{base}/api/launch/{config.id}/provider",
                 context_tokens=profile.provider_context_tokens,
                 client_id=config.provider_client_id,
@@ -277,11 +280,14 @@ def integration_records(
                 launch_point=profile.provider_launch_point,
                 iss=config.fhir_base_url,
                 # The approver's EHR sign-in (``PortalService.start_ehr_signin``) uses the provider client id.
-                redirect_uris=(launch_callback, ("approver's EHR sign-in in the portal", f"{base}{EHR_CALLBACK_PATH}")),
+                redirect_uris=(
+                    launch_callback,
+                    (N_("approver's EHR sign-in in the portal"), f"{base}{EHR_CALLBACK_PATH}"),
+                ),
             ),
             IntegrationRecord(
                 kind="patient",
-                title="Patient launch",
+                title=N_("Patient launch"),
                 launch_url=f"{base}/api/launch/{config.id}/patient",
                 context_tokens=profile.patient_context_tokens,
                 client_id=config.patient_client_id,
@@ -362,10 +368,10 @@ class EhrSignInFailed(UpstreamRejected):
 
 
 OAUTH_CHECKS = (
-    "The provider client id on this configuration is the one the EHR issued for this environment.",
-    "The client is activated in this EHR instance and our JWKS URL is registered for it.",
-    "The redirect URI below is registered for the client exactly as shown.",
-    "Your EHR user account may use this app.",
+    N_("The provider client id on this configuration is the one the EHR issued for this environment."),
+    N_("The client is activated in this EHR instance and our JWKS URL is registered for it."),
+    N_("The redirect URI below is registered for the client exactly as shown."),
+    N_("Your EHR user account may use this app."),
 )
 
 
@@ -401,13 +407,16 @@ class PortalService:
         except UnsafeUrl:
             raise
         except UpstreamError as exc:
-            raise UnsafeUrl(_lower_first(exc.message.rstrip("."))) from None
+            raise UnsafeUrl(_lower_first(exc.message)) from None
         release = ".".join(version.split(".")[:2])
         if release not in SUPPORTED_FHIR_VERSIONS:
             named = FHIR_RELEASES.get(release)
             served = f"FHIR {version}" + (f" ({named})" if named else "")
             supported = ", ".join(f"{name} ({v}.x)" for v, name in SUPPORTED_FHIR_VERSIONS.items())
-            raise UnsafeUrl(f"it serves {served}; the connector supports {supported} only")
+            message = N_(
+                "it serves %(served)s; the connector supports %(supported)s only", served=served, supported=supported
+            )
+            raise UnsafeUrl(message)
         return checked.url
 
     def validate_patient_fhir_url(
@@ -417,11 +426,11 @@ class PortalService:
         discovery with ``private_key_jwt`` for the patient client, R4) and as a root of the same tenant; or
         ``UnsafeUrl`` with a reason. What it proves is ``PATIENT_BASE_PROOF`` (no patient signs in here)."""
         if not vendor.patient_fhir_base:  # before any request leaves: nothing to check against
-            raise UnsafeUrl(_lower_first(str(vendor.patient_fhir_base_refusal(fhir_base_url, raw)).rstrip(".")))
+            raise UnsafeUrl(vendor.patient_fhir_base_refusal(fhir_base_url, raw) or "")
         syntax = check_url_syntax(raw, self.smart.http.policy, base_url=True)
         refusal = vendor.patient_fhir_base_refusal(normalise_base_url(fhir_base_url), syntax.url)
         if refusal is not None:
-            raise UnsafeUrl(_lower_first(refusal.rstrip(".")))
+            raise UnsafeUrl(refusal)
         return self.validate_fhir_url(syntax.url, client_id=client_id, vendor=vendor)
 
     def validated_input(self, form: Mapping[str, str]) -> ConfigurationInput:
@@ -434,7 +443,7 @@ class PortalService:
                     vendor=profile_for(values["vendor"]) if "vendor" not in errors else None,
                 )
             except UnsafeUrl as exc:
-                errors["fhir_base_url"] = f"FHIR URL isn't valid: {exc.message}"
+                errors["fhir_base_url"] = N_("FHIR URL isn't valid: %(reason)s", reason=exc.message)
         if values["patient_fhir_base_url"] and not {"fhir_base_url", "vendor"} & errors.keys():
             try:
                 values["patient_fhir_base_url"] = self.validate_patient_fhir_url(
@@ -444,7 +453,9 @@ class PortalService:
                     vendor=profile_for(values["vendor"]),
                 )
             except UnsafeUrl as exc:
-                errors["patient_fhir_base_url"] = f"Patient-side FHIR URL isn't valid: {exc.message}"
+                errors["patient_fhir_base_url"] = N_(
+                    "Patient-side FHIR URL isn't valid: %(reason)s", reason=exc.message
+                )
         if errors:
             raise FormErrors(errors)
         return to_input(values)
@@ -499,7 +510,7 @@ class PortalService:
         """A configuration the user may see; anything else (incl. other tenants') is ``NotFound``."""
         config = self.repository.get(user.tenant_id, configuration_id)
         if not can_view(user, config):
-            raise NotFound("There is no such configuration.")
+            raise NotFound(N_("There is no such configuration."))
         return config
 
     def shared_configurations(self, user: PortalIdentity) -> list[Configuration]:
@@ -515,7 +526,7 @@ class PortalService:
                 raise
         config = self.repository.get_shared(user.tenant_id, configuration_id)
         if not can_view_shared(user, config):
-            raise NotFound("There is no such configuration.")
+            raise NotFound(N_("There is no such configuration."))
         return config
 
     def create(self, user: PortalIdentity, data: ConfigurationInput) -> Configuration:
@@ -547,7 +558,7 @@ class PortalService:
         """
         current = self.get_visible(user, configuration_id)
         if not (can_edit(user, current) or can_approve(user, current)):
-            raise Forbidden("Only the approver named on this edit or an administrator can reject or withdraw it.")
+            raise Forbidden(N_("Only the approver named on this edit or an administrator can reject or withdraw it."))
         saved = self.repository.update(current, cfg.edit_discarded(current), etag=etag)
         _audit("edit withdrawn" if can_edit(user, current) else "edit rejected", saved, user)
         return saved
@@ -586,7 +597,7 @@ class PortalService:
         require_admin(user)
         config = self.get_visible(user, configuration_id)  # another tenant's (even shared) → NotFound
         if not can_edit(user, config):
-            raise Forbidden("Only administrators of the organization that owns this configuration see its links.")
+            raise Forbidden(N_("Only administrators of the organization that owns this configuration see its links."))
         return config
 
     def mappings(self, user: PortalIdentity, configuration_id: str) -> tuple[Configuration, list[ListedMapping]]:
@@ -607,9 +618,9 @@ class PortalService:
         user = session.user
         stored = self.get_visible(user, configuration_id)
         if not can_approve(user, stored):
-            raise Forbidden("Only the approver named on this configuration can sign in to the EHR for it.")
+            raise Forbidden(N_("Only the approver named on this configuration can sign in to the EHR for it."))
         if not stored.awaits_approval:
-            raise BadRequest("This configuration is already approved.")
+            raise BadRequest(N_("This configuration is already approved."))
         config = stored.proposed  # the version awaiting approval: its URL and client are the ones to prove
         try:
             smart_config = self.smart.discover(
@@ -619,9 +630,9 @@ class PortalService:
             raise EhrSignInFailed(
                 config.id,
                 ErrorPage(
-                    title="The EHR could not be reached",
-                    message=f"FHIR URL isn't valid: {_lower_first(exc.message.rstrip('.'))}",
-                    help=("The FHIR base URL is the one your EHR technical specialist gave you.",),
+                    title=N_("The EHR could not be reached"),
+                    message=N_("FHIR URL isn't valid: %(reason)s", reason=_lower_first(exc.message)),
+                    help=(N_("The FHIR base URL is the one your EHR technical specialist gave you."),),
                 ),
             ) from None
         pkce, nonce = Pkce.new(), random_token()
@@ -654,16 +665,16 @@ class PortalService:
         payload = self.states.consume(EHR_STATE_KIND, query.get("state", ""))
         user = session.user
         if payload.get("session") != session.binding or payload.get("oid") != user.object_id:
-            raise StateError("This EHR sign-in was started in another browser session. Please start again.")
+            raise StateError(N_("This EHR sign-in was started in another browser session. Please start again."))
         stored = self.get_visible(user, str(payload["configurationId"]))
         config = stored.proposed
         if config.fhir_base_url != payload["fhirBaseUrl"] or config.provider_client_id != payload["clientId"]:
-            raise StateError("The configuration changed during the EHR sign-in. Please sign in to the EHR again.")
+            raise StateError(N_("The configuration changed during the EHR sign-in. Please sign in to the EHR again."))
         if query.get("error"):
             raise _oauth_failure(config.id, OAuthError(query["error"], query.get("error_description")))
         code = query.get("code")
         if not code:
-            raise StateError("The EHR's answer had no authorization code. Please start again.")
+            raise StateError(N_("The EHR's answer had no authorization code. Please start again."))
         try:
             smart_config = self.smart.discover(
                 config.fhir_base_url, client_id=config.provider_client_id, vendor=config.vendor
@@ -686,18 +697,18 @@ class PortalService:
             raise EhrSignInFailed(
                 config.id,
                 ErrorPage(
-                    title="The EHR's sign-in could not be verified",
-                    message=f"The EHR's id_token is not valid: {exc.reason}.",
-                    help=("The EHR publishes its signing keys (jwks_uri or OpenID configuration).",),
+                    title=N_("The EHR's sign-in could not be verified"),
+                    message=N_("The EHR's id_token is not valid: %(reason)s.", reason=exc.reason),
+                    help=(N_("The EHR publishes its signing keys (jwks_uri or OpenID configuration)."),),
                 ),
             ) from None
         except (UnsafeUrl, UpstreamError) as exc:
             raise EhrSignInFailed(
                 config.id,
                 ErrorPage(
-                    title="The EHR could not complete the sign-in",
+                    title=N_("The EHR could not complete the sign-in"),
                     message=exc.message,
-                    help=("The EHR's token endpoint is reachable from the connector.",),
+                    help=(N_("The EHR's token endpoint is reachable from the connector."),),
                 ),
             ) from None
         if config.patient_fhir_base_url:
@@ -721,11 +732,14 @@ class PortalService:
             raise EhrSignInFailed(
                 config.id,
                 ErrorPage(
-                    title="The patient-side FHIR URL could not be proven",
-                    message=f"Patient-side FHIR URL isn't valid: {exc.message}",
+                    title=N_("The patient-side FHIR URL could not be proven"),
+                    message=N_("Patient-side FHIR URL isn't valid: %(reason)s", reason=exc.message),
                     help=(
-                        "Your EHR sign-in worked; the patient-side FHIR URL is the tenant's patient-access service "
-                        "root, which must answer SMART discovery for the patient client id and serve FHIR R4.",
+                        N_(
+                            "Your EHR sign-in worked; the patient-side FHIR URL is the tenant's patient-access "
+                            "service root, which must answer SMART discovery for the patient client id and serve "
+                            "FHIR R4."
+                        ),
                     ),
                 ),
             ) from None
@@ -733,7 +747,7 @@ class PortalService:
     def approve(self, user: PortalIdentity, configuration_id: str) -> Configuration:
         config = self.get_visible(user, configuration_id)
         if not can_approve(user, config):
-            raise Forbidden("Only the approver named on this configuration can approve it.")
+            raise Forbidden(N_("Only the approver named on this configuration can approve it."))
         result = cfg.approved(config, upn=user.upn, oid=user.object_id, now=utcnow())
         saved = self.repository.update(config, result, etag=str(config.etag))
         _audit("edit approved (now in use)" if config.is_approved else "approved", saved, user)
@@ -752,11 +766,11 @@ class PortalService:
 
 def _repeated(data: ConfigurationInput, urls: list[str]) -> dict[str, str]:
     """The errors of one row whose URLs appear more than once among ``urls`` (every row's URLs)."""
-    errors = {}
+    errors: dict[str, str] = {}
     if urls.count(data.fhir_base_url) > 1:
-        errors["fhir_base_url"] = "This FHIR URL appears twice in this form."
+        errors["fhir_base_url"] = N_("This FHIR URL appears twice in this form.")
     if data.patient_fhir_base_url and urls.count(data.patient_fhir_base_url) > 1:
-        errors["patient_fhir_base_url"] = "This URL appears twice in this form."
+        errors["patient_fhir_base_url"] = N_("This URL appears twice in this form.")
     return errors
 
 
@@ -769,13 +783,21 @@ def _audit(action: str, config: Configuration, user: PortalIdentity) -> None:
 def _oauth_failure(configuration_id: str, exc: OAuthError) -> EhrSignInFailed:
     """The page for an OAuth error answer; the code is in the message whatever the description holds."""
     page = ErrorPage(
-        title="The EHR refused the sign-in", message=f"OAuth2 error from the EHR: {exc.error}", help=OAUTH_CHECKS
+        title=N_("The EHR refused the sign-in"),
+        message=N_("OAuth2 error from the EHR: %(error)s", error=exc.error),
+        help=OAUTH_CHECKS,
     )
     return EhrSignInFailed(configuration_id, page, ehr_error=exc.error, ehr_description=exc.description)
 
 
 def _lower_first(text: str) -> str:
-    """ "The EHR did not answer" → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays."""
+    """ "The EHR did not answer." → "the EHR did not answer" (to follow "FHIR URL isn't valid: "); "EHR ..." stays.
+
+    Marked text stays as it is: it is translated whole, as a sentence of its own.
+    """
+    if isinstance(text, Text):
+        return text
+    text = text.rstrip(".")
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 

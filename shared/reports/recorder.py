@@ -60,8 +60,7 @@ class FactRecorder:
         try:
             event = VisitEvent.from_json(body)
             geography = Geography(event.geography)
-            event = open_event(self._sealer, event)
-        except (InvalidEvent, ValueError, SealedValueInvalid):
+        except (InvalidEvent, ValueError):
             return False  # the worker records it as a failure
         try:
             self._configurations.target_for(event.configuration_id)
@@ -69,7 +68,11 @@ class FactRecorder:
             return False
         preferences = self._preferences.cached(event.configuration_id, geography=geography.value)
         if not preferences.analytics:
-            return False
+            return False  # decided before opening the seal: with analytics off, an event costs the recorder no crypto
+        try:
+            event = open_event(self._sealer, event)
+        except SealedValueInvalid:
+            return False  # the worker records it as a failure
         return self.record_event(
             geography, event, retention_days=preferences.retention_days, keep_csn=preferences.show_csn
         )

@@ -19,6 +19,7 @@ from shared.configurations.model import Configuration
 from shared.configurations.repository import ConfigurationRepository
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import BadRequest, Forbidden, NotFound
+from shared.kernel.i18n import N_
 from shared.microsoft.entra import PortalIdentity
 from shared.portal.service import can_edit
 from shared.reports.days import DaySummary, PartitionCache, ReportDays, ReportVisit, usable
@@ -32,6 +33,7 @@ REPORTS_APP_ROLE = "Connector.Reports"
 PRESETS = (7, 30, 90)
 MAX_RANGE_DAYS = 366
 PAGE_ROWS = 50
+MAX_PAGE_QUERIES = 20  # a department's page of a busy day: at most this many queries per request
 MAX_EXPORT_ROWS = 200_000
 CSV_COLUMNS = (
     "appointment_id",
@@ -80,11 +82,11 @@ def parse_range(params: dict[str, str], *, today: date, retention_days: int) -> 
             first = date.fromisoformat(params.get("from") or "")
             last = date.fromisoformat(params.get("to") or today.isoformat())
         except ValueError:
-            raise BadRequest("Dates must look like 2026-12-31.", code="report_range") from None
+            raise BadRequest(N_("Dates must look like 2026-12-31."), code="report_range") from None
         if first > last:
-            raise BadRequest("The start date is after the end date.", code="report_range")
+            raise BadRequest(N_("The start date is after the end date."), code="report_range")
         if (last - first).days >= MAX_RANGE_DAYS:
-            raise BadRequest(f"Choose at most {MAX_RANGE_DAYS} days.", code="report_range")
+            raise BadRequest(N_("Choose at most %(days)s days.", days=MAX_RANGE_DAYS), code="report_range")
         return Range(max(first, earliest), min(last, today), None)
     try:
         preset = int(params.get("days") or 30)
@@ -130,9 +132,9 @@ class ReportService:
         try:
             config = self._configurations.get(user.tenant_id, configuration_id)
         except NotFound:
-            raise NotFound("There is no such report.") from None
+            raise NotFound(N_("There is no such report.")) from None
         if not can_read_report(user, config):
-            raise NotFound("There is no such report.")
+            raise NotFound(N_("There is no such report."))
         return config
 
     def preferences(self, config: Configuration) -> ReportPreferences:
@@ -141,13 +143,13 @@ class ReportService:
     def save_preferences(self, user: PortalIdentity, configuration_id: str, form: dict[str, str]) -> ReportPreferences:
         config = self.configuration(user, configuration_id)
         if not can_edit(user, config):
-            raise Forbidden("Only the configuration's administrators can change its report settings.")
+            raise Forbidden(N_("Only the configuration's administrators can change its report settings."))
         try:
             retention = int(form.get("retention_days", ""))
         except ValueError:
             retention = 0
         if not 1 <= retention <= 730:
-            raise BadRequest("Keep report data for 1 to 730 days.", code="report_retention")
+            raise BadRequest(N_("Keep report data for 1 to 730 days."), code="report_retention")
         return self._preferences.save(
             config.id,
             ReportPreferences(
@@ -195,13 +197,26 @@ class ReportService:
     def appointments(
         self, config: Configuration, day: date, *, department: str = "", after: str = ""
     ) -> tuple[list[ReportVisit], str | None]:
-        """One page of a day's visit rows (one query); the row key to continue after, if there are more."""
-        rows, next_after = self._facts.page(config.geography, config.id, day, after=after, size=PAGE_ROWS)
-        visits = [ReportVisit(r.visit, day, r.facts, summarize(r.facts)) for r in rows]
-        if department:
-            visits = [v for v in visits if v.summary.department == department]
-        visits.sort(key=lambda v: (v.summary.first_seen or datetime.min.replace(tzinfo=UTC), v.id))
-        return visits, next_after
+        """One page of a day's visits (``PAGE_ROWS``, of ``department`` if given), and the row key to continue after.
+
+        Rows are read ``PAGE_ROWS`` at a time in row-key order: one query without a department filter; with one,
+        as many as fill the page, at most ``MAX_PAGE_QUERIES`` (the department is inside each row, not in its key).
+        """
+        found: list[ReportVisit] = []
+        cursor: str | None = after
+        for _ in range(MAX_PAGE_QUERIES):
+            rows, cursor = self._facts.page(config.geography, config.id, day, after=cursor or "", size=PAGE_ROWS)
+            for n, row in enumerate(rows):
+                visit = ReportVisit(row.visit, day, row.facts, summarize(row.facts))
+                if department and visit.summary.department != department:
+                    continue
+                found.append(visit)
+                if len(found) == PAGE_ROWS:
+                    more = n < len(rows) - 1 or cursor is not None
+                    return _by_start(found), (row.visit if more else None)
+            if cursor is None:
+                break
+        return _by_start(found), cursor
 
     # --- export --------------------------------------------------------------------------------------
 
@@ -220,7 +235,10 @@ class ReportService:
             count += 1
             if count > MAX_EXPORT_ROWS:
                 raise BadRequest(
-                    f"The range holds more than {MAX_EXPORT_ROWS:,} visits; export fewer days at a time.",
+                    N_(
+                        "The range holds more than %(limit)s visits; export fewer days at a time.",
+                        limit=MAX_EXPORT_ROWS,
+                    ),
                     code="report_export_too_large",
                 )
             yield export_row(visit, show_csn=preferences.show_csn)
@@ -310,3 +328,8 @@ def to_json(config: Configuration, rows: Iterator[dict[str, Any]], *, now: datet
 def _inert(value: Any) -> str:
     text = str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _by_start(visits: list[ReportVisit]) -> list[ReportVisit]:
+    """A page's visits in the order they began (rows without a time first, then by id)."""
+    return sorted(visits, key=lambda v: (v.summary.first_seen or datetime.min.replace(tzinfo=UTC), v.id))

@@ -31,6 +31,7 @@ from azure.data.tables import TableClient, TableServiceClient
 
 from shared.http.outbound import storage_transport as shared_transport
 from shared.kernel.errors import BadRequest, StorageUnavailable
+from shared.kernel.i18n import N_
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store
 from shared.kernel.settings import Geography, Settings, StorageConnection
 
@@ -194,7 +195,9 @@ class Storage:
         try:
             return self._geographies[geography]
         except KeyError:
-            raise BadRequest(f"Geography {geography.value!r} is not configured in this deployment.") from None
+            raise BadRequest(
+                N_("Geography %(value)s is not configured in this deployment.", value=repr(geography.value))
+            ) from None
 
 
 @contextmanager
@@ -203,8 +206,8 @@ def storage_errors(account: str) -> Iterator[None]:
     try:
         yield
     except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
-        raise StorageUnavailable(f"Storage {account} is unreachable.") from exc
+        raise StorageUnavailable(N_("Storage %(account)s is unreachable.", account=account)) from exc
     except HttpResponseError as exc:
         if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code in (408, 429)):
-            raise StorageUnavailable(f"Storage {account} is unavailable.") from exc
+            raise StorageUnavailable(N_("Storage %(account)s is unavailable.", account=account)) from exc
         raise

@@ -52,6 +52,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import BadRequest, SealedValueInvalid, StateError
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.sealing import Sealer
@@ -133,7 +134,7 @@ INVENTORY = (
 
 
 def _unknown() -> StateError:
-    return StateError("This sign-in link is not valid. Please start again.", code="state_unknown")
+    return StateError(N_("This sign-in link is not valid. Please start again."), code="state_unknown")
 
 
 def geography_state(geography: Geography) -> str:
@@ -193,7 +194,7 @@ class StateRouter:
             raise ValueError(f"a {kind} state must carry its geography's tag")
         store = self._geographies.get(tagged)
         if store is None:  # as for every write to a geography this deployment has no account for
-            raise BadRequest(f"Geography {tagged.value!r} is not configured in this deployment.")
+            raise BadRequest(N_("Geography %(value)s is not configured in this deployment.", value=repr(tagged.value)))
         return store.create(kind, payload, ttl=ttl, state=state)
 
     def consume(self, kind: str, state: str) -> dict[str, Any]:
@@ -317,9 +318,9 @@ class AuthStateStore:
             except ResourceNotFoundError:
                 raise _unknown() from None
             if entity.get("Consumed"):
-                raise StateError("This sign-in link was already used. Please start again.", code="state_reused")
+                raise StateError(N_("This sign-in link was already used. Please start again."), code="state_reused")
             if _as_datetime(entity["ExpiresAt"]) <= utcnow():
-                raise StateError("This sign-in link has expired. Please start again.", code="state_expired")
+                raise StateError(N_("This sign-in link has expired. Please start again."), code="state_expired")
             sealed = entity.get("Payload") or ""
             entity["Consumed"] = True
             entity["ConsumedAt"] = utcnow()
@@ -328,7 +329,7 @@ class AuthStateStore:
                 table.update_entity(entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise StateError(
-                    "This sign-in link was already used. Please start again.", code="state_reused"
+                    N_("This sign-in link was already used. Please start again."), code="state_reused"
                 ) from None
         try:
             payload: dict[str, Any] = json.loads(self._sealer.open(sealed, purpose=_purpose(kind, state)))

@@ -14,6 +14,7 @@ import jwt
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import Forbidden
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id
 from shared.kernel.settings import Geography
 from shared.visits.events import Role
@@ -93,7 +94,7 @@ class VisitTokens:
             raise _denied()
         if expires <= now - LEEWAY_SECONDS:
             raise Forbidden(
-                "This visit link has expired. Please launch the visit again from Epic or MyChart.",
+                N_("This visit link has expired. Please launch the visit again from Epic or MyChart."),
                 code="visit_token_expired",
             )
         if claims["v"] != visit_key:
@@ -113,5 +114,6 @@ class VisitTokens:
 
 def _denied() -> Forbidden:
     return Forbidden(
-        "This visit link is not valid. Please launch the visit again from Epic or MyChart.", code="visit_token_invalid"
+        N_("This visit link is not valid. Please launch the visit again from Epic or MyChart."),
+        code="visit_token_invalid",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from urllib.parse import quote
 
 import azure.functions as func
@@ -209,3 +210,14 @@ def test_this_is_not_me_works_even_if_the_configuration_is_gone(world: World) ->
     del world.configurations.configs[world.config.id]
     response = world.confirm(page, action="decline")
     assert response.status_code == 200 and "Nothing was linked" in html(response)
+
+
+def test_a_configuration_moved_to_another_geography_meanwhile_stores_no_link_in_the_old_one(world: World) -> None:
+    """Approving an edit that moves the geography deletes the old geography's links: none may be stored there after."""
+    _, page = launch_to_confirmation(world, csn="7400")
+    world.config = replace(world.config, geography=Geography.AMERICAS)  # the approver approved the move meanwhile
+    world.configurations.configs[world.config.id] = world.config
+    response = world.confirm(page)
+    assert response.status_code == 404 and "Tenant config not found" in html(response)
+    assert stored(world) is None
+    assert world.user_map.get(Geography.AMERICAS, world.config.id, "Practitioner/eDocLee") is None

@@ -40,11 +40,13 @@ class Visit:
         self.world = world
         self.visits = VisitRepository(world.storage, sealer_for(world.settings))
 
-    def poll(self, *, etag: str | None = None, html: bool = False, token: str | None = None) -> func.HttpResponse:
+    def poll(
+        self, *, etag: str | None = None, html: bool = False, token: str | None = None, query: str = ""
+    ) -> func.HttpResponse:
         headers = {"accept": "text/html" if html else "application/json"}
         if etag is not None:
             headers["if-none-match"] = etag
-        url = f"http://localhost/api/visits/{self.key}/presence?t={quote(token or self.token, safe='')}"
+        url = f"http://localhost/api/visits/{self.key}/presence?t={quote(token or self.token, safe='')}{query}"
         return visit_presence(request("GET", url, headers=headers, route_params={"visitKey": self.key}))
 
     def roster(self, role: Role, state: EventKind, seconds_ago: float = 0) -> None:
@@ -100,9 +102,21 @@ def test_the_page_fragment_has_its_own_version_and_is_conditional_too(world: Wor
     assert fragment.status_code == 200 and fragment.mimetype == "text/html"
     text = fragment.get_body().decode()
     assert 'id="presence-patient" data-state="not_arrived"' in text and "<html" not in text
-    assert fragment.headers["ETag"].startswith('"panel-') and fragment.headers["Vary"] == "Accept"
+    assert fragment.headers["ETag"].startswith('"panel-') and fragment.headers["Vary"] == "Accept, Accept-Language"
     assert visit.poll(html=True, etag=fragment.headers["ETag"]).status_code == 304
     assert visit.poll(etag=fragment.headers["ETag"]).status_code == 200  # the JSON is another representation
+
+
+def test_the_page_fragment_speaks_the_readers_language_and_its_version_says_which(world: World) -> None:
+    visit = Visit(world)
+    visit.roster(Role.PATIENT, EventKind.LOBBY, seconds_ago=0)
+    english = visit.poll(html=True)
+    german = visit.poll(html=True, query="&lang=de&tz=Europe/Berlin")
+    assert "In the lobby" in english.get_body().decode()
+    text = german.get_body().decode()
+    assert "Im Wartebereich" in text and 'data-local="time"' in text and "Europe/Berlin</time>" in text
+    assert german.headers["Content-Language"] == "de" and german.headers["ETag"] != english.headers["ETag"]
+    assert visit.poll(html=True, query="&lang=de&tz=Europe/Berlin", etag=english.headers["ETag"]).status_code == 200
 
 
 def test_each_poll_costs_one_table_read(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,7 +98,7 @@ def test_visits_recorded_from_the_queue_show_on_the_page_and_in_the_exports(tena
     assert 'id="total-no-shows">1<' in html
     assert 'id="total-abandoned">1<' in html
     assert 'id="median-wait">3 min 02 s<' in html  # the middle of the 5-second steps holding 2 and 4 minutes
-    assert "<svg" in html and 'role="img"' in html and "<script" not in html.split("<main", 1)[-1]
+    assert "<svg" in html and 'role="img"' in html and "<script" not in html.split("<main", 1)[-1].split("</main>")[0]
     assert "CSN-1001" not in html and "dr-smith" not in html and "pat-456" not in html
 
     rows = rows_of(export(owner.admin, config, days="7"))
@@ -376,3 +376,27 @@ def test_report_rows_hold_no_ehr_identifier_name_or_free_text(tenants: tuple[Ten
     assert {column for row in rows for column in row} <= declared
     visit_key = json.loads(messages[0])["visitKey"]
     assert visit_key not in dump  # the report's visit id is keyed apart from the visit's own key
+
+
+def test_a_departments_page_of_a_busy_day_is_filled_from_as_many_rows_as_it_takes(
+    tenants: tuple[Tenant, Tenant], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The department is inside each row: a filtered page reads on until it is full, and continues where it left off."""
+    from shared.reports import service as report_service
+
+    monkeypatch.setattr(report_service, "PAGE_ROWS", 4)  # pages of 4, so eighteen visits make several
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    start = today_at(9) - timedelta(days=1)
+    for n in range(18):  # every third visit is the cardiology clinic's: 6 of 18
+        record(config, start + timedelta(minutes=n), department="CARDIO" if n % 3 == 0 else "10501101")
+    svc = services().reports
+
+    first, after = svc.appointments(config, start.date(), department="CARDIO")
+    assert [v.summary.department for v in first] == ["CARDIO"] * 4 and after is not None  # a full page, more to come
+    rest, end = svc.appointments(config, start.date(), department="CARDIO", after=after)
+    assert [v.summary.department for v in rest] == ["CARDIO"] * 2 and end is None
+    assert len({v.id for v in first + rest}) == 6  # each of the six once
+
+    everyone, more = svc.appointments(config, start.date())
+    assert len(everyone) == 4 and more is not None  # unfiltered: one query, one page

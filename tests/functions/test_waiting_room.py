@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from connector.i18n import format_clock
 from connector.services import reset as reset_services
 from connector.services import services
 from shared.kernel.clock import FakeClock, use_clock
@@ -66,7 +67,9 @@ def test_the_waiting_room_shows_the_organization_and_the_appointments_time_from_
     _, page = waiting_page(world, "8001", appointment="eA801")
     assert '<strong id="organization">Contoso Health</strong>' in page
     start = clock() + timedelta(minutes=10)
-    assert f'datetime="{start.isoformat()}"' in page and f"{start:%H:%M} (UTC)" in page
+    # In UTC to the second; the server writes the time the reader's way, the page's script in the browser's zone.
+    shown = f'<time datetime="{start:%Y-%m-%dT%H:%M:%S}Z" data-local="time" id="appointment-time">'
+    assert shown + f"{format_clock(start)}</time>" in page and format_clock(start).endswith(" UTC")
     assert "Your clinician will start the visit shortly" in page
     assert_patient_words(page)
 
@@ -78,7 +81,8 @@ def test_an_appointment_named_only_by_the_encounter_is_read_through_it(world: Wo
         "appointment": [{"reference": "Appointment/eA802"}],
     }
     _, page = waiting_page(world, "8002")
-    assert 'datetime="2026-12-05T09:30:00-05:00"' in page and "09:30 (UTC-05:00)" in page
+    # Without the reader's zone (``?tz=``), the server shows the time in the offset the EHR gave it.
+    assert 'datetime="2026-12-05T14:30:00Z"' in page and "9:30\u202fAM UTC-05:00</time>" in page
 
 
 @pytest.mark.parametrize("start", [None, "not a time", "2026-12-05T09:30:00"], ids=["no start", "garbage", "no zone"])

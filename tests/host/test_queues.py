@@ -7,6 +7,7 @@ import contextlib
 import uuid
 
 import httpx
+import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -126,3 +127,23 @@ def test_queue_output_is_not_sent_when_the_function_fails(
     except Exception:  # noqa: BLE001 - queue not created yet: nothing was sent
         contents = []
     assert marker not in contents
+
+
+def test_queue_clients_share_one_transport_that_never_scans_the_environment(
+    base_env: dict[str, str], queue_names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the .NET host, the local host's queue calls do not read proxy settings from the environment each time."""
+    import requests.sessions
+
+    from sandbox.host.storage import QueueClients
+
+    clients = QueueClients(base_env)
+    scans: list[str] = []
+    real = requests.sessions.get_environ_proxies
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", lambda *a, **k: scans.append("scan") or real(*a, **k))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would break every call if it were honoured
+    name = queue_names["TEST_OUTPUT_QUEUE"]
+    clients.send("AzureWebJobsStorage", name, ["a", "b"])
+    received = clients.queue("AzureWebJobsStorage", name).receive_messages(max_messages=32)
+    assert {m.content for m in received} >= {"a", "b"}
+    assert scans == []

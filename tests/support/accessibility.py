@@ -1,4 +1,4 @@
-"""axe-core over a page in the test browser: every page a person sees must pass its WCAG 2.x A/AA rules;
+"""axe-core over a page in the test browser: every page a person sees must pass its WCAG 2.0–2.2 A/AA rules;
 ``assert_checked`` adds reflow (WCAG 1.4.10): no sideways scrolling at 320/390 px or at 200 % zoom.
 
 axe-core's script comes with ``axe-playwright-python`` (a dev dependency, no download at run time); it is
@@ -12,7 +12,7 @@ from typing import Any
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page
 
-WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 _axe = Axe()
 
 

@@ -101,3 +101,24 @@ def test_the_same_key_twice_is_refused() -> None:
     key = new_key_text()
     with pytest.raises(ValueError, match="twice"):
         parse_keys(f"{key},{key}")
+
+
+def test_only_the_spelling_seal_wrote_opens() -> None:
+    """base64 ignores a last character's unused bits; a value used once is marked used by its text, so another
+    spelling of the same bytes must not open (it would make a single-use launch state usable again)."""
+    sealer = Sealer([_key()])
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    respelled = 0
+    for size in range(1, 9):  # every length mod 3, so some bodies end in a character with unused bits
+        value = sealer.seal("x" * size, purpose="p")
+        assert sealer.open(value, purpose="p") == "x" * size
+        for other in alphabet.replace(value[-1], ""):
+            variant = value[:-1] + other
+            body = variant.rsplit(".", 1)[1]
+            if base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)) == base64.urlsafe_b64decode(
+                value.rsplit(".", 1)[1] + "=" * (-len(body) % 4)
+            ):
+                respelled += 1
+            with pytest.raises(SealedValueInvalid):
+                sealer.open(variant, purpose="p")
+    assert respelled > 0  # the case the check exists for did occur
