@@ -496,7 +496,7 @@ def visit_interpreter_link(req: func.HttpRequest) -> func.HttpResponse:
     service = services().launch
     _, grant = _visit_grant(req, service)
     link = service.interpreter_link(grant)
-    return render("launch/interpreter_link.html", {"title": "Interpreter link", "link": link})
+    return render("launch/interpreter_link.html", {"title": N_("Interpreter link"), "link": link})
 
 
 @bp.route(route="visits/{visitKey}/interpreter", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -504,7 +504,7 @@ def visit_interpreter_link(req: func.HttpRequest) -> func.HttpResponse:
 def visit_interpreter(req: func.HttpRequest) -> func.HttpResponse:
     """An interpreter opens their guest link: used up now, it shows the way to the meeting's lobby."""
     lobby = services().launch.interpreter_lobby(req.route_params.get("visitKey", ""), req.params.get("t", ""))
-    return render("launch/interpreter.html", {"title": "Join as the interpreter", "join_web_url": lobby})
+    return render("launch/interpreter.html", {"title": N_("Join as the interpreter"), "join_web_url": lobby})
 
 
 @bp.route(route="visits/{visitKey}/presence", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -26,6 +26,7 @@ import jwt
 
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import ErrorPage, Forbidden, StateError
+from shared.kernel.i18n import N_
 from shared.kernel.identifiers import keyed_id, log_id
 from shared.kernel.settings import Geography
 from shared.storage.state import StateRouter
@@ -44,13 +45,13 @@ class InterpreterLinkRefused(Forbidden):
 
     code = "interpreter_link_refused"
     page = ErrorPage(
-        "This interpreter link cannot be used",
-        "This link has already been used, has expired, or is not valid, so it was not opened.",
-        help=("Ask the clinician for a new interpreter link: each link opens the meeting once.",),
+        N_("This interpreter link cannot be used"),
+        N_("This link has already been used, has expired, or is not valid, so it was not opened."),
+        help=(N_("Ask the clinician for a new interpreter link: each link opens the meeting once."),),
     )
 
     def __init__(self, why: str) -> None:
-        super().__init__("This interpreter link has been used, has expired, or is not valid.")
+        super().__init__(N_("This interpreter link has been used, has expired, or is not valid."))
         self.why = why
 
 

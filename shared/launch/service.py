@@ -950,7 +950,7 @@ class LaunchService:
         with speaking_to(Audience.CLINICIAN):
             visit = self._visit(grant)
         if not visit.has_meeting:
-            raise Conflict("The Teams meeting is not ready yet: create the interpreter link in a moment.")
+            raise Conflict(N_("The Teams meeting is not ready yet: create the interpreter link in a moment."))
         token = self._interpreters.issue(
             geography=grant.geography, key=grant.key, configuration_id=grant.configuration_id
         )
@@ -961,7 +961,7 @@ class LaunchService:
         held = self._interpreters.redeem(visit_key, token)
         visit = self._visits.get(held.geography, held.key)
         if visit is None or not visit.join_web_url:
-            raise NotFound("This visit has ended. Ask the clinician for a new link.", code="visit_gone")
+            raise NotFound(N_("This visit has ended. Ask the clinician for a new link."), code="visit_gone")
         return visit.join_web_url
 
     def panel(self, grant: VisitGrant) -> Panel:

@@ -314,7 +314,7 @@ def _group_records(config: Configuration, base: str, launch_callback: tuple[str,
     return (
         IntegrationRecord(
             kind="group-provider",
-            title="Group visit: provider launch",
+            title=N_("Group visit: provider launch"),
             launch_url=f"{base}/api/launch/{config.id}/provider",
             context_tokens=profile.group_provider_context_tokens,
             client_id=config.provider_client_id,
@@ -326,7 +326,7 @@ def _group_records(config: Configuration, base: str, launch_callback: tuple[str,
         ),
         IntegrationRecord(
             kind="group-patient",
-            title="Group visit: patient launch",
+            title=N_("Group visit: patient launch"),
             launch_url=f"{base}/api/launch/{config.id}/patient",
             context_tokens=profile.group_patient_context_tokens,
             client_id=config.patient_client_id,

@@ -44,6 +44,7 @@ from shared.ehr.vendors import profile_for
 from shared.kernel.errors import (
     BadRequest,
     ConfigurationError,
+    Conflict,
     ConnectorError,
     ErrorPage,
     Forbidden,
@@ -55,6 +56,7 @@ from shared.kernel.errors import (
 )
 from shared.kernel.i18n import N_
 from shared.kernel.settings import Geography
+from shared.launch.interpreters import InterpreterLinkRefused
 from shared.launch.service import (
     ConfigurationPending,
     ConfirmationForged,
@@ -72,7 +74,7 @@ from shared.reports.preferences import ReportPreferences
 from shared.reports.service import Range, Report
 from shared.reports.totals import Totals
 from shared.visits.events import Role
-from shared.visits.panel import Panel, PanelRow, PanelState
+from shared.visits.panel import AttendeeRow, Panel, PanelRow, PanelState
 
 PUBLIC = "https://connector.example.org"
 CORRELATION = "0f3e2d1c-aaaa-4bbb-8ccc-123456789abc"
@@ -411,6 +413,45 @@ PANELS: Mapping[str, Panel] = {
         PanelRow(Role.PROVIDER, PanelState.LEFT, WHEN),
         ended=True,
     ),
+    # A single visit with a further clinician and a guest interpreter, each told apart by Teams.
+    "colleagues": replace(
+        _panel(
+            PanelRow(Role.PATIENT, PanelState.IN_MEETING, WHEN, lobby_wait=timedelta(minutes=4)),
+            PanelRow(Role.PROVIDER, PanelState.IN_MEETING, WHEN),
+            PanelRow(Role.STAFF, PanelState.IN_MEETING, WHEN),
+        ),
+        colleagues=(
+            AttendeeRow("clinician", 2, PanelState.IN_MEETING, WHEN),
+            AttendeeRow("interpreter", 1, PanelState.IN_LOBBY, WHEN, lobby_since=WHEN),
+            AttendeeRow("interpreter", 2, PanelState.LEFT, WHEN),
+        ),
+    ),
+    # A group visit: patients waiting to be admitted one by one.
+    "group-lobby": replace(
+        _panel(PanelRow(Role.PROVIDER, PanelState.IN_MEETING, WHEN)),
+        group=True,
+        attendees=(
+            AttendeeRow("clinician", 1, PanelState.IN_MEETING, WHEN),
+            AttendeeRow("clinician", 2, PanelState.IN_MEETING, WHEN),
+            AttendeeRow("patient", 1, PanelState.IN_LOBBY, WHEN, lobby_since=WHEN),
+            AttendeeRow("patient", 2, PanelState.IN_LOBBY, WHEN, lobby_since=WHEN),
+            AttendeeRow("interpreter", 1, PanelState.LEFT, WHEN),
+        ),
+    ),
+    "group-one-waiting": replace(
+        _panel(PanelRow(Role.PROVIDER, PanelState.LAUNCHED, WHEN)),
+        group=True,
+        attendees=(AttendeeRow("patient", 1, PanelState.IN_LOBBY, WHEN, lobby_since=WHEN),),
+    ),
+    "group-in-meeting": replace(
+        _panel(PanelRow(Role.PROVIDER, PanelState.IN_MEETING, WHEN)),
+        group=True,
+        attendees=(
+            AttendeeRow("clinician", 1, PanelState.IN_MEETING, WHEN),
+            AttendeeRow("patient", 1, PanelState.IN_MEETING, WHEN),
+        ),
+    ),
+    "group-empty": replace(_panel(PanelRow(Role.PROVIDER, PanelState.LAUNCHED, WHEN)), group=True),
 }
 
 
@@ -585,6 +626,26 @@ PAGE_STATES: Mapping[str, PageState] = {
         "lobby", patient_join_link=f"{PUBLIC}/api/visits/v1?t=patient-token"
     ),
     "launch/provider-preparing": lambda: _provider("launched", join_web_url=None),
+    "launch/provider-colleagues": lambda: _provider("colleagues"),
+    "launch/provider-group-lobby": lambda: _provider("group-lobby"),
+    "launch/provider-group-one-waiting": lambda: _provider("group-one-waiting"),
+    "launch/provider-group-in-meeting": lambda: _provider("group-in-meeting"),
+    "launch/provider-group-empty": lambda: _provider("group-empty"),
+    "launch/interpreter-link": lambda: web.render(
+        "launch/interpreter_link.html",
+        {"title": N_("Interpreter link"), "link": f"{PUBLIC}/api/visits/v1/interpreter?t=token"},
+    ),
+    "launch/interpreter": lambda: web.render(
+        "launch/interpreter.html",
+        {"title": N_("Join as the interpreter"), "join_web_url": "https://teams.example.org/l/meetup-join/1"},
+    ),
+    "launch/error-interpreter-link-refused": lambda: _launch_error(InterpreterLinkRefused("used")),
+    "launch/error-interpreter-link-not-ready": lambda: _launch_error(
+        Conflict(N_("The Teams meeting is not ready yet: create the interpreter link in a moment."))
+    ),
+    "launch/error-interpreter-visit-ended": lambda: _launch_error(
+        NotFound(N_("This visit has ended. Ask the clinician for a new link."), code="visit_gone")
+    ),
     "launch/waiting": lambda: _waiting(),
     "launch/waiting-with-appointment": lambda: _waiting(organization="Contoso Health", appointment_start=APPOINTMENT),
     "launch/waiting-organization-only": lambda: _waiting(organization="Contoso Health", recheck_seconds=1),
@@ -626,6 +687,11 @@ PAGE_STATES: Mapping[str, PageState] = {
     "launch/error-signin-start-refused": lambda: _launch_error(SignInStartRefused()),
     "launch/error-context-mismatch": lambda: _launch_error(LaunchContextMismatch("sessionId")),
     "launch/error-context-unverifiable": lambda: _launch_error(UnverifiableLaunchContext("no_ehr_context")),
+    "launch/error-conference-mismatch": lambda: _launch_error(LaunchContextMismatch("conferenceId")),
+    "launch/error-conference-unconfirmed": lambda: _launch_error(UnverifiableLaunchContext("no_conference_source")),
+    "launch/error-conference-unidentified": lambda: _launch_error(
+        UnverifiableLaunchContext("no_conference_identifier")
+    ),
     "launch/error-visit-ended": lambda: _launch_error(
         NotFound(N_("This visit has ended. Please launch it again from Epic or MyChart."))
     ),
