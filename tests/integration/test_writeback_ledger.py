@@ -91,6 +91,13 @@ def events_of(ehr: EhrSandbox, visit: Visit, count: int, unique: str) -> list[Vi
     return made
 
 
+def with_a_colleague(storage: Storage, visit: Visit) -> Visit:
+    """A colleague stays in the meeting, so shuffled roster facts never end it (and release its context) mid-burst."""
+    return VisitRepository(storage, SEALER).update(
+        visit, with_presence(Role.STAFF, EventKind.CONNECTED, T0 + timedelta(1))
+    )
+
+
 def effects(ehr: EhrSandbox, unique: str) -> Counter[str]:
     """How many times the EHR recorded each event of this test."""
     prefix = f"ev-{unique}-"
@@ -250,10 +257,7 @@ def test_a_busy_visit_writes_1000_events_once_each_without_contention_or_evictio
     unique: str,
 ) -> None:
     visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
-    # A colleague stays in the meeting: the shuffled roster facts never end it (and release its context) mid-burst.
-    visit = VisitRepository(storage, SEALER).update(
-        visit, with_presence(Role.STAFF, EventKind.CONNECTED, T0 + timedelta(1))
-    )
+    visit = with_a_colleague(storage, visit)
     events = events_of(ehr, visit, 1000, unique)
     random.Random(5).shuffle(events)  # out of order, as Graph delivers them
     worker = new_worker(settings, epic, failure_log, client_keys)
@@ -300,10 +304,7 @@ def test_concurrent_workers_on_the_same_events_write_each_once(
 ) -> None:
     """Two instances get every message of a burst (Graph retries, a redelivery): each effect happens once."""
     visits = [open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}-{n}") for n in range(4)]
-    for visit in visits:  # a colleague stays in the meeting: the shuffled roster facts never end it mid-burst
-        VisitRepository(storage, SEALER).update(
-            visit, with_presence(Role.STAFF, EventKind.CONNECTED, T0 + timedelta(1))
-        )
+    visits = [with_a_colleague(storage, visit) for visit in visits]
     events = [e for n, visit in enumerate(visits) for e in events_of(ehr, visit, 50, f"{unique}-{n}")]
     workers = [new_worker(settings, epic, failure_log, client_keys) for _ in range(2)]
     ehr.faults.update({"latency_ms": 30})  # claims stay in flight while the other instance arrives
