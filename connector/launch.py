@@ -337,8 +337,18 @@ def _respond(outcome: LaunchOutcome | SignInFirst, events: func.Out[str] | None 
     if isinstance(outcome, ShowProviderPage):
         return redirect(outcome.url)
     if isinstance(outcome, JoinMeeting):
+        if outcome.visit_number:
+            return _group_join_page(outcome.join_web_url, outcome.visit_number)
         return redirect(outcome.join_web_url)
     return redirect(outcome.url)
+
+
+def _group_join_page(join_web_url: str, visit_number: str) -> func.HttpResponse:
+    """A group visit's patient learns the number to type in their Teams name before Teams opens."""
+    return render(
+        "launch/group_join.html",
+        {"title": N_("Your group video visit"), "join_web_url": join_web_url, "visit_number": visit_number},
+    )
 
 
 @bp.route(route="launch/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -553,6 +563,8 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 def _waiting_page(service: LaunchService, grant: VisitGrant, token: str) -> func.HttpResponse:
     patient = service.patient_view(grant, token)
+    if patient.join_web_url and patient.visit_number:
+        return _group_join_page(patient.join_web_url, patient.visit_number)
     if patient.join_web_url:
         return redirect(patient.join_web_url)
     start = patient.appointment_start

@@ -59,6 +59,7 @@ from shared.reports.service import ReportService
 from shared.reports.store import ReportFacts
 from shared.storage.accounts import Storage
 from shared.storage.state import StateRouter
+from shared.visits.members import GroupMembers
 from shared.visits.repository import VisitRepository
 from shared.visits.subscriptions import CallEventSubscriptions
 from shared.writeback.ledger import WritebackLedger
@@ -312,6 +313,7 @@ class Services:
             adapters,
             FailureLog(self.storage.app, settings.writeback_queue_name, self.sealer),
             sealer=self.sealer,
+            members=GroupMembers(settings.connector_secret.reveal()),
         )
 
 

@@ -311,6 +311,7 @@ class LinkDeclined:
 class JoinMeeting:
     join_web_url: str
     event: VisitEvent | None = None
+    visit_number: str | None = None  # a group visit: what the patient types in their Teams name first
 
 
 @dataclass(frozen=True)
@@ -340,6 +341,7 @@ class PatientView:
     appointment_start: datetime | None = None
     overdue: bool = False  # nobody came in time: the page tells the patient to call their clinic
     recheck_seconds: int = 10  # when a page without JavaScript reloads itself
+    visit_number: str | None = None  # a group visit: what the patient types in their Teams name first
 
 
 def recheck_seconds(waited: timedelta, *, overdue: bool) -> int:
@@ -773,6 +775,11 @@ class LaunchService:
         if not visit.has_meeting and primary and primary != context.user:
             organizer = self._mapping(pending, primary) or mapping
         visit = self._ensure_meeting(pending, context, visit, organizer)
+        if visit.in_group and visit.context.provider == context.user:
+            # Their Teams facts are theirs to write for this visit's CSN: Teams names them by this account.
+            group = self._groups.find(visit)
+            if group is not None:
+                self._groups.tie_clinician(group, visit.key, mapping.object_id)
         token = self._tokens.issue(
             geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
         )
@@ -793,7 +800,7 @@ class LaunchService:
                     logger.warning("Meeting not created on a patient launch (%s): the patient waits", exc.code)
         event = self._event(pending, context, visit.key, Role.PATIENT)
         if visit.has_meeting and visit.join_web_url:
-            return JoinMeeting(visit.join_web_url, event=event)
+            return JoinMeeting(visit.join_web_url, event=event, visit_number=self._visit_number(visit))
         room = WaitingRoom(pending.organization or "", _appointment_start(context, reads))
         visit = self._visits.update(visit, with_waiting_room(room))
         token = self._tokens.issue(
@@ -988,7 +995,7 @@ class LaunchService:
         if group is not None and group.has_meeting:  # a clinician opened the group's meeting meanwhile
             visit = self._groups.join(visit, group)
         if visit.has_meeting:
-            return PatientView(join_web_url=visit.join_web_url, refresh_url=url)
+            return PatientView(join_web_url=visit.join_web_url, refresh_url=url, visit_number=self._visit_number(visit))
         room = visit.waiting_room or WaitingRoom("")
         now, arrived = utcnow(), datetime.fromtimestamp(grant.issued_at, UTC)
         since = max(arrived, room.appointment_start) if room.appointment_start else arrived
@@ -1001,6 +1008,11 @@ class LaunchService:
             overdue=overdue,
             recheck_seconds=recheck_seconds(now - arrived, overdue=overdue),
         )
+
+    def _visit_number(self, visit: Visit) -> str | None:
+        """A group visit's patient types this number in their Teams name (``shared.visits.members``)."""
+        group = self._groups.find(visit) if visit.in_group else None
+        return self._groups.patient_label(group, visit.key) if group is not None else None
 
     def _visit(self, grant: VisitGrant) -> Visit:
         visit = self._visits.get(grant.geography, grant.key)  # presence is live: no memo

@@ -9,6 +9,7 @@ from typing import Any
 
 from shared.kernel.errors import BadRequest
 from shared.visits.events import EventKind, Role
+from shared.visits.members import label_hint, label_in_name, user_hint
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class ParticipantChange:
     role: Role
     occurred_at: datetime
     interpreter: bool = False  # an anonymous joiner named "Interpreter" (what an interpreter's guest link asks)
+    # What may tie them to their own visit in a group meeting (``shared.visits.members``): the visit number a guest
+    # typed in their name, or a fingerprint of a tenant user's object id. Never the name or the id itself.
+    member_hint: str | None = None
 
 
 def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: str) -> list[ParticipantChange]:
@@ -45,16 +49,34 @@ def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: s
             kind = EventKind.LOBBY if participant.get("isInLobby") else EventKind.CONNECTED
         else:
             continue
-        interpreter = role is Role.PATIENT and _display_name(participant).casefold() == INTERPRETER_NAME
-        changes.append(ParticipantChange(str(participant.get("id", "")), kind, role, occurred_at, interpreter))
+        hint, interpreter = _member_hint(participant, role)
+        changes.append(ParticipantChange(str(participant.get("id", "")), kind, role, occurred_at, interpreter, hint))
     return changes
 
 
 INTERPRETER_NAME = "interpreter"
 
 
+def _member_hint(participant: Mapping[str, Any], role: Role) -> tuple[str | None, bool]:
+    """(member hint, joined as "Interpreter"): read from the identity Teams reports, the name is never kept."""
+    if role is not Role.PATIENT:
+        return user_hint(_user_id(participant)), False
+    name = _display_name(participant)
+    if name.casefold() == INTERPRETER_NAME:
+        return None, True
+    label = label_in_name(name)
+    return (label_hint(label) if label else None), False
+
+
+def _user_id(participant: Mapping[str, Any]) -> str:
+    info = participant.get("info")
+    identity = info.get("identity") if isinstance(info, Mapping) else None
+    user = identity.get("user") if isinstance(identity, Mapping) else None
+    return str(user.get("id", "")) if isinstance(user, Mapping) else ""
+
+
 def _display_name(participant: Mapping[str, Any]) -> str:
-    """A guest's display name, read only to recognise "Interpreter" (it is never kept)."""
+    """A guest's display name, read only to recognise "Interpreter" or a visit number (it is never kept)."""
     info = participant.get("info")
     identity = info.get("identity") if isinstance(info, Mapping) else None
     for kind in ("guest", "anonymous", "acsUser", "phone"):
@@ -66,11 +88,9 @@ def _display_name(participant: Mapping[str, Any]) -> str:
 
 
 def _role_of(participant: Mapping[str, Any], organizer_object_id: str) -> Role:
-    info = participant.get("info")
-    identity = info.get("identity") if isinstance(info, Mapping) else None
-    user = identity.get("user") if isinstance(identity, Mapping) else None
-    if isinstance(user, Mapping) and user.get("id"):
-        return Role.PROVIDER if str(user["id"]).lower() == organizer_object_id.lower() else Role.STAFF
+    user_id = _user_id(participant)
+    if user_id:
+        return Role.PROVIDER if user_id.lower() == organizer_object_id.lower() else Role.STAFF
     return Role.PATIENT
 
 

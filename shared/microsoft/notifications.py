@@ -283,6 +283,7 @@ class NotificationDecoder:
                         source=Source.GRAPH,
                         attendee=attendee_key(change.graph_participant_id),
                         interpreter=change.interpreter,
+                        member_hint=change.member_hint,
                     )
                 )
         return result

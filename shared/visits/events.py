@@ -53,6 +53,14 @@ _MESSAGE_FIELDS = (
         "worker reads the visit's context",
     ),
     Field("interpreter", Classification.OPERATIONAL, Protection.CLEAR, 'the participant joined as "Interpreter"'),
+    Field(
+        "member",
+        Classification.OPERATIONAL,
+        Protection.CLEAR,
+        "Graph events: what may tie the participant to their own visit in a group meeting: the visit number a guest "
+        "typed in their name (random digits the connector offered), or SHA-256 of a tenant user's object id; never "
+        "a name; not part of the event id",
+    ),
 )
 # An unparseable message is kept in the poison queue only sealed whole (``FailureLog.record_invalid``).
 _INVALID_FIELD = Field("invalid", Classification.EHR_ID, Protection.SEALED, "an unparseable message, sealed whole")
@@ -118,6 +126,7 @@ class VisitEvent:
     # name "Interpreter" (an interpreter's guest link asks them to).
     attendee: str | None = None
     interpreter: bool = False
+    member_hint: str | None = None  # Graph events: ``shared.visits.members`` hint (a visit number, a user fingerprint)
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -156,6 +165,8 @@ class VisitEvent:
             data["attendee"] = self.attendee
         if self.interpreter:
             data["interpreter"] = True
+        if self.member_hint:
+            data["member"] = self.member_hint
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -184,6 +195,7 @@ class VisitEvent:
                 sealed=None if legacy else _optional_text(data, "sealed", limit=4096),
                 attendee=_optional_text(data, "attendee", limit=64),
                 interpreter=data.get("interpreter") is True,
+                member_hint=_optional_text(data, "member", limit=64),
             )
         except (KeyError, ValueError, TypeError):
             raise InvalidEvent("event is missing or has invalid fields") from None

@@ -63,6 +63,7 @@ class Attendee:
     entry: RosterEntry
     first_seen: datetime
     interpreter: bool = False
+    member: str | None = None  # the participant's own visit key, once tied to it (``shared.visits.members``)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class Visit:
     # the one meeting of the conference id and its Teams subscription; the group's row names itself.
     group_key: str | None = None
     attendees: dict[str, Attendee] = field(default_factory=dict)  # the group's row: each Teams participant
+    members: dict[str, str] = field(default_factory=dict)  # the group's row: keyed hint -> member visit key
 
     @property
     def has_meeting(self) -> bool:
@@ -228,16 +230,31 @@ def next_roster_entry(current: RosterEntry | None, state: EventKind, at: datetim
 
 
 def with_attendee_fact(
-    attendee: str, role: Role, state: EventKind, at: datetime, *, interpreter: bool = False
+    attendee: str, role: Role, state: EventKind, at: datetime, *, interpreter: bool = False, member: str | None = None
 ) -> Callable[[Visit], Visit | None]:
-    """Record a Teams fact of one participant of a group meeting (``next_roster_entry`` per participant)."""
+    """Record a Teams fact of one participant of a group meeting (``next_roster_entry`` per participant).
+
+    ``member``: the participant's own visit, once known; a call leg once tied stays tied.
+    """
 
     def change(visit: Visit) -> Visit | None:
         current = visit.attendees.get(attendee)
         entry = next_roster_entry(current.entry if current else None, state, at)
         first_seen = min(current.first_seen, at) if current else at
-        updated = Attendee(role, entry, first_seen, interpreter or bool(current and current.interpreter))
+        tied = (current.member if current else None) or member
+        updated = Attendee(role, entry, first_seen, interpreter or bool(current and current.interpreter), tied)
         return None if updated == current else replace(visit, attendees={**visit.attendees, attendee: updated})
+
+    return change
+
+
+def with_member(slot: str, member_key: str) -> Callable[[Visit], Visit | None]:
+    """Name a member's visit on the group's row under ``slot``; a slot already taken is never given to another."""
+
+    def change(visit: Visit) -> Visit | None:
+        if slot in visit.members:
+            return None
+        return replace(visit, members={**visit.members, slot: member_key})
 
     return change
 

@@ -48,17 +48,20 @@ class PresenceRecorder:
         attendee: str | None = None,
         interpreter: bool = False,
         role_facts: bool = True,
+        member: str | None = None,
     ) -> Visit:
         """Record ``role``'s ``state`` at ``at`` unless a newer fact is already there; the visit as stored.
 
         ``source``: a launch's fact is recorded as a launch, a Graph fact in the roster (the panel's truth).
         ``also``: a further change applied in the same etag-guarded write (a launch's context merge).
         ``role_facts`` False: only the ``attendee``'s own row learns the fact (a single visit's guest interpreter,
-        whose facts are not the patient role's).
+        whose facts are not the patient role's). ``member``: the attendee's own visit in a group, once known.
         """
         told = with_launch(role, at) if source is Source.LAUNCH else with_roster_fact(role, state, at)
         # A group meeting's rows tell its participants apart (``attendee``); the per-role roster stays as it is.
-        each = (with_attendee_fact(attendee, role, state, at, interpreter=interpreter),) if attendee else ()
+        each = (
+            (with_attendee_fact(attendee, role, state, at, interpreter=interpreter, member=member),) if attendee else ()
+        )
         per_role = (with_presence(role, state, at), told) if role_facts or not each else ()
         change = compose(*per_role, *each, *((also,) if also is not None else ()))
         key = (visit.geography.value, visit.key)

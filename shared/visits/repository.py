@@ -74,8 +74,8 @@ INVENTORY = (
                 Classification.OPERATIONAL,
                 Protection.CLEAR,
                 "group visits' rows, and a single visit's further clinicians: a fingerprint of each Teams call "
-                'participant -> role, roster state, since when, first seen, whether they joined as "Interpreter" '
-                "(no name)",
+                'participant -> role, roster state, since when, first seen, whether they joined as "Interpreter", '
+                "the RowKey of their own visit once tied to it (no name)",
             ),
             Field(
                 "MeetingId",
@@ -92,6 +92,13 @@ INVENTORY = (
                 Protection.HMAC,
                 "group visits: RowKey of the group's row, HMAC(configuration id, conference id); on the group's "
                 "own row its RowKey",
+            ),
+            Field(
+                "Members",
+                Classification.EHR_ID,
+                Protection.HMAC,
+                "a group's row: HMAC(group, a patient's visit number or a fingerprint of a clinician's object id) -> "
+                "the RowKey of that participant's own visit, so their Teams facts are written for their own CSN",
             ),
             *operational("SubscriptionId", "SubscriptionExpiresAt", "ExpiresAt"),
         ),
@@ -233,6 +240,7 @@ class VisitRepository:
             "WaitingRoom": self._waiting_room_value(visit),
             "GroupKey": visit.group_key,
             "Attendees": _attendees_value(visit) if visit.attendees else None,
+            "Members": json.dumps(visit.members, separators=(",", ":")) if visit.members else None,
         }
         entity.update({k: v for k, v in optional.items() if v is not None})
         return entity
@@ -273,6 +281,7 @@ class VisitRepository:
             waiting_room=self._waiting_room(geography, entity),
             group_key=entity.get("GroupKey") or None,
             attendees=_attendees(entity.get("Attendees")),
+            members=json.loads(entity["Members"]) if entity.get("Members") else {},
         )
 
     def _waiting_room_value(self, visit: Visit) -> str | None:
@@ -320,6 +329,7 @@ def _attendees_value(visit: Visit) -> str:
                 "entry": _roster_value(a.entry),
                 "first": a.first_seen.isoformat(),
                 **({"interpreter": True} if a.interpreter else {}),
+                **({"member": a.member} if a.member else {}),
             }
             for key, a in visit.attendees.items()
         },
@@ -336,6 +346,7 @@ def _attendees(stored: Any) -> dict[str, Attendee]:
             _roster_entry(value["entry"]),
             datetime.fromisoformat(value["first"]),
             value.get("interpreter") is True,
+            value.get("member") or None,
         )
         for key, value in json.loads(stored).items()
     }

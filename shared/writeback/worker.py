@@ -49,7 +49,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -75,6 +75,7 @@ from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
 from shared.visits.lifetime import meeting_ended, release_context_when_done
+from shared.visits.members import GroupMembers
 from shared.visits.model import Visit, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
@@ -196,6 +197,7 @@ class WritebackWorker:
         failures: FailureLog,
         *,
         sealer: Sealer,
+        members: GroupMembers,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -206,6 +208,7 @@ class WritebackWorker:
         self._adapters = adapters
         self._failures = failures
         self._sealer = sealer
+        self._members = members
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
 
@@ -226,20 +229,49 @@ class WritebackWorker:
             event = open_event(self._sealer, event)
         except SealedValueInvalid:
             return self._unopenable(queued, "the event's sealed launch context")
-        launch = event.source is Source.LAUNCH
         if visit.is_group:
-            # A group meeting's Teams roster tells no patient from another (anonymous joiners): there is no CSN
-            # to write it for. It feeds the panel; each participant's own launch is written for their own visit.
-            visit = self._presence.record(
-                visit,
-                event.role,
-                event.kind,
-                event.occurred_at,
-                source=event.source,
-                attendee=event.attendee,
-                interpreter=event.interpreter,
-            )
-            return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
+            return self._group_fact(visit, event)
+        return self._write(queued, event, visit)
+
+    def _group_fact(self, group: Visit, event: VisitEvent) -> Outcome:
+        """A group meeting's Teams fact: onto the group's panel, then written for the participant's own visit.
+
+        The group's row is nobody's CSN. A call leg tied to a member's visit (``shared.visits.members``: a patient's
+        visit number in their Teams name, a clinician's mapped account) is that member's: its fact is handled as
+        a fact of their own visit, with their own claim, context and writeback. Untied call legs (a name without
+        the number, an interpreter) are written for nobody.
+        """
+        member_key = self._member_of(group, event)
+        group = self._presence.record(
+            group,
+            event.role,
+            event.kind,
+            event.occurred_at,
+            source=event.source,
+            attendee=event.attendee,
+            interpreter=event.interpreter,
+            member=member_key,
+        )
+        member = self._visits.get(group.geography, member_key) if member_key else None
+        if member is None or not member.in_group or member.group_key != group.key:
+            return Outcome("skipped", event.id, visit=group, source_is_launch=event.source is Source.LAUNCH)
+        # A clinician tied by their account is the provider of the visit they launched (their launch tied them only
+        # if so); a patient stays the patient.
+        role = Role.PATIENT if event.role is Role.PATIENT else Role.PROVIDER
+        own = replace(event, visit_key=member.key, role=role, member_hint=None, id="")
+        return self._write(own, own, member)
+
+    def _member_of(self, group: Visit, event: VisitEvent) -> str | None:
+        if event.source is not Source.GRAPH or event.interpreter:
+            return None
+        attendee = group.attendees.get(event.attendee) if event.attendee else None
+        if attendee is not None and attendee.member:
+            return attendee.member
+        return self._members.member(group.members, group.key, event.member_hint)
+
+    def _write(self, queued: VisitEvent, event: VisitEvent, visit: Visit) -> Outcome:
+        geography = visit.geography
+        launch = event.source is Source.LAUNCH
         # The visit's context names what the event does not: a Graph event names no visit reference (and a sealed
         # event may name only its participant). Without that context the event waits (ContextMissing), never fails.
         needs_visit_context = not (event.csn or event.appointment or event.encounter)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 TIMEOUT_MS = 30_000
 PANEL_MS = 65_000  # the panel looks again at most 60 s after its last look
 LEE_OID = "b0000000-0000-4000-8000-000000000002"
+FIRST_NAMES = ("Rosa", "Walt", "Mei")
 GROUP = {"e-appt-006": "e-pat-rivera", "e-appt-007": "e-pat-whitfield", "e-appt-013": "e-pat-chen"}
 CSNS = {"e-appt-006": "1000006", "e-appt-007": "1000007", "e-appt-013": "1000013"}
 
@@ -130,11 +132,20 @@ def test_three_patients_and_an_interpreter_wait_in_one_lobby_and_are_admitted_on
         expect_attendee(panel, "clinician", 1, "in_meeting")
 
         # Each patient launches from MyChart with their own CSN and lands in the same meeting's lobby.
+        # Their page gives each a visit number to type after their first name: Teams tells the connector nothing
+        # else about an anonymous joiner, and the number ties their call to their own CSN.
         patients = []
+        numbers = set()
         for n, (appointment, patient) in enumerate(GROUP.items(), start=1):
             page = open_launch(guests[n - 1], world, "group patient", appointment, patient)
+            number = page.locator("#visit-number").inner_text()
+            assert number.isdigit() and len(number) == 4 and number not in numbers
+            numbers.add(number)
+            if n == 1:
+                assert_accessible(page)
+            page.locator("#join-group-visit").click()
             page.wait_for_url(join_url)
-            page.fill("#display-name", f"Group patient {n}")
+            page.fill("#display-name", f"{FIRST_NAMES[n - 1]} {number}")
             page.click("#join-guest")
             expect(page.locator("#status")).to_have_attribute("data-status", "lobby", timeout=TIMEOUT_MS)
             patients.append(page)
@@ -175,26 +186,43 @@ def test_three_patients_and_an_interpreter_wait_in_one_lobby_and_are_admitted_on
         for context in contexts:
             context.close()
 
-    # Each patient's arrival is written for their own CSN, the clinician's for the CSN they launched from.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and len(csns_written(world)) < 3:
+    # Each patient's launch, lobby wait and admission are written for their own CSN (their number tied their call
+    # to it), the clinician's launch and connection for the CSN they launched from (Teams names their account).
+    expected = {
+        (f"Patient/{patient}", CSNS[appointment], kind)
+        for appointment, patient in GROUP.items()
+        for kind in (
+            "participant-in-lobby",
+            "participant-connected",
+        )
+    } | {(f"Practitioner/{LEE}", CSNS["e-appt-006"], "participant-connected")}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not expected <= written_for_csns(world):
         time.sleep(0.2)
-    written = csns_written(world)
-    for appointment, patient in GROUP.items():
-        assert ("Patient/" + patient, CSNS[appointment]) in written
-    assert (f"Practitioner/{LEE}", CSNS["e-appt-006"]) in written
-    assert not any(csn == "9000001" for _, csn in written)  # the conference id is no CSN of anyone's
+    written = written_for_csns(world)
+    assert expected <= written, expected - written
+    assert not any(csn == "9000001" for _, csn, _ in written)  # the conference id is no CSN of anyone's
+    # The interpreter typed no number: their Teams facts are on the panel, written for no patient's CSN.
+    connected = [
+        (who, csn)
+        for event in world.ehr.audit_events()
+        if event["subtype"][0]["code"] == "participant-connected"
+        for who, csn, _ in [one_written(event)]
+        if csn in CSNS.values()
+    ]
+    # (Teams may report one connection in several roster updates: each is a fact with its own time.)
+    assert set(connected) == {(who, csn) for who, csn, kind in expected if kind == "participant-connected"}
 
 
-def csns_written(world: LaunchWorld) -> set[tuple[str, str]]:
-    """(who, CSN) of each AuditEvent the connector wrote to the sandbox EHR."""
-    found = set()
-    for event in world.ehr.audit_events():
-        who = event["agent"][0]["who"].get("reference", "")
-        for entity in event.get("entity", []):
-            if entity.get("name") == "CSN":
-                found.add((who, entity["what"]["identifier"]["value"]))
-    return found
+def written_for_csns(world: LaunchWorld) -> set[tuple[str, str, str]]:
+    """(who, CSN, subtype) of each AuditEvent the connector wrote to the sandbox EHR."""
+    return {one_written(event) for event in world.ehr.audit_events()}
+
+
+def one_written(event: dict[str, Any]) -> tuple[str, str, str]:
+    who = event["agent"][0]["who"].get("reference", "")
+    csns = [e["what"]["identifier"]["value"] for e in event.get("entity", []) if e.get("name") == "CSN"]
+    return who, csns[0] if csns else "", event["subtype"][0]["code"]
 
 
 def test_a_second_group_visit_gets_another_meeting(world: LaunchWorld, browser: Browser) -> None:
@@ -205,6 +233,7 @@ def test_a_second_group_visit_gets_another_meeting(world: LaunchWorld, browser: 
         second = provider_page(smith, world)
         assert first != second
         patient = open_launch(second_context, world, "group patient", "e-appt-016", "e-pat-novak")
+        patient.locator("#join-group-visit").click()
         patient.wait_for_url(second)  # the heart health group's meeting, not the diabetes group's
     finally:
         first_context.close()

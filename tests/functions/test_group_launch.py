@@ -95,18 +95,21 @@ def patient(world: World, csn: str, conference: str | None) -> func.HttpResponse
 def test_three_patients_with_their_own_csns_wait_in_one_meeting_of_the_conference(world: World) -> None:
     for csn in PATIENTS:
         group_visit(world, csn, "9100")
-    page = world.open(provider(world, "eDoc1", "8001", "9100"))
-    lobby = join_link(html(page))
+    url = provider(world, "eDoc1", "8001", "9100")
+    provider_key = urlsplit(url).path.rsplit("/", 1)[-1]
+    lobby = join_link(html(world.open(url)))
     keys: set[str] = set()
+    numbers: set[str] = set()
     for csn, who in PATIENTS.items():
         response = patient(world, csn, "9100")
-        assert response.status_code == 303 and response.headers["Location"] == lobby  # the same lobby for all
+        assert group_join(response)[0] == lobby  # the same lobby for all, after the number to type
+        numbers.add(group_join(response)[1])
         event = open_event(world.sealer, world.events[-1])
         # Each patient's event is their own: their CSN, their encounter, themselves (written for their own visit).
         assert (event.csn, event.encounter, event.participant) == (csn, f"eE{csn}", f"Patient/{who}")
         assert event.kind is EventKind.LOBBY and event.role is Role.PATIENT
         keys.add(event.visit_key)
-    assert len(keys) == 3  # a visit row per participant...
+    assert len(keys) == 3 and len(numbers) == 3  # a visit row and a visit number per participant...
     assert len(set(world.graph.store.values())) == 1  # ...and one meeting, created once
     visits = VisitRepository(world.storage, world.sealer)
     rows = [visits.get(Geography(world.config.geography), key) for key in keys]
@@ -114,6 +117,20 @@ def test_three_patients_with_their_own_csns_wait_in_one_meeting_of_the_conferenc
     assert {row.context.csn for row in rows if row} == set(PATIENTS)
     group = visits.get(Geography(world.config.geography), rows[0].group_key or "") if rows[0] else None
     assert group is not None and group.is_group and group.context.csn is None  # the group's row names nobody
+    # Each patient's number names their own visit on the group's row; the clinician's account names theirs.
+    assert sorted(group.members.values()) == sorted([*keys, provider_key])
+    again = patient(world, "8001", "9100")
+    assert group_join(again)[1] in numbers  # a relaunch shows the same number
+
+
+def group_join(response: func.HttpResponse) -> tuple[str, str]:
+    """A group patient's page: (the Teams lobby it links to, the visit number it asks them to type)."""
+    assert response.status_code == 200, response.status_code
+    page = html(response)
+    number = re.search(r'id="visit-number">(\d{4})<', page)
+    link = re.search(r'id="join-group-visit" href="([^"]+)"', page)
+    assert number and link
+    return link.group(1).replace("&amp;", "&"), number.group(1)
 
 
 def test_a_second_group_visit_gets_another_meeting(world: World) -> None:
@@ -122,7 +139,7 @@ def test_a_second_group_visit_gets_another_meeting(world: World) -> None:
     provider(world, "eDoc1", "8001", "9100")
     provider(world, "eDoc1", "8002", "9200")
     one, two = (patient(world, csn, conference) for csn, conference in (("8001", "9100"), ("8002", "9200")))
-    assert one.headers["Location"] != two.headers["Location"]
+    assert group_join(one)[0] != group_join(two)[0]
     assert len(set(world.graph.store.values())) == 2
 
 
@@ -134,7 +151,7 @@ def test_a_patient_who_comes_first_is_sent_in_once_a_clinician_opens_the_groups_
     assert world.graph.calls == []
     lobby = join_link(html(world.open(provider(world, "eDoc1", "8001", "9100"))))  # another patient's CSN
     page = world.open(waiting.headers["Location"])
-    assert page.status_code == 303 and page.headers["Location"] == lobby  # the waiting page sends them in
+    assert group_join(page)[0] == lobby  # the waiting page sends them in, with their number
 
 
 def test_an_edited_conference_id_puts_nobody_in_another_groups_meeting(world: World) -> None:
@@ -209,8 +226,8 @@ def test_an_interpreter_link_is_refused_after_its_expiry_and_when_forged(world: 
 def test_only_a_clinicians_page_creates_interpreter_links(world: World) -> None:
     group_visit(world, "8001", "9100")
     provider(world, "eDoc1", "8001", "9100")
-    waiting = patient(world, "8001", "9100").headers["Location"]  # the patient's lobby link: not a visit page
-    assert "/api/visits/" not in waiting
+    lobby, _ = group_join(patient(world, "8001", "9100"))  # the patient's lobby link: not a visit page
+    assert "/api/visits/" not in lobby
     group_visit(world, "8002", "9300")
     patient_page = patient(world, "8002", "9300").headers["Location"]  # no meeting yet: the waiting page's token
     parts = urlsplit(patient_page)

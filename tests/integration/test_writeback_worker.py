@@ -14,6 +14,7 @@ import pytest
 from benchmarks.table_operations import TableOperations
 from benchmarks.writeback_load import visit_context
 from sandbox.ehr import EhrSandbox
+from sandbox.ehr.clinic import Visit as ClinicVisit
 from shared.configurations.model import WritebackMode
 from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
@@ -23,8 +24,10 @@ from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailabl
 from shared.kernel.identifiers import log_id
 from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
+from shared.launch.groups import GroupVisits
 from shared.storage.accounts import Storage
 from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
+from shared.visits.members import GroupMembers, label_hint, user_hint
 from shared.visits.model import Visit, VisitContext, with_group
 from shared.visits.panel import panel_of
 from shared.visits.repository import TABLE as VISITS_TABLE
@@ -48,6 +51,8 @@ from tools.requeue_poison import requeue
 
 pytestmark = pytest.mark.azurite
 SEALER = Sealer.from_text(new_key_text())
+SECRET = "writeback-worker-test-secret"
+MEMBERS = GroupMembers(SECRET)
 
 
 class Targets:
@@ -110,6 +115,7 @@ def build_worker(
         adapters,
         failures,
         sealer=SEALER,
+        members=MEMBERS,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
     )
 
@@ -273,7 +279,9 @@ def test_an_idempotent_adapters_visit_keeps_its_context_for_the_retry_span_after
     # The next upkeep scan after RETRY_SPAN releases it (as would the next event).
     later = WritebackLedger(storage, clock=lambda: datetime.now(UTC) + RETRY_SPAN)
     adapters: dict[WritebackMode, WritebackAdapter] = {WritebackMode.FHIR_AUDIT_EVENT: NoAuditEvents()}
-    scanning = WritebackWorker(VisitRepository(storage, SEALER), later, targets, adapters, failures, sealer=SEALER)
+    scanning = WritebackWorker(
+        VisitRepository(storage, SEALER), later, targets, adapters, failures, sealer=SEALER, members=MEMBERS
+    )
     current = repository.get(Geography.AMERICAS, visit.key)
     assert current is not None and scanning.release_context_when_done(current).context == VisitContext()
 
@@ -307,7 +315,9 @@ def test_an_event_the_queue_gave_up_on_no_longer_keeps_the_context_and_the_upkee
 
     # The patient's message is poisoned and never retried; the next upkeep scan comes after RETRY_SPAN.
     later = WritebackLedger(storage, clock=lambda: datetime.now(UTC) + RETRY_SPAN)
-    scanning = WritebackWorker(VisitRepository(storage, SEALER), later, targets, {}, failures, sealer=SEALER)
+    scanning = WritebackWorker(
+        VisitRepository(storage, SEALER), later, targets, {}, failures, sealer=SEALER, members=MEMBERS
+    )
     released = scanning.release_context_when_done(ended)
     assert released.context == VisitContext()
     assert set(ledger_state(storage, visit).values()) == {DONE, RELEASED}
@@ -633,6 +643,79 @@ def test_a_groups_teams_facts_are_kept_per_participant_and_written_for_nobody_th
     released = worker.release_context_when_done(repository.get(Geography.AMERICAS, member.key) or member)
     assert released.context == VisitContext()
     assert replace(released, etag=None).group_key == group.key
+
+
+def test_a_group_participants_teams_facts_are_written_for_their_own_csn_once_tied_to_their_visit(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    configuration = f"epic-{unique}"
+    repository = VisitRepository(storage, SEALER)
+    groups = GroupVisits(repository, SECRET)
+    group = repository.get_or_create(Geography.AMERICAS, f"group-t-{unique}", configuration, VisitContext())
+    group = repository.update(group, with_group(group.key))
+    seeded = [v for v in ehr.clinic.visits if v.csn in ("1000006", "1000007", "1000013")]
+    members = []
+    for n, one in enumerate(seeded):
+        member = repository.get_or_create(Geography.AMERICAS, f"m{n}-{unique}", configuration, visit_context(one))
+        members.append(repository.update(member, with_group(group.key)))
+    # Each patient's launch offers a visit number; the clinician's launch ties their Microsoft 365 account.
+    numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members]
+    assert len(set(numbers)) == 3 and all(len(n) == 4 for n in numbers)
+    assert groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, members[0].key) == numbers[0]
+    lee_oid = "b0000000-0000-4000-8000-00000000000a"
+    groups.tie_clinician(repository.get(Geography.AMERICAS, group.key) or group, members[0].key, lee_oid)
+
+    def fact(leg: str, kind: EventKind, role: Role, second: int, hint: str | None) -> VisitEvent:
+        return replace(group_fact(group.key, configuration, leg, kind, role, second), id="", member_hint=hint)
+
+    def statuses(one: ClinicVisit, external_id: str, status: str) -> int:
+        return ehr.count_status_changes(conference_id=one.csn, external_id=external_id, status=status)
+
+    before = {
+        (one.csn, who, status): statuses(one, who, status)
+        for one in seeded
+        for who in (one.patient_id, one.practitioner_id)
+        for status in ("1", "2")
+    }
+    outcomes = [
+        worker.handle(fact(*args).to_json())
+        for args in (
+            ("leg-lee", EventKind.CONNECTED, Role.PROVIDER, 1, user_hint(lee_oid)),
+            ("leg-p0", EventKind.LOBBY, Role.PATIENT, 2, label_hint(numbers[0])),  # Epic has no lobby status
+            ("leg-p1", EventKind.CONNECTED, Role.PATIENT, 3, label_hint(numbers[1])),
+            ("leg-p0", EventKind.CONNECTED, Role.PATIENT, 4, None),  # the call leg stays tied (name edited)
+            ("leg-x", EventKind.CONNECTED, Role.PATIENT, 5, None),  # typed no number: nobody's
+            ("leg-y", EventKind.CONNECTED, Role.PATIENT, 6, label_hint("0000")),  # a number nobody was given
+            ("leg-p1", EventKind.DISCONNECTED, Role.PATIENT, 7, label_hint(numbers[1])),
+        )
+    ]
+    assert [o.status for o in outcomes] == ["written", "skipped", "written", "written", "skipped", "skipped", "written"]
+    changed = {
+        key: statuses(one, key[1], key[2]) - count
+        for key, count in before.items()
+        for one in seeded
+        if one.csn == key[0]
+    }
+    assert {key: n for key, n in changed.items() if n} == {
+        (seeded[0].csn, seeded[0].practitioner_id, "1"): 1,
+        (seeded[0].csn, seeded[0].patient_id, "1"): 1,
+        (seeded[1].csn, seeded[1].patient_id, "1"): 1,
+        (seeded[1].csn, seeded[1].patient_id, "2"): 1,
+    }
+    # A repeated delivery is a duplicate of the member's own claim, not a second status.
+    again = worker.handle(fact("leg-p1", EventKind.CONNECTED, Role.PATIENT, 3, label_hint(numbers[1])).to_json())
+    assert again.status == "duplicate"
+    stored = repository.get(Geography.AMERICAS, group.key)
+    assert stored is not None
+    assert {leg: a.member for leg, a in stored.attendees.items()} == {
+        "leg-lee": members[0].key,
+        "leg-p0": members[0].key,
+        "leg-p1": members[1].key,
+        "leg-x": None,
+        "leg-y": None,
+    }
+    assert ledger_state(storage, stored) == {}  # the group's row is nobody's: claims are on the members' rows
+    assert len(ledger_state(storage, members[1])) == 2
 
 
 def test_a_single_visits_colleagues_are_kept_apart_by_call_leg_and_patients_by_role_only(

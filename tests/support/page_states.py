@@ -639,6 +639,14 @@ PAGE_STATES: Mapping[str, PageState] = {
         "launch/interpreter.html",
         {"title": N_("Join as the interpreter"), "join_web_url": "https://teams.example.org/l/meetup-join/1"},
     ),
+    "launch/group-join": lambda: web.render(
+        "launch/group_join.html",
+        {
+            "title": N_("Your group video visit"),
+            "join_web_url": "https://teams.example.org/l/meetup-join/1",
+            "visit_number": "4821",
+        },
+    ),
     "launch/error-interpreter-link-refused": lambda: _launch_error(InterpreterLinkRefused("used")),
     "launch/error-interpreter-link-not-ready": lambda: _launch_error(
         Conflict(N_("The Teams meeting is not ready yet: create the interpreter link in a moment."))

@@ -36,6 +36,7 @@ from shared.microsoft.notifications import (
     parse_body,
 )
 from shared.visits.events import EventKind, Role, Source
+from shared.visits.members import user_hint
 from tests.support.outbound import local_http
 
 CLIENT_ID = "22222222-2222-4222-8222-222222222222"
@@ -111,10 +112,10 @@ def call_event(event_type: str, participants: list[dict[str, Any]] | None = None
     return payload
 
 
-def guest(participant_id: str, *, in_lobby: bool, removed: bool = False) -> dict[str, Any]:
+def guest(participant_id: str, *, in_lobby: bool, removed: bool = False, name: str = "Jane Patient") -> dict[str, Any]:
     entry: dict[str, Any] = {
         "id": participant_id,
-        "info": {"identity": {"guest": {"id": "g-1", "displayName": "Jane Patient"}}},
+        "info": {"identity": {"guest": {"id": "g-1", "displayName": name}}},
         "isInLobby": in_lobby,
     }
     if removed:
@@ -218,6 +219,28 @@ def test_roster_updates_map_to_lobby_connected_and_disconnected_per_role(
     assert first.source is Source.GRAPH and first.participant is None
     assert first.occurred_at == datetime(2026, 11, 25, 15, 0, 1, 250000, tzinfo=UTC)
     assert "Jane" not in "".join(e.to_json() for e in decoded.events)  # no names travel
+
+
+def test_a_visit_number_in_a_guests_name_and_a_users_account_travel_as_member_hints_never_as_names(
+    decoder: NotificationDecoder, certificate: NotificationCertificate, signer: Signer
+) -> None:
+    names = ["Maria 4821", "4821 Maria", "Jane Patient", "Jo 48210", "Ann 1234 5678", "Interpreter"]
+    participants = [guest(f"g{n}", in_lobby=True, name=name) for n, name in enumerate(names)]
+    payload = call_event("rosterUpdated", [*participants, user("p3", NURSE)])
+    decoded = decoder.change_notifications(batch(notification(certificate, payload), tokens=[signer.token()]))
+    assert [(e.member_hint, e.interpreter) for e in decoded.events] == [
+        ("label:4821", False),
+        ("label:4821", False),
+        (None, False),  # no number: tied to nobody
+        (None, False),  # five digits are not a visit number
+        (None, False),  # two numbers: ambiguous, tied to nobody
+        (None, True),
+        (user_hint(NURSE), False),
+    ]
+    assert user_hint(NURSE) != user_hint(ORGANIZER) and NURSE not in (user_hint(NURSE) or "")
+    assert user_hint(NURSE.upper()) == user_hint(NURSE)  # object ids compare case-insensitively
+    sent = "".join(e.to_json() for e in decoded.events)
+    assert "Maria" not in sent and "Jane" not in sent and NURSE not in sent  # no names or object ids travel
 
 
 def test_redelivered_notification_yields_the_same_event_ids(

@@ -1,0 +1,59 @@
+"""Who is who in a group meeting: a Teams participant tied to their own visit (their own CSN).
+
+A group visit has one meeting, and Teams reports an anonymous joiner by the name they typed and a random call-leg
+id, nothing the EHR vouched for. So each patient's launch (which the EHR vouched for) gets a **visit number**: four
+digits, random-looking, unique within the group. Their join page asks them to type it after their first name
+("Maria 4821"); a roster name carrying exactly that number ties the call leg to that patient's visit, and its
+connect and disconnect are written for their CSN. A clinician is tied by the Microsoft 365 account their launch was
+mapped to, which Teams reports exactly.
+
+What is kept: on the group's row, ``HMAC(secret, group, hint) -> member visit key`` (``Visit.members``), where a
+hint is ``label:<number>`` or ``user:<SHA-256 of the object id>``; never a name. The number is derived from the
+member's visit key, so a relaunch shows the same number; a clash with another member's number takes the next
+derivation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from shared.kernel.identifiers import keyed_id
+
+LABEL_DIGITS = 4
+_LABELS = 9 * 10 ** (LABEL_DIGITS - 1)  # 1000..9999: never a leading zero a patient might drop
+_LABEL_IN_NAME = re.compile(rf"(?<!\d)(\d{{{LABEL_DIGITS}}})(?!\d)")
+
+
+def label_hint(label: str) -> str:
+    return f"label:{label}"
+
+
+def user_hint(object_id: str) -> str:
+    """A clinician's hint: a fingerprint of the Entra object id Teams reports for them (never the id itself)."""
+    return "user:" + hashlib.sha256(object_id.strip().lower().encode()).hexdigest()[:32]
+
+
+def label_in_name(display_name: str) -> str | None:
+    """The visit number a participant typed in their Teams name: exactly one run of four digits, else None."""
+    found = _LABEL_IN_NAME.findall(display_name)
+    return found[0] if len(found) == 1 else None
+
+
+class GroupMembers:
+    """Keys of the group row's member map, and the visit numbers offered to patients."""
+
+    def __init__(self, connector_secret: str) -> None:
+        self._secret = connector_secret
+
+    def slot(self, group_key: str, hint: str) -> str:
+        return keyed_id(self._secret, "group-member", group_key, hint)
+
+    def label(self, group_key: str, member_key: str, attempt: int) -> str:
+        """The ``attempt``-th candidate number for a member (the first is theirs unless another member has it)."""
+        digest = keyed_id(self._secret, "group-label", group_key, member_key, str(attempt))
+        return str(10 ** (LABEL_DIGITS - 1) + int(digest, 16) % _LABELS)
+
+    def member(self, members: dict[str, str], group_key: str, hint: str | None) -> str | None:
+        """The member visit a hint names on a group row, if any."""
+        return members.get(self.slot(group_key, hint)) if hint else None
