@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Epic-style identifier systems (instance OIDs are per customer; these follow Epic's published shape).
+TERMINOLOGY = "http://terminology.hl7.org/CodeSystem"
 CSN_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.8"
 MRN_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14"
 EPIC_USER_SYSTEM = "urn:oid:1.2.840.114350.1.13.0.1.7.2.697780"
@@ -339,16 +340,15 @@ class Clinic:
         participants: list[dict[str, Any]] = appointment["participant"]
         if visit.patient_id is None:
             participants.pop(0)
-        for practitioner, code, display in (
-            (visit.consultant_id, "CON", "consultant"),
-            (visit.interpreter_id, "TRANSLATOR", "translator"),
+        # Appointment.participant.type (encounter-participant-type): v3 ParticipationType's consultant, and FHIR's
+        # own participant-type "translator" for the booked interpreter.
+        for practitioner, system, code, display in (
+            (visit.consultant_id, f"{TERMINOLOGY}/v3-ParticipationType", "CON", "consultant"),
+            (visit.interpreter_id, f"{TERMINOLOGY}/participant-type", "translator", "Translator"),
         ):
             if practitioner:
                 participants.insert(-1, {
-                    "type": [{"coding": [{
-                        "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                        "code": code, "display": display,
-                    }]}],
+                    "type": [{"coding": [{"system": system, "code": code, "display": display}]}],
                     "actor": self._ref("Practitioner", practitioner),
                     "required": "required",
                     "status": "accepted",

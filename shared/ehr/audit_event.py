@@ -2,7 +2,7 @@
 
 Each visit event becomes one AuditEvent (fhir.resources R4B models): subtype participant
 in lobby / connected / disconnected, agent = the participant's reference from the launch
-context (a guest interpreter: participant type ``translator``, no reference), entity = the
+context (an interpreter: participant type ``translator``; a guest one has no reference), entity = the
 Encounter and Appointment. R4 AuditEvent has no ``identifier``, so the
 event id travels twice: as a ``meta.tag`` (``_tag`` is a standard search parameter on every
 resource) and as an ``entity.what.identifier`` (searchable as ``entity-identifier`` / Epic-style
@@ -69,11 +69,12 @@ def audit_event_body(event: VisitEvent) -> dict[str, Any]:
     }
     who: dict[str, Any] = {"display": f"{event.role.value} participant"}
     if event.interpreter:
-        system, code, display = INTERPRETER_TYPE
-        agent_type = {"system": system, "code": code, "display": display}
-        who = {"display": "interpreter (guest)"}
+        type_system, type_code, type_display = INTERPRETER_TYPE  # the subtype's code and display stay the event's
+        agent_type = {"system": type_system, "code": type_code, "display": type_display}
+    if event.interpreter and event.role is Role.PATIENT:
+        who = {"display": "interpreter (guest)"}  # an anonymous joiner: never the visit's patient's reference
     elif event.participant:
-        who = {"reference": event.participant}
+        who = {"reference": event.participant}  # a staff interpreter is named like any clinician
     entities: list[dict[str, Any]] = []
     if event.encounter:
         entities.append({"what": {"reference": f"Encounter/{event.encounter}"}, "type": _object_type()})

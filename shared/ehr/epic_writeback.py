@@ -18,7 +18,8 @@ ExternalIDType      2      ExternalID is the patient's FHIR Patient id (the samp
 
 ConferenceID is the CSN. Only what Teams reports is sent: launch events are not (Epic launched the
 app, so it knows; the connect follows when Teams' roster shows the person in the call), lobby events
-are not (no public "waiting" status), staff events have no EHR participant. A guest interpreter's events
+are not (no public "waiting" status), nor a colleague's who never launched the visit (no EHR participant:
+a further clinician who launched it is named by their own Practitioner id). A guest interpreter's events
 are not sent either: the call's public shape has no participant role, and a guest interpreter has no Epic id,
 so the only ids at hand (the patient's) would record the interpreter as the patient. A staff interpreter who
 launches from Epic is written like any clinician, under their own Practitioner id (``ExternalIDType`` 1): Epic
@@ -37,7 +38,7 @@ SYSTEM = "EHR"
 PATH = "/api/epic/2018/Telehealth/ContextLinking/SetExternalConnectionStatus"
 SCOPE = "system/Encounter.write"
 CONNECTION_STATUS = {EventKind.CONNECTED: "1", EventKind.DISCONNECTED: "2"}
-EXTERNAL_ID_TYPE = {Role.PROVIDER: "1", Role.PATIENT: "2"}
+EXTERNAL_ID_TYPE = {Role.PROVIDER: "1", Role.STAFF: "1", Role.PATIENT: "2"}  # 1: a practitioner, 2: a patient
 
 
 def interconnect_base(fhir_base_url: str) -> str:
@@ -60,10 +61,13 @@ class EpicConnectionStatus:
         self._backend = backend
 
     def skips(self, event: VisitEvent) -> bool:
-        """Launch, lobby, staff and guest-interpreter events, and events naming no participant: nothing to send."""
+        """Launch and lobby events, a guest interpreter's, and events naming no participant (an unknown colleague).
+
+        A staff interpreter or a further clinician who launched the visit is named by their own Practitioner id.
+        """
         return (
             event.source is not Source.GRAPH
-            or event.interpreter
+            or (event.interpreter and event.role is Role.PATIENT)  # a guest: the only ids at hand are the patient's
             or event.kind not in CONNECTION_STATUS
             or event.role not in EXTERNAL_ID_TYPE
             or not event.participant

@@ -18,7 +18,7 @@ URL and in the token response alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -444,26 +444,48 @@ def user_reference(claims: Mapping[str, Any], *, provider_launch: bool, sub_is_f
 
 def primary_performer(resource: Mapping[str, Any]) -> str | None:
     """The primary performer (``PPRF``) Practitioner of an Appointment or Encounter, else None."""
+    for practitioner, codings in _practitioners(resource):
+        if any(code == PRIMARY_PERFORMER for _, code in codings):
+            return practitioner
+    return None
+
+
+# Who "is facilitating communication with the patient": FHIR's participant type (Encounter.participant.type and
+# Appointment.participant.type both allow it) and HL7 v3's interpreter.
+INTERPRETER_TYPES = frozenset(
+    {
+        ("http://terminology.hl7.org/CodeSystem/participant-type", "translator"),
+        ("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "INTPRTER"),
+    }
+)
+
+
+def books_as_interpreter(resource: Mapping[str, Any], practitioner: str) -> bool:
+    """The Appointment or Encounter names ``practitioner`` ("Practitioner/123") as its interpreter."""
+    return any(
+        who == practitioner and any(coding in INTERPRETER_TYPES for coding in codings)
+        for who, codings in _practitioners(resource)
+    )
+
+
+def _practitioners(resource: Mapping[str, Any]) -> Iterator[tuple[str, set[tuple[Any, Any]]]]:
+    """Each participant that is a Practitioner: ("Practitioner/<id>", its type codings as (system, code))."""
     for participant in resource.get("participant") or ():
         if not isinstance(participant, Mapping):
             continue
-        types = participant.get("type") or ()
-        codes = {
-            coding.get("code")
-            for concept in types
+        codings = {
+            (coding.get("system"), coding.get("code"))
+            for concept in participant.get("type") or ()
             if isinstance(concept, Mapping)
             for coding in concept.get("coding") or ()
             if isinstance(coding, Mapping)
         }
-        if PRIMARY_PERFORMER not in codes:
-            continue
         actor = participant.get("actor") or participant.get("individual")
         reference = actor.get("reference") if isinstance(actor, Mapping) else None
         if isinstance(reference, str):
             segments = [s for s in reference.split("/") if s]
             if len(segments) >= 2 and segments[-2] == "Practitioner":
-                return f"Practitioner/{segments[-1]}"
-    return None
+                yield f"Practitioner/{segments[-1]}", codings
 
 
 def _bare_id(value: str | None, resource_type: str) -> str | None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 from shared.kernel.errors import ConnectorError
 from shared.kernel.identifiers import keyed_id
 from shared.kernel.settings import Geography
-from shared.visits.members import GroupMembers, label_hint, user_hint
+from shared.visits.events import label_hint
+from shared.visits.members import GroupMembers
 from shared.visits.model import Visit, VisitContext, with_group, with_group_meeting, with_member
 from shared.visits.repository import VisitRepository
 
@@ -65,8 +66,8 @@ class GroupVisits:
                 return label
         raise ConnectorError("no free visit number in this group")  # unreachable for groups of realistic size
 
-    def tie_clinician(self, group: Visit, member_key: str, object_id: str) -> None:
-        """Tie the Microsoft 365 account a clinician's launch was mapped to to that launch's visit (first wins)."""
-        slot = self._members.slot(group.key, user_hint(object_id))
+    def tie_clinician(self, group: Visit, member_key: str, hint: str) -> None:
+        """Tie a clinician's Microsoft 365 account (``user_hint``) to the visit they launched (their first wins)."""
+        slot = self._members.slot(group.key, hint)
         if slot not in group.members:
             self._visits.update(group, with_member(slot, member_key))

@@ -42,7 +42,13 @@ from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.human_name import display_name
 from shared.ehr.launch_context import PATIENT_SCOPES as PATIENT_LAUNCH_SCOPES
 from shared.ehr.launch_context import PROVIDER_SCOPES as PROVIDER_LAUNCH_SCOPES
-from shared.ehr.launch_context import SUBJECT_USER_TYPE, LaunchContext, asserted_context, primary_performer
+from shared.ehr.launch_context import (
+    SUBJECT_USER_TYPE,
+    LaunchContext,
+    asserted_context,
+    books_as_interpreter,
+    primary_performer,
+)
 from shared.ehr.launch_params import AuthorizationResponse, LaunchKind, LaunchParams
 from shared.ehr.smart import AuthorizationRequest, Pkce, SmartClient
 from shared.ehr.vendors import profile_for
@@ -72,12 +78,14 @@ from shared.launch.user_map import UserMapping, UserMapRepository
 from shared.microsoft.entra import EntraSignIn
 from shared.microsoft.teams import AccessPolicyMissing, Meeting
 from shared.storage.state import GEOGRAPHY_TAGS, TAG_SEPARATOR, StateRouter
-from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.events import EventKind, Role, Source, VisitEvent, user_hint
 from shared.visits.model import (
+    Colleague,
     Visit,
     VisitContext,
     WaitingRoom,
     merged_context,
+    with_colleague,
     with_context,
     with_meeting,
     with_waiting_room,
@@ -592,11 +600,14 @@ class LaunchService:
         mapping = self._mapping(pending, context.user)
         visit = self._open_visit(pending, key, context.visit_context(provider=context.user), context.group_key)
         primary = None if visit.has_meeting else self._primary_performer(context, reads)
+        known = visit.context.colleague(user_hint(mapping.object_id)) if mapping is not None else None
+        interpreter = known.interpreter if known is not None else self._books_as_interpreter(context, reads)
         if mapping is None:
             carry = {
                 "launch": pending.to_json(),
                 "context": context.to_json(),
                 "primary": primary,
+                "interpreter": interpreter,
                 "ehr_user_name": self._ehr_user_name(context, reads),
             }
             # Bound to this browser from here on: otherwise a provider could send the sign-in link of *their*
@@ -611,7 +622,7 @@ class LaunchService:
                 state=state,
             )
             return ExplainSignIn(state=state, csrf=csrf, browser_binding=binding)
-        return self._provider_meeting(pending, context, visit, mapping, primary)
+        return self._provider_meeting(pending, context, visit, mapping, primary, interpreter=interpreter)
 
     def start_sign_in(self, form: Mapping[str, str], *, browser_binding: str | None) -> SignInFirst:
         """The clinician pressed "Continue" on the page explaining the one-time sign-in: off to Microsoft.
@@ -672,6 +683,7 @@ class LaunchService:
             "launch": pending.to_json(),
             "context": context.to_json(),
             "primary": carry.get("primary"),
+            "interpreter": carry.get("interpreter") is True,
             "account": {"tenant_id": user.tenant_id, "object_id": user.object_id, "upn": user.upn},
             "binding": _digest(binding),
             "csrf": _digest(csrf),
@@ -740,7 +752,8 @@ class LaunchService:
         key = self.visit_key(pending.configuration_id, context)
         visit = self._open_visit(pending, key, context.visit_context(provider=context.user), context.group_key)
         primary = opened.get("primary")
-        return self._provider_meeting(pending, context, visit, mapping, primary if primary else None)
+        interpreter = opened.get("interpreter") is True
+        return self._provider_meeting(pending, context, visit, mapping, primary or None, interpreter=interpreter)
 
     def forget_mapping(self, geography: Geography, configuration_id: str, key: str) -> None:
         """Forget a removed mapping in this process; other instances forget within ``MAPPING_MEMORY_SECONDS``."""
@@ -770,20 +783,18 @@ class LaunchService:
         visit: Visit,
         mapping: UserMapping,
         primary: str | None,
+        *,
+        interpreter: bool,
     ) -> ShowProviderPage:
         organizer = mapping
         if not visit.has_meeting and primary and primary != context.user:
             organizer = self._mapping(pending, primary) or mapping
         visit = self._ensure_meeting(pending, context, visit, organizer)
-        if visit.in_group and visit.context.provider == context.user:
-            # Their Teams facts are theirs to write for this visit's CSN: Teams names them by this account.
-            group = self._groups.find(visit)
-            if group is not None:
-                self._groups.tie_clinician(group, visit.key, mapping.object_id)
+        visit = self._remember_colleague(visit, Colleague(user_hint(mapping.object_id), context.user, interpreter))
         token = self._tokens.issue(
             geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
         )
-        event = self._event(pending, context, visit.key, Role.PROVIDER)
+        event = self._event(pending, context, visit.key, Role.PROVIDER, interpreter=interpreter)
         return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
 
     def _patient(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
@@ -1009,6 +1020,27 @@ class LaunchService:
             recheck_seconds=recheck_seconds(now - arrived, overdue=overdue),
         )
 
+    def _remember_colleague(self, visit: Visit, colleague: Colleague) -> Visit:
+        """A clinician's first launch of the visit: Teams reports them by the account their launch was mapped to,
+        so their Teams facts are written as theirs (in a group, for the CSN they launched from)."""
+        if visit.context.colleague(colleague.hint) is not None:
+            return visit  # a relaunch: nothing to write
+        visit = self._visits.update(visit, with_colleague(colleague))
+        self._remember(visit)
+        group = self._groups.find(visit) if visit.in_group else None
+        if group is not None:
+            self._groups.tie_clinician(group, visit.key, colleague.hint)
+        return visit
+
+    @staticmethod
+    def _books_as_interpreter(context: LaunchContext, reads: LaunchReads) -> bool:
+        """The launch's Appointment (named by the EHR, or by its Encounter) or its Encounter books the launching
+        clinician as its interpreter. Read with the launch's own token, mostly from reads it made already, once
+        per clinician and visit (their later launches find them known)."""
+        encounter = _quietly(reads, f"Encounter/{context.encounter}") if context.encounter else None
+        resources = (_launch_appointment(context, reads), encounter)
+        return any(r is not None and books_as_interpreter(r, context.user) for r in resources)
+
     def _visit_number(self, visit: Visit) -> str | None:
         """A group visit's patient types this number in their Teams name (``shared.visits.members``)."""
         group = self._groups.find(visit) if visit.in_group else None
@@ -1032,7 +1064,9 @@ class LaunchService:
     def visit_url(self, visit_key: str, token: str) -> str:
         return f"{self._base}/api/visits/{visit_key}?t={quote(token, safe='')}"
 
-    def _event(self, pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role) -> VisitEvent:
+    def _event(
+        self, pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role, *, interpreter: bool = False
+    ) -> VisitEvent:
         """The launch's event; its references (who launched, CSN, appointment, encounter) sealed for the queue."""
         patient = f"Patient/{context.patient}" if context.patient else None
         participant = context.user if role is Role.PROVIDER else patient
@@ -1051,6 +1085,7 @@ class LaunchService:
             appointment=context.appointment,
             encounter=context.encounter,
             department=context.department,  # the usage report's department (sealed with the references)
+            interpreter=interpreter,  # a staff interpreter the appointment books as such
         )
         return seal_event(self._sealer, event)
 
@@ -1061,13 +1096,7 @@ def _appointment_start(context: LaunchContext, reads: LaunchReads) -> datetime |
     Read with the launch's own token, mostly from reads this launch made already. No Appointment, or
     no readable ``start``: None, and the page says nothing about time rather than guessing.
     """
-    reference = f"Appointment/{context.appointment}" if context.appointment else None
-    if reference is None and context.encounter:
-        encounter = _quietly(reads, f"Encounter/{context.encounter}")
-        linked = (encounter or {}).get("appointment") or []
-        first = linked[0].get("reference") if linked and isinstance(linked[0], Mapping) else None
-        reference = first if isinstance(first, str) and first.startswith("Appointment/") else None
-    appointment = _quietly(reads, reference) if reference else None
+    appointment = _launch_appointment(context, reads)
     start = appointment.get("start") if appointment else None
     if not isinstance(start, str):
         return None
@@ -1078,11 +1107,22 @@ def _appointment_start(context: LaunchContext, reads: LaunchReads) -> datetime |
     return parsed if parsed.tzinfo is not None else None  # FHIR instants carry a zone; a time without one is a guess
 
 
+def _launch_appointment(context: LaunchContext, reads: LaunchReads) -> Mapping[str, Any] | None:
+    """The launch's Appointment: named by the EHR, or by the launch's Encounter (``appointment``); None if neither."""
+    reference = f"Appointment/{context.appointment}" if context.appointment else None
+    if reference is None and context.encounter:
+        encounter = _quietly(reads, f"Encounter/{context.encounter}")
+        linked = (encounter or {}).get("appointment") or []
+        first = linked[0].get("reference") if linked and isinstance(linked[0], Mapping) else None
+        reference = first if isinstance(first, str) and first.startswith("Appointment/") else None
+    return _quietly(reads, reference) if reference else None
+
+
 def _quietly(reads: LaunchReads, reference: str) -> Mapping[str, Any] | None:
     try:
         return reads.resource(reference)
     except (UpstreamError, BadRequest) as exc:
-        logger.info("Waiting room: %s unavailable (%s)", reference.split("/", 1)[0], exc.code)
+        logger.info("Launch read of %s unavailable (%s)", reference.split("/", 1)[0], exc.code)
         return None
 
 

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.kernel.errors import BadRequest
-from shared.visits.events import EventKind, Role
-from shared.visits.members import label_hint, label_in_name, user_hint
+from shared.visits.events import EventKind, Role, label_hint, label_in_name, user_hint
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -245,3 +246,24 @@ def _optional_text(data: Mapping[str, Any], key: str, *, limit: int = 512) -> st
     if not isinstance(value, str) or len(value) > limit:
         raise ValueError(key)
     return value
+
+
+# --- member hints (``shared.visits.members``): what may tie a Teams participant to their own visit -------------
+
+LABEL_DIGITS = 4
+_LABEL_IN_NAME = re.compile(rf"(?<!\d)(\d{{{LABEL_DIGITS}}})(?!\d)")
+
+
+def label_hint(label: str) -> str:
+    return f"label:{label}"
+
+
+def user_hint(object_id: str) -> str:
+    """A clinician's hint: a fingerprint of the Entra object id Teams reports for them (never the id itself)."""
+    return "user:" + hashlib.sha256(object_id.strip().lower().encode()).hexdigest()[:32]
+
+
+def label_in_name(display_name: str) -> str | None:
+    """The visit number a participant typed in their Teams name: exactly one run of four digits, else None."""
+    found = _LABEL_IN_NAME.findall(display_name)
+    return found[0] if len(found) == 1 else None

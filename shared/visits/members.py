@@ -8,36 +8,18 @@ connect and disconnect are written for their CSN. A clinician is tied by the Mic
 mapped to, which Teams reports exactly.
 
 What is kept: on the group's row, ``HMAC(secret, group, hint) -> member visit key`` (``Visit.members``), where a
-hint is ``label:<number>`` or ``user:<SHA-256 of the object id>``; never a name. The number is derived from the
+hint (``shared.visits.events``: ``label_hint``, ``user_hint``, read from Teams' roster by ``label_in_name``) is
+``label:<number>`` or ``user:<SHA-256 of the object id>``; never a name. The number is derived from the
 member's visit key, so a relaunch shows the same number; a clash with another member's number takes the next
 derivation.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-
 from shared.kernel.identifiers import keyed_id
+from shared.visits.events import LABEL_DIGITS
 
-LABEL_DIGITS = 4
 _LABELS = 9 * 10 ** (LABEL_DIGITS - 1)  # 1000..9999: never a leading zero a patient might drop
-_LABEL_IN_NAME = re.compile(rf"(?<!\d)(\d{{{LABEL_DIGITS}}})(?!\d)")
-
-
-def label_hint(label: str) -> str:
-    return f"label:{label}"
-
-
-def user_hint(object_id: str) -> str:
-    """A clinician's hint: a fingerprint of the Entra object id Teams reports for them (never the id itself)."""
-    return "user:" + hashlib.sha256(object_id.strip().lower().encode()).hexdigest()[:32]
-
-
-def label_in_name(display_name: str) -> str | None:
-    """The visit number a participant typed in their Teams name: exactly one run of four digits, else None."""
-    found = _LABEL_IN_NAME.findall(display_name)
-    return found[0] if len(found) == 1 else None
 
 
 class GroupMembers:

@@ -67,6 +67,20 @@ class Attendee:
 
 
 @dataclass(frozen=True)
+class Colleague:
+    """A clinician who launched the visit from the EHR, so their Teams facts can be written as theirs.
+
+    ``hint``: ``shared.visits.members.user_hint`` of the Microsoft 365 account their launch was mapped to (what
+    Teams reports); ``reference``: their EHR reference ("Practitioner/123"); ``interpreter``: the appointment
+    books them as its interpreter (participant type translator), read with their launch's own token.
+    """
+
+    hint: str
+    reference: str
+    interpreter: bool = False
+
+
+@dataclass(frozen=True)
 class VisitContext:
     """Launch-context references kept for writeback: ids only.
 
@@ -80,6 +94,10 @@ class VisitContext:
     patient: str | None = None  # "Patient/456"
     provider: str | None = None  # "Practitioner/123"
     confirmed: bool = False
+    colleagues: tuple[Colleague, ...] = ()  # every clinician who launched it (the provider too), first entry wins
+
+    def colleague(self, hint: str | None) -> Colleague | None:
+        return next((c for c in self.colleagues if c.hint == hint), None) if hint else None
 
 
 def merged_context(current: VisitContext, new: VisitContext) -> VisitContext:
@@ -92,9 +110,15 @@ def merged_context(current: VisitContext, new: VisitContext) -> VisitContext:
     """
     if new.confirmed != current.confirmed:
         return new if new.confirmed else current
+    known = {c.hint for c in current.colleagues}
     return VisitContext(
-        **{name: getattr(current, name) or getattr(new, name) for name in VisitContext.__dataclass_fields__}
+        **{name: getattr(current, name) or getattr(new, name) for name in _REFERENCES},
+        confirmed=current.confirmed,
+        colleagues=current.colleagues + tuple(c for c in new.colleagues if c.hint not in known),
     )
+
+
+_REFERENCES = ("csn", "appointment", "encounter", "patient", "provider")
 
 
 def with_context(context: VisitContext) -> Callable[[Visit], Visit | None]:
@@ -368,6 +392,21 @@ def has_context(visit: Visit) -> bool:
     """The visit keeps an EHR reference (``confirmed`` alone names nothing)."""
     context = visit.context
     return any((context.csn, context.appointment, context.encounter, context.patient, context.provider))
+
+
+def with_colleague(colleague: Colleague) -> Callable[[Visit], Visit | None]:
+    """Remember a clinician who launched the visit (their Teams account's fingerprint and EHR reference).
+
+    Kept in the sealed context, so it goes when the context goes (the meeting has ended, writebacks done).
+    """
+
+    def change(visit: Visit) -> Visit | None:
+        if visit.context.colleague(colleague.hint) is not None:
+            return None
+        context = replace(visit.context, colleagues=(*visit.context.colleagues, colleague))
+        return replace(visit, context=context)
+
+    return change
 
 
 def with_launch_context(role: Role, references: dict[str, str], *, confirmed: bool) -> Callable[[Visit], Visit | None]:

@@ -51,8 +51,9 @@ INVENTORY = (
                 "Context",
                 Classification.EHR_ID,
                 Protection.SEALED,
-                "CSN, appointment, encounter, Patient/..., Practitioner/..., whether the EHR confirmed them; removed "
-                "once the meeting has ended and its writebacks are done",
+                "CSN, appointment, encounter, Patient/..., Practitioner/..., whether the EHR confirmed them, and each "
+                "clinician who launched the visit (SHA-256 of their Microsoft 365 object id, Practitioner/..., "
+                "booked as interpreter or not); removed once the meeting has ended and its writebacks are done",
             ),
             Field("Presence", Classification.OPERATIONAL, Protection.CLEAR, "role -> state, time"),
             Field(

@@ -21,11 +21,11 @@ from typing import Any
 from shared.kernel.errors import SealedValueInvalid
 from shared.kernel.sealing import Sealer
 from shared.visits.events import SEALED_PURPOSE, VisitEvent
-from shared.visits.model import VisitContext, WaitingRoom
+from shared.visits.model import Colleague, VisitContext, WaitingRoom
 
 VISITS_PURPOSE = "Visits"
 _REFERENCE_FIELDS = ("participant", "csn", "appointment", "encounter", "department")
-_CONTEXT_FIELDS = tuple(f.name for f in fields(VisitContext) if f.name != "confirmed")  # the references
+_CONTEXT_FIELDS = tuple(f.name for f in fields(VisitContext) if f.name not in ("confirmed", "colleagues"))
 
 
 def visit_purpose(geography: str, key: str) -> str:
@@ -38,9 +38,11 @@ def event_purpose(event: VisitEvent) -> str:
 
 def seal_context(sealer: Sealer, context: VisitContext, *, geography: str, key: str) -> str:
     """The row's ``Context`` value (references and ``confirmed``): "" when there is no reference to keep."""
-    data = {k: v for k, v in vars(context).items() if v}
+    data: dict[str, Any] = {k: v for k, v in vars(context).items() if v and k != "colleagues"}
     if not any(data.get(name) for name in _CONTEXT_FIELDS):
         return ""
+    if context.colleagues:
+        data["colleagues"] = [[c.hint, c.reference, 1 if c.interpreter else 0] for c in context.colleagues]
     return sealer.seal(json.dumps(data, separators=(",", ":")), purpose=visit_purpose(geography, key))
 
 
@@ -50,7 +52,22 @@ def open_context(sealer: Sealer, stored: str, *, geography: str, key: str) -> Vi
         return VisitContext()
     text = stored if stored.startswith("{") else sealer.open(stored, purpose=visit_purpose(geography, key))
     data = _object(text)
-    return VisitContext(**_strings(data, _CONTEXT_FIELDS), confirmed=data.get("confirmed") is True)
+    return VisitContext(
+        **_strings(data, _CONTEXT_FIELDS), confirmed=data.get("confirmed") is True, colleagues=_colleagues(data)
+    )
+
+
+def _colleagues(data: dict[str, Any]) -> tuple[Colleague, ...]:
+    listed = data.get("colleagues")
+    if not isinstance(listed, list):
+        return ()
+    return tuple(
+        Colleague(hint, reference, bool(interpreter))
+        for entry in listed
+        if isinstance(entry, list) and len(entry) == 3
+        for hint, reference, interpreter in [entry]
+        if isinstance(hint, str) and isinstance(reference, str)
+    )
 
 
 def seal_waiting_room(sealer: Sealer, room: WaitingRoom, *, geography: str, key: str) -> str:

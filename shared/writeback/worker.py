@@ -76,7 +76,7 @@ from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
 from shared.visits.lifetime import meeting_ended, release_context_when_done
 from shared.visits.members import GroupMembers
-from shared.visits.model import Visit, has_context, with_launch_context
+from shared.visits.model import Colleague, Visit, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_event
@@ -242,6 +242,10 @@ class WritebackWorker:
         the number, an interpreter) are written for nobody.
         """
         member_key = self._member_of(group, event)
+        member = self._visits.get(group.geography, member_key) if member_key else None
+        if member is not None and member.group_key != group.key:
+            member = None  # a visit that left this group meanwhile (another conference id) is not this one's
+        colleague = _colleague(event, member) if member is not None else None
         group = self._presence.record(
             group,
             event.role,
@@ -249,16 +253,12 @@ class WritebackWorker:
             event.occurred_at,
             source=event.source,
             attendee=event.attendee,
-            interpreter=event.interpreter,
-            member=member_key,
+            interpreter=event.interpreter or bool(colleague and colleague.interpreter),
+            member=member.key if member is not None else None,
         )
-        member = self._visits.get(group.geography, member_key) if member_key else None
-        if member is None or not member.in_group or member.group_key != group.key:
+        if member is None:
             return Outcome("skipped", event.id, visit=group, source_is_launch=event.source is Source.LAUNCH)
-        # A clinician tied by their account is the provider of the visit they launched (their launch tied them only
-        # if so); a patient stays the patient.
-        role = Role.PATIENT if event.role is Role.PATIENT else Role.PROVIDER
-        own = replace(event, visit_key=member.key, role=role, member_hint=None, id="")
+        own = replace(event, visit_key=member.key, id="")  # its own id: a fact of the member's visit
         return self._write(own, own, member)
 
     def _member_of(self, group: Visit, event: VisitEvent) -> str | None:
@@ -487,11 +487,24 @@ def _is_sealed_invalid(body: str) -> bool:
     return isinstance(data, dict) and set(data) == {"invalid"} and isinstance(data["invalid"], str)
 
 
+def _colleague(event: VisitEvent, visit: Visit) -> Colleague | None:
+    """The clinician a Graph fact of a tenant user names, if they launched this visit."""
+    if event.source is not Source.GRAPH or event.role is Role.PATIENT:
+        return None
+    return visit.context.colleague(event.member_hint)
+
+
 def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
     """Fill the EHR references a Graph event cannot know from the visit's launch context (ids only)."""
     context = visit.context
     participant = event.participant
-    if participant is None and not event.interpreter:  # a guest interpreter is not the visit's patient
+    colleague = _colleague(event, visit)
+    if colleague is not None:
+        # A clinician Teams names by the account their launch was mapped to: themselves, whoever organizes.
+        role = Role.PROVIDER if colleague.reference == context.provider else Role.STAFF
+        event = replace(event, role=role, interpreter=colleague.interpreter)
+        participant = colleague.reference
+    elif participant is None and not event.interpreter:  # a guest interpreter is not the visit's patient
         participant = {Role.PROVIDER: context.provider, Role.PATIENT: context.patient}.get(event.role)
     return event.with_context(
         participant=participant,

@@ -20,7 +20,7 @@ from shared.kernel.clock import FakeClock, use_clock
 from shared.kernel.settings import Geography, Settings
 from shared.launch.interpreters import LINK_LIFETIME
 from shared.storage.accounts import Storage
-from shared.visits.events import EventKind, Role
+from shared.visits.events import EventKind, Role, user_hint
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event
 from tests.functions.test_launch import (
@@ -171,6 +171,40 @@ def test_two_clinicians_in_a_consult_without_a_patient_share_one_meeting(world: 
     assert (
         consultant.participant == "Practitioner/eDoc2" and consultant.csn == "8500" and consultant.role is Role.PROVIDER
     )
+
+
+def test_each_clinician_who_launches_is_remembered_by_their_account_and_a_booked_interpreter_as_one(
+    world: World,
+) -> None:
+    group_visit(world, "8001", "9100")
+    world.ehr.resources["Appointment/eA8001"]["participant"] = [
+        {"type": [{"coding": [{"code": "PPRF"}]}], "actor": {"reference": "Practitioner/eDoc1"}},
+        {
+            "type": [
+                {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/participant-type", "code": "translator"}]}
+            ],
+            "actor": {"reference": "Practitioner/eDoc2"},
+        },
+    ]
+    url = provider(world, "eDoc1", "8001", "9100")
+    assert not open_event(world.sealer, world.events[-1]).interpreter
+    provider(world, "eDoc2", "8001", "9100", microsoft=DR_LEE)
+    interpreter = open_event(world.sealer, world.events[-1])
+    assert interpreter.interpreter and interpreter.participant == "Practitioner/eDoc2"  # written as translator
+    visits = VisitRepository(world.storage, world.sealer)
+    geography = Geography(world.config.geography)
+    visit = visits.get(geography, urlsplit(url).path.rsplit("/", 1)[-1])
+    assert visit is not None
+    assert [(c.hint, c.reference, c.interpreter) for c in visit.context.colleagues] == [
+        (user_hint(DR_SMITH.object_id), "Practitioner/eDoc1", False),
+        (user_hint(DR_LEE.object_id), "Practitioner/eDoc2", True),
+    ]
+    group = visits.get(geography, visit.group_key or "")
+    assert group is not None and sorted(group.members.values()) == [visit.key, visit.key]  # both tied to their CSN
+    provider(world, "eDoc2", "8001", "9100", microsoft=DR_LEE)  # a relaunch: known already
+    assert open_event(world.sealer, world.events[-1]).interpreter
+    again = visits.get(geography, visit.key)
+    assert again is not None and again.context.colleagues == visit.context.colleagues
 
 
 # --- interpreters: a guest link from the clinician's page ------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,13 +107,16 @@ def test_epic_adapter_sends_connect_and_disconnect_for_both_roles(
     assert backend.requests == 1  # one Backend Services token, cached for every call
 
 
-def test_epic_adapter_skips_lobby_and_staff(ehr: EhrSandbox, http: SafeHttp, backend: BackendServices) -> None:
+def test_epic_adapter_skips_lobby_a_colleague_who_never_launched_and_a_guest_interpreter(
+    ehr: EhrSandbox, http: SafeHttp, backend: BackendServices
+) -> None:
     adapter = EpicConnectionStatus(http, backend)
     before = ehr.count_status_changes()
     lobby = event(ehr, EventKind.LOBBY, Role.PATIENT)
-    staff = event(ehr, EventKind.CONNECTED, Role.STAFF, participant="Practitioner/x")
-    assert adapter.write(lobby, target(ehr, WritebackMode.EPIC)) is Written.SKIPPED
-    assert adapter.write(staff, target(ehr, WritebackMode.EPIC)) is Written.SKIPPED
+    unknown_colleague = replace(event(ehr, EventKind.CONNECTED, Role.STAFF), participant=None)
+    guest = replace(event(ehr, EventKind.CONNECTED, Role.PATIENT), interpreter=True)  # the patient's id at hand
+    for skipped in (lobby, unknown_colleague, guest):
+        assert adapter.write(skipped, target(ehr, WritebackMode.EPIC)) is Written.SKIPPED
     assert ehr.count_status_changes() == before
 
 

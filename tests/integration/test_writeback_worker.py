@@ -26,9 +26,9 @@ from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
 from shared.launch.groups import GroupVisits
 from shared.storage.accounts import Storage
-from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
-from shared.visits.members import GroupMembers, label_hint, user_hint
-from shared.visits.model import Visit, VisitContext, with_group
+from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key, label_hint, user_hint
+from shared.visits.members import GroupMembers
+from shared.visits.model import Colleague, Visit, VisitContext, with_colleague, with_group
 from shared.visits.panel import panel_of
 from shared.visits.repository import TABLE as VISITS_TABLE
 from shared.visits.repository import VisitRepository
@@ -662,8 +662,9 @@ def test_a_group_participants_teams_facts_are_written_for_their_own_csn_once_tie
     numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members]
     assert len(set(numbers)) == 3 and all(len(n) == 4 for n in numbers)
     assert groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, members[0].key) == numbers[0]
-    lee_oid = "b0000000-0000-4000-8000-00000000000a"
-    groups.tie_clinician(repository.get(Geography.AMERICAS, group.key) or group, members[0].key, lee_oid)
+    lee_oid, lee = "b0000000-0000-4000-8000-00000000000a", f"Practitioner/{seeded[0].practitioner_id}"
+    members[0] = repository.update(members[0], with_colleague(Colleague(user_hint(lee_oid), lee)))
+    groups.tie_clinician(repository.get(Geography.AMERICAS, group.key) or group, members[0].key, user_hint(lee_oid))
 
     def fact(leg: str, kind: EventKind, role: Role, second: int, hint: str | None) -> VisitEvent:
         return replace(group_fact(group.key, configuration, leg, kind, role, second), id="", member_hint=hint)
@@ -761,3 +762,41 @@ def test_a_guest_interpreter_in_a_single_visit_is_written_as_an_interpreter_neve
     assert audit["agent"][0]["who"] == {"display": "interpreter (guest)"}
     assert f"Patient/{seeded.patient_id}" not in json.dumps(audit)
     assert any(e.get("name") == "CSN" for e in audit["entity"])  # written for the visit it happened in
+
+
+def test_clinicians_who_launched_a_visit_are_written_as_themselves_and_a_staff_interpreter_as_an_interpreter(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    seeded = next(v for v in ehr.clinic.visits if v.interpreter_id)  # Ana Souza is booked as its interpreter
+    assert seeded.interpreter_id
+    souza, souza_oid = f"Practitioner/{seeded.interpreter_id}", "c0000000-0000-4000-8000-0000000000a5"
+    repository = VisitRepository(storage, SEALER)
+
+    def launched_by_souza(configuration: str, key: str) -> Visit:
+        visit = repository.get_or_create(Geography.AMERICAS, key, configuration, visit_context(seeded))
+        return repository.update(visit, with_colleague(Colleague(user_hint(souza_oid), souza, interpreter=True)))
+
+    def teams(visit: Visit, hint: str, kind: EventKind, second: int) -> VisitEvent:
+        base = graph_event(visit, kind, Role.STAFF, second)
+        return replace(base, id="", attendee=attendee_key(hint), member_hint=hint)
+
+    # Epic: her own Practitioner id (ExternalIDType 1); a colleague who never launched it names nobody: not sent.
+    epic = launched_by_souza(f"epic-{unique}", f"visit-si-{unique}")
+    before = ehr.connection_status_changes(conference_id=seeded.csn)
+    assert worker.handle(teams(epic, user_hint(souza_oid), EventKind.CONNECTED, 1).to_json()).status == "written"
+    assert worker.handle(teams(epic, user_hint("someone-else"), EventKind.CONNECTED, 2).to_json()).status == "skipped"
+    new = ehr.connection_status_changes(conference_id=seeded.csn)[len(before) :]
+    assert [(c.external_id, c.external_id_type, c.connection_status) for c in new] == [
+        (seeded.interpreter_id, "1", "1")
+    ]
+    stored = repository.get(Geography.AMERICAS, epic.key)
+    assert stored is not None  # on the panel: she is the interpreter, the other a further clinician
+    assert [(c.label, c.number) for c in panel_of(stored).colleagues] == [("interpreter", 1), ("clinician", 2)]
+
+    # FHIR: an AuditEvent whose agent is of type translator and is her own reference.
+    fhir = launched_by_souza(f"fhir-auditevent-{unique}", f"visit-sf-{unique}")
+    connected = teams(fhir, user_hint(souza_oid), EventKind.CONNECTED, 3)
+    assert worker.handle(connected.to_json()).status == "written"
+    [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == connected.id]
+    [agent] = audit["agent"]
+    assert agent["type"]["coding"][0]["code"] == "translator" and agent["who"] == {"reference": souza}

@@ -144,6 +144,10 @@ def test_queue_messages_carry_exactly_the_declared_fields() -> None:
     # A group meeting's Graph fact also flags an interpreter (they joined under that name).
     group = set(json.loads(replace(event(Source.GRAPH, attendee=attendee_key("leg-1")), interpreter=True).to_json()))
     assert group == graph | {"interpreter"}
+    # And what may tie a participant to their own visit (a visit number typed in their name, an account's hash).
+    tied = json.loads(replace(event(Source.GRAPH, attendee=attendee_key("leg-1")), member_hint="label:4821").to_json())
+    assert set(tied) == graph | {"member"}
+    group |= {"member"}
     launch |= {"attendee"}
     invalid = {"invalid"}  # an unparseable message, sealed whole in the poison queue (FailureLog.record_invalid)
     queues = {store.name: store for _, store in declared().values() if store.kind is Kind.QUEUE}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sandbox.ehr.clinic import CONFERENCE_SYSTEM, CSN_SYSTEM, GROUP_CONFERENCE_ID, Clinic
-from shared.ehr.launch_context import conference_identifiers, csn_identifiers, primary_performer
+from shared.ehr.launch_context import books_as_interpreter, conference_identifiers, csn_identifiers, primary_performer
 
 FHIR = "https://ehr.example/api/FHIR/R4"
 
@@ -38,8 +38,11 @@ def test_the_staff_interpreter_is_booked_on_a_group_visit_and_sees_it_on_their_s
     assert interpreter is not None and interpreter.role == "Interpreter"
     [booked] = c.visits_for_practitioner("e-prac-souza")
     assert booked.conference_id == GROUP_CONFERENCE_ID
-    codes = [p["type"][0]["coding"][0]["code"] for p in c._appointment(booked)["participant"] if "type" in p]
-    assert codes == ["PPRF", "TRANSLATOR"]
+    appointment = c._appointment(booked)
+    codes = [p["type"][0]["coding"][0]["code"] for p in appointment["participant"] if "type" in p]
+    assert codes == ["PPRF", "translator"]
+    assert books_as_interpreter(appointment, "Practitioner/e-prac-souza")  # what the connector reads
+    assert not books_as_interpreter(appointment, f"Practitioner/{booked.practitioner_id}")
     assert "e-prac-souza" in c.participants(GROUP_CONFERENCE_ID)  # may be reported on the conference
 
 

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from shared.ehr.audit_event import EVENT_TAG_SYSTEM, audit_event_json, build_audit_event, if_none_exist
+from shared.ehr.audit_event import EVENT_TAG_SYSTEM, SUBTYPES, audit_event_json, build_audit_event, if_none_exist
 from shared.http.upstream import error_for_response, error_for_transport, retry_after_seconds
 from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.visits.events import EventKind, Role, Source, VisitEvent
@@ -124,6 +124,22 @@ def _normalised(resource: dict[str, object]) -> str:
 
 
 @pytest.mark.parametrize("kind", list(EventKind))
+def test_a_staff_interpreter_is_an_agent_of_type_translator_named_by_their_own_reference(kind: EventKind) -> None:
+    interpreting = VisitEvent(
+        "cfg", "americas", "k" * 64, kind, Role.STAFF, datetime(2026, 11, 25, 15, 0, tzinfo=UTC), Source.GRAPH,
+        participant="Practitioner/e-prac-souza", csn="1853", interpreter=True,
+    )  # fmt: skip
+    posted = json.loads(audit_event_json(interpreting))
+    [agent] = posted["agent"]
+    assert agent["type"]["coding"][0]["code"] == "translator"
+    assert agent["who"] == {"reference": "Practitioner/e-prac-souza"} and agent["requestor"] is False
+    assert posted["subtype"][0]["code"] == SUBTYPES[kind][0]  # the event's own kind, not the agent's type
+    assert _normalised(posted) == _normalised(
+        json.loads(build_audit_event(interpreting).model_dump_json(exclude_none=True))
+    )
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
 def test_a_guest_interpreter_is_an_agent_of_type_translator_never_the_patients_reference(kind: EventKind) -> None:
     interpreting = VisitEvent(
         "cfg", "americas", "k" * 64, kind, Role.PATIENT, datetime(2026, 11, 25, 15, 0, tzinfo=UTC), Source.GRAPH,
@@ -139,6 +155,7 @@ def test_a_guest_interpreter_is_an_agent_of_type_translator_never_the_patients_r
         }
     ]
     assert agent["who"] == {"display": "interpreter (guest)"} and agent["requestor"] is False
+    assert posted["subtype"][0]["code"] == SUBTYPES[kind][0]
     assert "Patient/456" not in json.dumps(posted)  # the visit's CSN still names the visit, as for anyone
     assert _normalised(posted) == _normalised(
         json.loads(build_audit_event(interpreting).model_dump_json(exclude_none=True))

@@ -35,8 +35,7 @@ from shared.microsoft.notifications import (
     ValidationTokens,
     parse_body,
 )
-from shared.visits.events import EventKind, Role, Source
-from shared.visits.members import user_hint
+from shared.visits.events import EventKind, Role, Source, user_hint
 from tests.support.outbound import local_http
 
 CLIENT_ID = "22222222-2222-4222-8222-222222222222"
