@@ -78,6 +78,8 @@ DIRECTORY = Directory(
              teams_policy=False, description="Provider without the Teams application access policy"),
         User("b0000000-0000-4000-8000-000000000004", CONTOSO.id, "nurse.kim@contoso.example", "Nurse Robin Kim",
              description="Staff"),
+        User("b0000000-0000-4000-8000-000000000005", CONTOSO.id, "ana.souza@contoso.example", "Ana Souza",
+             description="Staff interpreter (EHR user e-prac-souza)"),
         User("c0000000-0000-4000-8000-000000000001", FABRIKAM.id, "admin@fabrikam.example", "Fabrikam Admin",
              wids=(GLOBAL_ADMINISTRATOR,), description="Global Administrator of another tenant"),
         User("c0000000-0000-4000-8000-000000000002", FABRIKAM.id, "dr.garcia@fabrikam.example", "Dr. Quinn Garcia",

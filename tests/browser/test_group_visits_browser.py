@@ -26,7 +26,7 @@ from shared.storage.accounts import Storage
 from shared.visits.repository import VisitRepository
 from tests.browser.test_launch_browser import provider_page, sign_in_once
 from tests.support.accessibility import assert_accessible
-from tests.support.launch_world import LEE, LEE_UPN, SMITH, SMITH_UPN, LaunchWorld, launch_world
+from tests.support.launch_world import LEE, LEE_UPN, SMITH, SMITH_UPN, SOUZA, SOUZA_UPN, LaunchWorld, launch_world
 from tests.support.sealing import sealer_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 TIMEOUT_MS = 30_000
 PANEL_MS = 65_000  # the panel looks again at most 60 s after its last look
 LEE_OID = "b0000000-0000-4000-8000-000000000002"
+SOUZA_OID = "b0000000-0000-4000-8000-000000000005"
 FIRST_NAMES = ("Rosa", "Walt", "Mei")
 GROUP = {"e-appt-006": "e-pat-rivera", "e-appt-007": "e-pat-whitfield", "e-appt-013": "e-pat-chen"}
 CSNS = {"e-appt-006": "1000006", "e-appt-007": "1000007", "e-appt-013": "1000013"}
@@ -223,6 +224,56 @@ def one_written(event: dict[str, Any]) -> tuple[str, str, str]:
     who = event["agent"][0]["who"].get("reference", "")
     csns = [e["what"]["identifier"]["value"] for e in event.get("entity", []) if e.get("name") == "CSN"]
     return who, csns[0] if csns else "", event["subtype"][0]["code"]
+
+
+def test_a_staff_interpreter_launching_from_the_ehr_joins_as_the_interpreter_and_is_written_as_one(
+    world: LaunchWorld, browser: Browser
+) -> None:
+    lee_context, souza_context = new_context(browser), new_context(browser)
+    try:
+        # Dr. Lee opens the group visit; Ana Souza, booked on the third patient's appointment as its interpreter,
+        # launches it from Epic with her own account and joins Teams with her Microsoft 365 account.
+        panel = clinician(lee_context, world, "group provider", "e-appt-013", LEE, LEE_UPN)
+        join_url = provider_page(panel, world)
+        wait_for_subscription(world, group_row_key(world, "9000001"))
+        with lee_context.expect_page() as opened:
+            panel.locator("#join").click()
+        lee_teams = opened.value
+        lee_teams.select_option("#user-id", LEE_OID)
+        lee_teams.click("#join-user")
+        expect(lee_teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
+        interpreters_before = panel.locator("[id^='attendee-interpreter-']").count()
+        souza = clinician(souza_context, world, "group provider", "e-appt-013", SOUZA, SOUZA_UPN)
+        assert provider_page(souza, world) == join_url  # the group's one meeting
+        with souza_context.expect_page() as opened:
+            souza.locator("#join").click()
+        teams = opened.value
+        teams.select_option("#user-id", SOUZA_OID)
+        teams.click("#join-user")
+        # Only the organizer bypasses the lobby: Dr. Lee lets her in. (The module's meeting may have had a guest
+        # interpreter already: she is the next interpreter row.)
+        number = interpreters_before + 1
+        expect_attendee(panel, "interpreter", number, "in_lobby")  # her role, never her name
+        lee_teams.locator("button.admit").first.click()
+        expect(teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
+        expect_attendee(panel, "interpreter", number, "in_meeting")
+        assert_accessible(panel)
+    finally:
+        lee_context.close()
+        souza_context.close()
+
+    # Written for the CSN she launched from, under her own Practitioner id, as a translator.
+    def hers() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in world.ehr.audit_events()
+            if one_written(e) == (f"Practitioner/{SOUZA}", CSNS["e-appt-013"], "participant-connected")
+        ]
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not hers():
+        time.sleep(0.2)
+    assert hers() and all(e["agent"][0]["type"]["coding"][0]["code"] == "translator" for e in hers())
 
 
 def test_a_second_group_visit_gets_another_meeting(world: LaunchWorld, browser: Browser) -> None:

@@ -54,9 +54,11 @@ FLAVOUR_VENDORS = {"epic": Vendor.EPIC, "oracle": Vendor.ORACLE, "smart": Vendor
 SMITH = "e-prac-smith"
 LEE = "e-prac-lee"
 NOPOLICY = "e-prac-nopolicy"
+SOUZA = "e-prac-souza"  # the staff interpreter
 SMITH_UPN = "dr.smith@contoso.example"
 LEE_UPN = "dr.lee@contoso.example"
 NOPOLICY_UPN = "dr.nopolicy@contoso.example"
+SOUZA_UPN = "ana.souza@contoso.example"
 
 
 class RequestCounter:
