@@ -70,6 +70,7 @@ from shared.launch.service import (
     LaunchOutcome,
     LaunchService,
     LinkDeclined,
+    ShowGroupJoinPage,
     ShowProviderPage,
     SignInFirst,
     WaitForClinician,
@@ -312,7 +313,8 @@ def launch_patient(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _respond(outcome: LaunchOutcome | SignInFirst, events: func.Out[str] | None = None) -> func.HttpResponse:
-    event = outcome.event if isinstance(outcome, ShowProviderPage | JoinMeeting | WaitForClinician) else None
+    with_event = ShowProviderPage | JoinMeeting | WaitForClinician | ShowGroupJoinPage
+    event = outcome.event if isinstance(outcome, with_event) else None
     if event is not None and events is not None:
         events.set(event.to_json())  # the launch's connected event, for writeback
     if isinstance(outcome, ExplainSignIn):
@@ -337,8 +339,6 @@ def _respond(outcome: LaunchOutcome | SignInFirst, events: func.Out[str] | None 
     if isinstance(outcome, ShowProviderPage):
         return redirect(outcome.url)
     if isinstance(outcome, JoinMeeting):
-        if outcome.visit_number:
-            return _group_join_page(outcome.join_web_url, outcome.visit_number)
         return redirect(outcome.join_web_url)
     return redirect(outcome.url)
 

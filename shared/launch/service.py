@@ -319,7 +319,14 @@ class LinkDeclined:
 class JoinMeeting:
     join_web_url: str
     event: VisitEvent | None = None
-    visit_number: str | None = None  # a group visit: what the patient types in their Teams name first
+
+
+@dataclass(frozen=True)
+class ShowGroupJoinPage:
+    """A group visit's patient: their visit page, which gives the number to type in their Teams name."""
+
+    url: str
+    event: VisitEvent | None = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +335,7 @@ class WaitForClinician:
     event: VisitEvent | None = None
 
 
-LaunchOutcome = ShowProviderPage | ExplainSignIn | JoinMeeting | WaitForClinician
+LaunchOutcome = ShowProviderPage | ExplainSignIn | JoinMeeting | WaitForClinician | ShowGroupJoinPage
 
 
 @dataclass(frozen=True)
@@ -810,10 +817,18 @@ class LaunchService:
                     # shows what to fix; the waiting room tells them what to do if nobody comes.
                     logger.warning("Meeting not created on a patient launch (%s): the patient waits", exc.code)
         event = self._event(pending, context, visit.key, Role.PATIENT)
-        if visit.has_meeting and visit.join_web_url:
-            return JoinMeeting(visit.join_web_url, event=event, visit_number=self._visit_number(visit))
+        if visit.has_meeting and visit.join_web_url and not visit.in_group:
+            return JoinMeeting(visit.join_web_url, event=event)
+        if visit.has_meeting:
+            # A group visit's patient first learns the number to type in their Teams name, on their visit page
+            # (a page of its own, not the callback's: reloading it works).
+            return ShowGroupJoinPage(self._patient_page(pending, visit), event=event)
         room = WaitingRoom(pending.organization or "", _appointment_start(context, reads))
         visit = self._visits.update(visit, with_waiting_room(room))
+        return WaitForClinician(self._patient_page(pending, visit), event=event)
+
+    def _patient_page(self, pending: PendingLaunch, visit: Visit) -> str:
+        """The patient's own visit page (the waiting room, or a group visit's join page), with their token."""
         token = self._tokens.issue(
             geography=visit.geography,
             key=visit.key,
@@ -821,7 +836,7 @@ class LaunchService:
             configuration_id=pending.configuration_id,
             now=utcnow().timestamp(),
         )
-        return WaitForClinician(self.visit_url(visit.key, token), event=event)
+        return self.visit_url(visit.key, token)
 
     def _ensure_meeting(
         self, pending: PendingLaunch, context: LaunchContext, visit: Visit, organizer: UserMapping

@@ -102,8 +102,8 @@ def test_three_patients_with_their_own_csns_wait_in_one_meeting_of_the_conferenc
     numbers: set[str] = set()
     for csn, who in PATIENTS.items():
         response = patient(world, csn, "9100")
-        assert group_join(response)[0] == lobby  # the same lobby for all, after the number to type
-        numbers.add(group_join(response)[1])
+        assert group_join(response, world)[0] == lobby  # the same lobby for all, after the number to type
+        numbers.add(group_join(response, world)[1])
         event = open_event(world.sealer, world.events[-1])
         # Each patient's event is their own: their CSN, their encounter, themselves (written for their own visit).
         assert (event.csn, event.encounter, event.participant) == (csn, f"eE{csn}", f"Patient/{who}")
@@ -120,11 +120,17 @@ def test_three_patients_with_their_own_csns_wait_in_one_meeting_of_the_conferenc
     # Each patient's number names their own visit on the group's row; the clinician's account names theirs.
     assert sorted(group.members.values()) == sorted([*keys, provider_key])
     again = patient(world, "8001", "9100")
-    assert group_join(again)[1] in numbers  # a relaunch shows the same number
+    assert group_join(again, world)[1] in numbers  # a relaunch shows the same number
 
 
-def group_join(response: func.HttpResponse) -> tuple[str, str]:
-    """A group patient's page: (the Teams lobby it links to, the visit number it asks them to type)."""
+def group_join(response: func.HttpResponse, world: World | None = None) -> tuple[str, str]:
+    """A group patient's page: (the Teams lobby it links to, the visit number it asks them to type).
+
+    A launch is sent to the patient's own visit page (``world`` opens it); the visit page shows it.
+    """
+    if world is not None:
+        assert response.status_code == 303 and "/api/visits/" in response.headers["Location"]
+        response = world.open(response.headers["Location"])
     assert response.status_code == 200, response.status_code
     page = html(response)
     number = re.search(r'id="visit-number">(\d{4})<', page)
@@ -139,7 +145,7 @@ def test_a_second_group_visit_gets_another_meeting(world: World) -> None:
     provider(world, "eDoc1", "8001", "9100")
     provider(world, "eDoc1", "8002", "9200")
     one, two = (patient(world, csn, conference) for csn, conference in (("8001", "9100"), ("8002", "9200")))
-    assert group_join(one)[0] != group_join(two)[0]
+    assert group_join(one, world)[0] != group_join(two, world)[0]
     assert len(set(world.graph.store.values())) == 2
 
 
@@ -260,7 +266,7 @@ def test_an_interpreter_link_is_refused_after_its_expiry_and_when_forged(world: 
 def test_only_a_clinicians_page_creates_interpreter_links(world: World) -> None:
     group_visit(world, "8001", "9100")
     provider(world, "eDoc1", "8001", "9100")
-    lobby, _ = group_join(patient(world, "8001", "9100"))  # the patient's lobby link: not a visit page
+    lobby, _ = group_join(patient(world, "8001", "9100"), world)  # the patient's lobby link: not a visit page
     assert "/api/visits/" not in lobby
     group_visit(world, "8002", "9300")
     patient_page = patient(world, "8002", "9300").headers["Location"]  # no meeting yet: the waiting page's token
