@@ -65,6 +65,7 @@ class QueueClients:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
         self._services: dict[str, QueueServiceClient] = {}
+        self._queues: dict[tuple[str, str], QueueClient] = {}
         self._created: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._shared_transport: Any = None
@@ -114,7 +115,14 @@ class QueueClients:
         )
 
     def queue(self, connection: str, queue_name: str) -> QueueClient:
-        return self.service(connection).get_queue_client(queue_name)
+        """One client per queue, kept: the host builds a queue's client (and its pipeline) once, not per message."""
+        key = (connection, queue_name)
+        client = self._queues.get(key)
+        if client is None:
+            service = self.service(connection)
+            with self._lock:
+                client = self._queues.setdefault(key, service.get_queue_client(queue_name))
+        return client
 
     def ensure_queue(self, connection: str, queue_name: str) -> QueueClient:
         client = self.queue(connection, queue_name)
