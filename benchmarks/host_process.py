@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with TableOperations().installed() as ops:
         host = LocalHost("function_app", settings, port=args.port, app_dir=ROOT)
+        server_profiler = profile_http_server() if args.profile else None
         host.start()  # imports function_app and indexes it, as the worker does
-        profiler = profile_invocations(host) if args.profile else None
+        profiler = profile_invocations(host, server_profiler) if args.profile else None
         phases = time_phases(host) if args.phases else None
         telemetry = 0.0
         if args.telemetry:
@@ -91,8 +92,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def profile_invocations(host: Any) -> Any:
-    """One cProfile around every invocation (in whichever worker thread runs it) and every queue output sent.
+def profile_http_server() -> Any:
+    """A cProfile of the local host's HTTP server thread (uvicorn's event loop), from its start to its stop.
+
+    Installed before the host starts: the server's thread runs under it (CPU clock of that thread).
+    """
+    import cProfile
+
+    from sandbox import server
+    from sandbox.host.http_server import HttpFrontend
+
+    profiler = cProfile.Profile(time.thread_time)
+    run = server.QuietServer.run
+
+    def profiled_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self.config.app, HttpFrontend):  # another server of this process (none today)
+            return run(self, *args, **kwargs)
+        profiler.enable()
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            profiler.disable()
+
+    server.QuietServer.run = profiled_run  # type: ignore[method-assign]
+    return profiler
+
+
+def profile_invocations(host: Any, server_profiler: Any = None) -> Any:
+    """One cProfile around every invocation (in whichever worker thread runs it) and every queue output sent,
+    merged at quit with the HTTP server thread's (``profile_http_server``) when there is one.
 
     Meant for sequential launches (``benchmarks.launch --profile``): overlapping invocations would share it.
     """
@@ -102,7 +130,7 @@ def profile_invocations(host: Any) -> Any:
     import threading
 
     local = threading.local()
-    profilers: list[cProfile.Profile] = []
+    profilers: list[cProfile.Profile] = [server_profiler] if server_profiler is not None else []
 
     def profiler_of_thread() -> cProfile.Profile:
         if not hasattr(local, "profiler"):  # one per thread: a profiler's call stack is its thread's

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--warm-runs", type=int, default=30)
     parser.add_argument("--phases", action="store_true", help="print where a warm launch's CPU goes, phase by phase")
-    parser.add_argument("--profile", type=Path, help="cProfile the host's invocations into this file (pstats)")
+    parser.add_argument("--profile", type=Path, help="cProfile the host's invocations and HTTP server (pstats file)")
     args = parser.parse_args(argv)
     if args.profile:
         PROFILE.append(args.profile.resolve())

@@ -137,6 +137,12 @@ class Invoker:
             contents = [encode(body, self._encoding) for body in message_bodies(value)]
             self._queues.send(binding.connection, binding.queue_name, contents)
 
+    def _run_and_flush(self, entry: IndexedFunction, kwargs: dict[str, Any], outputs: dict[str, OutValue[Any]]) -> Any:
+        """A sync function, then its outputs sent from the same worker thread (only if it returned normally)."""
+        result = entry.function(**kwargs)
+        self._flush(entry, outputs, result)
+        return result
+
     def invoke(self, entry: IndexedFunction, trigger_value: Any, reason: str) -> Any:
         """Blocking invocation from a host thread (queue and timer listeners)."""
         kwargs, outputs = self._arguments(entry, trigger_value)
@@ -162,9 +168,9 @@ class Invoker:
             if entry.is_async:
                 future = asyncio.run_coroutine_threadsafe(entry.function(**kwargs), self._loop)
                 result = await asyncio.wrap_future(future)
-            else:
-                result = await loop.run_in_executor(self._executor, lambda: entry.function(**kwargs))
-            await loop.run_in_executor(self._executor, self._flush, entry, outputs, result)
+                await loop.run_in_executor(self._executor, self._flush, entry, outputs, result)
+            else:  # the function and its outputs' flush in one hand-off to the worker thread
+                result = await loop.run_in_executor(self._executor, self._run_and_flush, entry, kwargs, outputs)
         except BaseException:
             self._executed(entry, invocation_id, started, succeeded=False)
             raise

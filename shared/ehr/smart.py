@@ -132,6 +132,7 @@ class SmartClient:
         self._ttl = discovery_ttl_seconds
         self._clock = clock
         self._discovery: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, SmartConfiguration]] = {}
+        self._asked: dict[tuple[str, str | None, Vendor | None], tuple[float, SmartConfiguration]] = {}
         self._lock = threading.Lock()
         self._jwks = JwksCache(self._fetch_json_document)
 
@@ -146,17 +147,25 @@ class SmartClient:
         (or for any vendor but Epic) no vendor header is sent. Raises ``UnsafeUrl``, ``DiscoveryError``
         or ``UpstreamUnavailable``.
         """
+        # Asked again with the very same arguments (every launch of a configuration): the answer it had, while
+        # fresh, without checking and normalising the URL and building the vendor's headers again.
+        asked = (fhir_base_url, client_id, vendor)
+        with self._lock:
+            cached = self._asked.get(asked)
+            if cached is not None and self._clock() - cached[0] < self._ttl:
+                return cached[1]
         base = check_url_syntax(fhir_base_url, self.http.policy, base_url=True).url
         headers = profile_for(vendor).client_headers(client_id) if vendor is not None else {}
         cache_key = (base, tuple(sorted(headers.items())))
         with self._lock:
             cached = self._discovery.get(cache_key)
             if cached is not None and self._clock() - cached[0] < self._ttl:
+                self._asked[asked] = cached
                 return cached[1]
         found = self._from_well_known(base, headers) or self._from_metadata(base, headers)
         config = replace(found, client_headers=cache_key[1])
         with self._lock:
-            self._discovery[cache_key] = (self._clock(), config)
+            self._discovery[cache_key] = self._asked[asked] = (self._clock(), config)
         return config
 
     def forget(self, fhir_base_url: str) -> None:
@@ -164,6 +173,8 @@ class SmartClient:
         with self._lock:
             for key in [k for k in self._discovery if k[0] == base]:
                 del self._discovery[key]
+            for asked in [k for k, (_, config) in self._asked.items() if config.fhir_base_url == base]:
+                del self._asked[asked]
 
     def _from_well_known(self, base: str, headers: Mapping[str, str]) -> SmartConfiguration | None:
         url = f"{base}/.well-known/smart-configuration"

@@ -52,41 +52,38 @@ def validate_id_token(
     kid = header.get("kid")
     keys = keys_for(kid if isinstance(kid, str) else None, str(algorithm))
     for key in keys:
+        # One decode per candidate key checks the signature first, then the claims: a key whose signature does
+        # not match raises before any claim is read, so the next key is tried (the token is parsed and its
+        # signature verified once for the key that decides, not once for the signature and again for the claims).
         try:
-            jwt.api_jws.decode_complete(token, key=key.key, algorithms=[str(algorithm)])  # the signature only
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[str(algorithm)],
+                audience=audience,
+                issuer=issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["iss", "aud", "exp", "iat", "sub"]},
+            )
         except jwt.InvalidSignatureError:
             continue  # not this key: try the next one
-        except jwt.PyJWTError:
+        except jwt.ExpiredSignatureError:
+            raise InvalidIdToken("it has expired") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidIdToken("it was issued for another application") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidIdToken("it was issued by an unexpected issuer") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidIdToken(f"it lacks the {exc.claim!r} claim") from None
+        except jwt.DecodeError:
             raise InvalidIdToken("it is not a well-formed JWT") from None
-        return _checked_claims(token, key, str(algorithm), issuer=issuer, audience=audience, nonce=nonce)
+        except jwt.PyJWTError:
+            raise InvalidIdToken("it is not valid") from None
+        return _checked_nonce(claims, nonce)
     raise InvalidIdToken("its signature is not valid")
 
 
-def _checked_claims(
-    token: str, key: jwt.PyJWK, algorithm: str, *, issuer: str, audience: str, nonce: str | None
-) -> dict[str, Any]:
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key=key.key,
-            algorithms=[algorithm],
-            audience=audience,
-            issuer=issuer,
-            leeway=LEEWAY_SECONDS,
-            options={"require": ["iss", "aud", "exp", "iat", "sub"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise InvalidIdToken("it has expired") from None
-    except jwt.InvalidAudienceError:
-        raise InvalidIdToken("it was issued for another application") from None
-    except jwt.InvalidIssuerError:
-        raise InvalidIdToken("it was issued by an unexpected issuer") from None
-    except jwt.InvalidSignatureError:
-        raise InvalidIdToken("its signature is not valid") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise InvalidIdToken(f"it lacks the {exc.claim!r} claim") from None
-    except jwt.PyJWTError:
-        raise InvalidIdToken("it is not valid") from None
+def _checked_nonce(claims: dict[str, Any], nonce: str | None) -> dict[str, Any]:
     if nonce is not None and claims.get("nonce") != nonce:
         raise InvalidIdToken("its nonce does not match this sign-in")
     return claims

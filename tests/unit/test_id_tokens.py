@@ -84,3 +84,24 @@ def test_an_unknown_kid_triggers_one_refetch_for_key_rotation() -> None:
     check(token(), cache)
     assert check(token(key=OTHER, kid="k2"), cache)["sub"] == "user"
     assert len(fetched) == 2
+
+
+def test_a_signed_token_whose_payload_is_not_json_is_refused_as_malformed() -> None:
+    raw = jwt.api_jws.encode(b"not json", KEY, algorithm="RS256", headers={"kid": "k1"})
+    with pytest.raises(InvalidIdToken, match="well-formed"):
+        check(raw)
+
+
+def test_the_signature_is_verified_once_per_key_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deciding key checks signature and claims in one decode (no second verification of the same token)."""
+    verified: list[bool] = []
+    algorithm = jwt.get_algorithm_by_name("RS256")
+    verify = type(algorithm).verify
+
+    def counted(self: Any, msg: bytes, key: Any, sig: bytes) -> bool:
+        verified.append(verify(self, msg, key, sig))
+        return verified[-1]
+
+    monkeypatch.setattr(type(algorithm), "verify", counted)
+    assert check(token())["sub"] == "user"
+    assert verified == [True]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -47,6 +48,33 @@ def test_discovery_reads_the_smart_configuration_and_caches_it(ehr: FakeEhr, cli
     assert config.token_endpoint == f"{ehr.base}/oauth2/token"
     assert "S256" in config.code_challenge_methods
     assert client.discover(ehr.fhir_base) is config
+
+
+def test_a_repeated_discovery_is_answered_from_memory_until_stale_or_forgotten(ehr: FakeEhr) -> None:
+    now = [0.0]
+    client = SmartClient(SafeHttp(POLICY), KEYS, discovery_ttl_seconds=60, clock=lambda: now[0])
+    fetched: list[str] = []
+    get = client.http.get
+
+    def counted(url: str, **kwargs: Any) -> Any:
+        fetched.append(url)
+        return get(url, **kwargs)
+
+    client.http.get = counted  # type: ignore[method-assign]
+    first = client.discover(ehr.fhir_base, client_id="prov")
+    assert client.discover(ehr.fhir_base, client_id="prov") is first
+    assert client.discover(ehr.fhir_base + "/", client_id="prov") is first  # another spelling, same base
+    assert len(fetched) == 1
+    now[0] = 61.0  # stale: discovered again, whichever way it is asked
+    assert client.discover(ehr.fhir_base, client_id="prov") is not first
+    assert len(fetched) == 2
+    client.forget(ehr.fhir_base + "/")  # a configuration changed: forgotten for every spelling
+    client.discover(ehr.fhir_base, client_id="prov")
+    assert len(fetched) == 3
+    with pytest.raises(UnsafeUrl):  # a URL the rules refuse is refused every time, never remembered
+        client.discover("https://10.0.0.1/fhir")
+    with pytest.raises(UnsafeUrl):
+        client.discover("https://10.0.0.1/fhir")
 
 
 def test_the_authorize_url_carries_aud_pkce_state_and_nonce(ehr: FakeEhr, client: SmartClient) -> None:
