@@ -25,6 +25,7 @@ enforces it).
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import ipaddress
 import re
 import socket
@@ -33,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
@@ -303,17 +304,29 @@ class _CheckedAsyncTransport(httpx.AsyncHTTPTransport):
         )
 
 
+_ClientT = TypeVar("_ClientT", httpx.Client, httpx.AsyncClient)
+
+
+def without_cookies(client: _ClientT) -> _ClientT:
+    """The client with a cookie jar that keeps nothing: a cookie an EHR or Microsoft sets is never sent back on a
+    later request (another launch, another user); every call carries its own credentials. (httpx copies a jar
+    handed to its constructor into a default one, so the policy is set on the client's own jar.)"""
+    client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return client
+
+
 def checked_async_client(policy: OutboundPolicy, *, base_url: str, timeout: float) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for a fixed service (Microsoft Graph): every connection's address is checked,
     no proxy or other setting comes from the environment, redirects are not followed by httpx itself."""
     check_url_syntax(base_url, policy)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         base_url=base_url,
         transport=_CheckedAsyncTransport(policy, httpx.create_ssl_context(trust_env=True)),
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
     )
+    return without_cookies(client)
 
 
 @dataclass(frozen=True)
@@ -346,12 +359,14 @@ class SafeHttp:
     ) -> None:
         self.policy = policy
         self.system = system
-        self._client = httpx.Client(
-            transport=transport or _CheckedTransport(policy, httpx.create_ssl_context(trust_env=True)),
-            timeout=httpx.Timeout(policy.timeout_seconds, connect=min(5.0, policy.timeout_seconds)),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"User-Agent": "teams-ehr-connector"},
+        self._client = without_cookies(
+            httpx.Client(
+                transport=transport or _CheckedTransport(policy, httpx.create_ssl_context(trust_env=True)),
+                timeout=httpx.Timeout(policy.timeout_seconds, connect=min(5.0, policy.timeout_seconds)),
+                follow_redirects=False,
+                trust_env=False,
+                headers={"User-Agent": "teams-ehr-connector"},
+            )
         )
 
     def get(

@@ -311,3 +311,25 @@ def test_graph_and_entra_requests_to_a_rebound_name_are_refused_before_any_byte_
     with pytest.raises(UpstreamUnavailable):
         asyncio.run(credential.get_token("https://graph.microsoft.com/.default"))
     assert service.seen == [], "a Microsoft client reached an internal address"
+
+
+def test_a_cookie_a_remote_service_sets_is_never_sent_back_on_a_later_request() -> None:
+    """One checked client serves every launch: a cookie from one call must not ride along on the next."""
+    seen: list[str] = []
+
+    async def endpoint(request: Request) -> JSONResponse:
+        seen.append(request.headers.get("cookie", ""))
+        response = JSONResponse({"ok": True})
+        response.set_cookie("session", "launch-1", path="/")
+        return response
+
+    app = Starlette(routes=[Route("/fhir", endpoint)])
+    with ServerThread(app) as server:
+        http = SafeHttp(OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}), timeout_seconds=5.0))
+        try:
+            for _ in range(3):
+                result = http.get(f"{server.url}/fhir")
+                assert result.status == 200 and "session=launch-1" in result.headers.get("set-cookie", "")
+        finally:
+            http.close()
+    assert seen == ["", "", ""]
