@@ -29,11 +29,14 @@ def meeting_ended(visit: Visit) -> bool:
     """Everyone seen in the meeting has disconnected (no one seen: not ended, it has not begun).
 
     A group meeting's row tells its participants apart (``attendees``): per role, one patient's leaving would
-    look like all patients' leaving.
+    look like all patients' leaving. A single visit's per-role presence says it, and its further clinicians and
+    guest interpreter (also ``attendees``) must have left too.
     """
-    if visit.attendees:
-        return all(a.entry.state is EventKind.DISCONNECTED for a in visit.attendees.values())
-    return bool(visit.presence) and all(p.state is EventKind.DISCONNECTED for p in visit.presence.values())
+    attendees_left = all(a.entry.state is EventKind.DISCONNECTED for a in visit.attendees.values())
+    if visit.is_group:
+        return bool(visit.attendees) and attendees_left
+    roles_left = bool(visit.presence) and all(p.state is EventKind.DISCONNECTED for p in visit.presence.values())
+    return roles_left and attendees_left
 
 
 def release_context_when_done(

@@ -217,12 +217,15 @@ def _expiry(visit: Visit, now: datetime) -> datetime:
 
 def _finished(visit: Visit, now: datetime) -> bool:
     """Everyone seen has disconnected, the last of them at least ``FINISHED_AFTER`` ago."""
-    if visit.attendees:  # a group meeting: each participant, not each role
-        entries = [a.entry for a in visit.attendees.values()]
-        return all(e.state is EventKind.DISCONNECTED for e in entries) and max(e.at for e in entries) < now - (
-            FINISHED_AFTER
-        )
-    if not visit.presence:
+    # A group meeting: each participant, not each role; a single visit: each role, and each further clinician or
+    # guest interpreter it tells apart.
+    facts = [(a.entry.state, a.entry.at) for a in visit.attendees.values()]
+    if not visit.is_group:
+        if not visit.presence:
+            return False
+        facts += [(p.state, p.at) for p in visit.presence.values()]
+    if not facts:
         return False
-    states = visit.presence.values()
-    return all(p.state is EventKind.DISCONNECTED for p in states) and max(p.at for p in states) < now - FINISHED_AFTER
+    return all(state is EventKind.DISCONNECTED for state, _ in facts) and max(at for _, at in facts) < now - (
+        FINISHED_AFTER
+    )

@@ -9,8 +9,10 @@ from connector.web import templates
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
-from shared.visits.model import Visit, compose, with_attendee_fact, with_roster_fact
+from shared.visits.lifetime import meeting_ended
+from shared.visits.model import Visit, compose, with_attendee_fact, with_presence, with_roster_fact
 from shared.visits.panel import Panel, PanelState, panel_of
+from shared.visits.subscriptions import _finished as finished
 
 T0 = datetime(2026, 12, 5, 15, 0, tzinfo=UTC)
 ORGANIZER = "b0000000-0000-4000-8000-000000000002"
@@ -156,3 +158,30 @@ def test_a_single_visits_guest_interpreter_has_their_own_row_and_is_not_the_pati
     assert [r.state for r in panel.rows if r.role is Role.PATIENT] == [PanelState.IN_LOBBY]
     html = render_panel(panel)
     assert 'id="interpreter-1"' in html and ">Interpreter<" in html and 'id="presence-staff"' in html
+
+
+def test_a_single_visit_goes_on_when_its_interpreter_or_second_clinician_leaves() -> None:
+    """Only everyone's leaving ends a single visit: its roles, and each further participant it tells apart."""
+    visit = Visit(Geography.EMEA, "single", "cfg", T0 + timedelta(hours=23))
+    base = datetime(2026, 12, 5, 15, 0, tzinfo=UTC)
+    for role in (Role.PROVIDER, Role.PATIENT):
+        visit = (
+            compose(with_presence(role, EventKind.CONNECTED, base), with_roster_fact(role, EventKind.CONNECTED, base))(
+                visit
+            )
+            or visit
+        )
+    for n, (leg, role, interpreter) in enumerate((("int", Role.PATIENT, True), ("kim", Role.STAFF, False)), start=1):
+        joined = with_attendee_fact(
+            leg, role, EventKind.CONNECTED, base + timedelta(minutes=n), interpreter=interpreter
+        )
+        left = with_attendee_fact(leg, role, EventKind.DISCONNECTED, base + timedelta(minutes=n + 5))
+        visit = left(joined(visit) or visit) or visit
+    later = base + timedelta(hours=2)
+    assert not meeting_ended(visit) and not finished(visit, later)  # provider and patient are still there
+    for role in (Role.PROVIDER, Role.PATIENT):
+        visit = with_presence(role, EventKind.DISCONNECTED, base + timedelta(minutes=30))(visit) or visit
+    assert meeting_ended(visit) and finished(visit, later)
+    # A further participant still there keeps it going, whoever else has left.
+    back = with_attendee_fact("kim", Role.STAFF, EventKind.CONNECTED, base + timedelta(minutes=40))(visit) or visit
+    assert not meeting_ended(back) and not finished(back, later)
