@@ -493,6 +493,7 @@ def visit_page(req: func.HttpRequest) -> func.HttpResponse:
             "presence_url": f"{view.presence_url}?t={_quote(token)}",
             "patient_join_link": service.patient_join_link(grant),
             "interpreter_link_url": f"{view.presence_url.rsplit('/', 1)[0]}/interpreter-link?t={_quote(token)}",
+            "interpreter_form_token": service.interpreter_form_token(view.visit_key, token),
             "page_url": service.visit_url(view.visit_key, token),
             "poll_seconds": poll_after(panel, utcnow()) or 0,
         },
@@ -504,8 +505,8 @@ def visit_page(req: func.HttpRequest) -> func.HttpResponse:
 def visit_interpreter_link(req: func.HttpRequest) -> func.HttpResponse:
     """The clinician's "Create an interpreter link" (a POST: a prefetch or a link never makes one)."""
     service = services().launch
-    _, grant = _visit_grant(req, service)
-    link = service.interpreter_link(grant)
+    token, grant = _visit_grant(req, service)
+    link = service.interpreter_link(grant, token=token, form_token=read_form(req).get("csrf", ""))
     return render("launch/interpreter_link.html", {"title": N_("Interpreter link"), "link": link})
 
 

@@ -85,7 +85,6 @@ from shared.visits.model import (
     VisitContext,
     WaitingRoom,
     merged_context,
-    with_colleague,
     with_context,
     with_meeting,
     with_waiting_room,
@@ -605,10 +604,12 @@ class LaunchService:
 
     def _provider(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
         mapping = self._mapping(pending, context.user)
-        visit = self._open_visit(pending, key, context.visit_context(provider=context.user), context.group_key)
+        interpreter = self._launches_as_interpreter(pending, context, key, mapping, reads)
+        colleague = self._colleague(context, mapping, interpreter=interpreter)
+        visit = self._open_visit(
+            pending, key, context.visit_context(provider=context.user, colleague=colleague), context.group_key
+        )
         primary = None if visit.has_meeting else self._primary_performer(context, reads)
-        known = visit.context.colleague(user_hint(mapping.object_id)) if mapping is not None else None
-        interpreter = known.interpreter if known is not None else self._books_as_interpreter(context, reads)
         if mapping is None:
             carry = {
                 "launch": pending.to_json(),
@@ -757,9 +758,12 @@ class LaunchService:
         )
         self._mappings.put(self._mapping_key(pending, context.user), mapping)
         key = self.visit_key(pending.configuration_id, context)
-        visit = self._open_visit(pending, key, context.visit_context(provider=context.user), context.group_key)
-        primary = opened.get("primary")
         interpreter = opened.get("interpreter") is True
+        colleague = self._colleague(context, mapping, interpreter=interpreter)
+        visit = self._open_visit(
+            pending, key, context.visit_context(provider=context.user, colleague=colleague), context.group_key
+        )
+        primary = opened.get("primary")
         return self._provider_meeting(pending, context, visit, mapping, primary or None, interpreter=interpreter)
 
     def forget_mapping(self, geography: Geography, configuration_id: str, key: str) -> None:
@@ -797,11 +801,14 @@ class LaunchService:
         if not visit.has_meeting and primary and primary != context.user:
             organizer = self._mapping(pending, primary) or mapping
         visit = self._ensure_meeting(pending, context, visit, organizer)
-        visit = self._remember_colleague(visit, Colleague(user_hint(mapping.object_id), context.user, interpreter))
+        hint = user_hint(self._secret, mapping.object_id)
+        group = self._groups.find(visit) if visit.in_group else None
+        if group is not None:  # idempotent: a tie that failed once is made on the next launch
+            self._groups.tie_clinician(group, visit.key, hint)
         token = self._tokens.issue(
             geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
         )
-        event = self._event(pending, context, visit.key, Role.PROVIDER, interpreter=interpreter)
+        event = self._event(pending, context, visit.key, Role.PROVIDER, interpreter=interpreter, hint=hint)
         return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
 
     def _patient(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
@@ -973,13 +980,20 @@ class LaunchService:
         )
         return self.visit_url(grant.key, token)
 
-    def interpreter_link(self, grant: VisitGrant) -> str:
+    def interpreter_form_token(self, visit_key: str, token: str) -> str:
+        """The clinician page's form token for "Create an interpreter link": bound to that page's visit token."""
+        return keyed_id(self._secret, "interpreter-link-form", visit_key, token)[:32]
+
+    def interpreter_link(self, grant: VisitGrant, *, token: str, form_token: str) -> str:
         """A single-use, time-bound, signed guest link for an interpreter (``shared.launch.interpreters``).
 
-        Issued only to a clinician's page, and only once the visit has its meeting (the link is used up on opening).
+        Issued only to a clinician's page (its form, with the page's form token), and only once the visit has its
+        meeting (the link is used up on opening).
         """
         if grant.role is Role.PATIENT:
             raise Forbidden(N_("This page is for clinicians."), code="visit_role")
+        if not hmac.compare_digest(form_token, self.interpreter_form_token(grant.key, token)):
+            raise Forbidden(N_("Please create the link from the visit page."), code="form_token")
         with speaking_to(Audience.CLINICIAN):
             visit = self._visit(grant)
         if not visit.has_meeting:
@@ -1035,26 +1049,36 @@ class LaunchService:
             recheck_seconds=recheck_seconds(now - arrived, overdue=overdue),
         )
 
-    def _remember_colleague(self, visit: Visit, colleague: Colleague) -> Visit:
-        """A clinician's first launch of the visit: Teams reports them by the account their launch was mapped to,
-        so their Teams facts are written as theirs (in a group, for the CSN they launched from)."""
-        if visit.context.colleague(colleague.hint) is not None:
-            return visit  # a relaunch: nothing to write
-        visit = self._visits.update(visit, with_colleague(colleague))
-        self._remember(visit)
-        group = self._groups.find(visit) if visit.in_group else None
-        if group is not None:
-            self._groups.tie_clinician(group, visit.key, colleague.hint)
-        return visit
+    def _colleague(self, context: LaunchContext, mapping: UserMapping | None, *, interpreter: bool) -> Colleague | None:
+        """The launching clinician by the Microsoft 365 account Teams will report them by (kept in the visit's sealed
+        context, so their Teams facts are written as theirs); None before their one-time sign-in."""
+        if mapping is None:
+            return None
+        return Colleague(user_hint(self._secret, mapping.object_id), context.user, interpreter)
+
+    def _launches_as_interpreter(
+        self, pending: PendingLaunch, context: LaunchContext, key: str, mapping: UserMapping | None, reads: LaunchReads
+    ) -> bool:
+        """Whether the EHR books the launching clinician as the visit's interpreter; a warm relaunch on this
+        instance already knows (no read)."""
+        remembered = self._visits_with_meeting.get((pending.geography, key))
+        if remembered is not None and mapping is not None:
+            known = remembered.context.colleague(user_hint(self._secret, mapping.object_id))
+            if known is not None:
+                return known.interpreter
+        return self._books_as_interpreter(context, reads)
 
     @staticmethod
     def _books_as_interpreter(context: LaunchContext, reads: LaunchReads) -> bool:
-        """The launch's Appointment (named by the EHR, or by its Encounter) or its Encounter books the launching
-        clinician as its interpreter. Read with the launch's own token, mostly from reads it made already, once
-        per clinician and visit (their later launches find them known)."""
+        """The launch's Encounter or Appointment (named by the EHR, or by the Encounter) books the launching
+        clinician as its interpreter (participant type translator): interpreters are booked on the appointment.
+        With the launch's own token, at a clinician's first launch of the visit on this instance; mostly reads the
+        launch made already (its context check, the primary performer), else one or two."""
         encounter = _quietly(reads, f"Encounter/{context.encounter}") if context.encounter else None
-        resources = (_launch_appointment(context, reads), encounter)
-        return any(r is not None and books_as_interpreter(r, context.user) for r in resources)
+        if encounter is not None and books_as_interpreter(encounter, context.user):
+            return True
+        appointment = _launch_appointment(context, reads)
+        return appointment is not None and books_as_interpreter(appointment, context.user)
 
     def _visit_number(self, visit: Visit) -> str | None:
         """A group visit's patient types this number in their Teams name (``shared.visits.members``)."""
@@ -1080,7 +1104,14 @@ class LaunchService:
         return f"{self._base}/api/visits/{visit_key}?t={quote(token, safe='')}"
 
     def _event(
-        self, pending: PendingLaunch, context: LaunchContext, visit_key: str, role: Role, *, interpreter: bool = False
+        self,
+        pending: PendingLaunch,
+        context: LaunchContext,
+        visit_key: str,
+        role: Role,
+        *,
+        interpreter: bool = False,
+        hint: str | None = None,
     ) -> VisitEvent:
         """The launch's event; its references (who launched, CSN, appointment, encounter) sealed for the queue."""
         patient = f"Patient/{context.patient}" if context.patient else None
@@ -1101,6 +1132,7 @@ class LaunchService:
             encounter=context.encounter,
             department=context.department,  # the usage report's department (sealed with the references)
             interpreter=interpreter,  # a staff interpreter the appointment books as such
+            member_hint=hint,  # the clinician's Teams account, keyed: the worker restores them as a colleague
         )
         return seal_event(self._sealer, event)
 

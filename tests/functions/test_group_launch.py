@@ -180,7 +180,7 @@ def test_two_clinicians_in_a_consult_without_a_patient_share_one_meeting(world: 
 
 
 def test_each_clinician_who_launches_is_remembered_by_their_account_and_a_booked_interpreter_as_one(
-    world: World,
+    world: World, settings: Settings
 ) -> None:
     group_visit(world, "8001", "9100")
     world.ehr.resources["Appointment/eA8001"]["participant"] = [
@@ -199,11 +199,12 @@ def test_each_clinician_who_launches_is_remembered_by_their_account_and_a_booked
     assert interpreter.interpreter and interpreter.participant == "Practitioner/eDoc2"  # written as translator
     visits = VisitRepository(world.storage, world.sealer)
     geography = Geography(world.config.geography)
+    secret = settings.connector_secret.reveal()
     visit = visits.get(geography, urlsplit(url).path.rsplit("/", 1)[-1])
     assert visit is not None
     assert [(c.hint, c.reference, c.interpreter) for c in visit.context.colleagues] == [
-        (user_hint(DR_SMITH.object_id), "Practitioner/eDoc1", False),
-        (user_hint(DR_LEE.object_id), "Practitioner/eDoc2", True),
+        (user_hint(secret, DR_SMITH.object_id), "Practitioner/eDoc1", False),
+        (user_hint(secret, DR_LEE.object_id), "Practitioner/eDoc2", True),
     ]
     group = visits.get(geography, visit.group_key or "")
     assert group is not None and sorted(group.members.values()) == [visit.key, visit.key]  # both tied to their CSN
@@ -216,11 +217,26 @@ def test_each_clinician_who_launches_is_remembered_by_their_account_and_a_booked
 # --- interpreters: a guest link from the clinician's page ------------------------------------------------
 
 
-def interpreter_link(world: World, provider_url: str) -> str:
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def create_link(provider_url: str, form_token: str | None) -> func.HttpResponse:
+    """The provider page's "Create an interpreter link" form, as the browser posts it (its form token, or none)."""
     parts = urlsplit(provider_url)
     key = parts.path.split("/")[3]
     url = f"http://localhost/api/visits/{key}/interpreter-link?{parts.query}"
-    page = visit_interpreter_link(request("POST", url, route_params={"visitKey": key}))
+    body = f"csrf={form_token}".encode() if form_token is not None else b""
+    return visit_interpreter_link(request("POST", url, body=body, headers=FORM, route_params={"visitKey": key}))
+
+
+def form_token(world: World, provider_url: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html(world.open(provider_url)))
+    assert found
+    return found.group(1)
+
+
+def interpreter_link(world: World, provider_url: str) -> str:
+    page = create_link(provider_url, form_token(world, provider_url))
     assert page.status_code == 200, html(page)
     [link] = re.findall(r'id="interpreter-link" type="text" readonly value="([^"]+)"', html(page))
     return link.replace("&amp;", "&")
@@ -273,5 +289,16 @@ def test_only_a_clinicians_page_creates_interpreter_links(world: World) -> None:
     parts = urlsplit(patient_page)
     key = parts.path.split("/")[3]
     url = f"http://localhost/api/visits/{key}/interpreter-link?{parts.query}"
-    refused = visit_interpreter_link(request("POST", url, route_params={"visitKey": key}))
+    refused = visit_interpreter_link(request("POST", url, body=b"csrf=x", headers=FORM, route_params={"visitKey": key}))
     assert refused.status_code == 403
+
+
+def test_an_interpreter_link_is_made_only_from_the_visit_pages_own_form(world: World) -> None:
+    group_visit(world, "8001", "9100")
+    url = provider(world, "eDoc1", "8001", "9100")
+    for forged in (None, "", "0" * 32):  # another site's form knows no form token
+        assert create_link(url, forged).status_code == 403
+    group_visit(world, "8002", "9200")
+    other = provider(world, "eDoc1", "8002", "9200")  # another visit's page: its own form token
+    assert create_link(url, form_token(world, other)).status_code == 403
+    assert create_link(url, form_token(world, url)).status_code == 200
