@@ -187,6 +187,7 @@ class Services:
                 client_id=settings.entra_client_id,
             ),
             {certificate.certificate_id: certificate.private_key for certificate in self.notification_certificates},
+            connector_secret=settings.connector_secret.reveal(),
         )
 
     # --- sign-ins ---------------------------------------------------------------------------------------

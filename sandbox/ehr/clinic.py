@@ -384,4 +384,11 @@ class Clinic:
         }  # fmt: skip
         if visit.patient_id is None:
             del encounter["subject"]  # a consult between clinicians is about no patient's encounter of their own
+        if visit.interpreter_id:  # Encounter.participant.type: encounter-participant-type, FHIR's "translator"
+            encounter["participant"].append({
+                "type": [{"coding": [{
+                    "system": f"{TERMINOLOGY}/participant-type", "code": "translator", "display": "Translator",
+                }]}],
+                "individual": self._ref("Practitioner", visit.interpreter_id),
+            })  # fmt: skip
         return encounter

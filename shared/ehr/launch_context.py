@@ -28,7 +28,7 @@ from shared.ehr.vendors import EPIC_PROVIDER_SCOPES
 from shared.ehr.vendors import PATIENT_SCOPES as VENDOR_PATIENT_SCOPES
 from shared.kernel.errors import BadRequest, ErrorPage, Forbidden
 from shared.kernel.i18n import N_
-from shared.visits.model import VisitContext, appointment_key
+from shared.visits.model import Colleague, VisitContext, appointment_key
 
 USER_TYPES_FOR_PROVIDERS = frozenset({"Practitioner", "PractitionerRole"})
 PRIMARY_PERFORMER = "PPRF"
@@ -88,7 +88,7 @@ class LaunchContext:
         except ValueError:
             raise NoAppointment() from None
 
-    def visit_context(self, *, provider: str | None) -> VisitContext:
+    def visit_context(self, *, provider: str | None, colleague: Colleague | None = None) -> VisitContext:
         return VisitContext(
             csn=self.csn,
             appointment=self.appointment,
@@ -96,6 +96,7 @@ class LaunchContext:
             patient=f"Patient/{self.patient}" if self.patient else None,
             provider=provider,
             confirmed=True,
+            colleagues=(colleague,) if colleague is not None else (),
         )
 
     def to_json(self) -> dict[str, str]:

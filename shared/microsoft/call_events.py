@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.kernel.errors import BadRequest
-from shared.visits.events import EventKind, Role, label_hint, label_in_name, user_hint
+from shared.visits.events import EventKind, Role, label_hint, label_in_name
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,11 @@ class ParticipantChange:
     role: Role
     occurred_at: datetime
     interpreter: bool = False  # an anonymous joiner named "Interpreter" (what an interpreter's guest link asks)
-    # What may tie them to their own visit in a group meeting (``shared.visits.members``): the visit number a guest
-    # typed in their name, or a fingerprint of a tenant user's object id. Never the name or the id itself.
+    # What may tie them to their own visit (``shared.visits.members``): the visit number a guest typed in their
+    # name (never the name itself); ``user_id``: a tenant user's Entra object id, in memory only (the decoder
+    # sends on a keyed fingerprint of it).
     member_hint: str | None = None
+    user_id: str | None = None
 
 
 def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: str) -> list[ParticipantChange]:
@@ -49,7 +51,10 @@ def participant_changes(call_event: Mapping[str, Any], *, organizer_object_id: s
         else:
             continue
         hint, interpreter = _member_hint(participant, role)
-        changes.append(ParticipantChange(str(participant.get("id", "")), kind, role, occurred_at, interpreter, hint))
+        user_id = _user_id(participant) or None
+        changes.append(
+            ParticipantChange(str(participant.get("id", "")), kind, role, occurred_at, interpreter, hint, user_id)
+        )
     return changes
 
 
@@ -57,9 +62,9 @@ INTERPRETER_NAME = "interpreter"
 
 
 def _member_hint(participant: Mapping[str, Any], role: Role) -> tuple[str | None, bool]:
-    """(member hint, joined as "Interpreter"): read from the identity Teams reports, the name is never kept."""
+    """(a guest's visit number hint, joined as "Interpreter"): read from the name Teams reports, never kept."""
     if role is not Role.PATIENT:
-        return user_hint(_user_id(participant)), False
+        return None, False
     name = _display_name(participant)
     if name.casefold() == INTERPRETER_NAME:
         return None, True

@@ -39,7 +39,7 @@ from shared.kernel.json_input import MalformedJson, parse_json
 from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
-from shared.visits.events import Source, VisitEvent, attendee_key
+from shared.visits.events import Source, VisitEvent, attendee_key, user_hint
 
 logger = logging.getLogger(__name__)
 
@@ -246,10 +246,13 @@ class NotificationDecoder:
         client_states: ClientStates,
         validation_tokens: ValidationTokens,
         private_keys: Mapping[str, RSAPrivateKey],
+        *,
+        connector_secret: str,
     ) -> None:
         self._client_states = client_states
         self._tokens = validation_tokens
         self._keys = private_keys
+        self._secret = connector_secret  # keys the fingerprint of a tenant user's object id (``user_hint``)
 
     def change_notifications(self, data: Mapping[str, Any]) -> Decoded:
         """Events from a change-notification batch. Raises ``Unauthenticated`` when validationTokens fail."""
@@ -283,7 +286,7 @@ class NotificationDecoder:
                         source=Source.GRAPH,
                         attendee=attendee_key(change.graph_participant_id),
                         interpreter=change.interpreter,
-                        member_hint=change.member_hint,
+                        member_hint=user_hint(self._secret, change.user_id) if change.user_id else change.member_hint,
                     )
                 )
         return result

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.kernel.errors import InvalidEvent
+from shared.kernel.identifiers import keyed_id
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.json_input import MalformedJson, parse_json
 
@@ -59,8 +60,8 @@ _MESSAGE_FIELDS = (
         Classification.OPERATIONAL,
         Protection.CLEAR,
         "Graph events: what may tie the participant to their own visit in a group meeting: the visit number a guest "
-        "typed in their name (random digits the connector offered), or SHA-256 of a tenant user's object id; never "
-        "a name; not part of the event id",
+        "typed in their name (random digits the connector offered), or HMAC(CONNECTOR_SECRET) of a tenant user's "
+        "object id; never a name; not part of the event id",
     ),
 )
 # An unparseable message is kept in the poison queue only sealed whole (``FailureLog.record_invalid``).
@@ -258,9 +259,10 @@ def label_hint(label: str) -> str:
     return f"label:{label}"
 
 
-def user_hint(object_id: str) -> str:
-    """A clinician's hint: a fingerprint of the Entra object id Teams reports for them (never the id itself)."""
-    return "user:" + hashlib.sha256(object_id.strip().lower().encode()).hexdigest()[:32]
+def user_hint(secret: str, object_id: str) -> str:
+    """A clinician's hint: a keyed fingerprint (``CONNECTOR_SECRET``) of the Entra object id Teams reports for them,
+    never the id itself nor a plain hash anyone with directory access could recompute."""
+    return "user:" + keyed_id(secret, "teams-user", object_id.strip().lower())[:32]
 
 
 def label_in_name(display_name: str) -> str | None:

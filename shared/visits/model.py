@@ -108,9 +108,13 @@ def merged_context(current: VisitContext, new: VisitContext) -> VisitContext:
     kept and only missing ones are filled, so a patient launching first leaves the provider for the
     clinician's launch to fill in.
     """
-    if new.confirmed != current.confirmed:
-        return new if new.confirmed else current
     known = {c.hint for c in current.colleagues}
+    if new.confirmed != current.confirmed:
+        # Confirmed references win wholesale; the clinicians who launched it are kept either way.
+        kept = new if new.confirmed else current
+        other = current if new.confirmed else new
+        seen = {c.hint for c in kept.colleagues}
+        return replace(kept, colleagues=kept.colleagues + tuple(c for c in other.colleagues if c.hint not in seen))
     return VisitContext(
         **{name: getattr(current, name) or getattr(new, name) for name in _REFERENCES},
         confirmed=current.confirmed,
@@ -267,9 +271,25 @@ def with_attendee_fact(
         first_seen = min(current.first_seen, at) if current else at
         tied = (current.member if current else None) or member
         updated = Attendee(role, entry, first_seen, interpreter or bool(current and current.interpreter), tied)
-        return None if updated == current else replace(visit, attendees={**visit.attendees, attendee: updated})
+        if updated == current:
+            return None
+        return replace(visit, attendees=_bounded({**visit.attendees, attendee: updated}))
 
     return change
+
+
+MAX_ATTENDEES = 60  # call legs kept per row: ~300 characters each, far below a Table property's 32K characters
+
+
+def _bounded(attendees: dict[str, Attendee]) -> dict[str, Attendee]:
+    """At most ``MAX_ATTENDEES`` call legs: the longest gone go first (every rejoin is a new call leg; a leg that
+    has left sends no more facts). Those still present are always kept."""
+    excess = len(attendees) - MAX_ATTENDEES
+    if excess <= 0:
+        return attendees
+    gone = sorted((a.entry.at, key) for key, a in attendees.items() if a.entry.state is EventKind.DISCONNECTED)
+    dropped = {key for _, key in gone[:excess]}
+    return {key: a for key, a in attendees.items() if key not in dropped}
 
 
 def with_member(slot: str, member_key: str) -> Callable[[Visit], Visit | None]:
@@ -409,12 +429,15 @@ def with_colleague(colleague: Colleague) -> Callable[[Visit], Visit | None]:
     return change
 
 
-def with_launch_context(role: Role, references: dict[str, str], *, confirmed: bool) -> Callable[[Visit], Visit | None]:
+def with_launch_context(
+    role: Role, references: dict[str, str], *, confirmed: bool, colleague: Colleague | None = None
+) -> Callable[[Visit], Visit | None]:
     """Merge a launch event's references into the visit's context (a relaunch restores a released one).
 
     ``confirmed``: the event was sealed by a launch whose context the EHR confirmed (every sealed launch
     event); a legacy event's clear references are not. The merge is ``merged_context``'s: the first
     confirmed provider and patient stay the visit's, and a Graph event of that role is written for them.
+    ``colleague``: the clinician who launched, by their Teams account (a relaunch restores them too).
     """
     participant = references.get("participant")
     launched = VisitContext(
@@ -424,6 +447,7 @@ def with_launch_context(role: Role, references: dict[str, str], *, confirmed: bo
         provider=participant if role is Role.PROVIDER else None,
         patient=participant if role is Role.PATIENT else None,
         confirmed=confirmed,
+        colleagues=(colleague,) if colleague is not None and confirmed else (),
     )
     return with_context(launched)
 

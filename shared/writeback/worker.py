@@ -73,10 +73,10 @@ from shared.kernel.inventory import Account, Classification, Field, Kind, Protec
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
-from shared.visits.events import Role, Source, VisitEvent
+from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.lifetime import meeting_ended, release_context_when_done
 from shared.visits.members import GroupMembers
-from shared.visits.model import Colleague, Visit, has_context, with_launch_context
+from shared.visits.model import Colleague, Visit, has_context, with_launch_context, with_member
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_event
@@ -231,7 +231,18 @@ class WritebackWorker:
             return self._unopenable(queued, "the event's sealed launch context")
         if visit.is_group:
             return self._group_fact(visit, event)
+        if visit.in_group and _launched_by(event) is not None and event.member_hint:
+            self._tie_clinician(visit, event.member_hint)
         return self._write(queued, event, visit)
+
+    def _tie_clinician(self, member: Visit, hint: str) -> None:
+        """A clinician's launch in a group ties their Teams account to their visit (the launch did too; this
+        repairs a tie that failed there). First tie wins."""
+        group = self._visits.get(member.geography, member.group_key) if member.group_key else None
+        if group is not None and group.is_group:
+            slot = self._members.slot(group.key, hint)
+            if slot not in group.members:
+                self._visits.update(group, with_member(slot, member.key))
 
     def _group_fact(self, group: Visit, event: VisitEvent) -> Outcome:
         """A group meeting's Teams fact: onto the group's panel, then written for the participant's own visit.
@@ -267,7 +278,13 @@ class WritebackWorker:
         attendee = group.attendees.get(event.attendee) if event.attendee else None
         if attendee is not None and attendee.member:
             return attendee.member
-        return self._members.member(group.members, group.key, event.member_hint)
+        member = self._members.member(group.members, group.key, event.member_hint)
+        if member is not None and event.role is Role.PATIENT and _number_in_use(group, member, event.attendee):
+            # Another call that gave this number is still in the meeting: a second one naming it (someone who
+            # read it in the roster) ties nothing; a patient who comes back after leaving is tied again.
+            logger.warning("Group %s: a second call gave a visit number in use; written for nobody", log_id(group.key))
+            return None
+        return member
 
     def _write(self, queued: VisitEvent, event: VisitEvent, visit: Visit) -> Outcome:
         geography = visit.geography
@@ -284,7 +301,13 @@ class WritebackWorker:
             return self._fail(queued, "configuration_gone")
         # A launch's references fill (or restore) the visit's context, in the same write as its presence.
         # Sealed: from a launch the EHR confirmed; a legacy event's clear references are not.
-        also = with_launch_context(event.role, event.references, confirmed=bool(queued.sealed)) if launch else None
+        also = (
+            with_launch_context(
+                event.role, event.references, confirmed=bool(queued.sealed), colleague=_launched_by(event)
+            )
+            if launch
+            else None
+        )
         adapter = self._adapters[target.mode]
         context_missing = needs_visit_context and not has_context(visit)
         if target.mode is WritebackMode.NONE or (not context_missing and skips(adapter, event)):
@@ -487,6 +510,25 @@ def _is_sealed_invalid(body: str) -> bool:
     return isinstance(data, dict) and set(data) == {"invalid"} and isinstance(data["invalid"], str)
 
 
+def _number_in_use(group: Visit, member: str, attendee: str | None) -> bool:
+    """Another patient call tied to ``member`` is still in the lobby or the meeting."""
+    return any(
+        key != attendee
+        and a.member == member
+        and a.role is Role.PATIENT
+        and a.entry.state is not EventKind.DISCONNECTED
+        for key, a in group.attendees.items()
+    )
+
+
+def _launched_by(event: VisitEvent) -> Colleague | None:
+    """A clinician's launch event names them by their Teams account too: a relaunch restores them (their entry
+    goes with the context once the meeting has ended)."""
+    if event.role is not Role.PROVIDER or not event.member_hint or not event.participant:
+        return None
+    return Colleague(event.member_hint, event.participant, event.interpreter)
+
+
 def _colleague(event: VisitEvent, visit: Visit) -> Colleague | None:
     """The clinician a Graph fact of a tenant user names, if they launched this visit."""
     if event.source is not Source.GRAPH or event.role is Role.PATIENT:
@@ -500,12 +542,16 @@ def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
     participant = event.participant
     colleague = _colleague(event, visit)
     if colleague is not None:
-        # A clinician Teams names by the account their launch was mapped to: themselves, whoever organizes.
-        role = Role.PROVIDER if colleague.reference == context.provider else Role.STAFF
-        event = replace(event, role=role, interpreter=colleague.interpreter)
+        # A clinician Teams names by the account their launch was mapped to: themselves, whoever organizes
+        # (Teams' role stays: the organizer is the provider on the panel, the others colleagues).
+        event = replace(event, interpreter=colleague.interpreter)
         participant = colleague.reference
     elif participant is None and not event.interpreter:  # a guest interpreter is not the visit's patient
         participant = {Role.PROVIDER: context.provider, Role.PATIENT: context.patient}.get(event.role)
+        if event.role is Role.PROVIDER and event.source is Source.GRAPH and context.colleagues:
+            # The organizer never launched this visit (another clinician did, and the appointment's primary
+            # performer organizes): the visit's provider is someone else, so this names nobody.
+            participant = None
     return event.with_context(
         participant=participant,
         csn=event.csn or context.csn,

@@ -663,8 +663,10 @@ def test_a_group_participants_teams_facts_are_written_for_their_own_csn_once_tie
     assert len(set(numbers)) == 3 and all(len(n) == 4 for n in numbers)
     assert groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, members[0].key) == numbers[0]
     lee_oid, lee = "b0000000-0000-4000-8000-00000000000a", f"Practitioner/{seeded[0].practitioner_id}"
-    members[0] = repository.update(members[0], with_colleague(Colleague(user_hint(lee_oid), lee)))
-    groups.tie_clinician(repository.get(Geography.AMERICAS, group.key) or group, members[0].key, user_hint(lee_oid))
+    members[0] = repository.update(members[0], with_colleague(Colleague(user_hint(SECRET, lee_oid), lee)))
+    groups.tie_clinician(
+        repository.get(Geography.AMERICAS, group.key) or group, members[0].key, user_hint(SECRET, lee_oid)
+    )
 
     def fact(leg: str, kind: EventKind, role: Role, second: int, hint: str | None) -> VisitEvent:
         return replace(group_fact(group.key, configuration, leg, kind, role, second), id="", member_hint=hint)
@@ -681,16 +683,28 @@ def test_a_group_participants_teams_facts_are_written_for_their_own_csn_once_tie
     outcomes = [
         worker.handle(fact(*args).to_json())
         for args in (
-            ("leg-lee", EventKind.CONNECTED, Role.PROVIDER, 1, user_hint(lee_oid)),
+            ("leg-lee", EventKind.CONNECTED, Role.PROVIDER, 1, user_hint(SECRET, lee_oid)),
             ("leg-p0", EventKind.LOBBY, Role.PATIENT, 2, label_hint(numbers[0])),  # Epic has no lobby status
             ("leg-p1", EventKind.CONNECTED, Role.PATIENT, 3, label_hint(numbers[1])),
             ("leg-p0", EventKind.CONNECTED, Role.PATIENT, 4, None),  # the call leg stays tied (name edited)
             ("leg-x", EventKind.CONNECTED, Role.PATIENT, 5, None),  # typed no number: nobody's
             ("leg-y", EventKind.CONNECTED, Role.PATIENT, 6, label_hint("0000")),  # a number nobody was given
             ("leg-p1", EventKind.DISCONNECTED, Role.PATIENT, 7, label_hint(numbers[1])),
+            ("leg-copy", EventKind.LOBBY, Role.PATIENT, 8, label_hint(numbers[0])),  # read in the roster: p0 is in
+            ("leg-p1b", EventKind.CONNECTED, Role.PATIENT, 9, label_hint(numbers[1])),  # p1 comes back: tied again
         )
     ]
-    assert [o.status for o in outcomes] == ["written", "skipped", "written", "written", "skipped", "skipped", "written"]
+    assert [o.status for o in outcomes] == [
+        "written",
+        "skipped",
+        "written",
+        "written",
+        "skipped",
+        "skipped",
+        "written",
+        "skipped",
+        "written",
+    ]
     changed = {
         key: statuses(one, key[1], key[2]) - count
         for key, count in before.items()
@@ -700,7 +714,7 @@ def test_a_group_participants_teams_facts_are_written_for_their_own_csn_once_tie
     assert {key: n for key, n in changed.items() if n} == {
         (seeded[0].csn, seeded[0].practitioner_id, "1"): 1,
         (seeded[0].csn, seeded[0].patient_id, "1"): 1,
-        (seeded[1].csn, seeded[1].patient_id, "1"): 1,
+        (seeded[1].csn, seeded[1].patient_id, "1"): 2,
         (seeded[1].csn, seeded[1].patient_id, "2"): 1,
     }
     # A repeated delivery is a duplicate of the member's own claim, not a second status.
@@ -714,9 +728,11 @@ def test_a_group_participants_teams_facts_are_written_for_their_own_csn_once_tie
         "leg-p1": members[1].key,
         "leg-x": None,
         "leg-y": None,
+        "leg-copy": None,
+        "leg-p1b": members[1].key,
     }
     assert ledger_state(storage, stored) == {}  # the group's row is nobody's: claims are on the members' rows
-    assert len(ledger_state(storage, members[1])) == 2
+    assert len(ledger_state(storage, members[1])) == 3
 
 
 def test_a_single_visits_colleagues_are_kept_apart_by_call_leg_and_patients_by_role_only(
@@ -774,7 +790,9 @@ def test_clinicians_who_launched_a_visit_are_written_as_themselves_and_a_staff_i
 
     def launched_by_souza(configuration: str, key: str) -> Visit:
         visit = repository.get_or_create(Geography.AMERICAS, key, configuration, visit_context(seeded))
-        return repository.update(visit, with_colleague(Colleague(user_hint(souza_oid), souza, interpreter=True)))
+        return repository.update(
+            visit, with_colleague(Colleague(user_hint(SECRET, souza_oid), souza, interpreter=True))
+        )
 
     def teams(visit: Visit, hint: str, kind: EventKind, second: int) -> VisitEvent:
         base = graph_event(visit, kind, Role.STAFF, second)
@@ -783,8 +801,13 @@ def test_clinicians_who_launched_a_visit_are_written_as_themselves_and_a_staff_i
     # Epic: her own Practitioner id (ExternalIDType 1); a colleague who never launched it names nobody: not sent.
     epic = launched_by_souza(f"epic-{unique}", f"visit-si-{unique}")
     before = ehr.connection_status_changes(conference_id=seeded.csn)
-    assert worker.handle(teams(epic, user_hint(souza_oid), EventKind.CONNECTED, 1).to_json()).status == "written"
-    assert worker.handle(teams(epic, user_hint("someone-else"), EventKind.CONNECTED, 2).to_json()).status == "skipped"
+    assert (
+        worker.handle(teams(epic, user_hint(SECRET, souza_oid), EventKind.CONNECTED, 1).to_json()).status == "written"
+    )
+    assert (
+        worker.handle(teams(epic, user_hint(SECRET, "someone-else"), EventKind.CONNECTED, 2).to_json()).status
+        == "skipped"
+    )
     new = ehr.connection_status_changes(conference_id=seeded.csn)[len(before) :]
     assert [(c.external_id, c.external_id_type, c.connection_status) for c in new] == [
         (seeded.interpreter_id, "1", "1")
@@ -795,8 +818,39 @@ def test_clinicians_who_launched_a_visit_are_written_as_themselves_and_a_staff_i
 
     # FHIR: an AuditEvent whose agent is of type translator and is her own reference.
     fhir = launched_by_souza(f"fhir-auditevent-{unique}", f"visit-sf-{unique}")
-    connected = teams(fhir, user_hint(souza_oid), EventKind.CONNECTED, 3)
+    connected = teams(fhir, user_hint(SECRET, souza_oid), EventKind.CONNECTED, 3)
     assert worker.handle(connected.to_json()).status == "written"
     [audit] = [a for a in ehr.audit_events() if a["meta"]["tag"][0]["code"] == connected.id]
     [agent] = audit["agent"]
     assert agent["type"]["coding"][0]["code"] == "translator" and agent["who"] == {"reference": souza}
+
+
+def test_an_organizer_who_never_launched_the_visit_names_nobody_and_a_relaunch_restores_its_clinician(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    """Dr. A launched (the visit's provider); Dr. B, the primary performer, organizes the meeting without launching."""
+    seeded = ehr.clinic.visits[1]
+    a, a_oid, b_oid = f"Practitioner/{seeded.practitioner_id}", "d0000000-0000-4000-8000-00000000000a", "d-b"
+    repository = VisitRepository(storage, SEALER)
+    visit = repository.get_or_create(Geography.AMERICAS, f"visit-org-{unique}", f"epic-{unique}", visit_context(seeded))
+    # A's launch event names A's Teams account: the worker keeps it as the visit's colleague (a relaunch after
+    # the context was released restores it the same way).
+    launch = seal_event(
+        SEALER,
+        replace(launch_event(visit, Role.PROVIDER, a, 1, csn=seeded.csn), id="", member_hint=user_hint(SECRET, a_oid)),
+    )
+    worker.handle(launch.to_json())
+    stored = repository.get(Geography.AMERICAS, visit.key)
+    assert stored is not None and [(c.hint, c.reference) for c in stored.context.colleagues] == [
+        (user_hint(SECRET, a_oid), a)
+    ]
+
+    def teams(role: Role, oid: str, second: int) -> VisitEvent:
+        event = graph_event(visit, EventKind.CONNECTED, role, second)
+        return replace(event, id="", attendee=attendee_key(oid), member_hint=user_hint(SECRET, oid))
+
+    before = ehr.connection_status_changes(conference_id=seeded.csn)
+    assert worker.handle(teams(Role.PROVIDER, b_oid, 2).to_json()).status == "skipped"  # B: not A, not anyone
+    assert worker.handle(teams(Role.STAFF, a_oid, 3).to_json()).status == "written"  # A, a colleague in Teams
+    new = ehr.connection_status_changes(conference_id=seeded.csn)[len(before) :]
+    assert [(c.external_id, c.external_id_type) for c in new] == [(seeded.practitioner_id, "1")]  # A, once

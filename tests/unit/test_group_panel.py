@@ -10,7 +10,7 @@ from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.visits.events import EventKind, Role, Source, VisitEvent, attendee_key
 from shared.visits.lifetime import meeting_ended
-from shared.visits.model import Visit, compose, with_attendee_fact, with_presence, with_roster_fact
+from shared.visits.model import MAX_ATTENDEES, Visit, compose, with_attendee_fact, with_presence, with_roster_fact
 from shared.visits.panel import Panel, PanelState, panel_of
 from shared.visits.subscriptions import _finished as finished
 
@@ -185,3 +185,11 @@ def test_a_single_visit_goes_on_when_its_interpreter_or_second_clinician_leaves(
     # A further participant still there keeps it going, whoever else has left.
     back = with_attendee_fact("kim", Role.STAFF, EventKind.CONNECTED, base + timedelta(minutes=40))(visit) or visit
     assert not meeting_ended(back) and not finished(back, later)
+
+
+def test_a_group_row_keeps_at_most_its_limit_of_call_legs_dropping_the_longest_gone_first() -> None:
+    facts = [(f"gone{n}", Role.PATIENT, EventKind.DISCONNECTED, n, False) for n in range(MAX_ATTENDEES)]
+    visit = group(("lee", Role.PROVIDER, EventKind.CONNECTED, 0, False), *facts)
+    assert len(visit.attendees) == MAX_ATTENDEES and "lee" in visit.attendees and "gone0" not in visit.attendees
+    present = group(*[(f"here{n}", Role.PATIENT, EventKind.CONNECTED, n, False) for n in range(MAX_ATTENDEES + 5)])
+    assert len(present.attendees) == MAX_ATTENDEES + 5  # nobody still present is dropped

@@ -96,7 +96,9 @@ def certificate() -> NotificationCertificate:
 @pytest.fixture
 def decoder(jwks_url: str, certificate: NotificationCertificate) -> NotificationDecoder:
     tokens = validation_tokens(jwks_url)
-    return NotificationDecoder(ClientStates(SECRET), tokens, {certificate.certificate_id: certificate.private_key})
+    return NotificationDecoder(
+        ClientStates(SECRET), tokens, {certificate.certificate_id: certificate.private_key}, connector_secret=SECRET
+    )
 
 
 def call_event(event_type: str, participants: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -234,10 +236,11 @@ def test_a_visit_number_in_a_guests_name_and_a_users_account_travel_as_member_hi
         (None, False),  # five digits are not a visit number
         (None, False),  # two numbers: ambiguous, tied to nobody
         (None, True),
-        (user_hint(NURSE), False),
+        (user_hint(SECRET, NURSE), False),
     ]
-    assert user_hint(NURSE) != user_hint(ORGANIZER) and NURSE not in (user_hint(NURSE) or "")
-    assert user_hint(NURSE.upper()) == user_hint(NURSE)  # object ids compare case-insensitively
+    assert user_hint(SECRET, NURSE) != user_hint(SECRET, ORGANIZER) and NURSE not in user_hint(SECRET, NURSE)
+    assert user_hint("another-secret", NURSE) != user_hint(SECRET, NURSE)  # keyed: no one recomputes it
+    assert user_hint(SECRET, NURSE.upper()) == user_hint(SECRET, NURSE)  # object ids compare case-insensitively
     sent = "".join(e.to_json() for e in decoded.events)
     assert "Maria" not in sent and "Jane" not in sent and NURSE not in sent  # no names or object ids travel
 
@@ -403,7 +406,7 @@ def test_two_certificates_during_rotation_decrypt_and_the_first_is_current(jwks_
     assert current.certificate_id != previous.certificate_id
     tokens = validation_tokens(jwks_url)
     keys = {c.certificate_id: c.private_key for c in (current, previous)}
-    decoder = NotificationDecoder(ClientStates(SECRET), tokens, keys)
+    decoder = NotificationDecoder(ClientStates(SECRET), tokens, keys, connector_secret=SECRET)
     items = [notification(c, call_event("rosterUpdated", [guest("p", in_lobby=True)])) for c in (current, previous)]
     assert len(decoder.change_notifications(batch(*items, tokens=[signer.token()])).events) == 2
 
