@@ -75,7 +75,7 @@ from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import Role, Source, VisitEvent
 from shared.visits.lifetime import meeting_ended, release_context_when_done
-from shared.visits.model import Visit, has_context, with_launch_context
+from shared.visits.model import Visit, compose, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_event
@@ -198,6 +198,7 @@ class WritebackWorker:
         sealer: Sealer,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        report: Callable[[VisitEvent], Callable[[Visit], Visit | None] | None] | None = None,
     ) -> None:
         self._visits = visits
         self._ledger = ledger
@@ -208,6 +209,8 @@ class WritebackWorker:
         self._sealer = sealer
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        # The usage report's facts of an event, folded into the presence write (``shared.reports.fold``).
+        self._report = report
 
     def handle(self, body: str) -> Outcome:
         """Process one message. Returns normally to complete it; raises a retryable error to retry it."""
@@ -227,6 +230,7 @@ class WritebackWorker:
         except SealedValueInvalid:
             return self._unopenable(queued, "the event's sealed launch context")
         launch = event.source is Source.LAUNCH
+        report = self._report(event) if self._report is not None else None
         if visit.is_group:
             # A group meeting's Teams roster tells no patient from another (anonymous joiners): there is no CSN
             # to write it for. It feeds the panel; each participant's own launch is written for their own visit.
@@ -238,6 +242,7 @@ class WritebackWorker:
                 source=event.source,
                 attendee=event.attendee,
                 interpreter=event.interpreter,
+                also=report,
             )
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
         # The visit's context names what the event does not: a Graph event names no visit reference (and a sealed
@@ -253,6 +258,8 @@ class WritebackWorker:
         # A launch's references fill (or restore) the visit's context, in the same write as its presence.
         # Sealed: from a launch the EHR confirmed; a legacy event's clear references are not.
         also = with_launch_context(event.role, event.references, confirmed=bool(queued.sealed)) if launch else None
+        if report is not None:
+            also = report if also is None else compose(also, report)
         adapter = self._adapters[target.mode]
         context_missing = needs_visit_context and not has_context(visit)
         if target.mode is WritebackMode.NONE or (not context_missing and skips(adapter, event)):
