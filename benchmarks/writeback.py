@@ -169,7 +169,8 @@ def _idle_cpu(host: Any, seconds: float = 4.0) -> float:
 def in_flight() -> int:
     """Messages the production host.json lets one instance process at once: batchSize + newBatchThreshold."""
     queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
-    return int(queues["batchSize"]) + int(queues["newBatchThreshold"])
+    batch = int(queues.get("batchSize", 16))
+    return batch + int(queues.get("newBatchThreshold", batch // 2))  # the extension's default: half the batch
 
 
 def _floor(load: WritebackLoad, mode: WritebackMode, runs: int, *, concurrency: int = 1) -> dict[str, Any]:
