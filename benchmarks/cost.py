@@ -38,6 +38,8 @@ MEASURED_WRITEBACK = {
     ("epic", False): (5.76, 4.0),
     ("epic", True): (6.86, 5.0),
 }
+# The usage report's copy into ReportVisits per visit (Table operations, CPU ms), measured by benchmarks.writeback.
+REPORT_COPY = (0.0, 0.0)
 QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
 
 
@@ -80,6 +82,17 @@ def kinds(args: argparse.Namespace) -> list[Kind]:
             writeback_ops,
             2 + 1 / 16,
         ),  # fmt: skip
+        # The usage report's copy of a visit's facts from its row into ReportVisits (the timers, every 15 minutes:
+        # no execution of its own per visit, so no wall time here).
+        Kind(
+            "usage report copy (timer)",
+            "report_upkeep",
+            1,
+            0.0,
+            args.report_copy_cpu_ms / 1000,
+            args.report_copy_table_ops if args.usage_report == "on" else 0.0,
+            0,
+        ),  # fmt: skip
     ]
 
 
@@ -117,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     add("--writeback-table-ops", type=float, default=None, help="Table operations per event (default: measured)")
     add("--writeback-wall", type=float, default=0.3, help="assumed: seconds, mostly the EHR call")
     add("--subscription-table-ops", type=float, default=2.0, help="assumed: subscription create + renewals")
+    add("--report-copy-table-ops", type=float, default=REPORT_COPY[0],
+        help="measured: Table operations per visit of the usage report's copy (benchmarks.writeback)")  # fmt: skip
+    add("--report-copy-cpu-ms", type=float, default=REPORT_COPY[1], help="measured: its CPU per visit")
     # List prices (USD, East US, pay as you go); each a flag, to be checked against the pricing pages:
     #   GB-s: $0.000026 "Flex Consumption ... Execution Time: $0.000026 per GB-second" (modal.com, "Azure Functions
     #     pricing: Consumption vs. Flex Consumption", May 2025; azure.microsoft.com/pricing/details/functions);

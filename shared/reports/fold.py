@@ -11,7 +11,7 @@ per visit and day, merged as before by ``ReportFacts.record``, so copying twice 
 ``report_upkeep`` before it computes the open days, and by ``sweep_expired_state`` before it deletes expired
 visit rows (so no row is swept with facts not yet copied). The rows to copy are found by the Table's own
 ``Timestamp`` (one query per 1,000 rows) from a watermark kept in ``ReportDays`` (``copied_until``), less
-``OVERLAP`` for clocks and writes in flight. A visit therefore appears in ``ReportVisits`` within one timer
+``OVERLAP`` for clocks and writes in flight (rows re-examined there cost a read each, no write). A visit therefore appears in ``ReportVisits`` within one timer
 period (15 minutes) of its events; the day summaries were already computed by that timer.
 """
 
@@ -41,7 +41,9 @@ from shared.writeback.worker import TargetResolver
 logger = logging.getLogger(__name__)
 
 CSN_PURPOSE = "Visits"  # with the geography, the visit key and "report": bound to the row's ReportFacts column
-OVERLAP = timedelta(minutes=5)  # each copy starts this much before the last one began
+# Each copy starts this much before the last one began: rows whose write was in flight then, and the clocks'
+# difference (the Table's Timestamp is the server's, the watermark ours; both NTP-synchronised, seconds apart).
+OVERLAP = timedelta(minutes=1)
 
 Change = Callable[[Visit], Visit | None]
 
