@@ -11,8 +11,9 @@ per visit and day, merged as before by ``ReportFacts.record``, so copying twice 
 ``report_upkeep`` before it computes the open days, and by ``sweep_expired_state`` before it deletes expired
 visit rows (so no row is swept with facts not yet copied). The rows to copy are found by the Table's own
 ``Timestamp`` (one query per 1,000 rows) from a watermark kept in ``ReportDays`` (``copied_until``), less
-``OVERLAP`` for clocks and writes in flight (rows re-examined there cost a read each, no write). A visit therefore appears in ``ReportVisits`` within one timer
-period (15 minutes) of its events; the day summaries were already computed by that timer.
+``OVERLAP`` for clocks and writes in flight (a row copied already costs an insert refused and a read there, no
+write). A visit therefore appears in ``ReportVisits`` within one timer period (15 minutes) of its events; the
+day summaries were already computed by that timer.
 """
 
 from __future__ import annotations
