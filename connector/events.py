@@ -97,8 +97,11 @@ def _reauthorize_all(requests: list[tuple[str, SubscriptionTarget]]) -> None:
 def writeback_events(msg: func.QueueMessage) -> None:
     """One visit event: presence + EHR writeback (``shared.writeback.worker``). Raising hands the message back."""
     body = msg.get_body().decode("utf-8", errors="replace")
-    services().report_recorder.record(body)  # usage report facts first: idempotent, whatever the writeback does
+    # The usage report's facts ride in the worker's visit row write (``shared.reports.fold``); an event that
+    # failed permanently (its visit gone, a seal that does not open) may have written no row: recorded directly.
     outcome = services().worker.handle(body)
+    if outcome.status == "failed":
+        services().report_recorder.record(body)
     visit = outcome.visit
     if visit is not None and outcome.source_is_launch and visit.has_meeting and not visit.subscription_id:
         try:

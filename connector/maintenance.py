@@ -37,6 +37,15 @@ def sweep_expired_state(timer: func.TimerRequest) -> None:
         for table in GEOGRAPHY_SHORT_LIVED_TABLES
     ]
     failed = 0
+    # Visit rows carry the usage report's facts (``shared.reports.fold``): copied before any is deleted, and a
+    # geography whose copy failed keeps its visit rows until a run copies them.
+    for geography in storage.geographies:
+        try:
+            services().report_flush.flush(geography)
+        except (ConnectorError, HttpResponseError) as exc:
+            failed += 1
+            logger.error("Copying report facts in %s failed: %s", geography.value, type(exc).__name__)
+            targets.remove((storage.for_geography(geography), visits.TABLE))
     for account, table in targets:
         # One unreachable account or broken table must not keep the others' expired rows (and the
         # purge promise) waiting: log it and go on; the next run tries again.
@@ -59,6 +68,7 @@ def report_upkeep(timer: func.TimerRequest) -> None:
     geographies = svc.storage.geographies
     now = utcnow()
     try:
+        copied = sum(svc.report_flush.flush(geography) for geography in geographies)
         deleted = enforce_retention(
             geographies, svc.report_preferences, svc.report_facts, svc.report_days, today=now.date()
         )
@@ -66,4 +76,10 @@ def report_upkeep(timer: func.TimerRequest) -> None:
     except (ConnectorError, HttpResponseError) as exc:
         logger.error("Report upkeep failed: %s; retried on the next run", type(exc).__name__)
         return
-    logger.info("Report upkeep: %d rows past retention deleted, %d day summaries computed", deleted, computed)
+    logger.info(
+        "Report upkeep: %d visit-day rows copied from visits, %d rows past retention deleted, %d day summaries "
+        "computed",
+        copied,
+        deleted,
+        computed,
+    )

@@ -53,6 +53,7 @@ from shared.microsoft.teams import TeamsClients
 from shared.portal.service import PortalService
 from shared.portal.sessions import SessionStore
 from shared.reports.days import ReportDays
+from shared.reports.fold import ReportFlush, ReportFold
 from shared.reports.preferences import ReportPreferenceStore
 from shared.reports.recorder import FactRecorder
 from shared.reports.service import ReportService
@@ -294,6 +295,26 @@ class Services:
         )
 
     @once
+    def report_fold(self) -> ReportFold:
+        return ReportFold(
+            self.report_preferences,
+            self.targets,
+            secret=self.settings.connector_secret.reveal(),
+            sealer=self.sealer,
+        )
+
+    @once
+    def report_flush(self) -> ReportFlush:
+        return ReportFlush(
+            self.visits,
+            self.report_facts,
+            self.report_days,
+            self.report_preferences,
+            secret=self.settings.connector_secret.reveal(),
+            sealer=self.sealer,
+        )
+
+    @once
     def reports(self) -> ReportService:
         return ReportService(self.configurations, self.report_preferences, self.report_facts, self.report_days)
 
@@ -315,6 +336,7 @@ class Services:
             FailureLog(self.storage.app, settings.writeback_queue_name, self.sealer),
             sealer=self.sealer,
             members=GroupMembers(settings.connector_secret.reveal()),
+            report=self.report_fold.change_for,
         )
 
 

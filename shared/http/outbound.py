@@ -240,6 +240,9 @@ class _CheckedBackend(httpcore.SyncBackend):
         raise last_error
 
 
+CONNECTIONS = 48  # per checked transport: the worker's thread count in Azure (infra/app/api.bicep workerThreadCount)
+
+
 class _CheckedTransport(httpx.HTTPTransport):
     """httpx's transport with a connection pool whose every TCP connection goes through the checks.
 
@@ -248,10 +251,15 @@ class _CheckedTransport(httpx.HTTPTransport):
 
     def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext) -> None:
         super().__init__(verify=ssl_context, trust_env=False)
+        # As many connections kept as the worker has threads (PYTHON_THREADPOOL_THREAD_COUNT, 48 in infra/): each
+        # running invocation holds at most one request. With fewer kept than in flight (it was 10 of 20), the
+        # writeback's 24 messages in flight closed and reopened a connection for almost every event (383 new
+        # connections for 400 events, a resolve, the address checks and, against a real EHR, a TLS handshake
+        # each); now none after warm-up (``benchmarks.writeback``, README "Performance and cost").
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
-            max_connections=20,
-            max_keepalive_connections=10,
+            max_connections=CONNECTIONS,
+            max_keepalive_connections=CONNECTIONS,
             keepalive_expiry=30.0,
             network_backend=_CheckedBackend(policy),
         )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
@@ -37,6 +38,7 @@ TABLE = "ReportDays"
 FRESH = timedelta(minutes=20)
 LIST_DAYS = 4  # a day's list of configurations is kept this many days (the timer reads the last three)
 DAY_FORMAT = "%Y%m%d"
+WATERMARK = "~flush"  # partition of the report copy's watermark, one row per geography (after every "~<day>")
 
 INVENTORY = (
     Store(
@@ -46,7 +48,12 @@ INVENTORY = (
         "usage report summaries per configuration, day and department (counts and histograms, no visit), and "
         "the list of configurations with facts per day",
         (
-            Field("PartitionKey", Classification.TENANT, Protection.CLEAR, "configuration id, or ~ and a UTC day"),
+            Field(
+                "PartitionKey",
+                Classification.TENANT,
+                Protection.CLEAR,
+                "configuration id, or ~ and a UTC day, or ~flush (the report copy's watermark per geography)",
+            ),
             Field(
                 "RowKey",
                 Classification.TENANT,
@@ -60,7 +67,7 @@ INVENTORY = (
                 Protection.CLEAR,
                 "counts by status, wait/duration buckets, visits per hour, attendants by role",
             ),
-            *operational("Computed", "Changed"),
+            *operational("Computed", "Changed", "Until"),
         ),
         "the configuration's report retention (default 90 days); a day's list of configurations 3 days",
         "the report upkeep timer once past the retention (a key-range query per configuration), or all of a "
@@ -260,6 +267,23 @@ class ReportDays:
             result[day] = (summary, changed)
             day += timedelta(days=1)
         return result
+
+    def copied_until(self, geography: Geography) -> datetime | None:
+        """When the last copy of the visit rows' report facts began (``shared.reports.fold``); None: never."""
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            try:
+                until = account.table(TABLE).get_entity(WATERMARK, geography.value).get("Until")
+            except ResourceNotFoundError:
+                return None
+        return until if isinstance(until, datetime) else None
+
+    def mark_copied(self, geography: Geography, until: datetime) -> None:
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            account.table(TABLE).upsert_entity(
+                {"PartitionKey": WATERMARK, "RowKey": geography.value, "Until": until}, mode=UpdateMode.REPLACE
+            )
 
     def active(self, geography: Geography, day: date) -> list[str]:
         """The configurations with facts on ``day``."""

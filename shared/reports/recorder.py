@@ -1,10 +1,12 @@
-"""Report facts from the writeback queue's events, recorded before the writeback itself.
+"""Report facts of one queue message, recorded straight into ``ReportVisits``.
 
-Every message the worker receives passes here first (``connector/events.py``): launch events (opened from
-their seal, for the department, the organizer and, if opted in, the CSN) and Graph roster events. An event
-whose configuration is unknown, has analytics off, or that does not parse or open is not recorded (the
-worker decides what happens to it). A storage failure raises: the message is retried, and recording again is
-harmless (facts merge idempotently).
+The worker folds each event's facts into the visit row it writes anyway (``shared.reports.fold``), and the
+timers copy them from there. A message the worker fails permanently may have written no visit row (its
+visit gone, a seal that does not open): ``connector/events.py`` records those here, so the report still
+counts what the event says. Launch events are opened from their seal (the department, the organizer and, if
+opted in, the CSN); Graph roster events need nothing opened. An event whose configuration is unknown, has
+analytics off, or that does not parse or open is not recorded. A storage failure raises: the message is
+retried, and recording again is harmless (facts merge idempotently).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -249,51 +249,59 @@ class ReportFacts:
     # --- entity mapping ----------------------------------------------------------------------------------
 
     def entity(self, geography: Geography, pk: str, visit: str, facts: VisitFacts) -> dict[str, Any]:
-        entity: dict[str, Any] = {
-            "PartitionKey": pk,
-            "RowKey": visit,
-            "Launched": _dump({role.value: _ms(launch.at) for role, launch in facts.launches.items()}),
-            "Organizer": next((launch.organizer for launch in facts.launches.values() if launch.organizer), ""),
-            "Departments": _dump(
-                {role.value: launch.department for role, launch in facts.launches.items() if launch.department}
-            ),
-            "Attendees": _dump(
-                {
-                    name: [a.role.value, _ms(a.lobby), _ms(a.joined), _ms(a.present), _ms(a.left)]
-                    for name, a in facts.attendees.items()
-                }
-            ),
-        }
+        entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": visit, **facts_columns(facts)}
         if facts.csn:
             entity["Csn"] = self._sealer.seal(facts.csn, purpose=_csn_purpose(geography, pk, visit))
         return entity
 
     def _facts(self, geography: Geography, entity: Any) -> VisitFacts:
         pk, visit = str(entity["PartitionKey"]), str(entity["RowKey"])
-        launched = _load(entity.get("Launched"))
-        departments = _load(entity.get("Departments"))
-        organizer = str(entity.get("Organizer") or "") or None
-        launches = {
-            Role(role): LaunchFacts(
-                at=_time(at) or datetime.min.replace(tzinfo=UTC),
-                organizer=organizer if role == Role.PROVIDER.value else None,
-                department=str(departments[role]) if departments.get(role) else None,
-            )
-            for role, at in launched.items()
-            if role in Role.__members__.values()
-        }
-        attendees = {
-            str(name): AttendeeFacts(Role(v[0]), _time(v[1]), _time(v[2]), _time(v[3]), _time(v[4]))
-            for name, v in _load(entity.get("Attendees")).items()
-            if isinstance(v, list) and len(v) == 5 and v[0] in Role.__members__.values()
-        }
         csn = None
         if entity.get("Csn"):
             try:
                 csn = self._sealer.open(str(entity["Csn"]), purpose=_csn_purpose(geography, pk, visit))
             except SealedValueInvalid:
                 csn = None  # a retired key: the report shows the pseudonymous id instead
-        return VisitFacts(launches=launches, attendees=attendees, csn=csn)
+        return replace(facts_from_columns(entity), csn=csn)
+
+
+def facts_columns(facts: VisitFacts) -> dict[str, str]:
+    """A visit's facts as a row's columns (all but the CSN, which the caller seals for its place)."""
+    return {
+        "Launched": _dump({role.value: _ms(launch.at) for role, launch in facts.launches.items()}),
+        "Organizer": next((launch.organizer for launch in facts.launches.values() if launch.organizer), ""),
+        "Departments": _dump(
+            {role.value: launch.department for role, launch in facts.launches.items() if launch.department}
+        ),
+        "Attendees": _dump(
+            {
+                name: [a.role.value, _ms(a.lobby), _ms(a.joined), _ms(a.present), _ms(a.left)]
+                for name, a in facts.attendees.items()
+            }
+        ),
+    }
+
+
+def facts_from_columns(columns: Any) -> VisitFacts:
+    """The facts of ``facts_columns`` (no CSN)."""
+    launched = _load(columns.get("Launched"))
+    departments = _load(columns.get("Departments"))
+    organizer = str(columns.get("Organizer") or "") or None
+    launches = {
+        Role(role): LaunchFacts(
+            at=_time(at) or datetime.min.replace(tzinfo=UTC),
+            organizer=organizer if role == Role.PROVIDER.value else None,
+            department=str(departments[role]) if departments.get(role) else None,
+        )
+        for role, at in launched.items()
+        if role in Role.__members__.values()
+    }
+    attendees = {
+        str(name): AttendeeFacts(Role(v[0]), _time(v[1]), _time(v[2]), _time(v[3]), _time(v[4]))
+        for name, v in _load(columns.get("Attendees")).items()
+        if isinstance(v, list) and len(v) == 5 and v[0] in Role.__members__.values()
+    }
+    return VisitFacts(launches=launches, attendees=attendees)
 
 
 def delete_rows(table: Any, account: str, query: str, parameters: dict[str, Any], *, limit: int) -> int:

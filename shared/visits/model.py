@@ -176,6 +176,9 @@ class Visit:
     group_key: str | None = None
     attendees: dict[str, Attendee] = field(default_factory=dict)  # the group's row: each Teams participant
     members: dict[str, str] = field(default_factory=dict)  # the group's row: keyed hint -> member visit key
+    # The usage report's facts of this visit, folded into the writes the worker already makes and copied into the
+    # report's own table by its timer (``shared.reports.fold``): opaque text here, written only by that module.
+    report: str | None = None
 
     @property
     def has_meeting(self) -> bool:

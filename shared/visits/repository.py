@@ -101,6 +101,14 @@ INVENTORY = (
                 "a group's row: HMAC(group, a patient's visit number or a fingerprint of a clinician's object id) -> "
                 "the RowKey of that participant's own visit, so their Teams facts are written for their own CSN",
             ),
+            Field(
+                "ReportFacts",
+                Classification.OPERATIONAL,
+                Protection.HASHED,
+                "the usage report's facts of the visit per UTC day (times, roles, keyed organizer id, department, "
+                "SHA-256 call-leg ids; the CSN only when opted in, sealed), copied to ReportVisits by the report's "
+                "timer",
+            ),
             *operational("SubscriptionId", "SubscriptionExpiresAt", "ExpiresAt"),
         ),
         "24 hours; the context only until the meeting has ended and its writebacks are done",
@@ -132,6 +140,22 @@ class VisitRepository:
             entities = account.table(TABLE).query_entities("PartitionKey eq @pk", parameters={"pk": geography.value})
             visits = [self._from_entity(geography, entity) for entity in entities]
         return [visit for visit in visits if visit.expires_at > now]
+
+    def report_facts_since(self, geography: Geography, since: datetime) -> list[tuple[str, str, str]]:
+        """(visit key, configuration id, report facts) of the rows holding report facts and written since ``since``
+        (the Table's own ``Timestamp``): what the usage report's timer copies (``shared.reports.fold``)."""
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            entities = account.table(TABLE).query_entities(
+                "PartitionKey eq @pk and Timestamp ge @since",
+                parameters={"pk": geography.value, "since": since},
+                select=["RowKey", "ConfigurationId", "ReportFacts"],
+            )
+            return [
+                (str(e["RowKey"]), str(e["ConfigurationId"]), str(e["ReportFacts"]))
+                for e in entities
+                if e.get("ReportFacts")
+            ]
 
     def get_or_create(self, geography: Geography, key: str, configuration_id: str, context: VisitContext) -> Visit:
         """The live visit row, creating it (valid for 24 h) when there is none."""
@@ -242,6 +266,7 @@ class VisitRepository:
             "GroupKey": visit.group_key,
             "Attendees": _attendees_value(visit) if visit.attendees else None,
             "Members": json.dumps(visit.members, separators=(",", ":")) if visit.members else None,
+            "ReportFacts": visit.report or None,
         }
         entity.update({k: v for k, v in optional.items() if v is not None})
         return entity
@@ -283,6 +308,7 @@ class VisitRepository:
             group_key=entity.get("GroupKey") or None,
             attendees=_attendees(entity.get("Attendees")),
             members=json.loads(entity["Members"]) if entity.get("Members") else {},
+            report=entity.get("ReportFacts") or None,
         )
 
     def _waiting_room_value(self, visit: Visit) -> str | None:

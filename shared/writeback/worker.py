@@ -76,7 +76,7 @@ from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.lifetime import meeting_ended, release_context_when_done
 from shared.visits.members import GroupMembers
-from shared.visits.model import Colleague, Visit, has_context, with_launch_context, with_member
+from shared.visits.model import Colleague, Visit, compose, has_context, with_launch_context, with_member
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_event
@@ -200,6 +200,7 @@ class WritebackWorker:
         members: GroupMembers,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        report: Callable[[VisitEvent], Callable[[Visit], Visit | None] | None] | None = None,
     ) -> None:
         self._visits = visits
         self._ledger = ledger
@@ -211,6 +212,8 @@ class WritebackWorker:
         self._members = members
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        # The usage report's facts of an event, folded into the presence write (``shared.reports.fold``).
+        self._report = report
 
     def handle(self, body: str) -> Outcome:
         """Process one message. Returns normally to complete it; raises a retryable error to retry it."""
@@ -267,10 +270,24 @@ class WritebackWorker:
             interpreter=event.interpreter or bool(colleague and colleague.interpreter),
             member=member.key if member is not None else None,
         )
+        if event.role is not Role.PATIENT and not (event.interpreter or (colleague and colleague.interpreter)):
+            self._report_to_members(group, event, besides=member.key if member is not None else None)
         if member is None:
             return Outcome("skipped", event.id, visit=group, source_is_launch=event.source is Source.LAUNCH)
         own = replace(event, visit_key=member.key, id="")  # its own id: a fact of the member's visit
         return self._write(own, own, member)
+
+    def _report_to_members(self, group: Visit, event: VisitEvent, *, besides: str | None) -> None:
+        """A group's clinicians see every patient: their presence goes into each member visit's usage report facts
+        (the report's rows are per visit, i.e. per CSN), not into anyone's writeback. The member whose visit the
+        clinician launched gets it through its own write."""
+        if self._report is None:
+            return
+        for member_key in sorted(set(group.members.values()) - {besides}):
+            row = self._visits.get(group.geography, member_key)
+            change = self._report(replace(event, visit_key=member_key, id="")) if row is not None else None
+            if row is not None and change is not None and row.group_key == group.key:
+                self._visits.update(row, change)
 
     def _member_of(self, group: Visit, event: VisitEvent) -> str | None:
         if event.source is not Source.GRAPH or event.interpreter:
@@ -308,6 +325,9 @@ class WritebackWorker:
             if launch
             else None
         )
+        report = self._report(event) if self._report is not None else None
+        if report is not None:
+            also = report if also is None else compose(also, report)
         adapter = self._adapters[target.mode]
         context_missing = needs_visit_context and not has_context(visit)
         if target.mode is WritebackMode.NONE or (not context_missing and skips(adapter, event)):

@@ -10,6 +10,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -400,3 +401,95 @@ def test_a_departments_page_of_a_busy_day_is_filled_from_as_many_rows_as_it_take
 
     everyone, more = svc.appointments(config, start.date())
     assert len(everyone) == 4 and more is not None  # unfiltered: one query, one page
+
+
+def without_writeback(tenant: Tenant) -> Configuration:
+    """An approved configuration whose events are presence only (no EHR to call here)."""
+    from shared.configurations import model as cfg
+    from shared.configurations.model import Status, WritebackMode
+    from shared.portal.service import to_input
+    from tests.functions.portal_support import configuration_form, repository
+
+    now = datetime.now(UTC)
+    values = configuration_form(
+        f"https://ehr-{uuid.uuid4().hex[:8]}.contoso.example/api/FHIR/R4", writeback_mode="none"
+    )
+    config = cfg.new_configuration(tenant.id, to_input(values), by="admin@contoso.example", now=now)
+    assert config.writeback_mode is WritebackMode.NONE
+    return repository().create(
+        replace(config, status=Status.APPROVED, approved_by="analyst@contoso.example", approved_at=now)
+    )
+
+
+def test_visits_through_the_writeback_queue_fold_into_their_rows_and_the_timer_copies_the_same_report(
+    tenants: tuple[Tenant, Tenant],
+) -> None:
+    """The production path: each event's facts ride in the worker's visit row write (no report Table call per
+    event); the upkeep timer copies them into ReportVisits. The report equals the one recorded event by event."""
+    import azure.functions as func
+
+    from benchmarks.table_operations import TableOperations
+    from connector import events
+    from shared.visits.model import VisitContext
+
+    owner, _ = tenants
+    direct = approved_in_storage(owner)
+    folded = without_writeback(owner)
+    start = today_at(9) - timedelta(days=1)
+    plans: list[dict[str, object]] = [
+        {"wait_minutes": 2}, {"wait_minutes": 4, "csn": "CSN-2"}, {"outcome": "no_show"},
+        {"outcome": "abandoned", "department": "20200"}, {"patients": 3, "wait_minutes": 1},
+    ]  # fmt: skip
+    per_event: list[dict[str, int]] = []
+    for n, plan in enumerate(plans):
+        at = start + timedelta(minutes=30 * n)
+        record(direct, at, **plan)
+        key = uuid.uuid4().hex
+        services().visits.get_or_create(folded.geography, key, folded.id, VisitContext())
+        bodies = visit_messages(
+            services().sealer, configuration_id=folded.id, geography=folded.geography.value, visit_key=key,
+            start=at, **plan,  # type: ignore[arg-type]
+        )  # fmt: skip
+        random.Random(n).shuffle(bodies)  # any order gives the same facts
+        for body in bodies + bodies[:2]:  # and a duplicate delivery adds nothing
+            with TableOperations().installed() as ops:
+                events.writeback_events(func.QueueMessage(body=body.encode()))
+                per_event.append(dict(ops.take()))
+    # (the first event reads the configuration and its report settings into this process's memos)
+    assert all(set(ops) <= {"Visits.get_entity", "Visits.update_entity"} for ops in per_event[1:]), per_event
+    assert not list(services().report_facts.day(folded.geography, folded.id, start.date()))  # not copied yet
+
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    services().report_facts.forget_memory()
+
+    def rows(config: Configuration) -> list[dict[str, str]]:
+        found = rows_of(export(owner.admin, config, days="7"))
+        for row in found:
+            assert len(row.pop("appointment_id")) == 32 and row.pop("organizer")  # keyed per configuration
+        return sorted(found, key=lambda r: r["first_launch"])
+
+    assert rows(folded) == rows(direct)
+    assert len(rows(folded)) == len(plans)
+    assert services().report_flush.flush(folded.geography) == 0  # copied again (the overlap): nothing changes
+
+
+def test_the_sweep_copies_a_visits_facts_before_deleting_its_row(tenants: tuple[Tenant, Tenant]) -> None:
+    import azure.functions as func
+
+    from connector import events
+    from shared.visits.model import VisitContext
+
+    owner, _ = tenants
+    config = without_writeback(owner)
+    key = uuid.uuid4().hex
+    services().visits.get_or_create(config.geography, key, config.id, VisitContext())
+    for body in visit_messages(services().sealer, configuration_id=config.id, geography=config.geography.value,
+                               visit_key=key, start=today_at(7)):  # fmt: skip
+        events.writeback_events(func.QueueMessage(body=body.encode()))
+    table = services().storage.for_geography(config.geography).table("Visits")
+    table.update_entity({"PartitionKey": config.geography.value, "RowKey": key,
+                         "ExpiresAt": datetime.now(UTC) - timedelta(minutes=1)})  # fmt: skip
+    maintenance.sweep_expired_state(TimerRequest(past_due=False))
+    assert services().visits.get(config.geography, key) is None
+    [row] = rows_of(export(owner.admin, config, days="7"))
+    assert row["status"] == "completed"

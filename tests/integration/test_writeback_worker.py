@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -99,7 +99,12 @@ def failures(storage: Storage, unique: str) -> FailureLog:
 
 
 def build_worker(
-    storage: Storage, targets: Targets, failures: FailureLog, http: SafeHttp, client_keys: ClientKeys
+    storage: Storage,
+    targets: Targets,
+    failures: FailureLog,
+    http: SafeHttp,
+    client_keys: ClientKeys,
+    report: Callable[[VisitEvent], Callable[[Visit], Visit | None] | None] | None = None,
 ) -> WritebackWorker:
     """A worker wired as the composition root wires it, with the sandbox EHR's Backend Services client."""
     backend = BackendServices(smart_client(client_keys))
@@ -117,6 +122,7 @@ def build_worker(
         sealer=SEALER,
         members=MEMBERS,
         retry=RetryPolicy(attempts=2, base_delay=0.01),
+        report=report,
     )
 
 
@@ -591,6 +597,68 @@ def test_table_operations_per_event_two_when_idempotent_or_skipped_four_through_
             "WritebackLedger.update_entity": 1,
             "Visits.update_entity": 1,
         }
+
+
+def test_the_usage_reports_facts_ride_in_the_same_writes_two_two_and_four_operations_and_the_timer_copies_them(
+    storage: Storage,
+    ehr: EhrSandbox,
+    targets: Targets,
+    failures: FailureLog,
+    http: SafeHttp,
+    client_keys: ClientKeys,
+    unique: str,
+) -> None:
+    """Analytics on (the default) adds no Table operation to an event: its facts are folded into the visit row's
+    write; the report's timer copies them into ReportVisits afterwards (``shared.reports.fold``)."""
+    from shared.reports.days import ReportDays
+    from shared.reports.fold import ReportFlush, ReportFold
+    from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
+    from shared.reports.recorder import report_visit_id
+    from shared.reports.store import ReportFacts
+
+    preferences = ReportPreferenceStore(storage.app)
+    for configuration_id in (f"fhir-auditevent-{unique}", f"epic-{unique}"):
+        preferences.save(configuration_id, ReportPreferences(analytics=True, geography=Geography.AMERICAS.value))
+    fold = ReportFold(preferences, targets, secret="s" * 32, sealer=SEALER)
+    worker = build_worker(storage, targets, failures, http, client_keys, report=fold.change_for)
+    now = datetime.now(UTC).replace(microsecond=0)
+    fhir = open_visit(storage, ehr, f"fhir-auditevent-{unique}", f"visit-rf-{unique}")
+    epic = open_visit(storage, ehr, f"epic-{unique}", f"visit-re-{unique}")
+    with TableOperations().installed() as ops:
+        event = graph_event(fhir, EventKind.CONNECTED, Role.PROVIDER, at=now - timedelta(minutes=3))
+        assert worker.handle(event.to_json()).status == "written"
+        assert ops.take() == {"Visits.get_entity": 1, "Visits.update_entity": 1}
+        event = graph_event(epic, EventKind.LOBBY, Role.PATIENT, at=now - timedelta(minutes=2))
+        assert worker.handle(event.to_json()).status == "skipped"
+        assert ops.take() == {"Visits.get_entity": 1, "Visits.update_entity": 1}
+        event = graph_event(epic, EventKind.CONNECTED, Role.PATIENT, at=now - timedelta(minutes=1))
+        assert worker.handle(event.to_json()).status == "written"
+        assert ops.take() == {
+            "Visits.get_entity": 1,
+            "WritebackLedger.create_entity": 1,
+            "WritebackLedger.update_entity": 1,
+            "Visits.update_entity": 1,
+        }
+        assert worker.handle(event.to_json()).status == "duplicate"  # adds no fact: no write at all
+        assert ops.take() == {
+            "Visits.get_entity": 1,
+            "WritebackLedger.create_entity": 1,
+            "WritebackLedger.get_entity": 1,
+        }
+
+    facts = ReportFacts(storage, SEALER)
+    flush = ReportFlush(
+        VisitRepository(storage, SEALER), facts, ReportDays(storage, facts), preferences,
+        secret="s" * 32, sealer=SEALER,
+    )  # fmt: skip
+    flush.flush(Geography.AMERICAS)
+    [stored] = [
+        row for row in facts.day(Geography.AMERICAS, f"epic-{unique}", now.date())
+        if row.visit == report_visit_id("s" * 32, f"epic-{unique}", epic.key)
+    ]  # fmt: skip
+    [patient] = stored.facts.attendees.values()
+    assert patient.role is Role.PATIENT
+    assert (patient.lobby, patient.joined) == (now - timedelta(minutes=2), now - timedelta(minutes=1))
 
 
 # --- group visits: the group's row takes Teams facts per participant and writes them for nobody; each

@@ -1,0 +1,126 @@
+"""Folding an event's report facts into its visit row: what the change writes, and when it writes nothing."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.kernel.errors import NotFound
+from shared.kernel.sealing import Sealer
+from shared.kernel.settings import Geography
+from shared.reports.facts import facts_from_event, merged
+from shared.reports.fold import Folded, ReportFold, csn_purpose
+from shared.reports.preferences import ReportPreferences
+from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.model import Visit
+
+
+class CountingSealer(Sealer):
+    def __init__(self) -> None:
+        super().__init__([os.urandom(32)])
+        self.sealed = 0
+
+    def seal(self, plaintext: str, *, purpose: str) -> str:
+        self.sealed += 1
+        return super().seal(plaintext, purpose=purpose)
+
+
+class Preferences:
+    def __init__(self, **values: Any) -> None:
+        self.preferences = ReportPreferences(**values)
+
+    def cached(self, configuration_id: str, *, geography: str | None = None) -> ReportPreferences:
+        return self.preferences
+
+
+class Targets:
+    def __init__(self, known: bool = True) -> None:
+        self.known = known
+
+    def target_for(self, configuration_id: str) -> Any:
+        if not self.known:
+            raise NotFound("gone")
+        return object()
+
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def visit() -> Visit:
+    return Visit(Geography.AMERICAS, "k" * 64, "cfg", NOW + timedelta(hours=20))
+
+
+def event(kind: EventKind, role: Role, minutes: float, *, source: Source = Source.GRAPH, **refs: str) -> VisitEvent:
+    return VisitEvent(
+        "cfg", "americas", "k" * 64, kind, role, NOW - timedelta(minutes=minutes), source,
+        attendee=None if source is Source.LAUNCH else f"leg-{role.value}", **refs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def fold(sealer: Sealer | None = None, targets: Targets | None = None, **preferences: Any) -> ReportFold:
+    return ReportFold(
+        Preferences(**preferences),  # type: ignore[arg-type]
+        targets or Targets(),
+        secret="s" * 32,
+        sealer=sealer or CountingSealer(),
+    )
+
+
+def apply(recorder: ReportFold, row: Visit, *events: VisitEvent) -> Visit:
+    for e in events:
+        change = recorder.change_for(e)
+        assert change is not None
+        row = change(row) or row
+    return row
+
+
+def test_the_folded_facts_are_the_merged_facts_of_the_events_in_any_order_and_a_repeat_writes_nothing() -> None:
+    recorder = fold()
+    events = [
+        event(EventKind.CONNECTED, Role.PROVIDER, 30, source=Source.LAUNCH, participant="Practitioner/1"),
+        event(EventKind.LOBBY, Role.PATIENT, 29),
+        event(EventKind.CONNECTED, Role.PATIENT, 27),
+        event(EventKind.DISCONNECTED, Role.PATIENT, 5),
+    ]
+    forwards = apply(recorder, visit(), *events)
+    backwards = apply(recorder, visit(), *reversed(events))
+    day = NOW.date().isoformat() if (NOW - timedelta(minutes=30)).date() == NOW.date() else None
+    folded = Folded.parse(forwards.report)
+    assert folded.days.keys() == Folded.parse(backwards.report).days.keys()
+    for name in folded.days:
+        assert folded.facts(name) == Folded.parse(backwards.report).facts(name)
+    if day is not None:  # (not across midnight) the day's facts are what the report merges from the events
+        expected = facts_from_event(events[1])
+        for e in events[2:]:
+            expected = merged(expected, facts_from_event(e))
+        assert folded.facts(day).attendees == expected.attendees
+    for e in events:  # every fact again: nothing changes, so the worker's write carries nothing new
+        change = recorder.change_for(e)
+        assert change is not None and change(forwards) is None
+
+
+def test_nothing_is_folded_with_analytics_off_for_an_unknown_configuration_or_past_the_retention() -> None:
+    e = event(EventKind.LOBBY, Role.PATIENT, 1)
+    assert fold(analytics=False).change_for(e) is None
+    assert fold(targets=Targets(known=False)).change_for(e) is None
+    old = event(EventKind.LOBBY, Role.PATIENT, 60 * 24 * 31)
+    assert fold(retention_days=30).change_for(old) is None
+    assert fold(retention_days=90).change_for(old) is not None
+
+
+def test_the_csn_is_folded_only_when_opted_in_sealed_for_the_row_and_sealed_once() -> None:
+    launch = event(
+        EventKind.CONNECTED, Role.PROVIDER, 3, source=Source.LAUNCH, participant="Practitioner/1", csn="CSN-4242"
+    )
+    patient = event(EventKind.LOBBY, Role.PATIENT, 2, source=Source.LAUNCH, participant="Patient/2", csn="CSN-4242")
+    sealer = CountingSealer()
+    assert Folded.parse(apply(fold(sealer), visit(), launch).report).csn is None  # not opted in
+    row = apply(fold(sealer, show_csn=True), visit(), launch, patient)
+    assert sealer.sealed == 1  # the second launch names the same CSN: the sealed value is kept
+    stored = Folded.parse(row.report).csn
+    assert stored and "CSN-4242" not in (row.report or "").replace(stored, "")
+    assert sealer.open(stored, purpose=csn_purpose("americas", "k" * 64)) == "CSN-4242"
+    smaller = event(EventKind.CONNECTED, Role.PATIENT, 1, source=Source.LAUNCH, participant="Patient/2", csn="CSN-1111")
+    again = apply(fold(sealer, show_csn=True), row, smaller)  # a smaller CSN: the report's rule keeps the smaller
+    assert sealer.open(Folded.parse(again.report).csn or "", purpose=csn_purpose("americas", "k" * 64)) == "CSN-1111"
