@@ -922,3 +922,66 @@ def test_an_organizer_who_never_launched_the_visit_names_nobody_and_a_relaunch_r
     assert worker.handle(teams(Role.STAFF, a_oid, 3).to_json()).status == "written"  # A, a colleague in Teams
     new = ehr.connection_status_changes(conference_id=seeded.csn)[len(before) :]
     assert [(c.external_id, c.external_id_type) for c in new] == [(seeded.practitioner_id, "1")]  # A, once
+
+
+def test_a_group_visits_usage_report_has_a_row_per_patient_with_their_own_facts_and_the_clinicians(
+    storage: Storage,
+    ehr: EhrSandbox,
+    targets: Targets,
+    failures: FailureLog,
+    http: SafeHttp,
+    client_keys: ClientKeys,
+    unique: str,
+) -> None:
+    """Each member visit (a CSN) is a report row: its patient's facts, tied by their visit number, and the group's
+    clinicians' (who see every patient); the group's own row is nobody's visit and has no report facts."""
+    from shared.reports.days import ReportDays
+    from shared.reports.facts import Status, summarize
+    from shared.reports.fold import ReportFlush, ReportFold
+    from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
+    from shared.reports.recorder import report_visit_id
+    from shared.reports.store import ReportFacts
+
+    configuration = f"fhir-auditevent-{unique}"
+    preferences = ReportPreferenceStore(storage.app)
+    preferences.save(configuration, ReportPreferences(analytics=True, geography=Geography.AMERICAS.value))
+    fold = ReportFold(preferences, targets, secret="s" * 32, sealer=SEALER)
+    worker = build_worker(storage, targets, failures, http, client_keys, report=fold.change_for)
+    repository = VisitRepository(storage, SEALER)
+    groups = GroupVisits(repository, SECRET)
+    group = repository.get_or_create(Geography.AMERICAS, f"group-r-{unique}", configuration, VisitContext())
+    group = repository.update(group, with_group(group.key))
+    seeded = [v for v in ehr.clinic.visits if v.csn in ("1000006", "1000007")]
+    members = []
+    for n, one in enumerate(seeded):
+        member = repository.get_or_create(Geography.AMERICAS, f"mr{n}-{unique}", configuration, visit_context(one))
+        members.append(repository.update(member, with_group(group.key)))
+    numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members]
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def fact(leg: str, kind: EventKind, role: Role, minutes: int, hint: str | None) -> VisitEvent:
+        at = now - timedelta(minutes=minutes)
+        return replace(
+            group_fact(group.key, configuration, leg, kind, role, 0), occurred_at=at, id="", member_hint=hint
+        )
+
+    for event in (
+        fact("leg-lee", EventKind.CONNECTED, Role.PROVIDER, 20, None),  # the organizer: no launch of theirs here
+        fact("leg-p0", EventKind.LOBBY, Role.PATIENT, 19, label_hint(numbers[0])),
+        fact("leg-p0", EventKind.CONNECTED, Role.PATIENT, 18, label_hint(numbers[0])),
+        fact("leg-p1", EventKind.LOBBY, Role.PATIENT, 17, label_hint(numbers[1])),  # never admitted
+        fact("leg-p1", EventKind.DISCONNECTED, Role.PATIENT, 10, label_hint(numbers[1])),
+        fact("leg-p0", EventKind.DISCONNECTED, Role.PATIENT, 5, label_hint(numbers[0])),
+        fact("leg-lee", EventKind.DISCONNECTED, Role.PROVIDER, 4, None),
+    ):
+        worker.handle(event.to_json())
+
+    facts = ReportFacts(storage, SEALER)
+    flush = ReportFlush(repository, facts, ReportDays(storage, facts), preferences, secret="s" * 32, sealer=SEALER)
+    flush.flush(Geography.AMERICAS)
+    rows = {row.visit: row for row in facts.day(Geography.AMERICAS, configuration, now.date())}
+    assert report_visit_id("s" * 32, configuration, group.key) not in rows  # the group's row is nobody's visit
+    first, second = (rows[report_visit_id("s" * 32, configuration, m.key)] for m in members)
+    assert summarize(first.facts).status is Status.COMPLETED  # a clinician and this patient in the meeting
+    assert summarize(second.facts).status is Status.ABANDONED  # waited, left before being admitted
+    assert [a.role for a in second.facts.attendees.values()].count(Role.PROVIDER) == 1  # the clinicians are theirs too
