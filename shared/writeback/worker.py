@@ -284,9 +284,11 @@ class WritebackWorker:
         if self._report is None:
             return
         for member_key in sorted(set(group.members.values()) - {besides}):
+            change = self._report(replace(event, visit_key=member_key, id=""))
+            if change is None:
+                return  # analytics off (or the fact older than the report keeps): the same for every member
             row = self._visits.get(group.geography, member_key)
-            change = self._report(replace(event, visit_key=member_key, id="")) if row is not None else None
-            if row is not None and change is not None and row.group_key == group.key:
+            if row is not None and row.group_key == group.key:
                 self._visits.update(row, change)
 
     def _member_of(self, group: Visit, event: VisitEvent) -> str | None:
