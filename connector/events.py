@@ -100,7 +100,7 @@ def writeback_events(msg: func.QueueMessage) -> None:
     # The usage report's facts ride in the worker's visit row write (``shared.reports.fold``); an event that
     # failed permanently (its visit gone, a seal that does not open) may have written no row: recorded directly.
     outcome = services().worker.handle(body)
-    if outcome.status == "failed":
+    if outcome.status == "failed" and not outcome.facts_kept:
         services().report_recorder.record(body)
     visit = outcome.visit
     if visit is not None and outcome.source_is_launch and visit.has_meeting and not visit.subscription_id:

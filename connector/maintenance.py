@@ -67,8 +67,15 @@ def report_upkeep(timer: func.TimerRequest) -> None:
     svc = services()
     geographies = svc.storage.geographies
     now = utcnow()
+    copied = 0
+    for geography in geographies:  # one unreachable geography must not hold up the others, nor retention
+        try:
+            copied += svc.report_flush.flush(geography)
+        except (ConnectorError, HttpResponseError) as exc:
+            logger.error(
+                "Copying report facts in %s failed: %s; retried on the next run", geography.value, type(exc).__name__
+            )
     try:
-        copied = sum(svc.report_flush.flush(geography) for geography in geographies)
         deleted = enforce_retention(
             geographies, svc.report_preferences, svc.report_facts, svc.report_days, today=now.date()
         )

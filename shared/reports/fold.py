@@ -25,8 +25,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
+from azure.core.exceptions import HttpResponseError
+
 from shared.kernel.clock import utcnow
 from shared.kernel.errors import NotFound, SealedValueInvalid
+from shared.kernel.identifiers import log_id
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.reports.days import ReportDays
@@ -180,7 +183,14 @@ class ReportFlush:
         since = until - OVERLAP if until is not None else started - LIFETIME - OVERLAP
         changed = 0
         for key, configuration_id, text in self._visits.report_facts_since(geography, since):
-            changed += self.copy(geography, key, configuration_id, text)
+            try:
+                changed += self.copy(geography, key, configuration_id, text)
+            except HttpResponseError as exc:
+                if not _refused_for_good(exc):
+                    raise  # storage unavailable or busy: the watermark stays, the next run copies again
+                # One row the service refuses for good (e.g. too large) must not hold up every other visit's
+                # copy, the watermark and the sweep of expired visit rows behind it.
+                logger.error("Report facts of visit %s not copied: refused (%s)", log_id(key), exc.status_code)
         self._days.mark_copied(geography, started)
         return changed
 
@@ -208,3 +218,9 @@ class ReportFlush:
                 self._days.touched(geography, configuration_id, day, now=utcnow())
                 changed += 1
         return changed
+
+
+def _refused_for_good(exc: HttpResponseError) -> bool:
+    """A 4xx the service will give again (not a timeout, conflict, precondition or throttling)."""
+    status = exc.status_code or 0
+    return 400 <= status < 500 and status not in (408, 409, 412, 429)

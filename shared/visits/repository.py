@@ -107,7 +107,8 @@ INVENTORY = (
                 Protection.HASHED,
                 "the usage report's facts of the visit per UTC day (times, roles, keyed organizer id, department, "
                 "SHA-256 call-leg ids; the CSN only when opted in, sealed), copied to ReportVisits by the report's "
-                "timer",
+                "timer; while the row lives (24 hours) the same facts are in both tables, so the visit and its "
+                "report row can be matched by them in that time",
             ),
             *operational("SubscriptionId", "SubscriptionExpiresAt", "ExpiresAt"),
         ),
@@ -191,9 +192,12 @@ class VisitRepository:
         try:
             if stale is None:
                 return dict(table.create_entity(self._to_entity(visit)))
+            # The usage report's facts folded since the timer's last copy go on with the new row (the timer copies
+            # them with it, merging), rather than with the replaced row.
+            carried = replace(visit, report=visit.report or stale.get("ReportFacts") or None)
             return dict(
                 table.update_entity(
-                    self._to_entity(visit),
+                    self._to_entity(carried),
                     mode=UpdateMode.REPLACE,
                     etag=stale.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,

@@ -140,6 +140,9 @@ class Outcome:
     code: str | None = None
     visit: Visit | None = None  # the visit row as last written (lets the caller subscribe without a read)
     source_is_launch: bool = False
+    # The event's usage-report facts are on a visit row (folded into its presence write), or belong to no visit
+    # the queued body names (a group's fact): a failed event's facts are recorded from its body only when False.
+    facts_kept: bool = False
 
 
 class FailureLog:
@@ -255,6 +258,8 @@ class WritebackWorker:
         a fact of their own visit, with their own claim, context and writeback. Untied call legs (a name without
         the number, an interpreter) are written for nobody.
         """
+        seen = group.attendees.get(event.attendee) if event.attendee else None
+        newly_tied = seen is None or seen.member is None
         member_key = self._member_of(group, event)
         member = self._visits.get(group.geography, member_key) if member_key else None
         if member is not None and member.group_key != group.key:
@@ -273,9 +278,35 @@ class WritebackWorker:
         if event.role is not Role.PATIENT and not (event.interpreter or (colleague and colleague.interpreter)):
             self._report_to_members(group, event, besides=member.key if member is not None else None)
         if member is None:
-            return Outcome("skipped", event.id, visit=group, source_is_launch=event.source is Source.LAUNCH)
+            launch = event.source is Source.LAUNCH
+            return Outcome("skipped", event.id, visit=group, source_is_launch=launch, facts_kept=True)
+        if event.role is Role.PATIENT and newly_tied:
+            member = self._with_clinicians_so_far(group, member, event)
         own = replace(event, visit_key=member.key, id="")  # its own id: a fact of the member's visit
-        return self._write(own, own, member)
+        return replace(self._write(own, own, member), facts_kept=True)  # the body names the group: not a visit
+
+    def _with_clinicians_so_far(self, group: Visit, member: Visit, event: VisitEvent) -> Visit:
+        """A patient's call just tied to their visit: the report facts of the clinicians already in the group's
+        meeting go into it too (only later clinician facts would otherwise reach it). From the group row's
+        roster: when each was first seen, and when they left if they have. Once per tie; merging is idempotent."""
+        if self._report is None:
+            return member
+        changes = []
+        for leg, clinician in group.attendees.items():
+            if clinician.role is Role.PATIENT or clinician.interpreter:
+                continue
+            facts = [(EventKind.CONNECTED, clinician.first_seen)]
+            if clinician.entry.state is EventKind.DISCONNECTED:
+                facts.append((EventKind.DISCONNECTED, clinician.entry.since))
+            for kind, at in facts:
+                fact = replace(
+                    event, visit_key=member.key, role=clinician.role, kind=kind, occurred_at=at, attendee=leg
+                )
+                change = self._report(replace(fact, id="", member_hint=None))
+                if change is None:
+                    return member  # analytics off
+                changes.append(change)
+        return self._visits.update(member, compose(*changes)) if changes else member
 
     def _report_to_members(self, group: Visit, event: VisitEvent, *, besides: str | None) -> None:
         """A group's clinicians see every patient: their presence goes into each member visit's usage report facts
@@ -362,13 +393,14 @@ class WritebackWorker:
         except UpstreamRejected as exc:
             self._ledger.mark_failed(claim)
             self._record_presence(visit, event, also)
-            return self._fail(queued, exc.code)
+            return replace(self._fail(queued, exc.code), facts_kept=True)
         except Exception as exc:
             # Retryable (UpstreamUnavailable / UpstreamThrottled) or unexpected: give the claim back, pending,
             # so the queue's retry may claim at once (rather than after the lease) and the context stays.
             code = exc.code if isinstance(exc, ConnectorError) else type(exc).__name__
             logger.info("Event %s: %s; the queue will retry", log_id(event.id), code)
             self._ledger.release(claim)
+            self._keep_presence(visit, event, also)
             raise
         self._mark_done(claim)  # first: the window of a repeated EHR effect ends here
         visit = self._record_presence(visit, event, also)
@@ -398,10 +430,11 @@ class WritebackWorker:
             written = self._call(adapter, event, target)
         except UpstreamRejected as exc:
             self._record_presence(visit, event, also)
-            return self._fail(queued, exc.code)
+            return replace(self._fail(queued, exc.code), facts_kept=True)
         except Exception as exc:
             code = exc.code if isinstance(exc, ConnectorError) else type(exc).__name__
             logger.info("Event %s: %s; the queue will retry", log_id(event.id), code)
+            self._keep_presence(visit, event, also)
             raise
         visit = self._record_presence(visit, event, also)
         visit = self.release_context_when_done(visit, mode=target.mode)
@@ -490,6 +523,15 @@ class WritebackWorker:
 
     def _backoff(self, attempt: int) -> float:
         return float(self._retry.base_delay * (2 ** (attempt - 1)) * (0.5 + random.random()))  # noqa: S311
+
+    def _keep_presence(self, visit: Visit, event: VisitEvent, also: Callable[[Visit], Visit | None] | None) -> None:
+        """Before a retry: the Teams fact and its report facts are kept now (a newer fact wins, so writing it again
+        on the retry changes nothing), so an EHR down for longer than the queue's retries loses neither. A storage
+        failure here must not hide the EHR's, which the queue retries."""
+        try:
+            self._record_presence(visit, event, also)
+        except Exception as exc:  # noqa: BLE001 - the original error is raised by the caller
+            logger.warning("Event %s: presence not kept before the retry (%s)", log_id(event.id), type(exc).__name__)
 
     def _fail(self, event: VisitEvent, code: str) -> Outcome:
         logger.warning(

@@ -215,6 +215,10 @@ def test_retryable_failure_releases_the_claim_and_raises_then_a_retry_writes(
     with pytest.raises(UpstreamUnavailable):
         worker.handle(event.to_json())
     assert ledger_state(storage, visit) == {event.id: RELEASED}  # pending, and the retry may claim at once
+    # The Teams fact (and its report facts) is kept before the retry: an EHR down for longer than the queue's
+    # retries loses neither the panel's truth nor the usage report's.
+    kept = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    assert kept is not None and kept.presence[Role.PATIENT].state is EventKind.CONNECTED
     ehr.faults.reset()
     assert worker.handle(event.to_json()).status == "written"
     assert ledger_state(storage, visit) == {event.id: DONE}
@@ -951,12 +955,13 @@ def test_a_group_visits_usage_report_has_a_row_per_patient_with_their_own_facts_
     groups = GroupVisits(repository, SECRET)
     group = repository.get_or_create(Geography.AMERICAS, f"group-r-{unique}", configuration, VisitContext())
     group = repository.update(group, with_group(group.key))
-    seeded = [v for v in ehr.clinic.visits if v.csn in ("1000006", "1000007")]
+    seeded = [v for v in ehr.clinic.visits if v.csn in ("1000006", "1000007", "1000013")]
     members = []
     for n, one in enumerate(seeded):
         member = repository.get_or_create(Geography.AMERICAS, f"mr{n}-{unique}", configuration, visit_context(one))
         members.append(repository.update(member, with_group(group.key)))
-    numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members]
+    # Two patients launched before the clinician joined; the third launches (gets their number) later.
+    numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members[:2]]
     now = datetime.now(UTC).replace(microsecond=0)
 
     def fact(leg: str, kind: EventKind, role: Role, minutes: int, hint: str | None) -> VisitEvent:
@@ -972,16 +977,25 @@ def test_a_group_visits_usage_report_has_a_row_per_patient_with_their_own_facts_
         fact("leg-p1", EventKind.LOBBY, Role.PATIENT, 17, label_hint(numbers[1])),  # never admitted
         fact("leg-p1", EventKind.DISCONNECTED, Role.PATIENT, 10, label_hint(numbers[1])),
         fact("leg-p0", EventKind.DISCONNECTED, Role.PATIENT, 5, label_hint(numbers[0])),
-        fact("leg-lee", EventKind.DISCONNECTED, Role.PROVIDER, 4, None),
     ):
         worker.handle(event.to_json())
+    numbers.append(groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, members[2].key))
+    for event in (
+        fact("leg-p2", EventKind.CONNECTED, Role.PATIENT, 8, label_hint(numbers[2])),  # admitted straight away
+        fact("leg-p2", EventKind.DISCONNECTED, Role.PATIENT, 6, label_hint(numbers[2])),
+        fact("leg-lee", EventKind.DISCONNECTED, Role.PROVIDER, 4, None),
+    ):
+        outcome = worker.handle(event.to_json())
+        assert outcome.facts_kept  # a group's fact: its queued body names no one's visit to record it for
 
     facts = ReportFacts(storage, SEALER)
     flush = ReportFlush(repository, facts, ReportDays(storage, facts), preferences, secret="s" * 32, sealer=SEALER)
     flush.flush(Geography.AMERICAS)
     rows = {row.visit: row for row in facts.day(Geography.AMERICAS, configuration, now.date())}
     assert report_visit_id("s" * 32, configuration, group.key) not in rows  # the group's row is nobody's visit
-    first, second = (rows[report_visit_id("s" * 32, configuration, m.key)] for m in members)
+    first, second, third = (rows[report_visit_id("s" * 32, configuration, m.key)] for m in members)
     assert summarize(first.facts).status is Status.COMPLETED  # a clinician and this patient in the meeting
     assert summarize(second.facts).status is Status.ABANDONED  # waited, left before being admitted
+    # Tied after the clinician had joined: the clinician's earlier facts reached their row at the tie.
+    assert summarize(third.facts).status is Status.COMPLETED
     assert [a.role for a in second.facts.attendees.values()].count(Role.PROVIDER) == 1  # the clinicians are theirs too

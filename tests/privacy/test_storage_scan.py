@@ -37,6 +37,7 @@ from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from benchmarks.launch import Launcher
+from connector.services import services
 from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID
 from sandbox.ehr.clinic import PATIENTS, PRACTITIONERS
@@ -52,6 +53,7 @@ from shared.launch.service import (
     SIGNIN_STATE_KIND,
     STATE_KIND,
 )
+from shared.reports.days import WATERMARK
 from shared.storage.accounts import Storage
 from shared.storage.state import TABLE as STATES
 from shared.storage.state import state_geography
@@ -137,6 +139,8 @@ def report_configuration(item: Item) -> str | None:
         return str(entity["PartitionKey"]).rsplit("_", 1)[0]
     if item.place == "table ReportDays":
         pk = str(entity["PartitionKey"])
+        if pk == WATERMARK:
+            return None  # the geography's own copy watermark: no configuration's
         return str(entity["RowKey"]) if pk.startswith("~") else pk
     return None
 
@@ -339,6 +343,8 @@ def scanned(
     assert world.ehr.audit_events(), "the americas configuration wrote AuditEvents"
     assert world.ehr.connection_status_changes(), "the emea configuration wrote Epic connection statuses"
     time.sleep(1.0)  # the worker's last row writes after the queue drained
+    for geography in services().storage.geographies:  # the report's timer: folded facts into ReportVisits
+        services().report_flush.flush(geography)
     return dump(private_azurite), keys
 
 

@@ -124,3 +124,55 @@ def test_the_csn_is_folded_only_when_opted_in_sealed_for_the_row_and_sealed_once
     smaller = event(EventKind.CONNECTED, Role.PATIENT, 1, source=Source.LAUNCH, participant="Patient/2", csn="CSN-1111")
     again = apply(fold(sealer, show_csn=True), row, smaller)  # a smaller CSN: the report's rule keeps the smaller
     assert sealer.open(Folded.parse(again.report).csn or "", purpose=csn_purpose("americas", "k" * 64)) == "CSN-1111"
+
+
+class _Rows:
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def report_facts_since(self, geography: Geography, since: datetime) -> list[tuple[str, str, str]]:
+        return [(key, "cfg", "{}") for key in self.keys]
+
+
+class _Days:
+    def __init__(self) -> None:
+        self.marked: list[datetime] = []
+
+    def copied_until(self, geography: Geography) -> datetime | None:
+        return None
+
+    def mark_copied(self, geography: Geography, until: datetime) -> None:
+        self.marked.append(until)
+
+
+def test_a_row_the_service_refuses_for_good_does_not_hold_up_the_others_or_the_watermark() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.reports.fold import ReportFlush
+
+    class Refused(HttpResponseError):
+        def __init__(self, status: int) -> None:
+            super().__init__(message=f"HTTP {status}")
+            self.status_code = status
+
+    copied: list[str] = []
+
+    class Flush(ReportFlush):
+        def copy(self, geography: Geography, key: str, configuration_id: str, text: str) -> int:
+            if key == "too-large":
+                raise Refused(400)
+            if key == "busy":
+                raise Refused(503)
+            copied.append(key)
+            return 1
+
+    days = _Days()
+    flush = Flush(_Rows(["a", "too-large", "b"]), None, days, None, secret="s", sealer=CountingSealer())  # type: ignore[arg-type]
+    assert flush.flush(Geography.EMEA) == 2 and copied == ["a", "b"] and len(days.marked) == 1
+    stalled = Flush(_Rows(["c", "busy", "d"]), None, _Days(), None, secret="s", sealer=CountingSealer())  # type: ignore[arg-type]
+    try:
+        stalled.flush(Geography.EMEA)
+    except HttpResponseError:
+        pass  # storage busy: raised, so the watermark stays and the next run copies again
+    else:
+        raise AssertionError("a retryable failure must raise")
