@@ -717,19 +717,27 @@ def test_a_groups_teams_facts_are_kept_per_participant_and_written_for_nobody_th
     assert replace(released, etag=None).group_key == group.key
 
 
+def group_of_three(
+    repository: VisitRepository, ehr: EhrSandbox, configuration: str, name: str
+) -> tuple[Visit, list[ClinicVisit], list[Visit]]:
+    """The sandbox's diabetes group (CSNs 1000006, 1000007, 1000013): its group row and a visit row per member."""
+    group = repository.get_or_create(Geography.AMERICAS, f"group-{name}", configuration, VisitContext())
+    group = repository.update(group, with_group(group.key))
+    seeded = [v for v in ehr.clinic.visits if v.csn in ("1000006", "1000007", "1000013")]
+    members = []
+    for n, one in enumerate(seeded):
+        member = repository.get_or_create(Geography.AMERICAS, f"m{n}-{name}", configuration, visit_context(one))
+        members.append(repository.update(member, with_group(group.key)))
+    return group, seeded, members
+
+
 def test_a_group_participants_teams_facts_are_written_for_their_own_csn_once_tied_to_their_visit(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
     configuration = f"epic-{unique}"
     repository = VisitRepository(storage, SEALER)
     groups = GroupVisits(repository, SECRET)
-    group = repository.get_or_create(Geography.AMERICAS, f"group-t-{unique}", configuration, VisitContext())
-    group = repository.update(group, with_group(group.key))
-    seeded = [v for v in ehr.clinic.visits if v.csn in ("1000006", "1000007", "1000013")]
-    members = []
-    for n, one in enumerate(seeded):
-        member = repository.get_or_create(Geography.AMERICAS, f"m{n}-{unique}", configuration, visit_context(one))
-        members.append(repository.update(member, with_group(group.key)))
+    group, seeded, members = group_of_three(repository, ehr, configuration, f"t-{unique}")
     # Each patient's launch offers a visit number; the clinician's launch ties their Microsoft 365 account.
     numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members]
     assert len(set(numbers)) == 3 and all(len(n) == 4 for n in numbers)
@@ -953,13 +961,7 @@ def test_a_group_visits_usage_report_has_a_row_per_patient_with_their_own_facts_
     worker = build_worker(storage, targets, failures, http, client_keys, report=fold.change_for)
     repository = VisitRepository(storage, SEALER)
     groups = GroupVisits(repository, SECRET)
-    group = repository.get_or_create(Geography.AMERICAS, f"group-r-{unique}", configuration, VisitContext())
-    group = repository.update(group, with_group(group.key))
-    seeded = [v for v in ehr.clinic.visits if v.csn in ("1000006", "1000007", "1000013")]
-    members = []
-    for n, one in enumerate(seeded):
-        member = repository.get_or_create(Geography.AMERICAS, f"mr{n}-{unique}", configuration, visit_context(one))
-        members.append(repository.update(member, with_group(group.key)))
+    group, _, members = group_of_three(repository, ehr, configuration, f"r-{unique}")
     # Two patients launched before the clinician joined; the third launches (gets their number) later.
     numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members[:2]]
     now = datetime.now(UTC).replace(microsecond=0)
