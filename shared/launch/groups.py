@@ -68,6 +68,4 @@ class GroupVisits:
 
     def tie_clinician(self, group: Visit, member_key: str, hint: str) -> None:
         """Tie a clinician's Microsoft 365 account (``user_hint``) to the visit they launched (their first wins)."""
-        slot = self._members.slot(group.key, hint)
-        if slot not in group.members:
-            self._visits.update(group, with_member(slot, member_key))
+        self._members.tie(self._visits, group, member_key, hint)

@@ -604,13 +604,14 @@ class LaunchService:
 
     def _provider(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
         mapping = self._mapping(pending, context.user)
-        interpreter = self._launches_as_interpreter(pending, context, key, mapping, reads)
-        colleague = self._colleague(context, mapping, interpreter=interpreter)
+        hint = user_hint(self._secret, mapping.object_id) if mapping is not None else None
+        interpreter = self._launches_as_interpreter(pending, context, key, hint, reads)
+        colleague = Colleague(hint, context.user, interpreter) if hint is not None else None
         visit = self._open_visit(
             pending, key, context.visit_context(provider=context.user, colleague=colleague), context.group_key
         )
         primary = None if visit.has_meeting else self._primary_performer(context, reads)
-        if mapping is None:
+        if mapping is None or colleague is None:
             carry = {
                 "launch": pending.to_json(),
                 "context": context.to_json(),
@@ -630,7 +631,7 @@ class LaunchService:
                 state=state,
             )
             return ExplainSignIn(state=state, csrf=csrf, browser_binding=binding)
-        return self._provider_meeting(pending, context, visit, mapping, primary, interpreter=interpreter)
+        return self._provider_meeting(pending, context, visit, mapping, primary, colleague)
 
     def start_sign_in(self, form: Mapping[str, str], *, browser_binding: str | None) -> SignInFirst:
         """The clinician pressed "Continue" on the page explaining the one-time sign-in: off to Microsoft.
@@ -758,13 +759,13 @@ class LaunchService:
         )
         self._mappings.put(self._mapping_key(pending, context.user), mapping)
         key = self.visit_key(pending.configuration_id, context)
-        interpreter = opened.get("interpreter") is True
-        colleague = self._colleague(context, mapping, interpreter=interpreter)
+        hint = user_hint(self._secret, mapping.object_id)
+        colleague = Colleague(hint, context.user, interpreter=opened.get("interpreter") is True)
         visit = self._open_visit(
             pending, key, context.visit_context(provider=context.user, colleague=colleague), context.group_key
         )
         primary = opened.get("primary")
-        return self._provider_meeting(pending, context, visit, mapping, primary or None, interpreter=interpreter)
+        return self._provider_meeting(pending, context, visit, mapping, primary or None, colleague)
 
     def forget_mapping(self, geography: Geography, configuration_id: str, key: str) -> None:
         """Forget a removed mapping in this process; other instances forget within ``MAPPING_MEMORY_SECONDS``."""
@@ -794,21 +795,22 @@ class LaunchService:
         visit: Visit,
         mapping: UserMapping,
         primary: str | None,
-        *,
-        interpreter: bool,
+        colleague: Colleague,
     ) -> ShowProviderPage:
+        """``colleague``: the launching clinician by their Teams account (``_provider``)."""
         organizer = mapping
         if not visit.has_meeting and primary and primary != context.user:
             organizer = self._mapping(pending, primary) or mapping
         visit = self._ensure_meeting(pending, context, visit, organizer)
-        hint = user_hint(self._secret, mapping.object_id)
         group = self._groups.find(visit) if visit.in_group else None
         if group is not None:  # idempotent: a tie that failed once is made on the next launch
-            self._groups.tie_clinician(group, visit.key, hint)
+            self._groups.tie_clinician(group, visit.key, colleague.hint)
         token = self._tokens.issue(
             geography=visit.geography, key=visit.key, role=Role.PROVIDER, configuration_id=pending.configuration_id
         )
-        event = self._event(pending, context, visit.key, Role.PROVIDER, interpreter=interpreter, hint=hint)
+        event = self._event(
+            pending, context, visit.key, Role.PROVIDER, interpreter=colleague.interpreter, hint=colleague.hint
+        )
         return ShowProviderPage(url=self.visit_url(visit.key, token), event=event)
 
     def _patient(self, pending: PendingLaunch, context: LaunchContext, key: str, reads: LaunchReads) -> LaunchOutcome:
@@ -1049,23 +1051,15 @@ class LaunchService:
             recheck_seconds=recheck_seconds(now - arrived, overdue=overdue),
         )
 
-    def _colleague(self, context: LaunchContext, mapping: UserMapping | None, *, interpreter: bool) -> Colleague | None:
-        """The launching clinician by the Microsoft 365 account Teams will report them by (kept in the visit's sealed
-        context, so their Teams facts are written as theirs); None before their one-time sign-in."""
-        if mapping is None:
-            return None
-        return Colleague(user_hint(self._secret, mapping.object_id), context.user, interpreter)
-
     def _launches_as_interpreter(
-        self, pending: PendingLaunch, context: LaunchContext, key: str, mapping: UserMapping | None, reads: LaunchReads
+        self, pending: PendingLaunch, context: LaunchContext, key: str, hint: str | None, reads: LaunchReads
     ) -> bool:
         """Whether the EHR books the launching clinician as the visit's interpreter; a warm relaunch on this
-        instance already knows (no read)."""
+        instance already knows (no read). ``hint``: their Teams account's fingerprint, once they are linked."""
         remembered = self._visits_with_meeting.get((pending.geography, key))
-        if remembered is not None and mapping is not None:
-            known = remembered.context.colleague(user_hint(self._secret, mapping.object_id))
-            if known is not None:
-                return known.interpreter
+        known = remembered.context.colleague(hint) if remembered is not None else None
+        if known is not None:
+            return known.interpreter
         return self._books_as_interpreter(context, reads)
 
     @staticmethod

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from shared.kernel.identifiers import keyed_id
 from shared.visits.events import LABEL_DIGITS
+from shared.visits.model import Visit, with_member
+from shared.visits.repository import VisitRepository
 
 _LABELS = 9 * 10 ** (LABEL_DIGITS - 1)  # 1000..9999: never a leading zero a patient might drop
 
@@ -35,6 +37,12 @@ class GroupMembers:
         """The ``attempt``-th candidate number for a member (the first is theirs unless another member has it)."""
         digest = keyed_id(self._secret, "group-label", group_key, member_key, str(attempt))
         return str(10 ** (LABEL_DIGITS - 1) + int(digest, 16) % _LABELS)
+
+    def tie(self, visits: VisitRepository, group: Visit, member_key: str, hint: str) -> None:
+        """Tie a clinician's Microsoft 365 account (``user_hint``) to the visit they launched (their first wins)."""
+        slot = self.slot(group.key, hint)
+        if slot not in group.members:
+            visits.update(group, with_member(slot, member_key))
 
     def member(self, members: dict[str, str], group_key: str, hint: str | None) -> str | None:
         """The member visit a hint names on a group row, if any."""

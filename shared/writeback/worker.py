@@ -76,7 +76,7 @@ from shared.storage.accounts import StorageAccount, storage_errors
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.lifetime import meeting_ended, release_context_when_done
 from shared.visits.members import GroupMembers
-from shared.visits.model import Colleague, Visit, compose, has_context, with_launch_context, with_member
+from shared.visits.model import Colleague, Visit, compose, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import open_event, seal_event
@@ -237,18 +237,13 @@ class WritebackWorker:
             return self._unopenable(queued, "the event's sealed launch context")
         if visit.is_group:
             return self._group_fact(visit, event)
-        if visit.in_group and _launched_by(event) is not None and event.member_hint:
-            self._tie_clinician(visit, event.member_hint)
+        if visit.in_group and visit.group_key and (clinician := _launched_by(event)) is not None:
+            # A clinician's launch in a group ties their Teams account to their visit (the launch did too; this
+            # repairs a tie that failed there).
+            group = self._visits.get(visit.geography, visit.group_key)
+            if group is not None and group.is_group:
+                self._members.tie(self._visits, group, visit.key, clinician.hint)
         return self._write(queued, event, visit)
-
-    def _tie_clinician(self, member: Visit, hint: str) -> None:
-        """A clinician's launch in a group ties their Teams account to their visit (the launch did too; this
-        repairs a tie that failed there). First tie wins."""
-        group = self._visits.get(member.geography, member.group_key) if member.group_key else None
-        if group is not None and group.is_group:
-            slot = self._members.slot(group.key, hint)
-            if slot not in group.members:
-                self._visits.update(group, with_member(slot, member.key))
 
     def _group_fact(self, group: Visit, event: VisitEvent) -> Outcome:
         """A group meeting's Teams fact: onto the group's panel, then written for the participant's own visit.
@@ -260,7 +255,7 @@ class WritebackWorker:
         """
         seen = group.attendees.get(event.attendee) if event.attendee else None
         newly_tied = seen is None or seen.member is None
-        member_key = self._member_of(group, event)
+        member_key = seen.member if seen is not None and seen.member else self._member_of(group, event)
         member = self._visits.get(group.geography, member_key) if member_key else None
         if member is not None and member.group_key != group.key:
             member = None  # a visit that left this group meanwhile (another conference id) is not this one's
@@ -323,11 +318,9 @@ class WritebackWorker:
                 self._visits.update(row, change)
 
     def _member_of(self, group: Visit, event: VisitEvent) -> str | None:
+        """The member visit a call not yet tied names by its hint (a visit number, a clinician's account)."""
         if event.source is not Source.GRAPH or event.interpreter:
             return None
-        attendee = group.attendees.get(event.attendee) if event.attendee else None
-        if attendee is not None and attendee.member:
-            return attendee.member
         member = self._members.member(group.members, group.key, event.member_hint)
         if member is not None and event.role is Role.PATIENT and _number_in_use(group, member, event.attendee):
             # Another call that gave this number is still in the meeting: a second one naming it (someone who
