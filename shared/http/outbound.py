@@ -32,6 +32,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -240,29 +241,62 @@ class _CheckedBackend(httpcore.SyncBackend):
         raise last_error
 
 
-CONNECTIONS = 48  # per checked transport: the worker's thread count in Azure (infra/app/api.bicep workerThreadCount)
+CONNECTIONS_PER_THREAD = 8  # hosts one thread keeps a connection to: an EHR's FHIR and token hosts, a few EHRs
 
 
 class _CheckedTransport(httpx.HTTPTransport):
-    """httpx's transport with a connection pool whose every TCP connection goes through the checks.
+    """httpx's transport with connection pools whose every TCP connection goes through the checks.
 
     TLS still verifies the certificate against the host name (SNI), not the address.
+
+    One pool per thread, not one for the process. A thread has one request in flight at a time, so its pool
+    keeps a connection or two, and a connection is reused by the thread that opened it, as before (none opened
+    after warm-up). httpcore's pool does O(connections²) bookkeeping on every request and response (each idle
+    connection counted against all the others, each one polled for readability): one pool shared by the
+    worker's 24 messages in flight made a writeback's EHR call cost twice its sequential CPU
+    (``benchmarks.writeback``, README "Performance and cost").
     """
 
     def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext) -> None:
+        self._ssl_context = ssl_context
+        self._backend = _CheckedBackend(policy)
+        self._local = threading.local()
+        self._pools: weakref.WeakSet[httpcore.ConnectionPool] = weakref.WeakSet()  # a dead thread's pool goes
+        self._pools_lock = threading.Lock()
         super().__init__(verify=ssl_context, trust_env=False)
-        # As many connections kept as the worker has threads (PYTHON_THREADPOOL_THREAD_COUNT, 48 in infra/): each
-        # running invocation holds at most one request. With fewer kept than in flight (it was 10 of 20), the
-        # writeback's 24 messages in flight closed and reopened a connection for almost every event (383 new
-        # connections for 400 events, a resolve, the address checks and, against a real EHR, a TLS handshake
-        # each); now none after warm-up (``benchmarks.writeback``, README "Performance and cost").
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=CONNECTIONS,
-            max_keepalive_connections=CONNECTIONS,
+
+    def _new_pool(self) -> httpcore.ConnectionPool:
+        pool = httpcore.ConnectionPool(
+            ssl_context=self._ssl_context,
+            max_connections=CONNECTIONS_PER_THREAD,
+            max_keepalive_connections=CONNECTIONS_PER_THREAD,
             keepalive_expiry=30.0,
-            network_backend=_CheckedBackend(policy),
+            network_backend=self._backend,
         )
+        with self._pools_lock:
+            self._pools.add(pool)
+        return pool
+
+    @property
+    def _pool(self) -> httpcore.ConnectionPool:
+        """This thread's pool (httpx's transport sends every request through ``self._pool``)."""
+        pool: httpcore.ConnectionPool | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = self._new_pool()
+            weakref.finalize(threading.current_thread(), pool.close)  # a finished thread's connections close
+        return pool
+
+    @_pool.setter
+    def _pool(self, unused: object) -> None:
+        """httpx's constructor sets a pool of its own (unchecked, never used): it is dropped at once."""
+        if isinstance(unused, httpcore.ConnectionPool):
+            unused.close()
+
+    def close(self) -> None:
+        with self._pools_lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.close()
 
 
 class _CheckedAsyncBackend(httpcore.AsyncNetworkBackend):

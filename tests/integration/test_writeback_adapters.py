@@ -224,7 +224,8 @@ def test_the_writebacks_messages_in_flight_keep_their_connections_to_the_ehr(
     ehr: EhrSandbox, http: SafeHttp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """24 requests in flight at once (the writeback queue's batchSize + newBatchThreshold) keep their connections:
-    a second round opens none (with 10 kept of 20 it reopened one for almost every event)."""
+    a second round opens none (with 10 kept of 20 it reopened one for almost every event). Each worker thread
+    keeps its own (``tests/integration/test_outbound_connections.py``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from shared.http import outbound
@@ -240,10 +241,11 @@ def test_the_writebacks_messages_in_flight_keep_their_connections_to_the_ehr(
     ehr.faults.update({"latency_ms": 50})  # each request holds its connection, as an EHR call does
     url = f"{ehr.config.fhir_base}/.well-known/smart-configuration"
 
+    workers = ThreadPoolExecutor(max_workers=24)  # the worker's threads live as long as the process
+
     def round_of_requests() -> int:
         before = len(opened)
-        with ThreadPoolExecutor(max_workers=24) as pool:
-            assert {r.status for r in pool.map(lambda _: http.request("GET", url), range(48))} == {200}
+        assert {r.status for r in workers.map(lambda _: http.request("GET", url), range(48))} == {200}
         return len(opened) - before
 
     try:
@@ -251,4 +253,5 @@ def test_the_writebacks_messages_in_flight_keep_their_connections_to_the_ehr(
         assert round_of_requests() == 0
         assert round_of_requests() == 0
     finally:
+        workers.shutdown()
         ehr.faults.reset()
