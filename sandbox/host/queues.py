@@ -117,7 +117,8 @@ class QueueListener:
         finally:
             with self._done:
                 self._running -= 1
-                self._done.notify_all()
+                if self._running <= self.options.new_batch_threshold:  # the only count the poll loop waits for
+                    self._done.notify_all()
 
     def process(self, message: StoredMessage) -> None:
         dequeue_count = int(message.dequeue_count or 0)
