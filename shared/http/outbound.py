@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -241,7 +241,26 @@ class _CheckedBackend(httpcore.SyncBackend):
         raise last_error
 
 
-CONNECTIONS_PER_THREAD = 8  # hosts one thread keeps a connection to: an EHR's FHIR and token hosts, a few EHRs
+CONNECTIONS_PER_POOL = 8  # hosts one request's pool keeps a connection to: an EHR's FHIR and token hosts, a few EHRs
+
+
+class _Releasing(httpx.SyncByteStream):
+    """A response body that hands its pool back once the body is closed (read to the end, or the response closed)."""
+
+    def __init__(self, inner: httpx.SyncByteStream, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._inner
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 class _CheckedTransport(httpx.HTTPTransport):
@@ -249,41 +268,46 @@ class _CheckedTransport(httpx.HTTPTransport):
 
     TLS still verifies the certificate against the host name (SNI), not the address.
 
-    One pool per thread, not one for the process. A thread has one request in flight at a time, so its pool
-    keeps a connection or two, and a connection is reused by the thread that opened it, as before (none opened
-    after warm-up). httpcore's pool does O(connections²) bookkeeping on every request and response (each idle
-    connection counted against all the others, each one polled for readability): one pool shared by the
-    worker's 24 messages in flight made a writeback's EHR call cost twice its sequential CPU
-    (``benchmarks.writeback``, README "Performance and cost").
+    Small pools, one per request in flight, not one large pool: httpcore's pool does O(connections²) bookkeeping
+    on every request and response (each idle connection counted against all the others, each one polled for
+    readability), so one pool shared by the worker's 24 messages in flight made a writeback's EHR call cost twice
+    its sequential CPU (``benchmarks.writeback``, README "Performance and cost"). A request takes the pool most
+    recently handed back (its connections the freshest) or a new one, and hands it back when its body is closed:
+    a light load reuses one or two warm connections, 24 requests in flight keep 24, none opened after warm-up.
     """
 
     def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext) -> None:
         self._ssl_context = ssl_context
         self._backend = _CheckedBackend(policy)
-        self._local = threading.local()
-        self._pools: weakref.WeakSet[httpcore.ConnectionPool] = weakref.WeakSet()  # a dead thread's pool goes
-        self._pools_lock = threading.Lock()
+        self._free: list[httpcore.ConnectionPool] = []  # a stack: the last handed back is taken first
+        self._every: weakref.WeakSet[httpcore.ConnectionPool] = weakref.WeakSet()  # a pool never handed back goes
+        self._free_lock = threading.Lock()
+        self._current = threading.local()
         super().__init__(verify=ssl_context, trust_env=False)
 
-    def _new_pool(self) -> httpcore.ConnectionPool:
+    def _take(self) -> httpcore.ConnectionPool:
+        with self._free_lock:
+            if self._free:
+                return self._free.pop()
         pool = httpcore.ConnectionPool(
             ssl_context=self._ssl_context,
-            max_connections=CONNECTIONS_PER_THREAD,
-            max_keepalive_connections=CONNECTIONS_PER_THREAD,
+            max_connections=CONNECTIONS_PER_POOL,
+            max_keepalive_connections=CONNECTIONS_PER_POOL,
             keepalive_expiry=30.0,
             network_backend=self._backend,
         )
-        with self._pools_lock:
-            self._pools.add(pool)
+        with self._free_lock:
+            self._every.add(pool)
         return pool
+
+    def _hand_back(self, pool: httpcore.ConnectionPool) -> None:
+        with self._free_lock:
+            self._free.append(pool)
 
     @property
     def _pool(self) -> httpcore.ConnectionPool:
-        """This thread's pool (httpx's transport sends every request through ``self._pool``)."""
-        pool: httpcore.ConnectionPool | None = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = self._new_pool()
-            weakref.finalize(threading.current_thread(), pool.close)  # a finished thread's connections close
+        """The pool of the request this thread is sending (httpx's ``handle_request`` sends through ``_pool``)."""
+        pool: httpcore.ConnectionPool = self._current.pool
         return pool
 
     @_pool.setter
@@ -292,9 +316,28 @@ class _CheckedTransport(httpx.HTTPTransport):
         if isinstance(unused, httpcore.ConnectionPool):
             unused.close()
 
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        pool = self._current.pool = self._take()
+        try:
+            response = super().handle_request(request)
+        except BaseException:
+            self._hand_back(pool)
+            raise
+        finally:
+            self._current.pool = None
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _Releasing(response.stream, lambda: self._hand_back(pool))
+        return response
+
+    def __enter__(self) -> _CheckedTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        with self._pools_lock:
-            pools = list(self._pools)
+        with self._free_lock:
+            pools, self._free = list(self._every), []
         for pool in pools:
             pool.close()
 

@@ -224,8 +224,8 @@ def test_the_writebacks_messages_in_flight_keep_their_connections_to_the_ehr(
     ehr: EhrSandbox, http: SafeHttp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """24 requests in flight at once (the writeback queue's batchSize + newBatchThreshold) keep their connections:
-    a second round opens none (with 10 kept of 20 it reopened one for almost every event). Each worker thread
-    keeps its own (``tests/integration/test_outbound_connections.py``)."""
+    a second round opens none (with 10 kept of 20 it reopened one for almost every event); the pools behind them in
+    ``tests/integration/test_outbound_connections.py``."""
     from concurrent.futures import ThreadPoolExecutor
 
     from shared.http import outbound
