@@ -3,8 +3,10 @@
     python -m benchmarks.writeback [--events 2000] [--latency-ms 50] [--burst 1000] [--reliability 10000]
 
 Prints:
-0. host CPU per event against the floor measured in the same run (``benchmarks.writeback_floor``, target
-   <= 1.1), with Table operations per event, for Epic (through the ledger) and FHIR AuditEvents (idempotent):
+0. host CPU per event against the floor measured in the same run (``benchmarks.writeback_floor``; target
+   <= 1.1): the lowest of one event at a time (its steps in the worker's order), as many events at a time as
+   the host has in flight, and each step alone back to back, all three printed; with Table operations per
+   event, for Epic (through the ledger) and FHIR AuditEvents (idempotent):
    the host in a process of its own with the production host.json (batchSize 16, newBatchThreshold 8);
 1. drain rate: events per second one worker process (one host) writes into the sandbox EHR answering
    every call after a fixed latency L;
@@ -115,15 +117,18 @@ def cpu_per_event(
             floor = _floor(load, mode, runs=min(events, 300))
             crowded = _floor(load, mode, runs=min(events, 300), concurrency=in_flight())
             steps = ", ".join(f"{k} {v:.2f} ms" for k, v in floor["steps_ms"].items())
+            tight = ", ".join(f"{k} {v:.2f} ms" for k, v in floor["tight_steps_ms"].items())
+            lowest = min(floor["total_ms"], crowded["total_ms"], floor["tight_total_ms"])
             report = "usage report on" if analytics else "usage report off"
             print(f"0. {mode.value}, {report}, {events} events over {visits - 1} visits: host CPU per event "
-                  f"{cpu * 1000:.2f} ms "
-                  f"(host idle {idle * 1000:.2f} ms/s, not subtracted); floor {floor['total_ms']:.2f} ms ({steps}); "
-                  "ratio "
-                  f"{cpu * 1000 / floor['total_ms']:.2f} (target <= 1.1)")  # fmt: skip
-            print(f"   For information, the floor's steps run {in_flight()} at a time (the messages the host has in "
-                  f"flight): {crowded['total_ms']:.2f} ms; host CPU per event / that: "
-                  f"{cpu * 1000 / crowded['total_ms']:.2f}")  # fmt: skip
+                  f"{cpu * 1000:.2f} ms (host idle {idle * 1000:.2f} ms/s, not subtracted); floor {lowest:.2f} ms, "
+                  f"the lowest of three; ratio {cpu * 1000 / lowest:.2f} (target <= 1.1)")  # fmt: skip
+            print(f"   Floor, one event at a time, its steps in the worker's order: {floor['total_ms']:.2f} ms "
+                  f"({steps}); host / that: {cpu * 1000 / floor['total_ms']:.2f}")  # fmt: skip
+            print(f"   Floor, {in_flight()} events at a time (the messages the host has in flight): "
+                  f"{crowded['total_ms']:.2f} ms; host / that: {cpu * 1000 / crowded['total_ms']:.2f}")  # fmt: skip
+            print(f"   Each step alone, back to back (warmer than any event runs it): {floor['tight_total_ms']:.2f} ms "
+                  f"({tight}); host / that: {cpu * 1000 / floor['tight_total_ms']:.2f}")  # fmt: skip
             print(f"   Host resident memory after draining (24 messages in flight): {memory['rss_mb']:.0f} MB, "
                   f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
             print(f"   Table operations per event: {sum(worker.values()):.2f} {worker} "
@@ -178,7 +183,8 @@ def _floor(load: WritebackLoad, mode: WritebackMode, runs: int, *, concurrency: 
     queue_name = f"{load.queue_name}-floor{concurrency}"
     queue = load.queue(queue_name)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(queue.send_message, [e.to_json() for e in load.events(runs + 20 + concurrency)]))
+        # The events, their warm-up and, at concurrency 1, the queue step run back to back (for information).
+        list(pool.map(queue.send_message, [e.to_json() for e in load.events(2 * runs + 20 + 2 * concurrency)]))
     key, csn = load.visit_keys[1]
     external_id = f"floor-{load.run}"
     load.ehr.state.link_launch({csn}, external_id)
