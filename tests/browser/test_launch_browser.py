@@ -174,7 +174,7 @@ def test_a_provider_launch_naming_the_patient_side_fhir_url_is_refused_before_an
     page = context.new_page()
     page.goto(forged)
     expect(page.locator("h1")).to_have_text("Tenant config not found")
-    assert world.ehr_requests() == before
+    assert world.ehr_requests()[len(before) :] == []
 
 
 def test_patient_before_the_provider_waits_then_joins_when_the_provider_starts(
@@ -221,7 +221,7 @@ def test_launches_without_an_approved_matching_configuration_send_nothing_to_the
     page.goto(world.launch_url(record, world.appointment_of(SMITH, "e-pat-rivera"), SMITH))
     expect(page.locator("h1")).to_have_text(text)
     expect(page.locator("body")).to_contain_text("correlation id")
-    assert world.ehr_requests() == before
+    assert world.ehr_requests()[len(before) :] == []
 
 
 def test_replayed_and_forged_state_are_refused(world: LaunchWorld, context: BrowserContext) -> None:
