@@ -1,10 +1,8 @@
-"""Call user functions as the Python worker does: sync ones on worker threads, async ones on one loop.
+"""Call user functions as the Python worker does: sync ones in a thread pool, async ones on one loop.
 
-Every trigger shares one limit, as every invocation request does in the worker: at most
+Every trigger goes through the same pool, as every invocation request does in the worker: at most
 ``PYTHON_THREADPOOL_THREAD_COUNT`` sync invocations run at once (by default ``min(32, CPUs + 4)``,
-the ``ThreadPoolExecutor`` default the worker keeps on Python 3.9+); the rest wait for a slot.
-An HTTP invocation runs on the pool's threads (the server's event loop must not block); a queue or
-timer invocation runs on the listener thread that holds its message and would only wait for it.
+the ``ThreadPoolExecutor`` default the worker keeps on Python 3.9+); the rest wait for a thread.
 
 Outputs are flushed only when the function returns normally: a function that raises has
 its invocation failed and none of its ``Out`` values are sent.
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 import uuid
@@ -115,9 +112,7 @@ class Invoker:
         self._queues = queues
         self._encoding = message_encoding
         self._app_dir = str(app_dir)
-        workers = max_workers or min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="functions-worker")
-        self._slots = threading.BoundedSemaphore(workers)  # sync invocations running at once, whatever the trigger
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="functions-worker")
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="functions-async", daemon=True)
 
@@ -144,8 +139,7 @@ class Invoker:
 
     def _run_and_flush(self, entry: IndexedFunction, kwargs: dict[str, Any], outputs: dict[str, OutValue[Any]]) -> Any:
         """A sync function, then its outputs sent from the same worker thread (only if it returned normally)."""
-        with self._slots:
-            result = entry.function(**kwargs)
+        result = entry.function(**kwargs)
         self._flush(entry, outputs, result)
         return result
 
@@ -156,9 +150,8 @@ class Invoker:
         try:
             if entry.is_async:
                 result = asyncio.run_coroutine_threadsafe(entry.function(**kwargs), self._loop).result()
-            else:  # in this thread, which holds the message: a hand-off to a pool thread would only add a switch
-                with self._slots:
-                    result = entry.function(**kwargs)
+            else:
+                result = self._executor.submit(entry.function, **kwargs).result()
             self._flush(entry, outputs, result)
         except BaseException:
             self._executed(entry, invocation_id, started, succeeded=False)
