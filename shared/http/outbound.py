@@ -241,11 +241,12 @@ class _CheckedBackend(httpcore.SyncBackend):
         raise last_error
 
 
-CONNECTIONS_PER_POOL = 8  # hosts one request's pool keeps a connection to: an EHR's FHIR and token hosts, a few EHRs
+KEEPALIVE_SECONDS = 30.0  # an idle connection is closed after this long (httpcore's keepalive_expiry)
+_Origin = tuple[bytes, bytes, int | None]
 
 
 class _Releasing(httpx.SyncByteStream):
-    """A response body that hands its pool back once the body is closed (read to the end, or the response closed)."""
+    """A response body that hands its connection back once the body is closed (read to the end, or closed)."""
 
     def __init__(self, inner: httpx.SyncByteStream, release: Callable[[], None]) -> None:
         self._inner = inner
@@ -264,49 +265,66 @@ class _Releasing(httpx.SyncByteStream):
 
 
 class _CheckedTransport(httpx.HTTPTransport):
-    """httpx's transport with connection pools whose every TCP connection goes through the checks.
+    """httpx's transport with connections that each go through the checks, kept per origin, freshest first.
 
     TLS still verifies the certificate against the host name (SNI), not the address.
 
-    Small pools, one per request in flight, not one large pool: httpcore's pool does O(connections²) bookkeeping
-    on every request and response (each idle connection counted against all the others, each one polled for
-    readability), so one pool shared by the worker's 24 messages in flight made a writeback's EHR call cost twice
-    its sequential CPU (``benchmarks.writeback``, README "Performance and cost"). A request takes the pool most
-    recently handed back (its connections the freshest) or a new one, and hands it back when its body is closed:
-    a light load reuses one or two warm connections, 24 requests in flight keep 24, none opened after warm-up.
+    Each connection lives in a one-connection httpcore pool; idle ones wait on a stack per origin (scheme, host,
+    port). A request takes the one most recently handed back for its origin (the freshest) or opens one, and hands
+    it back when its body is closed; one idle longer than ``KEEPALIVE_SECONDS`` is closed at the next request.
+    So a light load reuses one warm connection per host, 24 requests in flight keep 24, none are opened after
+    warm-up, and none stay open idle. Not one shared pool: httpcore's pool does O(connections²) bookkeeping on
+    every request and response (each idle connection counted against all the others, each polled for
+    readability), which made the writeback's EHR call cost twice its sequential CPU with 24 in flight
+    (``benchmarks.writeback``, README "Performance and cost").
     """
 
     def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext) -> None:
         self._ssl_context = ssl_context
         self._backend = _CheckedBackend(policy)
-        self._free: list[httpcore.ConnectionPool] = []  # a stack: the last handed back is taken first
-        self._every: weakref.WeakSet[httpcore.ConnectionPool] = weakref.WeakSet()  # a pool never handed back goes
-        self._free_lock = threading.Lock()
+        self._idle: dict[_Origin, list[tuple[float, httpcore.ConnectionPool]]] = {}  # stacks: the freshest last
+        self._every: weakref.WeakSet[httpcore.ConnectionPool] = weakref.WeakSet()  # one never handed back goes
+        self._idle_lock = threading.Lock()
         self._current = threading.local()
         super().__init__(verify=ssl_context, trust_env=False)
 
-    def _take(self) -> httpcore.ConnectionPool:
-        with self._free_lock:
-            if self._free:
-                return self._free.pop()
-        pool = httpcore.ConnectionPool(
-            ssl_context=self._ssl_context,
-            max_connections=CONNECTIONS_PER_POOL,
-            max_keepalive_connections=CONNECTIONS_PER_POOL,
-            keepalive_expiry=30.0,
-            network_backend=self._backend,
-        )
-        with self._free_lock:
-            self._every.add(pool)
+    def _take(self, origin: _Origin) -> httpcore.ConnectionPool:
+        now = time.monotonic()
+        with self._idle_lock:
+            expired = self._expired(now)
+            stack = self._idle.get(origin)
+            pool = stack.pop()[1] if stack else None
+        for stale in expired:
+            stale.close()
+        if pool is None:
+            pool = httpcore.ConnectionPool(
+                ssl_context=self._ssl_context,
+                max_connections=1,
+                max_keepalive_connections=1,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+                network_backend=self._backend,
+            )
+            with self._idle_lock:
+                self._every.add(pool)
         return pool
 
-    def _hand_back(self, pool: httpcore.ConnectionPool) -> None:
-        with self._free_lock:
-            self._free.append(pool)
+    def _expired(self, now: float) -> list[httpcore.ConnectionPool]:
+        """Connections idle too long, taken off their stacks (the oldest are at the bottom); under the lock."""
+        expired: list[httpcore.ConnectionPool] = []
+        for origin, stack in list(self._idle.items()):
+            while stack and now - stack[0][0] > KEEPALIVE_SECONDS:
+                expired.append(stack.pop(0)[1])
+            if not stack:
+                del self._idle[origin]
+        return expired
+
+    def _hand_back(self, origin: _Origin, pool: httpcore.ConnectionPool) -> None:
+        with self._idle_lock:
+            self._idle.setdefault(origin, []).append((time.monotonic(), pool))
 
     @property
     def _pool(self) -> httpcore.ConnectionPool:
-        """The pool of the request this thread is sending (httpx's ``handle_request`` sends through ``_pool``)."""
+        """The connection of the request this thread is sending (httpx's ``handle_request`` sends through it)."""
         pool: httpcore.ConnectionPool = self._current.pool
         return pool
 
@@ -317,16 +335,17 @@ class _CheckedTransport(httpx.HTTPTransport):
             unused.close()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        pool = self._current.pool = self._take()
+        origin: _Origin = (request.url.raw_scheme, request.url.raw_host, request.url.port)
+        pool = self._current.pool = self._take(origin)
         try:
             response = super().handle_request(request)
         except BaseException:
-            self._hand_back(pool)
+            self._hand_back(origin, pool)
             raise
         finally:
             self._current.pool = None
         assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _Releasing(response.stream, lambda: self._hand_back(pool))
+        response.stream = _Releasing(response.stream, lambda: self._hand_back(origin, pool))
         return response
 
     def __enter__(self) -> _CheckedTransport:
@@ -336,8 +355,8 @@ class _CheckedTransport(httpx.HTTPTransport):
         self.close()
 
     def close(self) -> None:
-        with self._free_lock:
-            pools, self._free = list(self._every), []
+        with self._idle_lock:
+            pools, self._idle = list(self._every), {}
         for pool in pools:
             pool.close()
 

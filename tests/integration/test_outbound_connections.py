@@ -1,4 +1,4 @@
-"""The checked transport's connections: small pools, one per request in flight, the freshest taken first.
+"""The checked transport's connections: kept per origin, the freshest taken first, closed when idle too long.
 
 Over real sockets on 127.0.0.1, against a minimal HTTP/1.1 keep-alive server that answers every request with the
 port the request came from (which connection carried it) and records the connections it saw close.
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from shared.http import outbound
 from shared.http.outbound import OutboundPolicy, SafeHttp, _CheckedTransport
 from shared.kernel.errors import UnsafeUrl
 
@@ -127,7 +128,6 @@ def test_closing_the_client_closes_every_connection(server: KeepAliveServer) -> 
             return _port_of(http, server.url)
 
         opened = set(pool.map(one, range(3)))
-    assert len(opened) >= 2  # in flight together: more than one connection
     http.close()
     _wait_until(lambda: set(server.closed) == opened == set(server.accepted))
 
@@ -144,6 +144,45 @@ def test_a_body_not_read_to_the_end_hands_its_pool_back_when_closed(server: Keep
                 assert response.status_code == 200  # the body left unread
             _port_of(http, server.url)
         assert len(transport._every) == 1
+    finally:
+        http.close()
+
+
+def test_requests_to_two_hosts_in_turn_keep_one_connection_to_each(server: KeepAliveServer) -> None:
+    """An EHR's FHIR and token hosts, or two EHRs: each request reuses a connection to its own host."""
+    other = KeepAliveServer()
+    http = SafeHttp(POLICY)
+    try:
+        for _ in range(4):
+            _port_of(http, server.url)
+            _port_of(http, other.url)
+        assert len(server.accepted) == 1 and len(other.accepted) == 1
+    finally:
+        http.close()
+        other.close()
+
+
+def test_a_connection_idle_longer_than_the_keepalive_is_closed_at_the_next_request(
+    server: KeepAliveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbound, "KEEPALIVE_SECONDS", 0.3)
+    http = SafeHttp(POLICY)
+    transport = http._client._transport
+    assert isinstance(transport, _CheckedTransport)
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            start = threading.Barrier(3)
+
+            def one(_: int) -> int:
+                start.wait(timeout=10)
+                return _port_of(http, server.url)
+
+            burst = set(pool.map(one, range(3)))
+        time.sleep(0.5)  # every connection of the burst is now idle too long
+        fresh = _port_of(http, server.url)
+        assert fresh not in burst
+        _wait_until(lambda: burst <= set(server.closed))
+        assert all(kept._network_backend is transport._backend for kept in transport._every)  # all checked
     finally:
         http.close()
 
