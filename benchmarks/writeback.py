@@ -179,7 +179,8 @@ def in_flight() -> int:
 
 
 def _floor(load: WritebackLoad, mode: WritebackMode, runs: int, *, concurrency: int = 1) -> dict[str, Any]:
-    """``benchmarks.writeback_floor`` in a fresh process, on a queue of its own filled with ``runs`` messages."""
+    """``benchmarks.writeback_floor`` in a fresh process, on a queue of its own with a message for every event it
+    runs (warm-up, the timed events and, one at a time, the queue step alone)."""
     queue_name = f"{load.queue_name}-floor{concurrency}"
     queue = load.queue(queue_name)
     with ThreadPoolExecutor(max_workers=8) as pool:
