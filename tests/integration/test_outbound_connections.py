@@ -120,14 +120,7 @@ def test_requests_in_flight_together_open_one_connection_each_and_never_reopen(s
 
 def test_closing_the_client_closes_every_connection(server: KeepAliveServer) -> None:
     http = SafeHttp(POLICY)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        start = threading.Barrier(3)
-
-        def one(_: int) -> int:
-            start.wait(timeout=10)
-            return _port_of(http, server.url)
-
-        opened = set(pool.map(one, range(3)))
+    opened = _at_once(http, server.url, 3)
     http.close()
     _wait_until(lambda: set(server.closed) == opened == set(server.accepted))
 
@@ -170,14 +163,7 @@ def test_a_connection_idle_longer_than_the_keepalive_is_closed_at_the_next_reque
     transport = http._client._transport
     assert isinstance(transport, _CheckedTransport)
     try:
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            start = threading.Barrier(3)
-
-            def one(_: int) -> int:
-                start.wait(timeout=10)
-                return _port_of(http, server.url)
-
-            burst = set(pool.map(one, range(3)))
+        burst = _at_once(http, server.url, 3)
         time.sleep(0.5)  # every connection of the burst is now idle too long
         fresh = _port_of(http, server.url)
         assert fresh not in burst
@@ -207,6 +193,18 @@ def test_a_new_pools_first_connection_is_checked_like_any_other(monkeypatch: pyt
         assert isinstance(failure, UnsafeUrl) and asked == ["ehr.rebind.test"]
     finally:
         http.close()
+
+
+def _at_once(http: SafeHttp, url: str, count: int) -> set[int]:
+    """``count`` requests released together on as many threads: the ports of the connections that carried them."""
+    start = threading.Barrier(count)
+
+    def one(_: int) -> int:
+        start.wait(timeout=10)
+        return _port_of(http, url)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return set(pool.map(one, range(count)))
 
 
 def _wait_until(condition: Any, timeout: float = 5.0) -> None:
