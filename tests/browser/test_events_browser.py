@@ -20,6 +20,7 @@ from shared.visits.repository import VisitRepository
 from tests.support.accessibility import assert_accessible
 from tests.support.launch_world import SMITH, SMITH_UPN, LaunchWorld
 from tests.support.sealing import sealer_for
+from tests.support.teams_page import join_from_panel
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -98,11 +99,7 @@ def test_lobby_admit_leave_show_on_the_provider_panel_and_reach_the_ehr_once(
         wait_for_subscription(world, visit_key)
 
         # The clinician joins the Teams meeting as themselves.
-        with provider_context.expect_page() as opened:
-            panel.locator("#join").click()
-        teams = opened.value
-        teams.select_option("#user-id", SMITH_OID)
-        teams.click("#join-user")
+        teams = join_from_panel(provider_context, panel, SMITH_OID)
         expect(teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
         expect_panel(panel, "provider", "in_meeting")
         expect(panel.locator("#presence-provider")).to_contain_text("In the meeting")

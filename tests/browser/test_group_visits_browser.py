@@ -28,6 +28,7 @@ from tests.browser.test_launch_browser import provider_page, sign_in_once
 from tests.support.accessibility import assert_accessible
 from tests.support.launch_world import LEE, LEE_UPN, SMITH, SMITH_UPN, SOUZA, SOUZA_UPN, LaunchWorld, launch_world
 from tests.support.sealing import sealer_for
+from tests.support.teams_page import join_from_panel
 
 pytestmark = [pytest.mark.browser, pytest.mark.azurite]
 
@@ -124,11 +125,7 @@ def test_three_patients_and_an_interpreter_wait_in_one_lobby_and_are_admitted_on
         wait_for_subscription(world, group_row_key(world, "9000001"))
         expect(panel.locator("#attendees-none")).to_be_visible()
         assert_accessible(panel)
-        with provider_context.expect_page() as opened:
-            panel.locator("#join").click()
-        teams = opened.value
-        teams.select_option("#user-id", LEE_OID)
-        teams.click("#join-user")
+        teams = join_from_panel(provider_context, panel, LEE_OID)
         expect(teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
         expect_attendee(panel, "clinician", 1, "in_meeting")
 
@@ -238,20 +235,12 @@ def test_a_staff_interpreter_launching_from_the_ehr_joins_as_the_interpreter_and
         panel = clinician(lee_context, world, "group provider", "e-appt-013", LEE, LEE_UPN)
         join_url = provider_page(panel, world)
         wait_for_subscription(world, group_row_key(world, "9000001"))
-        with lee_context.expect_page() as opened:
-            panel.locator("#join").click()
-        lee_teams = opened.value
-        lee_teams.select_option("#user-id", LEE_OID)
-        lee_teams.click("#join-user")
+        lee_teams = join_from_panel(lee_context, panel, LEE_OID)
         expect(lee_teams.locator("#status")).to_have_attribute("data-status", "inCall", timeout=TIMEOUT_MS)
         interpreters_before = panel.locator("[id^='attendee-interpreter-']").count()
         souza = clinician(souza_context, world, "group provider", "e-appt-013", SOUZA, SOUZA_UPN)
         assert provider_page(souza, world) == join_url  # the group's one meeting
-        with souza_context.expect_page() as opened:
-            souza.locator("#join").click()
-        teams = opened.value
-        teams.select_option("#user-id", SOUZA_OID)
-        teams.click("#join-user")
+        teams = join_from_panel(souza_context, souza, SOUZA_OID)
         # Only the organizer bypasses the lobby: Dr. Lee lets her in. (The module's meeting may have had a guest
         # interpreter already: she is the next interpreter row.)
         number = interpreters_before + 1
