@@ -212,7 +212,9 @@ def test_retention_the_timer_deletes_days_past_it_and_a_shortened_one_at_once(te
     owner, _ = tenants
     config = approved_in_storage(owner)
     now = datetime.now(UTC)
-    old, recent = now - timedelta(days=20), now - timedelta(days=2)
+    # At noon, so that no visit runs past midnight into another day (the test once ran at 23:40 UTC).
+    noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+    old, recent = noon - timedelta(days=20), noon - timedelta(days=2)
     record(config, old)
     record(config, recent)
     assert services().report_preferences.all()[config.id].geography == config.geography.value  # its first fact
