@@ -78,8 +78,10 @@ def rows_of(body: bytes) -> list[dict[str, str]]:
 
 
 def today_at(hour: int) -> datetime:
+    """Today at ``hour`` UTC, or an hour ago if that is still to come: a whole hour either way (facts are kept to
+    the second, so a time with microseconds would never come back equal; the test once ran at 00:00 UTC)."""
     now = datetime.now(UTC)
-    return min(now - timedelta(hours=1), now.replace(hour=hour, minute=0, second=0, microsecond=0))
+    return min(now - timedelta(hours=1), now.replace(hour=hour)).replace(minute=0, second=0, microsecond=0)
 
 
 def test_visits_recorded_from_the_queue_show_on_the_page_and_in_the_exports(tenants: tuple[Tenant, Tenant]) -> None:
