@@ -132,6 +132,10 @@ def test_a_broken_visit_link_is_told_to_a_patient_in_plain_words(world: LaunchWo
 def test_the_waiting_room_shows_the_appointment_works_without_javascript_and_gives_up_on_a_fake_clock(
     world: LaunchWorld, patient: BrowserContext, browser: Browser, context: BrowserContext, clock: FakeClock
 ) -> None:
+    # The appointment is today at a fixed hour (UTC): before it, the page would wait for its start, not 15 minutes
+    # after the patient's arrival. The connector's clock starts just after it (the suite once ran at 00:04 UTC).
+    booked = next(v for v in world.ehr.clinic.visits if v.appointment_id == world.appointment_of(NOPOLICY, WHITFIELD))
+    clock.advance(max(timedelta(0), booked.start + timedelta(minutes=1) - clock()))
     waiting = begin_virtual_visit(patient, world, "mychart", WHITFIELD, WELLNESS)
     waiting.wait_for_url(f"{world.url}/api/visits/**")
     expect(waiting.locator("h1")).to_have_text("Your clinician will start the visit shortly")
