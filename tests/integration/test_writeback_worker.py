@@ -965,6 +965,9 @@ def test_a_group_visits_usage_report_has_a_row_per_patient_with_their_own_facts_
     # Two patients launched before the clinician joined; the third launches (gets their number) later.
     numbers = [groups.patient_label(repository.get(Geography.AMERICAS, group.key) or group, m.key) for m in members[:2]]
     now = datetime.now(UTC).replace(microsecond=0)
+    midnight = now.replace(hour=0, minute=0, second=0)
+    if now - midnight < timedelta(minutes=25):  # the facts (up to 20 minutes back) all on one UTC day
+        now = midnight - timedelta(minutes=5)
 
     def fact(leg: str, kind: EventKind, role: Role, minutes: int, hint: str | None) -> VisitEvent:
         at = now - timedelta(minutes=minutes)
