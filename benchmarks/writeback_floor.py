@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.ehr.smart import smart_client_for
     from shared.http.outbound import HttpResult, SafeHttp, outbound_policy
     from shared.kernel.settings import Geography, get_settings
-    from shared.storage.accounts import Storage
+    from shared.storage.accounts import Storage, insert_row
 
     settings = get_settings()
     storage = Storage(settings)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     def claim() -> tuple[dict[str, object], str]:
         entity: dict[str, object] = {"PartitionKey": args.visit[1], "RowKey": uuid.uuid4().hex}
         entity.update({"State": "claimed", "Attempt": 1})
-        return entity, str(ledger.create_entity(entity)["etag"])
+        return entity, str(insert_row(ledger, entity)["etag"])
 
     def mark_done(claimed: tuple[dict[str, object], str]) -> None:
         entity, etag = claimed

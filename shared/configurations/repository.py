@@ -58,7 +58,7 @@ from shared.kernel.errors import Conflict, NotFound, StorageUnavailable, StoredD
 from shared.kernel.i18n import N_
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.settings import Geography
-from shared.storage.accounts import StorageAccount, storage_errors
+from shared.storage.accounts import StorageAccount, insert_row, storage_errors
 
 logger = logging.getLogger(__name__)
 TABLE = "Configurations"
@@ -255,7 +255,7 @@ class ConfigurationRepository:
                 self._reserve(url, config.tenant_id, config.id)
                 reserved.append(url)
             with storage_errors(self._account.name):
-                metadata = self._table().create_entity(_to_entity(config))
+                metadata = insert_row(self._table(), _to_entity(config))
         except Exception:
             for url in reserved:
                 self._release(url, config.tenant_id, config.id)

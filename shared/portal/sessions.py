@@ -19,7 +19,7 @@ from shared.kernel.clock import utcnow
 from shared.kernel.identifiers import random_token
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.microsoft.entra import PortalIdentity
-from shared.storage.accounts import StorageAccount, storage_errors
+from shared.storage.accounts import StorageAccount, insert_row, storage_errors
 
 TABLE = "Sessions"
 PARTITION = "session"
@@ -95,7 +95,7 @@ class SessionStore:
             "ExpiresAt": session.expires_at,
         }
         with storage_errors(self._account.name):
-            self._account.table(TABLE).create_entity(entity)
+            insert_row(self._account.table(TABLE), entity)
         return session
 
     def get(self, session_id: str | None) -> PortalSession | None:

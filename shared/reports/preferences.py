@@ -18,7 +18,7 @@ from azure.data.tables import UpdateMode
 from shared.kernel.clock import utcnow
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.memo import Memo
-from shared.storage.accounts import StorageAccount, storage_errors
+from shared.storage.accounts import StorageAccount, insert_row, storage_errors
 
 TABLE = "ReportSettings"
 ROW = "report"
@@ -121,7 +121,7 @@ class ReportPreferenceStore:
                 found = ReportPreferences(geography=create_in)
                 if create_in is not None:
                     with suppress(ResourceExistsError):
-                        self._account.table(TABLE).create_entity(_row(configuration_id, found))
+                        insert_row(self._account.table(TABLE), _row(configuration_id, found))
             else:
                 found = _from_row(row)
         self._memory.put(configuration_id, found)

@@ -31,7 +31,7 @@ from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.reports.facts import AttendeeFacts, LaunchFacts, VisitFacts, merged
-from shared.storage.accounts import Storage, storage_errors
+from shared.storage.accounts import Storage, insert_row, storage_errors
 from shared.visits.events import Role
 
 TABLE = "ReportVisits"
@@ -183,7 +183,7 @@ class ReportFacts:
         """Insert the visit-day's row holding ``facts``; False when a row is there already."""
         try:
             self.operations += 1
-            metadata = table.create_entity(self.entity(geography, pk, visit, facts))
+            metadata = insert_row(table, self.entity(geography, pk, visit, facts))
         except ResourceExistsError:
             return False
         self._known.put(memory, _Known(facts, str(metadata.get("etag"))))

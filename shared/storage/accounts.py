@@ -15,7 +15,7 @@ environment for proxies and certificate bundles.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -211,3 +211,12 @@ def storage_errors(account: str) -> Iterator[None]:
         if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code in (408, 429)):
             raise StorageUnavailable(N_("Storage %(account)s is unavailable.", account=account)) from exc
         raise
+
+
+def insert_row(table: TableClient, entity: Mapping[str, Any]) -> dict[str, Any]:
+    """Create a row, failing with ``ResourceExistsError`` when its key is taken; returns its metadata (``etag``).
+
+    Sent with ``Prefer: return-no-content``: the service answers 204 with the etag and does not echo the row back,
+    which no caller reads, so nothing is sent, parsed or converted for it.
+    """
+    return dict(table.create_entity(entity, response_preference="return-no-content"))

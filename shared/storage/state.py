@@ -57,7 +57,7 @@ from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
-from shared.storage.accounts import Storage, StorageAccount, storage_errors
+from shared.storage.accounts import Storage, StorageAccount, insert_row, storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class AuthStateStore:
             "Consumed": False,
         }
         with storage_errors(self._account.name):
-            self._account.table(TABLE).create_entity(entity)
+            insert_row(self._account.table(TABLE), entity)
         return value
 
     def mark_used(self, kind: str, key: str, expires_at: datetime) -> None:
@@ -301,7 +301,7 @@ class AuthStateStore:
         }
         with storage_errors(self._account.name):
             try:
-                self._account.table(TABLE).create_entity(entity)
+                insert_row(self._account.table(TABLE), entity)
             except ResourceExistsError:
                 raise StateError(
                     "This sign-in link was already used. Please start again.", code="state_reused"

@@ -26,7 +26,7 @@ from shared.kernel.errors import Conflict, SealedValueInvalid
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
-from shared.storage.accounts import Storage, storage_errors
+from shared.storage.accounts import Storage, insert_row, storage_errors
 from shared.visits.events import EventKind, Role
 from shared.visits.model import Attendee, Presence, RosterEntry, Visit, VisitContext, WaitingRoom, has_context
 from shared.visits.sealed_context import open_context, open_waiting_room, seal_context, seal_waiting_room
@@ -168,7 +168,7 @@ class VisitRepository:
         table = account.table(TABLE)
         with storage_errors(account.name):
             try:
-                metadata = table.create_entity(self._to_entity(visit))
+                metadata = insert_row(table, self._to_entity(visit))
             except ResourceExistsError:
                 # Someone created it first, or an expired row is still waiting for the sweep.
                 current = self.get(geography, key)
@@ -191,7 +191,7 @@ class VisitRepository:
             return None  # another launch renewed it meanwhile: never replace a live visit
         try:
             if stale is None:
-                return dict(table.create_entity(self._to_entity(visit)))
+                return insert_row(table, self._to_entity(visit))
             # The usage report's facts folded since the timer's last copy go on with the new row (the timer copies
             # them with it, merging), rather than with the replaced row.
             carried = replace(visit, report=visit.report or stale.get("ReportFacts") or None)

@@ -44,7 +44,7 @@ from shared.kernel.errors import AlreadyWritten, ClaimedElsewhere
 from shared.kernel.identifiers import log_id
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.settings import Geography
-from shared.storage.accounts import Storage, storage_errors
+from shared.storage.accounts import Storage, insert_row, storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class WritebackLedger:
                 now = self._clock()
                 fresh = Claim(geography, visit_key, event_id, now, 1, expires_at, None)
                 try:
-                    metadata = table.create_entity(_claimed(fresh))
+                    metadata = insert_row(table, _claimed(fresh))
                     return _with_etag(fresh, metadata)
                 except ResourceExistsError:
                     pass

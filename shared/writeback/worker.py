@@ -72,7 +72,7 @@ from shared.kernel.identifiers import log_id
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
-from shared.storage.accounts import StorageAccount, storage_errors
+from shared.storage.accounts import StorageAccount, insert_row, storage_errors
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.lifetime import meeting_ended, release_context_when_done
 from shared.visits.members import GroupMembers
@@ -169,7 +169,8 @@ class FailureLog:
         with storage_errors(self._account.name):
             self._account.queue(self.poison_queue).send_message(body)
             with contextlib.suppress(ResourceExistsError):
-                self._account.table(FAILURES_TABLE).create_entity(
+                insert_row(
+                    self._account.table(FAILURES_TABLE),
                     {
                         "PartitionKey": now.strftime("%Y-%m-%d"),
                         "RowKey": row_key,
@@ -177,7 +178,7 @@ class FailureLog:
                         "Configuration": log_id(configuration_id) if configuration_id else "",
                         "At": now,
                         "ExpiresAt": now + FAILURE_LIFETIME,
-                    }
+                    },
                 )
 
 
