@@ -43,6 +43,11 @@ MEASURED_WRITEBACK = {  # the mean of the four runs of 5 December 2026, 22:47-23
 # next run (an insert refused, a read, an update: 3 operations, ~1 ms), so a 20-minute visit under a 15-minute timer
 # is copied ~2.3 times: 1.1 + 1.3 x 3 = 5 operations, 2.3 ms (assumed from those measurements).
 REPORT_COPY = (5.0, 2.3)
+# The usage report's day summaries (timer report_upkeep, every 15 minutes): benchmarks.report measures one day of
+# 50,000 visits summarized — its partition read (50 query pages) with its smaller neighbours and every visit
+# summarized — as 4.4 s of CPU and 16.8 s of wall time against Azurite on this machine (README "Usage report").
+REPORT_DAY = (50_000, 4.4, 16.8)  # visits of the measured day, CPU s, wall s
+TIMER_RUNS_PER_DAY = 96  # every 15 minutes
 QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
 
 
@@ -99,6 +104,39 @@ def kinds(args: argparse.Namespace) -> list[Kind]:
     ]
 
 
+@dataclass(frozen=True)
+class Summaries:
+    """One run of the report timer's day summaries for a configuration with all of the day's visits."""
+
+    today_share: float  # today's partition, as a share of a whole day, averaged over the day's runs
+    partitions: float  # whole days' partitions read per run
+    transactions: float
+    cpu_s: float
+    wall_s: float
+
+
+def report_summaries(args: argparse.Namespace) -> Summaries:
+    """Each run computes yesterday and today (the day before yesterday once, after it closes): today's summary
+    reads yesterday's, today's and tomorrow's (empty) partitions, yesterday's the day before's too, each read once
+    (``shared.reports.retention.refresh_open_days``). CPU and wall scale with the facts read from the measured day
+    (which read one full partition and summarized its visits): an upper bound, as a neighbour read only for
+    midnight-spanning visits is not summarized."""
+    shares = [0.0] * 24 * 4  # today's share of the day's visits at each quarter-hour run
+    done = 0.0
+    for quarter in range(len(shares)):
+        hour = quarter // 4
+        done += HOURLY_SHARE.get(hour, 0.0) / 4
+        shares[quarter] = done
+    today = sum(shares) / len(shares)
+    partitions = 2 + today  # the day before yesterday, yesterday, today so far
+    pages = partitions * math.ceil(args.visits_per_day / 1000)
+    per_day = 3 + 1 + 1  # stored() and the summary rows' query, the batch, the marker
+    transactions = pages + 2 * per_day + 3  # + the three days' lists of configurations
+    visits, cpu, wall = REPORT_DAY[0], args.report_day_cpu_s, args.report_day_wall_s
+    scale = partitions * args.visits_per_day / visits
+    return Summaries(today, partitions, transactions, cpu * scale, wall * scale)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -136,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     add("--report-copy-table-ops", type=float, default=REPORT_COPY[0],
         help="measured: Table operations per visit of the usage report's copy (benchmarks.writeback)")  # fmt: skip
     add("--report-copy-cpu-ms", type=float, default=REPORT_COPY[1], help="measured: its CPU per visit")
+    add("--report-day-cpu-s", type=float, default=REPORT_DAY[1],
+        help=f"measured: CPU of one {REPORT_DAY[0]:,}-visit day's summary (benchmarks.report)")  # fmt: skip
+    add("--report-day-wall-s", type=float, default=REPORT_DAY[2],
+        help="measured: its wall time against Azurite (the real service's page latency adds to it)")  # fmt: skip
     # List prices (USD, East US, pay as you go); each a flag, to be checked against the pricing pages:
     #   GB-s: $0.000026 "Flex Consumption ... Execution Time: $0.000026 per GB-second" (modal.com, "Azure Functions
     #     pricing: Consumption vs. Flex Consumption", May 2025; azure.microsoft.com/pricing/details/functions);
@@ -189,6 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     peak_concurrency = sum(peak_rate * k.wall for k in launch_rows)
     peak_cpu = sum(peak_rate * k.cpu for k in launch_rows)
     peak_http = math.ceil(max(peak_concurrency / http_per_instance, peak_cpu / (0.7 * vcpu)))
+
+    summaries = report_summaries(args) if args.usage_report == "on" else None
+    if summaries is not None:
+        active = max(summaries.wall_s, summaries.cpu_s / vcpu)  # a small instance is CPU-bound on it
+        gb_seconds += active * TIMER_RUNS_PER_DAY * gb
+        table_ops += summaries.transactions * TIMER_RUNS_PER_DAY / args.visits_per_day
+        print(f"  usage report day summaries (timer, {TIMER_RUNS_PER_DAY} runs a day, all visits in one "
+              f"configuration): per run {summaries.partitions:.2f} partitions of a day's facts read "
+              f"(the day before yesterday for yesterday's first visits, yesterday, today so far: "
+              f"{summaries.today_share:.2f} of a day on average), {summaries.transactions:.0f} Table transactions, "
+              f"~{summaries.cpu_s:.1f} s CPU, ~{active:.0f} s of one instance "
+              f"({active * TIMER_RUNS_PER_DAY * gb:,.0f} GB-s a day)")  # fmt: skip
 
     per_1000 = 1000 / args.visits_per_day
     compute_gb_s = gb_seconds * args.price_gb_s * per_1000
