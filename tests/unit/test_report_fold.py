@@ -129,17 +129,20 @@ def test_the_csn_is_folded_only_when_opted_in_sealed_for_the_row_and_sealed_once
 class _Rows:
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
+        self.asked: list[datetime] = []
 
     def report_facts_since(self, geography: Geography, since: datetime) -> list[tuple[str, str, str]]:
+        self.asked.append(since)
         return [(key, "cfg", "{}") for key in self.keys]
 
 
 class _Days:
-    def __init__(self) -> None:
+    def __init__(self, until: datetime | None = None) -> None:
         self.marked: list[datetime] = []
+        self.until = until
 
     def copied_until(self, geography: Geography) -> datetime | None:
-        return None
+        return self.until
 
     def mark_copied(self, geography: Geography, until: datetime) -> None:
         self.marked.append(until)
@@ -176,3 +179,31 @@ def test_a_row_the_service_refuses_for_good_does_not_hold_up_the_others_or_the_w
         pass  # storage busy: raised, so the watermark stays and the next run copies again
     else:
         raise AssertionError("a retryable failure must raise")
+
+
+def test_the_copy_starts_at_its_watermark_but_copies_every_live_row_when_the_watermark_is_ahead_of_the_clock() -> None:
+    """A watermark marked by a clock that ran ahead (another instance's, or a test's fake one) would skip every row
+    written until then; the copy is idempotent, so such a watermark is ignored."""
+    from shared.reports.fold import OVERLAP, ReportFlush
+    from shared.visits.repository import LIFETIME
+
+    class Flush(ReportFlush):
+        def copy(self, geography: Geography, key: str, configuration_id: str, text: str) -> int:
+            return 1
+
+    now = datetime.now(UTC)
+    for until, expected in (
+        (now - timedelta(minutes=15), now - timedelta(minutes=15) - OVERLAP),  # the last run's start
+        (now + timedelta(hours=10), None),  # ahead of this clock: every live row
+        (None, None),  # never copied: every live row
+    ):
+        rows, days = _Rows(["a"]), _Days(until)
+        flush = Flush(rows, None, days, None, secret="s", sealer=CountingSealer())  # type: ignore[arg-type]
+        assert flush.flush(Geography.EMEA) == 1
+        [since] = rows.asked
+        [marked] = days.marked
+        if expected is not None:
+            assert since == expected
+        else:
+            assert marked - LIFETIME - OVERLAP == since  # the whole lifetime of a visit row, from this run's start
+        assert now <= marked <= datetime.now(UTC)  # the new watermark is this run's own start
