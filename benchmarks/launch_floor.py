@@ -16,7 +16,9 @@ And, outside that floor (the issue that set it leaves it out), what a launch mus
 queue message (the launch event) sent with azure-storage-queue, as the host's queue output does.
 
 Prints one JSON line: CPU milliseconds per run, per step and in total, and the extra step apart
-(``time.process_time``, after a warm-up).
+(``time.process_time``, after a warm-up). With ``--serve`` it stays up after the warm-up and answers each line
+``run N`` on stdin with such a line for N more runs (``quit`` ends it), so ``benchmarks.launch`` can measure the
+floor in many short rounds between its launches without starting a process each time.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--organizer", required=True)
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--serve", action="store_true", help="after the warm-up, answer 'run N' lines on stdin")
     args = parser.parse_args(argv)
 
     from connector.web import templates
@@ -123,28 +126,44 @@ def main(argv: list[str] | None = None) -> int:
     for step in (*steps.values(), *extras.values()):  # warm-up: connections, the app-only token, compiled templates
         for _ in range(3):
             step()
-    figures: dict[str, float] = {}
-    for name, step in steps.items():
-        if name == "id_token check":
-            spent[0] = 0.0
-            for _ in range(args.runs):
+
+    def measure(runs: int) -> dict[str, object]:
+        figures: dict[str, float] = {}
+        for name, step in steps.items():
+            if name == "id_token check":
+                spent[0] = 0.0
+                for _ in range(runs):
+                    step()
+                figures[name] = spent[0] / runs * 1000
+                continue
+            started = time.process_time()
+            for _ in range(runs):
                 step()
-            figures[name] = spent[0] / args.runs * 1000
-            continue
-        started = time.process_time()
-        for _ in range(args.runs):
-            step()
-        figures[name] = (time.process_time() - started) / args.runs * 1000
-    extra: dict[str, float] = {}
-    for name, step in extras.items():
-        started = time.process_time()
-        for _ in range(args.runs):
-            step()
-        extra[name] = (time.process_time() - started) / args.runs * 1000
-    queue.delete_queue()
-    total = sum(figures.values())
-    print(json.dumps({"runs": args.runs, "steps_ms": figures, "total_ms": total, "extras_ms": extra}))
-    return 0
+            figures[name] = (time.process_time() - started) / runs * 1000
+        extra: dict[str, float] = {}
+        for name, step in extras.items():
+            started = time.process_time()
+            for _ in range(runs):
+                step()
+            extra[name] = (time.process_time() - started) / runs * 1000
+        return {"runs": runs, "steps_ms": figures, "total_ms": sum(figures.values()), "extras_ms": extra}
+
+    try:
+        if not args.serve:
+            print(json.dumps(measure(args.runs)))
+            return 0
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            command = line.split()
+            if command[:1] == ["quit"]:
+                break
+            if len(command) != 2 or command[0] != "run" or not command[1].isdigit() or int(command[1]) < 1:
+                print(json.dumps({"error": f"unknown command {line.strip()!r}"}), flush=True)
+                continue
+            print(json.dumps(measure(int(command[1]))), flush=True)
+        return 0
+    finally:
+        queue.delete_queue()
 
 
 if __name__ == "__main__":
