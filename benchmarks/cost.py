@@ -116,11 +116,13 @@ class Summaries:
 
 
 def report_summaries(args: argparse.Namespace) -> Summaries:
-    """Each run computes yesterday and today (the day before yesterday once, after it closes): today's summary
-    reads yesterday's, today's and tomorrow's (empty) partitions, yesterday's the day before's too, each read once
-    (``shared.reports.retention.refresh_open_days``). CPU and wall scale with the facts read from the measured day
-    (which read one full partition and summarized its visits): an upper bound, as a neighbour read only for
-    midnight-spanning visits is not summarized."""
+    """Each run computes yesterday and today (the day before yesterday once more, after it closes), reading each
+    partition once (``shared.reports.retention.refresh_open_days``): the day before yesterday's, yesterday's, today's
+    so far and tomorrow's (empty). Yesterday's summary goes through its own and both neighbours', today's through
+    yesterday's and its own: ``3 + 2 x today`` partitions' facts are merged in memory, ``2 + today`` are read
+    (tomorrow's is empty). The measured day read one full partition and went through it once; CPU and wall are
+    scaled by the partitions gone through, an estimate on the safe side (a partition read once is counted as often
+    as it is gone through)."""
     shares = [0.0] * 24 * 4  # today's share of the day's visits at each quarter-hour run
     done = 0.0
     for quarter in range(len(shares)):
@@ -128,12 +130,13 @@ def report_summaries(args: argparse.Namespace) -> Summaries:
         done += HOURLY_SHARE.get(hour, 0.0) / 4
         shares[quarter] = done
     today = sum(shares) / len(shares)
-    partitions = 2 + today  # the day before yesterday, yesterday, today so far
-    pages = partitions * math.ceil(args.visits_per_day / 1000)
-    per_day = 3 + 1 + 1  # stored() and the summary rows' query, the batch, the marker
-    transactions = pages + 2 * per_day + 3  # + the three days' lists of configurations
+    partitions = 2 + today  # read: the day before yesterday, yesterday, today so far (tomorrow's is empty)
+    pages = partitions * math.ceil(args.visits_per_day / 1000) + 1  # + tomorrow's empty page
+    # Per run: 3 days' stored summaries and markers, 2 settings reads, 2 summary rows' queries, 2 batches (each with
+    # its day's marker), 3 days' lists of configurations.
+    transactions = pages + 3 + 2 + 2 + 2 + 3
     visits, cpu, wall = REPORT_DAY[0], args.report_day_cpu_s, args.report_day_wall_s
-    scale = partitions * args.visits_per_day / visits
+    scale = (3 + 2 * today) * args.visits_per_day / visits
     return Summaries(today, partitions, transactions, cpu * scale, wall * scale)
 
 

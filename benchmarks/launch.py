@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -241,16 +242,23 @@ class FloorProcess:
             command, cwd=ROOT, env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
             text=True,
         )  # fmt: skip
-        self._answer()  # ready: warmed up
+        try:
+            self._answer()  # ready: warmed up
+        except BaseException:
+            self.close()
+            raise
 
     def _answer(self) -> dict[str, Any]:
+        """The process's next JSON line (a line that is not one, e.g. a library's print, is skipped)."""
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            self._errors.seek(0)
-            raise RuntimeError(self._errors.read()[-2000:].decode(errors="replace"))
-        answer: dict[str, Any] = json.loads(line)
-        return answer
+        for line in self._process.stdout:
+            if line.startswith("{"):
+                answer: dict[str, Any] = json.loads(line)
+                if "error" in answer:
+                    raise RuntimeError(f"the floor process refused a command: {answer['error']}")
+                return answer
+        self._errors.seek(0)
+        raise RuntimeError("the floor process ended: " + self._errors.read()[-2000:].decode(errors="replace"))
 
     def measure(self, runs: int) -> dict[str, Any]:
         assert self._process.stdin is not None
@@ -259,10 +267,16 @@ class FloorProcess:
         return self._answer()
 
     def close(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.write("quit\n")
-            self._process.stdin.close()
-        self._process.wait(timeout=30)
+        """Ask the process to end (it deletes its queue), kill it if it does not; never masks an error in flight."""
+        with contextlib.suppress(OSError):  # a process that died already has a closed pipe
+            if self._process.stdin is not None:
+                self._process.stdin.write("quit\n")
+                self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
         self._errors.close()
 
 
@@ -331,10 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.launch", description=__doc__.split("\n")[0])
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=500)
-    parser.add_argument("--warm-runs", type=int, default=30)
+    parser.add_argument("--warm-runs", type=int, default=30, help="warm launches of each kind (at least 1)")
     parser.add_argument("--phases", action="store_true", help="print where a warm launch's CPU goes, phase by phase")
     parser.add_argument("--profile", type=Path, help="cProfile the host's invocations and HTTP server (pstats file)")
     args = parser.parse_args(argv)
+    if args.warm_runs < 1:
+        parser.error("--warm-runs must be at least 1")
     if args.profile:
         PROFILE.append(args.profile.resolve())
     if args.phases:
@@ -371,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             paired: dict[str, list[float]] = {"provider": [], "patient": []}  # each round: its launches / its floor
             floor_process = FloorProcess(world, visit_row)
             try:
-                for batch in split(args.warm_runs, ROUNDS):
+                for batch in split(args.warm_runs, min(ROUNDS, args.warm_runs)):  # no empty round
                     threads_before = host.threads()
                     done = warm_launches(world, host, batch, smith_visit)
                     by_thread.update({k: v - threads_before.get(k, 0.0) for k, v in host.threads().items()})
@@ -401,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Host in its own process; EHR, Graph and Entra stand-ins in another; Azurite in Node. "
                   f"Latency L on every EHR and Graph call: {args.latency_ms:.0f} ms")  # fmt: skip
             steps = ", ".join(f"{k} {v:.2f} ms" for k, v in floor_figures["steps_ms"].items())
-            print(f"Floor (a process of its own, same libraries, median of {ROUNDS} rounds, "
+            print(f"Floor (a process of its own, same libraries, median of {len(floors)} rounds, "
                   f"{floor_figures['runs']} runs): {steps}; "
                   f"+ 2 minimal requests through the host ({ms(served)} each) = {ms(floor_cpu)}")  # fmt: skip
             print(

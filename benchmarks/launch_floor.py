@@ -1,6 +1,7 @@
-"""The floor of a warm launch: the work no launch can avoid, done with the same libraries, in a fresh process.
+"""The floor of a warm launch: the work no launch can avoid, done with the same libraries, in a process of its own.
 
-    python -m benchmarks.launch_floor --token-url URL --visit GEOGRAPHY PK RK --organizer OID [--runs 50]
+    python -m benchmarks.launch_floor --token-url URL --client-id ID --visit GEOGRAPHY PK RK --organizer OID
+        --tenant TENANT [--runs 50 | --serve]
 
 Run by ``benchmarks.launch`` as a child process with the app's settings in its environment, during the same
 run as the launches it is compared with. Per run, each step once:

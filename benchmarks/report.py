@@ -257,8 +257,9 @@ def run(args: argparse.Namespace, base: int) -> int:
     full_read = 3 * full_pages + 2  # three partitions of 50,000 rows, the summary rows' query, the batch
     # A run computes yesterday and today (the day before yesterday once more, after it closes), reading each
     # partition once (shared.reports.retention.refresh_open_days): the day before yesterday, yesterday, today so
-    # far and tomorrow's (empty); per day computed a marker read, the summary rows' query and a batch.
-    open_days = 3 * full_pages + 2 * 3 + 3  # late in the day, today's partition full; + the three days' lists
+    # far and tomorrow's (an empty page); 3 days' stored summaries and markers, 2 settings reads, per day computed
+    # the summary rows' query and a batch (with its marker), the 3 days' lists of configurations.
+    open_days = 3 * full_pages + 1 + 3 + 2 + 2 * 2 + 3  # late in the day, today's partition full
     print(f"  timer: among days of 50,000 visits a day reads 3 partitions, {full_read} transactions (measured here "
           f"{full.requests} with smaller neighbours, {full.wall:.0f} s, {full.cpu:.1f} s CPU); a run computes "
           f"yesterday and today, reading the day before yesterday's, yesterday's and today's partitions once: up to "

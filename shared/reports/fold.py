@@ -12,9 +12,9 @@ per visit and day, merged as before by ``ReportFacts.record``, so copying twice 
 visit rows (so no row is swept with facts not yet copied). The rows to copy are found by the Table's own
 ``Timestamp`` (one query per 1,000 rows) from a watermark kept in ``ReportDays`` (``copied_until``), less
 ``OVERLAP`` for clocks and writes in flight (a row copied already costs an insert refused and a read there, no
-write); a watermark later than the copying instance's clock is not trusted (every live row is copied). A visit
-therefore appears in ``ReportVisits`` within one timer period (15 minutes) of its events; the day summaries
-were already computed by that timer.
+write); a watermark later than the copying instance's clock by more than ``OVERLAP`` is not trusted (every
+live row is copied). A visit therefore appears in ``ReportVisits`` within one timer period (15 minutes) of its
+events; the day summaries were already computed by that timer.
 """
 
 from __future__ import annotations
@@ -181,9 +181,9 @@ class ReportFlush:
         A storage failure raises before the watermark moves: the next run copies those rows again."""
         started = utcnow()
         until = self._days.copied_until(geography)
-        if until is not None and until > started:
-            # Marked by a clock that ran ahead (here or on another instance): trusting it would skip every row
-            # written until then. Copying twice is harmless, so copy every live row once.
+        if until is not None and until > started + OVERLAP:
+            # Marked by a clock that ran ahead (here or on another instance) by more than the overlap covers:
+            # trusting it would skip every row written until then. Copying twice is harmless: copy every live row.
             logger.warning("Report copy watermark %s is ahead of this clock: copying every live visit row", until)
             until = None
         since = until - OVERLAP if until is not None else started - LIFETIME - OVERLAP

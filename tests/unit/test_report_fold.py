@@ -194,6 +194,7 @@ def test_the_copy_starts_at_its_watermark_but_copies_every_live_row_when_the_wat
     now = datetime.now(UTC)
     for until, expected in (
         (now - timedelta(minutes=15), now - timedelta(minutes=15) - OVERLAP),  # the last run's start
+        (now + timedelta(seconds=30), now + timedelta(seconds=30) - OVERLAP),  # clocks a little apart: the overlap
         (now + timedelta(hours=10), None),  # ahead of this clock: every live row
         (None, None),  # never copied: every live row
     ):
