@@ -291,6 +291,20 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def quit_child(process: subprocess.Popen[str]) -> None:
+    """Ask a benchmark's child process to end (``quit`` on its stdin), and kill it if it has not within 30 s; a
+    child that died already (its pipe closed) is only waited for."""
+    with contextlib.suppress(OSError):
+        if process.stdin is not None:
+            process.stdin.write("quit\n")
+            process.stdin.close()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class HostProcess:
     """A ``python -m benchmarks.host_process`` child: ``start()``, ``url``, ``cpu()``, ``ops()``, ``stop()``."""
 
@@ -372,15 +386,7 @@ class HostProcess:
 
     def stop(self) -> None:
         if self._process is not None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                assert self._process.stdin is not None
-                self._process.stdin.write("quit\n")
-                self._process.stdin.flush()
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            quit_child(self._process)
             self._process = None
         if self._log is not None:
             self._log.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import math
@@ -44,7 +43,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from benchmarks.host_process import HostProcess
+from benchmarks.host_process import HostProcess, quit_child
 from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.config import JWKS_PATH
@@ -268,15 +267,7 @@ class FloorProcess:
 
     def close(self) -> None:
         """Ask the process to end (it deletes its queue), kill it if it does not; never masks an error in flight."""
-        with contextlib.suppress(OSError):  # a process that died already has a closed pipe
-            if self._process.stdin is not None:
-                self._process.stdin.write("quit\n")
-                self._process.stdin.close()
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        quit_child(self._process)
         self._errors.close()
 
 
