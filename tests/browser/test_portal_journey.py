@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,8 @@ def world(
     test_ehr, test_fhir = _ehr(public, "test")
     prod_ehr, prod_fhir = _ehr(public, "production")
     folder = tmp_path_factory.mktemp("host")
-    settings = {**base_env, "PUBLIC_BASE_URL": public, "ENTRA_AUTHORITY_HOST": entra.issuer_host}
+    settings = {**base_env, "PUBLIC_BASE_URL": public, "ENTRA_AUTHORITY_HOST": entra.issuer_host,
+                "WRITEBACK_QUEUE_NAME": f"writeback-{uuid.uuid4().hex[:12]}"}  # fmt: skip
     (folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": settings}))
     environ = {k: v for k, v in os.environ.items() if k not in settings} | trust_env(tls)
     with test_ehr, prod_ehr, (folder / "host.log").open("w") as log:

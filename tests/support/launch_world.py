@@ -189,6 +189,10 @@ def launch_world(
     # The app's own tables in an account no other test uses as its app account, so the configurations
     # seeded here never show up in another test's tenant listing (a private Azurite may keep the default).
     environ["AzureWebJobsStorage"] = azurite.connection_string(app_account, azurite_port_base)
+    # A queue of its own: every world's host listens on its queue, and the suite's workers share one Azurite. On a
+    # shared queue another world's host could take this world's events and fail them for good (its own secrets do
+    # not open their seals): a writeback this world waits for would never come.
+    environ["WRITEBACK_QUEUE_NAME"] = f"writeback-{uuid.uuid4().hex[:12]}"
     settings = Settings.from_env(environ)
     storage = Storage(settings)
     configurations = ConfigurationRepository(storage.app)
