@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -158,6 +159,61 @@ class Invoker:
             raise
         self._executed(entry, invocation_id, started, succeeded=True)
         return result
+
+    def submit(self, entry: IndexedFunction, trigger_value: Any, reason: str, done: Callable[[bool], None]) -> None:
+        """Start an invocation for a host listener and return at once; ``done(succeeded)`` is called on a worker
+        thread once it has finished (outputs sent only if it succeeded), whatever happened.
+
+        The Functions host awaits its invocations rather than holding a thread for each: a listener that blocked a
+        thread of its own on every message would add a hand-off between two threads to each message and back."""
+        kwargs, outputs = self._arguments(entry, trigger_value)
+        invocation_id, started = self._executing(entry, reason)
+        if entry.is_async:
+            asyncio.run_coroutine_threadsafe(
+                self._run_async_then(entry, kwargs, outputs, invocation_id, started, done), self._loop
+            )
+        else:
+            self._executor.submit(self._run_then, entry, kwargs, outputs, invocation_id, started, done)
+
+    def _run_then(
+        self,
+        entry: IndexedFunction,
+        kwargs: dict[str, Any],
+        outputs: dict[str, OutValue[Any]],
+        invocation_id: str,
+        started: float,
+        done: Callable[[bool], None],
+    ) -> None:
+        succeeded = False
+        try:
+            self._run_and_flush(entry, kwargs, outputs)
+            succeeded = True
+        except Exception:
+            logger.exception("Exception while executing function: Functions.%s", entry.name)
+        finally:
+            self._executed(entry, invocation_id, started, succeeded=succeeded)
+            done(succeeded)
+
+    async def _run_async_then(
+        self,
+        entry: IndexedFunction,
+        kwargs: dict[str, Any],
+        outputs: dict[str, OutValue[Any]],
+        invocation_id: str,
+        started: float,
+        done: Callable[[bool], None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        succeeded = False
+        try:
+            result = await entry.function(**kwargs)
+            await loop.run_in_executor(self._executor, self._flush, entry, outputs, result)
+            succeeded = True
+        except Exception:
+            logger.exception("Exception while executing function: Functions.%s", entry.name)
+        finally:
+            self._executed(entry, invocation_id, started, succeeded=succeeded)
+            await loop.run_in_executor(self._executor, done, succeeded)  # ``done`` may block: not on the loop
 
     async def invoke_async(self, entry: IndexedFunction, trigger_value: Any, reason: str) -> Any:
         """Invocation from the HTTP server's event loop."""

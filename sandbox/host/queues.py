@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -41,6 +40,9 @@ def poison_queue_name(queue_name: str) -> str:
 
 
 class QueueListener:
+    """Receives a queue's messages and starts an invocation for each on the worker's pool (``Invoker.submit``);
+    the message is settled (deleted, made visible again or poisoned) on that thread when the invocation ends."""
+
     def __init__(self, entry: IndexedFunction, options: QueueOptions, clients: QueueClients, invoker: Invoker):
         assert entry.queue is not None
         self.entry = entry
@@ -52,11 +54,8 @@ class QueueListener:
         self._wake = threading.Event()
         self._running = 0
         self._done = threading.Condition()
-        self._pool = ThreadPoolExecutor(
-            max_workers=options.batch_size + options.new_batch_threshold,
-            thread_name_prefix=f"queue:{self.binding.queue_name}",
-        )
         self._thread = threading.Thread(target=self._poll, name=f"listener:{entry.name}", daemon=True)
+        self._reason = f"New queue message detected on '{self.binding.queue_name}'."
         # Built now so that a missing connection setting stops the host at start-up.
         self._queue = clients.queue(self.binding.connection, self.binding.queue_name)
         clients.on_enqueue.append(self._notified)
@@ -65,12 +64,14 @@ class QueueListener:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop receiving, and wait (up to 30 s) for the messages in flight to be settled."""
         self._stop.set()
         self._wake.set()
         with self._done:
             self._done.notify_all()
         self._thread.join(timeout=30)
-        self._pool.shutdown(wait=True)
+        with self._done:
+            self._done.wait_for(lambda: self._running == 0, timeout=30)
 
     def _notified(self, connection: str, queue_name: str) -> None:
         if (connection, queue_name) == (self.binding.connection, self.binding.queue_name):
@@ -95,9 +96,7 @@ class QueueListener:
                 messages = []
             if messages:
                 for message in messages:
-                    with self._done:
-                        self._running += 1
-                    self._pool.submit(self._process_and_count, message)
+                    self._start(message)
                 with self._done:
                     self._done.wait_for(
                         lambda: self._running <= self.options.new_batch_threshold or self._stop.is_set()
@@ -109,29 +108,33 @@ class QueueListener:
             self._wake.wait(delay)
             self._wake.clear()
 
-    def _process_and_count(self, message: StoredMessage) -> None:
+    def _start(self, message: StoredMessage) -> None:
+        """Invoke the function for one message, or poison the message if it cannot be (counted while in flight)."""
+        with self._done:
+            self._running += 1
         try:
-            self.process(message)
+            trigger = self._trigger(message)
+            if trigger is None:
+                self._finished()
+                return
+            self.invoker.submit(self.entry, trigger, self._reason, lambda succeeded: self._settle(message, succeeded))
         except Exception:
             logger.exception("Queue message %s could not be completed", message.id)
-        finally:
-            with self._done:
-                self._running -= 1
-                if self._running <= self.options.new_batch_threshold:  # the only count the poll loop waits for
-                    self._done.notify_all()
+            self._finished()
 
-    def process(self, message: StoredMessage) -> None:
+    def _trigger(self, message: StoredMessage) -> QueueMessage | None:
+        """The function's trigger value, or None once a message that must not be invoked is in the poison queue."""
         dequeue_count = int(message.dequeue_count or 0)
         if dequeue_count > self.options.max_dequeue_count:
             self._poison(message)
-            return
+            return None
         try:
             body = decode(str(message.content), self.options.message_encoding)
         except UndecodableMessage:
             logger.warning("Message decoding has failed! Check MessageEncoding settings. MessageId=%s.", message.id)
             self._poison(message)
-            return
-        trigger = QueueMessage(  # type: ignore[no-untyped-call]
+            return None
+        return QueueMessage(  # type: ignore[no-untyped-call]
             id=message.id,
             body=body,
             dequeue_count=dequeue_count,
@@ -140,21 +143,30 @@ class QueueListener:
             time_next_visible=message.next_visible_on,
             pop_receipt=message.pop_receipt,
         )
-        queue = self._queue
+
+    def _settle(self, message: StoredMessage, succeeded: bool) -> None:
+        """After the invocation: delete the message, or make it visible again, or poison it after its last try."""
         try:
-            self.invoker.invoke(self.entry, trigger, f"New queue message detected on '{self.binding.queue_name}'.")
-        except Exception:
-            logger.exception("Exception while executing function: Functions.%s", self.entry.name)
-            if dequeue_count >= self.options.max_dequeue_count:
+            if succeeded:
+                self._queue.delete_message(message.id, message.pop_receipt)
+            elif int(message.dequeue_count or 0) >= self.options.max_dequeue_count:
                 self._poison(message)
             else:
-                queue.update_message(
+                self._queue.update_message(
                     message.id,
                     message.pop_receipt,
                     visibility_timeout=int(self.options.visibility_timeout.total_seconds()),
                 )
-            return
-        queue.delete_message(message.id, message.pop_receipt)
+        except Exception:
+            logger.exception("Queue message %s could not be completed", message.id)
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._done:
+            self._running -= 1
+            if self._running <= self.options.new_batch_threshold:  # the counts the poll loop and stop wait for
+                self._done.notify_all()
 
     def _poison(self, message: StoredMessage) -> None:
         poison = poison_queue_name(self.binding.queue_name)

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ import azure.functions as func
 
 RECORDS: dict[str, list[Any]] = defaultdict(list)
 _LOCK = threading.Lock()
+_RUNNING = [0]  # slow work items running now
 
 
 def record(kind: str, value: Any) -> None:
@@ -164,6 +166,13 @@ def work_item(msg: func.QueueMessage) -> None:
     )
     if body.startswith("fail"):
         raise ValueError("this message fails on purpose")
+    if body.startswith("slow"):  # stays running a while: how many run at once (``record("running", …)``)
+        with _LOCK:
+            _RUNNING[0] += 1
+            RECORDS["running"].append(_RUNNING[0])
+        time.sleep(0.3)
+        with _LOCK:
+            _RUNNING[0] -= 1
 
 
 clock = func.Blueprint()

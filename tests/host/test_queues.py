@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import threading
 import uuid
 
 import httpx
@@ -54,6 +55,26 @@ def test_base64_message_is_delivered_decoded_and_deleted(
     assert delivered["inserted"] is not None and delivered["expires"] > delivered["inserted"]  # type: ignore[operator]
     # Completed: deleted from the queue (a peek after the function returned finds nothing of it).
     wait_for(lambda: all(m.id != sent.id for m in work.peek_messages(max_messages=32)))
+
+
+def test_no_more_than_batch_size_plus_new_batch_threshold_messages_run_at_once(
+    host: LocalHost, base_env: dict[str, str], queue_names: dict[str, str]
+) -> None:
+    """batchSize 4, so newBatchThreshold 2 (half): at most 6 at once, each on the worker's pool, and the listener
+    holds no thread of its own per message (the host awaits its invocations)."""
+    work = ensure(queue(base_env, queue_names["TEST_WORK_QUEUE"]))
+    bodies = [f"slow {n} {uuid.uuid4()}" for n in range(12)]
+    for body in bodies:
+        work.send_message(body)
+    done = wait_for(
+        lambda: [r for r in records("work") if r["body"] in bodies] if len(records("running")) >= 12 else []
+    )
+    assert len(done) == 12
+    assert {str(r["thread"]).split("_")[0] for r in done} == {"functions-worker"}
+    running = records("running")
+    assert 2 <= max(running) <= 6, running  # they overlapped, within the extension's limit
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("queue:")]
+    wait_for(lambda: not [m for m in work.peek_messages(max_messages=32) if m.content in bodies])
 
 
 def test_failing_message_is_tried_max_dequeue_count_times_then_poisoned(
