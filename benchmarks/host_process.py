@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                     reply: dict[str, object] = {"cpu": time.process_time(), "threads": threading.active_count()}
                 elif command == "threads":
                     reply = {"threads": thread_cpu()}
+                elif command == "thread_usage":
+                    reply = {"threads": thread_usage()}
+                elif command == "usage":
+                    reply = {"usage": usage()}
                 elif command == "phases":
                     reply = {"phases": phases.take() if phases else {}}
                 elif command == "rss":
@@ -190,8 +194,9 @@ LAUNCH_PHASES = {
 }
 # A writeback event's phases (benchmarks.writeback --phases).
 WRITEBACK_PHASES = {
-    "W queue message processed (local host: decode, invoke, delete)": "sandbox.host.queues:QueueListener.process",
-    "W0 invocation (thread hand-off to the worker pool and back)": "invoker:invoke",
+    "W queue message decoded (local host, listener thread)": "sandbox.host.queues:QueueListener._trigger",
+    "W0 invocation on the worker thread (the function, then its message settled)": "invoker:_run_then",
+    "W0a message settled: deleted (local host)": "sandbox.host.queues:QueueListener._settle",
     "W1 the function": "function:writeback_events",
     "W2 usage-report recorder (permanent failures only)": "shared.reports.recorder:FactRecorder.record",
     "W2a usage-report fold (decided per event)": "shared.reports.fold:ReportFold.change_for",
@@ -265,18 +270,49 @@ def time_phases(host: Any) -> PhaseTimes:
 
 def thread_cpu() -> dict[str, float]:
     """CPU seconds of each live thread, by name (the HTTP server's event loop, the worker pool, SDK threads)."""
+    return {name: used["cpu"] for name, used in thread_usage().items()}
+
+
+def thread_usage() -> dict[str, dict[str, float]]:
+    """CPU seconds and context switches (voluntary, involuntary) of the live threads, by name."""
     import threading
 
     ticks = os.sysconf("SC_CLK_TCK")
-    spent: dict[str, float] = {}
+    spent: dict[str, dict[str, float]] = {}
     for thread in threading.enumerate():
+        task = Path(f"/proc/self/task/{thread.native_id}")
         try:
-            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
         except OSError:
             continue
         name = thread.name.split("_")[0].rstrip("0123456789-")
-        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        used = spent.setdefault(name, {"cpu": 0.0, "voluntary": 0.0, "involuntary": 0.0, "threads": 0.0})
+        used["cpu"] += (int(fields[11]) + int(fields[12])) / ticks
+        used["voluntary"] += int(status["voluntary_ctxt_switches"])
+        used["involuntary"] += int(status["nonvoluntary_ctxt_switches"])
+        used["threads"] += 1
     return spent
+
+
+def usage() -> dict[str, float]:
+    """This process's resource usage so far: user and system CPU (s), page faults and context switches."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "user": used.ru_utime,
+        "system": used.ru_stime,
+        "minor_faults": used.ru_minflt,
+        "voluntary_switches": used.ru_nvcsw,
+        "involuntary_switches": used.ru_nivcsw,
+    }
+
+
+def usage_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """What ``usage`` grew by per unit of work (CPU in ms)."""
+    scale = {"user": 1000.0, "system": 1000.0}
+    return {key: (after[key] - before[key]) * scale.get(key, 1.0) / count for key in after}
 
 
 def memory() -> dict[str, object]:
@@ -360,6 +396,11 @@ class HostProcess:
         spent = self._ask("threads")["threads"]
         assert isinstance(spent, dict)
         return {str(name): float(value) for name, value in spent.items()}
+
+    def usage(self) -> dict[str, float]:
+        used = self._ask("usage")["usage"]
+        assert isinstance(used, dict)
+        return {str(key): float(value) for key, value in used.items()}
 
     def phases(self) -> dict[str, list[float]]:
         spent = self._ask("phases")["phases"]

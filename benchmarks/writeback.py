@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.host_process import usage_per
 from benchmarks.table_operations import TableOperations
 from benchmarks.writeback_load import CLIENT_ID, WritebackLoad
 from sandbox import azurite
@@ -105,11 +106,13 @@ def cpu_per_event(
             host.ops()
             if phases:
                 host.phases()
+            used_before = host.usage()
             before = host.cpu()
             load.enqueue([e.to_json() for e in batch])
             load.wait_until_written(batch, timeout=max(180, events))
             load.wait_until_queue_empty(timeout=60)
             cpu = (host.cpu() - before) / events
+            used = usage_per(used_before, host.usage(), events)
             spent = host.phases() if phases else {}
             memory = host.rss()
             ops = host.ops()
@@ -129,6 +132,7 @@ def cpu_per_event(
                   f"{crowded['total_ms']:.2f} ms; host / that: {cpu * 1000 / crowded['total_ms']:.2f}")  # fmt: skip
             print(f"   Each step alone, back to back (warmer than any event runs it): {floor['tight_total_ms']:.2f} ms "
                   f"({tight}); host / that: {cpu * 1000 / floor['tight_total_ms']:.2f}")  # fmt: skip
+            print(f"   Per event, host / {in_flight()} at a time: {_usage(used)} / {_usage(crowded['usage'])}")
             print(f"   Host resident memory after draining (24 messages in flight): {memory['rss_mb']:.0f} MB, "
                   f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
             print(f"   Table operations per event: {sum(worker.values()):.2f} {worker} "
@@ -143,6 +147,13 @@ def cpu_per_event(
                 for label in sorted(spent):
                     total, count = spent[label]
                     print(f"     {label}: {total / events * 1000:.3f} ms ({count / events:.2f} calls)")
+
+
+def _usage(used: dict[str, float]) -> str:
+    return (
+        f"user {used['user']:.2f} ms, system {used['system']:.2f} ms, {used['minor_faults']:.1f} page faults, "
+        f"{used['voluntary_switches']:.1f} + {used['involuntary_switches']:.1f} context switches"
+    )
 
 
 def _report_copy(load: WritebackLoad, visits: int) -> tuple[float, float]:

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from azure.data.tables import TableEntity, UpdateMode
     from azure.storage.queue import QueueMessage
 
+    from benchmarks.host_process import usage, usage_per
     from shared.ehr.backend_services import BackendServices
     from shared.ehr.epic_writeback import PATH, interconnect_base
     from shared.ehr.smart import smart_client_for
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.concurrency > 1:  # each thread's connections too
             list(pool.map(lambda _: one_event(), range(args.concurrency)))
             spent.clear()
+        used_before = usage()
         started = time.process_time()
         if args.concurrency == 1:
             for _ in range(args.runs):
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             list(pool.map(lambda _: one_event(), range(args.runs)))
         total = (time.process_time() - started) / args.runs * 1000
+        resources = usage_per(used_before, usage(), args.runs)
     steps = {label: used / args.runs * 1000 for label, used in spent.items()}
     tight_figures: dict[str, float] = {}
     if args.concurrency == 1:
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps_ms": steps,
         "tight_steps_ms": tight_figures,
         "tight_total_ms": sum(tight_figures.values()),
+        "usage": resources,
         "failures": failures[:3],
     }
     print(json.dumps(figures))
