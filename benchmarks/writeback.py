@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.host_process import usage_per
+from benchmarks.host_process import quit_child, usage_per
 from benchmarks.table_operations import TableOperations
 from benchmarks.writeback_load import CLIENT_ID, WritebackLoad
 from sandbox import azurite
@@ -82,15 +84,24 @@ CPU_CASES = (
 )
 
 
+ROUNDS = 5  # the host's events and the floor alternate in this many rounds
+
+
 def cpu_per_event(
     env: dict[str, str], events: int, latency_ms: int, *, per_visit: float = 8.0, phases: bool = False
 ) -> None:
     """Host CPU per event. ``per_visit`` events land on each visit (benchmarks.cost assumes 8: two launches and six
     Graph facts), so the once-per-visit work at a meeting's end (the ledger's pending query, the context's release)
-    weighs on each event as it does in a real visit."""
+    weighs on each event as it does in a real visit.
+
+    The events run in ``ROUNDS`` rounds; after each round's the floor process (kept up) runs as many events 24 at a
+    time, as many one at a time and each step alone as many times, so each round's host figure is compared with
+    the floor measured right after it (the machine's speed moves between minutes)."""
     from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
 
     visits = 1 + max(1, round(events / per_visit))  # visit 0 belongs to the pending configuration
+    per_round = max(1, events // ROUNDS)
+    events = per_round * ROUNDS
     for mode, analytics in CPU_CASES:
         with WritebackLoad(
             env, visits=visits, ehr_latency_ms=latency_ms, mode=mode, separate_host=True, phases=phases
@@ -106,33 +117,26 @@ def cpu_per_event(
             host.ops()
             if phases:
                 host.phases()
-            used_before = host.usage()
-            before = host.cpu()
-            load.enqueue([e.to_json() for e in batch])
-            load.wait_until_written(batch, timeout=max(180, events))
-            load.wait_until_queue_empty(timeout=60)
-            cpu = (host.cpu() - before) / events
-            used = usage_per(used_before, host.usage(), events)
+            rounds: list[Round] = []
+            with WritebackFloor(load, mode) as floor:
+                for n in range(ROUNDS):
+                    part = batch[n * per_round : (n + 1) * per_round]
+                    used_before = host.usage()
+                    before = host.cpu()
+                    load.enqueue([e.to_json() for e in part])
+                    load.wait_until_written(part, timeout=max(180, per_round))
+                    load.wait_until_queue_empty(timeout=60)
+                    cpu_ms = (host.cpu() - before) / per_round * 1000
+                    used = usage_per(used_before, host.usage(), per_round)
+                    crowded = floor.events(per_round, in_flight())
+                    single = floor.events(per_round, 1)
+                    tight = floor.tight(per_round)
+                    rounds.append(Round(cpu_ms, used, crowded, single, tight))
             spent = host.phases() if phases else {}
             memory = host.rss()
             ops = host.ops()
             worker = {name: n / events for name, n in sorted(ops.items())}
-            floor = _floor(load, mode, runs=min(events, 300))
-            crowded = _floor(load, mode, runs=min(events, 300), concurrency=in_flight())
-            steps = ", ".join(f"{k} {v:.2f} ms" for k, v in floor["steps_ms"].items())
-            tight = ", ".join(f"{k} {v:.2f} ms" for k, v in floor["tight_steps_ms"].items())
-            lowest = min(floor["total_ms"], crowded["total_ms"], floor["tight_total_ms"])
-            report = "usage report on" if analytics else "usage report off"
-            print(f"0. {mode.value}, {report}, {events} events over {visits - 1} visits: host CPU per event "
-                  f"{cpu * 1000:.2f} ms (host idle {idle * 1000:.2f} ms/s, not subtracted); floor {lowest:.2f} ms, "
-                  f"the lowest of three; ratio {cpu * 1000 / lowest:.2f} (target <= 1.1)")  # fmt: skip
-            print(f"   Floor, one event at a time, its steps in the worker's order: {floor['total_ms']:.2f} ms "
-                  f"({steps}); host / that: {cpu * 1000 / floor['total_ms']:.2f}")  # fmt: skip
-            print(f"   Floor, {in_flight()} events at a time (the messages the host has in flight): "
-                  f"{crowded['total_ms']:.2f} ms; host / that: {cpu * 1000 / crowded['total_ms']:.2f}")  # fmt: skip
-            print(f"   Each step alone, back to back (warmer than any event runs it): {floor['tight_total_ms']:.2f} ms "
-                  f"({tight}); host / that: {cpu * 1000 / floor['tight_total_ms']:.2f}")  # fmt: skip
-            print(f"   Per event, host / {in_flight()} at a time: {_usage(used)} / {_usage(crowded['usage'])}")
+            _print_rounds(mode, analytics, events, visits - 1, idle, rounds)
             print(f"   Host resident memory after draining (24 messages in flight): {memory['rss_mb']:.0f} MB, "
                   f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
             print(f"   Table operations per event: {sum(worker.values()):.2f} {worker} "
@@ -147,6 +151,55 @@ def cpu_per_event(
                 for label in sorted(spent):
                     total, count = spent[label]
                     print(f"     {label}: {total / events * 1000:.3f} ms ({count / events:.2f} calls)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """One round: the host's CPU per event, its resource usage, and the three floors measured right after."""
+
+    host_ms: float
+    usage: dict[str, float]
+    crowded: dict[str, Any]  # ``in_flight()`` events at a time
+    single: dict[str, Any]  # one event at a time
+    tight: dict[str, Any]  # each step alone, back to back
+
+    @property
+    def lowest_ms(self) -> float:
+        return float(min(self.crowded["total_ms"], self.single["total_ms"], self.tight["tight_total_ms"]))
+
+
+def _print_rounds(
+    mode: WritebackMode, analytics: bool, events: int, visits: int, idle: float, rounds: list[Round]
+) -> None:
+    def median(values: Iterable[float]) -> float:
+        return float(statistics.median(values))
+
+    def spread(values: list[float]) -> str:
+        return f"{median(values):.2f} (rounds {min(values):.2f}-{max(values):.2f})"
+
+    host = [r.host_ms for r in rounds]
+    report = "usage report on" if analytics else "usage report off"
+    print(f"0. {mode.value}, {report}, {events} events over {visits} visits in {len(rounds)} rounds: host CPU per "
+          f"event {sum(host) / len(host):.2f} ms (rounds {min(host):.2f}-{max(host):.2f}; host idle "
+          f"{idle * 1000:.2f} ms/s, not subtracted); ratio to the lowest floor of its round "
+          f"{spread([r.host_ms / r.lowest_ms for r in rounds])} (target <= 1.1)")  # fmt: skip
+    crowded = [float(r.crowded["total_ms"]) for r in rounds]
+    single = [float(r.single["total_ms"]) for r in rounds]
+    tight = [float(r.tight["tight_total_ms"]) for r in rounds]
+    to_crowded = [h / f for h, f in zip(host, crowded, strict=True)]
+    print(f"   Floor, {in_flight()} events at a time (the messages the host has in flight): "
+          f"{median(crowded):.2f} ms; host / that: {spread(to_crowded)}")  # fmt: skip
+    steps = {k: median(float(r.single["steps_ms"].get(k, 0.0)) for r in rounds) for k in rounds[0].single["steps_ms"]}
+    print(f"   Floor, one event at a time, its steps in the worker's order: {median(single):.2f} ms "
+          f"({', '.join(f'{k} {v:.2f} ms' for k, v in steps.items())}); "
+          f"host / that: {spread([h / f for h, f in zip(host, single, strict=True)])}")  # fmt: skip
+    alone = {k: median(float(r.tight["tight_steps_ms"][k]) for r in rounds) for k in rounds[0].tight["tight_steps_ms"]}
+    print(f"   Each step alone, back to back (warmer than any event runs it): {median(tight):.2f} ms "
+          f"({', '.join(f'{k} {v:.2f} ms' for k, v in alone.items())}); "
+          f"host / that: {spread([h / f for h, f in zip(host, tight, strict=True)])}")  # fmt: skip
+    host_usage = {k: median(r.usage[k] for r in rounds) for k in rounds[0].usage}
+    floor_usage = {k: median(float(r.crowded["usage"][k]) for r in rounds) for k in rounds[0].crowded["usage"]}
+    print(f"   Per event (medians), host / {in_flight()} at a time: {_usage(host_usage)} / {_usage(floor_usage)}")
 
 
 def _usage(used: dict[str, float]) -> str:
@@ -189,31 +242,79 @@ def in_flight() -> int:
     return batch + int(queues.get("newBatchThreshold", batch // 2))  # the extension's default: half the batch
 
 
-def _floor(load: WritebackLoad, mode: WritebackMode, runs: int, *, concurrency: int = 1) -> dict[str, Any]:
-    """``benchmarks.writeback_floor`` in a fresh process, on a queue of its own with a message for every event it
-    runs (warm-up, the timed events and, one at a time, the queue step alone)."""
-    queue_name = f"{load.queue_name}-floor{concurrency}"
-    queue = load.queue(queue_name)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        # The events, their warm-up and, at concurrency 1, the queue step run back to back (for information).
-        list(pool.map(queue.send_message, [e.to_json() for e in load.events(2 * runs + 20 + 2 * concurrency)]))
-    key, csn = load.visit_keys[1]
-    external_id = f"floor-{load.run}"
-    load.ehr.state.link_launch({csn}, external_id)
-    row = load.storage.for_geography(Geography.AMERICAS).table("Visits").get_entity(Geography.AMERICAS.value, key)
-    command = [
-        sys.executable, "-m", "benchmarks.writeback_floor", "--queue", queue_name,
-        "--visit", Geography.AMERICAS.value, str(row["PartitionKey"]), str(row["RowKey"]),
-        "--fhir", load.ehr.config.fhir_base, "--client-id", CLIENT_ID,
-        "--mode", "epic" if mode is WritebackMode.EPIC else "fhir-auditevent",
-        "--call-args", csn, external_id, "--runs", str(runs), "--concurrency", str(concurrency),
-    ]  # fmt: skip
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **load.environ}
-    out = subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True, check=False)  # noqa: S603
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return figures
+class WritebackFloor:
+    """``benchmarks.writeback_floor`` in a process of its own, kept up for a case's rounds, on a queue of its own
+    that this fills with a message for every event and step it is asked to run."""
+
+    def __init__(self, load: WritebackLoad, mode: WritebackMode) -> None:
+        self._load = load
+        self._queue = load.queue(f"{load.queue_name}-floor")
+        concurrency = in_flight()
+        self._fill(3 + concurrency)  # its warm-up
+        key, csn = load.visit_keys[1]
+        external_id = f"floor-{load.run}"
+        load.ehr.state.link_launch({csn}, external_id)
+        row = load.storage.for_geography(Geography.AMERICAS).table("Visits").get_entity(Geography.AMERICAS.value, key)
+        command = [
+            sys.executable, "-m", "benchmarks.writeback_floor", "--queue", self._queue.queue_name,
+            "--visit", Geography.AMERICAS.value, str(row["PartitionKey"]), str(row["RowKey"]),
+            "--fhir", load.ehr.config.fhir_base, "--client-id", CLIENT_ID,
+            "--mode", "epic" if mode is WritebackMode.EPIC else "fhir-auditevent",
+            "--call-args", csn, external_id, "--concurrency", str(concurrency),
+        ]  # fmt: skip
+        environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **load.environ}
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
+        self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
+            command, cwd=ROOT, env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
+            text=True,
+        )  # fmt: skip
+        try:
+            self._answer()  # ready: warmed up
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> WritebackFloor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def events(self, runs: int, concurrency: int) -> dict[str, Any]:
+        self._fill(runs)
+        return self._ask(f"events {runs} {concurrency}")
+
+    def tight(self, runs: int) -> dict[str, Any]:
+        self._fill(runs)  # the queue step alone takes one message per run
+        return self._ask(f"tight {runs}")
+
+    def close(self) -> None:
+        quit_child(self._process)
+        self._errors.close()
+        with contextlib.suppress(Exception):
+            self._queue.delete_queue()
+
+    def _fill(self, count: int) -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self._queue.send_message, [e.to_json() for e in self._load.events(count)]))
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        return self._answer()
+
+    def _answer(self) -> dict[str, Any]:
+        """The process's next JSON line (a line that is not one, e.g. a library's print, is skipped)."""
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if line.startswith("{"):
+                answer: dict[str, Any] = json.loads(line)
+                if "error" in answer:
+                    raise RuntimeError(f"the floor process refused a command: {answer['error']}")
+                return answer
+        self._errors.seek(0)
+        raise RuntimeError("the floor process ended: " + self._errors.read()[-2000:].decode(errors="replace"))
 
 
 def drain(env: dict[str, str], events: int, latency_ms: int) -> None:

@@ -1,12 +1,16 @@
-"""The floor of one writeback event: the work no event can avoid, done with the same libraries, in a fresh process.
+"""The floor of one writeback event: the work no event can avoid, done with the same libraries, in a process of its own.
 
     python -m benchmarks.writeback_floor --queue NAME --visit GEOGRAPHY PK RK --fhir URL --client-id ID
-        --mode epic|fhir-auditevent --call-args CSN EXTERNAL_ID [--runs 200]
+        --mode epic|fhir-auditevent --call-args CSN EXTERNAL_ID [--concurrency 24]
 
-Run by ``benchmarks.writeback`` as a child process with the app's settings in its environment. Per event:
+Run by ``benchmarks.writeback`` as a child process with the app's settings in its environment, kept up during the
+run so that it is measured in short rounds between the host's (the CPU a given piece of work costs on this shared
+machine moves by up to ~1.7x from one ten seconds to the next: each round of the host's events is compared with the
+floor measured right after it). Per event:
 
-* the queue message: received in batches of 16 (production host.json ``batchSize``) and deleted, with
-  azure-storage-queue (the local host's queue listener does the same in the host process);
+* the queue message: received in batches of 16 (production host.json ``batchSize``), invisible for 10 minutes as
+  the host's listener asks, and deleted, with azure-storage-queue (the local host's listener does the same in the
+  host process);
 * one Table point read of the visit row and one etag-guarded Table update of it (its presence);
 * the EHR call through the checked transport with the Backend Services token kept (``BackendServices``):
   Epic's ``SetExternalConnectionStatus`` GET, or a FHIR ``AuditEvent`` conditional-create POST;
@@ -15,20 +19,18 @@ Run by ``benchmarks.writeback`` as a child process with the app's settings in it
   message (at least once, whatever the queue) calls Epic twice: for a non-idempotent adapter they are part of
   the unavoidable work (README "Performance and cost"). An idempotent adapter (AuditEvent) has none.
 
-Its figure is **one event at a time, its steps in the worker's order** (receive; read the visit; for Epic, claim;
-the EHR call; for Epic, the done mark; write the presence; delete the message), as every event runs them: between
-an event's steps other work runs and the EHR keeps the thread waiting (50 ms in ``benchmarks.writeback``), so no
-step finds the caches as warm as when it repeats back to back. Each step alone, run ``--runs`` times in a row, is
-printed too (``tight_steps_ms``, ``tight_total_ms``): warmer than any event finds them (in one process, one
-event at a time, the app's own Visits read cost 0.56 ms in such a loop and 0.75 ms within events; README
-"Performance and cost"). ``benchmarks.writeback`` takes the lowest of these figures and the next as the floor.
+After a warm-up it prints ``{"ready": true}`` and answers each line on stdin with one JSON line:
 
-Prints one JSON line: CPU milliseconds per event in total (``time.process_time``, after a warm-up), each step's
-share (``time.thread_time`` around it) and the back-to-back figures.
+* ``events N C``: N events, C at once (``C`` 1: one at a time, in the main thread; more: on as many threads,
+  each on a visit row of its own, as the host runs the messages it has in flight), each event's steps in the
+  worker's order (receive; read the visit; for Epic, claim; the EHR call; for Epic, the done mark; write the
+  presence; delete the message): CPU milliseconds per event in total (``time.process_time``), each step's share
+  (``time.thread_time`` around it) and the process's user and system CPU, page faults and context switches;
+* ``tight N``: each step alone, N times in a row: warmer than any event finds it (between an event's steps other
+  work runs and the EHR keeps the thread waiting, 50 ms in ``benchmarks.writeback``);
+* ``quit``.
 
-``--concurrency N`` (default 1: one event at a time) runs N events at once on as many threads, each on a visit row
-of its own, as the host runs its messages in flight (production host.json: 24): what the same events cost when
-that many share the process.
+The queue must hold a message for every event and every ``tight`` run asked for (the warm-up takes 3 + C).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 BATCH = 16
+VISIBILITY = 600  # seconds: as the local host's listener receives (its PROCESSING_VISIBILITY)
 QUEUE, VISIT = "queue receive + delete", "visit read + presence write"
 EHR, LEDGER = "EHR call", "ledger claim + done mark"
 T = TypeVar("T")
@@ -55,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--mode", choices=("epic", "fhir-auditevent"), required=True)
     parser.add_argument("--call-args", nargs=2, metavar=("CSN", "EXTERNAL_ID"), required=True)
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=1, help="events run at once, each on a thread")
+    parser.add_argument("--concurrency", type=int, default=24, help="the most events ``events`` runs at once")
     args = parser.parse_args(argv)
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -116,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     def receive() -> QueueMessage:
         with receiving:
             if not received:
-                received.extend(queue.receive_messages(messages_per_page=BATCH, max_messages=BATCH))
+                received.extend(
+                    queue.receive_messages(messages_per_page=BATCH, max_messages=BATCH, visibility_timeout=VISIBILITY)
+                )
             if not received:  # an empty receive would make the floor look cheaper than an event is
                 raise SystemExit("the floor's queue ran out of messages: fill it with more")
             return received.pop()
@@ -124,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     def delete(message: QueueMessage) -> None:
         queue.delete_message(message)
 
-    # One visit row per thread (copies of the given one), so concurrent events never race for one etag.
+    # One visit row per thread (copies of the given one, the main thread's too), so concurrent events never race
+    # for one etag, nor with the host's events between rounds.
     original = table.get_entity(args.visit[1], args.visit[2])
-    rows = [args.visit[2]] + [f"{args.visit[2]}-floor-{n}" for n in range(1, args.concurrency + 1)]  # + main
-    for row_key in rows[1:]:
+    rows = [f"{args.visit[2]}-floor-{n}" for n in range(args.concurrency + 1)]
+    for row_key in rows:
         table.upsert_entity({**original, "RowKey": row_key})
     mine = threading.local()
     assigned = iter(rows)
@@ -195,43 +200,52 @@ def main(argv: list[str] | None = None) -> int:
     }
     if epic_mode:
         tight[LEDGER] = lambda: mark_done(claim())
-    for _ in range(3):  # warm-up: connections, the Backend Services token
-        one_event()
-    spent.clear()
-    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-        if args.concurrency > 1:  # each thread's connections too
-            list(pool.map(lambda _: one_event(), range(args.concurrency)))
-            spent.clear()
+
+    def events(pool: ThreadPoolExecutor, runs: int, concurrency: int) -> dict[str, object]:
+        spent.clear()
         used_before = usage()
         started = time.process_time()
-        if args.concurrency == 1:
-            for _ in range(args.runs):
+        if concurrency == 1:
+            for _ in range(runs):
                 one_event()
         else:
-            list(pool.map(lambda _: one_event(), range(args.runs)))
-        total = (time.process_time() - started) / args.runs * 1000
-        resources = usage_per(used_before, usage(), args.runs)
-    steps = {label: used / args.runs * 1000 for label, used in spent.items()}
-    tight_figures: dict[str, float] = {}
-    if args.concurrency == 1:
+            list(pool.map(lambda _: one_event(), range(runs)))
+        total = (time.process_time() - started) / runs * 1000
+        resources = usage_per(used_before, usage(), runs)
+        steps = {label: used / runs * 1000 for label, used in spent.items()}
+        return {"runs": runs, "total_ms": total, "steps_ms": steps, "usage": resources, "failures": failures[:3]}
+
+    def tight_steps(runs: int) -> dict[str, object]:
+        figures: dict[str, float] = {}
         for label, step in tight.items():
             started = time.process_time()
-            for _ in range(args.runs):
+            for _ in range(runs):
                 step()
-            tight_figures[label] = (time.process_time() - started) / args.runs * 1000
-    ledger.delete_table()
-    for row_key in rows[1:]:
-        table.delete_entity(args.visit[1], row_key)
-    figures = {
-        "runs": args.runs,
-        "total_ms": total,
-        "steps_ms": steps,
-        "tight_steps_ms": tight_figures,
-        "tight_total_ms": sum(tight_figures.values()),
-        "usage": resources,
-        "failures": failures[:3],
-    }
-    print(json.dumps(figures))
+            figures[label] = (time.process_time() - started) / runs * 1000
+        return {"runs": runs, "tight_steps_ms": figures, "tight_total_ms": sum(figures.values())}
+
+    try:
+        with ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="floor") as pool:
+            for _ in range(3):  # warm-up: connections, the Backend Services token
+                one_event()
+            list(pool.map(lambda _: one_event(), range(args.concurrency)))  # each thread's connections too
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                command = line.split()
+                numbers = [int(word) for word in command[1:] if word.isdigit() and int(word) >= 1]
+                if command[:1] == ["quit"]:
+                    break
+                if command[:1] == ["events"] and len(numbers) == 2 == len(command) - 1:
+                    answer = events(pool, numbers[0], min(numbers[1], args.concurrency))
+                elif command[:1] == ["tight"] and len(numbers) == 1 == len(command) - 1:
+                    answer = tight_steps(numbers[0])
+                else:
+                    answer = {"error": f"unknown command {line.strip()!r}"}
+                print(json.dumps(answer), flush=True)
+    finally:
+        ledger.delete_table()
+        for row_key in rows:
+            table.delete_entity(args.visit[1], row_key)
     return 0
 
 
