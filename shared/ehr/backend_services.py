@@ -21,6 +21,7 @@ from shared.ehr.smart import SYSTEM, TokenResponse
 from shared.http.outbound import HttpResult
 from shared.http.upstream import error_for_status
 from shared.kernel.errors import UnsafeUrl, UpstreamRejected
+from shared.kernel.single_flight import SingleFlight
 
 EXPIRY_MARGIN = 60  # renew this long before a token expires
 DEFAULT_LIFETIME = 300  # SMART recommends (and Epic uses) 5 minutes when expires_in is missing
@@ -38,14 +39,30 @@ class BackendServices:
         self._clock = clock
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self._fetching: SingleFlight[tuple[str, str, str], str] = SingleFlight()
         self.requests = 0  # token requests made (tests, benchmark)
 
     def access_token(self, fhir_base_url: str, client_id: str, scope: str, *, vendor: Vendor | None = None) -> str:
+        """The kept token for ``scope``, or a new one: one request for all the threads that find it expired."""
         key = (fhir_base_url.rstrip("/"), client_id, scope)
+        kept = self._kept(key)
+        if kept is not None:
+            return kept
+        return self._fetching.run(key, lambda: self._fetch(key, fhir_base_url, client_id, scope, vendor))
+
+    def _kept(self, key: tuple[str, str, str]) -> str | None:
         with self._lock:
             cached = self._tokens.get(key)
         if cached is not None and cached[1] - EXPIRY_MARGIN > self._clock():
             return cached[0]
+        return None
+
+    def _fetch(
+        self, key: tuple[str, str, str], fhir_base_url: str, client_id: str, scope: str, vendor: Vendor | None
+    ) -> str:
+        kept = self._kept(key)  # fetched by a flight that ended just before this one began
+        if kept is not None:
+            return kept
         response = self._source.backend_services_token(fhir_base_url, client_id=client_id, scope=scope, vendor=vendor)
         self.requests += 1
         try:

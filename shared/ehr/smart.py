@@ -37,6 +37,7 @@ from shared.jose.keys import CLIENT_ASSERTION_TYPE, SigningKeys, signing_keys_fr
 from shared.kernel.errors import InvalidIdToken, UnsafeUrl, UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.kernel.i18n import N_
 from shared.kernel.settings import Settings
+from shared.kernel.single_flight import SingleFlight
 
 SYSTEM = "EHR"
 AUTHORIZE_POST_CAPABILITY = "authorize-post"
@@ -118,6 +119,10 @@ class TokenResponse:
         return f"TokenResponse(scope={self.scope!r}, keys={sorted(self.fields)})"
 
 
+_DiscoveryKey = tuple[str, tuple[tuple[str, str], ...]]  # the FHIR base URL and the vendor's client headers
+_Discovered = tuple[float, SmartConfiguration]  # when it was fetched, and what
+
+
 class SmartClient:
     def __init__(
         self,
@@ -131,9 +136,10 @@ class SmartClient:
         self._keys = keys
         self._ttl = discovery_ttl_seconds
         self._clock = clock
-        self._discovery: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, SmartConfiguration]] = {}
-        self._asked: dict[tuple[str, str | None, Vendor | None], tuple[float, SmartConfiguration]] = {}
+        self._discovery: dict[_DiscoveryKey, _Discovered] = {}
+        self._asked: dict[tuple[str, str | None, Vendor | None], _Discovered] = {}
         self._lock = threading.Lock()
+        self._discovering: SingleFlight[_DiscoveryKey, _Discovered] = SingleFlight()
         self._jwks = JwksCache(self._fetch_json_document)
 
     # --- step 1: discover ------------------------------------------------------------
@@ -157,16 +163,22 @@ class SmartClient:
         base = check_url_syntax(fhir_base_url, self.http.policy, base_url=True).url
         headers = profile_for(vendor).client_headers(client_id) if vendor is not None else {}
         cache_key = (base, tuple(sorted(headers.items())))
+        entry = self._discovering.run(cache_key, lambda: self._discovered(base, headers, cache_key))
+        with self._lock:
+            self._asked[asked] = entry
+        return entry[1]
+
+    def _discovered(self, base: str, headers: Mapping[str, str], cache_key: _DiscoveryKey) -> _Discovered:
+        """The remembered discovery while fresh, else fetched (one fetch for the threads that ask meanwhile)."""
         with self._lock:
             cached = self._discovery.get(cache_key)
-            if cached is not None and self._clock() - cached[0] < self._ttl:
-                self._asked[asked] = cached
-                return cached[1]
+        if cached is not None and self._clock() - cached[0] < self._ttl:
+            return cached
         found = self._from_well_known(base, headers) or self._from_metadata(base, headers)
-        config = replace(found, client_headers=cache_key[1])
+        entry = (self._clock(), replace(found, client_headers=cache_key[1]))
         with self._lock:
-            self._discovery[cache_key] = self._asked[asked] = (self._clock(), config)
-        return config
+            self._discovery[cache_key] = entry
+        return entry
 
     def forget(self, fhir_base_url: str) -> None:
         base = normalise_base_url(fhir_base_url)

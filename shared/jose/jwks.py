@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 
 from shared.kernel.errors import InvalidIdToken
+from shared.kernel.single_flight import SingleFlight
 
 MAX_KIDLESS_KEYS = 5
 _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
@@ -40,6 +41,7 @@ class JwksCache:
         self._clock = clock
         self._entries: dict[str, tuple[float, jwt.PyJWKSet]] = {}
         self._lock = threading.Lock()
+        self._fetching: SingleFlight[tuple[str, bool], jwt.PyJWKSet] = SingleFlight()
 
     def key(self, jwks_uri: str, kid: str | None) -> jwt.PyJWK:
         """The signing key named ``kid`` (refetched once, rate-limited, when unknown: key rotation)."""
@@ -73,11 +75,23 @@ class JwksCache:
         return self._clock() - fetched_at >= self._min_refetch
 
     def _get(self, jwks_uri: str, *, force: bool) -> jwt.PyJWKSet:
-        now = self._clock()
+        """The kept key set while fresh (unless ``force``), else fetched: one fetch for the threads that ask
+        meanwhile (a burst of launches when the set expires, or when a new key is first seen)."""
+        kept = self._kept(jwks_uri) if not force else None
+        if kept is not None:
+            return kept
+        return self._fetching.run((jwks_uri, force), lambda: self._load(jwks_uri, force=force))
+
+    def _kept(self, jwks_uri: str) -> jwt.PyJWKSet | None:
         with self._lock:
             entry = self._entries.get(jwks_uri)
-            if entry is not None and not force and now - entry[0] < self._ttl:
-                return entry[1]
+        return entry[1] if entry is not None and self._clock() - entry[0] < self._ttl else None
+
+    def _load(self, jwks_uri: str, *, force: bool) -> jwt.PyJWKSet:
+        now = self._clock()
+        kept = self._kept(jwks_uri) if not force else None  # fetched by a flight that ended just before this one
+        if kept is not None:
+            return kept
         document = self._fetch(jwks_uri)
         try:
             keys = jwt.PyJWKSet.from_dict(dict(document))

@@ -71,6 +71,7 @@ from shared.kernel.identifiers import keyed_id, log_id, random_token
 from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
+from shared.kernel.single_flight import SingleFlight
 from shared.launch.context_check import ContextCheck, LaunchReads
 from shared.launch.groups import GroupVisits
 from shared.launch.interpreters import INTERPRETER_LINK_KIND, InterpreterLinks
@@ -457,6 +458,7 @@ class LaunchService:
         self._visits_with_meeting: Memo[tuple[Geography, str], Visit] = Memo(VISIT_MEMORY_SECONDS)
         # by configuration id, with the iss it was found for, so ``forget_configuration`` can drop it
         self._approved: Memo[str, Configuration] = Memo(CONFIGURATION_MEMORY_SECONDS, clock=memory_clock)
+        self._configuration_reads: SingleFlight[tuple[str, str, bool], tuple[Configuration, str]] = SingleFlight()
 
     @property
     def redirect_uri(self) -> str:
@@ -503,10 +505,25 @@ class LaunchService:
         Only an approved configuration is remembered: a new or newly approved one works at once, a deleted or
         un-approved one stops within the memory's lifetime.
         """
+        remembered = self._remembered_configuration(configuration_id, iss, patient=patient)
+        if remembered is not None:
+            return remembered
+        # One read for the launches of this configuration that find it missing meanwhile (a clinic's burst).
+        return self._configuration_reads.run(
+            (configuration_id, iss, patient), lambda: self._read_configuration(configuration_id, iss, patient=patient)
+        )
+
+    def _remembered_configuration(
+        self, configuration_id: str, iss: str, *, patient: bool
+    ) -> tuple[Configuration, str] | None:
         remembered = self._approved.get(configuration_id)
         base = remembered.launch_base(iss, patient=patient) if remembered is not None else None
-        if remembered is not None and base is not None:
-            return remembered, base
+        return (remembered, base) if remembered is not None and base is not None else None
+
+    def _read_configuration(self, configuration_id: str, iss: str, *, patient: bool) -> tuple[Configuration, str]:
+        remembered = self._remembered_configuration(configuration_id, iss, patient=patient)
+        if remembered is not None:  # read by a flight that ended just before this one began
+            return remembered
         config = self._configurations.find_for_launch(configuration_id, iss, patient=patient)
         base = config.launch_base(iss, patient=patient) if config is not None else None
         if config is None or base is None:

@@ -18,6 +18,7 @@ from azure.data.tables import UpdateMode
 from shared.kernel.clock import utcnow
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
 from shared.kernel.memo import Memo
+from shared.kernel.single_flight import SingleFlight
 from shared.storage.accounts import StorageAccount, insert_row, storage_errors
 
 TABLE = "ReportSettings"
@@ -59,6 +60,7 @@ class ReportPreferenceStore:
     def __init__(self, account: StorageAccount) -> None:
         self._account = account
         self._memory: Memo[str, ReportPreferences] = Memo(MEMORY_SECONDS, max_items=5_000)
+        self._reading: SingleFlight[str, ReportPreferences] = SingleFlight()
 
     def get(self, configuration_id: str) -> ReportPreferences:
         return self._read(configuration_id)
@@ -69,8 +71,11 @@ class ReportPreferenceStore:
         A configuration without a row gets one with the defaults (and its ``geography``), so the retention
         timer finds every configuration with report data."""
         found = self._memory.get(configuration_id)
-        if found is None:
-            found = self._read(configuration_id, create_in=geography)
+        if found is None:  # one read for the threads that find it missing meanwhile
+            found = self._reading.run(
+                configuration_id,
+                lambda: self._memory.get(configuration_id) or self._read(configuration_id, create_in=geography),
+            )
         return found
 
     def save(self, configuration_id: str, preferences: ReportPreferences) -> ReportPreferences:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from shared.configurations.repository import ConfigurationRepository
 from shared.ehr.vendors import profile_for
 from shared.kernel.errors import NotFound, StoredDataError
+from shared.kernel.single_flight import SingleFlight
 from shared.writeback.model import WritebackTarget
 
 CACHE_SECONDS = 300.0
@@ -30,12 +31,24 @@ class ConfigurationTargets:
         self._clock = clock
         self._cache: dict[str, tuple[float, WritebackTarget]] = {}
         self._lock = threading.Lock()
+        self._loading: SingleFlight[str, WritebackTarget] = SingleFlight()
 
     def target_for(self, configuration_id: str) -> WritebackTarget:
+        """The kept target while fresh, else read: one read for the threads that ask meanwhile."""
+        kept = self._kept(configuration_id)
+        if kept is not None:
+            return kept
+        return self._loading.run(configuration_id, lambda: self._load(configuration_id))
+
+    def _kept(self, configuration_id: str) -> WritebackTarget | None:
         with self._lock:
             cached = self._cache.get(configuration_id)
-        if cached is not None and self._clock() - cached[0] < self._ttl:
-            return cached[1]
+        return cached[1] if cached is not None and self._clock() - cached[0] < self._ttl else None
+
+    def _load(self, configuration_id: str) -> WritebackTarget:
+        kept = self._kept(configuration_id)  # read by a flight that ended just before this one began
+        if kept is not None:
+            return kept
         try:
             config = self._configurations.find_approved(configuration_id)
         except StoredDataError:
