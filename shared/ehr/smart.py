@@ -165,7 +165,8 @@ class SmartClient:
         cache_key = (base, tuple(sorted(headers.items())))
         entry = self._discovering.run(cache_key, lambda: self._discovered(base, headers, cache_key))
         with self._lock:
-            self._asked[asked] = entry
+            if self._discovery.get(cache_key) is entry:  # not forgotten meanwhile (``forget``)
+                self._asked[asked] = entry
         return entry[1]
 
     def _discovered(self, base: str, headers: Mapping[str, str], cache_key: _DiscoveryKey) -> _Discovered:

@@ -89,9 +89,12 @@ class JwksCache:
 
     def _load(self, jwks_uri: str, *, force: bool) -> jwt.PyJWKSet:
         now = self._clock()
-        kept = self._kept(jwks_uri) if not force else None  # fetched by a flight that ended just before this one
-        if kept is not None:
-            return kept
+        # Fetched by a flight that ended just before this one began: kept while fresh, and a forced refetch at most
+        # once per ``min_refetch_seconds`` whoever asks.
+        with self._lock:
+            entry = self._entries.get(jwks_uri)
+        if entry is not None and now - entry[0] < (self._min_refetch if force else self._ttl):
+            return entry[1]
         document = self._fetch(jwks_uri)
         try:
             keys = jwt.PyJWKSet.from_dict(dict(document))

@@ -38,15 +38,30 @@ class SingleFlight(Generic[K, V]):
         if not leading:
             flight.done.wait()
             if flight.error is not None:
-                raise flight.error
+                raise _own_copy(flight.error)
             return flight.value  # type: ignore[return-value]  # set whenever error is not
         try:
             flight.value = load()
             return flight.value
         except BaseException as exc:
-            flight.error = exc
+            flight.error = _own_copy(exc)  # as it was raised: this thread's handlers may annotate ``exc`` meanwhile
             raise
         finally:
             with self._lock:
                 del self._flights[key]
             flight.done.set()
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """The load's exception for one more thread: a copy of its own, since the app annotates an error as it handles
+    it (``ConnectorError.speaking_to`` sets the audience of its page) and each waiter speaks to its own reader.
+    The copy keeps the class, arguments, attributes, cause and the load's traceback (traceback objects are never
+    changed by raising again); an exception that cannot be copied so is shared as it is."""
+    try:
+        copy = type(error).__new__(type(error), *error.args)
+        copy.__dict__.update(error.__dict__)
+    except Exception:  # noqa: BLE001 - e.g. a class whose __new__ wants other arguments
+        return error
+    copy.__cause__ = error.__cause__
+    copy.__suppress_context__ = error.__suppress_context__
+    return copy.with_traceback(error.__traceback__)

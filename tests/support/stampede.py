@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import TypeVar
+
+from shared.kernel.single_flight import SingleFlight
 
 T = TypeVar("T")
 
 
 def stampede(count: int, call: Callable[[], T], gate: threading.Event) -> list[T | BaseException]:
-    """``count`` threads make ``call`` at once; ``gate`` opens once all of them have made it (the load waits on it)."""
+    """``count`` threads make ``call`` at once; ``gate`` opens once all of them are in the load's flight (the load
+    waits on it)."""
     entered = threading.Semaphore(0)
     outcomes: list[T | BaseException] = []
     lock = threading.Lock()
@@ -30,7 +35,7 @@ def stampede(count: int, call: Callable[[], T], gate: threading.Event) -> list[T
         thread.start()
     for _ in range(count):
         assert entered.acquire(timeout=5)
-    time.sleep(0.3)  # each of them past its own cache check and into the flight
+    _until_all_in_flight(threads)  # each of them past its own cache check: leading the load, or waiting for it
     gate.set()
     for thread in threads:
         thread.join(timeout=10)
@@ -53,3 +58,23 @@ class GatedLoad:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def _until_all_in_flight(threads: list[threading.Thread], timeout: float = 10.0) -> None:
+    """Wait until each thread runs inside ``SingleFlight.run`` (its load held at the gate keeps the flight open, so
+    a thread in there has joined it or leads it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frames = sys._current_frames()
+        if all(_in_flight(frames.get(thread.ident or -1)) for thread in threads):
+            return
+        assert time.monotonic() < deadline, "not every thread reached the flight"
+        time.sleep(0.01)
+
+
+def _in_flight(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code is SingleFlight.run.__code__:
+            return True
+        frame = frame.f_back
+    return False

@@ -60,3 +60,33 @@ def test_an_interrupted_load_does_not_leave_its_key_stuck() -> None:
     with pytest.raises(KeyboardInterrupt):
         flight.run("k", interrupted)
     assert flight.run("k", lambda: "again") == "again"
+
+
+class Refused(Exception):
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.audience: str | None = None
+
+
+def test_each_waiter_gets_its_own_copy_of_the_failure_as_the_load_raised_it() -> None:
+    """The app annotates an error as it handles it (whose page it is): one reader's annotation must not reach
+    another's, nor the load's own thread's reach a waiter's."""
+    flight: SingleFlight[str, object] = SingleFlight()
+    failing = GatedLoad(error=Refused("the EHR refused", code="invalid_client"))
+    seen: list[Refused] = []
+
+    def ask() -> object:
+        try:
+            return flight.run("k", failing)
+        except Refused as exc:
+            seen.append(exc)
+            assert exc.audience is None  # nobody else's annotation
+            exc.audience = "patient"
+            raise
+
+    outcomes = stampede(6, ask, failing.gate)
+    assert all(isinstance(outcome, Refused) for outcome in outcomes)
+    assert len({id(exc) for exc in seen}) == 6
+    assert {(str(exc), exc.code) for exc in seen} == {("the EHR refused", "invalid_client")}
+    assert all(exc.__traceback__ is not None for exc in seen)
