@@ -21,16 +21,17 @@ floor measured right after it). Per event:
 
 After a warm-up it prints ``{"ready": true}`` and answers each line on stdin with one JSON line:
 
-* ``events N C``: N events, C at once (``C`` 1: one at a time, in the main thread; more: on as many threads,
-  each on a visit row of its own, as the host runs the messages it has in flight), each event's steps in the
-  worker's order (receive; read the visit; for Epic, claim; the EHR call; for Epic, the done mark; write the
-  presence; delete the message): CPU milliseconds per event in total (``time.process_time``), each step's share
-  (``time.thread_time`` around it) and the process's user and system CPU, page faults and context switches;
+* ``events N C``: N events, C at once (``C`` 1: one at a time, in the main thread; or ``--concurrency``: on as
+  many threads, each on a visit row of its own, as the host runs the messages it has in flight), each event's
+  steps in the worker's order (receive; read the visit; for Epic, claim; the EHR call; for Epic, the done mark;
+  write the presence; delete the message): CPU milliseconds per event in total (``time.process_time``), each
+  step's share (``time.thread_time`` around it) and the process's user and system CPU, page faults and context
+  switches;
 * ``tight N``: each step alone, N times in a row: warmer than any event finds it (between an event's steps other
   work runs and the EHR keeps the thread waiting, 50 ms in ``benchmarks.writeback``);
 * ``quit``.
 
-The queue must hold a message for every event and every ``tight`` run asked for (the warm-up takes 3 + C).
+The queue must hold a message for every event and every ``tight`` run asked for (the warm-up takes 3 + ``--concurrency``).
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def events(pool: ThreadPoolExecutor, runs: int, concurrency: int) -> dict[str, object]:
         spent.clear()
+        failures.clear()
         used_before = usage()
         started = time.process_time()
         if concurrency == 1:
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             figures[label] = (time.process_time() - started) / runs * 1000
         return {"runs": runs, "tight_steps_ms": figures, "tight_total_ms": sum(figures.values())}
 
+    modes = {1, args.concurrency}  # one at a time, or on every thread of the pool (its threads stay warm)
     try:
         with ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="floor") as pool:
             for _ in range(3):  # warm-up: connections, the Backend Services token
@@ -235,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 numbers = [int(word) for word in command[1:] if word.isdigit() and int(word) >= 1]
                 if command[:1] == ["quit"]:
                     break
-                if command[:1] == ["events"] and len(numbers) == 2 == len(command) - 1:
-                    answer = events(pool, numbers[0], min(numbers[1], args.concurrency))
+                if command[:1] == ["events"] and len(numbers) == 2 == len(command) - 1 and numbers[1] in modes:
+                    answer = events(pool, numbers[0], numbers[1])
                 elif command[:1] == ["tight"] and len(numbers) == 1 == len(command) - 1:
                     answer = tight_steps(numbers[0])
                 else:

@@ -213,7 +213,10 @@ class Invoker:
             logger.exception("Exception while executing function: Functions.%s", entry.name)
         finally:
             self._executed(entry, invocation_id, started, succeeded=succeeded)
-            await loop.run_in_executor(self._executor, done, succeeded)  # ``done`` may block: not on the loop
+            try:
+                await loop.run_in_executor(self._executor, done, succeeded)  # ``done`` may block: not on the loop
+            except RuntimeError:  # the pool is shut down (the host is stopping): settle here rather than never
+                done(succeeded)
 
     async def invoke_async(self, entry: IndexedFunction, trigger_value: Any, reason: str) -> Any:
         """Invocation from the HTTP server's event loop."""
