@@ -32,7 +32,7 @@ VCPU = {512: 0.25, 2048: 1.0, 4096: 2.0}
 HTTP_CONCURRENCY = {512: 8, 2048: 16, 4096: 32}
 # Measured by benchmarks.writeback (host CPU ms per event, Table operations per event), 8 events per visit:
 # (writeback mode, usage report analytics on). Overridable: --writeback-cpu-ms, --writeback-table-ops.
-MEASURED_WRITEBACK = {  # the mean of four runs: 6 December 2026, 02:49-03:36 UTC, 5 rounds of 100 events each
+MEASURED_WRITEBACK = {  # the mean of four runs: 6 December 2026, 02:48-03:29 UTC, 5 rounds of 100 events each
     ("fhir", False): (3.40, 2.0),
     ("fhir", True): (3.36, 2.0),
     ("epic", False): (5.19, 4.04),
