@@ -341,6 +341,46 @@ def quit_child(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
+class ServedChild:
+    """A benchmark's child process kept up between its measurements (a floor): it prints one JSON line when ready,
+    then answers each command line on stdin with one JSON line; ``close`` asks it to quit and kills it if it does
+    not, never masking an error in flight."""
+
+    def __init__(self, command: list[str], env: dict[str, str], *, name: str) -> None:
+        self._name = name
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
+        self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
+            command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors, text=True
+        )
+        try:
+            self.ready = self._answer()
+        except BaseException:
+            self.close()
+            raise
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        quit_child(self._process)
+        self._errors.close()
+
+    def _answer(self) -> dict[str, Any]:
+        """The process's next JSON line (a line that is not one, e.g. a library's print, is skipped)."""
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if line.startswith("{"):
+                answer: dict[str, Any] = json.loads(line)
+                if "error" in answer:
+                    raise RuntimeError(f"{self._name} refused a command: {answer['error']}")
+                return answer
+        self._errors.seek(0)
+        raise RuntimeError(f"{self._name} ended: " + self._errors.read()[-2000:].decode(errors="replace"))
+
+
 class HostProcess:
     """A ``python -m benchmarks.host_process`` child: ``start()``, ``url``, ``cpu()``, ``ops()``, ``stop()``."""
 

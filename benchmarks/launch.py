@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import math
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +41,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from benchmarks.host_process import HostProcess, quit_child
+from benchmarks.host_process import HostProcess, ServedChild
 from sandbox import azurite
 from sandbox.ehr.__main__ import DEMO_PATIENT_CLIENT_ID, DEMO_PROVIDER_CLIENT_ID
 from sandbox.ehr.config import JWKS_PATH
@@ -236,39 +234,14 @@ class FloorProcess:
             "--client-id", DEMO_PROVIDER_CLIENT_ID, "--visit", *appointment_visit, "--organizer", SMITH_OID,
             "--tenant", CONTOSO.id, "--serve",
         ]  # fmt: skip
-        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
-        self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
-            command, cwd=ROOT, env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
-            text=True,
-        )  # fmt: skip
-        try:
-            self._answer()  # ready: warmed up
-        except BaseException:
-            self.close()
-            raise
-
-    def _answer(self) -> dict[str, Any]:
-        """The process's next JSON line (a line that is not one, e.g. a library's print, is skipped)."""
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            if line.startswith("{"):
-                answer: dict[str, Any] = json.loads(line)
-                if "error" in answer:
-                    raise RuntimeError(f"the floor process refused a command: {answer['error']}")
-                return answer
-        self._errors.seek(0)
-        raise RuntimeError("the floor process ended: " + self._errors.read()[-2000:].decode(errors="replace"))
+        self._child = ServedChild(command, environ, name="the launch floor process")  # ready: warmed up
 
     def measure(self, runs: int) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(f"run {runs}\n")
-        self._process.stdin.flush()
-        return self._answer()
+        return self._child.ask(f"run {runs}")
 
     def close(self) -> None:
         """Ask the process to end (it deletes its queue), kill it if it does not; never masks an error in flight."""
-        quit_child(self._process)
-        self._errors.close()
+        self._child.close()
 
 
 def any_visit_row(world: LaunchWorld) -> tuple[str, str, str]:

@@ -26,9 +26,7 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.host_process import quit_child, usage_per
+from benchmarks.host_process import ServedChild, usage_per
 from benchmarks.table_operations import TableOperations
 from benchmarks.writeback_load import CLIENT_ID, WritebackLoad
 from sandbox import azurite
@@ -263,16 +261,7 @@ class WritebackFloor:
             "--call-args", csn, external_id, "--concurrency", str(concurrency),
         ]  # fmt: skip
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **load.environ}
-        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
-        self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
-            command, cwd=ROOT, env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
-            text=True,
-        )  # fmt: skip
-        try:
-            self._answer()  # ready: warmed up
-        except BaseException:
-            self.close()
-            raise
+        self._child = ServedChild(command, environ, name="the writeback floor process")  # ready: warmed up
 
     def __enter__(self) -> WritebackFloor:
         return self
@@ -282,39 +271,20 @@ class WritebackFloor:
 
     def events(self, runs: int, concurrency: int) -> dict[str, Any]:
         self._fill(runs)
-        return self._ask(f"events {runs} {concurrency}")
+        return self._child.ask(f"events {runs} {concurrency}")
 
     def tight(self, runs: int) -> dict[str, Any]:
         self._fill(runs)  # the queue step alone takes one message per run
-        return self._ask(f"tight {runs}")
+        return self._child.ask(f"tight {runs}")
 
     def close(self) -> None:
-        quit_child(self._process)
-        self._errors.close()
+        self._child.close()
         with contextlib.suppress(Exception):
             self._queue.delete_queue()
 
     def _fill(self, count: int) -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(self._queue.send_message, [e.to_json() for e in self._load.events(count)]))
-
-    def _ask(self, command: str) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(command + "\n")
-        self._process.stdin.flush()
-        return self._answer()
-
-    def _answer(self) -> dict[str, Any]:
-        """The process's next JSON line (a line that is not one, e.g. a library's print, is skipped)."""
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            if line.startswith("{"):
-                answer: dict[str, Any] = json.loads(line)
-                if "error" in answer:
-                    raise RuntimeError(f"the floor process refused a command: {answer['error']}")
-                return answer
-        self._errors.seek(0)
-        raise RuntimeError("the floor process ended: " + self._errors.read()[-2000:].decode(errors="replace"))
 
 
 def drain(env: dict[str, str], events: int, latency_ms: int) -> None:

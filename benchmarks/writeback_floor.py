@@ -31,7 +31,8 @@ After a warm-up it prints ``{"ready": true}`` and answers each line on stdin wit
   work runs and the EHR keeps the thread waiting, 50 ms in ``benchmarks.writeback``);
 * ``quit``.
 
-The queue must hold a message for every event and every ``tight`` run asked for (the warm-up takes 3 + ``--concurrency``).
+The queue must hold a message for every event and every ``tight`` run asked for (the warm-up takes
+3 + ``--concurrency``).
 """
 
 from __future__ import annotations

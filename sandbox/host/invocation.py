@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -106,6 +107,18 @@ class InvocationContext(func.Context):
         return _RetryContext()
 
 
+@dataclass(frozen=True)
+class _Started:
+    """An invocation a listener started: what running it takes, and whom to tell when it has ended."""
+
+    entry: IndexedFunction
+    kwargs: dict[str, Any]
+    outputs: dict[str, OutValue[Any]]
+    invocation_id: str
+    started: float
+    done: Callable[[bool], None]
+
+
 class Invoker:
     """Runs invocations; owns the worker's thread pool and its event loop for async functions."""
 
@@ -168,55 +181,38 @@ class Invoker:
         thread of its own on every message would add a hand-off between two threads to each message and back."""
         kwargs, outputs = self._arguments(entry, trigger_value)
         invocation_id, started = self._executing(entry, reason)
+        run = _Started(entry, kwargs, outputs, invocation_id, started, done)
         if entry.is_async:
-            asyncio.run_coroutine_threadsafe(
-                self._run_async_then(entry, kwargs, outputs, invocation_id, started, done), self._loop
-            )
+            asyncio.run_coroutine_threadsafe(self._run_async_then(run), self._loop)
         else:
-            self._executor.submit(self._run_then, entry, kwargs, outputs, invocation_id, started, done)
+            self._executor.submit(self._run_then, run)
 
-    def _run_then(
-        self,
-        entry: IndexedFunction,
-        kwargs: dict[str, Any],
-        outputs: dict[str, OutValue[Any]],
-        invocation_id: str,
-        started: float,
-        done: Callable[[bool], None],
-    ) -> None:
+    def _run_then(self, run: _Started) -> None:
         succeeded = False
         try:
-            self._run_and_flush(entry, kwargs, outputs)
+            self._run_and_flush(run.entry, run.kwargs, run.outputs)
             succeeded = True
         except Exception:
-            logger.exception("Exception while executing function: Functions.%s", entry.name)
+            logger.exception("Exception while executing function: Functions.%s", run.entry.name)
         finally:
-            self._executed(entry, invocation_id, started, succeeded=succeeded)
-            done(succeeded)
+            self._executed(run.entry, run.invocation_id, run.started, succeeded=succeeded)
+            run.done(succeeded)
 
-    async def _run_async_then(
-        self,
-        entry: IndexedFunction,
-        kwargs: dict[str, Any],
-        outputs: dict[str, OutValue[Any]],
-        invocation_id: str,
-        started: float,
-        done: Callable[[bool], None],
-    ) -> None:
+    async def _run_async_then(self, run: _Started) -> None:
         loop = asyncio.get_running_loop()
         succeeded = False
         try:
-            result = await entry.function(**kwargs)
-            await loop.run_in_executor(self._executor, self._flush, entry, outputs, result)
+            result = await run.entry.function(**run.kwargs)
+            await loop.run_in_executor(self._executor, self._flush, run.entry, run.outputs, result)
             succeeded = True
         except Exception:
-            logger.exception("Exception while executing function: Functions.%s", entry.name)
+            logger.exception("Exception while executing function: Functions.%s", run.entry.name)
         finally:
-            self._executed(entry, invocation_id, started, succeeded=succeeded)
+            self._executed(run.entry, run.invocation_id, run.started, succeeded=succeeded)
             try:
-                await loop.run_in_executor(self._executor, done, succeeded)  # ``done`` may block: not on the loop
+                await loop.run_in_executor(self._executor, run.done, succeeded)  # it may block: not on the loop
             except RuntimeError:  # the pool is shut down (the host is stopping): settle here rather than never
-                done(succeeded)
+                run.done(succeeded)
 
     async def invoke_async(self, entry: IndexedFunction, trigger_value: Any, reason: str) -> Any:
         """Invocation from the HTTP server's event loop."""
