@@ -185,7 +185,9 @@ class Invoker:
         if entry.is_async:
             asyncio.run_coroutine_threadsafe(self._run_async_then(run), self._loop)
         else:
-            self._executor.submit(self._run_then, run)
+            future = self._executor.submit(self._run_then, run)
+            # Cancelled by a stop before it ran (the host's shutdown gave up waiting): its message is settled anyway.
+            future.add_done_callback(lambda f: run.done(False) if f.cancelled() else None)
 
     def _run_then(self, run: _Started) -> None:
         succeeded = False
@@ -211,8 +213,8 @@ class Invoker:
             self._executed(run.entry, run.invocation_id, run.started, succeeded=succeeded)
             try:
                 await loop.run_in_executor(self._executor, run.done, succeeded)  # it may block: not on the loop
-            except RuntimeError:  # the pool is shut down (the host is stopping): settle here rather than never
-                run.done(succeeded)
+            except (RuntimeError, asyncio.CancelledError):  # the pool is shut down (the host is stopping)
+                run.done(succeeded)  # settled here rather than never
 
     async def invoke_async(self, entry: IndexedFunction, trigger_value: Any, reason: str) -> Any:
         """Invocation from the HTTP server's event loop."""

@@ -55,13 +55,19 @@ class SingleFlight(Generic[K, V]):
 def _own_copy(error: BaseException) -> BaseException:
     """The load's exception for one more thread: a copy of its own, since the app annotates an error as it handles
     it (``ConnectorError.speaking_to`` sets the audience of its page) and each waiter speaks to its own reader.
-    The copy keeps the class, arguments, attributes, cause and the load's traceback (traceback objects are never
-    changed by raising again); an exception that cannot be copied so is shared as it is."""
+    The copy keeps the class, arguments, attributes, cause, context and the load's traceback (traceback objects
+    are never changed by raising again). Exceptions that are not ``Exception``s (an interrupt) and those that
+    cannot be copied so are shared as they are."""
+    if not isinstance(error, Exception):
+        return error
     try:
         copy = type(error).__new__(type(error), *error.args)
         copy.__dict__.update(error.__dict__)
     except Exception:  # noqa: BLE001 - e.g. a class whose __new__ wants other arguments
         return error
+    if "__notes__" in error.__dict__:
+        copy.__notes__ = list(error.__notes__)
     copy.__cause__ = error.__cause__
+    copy.__context__ = error.__context__  # e.g. the transport error an upstream failure was raised from None over
     copy.__suppress_context__ = error.__suppress_context__
     return copy.with_traceback(error.__traceback__)

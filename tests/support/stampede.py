@@ -61,8 +61,8 @@ class GatedLoad:
 
 
 def _until_all_in_flight(threads: list[threading.Thread], timeout: float = 10.0) -> None:
-    """Wait until each thread runs inside ``SingleFlight.run`` (its load held at the gate keeps the flight open, so
-    a thread in there has joined it or leads it)."""
+    """Wait until each thread has called out of ``SingleFlight.run`` into the load or the wait for it (the load,
+    held at the gate, keeps the flight open: a thread there has joined it or leads it)."""
     deadline = time.monotonic() + timeout
     while True:
         frames = sys._current_frames()
@@ -73,8 +73,10 @@ def _until_all_in_flight(threads: list[threading.Thread], timeout: float = 10.0)
 
 
 def _in_flight(frame: FrameType | None) -> bool:
+    """In ``SingleFlight.run`` and already past joining its flight: into the load, or waiting for it."""
+    inner: FrameType | None = None
     while frame is not None:
         if frame.f_code is SingleFlight.run.__code__:
-            return True
-        frame = frame.f_back
+            return inner is not None
+        inner, frame = frame, frame.f_back
     return False

@@ -90,3 +90,23 @@ def test_each_waiter_gets_its_own_copy_of_the_failure_as_the_load_raised_it() ->
     assert len({id(exc) for exc in seen}) == 6
     assert {(str(exc), exc.code) for exc in seen} == {("the EHR refused", "invalid_client")}
     assert all(exc.__traceback__ is not None for exc in seen)
+
+
+def test_a_waiters_copy_keeps_what_the_failure_was_raised_over() -> None:
+    """Upstream failures are raised ``from None`` over the transport's error, which the log line still names."""
+    flight: SingleFlight[str, object] = SingleFlight()
+    gate = threading.Event()
+
+    def load() -> object:
+        assert gate.wait(timeout=10)
+        try:
+            raise TimeoutError("read timed out")
+        except TimeoutError:
+            raise Refused("the EHR did not answer", code="upstream_unavailable") from None
+
+    outcomes = stampede(4, lambda: flight.run("k", load), gate)
+    assert all(isinstance(outcome, Refused) for outcome in outcomes)
+    for outcome in outcomes:
+        assert isinstance(outcome, Refused)
+        assert isinstance(outcome.__context__, TimeoutError)
+        assert outcome.__suppress_context__ and outcome.__cause__ is None
