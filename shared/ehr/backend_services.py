@@ -45,10 +45,8 @@ class BackendServices:
     def access_token(self, fhir_base_url: str, client_id: str, scope: str, *, vendor: Vendor | None = None) -> str:
         """The kept token for ``scope``, or a new one: one request for all the threads that find it expired."""
         key = (fhir_base_url.rstrip("/"), client_id, scope)
-        kept = self._kept(key)
-        if kept is not None:
-            return kept
-        return self._fetching.run(key, lambda: self._fetch(key, fhir_base_url, client_id, scope, vendor))
+        fetch = lambda: self._fetch(key, fhir_base_url, client_id, scope, vendor)  # noqa: E731
+        return self._fetching.run(key, fetch, kept=lambda: self._kept(key))
 
     def _kept(self, key: tuple[str, str, str]) -> str | None:
         with self._lock:
@@ -60,9 +58,6 @@ class BackendServices:
     def _fetch(
         self, key: tuple[str, str, str], fhir_base_url: str, client_id: str, scope: str, vendor: Vendor | None
     ) -> str:
-        kept = self._kept(key)  # fetched by a flight that ended just before this one began
-        if kept is not None:
-            return kept
         response = self._source.backend_services_token(fhir_base_url, client_id=client_id, scope=scope, vendor=vendor)
         self.requests += 1
         try:

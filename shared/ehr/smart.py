@@ -163,18 +163,20 @@ class SmartClient:
         base = check_url_syntax(fhir_base_url, self.http.policy, base_url=True).url
         headers = profile_for(vendor).client_headers(client_id) if vendor is not None else {}
         cache_key = (base, tuple(sorted(headers.items())))
-        entry = self._discovering.run(cache_key, lambda: self._discovered(base, headers, cache_key))
+        entry = self._discovering.run(  # one fetch for the threads that find it missing meanwhile
+            cache_key, lambda: self._discovered(base, headers, cache_key), kept=lambda: self._remembered(cache_key)
+        )
         with self._lock:
             if self._discovery.get(cache_key) is entry:  # not forgotten meanwhile (``forget``)
                 self._asked[asked] = entry
         return entry[1]
 
-    def _discovered(self, base: str, headers: Mapping[str, str], cache_key: _DiscoveryKey) -> _Discovered:
-        """The remembered discovery while fresh, else fetched (one fetch for the threads that ask meanwhile)."""
+    def _remembered(self, cache_key: _DiscoveryKey) -> _Discovered | None:
         with self._lock:
             cached = self._discovery.get(cache_key)
-        if cached is not None and self._clock() - cached[0] < self._ttl:
-            return cached
+        return cached if cached is not None and self._clock() - cached[0] < self._ttl else None
+
+    def _discovered(self, base: str, headers: Mapping[str, str], cache_key: _DiscoveryKey) -> _Discovered:
         found = self._from_well_known(base, headers) or self._from_metadata(base, headers)
         entry = (self._clock(), replace(found, client_headers=cache_key[1]))
         with self._lock:

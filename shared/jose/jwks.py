@@ -77,10 +77,8 @@ class JwksCache:
     def _get(self, jwks_uri: str, *, force: bool) -> jwt.PyJWKSet:
         """The kept key set while fresh (unless ``force``), else fetched: one fetch for the threads that ask
         meanwhile (a burst of launches when the set expires, or when a new key is first seen)."""
-        kept = self._kept(jwks_uri) if not force else None
-        if kept is not None:
-            return kept
-        return self._fetching.run((jwks_uri, force), lambda: self._load(jwks_uri, force=force))
+        kept = (lambda: self._kept(jwks_uri)) if not force else (lambda: None)
+        return self._fetching.run((jwks_uri, force), lambda: self._load(jwks_uri, force=force), kept=kept)
 
     def _kept(self, jwks_uri: str) -> jwt.PyJWKSet | None:
         with self._lock:
@@ -89,12 +87,11 @@ class JwksCache:
 
     def _load(self, jwks_uri: str, *, force: bool) -> jwt.PyJWKSet:
         now = self._clock()
-        # Fetched by a flight that ended just before this one began: kept while fresh, and a forced refetch at most
-        # once per ``min_refetch_seconds`` whoever asks.
-        with self._lock:
-            entry = self._entries.get(jwks_uri)
-        if entry is not None and now - entry[0] < (self._min_refetch if force else self._ttl):
-            return entry[1]
+        if force:  # at most once per ``min_refetch_seconds`` whoever asks (a flight may have just refetched)
+            with self._lock:
+                entry = self._entries.get(jwks_uri)
+            if entry is not None and now - entry[0] < self._min_refetch:
+                return entry[1]
         document = self._fetch(jwks_uri)
         try:
             keys = jwt.PyJWKSet.from_dict(dict(document))

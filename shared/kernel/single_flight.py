@@ -27,9 +27,13 @@ class SingleFlight(Generic[K, V]):
         self._lock = threading.Lock()
         self._flights: dict[K, _Flight[V]] = {}
 
-    def run(self, key: K, load: Callable[[], V]) -> V:
-        """``load()``, unless a load for ``key`` is already running: then wait for it and share its value, or raise
-        its exception. ``load`` should look in its cache first, as a caller may arrive just after a flight ended."""
+    def run(self, key: K, load: Callable[[], V], *, kept: Callable[[], V | None] = lambda: None) -> V:
+        """What ``kept()`` finds (the caller's cache, while fresh), else ``load()``; if a load for ``key`` is already
+        running, wait for it and share its value, or raise a copy of its exception. ``kept`` is asked again by the
+        thread that leads a load: a flight may have filled the cache just before this one began."""
+        found = kept()
+        if found is not None:
+            return found
         with self._lock:
             flight = self._flights.get(key)
             leading = flight is None
@@ -41,7 +45,8 @@ class SingleFlight(Generic[K, V]):
                 raise _own_copy(flight.error)
             return flight.value  # type: ignore[return-value]  # set whenever error is not
         try:
-            flight.value = load()
+            found = kept()
+            flight.value = found if found is not None else load()
             return flight.value
         except BaseException as exc:
             flight.error = _own_copy(exc)  # as it was raised: this thread's handlers may annotate ``exc`` meanwhile

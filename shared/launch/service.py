@@ -505,12 +505,11 @@ class LaunchService:
         Only an approved configuration is remembered: a new or newly approved one works at once, a deleted or
         un-approved one stops within the memory's lifetime.
         """
-        remembered = self._remembered_configuration(configuration_id, iss, patient=patient)
-        if remembered is not None:
-            return remembered
         # One read for the launches of this configuration that find it missing meanwhile (a clinic's burst).
         return self._configuration_reads.run(
-            (configuration_id, iss, patient), lambda: self._read_configuration(configuration_id, iss, patient=patient)
+            (configuration_id, iss, patient),
+            lambda: self._read_configuration(configuration_id, iss, patient=patient),
+            kept=lambda: self._remembered_configuration(configuration_id, iss, patient=patient),
         )
 
     def _remembered_configuration(
@@ -521,9 +520,6 @@ class LaunchService:
         return (remembered, base) if remembered is not None and base is not None else None
 
     def _read_configuration(self, configuration_id: str, iss: str, *, patient: bool) -> tuple[Configuration, str]:
-        remembered = self._remembered_configuration(configuration_id, iss, patient=patient)
-        if remembered is not None:  # read by a flight that ended just before this one began
-            return remembered
         config = self._configurations.find_for_launch(configuration_id, iss, patient=patient)
         base = config.launch_base(iss, patient=patient) if config is not None else None
         if config is None or base is None:

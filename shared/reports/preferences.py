@@ -70,13 +70,11 @@ class ReportPreferenceStore:
 
         A configuration without a row gets one with the defaults (and its ``geography``), so the retention
         timer finds every configuration with report data."""
-        found = self._memory.get(configuration_id)
-        if found is None:  # one read for the threads that find it missing meanwhile
-            found = self._reading.run(
-                configuration_id,
-                lambda: self._memory.get(configuration_id) or self._read(configuration_id, create_in=geography),
-            )
-        return found
+        return self._reading.run(  # one read for the threads that find it missing meanwhile
+            configuration_id,
+            lambda: self._read(configuration_id, create_in=geography),
+            kept=lambda: self._memory.get(configuration_id),
+        )
 
     def save(self, configuration_id: str, preferences: ReportPreferences) -> ReportPreferences:
         saved = ReportPreferences(

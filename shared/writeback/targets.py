@@ -35,10 +35,9 @@ class ConfigurationTargets:
 
     def target_for(self, configuration_id: str) -> WritebackTarget:
         """The kept target while fresh, else read: one read for the threads that ask meanwhile."""
-        kept = self._kept(configuration_id)
-        if kept is not None:
-            return kept
-        return self._loading.run(configuration_id, lambda: self._load(configuration_id))
+        return self._loading.run(
+            configuration_id, lambda: self._load(configuration_id), kept=lambda: self._kept(configuration_id)
+        )
 
     def _kept(self, configuration_id: str) -> WritebackTarget | None:
         with self._lock:
@@ -46,9 +45,6 @@ class ConfigurationTargets:
         return cached[1] if cached is not None and self._clock() - cached[0] < self._ttl else None
 
     def _load(self, configuration_id: str) -> WritebackTarget:
-        kept = self._kept(configuration_id)  # read by a flight that ended just before this one began
-        if kept is not None:
-            return kept
         try:
             config = self._configurations.find_approved(configuration_id)
         except StoredDataError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 import time
@@ -61,8 +62,8 @@ class GatedLoad:
 
 
 def _until_all_in_flight(threads: list[threading.Thread], timeout: float = 10.0) -> None:
-    """Wait until each thread has called out of ``SingleFlight.run`` into the load or the wait for it (the load,
-    held at the gate, keeps the flight open: a thread there has joined it or leads it)."""
+    """Wait until each thread is in ``SingleFlight.run`` past joining its flight: leading the load (held at the
+    gate, so the flight stays open) or about to wait for it."""
     deadline = time.monotonic() + timeout
     while True:
         frames = sys._current_frames()
@@ -72,11 +73,18 @@ def _until_all_in_flight(threads: list[threading.Thread], timeout: float = 10.0)
         time.sleep(0.01)
 
 
+def _joined_line() -> int:
+    """The first line of ``SingleFlight.run`` a thread reaches only once it leads or has joined a flight."""
+    lines, first = inspect.getsourcelines(SingleFlight.run)
+    return first + next(n for n, line in enumerate(lines) if "if not leading:" in line)
+
+
+JOINED_LINE = _joined_line()
+
+
 def _in_flight(frame: FrameType | None) -> bool:
-    """In ``SingleFlight.run`` and already past joining its flight: into the load, or waiting for it."""
-    inner: FrameType | None = None
     while frame is not None:
         if frame.f_code is SingleFlight.run.__code__:
-            return inner is not None
-        inner, frame = frame, frame.f_back
+            return frame.f_lineno >= JOINED_LINE
+        frame = frame.f_back
     return False
