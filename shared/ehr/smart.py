@@ -139,7 +139,10 @@ class SmartClient:
         self._discovery: dict[_DiscoveryKey, _Discovered] = {}
         self._asked: dict[tuple[str, str | None, Vendor | None], _Discovered] = {}
         self._lock = threading.Lock()
-        self._discovering: SingleFlight[_DiscoveryKey, _Discovered] = SingleFlight()
+        # A fetch in flight when ``forget`` runs answers from before it: it must neither be kept nor be joined by a
+        # later ask, so each flight is of its base's generation, which ``forget`` moves on.
+        self._generation: dict[str, int] = {}
+        self._discovering: SingleFlight[tuple[_DiscoveryKey, int], _Discovered] = SingleFlight()
         self._jwks = JwksCache(self._fetch_json_document)
 
     # --- step 1: discover ------------------------------------------------------------
@@ -163,8 +166,12 @@ class SmartClient:
         base = check_url_syntax(fhir_base_url, self.http.policy, base_url=True).url
         headers = profile_for(vendor).client_headers(client_id) if vendor is not None else {}
         cache_key = (base, tuple(sorted(headers.items())))
+        with self._lock:
+            generation = self._generation.get(base, 0)
         entry = self._discovering.run(  # one fetch for the threads that find it missing meanwhile
-            cache_key, lambda: self._discovered(base, headers, cache_key), kept=lambda: self._remembered(cache_key)
+            (cache_key, generation),
+            lambda: self._discovered(base, headers, cache_key, generation),
+            kept=lambda: self._remembered(cache_key),
         )
         with self._lock:
             if self._discovery.get(cache_key) is entry:  # not forgotten meanwhile (``forget``)
@@ -176,16 +183,20 @@ class SmartClient:
             cached = self._discovery.get(cache_key)
         return cached if cached is not None and self._clock() - cached[0] < self._ttl else None
 
-    def _discovered(self, base: str, headers: Mapping[str, str], cache_key: _DiscoveryKey) -> _Discovered:
+    def _discovered(
+        self, base: str, headers: Mapping[str, str], cache_key: _DiscoveryKey, generation: int
+    ) -> _Discovered:
         found = self._from_well_known(base, headers) or self._from_metadata(base, headers)
         entry = (self._clock(), replace(found, client_headers=cache_key[1]))
         with self._lock:
-            self._discovery[cache_key] = entry
+            if self._generation.get(base, 0) == generation:  # else forgotten while it was being fetched
+                self._discovery[cache_key] = entry
         return entry
 
     def forget(self, fhir_base_url: str) -> None:
         base = normalise_base_url(fhir_base_url)
         with self._lock:
+            self._generation[base] = self._generation.get(base, 0) + 1
             for key in [k for k in self._discovery if k[0] == base]:
                 del self._discovery[key]
             for asked in [k for k, (_, config) in self._asked.items() if config.fhir_base_url == base]:

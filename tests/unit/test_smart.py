@@ -77,6 +77,38 @@ def test_a_repeated_discovery_is_answered_from_memory_until_stale_or_forgotten(e
         client.discover("https://10.0.0.1/fhir")
 
 
+def test_an_answer_fetched_while_it_was_forgotten_is_neither_kept_nor_shared(ehr: FakeEhr) -> None:
+    """A configuration changed (``forget``) while a discovery was in flight: its answer is from before the change,
+    so the next ask fetches again, and an ask made while the old fetch is still running does not wait for it."""
+    import threading
+
+    client = SmartClient(SafeHttp(POLICY), KEYS)
+    fetched: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+    get = client.http.get
+
+    def gated(url: str, **kwargs: Any) -> Any:
+        fetched.append(url)
+        if len(fetched) == 1:  # the first fetch waits until the configuration has been forgotten
+            entered.set()
+            assert release.wait(10)
+        return get(url, **kwargs)
+
+    client.http.get = gated  # type: ignore[method-assign]
+    answers: list[object] = []
+    early = threading.Thread(target=lambda: answers.append(client.discover(ehr.fhir_base, client_id="prov")))
+    early.start()
+    assert entered.wait(10)
+    client.forget(ehr.fhir_base)
+    later = client.discover(ehr.fhir_base, client_id="prov")  # not joined to the flight from before the forget
+    assert len(fetched) == 2
+    release.set()
+    early.join(10)
+    assert answers and answers[0] is not later
+    assert client.discover(ehr.fhir_base, client_id="prov") is later  # the answer after the forget is the one kept
+    assert len(fetched) == 2
+
+
 def test_the_authorize_url_carries_aud_pkce_state_and_nonce(ehr: FakeEhr, client: SmartClient) -> None:
     config = client.discover(ehr.fhir_base)
     pkce = Pkce.new()
