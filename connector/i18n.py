@@ -5,8 +5,9 @@ with Babel and compiled in memory once per process (no ``.mo`` files, no build s
 updates them from the templates and the ``N_`` marks in Python.
 
 A page's language is, in order: a supported ``?lang=`` on the request (the switch's links; an explicit
-choice that our own links, forms and redirects then carry on), the browser's ``Accept-Language``, English.
-No cookie is involved, because Epic's embedded browsers drop them.
+choice that our own links, forms and redirects then carry on), the choice a consumed round-trip state brought
+back (``shared.kernel.reader``: an OAuth callback's URL is the EHR's or Microsoft's, never ours), the browser's
+``Accept-Language``, English. No cookie is involved, because Epic's embedded browsers drop them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from babel.numbers import format_decimal
 from babel.support import Translations
 from markupsafe import Markup
 
+from shared.kernel import reader
 from shared.kernel.i18n import Text
 
 LOCALES_DIR = Path(__file__).parent / "locales"
@@ -136,16 +138,31 @@ _OUTSIDE_A_REQUEST = Language()
 
 
 def current() -> Language:
-    """The language of the request being handled on this thread (English outside a request)."""
-    return _current.get() or _OUTSIDE_A_REQUEST
+    """The language of the request being handled on this thread (English outside a request).
+
+    A reader who chose a language before a round trip through the EHR or Microsoft gets it back with the
+    round trip's state (``shared.kernel.reader``): once that state is consumed, this request speaks it too.
+    """
+    language = _current.get() or _OUTSIDE_A_REQUEST
+    if language.explicit:
+        return language
+    chosen = reader.chosen_language()
+    carried = supported(chosen) if chosen is not None else None
+    if carried is None:
+        return language
+    language = replace(language, code=carried, explicit=True)
+    _current.set(language)  # reset with the rest when ``speaking`` ends
+    return language
 
 
 @contextmanager
 def speaking(language: Language) -> Iterator[None]:
-    """Handle a request in ``language``: every render and redirect inside sees it."""
+    """Handle a request in ``language``: every render and redirect inside sees it, and a state of the reader's
+    round trip created meanwhile keeps it when the reader chose it."""
     token = _current.set(language)
     try:
-        yield
+        with reader.choosing(language.code if language.explicit else None):
+            yield
     finally:
         _current.reset(token)
 

@@ -31,9 +31,11 @@ from shared.jose.jwks import JwksCache
 from shared.jose.keys import SigningKeys, signing_keys_from
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Settings, get_settings, reset_settings_cache
+from shared.launch.interpreters import INTERPRETER_LINK_KIND
 from shared.launch.service import LAUNCH_STATE_KINDS, SIGNIN_STATE_KIND, LaunchService
 from shared.launch.user_map import UserMapRepository
 from shared.microsoft.app_credentials import AppOnlyCredentials
+from shared.microsoft.entra import STATE_KIND as PORTAL_SIGNIN_STATE_KIND
 from shared.microsoft.entra import (
     EntraDocuments,
     EntraIdTokenValidator,
@@ -50,7 +52,7 @@ from shared.microsoft.notifications import (
     notification_certificates,
 )
 from shared.microsoft.teams import TeamsClients
-from shared.portal.service import PortalService
+from shared.portal.service import EHR_STATE_KIND, PortalService
 from shared.portal.sessions import SessionStore
 from shared.reports.days import ReportDays
 from shared.reports.fold import ReportFlush, ReportFold
@@ -71,6 +73,11 @@ from shared.writeback.worker import FailureLog, WritebackWorker
 T = TypeVar("T")
 
 VALIDATION_TOKEN_KEY_REFETCH_SECONDS = 300.0  # Entra's keys: at most every 5 min for an unknown kid
+# The states of a reader's own round trip through the EHR or Microsoft keep the language they chose
+# (``shared.kernel.reader``); an interpreter's link is opened by someone else, so it keeps none.
+ROUND_TRIP_STATE_KINDS = frozenset(
+    {PORTAL_SIGNIN_STATE_KIND, EHR_STATE_KIND, *LAUNCH_STATE_KINDS} - {INTERPRETER_LINK_KIND}
+)
 
 
 class once(Generic[T]):  # noqa: N801 - used like @property
@@ -196,8 +203,11 @@ class Services:
     @once
     def states(self) -> StateRouter:
         """The one state store: a launch's states (they carry its context) in the configuration's geography,
-        the portal's sign-ins (no EHR context) in the app's account."""
-        return StateRouter(self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS)
+        the portal's sign-ins (no EHR context) in the app's account. The reader's own round trips (all but an
+        interpreter's link, which someone else opens) keep their language choice."""
+        return StateRouter(
+            self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS, round_trips=ROUND_TRIP_STATE_KINDS
+        )
 
     def portal_sign_in(self) -> EntraSignIn:
         """The admins' and approvers' Microsoft sign-in (msal is built on the first sign-in, not before)."""

@@ -30,6 +30,11 @@ first. The row keeps only what single use needs (kind, digest, ``Consumed``, tim
 after ``ExpiresAt``. A sealed state is ~350 characters; the authorization request switches to POST when the
 EHR advertises it and the URL grows long (``shared.ehr.smart``).
 
+**The reader's language** (``shared.kernel.reader``): the states of a reader's own round trip (``round_trips``:
+the sign-ins and the launch's states, not an interpreter's link, which someone else opens) keep the language the
+reader chose explicitly, if any, beside the payload (``READER_LANGUAGE``; in a sealed state next to it, sealed
+too), and consuming one hands it back to the request that consumes it. Callers never see it in the payload.
+
 Consumption of a stored row marks the row used with an etag-guarded update that also empties the payload: Table
 Storage ignores a delete of a missing row, so a delete cannot tell two consumers apart, but an update
 with ``IfNotModified`` fails for every consumer but the first. A consumed row keeps only what single
@@ -55,6 +60,7 @@ from shared.kernel.errors import BadRequest, SealedValueInvalid, StateError
 from shared.kernel.i18n import N_
 from shared.kernel.identifiers import log_id, random_token
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, key, operational
+from shared.kernel.reader import chosen_language, resume
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, StorageAccount, insert_row, storage_errors
@@ -74,6 +80,7 @@ SEALED_PREFIX = "s1."  # a sealed state: the tag, then a ``Sealer`` value (its v
 MAX_SEALED_STATE = 1024  # far above any payload we seal; anything longer is not ours
 _SEALED_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.")
 _TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_")
+READER_LANGUAGE = "~lang"  # beside a round trip's payload: the reader's language choice (no payload key starts "~")
 
 INVENTORY = (
     Store(
@@ -90,7 +97,7 @@ INVENTORY = (
                 Classification.PERSONAL,
                 Protection.SEALED,
                 "PKCE verifier, nonce, msal flow; the approver's EHR sign-in also its configuration, portal session "
-                "binding and Microsoft object id; emptied when consumed",
+                "binding and Microsoft object id; the reader's language choice, if any; emptied when consumed",
             ),
             *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
         ),
@@ -123,7 +130,8 @@ INVENTORY = (
                 "patient, EHR user) and the EHR user's name, until the clinician presses Continue; launch-signin: "
                 "the msal flow and that carry; "
                 "launch-confirm: that context and the Microsoft 365 account; interpreter-link: the visit's key "
-                "(HMAC) only, until an interpreter's guest link is opened; emptied when consumed",
+                "(HMAC) only, until an interpreter's guest link is opened; all but interpreter-link also the "
+                "reader's language choice, if any; emptied when consumed",
             ),
             *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
         ),
@@ -157,8 +165,11 @@ class StateRouter:
     geography and live in its account. Every other kind lives in the app's account under untagged states.
     """
 
-    def __init__(self, storage: Storage, sealer: Sealer, *, in_geography: Iterable[str]) -> None:
+    def __init__(
+        self, storage: Storage, sealer: Sealer, *, in_geography: Iterable[str], round_trips: Iterable[str] = ()
+    ) -> None:
         self.in_geography = frozenset(in_geography)
+        self.round_trips = frozenset(round_trips)  # kinds whose states keep the reader's language choice
         self._sealer = sealer
         self._app = AuthStateStore(storage.app, sealer)
         self._geographies = {g: AuthStateStore(storage.for_geography(g), sealer) for g in storage.geographies}
@@ -181,6 +192,7 @@ class StateRouter:
         A kind kept in the geography needs its geography, named by ``geography`` or by the given state's tag;
         any other kind takes neither. A mismatch is a programming error (``ValueError``), never a silent move.
         """
+        payload = self._with_reader(kind, payload)
         if kind not in self.in_geography:
             if geography is not None or (state is not None and state_geography(state) is not None):
                 raise ValueError(f"{kind} states live in the app's account: they take no geography")
@@ -207,13 +219,13 @@ class StateRouter:
             if TAG_SEPARATOR in state:
                 logger.info("State of kind %s refused: a geography's state offered to the app's account", kind)
                 raise _unknown()
-            return self._app.consume(kind, state)
+            return self._resumed(kind, self._app.consume(kind, state))
         geography = state_geography(state)
         store = self._geographies.get(geography) if geography is not None else None
         if store is None:
             logger.info("State of kind %s refused: no geography tag of this deployment", kind)
             raise _unknown()
-        return store.consume(kind, state)
+        return self._resumed(kind, store.consume(kind, state))
 
     def seal(self, kind: str, payload: Mapping[str, Any], *, geography: Geography, ttl: timedelta = DEFAULT_TTL) -> str:
         """A state that carries ``payload`` sealed in itself (nothing is written): see "Sealed states" above."""
@@ -222,7 +234,7 @@ class StateRouter:
         if geography not in self._geographies:
             raise BadRequest(f"Geography {geography.value!r} is not configured in this deployment.")
         tag = GEOGRAPHY_TAGS[geography]
-        body = {"p": dict(payload), "x": (utcnow() + ttl).timestamp()}
+        body = {"p": self._with_reader(kind, payload), "x": (utcnow() + ttl).timestamp()}
         sealed = self._sealer.seal(json.dumps(body, separators=(",", ":")), purpose=_sealed_purpose(kind, tag))
         return f"{tag}{TAG_SEPARATOR}{sealed}"
 
@@ -253,7 +265,19 @@ class StateRouter:
         if expires <= utcnow():
             raise StateError("This sign-in link has expired. Please start again.", code="state_expired")
         store.mark_used(kind, _digest(state), expires)
-        return dict(payload)
+        return self._resumed(kind, dict(payload))
+
+    def _with_reader(self, kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``payload``, and the reader's language choice when ``kind`` is a round trip of theirs and they made one."""
+        language = chosen_language() if kind in self.round_trips else None
+        return {**payload, READER_LANGUAGE: language} if language is not None else dict(payload)
+
+    def _resumed(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A consumed payload without the reader's language, which goes back to the request consuming it."""
+        language = payload.pop(READER_LANGUAGE, None)
+        if kind in self.round_trips:
+            resume(language)
+        return payload
 
 
 class AuthStateStore:

@@ -138,5 +138,14 @@ def test_the_portal_follows_accept_language_and_the_switch_keeps_the_choice_on_i
         sign_in = page.get_by_role("link", name="Iniciar sesión con Microsoft 365")
         expect(sign_in).to_have_attribute("href", "/api/portal/signin?lang=es")
         assert_accessible(page)
+        # Microsoft's page, then its form_post back to us, which cannot carry ``?lang=``: the sign-in's state
+        # brings the choice back, so the admin lands on the portal in Spanish, not in their browser's French.
+        sign_in.click()
+        page.wait_for_url(f"{world.stand_ins.entra.browser_host}/**")
+        assert "lang=" not in page.url
+        page.locator("button[data-upn='admin@contoso.example']").click()
+        page.wait_for_url(f"{world.url}/api/portal?lang=es")
+        expect(page.locator("html")).to_have_attribute("lang", "es")
+        expect(page.get_by_role("button", name="Cerrar sesión")).to_be_visible()
     finally:
         french.close()

@@ -26,8 +26,8 @@ from connector.launch import (
     visit_page,
     visit_presence,
 )
+from connector.services import ROUND_TRIP_STATE_KINDS, services
 from connector.services import reset as reset_services
-from connector.services import services
 from shared.kernel.identifiers import random_token
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography, Settings
@@ -118,7 +118,9 @@ class World:
             connector_secret=self.settings.connector_secret.reveal(),
             configurations=self.configurations,
             ehr=self.ehr,
-            states=StateRouter(self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS),
+            states=StateRouter(
+                self.storage, self.sealer, in_geography=LAUNCH_STATE_KINDS, round_trips=ROUND_TRIP_STATE_KINDS
+            ),
             user_map=self.user_map,
             visits=VisitRepository(self.storage, self.sealer),
             sign_in=lambda: self.sign_in,  # type: ignore[arg-type,return-value]
@@ -142,10 +144,13 @@ class World:
         csn: str | None = "1853",
         configuration_id: str | None = None,
         launch: str = "opaque+launch",
+        lang: str | None = None,
     ) -> func.HttpResponse:
         query = f"iss={quote(iss or self.config.fhir_base_url, safe='')}&launch={quote(launch, safe='+')}"
         if csn:
             query += f"&sessionId={csn}"
+        if lang:  # a launch URL built with a language (e.g. a Spanish MyChart's record)
+            query += f"&lang={lang}"
         cid = configuration_id or self.config.id
         req = request("GET", f"http://localhost/api/launch/{cid}/{kind}?{query}", route_params={"configurationId": cid})
         handler = launch_provider if kind == "provider" else launch_patient
@@ -239,14 +244,16 @@ class World:
             self.events.append(VisitEvent.from_json(out.value))
         return response
 
-    def patient(self, *, csn: str | None = "1853", fields: dict[str, Any] | None = None) -> func.HttpResponse:
+    def patient(
+        self, *, csn: str | None = "1853", fields: dict[str, Any] | None = None, lang: str | None = None
+    ) -> func.HttpResponse:
         if csn:
             self.ehr_visit(csn, encounter_of(csn))
         login = Login(
             claims={"sub": "eP1", "fhirUser": f"{FHIR}/Patient/eP1"},
             fields={"patient": "eP1", "encounter": encounter_of(csn), **(fields or {})},
         )
-        return self.authorize_and_return(self.launch("patient", csn=csn), login)
+        return self.authorize_and_return(self.launch("patient", csn=csn, lang=lang), login)
 
     def open(self, url: str) -> func.HttpResponse:
         parts = urlsplit(url)
@@ -715,11 +722,31 @@ def test_sign_in_link_of_someone_elses_launch_is_refused(world: World) -> None:
 # --- the one-time sign-in, explained first -----------------------------------------------------------
 
 
-def first_launch_page(world: World) -> func.HttpResponse:
+def first_launch_page(world: World, *, lang: str | None = None) -> func.HttpResponse:
     login = Login(
         claims={"sub": "eDoc1", "fhirUser": f"{FHIR}/Practitioner/eDoc1"}, fields={"patient": "eP1", "encounter": "eE1"}
     )
-    return world.authorize_and_return(world.launch("provider"), login, press_continue=False)
+    return world.authorize_and_return(world.launch("provider", lang=lang), login, press_continue=False)
+
+
+def test_a_launch_urls_language_is_kept_over_the_ehr_sign_in(world: World) -> None:
+    """The EHR's redirect back cannot carry ``?lang=``; the launch's sealed state does, so the pages after it speak
+    the language the launch URL named, and their links keep it."""
+    waiting = world.patient(csn="4101", lang="es")
+    assert waiting.status_code == 303 and "lang=es" in waiting.headers["Location"]
+    page = world.open(waiting.headers["Location"])
+    assert page.headers["Content-Language"] == "es" and 'lang="es"' in html(page)
+
+    explained = first_launch_page(world, lang="it")  # a clinician's first launch: the page before Microsoft
+    assert explained.status_code == 200 and explained.headers["Content-Language"] == "it"
+    assert 'action="/api/launch/signin/start?lang=it"' in html(explained)
+    authorize = world.launch("patient", csn="4101", lang="es")  # nothing of it is sent to the EHR
+    assert authorize.status_code == 303 and "lang" not in parse_qs(urlsplit(authorize.headers["Location"]).query)
+
+
+def test_without_a_language_in_the_launch_url_the_browsers_is_used(world: World) -> None:
+    waiting = world.patient(csn="4102")
+    assert waiting.status_code == 303 and "lang=" not in waiting.headers["Location"]
 
 
 def test_a_clinicians_first_launch_explains_the_one_time_sign_in_before_microsoft(world: World) -> None:

@@ -56,12 +56,13 @@ def create(tenant: Tenant, *urls: str, **overrides: str) -> list[str]:
     return [next(c.id for c in stored if c.fhir_base_url == url.rstrip("/")) for url in urls]
 
 
-def ehr_signin(tenant: Tenant, configuration_id: str) -> httpx.Response:
-    """Press "Sign in to EHR", follow the browser to the EHR and back; return the EHR's redirect."""
+def ehr_signin(tenant: Tenant, configuration_id: str, *, lang: str | None = None) -> httpx.Response:
+    """Press "Sign in to EHR" (on a page in ``lang``, chosen with the switch), follow the browser to the EHR and
+    back; return the EHR's redirect."""
     started = call(
         portal.start_ehr_signin,
         "POST",
-        f"portal/configurations/{configuration_id}/ehr-signin",
+        f"portal/configurations/{configuration_id}/ehr-signin" + (f"?lang={lang}" if lang else ""),
         session=tenant.approver,
         form={"csrf": tenant.approver.csrf_token},
         route={"id": configuration_id},
@@ -456,6 +457,14 @@ def test_an_id_token_for_another_client_does_not_prove_the_url(tenant: Tenant, e
         ehr.id_token_audience = None
     assert response.status_code == 502 and "id_token is not valid" in text(response)
     assert repository().get(tenant.id, config_id).ehr_signin is None
+
+
+def test_the_approvers_language_comes_back_from_the_ehr_sign_in(tenant: Tenant, ehr: FakeEhr) -> None:
+    [config_id] = create(tenant, f"{ehr.base}/lang/api/FHIR/R4")
+    answer = ehr_signin(tenant, config_id, lang="fr")
+    assert "lang" not in ehr.codes[location_query_of(answer)["code"]]  # nothing of it is sent to the EHR
+    done = callback(tenant, answer)
+    assert done.status_code == 303 and location_query_of(done) == {"notice": "ehr-signin", "lang": "fr"}
 
 
 def test_the_ehr_callback_state_is_single_use_and_bound_to_the_session(tenant: Tenant, ehr: FakeEhr) -> None:

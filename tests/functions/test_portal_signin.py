@@ -27,7 +27,7 @@ from connector.services import reset as reset_services
 from connector.services import services
 from shared.kernel.settings import get_settings
 from shared.microsoft import entra
-from tests.functions.portal_support import call, text
+from tests.functions.portal_support import call, location_query, text
 from tests.support.outbound import local_http
 
 pytestmark = pytest.mark.azurite
@@ -169,9 +169,11 @@ def cookie_value(header: str) -> str:
     return header.split(";", 1)[0].split("=", 1)[1]
 
 
-def start(fake: FakeEntra, *, cookie: str | None = None) -> dict[str, str]:
-    """Begin a sign-in; the returned query carries the browser's binding cookie as ``_binding``."""
-    response = call(portal.signin, "GET", "portal/signin", headers={"cookie": cookie} if cookie else None)
+def start(fake: FakeEntra, *, cookie: str | None = None, lang: str | None = None) -> dict[str, str]:
+    """Begin a sign-in (from a page in ``lang``, chosen with the switch); the returned query carries the browser's
+    binding cookie as ``_binding``."""
+    path = f"portal/signin?lang={lang}" if lang else "portal/signin"
+    response = call(portal.signin, "GET", path, headers={"cookie": cookie} if cookie else None)
     assert response.status_code == 302
     query = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
     fake.nonce = query["nonce"]  # Entra echoes the (hashed) nonce it was sent
@@ -235,6 +237,24 @@ def test_a_wrong_nonce_is_refused(fake_entra: FakeEntra) -> None:
     response = finish(query)
     assert response.status_code == 401
     assert "portal_session" not in cookies_set(response)
+
+
+def test_a_language_chosen_before_the_sign_in_is_kept_after_it(fake_entra: FakeEntra) -> None:
+    """Microsoft's form_post back to us cannot carry ``?lang=``; the sign-in's state does, so the portal the admin
+    comes back to speaks the language they chose, not their browser's."""
+    query = start(fake_entra, lang="it")
+    assert "lang" not in query  # Microsoft's URL is not ours: nothing of the choice is sent there
+    response = finish(query)
+    assert response.status_code == 303, text(response)
+    assert location_query(response) == {"lang": "it"}
+    failed = finish(start(fake_entra, lang="de"), binding=None)  # refused after the state was used up
+    assert failed.status_code in (400, 403) and failed.headers["Content-Language"] == "de"
+    assert 'lang="de"' in text(failed)
+
+
+def test_without_a_choice_the_sign_in_keeps_to_the_browsers_language(fake_entra: FakeEntra) -> None:
+    response = finish(start(fake_entra))
+    assert response.status_code == 303 and "lang" not in location_query(response)
 
 
 def test_an_error_from_entra_is_shown_plainly(fake_entra: FakeEntra) -> None:
