@@ -150,9 +150,10 @@ def current() -> Language:
     carried = supported(chosen) if chosen is not None else None
     if carried is None:
         return language
-    language = replace(language, code=carried, explicit=True)
-    _current.set(language)  # reset with the rest when ``speaking`` ends
-    return language
+    carried_language = replace(language, code=carried, explicit=True)
+    if language is not _OUTSIDE_A_REQUEST:
+        _current.set(carried_language)  # for the rest of the request: reset with it when ``speaking`` ends
+    return carried_language
 
 
 @contextmanager

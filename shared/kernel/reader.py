@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 _TAG = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
-_chosen: ContextVar[str | None] = ContextVar("reader_language", default=None)
+_OUTSIDE = ""  # no request is being handled: nothing is recorded, nothing resumed (no request may inherit it)
+_chosen: ContextVar[str | None] = ContextVar("reader_language", default=_OUTSIDE)
 
 
 def chosen_language() -> str | None:
     """The language the reader of the request being handled chose explicitly, or carried back; None if none."""
-    return _chosen.get()
+    return _chosen.get() or None
 
 
 @contextmanager
@@ -37,6 +38,7 @@ def choosing(language: str | None) -> Iterator[None]:
 
 
 def resume(language: object) -> None:
-    """A consumed state carried ``language``: the rest of this request speaks it, unless its reader chose one."""
+    """A consumed state carried ``language``: the rest of this request speaks it, unless its reader chose one.
+    Outside a request (``choosing``) it does nothing, so no later work on the thread can inherit it."""
     if isinstance(language, str) and _TAG.fullmatch(language) and _chosen.get() is None:
         _chosen.set(language)

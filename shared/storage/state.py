@@ -131,7 +131,7 @@ INVENTORY = (
                 "the msal flow and that carry; "
                 "launch-confirm: that context and the Microsoft 365 account; interpreter-link: the visit's key "
                 "(HMAC) only, until an interpreter's guest link is opened; all but interpreter-link also the "
-                "reader's language choice, if any; emptied when consumed",
+                "reader's language choice, if any (ehr-launch: in its sealed state); emptied when consumed",
             ),
             *operational("CreatedAt", "ExpiresAt", "Consumed", "ConsumedAt"),
         ),

@@ -91,3 +91,11 @@ def test_the_choice_is_sealed_with_the_payload(router: StateRouter, storage: Sto
         state = router.create(PORTAL_SIGNIN_KIND, PAYLOAD)
     row = storage.app.table(TABLE).get_entity(PORTAL_SIGNIN_KIND, state)
     assert "it" not in {str(value) for value in row.values()} and READER_LANGUAGE not in str(row["Payload"])
+
+
+def test_outside_a_request_nothing_is_resumed(router: StateRouter) -> None:
+    """A state consumed by no request (a timer, a tool) hands its choice to nobody: no later work inherits it."""
+    with reader.choosing("it"):
+        state = router.create(PORTAL_SIGNIN_KIND, PAYLOAD)
+    assert router.consume(PORTAL_SIGNIN_KIND, state) == PAYLOAD
+    assert reader.chosen_language() is None
