@@ -79,7 +79,8 @@ def report_upkeep(timer: func.TimerRequest) -> None:
         deleted = enforce_retention(
             geographies, svc.report_preferences, svc.report_facts, svc.report_days, today=now.date()
         )
-        computed = refresh_open_days(geographies, svc.report_preferences, svc.report_days, now=now)
+        # Stamped after the copy: a day it marked is computed now, and the next run finds it up to date.
+        computed = refresh_open_days(geographies, svc.report_preferences, svc.report_days, now=utcnow())
     except (ConnectorError, HttpResponseError) as exc:
         logger.error("Report upkeep failed: %s; retried on the next run", type(exc).__name__)
         return

@@ -4,14 +4,21 @@ A visit belongs to the UTC day of its first fact; its facts may lie in the next 
 across midnight), so a day is computed from the facts of the day before, the day and the day after. Rows:
 
 - ``PK=<configuration id>, RK=<YYYYMMDD>``: the day's marker: ``Computed`` (when its summaries were last
-  computed) and ``Changed`` (when a fact of that day was last written after the day had closed);
+  computed), ``Touched`` (when facts that can change this day's summaries were last written: each day of a visit
+  whose facts were copied, ``mark_touched``), ``Precise`` (its summaries were computed under that rule), and
+  ``Changed`` (when a fact of that day was last written after the day had closed: markers written before
+  ``Touched`` existed, read with the neighbours' rule below);
 - ``PK=<configuration id>, RK=<YYYYMMDD>_<department hash>``: one summary per department (``Totals``);
 - ``PK=~<YYYYMMDD>, RK=<configuration id>``: the configurations with facts that day (the timer's list).
 
-A summary is used as it is when it was computed after the day closed (two days after its start, when no
-visit of it can still be going) and after the last late fact of it or its neighbours, or when it is less
-than ``FRESH`` old; otherwise it is computed again from the facts (three partitions) and stored. The upkeep
-timer (``connector/maintenance.py``) computes the open days every 15 minutes, so pages rarely do.
+A summary is computed from the facts of three partitions, but only the visits whose first fact falls on its
+day count, so a write of a visit's facts can change only the summaries of that visit's own days: every writer
+marks those (``Touched``), and a summary computed after its day's last ``Touched`` (and after its and its
+neighbours' last ``Changed``) is used as it is, open day or closed. A day whose facts stopped changing is not
+computed again: yesterday, once its last visits across midnight have ended, costs the timer nothing more.
+(A summary computed before ``Touched`` was written by every writer has no ``Precise`` mark: it is used when it
+was computed after the day closed, two days after its start, or is less than ``FRESH`` old, as then.) The
+upkeep timer (``connector/maintenance.py``) computes the days that changed every 15 minutes, so pages rarely do.
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ INVENTORY = (
                 Protection.CLEAR,
                 "counts by status, wait/duration buckets, visits per hour, attendants by role",
             ),
-            *operational("Computed", "Changed", "Until"),
+            *operational("Computed", "Touched", "Precise", "Changed", "Until"),
         ),
         "the configuration's report retention (default 90 days); a day's list of configurations 3 days",
         "the report upkeep timer once past the retention (a key-range query per configuration), or all of a "
@@ -102,6 +109,7 @@ class DaySummary:
     day: date
     departments: dict[str, Totals] = field(default_factory=dict)  # "" = no department known
     computed: datetime | None = None
+    precise: bool = False  # computed when every write of its facts marked the day (``Touched``)
 
 
 def first_fact(facts: VisitFacts) -> datetime | None:
@@ -138,6 +146,19 @@ class ReportDays:
                 self.operations += 1
                 table.upsert_entity(
                     {"PartitionKey": configuration_id, "RowKey": f"{day:{DAY_FORMAT}}", "Changed": now},
+                    mode=UpdateMode.MERGE,
+                )
+
+    def mark_touched(self, geography: Geography, configuration_id: str, days: Iterable[date], *, now: datetime) -> None:
+        """Facts that can change the summaries of ``days`` were written (one marker write per day): each is computed
+        again when asked. Called after the facts are stored, so a summary computed after ``now`` has read them."""
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        with storage_errors(account.name):
+            for day in sorted(set(days)):
+                self.operations += 1
+                table.upsert_entity(
+                    {"PartitionKey": configuration_id, "RowKey": f"{day:{DAY_FORMAT}}", "Touched": now},
                     mode=UpdateMode.MERGE,
                 )
 
@@ -220,7 +241,12 @@ class ReportDays:
             operations.append(
                 (
                     "upsert",
-                    {"PartitionKey": configuration_id, "RowKey": f"{day:{DAY_FORMAT}}", "Computed": now},
+                    {
+                        "PartitionKey": configuration_id,
+                        "RowKey": f"{day:{DAY_FORMAT}}",
+                        "Computed": now,
+                        "Precise": True,
+                    },
                     {"mode": UpdateMode.MERGE},
                 )
             )
@@ -262,7 +288,9 @@ class ReportDays:
             marker = markers.get(day, {})
             summary = found.get(day, (DaySummary(day), None))[0]
             summary.computed = marker.get("Computed") if isinstance(marker.get("Computed"), datetime) else None
+            summary.precise = marker.get("Precise") is True
             changes = [markers.get(day + timedelta(days=o), {}).get("Changed") for o in (-1, 0, 1)]
+            changes.append(marker.get("Touched"))
             changed = max((c for c in changes if isinstance(c, datetime)), default=None)
             result[day] = (summary, changed)
             day += timedelta(days=1)
@@ -333,5 +361,7 @@ def usable(summary: DaySummary, changed: datetime | None, *, now: datetime) -> b
         return False
     if changed is not None and changed > computed:
         return False
+    if summary.precise:
+        return True
     closed = computed >= day_start(summary.day) + timedelta(days=2)
     return closed or now - computed < FRESH

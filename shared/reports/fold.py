@@ -188,20 +188,28 @@ class ReportFlush:
             until = None
         since = until - OVERLAP if until is not None else started - LIFETIME - OVERLAP
         changed = 0
+        touched: dict[str, set[date]] = {}  # per configuration, the days whose summaries the copies may change
         for key, configuration_id, text in self._visits.report_facts_since(geography, since):
             try:
-                changed += self.copy(geography, key, configuration_id, text)
+                changed += self.copy(geography, key, configuration_id, text, touched=touched)
             except HttpResponseError as exc:
                 if not _refused_for_good(exc):
                     raise  # storage unavailable or busy: the watermark stays, the next run copies again
                 # One row the service refuses for good (e.g. too large) must not hold up every other visit's
                 # copy, the watermark and the sweep of expired visit rows behind it.
                 logger.error("Report facts of visit %s not copied: refused (%s)", log_id(key), exc.status_code)
+        # Before the watermark moves: a run that fails here copies (and marks) those rows again next time.
+        for configuration_id, days in touched.items():
+            self._days.mark_touched(geography, configuration_id, days, now=utcnow())
         self._days.mark_copied(geography, started)
         return changed
 
-    def copy(self, geography: Geography, key: str, configuration_id: str, text: str) -> int:
-        """Merge one visit row's folded facts into its ``ReportVisits`` rows (one per day)."""
+    def copy(
+        self, geography: Geography, key: str, configuration_id: str, text: str, *, touched: dict[str, set[date]]
+    ) -> int:
+        """Merge one visit row's folded facts into its ``ReportVisits`` rows (one per day). When any changed, every
+        day of the visit goes into ``touched``: the visit counts on the day of its first fact, and its other days'
+        facts (a visit across midnight) change that day's summary too."""
         preferences = self._preferences.cached(configuration_id, geography=geography.value)
         if preferences.deleted or not preferences.analytics:
             return 0  # switched off (or the configuration deleted) since: nothing more is recorded
@@ -215,14 +223,18 @@ class ReportFlush:
         oldest = utcnow().date() - timedelta(days=preferences.retention_days - 1)
         visit = report_visit_id(self._secret, configuration_id, key)
         changed = 0
+        days = []
         for name in sorted(folded.days):
             day = date.fromisoformat(name)
             if day < oldest:
                 continue
+            days.append(day)
             facts = replace(folded.facts(name), csn=csn)
             if self._facts.record(geography, configuration_id, visit, day, facts):
                 self._days.touched(geography, configuration_id, day, now=utcnow())
                 changed += 1
+        if changed:
+            touched.setdefault(configuration_id, set()).update(days)
         return changed
 
 

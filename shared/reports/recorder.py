@@ -91,5 +91,9 @@ class FactRecorder:
         changed = self._facts.record(geography, event.configuration_id, visit, day, facts)
         if changed:
             self._days.touched(geography, event.configuration_id, day, now=utcnow())
+            # One fact's visit counts on the day of its first fact, which this one may be, or follow (a visit
+            # across midnight), or have moved (a late fact older than the others): the days around it.
+            around = (day - timedelta(days=1), day, day + timedelta(days=1))
+            self._days.mark_touched(geography, event.configuration_id, around, now=utcnow())
             logger.debug("Report facts of visit %s changed", log_id(visit))
         return changed

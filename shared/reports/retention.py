@@ -75,18 +75,19 @@ def _forget(
 def refresh_open_days(
     geographies: tuple[Geography, ...], preferences: ReportPreferenceStore, days: ReportDays, *, now: datetime
 ) -> int:
-    """Compute the summaries of the days that may still change, for every configuration with facts on them."""
+    """Compute the summaries of the recent days whose facts changed since their last computation, for every
+    configuration with facts on them (``now``: after this run's copy of the visit rows' facts)."""
     computed = 0
     today = now.date()
     for geography in geographies:
         configurations = {c for offset in (0, 1, 2) for c in days.active(geography, today - timedelta(days=offset))}
         for configuration_id in sorted(configurations):
             read: PartitionCache = {}  # the three days in ascending order read five partitions, not nine
+            stored = days.stored(geography, configuration_id, today - timedelta(days=2), today)
             for offset in (2, 1, 0):
                 day = today - timedelta(days=offset)
-                stored = days.stored(geography, configuration_id, day, day)[day]
-                if offset == 2 and usable(*stored, now=now):
-                    continue  # closed and computed since it closed
+                if usable(*stored[day], now=now):
+                    continue  # nothing written since it was computed (or, unmarked, closed and computed since)
                 settings = preferences.get(configuration_id)
                 if settings.deleted:
                     break

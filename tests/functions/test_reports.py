@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from azure.functions.timer import TimerRequest
@@ -259,10 +259,57 @@ def test_summaries_computed_by_the_timer_are_what_the_page_reads(tenants: tuple[
     assert report.computed_days <= 6  # the days the timer did not compute are computed once, then stored
     again = svc.report(config, {"days": "7"})
     assert again.computed_days == 0 and again.totals.visits == 1
-    record(config, today_at(5) + timedelta(minutes=5))  # a new visit today: within FRESH the summary stands
-    assert svc.report(config, {"days": "7"}).totals.visits == 1
+    # A new visit's facts mark their days: the page computes those again at once (the timer would have).
+    record(config, today_at(5) + timedelta(minutes=5))
+    fresh = svc.report(config, {"days": "7"})
+    assert fresh.totals.visits == 2 and 1 <= fresh.computed_days <= 2  # its day, and the day before
+    assert svc.report(config, {"days": "7"}).computed_days == 0
     maintenance.report_upkeep(TimerRequest(past_due=False))
     assert svc.report(config, {"days": "7"}).totals.visits == 2
+
+
+def computed_at(config: Configuration) -> dict[date, datetime | None]:
+    """When each of the three recent days' summaries of ``config`` was last computed."""
+    today = datetime.now(UTC).date()
+    stored = services().report_days.stored(config.geography, config.id, today - timedelta(days=2), today)
+    return {day: summary.computed for day, (summary, _) in stored.items()}
+
+
+def test_the_timer_computes_a_day_again_only_when_facts_that_count_on_it_were_written(
+    tenants: tuple[Tenant, Tenant],
+) -> None:
+    """Yesterday (and today) whose facts did not change since their summaries were computed cost the timer
+    nothing: each write of a visit's facts marks that visit's days, and only a marked day is computed again."""
+    import azure.functions as func
+
+    from connector import events
+    from shared.visits.model import VisitContext
+
+    owner, _ = tenants
+    config = without_writeback(owner)
+    today = datetime.now(UTC).date()
+    key = uuid.uuid4().hex
+    services().visits.get_or_create(config.geography, key, config.id, VisitContext())
+    start = today_at(6) - timedelta(days=1)  # yesterday's visit: its facts ride in its row until the timer copies
+    for body in visit_messages(services().sealer, configuration_id=config.id, geography=config.geography.value,
+                               visit_key=key, start=start):  # fmt: skip
+        events.writeback_events(func.QueueMessage(body=body.encode()))
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    first = computed_at(config)
+    assert all(first.values())  # each recent day of a configuration with facts, computed once
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    assert computed_at(config) == first  # nothing written since: nothing computed again
+
+    record(config, today_at(8))  # today's visit, written directly: its day and the days around it are marked
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    after = computed_at(config)
+    assert after[today - timedelta(days=2)] == first[today - timedelta(days=2)]
+    assert all(after[day] != first[day] for day in (today - timedelta(days=1), today))
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    assert computed_at(config) == after
+    recent = {"from": str(today - timedelta(days=2)), "to": str(today)}
+    report = services().reports.report(config, recent)
+    assert report.totals.visits == 2 and report.computed_days == 0  # the page reads what the timer computed
 
 
 def test_deleting_the_configuration_deletes_its_report(tenants: tuple[Tenant, Tenant]) -> None:
@@ -315,6 +362,38 @@ def test_a_visit_across_midnight_counts_once_on_its_first_day_with_all_its_facts
     [row] = rows_of(export(owner.admin, config, days="7"))
     assert row["day"] == (midnight - timedelta(days=1)).date().isoformat()
     assert row["duration_seconds"] == str(int((21 - 3.5) * 60)) and row["status"] == "completed"
+
+
+def test_a_late_fact_of_a_visit_across_midnight_computes_its_first_day_again(tenants: tuple[Tenant, Tenant]) -> None:
+    """The visit counts on yesterday, where it began; its last fact lands in today's partition. Copying that fact
+    marks every day of the visit, so yesterday's summary is computed again and shows the visit's whole length."""
+    import azure.functions as func
+
+    from connector import events
+    from shared.visits.model import VisitContext
+
+    owner, _ = tenants
+    config = without_writeback(owner)
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+    key = uuid.uuid4().hex
+    services().visits.get_or_create(config.geography, key, config.id, VisitContext())
+    midnight = datetime.combine(today, datetime.min.time(), UTC)
+    bodies = visit_messages(services().sealer, configuration_id=config.id, geography=config.geography.value,
+                            visit_key=key, start=midnight - timedelta(minutes=10))  # 23:50 to 00:11  # fmt: skip
+    for body in bodies[:-2]:  # up to the patient's admission, 23:53:30
+        events.writeback_events(func.QueueMessage(body=body.encode()))
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    before = computed_at(config)
+    for body in bodies[-2:]:  # both leave after midnight: facts of today's partition
+        events.writeback_events(func.QueueMessage(body=body.encode()))
+    maintenance.report_upkeep(TimerRequest(past_due=False))
+    after = computed_at(config)
+    assert after[yesterday] != before[yesterday] and after[today] != before[today]
+    assert after[today - timedelta(days=2)] == before[today - timedelta(days=2)]
+    report = services().reports.report(config, {"from": str(yesterday), "to": str(today)})
+    assert report.computed_days == 0 and dict(report.per_day)[yesterday].visits == 1
+    assert report.totals.durations == {1020: 1}  # the patient's 17.5 minutes in the meeting, in its bucket
 
 
 def test_a_burst_of_one_visits_events_on_many_threads_records_once_without_contention(
