@@ -48,9 +48,12 @@ REPORT_COPY = (5.0, 2.3)
 # summarized — as 4.4 s of CPU and 16.8 s of wall time against Azurite on this machine (README "Usage report").
 REPORT_DAY = (50_000, 4.4, 16.8)  # visits of the measured day, CPU s, wall s
 TIMER_RUNS_PER_DAY = 96  # every 15 minutes
-# Runs a day that compute yesterday again: only its visits across midnight still change it, and they end within
-# the first hour (on the safe side: at the 8 a.m. peak's shape, hardly any visit runs at midnight at all).
-YESTERDAY_RUNS = 4
+# Runs a day that compute yesterday again: while its visits across midnight still change it (they end within the
+# first hour: 4 runs, on the safe side, as hardly any visit runs at midnight at the 8 a.m. peak's shape), and the
+# repair every ``shared.reports.days.SETTLED`` (3 hours: 8 runs); and the day before yesterday once, after it closes.
+YESTERDAY_RUNS = 4 + 8
+CLOSING_RUNS = 1
+MIDNIGHT_RUNS = 4  # runs whose copy marks yesterday too (its visits across midnight)
 QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
 
 
@@ -119,13 +122,14 @@ class Summaries:
 
 
 def report_summaries(args: argparse.Namespace) -> Summaries:
-    """Each run computes the recent days whose facts changed since their summaries were computed
-    (``shared.reports.retention.refresh_open_days``): today, and yesterday only in the ``YESTERDAY_RUNS`` runs after
-    midnight while its visits across midnight still change it. Today's summary reads and goes through yesterday's
-    partition and today's so far (tomorrow's is empty); in the runs that compute yesterday too, the day before
-    yesterday's is read and gone through as well, and yesterday's and today's (almost empty then) a second time.
-    The measured day read one full partition and went through it once; CPU and wall are scaled by the partitions
-    gone through, an estimate on the safe side (a partition read once is counted as often as it is gone through)."""
+    """Each run computes the recent days that are not up to date (``shared.reports.retention.refresh_open_days``):
+    today, whose facts change all day; yesterday in ``YESTERDAY_RUNS`` runs a day; the day before yesterday in
+    ``CLOSING_RUNS``. Today's summary reads and goes through yesterday's partition and today's so far (tomorrow's is
+    empty); yesterday's reads the day before yesterday's too (the others are read already, in ascending order) and
+    goes through all three; the closing day's reads its own and the day before's and goes through three. The
+    measured day read one full partition and went through it once; CPU and wall are scaled by the partitions gone
+    through, an estimate on the safe side (a partition read once is counted as often as it is gone through, and a
+    partition gone through is counted as a full day's)."""
     shares = [0.0] * 24 * 4  # today's share of the day's visits at each quarter-hour run
     done = 0.0
     for quarter in range(len(shares)):
@@ -133,16 +137,18 @@ def report_summaries(args: argparse.Namespace) -> Summaries:
         done += HOURLY_SHARE.get(hour, 0.0) / 4
         shares[quarter] = done
     today = sum(shares) / len(shares)
-    early = YESTERDAY_RUNS / TIMER_RUNS_PER_DAY  # the share of runs that compute yesterday too
-    partitions = 1 + today + early  # read: yesterday, today so far; and the day before yesterday in early runs
+    yesterday = YESTERDAY_RUNS / TIMER_RUNS_PER_DAY  # the share of runs that compute yesterday too
+    closing = CLOSING_RUNS / TIMER_RUNS_PER_DAY
+    partitions = 1 + today + yesterday + 2 * closing  # read per run, on average
     pages = partitions * math.ceil(args.visits_per_day / 1000) + 1  # + tomorrow's empty page
     # Per run: the 3 days' stored summaries and markers (one query), 3 days' lists of configurations, the settings,
-    # the summary rows' query and a batch (with the day's marker) per day computed, and the copy's marker of the
-    # days it touched (today's; in early runs yesterday's too).
-    days_computed = 1 + early
-    transactions = pages + 1 + 3 + 3 * days_computed + days_computed
+    # the summary rows' query and a batch (with the day's marker) per day computed, and the copy's marks of the days
+    # it touched (a read and a write each: today's; in the runs after midnight yesterday's too).
+    days_computed = 1 + yesterday + closing
+    marks = 2 * (1 + MIDNIGHT_RUNS / TIMER_RUNS_PER_DAY)
+    transactions = pages + 1 + 3 + 3 * days_computed + marks
     visits, cpu, wall = REPORT_DAY[0], args.report_day_cpu_s, args.report_day_wall_s
-    scale = (1 + today + 2 * early) * args.visits_per_day / visits
+    scale = (1 + today + 3 * yesterday + 3 * closing) * args.visits_per_day / visits
     return Summaries(today, partitions, transactions, cpu * scale, wall * scale)
 
 
@@ -249,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  usage report day summaries (timer, {TIMER_RUNS_PER_DAY} runs a day, all visits in one "
               f"configuration): per run {summaries.partitions:.2f} partitions of a day's facts read "
               f"(yesterday for today's visits, today so far: {summaries.today_share:.2f} of a day on average; the "
-              f"day before yesterday in the {YESTERDAY_RUNS} runs a day that compute yesterday again), "
+              f"day before yesterday in the {YESTERDAY_RUNS} runs a day that compute yesterday again, and the day "
+              f"before that when it closes), "
               f"{summaries.transactions:.0f} Table transactions, "
               f"~{summaries.cpu_s:.1f} s CPU, ~{active:.0f} s of one instance "
               f"({active * TIMER_RUNS_PER_DAY * gb:,.0f} GB-s a day)")  # fmt: skip

@@ -14,10 +14,12 @@ across midnight), so a day is computed from the facts of the day before, the day
 A summary is computed from the facts of three partitions, but only the visits whose first fact falls on its
 day count, so a write of a visit's facts can change only the summaries of that visit's own days: every writer
 marks those (``Touched``), and a summary computed after its day's last ``Touched`` (and after its and its
-neighbours' last ``Changed``) is used as it is, open day or closed. A day whose facts stopped changing is not
-computed again: yesterday, once its last visits across midnight have ended, costs the timer nothing more.
-(A summary computed before ``Touched`` was written by every writer has no ``Precise`` mark: it is used when it
-was computed after the day closed, two days after its start, or is less than ``FRESH`` old, as then.) The
+neighbours' last ``Changed``) is used as it is: when it was computed after the day closed (two days after its
+start, when no visit of it can still be going), or is less than ``SETTLED`` old. A day whose facts stopped
+changing is not computed every 15 minutes any more: yesterday, once its last visits across midnight have ended,
+is computed again only every ``SETTLED`` and once after it closes. (A summary computed before ``Touched`` was
+written by every writer has no ``Precise`` mark: it is used only for ``FRESH`` until the day closes, as then.)
+``Touched`` only moves forward (an etag-guarded write), so two writers' marks never leave the older one. The
 upkeep timer (``connector/maintenance.py``) computes the days that changed every 15 minutes, so pages rarely do.
 """
 
@@ -30,21 +32,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from shared.kernel.errors import Conflict
 from shared.kernel.inventory import Account, Classification, Field, Kind, Protection, Store, operational
 from shared.kernel.memo import Memo
 from shared.kernel.settings import Geography
 from shared.reports.facts import VisitFacts, VisitSummary, merged, summarize
 from shared.reports.store import ReportFacts, StoredFacts, delete_rows
 from shared.reports.totals import Totals
-from shared.storage.accounts import Storage, storage_errors
+from shared.storage.accounts import Storage, insert_row, storage_errors
 
 TABLE = "ReportDays"
 FRESH = timedelta(minutes=20)
+# A marked (``Precise``) summary of a day not yet closed is computed again at least this often, marks or not: a
+# mark lost to a process killed between a copy and its mark, or a visit whose row no longer lists the day it began
+# (a relaunch after its expired row was swept), is repaired within it, and for good once the day has closed.
+SETTLED = timedelta(hours=3)
 LIST_DAYS = 4  # a day's list of configurations is kept this many days (the timer reads the last three)
 DAY_FORMAT = "%Y%m%d"
+_MARK_ATTEMPTS = 8
 WATERMARK = "~flush"  # partition of the report copy's watermark, one row per geography (after every "~<day>")
 
 INVENTORY = (
@@ -156,11 +165,36 @@ class ReportDays:
         table = account.table(TABLE)
         with storage_errors(account.name):
             for day in sorted(set(days)):
+                self._mark(table, configuration_id, f"{day:{DAY_FORMAT}}", now)
+
+    def _mark(self, table: Any, configuration_id: str, row: str, now: datetime) -> None:
+        """``Touched`` = ``now`` unless a later mark is there (another writer's, whose write came first)."""
+        for _ in range(_MARK_ATTEMPTS):
+            self.operations += 1
+            try:
+                marker = table.get_entity(configuration_id, row)
+            except ResourceNotFoundError:
+                try:
+                    self.operations += 1
+                    insert_row(table, {"PartitionKey": configuration_id, "RowKey": row, "Touched": now})
+                    return
+                except ResourceExistsError:
+                    continue  # another writer made it meanwhile: compare with theirs
+            stored = marker.get("Touched")
+            if isinstance(stored, datetime) and stored >= now:
+                return
+            try:
                 self.operations += 1
-                table.upsert_entity(
-                    {"PartitionKey": configuration_id, "RowKey": f"{day:{DAY_FORMAT}}", "Touched": now},
+                table.update_entity(
+                    {"PartitionKey": configuration_id, "RowKey": row, "Touched": now},
                     mode=UpdateMode.MERGE,
+                    etag=marker.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
                 )
+                return
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+        raise Conflict("The report's day marker is changing too quickly.", code="report_marker_contention")
 
     # --- the visits of a day --------------------------------------------------------------------------
 
@@ -361,7 +395,5 @@ def usable(summary: DaySummary, changed: datetime | None, *, now: datetime) -> b
         return False
     if changed is not None and changed > computed:
         return False
-    if summary.precise:
-        return True
     closed = computed >= day_start(summary.day) + timedelta(days=2)
-    return closed or now - computed < FRESH
+    return closed or now - computed < (SETTLED if summary.precise else FRESH)

@@ -189,18 +189,22 @@ class ReportFlush:
         since = until - OVERLAP if until is not None else started - LIFETIME - OVERLAP
         changed = 0
         touched: dict[str, set[date]] = {}  # per configuration, the days whose summaries the copies may change
-        for key, configuration_id, text in self._visits.report_facts_since(geography, since):
-            try:
-                changed += self.copy(geography, key, configuration_id, text, touched=touched)
-            except HttpResponseError as exc:
-                if not _refused_for_good(exc):
-                    raise  # storage unavailable or busy: the watermark stays, the next run copies again
-                # One row the service refuses for good (e.g. too large) must not hold up every other visit's
-                # copy, the watermark and the sweep of expired visit rows behind it.
-                logger.error("Report facts of visit %s not copied: refused (%s)", log_id(key), exc.status_code)
-        # Before the watermark moves: a run that fails here copies (and marks) those rows again next time.
-        for configuration_id, days in touched.items():
-            self._days.mark_touched(geography, configuration_id, days, now=utcnow())
+        try:
+            for key, configuration_id, text in self._visits.report_facts_since(geography, since):
+                try:
+                    changed += self.copy(geography, key, configuration_id, text, touched=touched)
+                except HttpResponseError as exc:
+                    if not _refused_for_good(exc):
+                        raise  # storage unavailable or busy: the watermark stays, the next run copies again
+                    # One row the service refuses for good (e.g. too large) must not hold up every other visit's
+                    # copy, the watermark and the sweep of expired visit rows behind it.
+                    logger.error("Report facts of visit %s not copied: refused (%s)", log_id(key), exc.status_code)
+        finally:
+            # After the facts, and whether or not the copy got through: a copy run again finds what got through
+            # unchanged and would mark nothing. (A process killed before this line leaves a summary stale until
+            # the repair of ``shared.reports.days.SETTLED``.)
+            for configuration_id, days in touched.items():
+                self._days.mark_touched(geography, configuration_id, days, now=utcnow())
         self._days.mark_copied(geography, started)
         return changed
 
@@ -223,18 +227,16 @@ class ReportFlush:
         oldest = utcnow().date() - timedelta(days=preferences.retention_days - 1)
         visit = report_visit_id(self._secret, configuration_id, key)
         changed = 0
-        days = []
-        for name in sorted(folded.days):
-            day = date.fromisoformat(name)
-            if day < oldest:
-                continue
-            days.append(day)
-            facts = replace(folded.facts(name), csn=csn)
-            if self._facts.record(geography, configuration_id, visit, day, facts):
-                self._days.touched(geography, configuration_id, day, now=utcnow())
-                changed += 1
-        if changed:
-            touched.setdefault(configuration_id, set()).update(days)
+        days = [day for day in map(date.fromisoformat, sorted(folded.days)) if day >= oldest]
+        try:
+            for day in days:
+                facts = replace(folded.facts(day.isoformat()), csn=csn)
+                if self._facts.record(geography, configuration_id, visit, day, facts):
+                    self._days.touched(geography, configuration_id, day, now=utcnow())
+                    changed += 1
+        finally:
+            if changed:  # also when a later day's write failed: what got through is marked
+                touched.setdefault(configuration_id, set()).update(days)
         return changed
 
 

@@ -91,9 +91,13 @@ class FactRecorder:
         changed = self._facts.record(geography, event.configuration_id, visit, day, facts)
         if changed:
             self._days.touched(geography, event.configuration_id, day, now=utcnow())
-            # One fact's visit counts on the day of its first fact, which this one may be, or follow (a visit
-            # across midnight), or have moved (a late fact older than the others): the days around it.
-            around = (day - timedelta(days=1), day, day + timedelta(days=1))
-            self._days.mark_touched(geography, event.configuration_id, around, now=utcnow())
+            # The visit counts on the day of its first fact: this one's, or the day before when it began there (a
+            # visit across midnight); and a late fact older than the others moves it off the day after.
+            days = [day] + [
+                other
+                for other in (day - timedelta(days=1), day + timedelta(days=1))
+                if self._facts.has(geography, event.configuration_id, visit, other)
+            ]
+            self._days.mark_touched(geography, event.configuration_id, days, now=utcnow())
             logger.debug("Report facts of visit %s changed", log_id(visit))
         return changed

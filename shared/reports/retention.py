@@ -3,9 +3,9 @@
 Every configuration that ever recorded a visit has a ``ReportSettings`` row (defaults written on its first
 fact), so this timer knows them all: each one's days past its retention are deleted by key range (the report
 tables are never scanned, unlike the ``ExpiresAt`` sweep of the short-lived tables), a deleted configuration's
-rows all of them, and the
-summaries of the days still open (today, yesterday and the day before) are computed again, so pages read
-them rather than the facts.
+rows all of them, and the summaries of the recent days (today, yesterday and the day before) that are not up to
+date (``shared.reports.days.usable``: facts written since, or an open day's summary older than ``SETTLED``) are
+computed again, so pages read them rather than the facts.
 """
 
 from __future__ import annotations

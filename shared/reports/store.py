@@ -197,6 +197,17 @@ class ReportFacts:
             return None
         return _Known(self._facts(geography, entity), str(entity.metadata.get("etag")))
 
+    def has(self, geography: Geography, configuration_id: str, visit: str, day: date) -> bool:
+        """Whether the visit has facts on ``day`` (one point read, only the key selected)."""
+        account = self._storage.for_geography(geography)
+        self.operations += 1
+        with storage_errors(account.name):
+            try:
+                account.table(TABLE).get_entity(partition(configuration_id, day), visit, select=["RowKey"])
+            except ResourceNotFoundError:
+                return False
+        return True
+
     def day(self, geography: Geography, configuration_id: str, day: date) -> Iterator[StoredFacts]:
         """Every visit row of one configuration's day: one partition, a query per 1,000 rows."""
         account = self._storage.for_geography(geography)

@@ -262,7 +262,7 @@ def test_summaries_computed_by_the_timer_are_what_the_page_reads(tenants: tuple[
     # A new visit's facts mark their days: the page computes those again at once (the timer would have).
     record(config, today_at(5) + timedelta(minutes=5))
     fresh = svc.report(config, {"days": "7"})
-    assert fresh.totals.visits == 2 and 1 <= fresh.computed_days <= 2  # its day, and the day before
+    assert fresh.totals.visits == 2 and fresh.computed_days == 1  # its day
     assert svc.report(config, {"days": "7"}).computed_days == 0
     maintenance.report_upkeep(TimerRequest(past_due=False))
     assert svc.report(config, {"days": "7"}).totals.visits == 2
@@ -300,11 +300,11 @@ def test_the_timer_computes_a_day_again_only_when_facts_that_count_on_it_were_wr
     maintenance.report_upkeep(TimerRequest(past_due=False))
     assert computed_at(config) == first  # nothing written since: nothing computed again
 
-    record(config, today_at(8))  # today's visit, written directly: its day and the days around it are marked
+    record(config, today_at(8))  # today's visit, written directly: its day is marked (it has no other)
     maintenance.report_upkeep(TimerRequest(past_due=False))
     after = computed_at(config)
-    assert after[today - timedelta(days=2)] == first[today - timedelta(days=2)]
-    assert all(after[day] != first[day] for day in (today - timedelta(days=1), today))
+    assert after[today] != first[today]
+    assert all(after[day] == first[day] for day in (today - timedelta(days=2), today - timedelta(days=1)))
     maintenance.report_upkeep(TimerRequest(past_due=False))
     assert computed_at(config) == after
     recent = {"from": str(today - timedelta(days=2)), "to": str(today)}
@@ -394,6 +394,67 @@ def test_a_late_fact_of_a_visit_across_midnight_computes_its_first_day_again(ten
     report = services().reports.report(config, {"from": str(yesterday), "to": str(today)})
     assert report.computed_days == 0 and dict(report.per_day)[yesterday].visits == 1
     assert report.totals.durations == {1020: 1}  # the patient's 17.5 minutes in the meeting, in its bucket
+
+
+def test_a_days_mark_only_moves_forward(tenants: tuple[Tenant, Tenant]) -> None:
+    """Two writers mark the same day; the one whose write lands last may hold the older time: it must not win."""
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    day = datetime.now(UTC).date()
+    later = datetime.now(UTC).replace(microsecond=0)
+    days = services().report_days
+    days.mark_touched(config.geography, config.id, [day], now=later)
+    days.mark_touched(config.geography, config.id, [day], now=later - timedelta(seconds=30))
+    assert days.stored(config.geography, config.id, day, day)[day][1] == later
+
+
+def test_a_copy_that_fails_half_way_still_marks_the_days_of_what_got_through(
+    tenants: tuple[Tenant, Tenant], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy of a visit across midnight writes yesterday's facts, then storage fails on today's: the run raises
+    (the watermark stays) and the next run would find yesterday's row unchanged and mark nothing, so this run marks
+    the visit's days on its way out."""
+    import azure.functions as func
+    from azure.core.exceptions import HttpResponseError
+
+    from connector import events
+    from shared.visits.model import VisitContext
+
+    owner, _ = tenants
+    config = without_writeback(owner)
+    today = datetime.now(UTC).date()
+    key = uuid.uuid4().hex
+    services().visits.get_or_create(config.geography, key, config.id, VisitContext())
+    midnight = datetime.combine(today, datetime.min.time(), UTC)
+    for body in visit_messages(services().sealer, configuration_id=config.id, geography=config.geography.value,
+                               visit_key=key, start=midnight - timedelta(minutes=10)):  # fmt: skip
+        events.writeback_events(func.QueueMessage(body=body.encode()))
+    record = services().report_facts.record
+
+    def failing_after_the_first(*args: object, **kwargs: object) -> bool:
+        if args[3] == today:
+            raise HttpResponseError(message="Server busy", response=None)
+        return record(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services().report_facts, "record", failing_after_the_first)
+    with pytest.raises(HttpResponseError):
+        services().report_flush.flush(config.geography)
+    stored = services().report_days.stored(config.geography, config.id, today - timedelta(days=1), today)
+    assert all(changed is not None for _, changed in stored.values())  # both of the visit's days are marked
+
+
+def test_an_open_days_summary_is_computed_again_after_settled_whatever_the_marks() -> None:
+    """The repair of a lost mark: an open day's summary older than ``SETTLED`` is stale; a closed day's is not."""
+    now = datetime.now(UTC)
+    day = now.date()
+    summary = report_days.DaySummary(day, computed=now - timedelta(minutes=30), precise=True)
+    assert report_days.usable(summary, None, now=now)  # 30 minutes: still settled (an unmarked one: FRESH, 20)
+    assert not report_days.usable(replace(summary, precise=False), None, now=now)
+    assert not report_days.usable(summary, now - timedelta(minutes=1), now=now)  # written since it was computed
+    later = now + report_days.SETTLED
+    assert not report_days.usable(summary, None, now=later)
+    closed = report_days.DaySummary(day - timedelta(days=3), computed=now - timedelta(days=1), precise=True)
+    assert report_days.usable(closed, None, now=later)
 
 
 def test_a_burst_of_one_visits_events_on_many_threads_records_once_without_contention(
