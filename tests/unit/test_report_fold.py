@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared.kernel.errors import NotFound
@@ -126,6 +126,9 @@ def test_the_csn_is_folded_only_when_opted_in_sealed_for_the_row_and_sealed_once
     assert sealer.open(Folded.parse(again.report).csn or "", purpose=csn_purpose("americas", "k" * 64)) == "CSN-1111"
 
 
+DAY = date(2026, 12, 6)
+
+
 class _Rows:
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
@@ -139,6 +142,7 @@ class _Rows:
 class _Days:
     def __init__(self, until: datetime | None = None) -> None:
         self.marked: list[datetime] = []
+        self.touched: set[tuple[str, date]] = set()
         self.until = until
 
     def copied_until(self, geography: Geography) -> datetime | None:
@@ -146,6 +150,9 @@ class _Days:
 
     def mark_copied(self, geography: Geography, until: datetime) -> None:
         self.marked.append(until)
+
+    def mark_touched(self, geography: Geography, configuration_id: str, days: set[date], *, now: datetime) -> None:
+        self.touched.update((configuration_id, day) for day in days)
 
 
 def test_a_row_the_service_refuses_for_good_does_not_hold_up_the_others_or_the_watermark() -> None:
@@ -161,24 +168,30 @@ def test_a_row_the_service_refuses_for_good_does_not_hold_up_the_others_or_the_w
     copied: list[str] = []
 
     class Flush(ReportFlush):
-        def copy(self, geography: Geography, key: str, configuration_id: str, text: str) -> int:
+        def copy(
+            self, geography: Geography, key: str, configuration_id: str, text: str, *, touched: dict[str, set[date]]
+        ) -> int:
             if key == "too-large":
                 raise Refused(400)
             if key == "busy":
                 raise Refused(503)
             copied.append(key)
+            touched.setdefault(configuration_id, set()).add(DAY)
             return 1
 
     days = _Days()
     flush = Flush(_Rows(["a", "too-large", "b"]), None, days, None, secret="s", sealer=CountingSealer())  # type: ignore[arg-type]
     assert flush.flush(Geography.EMEA) == 2 and copied == ["a", "b"] and len(days.marked) == 1
-    stalled = Flush(_Rows(["c", "busy", "d"]), None, _Days(), None, secret="s", sealer=CountingSealer())  # type: ignore[arg-type]
+    assert days.touched == {("cfg", DAY)}
+    stalled_days = _Days()
+    stalled = Flush(_Rows(["c", "busy", "d"]), None, stalled_days, None, secret="s", sealer=CountingSealer())  # type: ignore[arg-type]
     try:
         stalled.flush(Geography.EMEA)
     except HttpResponseError:
         pass  # storage busy: raised, so the watermark stays and the next run copies again
     else:
         raise AssertionError("a retryable failure must raise")
+    assert stalled_days.marked == [] and stalled_days.touched == {("cfg", DAY)}  # what got through is marked
 
 
 def test_the_copy_starts_at_its_watermark_but_copies_every_live_row_when_the_watermark_is_ahead_of_the_clock() -> None:
@@ -188,7 +201,9 @@ def test_the_copy_starts_at_its_watermark_but_copies_every_live_row_when_the_wat
     from shared.visits.repository import LIFETIME
 
     class Flush(ReportFlush):
-        def copy(self, geography: Geography, key: str, configuration_id: str, text: str) -> int:
+        def copy(
+            self, geography: Geography, key: str, configuration_id: str, text: str, *, touched: dict[str, set[date]]
+        ) -> int:
             return 1
 
     now = datetime.now(UTC)

@@ -50,9 +50,15 @@ class Facts:
         self.recorded.append(args)
         return True
 
+    def has(self, *args: Any) -> bool:
+        return False
+
 
 class Days:
     def touched(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def mark_touched(self, *args: Any, **kwargs: Any) -> None:
         pass
 
 
