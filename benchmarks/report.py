@@ -255,16 +255,20 @@ def run(args: argparse.Namespace, base: int) -> int:
           f"{-(-args.days * (args.departments + 1) // 1000)} query page(s) whatever the visits a day; the "
           f"appointments table reads one page of 50 rows: the page above is the 50,000-a-day page")  # fmt: skip
     full_read = 3 * full_pages + 2  # three partitions of 50,000 rows, the summary rows' query, the batch
-    # A run computes yesterday and today (the day before yesterday once more, after it closes), reading each
-    # partition once (shared.reports.retention.refresh_open_days): the day before yesterday, yesterday, today so
-    # far and tomorrow's (an empty page); 3 days' stored summaries and markers, 2 settings reads, per day computed
-    # the summary rows' query and a batch (with its marker), the 3 days' lists of configurations.
-    open_days = 3 * full_pages + 1 + 3 + 2 + 2 * 2 + 3  # late in the day, today's partition full
-    print(f"  timer: among days of 50,000 visits a day reads 3 partitions, {full_read} transactions (measured here "
-          f"{full.requests} with smaller neighbours, {full.wall:.0f} s, {full.cpu:.1f} s CPU); a run computes "
-          f"yesterday and today, reading the day before yesterday's, yesterday's and today's partitions once: up to "
-          f"~{open_days} transactions and ~{3 * full.cpu:.0f} s of CPU per 15-minute run and configuration late in "
-          f"the day (benchmarks.cost averages today's share over the day)")  # fmt: skip
+    # A run computes the recent days written since their summaries (shared.reports.retention.refresh_open_days):
+    # late in the day today alone, reading yesterday's partition, today's and tomorrow's (an empty page); the 3
+    # days' stored summaries and markers (one query), the 3 days' lists of configurations, the settings, the summary
+    # rows' query and a batch (with its marker), and the copy's mark of today (a read and a write). Yesterday is
+    # computed too only in the runs after midnight and in the 3-hourly repair: the day before yesterday's partition
+    # more, and the day's settings, query and batch.
+    open_days = 2 * full_pages + 1 + 1 + 3 + 3 + 2  # late in the day, today's partition full
+    with_yesterday = open_days + full_pages + 3
+    print(f"  timer: among days of 50,000 visits a day a summary reads 3 partitions, {full_read} transactions "
+          f"(measured here {full.requests} with smaller neighbours, {full.wall:.0f} s, {full.cpu:.1f} s CPU); a run "
+          f"computes only the days written since their summaries: late in the day today, reading yesterday's and "
+          f"today's partitions, ~{open_days} transactions and ~{2 * full.cpu:.0f} s of CPU per 15-minute run and "
+          f"configuration; with yesterday too (its runs after midnight, and every 3 hours) ~{with_yesterday} and "
+          f"~{5 * full.cpu:.0f} s (benchmarks.cost averages over the day)")  # fmt: skip
     print(f"  recording: 50,000 visits x {len(events)} events = {50_000 * len(events):,} events a day, each one "
           f"etag-guarded write at most (a duplicate none)")  # fmt: skip
     return 0
