@@ -32,8 +32,8 @@ EHR advertises it and the URL grows long (``shared.ehr.smart``).
 
 **The reader's language** (``shared.kernel.reader``): the states of a reader's own round trip (``round_trips``:
 the sign-ins and the launch's states, not an interpreter's link, which someone else opens) keep the language the
-reader chose explicitly, if any, beside the payload (``READER_LANGUAGE``; in a sealed state next to it, sealed
-too), and consuming one hands it back to the request that consumes it. Callers never see it in the payload.
+reader chose explicitly, if any, under a key of its own (``READER_LANGUAGE``) sealed with the payload (a sealed
+state's too), and consuming one hands it back to the request that consumes it. Callers never see it in the payload.
 
 Consumption of a stored row marks the row used with an etag-guarded update that also empties the payload: Table
 Storage ignores a delete of a missing row, so a delete cannot tell two consumers apart, but an update
