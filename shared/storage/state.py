@@ -28,7 +28,9 @@ write: consuming creates the row ``AuthStates/<kind>/<SHA-256 of the state>`` in
 Table Storage refuses a second create of the same key (``ResourceExistsError``) for every consumer but the
 first. The row keeps only what single use needs (kind, digest, ``Consumed``, times) until the sweep removes it
 after ``ExpiresAt``. A sealed state is ~350 characters; the authorization request switches to POST when the
-EHR advertises it and the URL grows long (``shared.ehr.smart``).
+EHR advertises it and the URL grows long (``shared.ehr.smart``). One longer than ``MAX_SEALED_STATE`` (a link
+edited to carry outsized context tokens) would be refused on its way back, after the EHR's sign-in, so ``seal``
+refuses it at once (``state_too_large``, "The launch request is too large").
 
 **The reader's language** (``shared.kernel.reader``): the states of a reader's own round trip (``round_trips``:
 the sign-ins and the launch's states, not an interpreter's link, which someone else opens) keep the language the
@@ -236,7 +238,10 @@ class StateRouter:
         tag = GEOGRAPHY_TAGS[geography]
         body = {"p": self._with_reader(kind, payload), "x": (utcnow() + ttl).timestamp()}
         sealed = self._sealer.seal(json.dumps(body, separators=(",", ":")), purpose=_sealed_purpose(kind, tag))
-        return f"{tag}{TAG_SEPARATOR}{sealed}"
+        state = f"{tag}{TAG_SEPARATOR}{sealed}"
+        if len(state) > MAX_SEALED_STATE:  # ``consume_sealed`` would refuse it after the EHR's sign-in: say so now
+            raise BadRequest(N_("The launch request is too large."), code="state_too_large")
+        return state
 
     def consume_sealed(self, kind: str, state: str) -> dict[str, Any]:
         """A sealed state's payload, exactly once: one conditional create in the tag's geography.

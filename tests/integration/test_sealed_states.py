@@ -121,3 +121,18 @@ def test_only_a_geographys_kinds_are_sealed(router: StateRouter) -> None:
     assert refused(router, router.seal(STATE_KIND, LAUNCH, geography=Geography.EMEA), kind=PORTAL_SIGNIN_KIND) == (
         "state_unknown"
     )
+
+
+def test_a_state_too_large_to_come_back_is_refused_before_the_ehr_is_asked(router: StateRouter) -> None:
+    """``consume_sealed`` refuses a state longer than ``MAX_SEALED_STATE``: sealing one would send the user through
+    the EHR's sign-in only to be told the link is not valid, so it is refused at once, clearly."""
+    from shared.kernel.errors import BadRequest
+    from shared.storage.state import MAX_SEALED_STATE
+
+    # A long FHIR URL and generous context tokens (Epic's are a few to a few dozen characters) still fit.
+    long = {**LAUNCH, "u": "https://ehr.example/" + "p" * 200, "s": "1" * 20, "d": "d" * 40, "g": "g" * 64}
+    state = router.seal(STATE_KIND, long, geography=Geography.EMEA)
+    assert len(state) <= MAX_SEALED_STATE and router.consume_sealed(STATE_KIND, state)["g"] == "g" * 64
+    with pytest.raises(BadRequest) as refused_at_once:  # e.g. a link edited to carry 256-character tokens
+        router.seal(STATE_KIND, {**long, "d": "d" * 256, "g": "g" * 256}, geography=Geography.EMEA)
+    assert refused_at_once.value.code == "state_too_large"
