@@ -15,6 +15,8 @@ Figures:
     requests through the same host), in 10 short rounds, each round's launches against the floor measured
     right after them: the median of those ratios, target <= 1.5 (and the ratio of the run's medians);
   * Table operations per warm launch (target <= 2) and discovery / JWKS fetches (target 0);
+  * host CPU of the provider page and of one poll of its live panel (changed, and unchanged: a 304), the
+    requests ``benchmarks.cost`` counts besides the launches;
   * a fresh host process: CPU to import and index the app, and its first launch *including meeting
     creation* (createOrGet + lobby PATCH, the app-only token, discovery, JWKS): target <= 300 ms of CPU;
   * N concurrent patient launches: errors, wall p50 / p99, host CPU per launch, and what that means for
@@ -194,6 +196,43 @@ def warm_launches(world: LaunchWorld, host: HostProcess, runs: int, appointment:
     return Warm(cpu, ops)
 
 
+def page_cpu(world: LaunchWorld, host: HostProcess, appointment: str, runs: int = 30) -> dict[str, float]:
+    """Host CPU (medians of ``runs``) of the provider page and of one poll of its live panel: the HTML fragment the
+    page's script asks for, the same as JSON, and an unchanged poll (``If-None-Match`` its ETag: a 304, no body).
+
+    The requests ``benchmarks.cost`` counts besides the launches: 1 provider page and ~20 polls per visit."""
+    _, page = Launcher(world, host.url).launch("provider", appointment, SMITH)
+    path, _, query = page.partition("?")
+    assert path.startswith(host.url + "/api/visits/"), page
+    presence = f"{path}/presence?{query}"
+    asks: dict[str, tuple[str, dict[str, str]]] = {
+        "provider page": (page, {"accept": "text/html"}),
+        "presence poll, HTML fragment": (presence, {"accept": "text/html"}),
+        "presence poll, JSON": (presence, {"accept": "application/json"}),
+    }
+    figures: dict[str, float] = {}
+    with httpx.Client(timeout=30) as client:
+        etag = ""
+        for label, (url, headers) in asks.items():
+            spent = []
+            for _ in range(runs + 3):  # the first three warm it up
+                before = host.cpu()
+                response = client.get(url, headers=headers)
+                spent.append(host.cpu() - before)
+                assert response.status_code == 200, (label, response.status_code)
+            figures[label] = statistics.median(spent[3:])
+            etag = response.headers.get("etag", etag) if label.endswith("fragment") else etag
+        assert etag, "the panel's fragment carries no ETag"
+        spent = []
+        for _ in range(runs + 3):
+            before = host.cpu()
+            response = client.get(presence, headers={"accept": "text/html", "if-none-match": etag})
+            spent.append(host.cpu() - before)
+            assert response.status_code == 304, response.status_code
+        figures["presence poll, unchanged (304)"] = statistics.median(spent[3:])
+    return figures
+
+
 def request_cpu(host: HostProcess, path: str = "/api/health", runs: int = 100, warm_up: int = 10) -> float:
     """Host CPU of one minimal request (the liveness probe): what serving any request through the host costs."""
     with httpx.Client(timeout=30) as client:
@@ -308,7 +347,7 @@ def per_launch(counts: Counter[str], runs: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.launch", description=__doc__.split("\n")[0])
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--concurrency", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=500, help="concurrent patient launches (0: skip)")
     parser.add_argument("--warm-runs", type=int, default=30, help="warm launches of each kind (at least 1)")
     parser.add_argument("--phases", action="store_true", help="print where a warm launch's CPU goes, phase by phase")
     parser.add_argument("--profile", type=Path, help="cProfile the host's invocations and HTTP server (pstats file)")
@@ -414,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Table operations per warm {kind} launch: {sum(per.values()):g} {per} (target <= 2)")
             print(f"Discovery / JWKS fetches during {2 * args.warm_runs} warm launches: {fetches} (target 0)")
 
+            for label, spent in page_cpu(world, host, smith_visit).items():
+                print(f"{label[0].upper() + label[1:]}, host CPU (warm, median of 30): {ms(spent)}")
+
             # A fresh process: Dr Lee signs in once on the main host; the fresh host's first launch creates a meeting.
             launcher.launch("provider", world.appointment_of(LEE, "e-pat-okafor"), LEE, sign_in_as=LEE_UPN)
             meetings_before = len(world.stand_ins.graph.meetings.all())
@@ -428,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"token, discovery, JWKS): {ms(first)} of host CPU (target <= 300 ms); "
                   f"meetings created {meetings - meetings_before}")  # fmt: skip
 
+            if args.concurrency < 1:
+                return 0
             before = host.cpu()
             started = time.perf_counter()
             error_count, durations, errors = asyncio.run(concurrent_patient_launches(world, args.concurrency, host.url))
