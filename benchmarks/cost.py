@@ -55,6 +55,43 @@ YESTERDAY_RUNS = 4 + 8
 CLOSING_RUNS = 1
 MIDNIGHT_RUNS = 4  # runs whose copy marks yesterday too (its visits across midnight)
 QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
+# The queue trigger's polling (the Storage Queues extension; sandbox/host/queues.py does the same): 100 ms after a
+# receive that found messages; after an empty one about 200 ms, doubling up to host.json's maxPollingInterval (2 s),
+# each delay randomized by 0.8-1.0.
+POLL_AFTER_FOUND = 0.1
+POLL_CEILING = 2.0
+POLL_JITTER = 0.9  # the mean of the randomization
+
+
+def polls_per_second(rate: float) -> float:
+    """Receives one listener makes per second while messages arrive at ``rate`` a second (Poisson).
+
+    A Markov chain over the listener's back-off: in state k it waits the k-th delay, then finds a message with
+    probability 1 - e^(-rate x delay) (back to the 100 ms state) or not (the next, longer delay, up to the ceiling).
+    The answer is 1 / the mean delay of its stationary distribution. Each receive is one billed queue operation,
+    whether it finds up to batchSize messages or none: at a few events a second most find one message or none."""
+    delays = [POLL_AFTER_FOUND]
+    delay = POLL_AFTER_FOUND
+    while delay < POLL_CEILING:
+        delay = min(POLL_CEILING, max(2 * POLL_AFTER_FOUND, 2 * delay))
+        delays.append(delay * POLL_JITTER)
+    share = [1.0 / len(delays)] * len(delays)
+    for _ in range(500):  # converges in far fewer steps
+        step = [0.0] * len(delays)
+        for k, weight in enumerate(share):
+            found = 1 - math.exp(-rate * delays[k])
+            step[0] += weight * found
+            step[min(k + 1, len(delays) - 1)] += weight * (1 - found)
+        share = step
+    return 1 / sum(weight * wait for weight, wait in zip(share, delays, strict=True))
+
+
+def receives_per_event(events_per_day: float) -> float:
+    """Queue receives per writeback event over the day: one listener on the writeback queue through clinic hours
+    (its concurrency stays under one instance's 24 in flight; see the GB-s model), none when Flex Consumption has
+    scaled it to zero. The scale controller's own look at the queue's length is not counted (not documented)."""
+    receives = sum(3600 * polls_per_second(events_per_day * share / 3600) for share in HOURLY_SHARE.values())
+    return receives / events_per_day
 
 
 @dataclass(frozen=True)
@@ -84,9 +121,10 @@ def kinds(args: argparse.Namespace) -> list[Kind]:
             1,
         ),  # fmt: skip
         Kind("first launch of a visit (extra)", "http", 1, 0.0, 0.0, args.first_launch_extra_table_ops, 0),
-        Kind("provider page", "http", args.provider_pages_per_visit, 0.03, 0.003, 1, 0),
+        Kind("provider page", "http", args.provider_pages_per_visit, 0.03, args.page_cpu_ms / 1000, 1, 0),
         Kind("presence", "http", args.presence_executions, 0.02, args.presence_cpu_ms / 1000, 1, 0),
-        Kind("Graph webhook", "http", args.notifications_per_visit, 0.03, 0.004, 0, 1),
+        # Its queue output puts the notification's events on the writeback queue: 1 operation (so does a launch's).
+        Kind("Graph webhook", "http", args.notifications_per_visit, 0.03, args.notification_cpu_ms / 1000, 0, 1),
         Kind(
             "writeback event",
             "writeback_events",
@@ -94,7 +132,7 @@ def kinds(args: argparse.Namespace) -> list[Kind]:
             args.writeback_wall,
             args.writeback_cpu_ms / 1000,
             writeback_ops,
-            2 + 1 / 16,
+            1 + args.receives_per_event,  # its delete; the put is the launch's or the webhook's
         ),  # fmt: skip
         # The usage report's copy of a visit's facts from its row into ReportVisits (the timers, every 15 minutes:
         # no execution of its own per visit, so no wall time here).
@@ -176,7 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     add("--presence-executions", type=float, default=19.6,
         help="measured: presence executions per visit, mean of the typical visits benchmarks.presence replays "
              "(29 at most)")  # fmt: skip
-    add("--presence-cpu-ms", type=float, default=3.0, help="assumed: one point read and a small JSON answer")
+    add("--page-cpu-ms", type=float, default=2.9, help="measured: host CPU of the provider page (benchmarks.launch)")
+    add("--presence-cpu-ms", type=float, default=2.5,
+        help="measured: host CPU of a poll whose panel changed, its HTML fragment (benchmarks.launch; an unchanged "
+             "poll's 304, most of them, 1.9 ms)")  # fmt: skip
+    add(
+        "--notification-cpu-ms",
+        type=float,
+        default=1.9,
+        help="measured: host CPU per Graph notification: decryption, checks, queue output (benchmarks.writeback)",
+    )
     add("--notifications-per-visit", type=float, default=6.0,
         help="assumed: Graph rosterUpdated/callEnded deliveries (joins, lobby, admission, leaves, end)")  # fmt: skip
     add("--events-per-visit", type=float, default=8.0, help="assumed: 2 launch events + 6 Graph events")
@@ -203,7 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     add("--price-million-executions", type=float, default=0.40, help="Flex Consumption, per million executions")
     add("--price-table-10k", type=float, default=0.00036, help="Table storage, per 10,000 transactions")
     add("--price-queue-10k", type=float, default=0.004, help="Queue storage (GPv2), per 10,000 operations")
+    add(
+        "--receives-per-event",
+        type=float,
+        default=None,
+        help="queue receives per writeback event (default: from the listener's polling at the day's hourly rates)",
+    )
     args = parser.parse_args(argv)
+    if args.receives_per_event is None:
+        args.receives_per_event = receives_per_event(args.visits_per_day * args.events_per_visit)
     cpu_ms, table_ops = MEASURED_WRITEBACK[(args.writeback, args.usage_report == "on")]
     args.writeback_cpu_ms = cpu_ms if args.writeback_cpu_ms is None else args.writeback_cpu_ms
     args.writeback_table_ops = table_ops if args.writeback_table_ops is None else args.writeback_table_ops
