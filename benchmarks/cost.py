@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     add(
         "--notification-cpu-ms",
         type=float,
-        default=1.9,
+        default=2.0,
         help="measured: host CPU per Graph notification: decryption, checks, queue output (benchmarks.writeback)",
     )
     add("--notifications-per-visit", type=float, default=6.0,
