@@ -54,6 +54,9 @@ SETTLED = timedelta(hours=3)
 LIST_DAYS = 4  # a day's list of configurations is kept this many days (the timer reads the last three)
 DAY_FORMAT = "%Y%m%d"
 _MARK_ATTEMPTS = 8
+# A day's summary reads the rows of the day before in full only for its visits across midnight: a point read each
+# up to this many (a second or two of reads at most), the whole partition beyond (a query per 1,000 rows).
+MIDNIGHT_READS_AT_MOST = 200
 WATERMARK = "~flush"  # partition of the report copy's watermark, one row per geography (after every "~<day>")
 
 INVENTORY = (
@@ -218,16 +221,35 @@ class ReportDays:
     def _neighbourhood(
         self, geography: Geography, configuration_id: str, day: date, read: PartitionCache | None
     ) -> Iterable[StoredFacts]:
-        for offset in (-1, 0, 1):
-            other = day + timedelta(days=offset)
-            if read is None:
-                yield from self._facts.day(geography, configuration_id, other)
-                continue
-            if other not in read:
-                read[other] = list(self._facts.day(geography, configuration_id, other))
-            yield from read[other]
-        if read is not None:
-            read.pop(day - timedelta(days=1), None)  # the next day (ascending) no longer needs it
+        """The rows that can tell which visits began on ``day``, and all their facts.
+
+        A row holds the facts of its own day (or none with a time), so the day before matters only for the visits
+        that also have a row on the day or the day after: a visit across that midnight. Its partition is read by
+        its keys only, and those visits' rows in full (a point read each; the whole partition when there are more
+        than ``MIDNIGHT_READS_AT_MOST``): a day's summary no longer goes through every fact of the day before."""
+        previous = day - timedelta(days=1)
+        current = self._partition(geography, configuration_id, day, read)
+        following = self._partition(geography, configuration_id, day + timedelta(days=1), read)
+        if read is not None and previous in read:
+            before = read.pop(previous)  # the next day (ascending) no longer needs it
+        else:
+            across = self._facts.visits_of(geography, configuration_id, previous)
+            across &= {stored.visit for stored in (*current, *following)}
+            if len(across) > MIDNIGHT_READS_AT_MOST:
+                before = list(self._facts.day(geography, configuration_id, previous))
+            else:
+                read_one = (self._facts.one(geography, configuration_id, visit, previous) for visit in sorted(across))
+                before = [stored for stored in read_one if stored is not None]  # None: swept meanwhile
+        return (*before, *current, *following)
+
+    def _partition(
+        self, geography: Geography, configuration_id: str, day: date, read: PartitionCache | None
+    ) -> list[StoredFacts]:
+        if read is None:
+            return list(self._facts.day(geography, configuration_id, day))
+        if day not in read:
+            read[day] = list(self._facts.day(geography, configuration_id, day))
+        return read[day]
 
     # --- summaries ------------------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ def refresh_open_days(
     for geography in geographies:
         configurations = {c for offset in (0, 1, 2) for c in days.active(geography, today - timedelta(days=offset))}
         for configuration_id in sorted(configurations):
-            read: PartitionCache = {}  # the three days in ascending order read five partitions, not nine
+            read: PartitionCache = {}  # the three days in ascending order read five partitions (the first by keys)
             stored = days.stored(geography, configuration_id, today - timedelta(days=2), today)
             for offset in (2, 1, 0):
                 day = today - timedelta(days=offset)

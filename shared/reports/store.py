@@ -220,6 +220,26 @@ class ReportFacts:
                 for entity in page:
                     yield StoredFacts(str(entity["RowKey"]), day, self._facts(geography, entity))
 
+    def visits_of(self, geography: Geography, configuration_id: str, day: date) -> set[str]:
+        """The row keys of one configuration's day: one partition, only the key selected (a query per 1,000 rows)."""
+        account = self._storage.for_geography(geography)
+        table = account.table(TABLE)
+        pk = partition(configuration_id, day)
+        found: set[str] = set()
+        with storage_errors(account.name):
+            pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"]).by_page()
+            for page in pages:
+                self.operations += 1
+                found.update(str(entity["RowKey"]) for entity in page)
+        return found
+
+    def one(self, geography: Geography, configuration_id: str, visit: str, day: date) -> StoredFacts | None:
+        """One visit's row of one day (a point read), or None when it has none."""
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            known = self._read(account.table(TABLE), geography, partition(configuration_id, day), visit)
+        return None if known is None else StoredFacts(visit, day, known.facts)
+
     def page(
         self, geography: Geography, configuration_id: str, day: date, *, after: str = "", size: int = 50
     ) -> tuple[list[StoredFacts], str | None]:

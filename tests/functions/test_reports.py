@@ -364,6 +364,38 @@ def test_a_visit_across_midnight_counts_once_on_its_first_day_with_all_its_facts
     assert row["duration_seconds"] == str(int((21 - 3.5) * 60)) and row["status"] == "completed"
 
 
+def test_a_days_summary_reads_the_day_before_by_its_keys_and_in_full_only_the_visits_across_midnight(
+    tenants: tuple[Tenant, Tenant], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner, _ = tenants
+    config = approved_in_storage(owner)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    day, before = midnight.date(), (midnight - timedelta(days=1)).date()
+    record(config, midnight - timedelta(minutes=10))  # across midnight: it began the day before
+    record(config, midnight - timedelta(hours=14))  # the day before only
+    record(config, midnight - timedelta(hours=9))  # the day before only
+    record(config, midnight + timedelta(hours=10))  # the day itself
+    days = services().report_days
+    facts = days._facts
+    partitions: list[date] = []
+    rows: list[date] = []
+    read_day, read_one = facts.day, facts.one
+    monkeypatch.setattr(facts, "day", lambda g, c, d: partitions.append(d) or read_day(g, c, d))
+    monkeypatch.setattr(facts, "one", lambda g, c, v, d: rows.append(d) or read_one(g, c, v, d))
+
+    summary = days.compute(config.geography, config.id, day, now=datetime.now(UTC))
+    assert sum(t.visits for t in summary.departments.values()) == 1  # the visit across midnight is the day before's
+    assert partitions == [day, day + timedelta(days=1)] and rows == [before]
+
+    partitions.clear()
+    rows.clear()
+    monkeypatch.setattr(report_days, "MIDNIGHT_READS_AT_MOST", 0)  # more visits across midnight: the whole partition
+    assert days.compute(config.geography, config.id, day, now=datetime.now(UTC)).departments == summary.departments
+    assert sorted(partitions) == [before, day, day + timedelta(days=1)] and rows == []
+    by_day = {d: totals.visits for d, totals in services().reports.report(config, {"days": "7"}).per_day}
+    assert by_day[before] == 3 and by_day[day] == 1
+
+
 def test_a_late_fact_of_a_visit_across_midnight_computes_its_first_day_again(tenants: tuple[Tenant, Tenant]) -> None:
     """The visit counts on yesterday, where it began; its last fact lands in today's partition. Copying that fact
     marks every day of the visit, so yesterday's summary is computed again and shows the visit's whole length."""
