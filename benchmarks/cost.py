@@ -45,8 +45,10 @@ MEASURED_WRITEBACK = {  # the mean of four runs: 6 December 2026, 02:48-03:29 UT
 REPORT_COPY = (5.0, 2.3)
 # The usage report's day summaries (timer report_upkeep, every 15 minutes): benchmarks.report measures one day of
 # 50,000 visits summarized — its partition read (50 query pages) with its smaller neighbours and every visit
-# summarized — as 4.4 s of CPU and 16.8 s of wall time against Azurite on this machine (README "Usage report").
-REPORT_DAY = (50_000, 4.4, 16.8)  # visits of the measured day, CPU s, wall s
+# summarized — as 4.4 s of CPU and 7.2 s of wall time against Azurite on this machine, and the day after it, whose
+# summary reads that day by its keys only (as today's reads yesterday's), as 0.51 s and 3.2 s (README "Usage report").
+REPORT_DAY = (50_000, 4.4, 7.2)  # visits of the measured day, CPU s, wall s
+REPORT_KEYS = (0.51, 3.2)  # the day after it (500 visits of its own): CPU s, wall s
 TIMER_RUNS_PER_DAY = 96  # every 15 minutes
 # Runs a day that compute yesterday again: while its visits across midnight still change it (they end within the
 # first hour: 4 runs, on the safe side, as hardly any visit runs at midnight at the 8 a.m. peak's shape), and the
@@ -162,12 +164,14 @@ class Summaries:
 def report_summaries(args: argparse.Namespace) -> Summaries:
     """Each run computes the recent days that are not up to date (``shared.reports.retention.refresh_open_days``):
     today, whose facts change all day; yesterday in ``YESTERDAY_RUNS`` runs a day; the day before yesterday in
-    ``CLOSING_RUNS``. Today's summary reads and goes through yesterday's partition and today's so far (tomorrow's is
-    empty); yesterday's reads the day before yesterday's too (the others are read already, in ascending order) and
-    goes through all three; the closing day's reads its own and the day before's and goes through three. The
-    measured day read one full partition and went through it once; CPU and wall are scaled by the partitions gone
-    through, an estimate on the safe side (a partition read once is counted as often as it is gone through, and a
-    partition gone through is counted as a full day's)."""
+    ``CLOSING_RUNS``. A summary reads the day before its day by its keys only (``ReportDays._neighbourhood``; its
+    visits across midnight in full, a few point reads), its own day and the day after in full; days computed in one
+    run, oldest first, share the partitions read in full. Today's summary reads yesterday's keys and today's rows so
+    far (tomorrow's are none); in a run that computes yesterday too, yesterday's reads the day before yesterday's
+    keys, yesterday's and today's rows, and today's summary goes through yesterday's rows again instead of reading
+    its keys; the closing day's reads the keys of the day before it and two days in full. CPU and wall are scaled
+    from the measured day (one partition read and gone through in full) and the measured read by keys, an estimate
+    on the safe side: a partition gone through again is counted as a full day's read, and so is every whole day."""
     shares = [0.0] * 24 * 4  # today's share of the day's visits at each quarter-hour run
     done = 0.0
     for quarter in range(len(shares)):
@@ -185,9 +189,12 @@ def report_summaries(args: argparse.Namespace) -> Summaries:
     days_computed = 1 + yesterday + closing
     marks = 2 * (1 + MIDNIGHT_RUNS / TIMER_RUNS_PER_DAY)
     transactions = pages + 1 + 3 + 3 * days_computed + marks
-    visits, cpu, wall = REPORT_DAY[0], args.report_day_cpu_s, args.report_day_wall_s
-    scale = (1 + today + 3 * yesterday + 3 * closing) * args.visits_per_day / visits
-    return Summaries(today, partitions, transactions, cpu * scale, wall * scale)
+    full = today + (yesterday + closing) + yesterday * (1 + today) + 2 * closing  # days gone through in full
+    keys = (1 - yesterday - closing) + yesterday + closing  # days read by their keys
+    size = args.visits_per_day / REPORT_DAY[0]
+    cpu = (full * args.report_day_cpu_s + keys * args.report_keys_cpu_s) * size
+    wall = (full * args.report_day_wall_s + keys * args.report_keys_wall_s) * size
+    return Summaries(today, partitions, transactions, cpu, wall)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"measured: CPU of one {REPORT_DAY[0]:,}-visit day's summary (benchmarks.report)")  # fmt: skip
     add("--report-day-wall-s", type=float, default=REPORT_DAY[2],
         help="measured: its wall time against Azurite (the real service's page latency adds to it)")  # fmt: skip
+    add("--report-keys-cpu-s", type=float, default=REPORT_KEYS[0],
+        help="measured: CPU of reading that day by its keys only (benchmarks.report, the day after it)")  # fmt: skip
+    add("--report-keys-wall-s", type=float, default=REPORT_KEYS[1], help="measured: its wall time against Azurite")
     # List prices (USD, East US, pay as you go); each a flag, to be checked against the pricing pages:
     #   GB-s: $0.000026 "Flex Consumption ... Execution Time: $0.000026 per GB-second" (modal.com, "Azure Functions
     #     pricing: Consumption vs. Flex Consumption", May 2025; azure.microsoft.com/pricing/details/functions);
@@ -309,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         table_ops += summaries.transactions * TIMER_RUNS_PER_DAY / args.visits_per_day
         print(f"  usage report day summaries (timer, {TIMER_RUNS_PER_DAY} runs a day, all visits in one "
               f"configuration): per run {summaries.partitions:.2f} partitions of a day's facts read "
-              f"(yesterday for today's visits, today so far: {summaries.today_share:.2f} of a day on average; the "
-              f"day before yesterday in the {YESTERDAY_RUNS} runs a day that compute yesterday again, and the day "
-              f"before that when it closes), "
+              f"(yesterday's by its keys for today's visits, today so far: {summaries.today_share:.2f} of a day on "
+              f"average; the day before yesterday's keys and yesterday in full in the {YESTERDAY_RUNS} runs a day that "
+              f"compute yesterday again, and the day before that when it closes), "
               f"{summaries.transactions:.0f} Table transactions, "
               f"~{summaries.cpu_s:.1f} s CPU, ~{active:.0f} s of one instance "
               f"({active * TIMER_RUNS_PER_DAY * gb:,.0f} GB-s a day)")  # fmt: skip
