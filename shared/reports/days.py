@@ -1,7 +1,8 @@
 """Daily summaries, table ``ReportDays`` in the configuration's geography: what a report page reads.
 
 A visit belongs to the UTC day of its first fact; its facts may lie in the next day's partition too (a visit
-across midnight), so a day is computed from the facts of the day before, the day and the day after. Rows:
+across midnight), so a day is computed from the facts of the day, the day after, and those of the day before that
+belong to visits across its midnight (that partition is read by its keys, ``_neighbourhood``). Rows:
 
 - ``PK=<configuration id>, RK=<YYYYMMDD>``: the day's marker: ``Computed`` (when its summaries were last
   computed), ``Touched`` (when facts that can change this day's summaries were last written: each day of a visit
