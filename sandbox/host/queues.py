@@ -1,8 +1,9 @@
 """Queue trigger listener with the Storage Queues extension's semantics.
 
-- Polls with a randomized exponential back-off: 100 ms after finding messages, then from
-  about 200 ms doubling up to ``maxPollingInterval`` while the queue is empty. A message
-  enqueued by this host's own output bindings wakes the listener at once.
+- Polls with the extension's randomized exponential back-off (``PollingBackoff``): 100 ms
+  after finding messages; while the queue is empty about 200, 300, 500, 900, 1,700 ms, then
+  ``maxPollingInterval``. A message enqueued by this host's own output bindings wakes the
+  listener at once.
 - Fetches up to ``batchSize`` messages (invisible for 10 minutes while processing) and
   fetches again when no more than ``newBatchThreshold`` are still running.
 - Success deletes the message. Failure makes it visible again after ``visibilityTimeout``;
@@ -33,6 +34,36 @@ logger = logging.getLogger(__name__)
 
 PROCESSING_VISIBILITY = timedelta(minutes=10)
 MIN_POLLING = 0.1
+
+
+class PollingBackoff:
+    """The delay before the next receive, as the Storage Queues extension computes it (its
+    ``RandomizedExponentialBackoffStrategy``, minimum and step 100 ms, randomization 0.2).
+
+    After a receive that found messages: 100 ms. After the n-th empty one in a row: 100 ms plus 0.8-1.2 x 100 ms x
+    2^(n-1), until that reaches ``maximum`` (maxPollingInterval), which is then kept until messages are found."""
+
+    RANDOMIZATION = 0.2
+
+    def __init__(self, maximum: float, chance: random.Random | None = None) -> None:
+        self._maximum = maximum
+        self._chance = chance or random.Random()  # noqa: S311 - jitter, not a secret
+        self._current = 0.0
+        self._exponent = 0
+
+    def next(self, *, found: bool) -> float:
+        if found:
+            self._current, self._exponent = MIN_POLLING, 1
+        elif self._current != self._maximum:
+            delay = MIN_POLLING
+            if self._exponent > 0:
+                spread = self._chance.uniform(1 - self.RANDOMIZATION, 1 + self.RANDOMIZATION)
+                delay += spread * 2 ** (self._exponent - 1) * MIN_POLLING
+            if delay < self._maximum:
+                self._current, self._exponent = delay, self._exponent + 1
+            else:
+                self._current = self._maximum
+        return self._current
 
 
 def poison_queue_name(queue_name: str) -> str:
@@ -79,7 +110,7 @@ class QueueListener:
 
     def _poll(self) -> None:
         queue = self._queue
-        delay = 0.0
+        backoff = PollingBackoff(self.options.max_polling_interval.total_seconds())
         while not self._stop.is_set():
             try:
                 messages = list(
@@ -101,11 +132,7 @@ class QueueListener:
                     self._done.wait_for(
                         lambda: self._running <= self.options.new_batch_threshold or self._stop.is_set()
                     )
-                delay = MIN_POLLING
-            else:
-                ceiling = self.options.max_polling_interval.total_seconds()
-                delay = min(ceiling, max(2 * MIN_POLLING, delay * 2)) * random.uniform(0.8, 1.0)  # noqa: S311
-            self._wake.wait(delay)
+            self._wake.wait(backoff.next(found=bool(messages)))
             self._wake.clear()
 
     def _start(self, message: StoredMessage) -> None:
