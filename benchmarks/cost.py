@@ -22,6 +22,8 @@ import math
 import sys
 from dataclasses import dataclass
 
+from sandbox.host.queues import MIN_POLLING
+
 # Share of the day's visits per hour (clinic hours); the 8 a.m. hour holds the peak.
 HOURLY_SHARE = {7: 0.04, 8: 0.14, 9: 0.12, 10: 0.11, 11: 0.10, 12: 0.06, 13: 0.09, 14: 0.10, 15: 0.09, 16: 0.08,
                 17: 0.05, 18: 0.02}  # fmt: skip
@@ -57,26 +59,22 @@ YESTERDAY_RUNS = 4 + 8
 CLOSING_RUNS = 1
 MIDNIGHT_RUNS = 4  # runs whose copy marks yesterday too (its visits across midnight)
 QUEUE_IN_FLIGHT = 24  # production host.json: batchSize 16 + newBatchThreshold 8
-# The queue trigger's polling (the Storage Queues extension; sandbox/host/queues.py does the same): 100 ms after a
-# receive that found messages; after an empty one about 200 ms, doubling up to host.json's maxPollingInterval (2 s),
-# each delay randomized by 0.8-1.0.
-POLL_AFTER_FOUND = 0.1
-POLL_CEILING = 2.0
-POLL_JITTER = 0.9  # the mean of the randomization
+POLL_CEILING = 2.0  # host.json's maxPollingInterval
 
 
-def polls_per_second(rate: float) -> float:
+def polls_per_second(rate: float, maximum: float = POLL_CEILING) -> float:
     """Receives one listener makes per second while messages arrive at ``rate`` a second (Poisson).
 
-    A Markov chain over the listener's back-off: in state k it waits the k-th delay, then finds a message with
-    probability 1 - e^(-rate x delay) (back to the 100 ms state) or not (the next, longer delay, up to the ceiling).
-    The answer is 1 / the mean delay of its stationary distribution. Each receive is one billed queue operation,
-    whether it finds up to batchSize messages or none: at a few events a second most find one message or none."""
-    delays = [POLL_AFTER_FOUND]
-    delay = POLL_AFTER_FOUND
-    while delay < POLL_CEILING:
-        delay = min(POLL_CEILING, max(2 * POLL_AFTER_FOUND, 2 * delay))
-        delays.append(delay * POLL_JITTER)
+    The queue trigger's polling (``sandbox.host.queues.PollingBackoff``, as the Storage Queues extension computes it):
+    100 ms after a receive that found messages; after the n-th empty one in a row 100 ms plus 100 ms x 2^(n-1)
+    (randomized by 0.8-1.2, 1 on average), until that reaches ``maximum``. A Markov chain over those delays: in state
+    k the listener waits the k-th, then finds a message with probability 1 - e^(-rate x delay) (back to 100 ms) or
+    not (the next state, the last one kept). The answer is 1 / the mean delay of its stationary distribution. Each
+    receive is one billed queue operation, whether it finds up to batchSize messages or none: at a few events a
+    second most find one message or none."""
+    delays = [MIN_POLLING]
+    while delays[-1] < maximum:
+        delays.append(min(maximum, MIN_POLLING + MIN_POLLING * 2 ** (len(delays) - 1)))
     share = [1.0 / len(delays)] * len(delays)
     for _ in range(500):  # converges in far fewer steps
         step = [0.0] * len(delays)
@@ -107,6 +105,7 @@ class Kind:
     cpu: float
     table_ops: float
     queue_ops: float
+    executes: bool = True  # False: more work of another kind's execution (no execution of its own)
 
 
 def kinds(args: argparse.Namespace) -> list[Kind]:
@@ -122,11 +121,29 @@ def kinds(args: argparse.Namespace) -> list[Kind]:
             args.launch_table_ops,
             1,
         ),  # fmt: skip
-        Kind("first launch of a visit (extra)", "http", 1, 0.0, 0.0, args.first_launch_extra_table_ops, 0),
+        # The provider's first launch of a visit creates its row and its meeting: more of the callback's execution.
+        Kind(
+            "first launch of a visit (extra)",
+            "http",
+            1,
+            args.first_launch_extra_wall,
+            args.first_launch_extra_cpu_ms / 1000,
+            args.first_launch_extra_table_ops,
+            0,
+            executes=False,
+        ),
         Kind("provider page", "http", args.provider_pages_per_visit, 0.03, args.page_cpu_ms / 1000, 1, 0),
         Kind("presence", "http", args.presence_executions, 0.02, args.presence_cpu_ms / 1000, 1, 0),
-        # Its queue output puts the notification's events on the writeback queue: 1 operation (so does a launch's).
-        Kind("Graph webhook", "http", args.notifications_per_visit, 0.03, args.notification_cpu_ms / 1000, 0, 1),
+        # Its queue output puts each event of the notification on the writeback queue (a launch's puts its one).
+        Kind(
+            "Graph webhook",
+            "http",
+            args.notifications_per_visit,
+            0.03,
+            args.notification_cpu_ms / 1000,
+            0,
+            (args.events_per_visit - args.launches_per_visit) / args.notifications_per_visit,
+        ),
         Kind(
             "writeback event",
             "writeback_events",
@@ -215,8 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     add("--provider-pages-per-visit", type=float, default=1.0, help="the provider page after a provider launch")
     add("--launch-cpu-ms", type=float, default=7.0, help="measured: host CPU per warm launch (benchmarks.launch)")
     add("--launch-table-ops", type=float, default=1.0, help="measured: Table operations per warm launch")
-    add("--first-launch-extra-table-ops", type=float, default=4.0,
-        help="assumed: the visit row's creation, meeting and context writes, the configuration read")  # fmt: skip
+    add("--first-launch-extra-table-ops", type=float, default=3.0,
+        help="measured: the visit row's creation, its read and its meeting's write (benchmarks.launch)")  # fmt: skip
+    add("--first-launch-extra-cpu-ms", type=float, default=11.0,
+        help="measured: host CPU of a visit's first provider launch beyond a warm one, 8.9-10.6 ms "
+             "(benchmarks.launch)")  # fmt: skip
+    add("--first-launch-extra-wall", type=float, default=0.5,
+        help="assumed: seconds, Graph's createOrGet and the lobby PATCH in that launch")  # fmt: skip
     add("--callback-wall", type=float, default=0.4, help="assumed: seconds, mostly the EHR's token endpoint")
     add("--presence-executions", type=float, default=19.6,
         help="measured: presence executions per visit, mean of the typical visits benchmarks.presence replays "
@@ -277,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     vcpu = VCPU[args.instance_memory_mb]
     http_per_instance = args.http_concurrency or HTTP_CONCURRENCY[args.instance_memory_mb]
     rows = kinds(args)
-    per_visit_executions = sum(k.per_visit for k in rows if k.wall > 0)
+    per_visit_executions = sum(k.per_visit for k in rows if k.wall > 0 and k.executes)
     table_ops = sum(k.per_visit * k.table_ops for k in rows) + args.subscription_table_ops
     queue_ops = sum(k.per_visit * k.queue_ops for k in rows)
 
@@ -306,10 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             if hour == 8:
                 peak_instances = max(peak_instances, math.ceil(instances))
     # The peak minute: 2,000 launches a minute on the HTTP group alone.
-    peak_rate = args.peak_launches_per_minute / 60
-    launch_rows = [k for k in rows if k.name.startswith("launch")]
-    peak_concurrency = sum(peak_rate * k.wall for k in launch_rows)
-    peak_cpu = sum(peak_rate * k.cpu for k in launch_rows)
+    peak_visits = args.peak_launches_per_minute / 60 / args.launches_per_visit  # visits a second whose launches come
+    launch_rows = [k for k in rows if "launch" in k.name]  # the two hops and the first launch's meeting
+    peak_concurrency = sum(peak_visits * k.per_visit * k.wall for k in launch_rows)
+    peak_cpu = sum(peak_visits * k.per_visit * k.cpu for k in launch_rows)
     peak_http = math.ceil(max(peak_concurrency / http_per_instance, peak_cpu / (0.7 * vcpu)))
 
     summaries = report_summaries(args) if args.usage_report == "on" else None

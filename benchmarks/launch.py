@@ -233,6 +233,25 @@ def page_cpu(world: LaunchWorld, host: HostProcess, appointment: str, runs: int 
     return figures
 
 
+def first_launches(world: LaunchWorld, host: HostProcess) -> None:
+    """A visit's first launches in a warm process, the provider's (it creates the visit's row and meeting) and then
+    the patient's: host CPU and Table operations of each (``benchmarks.cost``'s extra operations of a visit)."""
+    appointment = world.appointment_of(SMITH, "e-pat-patel")
+    launcher = Launcher(world, host.url)
+    figures = []
+    host.ops()
+    for kind, user in (("provider", SMITH), ("patient", "e-pat-patel")):
+        before = host.cpu()
+        launcher.launch(kind, appointment, user)
+        spent = host.cpu() - before
+        ops = host.ops()
+        figures.append(f"{kind} {ms(spent)}, {sum(ops.values())} Table operations {dict(sorted(ops.items()))}")
+    print(
+        "A visit's first launches in a warm process (the provider's creates its row and meeting): "
+        + "; then the ".join(figures)
+    )
+
+
 def request_cpu(host: HostProcess, path: str = "/api/health", runs: int = 100, warm_up: int = 10) -> float:
     """Host CPU of one minimal request (the liveness probe): what serving any request through the host costs."""
     with httpx.Client(timeout=30) as client:
@@ -455,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for label, spent in page_cpu(world, host, smith_visit).items():
                 print(f"{label[0].upper() + label[1:]}, host CPU (warm, median of 30): {ms(spent)}")
+            first_launches(world, host)
 
             # A fresh process: Dr Lee signs in once on the main host; the fresh host's first launch creates a meeting.
             launcher.launch("provider", world.appointment_of(LEE, "e-pat-okafor"), LEE, sign_in_as=LEE_UPN)

@@ -279,7 +279,7 @@ def run(args: argparse.Namespace, base: int) -> int:
           f"partition by its keys ({keys.cpu:.2f} s of CPU measured above) and today's, ~{open_days} transactions and "
           f"~{full.cpu + keys.cpu:.1f} s of CPU per 15-minute run and configuration; with yesterday too (its runs "
           f"after midnight, and every 3 hours: the day before yesterday by its keys, yesterday in full, and today's "
-          f"summary going through yesterday's rows again) ~{with_yesterday} and ~{3 * full.cpu + keys.cpu:.0f} s "
+          f"summary going through yesterday's rows again) ~{with_yesterday} and ~{4 * full.cpu + keys.cpu:.0f} s "
           f"(benchmarks.cost averages over the day)")  # fmt: skip
     print(f"  recording: 50,000 visits x {len(events)} events = {50_000 * len(events):,} events a day, folded "
           f"into the writeback's visit row writes; only an event failed for good is recorded directly")  # fmt: skip
