@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -244,7 +244,8 @@ class ReportService:
             yield export_row(visit, show_csn=preferences.show_csn)
 
     def _visits(self, config: Configuration, span: Range) -> Iterator[ReportVisit]:
-        """Each partition read once: a sliding window of three days attributes visits across midnight."""
+        """Each partition read once: a sliding window of three days attributes visits across midnight (the day
+        before the range only by its keys: which of the first day's visits began the day before is all it tells)."""
         window: dict[date, dict[str, VisitFacts]] = {}
 
         def load(day: date) -> dict[str, VisitFacts]:
@@ -253,7 +254,11 @@ class ReportService:
             return window[day]
 
         for day in span.days:
-            before, today, after = load(day - timedelta(days=1)), load(day), load(day + timedelta(days=1))
+            previous = day - timedelta(days=1)
+            before: Container[str] = (
+                window[previous] if previous in window else self._facts.visits_of(config.geography, config.id, previous)
+            )
+            today, after = load(day), load(day + timedelta(days=1))
             for visit, facts in today.items():
                 if visit in before:
                     continue  # belongs to the day before (its first fact is there)

@@ -395,6 +395,11 @@ def test_a_days_summary_reads_the_day_before_by_its_keys_and_in_full_only_the_vi
     by_day = {d: totals.visits for d, totals in services().reports.report(config, {"days": "7"}).per_day}
     assert by_day[before] == 3 and by_day[day] == 1
 
+    partitions.clear()  # an export of the day alone: the day before it tells only which visits began then
+    exported = list(services().reports.export_rows(config, {"from": day.isoformat(), "to": day.isoformat()}))
+    assert [row["day"] for row in exported] == [day.isoformat()]
+    assert sorted(partitions) == [day, day + timedelta(days=1)]
+
 
 def test_a_late_fact_of_a_visit_across_midnight_computes_its_first_day_again(tenants: tuple[Tenant, Tenant]) -> None:
     """The visit counts on yesterday, where it began; its last fact lands in today's partition. Copying that fact
