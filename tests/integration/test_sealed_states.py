@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 
 import pytest
 
+from benchmarks.table_operations import TableOperations
 from shared.kernel.errors import StateError
 from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
@@ -32,15 +34,14 @@ def router(storage: Storage, sealer: Sealer) -> StateRouter:
     return StateRouter(storage, sealer, in_geography=LAUNCH_STATE_KINDS)
 
 
-def all_rows(storage: Storage) -> dict[str, list[dict[str, object]]]:
+def rows_keyed(storage: Storage, row_key: str) -> dict[str, list[dict[str, object]]]:
+    """The state rows with ``row_key`` in each account (other tests write state rows in parallel: only ours count)."""
     accounts: dict[str, StorageAccount] = {
         "app": storage.app,
         **{g.value: storage.for_geography(g) for g in storage.geographies},
     }
-    return {
-        name: [dict(e) for e in account.table(TABLE).query_entities(f"PartitionKey eq '{STATE_KIND}'")]
-        for name, account in accounts.items()
-    }
+    query = f"PartitionKey eq '{STATE_KIND}' and RowKey eq '{row_key}'"
+    return {name: [dict(e) for e in account.table(TABLE).query_entities(query)] for name, account in accounts.items()}
 
 
 def refused(router: StateRouter, state: str, kind: str = STATE_KIND) -> str:
@@ -52,18 +53,16 @@ def refused(router: StateRouter, state: str, kind: str = STATE_KIND) -> str:
 def test_sealing_writes_nothing_and_consuming_writes_one_row_without_the_payload(
     router: StateRouter, storage: Storage
 ) -> None:
-    before = all_rows(storage)
-    state = router.seal(STATE_KIND, LAUNCH, geography=Geography.EMEA)
-    assert state.startswith("eu.s1.") and "7780001" not in state and "verifier" not in state
-    assert all_rows(storage) == before  # starting a launch stores nothing
-
-    assert router.consume_sealed(STATE_KIND, state) == LAUNCH
-    after = all_rows(storage)
-    new = {name: [r for r in rows if r not in before[name]] for name, rows in after.items()}
-    assert {name for name, rows in new.items() if rows} == {"emea"}  # in the tag's geography, nowhere else
-    [row] = new["emea"]
-    assert row["RowKey"] == hashlib.sha256(state.encode()).hexdigest() and row["Consumed"] is True
-    assert "Payload" not in row and "7780001" not in str(row)
+    with TableOperations().installed() as ops:  # this process's Table calls: other test workers' do not count
+        state = router.seal(STATE_KIND, LAUNCH, geography=Geography.EMEA)
+        assert state.startswith("eu.s1.") and "7780001" not in state and "verifier" not in state
+        assert not ops.take()  # starting a launch stores nothing
+        assert router.consume_sealed(STATE_KIND, state) == LAUNCH
+        assert ops.take() == Counter({f"{TABLE}.create_entity": 1})  # one conditional create consumes it
+    rows = rows_keyed(storage, hashlib.sha256(state.encode()).hexdigest())
+    assert {name for name, found in rows.items() if found} == {"emea"}  # in the tag's geography, nowhere else
+    [row] = rows["emea"]
+    assert row["Consumed"] is True and "Payload" not in row and "7780001" not in str(row)
     assert refused(router, state) == "state_reused"
 
 
