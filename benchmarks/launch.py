@@ -205,32 +205,26 @@ def page_cpu(world: LaunchWorld, host: HostProcess, appointment: str, runs: int 
     path, _, query = page.partition("?")
     assert path.startswith(host.url + "/api/visits/"), page
     presence = f"{path}/presence?{query}"
-    asks: dict[str, tuple[str, dict[str, str]]] = {
-        "provider page": (page, {"accept": "text/html"}),
-        "presence poll, HTML fragment": (presence, {"accept": "text/html"}),
-        "presence poll, JSON": (presence, {"accept": "application/json"}),
-    }
-    figures: dict[str, float] = {}
+    fragment = {"accept": "text/html"}
     with httpx.Client(timeout=30) as client:
-        etag = ""
-        for label, (url, headers) in asks.items():
+
+        def median_cpu(url: str, headers: dict[str, str], status: int) -> float:
             spent = []
             for _ in range(runs + 3):  # the first three warm it up
                 before = host.cpu()
                 response = client.get(url, headers=headers)
                 spent.append(host.cpu() - before)
-                assert response.status_code == 200, (label, response.status_code)
-            figures[label] = statistics.median(spent[3:])
-            etag = response.headers.get("etag", etag) if label.endswith("fragment") else etag
+                assert response.status_code == status, (url, response.status_code)
+            return statistics.median(spent[3:])
+
+        etag = client.get(presence, headers=fragment).headers.get("etag", "")
         assert etag, "the panel's fragment carries no ETag"
-        spent = []
-        for _ in range(runs + 3):
-            before = host.cpu()
-            response = client.get(presence, headers={"accept": "text/html", "if-none-match": etag})
-            spent.append(host.cpu() - before)
-            assert response.status_code == 304, response.status_code
-        figures["presence poll, unchanged (304)"] = statistics.median(spent[3:])
-    return figures
+        return {
+            "provider page": median_cpu(page, {"accept": "text/html"}, 200),
+            "presence poll, HTML fragment": median_cpu(presence, fragment, 200),
+            "presence poll, JSON": median_cpu(presence, {"accept": "application/json"}, 200),
+            "presence poll, unchanged (304)": median_cpu(presence, {**fragment, "if-none-match": etag}, 304),
+        }
 
 
 def first_launches(world: LaunchWorld, host: HostProcess) -> None:
