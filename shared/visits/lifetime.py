@@ -50,8 +50,8 @@ def release_context_when_done(
 
     ``pending`` says whether a writeback of the visit is still in flight: the worker reads its ledger rows
     (``shared.writeback.ledger``), asked only once the meeting has ended.
-    The removal is etag-guarded and re-checks both conditions on the row it replaces, so an event that
-    arrives meanwhile (someone rejoins, a launch restores the context) wins.
+    The removal is etag-guarded, and re-checks both conditions on a row re-read after a conflict, so an event
+    that arrives meanwhile (someone rejoins, a launch restores the context) wins.
     ``ended``: whether the meeting has ended, when another row knows (a group visit's participant: the group's
     row holds the Teams facts); None: this row's own presence says.
     """
@@ -64,7 +64,9 @@ def release_context_when_done(
     release = without_context()
 
     def change(current: Visit) -> Visit | None:
-        if not over(current) or pending(current):
+        # The row just checked (the update's first try): asking the ledger again a moment later tells nothing
+        # new. A row re-read after a conflict is checked again.
+        if current is not visit and (not over(current) or pending(current)):
             return None
         return release(current)
 

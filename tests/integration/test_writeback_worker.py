@@ -603,6 +603,26 @@ def test_table_operations_per_event_two_when_idempotent_or_skipped_four_through_
         }
 
 
+def test_the_event_that_ends_an_epic_meeting_asks_the_ledger_once_and_releases_the_context_in_one_write(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    """The end's extra work: one query of the visit's ledger rows (nothing pending) and the row's release. The
+    release's etag-guarded write does not ask the ledger again about the row it has just checked."""
+    epic = open_visit(storage, ehr, f"epic-{unique}", f"visit-end-{unique}")
+    assert worker.handle(graph_event(epic, EventKind.CONNECTED, Role.PROVIDER, 1).to_json()).status == "written"
+    with TableOperations().installed() as ops:
+        assert worker.handle(graph_event(epic, EventKind.DISCONNECTED, Role.PROVIDER, 2).to_json()).status == "written"
+        assert ops.take() == {
+            "Visits.get_entity": 1,
+            "WritebackLedger.create_entity": 1,
+            "WritebackLedger.update_entity": 1,
+            "Visits.update_entity": 2,  # its presence, then the context's release
+            "WritebackLedger.query_entities": 1,
+        }
+    ended = VisitRepository(storage, SEALER).get(Geography.AMERICAS, epic.key)
+    assert ended is not None and ended.context == VisitContext()
+
+
 def test_the_usage_reports_facts_ride_in_the_same_writes_two_two_and_four_operations_and_the_timer_copies_them(
     storage: Storage,
     ehr: EhrSandbox,
