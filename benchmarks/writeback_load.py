@@ -178,16 +178,21 @@ class WritebackLoad:
         """``count`` events on approved visits plus ``pending`` on the not-yet-approved configuration's visit."""
         base = datetime.now(UTC).replace(microsecond=0)
         made: list[VisitEvent] = []
+        approved = self.visits - 1
         for n in range(count + pending):
-            index = 0 if n >= count else 1 + n % (self.visits - 1)
+            index = 0 if n >= count else 1 + n % approved
+            # A visit's k-th event: joined and left in turn, by the provider twice for each time the patient, so
+            # that each visit's meeting ends now and then whatever the number of visits (with n % 2 and n % 3, a
+            # number of visits divisible by 2 or 3 gave every event of a visit one kind or one role).
+            turn = index + n // approved
             key, csn = self.visit_keys[index]
             external_id = f"load-{self.run}-{n}"
             event = VisitEvent(
                 configuration_id=self.pending_configuration_id if index == 0 else self.configuration_id,
                 geography=Geography.AMERICAS.value,
                 visit_key=key,
-                kind=EventKind.CONNECTED if n % 2 == 0 else EventKind.DISCONNECTED,
-                role=Role.PROVIDER if n % 3 else Role.PATIENT,
+                kind=EventKind.CONNECTED if turn % 2 == 0 else EventKind.DISCONNECTED,
+                role=Role.PROVIDER if turn % 3 else Role.PATIENT,
                 occurred_at=base + timedelta(milliseconds=n),
                 source=Source.GRAPH,
                 # A participant of its own per event, so the EHR's record counts each event's effect.
