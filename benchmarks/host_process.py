@@ -17,6 +17,9 @@ which the real worker runs before the first invocation; the local host runs no w
 whatever ``APPLICATIONINSIGHTS_CONNECTION_STRING`` names, e.g. ``benchmarks.telemetry_stub``.
 ``--profile FILE`` runs every invocation (and every queue output it sends) under one cProfile, written to FILE
 (pstats) at ``quit``.
+``--writeback-floor SPEC`` makes it the writeback's floor in a host: the queue function ``writeback_events`` is
+replaced by an event's unavoidable steps alone (``benchmarks.writeback_floor.FloorSteps``, SPEC a ``FloorSpec`` as
+JSON), so that the host's own work per message (receive, dispatch, delete) is in the floor too.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--telemetry", action="store_true")
     parser.add_argument("--phases", action="store_true", help="time the launch's phases (``phases`` command)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of every invocation (pstats) here at quit")
+    parser.add_argument("--writeback-floor", metavar="SPEC", help="run the writeback floor's steps as the function")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings.read_text())
 
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         host.start()  # imports function_app and indexes it, as the worker does
         profiler = profile_invocations(host, server_profiler) if args.profile else None
         phases = time_phases(host) if args.phases else None
+        floor = bare_writeback(host, args.writeback_floor) if args.writeback_floor else None
         telemetry = 0.0
         if args.telemetry:
             from connector.telemetry import configure_telemetry
@@ -91,9 +96,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(reply), flush=True)
         finally:
             host.stop()
+            if floor is not None:
+                floor.close()
             if profiler is not None:
                 profiler.dump_stats(str(args.profile))
     return 0
+
+
+def bare_writeback(host: Any, spec: str) -> Any:
+    """Replace the host's ``writeback_events`` by the floor's steps of an event (``--writeback-floor``)."""
+    from benchmarks.writeback_floor import FloorSpec, FloorSteps
+
+    threads = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
+    steps = FloorSteps(FloorSpec.from_json(spec), threads=int(threads) if threads.isdigit() else 32)
+    [entry] = [entry for entry in host.functions if entry.name == "writeback_events"]
+
+    def writeback_events(**kwargs: Any) -> None:
+        steps.event_in_host(kwargs[str(entry.trigger["name"])].get_body().decode())
+
+    entry.function = writeback_events
+    return steps
 
 
 def profile_http_server() -> Any:
@@ -393,8 +415,10 @@ class HostProcess:
         environ: dict[str, str] | None = None,
         profile: Path | None = None,
         phases: bool = False,
+        writeback_floor: str | None = None,
     ) -> None:
         self.profile = profile
+        self.writeback_floor = writeback_floor
         self.timed_phases = phases
         self.settings = settings
         self.port = port
@@ -417,6 +441,7 @@ class HostProcess:
         command += ["--settings", self._file.name] + (["--telemetry"] if self.telemetry else [])
         command += ["--profile", str(self.profile)] if self.profile else []
         command += ["--phases"] if self.timed_phases else []
+        command += ["--writeback-floor", self.writeback_floor] if self.writeback_floor else []
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.settings, **self.environ}
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the host's own log, shown if it fails
         self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our module

@@ -1,7 +1,6 @@
 """The floor of one writeback event: the work no event can avoid, done with the same libraries, in a process of its own.
 
-    python -m benchmarks.writeback_floor --queue NAME --visit GEOGRAPHY PK RK --fhir URL --client-id ID
-        --mode epic|fhir-auditevent --call-args CSN EXTERNAL_ID [--concurrency 24]
+    python -m benchmarks.writeback_floor --queue NAME --spec FLOOR_SPEC_JSON [--concurrency 24]
 
 Run by ``benchmarks.writeback`` as a child process with the app's settings in its environment, kept up during the
 run so that it is measured in short rounds between the host's (the CPU a given piece of work costs on this shared
@@ -33,17 +32,27 @@ After a warm-up it prints ``{"ready": true}`` and answers each line on stdin wit
 
 The queue must hold a message for every event and every ``tight`` run asked for (the warm-up takes
 3 + ``--concurrency``).
+
+The same steps but the queue's (``FloorSteps.event_in_host``) are also the function of a second local host
+(``benchmarks.host_process --writeback-floor``): the floor ``benchmarks.writeback``'s ratio is against, the host
+receiving, dispatching and deleting each message there as it does the app's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableEntity
+    from azure.storage.queue import QueueMessage
 
 BATCH = 16
 VISIBILITY = 600  # seconds: as the local host's listener receives (its PROCESSING_VISIBILITY)
@@ -52,54 +61,127 @@ EHR, LEDGER = "EHR call", "ledger claim + done mark"
 T = TypeVar("T")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.writeback_floor")
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--visit", nargs=3, metavar=("GEOGRAPHY", "PK", "RK"), required=True)
-    parser.add_argument("--fhir", required=True)
-    parser.add_argument("--client-id", required=True)
-    parser.add_argument("--mode", choices=("epic", "fhir-auditevent"), required=True)
-    parser.add_argument("--call-args", nargs=2, metavar=("CSN", "EXTERNAL_ID"), required=True)
-    parser.add_argument("--concurrency", type=int, default=24, help="the most events ``events`` runs at once")
-    args = parser.parse_args(argv)
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+@dataclasses.dataclass(frozen=True)
+class FloorSpec:
+    """What the floor's steps work on: a visit row to copy, the EHR and its client, the writeback mode."""
 
-    from azure.core import MatchConditions
-    from azure.data.tables import TableEntity, UpdateMode
-    from azure.storage.queue import QueueMessage
+    geography: str
+    partition_key: str
+    row_key: str
+    fhir: str
+    client_id: str
+    mode: str  # epic | fhir-auditevent
+    csn: str
+    external_id: str
 
-    from benchmarks.host_process import usage, usage_per
-    from shared.ehr.backend_services import BackendServices
-    from shared.ehr.epic_writeback import PATH, interconnect_base
-    from shared.ehr.smart import smart_client_for
-    from shared.http.outbound import HttpResult, SafeHttp, outbound_policy
-    from shared.kernel.settings import Geography, get_settings
-    from shared.storage.accounts import Storage, insert_row
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
 
-    settings = get_settings()
-    storage = Storage(settings)
-    queue = storage.app.queue(args.queue)
-    table = storage.for_geography(Geography(args.visit[0])).table("Visits")
-    http = SafeHttp(outbound_policy(settings))
-    backend = BackendServices(smart_client_for(settings))
-    csn, external_id = args.call_args
-    scope = "system/Encounter.write" if args.mode == "epic" else "system/AuditEvent.write"
+    @classmethod
+    def from_json(cls, text: str) -> FloorSpec:
+        return cls(**json.loads(text))
 
-    def epic(token: str) -> HttpResult:
-        params = {"ConferenceID": csn, "ExternalID": external_id, "ExternalIDType": "1",
+
+class FloorSteps:
+    """The unavoidable steps of one writeback event, with the app's own clients and settings (environment).
+
+    Each thread that runs them works on a visit row of its own (a copy of the given one, made here for up to
+    ``threads`` threads), so concurrent events never race for one etag, nor with the host's events."""
+
+    def __init__(self, spec: FloorSpec, *, threads: int, queue_name: str | None = None) -> None:
+        from shared.ehr.backend_services import BackendServices
+        from shared.ehr.smart import smart_client_for
+        from shared.http.outbound import SafeHttp, outbound_policy
+        from shared.kernel.settings import Geography, get_settings
+        from shared.storage.accounts import Storage
+
+        settings = get_settings()
+        storage = Storage(settings)
+        self.spec = spec
+        self.epic = spec.mode == "epic"
+        self._queue = storage.app.queue(queue_name) if queue_name else None
+        self._table = storage.for_geography(Geography(spec.geography)).table("Visits")
+        self._ledger = storage.for_geography(Geography(spec.geography)).table(f"FloorLedger{uuid.uuid4().hex[:12]}")
+        self._http = SafeHttp(outbound_policy(settings))
+        self._backend = BackendServices(smart_client_for(settings))
+        self._scope = "system/Encounter.write" if self.epic else "system/AuditEvent.write"
+        self._received: list[QueueMessage] = []
+        self._lock = threading.Lock()
+        self._mine = threading.local()
+        original = self._table.get_entity(spec.partition_key, spec.row_key)
+        self._rows = [f"{spec.row_key}-floor-{uuid.uuid4().hex[:6]}-{n}" for n in range(threads)]
+        for row_key in self._rows:
+            self._table.upsert_entity({**original, "RowKey": row_key})
+        self._assigned: Iterator[str] = iter(self._rows)
+        self.failures: list[str] = []
+
+    def close(self) -> None:
+        self._ledger.delete_table()
+        for row_key in self._rows:
+            self._table.delete_entity(self.spec.partition_key, row_key)
+
+    # --- the queue: in the floor's own process only (in a host, the host receives and deletes) ---------------
+    def receive(self) -> QueueMessage:
+        assert self._queue is not None, "these steps were made without a queue"
+        with self._lock:
+            if not self._received:
+                self._received.extend(
+                    self._queue.receive_messages(
+                        messages_per_page=BATCH, max_messages=BATCH, visibility_timeout=VISIBILITY
+                    )
+                )
+            if not self._received:  # an empty receive would make the floor look cheaper than an event is
+                raise SystemExit("the floor's queue ran out of messages: fill it with more")
+            return self._received.pop()
+
+    def delete(self, message: QueueMessage) -> None:
+        assert self._queue is not None, "these steps were made without a queue"
+        self._queue.delete_message(message)
+
+    # --- the visit row --------------------------------------------------------------------------------------
+    def read_visit(self) -> TableEntity:
+        if not hasattr(self._mine, "row"):
+            with self._lock:
+                self._mine.row = next(self._assigned)  # StopIteration: more threads than rows were made for
+        return self._table.get_entity(self.spec.partition_key, self._mine.row)
+
+    def write_presence(self, row: TableEntity) -> None:
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        row["FloorAt"] = time.time()
+        self._table.update_entity(
+            row, mode=UpdateMode.REPLACE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified
+        )
+
+    # --- the EHR call ---------------------------------------------------------------------------------------
+    def ehr_call(self) -> None:
+        call = self._epic if self.epic else self._audit_event
+        try:
+            self._backend.send(self.spec.fhir, self.spec.client_id, self._scope, call)
+        except Exception as exc:  # noqa: BLE001 - the floor counts the call's CPU, whatever the EHR answers
+            self.failures.append(type(exc).__name__)
+
+    def _epic(self, token: str) -> Any:
+        from shared.ehr.epic_writeback import PATH, interconnect_base
+
+        params = {"ConferenceID": self.spec.csn, "ExternalID": self.spec.external_id, "ExternalIDType": "1",
                   "VendorName": "Microsoft Teams", "ConnectionStatus": "1"}  # fmt: skip
-        headers = {"Authorization": f"Bearer {token}", "Epic-Client-ID": args.client_id, "Accept": "application/json"}
-        return http.request("GET", interconnect_base(args.fhir) + PATH, params=params, headers=headers)
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Epic-Client-ID": self.spec.client_id,
+            "Accept": "application/json",
+        }
+        return self._http.request("GET", interconnect_base(self.spec.fhir) + PATH, params=params, headers=headers)
 
-    def audit_event(token: str) -> HttpResult:
+    def _audit_event(self, token: str) -> Any:
         tag = uuid.uuid4().hex
         body = json.dumps(
             {
                 "resourceType": "AuditEvent",
                 "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110100"},
                 "recorded": "2026-11-25T15:00:00Z",
-                "agent": [{"who": {"reference": f"Practitioner/{external_id}"}, "requestor": True}],
+                "agent": [{"who": {"reference": f"Practitioner/{self.spec.external_id}"}, "requestor": True}],
                 "source": {"observer": {"display": "Microsoft Teams"}},
                 "meta": {"tag": [{"system": "urn:floor", "code": tag}]},
             }
@@ -108,69 +190,54 @@ def main(argv: list[str] | None = None) -> int:
             "Authorization": f"Bearer {token}",
             "Accept": "application/fhir+json",
             "If-None-Exist": f"_tag=urn:floor|{tag}",
-            "Epic-Client-ID": args.client_id,
+            "Epic-Client-ID": self.spec.client_id,
             "Prefer": "return=minimal",
         }
-        return http.post_json(f"{args.fhir}/AuditEvent", body, content_type="application/fhir+json", headers=headers)
+        url = f"{self.spec.fhir}/AuditEvent"
+        return self._http.post_json(url, body, content_type="application/fhir+json", headers=headers)
 
-    call = epic if args.mode == "epic" else audit_event
-    received: list[QueueMessage] = []
-    receiving = threading.Lock()
+    # --- the ledger (Epic only) -----------------------------------------------------------------------------
+    def claim(self) -> tuple[dict[str, object], str]:
+        from shared.storage.accounts import insert_row
 
-    def receive() -> QueueMessage:
-        with receiving:
-            if not received:
-                received.extend(
-                    queue.receive_messages(messages_per_page=BATCH, max_messages=BATCH, visibility_timeout=VISIBILITY)
-                )
-            if not received:  # an empty receive would make the floor look cheaper than an event is
-                raise SystemExit("the floor's queue ran out of messages: fill it with more")
-            return received.pop()
-
-    def delete(message: QueueMessage) -> None:
-        queue.delete_message(message)
-
-    # One visit row per thread (copies of the given one, the main thread's too), so concurrent events never race
-    # for one etag, nor with the host's events between rounds.
-    original = table.get_entity(args.visit[1], args.visit[2])
-    rows = [f"{args.visit[2]}-floor-{n}" for n in range(args.concurrency + 1)]
-    for row_key in rows:
-        table.upsert_entity({**original, "RowKey": row_key})
-    mine = threading.local()
-    assigned = iter(rows)
-
-    def read_visit() -> TableEntity:
-        if not hasattr(mine, "row"):
-            with receiving:
-                mine.row = next(assigned)
-        return table.get_entity(args.visit[1], mine.row)
-
-    def write_presence(row: TableEntity) -> None:
-        row["FloorAt"] = time.time()
-        table.update_entity(
-            row, mode=UpdateMode.REPLACE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified
-        )
-
-    def ehr_call() -> None:
-        try:
-            backend.send(args.fhir, args.client_id, scope, call)
-        except Exception as exc:  # noqa: BLE001 - the floor counts the call's CPU, whatever the EHR answers
-            failures.append(type(exc).__name__)
-
-    ledger = storage.for_geography(Geography(args.visit[0])).table(f"FloorLedger{uuid.uuid4().hex[:12]}")
-
-    def claim() -> tuple[dict[str, object], str]:
-        entity: dict[str, object] = {"PartitionKey": args.visit[1], "RowKey": uuid.uuid4().hex}
+        entity: dict[str, object] = {"PartitionKey": self.spec.partition_key, "RowKey": uuid.uuid4().hex}
         entity.update({"State": "claimed", "Attempt": 1})
-        return entity, str(insert_row(ledger, entity)["etag"])
+        return entity, str(insert_row(self._ledger, entity)["etag"])
 
-    def mark_done(claimed: tuple[dict[str, object], str]) -> None:
+    def mark_done(self, claimed: tuple[dict[str, object], str]) -> None:
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
         entity, etag = claimed
         entity["State"] = "done"
-        ledger.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
+        self._ledger.update_entity(
+            entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
 
-    failures: list[str] = []
-    epic_mode = args.mode == "epic"
+    # --- an event -------------------------------------------------------------------------------------------
+    def event_in_host(self, body: str) -> None:
+        """One event's unavoidable work as a host's queue function does it (the host receives and deletes):
+        the message's JSON parsed, the visit read, for Epic the claim, the EHR call, the done mark, presence."""
+        json.loads(body)
+        row = self.read_visit()
+        claimed = self.claim() if self.epic else None
+        self.ehr_call()
+        if claimed is not None:
+            self.mark_done(claimed)
+        self.write_presence(row)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.writeback_floor")
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--spec", required=True, help="a FloorSpec as JSON")
+    parser.add_argument("--concurrency", type=int, default=24, help="the most events ``events`` runs at once")
+    args = parser.parse_args(argv)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.host_process import usage, usage_per
+
+    steps = FloorSteps(FloorSpec.from_json(args.spec), threads=args.concurrency + 1, queue_name=args.queue)
     spent: dict[str, float] = {}
     spent_lock = threading.Lock()
 
@@ -185,27 +252,27 @@ def main(argv: list[str] | None = None) -> int:
 
     def one_event() -> None:
         """One event's unavoidable work, in the order the worker does it."""
-        message = timed(QUEUE, receive)
-        row = timed(VISIT, read_visit)
-        claimed = timed(LEDGER, claim) if epic_mode else None
-        timed(EHR, ehr_call)
+        message = timed(QUEUE, steps.receive)
+        row = timed(VISIT, steps.read_visit)
+        claimed = timed(LEDGER, steps.claim) if steps.epic else None
+        timed(EHR, steps.ehr_call)
         if claimed is not None:
-            timed(LEDGER, mark_done, claimed)
-        timed(VISIT, write_presence, row)
-        timed(QUEUE, delete, message)
+            timed(LEDGER, steps.mark_done, claimed)
+        timed(VISIT, steps.write_presence, row)
+        timed(QUEUE, steps.delete, message)
 
     # Each step alone, run many times in a row: warmer than any event runs it (for information).
     tight: dict[str, Callable[[], None]] = {
-        QUEUE: lambda: delete(receive()),
-        VISIT: lambda: write_presence(read_visit()),
-        EHR: ehr_call,
+        QUEUE: lambda: steps.delete(steps.receive()),
+        VISIT: lambda: steps.write_presence(steps.read_visit()),
+        EHR: steps.ehr_call,
     }
-    if epic_mode:
-        tight[LEDGER] = lambda: mark_done(claim())
+    if steps.epic:
+        tight[LEDGER] = lambda: steps.mark_done(steps.claim())
 
     def events(pool: ThreadPoolExecutor, runs: int, concurrency: int) -> dict[str, object]:
         spent.clear()
-        failures.clear()
+        steps.failures.clear()
         used_before = usage()
         started = time.process_time()
         if concurrency == 1:
@@ -215,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             list(pool.map(lambda _: one_event(), range(runs)))
         total = (time.process_time() - started) / runs * 1000
         resources = usage_per(used_before, usage(), runs)
-        steps = {label: used / runs * 1000 for label, used in spent.items()}
-        return {"runs": runs, "total_ms": total, "steps_ms": steps, "usage": resources, "failures": failures[:3]}
+        figures = {label: used / runs * 1000 for label, used in spent.items()}
+        failures = steps.failures[:3]
+        return {"runs": runs, "total_ms": total, "steps_ms": figures, "usage": resources, "failures": failures}
 
     def tight_steps(runs: int) -> dict[str, object]:
         figures: dict[str, float] = {}
@@ -247,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                     answer = {"error": f"unknown command {line.strip()!r}"}
                 print(json.dumps(answer), flush=True)
     finally:
-        ledger.delete_table()
-        for row_key in rows:
-            table.delete_entity(args.visit[1], row_key)
+        steps.close()
     return 0
 
 
