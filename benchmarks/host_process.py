@@ -7,6 +7,7 @@ Azurite and the clients live in other processes. It answers one-line commands on
 each on stdout:
 
     cpu     {"cpu": seconds of CPU this process used so far (all threads), "threads": n}
+    floor_failures  {"failures": [...]} the writeback floor's failed EHR calls since the last ask (--writeback-floor)
     ops     {"ops": {"Table.operation": count, ...}} since the last ``ops`` (this process's Table calls)
     threads {"threads": {"thread name": CPU seconds, ...}} per live thread (where the host's CPU goes)
     rss     {"rss_mb": resident memory now, "peak_rss_mb": its peak (VmHWM)}
@@ -59,18 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         host.start()  # imports function_app and indexes it, as the worker does
         profiler = profile_invocations(host, server_profiler) if args.profile else None
         phases = time_phases(host) if args.phases else None
-        floor = bare_writeback(host, args.writeback_floor) if args.writeback_floor else None
-        telemetry = 0.0
-        if args.telemetry:
-            from connector.telemetry import configure_telemetry
-
-            before = time.process_time()
-            if not configure_telemetry():
-                raise SystemExit("telemetry did not turn on: is APPLICATIONINSIGHTS_CONNECTION_STRING set?")
-            telemetry = time.process_time() - before
-        ready = {"ready": host.url, "start_cpu": time.process_time() - started, "telemetry_cpu": telemetry}
-        print(json.dumps(ready), flush=True)
+        floor: Any = None
         try:
+            floor = bare_writeback(host, args.writeback_floor) if args.writeback_floor else None
+            telemetry = 0.0
+            if args.telemetry:
+                from connector.telemetry import configure_telemetry
+
+                before = time.process_time()
+                if not configure_telemetry():
+                    raise SystemExit("telemetry did not turn on: is APPLICATIONINSIGHTS_CONNECTION_STRING set?")
+                telemetry = time.process_time() - before
+            ready = {"ready": host.url, "start_cpu": time.process_time() - started, "telemetry_cpu": telemetry}
+            print(json.dumps(ready), flush=True)
             for line in sys.stdin:
                 command = line.strip()
                 if command == "cpu":
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                     reply = memory()
                 elif command == "ops":
                     reply = {"ops": dict(ops.take())}
+                elif command == "floor_failures":
+                    reply = {"failures": floor.take_failures() if floor is not None else []}
                 elif command == "quit":
                     break
                 else:
@@ -108,7 +112,9 @@ def bare_writeback(host: Any, spec: str) -> Any:
     from benchmarks.writeback_floor import FloorSpec, FloorSteps
 
     threads = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
-    steps = FloorSteps(FloorSpec.from_json(spec), threads=int(threads) if threads.isdigit() else 32)
+    # A row for each thread the worker's pool may start (LocalHost's rule; its default is at most 32).
+    pool = int(threads) if threads.isdigit() and int(threads) > 0 else 32
+    steps = FloorSteps(FloorSpec.from_json(spec), threads=pool)
     [entry] = [entry for entry in host.functions if entry.name == "writeback_events"]
 
     def writeback_events(**kwargs: Any) -> None:
@@ -474,6 +480,12 @@ class HostProcess:
 
     def rss(self) -> dict[str, float]:
         return {str(k): float(v) for k, v in self._ask("rss").items()}  # type: ignore[arg-type]
+
+    def floor_failures(self) -> list[str]:
+        """The writeback floor's failed EHR calls since the last ask (``--writeback-floor``)."""
+        failures = self._ask("floor_failures")["failures"]
+        assert isinstance(failures, list)
+        return [str(failure) for failure in failures]
 
     def ops(self) -> dict[str, int]:
         counts = self._ask("ops")["ops"]

@@ -194,7 +194,8 @@ def _print_rounds(
           f"event {sum(host) / len(host):.2f} ms (rounds {min(host):.2f}-{max(host):.2f}; host idle "
           f"{idle * 1000:.2f} ms/s, not subtracted); the floor, its steps as the function of the same local host "
           f"with the same host.json: {median(hosted):.2f} ms; ratio to the floor of its round "
-          f"{spread([h / f for h, f in zip(host, hosted, strict=True)])} (target <= 1.1)")  # fmt: skip
+          f"{spread([h / f for h, f in zip(host, hosted, strict=True)])} (target <= 1.1); of the run's medians "
+          f"{median(host) / median(hosted):.2f}, of its totals {sum(host) / sum(hosted):.2f}")  # fmt: skip
     print(f"   In a bare process (no host's work per message but the receive and delete): ratio to the lowest of the "
           f"three floors below {spread([r.host_ms / r.lowest_ms for r in rounds])}")  # fmt: skip
     crowded = [float(r.crowded["total_ms"]) for r in rounds]
@@ -259,12 +260,16 @@ def in_flight() -> int:
 
 
 class WritebackFloor:
-    """``benchmarks.writeback_floor`` in a process of its own, kept up for a case's rounds, on a queue of its own
-    that this fills with a message for every event and step it is asked to run."""
+    """The floors of a case, kept up for its rounds: ``benchmarks.writeback_floor`` in a process of its own (the
+    bare-process floors), and the same steps as the queue function of a second local host (``hosted``: the
+    headline floor), each on a queue of its own that this fills with a message for every event and step it is
+    asked to run. A floor whose EHR call failed, or whose host poisoned a message, is not a floor: it raises."""
 
     def __init__(self, load: WritebackLoad, mode: WritebackMode) -> None:
         self._load = load
         self._queue = load.queue(f"{load.queue_name}-floor")
+        self._hosted_queue = load.queue(f"{load.queue_name}-hosted")
+        self._poison = load.queue(f"{self._hosted_queue.queue_name}-poison")
         concurrency = in_flight()
         self._fill(self._queue, 3 + concurrency)  # its warm-up
         key, csn = load.visit_keys[1]
@@ -280,26 +285,37 @@ class WritebackFloor:
             "--spec", spec.to_json(), "--concurrency", str(concurrency),
         ]  # fmt: skip
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **load.environ}
+        self._host: HostProcess | None = None
         self._child = ServedChild(command, environ, name="the writeback floor process")  # ready: warmed up
-        # The same steps as the function of a second local host (its own process, queue and port): the host's
-        # receive, dispatch and delete of each message in the floor too, with the production host.json.
-        self._hosted_queue = load.queue(f"{load.queue_name}-hosted")
-        settings = {**load.environ, "WRITEBACK_QUEUE_NAME": self._hosted_queue.queue_name}
-        self._host = HostProcess(settings, free_port(), writeback_floor=spec.to_json()).start()
-        self.hosted(3 + concurrency)  # its warm-up
+        try:
+            # The same steps as the function of a second local host (its own process, queue and port): the host's
+            # receive, dispatch and delete of each message in the floor too, with the production host.json.
+            settings = {**load.environ, "WRITEBACK_QUEUE_NAME": self._hosted_queue.queue_name}
+            self._host = HostProcess(settings, free_port(), writeback_floor=spec.to_json()).start()
+            self.hosted(3 + concurrency)  # its warm-up
+        except BaseException:
+            self.close()
+            raise
 
     def hosted(self, runs: int) -> dict[str, Any]:
         """``runs`` events through the floor's host: its CPU per event, and its resource usage per event."""
-        used_before = self._host.usage()
-        before = self._host.cpu()
+        host = self._host
+        assert host is not None
+        used_before = host.usage()
+        before = host.cpu()
         self._fill(self._hosted_queue, runs)
         deadline = time.monotonic() + max(180, runs)
-        while self._hosted_queue.get_queue_properties().approximate_message_count:  # deleted once done
+        # Azurite counts a message until it is deleted, which the host does once its invocation has returned.
+        while self._hosted_queue.get_queue_properties().approximate_message_count:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the floor's host did not drain its queue: {self._host.log_tail()}")
+                raise AssertionError(f"the floor's host did not drain its queue: {host.log_tail()}")
             time.sleep(0.1)
-        total = (self._host.cpu() - before) / runs * 1000
-        return {"runs": runs, "total_ms": total, "usage": usage_per(used_before, self._host.usage(), runs)}
+        total = (host.cpu() - before) / runs * 1000
+        used = usage_per(used_before, host.usage(), runs)
+        failures = host.floor_failures()
+        if failures or self._poison.get_queue_properties().approximate_message_count:
+            raise AssertionError(f"the floor's host failed ({failures[:3]}): {host.log_tail()}")
+        return {"runs": runs, "total_ms": total, "usage": used}
 
     def __enter__(self) -> WritebackFloor:
         return self
@@ -309,18 +325,24 @@ class WritebackFloor:
 
     def events(self, runs: int, concurrency: int) -> dict[str, Any]:
         self._fill(self._queue, runs)
-        return self._child.ask(f"events {runs} {concurrency}")
+        answer = self._child.ask(f"events {runs} {concurrency}")
+        if answer.get("failures"):
+            raise AssertionError(f"the floor's EHR calls failed: {answer['failures']}")
+        return answer
 
     def tight(self, runs: int) -> dict[str, Any]:
         self._fill(self._queue, runs)  # the queue step alone takes one message per run
         return self._child.ask(f"tight {runs}")
 
     def close(self) -> None:
-        self._child.close()
-        self._host.stop()
-        for queue in (self._queue, self._hosted_queue):
-            with contextlib.suppress(Exception):
-                queue.delete_queue()
+        try:
+            self._child.close()
+        finally:
+            if self._host is not None:
+                self._host.stop()
+            for queue in (self._queue, self._hosted_queue, self._poison):
+                with contextlib.suppress(Exception):
+                    queue.delete_queue()
 
     def _fill(self, queue: Any, count: int) -> None:
         """As ``WritebackLoad.enqueue`` sends the host's: 8 at a time."""

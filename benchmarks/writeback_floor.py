@@ -3,9 +3,9 @@
     python -m benchmarks.writeback_floor --queue NAME --spec FLOOR_SPEC_JSON [--concurrency 24]
 
 Run by ``benchmarks.writeback`` as a child process with the app's settings in its environment, kept up during the
-run so that it is measured in short rounds between the host's (the CPU a given piece of work costs on this shared
+run so that it is measured in short rounds beside the host's (the CPU a given piece of work costs on this shared
 machine moves by up to ~1.7x from one ten seconds to the next: each round of the host's events is compared with the
-floor measured right after it). Per event:
+floors measured beside it). Per event:
 
 * the queue message: received in batches of 16 (production host.json ``batchSize``), invisible for 10 minutes as
   the host's listener asks, and deleted, with azure-storage-queue (the local host's listener does the same in the
@@ -113,12 +113,17 @@ class FloorSteps:
         for row_key in self._rows:
             self._table.upsert_entity({**original, "RowKey": row_key})
         self._assigned: Iterator[str] = iter(self._rows)
-        self.failures: list[str] = []
+        self.failures: list[str] = []  # the EHR calls that failed (a floor with any is not comparable)
 
     def close(self) -> None:
         self._ledger.delete_table()
         for row_key in self._rows:
             self._table.delete_entity(self.spec.partition_key, row_key)
+
+    def take_failures(self) -> list[str]:
+        with self._lock:
+            failures, self.failures = self.failures, []
+        return failures
 
     # --- the queue: in the floor's own process only (in a host, the host receives and deletes) ---------------
     def receive(self) -> QueueMessage:
@@ -160,7 +165,8 @@ class FloorSteps:
         try:
             self._backend.send(self.spec.fhir, self.spec.client_id, self._scope, call)
         except Exception as exc:  # noqa: BLE001 - the floor counts the call's CPU, whatever the EHR answers
-            self.failures.append(type(exc).__name__)
+            with self._lock:
+                self.failures.append(type(exc).__name__)
 
     def _epic(self, token: str) -> Any:
         from shared.ehr.epic_writeback import PATH, interconnect_base
@@ -272,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def events(pool: ThreadPoolExecutor, runs: int, concurrency: int) -> dict[str, object]:
         spent.clear()
-        steps.failures.clear()
+        steps.take_failures()  # a warm-up's or an earlier command's are not this one's
         used_before = usage()
         started = time.process_time()
         if concurrency == 1:
@@ -283,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         total = (time.process_time() - started) / runs * 1000
         resources = usage_per(used_before, usage(), runs)
         figures = {label: used / runs * 1000 for label, used in spent.items()}
-        failures = steps.failures[:3]
+        failures = steps.take_failures()[:3]
         return {"runs": runs, "total_ms": total, "steps_ms": figures, "usage": resources, "failures": failures}
 
     def tight_steps(runs: int) -> dict[str, object]:
