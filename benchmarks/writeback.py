@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from azure.storage.queue import QueueClient
 
 from benchmarks.host_process import HostProcess, ServedChild, usage_per
 from benchmarks.table_operations import TableOperations
@@ -344,7 +345,7 @@ class WritebackFloor:
                 with contextlib.suppress(Exception):
                     queue.delete_queue()
 
-    def _fill(self, queue: Any, count: int) -> None:
+    def _fill(self, queue: QueueClient, count: int) -> None:
         """As ``WritebackLoad.enqueue`` sends the host's: 8 at a time."""
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(queue.send_message, [e.to_json() for e in self._load.events(count)]))
