@@ -34,7 +34,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.writeback_floor import FloorSteps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         host.start()  # imports function_app and indexes it, as the worker does
         profiler = profile_invocations(host, server_profiler) if args.profile else None
         phases = time_phases(host) if args.phases else None
-        floor: Any = None
+        floor: FloorSteps | None = None
         try:
             floor = bare_writeback(host, args.writeback_floor) if args.writeback_floor else None
             telemetry = 0.0
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def bare_writeback(host: Any, spec: str) -> Any:
+def bare_writeback(host: Any, spec: str) -> FloorSteps:
     """Replace the host's ``writeback_events`` by the floor's steps of an event (``--writeback-floor``)."""
     from benchmarks.writeback_floor import FloorSpec, FloorSteps
 
