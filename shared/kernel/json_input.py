@@ -26,9 +26,17 @@ def parse_json(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> 
         value = json.loads(data)
     except (ValueError, RecursionError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise MalformedJson("not JSON") from None
-    if _deeper_than(value, max_depth):
+    if _openings(data) > max_depth and _deeper_than(value, max_depth):
         raise MalformedJson(f"nested deeper than {max_depth} levels")
     return value
+
+
+def _openings(data: str | bytes | bytearray) -> int:
+    """How many ``[`` and ``{`` the text holds: no value nests deeper than that (a bracket inside a string only
+    counts one more), so a text with no more than the limit needs no walk of its value (queue messages, tokens)."""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -67,6 +67,19 @@ def test_the_parser_refuses_every_malformed_body_with_one_error() -> None:
     assert isinstance(parse_json(nested), list)  # the limit itself is accepted
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32-be"])
+def test_the_depth_is_checked_whatever_the_text_holds_besides_brackets_and_its_encoding(encoding: str) -> None:
+    """A text with no more brackets than the limit is not walked; brackets inside strings do not hide nesting."""
+    too_deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    with pytest.raises(MalformedJson):
+        parse_json(too_deep.encode(encoding))
+    with pytest.raises(MalformedJson):
+        parse_json('{"s":"[[[{{{","v":' + too_deep + "}")
+    in_strings = '{"s":"' + "[{" * MAX_DEPTH + '","v":[[1]]}'
+    assert parse_json(in_strings.encode(encoding))["v"] == [[1]]  # many brackets, all in a string: depth 3
+    assert parse_json('{"a":[{"b":[]}]}') == {"a": [{"b": []}]}
+
+
 def test_a_deep_queue_message_is_an_invalid_event() -> None:
     with pytest.raises(InvalidEvent):
         VisitEvent.from_json(DEEP_OBJECT)
