@@ -95,15 +95,20 @@ def merged(a: VisitFacts, b: VisitFacts) -> VisitFacts:
             if len(attendees) < MAX_ATTENDEES:
                 attendees[key] = facts
             continue
-        attendees[key] = AttendeeFacts(
-            role=min(current.role, facts.role),
-            lobby=_first(current.lobby, facts.lobby),
-            joined=_first(current.joined, facts.joined),
-            present=_last(current.present, facts.present),
-            left=_last(current.left, facts.left),
-        )
+        attendees[key] = merged_attendee(current, facts)
     csn = min(x for x in (a.csn, b.csn) if x) if (a.csn or b.csn) else None
     return VisitFacts(launches=launches, attendees=attendees, csn=csn)
+
+
+def merged_attendee(current: AttendeeFacts, facts: AttendeeFacts) -> AttendeeFacts:
+    """One attendee's facts from two accounts of them: first times the earliest, last times the latest."""
+    return AttendeeFacts(
+        role=min(current.role, facts.role),
+        lobby=_first(current.lobby, facts.lobby),
+        joined=_first(current.joined, facts.joined),
+        present=_last(current.present, facts.present),
+        left=_last(current.left, facts.left),
+    )
 
 
 def _earlier_launch(current: LaunchFacts | None, new: LaunchFacts) -> LaunchFacts:

@@ -34,10 +34,10 @@ from shared.kernel.identifiers import log_id
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.reports.days import ReportDays
-from shared.reports.facts import VisitFacts, facts_from_event, merged
+from shared.reports.facts import VisitFacts, facts_from_event
 from shared.reports.preferences import ReportPreferenceStore
 from shared.reports.recorder import organizer_id, report_visit_id
-from shared.reports.store import ReportFacts, day_of, facts_columns, facts_from_columns
+from shared.reports.store import ReportFacts, columns_with, day_of, facts_from_columns
 from shared.visits.events import Role, VisitEvent
 from shared.visits.model import Visit
 from shared.visits.repository import LIFETIME, VisitRepository
@@ -130,12 +130,12 @@ class ReportFold:
     def _fold(self, day: str, facts: VisitFacts, csn: str | None) -> Change:
         def change(visit: Visit) -> Visit | None:
             folded = Folded.parse(visit.report)
-            current = folded.facts(day)
-            combined = merged(current, facts)
+            columns = columns_with(folded.days.get(day), facts)
             sealed = self._csn(visit, folded.csn, csn)
-            if combined == current and sealed == folded.csn:
+            if columns is None and sealed == folded.csn:
                 return None
-            folded.days[day] = facts_columns(combined)
+            if columns is not None:
+                folded.days[day] = columns
             folded.csn = sealed
             return replace(visit, report=folded.dump())
 

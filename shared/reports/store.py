@@ -16,7 +16,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ from shared.kernel.inventory import Account, Classification, Field, Kind, Protec
 from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
-from shared.reports.facts import AttendeeFacts, LaunchFacts, VisitFacts, merged
+from shared.reports.facts import MAX_ATTENDEES, AttendeeFacts, LaunchFacts, VisitFacts, merged, merged_attendee
 from shared.storage.accounts import Storage, insert_row, storage_errors
 from shared.visits.events import Role
 
@@ -304,12 +304,7 @@ def facts_columns(facts: VisitFacts) -> dict[str, str]:
         "Departments": _dump(
             {role.value: launch.department for role, launch in facts.launches.items() if launch.department}
         ),
-        "Attendees": _dump(
-            {
-                name: [a.role.value, _ms(a.lobby), _ms(a.joined), _ms(a.present), _ms(a.left)]
-                for name, a in facts.attendees.items()
-            }
-        ),
+        "Attendees": _dump({name: _attendee_value(a) for name, a in facts.attendees.items()}),
     }
 
 
@@ -328,11 +323,55 @@ def facts_from_columns(columns: Any) -> VisitFacts:
         if role in Role.__members__.values()
     }
     attendees = {
-        str(name): AttendeeFacts(Role(v[0]), _time(v[1]), _time(v[2]), _time(v[3]), _time(v[4]))
-        for name, v in _load(columns.get("Attendees")).items()
-        if isinstance(v, list) and len(v) == 5 and v[0] in Role.__members__.values()
+        str(name): _attendee(value) for name, value in _load(columns.get("Attendees")).items() if _readable(value)
     }
     return VisitFacts(launches=launches, attendees=attendees)
+
+
+def columns_with(columns: Mapping[str, Any] | None, facts: VisitFacts) -> dict[str, str] | None:
+    """``columns`` (of ``facts_columns``; None: none yet) with ``facts`` merged in by ``merged``'s rule, or None
+    when that changes no fact (the CSN aside: the caller's).
+
+    For the columns this module writes, the same as ``facts_columns(merged(facts_from_columns(columns), facts))``;
+    but an event's facts name one attendee (a Teams fact) or one launch, and for an attendee only that attendee's
+    entry is decoded and encoded again, not every fact of the visit (the writeback folds each event into the
+    visit row it writes).
+    """
+    if facts.launches or len(facts.attendees) != 1:
+        before = facts_from_columns(columns) if columns else VisitFacts()
+        after = merged(before, replace(facts, csn=None))
+        return None if after == before else facts_columns(after)
+    [(name, fact)] = facts.attendees.items()
+    current = columns or facts_columns(VisitFacts())
+    # The entries as ``facts_from_columns`` reads them: one that does not read as an attendee is no fact.
+    stored = {key: value for key, value in _load(current.get("Attendees")).items() if _readable(value)}
+    if name in stored:
+        known = _attendee(stored[name])
+        combined = merged_attendee(known, fact)
+        if combined == known:
+            return None
+    elif len(stored) >= MAX_ATTENDEES:
+        return None  # ``merged`` keeps the first ``MAX_ATTENDEES``
+    else:
+        combined = fact
+    stored[name] = _attendee_value(combined)
+    return {**current, "Attendees": _dump(stored)}
+
+
+def _attendee_value(facts: AttendeeFacts) -> list[Any]:
+    return [facts.role.value, _ms(facts.lobby), _ms(facts.joined), _ms(facts.present), _ms(facts.left)]
+
+
+def _readable(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 5 and value[0] in _ROLES
+
+
+def _attendee(value: Any) -> AttendeeFacts:
+    """A readable (``_readable``) ``Attendees`` entry."""
+    return AttendeeFacts(Role(value[0]), _time(value[1]), _time(value[2]), _time(value[3]), _time(value[4]))
+
+
+_ROLES = frozenset(role.value for role in Role)
 
 
 def delete_rows(table: Any, account: str, query: str, parameters: dict[str, Any], *, limit: int) -> int:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared.kernel.errors import NotFound
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
-from shared.reports.facts import facts_from_event, merged
+from shared.reports.facts import MAX_ATTENDEES, AttendeeFacts, VisitFacts, facts_from_event, merged
 from shared.reports.fold import Folded, ReportFold, csn_purpose
 from shared.reports.preferences import ReportPreferences
+from shared.reports.store import columns_with, facts_columns, facts_from_columns
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit
 
@@ -98,6 +101,43 @@ def test_the_folded_facts_are_the_merged_facts_of_the_events_in_any_order_and_a_
     for e in events:  # every fact again: nothing changes, so the worker's write carries nothing new
         change = recorder.change_for(e)
         assert change is not None and change(forwards) is None
+
+
+def test_an_events_facts_merged_into_the_columns_are_the_columns_of_all_the_facts_merged() -> None:
+    """``columns_with`` decodes only the attendee an event names; what it stores is what decoding every fact,
+    merging and encoding them all would store, for any order of events, repeats, launches and new attendees."""
+    rng = random.Random(20261206)
+    roles = list(Role)
+    for _ in range(300):
+        columns: dict[str, str] | None = None
+        everything = VisitFacts()
+        for _ in range(rng.randrange(1, 12)):
+            role = rng.choice(roles)
+            source = Source.LAUNCH if rng.random() < 0.15 else Source.GRAPH
+            e = VisitEvent(
+                "cfg", "americas", "k" * 64, rng.choice(list(EventKind)), role,
+                NOW - timedelta(seconds=rng.randrange(0, 3600)), source,
+                attendee=None if source is Source.LAUNCH else rng.choice(["a", "b", "c", None]),
+                interpreter=source is Source.GRAPH and rng.random() < 0.1,
+            )  # fmt: skip
+            facts = facts_from_event(e, organizer="org" if role is Role.PROVIDER else None)
+            merged_all = merged(everything, facts)
+            expected = None if merged_all == everything else facts_columns(merged_all)
+            assert columns_with(columns, facts) == expected
+            columns, everything = expected or columns, merged_all
+        assert facts_from_columns(columns or {}) == everything
+
+
+def test_a_new_attendee_past_the_rows_limit_and_an_entry_that_does_not_read_are_no_facts() -> None:
+    full = VisitFacts(attendees={f"patient:{n}": AttendeeFacts(Role.PATIENT, lobby=NOW) for n in range(MAX_ATTENDEES)})
+    one_more = VisitFacts(attendees={"patient:new": AttendeeFacts(Role.PATIENT, lobby=NOW)})
+    assert columns_with(facts_columns(full), one_more) is None  # the first MAX_ATTENDEES are kept
+    again = VisitFacts(attendees={"patient:0": AttendeeFacts(Role.PATIENT, left=NOW)})
+    merged_in = columns_with(facts_columns(full), again)
+    assert merged_in is not None and facts_from_columns(merged_in) == merged(full, again)
+    garbled = {**facts_columns(VisitFacts()), "Attendees": '{"x":["nobody",1,2,3,4],"y":"z"}'}
+    written = columns_with(garbled, one_more)
+    assert written is not None and json.loads(written["Attendees"]).keys() == {"patient:new"}
 
 
 def test_nothing_is_folded_with_analytics_off_for_an_unknown_configuration_or_past_the_retention() -> None:
