@@ -3,8 +3,9 @@
 The context (CSN, appointment, encounter, Patient/…, Practitioner/…, sealed on the row) exists only so the
 writeback worker can name the visit and its participants to the EHR. Once everyone seen in the meeting has
 left (Graph's ``callEnded`` disconnects everyone listed; otherwise each ``removedState``) and no writeback of
-the visit is still in flight, nothing needs it: the worker calls ``release_context_when_done`` after each event
-it has marked done, and the context goes at once — not with the row, 24 hours later. The row itself (meeting,
+the visit is still in flight, nothing needs it: the worker folds ``release_when_done`` into the presence write of
+each event it has marked done, and the context goes at once, in the write that stores the meeting's end — not
+with the row, 24 hours later. The row itself (meeting,
 presence, subscription: no EHR identifier) stays until it expires.
 
 A later launch of the same appointment brings its own sealed context and restores it (``with_launch_context``).
@@ -39,6 +40,30 @@ def meeting_ended(visit: Visit) -> bool:
     return roles_left and attendees_left
 
 
+def release_when_done(
+    pending: Callable[[Visit], bool], *, ended: bool | None = None
+) -> Callable[[Visit], Visit | None]:
+    """The change that removes a visit's launch context when its meeting has ended and nothing is pending for it
+    (None: it stays). Composed after an event's presence change, it releases the context in the event's own write:
+    the event that ends the meeting costs one write, not two.
+
+    ``pending`` says whether a writeback of the visit is still in flight: the worker reads its ledger rows
+    (``shared.writeback.ledger``), asked only once the meeting has ended and while the row keeps a context.
+    ``ended``: whether the meeting has ended, when another row knows (a group visit's participant: the group's
+    row holds the Teams facts); None: the row's own presence says.
+    """
+    release = without_context()
+
+    def change(current: Visit) -> Visit | None:
+        if not (has_context(current) or current.unreadable_context):
+            return None
+        if not (meeting_ended(current) if ended is None else ended) or pending(current):
+            return None
+        return release(current)
+
+    return change
+
+
 def release_context_when_done(
     visits: VisitRepository,
     visit: Visit,
@@ -46,31 +71,26 @@ def release_context_when_done(
     pending: Callable[[Visit], bool],
     ended: bool | None = None,
 ) -> Visit:
-    """Remove the visit's launch context when its meeting has ended and nothing is pending for it.
+    """Remove the visit's launch context when its meeting has ended and nothing is pending for it
+    (``release_when_done``), in a write of its own.
 
-    ``pending`` says whether a writeback of the visit is still in flight: the worker reads its ledger rows
-    (``shared.writeback.ledger``), asked only once the meeting has ended.
     The removal is etag-guarded, and re-checks both conditions on a row re-read after a conflict, so an event
     that arrives meanwhile (someone rejoins, a launch restores the context) wins.
-    ``ended``: whether the meeting has ended, when another row knows (a group visit's participant: the group's
-    row holds the Teams facts); None: this row's own presence says.
     """
-
-    def over(current: Visit) -> bool:
-        return meeting_ended(current) if ended is None else ended
-
-    if not (has_context(visit) or visit.unreadable_context) or not over(visit) or pending(visit):
+    release = release_when_done(pending, ended=ended)
+    if release(visit) is None:
         return visit
-    release = without_context()
 
     def change(current: Visit) -> Visit | None:
         # The row just checked (the update's first try): asking the ledger again a moment later tells nothing
         # new. A row re-read after a conflict is checked again.
-        if current is not visit and (not over(current) or pending(current)):
-            return None
-        return release(current)
+        return without_context()(current) if current is visit else release(current)
 
     released = visits.update(visit, change)
-    if not has_context(released):
-        logger.info("Released the launch context of visit %s: the meeting ended, writebacks done", log_id(visit.key))
+    log_release(visit, released)
     return released
+
+
+def log_release(before: Visit, after: Visit) -> None:
+    if (has_context(before) or before.unreadable_context) and not has_context(after):
+        logger.info("Released the launch context of visit %s: the meeting ended, writebacks done", log_id(after.key))

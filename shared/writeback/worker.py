@@ -74,7 +74,7 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import StorageAccount, insert_row, storage_errors
 from shared.visits.events import EventKind, Role, Source, VisitEvent
-from shared.visits.lifetime import meeting_ended, release_context_when_done
+from shared.visits.lifetime import log_release, meeting_ended, release_context_when_done, release_when_done
 from shared.visits.members import GroupMembers
 from shared.visits.model import Colleague, Visit, compose, has_context, with_launch_context
 from shared.visits.presence import PresenceRecorder
@@ -358,8 +358,7 @@ class WritebackWorker:
         adapter = self._adapters[target.mode]
         context_missing = needs_visit_context and not has_context(visit)
         if target.mode is WritebackMode.NONE or (not context_missing and skips(adapter, event)):
-            visit = self._record_presence(visit, event, also)
-            visit = self.release_context_when_done(visit, mode=target.mode)
+            visit = self._record_and_release(visit, event, also, mode=target.mode)
             return Outcome("skipped", event.id, visit=visit, source_is_launch=launch)
         if is_idempotent(adapter):
             return self._write_idempotent(adapter, queued, event, visit, target, also, launch=launch)
@@ -368,8 +367,7 @@ class WritebackWorker:
         except AlreadyWritten:
             logger.info("Event %s already written; duplicate delivery completed", log_id(event.id))
             # The first delivery may have died before its presence and the context's release.
-            visit = self._record_presence(visit, event, also)
-            visit = self.release_context_when_done(visit, mode=target.mode)
+            visit = self._record_and_release(visit, event, also, mode=target.mode)
             return Outcome("duplicate", event.id, visit=visit, source_is_launch=launch)
         except ClaimedElsewhere:
             raise ClaimHeld("Another worker holds this event's claim.") from None
@@ -397,8 +395,7 @@ class WritebackWorker:
             self._keep_presence(visit, event, also)
             raise
         self._mark_done(claim)  # first: the window of a repeated EHR effect ends here
-        visit = self._record_presence(visit, event, also)
-        visit = self.release_context_when_done(visit, mode=target.mode)
+        visit = self._record_and_release(visit, event, also, mode=target.mode)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
 
@@ -430,8 +427,7 @@ class WritebackWorker:
             logger.info("Event %s: %s; the queue will retry", log_id(event.id), code)
             self._keep_presence(visit, event, also)
             raise
-        visit = self._record_presence(visit, event, also)
-        visit = self.release_context_when_done(visit, mode=target.mode)
+        visit = self._record_and_release(visit, event, also, mode=target.mode)
         logger.info("Event %s %s (%s, %s)", log_id(event.id), written.value, event.role.value, event.kind.value)
         return Outcome(written.value, event.id, visit=visit, source_is_launch=launch)
 
@@ -470,14 +466,42 @@ class WritebackWorker:
             role_facts=not (graph and event.interpreter),
         )
 
+    def _record_and_release(
+        self,
+        visit: Visit,
+        event: VisitEvent,
+        also: Callable[[Visit], Visit | None] | None,
+        *,
+        mode: WritebackMode,
+    ) -> Visit:
+        """The event's presence write, releasing the context in the same write when the event ends the meeting and
+        nothing of the visit is pending (``release_context_when_done``'s rule): one write, not two."""
+        if visit.in_group and visit.group_key:
+            # A group visit's participant: the group's row says whether the meeting has ended; it is read, and the
+            # context released, after this write (``release_context_when_done``).
+            visit = self._record_presence(visit, event, also)
+            return self.release_context_when_done(visit, mode=mode)
+        pending, _ = self._pending(visit, mode)  # the visit's own row says whether its meeting has ended
+        release = release_when_done(pending)
+        stored = self._record_presence(visit, event, release if also is None else compose(also, release))
+        log_release(visit, stored)
+        return stored
+
     def release_context_when_done(self, visit: Visit, *, mode: WritebackMode | None = None) -> Visit:
         """Release the launch context once the meeting has ended and none of the visit's events is pending.
 
-        Called after each event, and by the upkeep timer for every live visit (``shared.visits.subscriptions``):
-        an event that stopped being pending without an event after it (poisoned) still ends the context.
+        Folded into each event's presence write (``_record_and_release``), and called by the upkeep timer for every
+        live visit (``shared.visits.subscriptions``): an event that stopped being pending without an event after it
+        (poisoned) still ends the context.
         Pending: in the ledger when the configuration's adapter uses it; with no writeback, never; with an
         idempotent adapter, for ``RETRY_SPAN`` after the meeting ended (its retries keep no ledger rows).
         """
+        pending, ended = self._pending(visit, mode)
+        return release_context_when_done(self._visits, visit, pending=pending, ended=ended)
+
+    def _pending(self, visit: Visit, mode: WritebackMode | None) -> tuple[Callable[[Visit], bool], bool | None]:
+        """Whether an event of the visit is still pending (asked only once its meeting has ended), and whether the
+        meeting has ended when another row says (a group visit's participant; None: the visit's own row)."""
         ended = None
         group: Visit | None = None
         if visit.in_group and visit.group_key and (has_context(visit) or visit.unreadable_context):
@@ -490,15 +514,12 @@ class WritebackWorker:
             except NotFound:
                 mode = None  # no approved configuration: ask the ledger, as for any adapter that uses it
         adapter = self._adapters.get(mode) if mode is not None else None
-        pending: Callable[[Visit], bool]
         if mode is WritebackMode.NONE:
-            pending = _never
-        elif adapter is not None and is_idempotent(adapter):
+            return _never, ended
+        if adapter is not None and is_idempotent(adapter):
             now = self._ledger.now()
-            pending = lambda current: _within_retry_span(group or current, now)  # noqa: E731
-        else:
-            pending = lambda current: self._ledger.pending(current.geography, current.key)  # noqa: E731
-        return release_context_when_done(self._visits, visit, pending=pending, ended=ended)
+            return (lambda current: _within_retry_span(group or current, now)), ended
+        return (lambda current: self._ledger.pending(current.geography, current.key)), ended
 
     def _call(self, adapter: WritebackAdapter, event: VisitEvent, target: WritebackTarget) -> Written:
         for attempt in range(1, self._retry.attempts + 1):

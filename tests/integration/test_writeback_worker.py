@@ -603,11 +603,11 @@ def test_table_operations_per_event_two_when_idempotent_or_skipped_four_through_
         }
 
 
-def test_the_event_that_ends_an_epic_meeting_asks_the_ledger_once_and_releases_the_context_in_one_write(
+def test_the_event_that_ends_an_epic_meeting_asks_the_ledger_once_and_releases_the_context_in_its_presence_write(
     storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
 ) -> None:
-    """The end's extra work: one query of the visit's ledger rows (nothing pending) and the row's release. The
-    release's etag-guarded write does not ask the ledger again about the row it has just checked."""
+    """The end's extra work is one query of the visit's ledger rows (nothing pending): the context's release rides
+    in the event's own presence write, which stores the meeting's end and the release at once."""
     epic = open_visit(storage, ehr, f"epic-{unique}", f"visit-end-{unique}")
     assert worker.handle(graph_event(epic, EventKind.CONNECTED, Role.PROVIDER, 1).to_json()).status == "written"
     with TableOperations().installed() as ops:
@@ -616,7 +616,7 @@ def test_the_event_that_ends_an_epic_meeting_asks_the_ledger_once_and_releases_t
             "Visits.get_entity": 1,
             "WritebackLedger.create_entity": 1,
             "WritebackLedger.update_entity": 1,
-            "Visits.update_entity": 2,  # its presence, then the context's release
+            "Visits.update_entity": 1,  # its presence and the context's release
             "WritebackLedger.query_entities": 1,
         }
     ended = VisitRepository(storage, SEALER).get(Geography.AMERICAS, epic.key)
