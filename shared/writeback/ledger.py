@@ -114,7 +114,11 @@ def is_pending(entry: LedgerEntry, *, now: datetime) -> bool:
     Done and failed are not; nor is a row its queue has given up on (poisoned after a retryable failure or a
     dead worker), so that the visit's context does not wait for the row's expiry, 24 hours later.
     """
-    return entry.state in PENDING and now - entry.claimed_at < RETRY_SPAN
+    return _pending(entry.state, entry.claimed_at, now=now)
+
+
+def _pending(state: str, claimed_at: datetime, *, now: datetime) -> bool:
+    return state in PENDING and now - claimed_at < RETRY_SPAN
 
 
 @dataclass(frozen=True)
@@ -236,9 +240,18 @@ class WritebackLedger:
             )
 
     def pending(self, geography: Geography, visit_key: str) -> bool:
-        """Whether any event of the visit is still pending (``is_pending``): one partition query."""
+        """Whether any event of the visit is still pending (``is_pending``): one partition query, which the service
+        answers with the rows in a pending state only (usually none: the visit's done rows stay at the service)."""
         now = self._clock()
-        return any(is_pending(entry, now=now) for entry in self.entries(geography, visit_key))
+        account = self._storage.for_geography(geography)
+        with storage_errors(account.name):
+            rows = account.table(TABLE).query_entities(
+                # Spaces around the parentheses: the SDK substitutes a parameter only as a word of its own.
+                "PartitionKey eq @pk and ( State eq @claimed or State eq @released )",
+                parameters={"pk": visit_key, "claimed": CLAIMED, "released": RELEASED},
+                select=["State", "ClaimedAt"],
+            )
+            return any(_pending(row["State"], row["ClaimedAt"], now=now) for row in rows)
 
     def entries(self, geography: Geography, visit_key: str) -> list[LedgerEntry]:
         """Every row of a visit (one partition query): what is done, what is still claimed."""
