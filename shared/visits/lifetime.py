@@ -5,8 +5,8 @@ writeback worker can name the visit and its participants to the EHR. Once everyo
 left (Graph's ``callEnded`` disconnects everyone listed; otherwise each ``removedState``) and no writeback of
 the visit is still in flight, nothing needs it: the worker folds ``release_when_done`` into the presence write of
 each event it has marked done, and the context goes at once, in the write that stores the meeting's end — not
-with the row, 24 hours later. The row itself (meeting,
-presence, subscription: no EHR identifier) stays until it expires.
+with the row, 24 hours later. The row itself (meeting, presence, subscription: no EHR identifier) stays until it
+expires.
 
 A later launch of the same appointment brings its own sealed context and restores it (``with_launch_context``).
 A Graph event that still needs the context after it was released (someone rejoined through the Teams link
