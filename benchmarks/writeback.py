@@ -8,7 +8,9 @@ Prints:
    mark, the presence write) as the queue function of a second local host with the same host.json, so that the
    host's own work per message (receive, dispatch to the worker's threads, delete: in Azure the Functions host's,
    not the app's) is in the floor as it is in the host's figure, as the launch floor has the host's work on its
-   requests; with, for information, three floors in a bare process (the steps and the queue's receive and delete
+   requests (the headline: the host's events and the floor host's in turn, in 6 rounds); the same two hosts
+   sent their events at the same moment, so the machine's speed, which moves between seconds here, is the
+   same for both; with, for information, three floors in a bare process (the steps and the queue's receive and delete
    alone): as many events at a time as the host has in flight, one event at a time (its steps in the worker's
    order), and each step alone back to back; and Table operations per event, for Epic (through the ledger) and
    FHIR AuditEvents (idempotent): the host in a process of its own with the production host.json (batchSize 16,
@@ -56,6 +58,7 @@ from sandbox.server import free_port
 from shared.configurations.model import WritebackMode
 from shared.kernel.settings import Geography
 from shared.microsoft.notifications import ClientStates, NotificationCertificate, SubscriptionTarget
+from shared.visits.events import VisitEvent
 from shared.visits.repository import VisitRepository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +109,9 @@ def cpu_per_event(
     runs as many 24 at a time, as many one at a time and each step alone as many times."""
     from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
 
-    visits = 1 + max(1, round(events / per_visit))  # visit 0 belongs to the pending configuration
+    # Visit 0 belongs to the pending configuration; the host runs each round's events twice (after or before the
+    # floor's host, and at the same moment as it): ``per_visit`` of them in all on each visit.
+    visits = 1 + max(1, round(2 * events / per_visit))
     per_round = max(1, events // ROUNDS)
     events = per_round * ROUNDS
     for mode, analytics in CPU_CASES:
@@ -120,31 +125,35 @@ def cpu_per_event(
             load.wait_until_written(warm, timeout=120)
             load.wait_until_queue_empty(timeout=60)
             idle = _idle_cpu(host)
-            batch = load.events(events)
+            # Made at once, so that no two are the same fact (an event's id is its visit, role, kind and time), and
+            # run in the order made, so that each visit's facts arrive in their order (a fact older than the visit's
+            # latest writes nothing): each round's first part in turn with the floor's host, its second part at the
+            # same moment as it.
+            made = load.events(2 * events)
+            parts = [made[k * per_round : (k + 1) * per_round] for k in range(2 * ROUNDS)]
             host.ops()
             if phases:
                 host.phases()
             rounds: list[Round] = []
             with WritebackFloor(load, mode) as floor:
                 for n in range(ROUNDS):
-                    part = batch[n * per_round : (n + 1) * per_round]
+                    part = parts[2 * n]
                     hosted = floor.hosted(per_round) if n % 2 else {}
                     used_before = host.usage()
                     before = host.cpu()
-                    load.enqueue([e.to_json() for e in part])
-                    load.wait_until_written(part, timeout=max(180, per_round))
-                    load.wait_until_queue_empty(timeout=60)
+                    _run(load, part)
                     cpu_ms = (host.cpu() - before) / per_round * 1000
                     used = usage_per(used_before, host.usage(), per_round)
                     hosted = hosted or floor.hosted(per_round)
+                    together = _together(load, parts[2 * n + 1], floor)
                     crowded = floor.events(per_round, in_flight())
                     single = floor.events(per_round, 1)
                     tight = floor.tight(per_round)
-                    rounds.append(Round(cpu_ms, used, hosted, crowded, single, tight))
+                    rounds.append(Round(cpu_ms, used, hosted, together, crowded, single, tight))
             spent = host.phases() if phases else {}
             memory = host.rss()
             ops = host.ops()
-            worker = {name: n / events for name, n in sorted(ops.items())}
+            worker = {name: n / (2 * events) for name, n in sorted(ops.items())}
             _print_rounds(mode, analytics, events, visits - 1, idle, rounds)
             print(f"   Host resident memory after draining (24 messages in flight): {memory['rss_mb']:.0f} MB, "
                   f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
@@ -162,13 +171,44 @@ def cpu_per_event(
                     print(f"     {label}: {total / events * 1000:.3f} ms ({count / events:.2f} calls)")
 
 
+def _run(load: WritebackLoad, events: list[VisitEvent]) -> None:
+    """Send ``events`` to the host and wait until each is written and the queue is empty."""
+    load.enqueue([e.to_json() for e in events])
+    load.wait_until_written(events, timeout=max(180, len(events)))
+    load.wait_until_queue_empty(timeout=60)
+
+
+def _together(load: WritebackLoad, events: list[VisitEvent], floor: WritebackFloor) -> tuple[float, float]:
+    """The host's events and as many of the floor's host, sent at the same moment: each host's CPU per event (ms)
+    until its own queue is drained. Whatever the machine's speed does meanwhile, it does to both."""
+    floor_side: dict[str, Any] = {}
+    failed: list[BaseException] = []
+
+    def run_floor() -> None:
+        try:
+            floor_side.update(floor.hosted(len(events)))
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in the benchmark's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run_floor, name="floor-together")
+    before = load.host.cpu()
+    thread.start()
+    _run(load, events)
+    host_ms = (load.host.cpu() - before) / len(events) * 1000
+    thread.join()
+    if failed:
+        raise failed[0]
+    return host_ms, float(floor_side["total_ms"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Round:
-    """One round: the host's CPU per event, its resource usage, and the three floors measured right after."""
+    """One round: the host's CPU per event, its resource usage, and the floors measured right beside it."""
 
     host_ms: float
     usage: dict[str, float]
     hosted: dict[str, Any]  # the floor's steps as the function of a host of their own
+    together: tuple[float, float]  # the host's and the floor host's CPU per event, their events sent at once
     crowded: dict[str, Any]  # ``in_flight()`` events at a time
     single: dict[str, Any]  # one event at a time
     tight: dict[str, Any]  # each step alone, back to back
@@ -197,6 +237,13 @@ def _print_rounds(
           f"with the same host.json: {median(hosted):.2f} ms; ratio to the floor of its round "
           f"{spread([h / f for h, f in zip(host, hosted, strict=True)])} (target <= 1.1); of the run's medians "
           f"{median(host) / median(hosted):.2f}, of its totals {sum(host) / sum(hosted):.2f}")  # fmt: skip
+    together_host = [r.together[0] for r in rounds]
+    together_floor = [r.together[1] for r in rounds]
+    print(f"   The host's events and the floor host's sent at the same moment (the machine's speed the same for both): "
+          f"host {median(together_host):.2f} ms, floor {median(together_floor):.2f} ms per event; ratio "
+          f"{spread([h / f for h, f in zip(together_host, together_floor, strict=True)])}, of the run's medians "
+          f"{median(together_host) / median(together_floor):.2f}, of its totals "
+          f"{sum(together_host) / sum(together_floor):.2f}")  # fmt: skip
     print(f"   In a bare process (no host's work per message but the receive and delete): ratio to the lowest of the "
           f"three floors below {spread([r.host_ms / r.lowest_ms for r in rounds])}")  # fmt: skip
     crowded = [float(r.crowded["total_ms"]) for r in rounds]
