@@ -34,11 +34,11 @@ VCPU = {512: 0.25, 2048: 1.0, 4096: 2.0}
 HTTP_CONCURRENCY = {512: 8, 2048: 16, 4096: 32}
 # Measured by benchmarks.writeback (host CPU ms per event, Table operations per event), 8 events per visit:
 # (writeback mode, usage report analytics on). Overridable: --writeback-cpu-ms, --writeback-table-ops.
-MEASURED_WRITEBACK = {  # the mean of two runs: 6 December 2026, 08:26 and 08:36 UTC, 6 rounds of 100 events each
-    ("fhir", False): (3.57, 2.0),
-    ("fhir", True): (3.83, 2.0),
-    ("epic", False): (5.77, 4.17),  # a meeting's end: 1 ledger query and the context's release (per 12 events here)
-    ("epic", True): (5.71, 4.17),
+MEASURED_WRITEBACK = {  # the mean of two runs: 6 December 2026, 10:39 and 10:48 UTC, 6 rounds of 100 events each
+    ("fhir", False): (3.52, 2.0),
+    ("fhir", True): (3.54, 2.0),
+    ("epic", False): (5.20, 4.11),  # a meeting's end: 1 ledger query, the release in the presence write (1 in 10)
+    ("epic", True): (5.26, 4.11),
 }
 # The usage report's copy into ReportVisits per visit (Table operations, CPU ms): benchmarks.writeback measures a
 # visit's first copy (1.10 operations, 1.0 ms); a visit still changing when the timer runs is copied again at the
