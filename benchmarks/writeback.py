@@ -8,13 +8,13 @@ Prints:
    mark, the presence write) as the queue function of a second local host with the same host.json, so that the
    host's own work per message (receive, dispatch to the worker's threads, delete: in Azure the Functions host's,
    not the app's) is in the floor as it is in the host's figure, as the launch floor has the host's work on its
-   requests (the headline: the host's events and the floor host's in turn, in 6 rounds); the same two hosts
-   sent their events at the same moment, so the machine's speed, which moves between seconds here, is the
-   same for both; with, for information, three floors in a bare process (the steps and the queue's receive and delete
-   alone): as many events at a time as the host has in flight, one event at a time (its steps in the worker's
-   order), and each step alone back to back; and Table operations per event, for Epic (through the ledger) and
-   FHIR AuditEvents (idempotent): the host in a process of its own with the production host.json (batchSize 16,
-   newBatchThreshold 8);
+   requests (the headline: the host's events and the floor host's in turn, in 6 rounds); a second estimate with
+   as many events sent to both hosts at the same moment, so that the machine's speed, which moves between seconds
+   here, is the same for both; with, for information, three floors in a bare process (the steps and the queue's
+   receive and delete alone): as many events at a time as the host has in flight, one event at a time (its steps
+   in the worker's order), and each step alone back to back; and Table operations per event, for Epic (through
+   the ledger) and FHIR AuditEvents (idempotent): the host in a process of its own with the production host.json
+   (batchSize 16, newBatchThreshold 8);
 1. drain rate: events per second one worker process (one host) writes into the sandbox EHR answering
    every call after a fixed latency L;
 2. storage transactions per event: Table operations the worker makes per event (Visits + WritebackLedger),
@@ -168,7 +168,7 @@ def cpu_per_event(
                 print("   Phases per event (host CPU, inclusive; --phases adds its own timing):")
                 for label in sorted(spent):
                     total, count = spent[label]
-                    print(f"     {label}: {total / events * 1000:.3f} ms ({count / events:.2f} calls)")
+                    print(f"     {label}: {total / (2 * events) * 1000:.3f} ms ({count / (2 * events):.2f} calls)")
 
 
 def _run(load: WritebackLoad, events: list[VisitEvent]) -> None:
@@ -231,7 +231,8 @@ def _print_rounds(
     host = [r.host_ms for r in rounds]
     hosted = [float(r.hosted["total_ms"]) for r in rounds]
     report = "usage report on" if analytics else "usage report off"
-    print(f"0. {mode.value}, {report}, {events} events over {visits} visits in {len(rounds)} rounds: host CPU per "
+    print(f"0. {mode.value}, {report}, {events} events (and as many sent with the floor host's) over {visits} visits "
+          f"in {len(rounds)} rounds: host CPU per "
           f"event {sum(host) / len(host):.2f} ms (rounds {min(host):.2f}-{max(host):.2f}; host idle "
           f"{idle * 1000:.2f} ms/s, not subtracted); the floor, its steps as the function of the same local host "
           f"with the same host.json: {median(hosted):.2f} ms; ratio to the floor of its round "
