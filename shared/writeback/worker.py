@@ -15,7 +15,8 @@ operations in the normal case: 4)::
       │  retryable failure ──▶ release the claim (pending, claimable at once), raise: retried, then poisoned
       │  permanent failure ──▶ mark failed (no longer pending), failure row + poison, presence, complete
     mark done: one etag-guarded write, the first thing after the EHR's answer (3)
-    presence on the visit row, "newer fact wins", queued per visit in this process (4; none for an older fact)
+    presence on the visit row, "newer fact wins", queued per visit in this process (4; none for an older fact);
+      the event that ends the meeting releases the context in this same write (one ledger query: nothing pending)
 
 When the adapter is idempotent (FHIR AuditEvent, a conditional create on the event's tag) or skips the
 event, there is nothing for a claim to guard: a repeated delivery repeats a call that has the effect of one.
