@@ -16,7 +16,8 @@ operations in the normal case: 4)::
       │  permanent failure ──▶ mark failed (no longer pending), failure row + poison, presence, complete
     mark done: one etag-guarded write, the first thing after the EHR's answer (3)
     presence on the visit row, "newer fact wins", queued per visit in this process (4; none for an older fact);
-      the event that ends the meeting releases the context in this same write (one ledger query: nothing pending)
+      once the meeting has ended, the context's release rides in this write (after one ledger query: nothing
+      pending), so an older fact may still write it
 
 When the adapter is idempotent (FHIR AuditEvent, a conditional create on the event's tag) or skips the
 event, there is nothing for a claim to guard: a repeated delivery repeats a call that has the effect of one.
@@ -475,14 +476,25 @@ class WritebackWorker:
         *,
         mode: WritebackMode,
     ) -> Visit:
-        """The event's presence write, releasing the context in the same write when the event ends the meeting and
-        nothing of the visit is pending (``release_context_when_done``'s rule): one write, not two."""
+        """The event's presence write, releasing the context in the same write when the meeting has ended and nothing
+        of the visit is pending (``release_context_when_done``'s rule): the end costs one write, not two.
+
+        The pending question is asked inside the write: storage failing to answer it counts as pending (logged),
+        so the event's presence and report facts are stored all the same and the upkeep timer asks again."""
         if visit.in_group and visit.group_key:
             # A group visit's participant: the group's row says whether the meeting has ended; it is read, and the
             # context released, after this write (``release_context_when_done``).
             visit = self._record_presence(visit, event, also)
             return self.release_context_when_done(visit, mode=mode)
-        pending, _ = self._pending(visit, mode)  # the visit's own row says whether its meeting has ended
+        asked, _ = self._pending(visit, mode)  # the visit's own row says whether its meeting has ended
+
+        def pending(current: Visit) -> bool:
+            try:
+                return asked(current)
+            except StorageUnavailable:
+                logger.warning("Visit %s: the ledger did not answer; its context is kept for now", log_id(visit.key))
+                return True
+
         release = release_when_done(pending)
         stored = self._record_presence(visit, event, release if also is None else compose(also, release))
         log_release(visit, stored)
@@ -491,9 +503,9 @@ class WritebackWorker:
     def release_context_when_done(self, visit: Visit, *, mode: WritebackMode | None = None) -> Visit:
         """Release the launch context once the meeting has ended and none of the visit's events is pending.
 
-        Folded into each event's presence write (``_record_and_release``), and called by the upkeep timer for every
-        live visit (``shared.visits.subscriptions``): an event that stopped being pending without an event after it
-        (poisoned) still ends the context.
+        Folded into each event's presence write (``_record_and_release``; a group visit's participant: right after
+        it), and called by the upkeep timer for every live visit (``shared.visits.subscriptions``): an event that
+        stopped being pending without an event after it (poisoned) still ends the context.
         Pending: in the ledger when the configuration's adapter uses it; with no writeback, never; with an
         idempotent adapter, for ``RETRY_SPAN`` after the meeting ended (its retries keep no ledger rows).
         """

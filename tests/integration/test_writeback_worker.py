@@ -20,7 +20,7 @@ from shared.ehr.backend_services import BackendServices
 from shared.ehr.epic_writeback import EpicConnectionStatus
 from shared.ehr.fhir_writeback import FhirAuditEvents, NoWriteback
 from shared.http.outbound import SafeHttp
-from shared.kernel.errors import NotFound, UpstreamThrottled, UpstreamUnavailable
+from shared.kernel.errors import NotFound, StorageUnavailable, UpstreamThrottled, UpstreamUnavailable
 from shared.kernel.identifiers import log_id
 from shared.kernel.sealing import Sealer, new_key_text
 from shared.kernel.settings import Geography
@@ -399,6 +399,40 @@ def test_mode_none_updates_presence_only_and_ignores_older_facts(
     stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
     assert stored is not None and stored.presence[Role.PATIENT].state is EventKind.CONNECTED
     assert ehr.count_status_changes() == before
+
+
+def test_without_writeback_the_event_that_ends_the_meeting_releases_the_context_in_its_presence_write(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str
+) -> None:
+    """A skipped event (no writeback: nothing is ever pending) that ends the meeting: one read, one write."""
+    visit = open_visit(storage, ehr, f"none-{unique}", f"visit-{unique}")
+    assert worker.handle(graph_event(visit, EventKind.CONNECTED, Role.PATIENT, 1).to_json()).status == "skipped"
+    with TableOperations().installed() as ops:
+        assert worker.handle(graph_event(visit, EventKind.DISCONNECTED, Role.PATIENT, 2).to_json()).status == "skipped"
+        assert ops.take() == {"Visits.get_entity": 1, "Visits.update_entity": 1}
+    ended = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    assert ended is not None and ended.context == VisitContext()
+    assert ended.presence[Role.PATIENT].state is EventKind.DISCONNECTED  # stored in the same write
+
+
+def test_a_ledger_that_cannot_answer_at_the_meetings_end_keeps_the_context_and_stores_the_presence(
+    storage: Storage, ehr: EhrSandbox, worker: WritebackWorker, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pending question rides in the presence write: storage failing to answer it counts as pending (the upkeep
+    timer asks again), so the event's presence and its report facts are still stored and the event completes."""
+    visit = open_visit(storage, ehr, f"epic-{unique}", f"visit-{unique}")
+    assert worker.handle(graph_event(visit, EventKind.CONNECTED, Role.PROVIDER, 1).to_json()).status == "written"
+
+    def unavailable(self: WritebackLedger, geography: Geography, visit_key: str) -> bool:
+        raise StorageUnavailable("Storage STORAGE_AMERICAS is unavailable.")
+
+    monkeypatch.setattr(WritebackLedger, "pending", unavailable)
+    assert worker.handle(graph_event(visit, EventKind.DISCONNECTED, Role.PROVIDER, 2).to_json()).status == "written"
+    stored = VisitRepository(storage, SEALER).get(Geography.AMERICAS, visit.key)
+    assert stored is not None and stored.presence[Role.PROVIDER].state is EventKind.DISCONNECTED
+    assert stored.context.csn  # kept: the release waits for an answer
+    monkeypatch.undo()
+    assert worker.release_context_when_done(stored).context == VisitContext()  # the upkeep scan's turn
 
 
 def test_a_stale_claim_of_a_crashed_worker_can_be_taken_over(
