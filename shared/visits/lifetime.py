@@ -4,9 +4,10 @@ The context (CSN, appointment, encounter, Patient/…, Practitioner/…, sealed 
 writeback worker can name the visit and its participants to the EHR. Once everyone seen in the meeting has
 left (Graph's ``callEnded`` disconnects everyone listed; otherwise each ``removedState``) and no writeback of
 the visit is still in flight, nothing needs it: the worker folds ``release_when_done`` into the presence write of
-each event it has marked done, and the context goes at once, in the write that stores the meeting's end — not
-with the row, 24 hours later. The row itself (meeting, presence, subscription: no EHR identifier) stays until it
-expires.
+each event it completes, so the context goes at once — in the write that stores the meeting's end, or, when an
+event of the visit was still pending then, in a later event's write or the upkeep timer's scan — not with the
+row, 24 hours later (a group visit's participant: right after the write, the group's row saying whether its
+meeting has ended). The row itself (meeting, presence, subscription: no EHR identifier) stays until it expires.
 
 A later launch of the same appointment brings its own sealed context and restores it (``with_launch_context``).
 A Graph event that still needs the context after it was released (someone rejoined through the Teams link
@@ -57,6 +58,8 @@ def release_when_done(
     def change(current: Visit) -> Visit | None:
         if not (has_context(current) or current.unreadable_context):
             return None
+        if ended is None and current.in_group:
+            return None  # joined a group meanwhile (a row re-read after a conflict): the group's row says, not this
         if not (meeting_ended(current) if ended is None else ended) or pending(current):
             return None
         return release(current)
@@ -92,5 +95,5 @@ def release_context_when_done(
 
 
 def log_release(before: Visit, after: Visit) -> None:
-    if (has_context(before) or before.unreadable_context) and not has_context(after):
+    if (has_context(before) or before.unreadable_context) and not (has_context(after) or after.unreadable_context):
         logger.info("Released the launch context of visit %s: the meeting ended, writebacks done", log_id(after.key))
