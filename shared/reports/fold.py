@@ -37,7 +37,7 @@ from shared.reports.days import ReportDays
 from shared.reports.facts import VisitFacts, facts_from_event
 from shared.reports.preferences import ReportPreferenceStore
 from shared.reports.recorder import organizer_id, report_visit_id
-from shared.reports.store import ReportFacts, columns_with, day_of, facts_from_columns
+from shared.reports.store import ReportFacts, columns_with, day_of, facts_columns, facts_from_columns
 from shared.visits.events import Role, VisitEvent
 from shared.visits.model import Visit
 from shared.visits.repository import LIFETIME, VisitRepository
@@ -134,8 +134,8 @@ class ReportFold:
             sealed = self._csn(visit, folded.csn, csn)
             if columns is None and sealed == folded.csn:
                 return None
-            if columns is not None:
-                folded.days[day] = columns
+            if columns is not None or day not in folded.days:
+                folded.days[day] = columns or facts_columns(VisitFacts())  # a CSN alone still makes the day
             folded.csn = sealed
             return replace(visit, report=folded.dump())
 

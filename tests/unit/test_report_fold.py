@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from shared.kernel.settings import Geography
 from shared.reports.facts import MAX_ATTENDEES, AttendeeFacts, VisitFacts, facts_from_event, merged
 from shared.reports.fold import Folded, ReportFold, csn_purpose
 from shared.reports.preferences import ReportPreferences
-from shared.reports.store import columns_with, facts_columns, facts_from_columns
+from shared.reports.store import columns_with, day_of, facts_columns, facts_from_columns
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit
 
@@ -138,6 +139,15 @@ def test_a_new_attendee_past_the_rows_limit_and_an_entry_that_does_not_read_are_
     garbled = {**facts_columns(VisitFacts()), "Attendees": '{"x":["nobody",1,2,3,4],"y":"z"}'}
     written = columns_with(garbled, one_more)
     assert written is not None and json.loads(written["Attendees"]).keys() == {"patient:new"}
+
+
+def test_a_fact_that_brings_only_the_csn_still_makes_the_visits_day() -> None:
+    """A guest interpreter's fact is no attendee's, but with the CSN shown it names the visit's CSN: the row keeps
+    it with the day (empty), so the report's copy makes the visit's row for that day."""
+    interpreter = replace(event(EventKind.CONNECTED, Role.PATIENT, 1, csn="CSN-4242"), interpreter=True)
+    row = apply(fold(show_csn=True), visit(), interpreter)
+    folded = Folded.parse(row.report)
+    assert folded.csn and folded.days == {day_of(interpreter.occurred_at).isoformat(): facts_columns(VisitFacts())}
 
 
 def test_nothing_is_folded_with_analytics_off_for_an_unknown_configuration_or_past_the_retention() -> None:
