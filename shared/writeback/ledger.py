@@ -4,7 +4,7 @@ Table ``WritebackLedger`` in the visit's geography account. PartitionKey = visit
 reveals no EHR identifier), RowKey = event id (a hash of the event). Every lookup is a point read
 (PartitionKey + RowKey, the cheapest Table operation); visits spread the rows over partitions (a
 partition serves ~2,000 operations/s, far more than one visit produces); and one partition query
-lists a visit's events (are its writebacks done?). Rows carry no EHR identifier.
+answers whether a visit's writebacks are done (its pending rows only). Rows carry no EHR identifier.
 
 A row is a lease, then a fact::
 

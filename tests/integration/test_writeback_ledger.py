@@ -26,7 +26,7 @@ from shared.visits.events import EventKind, Role, Source, VisitEvent
 from shared.visits.model import Visit, with_presence
 from shared.visits.repository import VisitRepository
 from shared.visits.sealed_context import seal_event
-from shared.writeback.ledger import CLAIMED, DONE, FAILED, RELEASED, TABLE, Claim, WritebackLedger
+from shared.writeback.ledger import CLAIMED, DONE, FAILED, RELEASED, RETRY_SPAN, TABLE, Claim, WritebackLedger
 from shared.writeback.worker import ClaimHeld, FailureLog, WritebackWorker
 from tests.integration.test_writeback_adapters import checked_http
 from tests.integration.test_writeback_worker import SEALER, Targets, build_worker, open_visit
@@ -370,3 +370,32 @@ def test_a_done_mark_that_fails_for_a_moment_is_stored_without_repeating_the_ehr
     assert failures_left == [0]
     assert [e.state for e in WritebackLedger(storage).entries(visit.geography, visit.key)] == [DONE]
     assert effects(ehr, unique) == {f"ev-{unique}-0": 1}
+
+
+def test_pending_asks_the_service_for_pending_rows_only_and_counts_a_claim_for_the_retry_span(
+    storage: Storage, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The query returns only claimed or released rows, two columns (the visit's done and failed rows stay at the
+    service), and a pending row older than ``RETRY_SPAN`` (its queue gave up on it) no longer counts."""
+    visit = f"v-{unique}"
+    ledger = WritebackLedger(storage)
+    for n in range(3):
+        ledger.mark_done(ledger.claim(Geography.EMEA, visit, f"e-done-{n}", expires_at=expires()))
+    ledger.mark_failed(ledger.claim(Geography.EMEA, visit, "e-failed", expires_at=expires()))
+    client = storage.for_geography(Geography.EMEA).table(TABLE)  # the client the ledger uses (one per table)
+    returned: list[list[dict[str, object]]] = []  # per query, the rows the service sent back
+    query = client.query_entities
+
+    def recording(*args: object, **kwargs: object) -> list[dict[str, object]]:
+        rows = [dict(row) for row in query(*args, **kwargs)]  # type: ignore[arg-type]
+        returned.append(rows)
+        return rows
+
+    monkeypatch.setattr(client, "query_entities", recording)
+    assert not ledger.pending(Geography.EMEA, visit)
+    assert returned == [[]]  # one query; four rows of the visit, none pending: none sent back
+    ledger.claim(Geography.EMEA, visit, "e-live", expires_at=expires())
+    assert ledger.pending(Geography.EMEA, visit)
+    assert [[set(row) for row in rows] for rows in returned] == [[], [{"State", "ClaimedAt"}]]
+    later = datetime.now(UTC) + RETRY_SPAN + timedelta(seconds=1)
+    assert not WritebackLedger(storage, clock=lambda: later).pending(Geography.EMEA, visit)
