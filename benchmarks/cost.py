@@ -34,7 +34,9 @@ VCPU = {512: 0.25, 2048: 1.0, 4096: 2.0}
 HTTP_CONCURRENCY = {512: 8, 2048: 16, 4096: 32}
 # Measured by benchmarks.writeback (host CPU ms per event, Table operations per event), 8 events per visit:
 # (writeback mode, usage report analytics on). Overridable: --writeback-cpu-ms, --writeback-table-ops.
-MEASURED_WRITEBACK = {  # the mean of two runs: 6 December 2026, 10:39 and 10:48 UTC, 6 rounds of 100 events each
+# The mean of two runs, 6 December 2026, 10:39 and 10:48 UTC: CPU of the 6 rounds' 100 events the host ran in turn
+# with the floor's; Table operations of all its 1,200 events (the 600 more it ran at the same moment as the floor's).
+MEASURED_WRITEBACK = {
     ("fhir", False): (3.52, 2.0),
     ("fhir", True): (3.54, 2.0),
     ("epic", False): (5.20, 4.11),  # a meeting's end: 1 ledger query, the release in the presence write (1 in 10)

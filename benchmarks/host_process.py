@@ -240,8 +240,12 @@ WRITEBACK_PHASES = {
     "W3e ledger claim": "shared.writeback.ledger:WritebackLedger.claim",
     "W3f EHR call": "shared.writeback.worker:WritebackWorker._call",
     "W3g done mark": "shared.writeback.ledger:WritebackLedger.mark_done",
-    "W3h presence write": "shared.writeback.worker:WritebackWorker._record_presence",
-    "W3i context release check": "shared.writeback.worker:WritebackWorker.release_context_when_done",
+    "W3h presence write (with the context's release and its pending query)": (
+        "shared.writeback.worker:WritebackWorker._record_presence"
+    ),
+    "W3i context release in a write of its own (group members; the upkeep timer)": (
+        "shared.writeback.worker:WritebackWorker.release_context_when_done"
+    ),
     "W3j ledger pending query": "shared.writeback.ledger:WritebackLedger.pending",
 }
 

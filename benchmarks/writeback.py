@@ -105,8 +105,9 @@ def cpu_per_event(
 
     The events run in ``ROUNDS`` rounds, each compared with the floors measured right beside it (the machine's
     speed moves between minutes): the floor's steps as the function of a host of their own (kept up) run as many
-    events, before the host's in every other round and after them in the others; then the floor process (kept up)
-    runs as many 24 at a time, as many one at a time and each step alone as many times."""
+    events, before the host's in every other round and after them in the others; then as many again are sent to
+    both hosts at the same moment (a second estimate, the machine's speed the same for both); then the floor process
+    (kept up) runs as many 24 at a time, as many one at a time and each step alone as many times."""
     from shared.reports.preferences import ReportPreferences, ReportPreferenceStore
 
     # Visit 0 belongs to the pending configuration; the host runs each round's events twice (after or before the
@@ -193,9 +194,11 @@ def _together(load: WritebackLoad, events: list[VisitEvent], floor: WritebackFlo
     thread = threading.Thread(target=run_floor, name="floor-together")
     before = load.host.cpu()
     thread.start()
-    _run(load, events)
-    host_ms = (load.host.cpu() - before) / len(events) * 1000
-    thread.join()
+    try:
+        _run(load, events)
+        host_ms = (load.host.cpu() - before) / len(events) * 1000
+    finally:
+        thread.join()  # the floor's host is measured (and may fail) whatever became of the host's events
     if failed:
         raise failed[0]
     return host_ms, float(floor_side["total_ms"])

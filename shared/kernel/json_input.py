@@ -17,7 +17,7 @@ MAX_DEPTH = 64  # FHIR resources, Graph notifications and OAuth documents nest a
 
 
 class MalformedJson(ValueError):
-    """The text is not JSON, not UTF-8, or nests deeper than ``MAX_DEPTH``."""
+    """The text is not JSON (nor in an encoding JSON allows: UTF-8, -16 or -32), or nests deeper than ``MAX_DEPTH``."""
 
 
 def parse_json(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
