@@ -10,7 +10,7 @@ for this row's etag nor evict each other's done marks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -149,6 +149,23 @@ class WaitingRoom:
 
 
 @dataclass(frozen=True)
+class StoredColumns:
+    """A visit row's columns as read: column -> (the value read from it, its text). Only for that row (its sealed
+    texts are bound to it). Changes make new values and never change one in place, so identity says "unchanged"."""
+
+    geography: str
+    key: str
+    columns: Mapping[str, tuple[object, str]]
+
+    def text(self, visit: Visit, column: str, value: object) -> str | None:
+        """The column's text as read when ``value`` is still the very object read from it, in the same row."""
+        read = self.columns.get(column)
+        if read is None or read[0] is not value or (visit.geography.value, visit.key) != (self.geography, self.key):
+            return None
+        return read[1]
+
+
+@dataclass(frozen=True)
 class Visit:
     geography: Geography
     key: str
@@ -179,6 +196,9 @@ class Visit:
     # The usage report's facts of this visit, folded into the writes the worker already makes and copied into the
     # report's own table by its timer (``shared.reports.fold``): opaque text here, written only by that module.
     report: str | None = None
+    # The row's columns as read (``shared.visits.repository``), so that a write stores a value that is still the
+    # very object read as the text it was read from, rather than encoding (and sealing) it again.
+    stored: StoredColumns | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_meeting(self) -> bool:

@@ -2,9 +2,10 @@
 
 PartitionKey = geography, RowKey = visit key = HMAC(configuration id, appointment key), so the key
 reveals no EHR identifier. ``Context`` (the launch's EHR references) is sealed under ``SEALING_KEYS`` for
-``Visits/<geography>/<visit key>`` and sealed again with the active key on every write, so after a key
-rotation a row moves to the new key on its next change. Every change is an etag-guarded read-modify-write,
-retried on conflict, so concurrent launches and queue workers never lose each other's updates.
+``Visits/<geography>/<visit key>``; a write seals it again when it changed or was sealed with a retiring key
+(an unchanged context keeps its sealed text), so after a key rotation a row moves to the new key on its next
+change. Every change is an etag-guarded read-modify-write, retried on conflict, so concurrent launches and queue
+workers never lose each other's updates.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
 from shared.storage.accounts import Storage, insert_row, storage_errors
 from shared.visits.events import EventKind, Role
-from shared.visits.model import Attendee, Presence, RosterEntry, Visit, VisitContext, WaitingRoom, has_context
+from shared.visits.model import (
+    Attendee,
+    Presence,
+    RosterEntry,
+    StoredColumns,
+    Visit,
+    VisitContext,
+    WaitingRoom,
+    has_context,
+)
 from shared.visits.sealed_context import open_context, open_waiting_room, seal_context, seal_waiting_room
 
 TABLE = "Visits"
@@ -248,16 +258,17 @@ class VisitRepository:
             "ConfigurationId": visit.configuration_id,
             "ExpiresAt": visit.expires_at,
             "Context": self._context_value(visit),
-            "Presence": json.dumps(
+            "Presence": _kept(visit, "Presence", visit.presence)
+            or json.dumps(
                 {role.value: {"state": p.state.value, "at": p.at.isoformat()} for role, p in visit.presence.items()},
                 separators=(",", ":"),
             ),
-            "Roster": json.dumps(
+            "Roster": _kept(visit, "Roster", visit.roster)
+            or json.dumps(
                 {role.value: _roster_value(entry) for role, entry in visit.roster.items()}, separators=(",", ":")
             ),
-            "Launched": json.dumps(
-                {role.value: at.isoformat() for role, at in visit.launched.items()}, separators=(",", ":")
-            ),
+            "Launched": _kept(visit, "Launched", visit.launched)
+            or json.dumps({role.value: at.isoformat() for role, at in visit.launched.items()}, separators=(",", ":")),
         }
         optional = {
             "MeetingId": visit.meeting_id,
@@ -268,32 +279,53 @@ class VisitRepository:
             "SubscriptionExpiresAt": visit.subscription_expires_at,
             "WaitingRoom": self._waiting_room_value(visit),
             "GroupKey": visit.group_key,
-            "Attendees": _attendees_value(visit) if visit.attendees else None,
-            "Members": json.dumps(visit.members, separators=(",", ":")) if visit.members else None,
+            "Attendees": (_kept(visit, "Attendees", visit.attendees) or _attendees_value(visit))
+            if visit.attendees
+            else None,
+            "Members": (_kept(visit, "Members", visit.members) or json.dumps(visit.members, separators=(",", ":")))
+            if visit.members
+            else None,
             "ReportFacts": visit.report or None,
         }
         entity.update({k: v for k, v in optional.items() if v is not None})
         return entity
 
     def _from_entity(self, geography: Geography, entity: Any) -> Visit:
+        key = entity["RowKey"]
+        read: dict[str, tuple[object, str]] = {}  # ``Visit.stored``: what a write may store again as it is
         stored = entity.get("Context") or ""
         unreadable = None
         try:
-            context = open_context(self._sealer, stored, geography=geography.value, key=entity["RowKey"])
+            context = open_context(self._sealer, stored, geography=geography.value, key=key)
+            if stored and not stored.startswith("{"):  # sealed (a clear value of an earlier release is sealed anew)
+                read["Context"] = (context, stored)
         except SealedValueInvalid:
             context, unreadable = VisitContext(), stored
+        text = entity.get("Presence") or "{}"
         presence = {
             Role(role): Presence(EventKind(value["state"]), datetime.fromisoformat(value["at"]))
-            for role, value in json.loads(entity.get("Presence") or "{}").items()
+            for role, value in json.loads(text).items()
         }
+        read["Presence"] = (presence, text)
         # Rows written before the panel told launches from Teams facts have neither (they read as empty).
-        roster = {Role(role): _roster_entry(value) for role, value in json.loads(entity.get("Roster") or "{}").items()}
-        launched = {
-            Role(role): datetime.fromisoformat(at) for role, at in json.loads(entity.get("Launched") or "{}").items()
-        }
+        text = entity.get("Roster") or "{}"
+        roster = {Role(role): _roster_entry(value) for role, value in json.loads(text).items()}
+        read["Roster"] = (roster, text)
+        text = entity.get("Launched") or "{}"
+        launched = {Role(role): datetime.fromisoformat(at) for role, at in json.loads(text).items()}
+        read["Launched"] = (launched, text)
+        waiting_room = self._waiting_room(geography, entity)
+        if waiting_room is not None:
+            read["WaitingRoom"] = (waiting_room, entity["WaitingRoom"])
+        attendees = _attendees(entity.get("Attendees"))
+        if attendees:
+            read["Attendees"] = (attendees, entity["Attendees"])
+        members = json.loads(entity["Members"]) if entity.get("Members") else {}
+        if members:
+            read["Members"] = (members, entity["Members"])
         return Visit(
             geography=geography,
-            key=entity["RowKey"],
+            key=key,
             configuration_id=entity["ConfigurationId"],
             expires_at=entity["ExpiresAt"],
             context=context,
@@ -308,16 +340,20 @@ class VisitRepository:
             launched=launched,
             etag=entity.metadata.get("etag"),
             unreadable_context=unreadable,
-            waiting_room=self._waiting_room(geography, entity),
+            waiting_room=waiting_room,
             group_key=entity.get("GroupKey") or None,
-            attendees=_attendees(entity.get("Attendees")),
-            members=json.loads(entity["Members"]) if entity.get("Members") else {},
+            attendees=attendees,
+            members=members,
             report=entity.get("ReportFacts") or None,
+            stored=StoredColumns(geography.value, key, read),
         )
 
     def _waiting_room_value(self, visit: Visit) -> str | None:
         if visit.waiting_room is None:
             return None
+        kept = _kept(visit, "WaitingRoom", visit.waiting_room)
+        if kept is not None and not self._sealer.needs_resealing(kept):
+            return kept
         return seal_waiting_room(self._sealer, visit.waiting_room, geography=visit.geography.value, key=visit.key)
 
     def _waiting_room(self, geography: Geography, entity: Any) -> WaitingRoom | None:
@@ -332,7 +368,15 @@ class VisitRepository:
     def _context_value(self, visit: Visit) -> str:
         if visit.unreadable_context is not None and not has_context(visit):
             return visit.unreadable_context
+        kept = _kept(visit, "Context", visit.context)
+        if kept is not None and not self._sealer.needs_resealing(kept):  # after a key rotation: sealed anew
+            return kept
         return seal_context(self._sealer, visit.context, geography=visit.geography.value, key=visit.key)
+
+
+def _kept(visit: Visit, column: str, value: object) -> str | None:
+    """The column's text as read when ``value`` is still the very object read from it (``Visit.stored``)."""
+    return visit.stored.text(visit, column, value) if visit.stored is not None else None
 
 
 def _roster_value(entry: RosterEntry) -> dict[str, str]:

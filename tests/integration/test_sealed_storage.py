@@ -4,6 +4,7 @@ own place, survive a key rotation and move to the new key on their next write.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +17,7 @@ from shared.storage.accounts import Storage
 from shared.storage.state import TABLE as STATES
 from shared.storage.state import StateRouter
 from shared.visits.events import EventKind, Role
-from shared.visits.model import VisitContext, with_presence
+from shared.visits.model import VisitContext, WaitingRoom, with_presence
 from shared.visits.repository import TABLE as VISITS
 from shared.visits.repository import VisitRepository
 
@@ -78,6 +79,49 @@ def test_rotation_old_rows_open_after_rotation_and_move_to_the_new_key_on_their_
     retired = VisitRepository(storage, Sealer.from_text(new))  # the old key dropped: the row still opens
     after = retired.get(Geography.AMERICAS, visit.key)
     assert after is not None and after.context == CONTEXT
+
+
+def test_a_write_keeps_the_sealed_text_of_an_unchanged_context_and_seals_a_changed_one_anew(
+    storage: Storage, unique: str
+) -> None:
+    repository = VisitRepository(storage, Sealer.from_text(new_key_text()))
+    visit = repository.get_or_create(Geography.EMEA, f"keep-{unique}", "cfg", CONTEXT)
+    room = WaitingRoom("Clinic of the seal", datetime(2026, 12, 6, 15, tzinfo=UTC))
+    repository.update(visit, lambda current: replace(current, waiting_room=room))
+    table = storage.for_geography(Geography.EMEA).table(VISITS)
+    first = table.get_entity("emea", visit.key)
+
+    read = repository.get(Geography.EMEA, visit.key)
+    assert read is not None
+    repository.update(read, with_presence(Role.PATIENT, EventKind.LOBBY, datetime.now(UTC)))
+    second = table.get_entity("emea", visit.key)
+    assert second["Presence"] != first["Presence"]  # written ...
+    assert (second["Context"], second["WaitingRoom"]) == (first["Context"], first["WaitingRoom"])  # ... not resealed
+    assert (second["Roster"], second["Launched"]) == (first["Roster"], first["Launched"])
+
+    read = repository.get(Geography.EMEA, visit.key)
+    assert read is not None and read.waiting_room == room
+    changed = replace(CONTEXT, encounter="e-enc-seal-2")
+    repository.update(read, lambda current: replace(current, context=changed))
+    third = table.get_entity("emea", visit.key)
+    assert third["Context"] != second["Context"] and third["Context"].startswith("s1.")
+    assert "e-enc-seal-2" not in third["Context"]
+    after = repository.get(Geography.EMEA, visit.key)
+    assert after is not None and after.context == changed
+
+
+def test_a_visit_read_from_one_row_and_written_as_another_seals_its_context_for_that_row(
+    storage: Storage, unique: str
+) -> None:
+    repository = VisitRepository(storage, Sealer.from_text(new_key_text()))
+    visit = repository.get_or_create(Geography.EMEA, f"from-{unique}", "cfg", CONTEXT)
+    read = repository.get(Geography.EMEA, visit.key)
+    assert read is not None
+    other = repository.get_or_create(Geography.EMEA, f"to-{unique}", "cfg", VisitContext(csn="2"))
+    # The same objects as read from the first row: their sealed texts are bound to it and must not be copied.
+    repository.update(other, lambda current: replace(read, key=current.key, etag=current.etag))
+    moved = repository.get(Geography.EMEA, other.key)
+    assert moved is not None and moved.context == CONTEXT and moved.unreadable_context is None
 
 
 def test_a_context_stored_in_clear_by_the_release_before_sealing_opens_confirmed_and_is_sealed_on_next_write(
