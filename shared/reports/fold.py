@@ -124,8 +124,8 @@ class ReportFold:
         organizer = None
         if event.role is Role.PROVIDER and event.participant:
             organizer = organizer_id(self._secret, event.configuration_id, event.participant)
-        facts = facts_from_event(event, organizer=organizer, keep_csn=preferences.show_csn)
-        return self._fold(day.isoformat(), replace(facts, csn=None), facts.csn)
+        facts = facts_from_event(event, organizer=organizer)  # the CSN apart: sealed for the row, not per day
+        return self._fold(day.isoformat(), facts, event.csn if preferences.show_csn else None)
 
     def _fold(self, day: str, facts: VisitFacts, csn: str | None) -> Change:
         def change(visit: Visit) -> Visit | None:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
 
-from shared.ehr.audit_event import EVENT_TAG_SYSTEM, SUBTYPES, audit_event_json, build_audit_event, if_none_exist
+from shared.ehr.audit_event import (
+    EVENT_TAG_SYSTEM,
+    SUBTYPES,
+    audit_event_body,
+    audit_event_json,
+    build_audit_event,
+    if_none_exist,
+)
 from shared.http.upstream import error_for_response, error_for_transport, retry_after_seconds
 from shared.kernel.errors import UpstreamRejected, UpstreamThrottled, UpstreamUnavailable
 from shared.visits.events import EventKind, Role, Source, VisitEvent
@@ -114,6 +122,24 @@ def test_the_json_the_worker_posts_is_a_valid_r4b_audit_event_of_the_same_conten
     validated = json.loads(build_audit_event(built).model_dump_json(exclude_none=True))
     assert posted["resourceType"] == "AuditEvent"
     assert _normalised(posted) == _normalised(validated)
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize("interpreter", [False, True])
+@pytest.mark.parametrize(
+    "references",
+    [{}, {"participant": "Practitioner/eP1"}, {"encounter": "E1"}, {"appointment": "A1", "csn": "1853"},
+     {"participant": 'Patient/"quoted"\\ \u00e9\u4e2d</script>', "encounter": "E\n1", "appointment": "A\u20281",
+      "csn": "18\"53"}],
+)  # fmt: skip
+def test_the_posted_text_is_exactly_the_compact_json_of_the_body(
+    kind: EventKind, role: Role, interpreter: bool, references: dict[str, str]
+) -> None:
+    """``audit_event_json`` serializes the fixed parts once: the text must still be the body's own JSON, byte for
+    byte, whatever the event's values hold (quotes, backslashes, non-ASCII, line separators)."""
+    built = replace(event(kind, role, **references), interpreter=interpreter)
+    assert audit_event_json(built) == json.dumps(audit_event_body(built), separators=(",", ":"))
 
 
 def _normalised(resource: dict[str, object]) -> str:
