@@ -351,8 +351,8 @@ class VisitRepository:
     def _waiting_room_value(self, visit: Visit) -> str | None:
         if visit.waiting_room is None:
             return None
-        kept = _kept(visit, "WaitingRoom", visit.waiting_room)
-        if kept is not None and not self._sealer.needs_resealing(kept):
+        kept = self._kept_sealed(visit, "WaitingRoom", visit.waiting_room)
+        if kept is not None:
             return kept
         return seal_waiting_room(self._sealer, visit.waiting_room, geography=visit.geography.value, key=visit.key)
 
@@ -368,10 +368,15 @@ class VisitRepository:
     def _context_value(self, visit: Visit) -> str:
         if visit.unreadable_context is not None and not has_context(visit):
             return visit.unreadable_context
-        kept = _kept(visit, "Context", visit.context)
-        if kept is not None and not self._sealer.needs_resealing(kept):  # after a key rotation: sealed anew
+        kept = self._kept_sealed(visit, "Context", visit.context)
+        if kept is not None:
             return kept
         return seal_context(self._sealer, visit.context, geography=visit.geography.value, key=visit.key)
+
+    def _kept_sealed(self, visit: Visit, column: str, value: object) -> str | None:
+        """A sealed column's text as read (``_kept``), unless a retiring key sealed it: then it is sealed anew."""
+        kept = _kept(visit, column, value)
+        return kept if kept is not None and not self._sealer.needs_resealing(kept) else None
 
 
 def _kept(visit: Visit, column: str, value: object) -> str | None:

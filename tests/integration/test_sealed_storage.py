@@ -65,20 +65,24 @@ def test_rotation_old_rows_open_after_rotation_and_move_to_the_new_key_on_their_
     old, new = new_key_text(), new_key_text()
     before = VisitRepository(storage, Sealer.from_text(old))
     visit = before.get_or_create(Geography.AMERICAS, f"rot-{unique}", "cfg", CONTEXT)
+    room = WaitingRoom("Clinic of the rotation")
+    before.update(visit, lambda current: replace(current, waiting_room=room))
     table = storage.for_geography(Geography.AMERICAS).table(VISITS)
     old_id, new_id = key_id(parse_keys(old)[0]), key_id(parse_keys(new)[0])
     assert key_of(table.get_entity("americas", visit.key)["Context"]) == old_id
+    assert key_of(table.get_entity("americas", visit.key)["WaitingRoom"]) == old_id
 
     rotating = VisitRepository(storage, Sealer.from_text(f"{new},{old}"))  # the new key first, the old kept
     read = rotating.get(Geography.AMERICAS, visit.key)
     assert read is not None and read.context == CONTEXT
     assert key_of(table.get_entity("americas", visit.key)["Context"]) == old_id  # reads do not rewrite
     rotating.update(read, with_presence(Role.PATIENT, EventKind.LOBBY, datetime.now(UTC)))
-    assert key_of(table.get_entity("americas", visit.key)["Context"]) == new_id  # resealed on its next write
+    moved = table.get_entity("americas", visit.key)  # both sealed anew on the row's next write, though unchanged
+    assert (key_of(moved["Context"]), key_of(moved["WaitingRoom"])) == (new_id, new_id)
 
     retired = VisitRepository(storage, Sealer.from_text(new))  # the old key dropped: the row still opens
     after = retired.get(Geography.AMERICAS, visit.key)
-    assert after is not None and after.context == CONTEXT
+    assert after is not None and after.context == CONTEXT and after.waiting_room == room
 
 
 def test_a_write_keeps_the_sealed_text_of_an_unchanged_context_and_seals_a_changed_one_anew(
