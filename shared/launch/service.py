@@ -85,6 +85,7 @@ from shared.visits.model import (
     Visit,
     VisitContext,
     WaitingRoom,
+    evolve,
     merged_context,
     with_context,
     with_meeting,
@@ -1037,7 +1038,7 @@ class LaunchService:
         group = self._groups.find(visit)
         if group is None:
             return visit
-        return replace(group, launched={**group.launched, **visit.launched})
+        return evolve(group, launched={**group.launched, **visit.launched})
 
     def patient_view(self, grant: VisitGrant, token: str) -> PatientView:
         """The waiting page's facts. It gives up ``waiting_room_give_up`` after the appointment's start, or after

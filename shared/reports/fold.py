@@ -39,7 +39,7 @@ from shared.reports.preferences import ReportPreferenceStore
 from shared.reports.recorder import organizer_id, report_visit_id
 from shared.reports.store import ReportFacts, columns_with, day_of, facts_columns, facts_from_columns
 from shared.visits.events import Role, VisitEvent
-from shared.visits.model import Visit
+from shared.visits.model import Visit, evolve
 from shared.visits.repository import LIFETIME, VisitRepository
 from shared.writeback.worker import TargetResolver
 
@@ -137,7 +137,7 @@ class ReportFold:
             if columns is not None or day not in folded.days:
                 folded.days[day] = columns or facts_columns(VisitFacts())  # a CSN alone still makes the day
             folded.csn = sealed
-            return replace(visit, report=folded.dump())
+            return evolve(visit, report=folded.dump())
 
         return change
 

@@ -19,9 +19,9 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from shared.kernel.errors import InvalidEvent
 from shared.kernel.identifiers import keyed_id
@@ -205,9 +205,23 @@ class VisitEvent:
             raise InvalidEvent("event id does not match its content")
         return event
 
-    def with_context(self, **changes: Any) -> VisitEvent:
-        """A copy with launch-context fields filled in (identity is unchanged by context)."""
-        return replace(self, **changes)
+    def with_context(self, **changes: Unpack[EventContext]) -> VisitEvent:
+        """A copy with launch-context fields filled in. Identity is unchanged by context, so the copy keeps the
+        id and skips ``__init__`` and its checks (those of the event as parsed hold): every event is copied so."""
+        copy = object.__new__(VisitEvent)
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
+
+
+class EventContext(TypedDict, total=False):
+    """What ``VisitEvent.with_context`` may fill in: the event's references and who they name, none of its id."""
+
+    participant: str | None
+    csn: str | None
+    appointment: str | None
+    encounter: str | None
+    department: str | None
+    interpreter: bool
 
 
 def event_id(event: VisitEvent) -> str:

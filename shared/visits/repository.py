@@ -14,7 +14,6 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +36,7 @@ from shared.visits.model import (
     Visit,
     VisitContext,
     WaitingRoom,
+    evolve,
     has_context,
 )
 from shared.visits.sealed_context import open_context, open_waiting_room, seal_context, seal_waiting_room
@@ -188,7 +188,7 @@ class VisitRepository:
                 if replaced is None:  # another launch replaced it first: use theirs
                     return self.get_or_create(geography, key, configuration_id, context)
                 metadata = replaced
-        return replace(visit, etag=metadata.get("etag"))
+        return evolve(visit, etag=metadata.get("etag"))
 
     def _replace_expired(self, geography: Geography, key: str, visit: Visit) -> dict[str, Any] | None:
         """Replace an expired row, etag-guarded so two racing launches cannot overwrite each other."""
@@ -204,7 +204,7 @@ class VisitRepository:
                 return insert_row(table, self._to_entity(visit))
             # The usage report's facts folded since the timer's last copy go on with the new row (the timer copies
             # them with it, merging), rather than with the replaced row.
-            carried = replace(visit, report=visit.report or stale.get("ReportFacts") or None)
+            carried = evolve(visit, report=visit.report or stale.get("ReportFacts") or None)
             return dict(
                 table.update_entity(
                     self._to_entity(carried),
@@ -239,7 +239,7 @@ class VisitRepository:
                         etag=current.etag,
                         match_condition=MatchConditions.IfNotModified,
                     )
-                    return replace(changed, etag=metadata.get("etag"))
+                    return evolve(changed, etag=metadata.get("etag"))
                 except (ResourceModifiedError, ResourceNotFoundError):
                     if attempt + 1 == _ATTEMPTS:
                         break

@@ -103,8 +103,14 @@ def open_event(sealer: Sealer, event: VisitEvent) -> VisitEvent:
     """The event with its sealed references opened into memory (an event without ``sealed`` is returned as is)."""
     if not event.sealed:
         return event
-    references = _strings(_object(sealer.open(event.sealed, purpose=event_purpose(event))), _REFERENCE_FIELDS)
-    return event.with_context(**references)
+    data = _strings(_object(sealer.open(event.sealed, purpose=event_purpose(event))), _REFERENCE_FIELDS)
+    return event.with_context(
+        participant=data.get("participant"),
+        csn=data.get("csn"),
+        appointment=data.get("appointment"),
+        encounter=data.get("encounter"),
+        department=data.get("department"),
+    )
 
 
 def _object(text: str) -> dict[str, Any]:

@@ -632,11 +632,12 @@ def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
     """Fill the EHR references a Graph event cannot know from the visit's launch context (ids only)."""
     context = visit.context
     participant = event.participant
+    interpreter = event.interpreter
     colleague = _colleague(event, visit)
     if colleague is not None:
         # A clinician Teams names by the account their launch was mapped to: themselves, whoever organizes
         # (Teams' role stays: the organizer is the provider on the panel, the others colleagues).
-        event = replace(event, interpreter=colleague.interpreter)
+        interpreter = colleague.interpreter
         participant = colleague.reference
     elif participant is None and not event.interpreter:  # a guest interpreter is not the visit's patient
         participant = {Role.PROVIDER: context.provider, Role.PATIENT: context.patient}.get(event.role)
@@ -646,6 +647,7 @@ def _with_visit_context(event: VisitEvent, visit: Visit) -> VisitEvent:
             participant = None
     return event.with_context(
         participant=participant,
+        interpreter=interpreter,
         csn=event.csn or context.csn,
         appointment=event.appointment or context.appointment,
         encounter=event.encounter or context.encounter,

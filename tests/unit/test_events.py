@@ -22,7 +22,7 @@ from shared.kernel.settings import Geography
 from shared.microsoft.call_events import participant_changes
 from shared.microsoft.notification_crypto import EncryptedContent, decrypt_resource
 from shared.microsoft.notifications import ClientStates, SubscriptionTarget
-from shared.visits.events import EventKind, Role, Source, VisitEvent
+from shared.visits.events import EventContext, EventKind, Role, Source, VisitEvent
 from shared.visits.sealed_context import open_event, seal_event
 
 ORGANIZER = "b0000000-0000-4000-8000-000000000001"
@@ -118,6 +118,21 @@ def test_same_fact_has_same_id_whatever_the_context_or_time_zone() -> None:
     a = event()
     b = event(participant=None, csn=None, occurred_at=WHEN.astimezone(timezone(timedelta(hours=-5))))
     assert a.id == b.id
+
+
+def test_context_filled_in_is_the_same_event_as_replace_would_make() -> None:
+    """``with_context`` copies without ``__init__``: the copy must be what ``replace`` makes, id included."""
+    graph = event(participant=None, csn=None)
+    changes = {"participant": "Practitioner/1", "csn": "1853", "appointment": "a", "interpreter": True}
+    filled = graph.with_context(**changes)  # type: ignore[arg-type]
+    assert vars(filled) == vars(dataclasses.replace(graph, **changes))  # type: ignore[arg-type]
+    assert filled.id == graph.id and (graph.participant, graph.csn, graph.interpreter) == (None, None, False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        filled.csn = "2"  # type: ignore[misc]
+    # What it may fill in is context only: none of it is part of the event's id.
+    identity = {"visit_key", "role", "kind", "occurred_at", "source", "attendee", "id"}
+    assert not identity & set(EventContext.__annotations__)
+    assert set(EventContext.__annotations__) <= {f.name for f in dataclasses.fields(VisitEvent)}
 
 
 @pytest.mark.parametrize(
