@@ -38,7 +38,7 @@ from shared.reports.facts import VisitFacts, facts_from_event
 from shared.reports.preferences import ReportPreferenceStore
 from shared.reports.recorder import organizer_id, report_visit_id
 from shared.reports.store import ReportFacts, columns_with, day_of, facts_columns, facts_from_columns
-from shared.visits.events import Role, VisitEvent
+from shared.visits.events import Role, Source, VisitEvent
 from shared.visits.model import Visit, evolve
 from shared.visits.repository import LIFETIME, VisitRepository
 from shared.writeback.worker import TargetResolver
@@ -121,8 +121,8 @@ class ReportFold:
         day = day_of(event.occurred_at)
         if day < utcnow().date() - timedelta(days=preferences.retention_days - 1):
             return None  # older than the report keeps (a message replayed from the poison queue long after)
-        organizer = None
-        if event.role is Role.PROVIDER and event.participant:
+        organizer = None  # a launch's fact: the clinician who launched (``facts_from_event`` reads it of launches only)
+        if event.source is Source.LAUNCH and event.role is Role.PROVIDER and event.participant:
             organizer = organizer_id(self._secret, event.configuration_id, event.participant)
         facts = facts_from_event(event, organizer=organizer)  # the CSN apart: sealed for the row, not per day
         return self._fold(day.isoformat(), facts, event.csn if preferences.show_csn else None)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from azure.core import MatchConditions
@@ -342,7 +343,7 @@ def columns_with(columns: Mapping[str, Any] | None, facts: VisitFacts) -> dict[s
         after = merged(before, replace(facts, csn=None))
         return None if after == before else facts_columns(after)
     [(name, fact)] = facts.attendees.items()
-    current = columns or facts_columns(VisitFacts())
+    current = columns or _NO_FACTS
     # The entries as ``facts_from_columns`` reads them: one that does not read as an attendee is no fact.
     stored = {key: value for key, value in _load(current.get("Attendees")).items() if _readable(value)}
     if name in stored:
@@ -423,3 +424,6 @@ def _time(value: Any) -> datetime | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return None
     return _EPOCH + timedelta(milliseconds=value)
+
+
+_NO_FACTS = MappingProxyType(facts_columns(VisitFacts()))  # a visit's columns before its first fact
