@@ -31,7 +31,7 @@ from shared.kernel.inventory import Account, Classification, Field, Kind, Protec
 from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
-from shared.reports.facts import MAX_ATTENDEES, AttendeeFacts, LaunchFacts, VisitFacts, merged, merged_attendee
+from shared.reports.facts import MAX_ATTENDEES, AttendeeFacts, LaunchFacts, VisitFacts, merged
 from shared.storage.accounts import Storage, insert_row, storage_errors
 from shared.visits.events import Role
 
@@ -346,17 +346,37 @@ def columns_with(columns: Mapping[str, Any] | None, facts: VisitFacts) -> dict[s
     current = columns or _NO_FACTS
     # The entries as ``facts_from_columns`` reads them: one that does not read as an attendee is no fact.
     stored = {key: value for key, value in _load(current.get("Attendees")).items() if _readable(value)}
+    new = _attendee_value(fact)
     if name in stored:
-        known = _attendee(stored[name])
-        combined = merged_attendee(known, fact)
+        # ``merged_attendee`` on the stored form (milliseconds), without making times of them and back.
+        known = _normalized(stored[name])
+        combined = [min(known[0], new[0]), _earliest(known[1], new[1]), _earliest(known[2], new[2]),
+                    _latest(known[3], new[3]), _latest(known[4], new[4])]  # fmt: skip
         if combined == known:
             return None
     elif len(stored) >= MAX_ATTENDEES:
         return None  # ``merged`` keeps the first ``MAX_ATTENDEES``
     else:
-        combined = fact
-    stored[name] = _attendee_value(combined)
+        combined = new
+    stored[name] = combined
     return {**current, "Attendees": _dump(stored)}
+
+
+def _normalized(value: list[Any]) -> list[Any]:
+    """A readable entry as ``_attendee_value(_attendee(value))`` writes it: a time that does not read is none."""
+    return [value[0], *(_ms_or_none(x) for x in value[1:])]
+
+
+def _ms_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _attendee_value(facts: AttendeeFacts) -> list[Any]:

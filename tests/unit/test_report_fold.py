@@ -141,6 +141,20 @@ def test_a_new_attendee_past_the_rows_limit_and_an_entry_that_does_not_read_are_
     assert written is not None and json.loads(written["Attendees"]).keys() == {"patient:new"}
 
 
+def test_an_attendee_whose_stored_times_do_not_read_merges_as_if_it_had_none() -> None:
+    """The merge works on the stored milliseconds: a time that is no integer (a boolean, a text, a fraction)
+    reads as none there too, as ``facts_from_columns`` reads it."""
+    ms = 1_764_000_000_000
+    odd = {**facts_columns(VisitFacts()), "Attendees": json.dumps({"patient": ["patient", "x", True, 1.5, ms]})}
+    for fact in (AttendeeFacts(Role.PATIENT, joined=NOW, present=NOW), AttendeeFacts(Role.PROVIDER, left=NOW)):
+        facts = VisitFacts(attendees={"patient": fact})
+        expected = merged(facts_from_columns(odd), facts)
+        assert facts_from_columns(columns_with(odd, facts) or {}) == expected
+    # A fact that moves none of the times (an older leave) changes nothing, the unreadable times aside.
+    older = VisitFacts(attendees={"patient": AttendeeFacts(Role.PATIENT, left=datetime.fromtimestamp(1, UTC))})
+    assert columns_with(odd, older) is None
+
+
 def test_a_fact_that_brings_only_the_csn_still_makes_the_visits_day() -> None:
     """A guest interpreter's fact is no attendee's, but with the CSN shown it names the visit's CSN: the row keeps
     it with the day (empty), so the report's copy makes the visit's row for that day."""
