@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from shared.visits.events import EventKind, Role, Source, VisitEvent
 
@@ -104,10 +105,10 @@ def merged_attendee(current: AttendeeFacts, facts: AttendeeFacts) -> AttendeeFac
     """One attendee's facts from two accounts of them: first times the earliest, last times the latest."""
     return AttendeeFacts(
         role=min(current.role, facts.role),
-        lobby=_first(current.lobby, facts.lobby),
-        joined=_first(current.joined, facts.joined),
-        present=_last(current.present, facts.present),
-        left=_last(current.left, facts.left),
+        lobby=earlier(current.lobby, facts.lobby),
+        joined=earlier(current.joined, facts.joined),
+        present=later(current.present, facts.present),
+        left=later(current.left, facts.left),
     )
 
 
@@ -121,12 +122,17 @@ def _earlier_launch(current: LaunchFacts | None, new: LaunchFacts) -> LaunchFact
     )
 
 
-def _first(a: datetime | None, b: datetime | None) -> datetime | None:
-    return min(x for x in (a, b) if x is not None) if (a or b) else None
+Moment = TypeVar("Moment", datetime, int)  # a time, or its milliseconds as a report row stores it
 
 
-def _last(a: datetime | None, b: datetime | None) -> datetime | None:
-    return max(x for x in (a, b) if x is not None) if (a or b) else None
+def earlier(a: Moment | None, b: Moment | None) -> Moment | None:
+    """The earlier of two moments, either of which may be unknown (None)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def later(a: Moment | None, b: Moment | None) -> Moment | None:
+    """The later of two moments, either of which may be unknown (None)."""
+    return b if a is None else a if b is None else max(a, b)
 
 
 # --- the report's columns ----------------------------------------------------------------------------
@@ -158,7 +164,7 @@ class VisitSummary:
 
     @property
     def first_seen(self) -> datetime | None:
-        return _first(self.first_launch, _first(self.clinician_joined, self.patient_joined))
+        return earlier(self.first_launch, earlier(self.clinician_joined, self.patient_joined))
 
 
 def summarize(facts: VisitFacts) -> VisitSummary:

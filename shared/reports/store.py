@@ -31,7 +31,7 @@ from shared.kernel.inventory import Account, Classification, Field, Kind, Protec
 from shared.kernel.memo import Memo
 from shared.kernel.sealing import Sealer
 from shared.kernel.settings import Geography
-from shared.reports.facts import MAX_ATTENDEES, AttendeeFacts, LaunchFacts, VisitFacts, merged
+from shared.reports.facts import MAX_ATTENDEES, AttendeeFacts, LaunchFacts, VisitFacts, earlier, later, merged
 from shared.storage.accounts import Storage, insert_row, storage_errors
 from shared.visits.events import Role
 
@@ -350,8 +350,8 @@ def columns_with(columns: Mapping[str, Any] | None, facts: VisitFacts) -> dict[s
     if name in stored:
         # ``merged_attendee`` on the stored form (milliseconds), without making times of them and back.
         known = _normalized(stored[name])
-        combined = [min(known[0], new[0]), _earliest(known[1], new[1]), _earliest(known[2], new[2]),
-                    _latest(known[3], new[3]), _latest(known[4], new[4])]  # fmt: skip
+        combined = [min(known[0], new[0]), earlier(known[1], new[1]), earlier(known[2], new[2]),
+                    later(known[3], new[3]), later(known[4], new[4])]  # fmt: skip
         if combined == known:
             return None
     elif len(stored) >= MAX_ATTENDEES:
@@ -369,14 +369,6 @@ def _normalized(value: list[Any]) -> list[Any]:
 
 def _ms_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _earliest(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _latest(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else max(a, b)
 
 
 def _attendee_value(facts: AttendeeFacts) -> list[Any]:
