@@ -19,6 +19,8 @@ A row is a lease, then a fact::
     failed:  etag-guarded update {State: failed} after a permanent failure: no longer pending (the message
              is in the poison queue); a replayed message may claim it again
 
+When a row reached its state is its ``Timestamp``, which the service sets on every write: no column of ours.
+
 Pending (``is_pending``): claimed or released, for at most ``RETRY_SPAN``. The visit's launch context is
 released only once none of its rows is pending (``shared.visits.lifetime``). Each event has a row of its
 own, so events of one visit never race for one etag and nothing is evicted. Rows expire with their visit
@@ -31,7 +33,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,6 +63,15 @@ PENDING = frozenset({CLAIMED, RELEASED})
 # visit need not keep the launch context for it (a replay after a relaunch finds the context again).
 RETRY_SPAN = timedelta(minutes=20)
 _ATTEMPTS = 3  # a row swept between our create and our read: create again, a few times
+# A visit's rows in a pending state, which the service selects (spaces around the parentheses: the SDK substitutes
+# a parameter only as a word of its own), and the columns ``is_pending`` reads of them.
+PENDING_FILTER = "PartitionKey eq @pk and ( State eq @claimed or State eq @released )"
+PENDING_COLUMNS = ["State", "ClaimedAt"]
+
+
+def pending_parameters(visit_key: str) -> dict[str, str]:
+    return {"pk": visit_key, "claimed": CLAIMED, "released": RELEASED}
+
 
 INVENTORY = (
     Store(
@@ -72,7 +83,7 @@ INVENTORY = (
         (
             Field("PartitionKey", Classification.EHR_ID, Protection.HMAC, "the visit key"),
             Field("RowKey", Classification.OPERATIONAL, Protection.HASHED, "event id"),
-            *operational("State", "ClaimedAt", "Attempt", "DoneAt", "FailedAt", "ExpiresAt"),
+            *operational("State", "ClaimedAt", "Attempt", "ExpiresAt"),
         ),
         "until ExpiresAt (the visit's), as long as a redelivered event may still arrive",
         "the sweep timer after ExpiresAt",
@@ -205,7 +216,7 @@ class WritebackLedger:
         """
         account = self._storage.for_geography(claim.geography)
         table = account.table(TABLE)
-        entity = _entity(claim, DONE) | {"DoneAt": self._clock()}
+        entity = _entity(claim, DONE)
         with storage_errors(account.name):
             try:
                 table.update_entity(
@@ -230,7 +241,7 @@ class WritebackLedger:
 
     def mark_failed(self, claim: Claim) -> None:
         """Record a permanent failure, unless another worker holds the claim by now: no longer pending."""
-        self._end(claim, _entity(claim, FAILED) | {"FailedAt": self._clock()})
+        self._end(claim, _entity(claim, FAILED))
 
     def _end(self, claim: Claim, entity: dict[str, Any]) -> None:
         account = self._storage.for_geography(claim.geography)
@@ -246,10 +257,7 @@ class WritebackLedger:
         account = self._storage.for_geography(geography)
         with storage_errors(account.name):
             rows = account.table(TABLE).query_entities(
-                # Spaces around the parentheses: the SDK substitutes a parameter only as a word of its own.
-                "PartitionKey eq @pk and ( State eq @claimed or State eq @released )",
-                parameters={"pk": visit_key, "claimed": CLAIMED, "released": RELEASED},
-                select=["State", "ClaimedAt"],
+                PENDING_FILTER, parameters=pending_parameters(visit_key), select=PENDING_COLUMNS
             )
             return any(_pending(row["State"], row["ClaimedAt"], now=now) for row in rows)
 
@@ -277,7 +285,10 @@ def _claimed(claim: Claim) -> dict[str, Any]:
 
 
 def _with_etag(claim: Claim, metadata: Any) -> Claim:
-    return replace(claim, etag=dict(metadata).get("etag"))
+    etag = dict(metadata).get("etag")
+    return Claim(
+        claim.geography, claim.visit_key, claim.event_id, claim.claimed_at, claim.attempt, claim.expires_at, etag
+    )
 
 
 def _from_entity(entity: Any) -> LedgerEntry:
