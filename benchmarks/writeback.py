@@ -5,15 +5,16 @@
 Prints:
 0. host CPU per event against the floor measured in the same run (target <= 1.1): the floor's steps
    (``benchmarks.writeback_floor.FloorSteps``: the visit read, for Epic the ledger's claim, the EHR call, the done
-   mark, the presence write) as the queue function of a second local host with the same host.json, so that the
-   host's own work per message (receive, dispatch to the worker's threads, delete: in Azure the Functions host's,
-   not the app's) is in the floor as it is in the host's figure, as the launch floor has the host's work on its
-   requests (the headline: the host's events and the floor host's in turn, in 6 rounds); a second estimate with
+   mark and, on as many events as the host's that ended a meeting, the ledger's pending query, which the privacy
+   promise needs there; the presence write) as the queue function of a second local host with the same host.json, so
+   that the host's own work per message (receive, dispatch to the worker's threads, delete: in Azure the Functions
+   host's, not the app's) is in the floor as it is in the host's figure, as the launch floor has the host's work on
+   its requests (the headline: the host's events and the floor host's in turn, in 6 rounds); a second estimate with
    as many events sent to both hosts at the same moment, so that the machine's speed, which moves between seconds
    here, is the same for both; with, for information, three floors in a bare process (the steps and the queue's
-   receive and delete alone): as many events at a time as the host has in flight, one event at a time (its steps
-   in the worker's order), and each step alone back to back; and Table operations per event, for Epic (through
-   the ledger) and FHIR AuditEvents (idempotent): the host in a process of its own with the production host.json
+   receive and delete alone): as many events at a time as the host has in flight, one event at a time (its steps in
+   the worker's order), and each step alone back to back; and Table operations per event, for Epic (through the
+   ledger) and FHIR AuditEvents (idempotent): the host in a process of its own with the production host.json
    (batchSize 16, newBatchThreshold 8);
 1. drain rate: events per second one worker process (one host) writes into the sandbox EHR answering
    every call after a fixed latency L;
@@ -48,7 +49,8 @@ from azure.storage.queue import QueueClient
 
 from benchmarks.host_process import HostProcess, ServedChild, usage_per
 from benchmarks.table_operations import TableOperations
-from benchmarks.writeback_floor import FloorSpec
+from benchmarks.writeback_floor import ENDED as ENDED_STEP
+from benchmarks.writeback_floor import MEETING_ENDED, FloorSpec
 from benchmarks.writeback_load import CLIENT_ID, WritebackLoad
 from sandbox import azurite
 from sandbox.entra.signing import graph_validation_token
@@ -94,6 +96,7 @@ CPU_CASES = (
 
 
 ROUNDS = 6  # the host's events and the floor alternate in this many rounds (even: each goes first as often)
+ENDED_QUERY = "WritebackLedger.query_entities"  # the host's pending query when a meeting has ended (Epic)
 
 
 def cpu_per_event(
@@ -133,29 +136,45 @@ def cpu_per_event(
             made = load.events(2 * events)
             parts = [made[k * per_round : (k + 1) * per_round] for k in range(2 * ROUNDS)]
             host.ops()
+            counted: Counter[str] = Counter()  # the host's Table operations
+            ends = MeetingEnds()
             if phases:
                 host.phases()
             rounds: list[Round] = []
             with WritebackFloor(load, mode) as floor:
                 for n in range(ROUNDS):
                     part = parts[2 * n]
-                    hosted = floor.hosted(per_round) if n % 2 else {}
+                    hosted = floor.hosted(per_round, ends.take(per_round)) if n % 2 else {}
                     used_before = host.usage()
                     before = host.cpu()
                     _run(load, part)
                     cpu_ms = (host.cpu() - before) / per_round * 1000
                     used = usage_per(used_before, host.usage(), per_round)
-                    hosted = hosted or floor.hosted(per_round)
-                    together = _together(load, parts[2 * n + 1], floor)
-                    crowded = floor.events(per_round, in_flight())
-                    single = floor.events(per_round, 1)
+                    ends.host(_counted(counted, host.ops()), per_round)
+                    hosted = hosted or floor.hosted(per_round, ends.take(per_round))
+                    together = _together(load, parts[2 * n + 1], floor, ends.take(per_round))
+                    ends.host(_counted(counted, host.ops()), per_round)
+                    crowded = floor.events(per_round, in_flight(), round(ends.rate * per_round))
+                    single = floor.events(per_round, 1, round(ends.rate * per_round))
                     tight = floor.tight(per_round)
+                    # The meeting-end query, measured alone once per run of the steps, counts at the host's rate.
+                    tight["tight_total_ms"] += ends.rate * tight["tight_steps_ms"].get(ENDED_STEP, 0.0)
                     rounds.append(Round(cpu_ms, used, hosted, together, crowded, single, tight))
             spent = host.phases() if phases else {}
             memory = host.rss()
-            ops = host.ops()
+            counted.update(host.ops())
+            ops = counted
             worker = {name: n / (2 * events) for name, n in sorted(ops.items())}
             _print_rounds(mode, analytics, events, visits - 1, idle, rounds)
+            if mode is WritebackMode.EPIC:
+                alone = statistics.median(float(r.tight["tight_steps_ms"][ENDED_STEP]) for r in rounds)
+                without = statistics.median(
+                    r.host_ms / (r.hosted["total_ms"] - r.hosted["meeting_ends"] / per_round * alone) for r in rounds
+                )
+                print(f"   Meeting ends (the ledger's pending query, in the floor since 6 December 2026): "
+                      f"{ops[ENDED_QUERY] / (2 * events):.3f} per event in the host, {ends.floor_rate:.3f} in the "
+                      f"floor's host; the query alone {alone:.2f} ms; the ratio against the floor less their cost "
+                      f"alone {without:.2f}")  # fmt: skip
             print(f"   Host resident memory after draining (24 messages in flight): {memory['rss_mb']:.0f} MB, "
                   f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
             print(f"   Table operations per event: {sum(worker.values()):.2f} {worker} "
@@ -172,6 +191,41 @@ def cpu_per_event(
                     print(f"     {label}: {total / (2 * events) * 1000:.3f} ms ({count / (2 * events):.2f} calls)")
 
 
+def _counted(counted: Counter[str], ops: dict[str, int]) -> dict[str, int]:
+    """``ops`` added to ``counted``, and returned."""
+    counted.update(ops)
+    return ops
+
+
+class MeetingEnds:
+    """How many of the floor host's events end a meeting (Epic: the ledger's pending query, ``MEETING_ENDED``):
+    as many as the host's events did, in proportion, so far: the floor's total keeps up with the host's."""
+
+    def __init__(self) -> None:
+        self._host = self._host_sent = self._floor = self._floor_sent = 0
+
+    def host(self, ops: dict[str, int], sent: int) -> None:
+        """The host's Table operations for its ``sent`` latest events."""
+        self._host += ops.get(ENDED_QUERY, 0)
+        self._host_sent += sent
+
+    @property
+    def rate(self) -> float:
+        return self._host / self._host_sent if self._host_sent else 0.0
+
+    @property
+    def floor_rate(self) -> float:
+        return self._floor / self._floor_sent if self._floor_sent else 0.0
+
+    def take(self, runs: int) -> int:
+        """Of the floor host's next ``runs`` events, how many end a meeting."""
+        due = round(self.rate * (self._floor_sent + runs)) - self._floor
+        ended = max(0, min(runs, due))
+        self._floor += ended
+        self._floor_sent += runs
+        return ended
+
+
 def _run(load: WritebackLoad, events: list[VisitEvent]) -> None:
     """Send ``events`` to the host and wait until each is written and the queue is empty."""
     load.enqueue([e.to_json() for e in events])
@@ -179,7 +233,9 @@ def _run(load: WritebackLoad, events: list[VisitEvent]) -> None:
     load.wait_until_queue_empty(timeout=60)
 
 
-def _together(load: WritebackLoad, events: list[VisitEvent], floor: WritebackFloor) -> tuple[float, float]:
+def _together(
+    load: WritebackLoad, events: list[VisitEvent], floor: WritebackFloor, meeting_ends: int
+) -> tuple[float, float]:
     """The host's events and as many of the floor's host, sent at the same moment: each host's CPU per event (ms)
     until its own queue is drained. Whatever the machine's speed does meanwhile, it does to both."""
     floor_side: dict[str, Any] = {}
@@ -187,7 +243,7 @@ def _together(load: WritebackLoad, events: list[VisitEvent], floor: WritebackFlo
 
     def run_floor() -> None:
         try:
-            floor_side.update(floor.hosted(len(events)))
+            floor_side.update(floor.hosted(len(events), meeting_ends))
         except BaseException as exc:  # noqa: BLE001 - raised again below, in the benchmark's thread
             failed.append(exc)
 
@@ -323,7 +379,8 @@ class WritebackFloor:
         self._hosted_queue = load.queue(f"{load.queue_name}-hosted")
         self._poison = load.queue(f"{self._hosted_queue.queue_name}-poison")
         concurrency = in_flight()
-        self._fill(self._queue, 3 + concurrency)  # its warm-up
+        warm_ends = 1 if mode is WritebackMode.EPIC else 0  # the pending query warms up too
+        self._fill(self._queue, 3 + concurrency, warm_ends)  # its warm-up
         key, csn = load.visit_keys[1]
         external_id = f"floor-{load.run}"
         load.ehr.state.link_launch({csn}, external_id)
@@ -344,18 +401,19 @@ class WritebackFloor:
             # receive, dispatch and delete of each message in the floor too, with the production host.json.
             settings = {**load.environ, "WRITEBACK_QUEUE_NAME": self._hosted_queue.queue_name}
             self._host = HostProcess(settings, free_port(), writeback_floor=spec.to_json()).start()
-            self.hosted(3 + concurrency)  # its warm-up
+            self.hosted(3 + concurrency, warm_ends)  # its warm-up
         except BaseException:
             self.close()
             raise
 
-    def hosted(self, runs: int) -> dict[str, Any]:
-        """``runs`` events through the floor's host: its CPU per event, and its resource usage per event."""
+    def hosted(self, runs: int, meeting_ends: int = 0) -> dict[str, Any]:
+        """``runs`` events through the floor's host, ``meeting_ends`` of them ending a meeting: its CPU per event,
+        and its resource usage per event."""
         host = self._host
         assert host is not None
         used_before = host.usage()
         before = host.cpu()
-        self._fill(self._hosted_queue, runs)
+        self._fill(self._hosted_queue, runs, meeting_ends)
         deadline = time.monotonic() + max(180, runs)
         # Azurite counts a message until it is deleted, which the host does once its invocation has returned.
         while self._hosted_queue.get_queue_properties().approximate_message_count:
@@ -367,7 +425,7 @@ class WritebackFloor:
         failures = host.floor_failures()
         if failures or self._poison.get_queue_properties().approximate_message_count:
             raise AssertionError(f"the floor's host failed ({failures[:3]}): {host.log_tail()}")
-        return {"runs": runs, "total_ms": total, "usage": used}
+        return {"runs": runs, "total_ms": total, "usage": used, "meeting_ends": meeting_ends}
 
     def __enter__(self) -> WritebackFloor:
         return self
@@ -375,8 +433,8 @@ class WritebackFloor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def events(self, runs: int, concurrency: int) -> dict[str, Any]:
-        self._fill(self._queue, runs)
+    def events(self, runs: int, concurrency: int, meeting_ends: int = 0) -> dict[str, Any]:
+        self._fill(self._queue, runs, meeting_ends)
         answer = self._child.ask(f"events {runs} {concurrency}")
         if answer.get("failures"):
             raise AssertionError(f"the floor's EHR calls failed: {answer['failures']}")
@@ -396,10 +454,15 @@ class WritebackFloor:
                 with contextlib.suppress(Exception):
                     queue.delete_queue()
 
-    def _fill(self, queue: QueueClient, count: int) -> None:
-        """As ``WritebackLoad.enqueue`` sends the host's: 8 at a time."""
+    def _fill(self, queue: QueueClient, count: int, meeting_ends: int = 0) -> None:
+        """As ``WritebackLoad.enqueue`` sends the host's: 8 at a time; ``meeting_ends`` of them, spread evenly,
+        flagged as ending their visit's meeting (``MEETING_ENDED``)."""
+        bodies = [e.to_json() for e in self._load.events(count)]
+        for n in range(count):
+            if (n + 1) * meeting_ends // count > n * meeting_ends // count:
+                bodies[n] = json.dumps({**json.loads(bodies[n]), MEETING_ENDED: True}, separators=(",", ":"))
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(queue.send_message, [e.to_json() for e in self._load.events(count)]))
+            list(pool.map(queue.send_message, bodies))
 
 
 def drain(env: dict[str, str], events: int, latency_ms: int) -> None:

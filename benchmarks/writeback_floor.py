@@ -14,18 +14,24 @@ floors measured beside it). Per event:
 * the EHR call through the checked transport with the Backend Services token kept (``BackendServices``):
   Epic's ``SetExternalConnectionStatus`` GET, or a FHIR ``AuditEvent`` conditional-create POST;
 * for Epic only, the ledger's claim and done mark: one conditional Table create and one etag-guarded Table
-  update of a small row. ``SetExternalConnectionStatus`` has no idempotency key, so without them a redelivered
-  message (at least once, whatever the queue) calls Epic twice: for a non-idempotent adapter they are part of
-  the unavoidable work (README "Performance and cost"). An idempotent adapter (AuditEvent) has none.
+  update of a small row, in a partition per visit as the app's. ``SetExternalConnectionStatus`` has no
+  idempotency key, so without them a redelivered message (at least once, whatever the queue) calls Epic twice:
+  for a non-idempotent adapter they are part of the unavoidable work (README "Performance and cost"). An
+  idempotent adapter (AuditEvent) has none;
+* for Epic only, on an event whose message says so (``MEETING_ENDED``: as many as the host's events ended a
+  meeting), the ledger's "is anything of this visit pending?" partition query (``shared.writeback.ledger``'s).
+  With a ledger, a visit's sealed context may go once its meeting has ended only when none of its events is
+  pending (the privacy promise: removed when the meeting has ended and its writebacks are done), and the ledger
+  is the only record that can say so: the meeting's end costs this one query.
 
 After a warm-up it prints ``{"ready": true}`` and answers each line on stdin with one JSON line:
 
 * ``events N C``: N events, C at once (``C`` 1: one at a time, in the main thread; or ``--concurrency``: on as
   many threads, each on a visit row of its own, as the host runs the messages it has in flight), each event's
-  steps in the worker's order (receive; read the visit; for Epic, claim; the EHR call; for Epic, the done mark;
-  write the presence; delete the message): CPU milliseconds per event in total (``time.process_time``), each
-  step's share (``time.thread_time`` around it) and the process's user and system CPU, page faults and context
-  switches;
+  steps in the worker's order (receive; read the visit; for Epic, claim; the EHR call; for Epic, the done mark
+  and, at a meeting's end, the pending query; write the presence; delete the message): CPU milliseconds per
+  event in total (``time.process_time``), each step's share (``time.thread_time`` around it) and the process's
+  user and system CPU, page faults and context switches;
 * ``tight N``: each step alone, N times in a row: warmer than any event finds it (between an event's steps other
   work runs and the EHR keeps the thread waiting, 50 ms in ``benchmarks.writeback``);
 * ``quit``.
@@ -57,7 +63,8 @@ if TYPE_CHECKING:
 BATCH = 16
 VISIBILITY = 600  # seconds: as the local host's listener receives (its PROCESSING_VISIBILITY)
 QUEUE, VISIT = "queue receive + delete", "visit read + presence write"
-EHR, LEDGER = "EHR call", "ledger claim + done mark"
+EHR, LEDGER, ENDED = "EHR call", "ledger claim + done mark", "meeting-end pending query"
+MEETING_ENDED = "floorMeetingEnded"  # a floor message's flag: its event ends its visit's meeting (Epic: the query)
 T = TypeVar("T")
 
 
@@ -203,10 +210,10 @@ class FloorSteps:
         return self._http.post_json(url, body, content_type="application/fhir+json", headers=headers)
 
     # --- the ledger (Epic only) -----------------------------------------------------------------------------
-    def claim(self) -> tuple[dict[str, object], str]:
+    def claim(self, visit_key: str) -> tuple[dict[str, object], str]:
         from shared.storage.accounts import insert_row
 
-        entity: dict[str, object] = {"PartitionKey": self.spec.partition_key, "RowKey": uuid.uuid4().hex}
+        entity: dict[str, object] = {"PartitionKey": visit_key, "RowKey": uuid.uuid4().hex}
         entity.update({"State": "claimed", "Attempt": 1})
         return entity, str(insert_row(self._ledger, entity)["etag"])
 
@@ -220,17 +227,35 @@ class FloorSteps:
             entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
         )
 
+    def pending_query(self, visit_key: str) -> bool:
+        """The app's query for a visit's pending rows (its filter and columns), answered as the app reads it."""
+        from shared.writeback.ledger import PENDING_COLUMNS, PENDING_FILTER, pending_parameters
+
+        rows = self._ledger.query_entities(
+            PENDING_FILTER, parameters=pending_parameters(visit_key), select=PENDING_COLUMNS
+        )
+        return any(row["State"] for row in rows)
+
     # --- an event -------------------------------------------------------------------------------------------
     def event_in_host(self, body: str) -> None:
         """One event's unavoidable work as a host's queue function does it (the host receives and deletes):
-        the message's JSON parsed, the visit read, for Epic the claim, the EHR call, the done mark, presence."""
-        json.loads(body)
+        the message's JSON parsed, the visit read, for Epic the claim, the EHR call, the done mark and, at a
+        meeting's end, the pending query; presence."""
+        visit_key, ended = message_facts(body)
         row = self.read_visit()
-        claimed = self.claim() if self.epic else None
+        claimed = self.claim(visit_key) if self.epic else None
         self.ehr_call()
         if claimed is not None:
             self.mark_done(claimed)
+            if ended:
+                self.pending_query(visit_key)
         self.write_presence(row)
+
+
+def message_facts(body: str) -> tuple[str, bool]:
+    """A floor message's visit key and whether its event ends the meeting (``MEETING_ENDED``)."""
+    data = json.loads(body)
+    return str(data["visitKey"]), bool(data.get(MEETING_ENDED))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,22 +284,26 @@ def main(argv: list[str] | None = None) -> int:
     def one_event() -> None:
         """One event's unavoidable work, in the order the worker does it."""
         message = timed(QUEUE, steps.receive)
+        visit_key, ended = timed(QUEUE, message_facts, message.content)
         row = timed(VISIT, steps.read_visit)
-        claimed = timed(LEDGER, steps.claim) if steps.epic else None
+        claimed = timed(LEDGER, steps.claim, visit_key) if steps.epic else None
         timed(EHR, steps.ehr_call)
         if claimed is not None:
             timed(LEDGER, steps.mark_done, claimed)
+            if ended:
+                timed(ENDED, steps.pending_query, visit_key)
         timed(VISIT, steps.write_presence, row)
         timed(QUEUE, steps.delete, message)
 
     # Each step alone, run many times in a row: warmer than any event runs it (for information).
-    tight: dict[str, Callable[[], None]] = {
+    tight: dict[str, Callable[[], object]] = {
         QUEUE: lambda: steps.delete(steps.receive()),
         VISIT: lambda: steps.write_presence(steps.read_visit()),
         EHR: steps.ehr_call,
     }
     if steps.epic:
-        tight[LEDGER] = lambda: steps.mark_done(steps.claim())
+        tight[LEDGER] = lambda: steps.mark_done(steps.claim(steps.spec.row_key))
+        tight[ENDED] = lambda: steps.pending_query(steps.spec.row_key)
 
     def events(pool: ThreadPoolExecutor, runs: int, concurrency: int) -> dict[str, object]:
         spent.clear()
@@ -299,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(runs):
                 step()
             figures[label] = (time.process_time() - started) / runs * 1000
-        return {"runs": runs, "tight_steps_ms": figures, "tight_total_ms": sum(figures.values())}
+        # Per event: each step once, but the meeting-end query, which only a meeting's end asks (the caller adds it
+        # at the rate the host's events end meetings).
+        total = sum(ms for label, ms in figures.items() if label != ENDED)
+        return {"runs": runs, "tight_steps_ms": figures, "tight_total_ms": total}
 
     modes = {1, args.concurrency}  # one at a time, or on every thread of the pool (its threads stay warm)
     try:
