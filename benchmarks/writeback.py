@@ -144,21 +144,21 @@ def cpu_per_event(
             with WritebackFloor(load, mode) as floor:
                 for n in range(ROUNDS):
                     part = parts[2 * n]
-                    hosted = floor.hosted(per_round, ends.take(per_round)) if n % 2 else {}
+                    hosted = floor.hosted(per_round, ends.take(2 * n, per_round)) if n % 2 else {}
                     used_before = host.usage()
                     before = host.cpu()
                     _run(load, part)
                     cpu_ms = (host.cpu() - before) / per_round * 1000
                     used = usage_per(used_before, host.usage(), per_round)
-                    ends.host(_counted(counted, host.ops()), per_round)
-                    hosted = hosted or floor.hosted(per_round, ends.take(per_round))
-                    together = _together(load, parts[2 * n + 1], floor, ends.take(per_round))
-                    ends.host(_counted(counted, host.ops()), per_round)
-                    crowded = floor.events(per_round, in_flight(), round(ends.rate * per_round))
-                    single = floor.events(per_round, 1, round(ends.rate * per_round))
+                    ends.host(_counted(counted, host.ops()))
+                    hosted = hosted or floor.hosted(per_round, ends.take(2 * n, per_round))
+                    together = _together(load, parts[2 * n + 1], floor, ends.take(2 * n + 1, per_round))
+                    ends.host(_counted(counted, host.ops()))
+                    crowded = floor.events(per_round, in_flight(), round(ends.per_part))
+                    single = floor.events(per_round, 1, round(ends.per_part))
                     tight = floor.tight(per_round)
                     # The meeting-end query, measured alone once per run of the steps, counts at the host's rate.
-                    tight["tight_total_ms"] += ends.rate * tight["tight_steps_ms"].get(ENDED_STEP, 0.0)
+                    tight["tight_total_ms"] += ends.per_part / per_round * tight["tight_steps_ms"].get(ENDED_STEP, 0.0)
                     rounds.append(Round(cpu_ms, used, hosted, together, crowded, single, tight))
             spent = host.phases() if phases else {}
             memory = host.rss()
@@ -171,8 +171,9 @@ def cpu_per_event(
                 without = statistics.median(
                     r.host_ms / (r.hosted["total_ms"] - r.hosted["meeting_ends"] / per_round * alone) for r in rounds
                 )
+                in_host, in_floor = ends.per_event(per_round)
                 print(f"   Meeting ends (the ledger's pending query, in the floor since 6 December 2026): "
-                      f"{ops[ENDED_QUERY] / (2 * events):.3f} per event in the host, {ends.floor_rate:.3f} in the "
+                      f"{in_host:.3f} per event in the host, {in_floor:.3f} in the "
                       f"floor's host; the query alone {alone:.2f} ms; the ratio against the floor less their cost "
                       f"alone {without:.2f}")  # fmt: skip
             print(f"   Host resident memory after draining (24 messages in flight): {memory['rss_mb']:.0f} MB, "
@@ -198,32 +199,37 @@ def _counted(counted: Counter[str], ops: dict[str, int]) -> dict[str, int]:
 
 
 class MeetingEnds:
-    """How many of the floor host's events end a meeting (Epic: the ledger's pending query, ``MEETING_ENDED``):
-    as many as the host's events did, in proportion, so far: the floor's total keeps up with the host's."""
+    """How many of the floor host's events end a meeting (Epic: the ledger's pending query, ``MEETING_ENDED``): each
+    floor part as many as the host's part it is paired with (its round's), or, before that part has run, as the
+    host's latest; what that got wrong is made up in the next floor part, so the totals agree."""
 
     def __init__(self) -> None:
-        self._host = self._host_sent = self._floor = self._floor_sent = 0
+        self._host: list[int] = []  # the host's meeting ends, part by part
+        self._floor: dict[int, int] = {}  # the floor's, by the host part each is paired with
 
-    def host(self, ops: dict[str, int], sent: int) -> None:
-        """The host's Table operations for its ``sent`` latest events."""
-        self._host += ops.get(ENDED_QUERY, 0)
-        self._host_sent += sent
+    def host(self, ops: dict[str, int]) -> None:
+        """The host's Table operations for its latest part."""
+        self._host.append(ops.get(ENDED_QUERY, 0))
 
-    @property
-    def rate(self) -> float:
-        return self._host / self._host_sent if self._host_sent else 0.0
-
-    @property
-    def floor_rate(self) -> float:
-        return self._floor / self._floor_sent if self._floor_sent else 0.0
-
-    def take(self, runs: int) -> int:
-        """Of the floor host's next ``runs`` events, how many end a meeting."""
-        due = round(self.rate * (self._floor_sent + runs)) - self._floor
-        ended = max(0, min(runs, due))
-        self._floor += ended
-        self._floor_sent += runs
+    def take(self, part: int, runs: int) -> int:
+        """Of the floor host's next ``runs`` events, paired with the host's ``part``, how many end a meeting."""
+        known = len(self._host)
+        expected = self._host[part] if part < known else (self._host[-1] if self._host else 0)
+        owed = sum(self._host[k] - flagged for k, flagged in self._floor.items() if k < known and k != part)
+        ended = max(0, min(runs, expected + owed))
+        self._floor[part] = ended
         return ended
+
+    @property
+    def per_part(self) -> float:
+        """The host's meeting ends per part so far."""
+        return sum(self._host) / len(self._host) if self._host else 0.0
+
+    def per_event(self, runs: int) -> tuple[float, float]:
+        """The host's and the floor host's meeting ends per event, ``runs`` per part."""
+        host = sum(self._host) / (len(self._host) * runs) if self._host else 0.0
+        floor = sum(self._floor.values()) / (len(self._floor) * runs) if self._floor else 0.0
+        return host, floor
 
 
 def _run(load: WritebackLoad, events: list[VisitEvent]) -> None:
