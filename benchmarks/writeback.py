@@ -60,7 +60,7 @@ from sandbox.server import free_port
 from shared.configurations.model import WritebackMode
 from shared.kernel.settings import Geography
 from shared.microsoft.notifications import ClientStates, NotificationCertificate, SubscriptionTarget
-from shared.visits.events import VisitEvent
+from shared.visits.events import EventKind, Role, VisitEvent
 from shared.visits.repository import VisitRepository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,27 +138,31 @@ def cpu_per_event(
             host.ops()
             counted: Counter[str] = Counter()  # the host's Table operations
             ends = MeetingEnds()
+            ends.count(warm)
+            expected = [ends.count(events) for events in parts]  # each part's meeting ends, in the host's order
+            measured: list[int] = []  # the host's own count of them (its pending queries), part by part
             if phases:
                 host.phases()
             rounds: list[Round] = []
             with WritebackFloor(load, mode) as floor:
                 for n in range(ROUNDS):
                     part = parts[2 * n]
-                    hosted = floor.hosted(per_round, ends.take(2 * n, per_round)) if n % 2 else {}
+                    hosted = floor.hosted(per_round, expected[2 * n]) if n % 2 else {}
                     used_before = host.usage()
                     before = host.cpu()
                     _run(load, part)
                     cpu_ms = (host.cpu() - before) / per_round * 1000
                     used = usage_per(used_before, host.usage(), per_round)
-                    ends.host(_counted(counted, host.ops()))
-                    hosted = hosted or floor.hosted(per_round, ends.take(2 * n, per_round))
-                    together = _together(load, parts[2 * n + 1], floor, ends.take(2 * n + 1, per_round))
-                    ends.host(_counted(counted, host.ops()))
-                    crowded = floor.events(per_round, in_flight(), round(ends.per_part))
-                    single = floor.events(per_round, 1, round(ends.per_part))
+                    measured.append(_counted(counted, host.ops()).get(ENDED_QUERY, 0))
+                    hosted = hosted or floor.hosted(per_round, expected[2 * n])
+                    together = _together(load, parts[2 * n + 1], floor, expected[2 * n + 1])
+                    measured.append(_counted(counted, host.ops()).get(ENDED_QUERY, 0))
+                    crowded = floor.events(per_round, in_flight(), expected[2 * n])
+                    single = floor.events(per_round, 1, expected[2 * n + 1])
                     tight = floor.tight(per_round)
-                    # The meeting-end query, measured alone once per run of the steps, counts at the host's rate.
-                    tight["tight_total_ms"] += ends.per_part / per_round * tight["tight_steps_ms"].get(ENDED_STEP, 0.0)
+                    # The meeting-end query, measured alone once per run of the steps, counts at the round's rate.
+                    rate = (expected[2 * n] + expected[2 * n + 1]) / (2 * per_round)
+                    tight["tight_total_ms"] += rate * tight["tight_steps_ms"].get(ENDED_STEP, 0.0)
                     rounds.append(Round(cpu_ms, used, hosted, together, crowded, single, tight))
             spent = host.phases() if phases else {}
             memory = host.rss()
@@ -171,11 +175,12 @@ def cpu_per_event(
                 without = statistics.median(
                     r.host_ms / (r.hosted["total_ms"] - r.hosted["meeting_ends"] / per_round * alone) for r in rounds
                 )
-                in_host, in_floor = ends.per_event(per_round)
                 print(f"   Meeting ends (the ledger's pending query, in the floor since 6 December 2026): "
-                      f"{in_host:.3f} per event in the host, {in_floor:.3f} in the "
-                      f"floor's host; the query alone {alone:.2f} ms; the ratio against the floor less their cost "
-                      f"alone {without:.2f}")  # fmt: skip
+                      f"{sum(expected) / (2 * events):.3f} per event in the floor's host, part by part as many as the "
+                      f"host's events that end a meeting ({sum(measured) / (2 * events):.3f} asked by the host, "
+                      f"{sum(a != b for a, b in zip(expected, measured, strict=True))} of {len(parts)} parts "
+                      f"counting otherwise); the query alone {alone:.2f} ms; the ratio against the floor less their "
+                      f"cost alone {without:.2f}")  # fmt: skip
             print(f"   Host resident memory after draining (24 messages in flight): {memory['rss_mb']:.0f} MB, "
                   f"peak {memory['peak_rss_mb']:.0f} MB")  # fmt: skip
             print(f"   Table operations per event: {sum(worker.values()):.2f} {worker} "
@@ -199,37 +204,25 @@ def _counted(counted: Counter[str], ops: dict[str, int]) -> dict[str, int]:
 
 
 class MeetingEnds:
-    """How many of the floor host's events end a meeting (Epic: the ledger's pending query, ``MEETING_ENDED``): each
-    floor part as many as the host's part it is paired with (its round's), or, before that part has run, as the
-    host's latest; what that got wrong is made up in the next floor part, so the totals agree."""
+    """Which of the host's events end their visit's meeting while it still holds its context: those whose presence
+    write asks the ledger whether anything is pending (Epic) and releases the context (``shared.visits.lifetime``:
+    every role seen in the meeting has left; the load's events are a provider's and a patient's Graph facts, no
+    launch restores a context). Counted ahead for each part of the host's events, in the order sent, so that the
+    floor's part paired with it asks as many times (``MEETING_ENDED``); the host's own count is printed beside."""
 
     def __init__(self) -> None:
-        self._host: list[int] = []  # the host's meeting ends, part by part
-        self._floor: dict[int, int] = {}  # the floor's, by the host part each is paired with
+        self._states: dict[str, dict[Role, EventKind]] = {}
+        self._released: set[str] = set()
 
-    def host(self, ops: dict[str, int]) -> None:
-        """The host's Table operations for its latest part."""
-        self._host.append(ops.get(ENDED_QUERY, 0))
-
-    def take(self, part: int, runs: int) -> int:
-        """Of the floor host's next ``runs`` events, paired with the host's ``part``, how many end a meeting."""
-        known = len(self._host)
-        expected = self._host[part] if part < known else (self._host[-1] if self._host else 0)
-        owed = sum(self._host[k] - flagged for k, flagged in self._floor.items() if k < known and k != part)
-        ended = max(0, min(runs, expected + owed))
-        self._floor[part] = ended
+    def count(self, events: Iterable[VisitEvent]) -> int:
+        ended = 0
+        for event in events:
+            states = self._states.setdefault(event.visit_key, {})
+            states[event.role] = event.kind
+            if event.visit_key not in self._released and all(k is EventKind.DISCONNECTED for k in states.values()):
+                self._released.add(event.visit_key)
+                ended += 1
         return ended
-
-    @property
-    def per_part(self) -> float:
-        """The host's meeting ends per part so far."""
-        return sum(self._host) / len(self._host) if self._host else 0.0
-
-    def per_event(self, runs: int) -> tuple[float, float]:
-        """The host's and the floor host's meeting ends per event, ``runs`` per part."""
-        host = sum(self._host) / (len(self._host) * runs) if self._host else 0.0
-        floor = sum(self._floor.values()) / (len(self._floor) * runs) if self._floor else 0.0
-        return host, floor
 
 
 def _run(load: WritebackLoad, events: list[VisitEvent]) -> None:
