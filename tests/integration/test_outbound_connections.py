@@ -96,7 +96,11 @@ def test_requests_one_after_another_reuse_one_connection_whatever_their_thread(s
 
 
 def test_requests_in_flight_together_open_one_connection_each_and_never_reopen(server: KeepAliveServer) -> None:
-    """The writeback's 24 messages in flight: 24 connections at most, kept for every later round."""
+    """The writeback's 24 messages in flight: 24 connections at most, kept for every later round.
+
+    Released together, the threads' requests still overlap only mostly: a request may find a connection another
+    thread has just given back, so the first round may open fewer than 24 and a later round the few it did not
+    need yet; never more than are in flight at once, and none is closed and opened again."""
     threads, rounds = 24, 5
     http = SafeHttp(POLICY)
     start = threading.Barrier(threads)
@@ -112,7 +116,8 @@ def test_requests_in_flight_together_open_one_connection_each_and_never_reopen(s
             again = [port for ports in pool.map(requests_of_one_thread, range(threads)) for port in ports]
         assert len(ports) == len(again) == threads * rounds
         assert 1 < after_first <= threads
-        assert len(server.accepted) == after_first  # the second round opened none
+        assert len(server.accepted) <= threads  # the second round opened at most what the first did not need yet
+        assert server.closed == []  # every connection was kept for the later round
         assert set(again) <= set(server.accepted)
     finally:
         http.close()
