@@ -286,15 +286,7 @@ def _claimed(claim: Claim) -> dict[str, Any]:
 
 def _with_etag(claim: Claim, metadata: Any) -> Claim:
     """The claim with the etag its write returned (built directly: ``dataclasses.replace`` costs more per event)."""
-    return Claim(
-        geography=claim.geography,
-        visit_key=claim.visit_key,
-        event_id=claim.event_id,
-        claimed_at=claim.claimed_at,
-        attempt=claim.attempt,
-        expires_at=claim.expires_at,
-        etag=dict(metadata).get("etag"),
-    )
+    return Claim(**(vars(claim) | {"etag": dict(metadata).get("etag")}))
 
 
 def _from_entity(entity: Any) -> LedgerEntry:
